@@ -1,0 +1,38 @@
+# concurrency-demos — run `make help` for the list of targets.
+CARGO ?= cargo
+# Every demo crate under crates/ (the shared library and the benchmark are not demos).
+DEMOS := $(filter-out common bench,$(notdir $(patsubst %/,%,$(wildcard crates/*/))))
+
+.PHONY: help build test lint bench demos clean demo-ticket demo-fork-vs-spawn
+
+help:
+	@echo "make demo-ticket    the ticket-booking race over db.json, then the fix (start here)"
+	@echo "make test           every test: unit tests of common and the demos' integration tests"
+	@echo "make demos          list every demo target"
+	@echo "make bench          Rust beside the Python originals, as ratios"
+	@echo "make build | lint | clean"
+
+build:
+	$(CARGO) build --workspace
+
+test:
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench:
+	$(CARGO) run --release -q -p bench
+
+demos:
+	@echo "Demo targets (each runs in a few seconds; add ARGS='--hold 10' to pause for ps):"
+	@for d in $(DEMOS); do echo "  make demo-$$d"; done
+	@echo "  make demo-ticket     (= demo-mutex-ticket: the race, then the fix)"
+
+# Run any demo with extra flags: make demo-fork-vs-spawn ARGS='--start-method spawn --json'
+demo-fork-vs-spawn:
+	@$(CARGO) run -q -p fork-vs-spawn -- $(ARGS)
+
+clean:
+	$(CARGO) clean

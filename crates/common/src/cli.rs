@@ -1,0 +1,95 @@
+//! cli — the flags every demo shares, for `#[command(flatten)]` in each demo's `Cli`.
+//!
+//! They are `global`, so they are accepted before or after any subcommand.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::process::StartMethod;
+use crate::report;
+
+/// The notes sleep 1 to 5 seconds at every step; by default the demos run this many times
+/// faster, so that a whole demo takes a few seconds. `--speed 1` restores the notes' timing.
+pub const DEFAULT_SPEED: f64 = 10.0;
+
+/// Flags shared by every demo.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Print events as JSON lines (one object per line) instead of people's lines
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Pause SECS at the interesting moment and print the ps command to run in another terminal
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_seconds)]
+    pub hold: Option<f64>,
+
+    /// How many times faster than the notes' sleeps to run (1 = the notes' own timing)
+    #[arg(long, global = true, value_name = "FACTOR", default_value_t = DEFAULT_SPEED,
+          value_parser = parse_speed)]
+    pub speed: f64,
+
+    /// How children are started: fork (copy this process) or spawn (run this program again)
+    #[arg(long, global = true, value_enum, value_name = "METHOD",
+          default_value_t = crate::process::default_start_method())]
+    pub start_method: StartMethod,
+}
+
+impl CommonArgs {
+    /// A pause that the notes write as `time.sleep(seconds)`, scaled by `--speed`.
+    pub fn notes_sleep(&self, seconds: f64) -> Duration {
+        Duration::from_secs_f64(seconds / self.speed)
+    }
+
+    /// With `--hold`, pauses at an interesting moment so a learner can look with `ps` from
+    /// another terminal, and says exactly what to run. Emits the event `hold` with the pids
+    /// (tests wait for it). Without `--hold`, does nothing.
+    pub fn hold(&self, moment: &str, pids: &[i32]) {
+        let Some(seconds) = self.hold else { return };
+        let command = crate::ps::ps_command(pids);
+        report::event(
+            "hold",
+            json!({ "moment": moment, "seconds": seconds, "pids": pids, "command": command }),
+            format!("holding {seconds}s at: {moment}\n  in another terminal run: {command}"),
+        );
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds from 0 to 3600")),
+    }
+}
+
+fn parse_speed(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.01..=10_000.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?} is not a speed factor from 0.01 to 10000")),
+    }
+}
+
+/// Parses a count flag that must be at least 1 (`--buyers`, `-n`): a clear message otherwise.
+pub fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_numbers_are_refused_with_the_value_in_the_message() {
+        assert!(parse_seconds("-1").unwrap_err().contains("\"-1\""));
+        assert!(parse_seconds("nan").is_err());
+        assert!(parse_speed("0").is_err());
+        assert_eq!(parse_speed("2.5"), Ok(2.5));
+        assert!(parse_positive("0").is_err());
+        assert_eq!(parse_positive("3"), Ok(3));
+    }
+}

@@ -1,0 +1,67 @@
+//! demo — the `main` every demo shares.
+//!
+//! ```ignore
+//! fn main() -> ExitCode {
+//!     common::demo::main(&[&BUYER], run)
+//! }
+//! ```
+//!
+//! In order: the `__main__` guard ([`process::dispatch`]: a spawned child runs its role and
+//! never comes back), the flags (a usage error exits 2), the signal watcher, the demo itself,
+//! then Python's end of the main process (terminate daemonic children, join the others), and
+//! the exit code: 0 the demo ran, 1 it failed, 2 bad usage or input.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::CommonArgs;
+use crate::{process, report, signals};
+
+/// A demo's command line: it carries the shared flags.
+pub trait DemoCli: Parser {
+    /// The shared flags, flattened into the demo's own.
+    fn common(&self) -> &CommonArgs;
+}
+
+/// Bad usage or bad input: the demo exits 2 and says why. The message names the flag or file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Wraps a message as [`BadInput`] (exit code 2).
+pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
+    BadInput(message.into()).into()
+}
+
+/// Runs a demo: see the module documentation.
+pub fn main<C: DemoCli>(
+    roles: &[&'static process::Role],
+    run: fn(C) -> anyhow::Result<()>,
+) -> ExitCode {
+    process::dispatch(roles);
+    let cli = C::parse();
+    let program = std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "main".into());
+    report::init(cli.common().json, &program);
+    if let Err(e) = signals::install() {
+        report::write_stderr(&format!("{program}: error: installing the signal watcher: {e:#}"));
+        return ExitCode::from(1);
+    }
+    // Orphaned descendants come back to this process to be reaped (see `signals`).
+    signals::set_child_subreaper(true);
+    let result = run(cli);
+    process::finish_main();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let bad = e.chain().any(|c| c.is::<BadInput>());
+            report::write_stderr(&format!("{program}: error: {e:#}"));
+            ExitCode::from(if bad { 2 } else { 1 })
+        }
+    }
+}

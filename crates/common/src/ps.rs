@@ -1,0 +1,173 @@
+//! ps — the demo's own process table, read from `/proc` as `ps -o pid,ppid,stat,comm` would
+//! show it, so a learner sees the states without a second terminal.
+//!
+//! The state letters (`man 5 proc`, field 3 of `/proc/PID/stat`):
+//! `R` running *or* ready to run (the notes' 运行态 and 就绪态 are one letter: the kernel does
+//! not show whether a runnable task is on a CPU right now), `S` sleeping, waiting for an event
+//! (阻塞态), `D` uninterruptible wait (usually disk), `T` stopped by a signal, `Z` zombie
+//! (僵尸进程): ended but not yet reaped by its parent.
+
+use serde::Serialize;
+
+/// One row of the process table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// The state letter: R, S, D, T, t, Z, X, I.
+    pub state: char,
+    /// The short name (`comm`): what `ps -o comm` and `top` show; set by `PR_SET_NAME`.
+    pub comm: String,
+    /// The command line (`args`); empty for a zombie, whose memory is already gone.
+    pub cmdline: String,
+    /// The controlling terminal's device number; 0 means none (`?` in `ps`).
+    pub tty_nr: i32,
+}
+
+/// What a state letter means, with the notes' term where there is one.
+pub fn state_meaning(state: char) -> &'static str {
+    match state {
+        'R' => "running or ready to run (运行态/就绪态)",
+        'S' => "sleeping, blocked waiting for an event (阻塞态)",
+        'D' => "uninterruptible wait, usually for the disk",
+        'T' => "stopped by a signal",
+        't' => "stopped by a debugger",
+        'Z' => "zombie (僵尸进程): ended, not yet reaped",
+        'X' => "dead",
+        'I' => "idle kernel thread",
+        _ => "unknown",
+    }
+}
+
+/// Reads `/proc/PID/stat` (and `cmdline`). `None` once the process is gone entirely.
+pub fn stat(pid: i32) -> Option<ProcInfo> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut info = parse_stat(&text)?;
+    info.cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .split('\0')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    Some(info)
+}
+
+/// The state letter of `pid`, or `None` if there is no such process.
+pub fn state_of(pid: i32) -> Option<char> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text).map(|i| i.state)
+}
+
+/// Parses one `/proc/PID/stat` line. The name sits in parentheses and may itself contain
+/// spaces and parentheses, so the fields after it are found from the *last* `)`.
+pub fn parse_stat(text: &str) -> Option<ProcInfo> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let comm = text[open + 1..close].to_string();
+    let mut rest = text[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgid = rest.next()?.parse().ok()?;
+    let sid = rest.next()?.parse().ok()?;
+    let tty_nr = rest.next()?.parse().ok()?;
+    Some(ProcInfo { pid, ppid, pgid, sid, state, comm, cmdline: String::new(), tty_nr })
+}
+
+/// Every process on the machine that can be read now.
+pub fn all() -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut all: Vec<ProcInfo> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(stat)
+        .collect();
+    all.sort_by_key(|p| p.pid);
+    all
+}
+
+/// Pids whose parent is `pid` right now (including zombies not yet reaped).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|t| parse_stat(&t))
+                .is_some_and(|i| i.ppid == pid)
+        })
+        .collect()
+}
+
+/// `root` and all its descendants, depth first, each with its depth below `root`.
+pub fn tree(root: i32) -> Vec<(usize, ProcInfo)> {
+    let all = all();
+    let mut out = Vec::new();
+    fn walk(all: &[ProcInfo], pid: i32, depth: usize, out: &mut Vec<(usize, ProcInfo)>) {
+        if let Some(info) = all.iter().find(|p| p.pid == pid) {
+            out.push((depth, info.clone()));
+            for child in all.iter().filter(|p| p.ppid == pid && p.pid != pid) {
+                walk(all, child.pid, depth + 1, out);
+            }
+        }
+    }
+    walk(&all, root, 0, &mut out);
+    out
+}
+
+/// The `ps` command a learner can run in another terminal to see these pids.
+pub fn ps_command(pids: &[i32]) -> String {
+    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    format!("ps -o pid,ppid,stat,comm,args -p {}", list.join(","))
+}
+
+/// Prints this process's tree as a table (and, with `--json`, the event `ps` with the rows).
+pub fn show_tree(title: &str) {
+    show(title, &tree(std::process::id() as i32));
+}
+
+/// Prints the given rows as a table (and, with `--json`, the event `ps` with the rows).
+pub fn show(title: &str, rows: &[(usize, ProcInfo)]) {
+    let mut text = format!("{title}\n    PID    PPID STAT  COMMAND");
+    for (depth, p) in rows {
+        let command =
+            if p.state == 'Z' { format!("[{}] <defunct>", p.comm) } else { p.comm.clone() };
+        text.push_str(&format!(
+            "\n{:>7} {:>7} {:<5} {}{}",
+            p.pid,
+            p.ppid,
+            p.state,
+            "  ".repeat(*depth),
+            command
+        ));
+    }
+    let data: Vec<&ProcInfo> = rows.iter().map(|(_, p)| p).collect();
+    crate::report::event("ps", serde_json::json!({ "title": title, "rows": data }), text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_with_spaces_and_parentheses_does_not_shift_the_fields() {
+        let line = "4182 (buyer (3) x) Z 4170 4170 4100 34816 4170 4194560 0 0";
+        let info = parse_stat(line).unwrap();
+        assert_eq!(info.pid, 4182);
+        assert_eq!(info.comm, "buyer (3) x");
+        assert_eq!(info.state, 'Z');
+        assert_eq!((info.ppid, info.pgid, info.sid, info.tty_nr), (4170, 4170, 4100, 34816));
+    }
+
+    #[test]
+    fn this_process_is_running_and_is_its_parents_child() {
+        let me = std::process::id() as i32;
+        let info = stat(me).unwrap();
+        assert_eq!(info.state, 'R');
+        assert!(children_of(info.ppid).contains(&me));
+    }
+}

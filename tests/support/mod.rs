@@ -1,0 +1,344 @@
+//! The harness every integration test uses: build a demo once, run it in its own session with a
+//! deadline on every wait, read its `--json` events, and leave nothing behind. On failure it
+//! prints the command, its status, stdout and stderr.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use common::ps;
+
+/// How long any single test step may take before the test fails. Generous: the machines are
+/// shared, have 2 cores, and a nested `cargo build` may be running.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// The path of a demo binary, built once per test binary with the same profile as the tests.
+/// Never relies on an earlier manual build: the nested `cargo build` picks up every edit.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = target_dir();
+    if !built.contains(name) {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "--quiet", "-p", name]);
+        if dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("running cargo build");
+        assert!(status.success(), "cargo build -p {name} failed");
+        built.insert(name.to_string());
+    }
+    dir.join(name)
+}
+
+/// `target/debug` (or `target/release`): the test binary lives in its `deps/` folder.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+}
+
+/// A temporary folder of the test's own, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir()
+            .join(format!("concurrency-demos-test-{}-{label}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the test's temp folder");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running demo. It is the leader of a new session and process group, so signals can reach
+/// its whole group and its leftovers can be found by session id. Dropping it kills the group.
+#[derive(Debug)]
+pub struct Demo {
+    cmd: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    seen: Vec<Value>,
+    finished: Option<ExitStatus>,
+}
+
+impl Demo {
+    /// Starts `bin_name` with `args`; stdout is read line by line as events.
+    pub fn start(bin_name: &str, args: &[&str]) -> Demo {
+        Demo::start_in(bin_name, args, None)
+    }
+
+    /// Like [`Demo::start`], in the given working directory.
+    pub fn start_in(bin_name: &str, args: &[&str], cwd: Option<&Path>) -> Demo {
+        let path = bin(bin_name);
+        let mut command = Command::new(&path);
+        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        // Safety: setsid is async-signal-safe and touches only the child.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let cmd = format!("{} {}", path.display(), args.join(" "));
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawning {cmd}: {e}"));
+        let stdin = child.stdin.take();
+        let (tx, lines) = channel();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let all_out = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                all_out.lock().unwrap().push_str(&format!("{line}\n"));
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let all_err = stderr.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            all_err.lock().unwrap().push_str(&text);
+        });
+        Demo { cmd, child, stdin, lines, stdout, stderr, seen: Vec::new(), finished: None }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The events read so far, in order.
+    pub fn events(&self) -> &[Value] {
+        &self.seen
+    }
+
+    /// Waits (up to [`DEADLINE`]) for the next event named `name` and returns it.
+    pub fn wait_event(&mut self, name: &str) -> Value {
+        self.wait_for(&format!("event {name:?}"), |e| e["event"] == name)
+    }
+
+    /// Waits (up to [`DEADLINE`]) for the first new event that satisfies `pred`.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                        self.fail(&format!("stdout line is not JSON: {line:?}"));
+                    };
+                    self.seen.push(event.clone());
+                    if pred(&event) {
+                        return event;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("timed out waiting for {what}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("stdout closed before {what}"))
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to the demo process alone.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal);
+    }
+
+    /// Sends `signal` to the demo's whole process group, as a terminal's Ctrl-C does.
+    pub fn signal_group(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pid()), signal);
+    }
+
+    /// Closes the demo's standard input.
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits (up to [`DEADLINE`]) for the demo to exit and returns everything it printed.
+    pub fn finish(mut self) -> Output {
+        let deadline = Instant::now() + DEADLINE;
+        self.stdin.take();
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => self.fail("the demo did not exit in time"),
+            }
+        };
+        self.finished = Some(status);
+        // Drain the rest of stdout: the reader thread ends at EOF.
+        while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
+            match serde_json::from_str::<Value>(&line) {
+                Ok(event) => self.seen.push(event),
+                Err(_) if line.trim().is_empty() => {}
+                Err(_) => {}
+            }
+        }
+        let stdout = self.stdout.lock().unwrap().clone();
+        let stderr = loop {
+            // The stderr reader finishes at EOF right after exit.
+            let text = self.stderr.lock().unwrap().clone();
+            if Arc::strong_count(&self.stderr) == 1 || Instant::now() >= deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Output {
+            cmd: self.cmd.clone(),
+            status,
+            pid: self.pid(),
+            stdout,
+            stderr,
+            events: std::mem::take(&mut self.seen),
+        }
+    }
+
+    /// Fails the test with the command, stdout and stderr so far.
+    pub fn fail(&mut self, why: &str) -> ! {
+        self.kill_group();
+        let stdout = self.stdout.lock().unwrap().clone();
+        let stderr = self.stderr.lock().unwrap().clone();
+        panic!("{why}\ncommand: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}", self.cmd);
+    }
+
+    fn kill_group(&mut self) {
+        if self.finished.is_none() {
+            self.signal_group(nix::sys::signal::Signal::SIGKILL);
+            self.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = self.child.wait();
+            self.finished = self.child.try_wait().ok().flatten();
+        }
+        // Anything else left in the session (it should be nothing) is killed too.
+        for p in session_members(self.pid()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
+}
+
+/// Every process whose session id is `sid` (a demo started by [`Demo::start`] leads its own).
+pub fn session_members(sid: i32) -> Vec<ps::ProcInfo> {
+    ps::all().into_iter().filter(|p| p.sid == sid).collect()
+}
+
+/// What a finished demo did.
+#[derive(Debug)]
+pub struct Output {
+    pub cmd: String,
+    pub status: ExitStatus,
+    pub pid: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub events: Vec<Value>,
+}
+
+impl Output {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Panics with the full diagnostics unless the exit code is `code`.
+    pub fn assert_code(&self, code: i32) -> &Output {
+        if self.code() != Some(code) {
+            self.fail(&format!("expected exit code {code}, got {:?}", self.status));
+        }
+        self
+    }
+
+    /// Events named `name`, in order.
+    pub fn named(&self, name: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["event"] == name).collect()
+    }
+
+    /// The only event named `name`; fails otherwise.
+    pub fn one(&self, name: &str) -> &Value {
+        let found = self.named(name);
+        if found.len() != 1 {
+            self.fail(&format!("expected one {name:?} event, found {}", found.len()));
+        }
+        found[0]
+    }
+
+    /// Fails unless no process of the demo's session is left (alive or zombie).
+    pub fn assert_nothing_left(&self) -> &Output {
+        let left = session_members(self.pid);
+        if !left.is_empty() {
+            for p in &left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            self.fail(&format!("processes left behind: {left:?}"));
+        }
+        self
+    }
+
+    pub fn fail(&self, why: &str) -> ! {
+        panic!(
+            "{why}\ncommand: {}\nstatus: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.cmd, self.status, self.stdout, self.stderr
+        );
+    }
+}
+
+/// Runs a demo to the end (with the deadline) and returns what it did.
+pub fn run(bin_name: &str, args: &[&str]) -> Output {
+    Demo::start(bin_name, args).finish()
+}
+
+/// Waits until `pred` holds for the state of the OS (a `/proc` reading), polling with a
+/// deadline; for facts the demo cannot announce, such as a state letter the kernel sets.
+pub fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
