@@ -1,1 +1,15 @@
-pub mod placeholder {}
+//! common — the machinery every demo stands on.
+//!
+//! - [`process`]: `Process` (fork or spawn), the `__main__` guard ([`process::dispatch`]).
+//! - [`report`]: people's lines and `--json` events, one `write(2)` per line.
+//! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`).
+//! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.
+//! - [`ps`]: the demo's own process table from `/proc`.
+//! - [`demo`]: the `main` every demo shares: guard, flags, signals, errors to exit codes.
+
+pub mod cli;
+pub mod demo;
+pub mod process;
+pub mod ps;
+pub mod report;
+pub mod signals;
