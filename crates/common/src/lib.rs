@@ -13,3 +13,4 @@ pub mod process;
 pub mod ps;
 pub mod report;
 pub mod signals;
+pub mod store;
