@@ -416,6 +416,9 @@ pub fn dispatch(roles: &[&'static Role]) {
     report::init_from_env(&std::env::var(report::ENV_REPORT).unwrap_or_default(), &name);
     IS_DAEMONIC.store(std::env::var_os(ENV_DAEMONIC).is_some(), Ordering::Relaxed);
     imp::name_this_process(&name);
+    // std (1.95) keeps the signal mask across exec: undo the parent watcher's blocked signals.
+    #[cfg(unix)]
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let code = match registered_role(&role_name) {
         Some(role) => {
             let args = std::env::var(ENV_ARGS)
@@ -461,16 +464,40 @@ fn child_exit_code(result: Result<()>) -> i32 {
 /// The end of the main code, as Python does it at interpreter exit: daemonic children are
 /// terminated, then every other child is waited for ("主进程会等待所有的子进程结束").
 pub fn finish_main() {
-    let children: Vec<(i32, ChildEntry)> =
+    end_main_code();
+}
+
+/// How one child ended at the end of the main code (see [`end_main_code`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ended {
+    pub pid: i32,
+    pub name: String,
+    pub daemon: bool,
+    /// As [`Process::exitcode`]: `-15` for a daemonic child ended by SIGTERM.
+    pub exitcode: Option<i32>,
+    /// When it was reaped, in milliseconds since the demo started ([`report::elapsed_ms`]).
+    pub at_ms: u64,
+}
+
+/// What [`finish_main`] does, returning how each child ended, for a demo that shows it:
+/// daemonic children are sent SIGTERM and reaped first (so none lingers as a zombie while the
+/// others are waited for), then every other child is waited for, however long it takes.
+pub fn end_main_code() -> Vec<Ended> {
+    let mut children: Vec<(i32, ChildEntry)> =
         with_registry(|r| r.children.iter().map(|(p, c)| (*p, c.clone())).collect());
+    children.sort_by_key(|(pid, child)| (!child.daemon, *pid));
     for (pid, child) in &children {
         if child.daemon {
             let _ = imp::send(*pid, imp::SIGTERM);
         }
     }
-    for (pid, _) in &children {
-        imp::wait(*pid, None);
-    }
+    children
+        .into_iter()
+        .map(|(pid, child)| {
+            let exitcode = imp::wait(pid, None).flatten();
+            Ended { pid, name: child.name, daemon: child.daemon, exitcode, at_ms: report::elapsed_ms() }
+        })
+        .collect()
 }
 
 /// Stops every child: SIGTERM, up to `grace` to end, then SIGKILL; then reaps all of them, and
@@ -610,18 +637,20 @@ mod imp {
         } else {
             command.env_remove(ENV_DAEMONIC);
         }
-        if die_with_parent {
-            // Safety: runs between fork and exec in the child; prctl, getppid and _exit are
-            // async-signal-safe, and nothing here allocates or takes a lock.
-            unsafe {
-                command.pre_exec(move || {
+        // A signal mask survives both fork and exec, and std's Command does not reset it: without
+        // this, the child would keep SIGINT/SIGTERM blocked (the parent blocks them for its
+        // watcher thread) and neither `terminate` nor Ctrl-C would reach it.
+        // Safety: runs between fork and exec in the child; pthread_sigmask, prctl, getppid and
+        // _exit are async-signal-safe, and nothing here allocates or takes a lock.
+        unsafe {
+            command.pre_exec(move || {
+                let _ = SigSet::empty().thread_set_mask();
+                if die_with_parent {
                     set_parent_death_signal(parent);
-                    Ok(())
-                });
-            }
+                }
+                Ok(())
+            });
         }
-        // std resets the signal mask and SIGPIPE in the child before exec, so the blocked
-        // SIGINT/SIGTERM of the parent's watcher are not inherited.
         let child = command.spawn().with_context(|| format!("spawning {}", exe.display()))?;
         Ok(child.id() as i32)
     }

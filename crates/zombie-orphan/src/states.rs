@@ -1,0 +1,105 @@
+//! Part 4, process states: the notes' three-state model (运行/就绪/阻塞) as the kernel shows it,
+//! plus the two states the model leaves out. Four children, one in each state:
+//!
+//! | child   | what it does                      | state | the notes' word      |
+//! |---------|-----------------------------------|-------|----------------------|
+//! | busy    | computes in a loop, no I/O        | `R`   | 运行态 *or* 就绪态   |
+//! | sleeper | sleeps (blocked until a timer)    | `S`   | 阻塞态               |
+//! | stopped | sleeps, then SIGSTOP              | `T`   | (not in the model)   |
+//! | zombie  | has ended, not reaped             | `Z`   | 僵尸进程             |
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::cli::CommonArgs;
+use common::process::Process;
+use common::{ps, report};
+use serde_json::json;
+
+use crate::children::{Busy, Quit, Sleeper};
+use crate::procfs::{self, Ident, WAIT_LIMIT};
+use crate::zombie::report_reaped;
+
+pub fn states(cli: &CommonArgs) -> Result<()> {
+    report::section("process states: R, S, T, Z (运行/就绪/阻塞 as the kernel shows them)");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    report::say(format!(
+        "The notes' model has three states: running (运行), ready (就绪: could run, waits for a \
+         CPU) and blocked (阻塞: waits for an event). Linux shows running and ready as one \
+         letter, R (runnable): /proc cannot tell whether an R process is on a CPU this very \
+         instant. This machine has {cpus} CPU(s); when more processes are runnable than that, \
+         some of them are ready rather than running, and all of them show R. Blocked is S. \
+         Two more: T, stopped by a signal; Z, ended but not reaped."
+    ));
+    // Every child ends by itself at the latest after this, even if nobody stops it.
+    let limit = Duration::from_secs_f64(cli.hold.unwrap_or(0.0)) + 3 * WAIT_LIMIT;
+    let limit_ms = limit.as_millis() as u64;
+    let method = cli.start_method;
+    let mut busy = Process::from_run("busy", Busy { limit_ms }).start_method(method);
+    let mut sleeper = Process::from_run("sleeper", Sleeper { limit_ms }).start_method(method);
+    let mut stopped = Process::from_run("stopped", Sleeper { limit_ms }).start_method(method);
+    let mut zombie =
+        Process::from_run("zombie", Quit { code: 0, after_ms: 0 }).start_method(method);
+    for p in [&mut busy, &mut sleeper, &mut stopped, &mut zombie] {
+        p.start()?;
+    }
+    // Stop the third child once it is asleep in its own code (named, blocked in its sleep), so
+    // that ps shows it as "stopped" in state T rather than a half-started copy of the demo.
+    let stopped_pid = stopped.pid().context("the stopped child has no pid")?;
+    procfs::wait_for_state(stopped_pid, "the third child to fall asleep", |s| {
+        s == 'S' && procfs::comm(stopped_pid) == "stopped"
+    })?;
+    stopped.signal(libc::SIGSTOP)?;
+
+    let roles: [(&Process, char); 4] =
+        [(&busy, 'R'), (&sleeper, 'S'), (&stopped, 'T'), (&zombie, 'Z')];
+    let mut children = Vec::new();
+    for (p, want) in roles {
+        let pid = p.pid().context("a started child has no pid")?;
+        procfs::wait_for_state(pid, &format!("{} to show {want}", p.name()), |s| s == want)?;
+        children.push(json!({ "role": p.name(), "pid": pid, "state": want.to_string(),
+                              "meaning": ps::state_meaning(want) }));
+    }
+    let mut legend = String::from("each child's state, as the kernel shows it:");
+    for c in &children {
+        legend.push_str(&format!(
+            "\n  {:<8} {:>7}  {}  {}",
+            c["role"].as_str().unwrap_or("?"),
+            c["pid"],
+            c["state"].as_str().unwrap_or("?"),
+            c["meaning"].as_str().unwrap_or("?")
+        ));
+    }
+    report::event("states", json!({ "children": children }), legend);
+    ps::show_tree("this demo's processes, with their STAT letters:");
+    let ids: Vec<Ident> = [&busy, &sleeper, &stopped, &zombie]
+        .iter()
+        .filter_map(|p| p.pid())
+        .map(Ident::of)
+        .collect();
+    let mut pids = vec![std::process::id() as i32];
+    pids.extend(ids.iter().map(|i| i.pid));
+    cli.hold("four children in states R, S, T and Z", &pids);
+
+    // SIGCONT resumes the stopped child where it was: back in its sleep.
+    stopped.signal(libc::SIGCONT)?;
+    let state = procfs::wait_for_state(stopped_pid, "the stopped child to resume", |s| s != 'T')?;
+    report::event(
+        "resumed",
+        json!({ "pid": stopped_pid, "state": state.to_string() }),
+        format!(
+            "SIGCONT: the stopped child {stopped_pid} goes on; state {state} ({})",
+            ps::state_meaning(state)
+        ),
+    );
+
+    // The end: terminate the three that still run (Python's terminate()), reap all four.
+    for p in [&busy, &sleeper, &stopped] {
+        p.terminate()?;
+    }
+    for (p, ident) in [&mut busy, &mut sleeper, &mut stopped, &mut zombie].into_iter().zip(ids) {
+        p.join()?;
+        report_reaped(p, ident, "join() -> waitpid()")?;
+    }
+    Ok(())
+}
