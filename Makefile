@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Every demo crate under crates/ (the shared library and the benchmark are not demos).
 DEMOS := $(filter-out common bench,$(notdir $(patsubst %/,%,$(wildcard crates/*/))))
 
-.PHONY: help build test lint bench demos clean demo-ticket demo-fork-vs-spawn demo-zombie-orphan
+.PHONY: help build test lint bench demos clean demo-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon
 
 help:
 	@echo "make demo-ticket    the ticket-booking race over db.json, then the fix (start here)"
@@ -33,6 +33,9 @@ demos:
 # Run any demo with extra flags: make demo-fork-vs-spawn ARGS='--start-method spawn --json'
 demo-fork-vs-spawn:
 	@$(CARGO) run -q -p fork-vs-spawn -- $(ARGS)
+
+demo-daemon:
+	@$(CARGO) run -q -p daemon -- $(ARGS)
 
 demo-zombie-orphan:
 	@$(CARGO) run -q -p zombie-orphan -- $(ARGS)

@@ -5,9 +5,11 @@
 //! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`).
 //! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.
 //! - [`ps`]: the demo's own process table from `/proc`.
+//! - [`daemonize`]: a real Unix daemon (double fork, `setsid`), its pidfile under a lock.
 //! - [`demo`]: the `main` every demo shares: guard, flags, signals, errors to exit codes.
 
 pub mod cli;
+pub mod daemonize;
 pub mod demo;
 pub mod process;
 pub mod ps;

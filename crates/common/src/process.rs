@@ -495,7 +495,13 @@ pub fn end_main_code() -> Vec<Ended> {
         .into_iter()
         .map(|(pid, child)| {
             let exitcode = imp::wait(pid, None).flatten();
-            Ended { pid, name: child.name, daemon: child.daemon, exitcode, at_ms: report::elapsed_ms() }
+            Ended {
+                pid,
+                name: child.name,
+                daemon: child.daemon,
+                exitcode,
+                at_ms: report::elapsed_ms(),
+            }
         })
         .collect()
 }

@@ -79,6 +79,26 @@ pub fn parse_stat(text: &str) -> Option<ProcInfo> {
     Some(ProcInfo { pid, ppid, pgid, sid, state, comm, cmdline: String::new(), tty_nr })
 }
 
+/// How long ago `pid` started (`ps -o etime`): field 22 of `/proc/PID/stat`, its start time in
+/// clock ticks after boot, against `/proc/uptime`. `None` if there is no such process.
+pub fn started_ago(pid: i32) -> Option<std::time::Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the name: state is field 3, so starttime (field 22) is the 20th after `)`.
+    let start_ticks: u64 = text[text.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 =
+        std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    #[cfg(unix)]
+    // Safety: sysconf only reads a configuration value.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    #[cfg(not(unix))]
+    let ticks_per_second = 0;
+    if ticks_per_second <= 0 {
+        return None;
+    }
+    let started = start_ticks as f64 / ticks_per_second as f64;
+    Some(std::time::Duration::from_secs_f64((uptime - started).max(0.0)))
+}
+
 /// Every process on the machine that can be read now.
 pub fn all() -> Vec<ProcInfo> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
