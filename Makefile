@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Every demo crate under crates/ (the shared library and the benchmark are not demos).
 DEMOS := $(filter-out common bench,$(notdir $(patsubst %/,%,$(wildcard crates/*/))))
 
-.PHONY: help build test lint bench demos clean demo-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon
+.PHONY: help build test lint bench demos clean demo-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics
 
 help:
 	@echo "make demo-ticket    the ticket-booking race over db.json, then the fix (start here)"
@@ -36,6 +36,9 @@ demo-fork-vs-spawn:
 
 demo-daemon:
 	@$(CARGO) run -q -p daemon -- $(ARGS)
+
+demo-process-basics:
+	@$(CARGO) run -q -p process-basics -- $(ARGS)
 
 demo-zombie-orphan:
 	@$(CARGO) run -q -p zombie-orphan -- $(ARGS)

@@ -5,6 +5,7 @@
 //! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`).
 //! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.
 //! - [`ps`]: the demo's own process table from `/proc`.
+//! - [`timeline`]: every process records its events to one shared file; lanes drawn from it.
 //! - [`daemonize`]: a real Unix daemon (double fork, `setsid`), its pidfile under a lock.
 //! - [`demo`]: the `main` every demo shares: guard, flags, signals, errors to exit codes.
 
@@ -16,3 +17,4 @@ pub mod ps;
 pub mod report;
 pub mod signals;
 pub mod store;
+pub mod timeline;

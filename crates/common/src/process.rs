@@ -416,9 +416,6 @@ pub fn dispatch(roles: &[&'static Role]) {
     report::init_from_env(&std::env::var(report::ENV_REPORT).unwrap_or_default(), &name);
     IS_DAEMONIC.store(std::env::var_os(ENV_DAEMONIC).is_some(), Ordering::Relaxed);
     imp::name_this_process(&name);
-    // std (1.95) keeps the signal mask across exec: undo the parent watcher's blocked signals.
-    #[cfg(unix)]
-    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let code = match registered_role(&role_name) {
         Some(role) => {
             let args = std::env::var(ENV_ARGS)

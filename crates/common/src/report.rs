@@ -22,9 +22,14 @@
 //! The state here is a handful of atomics, not a `Mutex`: a `fork` copies memory but not
 //! threads, and a lock held by another thread at that instant would stay locked forever in the
 //! child.
+//!
+//! Recording: after [`record_to`], every [`event`] is *also* appended, as its JSON line, to a
+//! file that every process of the demo shares (one `write(2)` per line to a file opened with
+//! `O_APPEND`, so lines of many processes never mix). The parent cannot see what its children
+//! print, but it can read that file back: [`crate::timeline`] draws it as lanes.
 
 use std::fmt::Display;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
@@ -36,6 +41,9 @@ static JSON: AtomicBool = AtomicBool::new(false);
 static T0_NS: AtomicU64 = AtomicU64::new(0);
 /// Leaked `&'static str` (one per process): lock-free, so it is safe to read after `fork`.
 static WHO: AtomicPtr<String> = AtomicPtr::new(std::ptr::null_mut());
+/// The file descriptor events are also recorded to (see [`record_to`]), or -1. A raw number in
+/// an atomic: a forked child inherits both the number and the open file behind it.
+static RECORD_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Starts the demo's clock and chooses people's lines or JSON events. Called once by the
 /// top-level process; children inherit the settings (fork) or receive them (spawn).
@@ -73,21 +81,125 @@ pub fn elapsed_ms() -> u64 {
     monotonic_ns().saturating_sub(T0_NS.load(Ordering::Relaxed)) / 1_000_000
 }
 
-/// What a spawned child needs to print on the same clock and in the same mode as its parent.
+/// What a spawned child needs to print on the same clock and in the same mode as its parent:
+/// `T0:JSON`, and while recording `T0:JSON:FD:INODE` (see [`record_to`]).
 pub(crate) fn env_value() -> String {
-    format!("{}:{}", T0_NS.load(Ordering::Relaxed), u8::from(json_mode()))
+    let base = format!("{}:{}", T0_NS.load(Ordering::Relaxed), u8::from(json_mode()));
+    match recording_env() {
+        Some(recording) => format!("{base}:{recording}"),
+        None => base,
+    }
 }
 
 /// Restores the clock and mode in a spawned child from [`env_value`]'s string.
 pub(crate) fn init_from_env(value: &str, who: &str) {
     let (t0, json) = value.split_once(':').unwrap_or(("0", "0"));
+    let (json, recording) = match json.split_once(':') {
+        Some((json, recording)) => (json, Some(recording)),
+        None => (json, None),
+    };
     T0_NS.store(t0.parse().unwrap_or_else(|_| monotonic_ns()), Ordering::Relaxed);
     JSON.store(json == "1", Ordering::Relaxed);
     set_who(who);
+    if let Some(recording) = recording {
+        adopt_inherited_recording(recording);
+    }
+}
+
+/// From now on, also appends every [`event`] as its JSON line to `fd` (`Some`), or stops
+/// (`None`); returns the descriptor recorded to before. Children started afterwards record to
+/// the same file: a forked child inherits the descriptor, a spawned child is told its number
+/// through `CONCURRENCY_DEMOS_REPORT` (the descriptor must then lack close-on-exec, so that
+/// `exec` keeps it).
+///
+/// Contract: `fd` is a regular file opened with `O_APPEND` (one `write(2)` per line then never
+/// mixes lines of different processes); the caller keeps it open while it is set, and calls
+/// `record_to(None)` before closing it. [`crate::timeline::Recording`] does all of this.
+pub fn record_to(fd: Option<i32>) -> Option<i32> {
+    let previous = RECORD_FD.swap(fd.unwrap_or(-1), Ordering::AcqRel);
+    (previous >= 0).then_some(previous)
+}
+
+/// The descriptor events are recorded to, if [`record_to`] set one.
+pub fn recording_fd() -> Option<i32> {
+    let fd = RECORD_FD.load(Ordering::Acquire);
+    (fd >= 0).then_some(fd)
+}
+
+/// `FD:INODE` of the recording file, for a spawned child; the inode lets the child check that
+/// the descriptor it inherited is really that file.
+fn recording_env() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let fd = recording_fd()?;
+        // Safety: `record_to`'s contract keeps `fd` open while it is set.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let stat = nix::sys::stat::fstat(borrowed).ok()?;
+        Some(format!("{fd}:{}", stat.st_ino))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// In a spawned child: records to the inherited descriptor named by `FD:INODE`, if it is open
+/// and is that very file (anything else is ignored: the child then records nothing).
+fn adopt_inherited_recording(recording: &str) {
+    #[cfg(unix)]
+    {
+        let Some((fd, ino)) = recording.split_once(':') else { return };
+        let Ok(fd) = fd.parse::<i32>() else { return };
+        if fd < 0 {
+            return;
+        }
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // Safety: fstat fills the `struct stat` it is given; a number that is not open yields
+        // EBADF and writes nothing.
+        if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+            return;
+        }
+        // Safety: fstat returned 0, so it filled `stat`.
+        let stat = unsafe { stat.assume_init() };
+        if stat.st_ino.to_string() == ino && (stat.st_mode & libc::S_IFMT) == libc::S_IFREG {
+            record_to(Some(fd));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = recording;
+}
+
+/// Appends one line to the recording file in one `write(2)`; errors are ignored (a demo must not
+/// fail half-way because its timeline could not be written).
+fn write_record(fd: i32, bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        // Safety: `record_to`'s contract keeps `fd` open while it is set.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match nix::unistd::write(borrowed, rest) {
+                Ok(0) => return,
+                Ok(n) => rest = &rest[n..],
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (fd, bytes);
 }
 
 /// Prints one event: a people's line (`text`) or, with `--json`, a JSON object carrying `data`.
+/// While recording ([`record_to`]), the JSON line is also appended to the recording file.
 pub fn event(event: &str, data: Value, text: impl Display) {
+    if let Some(fd) = recording_fd() {
+        let json = json_line(event, data);
+        write_record(fd, json.as_bytes());
+        let line = if json_mode() { json } else { human_line(&text.to_string()) };
+        write_stdout(line.as_bytes());
+        return;
+    }
     let line = if json_mode() { json_line(event, data) } else { human_line(&text.to_string()) };
     write_stdout(line.as_bytes());
 }
@@ -139,7 +251,8 @@ fn human_line(text: &str) -> String {
     // Continuation lines are indented under the text, so a multi-line message stays readable.
     let indent = " ".repeat(prefix.chars().count());
     let mut out = String::with_capacity(prefix.len() + text.len() + 1);
-    for (i, line) in text.lines().enumerate() {
+    let width = LINE_WIDTH.saturating_sub(indent.len()).max(40);
+    for (i, line) in text.lines().flat_map(|line| wrap(line, width)).enumerate() {
         out.push_str(if i == 0 { &prefix } else { &indent });
         out.push_str(line);
         out.push('\n');
@@ -149,6 +262,28 @@ fn human_line(text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// People's lines are wrapped to this many columns, so prose stays readable in a terminal.
+const LINE_WIDTH: usize = 100;
+
+/// Splits `line` at spaces into pieces of at most `width` characters (a longer word stays
+/// whole). Lines that begin with spaces, such as table rows, are never split.
+fn wrap(line: &str, width: usize) -> Vec<&str> {
+    if line.chars().count() <= width || line.starts_with(' ') {
+        return vec![line];
+    }
+    let mut pieces = Vec::new();
+    let mut rest = line;
+    while rest.chars().count() > width {
+        let cut = rest.char_indices().nth(width).map_or(rest.len(), |(i, _)| i);
+        let split = rest[..cut].rfind(' ').or_else(|| rest[cut..].find(' ').map(|i| cut + i));
+        let Some(split) = split else { break };
+        pieces.push(&rest[..split]);
+        rest = rest[split..].trim_start();
+    }
+    pieces.push(rest);
+    pieces
 }
 
 /// Writes `bytes` to file descriptor 1 with as few `write(2)` calls as the kernel allows: one,
@@ -234,6 +369,17 @@ mod tests {
         assert_eq!(value["event"], "bought");
         assert_eq!(value["data"]["after"], 0);
         assert_eq!(value["pid"], std::process::id());
+    }
+
+    #[test]
+    fn long_prose_is_wrapped_at_spaces_and_table_rows_are_not() {
+        let words = "word ".repeat(60);
+        let pieces = wrap(words.trim_end(), 40);
+        assert!(pieces.len() > 1);
+        assert!(pieces.iter().all(|p| p.chars().count() <= 40 && !p.starts_with(' ')));
+        assert_eq!(pieces.join(" "), words.trim_end());
+        let row = format!("   {}", "x ".repeat(60));
+        assert_eq!(wrap(&row, 40), vec![row.as_str()]);
     }
 
     #[test]

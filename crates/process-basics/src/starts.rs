@@ -1,0 +1,208 @@
+//! Parts 1 to 3: who is whose parent, two ways to start a process, `start` versus `join`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use common::process::{Process, Role, Run};
+use common::{ps, report};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{Cli, args, child, ms, parent_pid, secs, sleep_ms};
+
+/// Seed 002's `task` sleeps 3 seconds.
+const TASK_SECONDS: f64 = 3.0;
+
+/// The arguments of [`TASK`]: Python's `Process(target=task, args=(name, n))`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskArgs {
+    pub name: String,
+    pub sleep_ms: u64,
+}
+
+/// Way one: a named function is the child's target.
+pub static TASK: Role = Role::new("task", task);
+
+fn task(value: Value) -> Result<()> {
+    let a: TaskArgs = args("task", value)?;
+    report::event(
+        "running",
+        json!({ "way": "target function", "name": a.name, "sleep_ms": a.sleep_ms }),
+        format!("{} is running (pid {}), sleeping {} ms", a.name, std::process::id(), a.sleep_ms),
+    );
+    sleep_ms(a.sleep_ms);
+    report::event("done", json!({ "name": a.name }), format!("{} is done", a.name));
+    Ok(())
+}
+
+/// Way two: `class MyProcess(Process): def run(self): ...`. The value is copied into the child
+/// (serialized for spawn), never shared.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MyProcess {
+    pub name: String,
+    pub sleep_ms: u64,
+}
+
+impl Run for MyProcess {
+    const ROLE: &'static str = "my-process";
+    fn run(self) -> Result<()> {
+        report::event(
+            "running",
+            json!({ "way": "run method", "name": self.name, "sleep_ms": self.sleep_ms }),
+            format!("{} is running! (MyProcess::run, pid {})", self.name, std::process::id()),
+        );
+        sleep_ms(self.sleep_ms);
+        report::event("done", json!({ "name": self.name }), format!("{} is done", self.name));
+        Ok(())
+    }
+}
+
+pub static MY_PROCESS: Role = Role::of::<MyProcess>();
+
+/// A child that says who it and its parent are, then sleeps.
+pub static PIDS_CHILD: Role = Role::new("pids-child", pids_child);
+
+fn pids_child(value: Value) -> Result<()> {
+    let a: TaskArgs = args("pids-child", value)?;
+    let (pid, ppid) = (std::process::id(), parent_pid());
+    report::event(
+        "child_pids",
+        json!({ "pid": pid, "ppid": ppid }),
+        format!("{pid} is running, parent is <{ppid}>   (os.getpid(), os.getppid())"),
+    );
+    sleep_ms(a.sleep_ms);
+    report::event("done", json!({ "pid": pid }), format!("{pid} is done, parent is <{ppid}>"));
+    Ok(())
+}
+
+/// Part 1: pid and ppid, checked against the kernel's own table.
+pub fn pids(cli: &Cli) -> Result<()> {
+    report::section("1. pid and ppid (查看进程的pid和ppid)");
+    let me = std::process::id() as i32;
+    let ppid = parent_pid();
+    let parent = ps::stat(ppid);
+    let parent_comm = parent.as_ref().map_or("?", |p| p.comm.as_str()).to_string();
+    report::event(
+        "pids",
+        json!({ "pid": me, "ppid": ppid, "parent_comm": parent_comm,
+                "parent_cmdline": parent.as_ref().map(|p| p.cmdline.clone()) }),
+        format!(
+            "I am pid {me}; my parent is pid {ppid} ({parent_comm}): whatever started me (a \
+             shell, make, cargo, an IDE) is my parent, as every program started from PyCharm \
+             is PyCharm's child"
+        ),
+    );
+    // The children outlive a --hold, so that ps in another terminal finds them running.
+    let hold = Duration::from_secs_f64(cli.common.hold.unwrap_or(0.0));
+    let sleep = ms(cli.common.notes_sleep(TASK_SECONDS) + hold);
+    let mut kids = Vec::new();
+    for i in 1..=2 {
+        let name = format!("child-{i}");
+        let mut p =
+            child(cli, &name, &PIDS_CHILD, TaskArgs { name: name.clone(), sleep_ms: sleep });
+        p.start()?;
+        let pid = p.pid().unwrap_or(0);
+        report::event(
+            "started",
+            json!({ "name": name, "pid": pid }),
+            format!("我有一个儿子是 {pid}: I have a child, pid {pid} ({name})"),
+        );
+        kids.push(p);
+    }
+    // The kernel's record of each child's parent: field 4 of /proc/PID/stat.
+    let checks: Vec<Value> = kids
+        .iter()
+        .map(|p| {
+            let pid = p.pid().unwrap_or(0);
+            json!({ "pid": pid, "ppid": ps::stat(pid).map(|i| i.ppid) })
+        })
+        .collect();
+    let all_mine = checks.iter().all(|c| c["ppid"] == me);
+    report::event(
+        "ppid_check",
+        json!({ "children": checks, "all_mine": all_mine }),
+        if all_mine {
+            format!("/proc/PID/stat of each child says its ppid is {me}: my pid")
+        } else {
+            format!("a child's ppid in /proc is not my pid {me}: {checks:?}")
+        },
+    );
+    ps::show_tree("this demo's process tree (ps -o pid,ppid,stat,comm)");
+    let mut pids = vec![me];
+    pids.extend(kids.iter().filter_map(Process::pid));
+    cli.common.hold("two children are running", &pids);
+    for p in &mut kids {
+        p.join()?;
+    }
+    if !all_mine {
+        bail!("a child's ppid in /proc was not this program's pid {me}: {checks:?}");
+    }
+    Ok(())
+}
+
+/// Part 2: a target function, and a type that implements `run`.
+pub fn two_ways(cli: &Cli) -> Result<()> {
+    report::section("2. two ways to start a process (开启进程的两种方式)");
+    let sleep = ms(cli.common.notes_sleep(2.0));
+    report::say(
+        "way 1: Process::new(name, &TASK, args), Python's Process(target=task, args=(...))",
+    );
+    let mut p1 = child(cli, "task", &TASK, TaskArgs { name: "task".into(), sleep_ms: sleep });
+    report::say(
+        "way 2: Process::from_run(name, MyProcess { .. }), Python's class MyProcess(Process) \
+         with run()",
+    );
+    let mut p2 =
+        Process::from_run("MyProcess", MyProcess { name: "MyProcess".into(), sleep_ms: sleep })
+            .start_method(cli.common.start_method);
+    p1.start()?;
+    p2.start()?;
+    report::event(
+        "started",
+        json!({ "target_function": p1.pid(), "run_method": p2.pid() }),
+        format!("主: started {p1} and {p2}"),
+    );
+    let codes = (p1.join()?, p2.join()?);
+    report::event(
+        "joined",
+        json!({ "exitcodes": [codes.0, codes.1] }),
+        format!("joined both: {p1}, {p2}"),
+    );
+    Ok(())
+}
+
+/// Part 3: `start` returns at once, `join` blocks until the child has ended.
+pub fn start_join(cli: &Cli) -> Result<()> {
+    report::section("3. start is asynchronous, join blocks (异步非阻塞 / 同步阻塞)");
+    let sleep = cli.common.notes_sleep(TASK_SECONDS);
+    let mut p = child(cli, "task", &TASK, TaskArgs { name: "task".into(), sleep_ms: ms(sleep) });
+    let t = Instant::now();
+    p.start()?;
+    let start_took = t.elapsed();
+    report::event(
+        "started",
+        json!({ "pid": p.pid(), "start_ms": start_took.as_secs_f64() * 1e3,
+                "method": p.method().to_string() }),
+        format!(
+            "p.start() returned after {:.1} ms ({}): it asks the OS for a child and does not wait \
+             for it to run",
+            start_took.as_secs_f64() * 1e3,
+            p.method()
+        ),
+    );
+    report::event(
+        "parent_goes_on",
+        json!({ "child_sleep_ms": ms(sleep) }),
+        format!("主流程: the parent goes on at once, while the child sleeps {}", secs(sleep)),
+    );
+    let t = Instant::now();
+    let code = p.join()?;
+    let waited = t.elapsed();
+    report::event(
+        "joined",
+        json!({ "waited_ms": waited.as_secs_f64() * 1e3, "child_sleep_ms": ms(sleep),
+                "exitcode": code }),
+        format!("p.join() blocked {} until the child ended (同步阻塞); then {p}", secs(waited)),
+    );
+    Ok(())
+}
