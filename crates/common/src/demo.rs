@@ -55,6 +55,13 @@ pub fn main<C: DemoCli>(
     // Orphaned descendants come back to this process to be reaped (see `signals`).
     signals::set_child_subreaper(true);
     let result = run(cli);
+    // A Ctrl-C to the whole group can kill a child, and so end `run` early, before the watcher
+    // has finished stopping everything: leave the ending (and its exit code, 130 or 143) to it.
+    if signals::stopping() {
+        loop {
+            std::thread::park();
+        }
+    }
     process::finish_main();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 //! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`).
 //! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.
 //! - [`ps`]: the demo's own process table from `/proc`.
+//! - [`startcost`]: what a start+join of a thread, a fork child or a spawn child costs.
 //! - [`timeline`]: every process records its events to one shared file; lanes drawn from it.
 //! - [`daemonize`]: a real Unix daemon (double fork, `setsid`), its pidfile under a lock.
 //! - [`demo`]: the `main` every demo shares: guard, flags, signals, errors to exit codes.
@@ -16,5 +17,6 @@ pub mod process;
 pub mod ps;
 pub mod report;
 pub mod signals;
+pub mod startcost;
 pub mod store;
 pub mod timeline;

@@ -17,6 +17,7 @@
 //!   come back to it to be reaped instead of lingering as zombies under a PID 1 that may never
 //!   reap them (as in many containers).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -31,6 +32,16 @@ pub const GRACE: Duration = Duration::from_millis(1500);
 /// thread is started, which is why the demo runner calls it first.
 pub fn install() -> Result<()> {
     imp::install()
+}
+
+/// Set once a stop signal has been received: the watcher is stopping everything.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// True once Ctrl-C or SIGTERM has arrived (or is about to be handled): the watcher will stop
+/// every child and end the process with 130 or 143. Code that sees a child die in the meantime
+/// (of that same Ctrl-C) must not report a failure of its own; the runner parks instead.
+pub fn stopping() -> bool {
+    imp::stopping()
 }
 
 /// Makes this process the reaper of its orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`),
@@ -78,17 +89,67 @@ mod imp {
         set
     }
 
+    /// Linux: the watcher waits on a `signalfd` with `poll`, which leaves the signal pending;
+    /// it raises [`STOPPING`] *before* taking the signal off the queue, so at every instant the
+    /// stop is either still pending or already flagged: [`stopping`] never misses it.
+    #[cfg(target_os = "linux")]
+    pub fn install() -> Result<()> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        use std::os::fd::AsFd;
+        let set = stop_signals();
+        set.thread_block()?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
+        std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
+            loop {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                if !matches!(poll(&mut fds, PollTimeout::NONE), Ok(n) if n > 0) {
+                    continue;
+                }
+                STOPPING.store(true, Ordering::SeqCst);
+                if let Ok(Some(info)) = fd.read_signal() {
+                    shutdown(info.ssi_signo as i32);
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Elsewhere: `sigwait(2)`. The signal is flagged right after it is taken, a window of a
+    /// few instructions in which [`stopping`] can miss it.
+    #[cfg(not(target_os = "linux"))]
     pub fn install() -> Result<()> {
         let set = stop_signals();
         set.thread_block()?;
         std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
             loop {
                 if let Ok(signal) = set.wait() {
+                    STOPPING.store(true, Ordering::SeqCst);
                     shutdown(signal as i32);
                 }
             }
         })?;
         Ok(())
+    }
+
+    /// True if a stop signal is pending for the process or the watcher has taken one.
+    pub fn stopping() -> bool {
+        if STOPPING.load(Ordering::SeqCst) {
+            return true;
+        }
+        let mut pending = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // Safety: sigpending fills the set it is given; it is read only when that succeeded.
+        let pending = unsafe {
+            if libc::sigpending(pending.as_mut_ptr()) != 0 {
+                return false;
+            }
+            pending.assume_init()
+        };
+        let is_pending = |signo| {
+            // Safety: sigismember only reads the initialized set.
+            unsafe { libc::sigismember(&pending, signo) == 1 }
+        };
+        stop_signals().iter().any(|s| is_pending(s as i32)) || STOPPING.load(Ordering::SeqCst)
     }
 }
 
@@ -97,5 +158,8 @@ mod imp {
     use super::*;
     pub fn install() -> Result<()> {
         Ok(())
+    }
+    pub fn stopping() -> bool {
+        STOPPING.load(Ordering::SeqCst)
     }
 }
