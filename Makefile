@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Every demo crate under crates/ (the shared library and the benchmark are not demos).
 DEMOS := $(filter-out common bench,$(notdir $(patsubst %/,%,$(wildcard crates/*/))))
 
-.PHONY: help build test lint bench demos clean demo-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics
+.PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics
 
 help:
 	@echo "make demo-ticket    the ticket-booking race over db.json, then the fix (start here)"
@@ -28,9 +28,16 @@ bench:
 demos:
 	@echo "Demo targets (each runs in a few seconds; add ARGS='--hold 10' to pause for ps):"
 	@for d in $(DEMOS); do echo "  make demo-$$d"; done
-	@echo "  make demo-ticket     (= demo-mutex-ticket: the race, then the fix)"
+	@echo "  make demo-ticket     (= demo-mutex-ticket: the race, then the fix; start here)"
 
 # Run any demo with extra flags: make demo-fork-vs-spawn ARGS='--start-method spawn --json'
+
+# The main job: the race over db.json, then the fix by a lock, join, and a buyer killed mid-write.
+demo-ticket:
+	@$(CARGO) run -q -p mutex-ticket -- $(ARGS)
+
+demo-mutex-ticket: demo-ticket
+
 demo-fork-vs-spawn:
 	@$(CARGO) run -q -p fork-vs-spawn -- $(ARGS)
 

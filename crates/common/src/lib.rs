@@ -5,6 +5,8 @@
 //! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`).
 //! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.
 //! - [`ps`]: the demo's own process table from `/proc`.
+//! - [`locks`]: who holds a file lock and who waits for it, from `/proc/locks`.
+//! - [`store`]: the ticket `db.json`: strict, locked on a sidecar, replaced by rename.
 //! - [`startcost`]: what a start+join of a thread, a fork child or a spawn child costs.
 //! - [`timeline`]: every process records its events to one shared file; lanes drawn from it.
 //! - [`daemonize`]: a real Unix daemon (double fork, `setsid`), its pidfile under a lock.
@@ -13,6 +15,7 @@
 pub mod cli;
 pub mod daemonize;
 pub mod demo;
+pub mod locks;
 pub mod process;
 pub mod ps;
 pub mod report;

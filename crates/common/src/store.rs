@@ -223,6 +223,13 @@ impl TicketDb {
         &self.lock_path
     }
 
+    /// The temp file a writer with process id `pid` creates beside the database before renaming
+    /// it over `db.json` ([`Durability::Rename`]): `<db path>.tmp.<pid>`. A writer killed before
+    /// its rename leaves it behind; [`TicketDb::clean_stray_temps`] removes it.
+    pub fn temp_path(&self, pid: u32) -> PathBuf {
+        with_suffix(&self.path, &format!(".tmp.{pid}"))
+    }
+
     /// Reads and strictly validates the count *without* taking the lock: the notes' `search`,
     /// which runs concurrently with other buyers. With [`Durability::Rename`] writers it always
     /// sees a whole file (old or new); with [`Durability::InPlace`] writers it can catch one

@@ -1,0 +1,123 @@
+//! bench — `make bench`: the demos' figures in Rust beside the Python originals, as ratios.
+//!
+//! Every suite measures a few figures in Rust, the way a user of this workspace's `common`
+//! pays for them, and runs a small Python script from `python/` that measures the same thing
+//! the notes' way, in the same run (Rust and Python alternate run by run, so both see the same
+//! machine). The table shows, for each figure, the median of `--runs` runs on each side, how
+//! many times better Rust is (`ratio`), the target set for the project and whether it was met:
+//!
+//! ```text
+//! figure                    rust      python     ratio   target  met?
+//! thread start+join (µs)    25.3       147.3      5.8x     >= 2x  yes
+//! ```
+//!
+//! Without `python3` on PATH, or when a script fails, the Rust figures are printed and the
+//! comparison is said to be skipped. A benchmark never fails the tests: `make test` does not
+//! run it, and a missed target is reported, not turned into an error.
+//!
+//! **Run it**: `make bench` (= `cargo run --release -q -p bench`); one suite, more runs:
+//! `cargo run --release -q -p bench -- --only start --runs 9`; `--json` prints one event per
+//! row. Measure release builds only: a debug build measures the debug build.
+//!
+//! **Adding a suite**: a module with `pub fn run(&Settings) -> anyhow::Result<Outcome>` that
+//! builds its rows with `measure`'s types, one line in [`SUITES`], and its Python script in
+//! `python/` printing one JSON object on stdout.
+
+mod measure;
+mod start;
+mod ticket;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::builder::PossibleValuesParser;
+use common::report;
+
+use crate::measure::{Outcome, Settings};
+
+/// One benchmark suite: a name for `--only`, what it measures, and the function that does it.
+struct Suite {
+    name: &'static str,
+    about: &'static str,
+    run: fn(&Settings) -> anyhow::Result<Outcome>,
+}
+
+/// Every suite, in the order they run.
+const SUITES: &[Suite] = &[
+    Suite {
+        name: "start",
+        about: "start+join of a thread, a fork child and a spawn child (fork-vs-spawn)",
+        run: start::run,
+    },
+    Suite {
+        name: "ticket",
+        about: "what safety costs: locked read-modify-write transactions on db.json (mutex-ticket)",
+        run: ticket::run,
+    },
+];
+
+/// Runs of each side; the table shows medians.
+const DEFAULT_RUNS: usize = 5;
+/// Children or threads started and joined per run (Python's spawn takes ~50-100 ms each).
+const DEFAULT_COUNT: usize = 20;
+
+/// The demos' figures in Rust beside the Python originals, measured in the same run.
+/// Each figure is a median of several runs; `ratio` is how many times better Rust is.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Cli {
+    /// Run only this suite
+    #[arg(long, value_name = "SUITE", value_parser = suite_names())]
+    only: Option<String>,
+
+    /// Runs of each side per figure; the table shows the medians
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RUNS, value_parser = parse_runs)]
+    runs: usize,
+
+    /// Children or threads started and joined in each run
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_COUNT, value_parser = parse_count)]
+    count: usize,
+
+    /// Print one JSON event per line (a `row` per figure) instead of the table
+    #[arg(long)]
+    json: bool,
+}
+
+fn suite_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(SUITES.iter().map(|s| s.name))
+}
+
+fn parse_runs(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=101).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a number of runs from 1 to 101")),
+    }
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a number of children from 1 to 10000")),
+    }
+}
+
+fn main() -> ExitCode {
+    // The `__main__` guard: a spawn child measured by a suite runs this program again and must
+    // do its (empty) work and leave, not run the benchmark.
+    common::process::dispatch(&[&common::startcost::NOOP]);
+    let cli = Cli::parse();
+    report::init(cli.json, "bench");
+    let settings = Settings { runs: cli.runs, count: cli.count };
+    let mut failed = false;
+    for suite in SUITES.iter().filter(|s| cli.only.as_deref().is_none_or(|only| only == s.name)) {
+        report::section(format!("{}: {}", suite.name, suite.about));
+        match (suite.run)(&settings) {
+            Ok(outcome) => measure::print(suite.name, &settings, &outcome),
+            Err(e) => {
+                report::write_stderr(&format!("bench: error: suite {}: {e:#}", suite.name));
+                failed = true;
+            }
+        }
+    }
+    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}

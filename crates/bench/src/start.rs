@@ -1,0 +1,62 @@
+//! start — what a start+join costs: a thread, a fork child and a spawn child in Rust, beside
+//! Python's `threading.Thread` and `multiprocessing.Process` with the fork and spawn start
+//! methods (`python/start.py`).
+//!
+//! Both sides do the same thing: start a child that does nothing, join it, `count` times one
+//! after another; the figure is the time of one start+join in microseconds. The Rust side uses
+//! `common::process::Process` and `std::thread`, so it includes the bookkeeping a demo pays
+//! (naming the child, the parent-death signal, the registry of children), not a bare `fork`.
+
+use anyhow::Result;
+use common::startcost::{self, Starter};
+
+use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
+
+/// The project's goals: how many times faster than Python each start+join should be.
+const TARGETS: [(Starter, f64); 3] =
+    [(Starter::Thread, 2.0), (Starter::Fork, 8.0), (Starter::Spawn, 20.0)];
+
+pub fn run(settings: &Settings) -> Result<Outcome> {
+    let count = settings.count;
+    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); Starter::ALL.len()];
+    let mut python: Vec<Vec<f64>> = vec![Vec::new(); Starter::ALL.len()];
+    let mut python_outcome: Result<String, String> = Ok(String::new());
+    for _ in 0..settings.runs {
+        // Rust, then Python, run after run: a busy moment of a shared machine hits both sides.
+        for (i, kind) in Starter::ALL.iter().enumerate() {
+            rust[i].push(startcost::start_join_round(*kind, count)?);
+        }
+        if python_outcome.is_ok() {
+            let args = ["--count".to_string(), count.to_string(), "--runs".into(), "1".into()];
+            python_outcome = run_python("start.py", &args).and_then(|answer| {
+                for (i, kind) in Starter::ALL.iter().enumerate() {
+                    let key = format!("{}_us", kind.key());
+                    let us = answer[&key].as_f64().ok_or(format!("start.py gave no {key}"))?;
+                    python[i].push(us);
+                }
+                Ok(answer["python"].as_str().unwrap_or("3").to_string())
+            });
+        }
+    }
+    let rows = Starter::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| Row {
+            figure: format!("{} start+join", kind.key()),
+            unit: "µs",
+            better: Better::Lower,
+            rust: median(&rust[i]),
+            python: python_outcome.is_ok().then(|| median(&python[i])),
+            target: TARGETS.iter().find(|(k, _)| k == kind).map(|(_, t)| *t),
+        })
+        .collect();
+    Ok(Outcome {
+        rows,
+        python: python_outcome,
+        notes: vec![format!(
+            "each run starts and joins {count} children (or threads) one after another; Rust \
+             through common::process::Process and std::thread, Python through \
+             multiprocessing.get_context('fork'/'spawn').Process and threading.Thread"
+        )],
+    })
+}

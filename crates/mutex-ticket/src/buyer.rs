@@ -1,0 +1,194 @@
+//! The buyer (路人N), one process each: the notes' `task(name, mutex)`, `search` then `get`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use common::process::{ExitWith, Run};
+use common::report;
+use common::store::{Durability, TicketDb};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// A buyer's exit code when no ticket was left (没有足够的票!). The parent counts the sales from
+/// its children's exit codes (Python's `p.exitcode`): 0 bought a ticket, this one found none,
+/// anything else failed (1: an error, printed on stderr; `-SIGKILL`: killed).
+pub const NO_TICKET: i32 = 3;
+
+/// How a buyer writes `db.json` back (`--durability`); see [`common::store::Durability`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Level {
+    /// Truncate db.json and rewrite it, as the notes' json.dump(dic, open('db.json', 'w'))
+    InPlace,
+    /// Write a temp file beside db.json, then rename it over db.json (a killed buyer never tears it)
+    Rename,
+    /// Rename, plus fsync of the temp file and of the directory (survives a power loss too)
+    Fsync,
+}
+
+impl Level {
+    pub fn durability(self) -> Durability {
+        match self {
+            Level::InPlace => Durability::InPlace,
+            Level::Rename => Durability::Rename,
+            Level::Fsync => Durability::RenameFsync,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::InPlace => "in-place",
+            Level::Rename => "rename",
+            Level::Fsync => "fsync",
+        }
+    }
+}
+
+/// One buyer: what it is told by the parent. Like the notes' `StockProcess`, a type whose `run`
+/// is the child's work; serializable because a spawned child receives a copy of it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Buyer {
+    /// N in 路人N.
+    pub number: usize,
+    /// The database; its lock is the sidecar `<db>.lock`.
+    pub db: PathBuf,
+    /// False for `--no-lock` and `--join`.
+    pub use_lock: bool,
+    /// The pause before searching (the notes' `time.sleep(1)` in `search`).
+    pub search_ms: u64,
+    /// The pause between reading the count and writing it back (paying): the race window.
+    pub buy_ms: u64,
+    pub level: Level,
+    /// The crash experiment: stop inside the locked section, to be killed there.
+    pub stop_in_lock: bool,
+}
+
+impl Run for Buyer {
+    const ROLE: &'static str = "buyer";
+
+    fn run(self) -> Result<()> {
+        let db = TicketDb::new(&self.db);
+        self.search(&db)?;
+        self.buy(&db)
+    }
+}
+
+impl Buyer {
+    fn person(&self) -> String {
+        format!("路人{}", self.number)
+    }
+
+    /// The notes' `search`: look at the count. No lock: any number of buyers look at once.
+    fn search(&self, db: &TicketDb) -> Result<()> {
+        std::thread::sleep(Duration::from_millis(self.search_ms));
+        let count = db.read_count().with_context(|| format!("{} searching", self.person()))?;
+        report::event(
+            "searched",
+            json!({ "buyer": self.number, "count": count }),
+            format!("<{}> 查看到剩余票数 {count} (sees {} left)", self.person(), tickets(count)),
+        );
+        Ok(())
+    }
+
+    /// The notes' `get`, inside `with mutex:`: read the count, pay, write it back decremented.
+    fn buy(&self, db: &TicketDb) -> Result<()> {
+        let asked = Instant::now();
+        if self.use_lock {
+            json_only("waiting_for_lock", json!({ "buyer": self.number }));
+        }
+        // ▶ THE LINE `--no-lock` takes away: flock(LOCK_EX) on the sidecar db.json.lock. It blocks
+        // while another buyer holds it; the guard unlocks when dropped, the kernel when we die.
+        let lock = if self.use_lock { Some(db.lock()?) } else { None };
+        let waited_ms = lock.as_ref().map(|_| asked.elapsed().as_millis() as u64);
+        if let Some(waited_ms) = waited_ms {
+            json_only("locked", json!({ "buyer": self.number, "waited_ms": waited_ms }));
+        }
+
+        // db.json is opened only now, after the lock: the file as the last holder left it.
+        let before = db.read_count().with_context(|| format!("{} buying", self.person()))?;
+        if self.stop_in_lock {
+            self.stop_here(db, before)?;
+        }
+        // Paying. Without the lock, every buyer that read the same count meanwhile will also
+        // "sell" that same ticket: the window of the race.
+        std::thread::sleep(Duration::from_millis(self.buy_ms));
+        if before == 0 {
+            report::event(
+                "sold_out",
+                json!({ "buyer": self.number, "count": before, "waited_ms": waited_ms }),
+                format!("<{}> 没有足够的票! (no ticket left{})", self.person(), waited(waited_ms)),
+            );
+            return Err(ExitWith(NO_TICKET).into());
+        }
+        let after = before - 1;
+        db.write_count(after, self.level.durability())
+            .with_context(|| format!("{} writing the new count", self.person()))?;
+        report::event(
+            "bought",
+            json!({ "buyer": self.number, "before": before, "after": after, "waited_ms": waited_ms }),
+            format!(
+                "<{}> 购票成功! (bought a ticket {before} -> {after}{})",
+                self.person(),
+                waited(waited_ms)
+            ),
+        );
+        drop(lock); // unlock: the next waiter opens db.json as we left it
+        Ok(())
+    }
+
+    /// The crash experiment. This buyer holds the lock and has read the count; it writes the
+    /// first half of its new file, as a buyer killed in the middle of a write leaves it, and
+    /// stops itself with SIGSTOP. The parent, blocked in `waitpid(WUNTRACED)`, learns that it
+    /// stopped and kills it right here: no sleep decides the moment.
+    fn stop_here(&self, db: &TicketDb, before: u64) -> Result<()> {
+        let temp = db.temp_path(std::process::id());
+        if before > 0 {
+            let text = format!("{{\"count\": {}}}\n", before - 1);
+            std::fs::write(&temp, &text.as_bytes()[..text.len() / 2])
+                .with_context(|| format!("writing {}", temp.display()))?;
+        }
+        report::event(
+            "in_critical_section",
+            json!({ "buyer": self.number, "count": before, "temp": temp }),
+            format!(
+                "<{}> holds the lock, read count {before}, wrote half of {} ... and stops \
+                 itself here (SIGSTOP)",
+                self.person(),
+                temp.display()
+            ),
+        );
+        stop_self()?;
+        // Continued (SIGCONT) rather than killed: go on with the purchase; the store replaces
+        // the leftover temp file that carries our own pid.
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn stop_self() -> Result<()> {
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP).context("raise(SIGSTOP)")
+}
+
+#[cfg(not(unix))]
+fn stop_self() -> Result<()> {
+    anyhow::bail!("the crash experiment needs Unix signals (SIGSTOP, SIGKILL)")
+}
+
+/// An event the tests read but people need not: nothing is printed without `--json`.
+fn json_only(name: &str, data: Value) {
+    if report::json_mode() {
+        report::event(name, data, "");
+    }
+}
+
+fn waited(waited_ms: Option<u64>) -> String {
+    match waited_ms {
+        Some(ms) => format!("; waited {:.2}s for the lock", ms as f64 / 1000.0),
+        None => String::new(),
+    }
+}
+
+/// "1 ticket", "3 tickets".
+pub fn tickets(n: u64) -> String {
+    if n == 1 { "1 ticket".to_owned() } else { format!("{n} tickets") }
+}
