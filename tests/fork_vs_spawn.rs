@@ -3,7 +3,6 @@
 
 mod support;
 
-use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::{Demo, TempDir, ps, run};
 
@@ -250,12 +249,7 @@ fn does_ctrl_c_during_hold_stop_the_fork_and_spawn_children_and_exit_130() {
                 ps::state_of(*pid) == Some('S')
             });
         }
-        if to_group {
-            demo.signal_group(Signal::SIGINT); // a terminal's Ctrl-C
-        } else {
-            demo.signal(Signal::SIGINT); // kill -INT PID
-        }
-        let out = demo.finish();
+        let out = demo.interrupt(to_group);
         out.assert_code(130).assert_nothing_left();
         assert_eq!(out.one("interrupted")["data"]["children"], 2);
     }
@@ -282,12 +276,7 @@ fn does_ctrl_c_during_the_unguarded_chains_hold_stop_every_level_and_exit_130() 
         for pair in chain.windows(2) {
             assert_eq!(ps::stat(pair[1]).map(|p| p.ppid), Some(pair[0]), "a chain of parents");
         }
-        if to_group {
-            demo.signal_group(Signal::SIGINT);
-        } else {
-            demo.signal(Signal::SIGINT);
-        }
-        let out = demo.finish();
+        let out = demo.interrupt(to_group);
         out.assert_code(130).assert_nothing_left();
     }
 }

@@ -422,12 +422,7 @@ fn ctrl_c_while_a_buyer_is_stopped_in_the_lock_stops_everything() {
             assert_eq!(support::ps::state_of(pid), Some('S'));
         }
 
-        if to_group {
-            demo.signal_group(Signal::SIGINT);
-        } else {
-            demo.signal(Signal::SIGINT);
-        }
-        let out = demo.finish();
+        let out = demo.interrupt(to_group);
         out.assert_code(130).assert_nothing_left();
         assert_eq!(count_in(&db), 1, "nobody bought: the file is whole and unchanged");
     }
@@ -441,12 +436,7 @@ fn ctrl_c_mid_run_exits_130_and_leaves_a_valid_file() {
         let args = ["run", "--buyers", "6", "--search-ms", "0", "--buy-ms", "300"];
         let mut demo = Demo::start(BIN, &with_db(&args, &db));
         demo.wait_event("bought");
-        if to_group {
-            demo.signal_group(Signal::SIGINT);
-        } else {
-            demo.signal(Signal::SIGINT);
-        }
-        let out = demo.finish();
+        let out = demo.interrupt(to_group);
         out.assert_code(130).assert_nothing_left();
         let left = count_in(&db);
         assert!(left < 3, "the first sale was written: {left}");

@@ -6,7 +6,6 @@ mod support;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
-use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -271,12 +270,7 @@ fn interrupt_at_the_hold(part: &[&str], to_group: bool) {
     let mut demo = Demo::start(BIN, &args);
     let hold = demo.wait_event("hold");
     let pids: Vec<i32> = data(&hold)["pids"].as_array().expect("pids").iter().map(pid_of).collect();
-    if to_group {
-        demo.signal_group(Signal::SIGINT);
-    } else {
-        demo.signal(Signal::SIGINT);
-    }
-    let out = demo.finish();
+    let out = demo.interrupt(to_group);
     out.assert_code(130);
     out.assert_nothing_left();
     for pid in pids.iter().filter(|p| **p != out.pid) {

@@ -185,6 +185,17 @@ impl Demo {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pid()), signal);
     }
 
+    /// Ctrl-C: SIGINT to the whole group as a terminal sends it (`to_group`), or to the demo
+    /// alone as `kill -INT PID` does; then waits for the demo to exit.
+    pub fn interrupt(self, to_group: bool) -> Output {
+        if to_group {
+            self.signal_group(nix::sys::signal::Signal::SIGINT);
+        } else {
+            self.signal(nix::sys::signal::Signal::SIGINT);
+        }
+        self.finish()
+    }
+
     /// Closes the demo's standard input.
     pub fn close_stdin(&mut self) {
         self.stdin.take();

@@ -264,8 +264,9 @@ fn human_line(text: &str) -> String {
     out
 }
 
-/// People's lines are wrapped to this many columns, so prose stays readable in a terminal.
-const LINE_WIDTH: usize = 100;
+/// People's lines longer than this many columns are wrapped, so a long sentence stays readable
+/// in a terminal; text a demo already broke into lines of a normal length is left as it is.
+const LINE_WIDTH: usize = 130;
 
 /// Splits `line` at spaces into pieces of at most `width` characters (a longer word stays
 /// whole). Lines that begin with spaces, such as table rows, are never split.
