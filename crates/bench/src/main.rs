@@ -24,6 +24,7 @@
 //! `python/` printing one JSON object on stdout.
 
 mod measure;
+mod queue;
 mod start;
 mod ticket;
 
@@ -53,6 +54,11 @@ const SUITES: &[Suite] = &[
         name: "ticket",
         about: "what safety costs: locked read-modify-write transactions on db.json (mutex-ticket)",
         run: ticket::run,
+    },
+    Suite {
+        name: "queue",
+        about: "messages per second through Queue / JoinableQueue (joinable-queue)",
+        run: queue::run,
     },
 ];
 

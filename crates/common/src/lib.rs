@@ -5,10 +5,11 @@
 //! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`).
 //! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.
 //! - [`ps`]: the demo's own process table from `/proc`.
-//! - [`locks`]: who holds a file lock and who waits for it, from `/proc/locks`.
+//! - [`queue`]: `Queue` and `JoinableQueue` across processes: a pipe plus locks (Linux).
 //! - [`store`]: the ticket `db.json`: strict, locked on a sidecar, replaced by rename.
-//! - [`startcost`]: what a start+join of a thread, a fork child or a spawn child costs.
+//! - [`locks`]: who holds a file lock and who waits for it, from `/proc/locks`.
 //! - [`timeline`]: every process records its events to one shared file; lanes drawn from it.
+//! - [`startcost`]: what a start+join of a thread, a fork child or a spawn child costs.
 //! - [`daemonize`]: a real Unix daemon (double fork, `setsid`), its pidfile under a lock.
 //! - [`demo`]: the `main` every demo shares: guard, flags, signals, errors to exit codes.
 
@@ -18,6 +19,7 @@ pub mod demo;
 pub mod locks;
 pub mod process;
 pub mod ps;
+pub mod queue;
 pub mod report;
 pub mod signals;
 pub mod startcost;

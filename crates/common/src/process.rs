@@ -111,6 +111,8 @@ pub struct Process {
     method: StartMethod,
     daemon: bool,
     die_with_parent: bool,
+    /// Descriptors a spawned child keeps open across `exec` (see [`Process::pass_fds`]).
+    pass_fds: Vec<i32>,
     state: State,
     pid: Option<i32>,
     exitcode: Option<i32>,
@@ -211,6 +213,7 @@ impl Process {
             method: default_start_method(),
             daemon: false,
             die_with_parent: true,
+            pass_fds: Vec::new(),
             state: State::Initial,
             pid: None,
             exitcode: None,
@@ -228,6 +231,16 @@ impl Process {
     /// orphan; the orphan demos turn that off.
     pub fn outlive_parent(mut self) -> Process {
         self.die_with_parent = false;
+        self
+    }
+
+    /// Keeps these file descriptors open in a *spawned* child: every descriptor Rust opens is
+    /// close-on-exec, so without this a spawned child would not have them (a queue's pipe, for
+    /// example). Between fork and exec the child clears `FD_CLOEXEC` on exactly these
+    /// descriptors, so they keep their numbers; the child must be told the numbers (in its
+    /// arguments). For the fork method this does nothing: a forked child has every descriptor.
+    pub fn pass_fds(mut self, fds: &[i32]) -> Process {
+        self.pass_fds.extend_from_slice(fds);
         self
     }
 
@@ -280,7 +293,14 @@ impl Process {
             );
         }
         let target = self.target.take().expect("target is present before start");
-        let pid = imp::start(&self.name, self.method, self.daemon, self.die_with_parent, target)?;
+        let pid = imp::start(
+            &self.name,
+            self.method,
+            self.daemon,
+            self.die_with_parent,
+            &self.pass_fds,
+            target,
+        )?;
         self.pid = Some(pid);
         self.state = State::Started;
         Ok(())
@@ -539,6 +559,7 @@ mod imp {
         method: StartMethod,
         daemon: bool,
         die_with_parent: bool,
+        pass_fds: &[i32],
         target: Target,
     ) -> Result<i32> {
         // Anything still in Rust's stdout buffer would be copied into a forked child and printed
@@ -582,7 +603,7 @@ mod imp {
                          this process's memory (use fork, or a Role)"
                     );
                 };
-                spawn_child(name, role, &args, daemon, die_with_parent, parent)?
+                spawn_child(name, role, &args, daemon, die_with_parent, pass_fds, parent)?
             }
         };
         registry.children.insert(pid, ChildEntry { name: name.to_string(), daemon });
@@ -600,6 +621,7 @@ mod imp {
         // exist in the child, so the child must get the default actions back or it would
         // survive Ctrl-C.
         let _ = SigSet::empty().thread_set_mask();
+        crate::signals::forget_watcher_in_child();
         if die_with_parent {
             set_parent_death_signal(parent);
         }
@@ -624,6 +646,7 @@ mod imp {
         args: &Value,
         daemon: bool,
         die_with_parent: bool,
+        pass_fds: &[i32],
         parent: Pid,
     ) -> Result<i32> {
         let exe = std::env::current_exe().context("finding this program to spawn it")?;
@@ -643,11 +666,20 @@ mod imp {
         // A signal mask survives both fork and exec, and std's Command does not reset it: without
         // this, the child would keep SIGINT/SIGTERM blocked (the parent blocks them for its
         // watcher thread) and neither `terminate` nor Ctrl-C would reach it.
-        // Safety: runs between fork and exec in the child; pthread_sigmask, prctl, getppid and
-        // _exit are async-signal-safe, and nothing here allocates or takes a lock.
+        let pass_fds = pass_fds.to_vec();
+        // Safety: runs between fork and exec in the child; pthread_sigmask, fcntl, prctl,
+        // getppid and _exit are async-signal-safe, and nothing here allocates or takes a lock
+        // (`pass_fds` was allocated before the fork and is only read).
         unsafe {
             command.pre_exec(move || {
                 let _ = SigSet::empty().thread_set_mask();
+                for &fd in &pass_fds {
+                    // Keep exactly the passed descriptors open across exec, under their numbers.
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 if die_with_parent {
                     set_parent_death_signal(parent);
                 }
@@ -801,7 +833,7 @@ mod imp {
     pub fn send(_pid: i32, _signo: i32) -> Result<()> {
         bail!("signals to processes need a Unix system")
     }
-    pub fn start(_: &str, _: StartMethod, _: bool, _: bool, _: Target) -> Result<i32> {
+    pub fn start(_: &str, _: StartMethod, _: bool, _: bool, _: &[i32], _: Target) -> Result<i32> {
         bail!("starting processes is implemented for Unix systems only, for now")
     }
     pub fn name_this_process(_name: &str) {}

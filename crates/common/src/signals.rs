@@ -37,6 +37,23 @@ pub fn install() -> Result<()> {
 /// Set once a stop signal has been received: the watcher is stopping everything.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
+/// The watcher's signalfd (Linux), or -1: a forked child closes its copy (see
+/// [`forget_watcher_in_child`]); `SFD_CLOEXEC` already keeps it out of spawned children.
+static WATCHER_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// In a forked child: closes the copy of the parent's watcher signalfd, which the child has no
+/// thread to read, so it does not show up among the child's open files.
+pub fn forget_watcher_in_child() {
+    let fd = WATCHER_FD.swap(-1, Ordering::SeqCst);
+    if fd >= 0 {
+        // Safety: the descriptor was the watcher's signalfd in the parent; in this forked child
+        // nothing else owns or uses it.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
 /// True once Ctrl-C or SIGTERM has arrived (or is about to be handled): the watcher will stop
 /// every child and end the process with 130 or 143. Code that sees a child die in the meantime
 /// (of that same Ctrl-C) must not report a failure of its own; the runner parks instead.
@@ -100,6 +117,7 @@ mod imp {
         let set = stop_signals();
         set.thread_block()?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
+        WATCHER_FD.store(std::os::fd::AsRawFd::as_raw_fd(&fd), Ordering::SeqCst);
         std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
             loop {
                 let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];

@@ -1,0 +1,178 @@
+//! queue — messages per second through `common::queue` (the joinable-queue demo), beside
+//! CPython's `multiprocessing.Queue` and `JoinableQueue` doing the same (`python/queue.py`).
+//!
+//! Small messages, a tuple `(producer, number)`, forked children, on both sides:
+//! - 1 producer → 1 consumer through an unbounded `Queue`; the consumer stops at a `None`;
+//! - 3 producers → 2 consumers, one `None` per consumer once the producers are joined;
+//! - `JoinableQueue`: the main process puts every message, one daemonic consumer calls `get`
+//!   and `task_done` for each, and the main process `join`s the queue.
+//!
+//! The clock starts when the producers leave a start gate (the children are already started and
+//! waiting) and stops when the consumers have reported their counts, or when `join` returns.
+//! Every run checks that every message arrived exactly once by count. The target: at least 10×
+//! Python's messages per second on each figure.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use common::process::Process;
+use common::queue::{JoinableQueue, Queue};
+
+use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
+
+/// Messages per run, on each side.
+const MESSAGES: usize = 100_000;
+/// The goal: at least this many times Python's messages per second.
+const TARGET: f64 = 10.0;
+
+/// The figures, with the key of each in the Python script's output.
+const CASES: [(&str, &str); 3] = [
+    ("1to1", "1 producer -> 1 consumer"),
+    ("3to2", "3 producers -> 2 consumers"),
+    ("joinable", "JoinableQueue put/task_done/join"),
+];
+
+type Item = Option<(u32, u32)>;
+
+/// `producers` → `consumers` through one queue; returns the seconds from the gate's opening to
+/// the consumers' reports.
+fn many(producers: usize, consumers: usize, messages: usize) -> Result<f64> {
+    let q: Queue<Item> = Queue::new(0)?;
+    let gate: Queue<()> = Queue::new(0)?;
+    let done: Queue<u64> = Queue::new(0)?;
+    let per = messages / producers;
+    let mut children = Vec::new();
+    for n in 0..consumers {
+        let (q, done) = (q.clone(), done.clone());
+        children.push(Process::from_fn(format!("bench-consumer-{n}"), move || {
+            let mut received = 0u64;
+            while q.get()?.is_some() {
+                received += 1;
+            }
+            done.put(received)?;
+            Ok(())
+        }));
+    }
+    for k in 0..producers {
+        let (q, gate) = (q.clone(), gate.clone());
+        children.push(Process::from_fn(format!("bench-producer-{k}"), move || {
+            gate.get()?;
+            for i in 0..per {
+                q.put(Some((k as u32, i as u32)))?;
+            }
+            Ok(())
+        }));
+    }
+    for child in &mut children {
+        child.start()?;
+    }
+    let began = Instant::now();
+    for _ in 0..producers {
+        gate.put(())?;
+    }
+    for producer in &mut children[consumers..] {
+        if producer.join()? != Some(0) {
+            bail!("{producer} failed");
+        }
+    }
+    for _ in 0..consumers {
+        q.put(None)?;
+    }
+    let mut received = 0;
+    for _ in 0..consumers {
+        received += done.get().context("a consumer's count")?;
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    for consumer in &mut children[..consumers] {
+        consumer.join()?;
+    }
+    if received != (per * producers) as u64 {
+        bail!("{received} messages received of {}", per * producers);
+    }
+    Ok(seconds)
+}
+
+/// The main process puts `messages` into a JoinableQueue and joins it; one consumer.
+fn joinable(messages: usize) -> Result<f64> {
+    let q: JoinableQueue<Item> = JoinableQueue::new(0)?;
+    let mut consumer = {
+        let q = q.clone();
+        Process::from_fn("bench-consumer", move || {
+            loop {
+                q.get()?;
+                q.task_done()?;
+            }
+        })
+    };
+    consumer.set_daemon(true)?;
+    consumer.start()?;
+    let began = Instant::now();
+    for i in 0..messages {
+        q.put(Some((0, i as u32)))?;
+    }
+    q.join()?;
+    let seconds = began.elapsed().as_secs_f64();
+    consumer.terminate()?;
+    consumer.join()?;
+    Ok(seconds)
+}
+
+fn measure_rust(case: &str) -> Result<f64> {
+    let (messages, seconds) = match case {
+        "1to1" => (MESSAGES, many(1, 1, MESSAGES)?),
+        "3to2" => {
+            let n = MESSAGES - MESSAGES % 3;
+            (n, many(3, 2, n)?)
+        }
+        _ => (MESSAGES, joinable(MESSAGES)?),
+    };
+    Ok(messages as f64 / seconds)
+}
+
+pub fn run(settings: &Settings) -> Result<Outcome> {
+    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
+    let mut python: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
+    let mut python_outcome: Result<String, String> = Ok(String::new());
+    for _ in 0..settings.runs {
+        // Rust, then Python, run after run: a busy moment of a shared machine hits both sides.
+        for (i, (case, _)) in CASES.iter().enumerate() {
+            rust[i].push(measure_rust(case)?);
+        }
+        if python_outcome.is_ok() {
+            let args = ["--messages".to_string(), MESSAGES.to_string()];
+            python_outcome = run_python("queue.py", &args).and_then(|answer| {
+                for (i, (case, _)) in CASES.iter().enumerate() {
+                    let got = &answer["cases"][case];
+                    let (Some(seconds), Some(received)) =
+                        (got["seconds"].as_f64(), got["received"].as_f64())
+                    else {
+                        return Err(format!("queue.py gave no figures for {case}"));
+                    };
+                    python[i].push(received / seconds);
+                }
+                Ok(answer["python"].as_str().unwrap_or("3").to_string())
+            });
+        }
+    }
+    let rows = CASES
+        .iter()
+        .enumerate()
+        .map(|(i, (_, figure))| Row {
+            figure: figure.to_string(),
+            unit: "msg/s",
+            better: Better::Higher,
+            rust: median(&rust[i]),
+            python: python_outcome.is_ok().then(|| median(&python[i])),
+            target: Some(TARGET),
+        })
+        .collect();
+    Ok(Outcome {
+        rows,
+        python: python_outcome,
+        notes: vec![format!(
+            "each run: {MESSAGES} small messages (producer, number), forked children; Rust through \
+             common::queue (a pipe, robust mutexes and futex counters in shared memory), Python \
+             through multiprocessing.Queue / JoinableQueue (a pipe, semaphores, a feeder thread)"
+        )],
+    })
+}

@@ -1,0 +1,367 @@
+//! Parts 2 and 3: producers (生产者) make buns (包子), consumers (消费者) eat them; first with a
+//! plain `Queue` and `None` sentinels, then with a `JoinableQueue`, `task_done` and `join`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use common::process::{Process, Role, Run, exitcode_name};
+use common::queue::{JoinableQueue, Queue, QueueError};
+use common::report;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{CONSUMER_SLEEP_S, Cli, JOINABLE_BUNS, PRODUCER_SLEEP_S, SENTINEL_BUNS};
+use crate::{child, notes_ms, sleep_ms};
+
+/// One bun: `'包子%s' % i`, and who made it (the notes' producers all make 包子0, 包子1, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bun {
+    pub name: String,
+    pub by: String,
+}
+
+/// Makes `count` buns, one every `sleep_ms`, as the notes' producer does.
+fn make_buns(
+    count: usize,
+    sleep_ms_each: u64,
+    mut put: impl FnMut(Bun) -> Result<()>,
+) -> Result<()> {
+    for i in 0..count {
+        sleep_ms(sleep_ms_each);
+        let bun = Bun { name: format!("包子{i}"), by: report::who().to_string() };
+        report::event(
+            "produced",
+            json!({ "item": bun.name, "by": bun.by, "n": i }),
+            format!("生产者 {} made {}", bun.by, bun.name),
+        );
+        put(bun)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 2: a plain Queue and one None per consumer.
+
+pub static SENTINEL_PRODUCER: Role = Role::of::<SentinelProducer>();
+pub static SENTINEL_CONSUMER: Role = Role::of::<SentinelConsumer>();
+
+/// `def producer(q)`: make buns and put them.
+#[derive(Serialize, Deserialize)]
+pub struct SentinelProducer {
+    queue: Queue<Option<Bun>>,
+    buns: usize,
+    sleep_ms: u64,
+}
+
+impl Run for SentinelProducer {
+    const ROLE: &'static str = "sentinel-producer";
+    fn run(self) -> Result<()> {
+        make_buns(self.buns, self.sleep_ms, |bun| Ok(self.queue.put(Some(bun))?))
+    }
+}
+
+/// `def consumer(q)`: eat until a `None` comes; then report how many were eaten.
+#[derive(Serialize, Deserialize)]
+pub struct SentinelConsumer {
+    queue: Queue<Option<Bun>>,
+    eaten: Queue<usize>,
+    sleep_ms: u64,
+}
+
+impl Run for SentinelConsumer {
+    const ROLE: &'static str = "sentinel-consumer";
+    fn run(self) -> Result<()> {
+        let me = report::who();
+        let mut eaten = 0;
+        loop {
+            let Some(bun) = self.queue.get()? else {
+                report::event(
+                    "sentinel",
+                    json!({ "consumer": me, "eaten": eaten }),
+                    format!("消费者 {me} got None: the end (if res is None: break); ate {eaten}"),
+                );
+                break;
+            };
+            sleep_ms(self.sleep_ms);
+            eaten += 1;
+            report::event(
+                "ate",
+                json!({ "consumer": me, "item": bun.name, "by": bun.by }),
+                format!("消费者 {me} ate {} (by {})", bun.name, bun.by),
+            );
+        }
+        self.eaten.put(eaten)?;
+        Ok(())
+    }
+}
+
+pub fn sentinel(cli: &Cli) -> Result<()> {
+    report::section("2. Producers and consumers through a Queue, ended by None (生产者消费者模型)");
+    let buns = cli.buns.unwrap_or(SENTINEL_BUNS);
+    let q: Queue<Option<Bun>> = Queue::new(0).context("Queue()")?;
+    let eaten: Queue<usize> = Queue::new(0).context("Queue() for the counts")?;
+    let fds: Vec<i32> = [q.fds(), eaten.fds()].concat();
+    let (produce_ms, eat_ms) = (notes_ms(cli, PRODUCER_SLEEP_S), notes_ms(cli, CONSUMER_SLEEP_S));
+    let mut producers: Vec<Process> = (1..=cli.producers)
+        .map(|n| {
+            let work = SentinelProducer { queue: q.clone(), buns, sleep_ms: produce_ms };
+            child(cli, format!("producer-{n}"), work, &fds)
+        })
+        .collect();
+    let mut consumers: Vec<Process> = (1..=cli.consumers)
+        .map(|n| {
+            let work =
+                SentinelConsumer { queue: q.clone(), eaten: eaten.clone(), sleep_ms: eat_ms };
+            child(cli, format!("consumer-{n}"), work, &fds)
+        })
+        .collect();
+    for p in producers.iter_mut().chain(consumers.iter_mut()) {
+        p.start()?;
+    }
+    report::say(format!(
+        "started {} producers and {} consumers; the consumers loop on q.get() until a None comes",
+        producers.len(),
+        consumers.len()
+    ));
+    for p in &mut producers {
+        p.join()?;
+    }
+    // Only now may the ends be sent: a None put while a producer still works would stop a
+    // consumer before the last buns, and one None is needed per consumer.
+    for _ in &consumers {
+        q.put(None).context("q.put(None)")?;
+    }
+    report::event(
+        "sentinels_sent",
+        json!({ "sentinels": consumers.len() }),
+        format!("every producer joined; q.put(None) x {} (one per consumer)", consumers.len()),
+    );
+    let mut total = 0;
+    for _ in &consumers {
+        total += eaten.get().context("a consumer's count")?;
+    }
+    for c in &mut consumers {
+        c.join()?;
+    }
+    let made = buns * producers.len();
+    report::event(
+        "summary",
+        json!({ "produced": made, "eaten": total, "sentinels": consumers.len(),
+                "left": q.qsize() }),
+        format!("主 (main code over): {made} buns made, {total} eaten, {} left", q.qsize()),
+    );
+    if total != made {
+        bail!("{made} buns were made but {total} eaten");
+    }
+    report::say(
+        "it works, and it is clumsy (相当low): the main process must know how many consumers \
+         there are, must wait for every producer before sending the Nones, and a None sent too \
+         early, or one too few, loses buns or leaves a consumer waiting for ever. Part 3 needs \
+         no sentinel.",
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 3: a JoinableQueue: task_done and join.
+
+pub static JOINABLE_PRODUCER: Role = Role::of::<JoinableProducer>();
+pub static JOINABLE_CONSUMER: Role = Role::of::<JoinableConsumer>();
+
+/// The notes' producer: make buns, put them, then `q.join()` until every one is eaten.
+#[derive(Serialize, Deserialize)]
+pub struct JoinableProducer {
+    queue: JoinableQueue<Bun>,
+    buns: usize,
+    sleep_ms: u64,
+}
+
+impl Run for JoinableProducer {
+    const ROLE: &'static str = "joinable-producer";
+    fn run(self) -> Result<()> {
+        let me = report::who();
+        make_buns(self.buns, self.sleep_ms, |bun| Ok(self.queue.put(bun)?))?;
+        report::event(
+            "producer_join",
+            json!({ "producer": me, "unfinished": self.queue.unfinished() }),
+            format!("{me} calls q.join(): {} bun(s) not yet marked done", self.queue.unfinished()),
+        );
+        self.queue.join()?;
+        report::event(
+            "joined",
+            json!({ "producer": me, "unfinished": self.queue.unfinished() }),
+            format!("{me}: q.join() returned: every bun put has been marked done"),
+        );
+        Ok(())
+    }
+}
+
+/// The notes' consumer: get, eat, `task_done`, for ever (it is daemonic). `die_mid_item`: killed
+/// (SIGKILL) while it holds its first bun, before `task_done`.
+#[derive(Serialize, Deserialize)]
+pub struct JoinableConsumer {
+    queue: JoinableQueue<Bun>,
+    sleep_ms: u64,
+    die_mid_item: bool,
+}
+
+impl Run for JoinableConsumer {
+    const ROLE: &'static str = "joinable-consumer";
+    fn run(self) -> Result<()> {
+        let me = report::who();
+        loop {
+            let bun = self.queue.get()?;
+            report::event(
+                "eating",
+                json!({ "consumer": me, "item": bun.name, "by": bun.by }),
+                format!("消费者 {me} took {} (by {})", bun.name, bun.by),
+            );
+            if self.die_mid_item {
+                report::event(
+                    "killed_mid_item",
+                    json!({ "consumer": me, "item": bun.name }),
+                    format!(
+                        "{me} is killed (SIGKILL) holding {}: task_done() never comes",
+                        bun.name
+                    ),
+                );
+                // Safety: kill(2) on our own pid; SIGKILL cannot be caught, the process ends here.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
+            sleep_ms(self.sleep_ms);
+            // Printed before task_done(), so every such line precedes the producers' "joined".
+            report::event(
+                "task_done",
+                json!({ "consumer": me, "item": bun.name, "by": bun.by }),
+                format!("消费者 {me} ate {} (by {}); task_done()", bun.name, bun.by),
+            );
+            self.queue.task_done()?;
+        }
+    }
+}
+
+pub fn joinable(cli: &Cli) -> Result<()> {
+    report::section("3. JoinableQueue: task_done and join, no sentinel (JoinableQueue)");
+    let buns = cli.buns.unwrap_or(JOINABLE_BUNS);
+    let q: JoinableQueue<Bun> = JoinableQueue::new(0).context("JoinableQueue()")?;
+    let fds = q.fds();
+    let (produce_ms, eat_ms) = (notes_ms(cli, PRODUCER_SLEEP_S), notes_ms(cli, CONSUMER_SLEEP_S));
+    let mut producers: Vec<Process> = (1..=cli.producers)
+        .map(|n| {
+            let work = JoinableProducer { queue: q.clone(), buns, sleep_ms: produce_ms };
+            child(cli, format!("producer-{n}"), work, &fds)
+        })
+        .collect();
+    let mut consumers = Vec::new();
+    for n in 1..=cli.consumers {
+        let die_mid_item = cli.kill_consumer && n == 1;
+        let work = JoinableConsumer { queue: q.clone(), sleep_ms: eat_ms, die_mid_item };
+        let mut c = child(cli, format!("consumer-{n}"), work, &fds);
+        c.set_daemon(true)?; // c1.daemon = True: they end with the main code
+        consumers.push(c);
+    }
+    for p in producers.iter_mut().chain(consumers.iter_mut()) {
+        p.start()?;
+    }
+    report::say(format!(
+        "started {} producers and {} daemonic consumers; the main process joins the producers, \
+         which join the queue",
+        producers.len(),
+        consumers.len()
+    ));
+
+    // p1.join(); p2.join(); p3.join(), watching the consumers meanwhile: a consumer that dies
+    // holding a bun would make every producer's q.join(), and so this wait, last for ever.
+    let watch = Duration::from_millis(eat_ms.max(50) * 3);
+    let mut dead: Vec<String> = Vec::new();
+    let mut stuck_at: Option<usize> = None;
+    let stuck = loop {
+        let mut all_joined = true;
+        for p in &mut producers {
+            all_joined &= p.join_timeout(Duration::from_millis(20))?.is_some();
+        }
+        if all_joined {
+            break None;
+        }
+        for c in &mut consumers {
+            if !c.is_alive() && !dead.contains(&c.name().to_string()) {
+                report::event(
+                    "consumer_died",
+                    json!({ "consumer": c.name(), "pid": c.pid(), "exitcode": c.exitcode(),
+                            "unfinished": q.unfinished() }),
+                    format!("{c} died; {} task(s) unfinished", q.unfinished()),
+                );
+                dead.push(c.name().to_string());
+            }
+        }
+        if dead.is_empty() {
+            continue;
+        }
+        // A consumer is dead: is the queue stuck? The live consumers eat what is left; when
+        // nothing is left and the unfinished count stays the same, nobody will finish it.
+        match q.join_timeout(watch) {
+            Ok(()) => continue, // all done after all: the producers return now
+            Err(QueueError::Timeout { unfinished }) => {
+                if q.qsize() == 0 && stuck_at == Some(unfinished) {
+                    break Some(unfinished);
+                }
+                stuck_at = Some(unfinished);
+            }
+            Err(e) => return Err(e).context("q.join_timeout()"),
+        }
+    };
+    if let Some(unfinished) = stuck {
+        report::event(
+            "join_would_hang",
+            json!({ "unfinished": unfinished, "in_progress": q.in_progress(), "dead": dead,
+                    "qsize": q.qsize() }),
+            format!(
+                "q.join_timeout() -> {unfinished} unfinished task(s), the queue is empty, and \
+                 {} died holding a bun: nobody will ever call task_done() for it. Python's \
+                 JoinableQueue.join() would wait here for ever; the producers are stopped.",
+                dead.join(", ")
+            ),
+        );
+        for p in &mut producers {
+            p.terminate()?;
+            p.join()?;
+            report::event(
+                "producer_stopped",
+                json!({ "producer": p.name(), "exitcode": p.exitcode() }),
+                format!("{p} (it was waiting in q.join())"),
+            );
+        }
+    } else {
+        report::event(
+            "main_done",
+            json!({ "unfinished": q.unfinished(), "left": q.qsize() }),
+            format!(
+                "主 (main code over: every producer joined, {} unfinished, {} left)",
+                q.unfinished(),
+                q.qsize()
+            ),
+        );
+    }
+    // The end of the main code: daemonic children are terminated (守护进程), as in Python.
+    for ended in common::process::end_main_code() {
+        report::event(
+            "ended",
+            json!({ "name": ended.name, "pid": ended.pid, "daemon": ended.daemon,
+                    "exitcode": ended.exitcode }),
+            format!(
+                "{} {} ended with the main code: exitcode {}",
+                if ended.daemon { "daemonic" } else { "non-daemonic" },
+                ended.name,
+                exitcode_name(ended.exitcode)
+            ),
+        );
+    }
+    if stuck.is_none() {
+        report::say(
+            "no sentinel: each consumer's task_done() tells the producers' q.join() that a bun \
+             is finished; the main process waits for the producers only, and the consumers, \
+             being daemonic, end with the main code",
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! joinable-queue — the notes' `Queue` and `JoinableQueue` across processes (进程queue=管道+锁),
+//! and the producer/consumer model (生产者消费者模型) built on them.
+//!
+//! Four parts, each a subcommand (no subcommand runs them all):
+//! 1. `basics`: `Queue(3)`, three puts, `full()`; a fourth `put_nowait` is `Full`; three gets,
+//!    `empty()`; a fourth `get_nowait` is `Empty`. What the queue is made of, seen in
+//!    `/proc/self/fd`: a pipe, a second pipe for big items, and a block of shared memory holding
+//!    the locks and counts. An item beyond `max_message` is refused; `task_done` once too often
+//!    is an error.
+//! 2. `sentinel`: three producers (生产者) make 包子 (buns), two consumers (消费者) eat them
+//!    through a plain `Queue`; the main process joins the producers and then puts one `None` per
+//!    consumer so that each stops. It works, and it is clumsy ("相当low").
+//! 3. `joinable`: the `JoinableQueue` version: producers `join()` the queue, consumers are
+//!    daemonic and call `task_done()`, the main process joins the producers and ends; no
+//!    sentinel. With `--kill-consumer`, a consumer is killed while it holds a bun: Python's
+//!    `join()` would wait forever; here the main process sees the dead consumer and reports the
+//!    unfinished count.
+//! 4. `bounded`: a fast producer and a slow consumer through `Queue(2)`: the producer sleeps
+//!    inside `put` while the queue is full. The consumer is paused (SIGSTOP) for a moment, so the
+//!    `ps` view shows the producer `S` (asleep in `put`) and the consumer `T`. `--timeline`
+//!    draws the producer's waits.
+//!
+//! **What to watch for**
+//! - `/proc/PID/fd` of any of these processes: `pipe:[…]` twice and `/memfd:concurrency-queue`:
+//!   the queue *is* a pipe plus a lock;
+//! - part 2: the main process must know how many consumers there are, and can send the `None`s
+//!   only after every producer is done;
+//! - part 3: "主" is printed after the last `task_done`, the consumers end as daemons
+//!   (exitcode -SIGTERM) and no `None` is ever sent;
+//! - part 4: the producer's state is `S` while the queue is full (`ps -o wchan` says
+//!   `futex_do_wait`: asleep on the queue's count of free places; the paused consumer's says
+//!   `do_signal_stop`), and each of its `put`s beyond the second returns only after the
+//!   consumer's `get` made room.
+//!
+//! **Run it**
+//! ```text
+//! make demo-joinable-queue                              # the four parts, a few seconds
+//! make demo-joinable-queue ARGS='bounded --timeline'    # the blocked producer, drawn
+//! make demo-joinable-queue ARGS='joinable --kill-consumer'
+//! make demo-joinable-queue ARGS='bounded --hold 20'     # pauses; in a second terminal:
+//! ps -o pid,ppid,stat,wchan:20,comm -p <the pids it prints>   # and: ls -l /proc/PID/fd
+//! ```
+//!
+//! Expected output (abridged; pids and times differ):
+//! ```text
+//! == 1. Queue basics: put, get, full, empty (队列) ==
+//!   0.001s [ 40711 joinable-queue] Queue(3) is a pipe plus a lock (进程queue=管道+锁): fds 3 -> pipe:[88412] <- 4, ...
+//!   0.001s [ 40711 joinable-queue] q.put_nowait(4) -> queue.Full: no free place in the queue
+//! == 3. JoinableQueue: task_done and join, no sentinel ==
+//!   0.912s [ 40725 consumer-2] 消费者 consumer-2 ate 包子1 (by producer-3); task_done()
+//!   0.913s [ 40722 producer-3] producer-3: q.join() returned: every bun put has been marked done
+//!   0.914s [ 40711 joinable-queue] 主 (main code over: every producer joined, 0 unfinished, 0 left)
+//!   0.915s [ 40711 joinable-queue] daemonic consumer-1 ended with the main code: exitcode -SIGTERM
+//! == 4. A bounded queue: a fast producer blocks while it is full ==
+//!   1.420s [ 40711 joinable-queue] producer-1 is asleep in put (state S) on a full Queue(2) (2 item(s) in it); ...
+//!   1.722s [ 40711 joinable-queue] 8 items through Queue(2): 5 put(s) waited for room; every put(n) returned ...
+//! ```
+//!
+//! Platform notes: Linux only. The queue's shared block is a `memfd`, its locks robust POSIX
+//! mutexes, its waits futexes, and its pipes are enlarged with `F_SETPIPE_SZ`; the states are
+//! read from `/proc/PID/stat`. On other systems this program says so and exits 1.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use common::cli::{CommonArgs, parse_positive};
+
+#[cfg(target_os = "linux")]
+mod basics;
+#[cfg(target_os = "linux")]
+mod bounded;
+#[cfg(target_os = "linux")]
+mod buns;
+#[cfg(target_os = "linux")]
+mod stress;
+
+/// The notes' producers and consumers (seed 002: p1, p2, p3 and c1, c2).
+const PRODUCERS: usize = 3;
+const CONSUMERS: usize = 2;
+/// Buns (包子) per producer: `range(3)` in the Queue version, `range(2)` in the JoinableQueue one.
+const SENTINEL_BUNS: usize = 3;
+const JOINABLE_BUNS: usize = 2;
+/// `Queue(3)` in the basics, as in the notes.
+const BASICS_MAXSIZE: usize = 3;
+/// The bounded part: a small queue and more items than it holds.
+const BOUNDED_MAXSIZE: usize = 2;
+const BOUNDED_ITEMS: usize = 8;
+/// The notes' sleeps: a producer's `time.sleep(0.5)` per bun, a consumer's `time.sleep(1)`.
+const PRODUCER_SLEEP_S: f64 = 0.5;
+const CONSUMER_SLEEP_S: f64 = 1.0;
+
+const DIFFERENCES: &str = "\
+Differences from Python:
+  - put() writes the item into the pipe before it returns. CPython's put() hands it to a
+    feeder thread and returns at once, so right after q.put(x) another process may still
+    find the queue empty, and a process can hang at exit until its buffered items are read.
+  - An unbounded queue is bounded by its pipe: 1 MiB here. When nobody reads, put() blocks
+    as on a full queue (put_nowait says Full); CPython buffers without limit in memory.
+  - Items are JSON (serde), not pickles; an item beyond max_message (64 KiB unless set) is
+    refused with a clear error, and a reader never allocates from an unchecked length.
+  - The locks are robust mutexes: if a process dies holding one, the next process is told
+    and the queue reports a torn frame instead of hanging. CPython's lock is a semaphore that
+    a killed process never releases, and every other reader then hangs.
+  - task_done() refuses more calls than items taken with get(), as the notes say; CPython
+    only refuses more calls than items put.
+  - JoinableQueue.join() waits forever for a consumer that died holding an item, in Python
+    and here; join_timeout() gives up and says how many tasks are unfinished, and this demo
+    watches its consumers and reports the dead one.
+  - qsize(), empty() and full() are snapshots, \"not reliable\" as Python's documentation says.
+  - Linux only (memfd, robust mutexes, futexes).";
+
+/// joinable-queue: Queue and JoinableQueue across processes, a pipe plus a lock
+/// (进程queue=管道+锁), and producers and consumers (生产者消费者模型) with sentinels or join.
+#[derive(Debug, Parser)]
+#[command(name = "joinable-queue", after_help = DIFFERENCES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// Producer processes (the sentinel and joinable parts)
+    #[arg(long, global = true, value_name = "N", default_value_t = PRODUCERS,
+          value_parser = parse_positive)]
+    producers: usize,
+
+    /// Consumer processes (the sentinel and joinable parts)
+    #[arg(long, global = true, value_name = "N", default_value_t = CONSUMERS,
+          value_parser = parse_positive)]
+    consumers: usize,
+
+    /// Buns (包子) each producer makes [default: 3 in sentinel, 2 in joinable, as the notes]
+    #[arg(long, global = true, value_name = "N", value_parser = parse_positive)]
+    buns: Option<usize>,
+
+    /// The queue's maxsize [default: 3 in basics, 2 in bounded]
+    #[arg(long, global = true, value_name = "N", value_parser = parse_positive)]
+    maxsize: Option<usize>,
+
+    /// Items the fast producer puts in the bounded part
+    #[arg(long, global = true, value_name = "N", default_value_t = BOUNDED_ITEMS,
+          value_parser = parse_positive)]
+    items: usize,
+
+    /// The largest item the basics' queue accepts, in bytes of JSON
+    #[arg(long, global = true, value_name = "BYTES",
+          default_value_t = common::queue::DEFAULT_MAX_MESSAGE, value_parser = parse_max_message)]
+    max_message: usize,
+
+    /// In the joinable part, kill consumer-1 (SIGKILL) while it holds its first bun
+    #[arg(long, global = true)]
+    kill_consumer: bool,
+
+    /// Draw the bounded part as lanes: the producer's waits in put, the consumer's gets
+    #[arg(long, global = true)]
+    timeline: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum Cmd {
+    /// 1. Queue(3): put, get, full, empty, put_nowait/get_nowait; what a queue is made of
+    Basics,
+    /// 2. Producers and consumers through a Queue; one None sentinel per consumer
+    Sentinel,
+    /// 3. The JoinableQueue version: task_done and join, daemonic consumers, no sentinel
+    Joinable,
+    /// 4. A bounded queue: the fast producer blocks in put while the queue is full
+    Bounded,
+    /// Many items through one queue, checked by count and checksum (for tests)
+    #[command(hide = true)]
+    Stress {
+        /// Items in all, shared among the producers
+        #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = parse_positive)]
+        total: usize,
+        /// The queue's maxsize (0: unbounded)
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        queue_size: usize,
+    },
+}
+
+impl common::demo::DemoCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+fn parse_max_message(text: &str) -> Result<usize, String> {
+    let limit = common::queue::MAX_MESSAGE_LIMIT;
+    match text.parse::<usize>() {
+        Ok(n) if (16..=limit).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a number of bytes from 16 to {limit}")),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> ExitCode {
+    common::demo::main(
+        &[
+            &buns::SENTINEL_PRODUCER,
+            &buns::SENTINEL_CONSUMER,
+            &buns::JOINABLE_PRODUCER,
+            &buns::JOINABLE_CONSUMER,
+            &bounded::PRODUCER,
+            &bounded::CONSUMER,
+            &stress::PRODUCER,
+            &stress::CONSUMER,
+        ],
+        run,
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    let _ = Cli::parse();
+    eprintln!(
+        "joinable-queue: this demo needs Linux (memfd, robust mutexes and futexes behind \
+         common::queue)"
+    );
+    ExitCode::from(1)
+}
+
+#[cfg(target_os = "linux")]
+fn run(cli: Cli) -> anyhow::Result<()> {
+    use common::report;
+    match cli.cmd.clone() {
+        Some(Cmd::Basics) => basics::run(&cli),
+        Some(Cmd::Sentinel) => buns::sentinel(&cli),
+        Some(Cmd::Joinable) => buns::joinable(&cli),
+        Some(Cmd::Bounded) => bounded::run(&cli),
+        Some(Cmd::Stress { total, queue_size }) => stress::run(&cli, total, queue_size),
+        None => {
+            report::say(
+                "the tour: four parts, each also a subcommand (joinable-queue --help lists them)",
+            );
+            basics::run(&cli)?;
+            buns::sentinel(&cli)?;
+            buns::joinable(&cli)?;
+            bounded::run(&cli)
+        }
+    }
+}
+
+/// A child process running `value` (a type with a `run` method), started by the method the
+/// flags chose, with the descriptors of its queues passed through to a spawned child.
+#[cfg(target_os = "linux")]
+fn child<T: common::process::Run>(
+    cli: &Cli,
+    name: impl Into<String>,
+    value: T,
+    fds: &[i32],
+) -> common::process::Process {
+    common::process::Process::from_run(name, value)
+        .start_method(cli.common.start_method)
+        .pass_fds(fds)
+}
+
+/// The notes' `time.sleep(seconds)`, scaled by `--speed`, in milliseconds (sent to children).
+#[cfg(target_os = "linux")]
+fn notes_ms(cli: &Cli, seconds: f64) -> u64 {
+    cli.common.notes_sleep(seconds).as_millis() as u64
+}
+
+#[cfg(target_os = "linux")]
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
