@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Every demo crate under crates/ (the shared library and the benchmark are not demos).
 DEMOS := $(filter-out common bench,$(notdir $(patsubst %/,%,$(wildcard crates/*/))))
 
-.PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics demo-joinable-queue
+.PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics demo-joinable-queue demo-pool
 
 help:
 	@echo "make demo-ticket    the ticket-booking race over db.json, then the fix (start here)"
@@ -49,6 +49,9 @@ demo-process-basics:
 
 demo-joinable-queue:
 	@$(CARGO) run -q -p joinable-queue -- $(ARGS)
+
+demo-pool:
+	@$(CARGO) run -q -p pool -- $(ARGS)
 
 demo-zombie-orphan:
 	@$(CARGO) run -q -p zombie-orphan -- $(ARGS)

@@ -24,6 +24,7 @@
 //! `python/` printing one JSON object on stdout.
 
 mod measure;
+mod pool;
 mod queue;
 mod start;
 mod ticket;
@@ -59,6 +60,11 @@ const SUITES: &[Suite] = &[
         name: "queue",
         about: "messages per second through Queue / JoinableQueue (joinable-queue)",
         run: queue::run,
+    },
+    Suite {
+        name: "pool",
+        about: "what a trivial task costs through a pool of 2 worker processes (pool)",
+        run: pool::run,
     },
 ];
 

@@ -7,6 +7,7 @@
 //! - [`ps`]: the demo's own process table from `/proc`.
 //! - [`queue`]: `Queue` and `JoinableQueue` across processes: a pipe plus locks (Linux).
 //! - [`store`]: the ticket `db.json`: strict, locked on a sidecar, replaced by rename.
+//! - [`pool`]: a pool of worker processes (or threads): `apply_async`, `map`, callbacks, faults.
 //! - [`locks`]: who holds a file lock and who waits for it, from `/proc/locks`.
 //! - [`timeline`]: every process records its events to one shared file; lanes drawn from it.
 //! - [`startcost`]: what a start+join of a thread, a fork child or a spawn child costs.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod daemonize;
 pub mod demo;
 pub mod locks;
+pub mod pool;
 pub mod process;
 pub mod ps;
 pub mod queue;

@@ -1,0 +1,1805 @@
+//! pool — a pool of worker processes (Python's `multiprocessing.Pool`), and a pool of threads
+//! with the same interface (Python's `multiprocessing.pool.ThreadPool`).
+//!
+//! ```ignore
+//! static SQUARE: Task = Task::new("square", |x| Ok(json!(x.as_i64().unwrap_or(0).pow(2))));
+//! /// Every task this program's workers can run, found by name (Python: a module-level def).
+//! static TASKS: &[&Task] = &[&SQUARE];
+//! /// The worker process; listed in `common::demo::main(&[&WORKER], run)` for spawn.
+//! static WORKER: Role = Role::new("pool-worker", |args| pool::serve(args, TASKS));
+//!
+//! let pool = Pool::new(3, &WORKER)?;              // p = Pool(processes=3)
+//! let r = pool.apply_async(&SQUARE, 7)?;          // r = p.apply_async(square, (7,))
+//! let squares = pool.map(&SQUARE, 0..10)?;        // p.map(square, range(10))
+//! pool.close();                                   // p.close()
+//! pool.join()?;                                   // p.join()
+//! assert_eq!(r.get()?, json!(49));                // r.get()
+//! ```
+//!
+//! ## Tasks are named functions
+//! A spawned worker is this program run again: it has none of the parent's memory, so a task
+//! cannot be a closure. A [`Task`] is a name and a `fn(Value) -> Result<Value>`; the parent sends
+//! the name and the arguments as JSON, the worker finds the function by name in the list its
+//! role gives to [`serve`], and sends the result back as JSON. Python has the same rule (a task
+//! must be picklable: a module-level function, not a lambda) for the same reason.
+//!
+//! ## How work reaches the workers
+//! Every worker has its own inbox, a [`Queue`] the parent writes and only that worker reads, and
+//! every worker writes its results to one shared results queue. One thread of the parent, the
+//! *handler* (named `pool-results`), does the rest: `apply_async` only puts the task in the
+//! pool's backlog and wakes it; the handler gives tasks to workers (Python's `_handle_tasks`
+//! thread), reads the results (Python's `_handle_results`), runs callbacks, and replaces
+//! workers (Python's `_handle_workers`). The parent decides which worker gets which task, so it
+//! knows at every moment which tasks each worker holds. That is what lets it
+//! handle a worker killed in the middle of a task (a SIGKILL, the OOM killer):
+//! - the handler learns of the death at once: a small thread per worker process waits for it
+//!   to end (`waitid` with `WNOWAIT`, which does not reap) and then puts an "exited" message in
+//!   the results queue, *behind* every result the worker sent before dying; the handler reaps it;
+//! - it takes back from the dead worker's inbox the tasks it had not started, and gives them to
+//!   others; the one task it was running gets an error naming the worker, its pid and the
+//!   signal (`worker pool-worker-2 (pid 4182) was killed by SIGKILL while running task slow (job
+//!   7)`);
+//! - a new worker (a new pid) takes its place, and every other task completes.
+//!
+//! CPython's `multiprocessing.Pool` replaces the dead worker but never completes the lost task:
+//! `get()` on it hangs forever. `concurrent.futures.ProcessPoolExecutor` fails *every* pending
+//! future with `BrokenProcessPool` and refuses new work. A Python worker pulls tasks from one
+//! shared pipe, so the parent cannot know which task died with it.
+//!
+//! Dispatch is fair and cheap: a task goes to an idle worker (the first to report its result
+//! gets the next task, as in Python). Tasks are given to a busy worker in advance only while
+//! more tasks wait than there are workers, and only as many as it runs in about
+//! [`PREFETCH_WINDOW`] (workers report how long each task took): a short backlog, or a backlog
+//! of long tasks, always waits for the first worker that frees up; a long backlog of tiny
+//! tasks keeps every worker busy without a round trip to the parent between two tasks.
+//!
+//! ## Results, callbacks, and who runs them
+//! [`Pool::apply_async`] returns an [`AsyncResult`] at once (`get`, `get_timeout`, `ready`,
+//! `successful`). A `callback` or `error_callback` runs **in the parent process, in the
+//! result-handler thread** (named `pool-results`), as in Python: not in the worker that ran the
+//! task, and not in the thread that submitted it. A callback runs before `get` returns; it
+//! should be quick, since no other result is handled meanwhile, and must not wait for another
+//! result of the same pool (that would wait forever, in Python too).
+//!
+//! ## close, join, terminate, and dropping a pool
+//! Python's rules: after [`Pool::close`] or [`Pool::terminate`] no task can be submitted
+//! ([`PoolError::NotRunning`]); [`Pool::join`] before either is an error
+//! ([`PoolError::StillRunning`]); `join` waits until every submitted task is done and every
+//! worker has exited. `terminate` stops the workers at once (SIGTERM, then SIGKILL after
+//! [`crate::signals::GRACE`]): their running tasks end, and every unfinished result becomes
+//! [`PoolError::Terminated`] (in Python they never complete).
+//!
+//! **Dropping a pool waits**: `drop` is `close` + `join`, so submitted work is never lost
+//! silently, as `concurrent.futures`' `with` block does (`shutdown(wait=True)`). Python's
+//! `with Pool() as p:` calls `terminate()` at the end of the block and silently kills the tasks
+//! still running, which surprises people. Call [`Pool::terminate`] to get that. (While a panic
+//! unwinds, drop terminates instead of waiting.)
+//!
+//! ## maxtasksperchild and the initializer
+//! With `maxtasksperchild = N` a worker exits after N tasks and a new worker (a new pid) takes
+//! its place (a chunk of `map` counts as one task, as in Python). An initializer is a [`Task`]
+//! every worker runs once when it starts. If it fails, the pool is broken: pending tasks fail
+//! with [`PoolError::Broken`] and new ones are refused (`concurrent.futures` does the same;
+//! `multiprocessing.Pool` starts new workers that fail again, forever).
+//!
+//! ## Threads
+//! [`ThreadPool::new`] makes a [`Pool`] whose workers are threads of this process, with the same
+//! interface, the same queues and the same handler. A thread cannot be killed: `terminate` lets
+//! the running tasks finish and fails the others. In Rust threads run CPU-bound work in parallel
+//! (there is no GIL), so the choice between the two pools is about isolation (a crash or a
+//! `kill -9` takes one worker, not the program) and start cost, not about cores.
+//!
+//! ## Forking from a thread
+//! Workers are started (by fork or spawn) by the handler thread, the one thread that outlives
+//! them all (a worker's `PR_SET_PDEATHSIG` follows the thread that started it). A forked worker
+//! is a copy of the parent with that one thread in it; before its loop it takes only the locks
+//! of its own queues (in shared memory, robust) and, once, the queue module's table of adopted
+//! queues: a process-local mutex that another thread of the parent holds only while it makes a
+//! queue. So do not make pools or queues in one thread while a fork-started pool in another may
+//! be starting a worker; spawn has no such limit.
+//!
+//! ## Differences from Python
+//! - Arguments and results are JSON values, not pickles; the arguments of one task, and its
+//!   result, are at most [`MAX_MESSAGE`] bytes of JSON.
+//! - A killed worker's task fails with an error instead of hanging `get` forever.
+//! - Dropping a pool waits for its work (Python's `with Pool()` terminates it).
+//! - One handler thread does the work of Python's three (tasks, results, workers).
+//!
+//! Linux only, like [`crate::queue`].
+
+#![cfg(target_os = "linux")]
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::process::{Process, Role, StartMethod, exitcode_name};
+use crate::queue::{Queue, QueueError};
+use crate::{report, signals};
+
+/// The largest message to or from a worker, in bytes of JSON: a task's arguments (or a chunk of
+/// `map`'s items) with its name, or its result. A task beyond it fails with
+/// [`PoolError::Invalid`].
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+/// Tasks are given to a worker in advance only as many as it runs in about this long.
+pub const PREFETCH_WINDOW: Duration = Duration::from_millis(2);
+/// The most tasks a worker holds at once (running and waiting in its inbox).
+const MAX_PREFETCH: usize = 256;
+/// The name of the parent's thread that reads results and runs callbacks.
+pub const HANDLER_THREAD: &str = "pool-results";
+/// How often the handler looks at the clock while terminating (to SIGKILL after the grace).
+const TERMINATE_TICK: Duration = Duration::from_millis(20);
+/// Messages the handler takes in one go before it runs the callbacks they completed.
+const BATCH: usize = 256;
+
+/// What a task does: JSON arguments in, a JSON result (or an error) out.
+pub type TaskFn = fn(Value) -> anyhow::Result<Value>;
+
+/// A named function a pool can run: what Python's `apply_async(f, args)` sends is `f`'s name.
+#[derive(Debug)]
+pub struct Task {
+    /// The name a worker finds the function by; unique in a program's task list.
+    pub name: &'static str,
+    /// The function itself.
+    pub run: TaskFn,
+}
+
+impl Task {
+    /// A task named `name` that runs `run`.
+    pub const fn new(name: &'static str, run: TaskFn) -> Task {
+        Task { name, run }
+    }
+}
+
+/// Called with a task's result, in the parent's result-handler thread (Python's `callback`).
+pub type Callback = Box<dyn FnOnce(&Value) + Send + 'static>;
+/// Called with a task's error, in the parent's result-handler thread (`error_callback`).
+pub type ErrorCallback = Box<dyn FnOnce(&PoolError) + Send + 'static>;
+
+/// What can go wrong with a pool or a task. Cloned into every handle that asks for a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// A task submitted after `close` or `terminate`.
+    #[error("Pool not running: close() or terminate() was called (Python: ValueError)")]
+    NotRunning,
+    /// `join` before `close` or `terminate`.
+    #[error(
+        "join() needs close() or terminate() first: Pool is still running (Python: ValueError)"
+    )]
+    StillRunning,
+    /// The task itself returned an error (Python re-raises the worker's exception in `get`).
+    #[error("task {task} failed: {message}")]
+    Task { task: String, message: String },
+    /// The worker running the task died (killed, or exited) before sending its result. `job`
+    /// is the pool's number for the task ([`AsyncResult::id`]; a chunk's own for `map`).
+    #[error(
+        "worker {worker} (pid {pid}) {} while running task {task} (job {job})",
+        died_how(*.exitcode)
+    )]
+    WorkerDied { task: String, job: u64, worker: String, pid: i32, exitcode: Option<i32> },
+    /// `terminate` came before the task finished.
+    #[error("the pool was terminated before task {task} finished")]
+    Terminated { task: String },
+    /// The pool cannot run tasks any more (an initializer failed, a queue broke).
+    #[error("the pool is broken: {0}")]
+    Broken(String),
+    /// `get_timeout` ran out (Python: `multiprocessing.TimeoutError`).
+    #[error("the result was not ready in time (Python: multiprocessing.TimeoutError)")]
+    Timeout,
+    /// `successful` before the result was ready (Python: `ValueError`).
+    #[error("the result is not ready yet (Python: ValueError)")]
+    NotReady,
+    /// Bad arguments: not JSON, too large, or a pool of no workers.
+    #[error("{0}")]
+    Invalid(String),
+    /// A worker could not be started.
+    #[error("starting a pool worker: {0}")]
+    Start(String),
+}
+
+fn died_how(exitcode: Option<i32>) -> String {
+    match exitcode {
+        Some(code) if code < 0 => {
+            format!("was killed by {}", exitcode_name(Some(code)).trim_start_matches('-'))
+        }
+        Some(code) => format!("exited with code {code}"),
+        None => "ended (its exit status was lost)".to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The messages between the parent and its workers.
+
+/// Parent → one worker, through its inbox.
+#[derive(Debug, Serialize, Deserialize)]
+enum ToWorker {
+    /// Run `task` on `args`; for a chunk of `map`, `args` is the items and `first` the index of
+    /// the first one.
+    Run { id: u64, task: String, args: Value, first: Option<usize> },
+    /// Exit (after `close`, once every task is done).
+    Stop,
+}
+
+/// Workers (and the parent itself) → the result-handler thread, through the results queue.
+#[derive(Debug, Serialize, Deserialize)]
+enum FromWorker {
+    /// The worker has run its initializer and waits for tasks.
+    Ready { w: u32, pid: i32 },
+    /// The initializer failed; the worker exits.
+    InitFailed { w: u32, pid: i32, error: String },
+    /// The outcome of job `id`, which ran for `us` microseconds.
+    Done { w: u32, id: u64, us: u64, outcome: Result<Value, String> },
+    /// Worker `w` has ended: posted by the thread that watches a worker process, or by a
+    /// worker thread itself as its last word.
+    Exited { w: u32 },
+    /// Nothing: wakes the handler after `close` or `terminate`.
+    Wake,
+}
+
+/// What a worker is given: its number, its two queues (as descriptors), and its settings.
+#[derive(Serialize, Deserialize)]
+struct WorkerArgs {
+    number: u32,
+    inbox: Queue<ToWorker>,
+    results: Queue<FromWorker>,
+    initializer: Option<(String, Value)>,
+    maxtasksperchild: Option<usize>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker's side.
+
+/// The body of a pool's worker process: call it from the worker [`Role`] with the program's
+/// task list (`Role::new("pool-worker", |args| pool::serve(args, TASKS))`). It runs the
+/// initializer, then every task its inbox brings, until told to stop (or after
+/// `maxtasksperchild` tasks). A task's error or panic becomes that task's error result; the
+/// worker goes on.
+pub fn serve(args: Value, tasks: &[&Task]) -> anyhow::Result<()> {
+    let args: WorkerArgs = serde_json::from_value(args)
+        .context("decoding a pool worker's arguments (its queues travel as descriptors)")?;
+    let find = |name: &str| tasks.iter().find(|t| t.name == name).map(|t| t.run);
+    work(&args, &find, None)
+}
+
+fn work(
+    a: &WorkerArgs,
+    find: &dyn Fn(&str) -> Option<TaskFn>,
+    terminated: Option<&AtomicBool>,
+) -> anyhow::Result<()> {
+    let pid = std::process::id() as i32;
+    if let Some((name, init_args)) = &a.initializer
+        && let Err(error) = run_task(find, name, init_args.clone())
+    {
+        a.results.put(FromWorker::InitFailed { w: a.number, pid, error: error.clone() })?;
+        anyhow::bail!("the pool's initializer {name} failed: {error}");
+    }
+    a.results.put(FromWorker::Ready { w: a.number, pid })?;
+    let mut done = 0usize;
+    loop {
+        let (id, task, args, first) = match a.inbox.get()? {
+            ToWorker::Stop => return Ok(()),
+            ToWorker::Run { id, task, args, first } => (id, task, args, first),
+        };
+        let began = Instant::now();
+        let outcome = if terminated.is_some_and(|t| t.load(Ordering::SeqCst)) {
+            Err("the pool was terminated before the task started".to_string())
+        } else {
+            match first {
+                None => run_task(find, &task, args),
+                Some(first) => run_chunk(find, &task, args, first),
+            }
+        };
+        let us = began.elapsed().as_micros() as u64;
+        let sent = a.results.put(FromWorker::Done { w: a.number, id, us, outcome });
+        if let Err(QueueError::TooLarge { size, max }) = sent {
+            let outcome =
+                Err(format!("its result is {size} bytes of JSON, more than the limit of {max}"));
+            a.results.put(FromWorker::Done { w: a.number, id, us, outcome })?;
+        } else {
+            sent?;
+        }
+        done += 1;
+        if a.maxtasksperchild.is_some_and(|max| done >= max) {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs one task, turning its error or panic into the message its result will carry.
+fn run_task(
+    find: &dyn Fn(&str) -> Option<TaskFn>,
+    name: &str,
+    args: Value,
+) -> Result<Value, String> {
+    let Some(run) = find(name) else {
+        return Err(format!(
+            "this worker has no task named {name:?} (a pool runs only the tasks listed where its \
+             worker role calls pool::serve)"
+        ));
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(args))) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
+    }
+}
+
+fn run_chunk(
+    find: &dyn Fn(&str) -> Option<TaskFn>,
+    name: &str,
+    items: Value,
+    first: usize,
+) -> Result<Value, String> {
+    let Value::Array(items) = items else {
+        return Err("a chunk of map arrived without its list of items".to_string());
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (k, item) in items.into_iter().enumerate() {
+        out.push(run_task(find, name, item).map_err(|e| format!("on item {}: {e}", first + k))?);
+    }
+    Ok(Value::Array(out))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results.
+
+struct Slot {
+    id: u64,
+    task: &'static str,
+    /// The pid of the worker the task was last given to; 0 before that.
+    pid: AtomicI32,
+    value: Mutex<SlotValue>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct SlotValue {
+    outcome: Option<Result<Value, PoolError>>,
+    /// Threads asleep in `get`: the handler wakes them only if there are any (a wake-up is a
+    /// system call, and most results are set before anyone asks for them).
+    waiting: usize,
+}
+
+impl Slot {
+    fn new(id: u64, task: &'static str) -> Arc<Slot> {
+        Arc::new(Slot {
+            id,
+            task,
+            pid: AtomicI32::new(0),
+            value: Mutex::new(SlotValue::default()),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn set(&self, outcome: Result<Value, PoolError>) {
+        let mut value = lock(&self.value);
+        if value.outcome.is_none() {
+            value.outcome = Some(outcome);
+        }
+        if value.waiting > 0 {
+            self.ready.notify_all();
+        }
+    }
+
+    /// Waits until the outcome is set, or `deadline` passes; `None` then.
+    fn wait(&self, deadline: Option<Instant>) -> Option<Result<Value, PoolError>> {
+        let mut value = lock(&self.value);
+        loop {
+            if let Some(outcome) = value.outcome.as_ref() {
+                return Some(outcome.clone());
+            }
+            value.waiting += 1;
+            value = match deadline {
+                None => self.ready.wait(value).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        value.waiting -= 1;
+                        return None;
+                    }
+                    self.ready.wait_timeout(value, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+            value.waiting -= 1;
+        }
+    }
+}
+
+/// The result of a task submitted with `apply_async` or `map_async` (Python's `AsyncResult`):
+/// a handle that can be asked whether the task is done and waited on. Cloning it gives another
+/// handle on the same result.
+#[derive(Clone)]
+pub struct AsyncResult {
+    slot: Arc<Slot>,
+}
+
+impl fmt::Debug for AsyncResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "<AsyncResult job={} task={} ready={}>",
+            self.slot.id,
+            self.slot.task,
+            self.ready()
+        )
+    }
+}
+
+impl AsyncResult {
+    /// Waits for the result: the task's value, or its error.
+    pub fn get(&self) -> Result<Value, PoolError> {
+        self.slot.wait(None).unwrap_or(Err(PoolError::Timeout))
+    }
+
+    /// Like [`AsyncResult::get`], waiting at most `timeout`: [`PoolError::Timeout`] after that
+    /// (the task goes on; ask again later).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Value, PoolError> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.slot.wait(deadline).unwrap_or(Err(PoolError::Timeout))
+    }
+
+    /// Waits for the result and takes it out of the handle: for a caller that holds the only
+    /// handle (a large `map` is not copied).
+    fn take(self) -> Result<Value, PoolError> {
+        let mut value = lock(&self.slot.value);
+        loop {
+            if let Some(outcome) = value.outcome.take() {
+                return outcome;
+            }
+            value.waiting += 1;
+            value = self.slot.ready.wait(value).unwrap_or_else(|e| e.into_inner());
+            value.waiting -= 1;
+        }
+    }
+
+    /// Waits until the result is ready (Python's `wait()`); true if it is, within `timeout`.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        !matches!(self.get_timeout(timeout), Err(PoolError::Timeout))
+    }
+
+    /// Whether the task has finished (with a value or an error).
+    pub fn ready(&self) -> bool {
+        lock(&self.slot.value).outcome.is_some()
+    }
+
+    /// Whether the task finished without error; [`PoolError::NotReady`] before it finished.
+    pub fn successful(&self) -> Result<bool, PoolError> {
+        match lock(&self.slot.value).outcome.as_ref() {
+            Some(outcome) => Ok(outcome.is_ok()),
+            None => Err(PoolError::NotReady),
+        }
+    }
+
+    /// The pool's number for this job (in submission order).
+    pub fn id(&self) -> u64 {
+        self.slot.id
+    }
+
+    /// The pid of the worker the task was given to (the last one, if it was handed on after
+    /// its first worker died before starting it); `None` while it waits, and for `map`.
+    pub fn pid(&self) -> Option<i32> {
+        match self.slot.pid.load(Ordering::SeqCst) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent's side.
+
+/// How a pool is made (Python's `Pool(processes, initializer, initargs, maxtasksperchild)`).
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// How many workers (at least 1).
+    pub processes: usize,
+    /// fork or spawn (process pools only).
+    pub start_method: StartMethod,
+    /// A task every worker runs once when it starts, with these arguments.
+    pub initializer: Option<(&'static Task, Value)>,
+    /// Replace a worker after this many tasks (a new process, a new pid).
+    pub maxtasksperchild: Option<usize>,
+    /// Workers are named `<name>-1`, `<name>-2`, ... (also what `ps -o comm` shows).
+    pub name: String,
+    /// Print an event when a worker dies or retires and when one replaces it.
+    pub report: bool,
+}
+
+impl PoolOptions {
+    /// `processes` workers started by the default method, no initializer, no task limit.
+    pub fn new(processes: usize) -> PoolOptions {
+        PoolOptions {
+            processes,
+            start_method: crate::process::default_start_method(),
+            initializer: None,
+            maxtasksperchild: None,
+            name: "pool-worker".to_string(),
+            report: false,
+        }
+    }
+}
+
+/// Processes or threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Processes,
+    Threads,
+}
+
+enum Workers {
+    Processes { role: &'static Role, method: StartMethod },
+    Threads,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Closed,
+    Terminated,
+}
+
+struct Pending {
+    id: u64,
+    wire: ToWorker,
+}
+
+enum Sink {
+    One { slot: Arc<Slot>, callback: Option<Callback>, error_callback: Option<ErrorCallback> },
+    Chunk { map: Arc<Mutex<MapJob>>, start: usize, len: usize },
+}
+
+struct Job {
+    task: &'static str,
+    sink: Sink,
+}
+
+struct MapJob {
+    slot: Arc<Slot>,
+    values: Vec<Value>,
+    chunks_left: usize,
+    callback: Option<Callback>,
+    error_callback: Option<ErrorCallback>,
+    finished: bool,
+}
+
+/// A finished job whose callback must run (outside the lock) before its result is set.
+struct Completion {
+    slot: Arc<Slot>,
+    outcome: Result<Value, PoolError>,
+    callback: Option<Callback>,
+    error_callback: Option<ErrorCallback>,
+}
+
+impl Completion {
+    fn run(self) {
+        let Completion { slot, outcome, callback, error_callback } = self;
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &outcome {
+            Ok(value) => callback.map(|cb| cb(value)),
+            Err(error) => error_callback.map(|cb| cb(error)),
+        }));
+        if let Err(panic) = called {
+            report::write_stderr(&format!(
+                "{}: a pool callback of job {} panicked: {}",
+                report::who(),
+                slot.id,
+                panic_message(panic.as_ref())
+            ));
+        }
+        slot.set(outcome);
+    }
+}
+
+enum Handle {
+    Process(Process),
+    Thread(Option<JoinHandle<()>>),
+}
+
+struct Worker {
+    number: u32,
+    name: String,
+    pid: i32,
+    handle: Handle,
+    inbox: Queue<ToWorker>,
+    /// Jobs given to it and not yet answered, in the order given (it runs them in this order).
+    outstanding: VecDeque<u64>,
+    /// Jobs given over its life (for `maxtasksperchild`).
+    given: usize,
+    /// When it was last given a job (the pool's count of jobs given): of two idle workers, the
+    /// one idle the longer gets the next job, so that work goes round all of them.
+    last_given: u64,
+    /// `Stop` was sent, or it was signalled: it takes no more tasks.
+    stopping: bool,
+    /// Its inbox refused a task for another reason than being full: it takes no more.
+    faulty: bool,
+}
+
+impl Worker {
+    fn can_take(&self, max: Option<usize>) -> bool {
+        !self.stopping && !self.faulty && max.is_none_or(|m| self.given < m)
+    }
+}
+
+struct State {
+    phase: Phase,
+    broken: Option<String>,
+    next_id: u64,
+    backlog: VecDeque<Pending>,
+    jobs: HashMap<u64, Job>,
+    workers: Vec<Worker>,
+    next_number: u32,
+    stop_sent: bool,
+    terminate_done: bool,
+    terminating_since: Option<Instant>,
+    killed_after_grace: bool,
+    /// How long a task runs, in µs: a moving average of what the workers report.
+    task_us: Option<f64>,
+    /// Jobs that failed before reaching a worker, whose callbacks the handler runs.
+    deferred: Vec<Completion>,
+    /// Jobs given to workers so far (the clock of `Worker::last_given`).
+    given: u64,
+}
+
+impl State {
+    fn check_open(&self) -> Result<(), PoolError> {
+        if let Some(why) = &self.broken {
+            return Err(PoolError::Broken(why.clone()));
+        }
+        match self.phase {
+            Phase::Running => Ok(()),
+            _ => Err(PoolError::NotRunning),
+        }
+    }
+}
+
+struct Shared {
+    size: usize,
+    name: String,
+    report: bool,
+    workers: Workers,
+    initializer: Option<(String, Value)>,
+    maxtasksperchild: Option<usize>,
+    state: Mutex<State>,
+    results: Queue<FromWorker>,
+    /// Thread pools: the tasks submitted so far, found by name by the worker threads.
+    known: Mutex<HashMap<&'static str, TaskFn>>,
+    /// Thread pools: set by `terminate`, so a worker skips the tasks it still holds.
+    terminated: AtomicBool,
+    /// A `Wake` is on its way to the handler: submitters need not send another.
+    poked: AtomicBool,
+}
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`); see the module documentation.
+/// [`ThreadPool::new`] makes one whose workers are threads.
+pub struct Pool {
+    shared: Arc<Shared>,
+    handler: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A pool whose workers are threads of this process (Python's `multiprocessing.pool.ThreadPool`):
+/// a [`Pool`] with the same interface.
+#[derive(Debug)]
+pub struct ThreadPool;
+
+// `ThreadPool::new` is Python's spelling (`ThreadPool(4)`); what it makes is a `Pool`, so that
+// both kinds have one interface, as Python's `ThreadPool` is a subclass of `Pool`.
+#[allow(clippy::new_ret_no_self)]
+impl ThreadPool {
+    /// A pool of `threads` worker threads.
+    pub fn new(threads: usize) -> Result<Pool, PoolError> {
+        Pool::start(
+            Workers::Threads,
+            PoolOptions { name: "pool-thread".into(), ..PoolOptions::new(threads) },
+        )
+    }
+
+    /// A pool of threads with options (`start_method` is ignored).
+    pub fn with_options(options: PoolOptions) -> Result<Pool, PoolError> {
+        Pool::start(Workers::Threads, options)
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Python's repr: `<Pool pool-worker state=RUN pool_size=3 processes>`.
+impl fmt::Display for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = lock(&self.shared.state);
+        let state = match (st.phase, &st.broken) {
+            (_, Some(_)) => "BROKEN",
+            (Phase::Running, None) => "RUN",
+            (Phase::Closed, None) => "CLOSE",
+            (Phase::Terminated, None) => "TERMINATE",
+        };
+        let kind = match self.kind() {
+            Kind::Processes => "processes",
+            Kind::Threads => "threads",
+        };
+        write!(f, "<Pool {} state={state} pool_size={} {kind}>", self.shared.name, self.shared.size)
+    }
+}
+
+/// A worker as the pool sees it now.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerInfo {
+    pub number: u32,
+    pub name: String,
+    /// The process's pid (for a thread pool, this program's pid).
+    pub pid: i32,
+    /// Tasks given to it so far.
+    pub given: usize,
+}
+
+impl Pool {
+    /// A pool of `processes` worker processes running `worker`, a role whose function calls
+    /// [`serve`] with the program's task list (`Pool(processes=3)`).
+    pub fn new(processes: usize, worker: &'static Role) -> Result<Pool, PoolError> {
+        Pool::with_options(worker, PoolOptions::new(processes))
+    }
+
+    /// A pool of worker processes with options (start method, initializer, maxtasksperchild).
+    pub fn with_options(worker: &'static Role, options: PoolOptions) -> Result<Pool, PoolError> {
+        let method = options.start_method;
+        Pool::start(Workers::Processes { role: worker, method }, options)
+    }
+
+    fn start(workers: Workers, options: PoolOptions) -> Result<Pool, PoolError> {
+        if options.processes == 0 {
+            return Err(PoolError::Invalid(
+                "a pool needs at least 1 worker (Python: ValueError: Number of processes must be \
+                 at least 1)"
+                    .into(),
+            ));
+        }
+        if options.maxtasksperchild == Some(0) {
+            return Err(PoolError::Invalid("maxtasksperchild must be at least 1".into()));
+        }
+        let results = Queue::with_max_message(0, MAX_MESSAGE)
+            .map_err(|e| PoolError::Start(format!("making the results queue: {e}")))?;
+        let shared = Arc::new(Shared {
+            size: options.processes,
+            name: options.name,
+            report: options.report,
+            workers,
+            initializer: options
+                .initializer
+                .as_ref()
+                .map(|(task, args)| (task.name.to_string(), args.clone())),
+            maxtasksperchild: options.maxtasksperchild,
+            state: Mutex::new(State {
+                phase: Phase::Running,
+                broken: None,
+                next_id: 0,
+                backlog: VecDeque::new(),
+                jobs: HashMap::new(),
+                workers: Vec::new(),
+                next_number: 1,
+                stop_sent: false,
+                terminate_done: false,
+                terminating_since: None,
+                killed_after_grace: false,
+                task_us: None,
+                deferred: Vec::new(),
+                given: 0,
+            }),
+            results,
+            known: Mutex::new(HashMap::new()),
+            terminated: AtomicBool::new(false),
+            poked: AtomicBool::new(false),
+        });
+        if let Some((task, _)) = &options.initializer {
+            lock(&shared.known).insert(task.name, task.run);
+        }
+        // The handler thread starts the workers and outlives them all: a worker asks the kernel
+        // to kill it when the *thread* that started it ends (PR_SET_PDEATHSIG), so the pool's
+        // workers must not be started by a thread that may end before the pool does.
+        let (started_tx, started_rx) = mpsc::channel();
+        let handler = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(HANDLER_THREAD.into())
+                .spawn(move || handler_main(shared, started_tx))
+                .map_err(|e| {
+                    PoolError::Start(format!("starting the {HANDLER_THREAD} thread: {e}"))
+                })?
+        };
+        match started_rx.recv() {
+            Ok(Ok(())) => Ok(Pool { shared, handler: Mutex::new(Some(handler)) }),
+            Ok(Err(e)) => {
+                let _ = handler.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = handler.join();
+                Err(PoolError::Start("the pool's handler thread ended at start".into()))
+            }
+        }
+    }
+
+    /// Processes or threads.
+    pub fn kind(&self) -> Kind {
+        match self.shared.workers {
+            Workers::Processes { .. } => Kind::Processes,
+            Workers::Threads => Kind::Threads,
+        }
+    }
+
+    /// How many workers the pool keeps.
+    pub fn size(&self) -> usize {
+        self.shared.size
+    }
+
+    /// The workers alive now, oldest first.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        lock(&self.shared.state)
+            .workers
+            .iter()
+            .map(|w| WorkerInfo {
+                number: w.number,
+                name: w.name.clone(),
+                pid: w.pid,
+                given: w.given,
+            })
+            .collect()
+    }
+
+    /// The pids of the worker processes alive now (empty for a thread pool).
+    pub fn pids(&self) -> Vec<i32> {
+        match self.kind() {
+            Kind::Processes => self.workers().iter().map(|w| w.pid).collect(),
+            Kind::Threads => Vec::new(),
+        }
+    }
+
+    /// Runs `task` on `args` in a worker and waits for its result (Python's `apply`: blocking).
+    pub fn apply(&self, task: &'static Task, args: impl Serialize) -> Result<Value, PoolError> {
+        self.apply_async(task, args)?.get()
+    }
+
+    /// Gives `task` with `args` to a worker and returns at once (Python's `apply_async`).
+    pub fn apply_async(
+        &self,
+        task: &'static Task,
+        args: impl Serialize,
+    ) -> Result<AsyncResult, PoolError> {
+        self.apply_async_with(task, args, None, None)
+    }
+
+    /// [`Pool::apply_async`] with a `callback` (called with the result) and an
+    /// `error_callback` (called with the error), both run in the parent's result-handler thread.
+    pub fn apply_async_with(
+        &self,
+        task: &'static Task,
+        args: impl Serialize,
+        callback: Option<Callback>,
+        error_callback: Option<ErrorCallback>,
+    ) -> Result<AsyncResult, PoolError> {
+        let args = encode_args(task, args)?;
+        self.remember(task);
+        let mut st = lock(&self.shared.state);
+        st.check_open()?;
+        let id = st.next_id;
+        st.next_id += 1;
+        let slot = Slot::new(id, task.name);
+        st.jobs.insert(
+            id,
+            Job {
+                task: task.name,
+                sink: Sink::One { slot: slot.clone(), callback, error_callback },
+            },
+        );
+        let wire = ToWorker::Run { id, task: task.name.to_string(), args, first: None };
+        st.backlog.push_back(Pending { id, wire });
+        drop(st);
+        self.shared.poke();
+        Ok(AsyncResult { slot })
+    }
+
+    /// Runs `task` on every item, in chunks, and returns the results in the items' order
+    /// (Python's `map`); the first error fails the whole call.
+    pub fn map<T: Serialize>(
+        &self,
+        task: &'static Task,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<Value>, PoolError> {
+        self.map_chunked(task, items, None)
+    }
+
+    /// [`Pool::map`] with a chosen chunk size (items per task sent to a worker); `None` chooses
+    /// as Python does (the items split into about four chunks per worker).
+    pub fn map_chunked<T: Serialize>(
+        &self,
+        task: &'static Task,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<Value>, PoolError> {
+        match self.map_async(task, items, chunksize, None, None)?.take()? {
+            Value::Array(values) => Ok(values),
+            other => Ok(vec![other]),
+        }
+    }
+
+    /// Like [`Pool::map`], returning at once; the handle's value is the list of results.
+    pub fn map_async<T: Serialize>(
+        &self,
+        task: &'static Task,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+        callback: Option<Callback>,
+        error_callback: Option<ErrorCallback>,
+    ) -> Result<AsyncResult, PoolError> {
+        let items: Vec<Value> =
+            items.into_iter().map(serde_json::to_value).collect::<Result<_, _>>().map_err(|e| {
+                PoolError::Invalid(format!("encoding the items of map({}): {e}", task.name))
+            })?;
+        self.remember(task);
+        let n = items.len();
+        let chunksize = chunksize.unwrap_or_else(|| default_chunksize(n, self.shared.size)).max(1);
+        let mut st = lock(&self.shared.state);
+        st.check_open()?;
+        let map_id = st.next_id;
+        let slot = Slot::new(map_id, task.name);
+        if n == 0 {
+            st.next_id += 1;
+            drop(st);
+            slot.set(Ok(Value::Array(Vec::new())));
+            return Ok(AsyncResult { slot });
+        }
+        let chunks: Vec<Vec<Value>> = {
+            let mut rest = items.into_iter();
+            (0..n.div_ceil(chunksize)).map(|_| rest.by_ref().take(chunksize).collect()).collect()
+        };
+        let map = Arc::new(Mutex::new(MapJob {
+            slot: slot.clone(),
+            values: vec![Value::Null; n],
+            chunks_left: chunks.len(),
+            callback,
+            error_callback,
+            finished: false,
+        }));
+        let mut start = 0;
+        for chunk in chunks {
+            let id = st.next_id;
+            st.next_id += 1;
+            let len = chunk.len();
+            st.jobs.insert(
+                id,
+                Job { task: task.name, sink: Sink::Chunk { map: map.clone(), start, len } },
+            );
+            let wire = ToWorker::Run {
+                id,
+                task: task.name.to_string(),
+                args: Value::Array(chunk),
+                first: Some(start),
+            };
+            st.backlog.push_back(Pending { id, wire });
+            start += len;
+        }
+        drop(st);
+        self.shared.poke();
+        Ok(AsyncResult { slot })
+    }
+
+    /// No more tasks may be submitted; the workers exit once every submitted task is done
+    /// (Python's `close`). Does not wait: [`Pool::join`] does.
+    pub fn close(&self) {
+        let mut st = lock(&self.shared.state);
+        if st.phase == Phase::Running {
+            st.phase = Phase::Closed;
+            drop(st);
+            self.shared.wake();
+        }
+    }
+
+    /// Waits until every submitted task is done and every worker has exited. Only after
+    /// [`Pool::close`] or [`Pool::terminate`]: before, [`PoolError::StillRunning`], as Python's
+    /// `join` raises `ValueError`. Must not be called from a callback.
+    pub fn join(&self) -> Result<(), PoolError> {
+        if lock(&self.shared.state).phase == Phase::Running {
+            return Err(PoolError::StillRunning);
+        }
+        let handler = lock(&self.handler).take();
+        if let Some(handler) = handler {
+            handler
+                .join()
+                .map_err(|_| PoolError::Broken("the result-handler thread panicked".into()))?;
+        }
+        Ok(())
+    }
+
+    /// Stops every worker now (SIGTERM; SIGKILL after a grace period) and fails every unfinished
+    /// task with [`PoolError::Terminated`]; returns once every worker is gone. A thread cannot
+    /// be stopped: a thread pool's running tasks finish first.
+    pub fn terminate(&self) {
+        {
+            let mut st = lock(&self.shared.state);
+            if st.phase != Phase::Terminated {
+                st.phase = Phase::Terminated;
+                self.shared.terminated.store(true, Ordering::SeqCst);
+            }
+        }
+        self.shared.wake();
+        let _ = self.join();
+    }
+
+    fn remember(&self, task: &'static Task) {
+        if matches!(self.shared.workers, Workers::Threads) {
+            lock(&self.shared.known).insert(task.name, task.run);
+        }
+    }
+}
+
+/// Dropping a pool waits for its work: `close` + `join` (see the module documentation).
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if lock(&self.handler).is_none() {
+            return;
+        }
+        if std::thread::panicking() {
+            self.terminate();
+        } else {
+            self.close();
+            let _ = self.join();
+        }
+    }
+}
+
+fn encode_args(task: &Task, args: impl Serialize) -> Result<Value, PoolError> {
+    serde_json::to_value(args)
+        .map_err(|e| PoolError::Invalid(format!("encoding the arguments of {}: {e}", task.name)))
+}
+
+/// Python's choice: `chunksize, extra = divmod(len(items), len(pool) * 4)`, plus one if extra.
+pub fn default_chunksize(items: usize, workers: usize) -> usize {
+    let per = workers.max(1) * 4;
+    (items / per + usize::from(!items.is_multiple_of(per))).max(1)
+}
+
+/// Blocks until child `pid` has ended, *without reaping it* (`waitid` with `WNOWAIT`): its
+/// owner reaps it afterwards with `Process::join`, which then returns at once with the status.
+/// Returns at once if the child was already reaped (by the signal watcher, at Ctrl-C).
+fn wait_for_exit_without_reaping(pid: i32) {
+    loop {
+        // Safety: waitid fills the zeroed siginfo_t we give it; WNOWAIT leaves the child a
+        // zombie, so its pid cannot be reused before its owner reaps it.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        if rc == 0 || nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+            return;
+        }
+    }
+}
+
+impl Shared {
+    /// Wakes the handler thread (after `close` or `terminate`).
+    fn wake(&self) {
+        let _ = self.results.put(FromWorker::Wake);
+    }
+
+    /// Tells the handler that tasks wait in the backlog: one `Wake` per round of the handler,
+    /// however many tasks are submitted meanwhile (it clears `poked` before it dispatches).
+    fn poke(&self) {
+        if !self.poked.swap(true, Ordering::SeqCst) {
+            let _ = self.results.put_nowait(FromWorker::Wake);
+        }
+    }
+
+    /// Gives waiting tasks to workers: to an idle worker first (the one idle the longest); to a busy
+    /// worker only while more tasks wait than there are workers, and only as many as it runs in
+    /// about [`PREFETCH_WINDOW`].
+    fn dispatch(&self, st: &mut State) {
+        if st.phase == Phase::Terminated || st.broken.is_some() {
+            return;
+        }
+        let max = self.maxtasksperchild;
+        // Until a task has been timed, assume tasks are long: no task is given in advance.
+        let depth = st.task_us.map_or(1, |us| {
+            let fits = PREFETCH_WINDOW.as_micros() as f64 / us.max(1.0);
+            (1 + fits as usize).min(MAX_PREFETCH)
+        });
+        let mut full: Vec<u32> = Vec::new();
+        while !st.backlog.is_empty() {
+            let usable = |w: &Worker| w.can_take(max) && !full.contains(&w.number);
+            let live = st.workers.iter().filter(|w| usable(w)).count();
+            let prefetch = st.backlog.len() > live;
+            let idle = st
+                .workers
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| usable(w) && w.outstanding.is_empty())
+                .min_by_key(|(_, w)| w.last_given)
+                .map(|(i, _)| i);
+            let pick = idle.or_else(|| {
+                if !prefetch {
+                    return None;
+                }
+                st.workers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| usable(w) && w.outstanding.len() < depth)
+                    .min_by_key(|(_, w)| (w.outstanding.len(), w.last_given))
+                    .map(|(i, _)| i)
+            });
+            let Some(i) = pick else { break };
+            let Some(pending) = st.backlog.pop_front() else { break };
+            let worker = &mut st.workers[i];
+            match worker.inbox.put_nowait(&pending.wire) {
+                Ok(()) => {
+                    worker.outstanding.push_back(pending.id);
+                    worker.given += 1;
+                    st.given += 1;
+                    worker.last_given = st.given;
+                    let pid = worker.pid;
+                    if let Some(Job { sink: Sink::One { slot, .. }, .. }) = st.jobs.get(&pending.id)
+                    {
+                        slot.pid.store(pid, Ordering::SeqCst);
+                    }
+                }
+                Err(QueueError::Full) => {
+                    full.push(worker.number);
+                    st.backlog.push_front(pending);
+                }
+                Err(QueueError::TooLarge { size, max }) => {
+                    // Its callbacks must run in the handler thread, like every other's: the
+                    // failure waits there, and the handler is woken (without blocking: this
+                    // thread holds the state lock the handler needs to drain the queue).
+                    let task = st.jobs.get(&pending.id).map_or("?", |j| j.task);
+                    let chunk = matches!(pending.wire, ToWorker::Run { first: Some(_), .. });
+                    let error = PoolError::Invalid(format!(
+                        "the arguments of task {task} are {size} bytes of JSON, more than the \
+                         limit of {max}{}",
+                        if chunk { " (give map a smaller chunksize)" } else { "" }
+                    ));
+                    if let Some(completion) = self.finish_job(pending.id, Err(error), st) {
+                        st.deferred.push(completion);
+                        let _ = self.results.put_nowait(FromWorker::Wake);
+                    }
+                }
+                Err(_) => {
+                    // Its inbox is closed or broken: the worker is dying; its exit is handled
+                    // when the handler sees it.
+                    worker.faulty = true;
+                    st.backlog.push_front(pending);
+                }
+            }
+        }
+    }
+
+    /// Starts one worker; returns its index in `st.workers`.
+    fn start_worker(self: &Arc<Self>, st: &mut State) -> Result<usize, PoolError> {
+        let number = st.next_number;
+        st.next_number += 1;
+        let name = format!("{}-{number}", self.name);
+        let inbox: Queue<ToWorker> = Queue::with_max_message(0, MAX_MESSAGE)
+            .map_err(|e| PoolError::Start(format!("making the inbox of {name}: {e}")))?;
+        let args = WorkerArgs {
+            number,
+            inbox: inbox.clone(),
+            results: self.results.clone(),
+            initializer: self.initializer.clone(),
+            maxtasksperchild: self.maxtasksperchild,
+        };
+        let (pid, handle) = match &self.workers {
+            Workers::Processes { role, method } => {
+                // A spawned worker gets the queues' descriptors (and finds their numbers in its
+                // arguments); a forked one has them already.
+                let mut fds = inbox.fds();
+                fds.extend(self.results.fds());
+                let mut process =
+                    Process::new(&name, role, &args).start_method(*method).pass_fds(&fds);
+                process.start().map_err(|e| PoolError::Start(format!("{name}: {e:#}")))?;
+                let pid = process.pid().unwrap_or(0);
+                // Its watcher: a small thread that tells the handler when the worker has ended,
+                // through the results queue, so that the news comes after every result the
+                // worker sent.
+                let results = self.results.clone();
+                std::thread::Builder::new()
+                    .name(format!("{name}-watch"))
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        wait_for_exit_without_reaping(pid);
+                        let _ = results.put(FromWorker::Exited { w: number });
+                    })
+                    .map_err(|e| PoolError::Start(format!("a thread to watch {name}: {e}")))?;
+                (pid, Handle::Process(process))
+            }
+            Workers::Threads => {
+                let shared = self.clone();
+                let who = name.clone();
+                let thread = std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn(move || {
+                        let find = |n: &str| lock(&shared.known).get(n).copied();
+                        if let Err(e) = work(&args, &find, Some(&shared.terminated)) {
+                            report::write_stderr(&format!("{who}: error: {e:#}"));
+                        }
+                        let _ = args.results.put(FromWorker::Exited { w: args.number });
+                    })
+                    .map_err(|e| PoolError::Start(format!("{name}: {e}")))?;
+                (std::process::id() as i32, Handle::Thread(Some(thread)))
+            }
+        };
+        st.workers.push(Worker {
+            number,
+            name,
+            pid,
+            handle,
+            inbox,
+            outstanding: VecDeque::new(),
+            given: 0,
+            last_given: 0,
+            stopping: false,
+            faulty: false,
+        });
+        Ok(st.workers.len() - 1)
+    }
+
+    /// Job `id` is over: its completion, if one is due (a chunk completes its map only when it
+    /// is the last one, or the first to fail).
+    fn finish_job(
+        &self,
+        id: u64,
+        outcome: Result<Value, PoolError>,
+        st: &mut State,
+    ) -> Option<Completion> {
+        let job = st.jobs.remove(&id)?;
+        match job.sink {
+            Sink::One { slot, callback, error_callback } => {
+                Some(Completion { slot, outcome, callback, error_callback })
+            }
+            Sink::Chunk { map, start, len } => {
+                let mut m = lock(&map);
+                if m.finished {
+                    return None;
+                }
+                let outcome = match outcome {
+                    Ok(Value::Array(values)) if values.len() == len => {
+                        for (k, v) in values.into_iter().enumerate() {
+                            m.values[start + k] = v;
+                        }
+                        m.chunks_left -= 1;
+                        if m.chunks_left > 0 {
+                            return None;
+                        }
+                        Ok(Value::Array(std::mem::take(&mut m.values)))
+                    }
+                    Ok(_) => Err(PoolError::Broken(format!(
+                        "a worker answered a chunk of {len} items of map({}) with another shape",
+                        job.task
+                    ))),
+                    Err(e) => Err(e),
+                };
+                m.finished = true;
+                Some(Completion {
+                    slot: m.slot.clone(),
+                    outcome,
+                    callback: m.callback.take(),
+                    error_callback: m.error_callback.take(),
+                })
+            }
+        }
+    }
+
+    /// Fails every job not yet finished (terminate, or a broken pool).
+    fn fail_all(
+        &self,
+        st: &mut State,
+        error: impl Fn(&'static str) -> PoolError,
+    ) -> Vec<Completion> {
+        st.backlog.clear();
+        for w in &mut st.workers {
+            w.outstanding.clear();
+        }
+        let mut ids: Vec<u64> = st.jobs.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| {
+                let task = st.jobs.get(&id)?.task;
+                self.finish_job(id, Err(error(task)), st)
+            })
+            .collect()
+    }
+
+    /// Handles one message from the results queue.
+    fn on_message(self: &Arc<Self>, msg: FromWorker, st: &mut State, out: &mut Vec<Completion>) {
+        match msg {
+            FromWorker::Done { w, id, us, outcome } => {
+                if let Some(worker) = st.workers.iter_mut().find(|x| x.number == w) {
+                    // A worker answers in the order it was given its tasks.
+                    if worker.outstanding.front() == Some(&id) {
+                        worker.outstanding.pop_front();
+                    } else {
+                        worker.outstanding.retain(|x| *x != id);
+                    }
+                }
+                st.task_us = Some(st.task_us.map_or(us as f64, |avg| 0.8 * avg + 0.2 * us as f64));
+                let task = st.jobs.get(&id).map_or("?", |j| j.task);
+                let outcome =
+                    outcome.map_err(|message| PoolError::Task { task: task.into(), message });
+                out.extend(self.finish_job(id, outcome, st));
+                // The worker that reported first gets the next task.
+                self.dispatch(st);
+            }
+            FromWorker::InitFailed { w, pid, error } => {
+                let name = st
+                    .workers
+                    .iter()
+                    .find(|x| x.number == w)
+                    .map_or("?".into(), |x| x.name.clone());
+                let init = self.initializer.as_ref().map_or("?", |(n, _)| n.as_str());
+                self.break_pool(
+                    st,
+                    format!("the initializer {init} failed in {name} (pid {pid}): {error}"),
+                    out,
+                );
+            }
+            FromWorker::Exited { w } => {
+                if let Some(i) = st.workers.iter().position(|x| x.number == w) {
+                    self.on_exit(i, st, out);
+                }
+            }
+            FromWorker::Ready { .. } | FromWorker::Wake => {}
+        }
+    }
+
+    /// The pool can run nothing any more: every pending task fails with `why`, workers stop.
+    fn break_pool(&self, st: &mut State, why: String, out: &mut Vec<Completion>) {
+        if st.broken.is_some() {
+            return;
+        }
+        st.broken = Some(why.clone());
+        out.extend(self.fail_all(st, |_| PoolError::Broken(why.clone())));
+        self.stop_all(st);
+    }
+
+    /// Asks every worker to end now: SIGTERM to a process; a thread gets `Stop`.
+    fn stop_all(&self, st: &mut State) {
+        for w in &mut st.workers {
+            w.stopping = true;
+            match &w.handle {
+                Handle::Process(process) => {
+                    let _ = process.terminate();
+                }
+                Handle::Thread(_) => {
+                    let _ = w.inbox.put_nowait(ToWorker::Stop);
+                }
+            }
+        }
+        if st.terminating_since.is_none() {
+            st.terminating_since = Some(Instant::now());
+        }
+    }
+
+    /// Worker `i` has ended: reap it, hand on the tasks it had not started, fail the one it was
+    /// running, and start a replacement if the pool still needs one.
+    fn on_exit(self: &Arc<Self>, i: usize, st: &mut State, out: &mut Vec<Completion>) {
+        let mut worker = st.workers.remove(i);
+        let exitcode = match &mut worker.handle {
+            Handle::Process(process) => process.join().ok().flatten(),
+            Handle::Thread(thread) => {
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+                Some(0)
+            }
+        };
+        // The tasks still in its inbox were never started: they go back to the front of the
+        // backlog, in their order. Nobody else reads that inbox, so what is in it is exact.
+        let mut back: Vec<Pending> = Vec::new();
+        while let Ok(msg) = worker.inbox.get_nowait() {
+            if let ToWorker::Run { id, .. } = &msg {
+                back.push(Pending { id: *id, wire: msg });
+            }
+        }
+        let mut lost: Option<(&'static str, u64)> = None;
+        for id in std::mem::take(&mut worker.outstanding) {
+            if back.iter().any(|p| p.id == id) {
+                continue;
+            }
+            let Some(task) = st.jobs.get(&id).map(|j| j.task) else { continue };
+            lost.get_or_insert((task, id));
+            let error = PoolError::WorkerDied {
+                task: task.into(),
+                job: id,
+                worker: worker.name.clone(),
+                pid: worker.pid,
+                exitcode,
+            };
+            out.extend(self.finish_job(id, Err(error), st));
+        }
+        for pending in back.into_iter().rev() {
+            st.backlog.push_front(pending);
+        }
+        let stopping = signals::stopping();
+        let expected = worker.stopping || (lost.is_none() && exitcode == Some(0));
+        let needed = st.broken.is_none()
+            && !stopping
+            && match st.phase {
+                Phase::Running => true,
+                Phase::Closed => !st.backlog.is_empty(),
+                Phase::Terminated => false,
+            };
+        let replacement = if needed {
+            match self.start_worker(st) {
+                Ok(j) => Some((st.workers[j].name.clone(), st.workers[j].pid)),
+                Err(e) => {
+                    self.break_pool(st, format!("replacing {}: {e}", worker.name), out);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if self.report && !stopping && (!expected || replacement.is_some()) {
+            let retired = lost.is_none() && exitcode == Some(0);
+            let how = if retired {
+                format!(
+                    "retired after {} task(s) (maxtasksperchild={})",
+                    worker.given,
+                    self.maxtasksperchild.map_or("None".into(), |m| m.to_string())
+                )
+            } else {
+                match lost {
+                    Some((task, job)) => format!(
+                        "{} while running task {task} (job {job}): that task's result is an error",
+                        died_how(exitcode)
+                    ),
+                    None => format!("{} between tasks", died_how(exitcode)),
+                }
+            };
+            let then = match &replacement {
+                Some((name, pid)) => format!("; {name} (pid {pid}) takes its place"),
+                None => String::new(),
+            };
+            report::event(
+                "pool_worker_exited",
+                json!({
+                    "worker": worker.name, "pid": worker.pid, "exitcode": exitcode,
+                    "status": exitcode_name(exitcode), "lost_task": lost.map(|(t, _)| t),
+                    "lost_job": lost.map(|(_, j)| j), "retired": retired,
+                    "tasks": worker.given,
+                    "replaced_by": replacement.as_ref().map(|(name, pid)| json!({ "worker": name, "pid": pid })),
+                }),
+                format!("{} (pid {}) {how}{then}", worker.name, worker.pid),
+            );
+        }
+        self.dispatch(st);
+    }
+}
+
+/// The parent's result-handler thread: starts the workers, then reads every message of the
+/// results queue (results, and the news that a worker has ended), runs callbacks, replaces dead
+/// workers, and ends once the pool is closed (or terminated) and every worker has exited.
+fn handler_main(shared: Arc<Shared>, started: mpsc::Sender<Result<(), PoolError>>) {
+    {
+        let mut st = lock(&shared.state);
+        for _ in 0..shared.size {
+            if let Err(e) = shared.start_worker(&mut st) {
+                for w in &mut st.workers {
+                    match &mut w.handle {
+                        Handle::Process(process) => {
+                            let _ = process.kill();
+                            let _ = process.join();
+                        }
+                        Handle::Thread(_) => {
+                            let _ = w.inbox.put_nowait(ToWorker::Stop);
+                        }
+                    }
+                }
+                st.workers.clear();
+                drop(st);
+                let _ = started.send(Err(e));
+                return;
+            }
+        }
+    }
+    let _ = started.send(Ok(()));
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&shared))).is_err() {
+        // A bug in the pool: fail every task and stop every worker, rather than leave callers
+        // waiting forever for results nobody will set.
+        let mut out = Vec::new();
+        let mut st = lock(&shared.state);
+        shared.break_pool(&mut st, "the pool's handler thread panicked".into(), &mut out);
+        for w in &mut st.workers {
+            if let Handle::Process(process) = &mut w.handle {
+                let _ = process.kill();
+                let _ = process.join();
+            }
+        }
+        st.workers.clear();
+        drop(st);
+        for completion in out {
+            completion.run();
+        }
+    }
+}
+
+/// The handler's loop (see [`handler_main`]).
+fn handle(shared: &Arc<Shared>) {
+    loop {
+        let terminating = lock(&shared.state).terminating_since.is_some();
+        let mut out = Vec::new();
+        let mut fatal = None;
+        // One message, waiting as long as it takes (only a tick while terminating, to SIGKILL
+        // a worker that outlives its grace); then whatever else is there, without waiting.
+        let first = if terminating {
+            shared.results.get_timeout(TERMINATE_TICK)
+        } else {
+            shared.results.get()
+        };
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(got) = next.take() {
+            match got {
+                Ok(msg) => {
+                    let mut st = lock(&shared.state);
+                    shared.on_message(msg, &mut st, &mut out);
+                }
+                Err(QueueError::Empty) => break,
+                Err(e) => {
+                    fatal = Some(format!("reading the results queue: {e}"));
+                    break;
+                }
+            }
+            taken += 1;
+            if taken < BATCH {
+                next = Some(shared.results.get_nowait());
+            }
+        }
+        let finished = {
+            let mut st = lock(&shared.state);
+            if let Some(why) = fatal {
+                shared.break_pool(&mut st, why, &mut out);
+            }
+            if st.phase == Phase::Terminated && !st.terminate_done {
+                st.terminate_done = true;
+                out.extend(
+                    shared.fail_all(&mut st, |task| PoolError::Terminated { task: task.into() }),
+                );
+                shared.stop_all(&mut st);
+            }
+            if let Some(since) = st.terminating_since
+                && since.elapsed() >= signals::GRACE
+                && !st.killed_after_grace
+            {
+                st.killed_after_grace = true;
+                for w in &st.workers {
+                    if let Handle::Process(process) = &w.handle {
+                        let _ = process.kill();
+                    }
+                }
+            }
+            if st.phase == Phase::Closed && st.jobs.is_empty() && !st.stop_sent {
+                st.stop_sent = true;
+                for w in &mut st.workers {
+                    w.stopping = true;
+                    if w.inbox.put_nowait(ToWorker::Stop).is_err()
+                        && let Handle::Process(process) = &w.handle
+                    {
+                        let _ = process.terminate();
+                    }
+                }
+            }
+            // Tasks submitted since the last round: cleared first, so that a task submitted
+            // after this point sends a new `Wake`.
+            shared.poked.store(false, Ordering::SeqCst);
+            shared.dispatch(&mut st);
+            out.append(&mut st.deferred);
+            st.phase != Phase::Running && st.workers.is_empty()
+        };
+        for completion in out {
+            completion.run();
+        }
+        if finished {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Thread pools only: forking inside the multi-threaded test runner is unsafe, so process
+    //! pools are tested through the `pool` demo (tests/pool.rs).
+    use super::*;
+
+    fn square(x: Value) -> anyhow::Result<Value> {
+        let n = x.as_i64().context("square needs a number")?;
+        Ok(json!(n * n))
+    }
+    fn nap(x: Value) -> anyhow::Result<Value> {
+        std::thread::sleep(Duration::from_millis(x.as_u64().unwrap_or(10)));
+        Ok(json!(std::thread::current().name().unwrap_or("?")))
+    }
+    fn fail(_: Value) -> anyhow::Result<Value> {
+        anyhow::bail!("no luck")
+    }
+    static SQUARE: Task = Task::new("square", square);
+    static NAP: Task = Task::new("nap", nap);
+    static FAIL: Task = Task::new("fail", fail);
+
+    #[test]
+    fn map_returns_results_in_the_order_of_the_items_whatever_the_chunks() {
+        let pool = ThreadPool::new(3).unwrap();
+        for chunksize in [None, Some(1), Some(7), Some(1000)] {
+            let got = pool.map_chunked(&SQUARE, 0..100, chunksize).unwrap();
+            let want: Vec<Value> = (0..100i64).map(|i| json!(i * i)).collect();
+            assert_eq!(got, want, "chunksize {chunksize:?}");
+        }
+        assert_eq!(pool.map(&SQUARE, Vec::<i64>::new()).unwrap(), Vec::<Value>::new());
+        let err = pool.map(&SQUARE, vec![json!(1), json!("x"), json!(3)]).unwrap_err();
+        assert!(err.to_string().contains("on item 1"), "{err}");
+    }
+
+    #[test]
+    fn the_chunksize_is_pythons() {
+        assert_eq!(default_chunksize(100, 3), 9); // divmod(100, 12) = (8, 4) -> 9
+        assert_eq!(default_chunksize(12, 3), 1);
+        assert_eq!(default_chunksize(1, 8), 1);
+        assert_eq!(default_chunksize(0, 2), 1);
+    }
+
+    #[test]
+    fn submitting_after_close_and_joining_before_close_are_errors() {
+        let pool = ThreadPool::new(2).unwrap();
+        assert_eq!(pool.join(), Err(PoolError::StillRunning));
+        let r = pool.apply_async(&NAP, 20).unwrap();
+        pool.close();
+        assert_eq!(pool.apply_async(&SQUARE, 2).unwrap_err(), PoolError::NotRunning);
+        assert_eq!(pool.map(&SQUARE, [1]).unwrap_err(), PoolError::NotRunning);
+        pool.join().unwrap();
+        assert!(r.ready(), "join waited for the task submitted before close");
+        assert_eq!(r.successful(), Ok(true));
+        pool.join().unwrap(); // a second join returns at once
+        assert!(pool.to_string().contains("state=CLOSE"), "{pool}");
+    }
+
+    #[test]
+    fn callbacks_run_in_the_result_handler_thread_before_get_returns() {
+        let pool = ThreadPool::new(2).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        let ok = pool
+            .apply_async_with(
+                &SQUARE,
+                9,
+                Some(Box::new(move |v| {
+                    tx.send((v.clone(), std::thread::current().name().map(String::from))).unwrap()
+                })),
+                None,
+            )
+            .unwrap();
+        let bad = pool
+            .apply_async_with(
+                &FAIL,
+                (),
+                None,
+                Some(Box::new(move |e| {
+                    tx2.send((
+                        json!(e.to_string()),
+                        std::thread::current().name().map(String::from),
+                    ))
+                    .unwrap()
+                })),
+            )
+            .unwrap();
+        assert_eq!(ok.get().unwrap(), json!(81));
+        assert!(matches!(bad.get(), Err(PoolError::Task { .. })));
+        assert_eq!(bad.successful(), Ok(false));
+        let mut seen: Vec<(Value, Option<String>)> = rx.try_iter().collect();
+        seen.sort_by_key(|(v, _)| v.to_string());
+        assert_eq!(seen.len(), 2, "both callbacks ran before get returned");
+        for (_, thread) in &seen {
+            assert_eq!(thread.as_deref(), Some(HANDLER_THREAD));
+        }
+        assert!(seen.iter().any(|(v, _)| v == &json!(81)));
+        assert!(seen.iter().any(|(v, _)| v.as_str().is_some_and(|s| s.contains("no luck"))));
+    }
+
+    #[test]
+    fn get_timeout_and_successful_before_the_result_is_ready() {
+        let pool = ThreadPool::new(1).unwrap();
+        let r = pool.apply_async(&NAP, 300).unwrap();
+        assert_eq!(r.get_timeout(Duration::from_millis(10)), Err(PoolError::Timeout));
+        assert_eq!(r.successful(), Err(PoolError::NotReady));
+        assert!(!r.ready());
+        assert!(r.get_timeout(Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn a_short_backlog_waits_for_the_first_free_worker_and_maxtasksperchild_replaces_workers() {
+        let options = PoolOptions { maxtasksperchild: Some(2), ..PoolOptions::new(2) };
+        let pool = ThreadPool::with_options(options).unwrap();
+        let names: Vec<AsyncResult> = (0..6).map(|_| pool.apply_async(&NAP, 5).unwrap()).collect();
+        let names: Vec<String> =
+            names.iter().map(|r| r.get().unwrap().as_str().unwrap().to_string()).collect();
+        let mut distinct = names.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(distinct.len() >= 3, "six tasks, two per worker: at least three workers {names:?}");
+        for name in &distinct {
+            assert!(names.iter().filter(|n| *n == name).count() <= 2, "{names:?}");
+        }
+    }
+
+    #[test]
+    fn terminate_fails_the_waiting_tasks_and_drop_waits_for_the_rest() {
+        let pool = ThreadPool::new(1).unwrap();
+        let running = pool.apply_async(&NAP, 100).unwrap();
+        let waiting: Vec<_> = (0..3).map(|_| pool.apply_async(&NAP, 100).unwrap()).collect();
+        pool.terminate();
+        assert!(running.ready());
+        for w in &waiting {
+            assert!(matches!(w.get(), Err(PoolError::Terminated { .. }) | Ok(_)), "{w:?}");
+        }
+        assert!(waiting.iter().any(|w| matches!(w.get(), Err(PoolError::Terminated { .. }))));
+        assert_eq!(pool.apply(&SQUARE, 1).unwrap_err(), PoolError::NotRunning);
+
+        let done: Vec<AsyncResult> = {
+            let pool = ThreadPool::new(2).unwrap();
+            (0..4).map(|_| pool.apply_async(&NAP, 20).unwrap()).collect()
+        };
+        assert!(done.iter().all(|r| r.successful() == Ok(true)), "drop waited: {done:?}");
+    }
+
+    #[test]
+    fn an_unknown_task_a_panic_and_bad_arguments_are_errors_of_that_task_only() {
+        static UNLISTED: Task = Task::new("unlisted", |_| Ok(Value::Null));
+        fn boom(_: Value) -> anyhow::Result<Value> {
+            panic!("kaboom")
+        }
+        static BOOM: Task = Task::new("boom", boom);
+        let pool = ThreadPool::new(1).unwrap();
+        assert_eq!(pool.apply(&UNLISTED, ()).unwrap(), Value::Null);
+        let e = pool.apply(&BOOM, ()).unwrap_err();
+        assert!(e.to_string().contains("kaboom"), "{e}");
+        let e = pool.apply(&SQUARE, "seven").unwrap_err();
+        assert!(e.to_string().contains("square needs a number"), "{e}");
+        assert_eq!(pool.apply(&SQUARE, 7).unwrap(), json!(49));
+        let huge = "x".repeat(MAX_MESSAGE);
+        let e = pool.apply(&SQUARE, huge).unwrap_err();
+        assert!(matches!(e, PoolError::Invalid(_)) && e.to_string().contains("limit"), "{e}");
+        assert_eq!(pool.apply(&SQUARE, 8).unwrap(), json!(64), "the pool goes on");
+        assert!(matches!(ThreadPool::new(0), Err(PoolError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_worker_died_error_names_the_worker_the_pid_and_the_signal() {
+        let e = PoolError::WorkerDied {
+            task: "slow".into(),
+            job: 7,
+            worker: "pool-worker-2".into(),
+            pid: 4182,
+            exitcode: Some(-9),
+        };
+        assert_eq!(
+            e.to_string(),
+            "worker pool-worker-2 (pid 4182) was killed by SIGKILL while running task slow (job 7)"
+        );
+    }
+}
