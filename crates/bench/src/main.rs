@@ -68,8 +68,9 @@ const SUITES: &[Suite] = &[
     },
 ];
 
-/// Runs of each side; the table shows medians.
-const DEFAULT_RUNS: usize = 5;
+/// Runs of each side; the table shows medians. Nine, because on a shared 2-core machine a
+/// median of five still moves by a third from one `make bench` to the next.
+const DEFAULT_RUNS: usize = 9;
 /// Children or threads started and joined per run (Python's spawn takes ~50-100 ms each).
 const DEFAULT_COUNT: usize = 20;
 
