@@ -56,6 +56,9 @@
 //! Platform notes: Linux (`PR_SET_PDEATHSIG`, `PR_SET_CHILD_SUBREAPER`, pidfd, `/proc`). Other
 //! Unix systems can run the daemonic-children part and the double fork; part B's `stop` and the
 //! daemon's signal wait say plainly where they need Linux.
+//!
+//! **Differences from Python** (also the end of `--help`):
+#![doc = include_str!("differences.txt")]
 
 mod daemonic;
 mod parent_death;
@@ -137,22 +140,16 @@ enum Cmd {
     },
 }
 
-const AFTER_HELP: &str = "\
+const AFTER_HELP: &str = concat!(
+    "\
 With no subcommand: the tour of part A, then start, status and stop of a daemon in a fresh
 directory (removed afterwards). Exit codes: 0 ran (`status` too, running or not: see its
 output), 1 failed (a second `start` is refused with 1), 2 bad usage, 130 interrupted. A Ctrl-C
 to `start` stops the launcher, never the daemon: that is what a daemon is for.
 
-Differences from Python:
-  - Python's daemon=True is not a Unix daemon. Python's standard library has no daemonize call
-    (PEP 3143's python-daemon is a separate package); part B is what such a package does.
-  - Python terminates daemonic children in an exit hook of the parent (multiprocessing's
-    atexit function), as this demo's runner does after main returns. A parent killed with
-    SIGKILL runs no hook: the children live on. Here every child asks for PR_SET_PDEATHSIG by
-    default (Linux) so it dies with its parent; `orphan` turns that off to show Python's case.
-  - Python raises AssertionError for both rule breaks; here they are errors with the same
-    messages, and the daemonic child that breaks one exits 1, as an uncaught exception does.
-  - A daemonic child's exitcode is -15 (-SIGTERM) in both.";
+",
+    include_str!("differences.txt")
+);
 
 fn parse_secs(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {

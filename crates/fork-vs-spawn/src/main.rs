@@ -64,6 +64,9 @@
 //! parts need a Unix system; on Windows only spawn exists, which is why Python's notes see the
 //! `NameError` there. With ASLR off (`/proc/sys/kernel/randomize_va_space` = 0, or
 //! `setarch -R`) a spawn child's address can equal the parent's: equal numbers, separate memory.
+//!
+//! **Differences from Python** (also the end of `--help`):
+#![doc = include_str!("differences.txt")]
 
 mod answers;
 mod buffer;
@@ -94,30 +97,7 @@ const ABOUT: &str = "\
 fork copies the running parent (its memory, values, unflushed buffers); spawn runs the program
 again from main. Five experiments: isolation, inherit, guard, buffer, cost (none: all five).";
 
-const DIFFERENCES: &str = "\
-Differences from Python:
-  * Python's default start method differs by platform and version: fork on Linux up to 3.13,
-    forkserver from 3.14, spawn on macOS (3.8+) and Windows. Here every part shows fork and
-    spawn side by side, so --start-method changes nothing.
-  * id(a) is an address, like `&a as *const _` here. Equal ids in two processes are not shared
-    memory: after fork they are copies at the same virtual address; after spawn they are equal
-    only by layout (on Windows a DLL such as python3X.dll sits at one address in every process
-    until reboot). The notes' small-int pool (小数池) is not shared between processes.
-  * Rust has no NameError: an undefined name does not compile. What a spawn child lacks is a
-    value set at run time; a Python spawn child re-runs module-level code, so names defined
-    there exist again, like a Rust static initialised at compile time.
-  * CPython stops the unguarded chain at the first child: Process.start() during the child's
-    import of the main module raises RuntimeError (\"An attempt has been made to start a new
-    process before the current process has finished its bootstrapping phase\"). The endless
-    chain is simulated here and stopped by --cap.
-  * multiprocessing flushes sys.stdout and sys.stderr before it forks, as this crate's Process
-    does; a bare os.fork() after print() into a pipe prints the line twice. Rust's stdout is
-    line-buffered even into a pipe; these demos write every line with one write(2), no buffer.
-  * Python 3.12+ warns (DeprecationWarning) when os.fork() runs in a process with threads: the
-    child gets only the forking thread, and a lock another thread held stays locked. This
-    crate's fork child runs only the code given to it, then _exit.
-  * No GIL: Rust threads run in parallel. `cost` measures Rust's own figures; `make bench` puts
-    them beside Python's threading.Thread and multiprocessing.Process.";
+const DIFFERENCES: &str = include_str!("differences.txt");
 
 /// The command line; `--help` shows [`ABOUT`], the flags, then [`DIFFERENCES`].
 #[derive(Debug, Parser)]

@@ -59,6 +59,9 @@
 //! Platform notes: Linux only. The queue's shared block is a `memfd`, its locks robust POSIX
 //! mutexes, its waits futexes, and its pipes are enlarged with `F_SETPIPE_SZ`; the states are
 //! read from `/proc/PID/stat`. On other systems this program says so and exits 1.
+//!
+//! **Differences from Python** (also the end of `--help`):
+#![doc = include_str!("differences.txt")]
 
 use std::process::ExitCode;
 
@@ -89,25 +92,7 @@ const BOUNDED_ITEMS: usize = 8;
 const PRODUCER_SLEEP_S: f64 = 0.5;
 const CONSUMER_SLEEP_S: f64 = 1.0;
 
-const DIFFERENCES: &str = "\
-Differences from Python:
-  - put() writes the item into the pipe before it returns. CPython's put() hands it to a
-    feeder thread and returns at once, so right after q.put(x) another process may still
-    find the queue empty, and a process can hang at exit until its buffered items are read.
-  - An unbounded queue is bounded by its pipe: 1 MiB here. When nobody reads, put() blocks
-    as on a full queue (put_nowait says Full); CPython buffers without limit in memory.
-  - Items are JSON (serde), not pickles; an item beyond max_message (64 KiB unless set) is
-    refused with a clear error, and a reader never allocates from an unchecked length.
-  - The locks are robust mutexes: if a process dies holding one, the next process is told
-    and the queue reports a torn frame instead of hanging. CPython's lock is a semaphore that
-    a killed process never releases, and every other reader then hangs.
-  - task_done() refuses more calls than items taken with get(), as the notes say; CPython
-    only refuses more calls than items put.
-  - JoinableQueue.join() waits forever for a consumer that died holding an item, in Python
-    and here; join_timeout() gives up and says how many tasks are unfinished, and this demo
-    watches its consumers and reports the dead one.
-  - qsize(), empty() and full() are snapshots, \"not reliable\" as Python's documentation says.
-  - Linux only (memfd, robust mutexes, futexes).";
+const DIFFERENCES: &str = include_str!("differences.txt");
 
 /// joinable-queue: Queue and JoinableQueue across processes, a pipe plus a lock
 /// (进程queue=管道+锁), and producers and consumers (生产者消费者模型) with sentinels or join.

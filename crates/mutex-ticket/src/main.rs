@@ -63,6 +63,9 @@
 //! Platform notes: Linux first. The lock is std's `File::lock` (flock(2) on Unix, LockFileEx on
 //! Windows); the lock view reads `/proc/locks` and `/proc/PID/stat` (Linux only); the crash
 //! experiment needs SIGSTOP/SIGKILL (Unix).
+//!
+//! **Differences from Python** (also the end of `--help`):
+#![doc = include_str!("differences.txt")]
 
 mod buyer;
 mod database;
@@ -99,7 +102,8 @@ static BUYER: Role = Role::of::<Buyer>();
 const ABOUT: &str = "Ten buyers (路人0..9), each a process, race for one ticket in a real db.json (练习一：模拟抢票).
 Without a lock several buy the same ticket (数据安全问题); a file lock around buy (互斥锁), or join, fixes it.";
 
-const AFTER_HELP: &str = "\
+const AFTER_HELP: &str = concat!(
+    "\
 Parts (no subcommand = the tour; --no-lock or --join without a subcommand = `run` in that mode):
   run              the lock around buy only: search concurrent, buy serial (互斥锁)
   run --no-lock    the race: several buyers sell the one ticket, \"oversold by N\" (数据安全问题)
@@ -120,21 +124,9 @@ there. Join in from a shell: flock PATH.lock -c 'cat PATH; sleep 5' (every buyer
 Exit codes: 0 the demo ran (the race overselling is the lesson, not a failure); 1 a buyer failed
 or the demo did; 2 bad usage or a bad database file; 130 Ctrl-C, 143 SIGTERM.
 
-Differences from Python:
-  - The notes' Lock() is a semaphore in shared memory handed to each child. Here the lock is a
-    kernel file lock named by a path: any program can take part (flock(1), Python's fcntl.flock;
-    not fcntl.lockf, a record lock that flock does not see), and the kernel releases it when its
-    holder dies. A multiprocessing.Lock held by a killed process stays locked for ever.
-  - The notes' StockProcess makes self.mutex = Lock() in each process's __init__: fifty separate
-    locks that exclude nothing (and its dict d is copied into each process, not shared). A lock
-    protects only if every process takes the same one: here, the same sidecar path.
-  - The notes sleep before reading; here the pause (paying) sits between reading and writing, so
-    the race shows every time, not only when the processes happen to run at the same moment.
-  - The notes' json.dump(dic, open('db.json', 'w')) truncates and rewrites (--durability in-place):
-    a process killed mid-write leaves an empty file. The default here is a temp file renamed over
-    db.json. The pauses are the notes' 1 s divided by --speed (default 10).
-  - Python's default start method is fork on Linux up to 3.13, forkserver from 3.14, spawn on
-    macOS and Windows; here --start-method fork|spawn (default fork).";
+",
+    include_str!("differences.txt")
+);
 
 #[derive(Parser, Debug)]
 #[command(name = "mutex-ticket", version, about = ABOUT, after_help = AFTER_HELP)]

@@ -80,6 +80,9 @@
 //! demo reads `/proc`). Workers start by fork by default, by spawn with `--start-method spawn`:
 //! then each worker is this program run again with `__role=pool-worker`, and finds its tasks by
 //! name, as on Windows and macOS, where Python's pools spawn.
+//!
+//! **Differences from Python** (also the end of `--help`):
+#![doc = include_str!("differences.txt")]
 
 #[cfg(target_os = "linux")]
 mod basics;
@@ -102,27 +105,7 @@ const TASKS: usize = 4;
 /// Part 5: how long one CPU-bound task computes, in milliseconds (not scaled by `--speed`).
 const CPU_MS: u64 = 150;
 
-const DIFFERENCES: &str = "\
-Differences from Python:
-  - A task is a named function with JSON arguments and a JSON result (Python: a picklable,
-    module-level function), so that spawned workers find it by name.
-  - A worker killed in the middle of a task (kill -9, the OOM killer): its task's result is an
-    error naming the pid and the signal, a new worker takes its place, every other task
-    completes. Python's multiprocessing.Pool replaces the worker but get() on the lost task
-    hangs forever; concurrent.futures fails every pending future (BrokenProcessPool).
-  - Dropping a pool waits for its tasks, as concurrent.futures' `with` does. Python's
-    `with Pool() as p:` calls terminate() at the end of the block and kills running tasks.
-  - terminate() fails the unfinished results with an error; in Python they never complete.
-  - Threads run CPU-bound work in parallel (there is no GIL): a thread pool is as fast as a
-    process pool on CPU-bound tasks here, unlike in CPython.
-  - `****` comes first because apply_async only queues the task and wakes the pool's handler
-    thread, which hands it to a worker (as Python's task-handler thread does); the main thread
-    prints while that happens. Nothing guarantees that order on a busy machine, in Python
-    either: what non-blocking guarantees is that apply_async returns long before any task
-    ends.
-  - A callback runs in the parent's result-handler thread for both pools (as in
-    multiprocessing); concurrent.futures runs a done-callback in the thread that finished the
-    future.";
+const DIFFERENCES: &str = include_str!("differences.txt");
 
 /// pool: process pools (进程池) — apply_async vs apply, get, map, callbacks, close/join/terminate,
 /// process vs thread pools, and a worker killed mid-task, with `common::pool`.

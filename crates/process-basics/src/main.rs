@@ -61,6 +61,9 @@
 //! and never has a name. Windows has no fork, no signals and no `/proc`: the notes'
 //! `tasklist | findstr python` and `taskkill /F /PID` play the part of `ps aux | grep` and
 //! `kill -9` there.
+//!
+//! **Differences from Python** (also the end of `--help`):
+#![doc = include_str!("differences.txt")]
 
 mod ends;
 mod joins;
@@ -85,24 +88,7 @@ const ORDER_ROUNDS: usize = 5;
 /// The exit code a child chooses, as `sys.exit(3)`.
 const ERROR_CODE: i32 = 3;
 
-const DIFFERENCES: &str = "\
-Differences from Python:
-  - Children are started with fork(2) by default on Linux, as Python did up to 3.13 (3.14
-    uses forkserver; macOS and Windows use spawn). --start-method spawn runs this program
-    again, the way Windows does and the reason for the `if __name__ == '__main__':` guard.
-  - A child's lines are written with one write(2) each, unbuffered. Python buffers print():
-    line by line on a terminal, in blocks into a pipe or a file, where a child's lines may
-    all appear only when it exits.
-  - abort() (exitcode -6) stands for the notes' fatal error (严重错误退出); no core file is
-    written. The notes' Windows commands tasklist | findstr and taskkill /F /PID are
-    ps aux | grep and kill -9 here.
-  - exitcode is negative when a signal ended the child (-9 for kill -9, -15 for terminate),
-    exactly as in Python; an uncaught error in a child exits 1, as an uncaught exception does.
-  - The notes' send_mail loop appends to the list after the loop, so only the last process
-    is joined; Python still waits for the others when the interpreter exits, and so does
-    this demo, after saying \"all sent\" too early. The fixed loop appends inside the loop.
-  - Nothing orders children once started (一旦子进程启动了 后续的顺序就无法控制了): not in
-    Python, not here; the order part reports honestly whether the orders differed.";
+const DIFFERENCES: &str = include_str!("differences.txt");
 
 /// process-basics: pid and ppid, two ways to start a process, start versus join, a process's
 /// attributes (pid, name, is_alive, join with a timeout, terminate, exitcode) and how it ends.

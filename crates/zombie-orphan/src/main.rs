@@ -47,6 +47,9 @@
 //! then (or never): `orphan --no-subreaper` measures it. Ctrl-C at any moment stops and reaps
 //! everything (exit 130); with `--no-subreaper` the orphan ends as soon as the launcher does,
 //! and it is then up to its adopter to reap it.
+//!
+//! **Differences from Python** (also the end of `--help`):
+#![doc = include_str!("differences.txt")]
 
 use std::process::ExitCode;
 
@@ -73,21 +76,7 @@ const MAX_ZOMBIES: usize = 256;
 /// Children in each cure unless `--children` says otherwise.
 const CURE_CHILDREN: usize = 3;
 
-const DIFFERENCES: &str = "\
-Differences from Python:
-  - Python's Process.start() first reaps every finished child (multiprocessing's _cleanup),
-    and active_children() reaps too, so earlier zombies vanish when a new process starts.
-    Here only join() and is_alive() reap (both call waitpid), so a zombie stays until asked.
-  - With SIGCHLD ignored, Python's join() returns with exitcode None and is_alive() keeps
-    saying True forever (waitpid's ECHILD is taken as 'not yet'). Here is_alive() is false and
-    exitcode is None: the status is lost either way.
-  - A Python child joins its own non-daemonic children before it ends, so an orphan needs
-    os._exit() in Python; here the middle process simply returns.
-  - Python's children outlive a killed parent; here every child asks for PR_SET_PDEATHSIG
-    (except the orphan, on purpose), and the demo is a child subreaper (Python has no call
-    for prctl(PR_SET_CHILD_SUBREAPER); it takes ctypes).
-  - A Python signal handler runs later, in the main thread, between bytecodes; the SIGCHLD
-    handler here is a real one, so it does one async-signal-safe thing: write a byte to a pipe.";
+const DIFFERENCES: &str = include_str!("differences.txt");
 
 /// Zombies, orphans and process states (R S T Z), seen in ps.
 ///
