@@ -8,21 +8,9 @@ mod support;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
-use support::{Demo, Output, ps, run};
+use support::{Demo, Output, pid_of, ps, run, run_ok};
 
 const BIN: &str = "pool";
-
-fn json_run(args: &[&str]) -> Output {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = run(BIN, &all);
-    out.assert_code(0).assert_nothing_left();
-    out
-}
-
-fn pid_of(v: &Value) -> i32 {
-    v.as_i64().unwrap_or_else(|| panic!("not a pid: {v}")) as i32
-}
 
 /// Positions (in stdout order) of the `task_start` and `task_end` of every task: task → (pid,
 /// start, end).
@@ -77,7 +65,7 @@ fn index_of(out: &Output, event: &str) -> usize {
 #[test]
 fn do_four_tasks_on_three_workers_run_in_exactly_three_pids_never_more_than_three_at_once() {
     for method in ["fork", "spawn"] {
-        let out = json_run(&["apply-async", "--start-method", method]);
+        let out = run_ok(BIN, &["apply-async", "--start-method", method]);
         let tasks = task_lines(&out);
         assert_eq!(tasks.len(), 4, "{method}: four tasks started and ended");
         let pids: HashSet<i32> = tasks.values().map(|t| t.0).collect();
@@ -133,7 +121,7 @@ fn are_the_workers_children_of_the_demo_named_pool_worker_and_asleep_in_their_ta
 
 #[test]
 fn does_apply_block_so_that_tasks_run_strictly_one_after_another() {
-    let out = json_run(&["apply"]);
+    let out = run_ok(BIN, &["apply"]);
     let tasks = task_lines(&out);
     assert_eq!(tasks.len(), 4);
     let mut order: Vec<&(i32, usize, usize)> = tasks.values().collect();
@@ -147,7 +135,7 @@ fn does_apply_block_so_that_tasks_run_strictly_one_after_another() {
 
 #[test]
 fn does_map_return_results_in_the_order_of_its_items_and_get_each_tasks_value() {
-    let out = json_run(&["get", "--speed", "20"]);
+    let out = run_ok(BIN, &["get", "--speed", "20"]);
     let got = out.named("got");
     assert_eq!(got.len(), 3);
     for (i, e) in got.iter().enumerate() {
@@ -168,7 +156,7 @@ fn does_map_return_results_in_the_order_of_its_items_and_get_each_tasks_value() 
 
 #[test]
 fn are_join_before_close_and_submitting_after_close_refused_as_python_refuses_them() {
-    let out = json_run(&["get", "--speed", "20"]);
+    let out = run_ok(BIN, &["get", "--speed", "20"]);
     let rules = out.named("rule");
     assert_eq!(rules.len(), 2);
     let error = |call: &str| -> String {
@@ -185,7 +173,7 @@ fn are_join_before_close_and_submitting_after_close_refused_as_python_refuses_th
 #[test]
 fn does_terminate_end_running_tasks_promptly_and_leave_no_worker() {
     // Each terminated task would run 1 s at the default speed.
-    let out = json_run(&["get"]);
+    let out = run_ok(BIN, &["get"]);
     let t = &out.one("terminated")["data"];
     let took = t["took_ms"].as_u64().unwrap();
     let task_ms = t["task_ms"].as_u64().unwrap();
@@ -203,7 +191,7 @@ fn does_terminate_end_running_tasks_promptly_and_leave_no_worker() {
 
 #[test]
 fn do_callbacks_run_in_the_parent_in_its_result_handler_thread() {
-    let out = json_run(&["callback", "--speed", "20"]);
+    let out = run_ok(BIN, &["callback", "--speed", "20"]);
     let callbacks = out.named("callback");
     assert_eq!(callbacks.len(), 2, "one for the process pool, one for the thread pool");
     for e in callbacks.iter().chain(out.named("error_callback").iter()) {
@@ -227,7 +215,7 @@ fn do_callbacks_run_in_the_parent_in_its_result_handler_thread() {
 #[test]
 fn does_a_worker_killed_mid_task_fail_only_that_task_and_get_replaced_by_a_new_pid() {
     for method in ["fork", "spawn"] {
-        let out = json_run(&["fault", "--speed", "20", "--start-method", method]);
+        let out = run_ok(BIN, &["fault", "--speed", "20", "--start-method", method]);
         let killing = &out.one("killing")["data"];
         let killed = pid_of(&killing["pid"]);
         let victim = killing["task"].as_u64().unwrap();
@@ -277,7 +265,7 @@ fn does_a_worker_killed_mid_task_fail_only_that_task_and_get_replaced_by_a_new_p
 
 #[test]
 fn does_maxtasksperchild_replace_a_worker_with_a_new_pid() {
-    let out = json_run(&["apply-async", "--maxtasksperchild", "1", "--speed", "20"]);
+    let out = run_ok(BIN, &["apply-async", "--maxtasksperchild", "1", "--speed", "20"]);
     let tasks = task_lines(&out);
     let pids: HashSet<i32> = tasks.values().map(|t| t.0).collect();
     assert_eq!(pids.len(), 4, "one task per worker: four tasks, four pids");
@@ -292,7 +280,7 @@ fn does_maxtasksperchild_replace_a_worker_with_a_new_pid() {
         assert_ne!(new, pid_of(&e["data"]["pid"]));
     }
     // Part 6's second half: maxtasksperchild=2 and an initializer in every new worker.
-    let out = json_run(&["fault", "--speed", "20"]);
+    let out = run_ok(BIN, &["fault", "--speed", "20"]);
     let summary = &out.one("retire_summary")["data"];
     assert!(summary["most_tasks_in_one"].as_u64().unwrap() <= 2);
     let workers = summary["workers"].as_u64().unwrap();
@@ -306,7 +294,7 @@ fn does_maxtasksperchild_replace_a_worker_with_a_new_pid() {
 
 #[test]
 fn does_the_which_pool_table_show_io_bound_tasks_overlapping_on_both_pools() {
-    let out = json_run(&["which-pool", "--cpu-ms", "30", "--speed", "20"]);
+    let out = run_ok(BIN, &["which-pool", "--cpu-ms", "30", "--speed", "20"]);
     let rows = out.one("which_pool")["data"]["rows"].as_array().unwrap().clone();
     assert_eq!(rows.len(), 4);
     for r in rows.iter().filter(|r| r["work"] == "IO-bound") {
@@ -322,7 +310,7 @@ fn does_the_which_pool_table_show_io_bound_tasks_overlapping_on_both_pools() {
 
 #[test]
 fn does_the_timeline_draw_one_lane_per_worker_pid() {
-    let out = json_run(&["apply-async", "--timeline"]);
+    let out = run_ok(BIN, &["apply-async", "--timeline"]);
     let timeline = &out.one("timeline")["data"];
     let task_pids: HashSet<i32> = task_lines(&out).values().map(|t| t.0).collect();
     let lanes: HashSet<i32> =
@@ -360,6 +348,6 @@ fn is_a_pool_of_zero_processes_a_usage_error_naming_the_flag() {
 
 #[test]
 fn does_the_tour_run_all_six_parts_and_leave_nothing_behind() {
-    let out = json_run(&["--speed", "20", "--cpu-ms", "30"]);
+    let out = run_ok(BIN, &["--speed", "20", "--cpu-ms", "30"]);
     assert_eq!(out.named("section").len(), 6);
 }

@@ -6,24 +6,12 @@ mod support;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::{Demo, Output, TempDir, ps, run, wait_until};
+use support::{Demo, TempDir, pid_of, ps, run, run_ok, wait_until};
 
 const BIN: &str = "process-basics";
 
-fn json_run(args: &[&str]) -> Output {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = run(BIN, &all);
-    out.assert_code(0).assert_nothing_left();
-    out
-}
-
 fn f64_of(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-fn pid_of(v: &Value) -> i32 {
-    v.as_i64().unwrap_or_else(|| panic!("not a pid: {v}")) as i32
 }
 
 /// Index in `events` of the first event matching `pred`.
@@ -76,7 +64,7 @@ fn is_a_childs_ppid_the_demos_pid_and_the_demos_ppid_whoever_started_it() {
 #[test]
 fn do_both_ways_of_starting_run_the_work_in_a_child_of_the_demo() {
     for method in ["fork", "spawn"] {
-        let out = json_run(&["two-ways", "--speed", "100", "--start-method", method]);
+        let out = run_ok(BIN, &["two-ways", "--speed", "100", "--start-method", method]);
         let running = out.named("running");
         assert_eq!(running.len(), 2, "{method}");
         for way in ["target function", "run method"] {
@@ -91,7 +79,7 @@ fn do_both_ways_of_starting_run_the_work_in_a_child_of_the_demo() {
 #[test]
 fn does_start_return_at_once_and_join_wait_until_the_child_has_ended() {
     // --speed 3: the child sleeps one second.
-    let out = json_run(&["start-join", "--speed", "3"]);
+    let out = run_ok(BIN, &["start-join", "--speed", "3"]);
     let started = &out.one("started")["data"];
     let joined = &out.one("joined")["data"];
     let sleep = f64_of(&joined["child_sleep_ms"]);
@@ -129,7 +117,7 @@ fn first_index_of(events: &[Value], who: &str) -> usize {
 fn with_join_does_every_childs_last_line_come_before_the_parents_end() {
     for method in ["fork", "spawn"] {
         let out =
-            json_run(&["examples", "--speed", "100", "--loops", "2", "--start-method", method]);
+            run_ok(BIN, &["examples", "--speed", "100", "--loops", "2", "--start-method", method]);
         let parent_end = |ev: &[Value]| position(ev, "parent_end", |e| e["event"] == "parent_end");
 
         // 例子一: both joined, so both children's last lines precede the parent's end.
@@ -164,7 +152,7 @@ fn with_join_does_every_childs_last_line_come_before_the_parents_end() {
 #[test]
 fn does_start_all_then_join_all_take_the_longest_task_and_start_join_each_the_sum() {
     // --speed 10: the tasks sleep 500, 300, 200 and 100 ms.
-    let out = json_run(&["tasks", "--speed", "10"]);
+    let out = run_ok(BIN, &["tasks", "--speed", "10"]);
     let walls = out.named("wall");
     assert_eq!(walls.len(), 2);
     let (concurrent, serial) = (&walls[0]["data"], &walls[1]["data"]);
@@ -181,7 +169,7 @@ fn does_start_all_then_join_all_take_the_longest_task_and_start_join_each_the_su
 #[test]
 fn does_the_timeline_draw_a_lane_for_every_process_even_spawned_ones() {
     for method in ["fork", "spawn"] {
-        let out = json_run(&["tasks", "--timeline", "--speed", "20", "--start-method", method]);
+        let out = run_ok(BIN, &["tasks", "--timeline", "--speed", "20", "--start-method", method]);
         let timelines = out.named("timeline");
         assert_eq!(timelines.len(), 2, "one drawing per way of joining ({method})");
         let concurrent = &timelines[0]["data"];
@@ -322,7 +310,7 @@ fn run_with_core_dumps_allowed(args: &[&str], cwd: &std::path::Path) -> std::pro
 #[test]
 fn does_join_with_a_timeout_return_while_the_child_runs_and_terminate_end_it() {
     for method in ["fork", "spawn"] {
-        let out = json_run(&["attributes", "--speed", "20", "--start-method", method]);
+        let out = run_ok(BIN, &["attributes", "--speed", "20", "--start-method", method]);
         let steps = out.named("attr");
         assert_eq!(steps[0]["data"]["is_alive"], false, "before start");
         assert_eq!(steps[0]["data"]["pid"], Value::Null);
@@ -343,7 +331,7 @@ fn does_join_with_a_timeout_return_while_the_child_runs_and_terminate_end_it() {
 
 #[test]
 fn does_the_notes_send_mail_loop_say_all_sent_too_early_and_the_fix_not() {
-    let out = json_run(&["send-mail", "--mails", "6"]);
+    let out = run_ok(BIN, &["send-mail", "--mails", "6"]);
     let verdicts = out.named("verdict");
     assert_eq!(verdicts[0]["data"]["version"], "notes");
     assert_eq!(verdicts[0]["data"]["joined"], 1, "the notes' loop joins only its last process");
@@ -372,7 +360,7 @@ fn does_the_notes_send_mail_loop_say_all_sent_too_early_and_the_fix_not() {
 
 #[test]
 fn does_every_child_report_exactly_once_per_round_whatever_the_order() {
-    let out = json_run(&["order", "--children", "4", "--rounds", "3"]);
+    let out = run_ok(BIN, &["order", "--children", "4", "--rounds", "3"]);
     let orders = out.named("order");
     assert_eq!(orders.len(), 3);
     for (round, order) in orders.iter().enumerate() {
@@ -402,7 +390,7 @@ fn does_every_child_report_exactly_once_per_round_whatever_the_order() {
 
 #[test]
 fn does_the_tour_run_every_part() {
-    let out = json_run(&["--speed", "100"]);
+    let out = run_ok(BIN, &["--speed", "100"]);
     assert_eq!(out.named("section").len(), 9);
     assert_eq!(out.named("example").len(), 5);
 }

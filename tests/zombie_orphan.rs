@@ -9,7 +9,7 @@ use std::time::Instant;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::Value;
-use support::{DEADLINE, Demo, Output, ps, wait_until};
+use support::{DEADLINE, Demo, Output, pid_of, ps, wait_until};
 
 const BIN: &str = "zombie-orphan";
 /// Seconds the demo holds the moment a test inspects. The test reads `/proc` right after the
@@ -29,10 +29,6 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
 
 fn data(event: &Value) -> &Value {
     &event["data"]
-}
-
-fn pid_of(value: &Value) -> i32 {
-    value.as_i64().expect("a pid in the event") as i32
 }
 
 /// Field 22 of `/proc/PID/stat`, the start time: with the pid it names one process, so a pid

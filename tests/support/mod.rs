@@ -344,6 +344,20 @@ pub fn run(bin_name: &str, args: &[&str]) -> Output {
     Demo::start(bin_name, args).finish()
 }
 
+/// Runs a demo with `--json` and fails unless it exits 0 and leaves no process behind.
+pub fn run_ok(bin_name: &str, args: &[&str]) -> Output {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = run(bin_name, &all);
+    out.assert_code(0).assert_nothing_left();
+    out
+}
+
+/// A pid carried by an event.
+pub fn pid_of(value: &Value) -> i32 {
+    value.as_i64().unwrap_or_else(|| panic!("not a pid: {value}")) as i32
+}
+
 /// Waits until `pred` holds for the state of the OS (a `/proc` reading), polling with a
 /// deadline; for facts the demo cannot announce, such as a state letter the kernel sets.
 pub fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
