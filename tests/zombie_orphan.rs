@@ -31,13 +31,6 @@ fn data(event: &Value) -> &Value {
     &event["data"]
 }
 
-/// Field 22 of `/proc/PID/stat`, the start time: with the pid it names one process, so a pid
-/// reused by a newcomer is not mistaken for the one we saw.
-fn start_time(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    text[text.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()
-}
-
 /// The state letter and parent of `pid` as `/proc/PID/stat` shows them now.
 fn state_and_ppid(pid: i32) -> Option<(char, i32)> {
     ps::stat(pid).map(|i| (i.state, i.ppid))
@@ -45,7 +38,7 @@ fn state_and_ppid(pid: i32) -> Option<(char, i32)> {
 
 /// True once that very process (pid and start time) has no entry in `/proc` any more.
 fn gone(pid: i32, start: Option<u64>) -> bool {
-    start.is_none() || start_time(pid) != start
+    start.is_none() || ps::start_ticks(pid) != start
 }
 
 #[test]
@@ -59,7 +52,7 @@ fn a_child_that_ended_is_z_until_its_parent_reaps_it_then_gone() {
     let (state, ppid) = state_and_ppid(pid).expect("the zombie is listed in /proc");
     assert_eq!((state, ppid), ('Z', demo.pid()), "/proc/{pid}/stat while unreaped");
     assert!(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default().is_empty());
-    let start = start_time(pid);
+    let start = ps::start_ticks(pid);
     let out = demo.finish();
     out.assert_code(0);
     let reaped = out.one("reaped");
@@ -79,7 +72,7 @@ fn n_children_that_ended_unreaped_are_n_zombies_each_holding_a_pid() {
     let pids: Vec<i32> =
         data(&zombies)["pids"].as_array().expect("pids").iter().map(pid_of).collect();
     assert_eq!(pids.len(), n);
-    let starts: Vec<Option<u64>> = pids.iter().map(|p| start_time(*p)).collect();
+    let starts: Vec<Option<u64>> = pids.iter().map(|p| ps::start_ticks(*p)).collect();
     let z_children =
         ps::children_of(demo.pid()).into_iter().filter(|p| ps::state_of(*p) == Some('Z')).count();
     assert_eq!(z_children, n, "Z rows under the demo");
@@ -125,7 +118,7 @@ fn orphan_is_adopted_by_the_launcher(method: &str) -> Output {
     let middle_still_there =
         ps::stat(middle_pid).is_some_and(|i| i.ppid == demo.pid() && i.comm == "orphan-parent");
     assert!(!middle_still_there, "the orphan's first parent {middle_pid} has ended and was reaped");
-    let start = start_time(orphan);
+    let start = ps::start_ticks(orphan);
     let out = demo.finish();
     out.assert_code(0);
     let reaped = out.named("reaped");

@@ -24,6 +24,9 @@ pub struct ProcInfo {
     pub cmdline: String,
     /// The controlling terminal's device number; 0 means none (`?` in `ps`).
     pub tty_nr: i32,
+    /// When it started, in clock ticks since boot (field 22). With the pid it names one process
+    /// for good: a pid is reused only after its owner is reaped, and the newcomer starts later.
+    pub start_ticks: u64,
 }
 
 /// What a state letter means, with the notes' term where there is one.
@@ -76,15 +79,33 @@ pub fn parse_stat(text: &str) -> Option<ProcInfo> {
     let pgid = rest.next()?.parse().ok()?;
     let sid = rest.next()?.parse().ok()?;
     let tty_nr = rest.next()?.parse().ok()?;
-    Some(ProcInfo { pid, ppid, pgid, sid, state, comm, cmdline: String::new(), tty_nr })
+    // Fields 8 to 21 (tpgid ... cutime, cstime, priority, nice, threads, itrealvalue) come
+    // before the start time.
+    let start_ticks = rest.nth(14)?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        ppid,
+        pgid,
+        sid,
+        state,
+        comm,
+        cmdline: String::new(),
+        tty_nr,
+        start_ticks,
+    })
 }
 
-/// How long ago `pid` started (`ps -o etime`): field 22 of `/proc/PID/stat`, its start time in
-/// clock ticks after boot, against `/proc/uptime`. `None` if there is no such process.
-pub fn started_ago(pid: i32) -> Option<std::time::Duration> {
+/// When `pid` started, in clock ticks since boot (see [`ProcInfo::start_ticks`]); `None` if
+/// there is no such process.
+pub fn start_ticks(pid: i32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the name: state is field 3, so starttime (field 22) is the 20th after `)`.
-    let start_ticks: u64 = text[text.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()?;
+    parse_stat(&text).map(|i| i.start_ticks)
+}
+
+/// How long ago `pid` started (`ps -o etime`): its start time against `/proc/uptime`. `None`
+/// if there is no such process.
+pub fn started_ago(pid: i32) -> Option<std::time::Duration> {
+    let start_ticks = start_ticks(pid)?;
     let uptime: f64 =
         std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
     #[cfg(unix)]
@@ -175,8 +196,10 @@ mod tests {
 
     #[test]
     fn a_name_with_spaces_and_parentheses_does_not_shift_the_fields() {
-        let line = "4182 (buyer (3) x) Z 4170 4170 4100 34816 4170 4194560 0 0";
+        let line = "4182 (buyer (3) x) Z 4170 4170 4100 34816 4170 4194560 0 0 0 0 0 0 0 0 20 0 1 \
+                    0 987654 0 0";
         let info = parse_stat(line).unwrap();
+        assert_eq!(info.start_ticks, 987654);
         assert_eq!(info.pid, 4182);
         assert_eq!(info.comm, "buyer (3) x");
         assert_eq!(info.state, 'Z');

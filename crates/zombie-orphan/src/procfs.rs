@@ -1,6 +1,6 @@
-//! Readings of `/proc` this demo needs beyond `common::ps`: a process's start time (so that a
-//! pid reused by a newcomer is never taken for the process we watched), its name and its memory,
-//! and a bounded wait for a state letter.
+//! Readings of `/proc` this demo needs beyond `common::ps`: one particular process (a pid and
+//! its start time, so that a pid reused by a newcomer is never taken for the process we watched),
+//! its name and its memory, and a bounded wait for a state letter.
 //!
 //! Reading `/proc/PID/stat` never reaps anything: it is how the parent can look at a zombie
 //! child without calling `waitpid`, which would remove it.
@@ -14,16 +14,6 @@ use common::ps;
 /// be adopted). Generous: a loaded 2-core machine may take a while to schedule a new child.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
-/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot. With the
-/// pid it names one process for good, since a pid is reused only after its owner is reaped.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the name, which is in parentheses and may contain anything: state is the
-    // 3rd field overall, so the 22nd is the 20th after the closing parenthesis.
-    let rest = &text[text.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// One particular process: a pid and the start time it had when we first saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ident {
@@ -34,12 +24,12 @@ pub struct Ident {
 impl Ident {
     /// The process that has `pid` now.
     pub fn of(pid: i32) -> Ident {
-        Ident { pid, start: start_time(pid) }
+        Ident { pid, start: ps::start_ticks(pid) }
     }
 
     /// True while that very process still has an entry in `/proc` (alive or zombie).
     pub fn listed(&self) -> bool {
-        self.start.is_some() && start_time(self.pid) == self.start
+        self.start.is_some() && ps::start_ticks(self.pid) == self.start
     }
 
     /// Its state letter, if it is still listed.
