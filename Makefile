@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Every demo crate under crates/ (the shared library and the benchmark are not demos).
 DEMOS := $(filter-out common bench,$(notdir $(patsubst %/,%,$(wildcard crates/*/))))
 
-.PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics demo-joinable-queue demo-pool
+.PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics demo-joinable-queue demo-pool demo-threads demo-gil demo-deadlock demo-semaphore demo-event demo-thread-queue demo-ipc demo-coroutine demo-io-models
 
 help:
 	@echo "make demo-ticket    the ticket-booking race over db.json, then the fix (start here)"
@@ -55,6 +55,33 @@ demo-pool:
 
 demo-zombie-orphan:
 	@$(CARGO) run -q -p zombie-orphan -- $(ARGS)
+
+demo-threads:
+	@$(CARGO) run -q -p threads -- $(ARGS)
+
+demo-gil:
+	@$(CARGO) run -q -p gil -- $(ARGS)
+
+demo-deadlock:
+	@$(CARGO) run -q -p deadlock -- $(ARGS)
+
+demo-semaphore:
+	@$(CARGO) run -q -p semaphore -- $(ARGS)
+
+demo-event:
+	@$(CARGO) run -q -p event -- $(ARGS)
+
+demo-thread-queue:
+	@$(CARGO) run -q -p thread-queue -- $(ARGS)
+
+demo-ipc:
+	@$(CARGO) run -q -p ipc -- $(ARGS)
+
+demo-coroutine:
+	@$(CARGO) run -q -p coroutine -- $(ARGS)
+
+demo-io-models:
+	@$(CARGO) run -q -p io-models -- $(ARGS)
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,1 @@
+//! Networking: what the IO-model demos and their benchmark share.

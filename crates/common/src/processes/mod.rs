@@ -1,0 +1,10 @@
+//! Processes and what they share: starting and stopping them, and the queues, pools, files
+//! and memory they use together.
+
+pub mod daemonize;
+pub mod pool;
+pub mod process;
+pub mod queue;
+pub mod signals;
+pub mod startcost;
+pub mod store;
