@@ -57,6 +57,21 @@ impl CommonArgs {
     }
 }
 
+impl CommonArgs {
+    /// Like [`CommonArgs::hold`], for a moment whose actors are the threads of `pid`: prints
+    /// the `ps -L` command that shows them (event `hold`, with `pid` and `command`).
+    pub fn hold_threads(&self, moment: &str, pid: i32) {
+        let Some(seconds) = self.hold else { return };
+        let command = crate::ps::ps_threads_command(pid);
+        report::event(
+            "hold",
+            json!({ "moment": moment, "seconds": seconds, "pids": [pid], "command": command }),
+            format!("holding {seconds}s at: {moment}\n  in another terminal run: {command}"),
+        );
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+    }
+}
+
 fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),

@@ -190,6 +190,131 @@ pub fn show(title: &str, rows: &[(usize, ProcInfo)]) {
     crate::report::event("ps", serde_json::json!({ "title": title, "rows": data }), text);
 }
 
+/// One row of a process's thread table (`ps -L`), from `/proc/PID/task/TID/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreadInfo {
+    /// The kernel's thread id (`LWP` in `ps -L`); the main thread's is the pid.
+    pub tid: i32,
+    /// The thread's name as the kernel keeps it (15 bytes at most).
+    pub comm: String,
+    /// The state letter, as for a process (see [`state_meaning`]).
+    pub state: char,
+    /// The kernel function the thread sleeps in (`futex_wait_queue`, `do_poll`, ...), or `-`
+    /// when it is running or the kernel does not tell.
+    pub wchan: String,
+    /// The CPU it last ran on (`PSR` in `ps`).
+    pub processor: i32,
+    /// CPU time in user and in kernel mode, in clock ticks (`sysconf(_SC_CLK_TCK)` a second).
+    pub utime_ticks: u64,
+    pub stime_ticks: u64,
+    /// Times it gave the CPU up by waiting (voluntary) or was made to (involuntary: preempted).
+    pub voluntary_ctxt_switches: u64,
+    pub nonvoluntary_ctxt_switches: u64,
+}
+
+impl ThreadInfo {
+    /// User plus kernel CPU time.
+    pub fn cpu(&self) -> std::time::Duration {
+        ticks_to_duration(self.utime_ticks + self.stime_ticks)
+    }
+}
+
+/// Clock ticks (of `/proc/.../stat`) as a duration.
+pub fn ticks_to_duration(ticks: u64) -> std::time::Duration {
+    #[cfg(unix)]
+    // Safety: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    #[cfg(not(unix))]
+    let per_second = 100u64;
+    std::time::Duration::from_nanos(ticks.saturating_mul(1_000_000_000 / per_second))
+}
+
+/// Reads one thread of `pid` from `/proc/PID/task/TID/`; `None` once it is gone.
+pub fn thread(pid: i32, tid: i32) -> Option<ThreadInfo> {
+    let dir = format!("/proc/{pid}/task/{tid}");
+    let text = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let mut info = parse_thread_stat(&text)?;
+    info.wchan = std::fs::read_to_string(format!("{dir}/wchan"))
+        .ok()
+        .map(|w| w.trim().to_string())
+        .filter(|w| !w.is_empty() && w != "0")
+        .unwrap_or_else(|| "-".into());
+    if let Ok(status) = std::fs::read_to_string(format!("{dir}/status")) {
+        for line in status.lines() {
+            let number = |l: &str| l.split_whitespace().nth(1).and_then(|n| n.parse().ok());
+            if line.starts_with("voluntary_ctxt_switches:") {
+                info.voluntary_ctxt_switches = number(line).unwrap_or(0);
+            } else if line.starts_with("nonvoluntary_ctxt_switches:") {
+                info.nonvoluntary_ctxt_switches = number(line).unwrap_or(0);
+            }
+        }
+    }
+    Some(info)
+}
+
+/// Parses a `/proc/PID/task/TID/stat` line: the fields a thread table shows.
+pub fn parse_thread_stat(text: &str) -> Option<ThreadInfo> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let tid = text[..open].trim().parse().ok()?;
+    let comm = text[open + 1..close].to_string();
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // `rest[0]` is field 3 (state): field N is `rest[N - 3]` (man 5 proc).
+    let field = |n: usize| rest.get(n - 3).copied();
+    Some(ThreadInfo {
+        tid,
+        comm,
+        state: field(3)?.chars().next()?,
+        wchan: "-".into(),
+        processor: field(39)?.parse().ok()?,
+        utime_ticks: field(14)?.parse().ok()?,
+        stime_ticks: field(15)?.parse().ok()?,
+        voluntary_ctxt_switches: 0,
+        nonvoluntary_ctxt_switches: 0,
+    })
+}
+
+/// Every thread of `pid` right now, by thread id (the main thread first).
+pub fn threads(pid: i32) -> Vec<ThreadInfo> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut rows: Vec<ThreadInfo> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|tid| thread(pid, tid))
+        .collect();
+    rows.sort_by_key(|t| (t.tid != pid, t.tid));
+    rows
+}
+
+/// The `ps` command that shows the threads of `pid` in another terminal.
+pub fn ps_threads_command(pid: i32) -> String {
+    format!("ps -L -o pid,lwp,stat,wchan:20,psr,comm -p {pid}")
+}
+
+/// Prints the thread table of `pid` (and, with `--json`, the event `threads` with the rows).
+pub fn show_threads(title: &str, pid: i32) {
+    let rows = threads(pid);
+    let mut text = format!(
+        "{title}\n    PID     TID STAT WCHAN                 PSR   CPU ms  VOL/INVOL  NAME"
+    );
+    for t in &rows {
+        text.push_str(&format!(
+            "\n{pid:>7} {:>7} {:<4} {:<20} {:>4} {:>8} {:>10}  {}",
+            t.tid,
+            t.state,
+            t.wchan.chars().take(20).collect::<String>(),
+            t.processor,
+            t.cpu().as_millis(),
+            format!("{}/{}", t.voluntary_ctxt_switches, t.nonvoluntary_ctxt_switches),
+            t.comm
+        ));
+    }
+    crate::report::event(
+        "threads",
+        serde_json::json!({ "title": title, "pid": pid, "rows": rows }),
+        text,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +340,30 @@ mod tests {
         assert_eq!(parse_stat(&this_thread).unwrap().state, 'R');
         let info = stat(me).unwrap();
         assert!(children_of(info.ppid).contains(&me));
+    }
+
+    #[test]
+    fn a_sleeping_named_thread_is_in_the_thread_table_in_state_s() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = crate::threads::named::spawn("ps-sleeper", move || {
+            ready_tx.send(crate::threads::named::gettid()).unwrap();
+            let _ = rx.recv();
+        })
+        .unwrap();
+        let tid = ready_rx.recv().unwrap();
+        let me = std::process::id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let row = loop {
+            let row = threads(me).into_iter().find(|t| t.tid == tid).expect("the thread's row");
+            if row.state == 'S' || std::time::Instant::now() > deadline {
+                break row;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        assert_eq!((row.comm.as_str(), row.state), ("ps-sleeper", 'S'));
+        assert_eq!(threads(me)[0].tid, me);
+        drop(tx);
+        handle.join().unwrap();
     }
 }

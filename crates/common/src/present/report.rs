@@ -7,10 +7,18 @@
 //!   0.103s [  4182 buyer-3] bought a ticket (1 -> 0)
 //! ```
 //!
-//! With `--json` the same moment is one JSON object on one line:
+//! A line printed by a thread other than the process's main one also names the thread, with
+//! its kernel thread id (the `LWP` column of `ps -L`, a directory of `/proc/PID/task/`):
 //!
 //! ```text
-//! {"t_ms":103,"pid":4182,"ppid":4170,"who":"buyer-3","event":"bought","data":{"before":1,"after":0}}
+//!   0.104s [  4182/4190 LoopThread] thread LoopThread >>> 1
+//! ```
+//!
+//! With `--json` the same moment is one JSON object on one line; `tid` and `thread` say which
+//! thread (the main thread's `tid` is the pid):
+//!
+//! ```text
+//! {"t_ms":103,"pid":4182,"ppid":4170,"who":"buyer-3","tid":4182,"thread":"main","event":"bought","data":{"before":1,"after":0}}
 //! ```
 //!
 //! Why one `write(2)` per line, straight to file descriptor 1: many processes share the same
@@ -237,6 +245,8 @@ fn json_line(event: &str, data: Value) -> String {
         "pid": std::process::id(),
         "ppid": parent_pid(),
         "who": who(),
+        "tid": crate::threads::named::gettid(),
+        "thread": crate::threads::named::current_name(),
         "event": event,
         "data": data,
     });
@@ -246,8 +256,14 @@ fn json_line(event: &str, data: Value) -> String {
 }
 
 fn human_line(text: &str) -> String {
-    let prefix =
-        format!("{:>7.3}s [{:>6} {}] ", elapsed_ms() as f64 / 1000.0, std::process::id(), who());
+    let pid = std::process::id();
+    let tid = crate::threads::named::gettid();
+    let seconds = elapsed_ms() as f64 / 1000.0;
+    let prefix = if tid < 0 || tid as u32 == pid {
+        format!("{seconds:>7.3}s [{pid:>6} {}] ", who())
+    } else {
+        format!("{seconds:>7.3}s [{pid:>6}/{tid} {}] ", crate::threads::named::current_name())
+    };
     // Continuation lines are indented under the text, so a multi-line message stays readable.
     let indent = " ".repeat(prefix.chars().count());
     let mut out = String::with_capacity(prefix.len() + text.len() + 1);
@@ -370,6 +386,19 @@ mod tests {
         assert_eq!(value["event"], "bought");
         assert_eq!(value["data"]["after"], 0);
         assert_eq!(value["pid"], std::process::id());
+        assert_eq!(value["tid"], crate::threads::named::gettid());
+    }
+
+    #[test]
+    fn a_line_from_a_named_thread_names_the_thread_and_its_tid() {
+        let (line, tid) = crate::threads::named::spawn("LoopThread", || {
+            (human_line("thread LoopThread >>> 1"), crate::threads::named::gettid())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        assert!(line.contains(&format!("/{tid} LoopThread] thread LoopThread >>> 1")), "{line}");
+        assert_ne!(tid as u32, std::process::id());
     }
 
     #[test]

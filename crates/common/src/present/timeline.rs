@@ -60,9 +60,23 @@ pub struct Record {
     #[serde(default)]
     pub ppid: i32,
     pub who: String,
+    /// The thread that recorded it (`gettid`); the pid for the main thread. 0 in records made
+    /// before threads were recorded.
+    #[serde(default)]
+    pub tid: i32,
+    /// That thread's name (`main` for the main thread).
+    #[serde(default)]
+    pub thread: String,
     pub event: String,
     #[serde(default)]
     pub data: Value,
+}
+
+impl Record {
+    /// The thread that recorded it, counting an unknown thread as the main one.
+    pub fn thread_id(&self) -> i32 {
+        if self.tid == 0 { self.pid } else { self.tid }
+    }
 }
 
 /// Parses recorded JSON lines, in order; a line that is not a record is skipped.
@@ -121,6 +135,7 @@ impl Drop for Recording {
 pub struct Style {
     width: usize,
     marks: Vec<(&'static str, char)>,
+    per_thread: bool,
     spans: Vec<SpanStyle>,
 }
 
@@ -141,12 +156,19 @@ impl Default for Style {
 impl Style {
     /// Lanes only, [`DEFAULT_WIDTH`] columns wide.
     pub fn new() -> Style {
-        Style { width: DEFAULT_WIDTH, marks: Vec::new(), spans: Vec::new() }
+        Style { width: DEFAULT_WIDTH, marks: Vec::new(), per_thread: false, spans: Vec::new() }
     }
 
     /// The most columns the time axis may take (at least 10).
     pub fn width(mut self, columns: usize) -> Style {
         self.width = columns.max(10);
+        self
+    }
+
+    /// One lane per *thread* instead of one per process: for demos whose actors are threads.
+    /// A thread's lane is labelled with its name and `pid/tid`; a main thread's as a process's.
+    pub fn per_thread(mut self) -> Style {
+        self.per_thread = true;
         self
     }
 
@@ -188,11 +210,15 @@ impl Style {
     }
 }
 
-/// One process's lane: from its first to its last recorded event.
+/// One process's lane (or one thread's, see [`Style::per_thread`]): from its first to its last
+/// recorded event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lane {
     pub pid: i32,
-    /// The name in the process's first record.
+    /// The thread of a per-thread lane; the pid for a process's lane.
+    pub tid: i32,
+    /// The name in the lane's first record: the process's, or for a thread other than the main
+    /// one, the thread's.
     pub who: String,
     pub start_ms: u64,
     pub end_ms: u64,
@@ -202,17 +228,38 @@ pub struct Lane {
 
 /// The lanes of `records`, one per pid, in the order the processes first recorded something.
 pub fn lanes(records: &[Record]) -> Vec<Lane> {
+    lanes_by(records, false)
+}
+
+/// The lanes of `records`, one per thread (a process's main thread is the process's lane), in
+/// the order the threads first recorded something.
+pub fn thread_lanes(records: &[Record]) -> Vec<Lane> {
+    lanes_by(records, true)
+}
+
+/// The lane a record belongs to: its process's, or with `per_thread` its thread's.
+fn lane_key(r: &Record, per_thread: bool) -> (i32, i32) {
+    (r.pid, if per_thread { r.thread_id() } else { r.pid })
+}
+
+fn lanes_by(records: &[Record], per_thread: bool) -> Vec<Lane> {
     let mut lanes: Vec<Lane> = Vec::new();
     for r in records {
-        match lanes.iter_mut().find(|l| l.pid == r.pid) {
+        let (pid, tid) = lane_key(r, per_thread);
+        match lanes.iter_mut().find(|l| (l.pid, l.tid) == (pid, tid)) {
             Some(lane) => {
                 lane.start_ms = lane.start_ms.min(r.t_ms);
                 lane.end_ms = lane.end_ms.max(r.t_ms);
                 lane.events += 1;
             }
             None => lanes.push(Lane {
-                pid: r.pid,
-                who: r.who.clone(),
+                pid,
+                tid,
+                who: if tid != pid && !r.thread.is_empty() {
+                    r.thread.clone()
+                } else {
+                    r.who.clone()
+                },
                 start_ms: r.t_ms,
                 end_ms: r.t_ms,
                 events: 1,
@@ -278,19 +325,31 @@ impl Scale {
 
 /// Draws `records` as lanes under `title`: a pure function, so it is tested on its own.
 pub fn draw(title: &str, records: &[Record], style: &Style) -> String {
-    let lanes = lanes(records);
+    let lanes = lanes_by(records, style.per_thread);
     let (Some(start), Some(end)) =
         (lanes.iter().map(|l| l.start_ms).min(), lanes.iter().map(|l| l.end_ms).max())
     else {
         return format!("{title}: nothing was recorded\n");
     };
     let scale = Scale::fit(start, end, style.width);
-    let labels: Vec<String> = lanes.iter().map(|l| format!("{} {}", l.who, l.pid)).collect();
+    let labels: Vec<String> = lanes
+        .iter()
+        .map(|l| {
+            if l.tid == l.pid {
+                format!("{} {}", l.who, l.pid)
+            } else {
+                format!("{} {}/{}", l.who, l.pid, l.tid)
+            }
+        })
+        .collect();
     let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
 
     let mut out = format!("{title} (1 column = {} ms; {})\n", scale.ms_per_col, style.legend());
     for (lane, label) in lanes.iter().zip(&labels) {
-        let mine: Vec<&Record> = records.iter().filter(|r| r.pid == lane.pid).collect();
+        let mine: Vec<&Record> = records
+            .iter()
+            .filter(|r| lane_key(r, style.per_thread) == (lane.pid, lane.tid))
+            .collect();
         let row = draw_lane(lane, &mine, style, &scale);
         let pad = label_width - label.chars().count();
         let _ = writeln!(out, "  {label}{} {}", " ".repeat(pad), row.trim_end());
@@ -372,7 +431,7 @@ pub fn show(title: &str, records: &[Record], style: &Style) {
     let (head, body) = text.split_once('\n').unwrap_or((&text, ""));
     report::event(
         "timeline",
-        json!({ "title": title, "lanes": lanes(records), "text": text }),
+        json!({ "title": title, "lanes": lanes_by(records, style.per_thread), "text": text }),
         head,
     );
     report::plain(body.trim_end());
@@ -491,7 +550,16 @@ mod tests {
     use super::*;
 
     fn rec(t_ms: u64, pid: i32, who: &str, event: &str) -> Record {
-        Record { t_ms, pid, ppid: 1, who: who.into(), event: event.into(), data: Value::Null }
+        Record {
+            t_ms,
+            pid,
+            ppid: 1,
+            who: who.into(),
+            tid: 0,
+            thread: String::new(),
+            event: event.into(),
+            data: Value::Null,
+        }
     }
 
     /// Seed 002's four tasks, started together and joined: the parent outlives them all.
