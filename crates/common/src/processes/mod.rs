@@ -7,4 +7,5 @@ pub mod process;
 pub mod queue;
 pub mod signals;
 pub mod startcost;
+pub mod shm;
 pub mod store;

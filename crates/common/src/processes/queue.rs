@@ -103,7 +103,6 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -111,6 +110,11 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::processes::shm::{
+    RobustGuard, RobustMutex, Shareable, SharedBlock, ShmError, Taken, Wait, futex_wait,
+    futex_wake, random_id,
+};
 
 /// The largest item, in bytes of JSON, a queue accepts unless made with another limit.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
@@ -178,6 +182,12 @@ pub enum QueueError {
 
 fn os_error(call: &'static str, errno: Errno) -> QueueError {
     QueueError::Io { call, error: io::Error::from_raw_os_error(errno as i32) }
+}
+
+impl From<ShmError> for QueueError {
+    fn from(e: ShmError) -> QueueError {
+        os_error(e.call, e.errno)
+    }
 }
 
 /// The numbers that name a queue: what a child receives to rebuild it with
@@ -255,8 +265,8 @@ struct Head {
 /// What writers share. The counters wrap around (u32); differences of them are the counts.
 #[repr(C)]
 struct WriterSide {
-    /// The mutex changes under shared references (other processes lock it): UnsafeCell.
-    lock: UnsafeCell<libc::pthread_mutex_t>,
+    /// The big-writer lock (robust: a holder's death is reported to the next one).
+    lock: RobustMutex,
     /// The length of the frame the lock holder has started, 0 between frames.
     busy: AtomicU32,
     /// Items put (counted before their frame is written; uncounted if the write fails).
@@ -269,7 +279,7 @@ struct WriterSide {
 /// What readers share: the lock, the counters, and the staging area's bounds.
 #[repr(C)]
 struct ReaderSide {
-    lock: UnsafeCell<libc::pthread_mutex_t>,
+    lock: RobustMutex,
     /// 1 while the lock holder is in a step that a death would leave half done.
     busy: AtomicU32,
     /// Items taken with `get`.
@@ -307,123 +317,12 @@ struct Control {
     stage: UnsafeCell<[u8; STAGE]>,
 }
 
-/// Whether a wait may last forever, until a moment, or not at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    Forever,
-    Until(Instant),
-    Now,
-}
-
-impl Wait {
-    fn from_timeout(timeout: Duration) -> Wait {
-        match Instant::now().checked_add(timeout) {
-            Some(deadline) => Wait::Until(deadline),
-            None => Wait::Forever,
-        }
-    }
-
-    /// Time left: `None` for forever, `Some(ZERO)` when it has passed.
-    fn remaining(self) -> Option<Duration> {
-        match self {
-            Wait::Forever => None,
-            Wait::Until(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
-            Wait::Now => Some(Duration::ZERO),
-        }
-    }
-
-    fn expired(self) -> bool {
-        self.remaining() == Some(Duration::ZERO)
-    }
-}
-
-/// Whether a lock was taken cleanly or from a holder that died holding it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Taken {
-    Clean,
-    OwnerDied,
-}
-
-/// Holds a robust mutex of the shared block; unlocks it when dropped.
-struct Guard<'a> {
-    mutex: *mut libc::pthread_mutex_t,
-    _core: PhantomData<&'a Core>,
-}
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        // Safety: the mutex lives in the mapping the borrowed `Core` keeps alive, and this
-        // thread holds it (a Guard exists only after a successful lock).
-        unsafe {
-            libc::pthread_mutex_unlock(self.mutex);
-        }
-    }
-}
-
-/// Locks a robust mutex, waiting as `wait` allows. `Ok(None)`: not taken in time.
-fn lock_mutex(mutex: *mut libc::pthread_mutex_t, wait: Wait) -> Result<Option<Taken>, QueueError> {
-    // `mutex` points into the live shared mapping and was initialised as a process-shared
-    // robust mutex by the queue's creator: the three calls below only need that.
-    let rc = match wait {
-        // Safety: see above.
-        Wait::Forever => unsafe { libc::pthread_mutex_lock(mutex) },
-        // Safety: see above.
-        Wait::Now => unsafe { libc::pthread_mutex_trylock(mutex) },
-        Wait::Until(_) => {
-            // pthread_mutex_timedlock takes an absolute CLOCK_REALTIME time.
-            let left = wait.remaining().unwrap_or_default();
-            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
-                .map_err(|e| os_error("clock_gettime(CLOCK_REALTIME)", e))?;
-            let mut sec = now.tv_sec() + left.as_secs() as libc::time_t;
-            let mut nsec = now.tv_nsec() + libc::c_long::from(left.subsec_nanos());
-            if nsec >= 1_000_000_000 {
-                sec += 1;
-                nsec -= 1_000_000_000;
-            }
-            let abs = libc::timespec { tv_sec: sec, tv_nsec: nsec };
-            // Safety: see above; `abs` lives on our stack for the call.
-            unsafe { libc::pthread_mutex_timedlock(mutex, &abs) }
-        }
-    };
-    match rc {
-        0 => Ok(Some(Taken::Clean)),
-        libc::EOWNERDEAD => {
-            // The holder died holding it: we own it now; mark it usable again. The caller
-            // decides from the recorded state whether the pipe is still at a frame boundary.
-            // Safety: as above; this thread owns the mutex after EOWNERDEAD.
-            unsafe {
-                libc::pthread_mutex_consistent(mutex);
-            }
-            Ok(Some(Taken::OwnerDied))
-        }
-        libc::EBUSY | libc::ETIMEDOUT => Ok(None),
-        e => Err(os_error("pthread_mutex_lock", Errno::from_raw(e))),
-    }
-}
-
-/// Sleeps while `word` holds `expected`, up to `timeout`; returns early on a wake-up, a change of
-/// value, or a signal (callers loop and re-check).
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: libc::c_long::from(t.subsec_nanos()),
-    });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // Safety: FUTEX_WAIT reads the aligned u32 at `word` (inside the shared mapping, alive for
-    // the call) and the optional timespec on our stack. Not FUTEX_PRIVATE: the word is shared
-    // with other processes through a MAP_SHARED mapping, which the kernel keys by inode/offset.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr);
-    }
-}
-
-/// Wakes up to `n` processes sleeping on `word`.
-fn futex_wake(word: &AtomicU32, n: i32) {
-    // Safety: FUTEX_WAKE only uses the address as a key; the word is inside the live mapping.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n);
-    }
-}
+// Safety: zeroed bytes are a valid `Control` (the creator then initialises the mutexes and the
+// head before the queue is shared); after that every field that changes is an atomic, a robust
+// mutex, or the staging area, touched only under the reader lock.
+unsafe impl Shareable for Control {}
+// Safety: as above: the shared block is made for concurrent use.
+unsafe impl Sync for Control {}
 
 /// Waits until `fd` is ready for `events` (POLLIN or POLLOUT). `Ok(false)`: the wait ran out.
 fn poll_fd(fd: BorrowedFd<'_>, events: libc::c_short, wait: Wait) -> Result<bool, QueueError> {
@@ -514,48 +413,8 @@ struct Core {
     write: OwnedFd,
     big_read: OwnedFd,
     big_write: OwnedFd,
-    control_fd: OwnedFd,
-    control: NonNull<Control>,
-}
-
-// Safety: the shared block is made for concurrent use: its mutexes are process-shared pthread
-// mutexes and every other field after creation is an atomic or read-only. The descriptors are
-// plain integers the kernel synchronises.
-unsafe impl Send for Core {}
-// Safety: as for Send.
-unsafe impl Sync for Core {}
-
-impl Drop for Core {
-    fn drop(&mut self) {
-        // Safety: the mapping was made with this length in `map_control` and nothing borrows it
-        // once the last handle is dropped. The descriptors close with the OwnedFds.
-        unsafe {
-            libc::munmap(self.control.as_ptr().cast(), control_len());
-        }
-    }
-}
-
-fn control_len() -> usize {
-    std::mem::size_of::<Control>().next_multiple_of(4096)
-}
-
-fn map_control(fd: BorrowedFd<'_>) -> Result<NonNull<Control>, QueueError> {
-    // Safety: a fresh shared mapping of a file descriptor we hold; the kernel picks the address.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            control_len(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(os_error("mmap(the queue's shared block)", Errno::last()));
-    }
-    NonNull::new(ptr.cast::<Control>())
-        .ok_or_else(|| os_error("mmap(the queue's shared block)", Errno::EINVAL))
+    /// The shared block: the locks, the counters and the staging area.
+    block: SharedBlock<Control>,
 }
 
 /// A pipe with non-blocking, close-on-exec ends, as large as the kernel allows; its size.
@@ -577,18 +436,6 @@ fn make_pipe() -> Result<(OwnedFd, OwnedFd, u32), QueueError> {
     Ok((read, write, if capacity > 0 { capacity as u32 } else { 65536 }))
 }
 
-fn random_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    // Safety: getrandom writes at most 8 bytes into our buffer.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, 0) };
-    if n == 8 {
-        u64::from_ne_bytes(bytes)
-    } else {
-        // Not secret, only distinct: the time and pid are enough.
-        crate::report::monotonic_ns() ^ (u64::from(std::process::id()) << 32)
-    }
-}
-
 impl Core {
     fn create(maxsize: usize, max_message: usize, joinable: bool) -> Result<Core, QueueError> {
         if maxsize > MAX_MAXSIZE {
@@ -604,36 +451,26 @@ impl Core {
         let (read, write, capacity) = make_pipe()?;
         let (big_read, big_write, big_capacity) = make_pipe()?;
 
-        // Safety: memfd_create reads the NUL-terminated name; we own the new descriptor.
-        let control_fd = unsafe {
-            let fd = libc::memfd_create(c"concurrency-queue".as_ptr(), libc::MFD_CLOEXEC);
-            if fd < 0 {
-                return Err(os_error("memfd_create", Errno::last()));
-            }
-            OwnedFd::from_raw_fd(fd)
-        };
-        nix::unistd::ftruncate(&control_fd, control_len() as libc::off_t)
-            .map_err(|e| os_error("ftruncate(the queue's shared block)", e))?;
-        let control = map_control(control_fd.as_fd())?;
         let id = random_id();
-        let core = Core { read, write, big_read, big_write, control_fd, control };
-        // Safety: the mapping is fresh, zeroed by the kernel, and no other process or thread
-        // can see it yet; the writes below initialise it before the queue is shared.
-        unsafe {
-            let c = control.as_ptr();
-            (*c).head.0 = Head {
-                magic: MAGIC,
-                id,
-                joinable: u32::from(joinable),
-                maxsize: maxsize as u32,
-                max_message: max_message as u32,
-                capacity,
-                big_capacity,
-            };
-            (*c).slots.0.free = AtomicU32::new(maxsize as u32);
-            init_robust_mutex((*c).reader.0.lock.get())?;
-            init_robust_mutex((*c).writer.0.lock.get())?;
-        }
+        let block = SharedBlock::<Control>::create(c"concurrency-queue", |c| {
+            // Safety: the mapping is fresh, zeroed by the kernel, and no other process or
+            // thread can see it yet; the writes below initialise it before the queue is shared.
+            unsafe {
+                (*c).head.0 = Head {
+                    magic: MAGIC,
+                    id,
+                    joinable: u32::from(joinable),
+                    maxsize: maxsize as u32,
+                    max_message: max_message as u32,
+                    capacity,
+                    big_capacity,
+                };
+                (*c).slots.0.free = AtomicU32::new(maxsize as u32);
+                (*c).reader.0.lock.init()?;
+                (*c).writer.0.lock.init()
+            }
+        })?;
+        let core = Core { read, write, big_read, big_write, block };
         mark_held(id);
         Ok(core)
     }
@@ -662,7 +499,9 @@ impl Core {
                 )));
             }
         }
-        if c.st_mode & libc::S_IFMT != libc::S_IFREG || (c.st_size as usize) < control_len() {
+        if c.st_mode & libc::S_IFMT != libc::S_IFREG
+            || (c.st_size as usize) < SharedBlock::<Control>::len()
+        {
             return Err(bad(format!("fd {} is not a queue's shared block", d.control_fd)));
         }
         // Safety: fcntl(F_GETFL) only reads the flags of an open descriptor.
@@ -674,29 +513,24 @@ impl Core {
         {
             return Err(bad("the pipe's ends are swapped".into()));
         }
-        // Safety: checked above that the descriptor is open and is a regular file of the size.
-        let control = map_control(unsafe { BorrowedFd::borrow_raw(d.control_fd) })?;
-        let unmap = || {
-            // Safety: unmapping the mapping just made, which nothing else refers to.
-            unsafe { libc::munmap(control.as_ptr().cast(), control_len()) };
-        };
-        // Safety: the mapping is at least `control_len` bytes; magic and id are plain integers
-        // written once by the creator before the queue was shared.
-        let (magic, id, is_joinable) = unsafe {
-            let head = &(*control.as_ptr()).head.0;
-            (head.magic, head.id, head.joinable != 0)
-        };
+        // Safety: checked above that the descriptor is open and is a regular file of the size;
+        // if it turns out to be another block, `into_raw_fd` gives it back unclosed. That it
+        // was made for a `Control` is what the magic number and the id check next.
+        let block = unsafe { SharedBlock::<Control>::from_raw_fd(d.control_fd) }?;
+        // Magic and id are plain integers written once by the creator before it was shared.
+        let head = &block.get().head.0;
+        let (magic, id, is_joinable) = (head.magic, head.id, head.joinable != 0);
         if magic != MAGIC || id != d.id {
-            unmap();
+            block.into_raw_fd();
             return Err(bad(format!("fd {} is the shared block of another queue", d.control_fd)));
         }
         if is_joinable != joinable {
-            unmap();
+            block.into_raw_fd();
             let kind = if is_joinable { "a JoinableQueue" } else { "a Queue" };
             return Err(bad(format!("the descriptor names {kind}")));
         }
         if !mark_held(id) {
-            unmap();
+            block.into_raw_fd();
             return Err(bad(
                 "this process already holds this queue: clone the handle instead of rebuilding it"
                     .into(),
@@ -711,8 +545,7 @@ impl Core {
                 write: OwnedFd::from_raw_fd(d.write_fd),
                 big_read: OwnedFd::from_raw_fd(d.big_read_fd),
                 big_write: OwnedFd::from_raw_fd(d.big_write_fd),
-                control_fd: OwnedFd::from_raw_fd(d.control_fd),
-                control,
+                block,
             }
         };
         // A spawned child got them without close-on-exec; give it back, so that they do not
@@ -727,9 +560,7 @@ impl Core {
     }
 
     fn ctl(&self) -> &Control {
-        // Safety: the mapping lives as long as `self`; every field that changes after creation
-        // is an atomic or sits in an UnsafeCell (the mutexes, used only through raw pointers).
-        unsafe { self.control.as_ref() }
+        self.block.get()
     }
 
     fn descriptor(&self) -> QueueDescriptor {
@@ -738,7 +569,7 @@ impl Core {
             write_fd: self.write.as_raw_fd(),
             big_read_fd: self.big_read.as_raw_fd(),
             big_write_fd: self.big_write.as_raw_fd(),
-            control_fd: self.control_fd.as_raw_fd(),
+            control_fd: self.block.raw_fd(),
             id: self.ctl().head.0.id,
         }
     }
@@ -760,10 +591,9 @@ impl Core {
         QueueError::Broken(broken_reason(broken.load(Ordering::Acquire)))
     }
 
-    fn lock_reader(&self, wait: Wait) -> Result<Option<Guard<'_>>, QueueError> {
+    fn lock_reader(&self, wait: Wait) -> Result<Option<RobustGuard<'_>>, QueueError> {
         let r = &self.ctl().reader.0;
-        let Some(taken) = lock_mutex(r.lock.get(), wait)? else { return Ok(None) };
-        let guard = Guard { mutex: r.lock.get(), _core: PhantomData };
+        let Some((taken, guard)) = r.lock.lock(wait)? else { return Ok(None) };
         if taken == Taken::OwnerDied && r.busy.swap(0, Ordering::AcqRel) != 0 {
             // The dead holder was inside a read or a move of the staged bytes: where the
             // stream's next frame starts is no longer known.
@@ -773,10 +603,9 @@ impl Core {
         Ok(Some(guard))
     }
 
-    fn lock_writer(&self, wait: Wait) -> Result<Option<Guard<'_>>, QueueError> {
+    fn lock_writer(&self, wait: Wait) -> Result<Option<RobustGuard<'_>>, QueueError> {
         let w = &self.ctl().writer.0;
-        let Some(taken) = lock_mutex(w.lock.get(), wait)? else { return Ok(None) };
-        let guard = Guard { mutex: w.lock.get(), _core: PhantomData };
+        let Some((taken, guard)) = w.lock.lock(wait)? else { return Ok(None) };
         if taken == Taken::OwnerDied && w.busy.swap(0, Ordering::AcqRel) != 0 {
             // The dead holder may have left a marker without its frame, or half a frame.
             return Err(self.set_broken(BROKEN_WRITER_DIED));
@@ -1143,45 +972,14 @@ impl Core {
         self.check_broken()?;
         // If the big-writer lock can be taken, nobody is writing: the rest will never come.
         let w = &self.ctl().writer.0;
-        match lock_mutex(w.lock.get(), Wait::Now)? {
+        match w.lock.lock(Wait::Now)? {
             None => Ok(()), // the writer holds it: still writing
-            Some(_) => {
-                let _guard = Guard { mutex: w.lock.get(), _core: PhantomData };
+            Some((_, _guard)) => {
                 w.busy.store(0, Ordering::Release);
                 Err(self.set_broken(BROKEN_WRITER_DIED))
             }
         }
     }
-}
-
-/// Initialises a process-shared, robust mutex in place.
-///
-/// # Safety
-/// `mutex` must point to writable memory of a `pthread_mutex_t` that no thread uses yet.
-unsafe fn init_robust_mutex(mutex: *mut libc::pthread_mutex_t) -> Result<(), QueueError> {
-    // Safety: the attribute object lives on our stack and is initialised before use and
-    // destroyed after; the caller guarantees `mutex` is ours to initialise.
-    unsafe {
-        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-        let mut rc = libc::pthread_mutexattr_init(&mut attr);
-        if rc == 0 {
-            rc = libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
-        }
-        if rc == 0 {
-            rc = libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
-        }
-        if rc == 0 {
-            rc = libc::pthread_mutex_init(mutex, &attr);
-        }
-        libc::pthread_mutexattr_destroy(&mut attr);
-        if rc != 0 {
-            return Err(os_error(
-                "pthread_mutex_init(robust, process-shared)",
-                Errno::from_raw(rc),
-            ));
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
