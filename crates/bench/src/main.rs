@@ -27,6 +27,7 @@ mod measure;
 mod pool;
 mod queue;
 mod start;
+mod thread_queue;
 mod ticket;
 
 use std::process::ExitCode;
@@ -65,6 +66,11 @@ const SUITES: &[Suite] = &[
         name: "pool",
         about: "what a trivial task costs through a pool of 2 worker processes (pool)",
         run: pool::run,
+    },
+    Suite {
+        name: "thread-queue",
+        about: "items per second through Python's queue.Queue rebuilt for threads (thread-queue)",
+        run: thread_queue::run,
     },
 ];
 

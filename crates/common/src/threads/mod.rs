@@ -2,3 +2,4 @@
 //! primitives rebuilt on std's `Mutex` and `Condvar`.
 
 pub mod named;
+pub mod queue;
