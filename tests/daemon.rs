@@ -133,9 +133,16 @@ fn are_a_late_daemon_flag_and_a_daemonic_childs_child_refused_with_either_start_
 
 #[test]
 fn does_a_daemonic_child_outlive_a_parent_killed_with_sigkill() {
-    let mut demo = Demo::start(BIN, &["orphan", "--json", "--hold", "60"]);
+    // Two holds: the child under its living parent, then the same child adopted. The test
+    // reads /proc right after each `hold` event; 4 s only has to outlast a scheduling delay.
+    let mut demo = Demo::start(BIN, &["orphan", "--json", "--hold", "4"]);
+    let first = demo.wait_event("hold");
+    let held: Vec<i32> =
+        first["data"]["pids"].as_array().expect("pids").iter().map(support::pid_of).collect();
+    let [_, parent, child] = held[..] else { panic!("the first hold names three pids: {first}") };
+    assert_eq!(ps::stat(child).map(|i| i.ppid), Some(parent), "before: PPID = its parent");
     let killed = demo.wait_event("parent_killed");
-    let (parent, child) = (pid(&killed, "parent"), pid(&killed, "child"));
+    assert_eq!((pid(&killed, "parent"), pid(&killed, "child")), (parent, child));
     assert_eq!(killed["data"]["exitcode"], -9);
     demo.wait_event("hold");
     assert!(ps::stat(parent).is_none(), "the parent is dead and reaped");
@@ -367,4 +374,34 @@ fn are_bad_flags_refused_with_exit_2_and_a_message_naming_them() {
             out.fail(&format!("the message does not name {named}"));
         }
     }
+}
+
+/// Whatever child is killed (SIGKILL, at a random moment of any part A), does the demo still
+/// end within a bound, reap everyone, and, when it exits 1, say which child was lost?
+#[test]
+fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
+    let parts: &[&[&str]] = &[&["daemonic"], &["rules"], &["orphan"], &["pdeathsig"]];
+    let ms = std::time::Duration::from_millis;
+    support::kill_random_children(BIN, parts, 2, ms(60), ms(20_000), 16);
+}
+
+/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
+fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
+    let given = format!("{id}={guess}");
+    let mut all = args.to_vec();
+    all.extend(["--json", "--answer", &given]);
+    let out = run(BIN, &all);
+    out.assert_code(0).assert_nothing_left();
+    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
+    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
+}
+
+#[test]
+fn is_a_guess_of_the_nested_daemonic_childs_exitcode_judged_against_this_run() {
+    let wrong = answer_of(&["rules"], "nested", "0");
+    assert_eq!(wrong["data"]["actual"], 1, "its start() failed: {wrong}");
+    assert_eq!(wrong["data"]["right"], false, "{wrong}");
+    let actual = wrong["data"]["actual"].to_string();
+    let right = answer_of(&["rules"], "nested", &actual);
+    assert_eq!(right["data"]["right"], true, "{right}");
 }

@@ -187,7 +187,7 @@ fn does_cost_report_three_positive_figures() {
 }
 
 #[test]
-fn does_the_tour_run_all_five_parts_and_print_only_json_lines() {
+fn does_the_tour_run_all_six_parts_and_print_only_json_lines() {
     let out = run(BIN, &["--json", "--count", "3", "--rounds", "1"]);
     out.assert_code(0).assert_nothing_left();
     for line in out.stdout.lines() {
@@ -197,8 +197,8 @@ fn does_the_tour_run_all_five_parts_and_print_only_json_lines() {
             assert!(event.get(key).is_some(), "{key} missing in {line}");
         }
     }
-    assert_eq!(out.named("section").len(), 5);
-    for part in ["isolation", "inherit", "guard", "cost"] {
+    assert_eq!(out.named("section").len(), 6);
+    for part in ["isolation", "inherit", "guard", "cost", "methods", "replacements"] {
         out.one(part);
     }
     assert_eq!(out.named("buffer").len(), 2);
@@ -352,4 +352,115 @@ fn is_a_python_print_before_os_fork_written_twice_into_a_file_and_once_when_flus
         assert_eq!(code, 0, "{stderr}");
         assert_eq!(stdout.lines().filter(|l| *l == "before fork").count(), expected, "{stdout}");
     }
+}
+
+/// Whatever child is killed (SIGKILL, at a random moment of any part), does the demo still end
+/// within a bound, reap everyone, and, when it exits 1, say which child was lost?
+#[test]
+fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
+    let parts: &[&[&str]] =
+        &[&["isolation"], &["inherit"], &["guard"], &["buffer"], &["cost", "--count", "20"]];
+    let ms = std::time::Duration::from_millis;
+    support::kill_random_children(BIN, parts, 2, ms(40), ms(20_000), 14);
+}
+
+/// Does each start method give its child what it promises: fork the parent's memory and every
+/// descriptor, spawn and forkserver only the passed descriptor; and is a forkserver child the
+/// fork server's (not the demo's), with one thread, like the others?
+#[test]
+fn do_fork_spawn_and_forkserver_children_find_what_each_method_promises() {
+    let out = run(BIN, &["methods", "--json", "--count", "3", "--replacements", "3"]);
+    out.assert_code(0).assert_nothing_left();
+    let methods = &out.one("methods")["data"];
+    assert_eq!(methods["as_expected"], true, "{methods}");
+    let server = methods["server"].as_i64().expect("a fork server was started");
+    let children = methods["children"].as_array().expect("children");
+    let by = |m: &str| children.iter().find(|c| c["method"] == m).expect("each method");
+    assert_eq!(by("forkserver")["ppid"], server);
+    assert_eq!(by("fork")["ppid"], out.pid);
+    assert_eq!(by("spawn")["ppid"], out.pid);
+    assert_eq!(by("fork")["has_value"], true);
+    for m in ["spawn", "forkserver"] {
+        assert_eq!(by(m)["has_value"], false, "{m}");
+        assert_eq!(by(m)["unpassed_fd"], false, "{m}");
+    }
+    for m in ["fork", "spawn", "forkserver"] {
+        assert_eq!(by(m)["passed_fd"], true, "{m}");
+        assert_eq!(by(m)["threads"], 1, "{m}");
+    }
+    assert!(
+        by("forkserver")["cmdline"].as_str().is_some_and(|c| c.contains("__role=__forkserver"))
+    );
+}
+
+/// Replacing a fork pool's workers (every task retires its worker) while two other threads
+/// make queues: does every replacement come from the fork server and answer, round after
+/// round, within the demo's bound (it reports a block after 10 s per task)?
+#[test]
+fn do_replacement_workers_never_block_while_other_threads_make_queues() {
+    for _ in 0..3 {
+        let demo =
+            Demo::start(BIN, &["methods", "--json", "--count", "2", "--replacements", "120"]);
+        let out = demo.finish_within(std::time::Duration::from_secs(60));
+        out.assert_code(0).assert_nothing_left();
+        let r = &out.one("replacements")["data"];
+        assert_eq!(r["done"], 120, "{r}");
+        assert_eq!(r["blocked_at"], Value::Null, "{r}");
+        assert_eq!(r["forked_here"], 2, "only the first two workers are forked by the demo: {r}");
+        assert_eq!(r["from_server"], 118, "{r}");
+        assert!(r["queues_made"].as_u64().is_some_and(|n| n > 0), "{r}");
+    }
+}
+
+/// Ctrl-C while the fork server's workers come and go: are the server and all its children
+/// stopped and reaped, and does the demo exit 130?
+#[test]
+fn does_ctrl_c_during_the_replacements_stop_the_fork_server_and_its_children() {
+    for to_group in [true, false] {
+        let mut demo = Demo::start(BIN, &["methods", "--json", "--replacements", "500"]);
+        let server = demo.wait_event("methods")["data"]["server"].as_i64().expect("server");
+        assert_eq!(ps::stat(server as i32).map(|i| i.ppid), Some(demo.pid()));
+        let out = demo.interrupt(to_group);
+        out.assert_code(130).assert_nothing_left();
+    }
+}
+
+/// Can a typo in a count start a flood of children? No: every count flag has a cap, given in
+/// --help, and beyond it the demo exits 2 before anything starts.
+#[test]
+fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
+    for (part, flag, cap) in
+        [("guard", "--cap", 8), ("cost", "--count", 1000), ("cost", "--rounds", 20)]
+    {
+        support::assert_capped(BIN, &[part], flag, cap);
+    }
+}
+
+/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
+fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
+    let given = format!("{id}={guess}");
+    let mut all = args.to_vec();
+    all.extend(["--json", "--answer", &given]);
+    let out = run(BIN, &all);
+    out.assert_code(0).assert_nothing_left();
+    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
+    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
+}
+
+#[test]
+fn is_a_guess_of_the_unguarded_chains_length_judged_against_the_levels_that_answered() {
+    let dir = TempDir::new("guard-predict");
+    let args = ["guard", "--cap", "2", "--dir", path_arg(&dir)];
+    let wrong = answer_of(&args, "chain", "3");
+    assert_eq!(wrong["data"]["actual"], 2, "the chain stops at --cap: {wrong}");
+    assert_eq!(wrong["data"]["right"], false, "{wrong}");
+    let actual = wrong["data"]["actual"].to_string();
+    let right = answer_of(&args, "chain", &actual);
+    assert_eq!(right["data"]["right"], true, "{right}");
+    // The buffered line: the run's own count, whatever it was, is judged right.
+    let copies = answer_of(&["buffer", "--dir", path_arg(&dir)], "copies", "0");
+    assert_eq!(copies["data"]["right"], false, "{copies}");
+    let seen = copies["data"]["actual"].to_string();
+    let again = answer_of(&["buffer", "--dir", path_arg(&dir)], "copies", &seen);
+    assert_eq!(again["data"]["right"], true, "{again}");
 }

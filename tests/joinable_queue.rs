@@ -269,3 +269,50 @@ fn a_bad_flag_exits_2_and_names_it() {
     out.assert_code(2);
     assert!(out.stderr.contains("--max-message"), "{}", out.stderr);
 }
+
+/// Whatever child is killed (SIGKILL, at a random moment of any part), does the demo still end
+/// within a bound, reap everyone, and, when it exits 1, say which child was lost?
+#[test]
+fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
+    let parts: &[&[&str]] =
+        &[&["sentinel"], &["joinable"], &["bounded"], &["stress", "--total", "20000"]];
+    let ms = std::time::Duration::from_millis;
+    support::kill_random_children(BIN, parts, 2, ms(400), ms(20_000), 11);
+}
+
+/// Can a typo in a count start thousands of processes? No: every count flag has a cap, given
+/// in --help, and beyond it the demo exits 2 before anything starts.
+#[test]
+fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
+    for (part, flag, cap) in [
+        (&["sentinel"][..], "--producers", 16),
+        (&["sentinel"], "--consumers", 16),
+        (&["sentinel"], "--buns", 1000),
+        (&["bounded"], "--maxsize", 10_000),
+        (&["bounded"], "--items", 1000),
+        (&["stress"], "--total", 1_000_000),
+        (&["stress"], "--queue-size", 100_000),
+    ] {
+        support::assert_capped(BIN, part, flag, cap);
+    }
+}
+
+/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
+fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
+    let given = format!("{id}={guess}");
+    let mut all = args.to_vec();
+    all.extend(["--json", "--answer", &given]);
+    let out = support::run_ok(BIN, &all);
+    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
+    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
+}
+
+#[test]
+fn is_a_guess_of_what_put_nowait_on_a_full_queue_does_judged_against_this_run() {
+    let wrong = answer_of(&["basics"], "put-nowait", "blocks");
+    assert_eq!(wrong["data"]["actual"], "Full", "{wrong}");
+    assert_eq!(wrong["data"]["right"], false, "{wrong}");
+    let actual = wrong["data"]["actual"].as_str().unwrap().to_owned();
+    let right = answer_of(&["basics"], "put-nowait", &actual);
+    assert_eq!(right["data"]["right"], true, "{right}");
+}

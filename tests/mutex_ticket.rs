@@ -274,34 +274,68 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Runs the demo as user `nobody`, for the unreadable-file case when the tests run as root
-/// (root reads a file whatever its permissions). The harness has no hook for that.
-fn run_as_nobody(args: &[&str]) -> (Option<i32>, String) {
+/// Runs the demo as root without the two capabilities that let root read any file
+/// (`CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`), for the unreadable-file case when the tests run
+/// as root. It stays root, so it can still reach its binary and the test's folder wherever the
+/// checkout is, even under a private (0700) folder that another user could not enter.
+fn run_without_dac_capabilities(args: &[&str]) -> (Option<i32>, String) {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(support::bin(BIN));
     command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    // Safety: setgroups, setgid and setuid are async-signal-safe and touch only the child.
+    // Safety: prctl and the capget/capset system calls are async-signal-safe, allocate
+    // nothing, and change only the child.
     unsafe {
-        command.pre_exec(|| {
-            let nobody = nix::unistd::Uid::from_raw(65534);
-            nix::unistd::setgroups(&[]).map_err(std::io::Error::from)?;
-            nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).map_err(std::io::Error::from)?;
-            nix::unistd::setuid(nobody).map_err(std::io::Error::from)?;
-            Ok(())
-        });
+        command.pre_exec(drop_dac_capabilities);
     }
-    let mut child = KillOnDrop(command.spawn().expect("spawning the demo as nobody"));
+    let mut child =
+        KillOnDrop(command.spawn().expect("spawning the demo without DAC capabilities"));
     let deadline = Instant::now() + DEADLINE;
     let status = loop {
         if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the demo run as nobody did not exit in time");
+        assert!(Instant::now() < deadline, "the demo run without DAC capabilities did not exit");
         std::thread::sleep(Duration::from_millis(10));
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     (status.code(), stderr)
+}
+
+/// In a child before exec: removes `CAP_DAC_OVERRIDE` and `CAP_DAC_READ_SEARCH` from the
+/// bounding set (else exec as root would give them back) and from the effective, permitted and
+/// inheritable sets. Only async-signal-safe calls: it runs between fork and exec.
+fn drop_dac_capabilities() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522; // _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    const DAC: [u32; 2] = [1, 2]; // CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    let check = |r: libc::c_long| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+    for cap in DAC {
+        // Safety: PR_CAPBSET_DROP only changes this process's bounding set.
+        check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) }.into())?;
+    }
+    let mut header = Header { version: VERSION_3, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // Safety: capget writes two `Data` words into `data`, as version 3 says.
+    check(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
+    let mask = !DAC.iter().fold(0u32, |m, cap| m | (1 << cap));
+    data[0].effective &= mask;
+    data[0].permitted &= mask;
+    data[0].inheritable &= mask;
+    // Safety: capset reads the header and two `Data` words; lowering capabilities is allowed.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) })?;
+    Ok(())
 }
 
 #[test]
@@ -349,14 +383,16 @@ fn every_kind_of_bad_database_is_refused_with_exit_2_and_left_unchanged() {
     assert!(out.stderr.contains(&db.display().to_string()) && out.stderr.contains("directory"));
     assert!(db.is_dir() && std::fs::read_dir(&db).unwrap().next().is_none());
 
-    // Unreadable: chmod 000. Root reads it anyway, so as root the demo runs as `nobody`.
+    // Unreadable: chmod 000. Root reads it anyway, so as root the demo runs without the
+    // capabilities that allow that (not as `nobody`, who may not reach a checkout under a
+    // private folder).
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("bad-unreadable");
     let db = db_with(&dir, b"{\"count\": 1}");
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o000)).unwrap();
     let args = with_db(&["run"], &db);
     let (code, stderr) = if is_root() {
-        run_as_nobody(&args)
+        run_without_dac_capabilities(&args)
     } else {
         let out = support::run(BIN, &args);
         (out.code(), out.stderr)
@@ -540,4 +576,98 @@ fn buyers_killed_at_any_moment_never_leave_a_torn_file_or_a_stray_temp() {
     assert!(left <= 1000, "{left}");
     // Every temp file a killed writer left was removed by the demo once its buyers were reaped.
     assert_eq!(names(&dir), ["db.json", "db.json.lock"], "{killed} killed");
+}
+
+/// Whatever buyer is killed (SIGKILL, at a random moment of any part), does the demo still end
+/// within a bound, reap everyone, and, when it exits 1, say which buyer and how many tickets
+/// were lost?
+#[test]
+fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
+    let dir = TempDir::new("chaos");
+    let db = dir.join("db.json");
+    std::fs::write(&db, "{\"count\": 3}\n").unwrap();
+    let db = db.to_str().unwrap();
+    let fast = ["--search-ms", "30", "--buy-ms", "30", "--buyers", "6", "--db", db];
+    let parts: Vec<Vec<&str>> =
+        [&["run"][..], &["run", "--no-lock"], &["run", "--join"], &["crash"]]
+            .iter()
+            .map(|part| part.iter().chain(&fast).copied().collect())
+            .collect();
+    let parts: Vec<&[&str]> = parts.iter().map(Vec::as_slice).collect();
+    let ms = Duration::from_millis;
+    let trials = support::kill_random_children(BIN, &parts, 2, ms(300), ms(20_000), 17);
+    for trial in trials {
+        // A reported loss counts the tickets that left the file without a buyer's sale.
+        for lost in trial.out.named("child_lost") {
+            assert_eq!(lost["data"]["lost"]["what"], "tickets", "{lost}");
+        }
+    }
+}
+
+/// Is a --db that is not a regular file (a FIFO, a socket, a device, a directory) refused at
+/// once, with exit 2, without blocking in open and without touching it? And a symbolic link:
+/// refused too (every write replaces db.json by a rename, which would replace the link and
+/// leave its target behind), its target unchanged.
+#[test]
+fn a_db_that_is_not_a_regular_file_is_refused_with_exit_2_without_blocking() {
+    let dir = TempDir::new("not-regular");
+    let fifo = dir.join("fifo.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let socket = dir.join("socket.json");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let directory = dir.join("dir.json");
+    std::fs::create_dir(&directory).unwrap();
+    let target = dir.join("target.json");
+    std::fs::write(&target, "{\"count\": 4}\n").unwrap();
+    let link = dir.join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let cases = [
+        (fifo.as_path(), "a FIFO"),
+        (socket.as_path(), "a socket"),
+        (Path::new("/dev/null"), "a character device"),
+        (directory.as_path(), "a directory"),
+        (link.as_path(), "a symbolic link"),
+    ];
+    for (path, kind) in cases {
+        // A bound below the harness's deadline: a FIFO used to block open() for ever.
+        let out = Demo::start(BIN, &with_db(&["run", "--tickets", "2"], path))
+            .finish_within(Duration::from_secs(20));
+        out.assert_code(2).assert_nothing_left();
+        if !out.stderr.contains(&path.display().to_string()) || !out.stderr.contains(kind) {
+            out.fail(&format!("the message must name {} and say {kind:?}", path.display()));
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "{\"count\": 4}\n", "target unchanged");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "link kept");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "FIFO kept");
+}
+
+/// Can a typo start thousands of buyers? No: --buyers has a cap, given in --help, and beyond
+/// it the demo exits 2 before anything starts.
+#[test]
+fn the_buyers_flag_has_a_cap_and_beyond_it_nothing_starts() {
+    support::assert_capped(BIN, &["run"], "--buyers", 200);
+}
+
+#[test]
+fn is_a_guess_of_whether_db_json_survives_the_kill_whole_judged_against_this_run() {
+    let answer = |guess: &str| {
+        let dir = TempDir::new("crash-predict");
+        let db = db_with(&dir, b"{\"count\": 2}");
+        let given = format!("whole={guess}");
+        let args = ["crash", "--buyers", "2", "--search-ms", "10", "--buy-ms", "10"];
+        let out = run_on(&db, &[&args[..], &["--answer", &given]].concat());
+        out.assert_code(0).assert_nothing_left();
+        let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == "whole").cloned();
+        let answer = answer.unwrap_or_else(|| panic!("no answer to whole in {:?}", out.events));
+        // The run's own outcome: the file as it reads after the demo.
+        read_db(&db);
+        answer
+    };
+    let wrong = answer("no");
+    assert_eq!(wrong["data"]["actual"], "yes", "rename keeps db.json whole: {wrong}");
+    assert_eq!(wrong["data"]["right"], false, "{wrong}");
+    let right = answer("yes");
+    assert_eq!(right["data"]["right"], true, "{right}");
 }

@@ -351,3 +351,45 @@ fn does_the_tour_run_all_six_parts_and_leave_nothing_behind() {
     let out = run_ok(BIN, &["--speed", "20", "--cpu-ms", "30"]);
     assert_eq!(out.named("section").len(), 6);
 }
+
+/// Whatever worker is killed (SIGKILL, at a random moment of any part), does the demo still end
+/// within a bound, reap everyone, and, when it exits 1, say which worker and task were lost?
+#[test]
+fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
+    let parts: &[&[&str]] =
+        &[&["apply-async"], &["apply"], &["get"], &["callback"], &["which-pool"], &["fault"]];
+    let ms = std::time::Duration::from_millis;
+    support::kill_random_children(BIN, parts, 2, ms(400), ms(20_000), 12);
+}
+
+/// Can a typo in a count start thousands of workers or hold a hundred million tasks? No:
+/// every count flag has a cap (the tasks are refused beyond it rather than run in growing
+/// memory), given in --help, and beyond it the demo exits 2 before anything starts.
+#[test]
+fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
+    for (flag, cap) in [("--processes", 32), ("--tasks", 1000), ("--maxtasksperchild", 1000)] {
+        support::assert_capped(BIN, &["apply-async"], flag, cap);
+    }
+    let out = run(BIN, &["--json", "apply-async", "--tasks", "100000000"]);
+    out.assert_code(2).assert_nothing_left();
+}
+
+/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
+fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
+    let given = format!("{id}={guess}");
+    let mut all = args.to_vec();
+    all.extend(["--json", "--answer", &given]);
+    let out = support::run_ok(BIN, &all);
+    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
+    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
+}
+
+#[test]
+fn is_a_guess_of_how_many_results_a_killed_worker_spoils_judged_against_this_run() {
+    let wrong = answer_of(&["fault"], "errors", "0");
+    assert_eq!(wrong["data"]["actual"], 1, "only the killed worker's task fails: {wrong}");
+    assert_eq!(wrong["data"]["right"], false, "{wrong}");
+    let actual = wrong["data"]["actual"].to_string();
+    let right = answer_of(&["fault"], "errors", &actual);
+    assert_eq!(right["data"]["right"], true, "{right}");
+}

@@ -423,3 +423,56 @@ fn does_ctrl_c_to_the_parent_alone_during_hold_leave_nothing_behind() {
     out.assert_code(130).assert_nothing_left();
     out.one("interrupted");
 }
+
+/// Whatever child is killed (SIGKILL, at a random moment of any part), does the demo still end
+/// within a bound, reap everyone, and, when it exits 1, say which child was lost?
+#[test]
+fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
+    let parts: &[&[&str]] = &[
+        &["pids"],
+        &["two-ways"],
+        &["start-join"],
+        &["examples"],
+        &["tasks"],
+        &["attributes"],
+        &["exits"],
+        &["send-mail", "--mails", "8"],
+        &["order"],
+    ];
+    let ms = std::time::Duration::from_millis;
+    support::kill_random_children(BIN, parts, 1, ms(300), ms(20_000), 13);
+}
+
+/// Can a typo in a count start thousands of processes? No: every count flag has a cap, given
+/// in --help, and beyond it the demo exits 2 before anything starts.
+#[test]
+fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
+    for (part, flag, cap) in [
+        ("examples", "--loops", 100),
+        ("send-mail", "--mails", 200),
+        ("order", "--children", 32),
+        ("order", "--rounds", 100),
+    ] {
+        support::assert_capped(BIN, &[part], flag, cap);
+    }
+}
+
+/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
+fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
+    let given = format!("{id}={guess}");
+    let mut all = args.to_vec();
+    all.extend(["--json", "--answer", &given]);
+    let out = run_ok(BIN, &all);
+    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
+    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
+}
+
+#[test]
+fn is_a_guess_of_the_sigkilled_childs_exitcode_judged_against_what_join_returned() {
+    let wrong = answer_of(&["exits"], "sigkill-code", "137");
+    assert_eq!(wrong["data"]["actual"], -9, "{wrong}");
+    assert_eq!(wrong["data"]["right"], false, "{wrong}");
+    let actual = wrong["data"]["actual"].to_string();
+    let right = answer_of(&["exits"], "sigkill-code", &actual);
+    assert_eq!(right["data"]["right"], true, "{right}");
+}

@@ -109,6 +109,15 @@ fn orphan_is_adopted_by_the_launcher(method: &str) -> Output {
     let started = seen_or_wait(&mut demo, "orphan_started");
     let orphan = pid_of(&started["pid"]);
     assert_eq!(pid_of(&data(&started)["ppid"]), middle_pid, "the orphan's parent before");
+    // The first hold: the first parent is still alive, and /proc says it is the parent.
+    let first = seen_or_wait(&mut demo, "first_parent");
+    assert_eq!(pid_of(&data(&first)["ppid"]), middle_pid, "the demo's reading before");
+    let hold = seen_or_wait(&mut demo, "hold");
+    let held: Vec<i32> = data(&hold)["pids"].as_array().expect("pids").iter().map(pid_of).collect();
+    assert_eq!(held, [demo.pid(), middle_pid, orphan], "the first hold names all three");
+    assert_eq!(state_and_ppid(orphan).map(|s| s.1), Some(middle_pid), "/proc during hold 1");
+    assert!(ps::stat(middle_pid).is_some_and(|i| i.state != 'Z'), "the first parent is alive");
+    // The second hold: adopted.
     let reparented = demo.wait_event("reparented");
     assert_eq!(pid_of(&data(&reparented)["after"]), demo.pid(), "the orphan's parent after");
     demo.wait_event("hold");
@@ -313,4 +322,50 @@ fn the_tour_runs_every_part_and_leaves_nothing_behind() {
     }
     assert_eq!(out.named("section").len(), 6);
     out.assert_nothing_left();
+}
+
+/// Whatever child is killed (SIGKILL, at a random moment of any part), does the demo still end
+/// within a bound, reap everyone, and, when it exits 1, say which child was lost?
+#[test]
+fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
+    let _lock = shared();
+    let parts: &[&[&str]] = &[&["zombie"], &["cures"], &["many"], &["orphan"], &["states"]];
+    let ms = std::time::Duration::from_millis;
+    support::kill_random_children(BIN, parts, 2, ms(60), ms(20_000), 15);
+}
+
+/// Can a typo in a count start thousands of processes? No: every count flag has a cap, given
+/// in --help, and beyond it the demo exits 2 before anything starts.
+#[test]
+fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
+    let _lock = shared();
+    support::assert_capped(BIN, &["cures"], "--children", 64);
+    support::assert_capped(BIN, &["many"], "--count", 256);
+}
+
+/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
+fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
+    let given = format!("{id}={guess}");
+    let mut all = args.to_vec();
+    all.extend(["--json", "--answer", &given]);
+    let out = support::run_ok(BIN, &all);
+    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
+    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
+}
+
+#[test]
+fn is_a_guess_of_the_orphans_new_parent_judged_against_its_ppid_in_proc() {
+    let _lock = shared();
+    // The demo is a child subreaper: the orphan is handed to it, never to PID 1.
+    let wrong = answer_of(&["orphan"], "new-parent", "init");
+    assert_eq!(wrong["data"]["actual"], "demo", "{wrong}");
+    assert_eq!(wrong["data"]["right"], false, "{wrong}");
+    let right = answer_of(&["orphan"], "new-parent", "demo");
+    assert_eq!(right["data"]["right"], true, "{right}");
+    // SIGCHLD ignored: no exit status is left to read.
+    let statuses = answer_of(&["cures", "--children", "2"], "statuses", "2");
+    assert_eq!(
+        (&statuses["data"]["actual"], &statuses["data"]["right"]),
+        (&0.into(), &false.into())
+    );
 }

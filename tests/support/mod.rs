@@ -202,8 +202,14 @@ impl Demo {
     }
 
     /// Waits (up to [`DEADLINE`]) for the demo to exit and returns everything it printed.
-    pub fn finish(mut self) -> Output {
-        let deadline = Instant::now() + DEADLINE;
+    pub fn finish(self) -> Output {
+        self.finish_within(DEADLINE)
+    }
+
+    /// Like [`Demo::finish`] with a bound of the test's own: fails (killing the demo) unless it
+    /// exits within `bound`.
+    pub fn finish_within(mut self, bound: Duration) -> Output {
+        let deadline = Instant::now() + bound;
         self.stdin.take();
         let status = loop {
             match self.child.try_wait() {
@@ -211,9 +217,10 @@ impl Demo {
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                _ => self.fail("the demo did not exit in time"),
+                _ => self.fail(&format!("the demo did not exit within {bound:?}")),
             }
         };
+        let deadline = Instant::now() + DEADLINE;
         self.finished = Some(status);
         // Drain the rest of stdout: the reader thread ends at EOF.
         while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
@@ -271,6 +278,144 @@ impl Drop for Demo {
     fn drop(&mut self) {
         self.kill_group();
     }
+}
+
+/// What one trial of [`kill_a_random_child`] did.
+#[derive(Debug)]
+pub struct Trial {
+    /// The process killed with SIGKILL (pid, name, whether the demo was its parent), if one
+    /// was found before the demo ended.
+    pub victim: Option<(i32, String, bool)>,
+    /// How long after its start the demo was when the victim was killed.
+    pub at: Duration,
+    pub out: Output,
+}
+
+/// Starts `bin_name --json args`, waits a random moment (up to `within`, from `rng`), then
+/// SIGKILLs one random live process of the demo's session other than the demo itself (waiting
+/// for one to appear if there is none yet), and waits up to `bound` for the demo to end.
+/// Fails unless it ends within the bound, exits 0 or 1, leaves no process behind, and, when it
+/// exits 1, says which child it lost (a `child_lost` event naming the victim, or one of its
+/// descendants' lost work).
+pub fn kill_a_random_child(
+    bin_name: &str,
+    args: &[&str],
+    rng: &mut fastrand::Rng,
+    within: Duration,
+    bound: Duration,
+) -> Trial {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let mut demo = Demo::start(bin_name, &all);
+    let started = Instant::now();
+    let moment = started + within.mul_f64(rng.f64());
+    let mut victim = None;
+    let mut at = Duration::ZERO;
+    loop {
+        if !matches!(demo.child.try_wait(), Ok(None)) || started.elapsed() > DEADLINE {
+            break;
+        }
+        if Instant::now() >= moment {
+            let live: Vec<ps::ProcInfo> = descendants(demo.pid())
+                .into_iter()
+                .filter_map(ps::stat)
+                // Any of them: the fork server too, and a child still being born (the fork
+                // server killed before its exec included): the demo must survive every loss.
+                .filter(|p| p.sid == demo.pid() && p.state != 'Z' && p.state != 'X')
+                .collect();
+            if !live.is_empty() {
+                let p = &live[rng.usize(..live.len())];
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                at = started.elapsed();
+                victim = Some((p.pid, p.comm.clone(), p.ppid == demo.pid()));
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    if let Some(victim) = &victim {
+        eprintln!("    SIGKILL to {victim:?} at {at:?}");
+    }
+    let out = demo.finish_within(bound + at.min(bound));
+    match out.code() {
+        Some(0) => {}
+        Some(1) => {
+            let lost = out.named("child_lost");
+            // A direct child is named; a grandchild's loss is reported through its parent.
+            let named = match &victim {
+                Some((pid, _, true)) => lost.iter().any(|e| e["data"]["pid"] == *pid),
+                _ => !lost.is_empty(),
+            };
+            if !named {
+                out.fail(&format!("exit 1 without a child_lost event for {victim:?} at {at:?}"));
+            }
+        }
+        _ => out.fail(&format!("expected exit 0 or 1 after killing {victim:?} at {at:?}")),
+    }
+    out.assert_nothing_left();
+    Trial { victim, at, out }
+}
+
+/// The test that kills a random child at a random moment: for every part of `parts`, runs
+/// [`kill_a_random_child`] `per_part` times, each at a random moment up to `within` (halved
+/// and tried again, up to six times, when the part ended before a child could be killed),
+/// each with `bound`. Seeded (`seed`, or `$CHAOS_SEED`): a failure prints the seed, so the
+/// same runs can be repeated. Returns the runs that killed a child.
+pub fn kill_random_children(
+    bin_name: &str,
+    parts: &[&[&str]],
+    per_part: usize,
+    within: Duration,
+    bound: Duration,
+    seed: u64,
+) -> Vec<Trial> {
+    let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(seed);
+    eprintln!("{bin_name}: killing random children, seed {seed} (CHAOS_SEED={seed} repeats it)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut done = Vec::new();
+    for part in parts {
+        for _ in 0..per_part {
+            let mut within = within;
+            for _ in 0..6 {
+                let trial = kill_a_random_child(bin_name, part, &mut rng, within, bound);
+                eprintln!(
+                    "  {part:?}: killed {:?} at {:?}; exit {:?}; {} child_lost event(s)",
+                    trial.victim,
+                    trial.at,
+                    trial.out.code(),
+                    trial.out.named("child_lost").len()
+                );
+                if trial.victim.is_some() {
+                    done.push(trial);
+                    break;
+                }
+                within /= 2;
+            }
+        }
+    }
+    assert!(!done.is_empty(), "{bin_name}: no run had a child to kill (seed {seed})");
+    done
+}
+
+/// The pids of `pid`'s descendants, from `/proc/PID/task/TID/children` (much faster than a
+/// scan of `/proc`, so short-lived children are seen too).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(parent) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else { continue };
+        for task in tasks.flatten() {
+            let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                found.push(child);
+                todo.push(child);
+            }
+        }
+    }
+    found
 }
 
 /// Every process whose session id is `sid` (a demo started by [`Demo::start`] leads its own).
@@ -366,4 +511,51 @@ pub fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Fails unless the count flag `flag` of `part` is capped at `cap`: `--help` says "at most
+/// {cap}", and `cap + 1` is refused with exit 2 before anything starts (no event, no process
+/// left), in a message naming the flag and the cap.
+pub fn assert_capped(bin_name: &str, part: &[&str], flag: &str, cap: usize) {
+    let mut help = part.to_vec();
+    help.push("--help");
+    let out = run(bin_name, &help);
+    out.assert_code(0);
+    let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    if !text.contains(&format!("at most {cap}")) {
+        out.fail(&format!("--help must give {flag}'s cap: at most {cap}"));
+    }
+    let beyond = (cap + 1).to_string();
+    let mut args = vec!["--json"];
+    args.extend_from_slice(part);
+    args.extend([flag, beyond.as_str()]);
+    let out = run(bin_name, &args);
+    out.assert_code(2).assert_nothing_left();
+    if !out.stderr.contains(flag) || !out.stderr.contains(&cap.to_string()) {
+        out.fail(&format!("the message must name {flag} and its cap {cap}"));
+    }
+    if !out.events.is_empty() {
+        out.fail(&format!("{flag} {beyond}: something started before the refusal"));
+    }
+}
+
+/// A pseudo-terminal pair `(master, slave)`: a test that plays a learner at a terminal gives
+/// the slave to the demo as its stdin and types on the master.
+pub fn openpty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    // Safety: openpty fills the two descriptors it is given; the name, termios and window size
+    // are optional (null).
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // Safety: both descriptors were just opened by openpty and are owned by nobody else.
+    unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) }
 }

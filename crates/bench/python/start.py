@@ -1,12 +1,15 @@
-"""Start+join cost of a thread and of a process (fork and spawn start methods) in CPython.
+"""Start+join cost of a thread and of a process (fork, spawn, forkserver start methods) in CPython.
 
 The Python side of `make bench`'s `start` suite. Prints one JSON object on stdout:
 {"python": "3.11.7", "count": N, "runs": R,
- "thread_us": median, "fork_us": median, "spawn_us": median, "rounds": {...}}
+ "thread_us": median, "fork_us": median, "spawn_us": median, "forkserver_us": median,
+ "rounds": {...}}
 Each figure is the median over R rounds of (time to start and join N children one after
 another) / N, in microseconds: the same loop the Rust side runs. A few untimed starts of each
-kind come first (--warmup), so that no figure pays for a cold interpreter.
-Usage: python3 start.py [--count N] [--runs R] [--only thread|fork|spawn ...] [--warmup W]
+kind come first (--warmup), so that no figure pays for a cold interpreter (nor for starting the
+fork server, which forkserver's first child does).
+Usage: python3 start.py [--count N] [--runs R] [--only thread|fork|spawn|forkserver ...]
+                        [--warmup W]
 """
 
 import argparse
@@ -46,11 +49,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--only", choices=["thread", "fork", "spawn"], action="append")
+    parser.add_argument("--only", choices=["thread", "fork", "spawn", "forkserver"],
+                        action="append")
     parser.add_argument("--warmup", type=int, default=3,
                         help="children started untimed first, so no figure pays for a cold start")
     args = parser.parse_args()
-    kinds = args.only or ["thread", "fork", "spawn"]
+    kinds = args.only or ["thread", "fork", "spawn", "forkserver"]
     rounds = {kind: [] for kind in kinds}
     for kind in kinds:
         if args.warmup > 0:

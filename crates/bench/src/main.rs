@@ -23,11 +23,17 @@
 //! builds its rows with `measure`'s types, one line in [`SUITES`], and its Python script in
 //! `python/` printing one JSON object on stdout.
 
+mod coroutine;
+mod gil;
+mod io;
+mod ipc;
 mod measure;
 mod pool;
 mod queue;
+mod semaphore;
 mod start;
 mod thread_queue;
+mod threads;
 mod ticket;
 
 use std::process::ExitCode;
@@ -49,7 +55,7 @@ struct Suite {
 const SUITES: &[Suite] = &[
     Suite {
         name: "start",
-        about: "start+join of a thread, a fork child and a spawn child (fork-vs-spawn)",
+        about: "start+join of a thread, a fork, a spawn and a fork-server child (fork-vs-spawn)",
         run: start::run,
     },
     Suite {
@@ -58,9 +64,19 @@ const SUITES: &[Suite] = &[
         run: ticket::run,
     },
     Suite {
+        name: "ipc",
+        about: "pipe, duplex pipe, shared-memory and file counters between processes (ipc)",
+        run: ipc::run,
+    },
+    Suite {
         name: "queue",
         about: "messages per second through Queue / JoinableQueue (joinable-queue)",
         run: queue::run,
+    },
+    Suite {
+        name: "io",
+        about: "echo servers under one load client: epoll, async, io_uring vs socketserver, asyncio (io-models)",
+        run: io::run,
     },
     Suite {
         name: "pool",
@@ -68,9 +84,29 @@ const SUITES: &[Suite] = &[
         run: pool::run,
     },
     Suite {
+        name: "semaphore",
+        about: "an acquire+release pair of a thread and a process semaphore (semaphore)",
+        run: semaphore::run,
+    },
+    Suite {
         name: "thread-queue",
         about: "items per second through Python's queue.Queue rebuilt for threads (thread-queue)",
         run: thread_queue::run,
+    },
+    Suite {
+        name: "threads",
+        about: "the balance loop racy, locked, atomic; thread vs process switches (threads)",
+        run: threads::run,
+    },
+    Suite {
+        name: "gil",
+        about: "the notes' countdown by 1 and 2 threads, a simulated GIL, the convoy (gil)",
+        run: gil::run,
+    },
+    Suite {
+        name: "coroutine",
+        about: "a task switch, a stackful switch, 10,000 sleeping tasks vs asyncio, greenlet (coroutine)",
+        run: coroutine::run,
     },
 ];
 

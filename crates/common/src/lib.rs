@@ -1,25 +1,39 @@
 //! common — the machinery every demo stands on, grouped by layer.
 //!
 //! **Processes and what they share** ([`processes`]):
-//! - [`process`]: `Process` (fork or spawn), the `__main__` guard ([`process::dispatch`]).
+//! - [`process`]: `Process` (fork, spawn or forkserver), the `__main__` guard
+//!   ([`process::dispatch`]).
+//! - [`forkserver`]: the single-threaded server that forks children on request, started before
+//!   any thread (Python 3.14's default start method on Linux).
 //! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.
+//! - [`processes::lost`]: a child that died unasked: who, how, and what was lost with it.
 //! - [`daemonize`]: a real Unix daemon (double fork, `setsid`), its pidfile under a lock.
+//! - [`processes::shm`]: memory shared by processes (a memfd), robust mutexes and futexes in it.
 //! - [`queue`]: `Queue` and `JoinableQueue` across processes: a pipe plus locks (Linux).
+//! - [`processes::sync`]: a semaphore and an event across processes, which survive a holder
+//!   killed with SIGKILL.
 //! - [`pool`]: a pool of worker processes (or threads): `apply_async`, `map`, callbacks, faults.
 //! - [`store`]: the ticket `db.json`: strict, locked on a sidecar, replaced by rename.
 //! - [`startcost`]: what a start+join of a thread, a fork child or a spawn child costs.
 //!
-//! **Threads** ([`threads`]): named threads, the `[pid/tid name]` of a line, Python's
-//! `threading` primitives and `queue` module built on `Mutex` + `Condvar`.
+//! **Threads** ([`threads`]):
+//! - [`threads::named`]: named threads, their kernel ids, what the kernel keeps of a name.
+//! - [`threads::sync`]: Python's `Semaphore`, `BoundedSemaphore` and `Event` on `Mutex` +
+//!   `Condvar`.
+//! - [`threads::queue`]: Python's `queue` module (`Queue`, `LifoQueue`, `PriorityQueue`,
+//!   `task_done`/`join`, `shutdown`), one mutex and three conditions.
 //!
-//! **Networking** ([`net`]): what the IO-model demos share (the load client).
+//! **Networking** ([`net`]): the load client the IO-model demos and their benchmark share
+//! (Linux).
 //!
 //! **Presentation** ([`present`]):
-//! - [`report`]: people's lines and `--json` events, one `write(2)` per line.
+//! - [`report`]: people's lines and `--json` events, one `write(2)` per line, `[pid/tid name]`.
 //! - [`ps`]: the demo's own process and thread tables from `/proc`.
-//! - [`timeline`]: every process records its events to one shared file; lanes drawn from it.
+//! - [`timeline`]: every process records its events to one shared file; lanes drawn from it,
+//!   one per process or one per thread.
 //! - [`locks`]: who holds a file lock and who waits for it, from `/proc/locks`.
-//! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`).
+//! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`, `--predict`).
+//! - [`predict`]: a question before the reveal, judged against what happened in this run.
 //! - [`demo`]: the `main` every demo shares: guard, flags, signals, errors to exit codes.
 //!
 //! Every module is re-exported at the top (`common::process`, `common::report`, ...), so a
@@ -30,5 +44,5 @@ pub mod present;
 pub mod processes;
 pub mod threads;
 
-pub use present::{cli, demo, locks, ps, report, timeline};
-pub use processes::{daemonize, pool, process, queue, signals, startcost, store};
+pub use present::{cli, demo, locks, predict, ps, report, timeline};
+pub use processes::{daemonize, forkserver, pool, process, queue, signals, startcost, store};

@@ -64,7 +64,9 @@ fn nester(args: Value) -> Result<()> {
                 json!({ "grandchild": grandchild.pid() }),
                 format!("a non-daemonic child may start children: {grandchild}"),
             );
-            grandchild.join()?;
+            if grandchild.join()? != Some(0) {
+                return Err(common::processes::lost::report(&grandchild, "steps", 1));
+            }
             Ok(())
         }
         Err(e) => {
@@ -93,6 +95,10 @@ pub fn daemonic(cli: &Cli) -> Result<()> {
         "p1 = Process(target=Foo); p1.daemon = True; p1.start()\n\
          p2 = Process(target=Bar); p2.start(); print('main---------')   # seed 002, 示例二",
     );
+    let question = "Foo (daemonic) sleeps 1 s, then prints end123; Bar sleeps 2 s; main's code ends at \
+                    once: does Foo print end123?";
+    let expect = common::predict::Expect::Choice(&["yes", "no"]);
+    let guess = common::predict::ask(&cli.common, "end123", question, expect);
     let method = cli.common.start_method;
     let mut p1 =
         Process::new("foo", &FOO, json!({ "seconds": cli.common.notes_sleep(1.0).as_secs_f64() }))
@@ -142,6 +148,14 @@ pub fn daemonic(cli: &Cli) -> Result<()> {
             bail!("{} (pid {}) is still in /proc after the end of main's code", e.name, e.pid);
         }
     }
+    let foo_code = ended.iter().find(|e| e.daemon).and_then(|e| e.exitcode);
+    let why = "main's code ending terminates every daemonic child (SIGTERM) before it waits for the others";
+    guess.reveal(if foo_code == Some(0) { "yes" } else { "no" }, why);
+    // A child killed by a signal the demo did not send (SIGTERM to the daemonic one) was
+    // killed from elsewhere: its part of the lesson is lost.
+    if let Some(e) = ended.iter().find(|e| e.exitcode.is_some_and(|c| c < 0 && c != -15)) {
+        return Err(common::processes::lost::report_pid(e.pid, &e.name, e.exitcode, "steps", 1));
+    }
     cli.common.hold("main's code has ended; the daemonic child is gone", &[me]);
     Ok(())
 }
@@ -165,13 +179,26 @@ pub fn rules(cli: &Cli) -> Result<()> {
             format!("p.daemon = True after p.start() -> error: {e:#}"),
         ),
     }
-    p.join()?;
+    if p.join()? != Some(0) {
+        return Err(common::processes::lost::report(&p, "steps", 1));
+    }
 
     let mut daemonic = Process::new("daemonic", &NESTER, json!({ "method": method_arg(cli) }))
         .start_method(method);
     daemonic.set_daemon(true)?;
+    let guess = common::predict::ask(
+        &cli.common,
+        "nested",
+        "a daemonic child tries to start a child of its own: what is its exitcode?",
+        common::predict::Expect::Count,
+    );
     daemonic.start()?;
     let code = daemonic.join()?;
+    guess.reveal(
+        code.unwrap_or(-1),
+        "a daemonic process may not have children: its start() fails, and the error ends it \
+         like an uncaught AssertionError (exitcode 1)",
+    );
     report::event(
         "joined",
         json!({ "name": "daemonic", "daemon": true, "exitcode": code }),
@@ -186,6 +213,12 @@ pub fn rules(cli: &Cli) -> Result<()> {
         json!({ "name": "normal", "daemon": false, "exitcode": normal_code }),
         format!("{normal}: started and joined its own child"),
     );
+    let killed = [(&daemonic, code), (&normal, normal_code)]
+        .into_iter()
+        .find(|(_, c)| c.is_some_and(|c| c < 0));
+    if let Some((p, _)) = killed {
+        return Err(common::processes::lost::report(p, "steps", 1));
+    }
     if code != Some(1) || normal_code != Some(0) {
         bail!("expected exit codes 1 (daemonic) and 0 (normal), got {code:?} and {normal_code:?}");
     }

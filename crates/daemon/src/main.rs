@@ -28,7 +28,7 @@
 //! **Run it:**
 //! ```text
 //! make demo-daemon                          # the tour: part A, then start, status, stop
-//! make demo-daemon ARGS='orphan --hold 20'  # pause while the orphan lives under the demo
+//! make demo-daemon ARGS='orphan --hold 20'  # pause twice: under its parent, then adopted
 //! cargo run -q -p daemon -- start           # then: daemon status, daemon stop
 //! ps -o pid,ppid,pgid,sid,tty,stat,comm -p PID   # in a second terminal: the pids it prints
 //! ```
@@ -172,7 +172,13 @@ fn main() -> ExitCode {
     )
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the chosen part; a part that fails stops and reaps the children it left (see
+/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
+fn run(cli: Cli) -> anyhow::Result<()> {
+    common::processes::lost::stop_children_on_error(run_parts(cli))
+}
+
+fn run_parts(cli: Cli) -> Result<()> {
     match &cli.cmd {
         None => tour(&cli),
         Some(Cmd::Daemonic) => daemonic::daemonic(&cli),

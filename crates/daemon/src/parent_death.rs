@@ -60,6 +60,20 @@ pub fn orphan(cli: &Cli) -> Result<()> {
     let (mut parent, child) = parent_with_daemonic_child(cli, true)?;
     let mut orphan = Adopted::new(child);
     ps::show_tree("before: the demo, the parent and its daemonic child");
+    // The first moment: the child's parent is alive (PPID = the parent); the second hold, below,
+    // shows the same child after its parent's death (PPID = the demo, its adopter).
+    let parent_pid = parent.pid().unwrap_or(0);
+    cli.common.hold(
+        &format!("the daemonic child {child} under its parent {parent_pid}, still alive"),
+        &[me, parent_pid, child],
+    );
+    let guess = common::predict::ask(
+        &cli.common,
+        "outlives",
+        "the parent of a daemonic child is killed with SIGKILL: is the daemonic child still \
+         alive afterwards? (yes / no)",
+        common::predict::Expect::Choice(&["yes", "no"]),
+    );
     parent.kill()?;
     let code = parent.join()?;
     report::event(
@@ -68,6 +82,11 @@ pub fn orphan(cli: &Cli) -> Result<()> {
         format!("SIGKILL -> {parent}: no code of its own ran at its end"),
     );
     let info = ps::stat(child).filter(|i| i.state != 'Z');
+    guess.reveal(
+        if info.is_some() { "yes" } else { "no" },
+        "a daemonic child is terminated by its parent's own code at its end, and SIGKILL runs \
+         none of it: the child lives on as an orphan",
+    );
     report::event(
         "orphaned",
         json!({ "child": child, "alive": info.is_some(), "ppid": info.as_ref().map(|i| i.ppid),
@@ -84,6 +103,17 @@ pub fn orphan(cli: &Cli) -> Result<()> {
     ps::show_tree("after: the orphan was reparented to the demo");
     match info {
         Some(i) if i.ppid == me => {}
+        // Killed from elsewhere (a zombie of ours now, or already reaped by the watcher).
+        None => {
+            let code = orphan.reap()?;
+            return Err(common::processes::lost::report_pid(
+                child,
+                "daemonic-child",
+                code,
+                "steps of this part",
+                1,
+            ));
+        }
         _ => bail!("expected the orphan {child} alive and reparented to {me}"),
     }
     cli.common.hold("the daemonic child outlived its parent", &[me, child]);
@@ -96,6 +126,10 @@ pub fn orphan(cli: &Cli) -> Result<()> {
             exitcode_name(code)
         ),
     );
+    if code != Some(-SIGTERM) {
+        let lost = common::processes::lost::report_pid(child, "daemonic-child", code, "steps", 0);
+        return Err(lost.context("the orphan ended otherwise than by the demo's SIGTERM"));
+    }
     Ok(())
 }
 
@@ -142,12 +176,31 @@ fn parent_with_daemonic_child(cli: &Cli, outlive: bool) -> Result<(Process, i32)
     parent.start()?;
     let parent_pid = parent.pid().unwrap_or(0);
     let mut child = None;
+    let mut parent_died = false;
+    let mut dead_child = None;
     let found = wait_for_proc("the parent's daemonic child", || {
         child = ps::children_of(parent_pid)
             .into_iter()
             .find(|pid| ps::stat(*pid).is_some_and(|i| i.comm == "daemonic-child"));
-        child.is_some()
+        // A parent killed from elsewhere before it started its child never will; a child
+        // killed before it took its name is a zombie of the parent under the parent's name.
+        parent_died = child.is_none() && !parent.is_alive();
+        if child.is_none() {
+            dead_child =
+                ps::children_of(parent_pid).into_iter().find(|pid| ps::state_of(*pid) == Some('Z'));
+        }
+        child.is_some() || parent_died || dead_child.is_some()
     });
+    if parent_died {
+        return Err(common::processes::lost::report(&parent, "steps", 1)
+            .context("the parent ended before it started its daemonic child"));
+    }
+    if let Some(pid) = dead_child {
+        let _ = parent.kill();
+        let _ = parent.join();
+        let lost = common::processes::lost::report_pid(pid, "daemonic-child", None, "steps", 1);
+        return Err(lost.context("the daemonic child died as it started"));
+    }
     match (found, child) {
         (Ok(()), Some(child)) => Ok((parent, child)),
         (result, _) => {

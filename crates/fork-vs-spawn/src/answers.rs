@@ -98,5 +98,10 @@ pub fn succeeded(child: &Process, what: &str) -> Result<()> {
     if child.exitcode() == Some(0) {
         return Ok(());
     }
+    if child.exitcode().is_some_and(|code| code < 0) {
+        // Killed by a signal: from elsewhere, since no part kills its children.
+        let lost = common::processes::lost::report(child, "answers", 1);
+        return Err(lost.context(format!("{child}: {what} failed")));
+    }
     bail!("{child}: {what} failed")
 }

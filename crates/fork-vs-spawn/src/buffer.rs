@@ -10,12 +10,20 @@ use common::process::Process;
 use common::report;
 use serde_json::json;
 
+use crate::Cli;
 use crate::answers::{WorkDir, succeeded};
 
-pub fn run(work: &WorkDir) -> Result<()> {
+pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
     report::section("4. the fork pitfall: a buffer copied by fork is written twice");
     let me = std::process::id();
     let line = format!("written by parent {me} before fork");
+    let guess = common::predict::ask(
+        &cli.common,
+        "copies",
+        "the parent writes one line into a BufWriter (not flushed), forks, and the child and \
+         the parent each flush their copy: how many times is that line in the file?",
+        common::predict::Expect::Count,
+    );
     let mut copies_seen = Vec::new();
     for flush_before_fork in [false, true] {
         let name = if flush_before_fork { "buffer-flushed.txt" } else { "buffer-unflushed.txt" };
@@ -62,6 +70,10 @@ pub fn run(work: &WorkDir) -> Result<()> {
             ),
         );
     }
+    guess.reveal(
+        copies_seen.first().copied().unwrap_or(0),
+        "fork copied the BufWriter with the unwritten line inside it; each process flushed its own copy",
+    );
     report::say(
         "Why: fork copies all memory, user-space buffers included; both copies are flushed \
          sooner or later. Rust's stdout is line-buffered (a LineWriter) even into a pipe, so a \

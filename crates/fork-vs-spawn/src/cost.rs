@@ -1,5 +1,5 @@
-//! Part 5, the cost of a start (线程的开销远远小于进程): start+join of threads, fork children
-//! and spawn children, measured here rather than asserted.
+//! Part 5, the cost of a start (线程的开销远远小于进程): start+join of threads, fork children,
+//! spawn children and fork-server children, measured here rather than asserted.
 
 use anyhow::Result;
 use common::report;
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::Cli;
 
 pub fn run(cli: &Cli) -> Result<()> {
-    report::section("5. the cost of a start: threads, fork children, spawn children");
+    report::section("5. the cost of a start: threads, fork, spawn and fork-server children");
     let (count, rounds) = (cli.count, cli.rounds);
     let measured = startcost::measure(&Starter::ALL, count, rounds)?;
     let figure = |kind: Starter| {
@@ -26,12 +26,13 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
     let fork = figure(Starter::Fork);
     let spawn = figure(Starter::Spawn);
+    let forkserver = figure(Starter::Forkserver);
     let rounds_json: serde_json::Map<String, Value> =
         measured.iter().map(|(k, v)| (k.key().to_string(), json!(v))).collect();
     report::event(
         "cost",
         json!({ "count": count, "rounds": rounds, "thread_us": thread, "fork_us": fork,
-                "spawn_us": spawn, "per_round_us": rounds_json }),
+                "spawn_us": spawn, "forkserver_us": forkserver, "per_round_us": rounds_json }),
         text,
     );
     let verdict = if thread < fork && thread < spawn {
@@ -47,7 +48,8 @@ pub fn run(cli: &Cli) -> Result<()> {
     report::say(format!(
         "{verdict}. The notes (线程的创建、切换和销毁开销远远小于进程): a thread needs a stack and a \
          kernel task; fork also copies the page tables; spawn also loads and starts the program \
-         from main. `make bench` puts these beside Python's."
+         from main; a fork-server child is a fork of a small process that is already running \
+         (plus a message each way). `make bench` puts these beside Python's."
     ));
     Ok(())
 }

@@ -61,6 +61,14 @@ pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
         return Ok(());
     }
 
+    let guess = (depth == 0).then(|| {
+        let question = format!(
+            "without the guard each spawn child starts a child again; stopped at --cap {}: how \
+             many processes does the unguarded chain start (the demo itself not counted)?",
+            cli.cap
+        );
+        common::predict::ask(&cli.common, "chain", question, common::predict::Expect::Count)
+    });
     // The line a guard would keep from running in a child: start a child running this program.
     let mut child_args = vec!["guard".to_string(), "--cap".into(), cli.cap.to_string()];
     child_args.extend(["--dir".to_string(), work.path.display().to_string()]);
@@ -78,7 +86,17 @@ pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
     child.start()?;
     child.join()?;
     succeeded(&child, &format!("level {next} of the unguarded chain"))?;
-    if depth == 0 { check_chain(cli.cap, work) } else { Ok(()) }
+    match guess {
+        Some(guess) => {
+            let levels = check_chain(cli.cap, work)?;
+            guess.reveal(
+                levels,
+                "each level ran main again and started one child, until the depth counter said stop",
+            );
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 /// In the child of a level: replace this process with the program, started again without a
@@ -115,8 +133,8 @@ fn chain_up(me: i32, depth: usize) -> Vec<i32> {
 }
 
 /// At depth 0, after the chain ended: every level answered, each the child of the one before,
-/// all distinct, and none of them is left (alive or zombie).
-fn check_chain(cap: usize, work: &WorkDir) -> Result<()> {
+/// all distinct, and none of them is left (alive or zombie). Returns how many levels answered.
+fn check_chain(cap: usize, work: &WorkDir) -> Result<usize> {
     let me = std::process::id() as i32;
     let mut chain = Vec::new();
     let mut expected_parent = me;
@@ -160,7 +178,7 @@ fn check_chain(cap: usize, work: &WorkDir) -> Result<()> {
     if !linked || !distinct || !left.is_empty() {
         bail!("the unguarded chain is not as expected (linked {linked}, left {left:?})");
     }
-    Ok(())
+    Ok(chain.len())
 }
 
 fn parent_pid() -> i32 {

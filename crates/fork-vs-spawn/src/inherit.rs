@@ -10,8 +10,8 @@ use common::report;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::INHERITOR;
 use crate::answers::{WorkDir, post, read_answer, succeeded};
+use crate::{Cli, INHERITOR};
 
 /// A value that exists only once the parent's `run` has computed it (part 2).
 static RUNTIME_VALUE: OnceLock<String> = OnceLock::new();
@@ -52,7 +52,7 @@ pub fn inheritor(args: Value) -> Result<()> {
     post(&args.answer, &answer)
 }
 
-pub fn run(work: &WorkDir) -> Result<()> {
+pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
     report::section("2. inherited state: a fork child has the parent's values, a spawn child not");
     let value = RUNTIME_VALUE
         .get_or_init(|| {
@@ -68,6 +68,9 @@ pub fn run(work: &WorkDir) -> Result<()> {
         json!({ "value": value, "compiled_in": COMPILED_IN }),
         format!("parent: a = {value:?} (and a static {COMPILED_IN:?})"),
     );
+    let question = "a value the parent set at run time: does a spawn child find it?";
+    let expect = common::predict::Expect::Choice(&["yes", "no"]);
+    let guess = common::predict::ask(&cli.common, "spawn-finds", question, expect);
     let cases = [
         ("inherit-fork", StartMethod::Fork, None),
         ("inherit-spawn", StartMethod::Spawn, None),
@@ -89,6 +92,10 @@ pub fn run(work: &WorkDir) -> Result<()> {
         as_expected &= has_it == expect_it && answer["compiled_in"] == COMPILED_IN;
         results.push(json!({ "name": name, "has_it": has_it, "answer": answer }));
     }
+    let spawn_found = results.iter().any(|r| r["name"] == "inherit-spawn" && r["has_it"] == true);
+    let why = "a spawn child is the program started again: it runs main afresh, without the \
+               parent's run-time values (unless they are passed as arguments)";
+    guess.reveal(if spawn_found { "yes" } else { "no" }, why);
     report::event(
         "inherit",
         json!({ "value": value, "results": results, "as_expected": as_expected }),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use common::predict;
 use common::process::{Process, Run, StartMethod};
 use common::{ps, report};
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,15 @@ pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
         format!("parent: a = {PARENT_VALUE} at address {address}"),
     );
 
+    let guess = predict::ask(
+        &cli.common,
+        "parent-reads",
+        format!(
+            "a fork child and a spawn child each write {CHILD_WRITES} into the parent's a = \
+                 {PARENT_VALUE}: what does the parent read afterwards?"
+        ),
+        predict::Expect::Count,
+    );
     let mut children = Vec::new();
     for method in [StartMethod::Fork, StartMethod::Spawn] {
         let answer = work.fresh(&format!("isolation-{method}.json"))?;
@@ -141,6 +151,7 @@ pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
          (hence the same id), after spawn an equal id is a coincidence of layout, and a write in \
          one process is never seen by the other, as the 99 above shows.",
     );
+    guess.reveal(after, "each child writes its own copy of a (copy-on-write after fork)");
     if !unchanged || !fork_same {
         bail!("isolation broken: parent reads {after}, fork child's address same: {fork_same}");
     }

@@ -1,7 +1,8 @@
 //! fork-vs-spawn — what a child process gets from its parent, by fork and by spawn.
 //!
 //! Five experiments from the notes (多进程, 开启进程 windows/linux 区别, 不同操作系统进程间内存分配,
-//! 不同操作系统开启子进程的区别), each a subcommand; with none, the tour runs all five:
+//! 不同操作系统开启子进程的区别) and a sixth on Python 3.14's default, each a subcommand; with none,
+//! the tour runs all six:
 //!
 //! 1. `isolation` (数据隔离): a child writes 99 into the parent's `a = 50`; the parent still reads
 //!    50. After fork the child's `a` sits at the *same virtual address* with different contents:
@@ -14,21 +15,31 @@
 //!    again without its role argument, and a depth counter stops the chain at `--cap`.
 //! 4. `buffer`: the fork pitfall. A line still in a user-space buffer at fork is copied into the
 //!    child and written twice to a file or pipe; flushing before fork writes it once.
-//! 5. `cost`: start+join of N threads, fork children and spawn children, in microseconds, so
-//!    "线程的开销远远小于进程" is measured here, not asserted.
+//! 5. `cost`: start+join of N threads, fork children, spawn children and fork-server
+//!    children, in microseconds, so "线程的开销远远小于进程" is measured here, not asserted.
+//! 6. `methods`: the three start methods side by side (`fork`, `spawn`, and `forkserver`,
+//!    Linux's default from Python 3.14): what each child finds (its parent, its threads, the
+//!    parent's run-time value, a descriptor not passed and one passed) and what each costs;
+//!    then a fork pool whose every task retires its worker, while two threads make queues: each
+//!    replacement is forked by the single-threaded fork server, so none can inherit a lock that
+//!    another thread held, and none blocks (`--replacements N`).
 //!
 //! Every part checks its own claim and says so; a broken claim makes the demo exit 1.
 //!
 //! **What to watch for**: in the `isolation` table the fork child's command line is the parent's
 //! (it *is* a copy of the parent), the spawn child's is `fork-vs-spawn __role=isolated ...`
 //! (the program run again); the same address printed by parent and fork child with 50 and 99 in
-//! it; in `guard` a chain of pids, each the parent (PPID) of the next, all reaped at the end.
+//! it; in `guard` a chain of pids, each the parent (PPID) of the next, all reaped at the end;
+//! in `methods` the forkserver child's PPID, which is the fork server's, not the demo's, and
+//! the replacement workers' count "forked by the fork server".
 //!
 //! **Run it**:
 //! ```text
 //! make demo-fork-vs-spawn                               # the tour, a few seconds
 //! make demo-fork-vs-spawn ARGS='isolation --hold 20'    # pause while both children are alive
 //! ps -o pid,ppid,stat,comm,args -p <the pids it prints> # in a second terminal
+//! make demo-fork-vs-spawn ARGS='methods --replacements 500'
+//! ps -o pid,ppid,stat,comm --ppid <the demo's pid>     # meanwhile: the forkserver, its workers
 //! ```
 //!
 //! Expected output (abridged; pids and addresses differ from run to run):
@@ -74,6 +85,7 @@ mod cost;
 mod guard;
 mod inherit;
 mod isolation;
+mod methods;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,7 +107,8 @@ const DEFAULT_ROUNDS: usize = 3;
 
 const ABOUT: &str = "\
 fork copies the running parent (its memory, values, unflushed buffers); spawn runs the program
-again from main. Five experiments: isolation, inherit, guard, buffer, cost (none: all five).";
+again from main; a fork server forks from a single-threaded process. Six experiments: isolation,
+inherit, guard, buffer, cost, methods (none: all six).";
 
 const DIFFERENCES: &str = include_str!("differences.txt");
 
@@ -111,24 +124,33 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
 
-    /// How deep the unguarded chain of `guard` may go
+    /// How deep the unguarded chain of `guard` may go, at most 8
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_CAP,
           value_parser = parse_cap)]
     cap: usize,
 
-    /// Children (and threads) started and joined per round in `cost`
+    /// Children (and threads) started and joined per round in `cost`, at most 1000
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_COUNT,
           value_parser = parse_count)]
     count: usize,
 
-    /// Rounds in `cost`; the table shows each figure's median
+    /// Rounds in `cost`, at most 20; the table shows each figure's median
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_ROUNDS,
           value_parser = parse_rounds)]
     rounds: usize,
 
+    /// Tasks in `methods`' replacement round (each in a new worker), at most 500
+    #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_REPLACEMENTS,
+          value_parser = |s: &str| common::cli::parse_count_up_to(s, MAX_REPLACEMENTS))]
+    replacements: usize,
+
     #[command(flatten)]
     common: CommonArgs,
 }
+
+/// Tasks in `methods`' replacement round (`--replacements`), and the most a user may ask for.
+const DEFAULT_REPLACEMENTS: usize = 40;
+const MAX_REPLACEMENTS: usize = 500;
 
 impl common::demo::DemoCli for Cli {
     fn common(&self) -> &CommonArgs {
@@ -148,6 +170,8 @@ enum Cmd {
     Buffer,
     /// Microseconds per start+join of a thread, a fork child and a spawn child
     Cost,
+    /// fork, spawn and forkserver side by side; fork-pool workers replaced by the fork server
+    Methods,
 }
 
 fn parse_cap(text: &str) -> Result<usize, String> {
@@ -159,15 +183,15 @@ fn parse_cap(text: &str) -> Result<usize, String> {
 
 fn parse_count(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
-        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of children from 1 to 10000")),
+        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a number of children from 1 to 1000 (the cap)")),
     }
 }
 
 fn parse_rounds(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
-        Ok(n) if (1..=100).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of rounds from 1 to 100")),
+        Ok(n) if (1..=20).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a number of rounds from 1 to 20 (the cap)")),
     }
 }
 
@@ -175,23 +199,34 @@ static ISOLATED: Role = Role::of::<isolation::Isolated>();
 static INHERITOR: Role = Role::new("inheritor", inherit::inheritor);
 
 fn main() -> ExitCode {
-    common::demo::main(&[&ISOLATED, &INHERITOR, &startcost::NOOP], run)
+    common::demo::main(
+        &[&ISOLATED, &INHERITOR, &startcost::NOOP, &methods::PROBE, &methods::POOL_WORKER],
+        run,
+    )
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the chosen part; a part that fails stops and reaps the children it left (see
+/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
+fn run(cli: Cli) -> anyhow::Result<()> {
+    common::processes::lost::stop_children_on_error(run_parts(cli))
+}
+
+fn run_parts(cli: Cli) -> Result<()> {
     let work = WorkDir::new(cli.dir.as_deref())?;
     match cli.cmd {
         Some(Cmd::Isolation) => isolation::run(&cli, &work),
-        Some(Cmd::Inherit) => inherit::run(&work),
+        Some(Cmd::Inherit) => inherit::run(&cli, &work),
         Some(Cmd::Guard) => guard::run(&cli, &work),
-        Some(Cmd::Buffer) => buffer::run(&work),
+        Some(Cmd::Buffer) => buffer::run(&cli, &work),
         Some(Cmd::Cost) => cost::run(&cli),
+        Some(Cmd::Methods) => methods::run(&cli, &work),
         None => {
             isolation::run(&cli, &work)?;
-            inherit::run(&work)?;
+            inherit::run(&cli, &work)?;
             guard::run(&cli, &work)?;
-            buffer::run(&work)?;
-            cost::run(&cli)
+            buffer::run(&cli, &work)?;
+            cost::run(&cli)?;
+            methods::run(&cli, &work)
         }
     }
 }

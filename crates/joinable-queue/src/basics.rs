@@ -30,7 +30,25 @@ pub fn run(cli: &Cli) -> Result<()> {
     );
     // q.put(4) would block here for ever (再放就阻塞住了，卡死); put_nowait says so instead.
     let extra = maxsize as u64 + 1;
+    let guess = common::predict::ask(
+        &cli.common,
+        "put-nowait",
+        format!(
+            "Queue({maxsize}) holds {maxsize} items: what does q.put_nowait({extra}) do: raise \
+             Full, block until there is room, or accept the item?"
+        ),
+        common::predict::Expect::Choice(&["Full", "blocks", "accepted"]),
+    );
     let refused = q.put_nowait(extra);
+    guess.reveal(
+        match &refused {
+            Ok(()) => "accepted",
+            Err(QueueError::Full) => "Full",
+            Err(_) => "other",
+        },
+        "the _nowait forms never wait: where put would sleep (卡死), put_nowait fails at once \
+         with Full",
+    );
     report::event(
         "put_nowait",
         json!({ "item": extra, "error": refused.as_ref().err().map(error_name) }),

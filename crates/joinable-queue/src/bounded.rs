@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::process::{Role, Run};
+use common::processes::lost;
 use common::queue::Queue;
 use common::report;
 use common::timeline::{self, Recording, Style};
@@ -90,6 +91,12 @@ pub fn run(cli: &Cli) -> Result<()> {
     let items = cli.items as u32;
     let q: Queue<u32> = Queue::new(maxsize).with_context(|| format!("Queue({maxsize})"))?;
     let fds = q.fds();
+    let question = format!(
+        "a fast producer puts {items} items into Queue({maxsize}), a consumer takes one every \
+         {CONSUMER_SLEEP_S} s (at the notes' speed): how many of the puts wait for room?"
+    );
+    let guess =
+        common::predict::ask(&cli.common, "waiting-puts", question, common::predict::Expect::Count);
     let recording = Recording::start()?;
     let mut consumer = child(
         cli,
@@ -122,8 +129,14 @@ pub fn run(cli: &Cli) -> Result<()> {
             report::say("the producer was never seen blocked (it ended, or the machine is slow)");
         }
     }
-    producer.join()?;
-    consumer.join()?;
+    // Each waits for the other: a consumer killed leaves the producer blocked in put, a
+    // producer killed leaves the consumer blocked in get. join_all stops the one left waiting.
+    let mut both = [producer, consumer];
+    if let Some(i) = lost::join_all(&mut both)? {
+        let taken = q.total_taken() as u64;
+        return Err(lost::report(&both[i], "items", u64::from(items).saturating_sub(taken)));
+    }
+    let [producer, consumer] = both;
     let records = recording.finish()?;
     for p in [&producer, &consumer] {
         if p.exitcode() != Some(0) {
@@ -157,6 +170,13 @@ pub fn run(cli: &Cli) -> Result<()> {
              put(n) returned with at least n + 1 - {maxsize} items taken: {}; first in, first \
              out: {in_order}",
             violations == 0
+        ),
+    );
+    guess.reveal(
+        blocked_puts,
+        format!(
+            "the first {maxsize} puts find room at once (and one more while the consumer takes \
+             its first item); every later put sleeps until a get makes room"
         ),
     );
     if violations > 0 || !in_order {

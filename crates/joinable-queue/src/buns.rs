@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use common::process::{Process, Role, Run, exitcode_name};
+use common::processes::lost;
 use common::queue::{JoinableQueue, Queue, QueueError};
 use common::report;
 use serde::{Deserialize, Serialize};
@@ -136,9 +137,27 @@ pub fn sentinel(cli: &Cli) -> Result<()> {
         json!({ "sentinels": consumers.len() }),
         format!("every producer joined; q.put(None) x {} (one per consumer)", consumers.len()),
     );
+    // One count per consumer, watching them meanwhile: a consumer killed before it sent its
+    // count never will, and a plain eaten.get() would wait for it for ever.
     let mut total = 0;
-    for _ in &consumers {
-        total += eaten.get().context("a consumer's count")?;
+    let mut counts = 0;
+    let mut queue_error = None;
+    let expected = |cs: &mut [Process]| {
+        cs.iter_mut().map(|c| c.is_alive() || c.exitcode() == Some(0)).filter(|&ok| ok).count()
+    };
+    while counts < expected(&mut consumers) {
+        match eaten.get_timeout(lost::WATCH_SLICE) {
+            Ok(n) => {
+                total += n;
+                counts += 1;
+            }
+            Err(QueueError::Empty) => {}
+            Err(e) => {
+                // A consumer killed in the middle of its count's frame breaks the queue.
+                queue_error = Some(e);
+                break;
+            }
+        }
     }
     for c in &mut consumers {
         c.join()?;
@@ -150,6 +169,19 @@ pub fn sentinel(cli: &Cli) -> Result<()> {
                 "left": q.qsize() }),
         format!("主 (main code over): {made} buns made, {total} eaten, {} left", q.qsize()),
     );
+    // Whoever was killed: the buns made minus those reported eaten went with them.
+    let mut missing = made.saturating_sub(total) as u64;
+    let mut first = None;
+    for c in producers.iter().chain(&consumers).filter(|c| c.exitcode() != Some(0)) {
+        first.get_or_insert(lost::report(c, "buns", missing));
+        missing = 0;
+    }
+    if let Some(lost) = first {
+        return Err(lost);
+    }
+    if let Some(e) = queue_error {
+        return Err(e).context("a consumer's count");
+    }
     if total != made {
         bail!("{made} buns were made but {total} eaten");
     }
@@ -260,6 +292,11 @@ pub fn joinable(cli: &Cli) -> Result<()> {
         c.set_daemon(true)?; // c1.daemon = True: they end with the main code
         consumers.push(c);
     }
+    let guess = cli.kill_consumer.then(|| {
+        let question = "a consumer is killed holding a bun: Python's join() would wait for ever; \
+                        here, how many tasks does join_timeout() find unfinished?";
+        common::predict::ask(&cli.common, "unfinished", question, common::predict::Expect::Count)
+    });
     for p in producers.iter_mut().chain(consumers.iter_mut()) {
         p.start()?;
     }
@@ -297,6 +334,10 @@ pub fn joinable(cli: &Cli) -> Result<()> {
         if dead.is_empty() {
             continue;
         }
+        if dead.len() == consumers.len() {
+            // Nobody is left to eat what is in the queue either.
+            break Some(q.unfinished());
+        }
         // A consumer is dead: is the queue stuck? The live consumers eat what is left; when
         // nothing is left and the unfinished count stays the same, nobody will finish it.
         match q.join_timeout(watch) {
@@ -310,6 +351,10 @@ pub fn joinable(cli: &Cli) -> Result<()> {
             Err(e) => return Err(e).context("q.join_timeout()"),
         }
     };
+    // A producer that ended otherwise than by returning did not make all its buns.
+    let lost_producers: Vec<usize> = (0..producers.len())
+        .filter(|&i| !producers[i].is_alive() && producers[i].exitcode() != Some(0))
+        .collect();
     if let Some(unfinished) = stuck {
         report::event(
             "join_would_hang",
@@ -342,8 +387,23 @@ pub fn joinable(cli: &Cli) -> Result<()> {
             ),
         );
     }
+    if let Some(guess) = guess {
+        let why = "the bun the killed consumer held is never task_done(): nobody else has it";
+        guess.reveal(stuck.unwrap_or(0), why);
+    }
     // The end of the main code: daemonic children are terminated (守护进程), as in Python.
+    let lesson = |name: &str| cli.kill_consumer && name == "consumer-1";
+    let mut lost_consumers: Vec<(i32, String, Option<i32>)> = consumers
+        .iter()
+        .filter(|c| dead.iter().any(|d| d == c.name()) && !lesson(c.name()))
+        .map(|c| (c.pid().unwrap_or(0), c.name().to_string(), c.exitcode()))
+        .collect();
     for ended in common::process::end_main_code() {
+        // Killed from elsewhere after the producers were done: SIGTERM is the only way out.
+        let expected = matches!(ended.exitcode, Some(0) | Some(-15)) || lesson(&ended.name);
+        if ended.daemon && !expected && lost_consumers.iter().all(|(pid, ..)| *pid != ended.pid) {
+            lost_consumers.push((ended.pid, ended.name.clone(), ended.exitcode));
+        }
         report::event(
             "ended",
             json!({ "name": ended.name, "pid": ended.pid, "daemon": ended.daemon,
@@ -355,6 +415,18 @@ pub fn joinable(cli: &Cli) -> Result<()> {
                 exitcode_name(ended.exitcode)
             ),
         );
+    }
+    let mut unfinished = stuck.unwrap_or(0) as u64;
+    let mut first = None;
+    for (pid, name, exitcode) in &lost_consumers {
+        first.get_or_insert(lost::report_pid(*pid, name, *exitcode, "buns", unfinished));
+        unfinished = 0;
+    }
+    for &i in &lost_producers {
+        first.get_or_insert(lost::report(&producers[i], "buns", 0));
+    }
+    if let Some(lost) = first {
+        return Err(lost);
     }
     if stuck.is_none() {
         report::say(

@@ -66,7 +66,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::{CommonArgs, parse_positive};
+use common::cli::{CommonArgs, parse_count_up_to};
 
 #[cfg(target_os = "linux")]
 mod basics;
@@ -91,6 +91,15 @@ const BOUNDED_ITEMS: usize = 8;
 /// The notes' sleeps: a producer's `time.sleep(0.5)` per bun, a consumer's `time.sleep(1)`.
 const PRODUCER_SLEEP_S: f64 = 0.5;
 const CONSUMER_SLEEP_S: f64 = 1.0;
+/// The caps of the count flags: each producer and consumer is a process, each bun and item
+/// costs a sleep, so a typo must not become a fork bomb or a run of hours (exit 2 beyond).
+const MAX_PRODUCERS: usize = 16;
+const MAX_CONSUMERS: usize = 16;
+const MAX_BUNS: usize = 1000;
+const MAX_MAXSIZE: usize = 10_000;
+const MAX_ITEMS: usize = 1000;
+const MAX_STRESS_TOTAL: usize = 1_000_000;
+const MAX_STRESS_QUEUE: usize = 100_000;
 
 const DIFFERENCES: &str = include_str!("differences.txt");
 
@@ -105,27 +114,30 @@ struct Cli {
     #[command(flatten)]
     common: CommonArgs,
 
-    /// Producer processes (the sentinel and joinable parts)
+    /// Producer processes (the sentinel and joinable parts), at most 16
     #[arg(long, global = true, value_name = "N", default_value_t = PRODUCERS,
-          value_parser = parse_positive)]
+          value_parser = |s: &str| parse_count_up_to(s, MAX_PRODUCERS))]
     producers: usize,
 
-    /// Consumer processes (the sentinel and joinable parts)
+    /// Consumer processes (the sentinel and joinable parts), at most 16
     #[arg(long, global = true, value_name = "N", default_value_t = CONSUMERS,
-          value_parser = parse_positive)]
+          value_parser = |s: &str| parse_count_up_to(s, MAX_CONSUMERS))]
     consumers: usize,
 
-    /// Buns (包子) each producer makes [default: 3 in sentinel, 2 in joinable, as the notes]
-    #[arg(long, global = true, value_name = "N", value_parser = parse_positive)]
+    /// Buns (包子) each producer makes, at most 1000 [default: 3 in sentinel, 2 in joinable, as
+    /// the notes]
+    #[arg(long, global = true, value_name = "N",
+          value_parser = |s: &str| parse_count_up_to(s, MAX_BUNS))]
     buns: Option<usize>,
 
-    /// The queue's maxsize [default: 3 in basics, 2 in bounded]
-    #[arg(long, global = true, value_name = "N", value_parser = parse_positive)]
+    /// The queue's maxsize, at most 10000 [default: 3 in basics, 2 in bounded]
+    #[arg(long, global = true, value_name = "N",
+          value_parser = |s: &str| parse_count_up_to(s, MAX_MAXSIZE))]
     maxsize: Option<usize>,
 
-    /// Items the fast producer puts in the bounded part
+    /// Items the fast producer puts in the bounded part, at most 1000
     #[arg(long, global = true, value_name = "N", default_value_t = BOUNDED_ITEMS,
-          value_parser = parse_positive)]
+          value_parser = |s: &str| parse_count_up_to(s, MAX_ITEMS))]
     items: usize,
 
     /// The largest item the basics' queue accepts, in bytes of JSON
@@ -155,11 +167,13 @@ enum Cmd {
     /// Many items through one queue, checked by count and checksum (for tests)
     #[command(hide = true)]
     Stress {
-        /// Items in all, shared among the producers
-        #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = parse_positive)]
+        /// Items in all, shared among the producers, at most 1000000
+        #[arg(long, value_name = "N", default_value_t = 10_000,
+              value_parser = |s: &str| parse_count_up_to(s, MAX_STRESS_TOTAL))]
         total: usize,
-        /// The queue's maxsize (0: unbounded)
-        #[arg(long, value_name = "N", default_value_t = 100)]
+        /// The queue's maxsize (0: unbounded), at most 100000
+        #[arg(long, value_name = "N", default_value_t = 100,
+              value_parser = |s: &str| if s == "0" { Ok(0) } else { parse_count_up_to(s, MAX_STRESS_QUEUE) })]
         queue_size: usize,
     },
 }
@@ -205,8 +219,15 @@ fn main() -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Runs the chosen part; a part that fails stops and reaps the children it left (see
+/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
 #[cfg(target_os = "linux")]
 fn run(cli: Cli) -> anyhow::Result<()> {
+    common::processes::lost::stop_children_on_error(run_parts(cli))
+}
+
+#[cfg(target_os = "linux")]
+fn run_parts(cli: Cli) -> anyhow::Result<()> {
     use common::report;
     match cli.cmd.clone() {
         Some(Cmd::Basics) => basics::run(&cli),

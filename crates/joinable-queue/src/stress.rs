@@ -5,7 +5,8 @@
 
 use anyhow::{Context, Result, bail};
 use common::process::{Process, Role, Run};
-use common::queue::Queue;
+use common::processes::lost;
+use common::queue::{Queue, QueueError};
 use common::report;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -117,24 +118,59 @@ pub fn run(cli: &Cli, total: usize, queue_size: usize) -> Result<()> {
     for c in &mut children {
         c.start()?;
     }
-    for p in &mut children[..producers] {
-        if p.join()? != Some(0) {
-            bail!("{p} failed");
+    // Watched: a consumer killed leaves producers blocked in put on the full queue, a producer
+    // killed leaves its items missing; either way the others are stopped and it is reported.
+    let failed = |children: &mut [Process], got: u64| -> Result<()> {
+        let i = lost::first_failed(children).expect("a failed child");
+        lost::stop_running(children)?;
+        Err(lost::report(&children[i], "items", expected.count.saturating_sub(got)))
+    };
+    loop {
+        let mut running = false;
+        for p in &mut children[..producers] {
+            running |= p.is_alive();
         }
+        for c in &mut children[producers..] {
+            c.is_alive();
+        }
+        if lost::first_failed(&children).is_some() {
+            return failed(&mut children, 0);
+        }
+        if !running {
+            break;
+        }
+        std::thread::sleep(lost::WATCH_SLICE / 10);
     }
     for _ in 0..cli.consumers {
         q.put(None).context("q.put(None)")?;
     }
     let mut got = Summary { fifo: true, ..Summary::default() };
-    for _ in 0..cli.consumers {
-        let s = results.get().context("a consumer's summary")?;
-        got.count += s.count;
-        got.sum = got.sum.wrapping_add(s.sum);
-        got.xor ^= s.xor;
-        got.fifo &= s.fifo;
+    let mut summaries = 0;
+    while summaries < cli.consumers {
+        match results.get_timeout(lost::WATCH_SLICE) {
+            Ok(s) => {
+                summaries += 1;
+                got.count += s.count;
+                got.sum = got.sum.wrapping_add(s.sum);
+                got.xor ^= s.xor;
+                got.fifo &= s.fifo;
+            }
+            Err(QueueError::Empty) => {
+                for c in &mut children[producers..] {
+                    c.is_alive();
+                }
+                if lost::first_failed(&children).is_some() {
+                    return failed(&mut children, got.count);
+                }
+            }
+            Err(e) => return Err(e).context("a consumer's summary"),
+        }
     }
     for c in &mut children[producers..] {
         c.join()?;
+    }
+    if lost::first_failed(&children).is_some() {
+        return failed(&mut children, got.count);
     }
     let intact = got.count == expected.count && got.sum == expected.sum && got.xor == expected.xor;
     report::event(

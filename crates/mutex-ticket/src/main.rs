@@ -161,8 +161,11 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct TicketArgs {
-    /// Use this database as it is; a bad file is refused (exit 2), never repaired [default: a
-    /// fresh copy of data/db.json in a new private temp folder, kept after the run]
+    /// Use this database as it is; a bad file is refused (exit 2), never repaired, and so is
+    /// anything but a regular file: a FIFO, socket, device or directory, and a symbolic link
+    /// (every write replaces db.json by a rename, which would replace the link and not its
+    /// target: pass the target's path) [default: a fresh copy of data/db.json in a new private
+    /// temp folder, kept after the run]
     #[arg(long, global = true, value_name = "PATH")]
     db: Option<PathBuf>,
 
@@ -171,18 +174,19 @@ struct TicketArgs {
           allow_negative_numbers = true)]
     tickets: Option<u64>,
 
-    /// How many buyers (路人0..M-1), each its own process
+    /// How many buyers (路人0..M-1), each its own process, at most 200
     #[arg(long, global = true, value_name = "M", default_value_t = DEFAULT_BUYERS,
           value_parser = parse_buyers, allow_negative_numbers = true)]
     buyers: usize,
 
-    /// Pause before a buyer searches [default: the notes' 1 s / --speed: 100 ms at --speed 10]
+    /// Pause before a buyer searches, at most 600000 [default: the notes' 1 s / --speed: 100 ms
+    /// at --speed 10]
     #[arg(long, global = true, value_name = "MS", value_parser = parse_ms,
           allow_negative_numbers = true)]
     search_ms: Option<u64>,
 
-    /// Pause between reading the count and writing it back (paying): the race window
-    /// [default: the notes' 1 s / --speed: 100 ms at --speed 10]
+    /// Pause between reading the count and writing it back (paying): the race window, at most
+    /// 600000 [default: the notes' 1 s / --speed: 100 ms at --speed 10]
     #[arg(long, global = true, value_name = "MS", value_parser = parse_ms,
           allow_negative_numbers = true)]
     buy_ms: Option<u64>,
@@ -214,7 +218,7 @@ fn parse_tickets(text: &str) -> Result<u64, String> {
 fn parse_buyers(text: &str) -> Result<usize, String> {
     match parse_positive(text)? {
         n if n <= MAX_BUYERS => Ok(n),
-        _ => Err(format!("{text:?} is more than {MAX_BUYERS} buyers")),
+        _ => Err(format!("{text:?} is more than {MAX_BUYERS} buyers (the cap)")),
     }
 }
 
@@ -229,7 +233,14 @@ fn main() -> std::process::ExitCode {
     common::demo::main(&[&BUYER], run)
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the chosen part; a part that fails stops and reaps the children it left (see
+/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
+fn run(cli: Cli) -> anyhow::Result<()> {
+    common::processes::lost::stop_children_on_error(run_parts(cli))
+}
+
+fn run_parts(mut cli: Cli) -> Result<()> {
+    cli.common.own_children("part 4 sees its buyer stop with waitpid(WUNTRACED)");
     let args = &cli.ticket;
     let cmd = match cli.cmd {
         Some(cmd) => cmd,

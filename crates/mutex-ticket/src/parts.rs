@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::cli::CommonArgs;
+use common::predict;
 use common::process::{Process, StartMethod, exitcode_name};
 use common::report;
 use common::store::TicketDb;
@@ -121,6 +122,7 @@ pub fn run_part(s: &Setup, mode: Mode, title: &str) -> Result<Outcome> {
     report::section(title);
     s.prepare()?;
     report::say(s.describe(mode));
+    let guess = ask_before(s, mode); // --predict: the question, before the reveal
     let started = Instant::now();
     let mut buyers = Vec::with_capacity(s.buyers);
     for number in 0..s.buyers {
@@ -138,7 +140,52 @@ pub fn run_part(s: &Setup, mode: Mode, title: &str) -> Result<Outcome> {
         buyer.join()?;
     }
     let wall_ms = started.elapsed().as_millis() as u64;
-    finish(s, mode, &buyers, None, wall_ms)
+    let outcome = finish(s, mode, &buyers, None, wall_ms)?;
+    if let Some(guess) = guess {
+        reveal(guess, &outcome);
+    }
+    Ok(outcome)
+}
+
+/// `--predict`: how many tickets the race oversells, or how many the lock lets buy.
+fn ask_before(s: &Setup, mode: Mode) -> Option<predict::Guess> {
+    let (n, t) = (s.buyers, tickets(s.initial));
+    let (id, question) = match mode {
+        Mode::Race => {
+            ("oversold", format!("{n} buyers, {t}, no lock: by how many is it oversold?"))
+        }
+        Mode::Lock => ("sold", format!("{n} buyers, {t}, a lock around buy: how many buy one?")),
+        Mode::Join => (
+            "join-oversold",
+            format!(
+                "{n} buyers, {t}, no lock, but each joined before the next starts: by how many \
+                 is it oversold?"
+            ),
+        ),
+        Mode::Crash => return None,
+    };
+    Some(predict::ask(&s.common, id, question, predict::Expect::Count))
+}
+
+fn reveal(guess: predict::Guess, o: &Outcome) {
+    match o.mode {
+        Mode::Race => guess.reveal(
+            o.oversold(),
+            format!(
+                "{} sold of {} on sale: every buyer read the count before anyone wrote it back, \
+                 so each saw a ticket (on another run the count differs)",
+                o.sold, o.initial
+            ),
+        ),
+        Mode::Join => guess.reveal(
+            o.oversold(),
+            "no two buyers ever ran at once, so each read the count the one before it wrote: \
+             safe without a lock, but serial",
+        ),
+        _ => {
+            guess.reveal(o.sold, "one buyer at a time reads, decrements and writes under the lock")
+        }
+    }
 }
 
 /// The crash: the victim takes the lock first and stops itself inside it; the others queue up
@@ -176,8 +223,31 @@ pub fn run_crash(s: &Setup, victim: usize, title: &str) -> Result<Outcome> {
         ),
     );
 
+    let guess = predict::ask(
+        &s.common,
+        "whole",
+        format!(
+            "路人{victim} is killed with SIGKILL halfway through writing its new file, inside the \
+             lock: is db.json still whole (readable, one count) afterwards? (yes / no)"
+        ),
+        predict::Expect::Choice(&["yes", "no"]),
+    );
     dead.kill()?;
     dead.join()?;
+    let whole = s.db.read_count().is_ok();
+    guess.reveal(
+        if whole { "yes" } else { "no" },
+        match s.level {
+            Level::InPlace => {
+                "with --durability in-place the buyer truncates db.json and writes into it: a \
+                 kill in between can leave it torn"
+            }
+            _ => {
+                "the buyer writes a new file and renames it over db.json, and rename is atomic: \
+                 db.json is the old file or the new one, never half of either"
+            }
+        },
+    );
     report::event(
         "killed",
         json!({
@@ -215,11 +285,23 @@ fn wait_until_stopped(process: &Process) -> Result<()> {
             Err(Errno::EINTR) => continue,
             Ok(status) => {
                 interrupted()?;
-                bail!(
+                let exitcode = match status {
+                    WaitStatus::Exited(_, code) => Some(code),
+                    WaitStatus::Signaled(_, signal, _) => Some(-(signal as i32)),
+                    _ => None,
+                };
+                let lost = common::processes::lost::report_pid(
+                    pid.as_raw(),
+                    process.name(),
+                    exitcode,
+                    "tickets",
+                    0,
+                );
+                return Err(lost.context(format!(
                     "{} ended before it stopped inside the locked section ({status:?}); see \
                      its message above",
                     process.name()
-                )
+                )));
             }
             Err(e) => {
                 interrupted()?; // the watcher reaped it first
@@ -378,11 +460,22 @@ fn finish(
         } else {
             ""
         };
-        bail!(
+        // What went with them: tickets the file no longer holds that no buyer reports sold (a
+        // buyer killed after its write and before its exit).
+        let mut unaccounted = (-outcome.oversold()).max(0) as u64;
+        let mut first = None;
+        for buyer in buyers.iter().filter(|b| failed.contains(&b.to_string())) {
+            let lost = common::processes::lost::report(buyer, "tickets", unaccounted);
+            unaccounted = 0;
+            first.get_or_insert(lost);
+        }
+        let names: Vec<&str> =
+            buyers.iter().filter(|b| failed.contains(&b.to_string())).map(Process::name).collect();
+        return Err(first.expect("a failed buyer").context(format!(
             "{} buyer(s) failed (their messages are above): {}{hint}",
             failed.len(),
-            failed.join(", ")
-        );
+            names.join(", ")
+        )));
     }
     Ok(outcome)
 }

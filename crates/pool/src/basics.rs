@@ -182,6 +182,11 @@ fn seed_001(cli: &Cli, title: &str, blocking: bool) -> Result<Seed001> {
 pub fn apply_async(cli: &Cli) -> Result<()> {
     report::section("1. Pool(3) and apply_async: submit without waiting (使用进程池, 异步非阻塞)");
     let title = "Pool(3), four tasks by apply_async";
+    let question = format!(
+        "Pool({}) and {} tasks by apply_async: in how many different worker pids do they run?",
+        cli.processes, cli.tasks
+    );
+    let guess = common::predict::ask(&cli.common, "pids", question, common::predict::Expect::Count);
     let Seed001 { records, workers, submit_us } = seed_001(cli, title, false)?;
     let runs = task_runs(&records);
     if runs.len() != cli.tasks || runs.iter().any(|r| r.end.is_none()) {
@@ -217,6 +222,8 @@ pub fn apply_async(cli: &Cli) -> Result<()> {
         }),
         summary_text(cli, &runs, &pids, max, &waited),
     );
+    let why = "a pool keeps its workers: a task waits for a free one and runs in its pid";
+    guess.reveal(pids.len(), why);
     if stars < first_start {
         report::say(format!(
             "**** came before every task's first line: apply_async returned after {submit_us} µs \
@@ -276,6 +283,13 @@ fn summary_text(cli: &Cli, runs: &[TaskRun], pids: &[i32], max: usize, waited: &
 pub fn apply(cli: &Cli) -> Result<()> {
     report::section("2. the blocking pool: apply waits for each task (使用阻塞进程池, 同步阻塞)");
     let title = "Pool(3), four tasks by apply";
+    let guess = common::predict::ask(
+        &cli.common,
+        "apply-wall",
+        "Pool(3), four tasks by apply: is the wall time about the sum of the tasks' times, or \
+         about the longest one's?",
+        common::predict::Expect::Choice(&["sum", "longest"]),
+    );
     let began = Instant::now();
     let Seed001 { records, .. } = seed_001(cli, title, true)?;
     let wall_ms = began.elapsed().as_millis() as u64;
@@ -286,6 +300,19 @@ pub fn apply(cli: &Cli) -> Result<()> {
     let pids: Vec<i32> = runs.iter().map(|r| r.pid).collect();
     let busy_ms: u64 =
         runs.iter().map(|r| r.end_ms.unwrap_or(r.start_ms).saturating_sub(r.start_ms)).sum();
+    let longest_ms = runs
+        .iter()
+        .map(|r| r.end_ms.unwrap_or(r.start_ms).saturating_sub(r.start_ms))
+        .max()
+        .unwrap_or(0);
+    guess.reveal(
+        if wall_ms.abs_diff(busy_ms) <= wall_ms.abs_diff(longest_ms) { "sum" } else { "longest" },
+        format!(
+            "wall {wall_ms} ms, the tasks' times add up to {busy_ms} ms, the longest is \
+             {longest_ms} ms: apply returns only when its task has ended, so they run one after \
+             another"
+        ),
+    );
     report::event(
         "apply_summary",
         json!({ "serial": serial, "stars_last": stars_last, "pids": pids, "busy_ms": busy_ms,
@@ -440,6 +467,15 @@ pub fn get(cli: &Cli) -> Result<()> {
     recording.finish()?;
     if !in_order {
         bail!("map returned {values:?}, not the squares in order");
+    }
+    // A worker killed from elsewhere (not by terminate): its task's error says which; `run`
+    // reports it as lost.
+    let died = handles.iter().chain(&doomed).find_map(|h| match h.get() {
+        Err(e @ PoolError::WorkerDied { .. }) => Some(e),
+        _ => None,
+    });
+    if let Some(e) = died {
+        return Err(e).context("a task of the drop or terminate step");
     }
     if ready != handles.len() || !left.is_empty() || !all_terminated {
         bail!("drop or terminate did not do what they promise (ready {ready}, left {left:?})");

@@ -37,6 +37,13 @@ fn killed(cli: &Cli) -> Result<()> {
             pool.apply_async(&F, FArgs { name: i, ms })
         })
         .collect::<Result<_, _>>()?;
+    let question = format!(
+        "Pool({}) runs {tasks} tasks; the worker running one of them is killed with SIGKILL: how \
+         many of the {tasks} results are errors?",
+        cli.processes
+    );
+    let guess =
+        common::predict::ask(&cli.common, "errors", question, common::predict::Expect::Count);
     let started = wait_for_record(&recording, &format!("task {victim} to start"), |r| {
         r.event == "task_start" && r.data["task"] == victim as u64
     })?;
@@ -55,8 +62,16 @@ fn killed(cli: &Cli) -> Result<()> {
             "kill -9 {pid}: the worker running task {victim} (as the OOM killer, or a user, would)"
         ),
     );
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
-        .with_context(|| format!("kill -9 {pid}"))?;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+    {
+        Ok(()) => {}
+        // Already dead and reaped: killed from elsewhere before this part's own kill -9.
+        Err(nix::errno::Errno::ESRCH) => {
+            let lost = common::processes::lost::report_pid(pid, "pool worker", None, "tasks", 1);
+            return Err(lost.context(format!("the worker {pid} running task {victim} was gone")));
+        }
+        Err(e) => return Err(e).with_context(|| format!("kill -9 {pid}")),
+    }
     let after = replaced(&pool, pid, cli.processes)?;
     let new: Vec<i32> = after.iter().copied().filter(|p| !before.contains(p)).collect();
     ps::show_tree("after the kill: a new worker has taken the dead one's place (ps):");
@@ -88,6 +103,11 @@ fn killed(cli: &Cli) -> Result<()> {
             }
         }
     }
+    guess.reveal(
+        errors.len(),
+        "only the task in the killed worker is lost (its result is an error naming the pid and \
+         SIGKILL); the pool starts a replacement and the other tasks run as usual",
+    );
     let named = errors.first().is_some_and(|(i, e)| {
         *i == victim
             && e.to_string().contains(&pid.to_string())
@@ -128,6 +148,17 @@ fn killed(cli: &Cli) -> Result<()> {
         let style =
             Style::new().span_labelled("task_start", "task_end", '#', "task").mark("killed", 'X');
         timeline::show("a worker killed mid-task (X: kill -9)", &records, &style);
+    }
+    // A task lost with another worker than the victim: that worker was killed from elsewhere.
+    let other = errors.iter().find_map(|(i, e)| match e {
+        PoolError::WorkerDied { worker, pid: p, exitcode, .. } if *i != victim || *p != pid => {
+            Some((worker.clone(), *p, *exitcode))
+        }
+        _ => None,
+    });
+    if let Some((worker, other_pid, exitcode)) = other {
+        let lost = common::processes::lost::report_pid(other_pid, &worker, exitcode, "tasks", 1);
+        return Err(lost.context(format!("{} task(s) lost in all", errors.len())));
     }
     if errors.len() != 1 || !named || right != tasks - 1 || new.is_empty() {
         bail!(

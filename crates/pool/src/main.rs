@@ -96,12 +96,18 @@ mod tasks;
 mod which;
 
 use clap::{Parser, Subcommand};
-use common::cli::{CommonArgs, parse_positive};
+use common::cli::{CommonArgs, parse_count_up_to};
 
 /// Seed 001's `Pool(processes=3)`.
 const PROCESSES: usize = 3;
 /// Seed 001's `range(4)`.
 const TASKS: usize = 4;
+/// The caps of the count flags (exit 2 beyond, before anything starts): every worker is a
+/// process; every task is a handle held until its result is read, so `--tasks` is refused
+/// beyond its cap rather than run in memory that grows with it.
+const MAX_PROCESSES: usize = 32;
+const MAX_TASKS: usize = 1000;
+const MAX_TASKS_PER_CHILD: usize = 1000;
 /// Part 5: how long one CPU-bound task computes, in milliseconds (not scaled by `--speed`).
 const CPU_MS: u64 = 150;
 
@@ -122,18 +128,19 @@ struct Cli {
     #[arg(long, global = true)]
     timeline: bool,
 
-    /// Worker processes in the pools of parts 1, 2, 3 and 6 (Pool(processes=N))
+    /// Worker processes in the pools of parts 1, 2, 3 and 6 (Pool(processes=N)), at most 32
     #[arg(long, global = true, value_name = "N", default_value_t = PROCESSES,
-          value_parser = parse_positive)]
+          value_parser = |s: &str| parse_count_up_to(s, MAX_PROCESSES))]
     processes: usize,
 
-    /// Tasks submitted in parts 1 and 2 (the notes' range(4))
+    /// Tasks submitted in parts 1 and 2 (the notes' range(4)), at most 1000
     #[arg(long, global = true, value_name = "N", default_value_t = TASKS,
-          value_parser = parse_positive)]
+          value_parser = |s: &str| parse_count_up_to(s, MAX_TASKS))]
     tasks: usize,
 
-    /// Part 1: replace a worker after this many tasks (a new pid each time)
-    #[arg(long, global = true, value_name = "N", value_parser = parse_positive)]
+    /// Part 1: replace a worker after this many tasks (a new pid each time), at most 1000
+    #[arg(long, global = true, value_name = "N",
+          value_parser = |s: &str| parse_count_up_to(s, MAX_TASKS_PER_CHILD))]
     maxtasksperchild: Option<usize>,
 
     /// Part 5: milliseconds of computation in one CPU-bound task
@@ -176,8 +183,31 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(1)
 }
 
+/// A worker killed from elsewhere in the middle of a task turns that task's result into an
+/// error (`WorkerDied`): the part stops there and says which worker and which task were lost
+/// (exit 1). A worker killed between tasks loses nothing: the pool replaces it (the event
+/// `pool_worker_exited`) and the part goes on. The worker that part 6 kills on purpose is its
+/// lesson and handled there.
 #[cfg(target_os = "linux")]
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let result = common::processes::lost::stop_children_on_error(run_parts(cli));
+    if let Err(e) = &result {
+        let died = e.chain().find_map(|c| match c.downcast_ref::<common::pool::PoolError>() {
+            Some(common::pool::PoolError::WorkerDied { task, job, worker, pid, exitcode }) => {
+                Some((task.clone(), *job, worker.clone(), *pid, *exitcode))
+            }
+            _ => None,
+        });
+        if let Some((task, job, worker, pid, exitcode)) = died {
+            let lost = common::processes::lost::report_pid(pid, &worker, exitcode, "tasks", 1);
+            return Err(lost.context(format!("task {task} (job {job}) was lost")));
+        }
+    }
+    result
+}
+
+#[cfg(target_os = "linux")]
+fn run_parts(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Some(Cmd::ApplyAsync) => basics::apply_async(&cli),
         Some(Cmd::Apply) => basics::apply(&cli),

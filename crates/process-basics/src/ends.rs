@@ -133,6 +133,10 @@ pub fn attributes(cli: &Cli) -> Result<()> {
         ),
     );
     if !alive {
+        if p.exitcode().is_some_and(|c| c < 0) {
+            // Killed from elsewhere before the demo's own terminate().
+            return Err(common::processes::lost::report(&p, "tasks", 1));
+        }
         bail!("join with a timeout: the child {pid} should still be running, but it has ended");
     }
 
@@ -148,6 +152,9 @@ pub fn attributes(cli: &Cli) -> Result<()> {
     );
     p.join()?;
     let alive = attr("after terminate and join", &mut p);
+    if p.exitcode().is_some_and(|c| c < 0 && c != -15) {
+        return Err(common::processes::lost::report(&p, "tasks", 1));
+    }
     if alive || p.exitcode() != Some(-15) {
         bail!("after terminate and join: expected is_alive false and exitcode -15, got {p}");
     }
@@ -164,12 +171,17 @@ pub fn exits(cli: &Cli) -> Result<()> {
         ("abort", "a fatal error (严重错误退出): abort() raises SIGABRT", -6),
     ];
     let mut wrong = Vec::new();
+    // The first child that ended otherwise than this part makes it end (killed from elsewhere).
+    let mut lost: Option<anyhow::Error> = None;
     for (how, what, expected) in cases {
         let args = EndArgs { how: how.into(), code: cli.code, sleep_ms: 0 };
         let mut p = child(cli, format!("end-{how}"), &ENDING, args);
         p.start()?;
         let code = p.join()?;
         exited(how, what, code, expected, &p, &mut wrong);
+        if code != Some(expected) && lost.is_none() && cli.common.hold.is_none() {
+            lost = Some(common::processes::lost::report(&p, "tasks", 1));
+        }
     }
 
     let signals: [(&str, &str, &str, i32); 2] = [
@@ -207,17 +219,40 @@ pub fn exits(cli: &Cli) -> Result<()> {
             ),
         );
         cli.common.hold(&format!("a child waits to be ended: try {command}"), &[pid]);
+        let guess = (expected == -9).then(|| {
+            common::predict::ask(
+                &cli.common,
+                "sigkill-code",
+                "the parent kills a sleeping child with SIGKILL (kill -9, p.kill()): what is its \
+                 exitcode (a whole number, negative for a signal)?",
+                common::predict::Expect::About { within: 0.01 },
+            )
+        });
         if expected == -9 {
             p.kill()?
         } else {
             p.terminate()?
         }
         let code = p.join()?;
+        if let Some(guess) = guess {
+            guess.reveal(
+                code.unwrap_or(0),
+                "a process ended by a signal has no exit status: exitcode is minus the signal's \
+                 number, and SIGKILL is 9 (a shell would print 137 = 128 + 9)",
+            );
+        }
         exited(how, what, code, expected, &p, &mut wrong);
+        if code != Some(expected) && lost.is_none() && cli.common.hold.is_none() {
+            lost = Some(common::processes::lost::report(&p, "tasks", 1));
+        }
     }
     // With --hold a learner may have ended a child another way; otherwise every code is known.
     if !wrong.is_empty() && cli.common.hold.is_none() {
-        bail!("unexpected exit codes: {}", wrong.join(", "));
+        let why = format!("unexpected exit codes: {}", wrong.join(", "));
+        return Err(match lost {
+            Some(e) => e.context(why),
+            None => anyhow::anyhow!(why),
+        });
     }
     Ok(())
 }

@@ -108,10 +108,10 @@ fn example(cli: &Cli, n: u8) -> Result<()> {
                 p1.start()?;
                 p2.start()?;
                 if n != 3 {
-                    p1.join()?;
+                    crate::joined(&mut p1)?;
                 }
                 if n == 1 {
-                    p2.join()?;
+                    crate::joined(&mut p2)?;
                 }
             }
             2 => {
@@ -122,18 +122,18 @@ fn example(cli: &Cli, n: u8) -> Result<()> {
                 let (mut p1, mut p2) = (way_two("p1"), way_two("p2"));
                 p1.start()?;
                 p2.start()?;
-                p1.join()?;
-                p2.join()?;
+                crate::joined(&mut p1)?;
+                crate::joined(&mut p2)?;
             }
             _ => {
                 let (mut p1, mut p2) = (proc1(), proc2());
                 p1.start()?;
-                p1.join()?;
+                crate::joined(&mut p1)?;
                 p2.start()?;
             }
         }
         report::event("parent_end", json!({}), format!("parent process {me} end"));
-        wait_at_exit();
+        wait_at_exit()?;
         Ok(())
     })?;
     report::say(lesson);
@@ -160,6 +160,10 @@ pub fn tasks(cli: &Cli) -> Result<()> {
         );
     };
     let style = Style::new();
+    let question = "tasks sleeping 5, 3, 2, 1 s: start all, then join all: how many seconds in all \
+                    (at the notes' speed)?";
+    let within = common::predict::Expect::About { within: 0.3 };
+    let guess = common::predict::ask(&cli.common, "start-all", question, within);
     let (concurrent, _) = recorded(cli, "start all, then join all", &style, || {
         report::say("for p in p_l: p.start()   then   for p in p_l: p.join()");
         let t = Instant::now();
@@ -168,7 +172,7 @@ pub fn tasks(cli: &Cli) -> Result<()> {
             p.start()?;
         }
         for p in &mut all {
-            p.join()?;
+            crate::joined(p)?;
         }
         let wall = t.elapsed();
         wall_event(
@@ -183,13 +187,15 @@ pub fn tasks(cli: &Cli) -> Result<()> {
         );
         Ok(wall)
     })?;
+    let notes_secs = concurrent.as_secs_f64() * cli.common.speed;
+    guess.reveal(notes_secs, "the four sleep at the same time: the longest task sets the time");
     let (serial, _) = recorded(cli, "start and join each in turn", &style, || {
         report::say("for p in p_l: p.start(); p.join()");
         let t = Instant::now();
         for i in 0..sleeps.len() {
             let mut p = make(i);
             p.start()?;
-            p.join()?;
+            crate::joined(&mut p)?;
         }
         let wall = t.elapsed();
         wall_event(
@@ -256,6 +262,18 @@ pub fn send_mail(cli: &Cli) -> Result<()> {
         } else {
             "the notes' loop: li.append(p) after the loop"
         };
+        let guess = (!fixed).then(|| {
+            let question = format!(
+                "{n} mails, the notes' loop (li.append(p) after the loop, so only the last is \
+                 joined): how many mails are sent after \"all sent\" is printed?"
+            );
+            common::predict::ask(
+                &cli.common,
+                "late-mails",
+                question,
+                common::predict::Expect::Count,
+            )
+        });
         let (joined, records) = recorded(cli, title, &style, || {
             report::say(if fixed {
                 "for i in range(n): p = Process(...); p.start(); li.append(p)   # inside the loop"
@@ -280,7 +298,7 @@ pub fn send_mail(cli: &Cli) -> Result<()> {
                 li.extend(last); // the notes' `li.append(p)`, one line too far left
             }
             for p in &mut li {
-                p.join()?;
+                crate::joined(p)?;
             }
             report::event(
                 "all_sent",
@@ -290,7 +308,7 @@ pub fn send_mail(cli: &Cli) -> Result<()> {
                     li.len()
                 ),
             );
-            wait_at_exit();
+            wait_at_exit()?;
             Ok(li.len())
         })?;
         let late = sent_after(&records, "all_sent");
@@ -300,6 +318,13 @@ pub fn send_mail(cli: &Cli) -> Result<()> {
                     "sent_after_all_sent": late }),
             format!("{title}: {late} of {n} mails were sent after \"all sent\" was printed"),
         );
+        if let Some(guess) = guess {
+            guess.reveal(
+                late,
+                "only the last mail, the quickest, was joined; the others were still sleeping \
+                 when the parent printed \"all sent\"",
+            );
+        }
         if fixed && late != 0 {
             bail!("the fixed loop joined every mail, yet {late} were sent after \"all sent\"");
         }
@@ -363,7 +388,7 @@ pub fn order(cli: &Cli) -> Result<()> {
             p.start()?;
         }
         for p in &mut kids {
-            p.join()?;
+            crate::joined(p)?;
         }
     }
     let records = recording.finish()?;

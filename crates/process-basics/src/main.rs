@@ -72,7 +72,7 @@ mod starts;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use common::cli::{CommonArgs, parse_positive};
+use common::cli::{CommonArgs, parse_count_up_to};
 use common::process::{Process, Role};
 use common::report;
 use common::timeline::{self, Record, Recording, Style};
@@ -85,6 +85,12 @@ const MAILS: usize = 10;
 /// Children started in each round of the order experiment, and the number of rounds.
 const ORDER_CHILDREN: usize = 5;
 const ORDER_ROUNDS: usize = 5;
+/// The caps of the count flags (exit 2 beyond, before anything starts): every mail and every
+/// child of the order part is a process, every loop a sleep.
+const MAX_LOOPS: usize = 100;
+const MAX_MAILS: usize = 200;
+const MAX_ORDER_CHILDREN: usize = 32;
+const MAX_ORDER_ROUNDS: usize = 100;
 /// The exit code a child chooses, as `sys.exit(3)`.
 const ERROR_CODE: i32 = 3;
 
@@ -105,24 +111,24 @@ struct Cli {
     #[arg(long, global = true)]
     timeline: bool,
 
-    /// How many times the children of seed 001's examples print and sleep
+    /// How many times the children of seed 001's examples print and sleep, at most 100
     #[arg(long, global = true, value_name = "N", default_value_t = LOOPS,
-          value_parser = parse_positive)]
+          value_parser = |s: &str| parse_count_up_to(s, MAX_LOOPS))]
     loops: usize,
 
-    /// How many mails the send_mail part sends
+    /// How many mails the send_mail part sends (one process each), at most 200
     #[arg(long, global = true, value_name = "N", default_value_t = MAILS,
-          value_parser = parse_positive)]
+          value_parser = |s: &str| parse_count_up_to(s, MAX_MAILS))]
     mails: usize,
 
-    /// Children per round in the order part
+    /// Children per round in the order part, at most 32
     #[arg(long, global = true, value_name = "N", default_value_t = ORDER_CHILDREN,
-          value_parser = parse_positive)]
+          value_parser = |s: &str| parse_count_up_to(s, MAX_ORDER_CHILDREN))]
     children: usize,
 
-    /// Rounds in the order part
+    /// Rounds in the order part, at most 100
     #[arg(long, global = true, value_name = "N", default_value_t = ORDER_ROUNDS,
-          value_parser = parse_positive)]
+          value_parser = |s: &str| parse_count_up_to(s, MAX_ORDER_ROUNDS))]
     rounds: usize,
 
     /// The exit code the child of the exits part chooses (1 to 255)
@@ -179,7 +185,14 @@ fn main() -> std::process::ExitCode {
     )
 }
 
+/// Runs the chosen part; a part that fails stops and reaps the children it left (see
+/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
 fn run(cli: Cli) -> anyhow::Result<()> {
+    common::processes::lost::stop_children_on_error(run_parts(cli))
+}
+
+fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
+    cli.common.own_children("its children report this program's pid as their parent");
     match cli.cmd.clone() {
         Some(Cmd::Pids) => starts::pids(&cli),
         Some(Cmd::TwoWays) => starts::two_ways(&cli),
@@ -265,10 +278,10 @@ fn sleep_ms(ms: u64) {
 /// Python's end of the main process, made visible: if children are left unjoined when the
 /// main code ends, the interpreter waits for them before the process exits (主进程会等待所有
 /// 的子进程结束), and so does this demo before its next part.
-fn wait_at_exit() {
+fn wait_at_exit() -> anyhow::Result<()> {
     let left = common::process::live_children();
     if left.is_empty() {
-        return;
+        return Ok(());
     }
     let names: Vec<&str> = left.iter().map(|(_, name)| name.as_str()).collect();
     report::event(
@@ -281,6 +294,21 @@ fn wait_at_exit() {
             names.join(", ")
         ),
     );
-    common::process::finish_main();
+    let ended = common::process::end_main_code();
     report::event("reaped", serde_json::json!({ "children": names.len() }), "every child reaped");
+    // A child killed while it was waited for at exit did not do its part either.
+    match ended.iter().find(|e| e.exitcode != Some(0)) {
+        Some(e) => Err(common::processes::lost::report_pid(e.pid, &e.name, e.exitcode, "tasks", 1)),
+        None => Ok(()),
+    }
+}
+
+/// `p.join()` where the child is meant to end with exit code 0: a child that did not (killed
+/// by a signal from elsewhere, say) is reported as lost with its task, and the demo exits 1.
+fn joined(p: &mut Process) -> anyhow::Result<Option<i32>> {
+    let code = p.join()?;
+    if code != Some(0) {
+        return Err(common::processes::lost::report(p, "tasks", 1));
+    }
+    Ok(code)
 }

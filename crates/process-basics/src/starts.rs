@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use common::predict;
 use common::process::{Process, Role, Run};
 use common::{ps, report};
 use serde::{Deserialize, Serialize};
@@ -132,7 +133,7 @@ pub fn pids(cli: &Cli) -> Result<()> {
     pids.extend(kids.iter().filter_map(Process::pid));
     cli.common.hold("two children are running", &pids);
     for p in &mut kids {
-        p.join()?;
+        crate::joined(p)?;
     }
     if !all_mine {
         bail!("a child's ppid in /proc was not this program's pid {me}: {checks:?}");
@@ -162,7 +163,7 @@ pub fn two_ways(cli: &Cli) -> Result<()> {
         json!({ "target_function": p1.pid(), "run_method": p2.pid() }),
         format!("主: started {p1} and {p2}"),
     );
-    let codes = (p1.join()?, p2.join()?);
+    let codes = (crate::joined(&mut p1)?, crate::joined(&mut p2)?);
     report::event(
         "joined",
         json!({ "exitcodes": [codes.0, codes.1] }),
@@ -176,6 +177,15 @@ pub fn start_join(cli: &Cli) -> Result<()> {
     report::section("3. start is asynchronous, join blocks (异步非阻塞 / 同步阻塞)");
     let sleep = cli.common.notes_sleep(TASK_SECONDS);
     let mut p = child(cli, "task", &TASK, TaskArgs { name: "task".into(), sleep_ms: ms(sleep) });
+    let guess = predict::ask(
+        &cli.common,
+        "first",
+        "p.start(); print('主流程'): which line comes first, the parent's 主流程 or the child's \
+         'task is running'?",
+        predict::Expect::Choice(&["main", "child"]),
+    );
+    // With --predict, the lines of both processes are recorded, to see whose came first.
+    let recording = guess.asked().then(common::timeline::Recording::start).transpose()?;
     let t = Instant::now();
     p.start()?;
     let start_took = t.elapsed();
@@ -196,7 +206,7 @@ pub fn start_join(cli: &Cli) -> Result<()> {
         format!("主流程: the parent goes on at once, while the child sleeps {}", secs(sleep)),
     );
     let t = Instant::now();
-    let code = p.join()?;
+    let code = crate::joined(&mut p)?;
     let waited = t.elapsed();
     report::event(
         "joined",
@@ -204,5 +214,16 @@ pub fn start_join(cli: &Cli) -> Result<()> {
                 "exitcode": code }),
         format!("p.join() blocked {} until the child ended (同步阻塞); then {p}", secs(waited)),
     );
+    if let Some(recording) = recording {
+        let pid = p.pid().unwrap_or(0);
+        let order =
+            [("main", "parent_goes_on", std::process::id() as i32), ("child", "running", pid)];
+        let first = predict::which_first(&recording.finish()?, &order).unwrap_or("main");
+        guess.reveal(
+            first,
+            "start() only asks the kernel for a child; the parent runs on while the child is being \
+             created and scheduled, so 主流程 usually wins, but nothing guarantees it",
+        );
+    }
     Ok(())
 }

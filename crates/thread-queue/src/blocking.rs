@@ -2,9 +2,11 @@
 //! `get` on an empty one on `not_empty`; with a timeout they give up with `Full` and `Empty`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use common::predict;
 use common::report;
 use common::threads::named;
 use common::threads::queue::{Queue, QueueError};
@@ -25,8 +27,18 @@ pub fn run(cli: &Cli) -> Result<()> {
     ));
     let q = Arc::new(Queue::new(MAXSIZE));
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let question = format!(
+        "Queue(maxsize={MAXSIZE}): the producer puts {} items, main gets one only later. \
+         Does the third put return before main's get (阻塞)?",
+        MAXSIZE + 1
+    );
+    let guess =
+        predict::ask(&cli.common, "third-put", question, predict::Expect::Choice(&["yes", "no"]));
+    // Set by the producer once its last put returned; main reads it just before its get.
+    let last_put_returned = Arc::new(AtomicBool::new(false));
     let producer = {
         let q = q.clone();
+        let last_put_returned = last_put_returned.clone();
         named::spawn("producer", move || -> Result<()> {
             let _ = tid_tx.send(named::gettid());
             for i in 1..=MAXSIZE + 1 {
@@ -42,6 +54,9 @@ pub fn run(cli: &Cli) -> Result<()> {
                 );
                 let began = Instant::now();
                 q.put(i).map_err(|e| anyhow::anyhow!("put({i}): {e}"))?;
+                if i == MAXSIZE + 1 {
+                    last_put_returned.store(true, Ordering::SeqCst);
+                }
                 if full {
                     let waited = began.elapsed();
                     report::event(
@@ -86,6 +101,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     );
     common::ps::show_threads("this process's threads (ps -L)", pid);
     cli.common.hold_threads("the producer is blocked in put on a full queue", pid);
+    let returned_before_get = last_put_returned.load(Ordering::SeqCst);
     report::event("getting", json!({}), "main calls q.get(): that frees a place for the producer");
     let first = q.get()?;
     match producer.join() {
@@ -100,6 +116,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             q.qsize()
         ),
     );
+    let why = "a put into a full queue waits on not_full until a get takes an item and notifies it";
+    guess.reveal(if returned_before_get { "yes" } else { "no" }, why);
 
     // The queue is full again (2 and 3): a timed put gives up with Full.
     let began = Instant::now();

@@ -168,7 +168,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd.clone() {
-        Some(Cmd::Orders) => orders::run(),
+        Some(Cmd::Orders) => orders::run(&cli.common),
         Some(Cmd::Blocking) => blocking::run(&cli),
         Some(Cmd::Joinable) => joinable::run(&cli),
         Some(Cmd::Shutdown) => shutdown::run(&cli),
@@ -177,7 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             common::report::say(
                 "the tour: four parts, each also a subcommand (thread-queue --help lists them)",
             );
-            orders::run()?;
+            orders::run(&cli.common)?;
             blocking::run(&cli)?;
             joinable::run(&cli)?;
             shutdown::run(&cli)

@@ -1,6 +1,8 @@
 //! Part 1: the same items through the three kinds of queue; only the order differs.
 
 use anyhow::Result;
+use common::cli::CommonArgs;
+use common::predict;
 use common::report;
 use common::threads::queue::{LifoQueue, PriorityQueue, Queue, QueueError};
 use serde_json::json;
@@ -14,7 +16,7 @@ fn join(items: &[impl ToString]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-pub fn run() -> Result<()> {
+pub fn run(common: &CommonArgs) -> Result<()> {
     report::section(
         "1. Queue, LifoQueue, PriorityQueue: the same items, three orders (队列, 堆栈, 优先级队列)",
     );
@@ -26,10 +28,14 @@ pub fn run() -> Result<()> {
         fifo.put(i)?;
         lifo.put(i)?;
     }
+    let question = format!("LifoQueue: put {} in that order; which comes out first?", join(&items));
+    let guess = predict::ask(common, "lifo-first", question, predict::Expect::Count);
+    let mut lifo_first = None;
     for (kind, got, rule) in [
         ("Queue", drain(|| fifo.get_nowait()), "first in, first out"),
         ("LifoQueue", drain(|| lifo.get_nowait()), "last in, first out: a stack"),
     ] {
+        lifo_first = got.first().copied();
         report::event(
             "order",
             json!({ "kind": kind, "put": items, "got": got }),
@@ -42,7 +48,19 @@ pub fn run() -> Result<()> {
         );
     }
 
+    guess.reveal(
+        lifo_first.unwrap_or(0),
+        "a LifoQueue is a stack: the last one put is the first got",
+    );
+
     let prioritized = [(2, "p2"), (1, "p1"), (3, "p3")];
+    let question = "PriorityQueue: put (2, 'p2'), (1, 'p1'), (3, 'p3'); which comes out first?";
+    let guess = predict::ask(
+        common,
+        "priority-first",
+        question,
+        predict::Expect::Choice(&["p2", "p1", "p3"]),
+    );
     let priority = PriorityQueue::new(0);
     for item in prioritized {
         priority.put(item)?;
@@ -59,6 +77,8 @@ pub fn run() -> Result<()> {
             join(&got)
         ),
     );
+    let why = "the lowest priority number is got first (a heap), whatever the order of put";
+    guess.reveal(got.first().copied().unwrap_or("none"), why);
     report::say(
         "the three share one mutex and three conditions (not_empty, not_full, all_tasks_done); \
          only the container differs: a deque, a list, a heap (heapq)",

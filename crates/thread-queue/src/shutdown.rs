@@ -7,6 +7,7 @@ use std::sync::mpsc::channel;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use common::predict;
 use common::report;
 use common::threads::named;
 use common::threads::queue::{Queue, QueueError};
@@ -22,7 +23,7 @@ const WORK_S: f64 = 0.2;
 pub fn run(cli: &Cli) -> Result<()> {
     report::section("4. shutdown(): drain, then ShutDown; shutdown(immediate=True): drop the rest");
     drain(cli)?;
-    immediate()
+    immediate(cli)
 }
 
 fn drain(cli: &Cli) -> Result<()> {
@@ -83,7 +84,7 @@ fn drain(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-fn immediate() -> Result<()> {
+fn immediate(cli: &Cli) -> Result<()> {
     let q: Arc<Queue<usize>> = Arc::new(Queue::new(0));
     for i in 0..ITEMS {
         q.put(i).map_err(|e| anyhow::anyhow!("put: {e}"))?;
@@ -97,15 +98,25 @@ fn immediate() -> Result<()> {
             report::event("holding", json!({ "item": item }), format!("got {item}; working on it"));
             let _ = holding_tx.send(());
             let _ = finish_rx.recv();
-            q.task_done()?;
+            // Said before the call: once task_done returns, main's join may print first.
             report::event("task_done", json!({ "item": item }), format!("task_done() for {item}"));
+            q.task_done()?;
             Ok(q.get().err())
         })?
     };
     if holding_rx.recv_timeout(Duration::from_secs(60)).is_err() {
         bail!("the consumer never took an item");
     }
+    let question = format!(
+        "{ITEMS} items put, one consumer holds one of them: how many items does \
+         shutdown(immediate=True) drop?"
+    );
+    let guess = predict::ask(&cli.common, "dropped", question, predict::Expect::Count);
     let dropped = q.shutdown(true);
+    guess.reveal(
+        dropped,
+        "immediate drops every item still in the queue; the one already taken is not in it",
+    );
     let unfinished = q.unfinished_tasks();
     // The item being worked on is not done yet, so join must not return yet.
     let early = q.join_timeout(Duration::from_millis(20));

@@ -168,7 +168,7 @@ pub fn reap_on_sigchld(cli: &CommonArgs, count: usize) -> Result<()> {
                 still.push((child, pid));
             } else {
                 let ident = idents.iter().find(|i| i.pid == pid).copied().unwrap_or(Ident::of(pid));
-                report_reaped(&child, ident, "SIGCHLD -> is_alive() -> waitpid(WNOHANG)")?;
+                report_reaped(&child, ident, "SIGCHLD -> is_alive() -> waitpid(WNOHANG)", None)?;
                 reaped.push(json!({ "pid": pid, "exitcode": child.exitcode() }));
             }
         }
@@ -200,6 +200,11 @@ pub fn ignore_sigchld(cli: &CommonArgs, count: usize) -> Result<()> {
          zombie. The price: nobody can learn its exit status. The parent watches /proc the \
          whole time to catch any Z.",
     );
+    let question = format!(
+        "{count} children end with SIGCHLD ignored (SIG_IGN): of how many can the parent still \
+         read the exit status (join's exitcode)?"
+    );
+    let guess = common::predict::ask(cli, "statuses", question, common::predict::Expect::Count);
     let restore = SigchldDisposition::set(SigHandler::SigIgn, SaFlags::empty())?;
     let children = start_children(cli, "ignored", count)?;
     let pids: Vec<i32> = children.iter().map(|(_, pid)| *pid).collect();
@@ -232,6 +237,11 @@ pub fn ignore_sigchld(cli: &CommonArgs, count: usize) -> Result<()> {
         exitcodes.push(child.exitcode());
     }
     drop(restore);
+    guess.reveal(
+        exitcodes.iter().filter(|code| code.is_some()).count(),
+        "the kernel removed each child the moment it ended, its exit status with it: waitpid \
+         finds nothing (ECHILD)",
+    );
     report::event(
         "sigchld_ignored",
         json!({ "children": count, "pids": pids, "samples": samples, "z_seen": z_seen,

@@ -17,12 +17,14 @@
 //!
 //! **What to watch for**: `STAT Z` and `[zombie-child] <defunct>` while the parent has not
 //! waited; the row gone after `join()`; N `Z` rows for `many`; the orphan's `PPID` changing from
-//! the middle process to the launcher (or PID 1) while its `STAT` stays `S`; `R`, `S`, `T`, `Z`
+//! the middle process (the first `--hold`) to the launcher or PID 1 (the second) while its
+//! `STAT` stays `S`; `R`, `S`, `T`, `Z`
 //! side by side; no `Z` ever with SIGCHLD ignored.
 //!
 //! **Run it**: `make demo-zombie-orphan` (all parts), or for one part with a pause:
 //! `make demo-zombie-orphan ARGS='zombie --hold 20'`; in a second terminal run the command the
-//! demo prints, e.g. `ps -o pid,ppid,stat,comm,args -p 4170,4182`.
+//! demo prints, e.g. `ps -o pid,ppid,stat,comm,args -p 4170,4182`. `orphan --hold 20` pauses
+//! twice: while the first parent lives, and after the orphan's adoption.
 //!
 //! ```text
 //! == zombie (僵尸进程): the child has ended, its parent has not reaped it yet ==
@@ -35,11 +37,14 @@
 //!   0.211s [  1951 zombie-orphan] 0.2s later it is still in state Z: a zombie never goes away ...
 //!   0.211s [  1951 zombie-orphan] join() -> waitpid(): reaped <Process zombie-child pid=1954 ...
 //! == orphan (孤儿进程): the parent ends while its child still runs ==
-//!   0.001s [  1960 orphan] my parent is 1959 (orphan-parent)
-//!   0.001s [  1959 orphan-parent] ending now; my child is still running
-//!   0.001s [  1960 orphan] my parent 1959 has ended; my parent is now 1955 (zombie-orphan), ...
-//!   0.003s [  1955 zombie-orphan] orphan 1960: parent 1959 -> 1955 (zombie-orphan); state S ...
-//!   0.007s [  1955 zombie-orphan] the launcher, its adoptive parent, reaped orphan 1960 ...
+//!   0.001s [  8336 orphan] my parent is 8335 (orphan-parent)
+//!   0.026s [  8332 zombie-orphan] holding 20s at: the child 8336 under its first parent 8335, ...
+//!                                   in another terminal run: ps -o pid,ppid,stat,comm,args -p ...
+//!  20.062s [  8335 orphan-parent] ending now; my child is still running
+//!  20.063s [  8336 orphan] my parent 8335 has ended; my parent is now 8332 (zombie-orphan), ...
+//!  20.064s [  8332 zombie-orphan] orphan 8336: parent 8335 -> 8332 (zombie-orphan); state S ...
+//!  20.074s [  8332 zombie-orphan] holding 20s at: an orphan adopted by 8332 (zombie-orphan)
+//!  40.078s [  8332 zombie-orphan] the launcher, its adoptive parent, reaped orphan 8336 ...
 //! ```
 //!
 //! Platform notes: Linux only (it reads `/proc` and uses `prctl`); elsewhere it says so and
@@ -54,7 +59,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::{CommonArgs, parse_positive};
+use common::cli::{CommonArgs, parse_count_up_to};
 
 #[cfg(target_os = "linux")]
 mod children;
@@ -73,8 +78,9 @@ mod zombie;
 const DEFAULT_ZOMBIES: usize = 5;
 /// At most this many zombies: each is a real process, and the pid space is finite (pid_max).
 const MAX_ZOMBIES: usize = 256;
-/// Children in each cure unless `--children` says otherwise.
+/// Children in each cure unless `--children` says otherwise, and at most (each is a process).
 const CURE_CHILDREN: usize = 3;
+const MAX_CURE_CHILDREN: usize = 64;
 
 const DIFFERENCES: &str = include_str!("differences.txt");
 
@@ -103,14 +109,16 @@ enum Cmd {
     Zombie,
     /// The two cures: reap on SIGCHLD, or ignore SIGCHLD so the kernel reaps at once
     Cures {
-        /// Children in each cure
-        #[arg(long, value_name = "N", default_value_t = CURE_CHILDREN, value_parser = parse_positive)]
+        /// Children in each cure, at most 64
+        #[arg(long, value_name = "N", default_value_t = CURE_CHILDREN,
+              value_parser = |s: &str| parse_count_up_to(s, MAX_CURE_CHILDREN))]
         children: usize,
     },
     /// N children end unreaped: N Z rows, each holding a pid until reaped
     Many {
-        /// How many zombies (at most 256)
-        #[arg(long, value_name = "N", default_value_t = DEFAULT_ZOMBIES, value_parser = parse_positive)]
+        /// How many zombies, at most 256
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_ZOMBIES,
+              value_parser = |s: &str| parse_count_up_to(s, MAX_ZOMBIES))]
         count: usize,
     },
     /// The parent ends while its child runs: the child is an orphan, adopted by a subreaper
@@ -125,7 +133,15 @@ enum Cmd {
 }
 
 #[cfg(target_os = "linux")]
+/// Runs the chosen part; a part that fails stops and reaps the children it left (see
+/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
 fn run(cli: Cli) -> anyhow::Result<()> {
+    common::processes::lost::stop_children_on_error(run_parts(cli))
+}
+
+#[cfg(target_os = "linux")]
+fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
+    cli.common.own_children("a zombie is its own parent's to reap");
     let c = &cli.common;
     match cli.cmd {
         Some(Cmd::Zombie) => zombie::zombie(c),

@@ -129,8 +129,9 @@ impl Run for Orphan {
         if writeln!(link, "hello {me} {before}").is_err() {
             return Ok(());
         }
-        // getppid() changes the moment the parent ends: poll it, with a bound.
-        let deadline = Instant::now() + WAIT_LIMIT;
+        // getppid() changes the moment the parent ends (after the launcher's first hold, if
+        // any): poll it, with a bound.
+        let deadline = Instant::now() + Duration::from_millis(self.limit_ms);
         let after = loop {
             let now = getppid().as_raw();
             if now != before {
@@ -266,7 +267,8 @@ pub fn orphan(cli: &CommonArgs, no_subreaper: bool) -> Result<()> {
     inheritable(&parent_end)?;
     inheritable(&orphan_end)?;
     let fork = cli.start_method == StartMethod::Fork;
-    let limit_ms = (cli.hold.unwrap_or(0.0) * 1000.0) as u64 + 3 * WAIT_LIMIT.as_millis() as u64;
+    // Two holds (before and after the first parent ends), and some slack for a busy machine.
+    let limit_ms = (cli.hold.unwrap_or(0.0) * 2000.0) as u64 + 3 * WAIT_LIMIT.as_millis() as u64;
     let middle = OrphanParent {
         launcher: me,
         link: parent_end.as_raw_fd(),
@@ -282,16 +284,78 @@ pub fn orphan(cli: &CommonArgs, no_subreaper: bool) -> Result<()> {
 
     from_orphan.set_read_timeout(Some(WAIT_LIMIT))?;
     let mut reports = BufReader::new(from_orphan);
-    let hello = read_report(&mut reports, "hello")?;
+    let hello = match read_report(&mut reports, "hello") {
+        Ok(hello) => hello,
+        // No report: the middle process or the orphan-to-be died first (killed from elsewhere).
+        Err(e) => {
+            let middle = parent.pid().unwrap_or(0);
+            let orphan = ps::children_of(middle).first().copied().unwrap_or(0);
+            // EOF comes as the middle process's files close, a moment before it can be reaped.
+            parent.join_timeout(Duration::from_millis(500))?;
+            let lost = if parent.exitcode().is_some_and(|code| code != 0) {
+                common::processes::lost::report(&parent, "steps", 1)
+            } else {
+                common::processes::lost::report_pid(orphan, "orphan", None, "steps", 1)
+            };
+            return Err(lost.context(e));
+        }
+    };
     let (pid, before) = (hello[0], hello[1]);
     let mut guard = OrphanGuard { orphan: Ident::of(pid), done: false };
 
+    // The first moment: the child's first parent is still alive. The notes' point is the
+    // change of parent, so a second terminal sees both: PPID = the middle process now, the
+    // adopter after.
+    let middle_pid = parent.pid().unwrap_or(0);
+    let first = ps::stat(pid).map(|i| i.ppid);
+    report::event(
+        "first_parent",
+        json!({ "pid": pid, "ppid": first, "middle": middle_pid, "reported": before }),
+        format!(
+            "before: the child {pid} has its first parent, {} (orphan-parent), which is still              alive",
+            first.map_or("?".to_string(), |p| p.to_string())
+        ),
+    );
+    ps::show_tree("before: the child under its first parent, the middle process");
+    cli.hold(
+        &format!("the child {pid} under its first parent {middle_pid}, still alive"),
+        &[me, middle_pid, pid],
+    );
+
+    let question = format!(
+        "the orphan's parent {middle_pid} ends now: who is the orphan's parent afterwards: the \
+         middle process (still), this demo ({me}), init (PID 1) or another subreaper?"
+    );
+    let expect = common::predict::Expect::Choice(&["middle", "demo", "init", "other"]);
+    let guess = common::predict::ask(cli, "new-parent", question, expect);
     drop(to_parent); // EOF: the middle process ends now
-    parent.join()?;
+    if parent.join()? != Some(0) {
+        // Killed from elsewhere: it ended, but not by its own code.
+        return Err(common::processes::lost::report(&parent, "steps of this part", 1));
+    }
     report::say(format!("the launcher joined the orphan's parent: {parent}"));
-    let after = read_report(&mut reports, "adopted")?[0];
+    let after = match read_report(&mut reports, "adopted") {
+        Ok(report) => report[0],
+        Err(e) if !no_subreaper && guard.orphan.state().is_none_or(|s| s == 'Z') => {
+            // The orphan died (killed from elsewhere) before it reported its new parent: it is
+            // this demo's zombie now, to reap.
+            let code = reap_adopted(pid).ok().flatten();
+            guard.done = true;
+            let lost = common::processes::lost::report_pid(pid, "orphan", code, "steps", 1);
+            return Err(lost.context(e));
+        }
+        Err(e) => return Err(e),
+    };
     // Once it has reported, the orphan blocks reading its link: it sleeps (S), alive.
-    procfs::wait_for_state(pid, "the orphan to wait on its link (state S)", |s| s == 'S')?;
+    if let Err(e) = procfs::wait_for_state(pid, "the orphan to wait on its link", |s| s == 'S') {
+        // Ended before it could wait: killed from elsewhere.
+        if no_subreaper {
+            return Err(e);
+        }
+        let code = reap_adopted(pid).ok().flatten();
+        guard.done = true;
+        return Err(common::processes::lost::report_pid(pid, "orphan", code, "steps", 1).context(e));
+    }
     let info = ps::stat(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
     let name = procfs::comm(info.ppid);
     report::event(
@@ -306,6 +370,20 @@ pub fn orphan(cli: &CommonArgs, no_subreaper: bool) -> Result<()> {
             info.state,
             ps::state_meaning(info.state),
         ),
+    );
+    let adopter = match info.ppid {
+        p if p == middle_pid => "middle",
+        p if p == me => "demo",
+        1 => "init",
+        _ => "other",
+    };
+    guess.reveal(
+        adopter,
+        if no_subreaper {
+            "an orphan is handed to the nearest child subreaper above it, or to PID 1"
+        } else {
+            "this demo is a child subreaper, so the kernel hands it the orphans below it"
+        },
     );
     if info.ppid != after || (!no_subreaper && after != me) {
         bail!("orphan {pid}: /proc says parent {}, it reported {after}, launcher {me}", info.ppid);
@@ -383,6 +461,9 @@ pub fn orphan(cli: &CommonArgs, no_subreaper: bool) -> Result<()> {
         );
         if guard.orphan.listed() {
             bail!("orphan {pid} is still listed after waitpid()");
+        }
+        if code != Some(0) {
+            return Err(common::processes::lost::report_pid(pid, "orphan", code, "steps", 1));
         }
     }
     Ok(())

@@ -63,6 +63,10 @@ pub fn wait_for_state(pid: i32, what: &str, want: impl Fn(char) -> bool) -> Resu
         if let Some(s) = state.filter(|s| want(*s)) {
             return Ok(s);
         }
+        if state.is_none_or(|s| s == 'Z') {
+            // Ended (killed from elsewhere, say): the state wanted will never come.
+            bail!("waiting for {what}: /proc/{pid} has ended ({state:?})");
+        }
         if Instant::now() >= deadline {
             let seen = state.map_or("no such process".to_string(), |s| format!("state {s}"));
             bail!("waiting for {what}: /proc/{pid}/stat still shows {seen} after {WAIT_LIMIT:?}");

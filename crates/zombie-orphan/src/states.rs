@@ -46,19 +46,30 @@ pub fn states(cli: &CommonArgs) -> Result<()> {
     // Stop the third child once it is asleep in its own code (named, blocked in its sleep), so
     // that ps shows it as "stopped" in state T rather than a half-started copy of the demo.
     let stopped_pid = stopped.pid().context("the stopped child has no pid")?;
-    procfs::wait_for_state(stopped_pid, "the third child to fall asleep", |s| {
+    let asleep = procfs::wait_for_state(stopped_pid, "the third child to fall asleep", |s| {
         s == 'S' && procfs::comm(stopped_pid) == "stopped"
-    })?;
+    });
+    let mut all = [&mut busy, &mut sleeper, &mut stopped, &mut zombie];
+    common::processes::lost::blame_dead_child(asleep, &mut all, "steps of this part")?;
     stopped.signal(libc::SIGSTOP)?;
 
     let roles: [(&Process, char); 4] =
         [(&busy, 'R'), (&sleeper, 'S'), (&stopped, 'T'), (&zombie, 'Z')];
     let mut children = Vec::new();
+    let mut failed = None;
     for (p, want) in roles {
         let pid = p.pid().context("a started child has no pid")?;
-        procfs::wait_for_state(pid, &format!("{} to show {want}", p.name()), |s| s == want)?;
+        let what = format!("{} to show {want}", p.name());
+        if let Err(e) = procfs::wait_for_state(pid, &what, |s| s == want) {
+            failed = Some(e);
+            break;
+        }
         children.push(json!({ "role": p.name(), "pid": pid, "state": want.to_string(),
                               "meaning": ps::state_meaning(want) }));
+    }
+    if let Some(e) = failed {
+        let mut all = [&mut busy, &mut sleeper, &mut stopped, &mut zombie];
+        return common::processes::lost::blame_dead_child(Err(e), &mut all, "steps of this part");
     }
     let mut legend = String::from("each child's state, as the kernel shows it:");
     for c in &children {
@@ -97,9 +108,11 @@ pub fn states(cli: &CommonArgs) -> Result<()> {
     for p in [&busy, &sleeper, &stopped] {
         p.terminate()?;
     }
-    for (p, ident) in [&mut busy, &mut sleeper, &mut stopped, &mut zombie].into_iter().zip(ids) {
+    let sent = [Some(libc::SIGTERM), Some(libc::SIGTERM), Some(libc::SIGTERM), None];
+    let all = [&mut busy, &mut sleeper, &mut stopped, &mut zombie];
+    for ((p, ident), sent) in all.into_iter().zip(ids).zip(sent) {
         p.join()?;
-        report_reaped(p, ident, "join() -> waitpid()")?;
+        report_reaped(p, ident, "join() -> waitpid()", sent)?;
     }
     Ok(())
 }

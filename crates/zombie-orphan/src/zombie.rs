@@ -24,13 +24,18 @@ fn me() -> i32 {
     std::process::id() as i32
 }
 
-/// Prints a reaped child and checks that its pid entry is really gone.
-pub fn report_reaped(p: &Process, ident: Ident, via: &str) -> Result<()> {
+/// Prints a reaped child and checks that its pid entry is really gone. A child killed by a
+/// signal other than `sent` (the one the demo sent it, if any) was killed from elsewhere: it
+/// is reported as lost (exit 1).
+pub fn report_reaped(p: &Process, ident: Ident, via: &str, sent: Option<i32>) -> Result<()> {
     report::event(
         "reaped",
         json!({ "pid": ident.pid, "name": p.name(), "exitcode": p.exitcode(), "via": via }),
         format!("{via}: reaped {p} (exit status {})", exitcode_name(p.exitcode())),
     );
+    if p.exitcode().is_some_and(|code| code < 0 && Some(-code) != sent) {
+        return Err(common::processes::lost::report(p, "steps of this part", 1));
+    }
     if let Some(state) = ident.state() {
         bail!("{p} is still listed in /proc (state {state}) after it was reaped");
     }
@@ -45,6 +50,10 @@ pub fn zombie(cli: &CommonArgs) -> Result<()> {
          until its parent asks for that status with waitpid(): until then it is a zombie, \
          state Z, <defunct>. The parent here does not call join() (which calls waitpid) yet.",
     );
+    let question = "a child ends and its parent does not call join(): a moment later, is it still in \
+                    the process table (Z) or gone?";
+    let expect = common::predict::Expect::Choice(&["Z", "gone"]);
+    let guess = common::predict::ask(cli, "zombie", question, expect);
     let mut child = Process::from_run("zombie-child", Quit { code: ZOMBIE_EXIT_CODE, after_ms: 0 })
         .start_method(cli.start_method);
     child.start()?;
@@ -68,6 +77,8 @@ pub fn zombie(cli: &CommonArgs) -> Result<()> {
 
     std::thread::sleep(cli.notes_sleep(LINGER_NOTES_SECS));
     let still = ident.state();
+    let why = "only the parent's waitpid() (join) removes a zombie; it never goes away by itself";
+    guess.reveal(still.map_or("gone".to_string(), |s| s.to_string()), why);
     report::say(format!(
         "{:.1}s later it is still {}: a zombie never goes away by itself; only its parent's \
          waitpid() (or the parent's own end) removes it",
@@ -81,10 +92,10 @@ pub fn zombie(cli: &CommonArgs) -> Result<()> {
 
     // join() calls waitpid(pid): it collects the exit status and frees the pid.
     child.join()?;
+    report_reaped(&child, ident, "join() -> waitpid()", None)?;
     if child.exitcode() != Some(ZOMBIE_EXIT_CODE) {
         bail!("{child}: expected exit code {ZOMBIE_EXIT_CODE} from the zombie");
     }
-    report_reaped(&child, ident, "join() -> waitpid()")?;
     ps::show_tree("after join(): the zombie is gone");
     Ok(())
 }
@@ -139,7 +150,7 @@ pub fn many(cli: &CommonArgs, count: usize) -> Result<()> {
 
     for (child, ident) in children.iter_mut().zip(idents) {
         child.join()?;
-        report_reaped(child, ident, "join() -> waitpid()")?;
+        report_reaped(child, ident, "join() -> waitpid()", None)?;
     }
     report::event(
         "all_reaped",

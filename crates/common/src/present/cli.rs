@@ -30,16 +30,47 @@ pub struct CommonArgs {
           value_parser = parse_speed)]
     pub speed: f64,
 
-    /// How children are started: fork (copy this process) or spawn (run this program again)
+    /// How children are started: fork (copy this process), spawn (run this program again) or
+    /// forkserver (a single-threaded server, started once, forks them)
     #[arg(long, global = true, value_enum, value_name = "METHOD",
           default_value_t = crate::process::default_start_method())]
     pub start_method: StartMethod,
+
+    /// Guess first, then see: ask a question before each reveal, then judge the guess against
+    /// this run (a terminal is asked, Enter skips; without one, or with --json, never waits)
+    #[arg(long, global = true)]
+    pub predict: bool,
+
+    /// A guess given up front (implies --predict): used for the questions in turn, or for one
+    /// by its id (--answer oversold=9); may be repeated
+    #[arg(long, global = true, value_name = "VALUE")]
+    pub answer: Vec<String>,
 }
 
 impl CommonArgs {
     /// A pause that the notes write as `time.sleep(seconds)`, scaled by `--speed`.
     pub fn notes_sleep(&self, seconds: f64) -> Duration {
         Duration::from_secs_f64(seconds / self.speed)
+    }
+
+    /// For a demo whose lesson is the parent–child relation itself (a zombie only its parent
+    /// can reap, a child seen to stop with `waitpid(WUNTRACED)`, a child's PPID): a fork
+    /// server's child is the server's, not this program's, so `--start-method forkserver`
+    /// becomes `fork` here, and the demo says so (event `start_method_replaced`). Call it first
+    /// in `run`; any other method is kept.
+    pub fn own_children(&mut self, why: &str) {
+        if self.start_method != StartMethod::Forkserver {
+            return;
+        }
+        self.start_method = StartMethod::Fork;
+        report::event(
+            "start_method_replaced",
+            json!({ "asked": "forkserver", "used": "fork", "why": why }),
+            format!(
+                "--start-method forkserver: a fork server's children are its own, not this \
+                 program's, and {why}: this demo uses fork instead"
+            ),
+        );
     }
 
     /// With `--hold`, pauses at an interesting moment so a learner can look with `ps` from
@@ -91,6 +122,15 @@ pub fn parse_positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
+}
+
+/// Parses a count flag from 1 to its cap `max` (a typo must not become a fork bomb): use as
+/// `value_parser = |s: &str| parse_count_up_to(s, MAX_X)`; the message gives the cap.
+pub fn parse_count_up_to(text: &str, max: usize) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number from 1 to {max} (the cap)")),
     }
 }
 

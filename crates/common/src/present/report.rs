@@ -35,9 +35,14 @@
 //! file that every process of the demo shares (one `write(2)` per line to a file opened with
 //! `O_APPEND`, so lines of many processes never mix). The parent cannot see what its children
 //! print, but it can read that file back: [`crate::timeline`] draws it as lanes.
+//!
+//! After Ctrl-C: the signal watcher's first line (`interrupted`) closes the output of every
+//! other thread of the process. A thread that is writing a line at that moment finishes it
+//! first (the watcher waits for it, briefly); a thread that starts one afterwards writes
+//! nothing. So no thread's work appears after `interrupted`, whatever the threads were doing.
 
 use std::fmt::Display;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
@@ -198,9 +203,52 @@ fn write_record(fd: i32, bytes: &[u8]) {
     let _ = (fd, bytes);
 }
 
+/// The name of the thread that [`crate::signals`] starts to take Ctrl-C and SIGTERM.
+const WATCHER_THREAD: &str = "signal-watcher";
+/// Set by the watcher's first line: from then on only the watcher prints.
+static SHUT: AtomicBool = AtomicBool::new(false);
+/// Lines being written right now by threads other than the watcher.
+static WRITING: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread's turn to write one line, or `None` once the watcher has begun the shutdown (see
+/// the module documentation). SeqCst on both sides: either the writer sees `SHUT`, or the
+/// watcher sees the writer in `WRITING` and waits for its line to be out.
+struct Turn {
+    counted: bool,
+}
+
+impl Turn {
+    fn take() -> Option<Turn> {
+        if std::thread::current().name() == Some(WATCHER_THREAD) {
+            SHUT.store(true, Ordering::SeqCst);
+            // Bounded: a writer blocked on a full pipe must not stop the shutdown.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+            while WRITING.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            return Some(Turn { counted: false });
+        }
+        WRITING.fetch_add(1, Ordering::SeqCst);
+        if SHUT.load(Ordering::SeqCst) {
+            WRITING.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Turn { counted: true })
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if self.counted {
+            WRITING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Prints one event: a people's line (`text`) or, with `--json`, a JSON object carrying `data`.
 /// While recording ([`record_to`]), the JSON line is also appended to the recording file.
 pub fn event(event: &str, data: Value, text: impl Display) {
+    let Some(_turn) = Turn::take() else { return };
     if let Some(fd) = recording_fd() {
         let json = json_line(event, data);
         write_record(fd, json.as_bytes());
@@ -221,6 +269,7 @@ pub fn say(text: impl Display) {
 
 /// Starts a part of the demo: a blank line and a title for people, the event `section` in JSON.
 pub fn section(title: impl Display) {
+    let Some(_turn) = Turn::take() else { return };
     let title = title.to_string();
     if json_mode() {
         write_stdout(json_line("section", json!({ "title": title })).as_bytes());
@@ -232,6 +281,7 @@ pub fn section(title: impl Display) {
 /// Lines of a table or a note printed as they are (no time or pid prefix), for people only;
 /// in JSON mode the same rows should be reported with [`event`].
 pub fn plain(text: impl Display) {
+    let Some(_turn) = Turn::take() else { return };
     if !json_mode() {
         let mut text = text.to_string();
         text.push('\n');

@@ -2,10 +2,13 @@
 //! and memory they use together.
 
 pub mod daemonize;
+pub mod forkserver;
+pub mod lost;
 pub mod pool;
 pub mod process;
 pub mod queue;
+pub mod shm;
 pub mod signals;
 pub mod startcost;
-pub mod shm;
 pub mod store;
+pub mod sync;

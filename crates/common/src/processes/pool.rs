@@ -53,6 +53,19 @@
 //! of long tasks, always waits for the first worker that frees up; a long backlog of tiny
 //! tasks keeps every worker busy without a round trip to the parent between two tasks.
 //!
+//! ## How `map` travels
+//! A chunk of `map` (Python's default size: the items split into about four chunks per
+//! worker) is one frame each way, as Python sends one pickle per chunk. The caller's thread
+//! encodes each chunk's items straight into the JSON text of one list, once, and hands chunks
+//! to the workers as they are encoded; the worker reads the list item by item, runs the task
+//! on each as it goes and writes each result straight into its answer's text; for `map` the
+//! caller's thread (which would only wait) reads each answer straight into its place in the
+//! result list, while the workers run the next chunks (`map_async`: the handler does). Lists of
+//! whole numbers, plain strings, booleans and nulls are read by a small scanner several times
+//! faster than a general JSON parser; anything else by serde_json. The results stay in the
+//! items' order whatever order the chunks end in, and a chunk lost with a killed worker fails
+//! the map with that worker's error.
+//!
 //! ## Results, callbacks, and who runs them
 //! [`Pool::apply_async`] returns an [`AsyncResult`] at once (`get`, `get_timeout`, `ready`,
 //! `successful`). A `callback` or `error_callback` runs **in the parent process, in the
@@ -90,13 +103,17 @@
 //! `kill -9` takes one worker, not the program) and start cost, not about cores.
 //!
 //! ## Forking from a thread
-//! Workers are started (by fork or spawn) by the handler thread, the one thread that outlives
-//! them all (a worker's `PR_SET_PDEATHSIG` follows the thread that started it). A forked worker
-//! is a copy of the parent with that one thread in it; before its loop it takes only the locks
-//! of its own queues (in shared memory, robust) and, once, the queue module's table of adopted
-//! queues: a process-local mutex that another thread of the parent holds only while it makes a
-//! queue. So do not make pools or queues in one thread while a fork-started pool in another may
-//! be starting a worker; spawn has no such limit.
+//! Workers are started by the handler thread, the one thread that outlives them all (a
+//! worker's `PR_SET_PDEATHSIG` follows the thread that started it). A forked worker is a copy
+//! of the parent with that one thread in it: any lock another thread of the parent held at that
+//! instant (the queue module's table of adopted queues, which a thread holds while it makes a
+//! queue; malloc's, stdout's) would stay locked for ever in the worker. So only the pool's
+//! *first* workers are forked, when the pool starts (they get the parent's memory, the point of
+//! fork); every *replacement* (of a worker that died, or retired after `maxtasksperchild`) of a
+//! fork pool is started by the fork server ([`crate::forkserver`]): a single-threaded process
+//! that forks it, passes it its queues' descriptors, and reports its exit. Pools started with
+//! `spawn` or `forkserver` never fork from this process at all. The worker role must be listed
+//! in the program's dispatch for a replacement to find it, as for spawn.
 //!
 //! ## Differences from Python
 //! - Arguments and results are JSON values, not pickles; the arguments of one task, and its
@@ -220,9 +237,13 @@ fn died_how(exitcode: Option<i32>) -> String {
 /// Parent → one worker, through its inbox.
 #[derive(Debug, Serialize, Deserialize)]
 enum ToWorker {
-    /// Run `task` on `args`; for a chunk of `map`, `args` is the items and `first` the index of
-    /// the first one.
-    Run { id: u64, task: String, args: Value, first: Option<usize> },
+    /// Run `task` on `args`.
+    Run { id: u64, task: String, args: Value },
+    /// Run `task` on each of `len` items of `map`, the first of which is item `first`. The
+    /// items are the JSON text of one list, encoded once by the thread that called `map` and
+    /// carried as a string: a chunk is one frame, which only the worker parses (see
+    /// [`run_chunk`]); the frame's own decoding just copies the string.
+    Chunk { id: u64, task: String, items: String, first: usize, len: usize },
     /// Exit (after `close`, once every task is done).
     Stop,
 }
@@ -236,6 +257,13 @@ enum FromWorker {
     InitFailed { w: u32, pid: i32, error: String },
     /// The outcome of job `id`, which ran for `us` microseconds.
     Done { w: u32, id: u64, us: u64, outcome: Result<Value, String> },
+    /// The outcome of chunk `id` of a `map`: the JSON text of its list of results (a string,
+    /// like the chunk), parsed only by the handler, straight into the map's list of values.
+    ChunkDone { w: u32, id: u64, us: u64, outcome: Result<String, String> },
+    /// A `ChunkDone` whose results the handler has already parsed into its map, outside the
+    /// pool's lock (see [`Shared::prefill`]). Never sent.
+    #[serde(skip)]
+    Filled { w: u32, id: u64, us: u64 },
     /// Worker `w` has ended: posted by the thread that watches a worker process, or by a
     /// worker thread itself as its last word.
     Exited { w: u32 },
@@ -283,25 +311,41 @@ fn work(
     a.results.put(FromWorker::Ready { w: a.number, pid })?;
     let mut done = 0usize;
     loop {
-        let (id, task, args, first) = match a.inbox.get()? {
+        let skip = || terminated.is_some_and(|t| t.load(Ordering::SeqCst));
+        const SKIPPED: &str = "the pool was terminated before the task started";
+        let micros = |began: Instant| began.elapsed().as_micros() as u64;
+        let w = a.number;
+        let reply = match a.inbox.get()? {
             ToWorker::Stop => return Ok(()),
-            ToWorker::Run { id, task, args, first } => (id, task, args, first),
-        };
-        let began = Instant::now();
-        let outcome = if terminated.is_some_and(|t| t.load(Ordering::SeqCst)) {
-            Err("the pool was terminated before the task started".to_string())
-        } else {
-            match first {
-                None => run_task(find, &task, args),
-                Some(first) => run_chunk(find, &task, args, first),
+            ToWorker::Run { id, task, args } => {
+                let began = Instant::now();
+                let outcome =
+                    if skip() { Err(SKIPPED.into()) } else { run_task(find, &task, args) };
+                FromWorker::Done { w, id, us: micros(began), outcome }
+            }
+            ToWorker::Chunk { id, task, items, first, len } => {
+                let began = Instant::now();
+                let outcome = match find(&task) {
+                    _ if skip() => Err(SKIPPED.into()),
+                    Some(run) => run_chunk(run, &items, first, len),
+                    None => Err(no_such_task(&task)),
+                };
+                FromWorker::ChunkDone { w, id, us: micros(began), outcome }
             }
         };
-        let us = began.elapsed().as_micros() as u64;
-        let sent = a.results.put(FromWorker::Done { w: a.number, id, us, outcome });
+        let sent = a.results.put(&reply);
         if let Err(QueueError::TooLarge { size, max }) = sent {
-            let outcome =
-                Err(format!("its result is {size} bytes of JSON, more than the limit of {max}"));
-            a.results.put(FromWorker::Done { w: a.number, id, us, outcome })?;
+            let error = format!("its result is {size} bytes of JSON, more than the limit of {max}");
+            let reply = match reply {
+                FromWorker::ChunkDone { id, us, .. } => {
+                    FromWorker::ChunkDone { w, id, us, outcome: Err(error) }
+                }
+                FromWorker::Done { id, us, .. } => {
+                    FromWorker::Done { w, id, us, outcome: Err(error) }
+                }
+                other => other,
+            };
+            a.results.put(reply)?;
         } else {
             sent?;
         }
@@ -318,12 +362,20 @@ fn run_task(
     name: &str,
     args: Value,
 ) -> Result<Value, String> {
-    let Some(run) = find(name) else {
-        return Err(format!(
-            "this worker has no task named {name:?} (a pool runs only the tasks listed where its \
-             worker role calls pool::serve)"
-        ));
-    };
+    match find(name) {
+        Some(run) => run_one(run, args),
+        None => Err(no_such_task(name)),
+    }
+}
+
+fn no_such_task(name: &str) -> String {
+    format!(
+        "this worker has no task named {name:?} (a pool runs only the tasks listed where its \
+         worker role calls pool::serve)"
+    )
+}
+
+fn run_one(run: TaskFn, args: Value) -> Result<Value, String> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(args))) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(format!("{e:#}")),
@@ -331,20 +383,152 @@ fn run_task(
     }
 }
 
-fn run_chunk(
-    find: &dyn Fn(&str) -> Option<TaskFn>,
-    name: &str,
-    items: Value,
-    first: usize,
-) -> Result<Value, String> {
-    let Value::Array(items) = items else {
-        return Err("a chunk of map arrived without its list of items".to_string());
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for (k, item) in items.into_iter().enumerate() {
-        out.push(run_task(find, name, item).map_err(|e| format!("on item {}: {e}", first + k))?);
+/// Runs `run` on each item of a chunk *while the list is read*, writing each result straight
+/// into the JSON text of the answer: no list of items and no list of results is built on the
+/// way (the profile of `map` was mostly such lists: allocating, growing, copying, freeing), and
+/// one `catch_unwind` guards the whole chunk rather than each item. The first failing item
+/// fails the chunk, naming its index in the whole `map`.
+fn run_chunk(run: TaskFn, items: &str, first: usize, len: usize) -> Result<String, String> {
+    let mut out = Vec::with_capacity(items.len() + 2);
+    out.push(b'[');
+    let mut at = 0;
+    let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for_each_item(items, |item| {
+            let value = run(item).map_err(|e| format!("on item {}: {e:#}", first + at))?;
+            if at > 0 {
+                out.push(b',');
+            }
+            at += 1;
+            serde_json::to_writer(&mut out, &value).map_err(|e| format!("a result: {e}"))
+        })
+    }));
+    match counted {
+        Err(panic) => {
+            Err(format!("on item {}: panicked: {}", first + at, panic_message(panic.as_ref())))
+        }
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(n)) if n != len => Err(format!("a chunk of {len} items of map arrived with {n}")),
+        Ok(Ok(_)) => {
+            out.push(b']');
+            String::from_utf8(out).map_err(|e| format!("a chunk's results: {e}"))
+        }
     }
-    Ok(Value::Array(out))
+}
+
+/// The JSON text of a chunk's items, written into a buffer sized for it up front (growing a
+/// buffer item by item showed in the profile as copying).
+fn encode_list<T: Serialize>(items: &[T]) -> Result<String, serde_json::Error> {
+    let mut text = Vec::with_capacity(items.len() * 8 + 2);
+    serde_json::to_writer(&mut text, items)?;
+    Ok(String::from_utf8(text).expect("serde_json writes UTF-8"))
+}
+
+/// Reads a chunk's answer (a JSON list) straight into its places in the map's results.
+fn fill(slots: &mut [Value], answer: &str) -> Result<(), String> {
+    let want = slots.len();
+    let mut places = slots.iter_mut();
+    let n = for_each_item(answer, |value| match places.next() {
+        Some(slot) => {
+            *slot = value;
+            Ok(())
+        }
+        None => Err(format!("more than {want} results for a chunk of {want} items")),
+    })?;
+    if n == want { Ok(()) } else { Err(format!("{n} results for a chunk of {want} items")) }
+}
+
+/// Calls `each` with every element of the JSON list `text`, in order; returns how many there
+/// were. The elements `map` usually carries (whole numbers, strings without escapes, `true`,
+/// `false`, `null`) are read here directly, which is several times faster than a general JSON
+/// parser building the same values; anything else (a float, an escape, a list, an object) is
+/// read by serde_json. The text is always serde_json's own output, but a damaged one is still
+/// an error, never a wrong value.
+fn for_each_item(
+    text: &str,
+    mut each: impl FnMut(Value) -> Result<(), String>,
+) -> Result<usize, String> {
+    let b = text.as_bytes();
+    let skip_space = |p: &mut usize| {
+        while b.get(*p).is_some_and(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t')) {
+            *p += 1;
+        }
+    };
+    let mut p = 0;
+    skip_space(&mut p);
+    if b.get(p) != Some(&b'[') {
+        return Err("a chunk is not a JSON list".into());
+    }
+    p += 1;
+    skip_space(&mut p);
+    let mut n = 0;
+    if b.get(p) == Some(&b']') {
+        p += 1;
+    } else {
+        loop {
+            skip_space(&mut p);
+            let (value, end) = match plain_scalar(b, p) {
+                Some(found) => found,
+                None => {
+                    let mut one =
+                        serde_json::Deserializer::from_str(&text[p..]).into_iter::<Value>();
+                    let value = one.next().ok_or("a list cut short")?.map_err(|e| e.to_string())?;
+                    (value, p + one.byte_offset())
+                }
+            };
+            each(value)?;
+            n += 1;
+            p = end;
+            skip_space(&mut p);
+            match b.get(p) {
+                Some(b',') => p += 1,
+                Some(b']') => {
+                    p += 1;
+                    break;
+                }
+                _ => return Err(format!("expected , or ] at byte {p} of a list")),
+            }
+        }
+    }
+    skip_space(&mut p);
+    if p == b.len() { Ok(n) } else { Err(format!("trailing characters at byte {p} of a list")) }
+}
+
+/// The common elements of a list, read directly: a whole number of at most 18 digits, a string
+/// without escapes, `true`, `false`, `null`; with the byte offset just after it. `None` for
+/// anything else, which serde_json then reads (and rejects if it is not JSON).
+fn plain_scalar(b: &[u8], p: usize) -> Option<(Value, usize)> {
+    let rest = &b[p..];
+    match *rest.first()? {
+        b'-' | b'0'..=b'9' => {
+            let negative = rest[0] == b'-';
+            let digits = &rest[usize::from(negative)..];
+            let len = digits.iter().take_while(|c| c.is_ascii_digit()).count();
+            let fraction = matches!(digits.get(len), Some(b'.' | b'e' | b'E'));
+            if len == 0 || len > 18 || (len > 1 && digits[0] == b'0') || fraction {
+                return None;
+            }
+            let v = digits[..len].iter().fold(0i64, |v, c| v * 10 + i64::from(c - b'0'));
+            let end = p + usize::from(negative) + len;
+            match (negative, v) {
+                (false, v) => Some((Value::from(v as u64), end)),
+                (true, 0) => None, // -0: serde_json's own reading
+                (true, v) => Some((Value::from(-v), end)),
+            }
+        }
+        b'"' => {
+            let body = &rest[1..];
+            let len = body.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            if body[len] != b'"' {
+                return None;
+            }
+            let s = std::str::from_utf8(&body[..len]).ok()?;
+            Some((Value::String(s.to_owned()), p + len + 2))
+        }
+        b't' if rest.starts_with(b"true") => Some((Value::Bool(true), p + 4)),
+        b'f' if rest.starts_with(b"false") => Some((Value::Bool(false), p + 5)),
+        b'n' if rest.starts_with(b"null") => Some((Value::Null, p + 4)),
+        _ => None,
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -566,7 +750,7 @@ struct Pending {
 
 enum Sink {
     One { slot: Arc<Slot>, callback: Option<Callback>, error_callback: Option<ErrorCallback> },
-    Chunk { map: Arc<Mutex<MapJob>>, start: usize, len: usize },
+    Chunk { map: Arc<MapShared>, start: usize, len: usize },
 }
 
 struct Job {
@@ -574,13 +758,32 @@ struct Job {
     sink: Sink,
 }
 
+/// A `map` in progress, shared by its chunks' jobs (and, for `map`, by its caller).
+struct MapShared {
+    job: Mutex<MapJob>,
+    /// Signalled when a chunk's text is queued for the caller, and when the map finishes.
+    arrived: Condvar,
+}
+
 struct MapJob {
     slot: Arc<Slot>,
     values: Vec<Value>,
+    /// `map` (not `map_async`): the calling thread, which would otherwise only wait, reads
+    /// each chunk's results itself as it comes; the handler just queues the text here
+    /// `(start, len, text)`, so the one handler thread is not also every result's parser.
+    to_read: Option<VecDeque<(usize, usize, String)>>,
     chunks_left: usize,
     callback: Option<Callback>,
     error_callback: Option<ErrorCallback>,
     finished: bool,
+}
+
+/// What a worker answered: a value (`apply`), or a chunk's results as JSON text (`map`).
+enum Answer {
+    Value(Value),
+    Raw(String),
+    /// A chunk's results, already in their places (see [`Shared::prefill`]).
+    Filled,
 }
 
 /// A finished job whose callback must run (outside the lock) before its result is set.
@@ -912,7 +1115,7 @@ impl Pool {
                 sink: Sink::One { slot: slot.clone(), callback, error_callback },
             },
         );
-        let wire = ToWorker::Run { id, task: task.name.to_string(), args, first: None };
+        let wire = ToWorker::Run { id, task: task.name.to_string(), args };
         st.backlog.push_back(Pending { id, wire });
         drop(st);
         self.shared.poke();
@@ -937,10 +1140,38 @@ impl Pool {
         items: impl IntoIterator<Item = T>,
         chunksize: Option<usize>,
     ) -> Result<Vec<Value>, PoolError> {
-        match self.map_async(task, items, chunksize, None, None)?.take()? {
-            Value::Array(values) => Ok(values),
-            other => Ok(vec![other]),
+        let (handle, map) = self.submit_map(task, items, chunksize, None, None, true)?;
+        let Some((map, n)) = map else {
+            return match handle.take()? {
+                Value::Array(values) => Ok(values),
+                other => Ok(vec![other]),
+            };
+        };
+        // This thread reads the chunks' results as they come, while the workers run the rest.
+        let mut values = vec![Value::Null; n];
+        loop {
+            let next = {
+                let mut m = lock(&map.job);
+                loop {
+                    if let Some(next) = m.to_read.as_mut().and_then(VecDeque::pop_front) {
+                        break Some(next);
+                    }
+                    if m.finished {
+                        break None;
+                    }
+                    m = map.arrived.wait(m).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let Some((start, len, text)) = next else { break };
+            fill(&mut values[start..start + len], &text).map_err(|e| {
+                PoolError::Broken(format!(
+                    "a worker's answer to a chunk of map({}): {e}",
+                    task.name
+                ))
+            })?;
         }
+        handle.take()?;
+        Ok(values)
     }
 
     /// Like [`Pool::map`], returning at once; the handle's value is the list of results.
@@ -952,56 +1183,95 @@ impl Pool {
         callback: Option<Callback>,
         error_callback: Option<ErrorCallback>,
     ) -> Result<AsyncResult, PoolError> {
-        let items: Vec<Value> =
-            items.into_iter().map(serde_json::to_value).collect::<Result<_, _>>().map_err(|e| {
-                PoolError::Invalid(format!("encoding the items of map({}): {e}", task.name))
-            })?;
+        Ok(self.submit_map(task, items, chunksize, callback, error_callback, false)?.0)
+    }
+
+    /// Submits a map; with `caller_reads`, its caller reads the results (see [`MapJob`]) and
+    /// gets the map's shared part and its length back (`None` for no items).
+    #[allow(clippy::type_complexity)]
+    fn submit_map<T: Serialize>(
+        &self,
+        task: &'static Task,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+        callback: Option<Callback>,
+        error_callback: Option<ErrorCallback>,
+        caller_reads: bool,
+    ) -> Result<(AsyncResult, Option<(Arc<MapShared>, usize)>), PoolError> {
+        let items: Vec<T> = items.into_iter().collect();
         self.remember(task);
         let n = items.len();
         let chunksize = chunksize.unwrap_or_else(|| default_chunksize(n, self.shared.size)).max(1);
+        let values = if caller_reads { Vec::new() } else { vec![Value::Null; n] };
         let mut st = lock(&self.shared.state);
         st.check_open()?;
         let map_id = st.next_id;
+        st.next_id += 1;
         let slot = Slot::new(map_id, task.name);
         if n == 0 {
-            st.next_id += 1;
             drop(st);
             slot.set(Ok(Value::Array(Vec::new())));
-            return Ok(AsyncResult { slot });
+            return Ok((AsyncResult { slot }, None));
         }
-        let chunks: Vec<Vec<Value>> = {
-            let mut rest = items.into_iter();
-            (0..n.div_ceil(chunksize)).map(|_| rest.by_ref().take(chunksize).collect()).collect()
-        };
-        let map = Arc::new(Mutex::new(MapJob {
-            slot: slot.clone(),
-            values: vec![Value::Null; n],
-            chunks_left: chunks.len(),
-            callback,
-            error_callback,
-            finished: false,
-        }));
-        let mut start = 0;
-        for chunk in chunks {
-            let id = st.next_id;
-            st.next_id += 1;
-            let len = chunk.len();
-            st.jobs.insert(
-                id,
-                Job { task: task.name, sink: Sink::Chunk { map: map.clone(), start, len } },
-            );
-            let wire = ToWorker::Run {
-                id,
-                task: task.name.to_string(),
-                args: Value::Array(chunk),
-                first: Some(start),
-            };
-            st.backlog.push_back(Pending { id, wire });
-            start += len;
+        let chunks = n.div_ceil(chunksize);
+        let map = Arc::new(MapShared {
+            job: Mutex::new(MapJob {
+                slot: slot.clone(),
+                values,
+                to_read: caller_reads.then(VecDeque::new),
+                chunks_left: chunks,
+                callback,
+                error_callback,
+                finished: false,
+            }),
+            arrived: Condvar::new(),
+        });
+        // Every chunk is a job from now on (so `close` waits for all of them), but reaches the
+        // backlog only once encoded: each chunk is encoded here, once, in the caller's thread,
+        // straight from the items, and the workers start on the first while the rest are
+        // encoded. The handler only writes a chunk's text to a worker's inbox.
+        let first_id = st.next_id;
+        st.next_id += chunks as u64;
+        for (c, part) in items.chunks(chunksize).enumerate() {
+            let sink = Sink::Chunk { map: map.clone(), start: c * chunksize, len: part.len() };
+            st.jobs.insert(first_id + c as u64, Job { task: task.name, sink });
         }
         drop(st);
-        self.shared.poke();
-        Ok(AsyncResult { slot })
+        for (c, part) in items.chunks(chunksize).enumerate() {
+            let id = first_id + c as u64;
+            let encoded = encode_list(part);
+            let mut st = lock(&self.shared.state);
+            if !st.jobs.contains_key(&id) {
+                break; // terminated (or broken) meanwhile: the map has already failed
+            }
+            match encoded {
+                Ok(items) => {
+                    let (first, len) = (c * chunksize, part.len());
+                    let wire =
+                        ToWorker::Chunk { id, task: task.name.to_string(), items, first, len };
+                    st.backlog.push_back(Pending { id, wire });
+                }
+                Err(e) => {
+                    let error = PoolError::Invalid(format!(
+                        "encoding the items of map({}): {e}",
+                        task.name
+                    ));
+                    for later in id + 1..first_id + chunks as u64 {
+                        st.jobs.remove(&later);
+                    }
+                    // Its error callback runs in the handler thread, like every other's.
+                    if let Some(completion) = self.shared.finish_job(id, Err(error), &mut st) {
+                        st.deferred.push(completion);
+                    }
+                    drop(st);
+                    self.shared.wake();
+                    return Ok((AsyncResult { slot }, Some((map, n))));
+                }
+            }
+            drop(st);
+            self.shared.poke();
+        }
+        Ok((AsyncResult { slot }, Some((map, n))))
     }
 
     /// No more tasks may be submitted; the workers exit once every submitted task is done
@@ -1079,23 +1349,6 @@ pub fn default_chunksize(items: usize, workers: usize) -> usize {
     (items / per + usize::from(!items.is_multiple_of(per))).max(1)
 }
 
-/// Blocks until child `pid` has ended, *without reaping it* (`waitid` with `WNOWAIT`): its
-/// owner reaps it afterwards with `Process::join`, which then returns at once with the status.
-/// Returns at once if the child was already reaped (by the signal watcher, at Ctrl-C).
-fn wait_for_exit_without_reaping(pid: i32) {
-    loop {
-        // Safety: waitid fills the zeroed siginfo_t we give it; WNOWAIT leaves the child a
-        // zombie, so its pid cannot be reused before its owner reaps it.
-        let rc = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
-        };
-        if rc == 0 || nix::errno::Errno::last() != nix::errno::Errno::EINTR {
-            return;
-        }
-    }
-}
-
 impl Shared {
     /// Wakes the handler thread (after `close` or `terminate`).
     fn wake(&self) {
@@ -1170,7 +1423,7 @@ impl Shared {
                     // failure waits there, and the handler is woken (without blocking: this
                     // thread holds the state lock the handler needs to drain the queue).
                     let task = st.jobs.get(&pending.id).map_or("?", |j| j.task);
-                    let chunk = matches!(pending.wire, ToWorker::Run { first: Some(_), .. });
+                    let chunk = matches!(pending.wire, ToWorker::Chunk { .. });
                     let error = PoolError::Invalid(format!(
                         "the arguments of task {task} are {size} bytes of JSON, more than the \
                          limit of {max}{}",
@@ -1192,7 +1445,13 @@ impl Shared {
     }
 
     /// Starts one worker; returns its index in `st.workers`.
-    fn start_worker(self: &Arc<Self>, st: &mut State) -> Result<usize, PoolError> {
+    /// A `replacement` (of a worker that died or retired) of a fork pool is started by the fork
+    /// server, not forked from this process, which has threads by then (see the module docs).
+    fn start_worker(
+        self: &Arc<Self>,
+        st: &mut State,
+        replacement: bool,
+    ) -> Result<usize, PoolError> {
         let number = st.next_number;
         st.next_number += 1;
         let name = format!("{}-{number}", self.name);
@@ -1207,12 +1466,16 @@ impl Shared {
         };
         let (pid, handle) = match &self.workers {
             Workers::Processes { role, method } => {
-                // A spawned worker gets the queues' descriptors (and finds their numbers in its
-                // arguments); a forked one has them already.
+                // A spawned or fork-server worker gets the queues' descriptors (and finds their
+                // numbers in its arguments); a forked one has them already.
                 let mut fds = inbox.fds();
                 fds.extend(self.results.fds());
+                let method = match method {
+                    StartMethod::Fork if replacement => StartMethod::Forkserver,
+                    other => *other,
+                };
                 let mut process =
-                    Process::new(&name, role, &args).start_method(*method).pass_fds(&fds);
+                    Process::new(&name, role, &args).start_method(method).pass_fds(&fds);
                 process.start().map_err(|e| PoolError::Start(format!("{name}: {e:#}")))?;
                 let pid = process.pid().unwrap_or(0);
                 // Its watcher: a small thread that tells the handler when the worker has ended,
@@ -1223,7 +1486,7 @@ impl Shared {
                     .name(format!("{name}-watch"))
                     .stack_size(64 * 1024)
                     .spawn(move || {
-                        wait_for_exit_without_reaping(pid);
+                        crate::process::wait_until_ended(pid);
                         let _ = results.put(FromWorker::Exited { w: number });
                     })
                     .map_err(|e| PoolError::Start(format!("a thread to watch {name}: {e}")))?;
@@ -1265,37 +1528,55 @@ impl Shared {
     fn finish_job(
         &self,
         id: u64,
-        outcome: Result<Value, PoolError>,
+        outcome: Result<Answer, PoolError>,
         st: &mut State,
     ) -> Option<Completion> {
         let job = st.jobs.remove(&id)?;
+        let shape = |why: String| {
+            PoolError::Broken(format!("a worker's answer to a job of {}: {why}", job.task))
+        };
         match job.sink {
             Sink::One { slot, callback, error_callback } => {
+                let outcome = outcome.and_then(|answer| match answer {
+                    Answer::Value(value) => Ok(value),
+                    Answer::Raw(raw) => {
+                        serde_json::from_str(&raw).map_err(|e| shape(e.to_string()))
+                    }
+                    Answer::Filled => Err(shape("a chunk's answer to a single task".into())),
+                });
                 Some(Completion { slot, outcome, callback, error_callback })
             }
             Sink::Chunk { map, start, len } => {
-                let mut m = lock(&map);
+                let mut m = lock(&map.job);
                 if m.finished {
                     return None;
                 }
-                let outcome = match outcome {
-                    Ok(Value::Array(values)) if values.len() == len => {
-                        for (k, v) in values.into_iter().enumerate() {
-                            m.values[start + k] = v;
+                let filled = outcome.and_then(|answer| {
+                    match answer {
+                        Answer::Raw(raw) => fill(&mut m.values[start..start + len], &raw),
+                        Answer::Filled => Ok(()),
+                        Answer::Value(Value::Array(values)) if values.len() == len => {
+                            for (slot, v) in m.values[start..start + len].iter_mut().zip(values) {
+                                *slot = v;
+                            }
+                            Ok(())
                         }
+                        Answer::Value(_) => Err(format!("not a list of {len} results")),
+                    }
+                    .map_err(shape)
+                });
+                let outcome = match filled {
+                    Ok(()) => {
                         m.chunks_left -= 1;
                         if m.chunks_left > 0 {
                             return None;
                         }
                         Ok(Value::Array(std::mem::take(&mut m.values)))
                     }
-                    Ok(_) => Err(PoolError::Broken(format!(
-                        "a worker answered a chunk of {len} items of map({}) with another shape",
-                        job.task
-                    ))),
                     Err(e) => Err(e),
                 };
                 m.finished = true;
+                map.arrived.notify_all();
                 Some(Completion {
                     slot: m.slot.clone(),
                     outcome,
@@ -1326,25 +1607,77 @@ impl Shared {
             .collect()
     }
 
+    /// Parses a chunk's results into their places in the map *without holding the pool's
+    /// lock*, so that submitting (and `map` sending its next chunks) goes on meanwhile; only
+    /// the map's own lock is held, which nothing but the handler takes while the map runs.
+    fn prefill(&self, msg: FromWorker) -> FromWorker {
+        let FromWorker::ChunkDone { w, id, us, outcome: Ok(text) } = msg else { return msg };
+        let target = match lock(&self.state).jobs.get(&id) {
+            Some(Job { sink: Sink::Chunk { map, start, len }, .. }) => {
+                Some((map.clone(), *start, *len))
+            }
+            _ => None,
+        };
+        let Some((map, start, len)) = target else {
+            return FromWorker::ChunkDone { w, id, us, outcome: Ok(text) };
+        };
+        let mut m = lock(&map.job);
+        if m.finished {
+            return FromWorker::Filled { w, id, us };
+        }
+        if let Some(queue) = m.to_read.as_mut() {
+            queue.push_back((start, len, text));
+            map.arrived.notify_all();
+            return FromWorker::Filled { w, id, us };
+        }
+        match fill(&mut m.values[start..start + len], &text) {
+            Ok(()) => FromWorker::Filled { w, id, us },
+            Err(e) => FromWorker::ChunkDone {
+                w,
+                id,
+                us,
+                outcome: Err(format!("its results could not be read: {e}")),
+            },
+        }
+    }
+
+    /// Job `id` has been answered by worker `w` after `us` microseconds of work.
+    fn on_done(
+        &self,
+        w: u32,
+        id: u64,
+        us: u64,
+        outcome: Result<Answer, String>,
+        st: &mut State,
+        out: &mut Vec<Completion>,
+    ) {
+        if let Some(worker) = st.workers.iter_mut().find(|x| x.number == w) {
+            // A worker answers in the order it was given its tasks.
+            if worker.outstanding.front() == Some(&id) {
+                worker.outstanding.pop_front();
+            } else {
+                worker.outstanding.retain(|x| *x != id);
+            }
+        }
+        st.task_us = Some(st.task_us.map_or(us as f64, |avg| 0.8 * avg + 0.2 * us as f64));
+        let task = st.jobs.get(&id).map_or("?", |j| j.task);
+        let outcome = outcome.map_err(|message| PoolError::Task { task: task.into(), message });
+        out.extend(self.finish_job(id, outcome, st));
+        // The worker that reported first gets the next task.
+        self.dispatch(st);
+    }
+
     /// Handles one message from the results queue.
     fn on_message(self: &Arc<Self>, msg: FromWorker, st: &mut State, out: &mut Vec<Completion>) {
         match msg {
             FromWorker::Done { w, id, us, outcome } => {
-                if let Some(worker) = st.workers.iter_mut().find(|x| x.number == w) {
-                    // A worker answers in the order it was given its tasks.
-                    if worker.outstanding.front() == Some(&id) {
-                        worker.outstanding.pop_front();
-                    } else {
-                        worker.outstanding.retain(|x| *x != id);
-                    }
-                }
-                st.task_us = Some(st.task_us.map_or(us as f64, |avg| 0.8 * avg + 0.2 * us as f64));
-                let task = st.jobs.get(&id).map_or("?", |j| j.task);
-                let outcome =
-                    outcome.map_err(|message| PoolError::Task { task: task.into(), message });
-                out.extend(self.finish_job(id, outcome, st));
-                // The worker that reported first gets the next task.
-                self.dispatch(st);
+                self.on_done(w, id, us, outcome.map(Answer::Value), st, out);
+            }
+            FromWorker::ChunkDone { w, id, us, outcome } => {
+                self.on_done(w, id, us, outcome.map(Answer::Raw), st, out);
+            }
+            FromWorker::Filled { w, id, us } => {
+                self.on_done(w, id, us, Ok(Answer::Filled), st, out);
             }
             FromWorker::InitFailed { w, pid, error } => {
                 let name = st
@@ -1413,7 +1746,7 @@ impl Shared {
         // backlog, in their order. Nobody else reads that inbox, so what is in it is exact.
         let mut back: Vec<Pending> = Vec::new();
         while let Ok(msg) = worker.inbox.get_nowait() {
-            if let ToWorker::Run { id, .. } = &msg {
+            if let ToWorker::Run { id, .. } | ToWorker::Chunk { id, .. } = &msg {
                 back.push(Pending { id: *id, wire: msg });
             }
         }
@@ -1446,7 +1779,7 @@ impl Shared {
                 Phase::Terminated => false,
             };
         let replacement = if needed {
-            match self.start_worker(st) {
+            match self.start_worker(st, true) {
                 Ok(j) => Some((st.workers[j].name.clone(), st.workers[j].pid)),
                 Err(e) => {
                     self.break_pool(st, format!("replacing {}: {e}", worker.name), out);
@@ -1500,7 +1833,7 @@ fn handler_main(shared: Arc<Shared>, started: mpsc::Sender<Result<(), PoolError>
     {
         let mut st = lock(&shared.state);
         for _ in 0..shared.size {
-            if let Err(e) = shared.start_worker(&mut st) {
+            if let Err(e) = shared.start_worker(&mut st, false) {
                 for w in &mut st.workers {
                     match &mut w.handle {
                         Handle::Process(process) => {
@@ -1558,6 +1891,7 @@ fn handle(shared: &Arc<Shared>) {
         while let Some(got) = next.take() {
             match got {
                 Ok(msg) => {
+                    let msg = shared.prefill(msg);
                     let mut st = lock(&shared.state);
                     shared.on_message(msg, &mut st, &mut out);
                 }
@@ -1654,6 +1988,34 @@ mod tests {
         assert_eq!(pool.map(&SQUARE, Vec::<i64>::new()).unwrap(), Vec::<Value>::new());
         let err = pool.map(&SQUARE, vec![json!(1), json!("x"), json!(3)]).unwrap_err();
         assert!(err.to_string().contains("on item 1"), "{err}");
+    }
+
+    #[test]
+    fn a_chunk_list_reads_as_serde_json_reads_it_and_a_damaged_one_is_an_error() {
+        let lists = [
+            json!([]),
+            json!([1, -2, 0, i64::MIN, u64::MAX, 1.5, -0.0, 1e300, 123_456_789_012_345_678u64]),
+            json!(["a", "q\"uote", "back\\slash", "ü", "", "tab\t", true, false, null]),
+            json!([[1, [2]], {"k": [1, "v"]}, [], {}]),
+        ];
+        for list in lists {
+            for text in [
+                serde_json::to_string(&list).unwrap(),
+                serde_json::to_string_pretty(&list).unwrap(),
+            ] {
+                let mut got = Vec::new();
+                for_each_item(&text, |v| {
+                    got.push(v);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(Value::Array(got), list, "{text}");
+            }
+        }
+        for bad in ["", "[", "[1,", "[1 2]", "[01]", "[1]x", "{}", "[,]", "[1,]", "[tru]", "[\"a]"]
+        {
+            assert!(for_each_item(bad, |_| Ok(())).is_err(), "{bad:?} was read");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! - a named function, a [`Role`] (`Process(target=task, args=(...))`), or
 //! - a type that implements [`Run`] (`class MyProcess(Process): def run(self): ...`).
 //!
-//! and starts by one of two methods ([`StartMethod`]):
+//! and starts by one of three methods ([`StartMethod`]):
 //! - **fork**: `fork(2)` copies the parent; the child calls the target straight away with
 //!   everything the parent had in memory, then leaves with `_exit(2)`, so no destructor and no
 //!   buffer of the parent's runs a second time in the child.
@@ -12,6 +12,11 @@
 //!   starts from `main` with nothing of the parent's memory and [`dispatch`] runs the role. That
 //!   dispatch, at the top of every demo's `main`, is the Rust analog of Python's
 //!   `if __name__ == '__main__':` guard.
+//! - **forkserver**: a small single-threaded process, this program run again with a hidden role
+//!   (see [`crate::forkserver`]), forks the child on request and passes it its arguments and
+//!   descriptors. The child starts as cheaply as a fork but never from a parent with threads;
+//!   like a spawned child it has none of the demo's memory, and it is the server's child, not
+//!   the demo's: `join` reads the exit code the server reports.
 //!
 //! Every child this module starts is recorded in one registry, so that the signal watcher
 //! ([`crate::signals`]) and the end of `main` can stop and reap all of them: no demo leaves a
@@ -19,8 +24,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -38,6 +43,8 @@ pub enum StartMethod {
     Fork,
     /// Execute the program again: the child starts from main with nothing of the parent's.
     Spawn,
+    /// Ask a single-threaded fork server (started once) to fork it: no fork from this process.
+    Forkserver,
 }
 
 impl fmt::Display for StartMethod {
@@ -45,6 +52,7 @@ impl fmt::Display for StartMethod {
         f.write_str(match self {
             StartMethod::Fork => "fork",
             StartMethod::Spawn => "spawn",
+            StartMethod::Forkserver => "forkserver",
         })
     }
 }
@@ -220,7 +228,8 @@ impl Process {
         }
     }
 
-    /// Chooses fork or spawn for this process.
+    /// Chooses fork, spawn or forkserver for this process (a closure, [`Process::from_fn`],
+    /// can only be forked: the other two need a [`Role`] listed in the program's dispatch).
     pub fn start_method(mut self, method: StartMethod) -> Process {
         self.method = method;
         self
@@ -238,7 +247,9 @@ impl Process {
     /// close-on-exec, so without this a spawned child would not have them (a queue's pipe, for
     /// example). Between fork and exec the child clears `FD_CLOEXEC` on exactly these
     /// descriptors, so they keep their numbers; the child must be told the numbers (in its
-    /// arguments). For the fork method this does nothing: a forked child has every descriptor.
+    /// arguments). A *forkserver* child gets them too: they travel to the server as
+    /// `SCM_RIGHTS` and the child has them under the same numbers. For the fork method this
+    /// does nothing: a forked child has every descriptor.
     pub fn pass_fds(mut self, fds: &[i32]) -> Process {
         self.pass_fds.extend_from_slice(fds);
         self
@@ -383,6 +394,11 @@ pub fn default_start_method() -> StartMethod {
 struct ChildEntry {
     name: String,
     daemon: bool,
+    /// A fork server's child: the read end of the pipe where the server writes its exit code
+    /// (it is not this process's child, so `waitpid` cannot see it). `None` for a child of
+    /// ours, and once the server has died (its children are then reparented to us).
+    #[cfg(unix)]
+    status: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 #[derive(Default)]
@@ -415,6 +431,28 @@ pub fn live_children() -> Vec<(i32, String)> {
     })
 }
 
+/// Descriptors that a thread of this process owns and that a forked child, which has no such
+/// thread, closes first thing (the signal watcher's signalfd): lock-free, so it is safe to read
+/// after `fork`.
+static CLOSE_AFTER_FORK: [AtomicI32; 4] = [const { AtomicI32::new(-1) }; 4];
+
+/// Asks every child forked from now on to close `fd` before it runs its target (the signal
+/// watcher registers its signalfd here). Returns false if the (small) table is full.
+pub fn close_in_forked_children(fd: i32) -> bool {
+    CLOSE_AFTER_FORK
+        .iter()
+        .any(|slot| slot.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+}
+
+/// Blocks until child `pid` has ended, *without reaping it*: its owner reaps it afterwards with
+/// [`Process::join`], which then returns at once with the status. For a child of ours this is
+/// `waitid` with `WNOWAIT`; for a fork server's child, a `poll` on its status pipe (the server
+/// has written the code, which `join` then reads). Returns at once for a pid that is neither
+/// (already reaped by the signal watcher, at Ctrl-C).
+pub fn wait_until_ended(pid: i32) {
+    imp::wait_until_ended(pid)
+}
+
 /// The argument that marks a spawned child: `<demo> __role=<role> <name>`.
 const ROLE_ARG_PREFIX: &str = "__role=";
 /// Environment variable carrying a spawned child's arguments (JSON) and flags.
@@ -434,6 +472,11 @@ pub fn dispatch(roles: &[&'static Role]) {
     };
     let name = args.next().unwrap_or_else(|| role_name.clone());
     report::init_from_env(&std::env::var(report::ENV_REPORT).unwrap_or_default(), &name);
+    #[cfg(unix)]
+    if role_name == crate::forkserver::ROLE {
+        imp::name_this_process(&name);
+        crate::forkserver::serve(run_forkserver_child);
+    }
     IS_DAEMONIC.store(std::env::var_os(ENV_DAEMONIC).is_some(), Ordering::Relaxed);
     imp::name_this_process(&name);
     let code = match registered_role(&role_name) {
@@ -453,6 +496,25 @@ pub fn dispatch(roles: &[&'static Role]) {
         }
     };
     std::process::exit(code);
+}
+
+/// The body of a fork server's child: like a spawned child's, from the request's fields.
+#[cfg(unix)]
+fn run_forkserver_child(role: String, name: String, args: Value, daemon: bool, env: String) -> ! {
+    report::init_from_env(&env, &name);
+    IS_DAEMONIC.store(daemon, Ordering::Relaxed);
+    imp::name_this_process(&name);
+    let code = match registered_role(&role) {
+        Some(role) => child_exit_code(catch_run(|| (role.run)(args))),
+        None => {
+            report::write_stderr(&format!("{name}: this program has no role {role:?}"));
+            2
+        }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // Safety: _exit ends this copy of the fork server at once, running none of its destructors.
+    unsafe { libc::_exit(code) }
 }
 
 /// Runs a child's target, turning a panic into an error so the child still exits cleanly.
@@ -482,6 +544,8 @@ fn child_exit_code(result: Result<()>) -> i32 {
 /// terminated, then every other child is waited for ("主进程会等待所有的子进程结束").
 pub fn finish_main() {
     end_main_code();
+    #[cfg(unix)]
+    crate::forkserver::stop();
 }
 
 /// How one child ended at the end of the main code (see [`end_main_code`]).
@@ -580,6 +644,7 @@ mod imp {
             }
         }
         let parent = getpid();
+        let mut status = None;
         let pid = match method {
             StartMethod::Fork => {
                 // Safety: the child only runs this crate's code on the forking thread. glibc
@@ -605,8 +670,33 @@ mod imp {
                 };
                 spawn_child(name, role, &args, daemon, die_with_parent, pass_fds, parent)?
             }
+            StartMethod::Forkserver => {
+                let Target::Role { role, args } = target else {
+                    bail!(
+                        "{name}: the forkserver method needs a named role; a closure exists only \
+                         in this process's memory (use fork, or a Role)"
+                    );
+                };
+                let mut fds = pass_fds.to_vec();
+                // The timeline's recording file, if one is open, under the same number.
+                if let Some(fd) = report::recording_fd().filter(|fd| !fds.contains(fd)) {
+                    fds.push(fd);
+                }
+                let request = crate::forkserver::Request {
+                    role: role.name.to_string(),
+                    name: name.to_string(),
+                    args,
+                    daemon,
+                    die_with_parent,
+                    fds,
+                    report: report::env_value(),
+                };
+                let (pid, pipe) = crate::forkserver::start_child(&request)?;
+                status = Some(Arc::new(pipe));
+                pid
+            }
         };
-        registry.children.insert(pid, ChildEntry { name: name.to_string(), daemon });
+        registry.children.insert(pid, ChildEntry { name: name.to_string(), daemon, status });
         Ok(pid)
     }
 
@@ -621,7 +711,17 @@ mod imp {
         // exist in the child, so the child must get the default actions back or it would
         // survive Ctrl-C.
         let _ = SigSet::empty().thread_set_mask();
-        crate::signals::forget_watcher_in_child();
+        for slot in &CLOSE_AFTER_FORK {
+            let fd = slot.swap(-1, Ordering::SeqCst);
+            if fd >= 0 {
+                // Safety: the descriptor belongs to a thread of the parent that this child does
+                // not have; nothing in the child uses it.
+                unsafe {
+                    libc::close(fd);
+                }
+            }
+        }
+        crate::forkserver::forget_in_forked_child();
         if die_with_parent {
             set_parent_death_signal(parent);
         }
@@ -729,6 +829,44 @@ mod imp {
     /// the kernel reaped it, SIGCHLD being ignored), `None` if it is still running.
     pub fn wait(pid: i32, timeout: Option<Duration>) -> Option<Option<i32>> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // A fork server's child: its exit code comes through its status pipe.
+        while let Some(pipe) =
+            with_registry(|r| r.children.get(&pid).and_then(|c| c.status.clone()))
+        {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if !crate::forkserver::poll_status(&pipe, left) {
+                return None;
+            }
+            // Read under the registry lock, so that of two waiters exactly one takes the code
+            // and the other finds the child gone from the registry.
+            let mut server_gone = false;
+            let code = with_registry(|r| {
+                if !r.children.contains_key(&pid) {
+                    return None;
+                }
+                match crate::forkserver::read_status(&pipe) {
+                    crate::forkserver::Status::Code(code) => {
+                        r.children.remove(&pid);
+                        Some(code)
+                    }
+                    crate::forkserver::Status::ServerGone => {
+                        // Its children are reparented to us (a subreaper): wait as for ours.
+                        if let Some(child) = r.children.get_mut(&pid) {
+                            child.status = None;
+                        }
+                        server_gone = true;
+                        None
+                    }
+                    crate::forkserver::Status::NotYet => None,
+                }
+            });
+            if server_gone {
+                crate::forkserver::server_died();
+            }
+            if let Some(code) = code {
+                return Some(Some(code));
+            }
+        }
         let mut pause = Duration::from_micros(200);
         loop {
             let flags = if timeout.is_some() { Some(WaitPidFlag::WNOHANG) } else { None };
@@ -767,10 +905,92 @@ mod imp {
         code
     }
 
+    pub fn wait_until_ended(pid: i32) {
+        let pipe = with_registry(|r| r.children.get(&pid).and_then(|c| c.status.clone()));
+        if let Some(pipe) = pipe {
+            crate::forkserver::poll_status(&pipe, None);
+            if crate::forkserver::status_waiting(&pipe) {
+                return;
+            }
+            // End of file without a code: the server died, and the child is ours now (or gone).
+        }
+        loop {
+            // Safety: waitid fills the zeroed siginfo_t we give it; WNOWAIT leaves the child a
+            // zombie, so its pid cannot be reused before its owner reaps it.
+            let rc = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT,
+                )
+            };
+            if rc == 0 || Errno::last() != Errno::EINTR {
+                return;
+            }
+        }
+    }
+
+    /// Whether `pid` is a child of this process (ended or not), without reaping it.
+    fn is_our_child(pid: i32) -> bool {
+        // Safety: waitid fills the zeroed siginfo_t; WNOHANG | WNOWAIT neither blocks nor reaps.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) == 0
+        }
+    }
+
+    /// Reads, without blocking, the exit codes the fork server has sent for its children in
+    /// the registry; a child whose server died is treated as ours from then on, and forgotten
+    /// if it is not (it was not reparented to us).
+    fn collect_server_statuses() {
+        with_registry(|r| {
+            let watched: Vec<(i32, Arc<std::os::fd::OwnedFd>)> = r
+                .children
+                .iter()
+                .filter_map(|(pid, c)| c.status.clone().map(|s| (*pid, s)))
+                .collect();
+            for (pid, pipe) in watched {
+                match crate::forkserver::read_status(&pipe) {
+                    crate::forkserver::Status::Code(code) => {
+                        r.children.remove(&pid);
+                        r.reaped.insert(pid, Some(code));
+                    }
+                    crate::forkserver::Status::ServerGone => {
+                        if is_our_child(pid) {
+                            if let Some(child) = r.children.get_mut(&pid) {
+                                child.status = None;
+                            }
+                        } else if kill(Pid::from_raw(pid), None).is_err() {
+                            r.children.remove(&pid);
+                            r.reaped.insert(pid, None);
+                        }
+                    }
+                    crate::forkserver::Status::NotYet => {}
+                }
+            }
+        });
+    }
+
     pub fn stop_and_reap(pids: &[i32], grace: Duration) {
+        stop_and_reap_children(pids, grace);
+        // Last, once it has reported every child of its own: the fork server.
+        crate::forkserver::stop();
+    }
+
+    fn stop_and_reap_children(pids: &[i32], grace: Duration) {
         let me = getpid().as_raw();
+        // The fork server is not stopped with the others: it must live to report its children.
+        let server = crate::forkserver::server_pid();
+        let children_of_me = || {
+            let mut v = crate::ps::children_of(me);
+            v.retain(|pid| Some(*pid) != server);
+            v
+        };
         let mut targets: Vec<i32> = pids.to_vec();
-        targets.extend(crate::ps::children_of(me));
+        targets.extend(children_of_me());
         targets.sort_unstable();
         targets.dedup();
         for pid in &targets {
@@ -799,7 +1019,8 @@ mod imp {
                     Err(_) => return, // ECHILD: no child left at all
                 }
             }
-            let left = crate::ps::children_of(me);
+            collect_server_statuses();
+            let left = children_of_me();
             if left.is_empty() && with_registry(|r| r.children.is_empty()) {
                 return;
             }
@@ -841,6 +1062,7 @@ mod imp {
         Some(None)
     }
     pub fn stop_and_reap(_pids: &[i32], _grace: Duration) {}
+    pub fn wait_until_ended(_pid: i32) {}
 }
 
 #[cfg(test)]

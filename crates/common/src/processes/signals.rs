@@ -12,6 +12,10 @@
 //! - This works whether the signal reaches the whole process group (a terminal's Ctrl-C: the
 //!   children die of it themselves and are reaped) or the parent alone (`kill -INT PID`: the
 //!   watcher stops them).
+//! - A fork server's children (see [`crate::forkserver`]) are not the demo's in the kernel's
+//!   sense: they get SIGTERM (then SIGKILL) by pid like the others, their ends are learnt from
+//!   the server's reports, and the server itself, which ignores the stop signals, is ended
+//!   last, once it has reported them all.
 //! - As a backstop for a parent killed with SIGKILL, every child asks for `PR_SET_PDEATHSIG`
 //!   (see [`crate::process`]), and the demo is a child subreaper, so that orphaned descendants
 //!   come back to it to be reaped instead of lingering as zombies under a PID 1 that may never
@@ -36,23 +40,6 @@ pub fn install() -> Result<()> {
 
 /// Set once a stop signal has been received: the watcher is stopping everything.
 static STOPPING: AtomicBool = AtomicBool::new(false);
-
-/// The watcher's signalfd (Linux), or -1: a forked child closes its copy (see
-/// [`forget_watcher_in_child`]); `SFD_CLOEXEC` already keeps it out of spawned children.
-static WATCHER_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
-
-/// In a forked child: closes the copy of the parent's watcher signalfd, which the child has no
-/// thread to read, so it does not show up among the child's open files.
-pub fn forget_watcher_in_child() {
-    let fd = WATCHER_FD.swap(-1, Ordering::SeqCst);
-    if fd >= 0 {
-        // Safety: the descriptor was the watcher's signalfd in the parent; in this forked child
-        // nothing else owns or uses it.
-        unsafe {
-            libc::close(fd);
-        }
-    }
-}
 
 /// True once Ctrl-C or SIGTERM has arrived (or is about to be handled): the watcher will stop
 /// every child and end the process with 130 or 143. Code that sees a child die in the meantime
@@ -117,7 +104,10 @@ mod imp {
         let set = stop_signals();
         set.thread_block()?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
-        WATCHER_FD.store(std::os::fd::AsRawFd::as_raw_fd(&fd), Ordering::SeqCst);
+        // A forked child has no thread to read it: it closes its copy first thing, so the
+        // descriptor does not show among its open files (`SFD_CLOEXEC` keeps it out of spawned
+        // children). `process` holds the list, so that it need not know this module.
+        process::close_in_forked_children(std::os::fd::AsRawFd::as_raw_fd(&fd));
         std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
             loop {
                 let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];

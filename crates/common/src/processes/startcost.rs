@@ -2,10 +2,11 @@
 //!
 //! One measurement, shared by the `fork-vs-spawn` demo and `make bench`: start a child that does
 //! nothing and join it, `count` times one after another, and divide the time by `count`. The
-//! children are started exactly as a demo starts them, through [`Process`] (fork or spawn) or
+//! children are started exactly as a demo starts them, through [`Process`] (fork, spawn or
+//! forkserver) or
 //! `std::thread::spawn`, so the figure is what a user of this crate pays, bookkeeping included.
 //!
-//! A program that measures spawn children must list [`NOOP`] in its `dispatch` (or
+//! A program that measures spawn or forkserver children must list [`NOOP`] in its `dispatch` (or
 //! `demo::main`) roles: a spawned child runs the program again and finds its work by that name.
 
 use std::time::Instant;
@@ -31,11 +32,16 @@ pub enum Starter {
     Fork,
     /// [`Process`] with the spawn start method (the program is executed again).
     Spawn,
+    /// [`Process`] with the forkserver start method (the fork server forks it and reports its
+    /// exit; the server itself is started once, before the clock, by [`measure`]'s caller or
+    /// the first round).
+    Forkserver,
 }
 
 impl Starter {
-    /// All three, in the order they are reported.
-    pub const ALL: [Starter; 3] = [Starter::Thread, Starter::Fork, Starter::Spawn];
+    /// All four, in the order they are reported.
+    pub const ALL: [Starter; 4] =
+        [Starter::Thread, Starter::Fork, Starter::Spawn, Starter::Forkserver];
 
     /// `thread`, `fork` or `spawn`: the key used in events and in the Python script's output.
     pub fn key(self) -> &'static str {
@@ -43,6 +49,7 @@ impl Starter {
             Starter::Thread => "thread",
             Starter::Fork => "fork",
             Starter::Spawn => "spawn",
+            Starter::Forkserver => "forkserver",
         }
     }
 }
@@ -59,18 +66,21 @@ pub fn start_join_round(kind: Starter, count: usize) -> Result<f64> {
                     bail!("a measured thread panicked");
                 }
             }
-            Starter::Fork | Starter::Spawn => {
-                let method =
-                    if kind == Starter::Fork { StartMethod::Fork } else { StartMethod::Spawn };
-                let name = if kind == Starter::Fork { "cost-fork" } else { "cost-spawn" };
+            Starter::Fork | Starter::Spawn | Starter::Forkserver => {
+                let (method, name) = match kind {
+                    Starter::Fork => (StartMethod::Fork, "cost-fork"),
+                    Starter::Spawn => (StartMethod::Spawn, "cost-spawn"),
+                    _ => (StartMethod::Forkserver, "cost-forkserver"),
+                };
                 let mut child = Process::new(name, &NOOP, ()).start_method(method);
                 child.start()?;
                 let code = child.join()?;
                 if code != Some(0) {
-                    bail!(
+                    let lost = crate::processes::lost::report(&child, "start+join rounds", 1);
+                    return Err(lost.context(format!(
                         "{child}: a measured {method} child did not exit with 0 \
                          (is startcost::NOOP listed in the program's roles?)"
-                    );
+                    )));
                 }
             }
         }
@@ -78,10 +88,20 @@ pub fn start_join_round(kind: Starter, count: usize) -> Result<f64> {
     Ok(begin.elapsed().as_secs_f64() * 1e6 / count.max(1) as f64)
 }
 
-/// Runs `rounds` rounds of each kind, alternating the kinds inside every round so that a busy
-/// moment of a shared machine does not fall on one kind only. Returns, for each kind in the
+/// One untimed start+join of each kind, so that no figure pays for a first time: the fork
+/// server's own start (once per program), the first `exec` of the binary from a cold cache.
+pub fn warm_up(kinds: &[Starter]) -> Result<()> {
+    for kind in kinds {
+        start_join_round(*kind, 1)?;
+    }
+    Ok(())
+}
+
+/// Runs `rounds` rounds of each kind (after [`warm_up`]), alternating the kinds inside every
+/// round so that a busy moment of a shared machine does not fall on one kind only. Returns, for each kind in the
 /// order given, every round's figure (µs per start+join).
 pub fn measure(kinds: &[Starter], count: usize, rounds: usize) -> Result<Vec<(Starter, Vec<f64>)>> {
+    warm_up(kinds)?;
     let mut out: Vec<(Starter, Vec<f64>)> = kinds.iter().map(|k| (*k, Vec::new())).collect();
     for _ in 0..rounds {
         for (kind, figures) in &mut out {

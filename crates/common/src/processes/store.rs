@@ -106,6 +106,12 @@ pub enum StoreError {
     #[error("{path}: is a directory, not a JSON file")]
     IsDirectory { path: PathBuf },
 
+    /// A FIFO, socket, device or symbolic link where the database should be: refused without
+    /// blocking (a FIFO would block `open` until a writer came) and without following a link
+    /// (the rename of every write would replace the link itself and leave its target unchanged).
+    #[error("{path}: is {kind}, not a regular file; {advice}")]
+    NotARegularFile { path: PathBuf, kind: &'static str, advice: &'static str },
+
     #[error("{path}: not allowed to read it ({error})")]
     Unreadable { path: PathBuf, error: io::Error },
 
@@ -321,8 +327,12 @@ impl TicketDb {
         // a writable descriptor); fall back to read-only for an existing sidecar in a directory
         // or file we may not write to. Never truncate: the file's contents do not matter, and
         // other lockers have it open.
-        let opened =
-            OpenOptions::new().write(true).create(true).truncate(false).open(&self.lock_path);
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        // Never block in open: a FIFO in the lock file's place fails with ENXIO instead.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+        let opened = options.open(&self.lock_path);
         let opened = match opened {
             Err(error)
                 if matches!(
@@ -417,7 +427,12 @@ fn read_contents(path: &Path) -> Result<Contents, StoreError> {
         io::ErrorKind::PermissionDenied => StoreError::Unreadable { path: path.to_owned(), error },
         _ => io_error(path, "cannot read it", error),
     };
-    let mut file = File::open(path).map_err(classify)?;
+    let mut file = open_regular(path).map_err(|e| match e {
+        Opened::NotRegular(kind, advice) => {
+            StoreError::NotARegularFile { path: path.to_owned(), kind, advice }
+        }
+        Opened::Io(error) => classify(error),
+    })?;
     // A plain read loop: `File::read_to_end` would first stat and seek the file for a size hint,
     // two syscalls per transaction that a file of a dozen bytes does not need.
     let mut bytes = Vec::new();
@@ -431,6 +446,52 @@ fn read_contents(path: &Path) -> Result<Contents, StoreError> {
         }
     }
     parse(path, &bytes)
+}
+
+/// Why [`open_regular`] did not give a file.
+enum Opened {
+    NotRegular(&'static str, &'static str),
+    Io(io::Error),
+}
+
+/// Opens `path` for reading only if it is a regular file (or a directory, which the read then
+/// reports). Never blocks: `O_NONBLOCK` makes a FIFO open at once (and `fstat` then refuses it);
+/// `O_NOFOLLOW` refuses a symbolic link (ELOOP) rather than follow it; a socket fails with ENXIO.
+fn open_regular(path: &Path) -> Result<File, Opened> {
+    const PASS_TARGET: &str = "pass the path of the file it points to (every write replaces \
+                               db.json by a rename, which would replace the link, not its target)";
+    const REGULAR: &str = "the database must be a regular file holding {\"count\": N}";
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|error| match error.raw_os_error() {
+                Some(libc::ELOOP) => Opened::NotRegular("a symbolic link", PASS_TARGET),
+                Some(libc::ENXIO) => Opened::NotRegular("a socket", REGULAR),
+                _ => Opened::Io(error),
+            })?;
+        let kind = file.metadata().map_err(Opened::Io)?.file_type();
+        let what = if kind.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else {
+            return Ok(file);
+        };
+        Err(Opened::NotRegular(what, REGULAR))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (PASS_TARGET, REGULAR);
+        File::open(path).map_err(Opened::Io)
+    }
 }
 
 /// The strict parser: exactly one JSON object, with a valid `count`.
@@ -788,6 +849,7 @@ mod tests {
         match error {
             StoreError::Missing { .. } => "Missing",
             StoreError::IsDirectory { .. } => "IsDirectory",
+            StoreError::NotARegularFile { .. } => "NotARegularFile",
             StoreError::Unreadable { .. } => "Unreadable",
             StoreError::Empty { .. } => "Empty",
             StoreError::NotJson { .. } => "NotJson",
@@ -922,6 +984,32 @@ mod tests {
         let db = TicketDb::new(dir.db_path());
         assert_refused_everywhere(&dir, &db, "IsDirectory", "is a directory");
         assert!(db.path().is_dir());
+    }
+
+    #[test]
+    fn a_fifo_socket_device_or_symlink_in_place_of_the_file_is_refused_without_blocking() {
+        let dir = TestDir::new("not-regular");
+        let fifo = dir.0.join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let socket = dir.0.join("socket.json");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let target = dir.db_path();
+        fs::write(&target, "{\"count\": 4}").unwrap();
+        let link = dir.0.join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for (path, kind) in [
+            (fifo.as_path(), "a FIFO"),
+            (socket.as_path(), "a socket"),
+            (Path::new("/dev/null"), "a character device"),
+            (link.as_path(), "a symbolic link"),
+        ] {
+            let error = TicketDb::new(path).read_count().unwrap_err();
+            assert_eq!(variant(&error), "NotARegularFile", "{error}");
+            assert!(error.is_bad_input());
+            assert!(error.to_string().contains(kind), "{error}");
+        }
+        assert_eq!(fs::read_to_string(&target).unwrap(), "{\"count\": 4}", "target unchanged");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     }
 
     #[test]

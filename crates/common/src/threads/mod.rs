@@ -3,3 +3,4 @@
 
 pub mod named;
 pub mod queue;
+pub mod sync;

@@ -1,0 +1,661 @@
+//! forkserver — the third start method: children forked by a small single-threaded process,
+//! never by the demo itself (Python's `multiprocessing` `forkserver`, Linux's default from
+//! Python 3.14).
+//!
+//! ## Why
+//! `fork(2)` copies only the thread that calls it. In a parent with other threads (a pool's
+//! `pool-results` handler, the signal watcher, a thread making a queue), any lock one of them
+//! held at that instant stays locked for ever in the child: a forked child that takes it blocks.
+//! Spawn avoids that but starts the whole program again. The fork server is a third way: a
+//! process that has only one thread, so forking it is always safe, and that forks quickly
+//! because it is small and already running.
+//!
+//! ## How
+//! - The server is this program run again, like a spawned child, with the hidden argument
+//!   `__role=__forkserver` ([`crate::process::dispatch`] recognizes it before anything else
+//!   runs), so it is started lazily, on the first request, from whatever thread asks: an `exec`
+//!   leaves no other thread behind. It knows every role the program listed in its dispatch.
+//! - The demo talks to it over a unix `SOCK_SEQPACKET` socketpair: one message per request
+//!   (the role, the child's name, its arguments as JSON, its flags) carrying, as `SCM_RIGHTS`,
+//!   the descriptors the child must have, plus the write end of a *status pipe*. The server
+//!   forks, answers with the child's pid, and keeps the status pipe.
+//! - In the child, before the role runs: the server's own descriptors are closed, the signal
+//!   mask and SIGINT's default action are restored, `PR_SET_PDEATHSIG` is asked for (the server
+//!   is the parent; it is single-threaded, so the signal follows it, not a thread), and every
+//!   passed descriptor is put back at the number it had in the demo (`dup2`), because the
+//!   child's arguments name them by number (a queue's pipes, for example).
+//! - When a child ends, the server reaps it (it gets SIGCHLD through a signalfd) and writes its
+//!   exit code, Python's way (`-9` for SIGKILL), to that child's status pipe, then closes it.
+//!
+//! ## What join, exitcode and kill mean for such a child
+//! Its parent in the kernel's sense is the server, not the demo: `ps` shows it under the
+//! server, and the demo cannot `waitpid` it. So [`crate::process::Process::join`] waits for its
+//! status pipe instead (a `poll` with the timeout), `exitcode` is what the server wrote, and
+//! `terminate`/`kill` send the signal to its pid directly (same user, so allowed). Between the
+//! server's reaping and the demo's `kill` the pid could in principle be reused, as with any
+//! child reaped by someone else; Python's forkserver has the same window.
+//!
+//! If the server dies (killed), every status pipe reads end of file: its children, which asked
+//! for `PR_SET_PDEATHSIG`, are killed by the kernel and reparented to the demo, which is a
+//! child subreaper (see [`crate::signals`]), so the demo reaps them itself and `join` returns
+//! their status after all. If the demo dies, even by SIGKILL, the server reads end of file on
+//! its socket and exits, and its children follow it. The server ignores SIGINT, SIGTERM and
+//! SIGHUP (a terminal's Ctrl-C reaches the whole group: the children die of it, and the server
+//! must live to report it); [`stop`] ends it at the end of the demo, after every child. A
+//! server killed anyway (SIGKILL) is reported like any lost child (event `child_lost`).
+//!
+//! A closure cannot be sent to the server, as with spawn: only a [`crate::process::Role`].
+
+#![cfg(unix)]
+
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    recvmsg, sendmsg, socketpair,
+};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::report;
+
+/// The role name in the hidden argument that makes this program a fork server.
+pub(crate) const ROLE: &str = "__forkserver";
+/// The whole hidden argument: the same `__role=` form as a spawned child's.
+const SERVER_ARG: &str = "__role=__forkserver";
+/// The environment variable naming the server's end of the socketpair.
+const ENV_FD: &str = "CONCURRENCY_DEMOS_FORKSERVER_FD";
+/// The largest request, in bytes of JSON (one datagram of the socket); a spawned child's
+/// arguments have about the same limit (one environment string).
+pub const MAX_REQUEST: usize = 128 * 1024;
+/// The most descriptors a child can be given.
+const MAX_FDS: usize = 64;
+/// What the server ignores (and its children get back at their default action).
+const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+/// How long [`stop`] waits for the server to leave after its socket is closed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// What the demo asks of the server: start `role` as a child named `name`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Request {
+    pub role: String,
+    pub name: String,
+    pub args: Value,
+    pub daemon: bool,
+    pub die_with_parent: bool,
+    /// The numbers the passed descriptors have in the demo, in the order they are sent; the
+    /// child gets them under these numbers.
+    pub fds: Vec<RawFd>,
+    /// The report settings ([`report::env_value`]) at the moment of the request.
+    pub report: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    Started { pid: i32 },
+    Failed { error: String },
+}
+
+/// What the child of the server runs: given by [`crate::process`], which knows the roles.
+pub(crate) type RunChild =
+    fn(role: String, name: String, args: Value, daemon: bool, report: String) -> !;
+
+// ---------------------------------------------------------------------------------------------
+// The demo's side.
+
+struct Client {
+    /// The demo's end of the socketpair (close-on-exec; closed in forked children).
+    sock: RawFd,
+    pid: i32,
+    /// The process that started this server: a forked child of the demo must not use it.
+    owner: u32,
+}
+
+static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+/// The client's socket, for [`forget_in_forked_child`], which must not take a lock.
+static CLIENT_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// The fork server's pid, if this process has started one that is still running.
+pub fn server_pid() -> Option<i32> {
+    let me = std::process::id();
+    let client = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+    client.as_ref().filter(|c| c.owner == me).map(|c| c.pid)
+}
+
+/// In a forked child of the demo: closes its copy of the demo's socket, so the server still
+/// sees end of file when the demo goes, and so the child never writes into the demo's
+/// conversation. A child that wants a fork server of its own gets a new one.
+pub(crate) fn forget_in_forked_child() {
+    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
+    if fd >= 0 {
+        // Safety: the descriptor is the parent's socket; in this forked child nothing else uses it.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
+/// Asks the server (started now if need be) for a child; returns its pid and the read end of
+/// its status pipe (non-blocking), where the server writes its exit code.
+pub(crate) fn start_child(request: &Request) -> Result<(i32, OwnedFd)> {
+    let text = serde_json::to_vec(request).context("encoding a fork-server request")?;
+    if text.len() > MAX_REQUEST {
+        bail!(
+            "{}: the arguments are {} bytes of JSON, more than the fork server's limit of {}",
+            request.name,
+            text.len(),
+            MAX_REQUEST
+        );
+    }
+    if request.fds.len() + 1 > MAX_FDS {
+        bail!("{}: more than {} descriptors to pass", request.name, MAX_FDS - 1);
+    }
+    let (status_read, status_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .context("pipe2 for a child's status")?;
+    let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.as_ref().is_some_and(|c| c.owner != std::process::id()) {
+        // Inherited from the parent by fork: its socket was closed in this child.
+        *guard = None;
+    }
+    if guard.is_none() {
+        *guard = Some(launch()?);
+    }
+    let client = guard.as_ref().expect("just started");
+    let mut fds = vec![status_write.as_raw_fd()];
+    fds.extend_from_slice(&request.fds);
+    let asked = loop {
+        let sent = sendmsg::<UnixAddr>(
+            client.sock,
+            &[IoSlice::new(&text)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        );
+        match sent {
+            Err(Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    drop(status_write);
+    let reply =
+        asked.map_err(anyhow::Error::from).and_then(|_| read_reply(client.sock, client.pid));
+    match reply {
+        Ok(Reply::Started { pid }) => Ok((pid, status_read)),
+        Ok(Reply::Failed { error }) => {
+            bail!("the fork server could not start {}: {error}", request.name)
+        }
+        Err(e) => {
+            // The server is gone: say so, forget it and reap it; a later request starts anew.
+            let gone = guard.take().expect("present");
+            drop(guard);
+            lost(gone);
+            Err(e.context(format!("asking the fork server for {}", request.name)))
+        }
+    }
+}
+
+/// The server died (killed: it ignores the stop signals, and [`stop`] forgets it first):
+/// reaps it and says what went with it, as the demos say of any child lost (event
+/// `child_lost`). The children it had started are killed by their `PR_SET_PDEATHSIG` and come
+/// back to the demo, a subreaper, to be reaped; each one's owner reports it in turn.
+pub(crate) fn server_died() {
+    let me = std::process::id();
+    let client = {
+        let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(c) if c.owner == me => guard.take(),
+            _ => None,
+        }
+    };
+    if let Some(client) = client {
+        lost(client);
+    }
+}
+
+fn lost(client: Client) {
+    close_client(&client);
+    let exitcode = loop {
+        match waitpid(Pid::from_raw(client.pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => break Some(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => break Some(-(signal as i32)),
+            Err(Errno::EINTR) => continue,
+            Ok(_) => continue,
+            Err(_) => break None, // reaped already (by the signal watcher)
+        }
+    };
+    let status = match exitcode {
+        Some(code) if code < 0 => {
+            Signal::try_from(-code).map_or(code.to_string(), |s| format!("-{}", s.as_str()))
+        }
+        Some(code) => code.to_string(),
+        None => "None".to_string(),
+    };
+    let how = match exitcode {
+        Some(code) if code < 0 => format!("was killed by {}", status.trim_start_matches('-')),
+        Some(code) => format!("exited with code {code}"),
+        None => "ended (its exit status was taken elsewhere)".to_string(),
+    };
+    report::event(
+        "child_lost",
+        json!({ "pid": client.pid, "name": "forkserver", "exitcode": exitcode, "status": status,
+                "how": how, "lost": { "what": "children it had started", "count": 0 } }),
+        format!(
+            "LOST: the fork server (pid {}) {how}: its children die with it (PR_SET_PDEATHSIG)",
+            client.pid
+        ),
+    );
+}
+
+/// How often a wait for the server's answer checks that the server is still alive.
+const ALIVE_CHECK_MS: libc::c_int = 100;
+
+/// Reads the server's answer. End of file says the server has ended, but only once every copy
+/// of its end of the socket is closed, and a child forked by another thread at the wrong moment
+/// may hold one: so the wait also looks at the server itself, every [`ALIVE_CHECK_MS`], and
+/// gives up once it is gone or a zombie (killed, perhaps before it even reached `exec`).
+fn read_reply(sock: RawFd, server: i32) -> Result<Reply> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut pfd = libc::pollfd { fd: sock, events: libc::POLLIN, revents: 0 };
+        // Safety: one valid pollfd on our stack, for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ALIVE_CHECK_MS) };
+        if ready == 0 {
+            if matches!(crate::ps::state_of(server), None | Some('Z') | Some('X')) {
+                bail!("the fork server (pid {server}) has ended");
+            }
+            continue;
+        }
+        if ready < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(e).context("poll on the fork server's socket"),
+            }
+        }
+        // Safety: recv writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        match n {
+            n if n > 0 => {
+                return serde_json::from_slice(&buf[..n as usize])
+                    .context("decoding the fork server's answer");
+            }
+            0 => bail!("the fork server has ended"),
+            _ if Errno::last() == Errno::EINTR => continue,
+            _ => return Err(Errno::last()).context("recv from the fork server"),
+        }
+    }
+}
+
+fn close_client(client: &Client) {
+    if CLIENT_FD.compare_exchange(client.sock, -1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        // Safety: the socket is ours and is closed once: CLIENT_FD no longer names it.
+        unsafe {
+            libc::close(client.sock);
+        }
+    }
+}
+
+/// Starts the server: this program again, with the hidden role and the server's end of a new
+/// socketpair. Nothing runs between fork and exec but resetting the signal mask and clearing
+/// close-on-exec on that one descriptor, so it is safe from any thread.
+fn launch() -> Result<Client> {
+    let (ours, theirs) =
+        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .context("socketpair for the fork server")?;
+    let exe = std::env::current_exe().context("finding this program to start the fork server")?;
+    let program = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let their_fd = theirs.as_raw_fd();
+    let mut command = std::process::Command::new(&exe);
+    command
+        .arg0(&program)
+        .arg(SERVER_ARG)
+        .arg("forkserver")
+        .env(ENV_FD, their_fd.to_string())
+        .env(report::ENV_REPORT, report::env_value())
+        .stdin(std::process::Stdio::null());
+    // Safety: runs between fork and exec; pthread_sigmask and fcntl are async-signal-safe and
+    // nothing here allocates or takes a lock.
+    unsafe {
+        command.pre_exec(move || {
+            // The demo blocks its stop signals for its watcher thread; the mask survives exec.
+            let _ = SigSet::empty().thread_set_mask();
+            let flags = libc::fcntl(their_fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(their_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child =
+        command.spawn().with_context(|| format!("starting the fork server {}", exe.display()))?;
+    drop(theirs);
+    let sock = ours.as_raw_fd();
+    std::mem::forget(ours); // owned by the Client from now on (closed by `close_client`)
+    CLIENT_FD.store(sock, Ordering::SeqCst);
+    let pid = child.id() as i32;
+    // `child` is dropped without waiting: the server is reaped by `stop` (or by the signal
+    // watcher's reaping of every child).
+    Ok(Client { sock, pid, owner: std::process::id() })
+}
+
+/// Ends the server, if this process started one: closes the socket (the server exits on end of
+/// file), waits up to a short grace for it to leave, SIGKILLs it after that, and reaps it.
+/// Called at the end of `main` and by the signal watcher, after every child has been reaped.
+pub fn stop() {
+    let client = CLIENT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some(client) = client else { return };
+    if client.owner != std::process::id() {
+        return;
+    }
+    close_client(&client);
+    let pid = Pid::from_raw(client.pid);
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Err(Errno::EINTR) => continue,
+            _ => return, // reaped now, or already (ECHILD)
+        }
+        if Instant::now() >= deadline {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// What waiting on a child's status pipe gave.
+pub(crate) enum Status {
+    /// The exit code the server wrote.
+    Code(i32),
+    /// Nothing yet (within the timeout), or another thread took the code first.
+    NotYet,
+    /// End of file without a code: the server died before reaping the child.
+    ServerGone,
+}
+
+/// Waits until `status` is readable (the server wrote, or closed it) or `timeout` passes.
+pub(crate) fn poll_status(status: &OwnedFd, timeout: Option<Duration>) -> bool {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32,
+        };
+        let mut pfd = libc::pollfd { fd: status.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // Safety: poll reads and writes the one pollfd it is given.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n > 0 {
+            return true;
+        }
+        if n < 0 && Errno::last() != Errno::EINTR {
+            return true; // let the read say what happened
+        }
+        if n == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+    }
+}
+
+/// Whether the server's code is waiting in `status` (without reading it).
+pub(crate) fn status_waiting(status: &OwnedFd) -> bool {
+    let mut available: libc::c_int = 0;
+    // Safety: FIONREAD writes one int, the number of bytes ready to read.
+    let rc = unsafe { libc::ioctl(status.as_raw_fd(), libc::FIONREAD, &mut available) };
+    rc == 0 && available >= 4
+}
+
+/// Reads the exit code from a status pipe without blocking.
+pub(crate) fn read_status(status: &OwnedFd) -> Status {
+    let mut code = [0u8; 4];
+    loop {
+        match nix::unistd::read(status.as_fd(), &mut code) {
+            Ok(4) => return Status::Code(i32::from_le_bytes(code)),
+            Ok(0) => return Status::ServerGone,
+            Ok(_) => return Status::ServerGone, // a torn write cannot happen (4 < PIPE_BUF)
+            Err(Errno::EINTR) => continue,
+            Err(_) => return Status::NotYet, // EAGAIN
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server's side.
+
+/// The fork server's `main`: serves requests until its socket reads end of file, then exits.
+/// Called by `dispatch` in a process started by [`launch`]; never returns.
+pub(crate) fn serve(run_child: RunChild) -> ! {
+    let code = match serve_requests(run_child) {
+        Ok(()) => 0,
+        Err(e) => {
+            report::write_stderr(&format!("forkserver: error: {e:#}"));
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve_requests(run_child: RunChild) -> Result<()> {
+    let fd: RawFd = std::env::var(ENV_FD)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .context("the fork server was started without its socket")?;
+    // Safety: the demo passed this descriptor, its socketpair's other end, under this number,
+    // and nothing else in this process owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Safety: fcntl only changes the descriptor's flags.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    // A terminal's Ctrl-C, or a SIGTERM to the whole group, reaches the server too: it must
+    // live to report its children's ends. `stop` ends it (end of file, then SIGKILL).
+    for stop_signal in STOP_SIGNALS {
+        // Safety: setting a signal to be ignored runs no code of ours in a handler.
+        unsafe { signal(stop_signal, SigHandler::SigIgn) }.context("ignoring the stop signals")?;
+    }
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    chld.thread_block().context("blocking SIGCHLD")?;
+    let sigfd = SignalFd::with_flags(&chld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd for SIGCHLD")?;
+    let me = getpid();
+    let mut statuses: HashMap<i32, OwnedFd> = HashMap::new();
+    let mut buf = vec![0u8; MAX_REQUEST + 1];
+    loop {
+        let mut pfds = [
+            libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // Safety: poll reads and writes the two pollfds it is given.
+        if unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) } < 0 {
+            continue; // EINTR
+        }
+        if pfds[1].revents != 0 {
+            while let Ok(Some(_)) = sigfd.read_signal() {}
+        }
+        reap(&mut statuses);
+        if pfds[0].revents == 0 {
+            continue;
+        }
+        let Some((request, mut fds)) = receive(&sock, &mut buf)? else {
+            return Ok(()); // end of file: the demo is gone, or has stopped us
+        };
+        let reply = match request {
+            Err(error) => Reply::Failed { error },
+            Ok(_) if fds.is_empty() => Reply::Failed { error: "no status pipe came".into() },
+            Ok(request) if request.fds.len() + 1 != fds.len() => Reply::Failed {
+                error: format!("{} descriptors named, {} came", request.fds.len(), fds.len() - 1),
+            },
+            Ok(request) => {
+                let status = fds.remove(0);
+                // Safety: this process has one thread, so the child may do anything; it never
+                // returns from `child_main`.
+                match unsafe { fork() } {
+                    Ok(ForkResult::Child) => child_main(
+                        request,
+                        fd,
+                        sigfd.as_raw_fd(),
+                        &mut statuses,
+                        status,
+                        fds,
+                        me,
+                        run_child,
+                    ),
+                    Ok(ForkResult::Parent { child }) => {
+                        statuses.insert(child.as_raw(), status);
+                        drop(fds); // the child has them now
+                        Reply::Started { pid: child.as_raw() }
+                    }
+                    Err(e) => Reply::Failed { error: format!("fork(): {e}") },
+                }
+            }
+        };
+        let text = serde_json::to_vec(&reply).unwrap_or_default();
+        // Safety: send reads text.len() bytes from text.
+        unsafe {
+            libc::send(fd, text.as_ptr().cast(), text.len(), libc::MSG_NOSIGNAL);
+        }
+    }
+}
+
+/// Reaps every ended child and writes its exit code (Python's form) to its status pipe.
+fn reap(statuses: &mut HashMap<i32, OwnedFd>) {
+    loop {
+        let (pid, code) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, -(sig as i32)),
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => continue,
+        };
+        if let Some(status) = statuses.remove(&pid.as_raw()) {
+            let _ = nix::unistd::write(&status, &code.to_le_bytes());
+        }
+    }
+}
+
+type Received = (std::result::Result<Request, String>, Vec<OwnedFd>);
+
+/// One request and its descriptors; `None` at end of file.
+fn receive(sock: &OwnedFd, buf: &mut [u8]) -> Result<Option<Received>> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let (n, fds) = loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match recvmsg::<UnixAddr>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for cmsg in msg.cmsgs().context("reading a request's descriptors")? {
+                    if let ControlMessageOwned::ScmRights(received) = cmsg {
+                        // Safety: the kernel just installed these descriptors in this process.
+                        fds.extend(
+                            received.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
+                        );
+                    }
+                }
+                break (msg.bytes, fds);
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("recvmsg from the demo"),
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    let request = if n > MAX_REQUEST {
+        Err(format!("a request of more than {MAX_REQUEST} bytes"))
+    } else {
+        serde_json::from_slice(&buf[..n]).map_err(|e| format!("decoding a request: {e}"))
+    };
+    Ok(Some((request, fds)))
+}
+
+/// The child of the server: closes the server's descriptors, restores signals, asks to die with
+/// the server, puts the passed descriptors back under the demo's numbers, and runs the role.
+#[allow(clippy::too_many_arguments)]
+fn child_main(
+    request: Request,
+    sock: RawFd,
+    sigfd: RawFd,
+    statuses: &mut HashMap<i32, OwnedFd>,
+    status: OwnedFd,
+    fds: Vec<OwnedFd>,
+    server: Pid,
+    run_child: RunChild,
+) -> ! {
+    // Safety: both are the server's; this child never uses them.
+    unsafe {
+        libc::close(sock);
+        libc::close(sigfd);
+    }
+    statuses.clear(); // the other children's status pipes
+    drop(status);
+    let _ = SigSet::empty().thread_set_mask();
+    for stop_signal in STOP_SIGNALS {
+        // Safety: restoring the default action runs no code of ours in a handler.
+        let _ = unsafe { signal(stop_signal, SigHandler::SigDfl) };
+    }
+    #[cfg(target_os = "linux")]
+    if request.die_with_parent {
+        // Safety: prctl with PR_SET_PDEATHSIG only sets a flag on the calling process.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        }
+        if getppid() != server {
+            // Safety: the server is already gone; end at once.
+            unsafe { libc::_exit(1) }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = server;
+    if let Err(e) = place(fds, &request.fds) {
+        report::write_stderr(&format!("{}: placing its descriptors: {e}", request.name));
+        // Safety: ends this child at once.
+        unsafe { libc::_exit(1) }
+    }
+    run_child(request.role, request.name, request.args, request.daemon, request.report)
+}
+
+/// Makes each received descriptor available under its number in the demo: first every one is
+/// moved above all the numbers involved (so no `dup2` overwrites one not yet moved) and the
+/// originals are closed, then each is duplicated onto its number, without close-on-exec, as a
+/// spawned child's would be.
+fn place(received: Vec<OwnedFd>, numbers: &[RawFd]) -> std::io::Result<()> {
+    let top = received.iter().map(|f| f.as_raw_fd()).chain(numbers.iter().copied()).max();
+    let base = top.map_or(0, |t| t + 1);
+    let mut moved = Vec::with_capacity(received.len());
+    for fd in &received {
+        // Safety: fcntl(F_DUPFD_CLOEXEC) makes a new descriptor; it is owned right away.
+        let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) };
+        if high < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Safety: `high` was just created and is owned by nothing else.
+        moved.push(unsafe { OwnedFd::from_raw_fd(high) });
+    }
+    drop(received);
+    for (fd, &number) in moved.iter().zip(numbers) {
+        // Safety: dup2 onto `number`, which the demo's arguments name; whatever had that number
+        // in this child was the server's and is not used.
+        if unsafe { libc::dup2(fd.as_raw_fd(), number) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! lost — what a demo says when a child it did not mean to stop dies early, and how it keeps
+//! waiting from becoming waiting for ever.
+//!
+//! The rule every demo follows: whatever child is killed, at whatever moment, the demo ends
+//! within a bound, reaps every child, says what was lost (which child, how it ended, how many
+//! items, tickets or tasks went with it: the event `child_lost`), and exits 1, "a child failed".
+//! A child the demo kills itself, as its lesson, is no failure.
+//!
+//! The danger is a wait for something only the dead child would have sent: a count on a queue,
+//! a `task_done`, a line on a pipe. Such a wait is made in short slices ([`wait_watching`]),
+//! and between two slices the children are looked at ([`first_dead`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::process::{Process, exitcode_name};
+use crate::report;
+
+/// How long one slice of a watched wait lasts: the longest a demo goes on waiting after a
+/// child it depends on has died.
+pub const WATCH_SLICE: Duration = Duration::from_millis(50);
+
+/// A child that died before its work was done, and what went with it. As an error it makes
+/// the demo exit 1.
+#[derive(Debug, Clone)]
+pub struct ChildLost {
+    pub pid: i32,
+    pub name: String,
+    /// As [`Process::exitcode`]: `-9` for SIGKILL, `None` if its status was taken by someone else.
+    pub exitcode: Option<i32>,
+    /// What it was working on: "buns", "tickets", "tasks", "lines".
+    pub what: String,
+    /// How many of them were lost with it (0 when nothing was, but the run is still incomplete).
+    pub count: u64,
+}
+
+impl fmt::Display for ChildLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (pid {}) {}: {} {} lost with it",
+            self.name,
+            self.pid,
+            how(self.exitcode),
+            self.count,
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for ChildLost {}
+
+/// "was killed by SIGKILL", "exited with code 1", "ended (its exit status was taken elsewhere)".
+pub fn how(exitcode: Option<i32>) -> String {
+    match exitcode {
+        Some(code) if code < 0 => {
+            format!("was killed by {}", exitcode_name(Some(code)).trim_start_matches('-'))
+        }
+        Some(code) => format!("exited with code {code}"),
+        None => "ended (its exit status was taken elsewhere)".to_string(),
+    }
+}
+
+/// Says that `child` died before its work was done and what went with it (the event
+/// `child_lost`), and returns the error that makes the demo exit 1.
+pub fn report(child: &Process, what: &str, count: u64) -> anyhow::Error {
+    report_pid(child.pid().unwrap_or(0), child.name(), child.exitcode(), what, count)
+}
+
+/// [`report`] for a child known by pid and name only.
+pub fn report_pid(
+    pid: i32,
+    name: &str,
+    exitcode: Option<i32>,
+    what: &str,
+    count: u64,
+) -> anyhow::Error {
+    if crate::signals::stopping() {
+        // Ctrl-C or SIGTERM: the child died of it, no failure to report; the signal watcher
+        // is stopping everyone and ends the demo with 130 or 143.
+        return anyhow::anyhow!("interrupted");
+    }
+    let lost = ChildLost { pid, name: name.to_string(), exitcode, what: what.into(), count };
+    report::event(
+        "child_lost",
+        json!({ "pid": pid, "name": name, "exitcode": exitcode, "status": exitcode_name(exitcode),
+                "how": how(exitcode), "lost": { "what": what, "count": count } }),
+        format!("LOST: {lost}; the demo stops here (exit 1: a child failed)"),
+    );
+    anyhow::Error::new(lost)
+}
+
+/// The first of `children` that has ended otherwise than with exit code 0 (reaping those that
+/// ended, as `is_alive` does); children not started yet are skipped.
+pub fn first_dead<'a>(children: impl IntoIterator<Item = &'a mut Process>) -> Option<&'a Process> {
+    children.into_iter().find_map(|c| {
+        let ended = c.pid().is_some() && !c.is_alive();
+        (ended && c.exitcode() != Some(0)).then_some(&*c)
+    })
+}
+
+/// Waits for `step` while watching `children`: `step(WATCH_SLICE)` is called again and again
+/// (a blocking call given a short timeout: `Some` is the answer, `None` means not yet) until
+/// it answers; between two calls, a child that died ([`first_dead`]) ends the wait with its
+/// pid, so a demo never waits for ever for something only the dead child would have sent.
+pub fn wait_watching<T>(
+    children: &mut [Process],
+    mut step: impl FnMut(Duration) -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<Result<T, usize>> {
+    loop {
+        if let Some(answer) = step(WATCH_SLICE)? {
+            return Ok(Ok(answer));
+        }
+        if let Some(dead) = first_dead(children.iter_mut()) {
+            let pid = dead.pid();
+            let index = children.iter().position(|c| c.pid() == pid).unwrap_or(0);
+            return Ok(Err(index));
+        }
+    }
+}
+
+/// Joins every one of `children` (all started), watching them: when one ends otherwise than
+/// with exit code 0, the others may be waiting for it (for an item on a queue, room in it, a
+/// line on a pipe), so those still running are stopped (SIGTERM, then joined). Returns the
+/// index of the first that failed, or `None` when every child ended with 0.
+pub fn join_all(children: &mut [Process]) -> anyhow::Result<Option<usize>> {
+    loop {
+        let mut running = false;
+        for c in children.iter_mut() {
+            running |= c.is_alive();
+        }
+        if let Some(index) = first_failed(children) {
+            stop_running(children)?;
+            return Ok(Some(index));
+        }
+        if !running {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The index of the first of `children` known to have ended otherwise than with exit code 0
+/// (as far as the last `is_alive` or `join` saw).
+pub fn first_failed(children: &[Process]) -> Option<usize> {
+    children.iter().position(|c| c.exitcode().is_some_and(|code| code != 0))
+}
+
+/// Stops (SIGTERM) and joins every one of `children` still running.
+pub fn stop_running(children: &mut [Process]) -> anyhow::Result<()> {
+    for c in children.iter_mut().filter(|c| c.pid().is_some() && c.exitcode().is_none()) {
+        c.terminate()?;
+        c.join()?;
+    }
+    Ok(())
+}
+
+/// How long children left by a failed part get to end after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// A part that failed (a child lost, a check broken) may leave children waiting for something
+/// that will never come (a release, an item, a count): the end of the main code would wait for
+/// them for ever. So on an error every child still registered is stopped (SIGTERM, then
+/// SIGKILL after [`STOP_GRACE`]) and reaped before the error is returned (exit 1).
+pub fn stop_children_on_error<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
+    if result.is_err() && !crate::signals::stopping() {
+        crate::process::stop_all_children(STOP_GRACE);
+    }
+    result
+}
+
+/// When a step of a part failed (a state never reached, a report never read), the reason may
+/// be a child killed from elsewhere: if one of `children` has ended by a signal, the failure
+/// is reported as that child's loss (the event `child_lost`, exit 1), with the step's error as
+/// context. Otherwise the error is returned as it is.
+pub fn blame_dead_child<T>(
+    result: anyhow::Result<T>,
+    children: &mut [&mut Process],
+    what: &str,
+) -> anyhow::Result<T> {
+    let Err(error) = result else { return result };
+    for c in children.iter_mut() {
+        if c.pid().is_some() && !c.is_alive() && c.exitcode().is_some_and(|code| code < 0) {
+            return Err(report(c, what, 1).context(format!("{error:#}")));
+        }
+    }
+    Err(error)
+}

@@ -1,0 +1,226 @@
+//! Part 4: an executor (the minimal one of `mini.rs`, then tokio's current-thread runtime)
+//! running ten tasks that each sleep: about one sleep in all, on one thread. Then what a
+//! coroutine cannot do: CPU-bound tasks on one thread take the sum of their times (two worker
+//! threads halve it); and one blocking call inside a task holds every other task up.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use common::predict;
+use common::report;
+use common::threads::named::gettid;
+use serde_json::json;
+
+use crate::Cli;
+use crate::mini::{Executor, yield_now};
+
+/// The notes' `time.sleep(1)` inside each task, scaled by `--speed`.
+const SLEEP_S: f64 = 1.0;
+/// Steps of the tickers beside the blocking task.
+const TICKS: usize = 5;
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID) {
+        Ok(ts) => Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32),
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// Computes until this thread has used `cpu` more CPU time: CPU-bound work of a known size
+/// whatever else the machine does.
+fn burn(cpu: Duration) -> Duration {
+    let began = thread_cpu();
+    while thread_cpu() - began < cpu {
+        std::hint::black_box(crate::calls::countdown(10_000));
+    }
+    thread_cpu() - began
+}
+
+pub fn run(cli: &Cli) -> Result<()> {
+    report::section("4. An executor: ten sleeping tasks on one thread; what a coroutine cannot do");
+    sleepers(cli)?;
+    sleepers_on_tokio(cli)?;
+    cpu_bound(cli, 1)?;
+    cpu_bound(cli, 2)?;
+    blocking(cli)
+}
+
+fn sleepers(cli: &Cli) -> Result<()> {
+    let executor = Executor::new();
+    let timer = executor.timer();
+    let nap = cli.common.notes_sleep(SLEEP_S);
+    let tids = Arc::new(Mutex::new(Vec::new()));
+    for task in 0..cli.tasks {
+        let (timer, tids) = (timer.clone(), tids.clone());
+        executor.spawn(async move {
+            tids.lock().unwrap_or_else(|e| e.into_inner()).push(gettid());
+            timer.sleep(nap).await;
+            report::event("woke", json!({ "task": task }), format!("task {task} woke up"));
+        });
+    }
+    let question = format!(
+        "{} tasks on one thread each sleep {:.0} ms: how many sleeps long is the whole run (1 = one \
+         sleep, {} = one after another)?",
+        cli.tasks,
+        nap.as_secs_f64() * 1e3,
+        cli.tasks
+    );
+    let guess =
+        predict::ask(&cli.common, "sleeps", question, predict::Expect::About { within: 0.5 });
+    let began = Instant::now();
+    executor.run(1);
+    let took = began.elapsed();
+    report_sleepers("the minimal executor (std only)", cli, nap, took, &tids)?;
+    let why = "a sleeping task yields to the executor, which runs the others meanwhile: the waits overlap";
+    guess.reveal(took.as_secs_f64() / nap.as_secs_f64().max(1e-9), why);
+    Ok(())
+}
+
+fn sleepers_on_tokio(cli: &Cli) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let nap = cli.common.notes_sleep(SLEEP_S);
+    let tids = Arc::new(Mutex::new(Vec::new()));
+    let began = Instant::now();
+    runtime.block_on(async {
+        let handles: Vec<_> = (0..cli.tasks)
+            .map(|_| {
+                let tids = tids.clone();
+                tokio::spawn(async move {
+                    tids.lock().unwrap_or_else(|e| e.into_inner()).push(gettid());
+                    tokio::time::sleep(nap).await;
+                })
+            })
+            .collect();
+        for handle in handles {
+            let _ = handle.await;
+        }
+    });
+    report_sleepers("tokio's current-thread runtime", cli, nap, began.elapsed(), &tids)
+}
+
+fn report_sleepers(
+    runtime: &str,
+    cli: &Cli,
+    nap: Duration,
+    took: Duration,
+    tids: &Mutex<Vec<i32>>,
+) -> Result<()> {
+    let mut tids = tids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    tids.sort_unstable();
+    tids.dedup();
+    let sum = nap * cli.tasks as u32;
+    report::event(
+        "sleepers",
+        json!({ "runtime": runtime, "tasks": cli.tasks, "elapsed_ms": took.as_secs_f64() * 1e3,
+                "sum_ms": sum.as_secs_f64() * 1e3, "tids": tids }),
+        format!(
+            "{runtime}: {} tasks each sleeping {:.0} ms took {:.0} ms in all (not {:.0} ms), all on \
+             thread(s) {tids:?}: while one waits, the others run",
+            cli.tasks,
+            nap.as_secs_f64() * 1e3,
+            took.as_secs_f64() * 1e3,
+            sum.as_secs_f64() * 1e3
+        ),
+    );
+    Ok(())
+}
+
+fn cpu_bound(cli: &Cli, threads: usize) -> Result<()> {
+    let executor = Executor::new();
+    let cpu = Duration::from_millis(cli.cpu_ms);
+    let used = Arc::new(Mutex::new(Vec::new()));
+    for task in 0..cli.tasks {
+        let used = used.clone();
+        executor.spawn(async move {
+            report::event(
+                "cpu_start",
+                json!({ "task": task, "threads": threads }),
+                format!("task {task} computes"),
+            );
+            let took = burn(cpu);
+            report::event(
+                "cpu_end",
+                json!({ "task": task, "threads": threads, "cpu_ms": took.as_secs_f64() * 1e3 }),
+                format!("task {task} done"),
+            );
+            used.lock().unwrap_or_else(|e| e.into_inner()).push(took);
+            yield_now().await;
+        });
+    }
+    let began = Instant::now();
+    executor.run(threads);
+    let took = began.elapsed();
+    let cpu_sum: Duration = used.lock().unwrap_or_else(|e| e.into_inner()).iter().sum();
+    report::event(
+        "cpu_bound",
+        json!({ "threads": threads, "tasks": cli.tasks, "elapsed_ms": took.as_secs_f64() * 1e3,
+                "cpu_sum_ms": cpu_sum.as_secs_f64() * 1e3 }),
+        format!(
+            "{} CPU-bound tasks of {} ms CPU each on {threads} worker thread(s): {:.0} ms in all \
+             (CPU time used {:.0} ms){}",
+            cli.tasks,
+            cli.cpu_ms,
+            took.as_secs_f64() * 1e3,
+            cpu_sum.as_secs_f64() * 1e3,
+            if threads == 1 {
+                ": the sum; switching cannot make computation faster"
+            } else {
+                ": two threads on two cores run two tasks at once (no GIL)"
+            }
+        ),
+    );
+    Ok(())
+}
+
+fn blocking(cli: &Cli) -> Result<()> {
+    let block = cli.common.notes_sleep(2.0);
+    for blocking_call in [true, false] {
+        let executor = Executor::new();
+        let timer = executor.timer();
+        let tick = cli.common.notes_sleep(0.1);
+        for name in ["ticker-1", "ticker-2"] {
+            let timer = timer.clone();
+            executor.spawn(async move {
+                for i in 0..TICKS {
+                    report::event(
+                        "tick",
+                        json!({ "task": name, "n": i, "blocking_call": blocking_call }),
+                        format!("{name} tick {i}"),
+                    );
+                    timer.sleep(tick).await;
+                }
+            });
+        }
+        let timer2 = timer.clone();
+        executor.spawn(async move {
+            timer2.sleep(tick).await;
+            let call = if blocking_call { "std::thread::sleep" } else { "timer.sleep(..).await" };
+            report::event(
+                "blocking_start",
+                json!({ "blocking_call": blocking_call }),
+                format!("blocker calls {call}({} ms)", block.as_millis()),
+            );
+            if blocking_call {
+                // The classic mistake: a blocking call holds the thread, so no other task runs.
+                std::thread::sleep(block);
+            } else {
+                timer2.sleep(block).await;
+            }
+            report::event(
+                "blocking_end",
+                json!({ "blocking_call": blocking_call }),
+                format!("blocker's {call} returned"),
+            );
+        });
+        executor.run(1);
+    }
+    report::say(
+        "std::thread::sleep inside a task blocks the one thread: no tick while it sleeps; the \
+         runtime's own sleep lets the others run (gevent's monkey.patch_all exists to turn the \
+         first into the second; Rust has no monkey patching, so use tokio::time::sleep or \
+         spawn_blocking)",
+    );
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! Part 1: seed 001's experiment (为什么说多线程是鸡肋): count N down to 0 by one thread, by
+//! two threads each N, by one thread 2N in a row, and by two processes each N, and say what
+//! the notes' `print(cost/2)` hides.
+
+use std::sync::{Barrier, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use common::process::{Process, Role};
+use common::threads::named;
+use common::{ps, report};
+use gil::countdown::{children_cpu, countdown, ms, thread_cpu};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{Cli, N};
+
+/// A child process of the two-process run: counts its N down (the role a spawned child finds).
+pub static COUNTDOWN: Role = Role::new("countdown", countdown_role);
+
+fn countdown_role(args: Value) -> Result<()> {
+    let n = args.as_u64().context("the countdown's N")?;
+    let done = countdown(n);
+    report::event(
+        "counted",
+        json!({ "n": n, "done": done, "cpu_ms": ms(gil::countdown::process_cpu()) }),
+        format!("counted {done} down to 0"),
+    );
+    if done != n {
+        bail!("counted {done} of {n}");
+    }
+    Ok(())
+}
+
+/// One thread's share of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadRun {
+    pub name: String,
+    pub tid: i32,
+    /// Decrements it made: N when it finished.
+    pub done: u64,
+    pub cpu_ms: f64,
+    /// From `/proc/PID/task/TID/` once it finished: the CPU it last ran on, its switches.
+    pub psr: i32,
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Run {
+    run: &'static str,
+    n: u64,
+    wall_ms: f64,
+    /// `None` where this process cannot know it: children started by a fork server are the
+    /// server's children, so their CPU time is not added to ours.
+    cpu_ms: Option<f64>,
+    threads: Vec<ThreadRun>,
+}
+
+/// CPUs of the machine (`_SC_NPROCESSORS_ONLN`, Python's `multiprocessing.cpu_count()`) and
+/// CPUs this program may run on (its affinity mask, `nproc`).
+pub fn cpu_counts() -> (usize, usize) {
+    // Safety: sysconf only reads a configuration value.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (online, usable)
+}
+
+/// Starts one named thread per entry of `work` (each runs its closure after a common start
+/// gate); returns the wall time from the gate to the last thread's end, and each thread's
+/// share. The threads stay alive, parked, until `while_alive` has looked at them (their
+/// `/proc` rows), then they are joined.
+pub fn run_threads<F>(
+    names: &[String],
+    work: F,
+    while_alive: impl FnOnce(&[ThreadRun]),
+) -> Result<(Duration, Vec<ThreadRun>)>
+where
+    F: Fn(usize) -> u64 + Sync,
+{
+    let pid = std::process::id() as i32;
+    let start = Barrier::new(names.len() + 1);
+    let leave = Barrier::new(names.len() + 1);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        for (i, name) in names.iter().enumerate() {
+            let (tx, start, leave, work) = (tx.clone(), &start, &leave, &work);
+            named::spawn_scoped(s, name, move || {
+                start.wait();
+                let done = work(i);
+                let cpu = thread_cpu();
+                let _ = tx.send((i, named::gettid(), done, cpu));
+                // Stay alive (asleep) until the main thread has read this thread's /proc row.
+                leave.wait();
+            })
+            .with_context(|| format!("starting thread {name}"))?;
+        }
+        drop(tx);
+        start.wait();
+        let began = Instant::now();
+        let mut got: Vec<(usize, i32, u64, Duration)> = rx.iter().take(names.len()).collect();
+        let wall = began.elapsed();
+        got.sort_by_key(|g| g.0);
+        let threads: Vec<ThreadRun> = got
+            .into_iter()
+            .map(|(i, tid, done, cpu)| {
+                let row = ps::thread(pid, tid);
+                ThreadRun {
+                    name: names[i].clone(),
+                    tid,
+                    done,
+                    cpu_ms: ms(cpu),
+                    psr: row.as_ref().map_or(-1, |r| r.processor),
+                    voluntary: row.as_ref().map_or(0, |r| r.voluntary_ctxt_switches),
+                    involuntary: row.as_ref().map_or(0, |r| r.nonvoluntary_ctxt_switches),
+                }
+            })
+            .collect();
+        while_alive(&threads);
+        leave.wait();
+        Ok((wall, threads))
+    })
+}
+
+pub fn run(cli: &Cli) -> Result<()> {
+    let n = cli.n_or(N);
+    report::section(format!(
+        "1. the notes' experiment: count {n} down to 0, by one thread and by two (为什么说多线程是鸡肋)"
+    ));
+    let (online, usable) = cpu_counts();
+    report::event(
+        "cpus",
+        json!({ "online": online, "usable": usable }),
+        format!(
+            "this machine has {online} CPUs (自己电脑上CPU的核数为{online}核), this program may \
+             use {usable}"
+        ),
+    );
+    let question = "two threads each count N down: how many times one thread's wall time?";
+    let expect = common::predict::Expect::About { within: 0.3 };
+    let guess = common::predict::ask(&cli.common, "two-over-one", question, expect);
+    let pid = std::process::id() as i32;
+    let mut runs = Vec::new();
+
+    // 1 thread × N, in the main thread, as the notes do.
+    let cpu0 = thread_cpu();
+    let began = Instant::now();
+    let done = countdown(n);
+    let wall = began.elapsed();
+    let main = ThreadRun {
+        name: "main".into(),
+        tid: pid,
+        done,
+        cpu_ms: ms(thread_cpu() - cpu0),
+        psr: ps::thread(pid, pid).map_or(-1, |r| r.processor),
+        voluntary: 0,
+        involuntary: 0,
+    };
+    runs.push(Run {
+        run: "1 thread x N",
+        n,
+        wall_ms: ms(wall),
+        cpu_ms: Some(main.cpu_ms),
+        threads: vec![main],
+    });
+
+    // 2 threads × N each.
+    let names = ["countdown-1".to_string(), "countdown-2".to_string()];
+    let (wall, threads) = run_threads(
+        &names,
+        |_| countdown(n),
+        |threads| {
+            for t in threads {
+                report::event(
+                    "thread_counted",
+                    json!(t),
+                    format!(
+                        "{} (tid {}) counted {} down to 0 on CPU {}: {:.1} ms of CPU",
+                        t.name, t.tid, t.done, t.psr, t.cpu_ms
+                    ),
+                );
+            }
+            ps::show_threads(&format!("the threads of pid {pid}, from /proc/{pid}/task"), pid);
+            cli.common.hold_threads("two threads have counted down and wait to be joined", pid);
+        },
+    )?;
+    for t in &threads {
+        if t.done != n {
+            bail!("{} counted {} of {n}", t.name, t.done);
+        }
+    }
+    let cpu = threads.iter().map(|t| t.cpu_ms).sum();
+    runs.push(Run { run: "2 threads x N each", n, wall_ms: ms(wall), cpu_ms: Some(cpu), threads });
+
+    // 1 thread × 2N: the same work as the two threads, one after the other.
+    let cpu0 = thread_cpu();
+    let began = Instant::now();
+    countdown(2 * n);
+    runs.push(Run {
+        run: "1 thread x 2N in a row",
+        n: 2 * n,
+        wall_ms: ms(began.elapsed()),
+        cpu_ms: Some(ms(thread_cpu() - cpu0)),
+        threads: Vec::new(),
+    });
+
+    // 2 processes × N each: each has its own memory (and, in Python, its own GIL).
+    let before = children_cpu();
+    let began = Instant::now();
+    let mut children: Vec<Process> = (1..=2)
+        .map(|i| {
+            Process::new(format!("countdown-p{i}"), &COUNTDOWN, n)
+                .start_method(cli.common.start_method)
+        })
+        .collect();
+    for child in &mut children {
+        child.start()?;
+    }
+    let pids: Vec<i32> = children.iter().filter_map(Process::pid).collect();
+    report::event(
+        "processes_started",
+        json!({ "pids": pids, "start_method": cli.common.start_method.to_string() }),
+        format!(
+            "two processes started by {} ({pids:?}), each counting {n} down",
+            cli.common.start_method
+        ),
+    );
+    for child in &mut children {
+        if child.join()? != Some(0) {
+            bail!("{child} failed");
+        }
+    }
+    runs.push(Run {
+        run: "2 processes x N each",
+        n,
+        wall_ms: ms(began.elapsed()),
+        cpu_ms: Some(ms(children_cpu() - before)).filter(|cpu| *cpu > 0.0),
+        threads: Vec::new(),
+    });
+
+    let one = runs[0].wall_ms.max(1e-6);
+    let mut table =
+        format!("  {:<28} {:>10} {:>9} {:>16}", "run", "wall ms", "CPU ms", "wall / 1 thread");
+    for r in &runs {
+        table.push_str(&format!(
+            "\n  {:<28} {:>10.1} {:>9} {:>16.2}",
+            r.run,
+            r.wall_ms,
+            r.cpu_ms.map_or("-".to_string(), |cpu| format!("{cpu:.1}")),
+            r.wall_ms / one
+        ));
+    }
+    let ratio = runs[1].wall_ms / one;
+    report::event(
+        "experiment",
+        json!({ "n": n, "runs": runs, "two_threads_over_one": ratio, "usable_cpus": usable }),
+        "wall and CPU time of each run, measured now:",
+    );
+    report::plain(table);
+    let verdict = if usable < 2 {
+        "this program may use one CPU only, so the two threads took turns on it (concurrency, \
+         并发): twice the work in twice the time."
+    } else if ratio < 1.5 {
+        "both threads ran at the same time, on two CPUs (parallelism, 并行): twice the work in \
+         about the time of one. Rust has no GIL."
+    } else {
+        "this program may use two CPUs, but other programs kept them busy, so the two threads \
+         mostly took turns: each thread's CPU time is still that of one thread, the wall time \
+         is the machine's limit, not a lock's. Run it again on a quieter machine."
+    };
+    report::say(format!("two threads / one thread = {ratio:.2}: {verdict}"));
+    guess.reveal(ratio, format!("{usable} usable CPU(s), and no GIL: {verdict}"));
+    report::say(
+        "The notes print cost/2 for their two threads (16.1 s there, against 16.0 s for one \
+         thread), which hides that the two threads took 32 s: twice one thread. CPython 3.11 \
+         measured on this kind of machine (make bench, suite gil): N = 20000000 takes 0.41 s in \
+         one thread and 1.9 times that in two, about the time of the same work in a row; two \
+         processes, each with its own GIL, take 1.1-1.5 times. Python's threads are not slower \
+         because they switch; they are not faster because only one runs Python code at a time.",
+    );
+    if cli.python {
+        python(n)?;
+    }
+    Ok(())
+}
+
+/// Seed 001's single-thread program, printing the real time.
+const PY_ONE: &str = r#"
+import threading, multiprocessing, time, sys
+print("thread %s is running..." % threading.current_thread().name)
+n = multiprocessing.cpu_count()
+print("自己电脑上CPU的核数为%s核！！！" % n)
+def decrement(n):
+    while n > 0:
+        n -= 1
+start = time.time()
+decrement(int(sys.argv[1]))
+cost = time.time() - start
+print("cost", cost)
+print("thread %s ended" % threading.current_thread().name)
+"#;
+
+/// Seed 001's two-thread program, corrected: it prints `cost`, and what the notes printed.
+const PY_TWO: &str = r#"
+import threading, multiprocessing, time, sys
+print("thread %s is running..." % threading.current_thread().name)
+n = multiprocessing.cpu_count()
+print("自己电脑上CPU的核数为%s核！！！" % n)
+def decrement(n):
+    while n > 0:
+        n -= 1
+start = time.time()
+N = int(sys.argv[1])
+t1 = threading.Thread(target=decrement, args=(N,))
+t2 = threading.Thread(target=decrement, args=(N,))
+t1.start()
+t2.start()
+t1.join()
+t2.join()
+cost = time.time() - start
+print("cost", cost)
+print("the notes print cost/2:", cost / 2)
+print("thread %s ended" % threading.current_thread().name)
+"#;
+
+/// `--python`: the notes' two programs in CPython, beside ours.
+fn python(n: u64) -> Result<()> {
+    report::say(format!("--python: the notes' two programs with python3, N = {n}"));
+    let mut costs = Vec::new();
+    for (which, program) in [("one thread", PY_ONE), ("two threads", PY_TWO)] {
+        let mut command = std::process::Command::new("python3");
+        command.arg("-c").arg(program).arg(n.to_string());
+        // Safety: prctl(PR_SET_PDEATHSIG) only sets a flag of the child: if this program dies
+        // (Ctrl-C, kill), the kernel kills python3 too.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let output = match command.output() {
+            Ok(output) => output,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                report::event(
+                    "python_skipped",
+                    json!({ "reason": "python3 not found on PATH" }),
+                    "python3 is not installed here: the Python run is skipped",
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("running python3"),
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            bail!("python3 ({which}) failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+        report::say(format!("python3, {which}:\n{}", stdout.trim_end()));
+        let cost = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("cost ")?.trim().parse::<f64>().ok())
+            .context("python3 printed no cost")?;
+        costs.push(cost);
+    }
+    let ratio = costs[1] / costs[0];
+    report::event(
+        "python",
+        json!({ "n": n, "one_thread_s": costs[0], "two_threads_s": costs[1], "ratio": ratio }),
+        format!(
+            "CPython: one thread {:.2} s, two threads {:.2} s = {ratio:.2} x one thread (the notes' \
+             cost/2 would say {:.2} s)",
+            costs[0],
+            costs[1],
+            costs[1] / 2.0
+        ),
+    );
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `async`: tokio's current-thread runtime: one thread, one task (a coroutine) per connection.
+//! Each task reads as if it were blocking; when a read would block, the task yields and the
+//! runtime polls another; the runtime's own `epoll_wait` is the one place the thread sleeps. The
+//! system calls are tokio's (epoll underneath): what this model shows is the programming model,
+//! the coroutines of the `coroutine` demo serving sockets.
+
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::server::{
+    Limits, Lines, RECV_BUF, Reason, Stats, TooLong, error_line, idle_too_long, next_conn_id,
+    report_accepted, report_closed, report_refused, server_full, too_long,
+};
+
+pub fn serve(listener: OwnedFd, limits: Limits, stats: &'static Stats) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("building tokio's current-thread runtime")?;
+    let std_listener = std::net::TcpListener::from(listener);
+    std_listener.set_nonblocking(true).context("O_NONBLOCK on the listener")?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let listener = TcpListener::from_std(std_listener).context("registering the listener")?;
+        let limits = Rc::new(limits);
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and the like: the client stays in the backlog for a moment.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    let _ = e;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let limits = limits.clone();
+            if stats.open_now() >= limits.max_connections {
+                let why = server_full(&limits);
+                Stats::add(&stats.refused, 1);
+                report_refused(&why);
+                tokio::task::spawn_local(refuse(stream, why));
+                continue;
+            }
+            let conn = next_conn_id();
+            let open = stats.opened();
+            report_accepted(conn, std::os::fd::AsRawFd::as_raw_fd(&stream), open);
+            // The model's key step: a task per connection, all on this one thread.
+            tokio::task::spawn_local(async move {
+                let (reason, requests) = echo(stream, &limits, stats).await;
+                stats.closed();
+                report_closed(conn, &reason, requests);
+            });
+        }
+    })
+}
+
+/// One connection's task: read, echo the complete lines, until the client leaves.
+async fn echo(mut stream: TcpStream, limits: &Limits, stats: &Stats) -> (Reason, u64) {
+    let mut lines = Lines::default();
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut out = Vec::with_capacity(RECV_BUF);
+    let mut requests = 0;
+    loop {
+        // The await is where the task gives the thread back until its data is ready.
+        let n = match tokio::time::timeout(limits.idle, stream.read(&mut buf)).await {
+            Err(_) => {
+                let why = idle_too_long(limits);
+                close_with(&mut stream, &why).await;
+                return (Reason::Error(why), requests);
+            }
+            Ok(Ok(0)) => {
+                let _ = stream.write_all(&lines.take_rest()).await;
+                return (Reason::Left, requests);
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return (Reason::Failed(format!("read: {e}")), requests),
+        };
+        out.clear();
+        match lines.feed(&buf[..n], limits.max_line, &mut out) {
+            Ok(count) => {
+                if let Err(e) = stream.write_all(&out).await {
+                    return (Reason::Failed(format!("write: {e}")), requests);
+                }
+                requests += count;
+                Stats::add(&stats.requests, count);
+            }
+            Err(TooLong) => {
+                let why = too_long(limits);
+                close_with(&mut stream, &why).await;
+                return (Reason::Error(why), requests);
+            }
+        }
+    }
+}
+
+async fn refuse(mut stream: TcpStream, why: String) {
+    close_with(&mut stream, &why).await;
+}
+
+/// The error line, the write side shut, and what the client still sends drained for a moment
+/// (closing with unread bytes would reset the connection and could lose the line).
+async fn close_with(stream: &mut TcpStream, why: &str) {
+    let _ = stream.write_all(&error_line(why)).await;
+    let _ = stream.shutdown().await;
+    let mut scratch = [0u8; 4096];
+    let drain = async {
+        while let Ok(n) = stream.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(crate::server::REFUSE_GRACE, drain).await;
+}

@@ -1,0 +1,69 @@
+//! `poll` (多路复用): like select, without the 1024 cap: an array of `pollfd` (descriptor,
+//! events wanted, events that happened) goes into the kernel and back on every call, and the
+//! kernel looks at each of them: still O(all connections) per call.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::server::{Limits, RECV_BUF, Stats, Table, accept_all, apply, set_nonblocking};
+
+const TICK: Duration = Duration::from_millis(100);
+
+pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
+    set_nonblocking(listener.as_raw_fd(), true)?;
+    let mut table = Table::default();
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut last_tick = Instant::now();
+    loop {
+        let ready: Vec<(RawFd, PollFlags)> = {
+            let mut fds = Vec::with_capacity(table.len() + 1);
+            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+            for conn in table.iter() {
+                // Safety: the table owns the descriptor and keeps it open while `fds` lives.
+                let fd = unsafe { BorrowedFd::borrow_raw(conn.raw()) };
+                let wanted =
+                    if conn.wants_write() { PollFlags::POLLOUT } else { PollFlags::POLLIN };
+                fds.push(PollFd::new(fd, wanted));
+            }
+            let began = Instant::now();
+            Stats::add(&stats.syscalls, 1);
+            // The model's key call: wait for any of them.
+            let n = poll(&mut fds, PollTimeout::from(TICK.as_millis() as u16));
+            Stats::add(&stats.wait_ns, began.elapsed().as_nanos() as u64);
+            Stats::add(&stats.wakeups, 1);
+            match n {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("poll"),
+            }
+            fds.iter()
+                .filter_map(|p| {
+                    let got = p.revents().unwrap_or(PollFlags::empty());
+                    (!got.is_empty()).then(|| (p.as_fd().as_raw_fd(), got))
+                })
+                .collect()
+        };
+        for (fd, got) in ready {
+            if fd == listener.as_raw_fd() {
+                accept_all(listener, &mut table, limits, stats, |_| Ok(()));
+                continue;
+            }
+            let Some(conn) = table.get_mut(fd) else { continue };
+            let step = if got.contains(PollFlags::POLLOUT) {
+                conn.on_writable(stats)
+            } else {
+                // POLLIN, POLLHUP or POLLERR: recv tells which.
+                conn.on_readable(&mut buf, limits, stats)
+            };
+            apply(&mut table, fd, step, stats);
+        }
+        if last_tick.elapsed() >= TICK {
+            table.tick(limits, stats);
+            last_tick = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Part 6: seed 001's balance program (线程锁) with two threads, `change_it(5)` and
+//! `change_it(8)`, N calls each. The notes' code does not compile in Rust (the library's docs
+//! show the error, checked by a `compile_fail` doctest); its nearest runnable form, a relaxed
+//! load then store, loses updates, counted here; a `Mutex` and `fetch_add` are exact, and each
+//! is timed against the racy loop in the same run.
+
+use std::sync::{Barrier, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use common::report;
+use common::threads::named;
+use serde_json::json;
+use threads::{Account, Balance, change_it_atomic, change_it_locked, change_it_racy};
+
+use crate::{Cli, Window, grouped, quiet_panics};
+
+/// The two threads' `n`, as in the notes' source tutorial (`run_thread(5)`, `run_thread(8)`).
+const NS: [i64; 2] = [5, 8];
+
+/// Starts one named thread per `n` in [`NS`], lets them go together (a barrier, so neither
+/// finishes before the other starts), and returns the time both took.
+fn two_threads(calls: usize, body: impl Fn(i64) + Sync) -> Result<Duration> {
+    let gate = Barrier::new(NS.len() + 1);
+    let body = &body;
+    let mut began = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        for n in NS {
+            let gate = &gate;
+            named::spawn_scoped(s, &format!("change_it({n})"), move || {
+                gate.wait();
+                for _ in 0..calls {
+                    body(n);
+                }
+            })?;
+        }
+        gate.wait();
+        began = Instant::now();
+        Ok(())
+    })?;
+    Ok(began.elapsed())
+}
+
+/// One variant's outcome.
+struct Outcome {
+    variant: &'static str,
+    balance: i64,
+    changes: u64,
+    took: Duration,
+}
+
+impl Outcome {
+    fn expected(calls: usize) -> u64 {
+        (calls * NS.len()) as u64
+    }
+
+    fn report(&self, calls: usize, window: Option<Window>, racy: Option<Duration>) {
+        let expected = Self::expected(calls);
+        let lost = expected.saturating_sub(self.changes);
+        let broke = lost > 0 || self.balance != 0;
+        let cost = racy.map_or(String::new(), |r| {
+            format!("; {:.1}x the racy loop's time", self.took.as_secs_f64() / r.as_secs_f64())
+        });
+        let verdict = if broke {
+            format!("balance = {} (should be 0): the invariant broke", grouped(self.balance.into()))
+        } else {
+            "balance = 0: exact".to_string()
+        };
+        report::event(
+            "race",
+            json!({ "variant": self.variant, "window": window.map(|w| format!("{w:?}").to_lowercase()),
+                    "calls": expected, "changes": self.changes, "lost": lost,
+                    "balance": self.balance, "ms": self.took.as_secs_f64() * 1e3,
+                    "invariant_held": !broke }),
+            format!(
+                "{}: lost {} of {} changes in {:.1} ms; {verdict}{cost}",
+                self.variant,
+                grouped(lost.into()),
+                grouped(expected.into()),
+                self.took.as_secs_f64() * 1e3
+            ),
+        );
+    }
+}
+
+fn racy(calls: usize, window: Window) -> Result<Outcome> {
+    let b = Balance::default();
+    let took = match window {
+        Window::None => two_threads(calls, |n| change_it_racy(&b, n, &|| {}))?,
+        Window::Yield => two_threads(calls, |n| change_it_racy(&b, n, &std::thread::yield_now))?,
+        Window::Barrier => {
+            // Both threads read, then both write: one of the two writes is lost every time.
+            let step = Barrier::new(NS.len());
+            two_threads(calls, |n| {
+                change_it_racy(&b, n, &|| {
+                    step.wait();
+                })
+            })?
+        }
+    };
+    Ok(Outcome {
+        variant: "racy (load, then store)",
+        balance: b.balance.into_inner(),
+        changes: b.changes.into_inner(),
+        took,
+    })
+}
+
+fn locked(calls: usize) -> Result<Outcome> {
+    let account = Mutex::new(Account::default());
+    let took = two_threads(calls, |n| change_it_locked(&account, n))?;
+    let account = account.into_inner().unwrap_or_else(PoisonError::into_inner);
+    Ok(Outcome { variant: "Mutex", balance: account.balance, changes: account.changes, took })
+}
+
+fn atomic(calls: usize) -> Result<Outcome> {
+    let b = Balance::default();
+    let took = two_threads(calls, |n| change_it_atomic(&b, n))?;
+    Ok(Outcome {
+        variant: "fetch_add",
+        balance: b.balance.into_inner(),
+        changes: b.changes.into_inner(),
+        took,
+    })
+}
+
+/// A holder panics half-way through `change_it`: its guard still unlocks (the notes'
+/// `finally`), and the mutex is marked poisoned, because the data may be half-changed.
+fn poisoning() -> Result<()> {
+    let account = Mutex::new(Account::default());
+    let joined = quiet_panics(|| {
+        std::thread::scope(|s| {
+            named::spawn_scoped(s, "panicker", || {
+                let mut guard = account.lock().unwrap_or_else(PoisonError::into_inner);
+                guard.balance += 8;
+                panic!("a panic half-way through change_it(8), with the lock held");
+            })
+            .map(|h| h.join().is_err())
+        })
+    })?;
+    let poisoned = account.is_poisoned();
+    let (balance, recovered) = match account.lock() {
+        Ok(guard) => (guard.balance, false),
+        Err(poison) => (poison.into_inner().balance, true),
+    };
+    account.clear_poison();
+    report::event(
+        "poisoned",
+        json!({ "panicked": joined, "poisoned": poisoned, "balance_seen": balance,
+                "lock_returned_err": recovered, "cleared": !account.is_poisoned() }),
+        format!(
+            "a thread panicked holding the lock: the guard unlocked anyway (no thread waits \
+             forever), and the next lock() returned Err(PoisonError): poisoned = {poisoned}, \
+             because the holder left balance = {balance} half-way. into_inner() still gives the \
+             data; clear_poison() says it was repaired. Python's finally releases the lock and \
+             says nothing."
+        ),
+    );
+    if !(joined && poisoned && recovered) {
+        bail!("poisoning did not behave as documented");
+    }
+    Ok(())
+}
+
+pub fn run(cli: &Cli) -> Result<()> {
+    report::section("6. race: seed 001's balance program, two threads (线程锁)");
+    let calls = cli.updates;
+    report::say(format!(
+        "The notes start one thread, change_it(8), which cannot race; here two, change_it(5) and \
+         change_it(8), {} calls each. Written as in the notes (a plain shared variable) the \
+         program does not compile: error[E0499] cannot borrow `balance` as mutable more than \
+         once (a data race; see the library docs: cargo doc -p threads). The nearest program \
+         that compiles reads with an atomic load and writes with an atomic store: each is \
+         indivisible, the pair is not.",
+        grouped(calls as i128)
+    ));
+    let guess = common::predict::ask(
+        &cli.common,
+        "lost",
+        format!(
+            "two threads, {} load-then-store updates each: are updates lost?",
+            grouped(calls as i128)
+        ),
+        common::predict::Expect::Choice(&["none", "some"]),
+    );
+    let window = cli.window;
+    let r = racy(calls, window)?;
+    r.report(calls, Some(window), None);
+    let lost = Outcome::expected(calls).saturating_sub(r.changes);
+    let why = format!(
+        "{lost} lost this run: a thread's store can overwrite a value the other read before it"
+    );
+    guess.reveal(if lost == 0 { "none" } else { "some" }, why);
+    if r.changes == Outcome::expected(calls) && r.balance == 0 {
+        report::say(
+            "no update was lost this time: the threads did not overlap inside the window. The \
+             race is still there: try --window yield, or --window barrier (certain).",
+        );
+    }
+    let m = locked(calls)?;
+    m.report(calls, None, Some(r.took));
+    let a = atomic(calls)?;
+    a.report(calls, None, Some(r.took));
+    report::say(format!(
+        "The costs: every racy store makes the other core's copy of the cache line stale, so two \
+         racing threads slow each other down too; a contended Mutex often lets one thread run \
+         many calls in a row.{}",
+        if cfg!(debug_assertions) {
+            " This is a debug build (unoptimized loops): for the costs that matter, run \
+             `cargo run --release -p threads -- race` or `make bench`."
+        } else {
+            ""
+        }
+    ));
+    if window != Window::None {
+        report::say(
+            "(the racy loop ran with something inside its window, so its time is not the bare \
+             loop's: compare the costs from a run with --window none)",
+        );
+    }
+    poisoning()?;
+    report::say(
+        "Python: the notes' loop loses nothing on CPython 3.10 and later, even with two threads: \
+         a thread switch happens only at a call or a backward jump, and `balance = balance + n` \
+         has neither between its read and its write. One call inside (`balance = ident(balance) \
+         + n`) and it loses about a quarter of them. The GIL gives no atomicity, only coarse \
+         switch points: `make bench` (suite threads) measures both, beside these loops.",
+    );
+    for o in [&m, &a] {
+        if o.changes != Outcome::expected(calls) || o.balance != 0 {
+            bail!("{} lost updates: {} of {}", o.variant, o.changes, Outcome::expected(calls));
+        }
+    }
+    Ok(())
+}

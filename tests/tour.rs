@@ -1,0 +1,212 @@
+//! `make tour`: the demos in the notes' order, one part at a time, a summary at the end;
+//! Ctrl-C leaves nothing behind; and the README stays a map whose every row has a guide.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::Value;
+use support::{Demo, bin, run, run_ok};
+
+/// The demos the tour test runs: every demo whose parts are in the tour (a demo missing from
+/// this list would be skipped by `--only`, and the test would say nothing about it).
+const DEMOS: &[&str] = &[
+    "fork-vs-spawn",
+    "process-basics",
+    "zombie-orphan",
+    "daemon",
+    "mutex-ticket",
+    "joinable-queue",
+    "threads",
+    "deadlock",
+    "thread-queue",
+    "pool",
+    "coroutine",
+];
+
+/// The part numbers of the tour's `part` events, in the order they came.
+fn numbers(events: &[&Value]) -> Vec<u64> {
+    events.iter().map(|e| e["data"]["number"].as_u64().expect("a part number")).collect()
+}
+
+#[test]
+fn the_tour_runs_every_part_in_the_notes_order_and_leaves_nothing() {
+    for demo in DEMOS {
+        bin(demo);
+    }
+    let only = DEMOS.join(",");
+    let listed = run_ok("tour", &["--list", "--only", &only]);
+    let planned = numbers(&listed.named("part"));
+    assert!(planned.len() >= DEMOS.len(), "{planned:?}");
+    let out = run_ok("tour", &["--only", &only, "--predict", "--speed", "50"]);
+    // The demos' own events are on the same stdout; the tour's are those of pid = the tour.
+    let tour_pid = out.pid as i64;
+    let mine = |name: &str| -> Vec<&Value> {
+        out.named(name).into_iter().filter(|e| e["pid"] == tour_pid).collect()
+    };
+    let ran = numbers(&mine("part"));
+    assert_eq!(ran, planned, "every part, in the notes' order");
+    assert!(ran.windows(2).all(|w| w[0] < w[1]), "{ran:?}");
+    for done in mine("part_done") {
+        assert_eq!(done["data"]["ended"], true, "{done}");
+    }
+    let summary = &mine("summary")[0]["data"];
+    assert_eq!((summary["failed"].clone(), summary["skipped"].clone()), (0.into(), 0.into()));
+    // Without a terminal the questions were asked and answered as events, and nothing waited.
+    assert!(summary["no_guess"].as_u64().unwrap_or(0) >= 5, "{summary}");
+    let questions = out.named("question");
+    assert!(questions.iter().all(|q| q["data"]["waiting"] == false), "{questions:?}");
+    // The parts' files (mutex-ticket's copies of db.json) lived in the tour's folder, now gone.
+    let scratch = std::env::temp_dir().join(format!("tour-{}", out.pid));
+    assert!(!scratch.exists(), "{} was left behind", scratch.display());
+}
+
+#[test]
+fn from_starts_at_that_demos_first_part() {
+    let all = numbers(&run_ok("tour", &["--list"]).named("part"));
+    let from = run_ok("tour", &["--list", "--from", "threads"]);
+    let parts = from.named("part");
+    assert_eq!(parts[0]["data"]["demo"], "threads", "{:?}", parts[0]);
+    let rest = numbers(&parts);
+    assert_eq!(rest, all[all.len() - rest.len()..].to_vec(), "the rest of the tour, in order");
+    assert!(rest.len() < all.len());
+    // --all adds the parts beyond the main line, in the same order.
+    let every = numbers(&run_ok("tour", &["--list", "--all"]).named("part"));
+    assert!(every.len() > all.len() && all.iter().all(|n| every.contains(n)));
+    assert!(every.windows(2).all(|w| w[0] < w[1]), "{every:?}");
+}
+
+#[test]
+fn ctrl_c_during_a_part_stops_it_and_the_tour_with_nothing_left() {
+    bin("process-basics");
+    for to_group in [true, false] {
+        // At the notes' own speed the first part's children sleep 2 s: time to interrupt them.
+        let mut tour = Demo::start("tour", &["--json", "--only", "process-basics", "--speed", "1"]);
+        tour.wait_event("part");
+        tour.wait_event("started");
+        let out = tour.interrupt(to_group);
+        out.assert_code(130).assert_nothing_left();
+        let scratch = std::env::temp_dir().join(format!("tour-{}", out.pid));
+        assert!(!scratch.exists(), "{} was left behind", scratch.display());
+        assert!(out.named("summary").is_empty(), "an interrupted tour has no summary");
+    }
+}
+
+#[test]
+fn at_a_terminal_with_predict_the_tour_waits_for_each_guess_and_for_enter_between_parts() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc::channel;
+    use std::time::Instant;
+
+    bin("thread-queue");
+    let (master, slave) = support::openpty();
+    let mut command = std::process::Command::new(bin("tour"));
+    command
+        .args(["--only", "thread-queue", "--predict", "--speed", "50"])
+        .stdin(std::process::Stdio::from(slave))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    // Safety: setsid is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    let mut child = command.spawn().expect("spawning the tour");
+    let pid = child.id() as i32;
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 || tx.send(buffer[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut terminal = std::fs::File::from(master);
+    // Waits for the `n`-th occurrence of `text`, then types `line`.
+    let mut answer = |text: &str, n: usize, line: &str, seen: &mut String| {
+        let deadline = Instant::now() + support::DEADLINE;
+        while seen.matches(text).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(bytes) = rx.recv_timeout(left) else {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                panic!("never saw {text:?} {n} time(s); output so far:\n{seen}");
+            };
+            seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        terminal.write_all(line.as_bytes()).expect("typing at the terminal");
+    };
+    let guess = "your guess (Enter skips): ";
+    answer(guess, 1, "2\n", &mut seen);
+    answer(guess, 2, "p3\n", &mut seen);
+    answer("press Enter for the next part", 1, "\n", &mut seen);
+    // The second part starts only after Enter.
+    let pause = seen.find("press Enter for the next part").expect("the pause");
+    assert!(!seen[..pause].contains("thread-queue joinable (part"), "{seen}");
+    let status = child.wait().expect("waiting for the tour");
+    while let Ok(bytes) = rx.recv_timeout(support::DEADLINE) {
+        seen.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    assert!(status.success(), "{status:?}\n{seen}");
+    assert!(seen.contains("ANSWER (lifo-first): 2 (you said 2: RIGHT)"), "{seen}");
+    assert!(seen.contains("ANSWER (priority-first): p1 (you said p3: wrong)"), "{seen}");
+    assert!(seen.contains("guesses: 1 right, 1 wrong, 0 not made"), "{seen}");
+    assert!(support::session_members(pid).is_empty(), "processes left behind");
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag() {
+    let out = run("tour", &["--from", "no-such-demo"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("--from"), "{}", out.stderr);
+    let out = run("tour", &["--list", "--answer", "9"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("--answer"), "{}", out.stderr);
+}
+
+/// The demo crates: every folder of `crates/` but the library, the benchmark and the tour.
+fn demo_crates(root: &Path) -> Vec<String> {
+    let mut demos: Vec<String> = std::fs::read_dir(root.join("crates"))
+        .expect("reading crates/")
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !["common", "bench", "tour"].contains(&name.as_str()))
+        .collect();
+    demos.sort();
+    demos
+}
+
+#[test]
+fn every_demo_row_of_the_readme_links_to_its_guide_and_every_demo_has_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("reading README.md");
+    let mut linked = Vec::new();
+    for row in readme.lines().filter(|l| l.starts_with('|')) {
+        let mut rest = row;
+        while let Some(at) = rest.find("](crates/") {
+            let target = &rest[at + 2..];
+            let end = target.find(')').expect("a closed link");
+            let path = &target[..end];
+            assert!(root.join(path).is_file(), "the README links to {path}, which does not exist");
+            if let Some(demo) =
+                path.strip_prefix("crates/").and_then(|p| p.strip_suffix("/README.md"))
+            {
+                linked.push(demo.to_string());
+            }
+            rest = &target[end..];
+        }
+    }
+    for demo in demo_crates(root) {
+        assert!(
+            root.join("crates").join(&demo).join("README.md").is_file(),
+            "crates/{demo}/README.md (its guide) is missing"
+        );
+        assert!(linked.contains(&demo), "no README row links to crates/{demo}/README.md");
+    }
+}
