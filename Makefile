@@ -86,7 +86,10 @@ demo-io-models:
 
 # The course in the notes' order, one part at a time (the binary is crates/tour): builds every
 # demo first; one that does not build now is skipped, with a line saying so.
-.PHONY: tour
+.PHONY: tour demo-tour
+# `make demo-tour` is the same, for those who look for every program under demo-<name>.
+demo-tour: tour
+
 tour:
 	@skip=""; for d in $(DEMOS); do \
 	  $(CARGO) build -q -p $$d 2>/dev/null || { echo "tour: $$d does not build now: skipped"; skip="$$skip --skip $$d"; }; \

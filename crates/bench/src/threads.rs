@@ -4,9 +4,8 @@
 //! The loop: two threads, `change_it(5)` and `change_it(8)`, [`CALLS`] calls each, released
 //! together by a barrier; `change_it` is `balance = balance + n; balance = balance - n; changes =
 //! changes + 1`, the tally counting lost updates (two threads must leave `2 × CALLS`). In Rust:
-//! racy (an atomic load, then a store), under a `Mutex`, and with `fetch_add` (the same loops as
-//! the demo's library, `threads::change_it_*`, written again here because the bench depends on
-//! `common` only). In Python: without the lock (as the notes' text warns), with the notes'
+//! racy (an atomic load, then a store), under a `Mutex`, and with `fetch_add`: the demo's own
+//! loops, `threads::change_it_*` from its library. In Python: without the lock (as the notes' text warns), with the notes'
 //! `acquire`/`try`/`finally`, and with one call inside the read-modify-write window. Figures:
 //! calls per second; the lost updates go in the notes under the table.
 //!
@@ -18,9 +17,7 @@
 //! Targets: the Rust `Mutex` loop at least 20× Python's locked loop; a Rust thread round trip
 //! (the channel row) at most half of Python's (ratio ≥ 2).
 
-use std::hint::black_box;
-use std::io::{Read, Write};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Barrier, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -29,6 +26,7 @@ use common::process::{Process, StartMethod};
 use common::threads::named;
 
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
+use threads::{Account, Balance, change_it_atomic, change_it_locked, change_it_racy, ping, pong};
 
 /// `change_it` calls per thread in each Rust run: enough that the two threads overlap even when
 /// one starts late on a busy machine (alone, a thread makes 1,000,000 calls in about 2 ms).
@@ -39,18 +37,6 @@ const PYTHON_CALLS: usize = 500_000;
 const ROUND_TRIPS: usize = 20_000;
 const MUTEX_TARGET: f64 = 20.0;
 const SWITCH_TARGET: f64 = 2.0;
-
-#[derive(Default)]
-struct Balance {
-    balance: AtomicI64,
-    changes: AtomicU64,
-}
-
-#[derive(Default)]
-struct Account {
-    balance: i64,
-    changes: u64,
-}
 
 /// Two named threads (`n` = 5 and 8) making `calls` calls each, released together; returns
 /// the seconds from the release to the last join.
@@ -79,55 +65,18 @@ fn rust_loops() -> Result<[(f64, u64); 3]> {
     let total = (2 * CALLS) as u64;
     let b = Balance::default();
     // `black_box` keeps the read and the write two instructions (see the demo's library).
-    let racy = two_threads(CALLS, |n| {
-        let v = black_box(b.balance.load(Ordering::Relaxed));
-        b.balance.store(v + n, Ordering::Relaxed);
-        let v = black_box(b.balance.load(Ordering::Relaxed));
-        b.balance.store(v - n, Ordering::Relaxed);
-        let c = black_box(b.changes.load(Ordering::Relaxed));
-        b.changes.store(c + 1, Ordering::Relaxed);
-    })?;
+    let racy = two_threads(CALLS, |n| change_it_racy(&b, n, &|| ()))?;
     let racy_lost = total - b.changes.load(Ordering::Relaxed);
     let account = Mutex::new(Account::default());
-    let locked = two_threads(CALLS, |n| {
-        let mut guard = account.lock().unwrap_or_else(PoisonError::into_inner);
-        guard.balance += n;
-        guard.balance -= n;
-        guard.changes += 1;
-    })?;
+    let locked = two_threads(CALLS, |n| change_it_locked(&account, n))?;
     let account = account.into_inner().unwrap_or_else(PoisonError::into_inner);
     let b = Balance::default();
-    let atomic = two_threads(CALLS, |n| {
-        b.balance.fetch_add(n, Ordering::Relaxed);
-        b.balance.fetch_sub(n, Ordering::Relaxed);
-        b.changes.fetch_add(1, Ordering::Relaxed);
-    })?;
+    let atomic = two_threads(CALLS, |n| change_it_atomic(&b, n))?;
     if account.changes != total || b.changes.load(Ordering::Relaxed) != total {
         bail!("the Mutex or fetch_add loop lost updates");
     }
     let rate = |seconds: f64| total as f64 / seconds;
     Ok([(rate(racy), racy_lost), (rate(locked), 0), (rate(atomic), 0)])
-}
-
-fn pong(n: usize, from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
-    let mut byte = [0u8];
-    for _ in 0..n {
-        from.read_exact(&mut byte)?;
-        to.write_all(&byte)?;
-    }
-    Ok(())
-}
-
-fn ping(n: usize, to: &mut impl Write, from: &mut impl Read) -> Result<f64> {
-    let mut byte = [7u8];
-    to.write_all(&byte)?;
-    from.read_exact(&mut byte)?;
-    let began = Instant::now();
-    for _ in 0..n {
-        to.write_all(&byte)?;
-        from.read_exact(&mut byte)?;
-    }
-    Ok(began.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
 
 /// µs per round trip between two threads through two `mpsc` channels (Rust's channel between

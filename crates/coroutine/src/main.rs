@@ -62,7 +62,7 @@ mod three_ways;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::CommonArgs;
+use common::cli::{CommonArgs, parse_count_up_to};
 
 /// The notes' ten tasks.
 const TASKS: usize = 10;
@@ -90,27 +90,27 @@ struct Cli {
 
     /// Tasks in the executor part (1 to 10000)
     #[arg(long, global = true, value_name = "N", default_value_t = TASKS,
-          value_parser = |t: &str| bounded(t, 1, 10_000, "tasks"))]
+          value_parser = |t: &str| parse_count_up_to(t, 10_000))]
     tasks: usize,
 
     /// CPU time of each CPU-bound task in the executor part, in ms (1 to 1000)
     #[arg(long, global = true, value_name = "MS", default_value_t = CPU_MS,
-          value_parser = |t: &str| bounded(t, 1, 1000, "milliseconds").map(|n| n as u64))]
+          value_parser = |t: &str| parse_count_up_to(t, 1000).map(|n| n as u64))]
     cpu_ms: u64,
 
     /// Switches measured for each way in the three-ways part (1 to 10000000)
     #[arg(long, global = true, value_name = "N", default_value_t = SWITCHES,
-          value_parser = |t: &str| bounded(t, 1, 10_000_000, "switches"))]
+          value_parser = |t: &str| parse_count_up_to(t, 10_000_000))]
     switches: usize,
 
     /// Steps of each CPU-bound task in the switch part (1 to 10000000)
     #[arg(long, global = true, value_name = "N", default_value_t = SWITCH_STEPS,
-          value_parser = |t: &str| bounded(t, 1, 10_000_000, "steps"))]
+          value_parser = |t: &str| parse_count_up_to(t, 10_000_000))]
     switch_steps: usize,
 
     /// The synchronous call's countdown in the calls part (1 to 10000000000)
     #[arg(long, global = true, value_name = "N", default_value_t = COUNTDOWN,
-          value_parser = |t: &str| bounded(t, 1, 10_000_000_000, "steps").map(|n| n as u64))]
+          value_parser = |t: &str| parse_count_up_to(t, 10_000_000_000).map(|n| n as u64))]
     countdown: u64,
 }
 
@@ -131,14 +131,6 @@ enum Cmd {
 impl common::demo::DemoCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
-    }
-}
-
-/// A count from `low` to `cap`: a message naming the value and the bounds otherwise.
-fn bounded(text: &str, low: usize, cap: usize, what: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (low..=cap).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of {what} from {low} to {cap}")),
     }
 }
 

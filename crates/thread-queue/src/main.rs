@@ -67,7 +67,7 @@ mod stress;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::CommonArgs;
+use common::cli::{CommonArgs, parse_count_up_to};
 
 /// Seed 002's three producers (p1, p2, p3) and two consumers (c1, c2).
 const PRODUCERS: usize = 3;
@@ -147,19 +147,11 @@ impl common::demo::DemoCli for Cli {
 }
 
 fn threads_flag(text: &str) -> Result<usize, String> {
-    bounded(text, MAX_THREADS, "threads")
+    parse_count_up_to(text, MAX_THREADS)
 }
 
 fn items_flag(text: &str) -> Result<usize, String> {
-    bounded(text, MAX_ITEMS, "items")
-}
-
-/// A count from 1 to `cap`: a message naming the value and the cap otherwise.
-fn bounded(text: &str, cap: usize, what: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=cap).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of {what} from 1 to {cap}")),
-    }
+    parse_count_up_to(text, MAX_ITEMS)
 }
 
 fn main() -> ExitCode {

@@ -5,41 +5,15 @@
 //! two wake-ups of a task sleeping in `read`; between processes each also switches address
 //! spaces.
 
-use std::io::{Read, Write};
-use std::time::Instant;
-
 use anyhow::{Context, Result, anyhow, bail};
 use common::process::{Process, StartMethod};
 use common::report;
 use common::startcost::{self, Starter, median};
 use common::threads::named;
 use serde_json::json;
+use threads::{ping, pong};
 
 use crate::Cli;
-
-/// The partner's side: `n` times, read one byte and send it back.
-fn pong(n: usize, from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
-    let mut byte = [0u8];
-    for _ in 0..n {
-        from.read_exact(&mut byte)?;
-        to.write_all(&byte)?;
-    }
-    Ok(())
-}
-
-/// The measuring side: one untimed round trip (the partner is surely running), then `n`
-/// timed ones; µs per round trip.
-fn ping(n: usize, to: &mut impl Write, from: &mut impl Read) -> Result<f64> {
-    let mut byte = [7u8];
-    to.write_all(&byte)?;
-    from.read_exact(&mut byte)?;
-    let began = Instant::now();
-    for _ in 0..n {
-        to.write_all(&byte)?;
-        from.read_exact(&mut byte)?;
-    }
-    Ok(began.elapsed().as_secs_f64() * 1e6 / n as f64)
-}
 
 /// Ping-pong with a partner thread of this process; µs per round trip.
 pub fn round_trip_threads(n: usize) -> Result<f64> {

@@ -48,8 +48,10 @@
 //! making `n` calls each must leave `changes` at `2 n`; what is missing is the lost updates.
 
 use std::hint::black_box;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 /// The shared state of the racy and the atomic variants: the notes' `balance`, and a tally of
 /// the `change_it` calls made.
@@ -102,6 +104,30 @@ pub fn change_it_atomic(b: &Balance, n: i64) {
     b.balance.fetch_add(n, Ordering::Relaxed);
     b.balance.fetch_sub(n, Ordering::Relaxed);
     b.changes.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The partner's side: `n` times, read one byte and send it back.
+pub fn pong(n: usize, from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
+    let mut byte = [0u8];
+    for _ in 0..n {
+        from.read_exact(&mut byte)?;
+        to.write_all(&byte)?;
+    }
+    Ok(())
+}
+
+/// The measuring side: one untimed round trip (the partner is surely running), then `n`
+/// timed ones; µs per round trip.
+pub fn ping(n: usize, to: &mut impl Write, from: &mut impl Read) -> std::io::Result<f64> {
+    let mut byte = [7u8];
+    to.write_all(&byte)?;
+    from.read_exact(&mut byte)?;
+    let began = Instant::now();
+    for _ in 0..n {
+        to.write_all(&byte)?;
+        from.read_exact(&mut byte)?;
+    }
+    Ok(began.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
 
 #[cfg(test)]
