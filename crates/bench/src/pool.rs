@@ -14,8 +14,10 @@
 //!
 //! Every run checks every result. The targets: at least 10× less per task than
 //! `multiprocessing.Pool.apply_async`, and at least 3× less per item than `Pool.map` (a chunk
-//! is one frame each way, its JSON text encoded once by the caller and read by a small scanner
-//! straight into the results; see `common::pool`).
+//! is one frame each way, its JSON text encoded once by the caller, put into the frame as it is
+//! (`Queue::put_encoded`, no escaping) and read by a small scanner straight into the results; see
+//! `common::pool`). Each run's `map` is the first of a new pool: it pays the page faults of its
+//! memory (see `common::pool`, "How `map` travels").
 
 use std::time::Instant;
 
