@@ -17,7 +17,10 @@ fn data<'a>(out: &'a Output, event: &str) -> &'a Value {
 
 #[test]
 fn does_the_simulated_gil_let_one_thread_in_at_a_time_and_switch_at_the_interval_you_set() {
-    let n = 3_000_000u64;
+    // Long enough (about 150 ms a thread in a debug build) that the second thread is running,
+    // and asking for the GIL, well before the first is done, even when it starts late on a
+    // loaded machine.
+    let n = 20_000_000u64;
     let out = run_ok(BIN, &["simulated", "--n", &n.to_string(), "--switch-interval", "0.5"]);
     let d = data(&out, "simulated");
     assert_eq!(d["stats"]["overlaps"], 0, "never two threads inside the GIL at once");
