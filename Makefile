@@ -60,8 +60,9 @@ demo-zombie-orphan:
 demo-threads:
 	@$(CARGO) run -q -p threads -- $(ARGS)
 
+# The GIL demo times CPU-bound loops: an optimised build, or it measures the debug build.
 demo-gil:
-	@$(CARGO) run -q -p gil -- $(ARGS)
+	@$(CARGO) run --release -q -p gil -- $(ARGS)
 
 demo-deadlock:
 	@$(CARGO) run -q -p deadlock -- $(ARGS)
