@@ -179,21 +179,16 @@ fn are_bad_counts_usage_errors_naming_the_flag() {
     run(BIN, &["no-such-part"]).assert_code(2);
 }
 
-/// The `answer` event's data of the question `id`.
-fn answer<'a>(out: &'a Output, id: &str) -> &'a Value {
-    data(out, "answer", "id", id)
-}
-
 #[test]
 fn are_the_guesses_judged_against_the_runs_own_size_thread_and_state() {
     // The future's size read back from the run's own event: one byte off is wrong, exact right.
     let out = run_ok(BIN, &["switch", "--switch-steps", "100", "--answer", "future-bytes=1"]);
     let bytes = out.named("future_size")[2]["data"]["bytes"].as_u64().unwrap();
-    let a = answer(&out, "future-bytes");
+    let a = &out.answer("future-bytes")["data"];
     assert_eq!((a["actual"].as_u64(), a["right"].as_bool()), (Some(bytes), Some(bytes == 1)));
     let right = format!("future-bytes={bytes}");
     let out = run_ok(BIN, &["switch", "--switch-steps", "100", "--answer", &right]);
-    assert_eq!(answer(&out, "future-bytes")["right"], true);
+    assert_eq!(out.answer("future-bytes")["data"]["right"], true);
     // The callback's thread and the sync call's state, judged against what the run reports.
     let out = run_ok(BIN, &["callbacks", "--speed", "20", "--answer", "callback-thread=worker"]);
     let pending = out
@@ -202,12 +197,12 @@ fn are_the_guesses_judged_against_the_runs_own_size_thread_and_state() {
         .find(|e| e["data"]["case"] == "pending")
         .unwrap_or_else(|| out.fail("no pending callback"));
     let ran_by = if pending["tid"] == out.pid as i64 { "main" } else { "worker" };
-    let a = answer(&out, "callback-thread");
+    let a = &out.answer("callback-thread")["data"];
     assert_eq!(
         (a["actual"].as_str(), a["right"].as_bool()),
         (Some(ran_by), Some(ran_by == "worker"))
     );
     let out = run_ok(BIN, &["calls", "--countdown", "1000", "--answer", "sync-state=S"]);
-    let a = answer(&out, "sync-state");
+    let a = &out.answer("sync-state")["data"];
     assert_eq!((&a["actual"], &a["right"]), (&Value::from("R"), &Value::from(false)), "{a}");
 }

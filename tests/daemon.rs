@@ -385,23 +385,12 @@ fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
     support::kill_random_children(BIN, parts, 2, ms(60), ms(20_000), 16);
 }
 
-/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
-fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
-    let given = format!("{id}={guess}");
-    let mut all = args.to_vec();
-    all.extend(["--json", "--answer", &given]);
-    let out = run(BIN, &all);
-    out.assert_code(0).assert_nothing_left();
-    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
-    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
-}
-
 #[test]
 fn is_a_guess_of_the_nested_daemonic_childs_exitcode_judged_against_this_run() {
-    let wrong = answer_of(&["rules"], "nested", "0");
+    let wrong = support::answer_of(BIN, &["rules"], "nested", "0");
     assert_eq!(wrong["data"]["actual"], 1, "its start() failed: {wrong}");
     assert_eq!(wrong["data"]["right"], false, "{wrong}");
     let actual = wrong["data"]["actual"].to_string();
-    let right = answer_of(&["rules"], "nested", &actual);
+    let right = support::answer_of(BIN, &["rules"], "nested", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }

@@ -272,23 +272,12 @@ fn does_the_tour_run_all_five_parts() {
     assert_eq!(out.named("killed").len(), 4, "classic, self, philosophers, a flock locker");
 }
 
-/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
-fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
-    let given = format!("{id}={guess}");
-    let mut all = args.to_vec();
-    all.extend(["--json", "--answer", &given]);
-    let out = run(BIN, &all);
-    out.assert_code(0).assert_nothing_left();
-    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
-    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
-}
-
 #[test]
 fn is_a_guess_of_which_lock_kind_gets_edeadlk_judged_against_this_runs_lockers() {
-    let wrong = answer_of(&["processes"], "edeadlk", "flock");
+    let wrong = support::answer_of(BIN, &["processes"], "edeadlk", "flock");
     assert_eq!(wrong["data"]["actual"], "fcntl", "only POSIX record locks detect it: {wrong}");
     assert_eq!(wrong["data"]["right"], false, "{wrong}");
     let actual = wrong["data"]["actual"].as_str().unwrap().to_owned();
-    let right = answer_of(&["processes"], "edeadlk", &actual);
+    let right = support::answer_of(BIN, &["processes"], "edeadlk", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }

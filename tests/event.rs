@@ -80,7 +80,7 @@ fn are_process_waiters_seen_asleep_in_s_and_does_ctrl_c_leave_nothing() {
             let p = ps::stat(pid).unwrap_or_else(|| demo.fail(&format!("{pid} is gone")));
             assert_eq!(p.state, 'S', "{} (pid {pid}) sleeps in wait()", p.comm);
             assert_eq!(p.ppid, demo.pid());
-            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            let wchan = support::ps::wchan(pid);
             assert!(wchan.contains("futex"), "{} sleeps in a futex, not in {wchan:?}", p.comm);
         }
         demo.interrupt(to_group).assert_code(130).assert_nothing_left();
@@ -149,14 +149,6 @@ fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
     support::kill_random_children(BIN, parts, 2, ms(20), ms(20_000), 19);
 }
 
-/// The `answer` event of the question `id`.
-fn answer<'a>(out: &'a support::Output, id: &str) -> &'a serde_json::Value {
-    out.named("answer")
-        .into_iter()
-        .find(|e| e["data"]["id"] == id)
-        .unwrap_or_else(|| out.fail(&format!("no answer to {id}")))
-}
-
 /// A server 20 s (scaled) late: every timed wait of the client returns False, as the run's own
 /// attempts say; the guess is judged against them. And the killed waiter: 5 waiters, 1 killed,
 /// 4 wake, always.
@@ -167,11 +159,11 @@ fn are_guesses_of_the_timed_out_waits_and_the_woken_waiters_judged_against_the_r
         let out = run_ok(BIN, &["timeout", "--server-delay", "20", "--answer", &given]);
         let falses = out.named("attempt").iter().filter(|e| e["data"]["result"] == false).count();
         assert_eq!(falses, 3);
-        let a = &answer(&out, "timed-out")["data"];
+        let a = &out.answer("timed-out")["data"];
         assert_eq!((a["actual"].as_u64(), a["right"].as_bool()), (Some(3), Some(right)), "{a}");
     }
     let out = run_ok(BIN, &["processes", "--waiters", "5", "--answer", "woke=5"]);
-    let a = &answer(&out, "woke")["data"];
+    let a = &out.answer("woke")["data"];
     assert_eq!((a["actual"].as_u64(), a["right"].as_bool()), (Some(4), Some(false)), "{a}");
     assert!(run_ok(BIN, &["timeout", "--server-delay", "20"]).named("question").is_empty());
 }

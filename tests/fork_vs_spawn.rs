@@ -436,31 +436,20 @@ fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
     }
 }
 
-/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
-fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
-    let given = format!("{id}={guess}");
-    let mut all = args.to_vec();
-    all.extend(["--json", "--answer", &given]);
-    let out = run(BIN, &all);
-    out.assert_code(0).assert_nothing_left();
-    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
-    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
-}
-
 #[test]
 fn is_a_guess_of_the_unguarded_chains_length_judged_against_the_levels_that_answered() {
     let dir = TempDir::new("guard-predict");
     let args = ["guard", "--cap", "2", "--dir", path_arg(&dir)];
-    let wrong = answer_of(&args, "chain", "3");
+    let wrong = support::answer_of(BIN, &args, "chain", "3");
     assert_eq!(wrong["data"]["actual"], 2, "the chain stops at --cap: {wrong}");
     assert_eq!(wrong["data"]["right"], false, "{wrong}");
     let actual = wrong["data"]["actual"].to_string();
-    let right = answer_of(&args, "chain", &actual);
+    let right = support::answer_of(BIN, &args, "chain", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
     // The buffered line: the run's own count, whatever it was, is judged right.
-    let copies = answer_of(&["buffer", "--dir", path_arg(&dir)], "copies", "0");
+    let copies = support::answer_of(BIN, &["buffer", "--dir", path_arg(&dir)], "copies", "0");
     assert_eq!(copies["data"]["right"], false, "{copies}");
     let seen = copies["data"]["actual"].to_string();
-    let again = answer_of(&["buffer", "--dir", path_arg(&dir)], "copies", &seen);
+    let again = support::answer_of(BIN, &["buffer", "--dir", path_arg(&dir)], "copies", &seen);
     assert_eq!(again["data"]["right"], true, "{again}");
 }

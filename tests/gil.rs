@@ -191,15 +191,6 @@ fn a_bad_flag_exits_2_and_names_it() {
     }
 }
 
-/// The `answer` event's data of the question `id`.
-fn answer<'a>(out: &'a Output, id: &str) -> &'a Value {
-    out.named("answer")
-        .into_iter()
-        .find(|e| e["data"]["id"] == id)
-        .map(|e| &e["data"])
-        .unwrap_or_else(|| out.fail(&format!("no answer to {id}")))
-}
-
 #[test]
 fn are_the_guesses_judged_against_the_runs_own_balance_p99_and_ratio() {
     // One change_it each and a 1 s switch interval: no switch falls inside, the balance is 0;
@@ -209,7 +200,7 @@ fn are_the_guesses_judged_against_the_runs_own_balance_p99_and_ratio() {
     let out = run_ok(BIN, &args);
     let racy = &data(&out, "balance")["outcomes"][1];
     let zero = if racy["final_balance"] == 0 { "yes" } else { "no" };
-    let a = answer(&out, "balance-zero");
+    let a = &out.answer("balance-zero")["data"];
     assert_eq!((a["actual"].as_str(), a["right"].as_bool()), (Some(zero), Some(zero == "yes")));
     assert_eq!(zero, "yes", "one change_it each inside a 1 s interval: {racy}");
     // The convoy's p99 is at least the 2 ms interval: 1 µs is wrong; actual is the event's.
@@ -222,13 +213,13 @@ fn are_the_guesses_judged_against_the_runs_own_balance_p99_and_ratio() {
         .find(|r| r["gil"] == "simulated GIL" && r["cpu_thread"] == true)
         .and_then(|r| r["latency"]["p99_us"].as_f64())
         .unwrap();
-    let a = answer(&out, "convoy-p99");
+    let a = &out.answer("convoy-p99")["data"];
     assert!((a["actual"].as_f64().unwrap() - p99_us / 1e3).abs() < 0.01, "{a} against {p99_us} µs");
     assert_eq!(a["right"], false, "{a}");
     // The ratio revealed is the one the run printed; the guess given back is right.
     let out = run_ok(BIN, &["simulated", "--n", "200000", "--answer", "sim-ratio=1000"]);
     let ratio = data(&out, "simulated")["ratio"].as_f64().unwrap();
-    let a = answer(&out, "sim-ratio");
+    let a = &out.answer("sim-ratio")["data"];
     assert!((a["actual"].as_f64().unwrap() - ratio).abs() < 0.01, "{a} against {ratio}");
     assert_eq!(a["right"], ratio * 1.3 >= 1000.0, "{a}");
 }

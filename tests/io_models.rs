@@ -458,15 +458,6 @@ fn does_load_check_every_echo_and_find_the_servers_cpu() {
     demo.interrupt(false).assert_code(130).assert_nothing_left();
 }
 
-/// The `answer` event's data of the question `id`.
-fn answer<'a>(out: &'a support::Output, id: &str) -> &'a Value {
-    out.named("answer")
-        .into_iter()
-        .find(|e| e["data"]["id"] == id)
-        .map(|e| &e["data"])
-        .unwrap_or_else(|| out.fail(&format!("no answer to {id}")))
-}
-
 #[test]
 fn are_the_guesses_judged_against_the_runs_own_clients_calls_and_threads() {
     let args = [
@@ -492,17 +483,17 @@ fn are_the_guesses_judged_against_the_runs_own_clients_calls_and_threads() {
     };
     // One client at a time: at most one connection open, so "no" is right.
     assert_eq!(row("blocking")["max_open"], 1);
-    let a = answer(&out, "blocking-second");
+    let a = &out.answer("blocking-second")["data"];
     assert_eq!((&a["actual"], &a["right"]), (&Value::from("no"), &Value::from(true)), "{a}");
     // The epoll figure revealed is the run's own; 0.001 calls per request is far off it.
     let calls = row("epoll")["syscalls_per_request"].as_f64().unwrap();
-    let a = answer(&out, "epoll-calls");
+    let a = &out.answer("epoll-calls")["data"];
     assert!((a["actual"].as_f64().unwrap() - calls).abs() < 0.01, "{a} against {calls}");
     assert_eq!(a["right"], false, "{a}");
     // The thread count revealed is the idle row's own; no server runs on 0 threads.
     let args = ["idle", "--models", "threads", "--connections", "5", "--quiet-ms", "10"];
     let out = run_ok(BIN, &[&args[..], &["--answer", "idle-threads=0"]].concat());
     let tasks = out.one("idle")["data"]["tasks"].as_u64().unwrap();
-    let a = answer(&out, "idle-threads");
+    let a = &out.answer("idle-threads")["data"];
     assert_eq!((a["actual"].as_u64(), &a["right"]), (Some(tasks), &Value::from(false)), "{a}");
 }

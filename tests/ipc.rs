@@ -226,14 +226,6 @@ fn a_child_killed_at_a_random_moment_is_reported_and_nothing_is_left() {
     support::kill_random_children(BIN, parts, 3, within, bound, 17);
 }
 
-/// The `answer` event of the question `id`.
-fn answer<'a>(out: &'a Output, id: &str) -> &'a Value {
-    out.named("answer")
-        .into_iter()
-        .find(|e| e["data"]["id"] == id)
-        .unwrap_or_else(|| out.fail(&format!("no answer to {id}")))
-}
-
 /// The reader that kept a write end never sees end-of-file (the demo fails otherwise): "no" is
 /// right, "yes" wrong. The unlocked shared counter: the guess is judged against the run's own
 /// `counter` event.
@@ -242,14 +234,14 @@ fn are_guesses_of_the_eof_and_the_unlocked_count_judged_against_the_run() {
     for (guess, right) in [("no", true), ("yes", false)] {
         let given = format!("eof={guess}");
         let out = run_ok(BIN, &["pipe", "--deadline-ms", "100", "--answer", &given]);
-        let a = &answer(&out, "eof")["data"];
+        let a = &out.answer("eof")["data"];
         assert_eq!((a["actual"].as_str(), a["right"].as_bool()), (Some("no"), Some(right)), "{a}");
     }
     let out =
         run_ok(BIN, &["shared-memory", "--increments", "500", "--answer", "unlocked-exact=lost"]);
     let unlocked = where_(&out, "counter", "way", "shm-no-lock");
     let lost = count(unlocked, "lost") > 0;
-    let a = &answer(&out, "unlocked-exact")["data"];
+    let a = &out.answer("unlocked-exact")["data"];
     let actual = if lost { "lost" } else { "exact" };
     assert_eq!((a["actual"].as_str(), a["right"].as_bool()), (Some(actual), Some(lost)), "{a}");
     assert!(run_ok(BIN, &["pipe", "--deadline-ms", "100"]).named("question").is_empty());

@@ -297,22 +297,12 @@ fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
     }
 }
 
-/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
-fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
-    let given = format!("{id}={guess}");
-    let mut all = args.to_vec();
-    all.extend(["--json", "--answer", &given]);
-    let out = support::run_ok(BIN, &all);
-    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
-    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
-}
-
 #[test]
 fn is_a_guess_of_what_put_nowait_on_a_full_queue_does_judged_against_this_run() {
-    let wrong = answer_of(&["basics"], "put-nowait", "blocks");
+    let wrong = support::answer_of(BIN, &["basics"], "put-nowait", "blocks");
     assert_eq!(wrong["data"]["actual"], "Full", "{wrong}");
     assert_eq!(wrong["data"]["right"], false, "{wrong}");
     let actual = wrong["data"]["actual"].as_str().unwrap().to_owned();
-    let right = answer_of(&["basics"], "put-nowait", &actual);
+    let right = support::answer_of(BIN, &["basics"], "put-nowait", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }

@@ -374,22 +374,12 @@ fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
     out.assert_code(2).assert_nothing_left();
 }
 
-/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
-fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
-    let given = format!("{id}={guess}");
-    let mut all = args.to_vec();
-    all.extend(["--json", "--answer", &given]);
-    let out = support::run_ok(BIN, &all);
-    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
-    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
-}
-
 #[test]
 fn is_a_guess_of_how_many_results_a_killed_worker_spoils_judged_against_this_run() {
-    let wrong = answer_of(&["fault"], "errors", "0");
+    let wrong = support::answer_of(BIN, &["fault"], "errors", "0");
     assert_eq!(wrong["data"]["actual"], 1, "only the killed worker's task fails: {wrong}");
     assert_eq!(wrong["data"]["right"], false, "{wrong}");
     let actual = wrong["data"]["actual"].to_string();
-    let right = answer_of(&["fault"], "errors", &actual);
+    let right = support::answer_of(BIN, &["fault"], "errors", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }

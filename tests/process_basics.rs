@@ -457,22 +457,12 @@ fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
     }
 }
 
-/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
-fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
-    let given = format!("{id}={guess}");
-    let mut all = args.to_vec();
-    all.extend(["--json", "--answer", &given]);
-    let out = run_ok(BIN, &all);
-    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
-    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
-}
-
 #[test]
 fn is_a_guess_of_the_sigkilled_childs_exitcode_judged_against_what_join_returned() {
-    let wrong = answer_of(&["exits"], "sigkill-code", "137");
+    let wrong = support::answer_of(BIN, &["exits"], "sigkill-code", "137");
     assert_eq!(wrong["data"]["actual"], -9, "{wrong}");
     assert_eq!(wrong["data"]["right"], false, "{wrong}");
     let actual = wrong["data"]["actual"].to_string();
-    let right = answer_of(&["exits"], "sigkill-code", &actual);
+    let right = support::answer_of(BIN, &["exits"], "sigkill-code", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }

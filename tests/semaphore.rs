@@ -131,7 +131,7 @@ fn are_the_holders_and_the_late_comer_seen_asleep_in_s_and_does_ctrl_c_leave_not
             let p = ps::stat(pid).unwrap_or_else(|| demo.fail(&format!("{pid} is gone")));
             assert_eq!(p.state, 'S', "{} (pid {pid}) sleeps", p.comm);
             assert_eq!(p.ppid, demo.pid());
-            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            let wchan = support::ps::wchan(pid);
             assert!(wchan.contains("futex"), "{} sleeps in a futex, not in {wchan:?}", p.comm);
         }
         let late = ps::stat(*pids.last().unwrap()).unwrap();
@@ -194,24 +194,16 @@ fn does_the_timeline_draw_one_lane_per_person_thread_with_its_time_inside() {
     assert!(timeline["data"]["text"].as_str().unwrap().contains('#'));
 }
 
-/// The `answer` event of the question `id`.
-fn answer<'a>(out: &'a Output, id: &str) -> &'a Value {
-    out.named("answer")
-        .into_iter()
-        .find(|e| e["data"]["id"] == id)
-        .unwrap_or_else(|| out.fail(&format!("no answer to {id}")))
-}
-
 #[test]
 fn is_a_guess_of_the_places_after_one_release_too_many_judged_against_the_run() {
     // Semaphore(3) after one release too many: four acquire(blocking=False) succeed, read back
     // from the run's own event; one fewer is wrong.
     let out = run_ok(BIN, &["bounded", "--answer", "extra-release=3"]);
     let fits = of_kind(&out, "extra_release", "Semaphore")["data"]["fits"].as_u64().unwrap();
-    let a = &answer(&out, "extra-release")["data"];
+    let a = &out.answer("extra-release")["data"];
     assert_eq!((a["actual"].as_u64(), a["right"].as_bool()), (Some(fits), Some(fits == 3)), "{a}");
     let out = run_ok(BIN, &["bounded", "--answer", &format!("extra-release={fits}")]);
-    assert_eq!(answer(&out, "extra-release")["data"]["right"], true);
+    assert_eq!(out.answer("extra-release")["data"]["right"], true);
     // Without --predict or --answer, no question is asked.
     assert!(run_ok(BIN, &["bounded"]).named("question").is_empty());
 }

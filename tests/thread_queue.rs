@@ -172,20 +172,12 @@ fn are_bad_counts_usage_errors_naming_the_flag() {
     run(BIN, &["no-such-part"]).assert_code(2);
 }
 
-/// The `answer` event of the question `id`.
-fn answer<'a>(out: &'a Output, id: &str) -> &'a Value {
-    out.named("answer")
-        .into_iter()
-        .find(|e| e["data"]["id"] == id)
-        .unwrap_or_else(|| out.fail(&format!("no answer to {id}")))
-}
-
 #[test]
 fn are_the_third_put_and_the_dropped_count_judged_against_the_run() {
     // The third put cannot return before main's get: "no" is right, "yes" wrong.
     for (guess, right) in [("no", true), ("yes", false)] {
         let out = run_ok(BIN, &["blocking", "--answer", &format!("third-put={guess}")]);
-        let a = &answer(&out, "third-put")["data"];
+        let a = &out.answer("third-put")["data"];
         assert_eq!(a["actual"], "no", "{a}");
         assert_eq!(a["right"], right, "{a}");
     }
@@ -197,9 +189,9 @@ fn are_the_third_put_and_the_dropped_count_judged_against_the_run() {
         .find(|e| e["data"]["immediate"] == true)
         .unwrap_or_else(|| out.fail("no immediate shutdown"));
     let dropped = shutdown["data"]["dropped"].as_u64().unwrap();
-    let a = &answer(&out, "dropped")["data"];
+    let a = &out.answer("dropped")["data"];
     assert_eq!((a["actual"].as_u64(), a["right"].as_bool()), (Some(dropped), Some(dropped == 0)));
     let out =
         run_ok(BIN, &["shutdown", "--speed", "50", "--answer", &format!("dropped={dropped}")]);
-    assert_eq!(answer(&out, "dropped")["data"]["right"], true);
+    assert_eq!(out.answer("dropped")["data"]["right"], true);
 }

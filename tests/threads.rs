@@ -260,22 +260,12 @@ fn do_bad_counts_exit_2_naming_the_flag_before_anything_runs() {
     }
 }
 
-/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
-fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
-    let given = format!("{id}={guess}");
-    let mut all = args.to_vec();
-    all.extend(["--json", "--answer", &given]);
-    let out = run_ok(BIN, &all);
-    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
-    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
-}
-
 #[test]
 fn is_a_guess_of_what_try_lock_finds_after_a_panicking_holder_judged_against_this_run() {
-    let wrong = answer_of(&["dead-holder"], "after-panic", "would_block");
+    let wrong = support::answer_of(BIN, &["dead-holder"], "after-panic", "would_block");
     assert_eq!(wrong["data"]["actual"], "poisoned", "{wrong}");
     assert_eq!(wrong["data"]["right"], false, "{wrong}");
     let actual = wrong["data"]["actual"].as_str().unwrap().to_owned();
-    let right = answer_of(&["dead-holder"], "after-panic", &actual);
+    let right = support::answer_of(BIN, &["dead-holder"], "after-panic", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }

@@ -343,27 +343,17 @@ fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
     support::assert_capped(BIN, &["many"], "--count", 256);
 }
 
-/// The `answer` event of the question `id` in a run of `args` with `--answer id=guess`.
-fn answer_of(args: &[&str], id: &str, guess: &str) -> Value {
-    let given = format!("{id}={guess}");
-    let mut all = args.to_vec();
-    all.extend(["--json", "--answer", &given]);
-    let out = support::run_ok(BIN, &all);
-    let answer = out.named("answer").into_iter().find(|e| e["data"]["id"] == id).cloned();
-    answer.unwrap_or_else(|| panic!("no answer to {id} in {:?}", out.events))
-}
-
 #[test]
 fn is_a_guess_of_the_orphans_new_parent_judged_against_its_ppid_in_proc() {
     let _lock = shared();
     // The demo is a child subreaper: the orphan is handed to it, never to PID 1.
-    let wrong = answer_of(&["orphan"], "new-parent", "init");
+    let wrong = support::answer_of(BIN, &["orphan"], "new-parent", "init");
     assert_eq!(wrong["data"]["actual"], "demo", "{wrong}");
     assert_eq!(wrong["data"]["right"], false, "{wrong}");
-    let right = answer_of(&["orphan"], "new-parent", "demo");
+    let right = support::answer_of(BIN, &["orphan"], "new-parent", "demo");
     assert_eq!(right["data"]["right"], true, "{right}");
     // SIGCHLD ignored: no exit status is left to read.
-    let statuses = answer_of(&["cures", "--children", "2"], "statuses", "2");
+    let statuses = support::answer_of(BIN, &["cures", "--children", "2"], "statuses", "2");
     assert_eq!(
         (&statuses["data"]["actual"], &statuses["data"]["right"]),
         (&0.into(), &false.into())

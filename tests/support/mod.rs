@@ -461,6 +461,14 @@ impl Output {
         found[0]
     }
 
+    /// The `answer` event of the `--predict` question `id`; fails if there is none.
+    pub fn answer(&self, id: &str) -> &Value {
+        self.named("answer")
+            .into_iter()
+            .find(|e| e["data"]["id"] == id)
+            .unwrap_or_else(|| self.fail(&format!("no answer to the question {id:?}")))
+    }
+
     /// Fails unless no process of the demo's session is left (alive or zombie).
     pub fn assert_nothing_left(&self) -> &Output {
         let left = session_members(self.pid);
@@ -558,4 +566,13 @@ pub fn openpty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // Safety: both descriptors were just opened by openpty and are owned by nobody else.
     unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) }
+}
+
+/// Runs `bin_name` with `args` and `--answer ID=GUESS` (and `--json`), fails unless it exits 0
+/// and leaves nothing behind, and returns the `answer` event of the question `id`.
+pub fn answer_of(bin_name: &str, args: &[&str], id: &str, guess: &str) -> Value {
+    let given = format!("{id}={guess}");
+    let mut all = args.to_vec();
+    all.extend(["--answer", &given]);
+    run_ok(bin_name, &all).answer(id).clone()
 }

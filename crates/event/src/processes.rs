@@ -131,7 +131,10 @@ pub fn run(cli: &Cli) -> Result<()> {
 fn wait_all_asleep(pids: &[i32], children: &mut [Process]) -> Result<()> {
     let began = Instant::now();
     let answer = lost::wait_watching(children, |slice| {
-        if pids.iter().all(|&pid| ps::state_of(pid) == Some('S') && wchan(pid).contains("futex")) {
+        if pids
+            .iter()
+            .all(|&pid| ps::state_of(pid) == Some('S') && ps::wchan(pid).contains("futex"))
+        {
             return Ok(Some(()));
         }
         if began.elapsed() > ASLEEP_DEADLINE {
@@ -143,15 +146,11 @@ fn wait_all_asleep(pids: &[i32], children: &mut [Process]) -> Result<()> {
     answer.map_err(|i| lost::report(&children[i], "its wait", 0))
 }
 
-fn wchan(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default().trim().to_string()
-}
-
 /// The waiters as `ps -o pid,stat,wchan,comm` shows them (the event `asleep`).
 fn show_asleep(pids: &[i32]) {
     let rows: Vec<_> = pids
         .iter()
-        .filter_map(|&pid| ps::stat(pid).map(|p| (p, wchan(pid))))
+        .filter_map(|&pid| ps::stat(pid).map(|p| (p, ps::wchan(pid))))
         .map(|(p, w)| {
             json!({ "pid": p.pid, "state": p.state.to_string(), "wchan": w, "comm": p.comm })
         })

@@ -522,7 +522,7 @@ fn wait_asleep(pid: i32, children: &mut [Process]) -> Result<()> {
     let began = Instant::now();
     let answer = lost::wait_watching(children, |slice| {
         let state = ps::state_of(pid);
-        if state == Some('S') && wchan(pid).contains("futex") {
+        if state == Some('S') && ps::wchan(pid).contains("futex") {
             return Ok(Some(()));
         }
         if began.elapsed() > STEP_DEADLINE {
@@ -534,17 +534,13 @@ fn wait_asleep(pid: i32, children: &mut [Process]) -> Result<()> {
     answer.map_err(|i| lost::report(&children[i], "its wait", 0))
 }
 
-fn wchan(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default().trim().to_string()
-}
-
 /// The holders and the late-comer as `ps` shows them (state and wchan), then `--hold`.
 fn show_asleep(cli: &Cli, holders: &[Process], late_pid: i32, kind: &str) {
     let mut pids: Vec<i32> = holders.iter().filter_map(Process::pid).collect();
     pids.push(late_pid);
     let rows: Vec<_> = pids
         .iter()
-        .filter_map(|&pid| ps::stat(pid).map(|p| (p, wchan(pid))))
+        .filter_map(|&pid| ps::stat(pid).map(|p| (p, ps::wchan(pid))))
         .map(|(p, w)| json!({ "pid": p.pid, "state": p.state.to_string(), "wchan": w, "comm": p.comm }))
         .collect();
     let mut text = format!(

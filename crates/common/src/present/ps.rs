@@ -229,6 +229,14 @@ pub fn ticks_to_duration(ticks: u64) -> std::time::Duration {
     std::time::Duration::from_nanos(ticks.saturating_mul(1_000_000_000 / per_second))
 }
 
+/// The kernel function `pid` (its main thread) sleeps in (`/proc/PID/wchan`: `futex_do_wait`,
+/// `do_poll`, ...); empty when it is running, gone, or the kernel does not tell.
+pub fn wchan(pid: i32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let text = text.trim();
+    if text == "0" { String::new() } else { text.to_string() }
+}
+
 /// Reads one thread of `pid` from `/proc/PID/task/TID/`; `None` once it is gone.
 pub fn thread(pid: i32, tid: i32) -> Option<ThreadInfo> {
     let dir = format!("/proc/{pid}/task/{tid}");
