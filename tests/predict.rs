@@ -3,14 +3,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{RecvTimeoutError, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{DEADLINE, TempDir, bin, run_ok};
+use support::{TempDir, run_ok};
 
 /// A fresh one-ticket database in the test's own folder.
 fn one_ticket(dir: &TempDir) -> String {
@@ -144,55 +140,16 @@ fn answers_given_up_front_are_used_in_turn_and_by_name() {
 fn a_guess_typed_at_a_terminal_is_read_and_judged() {
     let dir = TempDir::new("predict-tty");
     let db = one_ticket(&dir);
-    let (master, slave) = support::openpty();
-    let path = bin("mutex-ticket");
-    let mut command = Command::new(&path);
-    command
-        .args(["run", "--predict", "--db", &db, "--speed", "50"])
-        .stdin(Stdio::from(slave))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // Safety: setsid is async-signal-safe and touches only the child.
-    unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
-    }
-    let mut child = command.spawn().expect("spawning mutex-ticket");
-    let pid = child.id() as i32;
-    let mut stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buffer) {
-            if n == 0 || tx.send(buffer[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let wait_for = |text: &str, seen: &mut String| {
-        let deadline = Instant::now() + DEADLINE;
-        while !seen.contains(text) {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    panic!("never saw {text:?}; output so far:\n{seen}");
-                }
-            }
-        }
-    };
-    wait_for("your guess (Enter skips): ", &mut seen);
-    assert!(!seen.contains("bought a ticket"), "the buyers started before the guess:\n{seen}");
-    let mut terminal = std::fs::File::from(master);
-    terminal.write_all(b"1\n").expect("typing at the terminal");
-    wait_for("ANSWER (sold): 1 (you said 1: RIGHT)", &mut seen);
-    let status = child.wait().expect("waiting for mutex-ticket");
-    assert!(status.success(), "{status:?}\n{seen}");
+    let mut demo = support::TtyDemo::start(
+        "mutex-ticket",
+        &["run", "--predict", "--db", &db, "--speed", "50"],
+    );
+    demo.wait_for("your guess (Enter skips): ", 1);
+    assert!(!demo.seen.contains("bought a ticket"), "the buyers started before the guess");
+    demo.type_line("1\n");
+    demo.wait_for("ANSWER (sold): 1 (you said 1: RIGHT)", 1);
+    let seen = demo.finish_ok();
     let question = seen.find("QUESTION (sold)").expect("the question");
     let sale = seen.find("bought a ticket").expect("a sale");
     assert!(question < sale, "{seen}");
-    assert!(support::session_members(pid).is_empty(), "processes left behind");
 }

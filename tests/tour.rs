@@ -94,69 +94,23 @@ fn ctrl_c_during_a_part_stops_it_and_the_tour_with_nothing_left() {
 
 #[test]
 fn at_a_terminal_with_predict_the_tour_waits_for_each_guess_and_for_enter_between_parts() {
-    use std::io::{Read, Write};
-    use std::os::unix::process::CommandExt;
-    use std::sync::mpsc::channel;
-    use std::time::Instant;
-
     bin("thread-queue");
-    let (master, slave) = support::openpty();
-    let mut command = std::process::Command::new(bin("tour"));
-    command
-        .args(["--only", "thread-queue", "--predict", "--speed", "50"])
-        .stdin(std::process::Stdio::from(slave))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    // Safety: setsid is async-signal-safe and touches only the child.
-    unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
-    }
-    let mut child = command.spawn().expect("spawning the tour");
-    let pid = child.id() as i32;
-    let mut stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buffer) {
-            if n == 0 || tx.send(buffer[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let mut terminal = std::fs::File::from(master);
-    // Waits for the `n`-th occurrence of `text`, then types `line`.
-    let mut answer = |text: &str, n: usize, line: &str, seen: &mut String| {
-        let deadline = Instant::now() + support::DEADLINE;
-        while seen.matches(text).count() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(bytes) = rx.recv_timeout(left) else {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                panic!("never saw {text:?} {n} time(s); output so far:\n{seen}");
-            };
-            seen.push_str(&String::from_utf8_lossy(&bytes));
-        }
-        terminal.write_all(line.as_bytes()).expect("typing at the terminal");
-    };
+    let mut tour =
+        support::TtyDemo::start("tour", &["--only", "thread-queue", "--predict", "--speed", "50"]);
     let guess = "your guess (Enter skips): ";
-    answer(guess, 1, "2\n", &mut seen);
-    answer(guess, 2, "p3\n", &mut seen);
-    answer("press Enter for the next part", 1, "\n", &mut seen);
+    tour.wait_for(guess, 1);
+    tour.type_line("2\n");
+    tour.wait_for(guess, 2);
+    tour.type_line("p3\n");
+    tour.wait_for("press Enter for the next part", 1);
     // The second part starts only after Enter.
-    let pause = seen.find("press Enter for the next part").expect("the pause");
-    assert!(!seen[..pause].contains("thread-queue joinable (part"), "{seen}");
-    let status = child.wait().expect("waiting for the tour");
-    while let Ok(bytes) = rx.recv_timeout(support::DEADLINE) {
-        seen.push_str(&String::from_utf8_lossy(&bytes));
-    }
-    assert!(status.success(), "{status:?}\n{seen}");
+    let pause = tour.seen.find("press Enter for the next part").expect("the pause");
+    assert!(!tour.seen[..pause].contains("thread-queue joinable (part"), "{}", tour.seen);
+    tour.type_line("\n");
+    let seen = tour.finish_ok();
     assert!(seen.contains("ANSWER (lifo-first): 2 (you said 2: RIGHT)"), "{seen}");
     assert!(seen.contains("ANSWER (priority-first): p1 (you said p3: wrong)"), "{seen}");
     assert!(seen.contains("guesses: 1 right, 1 wrong, 0 not made"), "{seen}");
-    assert!(support::session_members(pid).is_empty(), "processes left behind");
 }
 
 #[test]

@@ -547,9 +547,98 @@ pub fn assert_capped(bin_name: &str, part: &[&str], flag: &str, cap: usize) {
     }
 }
 
+/// A demo with a pseudo-terminal on its standard input, as a learner at a terminal runs it
+/// (its stdout is a pipe the test reads as text). It leads its own session; dropping it kills
+/// that session's processes.
+#[derive(Debug)]
+pub struct TtyDemo {
+    child: Child,
+    terminal: std::fs::File,
+    output: Receiver<Vec<u8>>,
+    /// Everything read from its stdout so far.
+    pub seen: String,
+    reaped: bool,
+}
+
+impl TtyDemo {
+    pub fn start(bin_name: &str, args: &[&str]) -> TtyDemo {
+        let (master, slave) = openpty();
+        let mut command = Command::new(bin(bin_name));
+        command.args(args).stdin(Stdio::from(slave)).stdout(Stdio::piped()).stderr(Stdio::null());
+        // Safety: setsid is async-signal-safe and touches only the child.
+        unsafe {
+            command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+        }
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawning {bin_name}: {e}"));
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, output) = channel();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 || tx.send(buffer[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        TtyDemo {
+            child,
+            terminal: std::fs::File::from(master),
+            output,
+            seen: String::new(),
+            reaped: false,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits (up to [`DEADLINE`]) until `text` has appeared `n` times in the output.
+    pub fn wait_for(&mut self, text: &str, n: usize) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.seen.matches(text).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(bytes) = self.output.recv_timeout(left) else {
+                panic!("never saw {text:?} {n} time(s); output so far:\n{}", self.seen);
+            };
+            self.seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    /// Types `line` at the terminal.
+    pub fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        self.terminal.write_all(line.as_bytes()).expect("typing at the terminal");
+    }
+
+    /// Waits for the demo to exit and reads the rest of its output; fails unless it exited 0
+    /// and left nothing behind.
+    pub fn finish_ok(mut self) -> String {
+        let status = self.child.wait().expect("waiting for the demo");
+        self.reaped = true;
+        while let Ok(bytes) = self.output.recv_timeout(DEADLINE) {
+            self.seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        assert!(status.success(), "{status:?}\n{}", self.seen);
+        assert!(session_members(self.pid()).is_empty(), "processes left behind");
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for TtyDemo {
+    fn drop(&mut self) {
+        // Once reaped, its pid may name somebody else's group: kill only a demo still ours.
+        if !self.reaped {
+            let pid = nix::unistd::Pid::from_raw(self.pid());
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A pseudo-terminal pair `(master, slave)`: a test that plays a learner at a terminal gives
 /// the slave to the demo as its stdin and types on the master.
-pub fn openpty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+fn openpty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     use std::os::fd::FromRawFd;
     let (mut master, mut slave) = (-1, -1);
     // Safety: openpty fills the two descriptors it is given; the name, termios and window size
