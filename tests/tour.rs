@@ -92,6 +92,21 @@ fn ctrl_c_during_a_part_stops_it_and_the_tour_with_nothing_left() {
     }
 }
 
+/// Ctrl-C just as the tour starts its next part (the moment the tour has said which part comes,
+/// and its process is being made): the part being started is stopped and waited for too, never
+/// left behind as an orphan.
+#[test]
+fn ctrl_c_as_a_part_is_being_started_leaves_nothing() {
+    bin("process-basics");
+    for trial in 0..6 {
+        let mut tour =
+            Demo::start("tour", &["--json", "--only", "process-basics", "--speed", "50"]);
+        tour.wait_for("the second part", |e| e["event"] == "part" && e["data"]["step"] == 2);
+        let out = tour.interrupt(trial % 2 == 0);
+        out.assert_code(130).assert_nothing_left();
+    }
+}
+
 #[test]
 fn at_a_terminal_with_predict_the_tour_waits_for_each_guess_and_for_enter_between_parts() {
     bin("thread-queue");

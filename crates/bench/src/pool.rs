@@ -9,15 +9,19 @@
 //!   `[p.apply_async(f, (i,)) for i in ...]` then `[r.get() for r in rs]`; for
 //!   `concurrent.futures`, `submit` then `result()`);
 //! - `map`: one `map` over every item, with Python's default chunk size (for
-//!   `concurrent.futures`, whose default is 1, the same chunk size is passed);
+//!   `concurrent.futures`, whose default is 1, the same chunk size is passed), through a typed
+//!   task (`typed_task!`, `fn(usize) -> usize`, results read as a `Vec<usize>`: Rust's way to
+//!   say what Python's `def echo(x): return x` gives back), and again through a task on JSON
+//!   `Value`s (results as a `Vec<Value>`), a row without a target, to show what the types buy;
 //! - `apply`: one task at a time, each waited for: a round trip to a worker and back.
 //!
 //! Every run checks every result. The targets: at least 10× less per task than
 //! `multiprocessing.Pool.apply_async`, and at least 3× less per item than `Pool.map` (a chunk
 //! is one frame each way, its JSON text encoded once by the caller, put into the frame as it is
-//! (`Queue::put_encoded`, no escaping) and read by a small scanner straight into the results; see
-//! `common::pool`). Each run's `map` is the first of a new pool: it pays the page faults of its
-//! memory (see `common::pool`, "How `map` travels").
+//! (`Queue::put_encoded`, no escaping), read by the worker straight into the task's argument
+//! type, and its answer read by the handler straight onto the end of the result list; see
+//! `common::pool`, "How `map` travels"). Each run's `map` is the first of a new pool: it pays
+//! the page faults of its memory.
 
 use std::time::Instant;
 
@@ -46,27 +50,28 @@ fn echo(x: Value) -> Result<Value> {
 }
 
 static ECHO: Task = Task::new("echo", echo);
+/// The same task, typed: a chunk of `map` reaches it with no JSON `Value` between.
+static TYPED_ECHO: Task = common::typed_task!("typed-echo", |x: usize| Ok(x));
 /// The benchmark's pool worker (fork only: the benchmark's `__main__` guard lists no pool role).
-static WORKER: Role = Role::new("bench-pool-worker", |args| common::pool::serve(args, &[&ECHO]));
+static WORKER: Role =
+    Role::new("bench-pool-worker", |args| common::pool::serve(args, &[&ECHO, &TYPED_ECHO]));
 
 /// (key in pool.py's output, figure, Python's side of the comparison, target).
-const ROWS: [(&str, &str, Option<f64>); 5] = [
+const ROWS: [(&str, &str, Option<f64>); 6] = [
     ("mp_apply_async", "apply_async+get vs multiprocessing.Pool", Some(TARGET)),
     ("cf_submit", "apply_async+get vs ProcessPoolExecutor.submit", None),
     ("mp_map", "map vs multiprocessing.Pool.map", Some(MAP_TARGET)),
     ("cf_map", "map vs ProcessPoolExecutor.map", None),
+    ("mp_map", "map of a task on JSON Values vs Pool.map", None),
     ("mp_apply", "apply, one at a time, vs multiprocessing.Pool", None),
 ];
+/// Which Rust figure each row shows (see [`measure_rust`]).
+const RUST_OF: [usize; 6] = [0, 0, 1, 1, 2, 3];
 
-/// The Rust figures of one run: apply_async+get (µs per task), map (ns per item), apply (µs per
-/// task).
-fn measure_rust() -> Result<[f64; 3]> {
-    let options = PoolOptions {
-        start_method: StartMethod::Fork,
-        name: "bench-pool".into(),
-        ..PoolOptions::new(WORKERS)
-    };
-    let pool = Pool::with_options(&WORKER, options)?;
+/// The Rust figures of one run: apply_async+get (µs per task), map of the typed task and of the
+/// task on values (ns per item, each on a new pool), apply (µs per task).
+fn measure_rust() -> Result<[f64; 4]> {
+    let pool = Pool::with_options(&WORKER, options())?;
     pool.apply(&ECHO, 0)?; // the workers are up
 
     let began = Instant::now();
@@ -79,11 +84,12 @@ fn measure_rust() -> Result<[f64; 3]> {
     let apply_async = began.elapsed().as_secs_f64() * 1e6 / TASKS as f64;
 
     let began = Instant::now();
-    let values = pool.map(&ECHO, 0..ITEMS)?;
+    let values: Vec<usize> = pool.map(&TYPED_ECHO, 0..ITEMS)?;
     let map = began.elapsed().as_secs_f64() * 1e9 / ITEMS as f64;
-    if values.len() != ITEMS || values.iter().enumerate().any(|(i, v)| *v != json!(i)) {
+    if !values.iter().copied().eq(0..ITEMS) {
         bail!("map returned wrong values");
     }
+    drop(values);
 
     let began = Instant::now();
     for i in 0..APPLIES {
@@ -94,11 +100,32 @@ fn measure_rust() -> Result<[f64; 3]> {
     let apply = began.elapsed().as_secs_f64() * 1e6 / APPLIES as f64;
     pool.close();
     pool.join()?;
-    Ok([apply_async, map, apply])
+
+    // The same map through values, also the first map of a new pool.
+    let pool = Pool::with_options(&WORKER, options())?;
+    pool.apply(&ECHO, 0)?;
+    let began = Instant::now();
+    let values: Vec<Value> = pool.map(&ECHO, 0..ITEMS)?;
+    let map_values = began.elapsed().as_secs_f64() * 1e9 / ITEMS as f64;
+    if values.len() != ITEMS || values.iter().enumerate().any(|(i, v)| *v != json!(i)) {
+        bail!("map of values returned wrong values");
+    }
+    drop(values);
+    pool.close();
+    pool.join()?;
+    Ok([apply_async, map, map_values, apply])
+}
+
+fn options() -> PoolOptions {
+    PoolOptions {
+        start_method: StartMethod::Fork,
+        name: "bench-pool".into(),
+        ..PoolOptions::new(WORKERS)
+    }
 }
 
 pub fn run(settings: &Settings) -> Result<Outcome> {
-    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); 4];
     let mut python: Vec<Vec<f64>> = vec![Vec::new(); ROWS.len()];
     let mut python_outcome: Result<String, String> = Ok(String::new());
     for _ in 0..settings.runs {
@@ -126,16 +153,14 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
             });
         }
     }
-    // Rows 0 and 1 compare apply_async with both Python pools, rows 2 and 3 map, row 4 apply.
-    let rust_of = [0, 0, 1, 1, 2];
     let rows = ROWS
         .iter()
         .enumerate()
         .map(|(i, (_, figure, target))| Row {
             figure: figure.to_string(),
-            unit: if rust_of[i] == 1 { "ns/item" } else { "µs/task" },
+            unit: if matches!(RUST_OF[i], 1 | 2) { "ns/item" } else { "µs/task" },
             better: Better::Lower,
-            rust: median(&rust[rust_of[i]]),
+            rust: median(&rust[RUST_OF[i]]),
             python: python_outcome.is_ok().then(|| median(&python[i])),
             target: *target,
         })

@@ -365,7 +365,8 @@ pub fn get(cli: &Cli) -> Result<()> {
     let step = notes_ms(cli, 0.5);
     // The later an item, the shorter its task: they finish in another order than they came.
     let items: Vec<(i64, u64)> = (0..n).map(|x| (x, (n - x) as u64 * step / 2)).collect();
-    let values = pool.map_chunked(&SQUARE, &items, Some(1)).context("p.map(square, items)")?;
+    let values: Vec<i64> =
+        pool.map_chunked(&SQUARE, &items, Some(1)).context("p.map(square, items)")?;
     drop(pool);
     let finished: Vec<i64> = recording
         .records()?
@@ -373,8 +374,7 @@ pub fn get(cli: &Cli) -> Result<()> {
         .filter(|r| r.event == "square_done")
         .filter_map(|r| r.data["x"].as_i64())
         .collect();
-    let squares: Vec<Value> = (0..n).map(|x| json!(x * x)).collect();
-    let in_order = values == squares;
+    let in_order = values.iter().copied().eq((0..n).map(|x| x * x));
     report::event(
         "map_result",
         json!({ "items": (0..n).collect::<Vec<_>>(), "values": values, "in_order": in_order, "finish_order": finished }),
@@ -382,7 +382,7 @@ pub fn get(cli: &Cli) -> Result<()> {
             "p.map(square, range({n})) = {}: in the items' order, though they finished in the \
              order {finished:?} (map chunks the items, chunksize=1 here, and puts each result \
              back in its place)",
-            Value::Array(values.clone())
+            json!(values)
         ),
     );
 

@@ -1,18 +1,21 @@
 //! The tasks this demo's pools run, and the worker role that finds them by name.
 //!
-//! A pool's task is a named function with JSON arguments and a JSON result, not a closure: a
-//! spawned worker is this program run again and has nothing of the parent's memory, so the
-//! parent sends a task's *name*, and the worker looks it up in [`TASKS`] (Python's rule is the
-//! same: a task must be a module-level function, which pickle sends by name).
+//! A pool's task is a named function, not a closure: a spawned worker is this program run again
+//! and has nothing of the parent's memory, so the parent sends a task's *name* and its
+//! arguments as JSON, and the worker looks the name up in [`TASKS`] (Python's rule is the same:
+//! a task must be a module-level function, which pickle sends by name). Each is a typed
+//! function, as a Python `def` takes and returns Python values: `common::typed_task!` reads its
+//! argument from JSON and writes its result back.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use common::pool::{self, Task};
 use common::process::Role;
 use common::report;
+use common::typed_task;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Every task a worker of this demo can run.
 pub static TASKS: &[&Task] = &[&F, &SQUARE, &BOIL, &CPU, &IO, &INIT];
@@ -21,10 +24,6 @@ pub static TASKS: &[&Task] = &[&F, &SQUARE, &BOIL, &CPU, &IO, &INIT];
 /// `common::demo::main`, so that a spawned worker (`pool __role=pool-worker pool-worker-1`)
 /// finds it.
 pub static WORKER: Role = Role::new("pool-worker", |args| pool::serve(args, TASKS));
-
-fn args<T: serde::de::DeserializeOwned>(task: &str, value: Value) -> Result<T> {
-    serde_json::from_value(value).with_context(|| format!("decoding the arguments of task {task}"))
-}
 
 fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
@@ -35,7 +34,7 @@ fn pid() -> u32 {
 }
 
 /// Seed 001's `f(name)`: says it starts, sleeps one (scaled) second, says it ends.
-pub static F: Task = Task::new("f", f);
+pub static F: Task = typed_task!("f", f);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FArgs {
@@ -45,8 +44,7 @@ pub struct FArgs {
     pub ms: u64,
 }
 
-fn f(value: Value) -> Result<Value> {
-    let a: FArgs = args("f", value)?;
+fn f(a: FArgs) -> Result<String> {
     let (name, pid) = (a.name, pid());
     report::event(
         "task_start",
@@ -56,39 +54,32 @@ fn f(value: Value) -> Result<Value> {
     sleep_ms(a.ms);
     let end = format!("{name} current child process {pid} end");
     report::event("task_end", json!({ "task": name, "pid": pid }), &end);
-    Ok(json!(end))
+    Ok(end)
 }
 
 /// `x * x`, after sleeping `ms`: `map` with the later items finishing first.
-pub static SQUARE: Task = Task::new("square", square);
+pub static SQUARE: Task = typed_task!("square", square);
 
-fn square(value: Value) -> Result<Value> {
-    let (x, ms): (i64, u64) = args("square", value)?;
+fn square((x, ms): (i64, u64)) -> Result<i64> {
     sleep_ms(ms);
     report::event("square_done", json!({ "x": x, "pid": pid() }), format!("{x} * {x} done"));
-    Ok(json!(x * x))
+    Ok(x * x)
 }
 
 /// Seed 004's kettle: boiling takes a while; a cracked kettle fails.
-pub static BOIL: Task = Task::new("boil", boil);
+pub static BOIL: Task = typed_task!("boil", boil);
 
-fn boil(value: Value) -> Result<Value> {
-    let (ms, cracked): (u64, bool) = args("boil", value)?;
+fn boil((ms, cracked): (u64, bool)) -> Result<&'static str> {
     report::event("boiling", json!({ "pid": pid() }), "the kettle is on (烧水)...");
     sleep_ms(ms);
     if cracked {
         anyhow::bail!("the kettle cracked: no boiling water");
     }
-    Ok(json!("the water has boiled (水烧开了)"))
+    Ok("the water has boiled (水烧开了)")
 }
 
 /// CPU-bound work: `iterations` rounds of arithmetic the compiler cannot skip.
-pub static CPU: Task = Task::new("cpu", cpu);
-
-fn cpu(value: Value) -> Result<Value> {
-    let iterations: u64 = args("cpu", value)?;
-    Ok(json!(spin(iterations)))
-}
+pub static CPU: Task = typed_task!("cpu", |iterations: u64| Ok(spin(iterations)));
 
 /// The CPU-bound loop itself (also timed by the parent to size the tasks).
 pub fn spin(iterations: u64) -> u64 {
@@ -119,22 +110,21 @@ pub fn iterations_for(target: Duration) -> u64 {
 }
 
 /// IO-bound work: waiting `ms` (a network or disk wait, played by a sleep).
-pub static IO: Task = Task::new("io", io);
+pub static IO: Task = typed_task!("io", io);
 
-fn io(value: Value) -> Result<Value> {
-    let ms: u64 = args("io", value)?;
+fn io(ms: u64) -> Result<u32> {
     sleep_ms(ms);
-    Ok(json!(pid()))
+    Ok(pid())
 }
 
 /// The initializer: runs once in every worker when it starts.
-pub static INIT: Task = Task::new("init", init);
+pub static INIT: Task = typed_task!("init", init);
 
-fn init(_: Value) -> Result<Value> {
+fn init(_: ()) -> Result<()> {
     report::event(
         "worker_init",
         json!({ "pid": pid() }),
         format!("initializer: worker {} is ready", pid()),
     );
-    Ok(Value::Null)
+    Ok(())
 }

@@ -230,8 +230,14 @@ mod imp {
 
     /// The parts' temp folder (their `TMPDIR`), removed when the tour ends.
     static SCRATCH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    /// The pid of the part running now, or 0.
+    /// The pid of the part running now, 0 for none, [`STARTING`] or [`STOPPING`]. The main
+    /// thread starts a part and the watcher ends the tour only by changing it from 0, so that
+    /// a stop signal can never end the tour while the part it is starting is left behind.
     static CURRENT: AtomicI32 = AtomicI32::new(0);
+    /// [`CURRENT`] while a part is being started: its pid is not known yet, but it may exist.
+    const STARTING: i32 = -1;
+    /// [`CURRENT`] once a thread has begun to end the tour: no part may start.
+    const STOPPING: i32 = -2;
     /// The stop signal received, or 0.
     static SIGNAL: AtomicI32 = AtomicI32::new(0);
     /// How long a part gets to stop its own children after a stop signal, before SIGKILL.
@@ -260,10 +266,16 @@ mod imp {
                     if SIGNAL.swap(signal as i32, Ordering::SeqCst) != 0 {
                         continue;
                     }
-                    let pid = CURRENT.load(Ordering::SeqCst);
-                    if pid == 0 {
-                        interrupted(signal as i32);
-                    }
+                    // A part being started may already be a process: wait for its pid, so that
+                    // the tour never ends leaving it behind.
+                    let pid = loop {
+                        match CURRENT.load(Ordering::SeqCst) {
+                            STARTING => std::thread::sleep(Duration::from_millis(1)),
+                            STOPPING => wait_for_the_end(),
+                            0 => try_stop(signal as i32), // or a part is being started now
+                            pid => break pid,
+                        }
+                    };
                     let _ = kill(Pid::from_raw(pid), signal);
                     let deadline = Instant::now() + GRACE;
                     while CURRENT.load(Ordering::SeqCst) == pid && Instant::now() < deadline {
@@ -276,6 +288,21 @@ mod imp {
             })
             .context("starting the signal watcher")?;
         Ok(())
+    }
+
+    /// Ends the tour with 128 + `signo` if no part is running or being started and no other
+    /// thread is ending it already; returns otherwise.
+    fn try_stop(signo: i32) {
+        if CURRENT.compare_exchange(0, STOPPING, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            interrupted(signo);
+        }
+    }
+
+    /// For a thread that finds the other one ending the tour.
+    fn wait_for_the_end() -> ! {
+        loop {
+            std::thread::park();
+        }
     }
 
     /// Ends the tour with 128 + `signo`, once no part is left running.
@@ -435,7 +462,8 @@ mod imp {
             rows.push(Row { number: step, part: *part, ended, answers: new });
             let signo = SIGNAL.load(Ordering::SeqCst);
             if signo != 0 {
-                interrupted(signo);
+                try_stop(signo);
+                wait_for_the_end(); // the watcher is ending the tour
             }
         }
         Ok(summarize(&rows))
@@ -477,7 +505,16 @@ mod imp {
                 Ok(())
             });
         }
-        let mut child = command.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        if CURRENT.compare_exchange(0, STARTING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            wait_for_the_end(); // the watcher is ending the tour
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                CURRENT.store(0, Ordering::SeqCst);
+                return Err(e).with_context(|| format!("starting {}", bin.display()));
+            }
+        };
         CURRENT.store(child.id() as i32, Ordering::SeqCst);
         let status = child.wait();
         CURRENT.store(0, Ordering::SeqCst);

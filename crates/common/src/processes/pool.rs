@@ -2,7 +2,7 @@
 //! with the same interface (Python's `multiprocessing.pool.ThreadPool`).
 //!
 //! ```ignore
-//! static SQUARE: Task = Task::new("square", |x| Ok(json!(x.as_i64().unwrap_or(0).pow(2))));
+//! static SQUARE: Task = typed_task!("square", |x: i64| Ok(x * x)); // def square(x): return x*x
 //! /// Every task this program's workers can run, found by name (Python: a module-level def).
 //! static TASKS: &[&Task] = &[&SQUARE];
 //! /// The worker process; listed in `common::demo::main(&[&WORKER], run)` for spawn.
@@ -10,7 +10,7 @@
 //!
 //! let pool = Pool::new(3, &WORKER)?;              // p = Pool(processes=3)
 //! let r = pool.apply_async(&SQUARE, 7)?;          // r = p.apply_async(square, (7,))
-//! let squares = pool.map(&SQUARE, 0..10)?;        // p.map(square, range(10))
+//! let squares: Vec<i64> = pool.map(&SQUARE, 0..10)?; // p.map(square, range(10))
 //! pool.close();                                   // p.close()
 //! pool.join()?;                                   // p.join()
 //! assert_eq!(r.get()?, json!(49));                // r.get()
@@ -18,10 +18,13 @@
 //!
 //! ## Tasks are named functions
 //! A spawned worker is this program run again: it has none of the parent's memory, so a task
-//! cannot be a closure. A [`Task`] is a name and a `fn(Value) -> Result<Value>`; the parent sends
-//! the name and the arguments as JSON, the worker finds the function by name in the list its
-//! role gives to [`serve`], and sends the result back as JSON. Python has the same rule (a task
-//! must be picklable: a module-level function, not a lambda) for the same reason.
+//! cannot be a closure that holds anything. A [`Task`] is a name and a function; the parent
+//! sends the name and the arguments as JSON, the worker finds the function by name in the list
+//! its role gives to [`serve`], and sends the result back as JSON. Python has the same rule (a
+//! task must be picklable: a module-level function, not a lambda) for the same reason. The
+//! function is typed, as a Python function takes and gives Python values
+//! ([`typed_task!`]: `fn(i64) -> Result<i64>`, any argument serde can read and any result it
+//! can write), or works on JSON values ([`Task::new`]: `fn(Value) -> Result<Value>`).
 //!
 //! ## How work reaches the workers
 //! Every worker has its own inbox, a [`Queue`] the parent writes and only that worker reads, and
@@ -55,25 +58,32 @@
 //!
 //! ## How `map` travels
 //! A chunk of `map` (Python's default size: the items split into about four chunks per
-//! worker) is one frame each way, as Python sends one pickle per chunk. The caller's thread
-//! encodes each chunk's items straight into the JSON text of one list, once, and hands chunks
-//! to the workers as they are encoded; the worker reads the list item by item, runs the task
-//! on each as it goes and writes each result straight into its answer's text; for `map` the
-//! caller's thread (which would only wait) reads each answer straight into its place in the
-//! result list, while the workers run the next chunks (`map_async`: the handler does). Lists of
-//! whole numbers, plain strings, booleans and nulls are read by a small scanner several times
-//! faster than a general JSON parser; anything else by serde_json. A list's text goes into its
-//! frame as it is ([`Queue::put_encoded`]), not as a JSON string inside a message, which would
-//! escape it on the way in and copy it out again. The results stay in the items' order whatever
-//! order the chunks end in, and a chunk lost with a killed worker fails the map with that
-//! worker's error.
+//! worker) is one frame each way, as Python sends one pickle per chunk:
+//! - the caller's thread encodes each chunk's items straight into the JSON text of one list,
+//!   once, from where they are (a range or a list is not copied first), and hands chunks to
+//!   the workers as they are encoded;
+//! - the worker reads the list item by item, runs the task on each as it goes and writes each
+//!   result straight into its answer's text: a typed task's items are read straight into its
+//!   argument type, and its results written from theirs, with no [`Value`] between;
+//! - the handler, which has just read an answer's text from the results queue, reads it onto
+//!   the end of the result list, as the caller's type (`Vec<u64>`, `Vec<String>`, `Vec<Value>`:
+//!   [`Pool::map`] is generic over it), while the caller's thread is still encoding the next
+//!   chunks; a chunk that ends before the ones in front of it waits as text for its turn.
 //!
-//! What a `map` of small items still costs (about 80 ns of CPU an item, against about 230 for
-//! CPython's `Pool.map`): making each item a JSON [`Value`] and back on both sides (the task's
-//! signature), and, the first time a pool maps that many items, the page faults of the memory
-//! the results take (a `Value` is 72 bytes) and of the pages a forked worker shares with its
-//! parent until one of them writes (copy-on-write): a first `map` of 100,000 items on a new
-//! pool takes about twice as long as the next one.
+//! Lists of whole numbers, plain strings, booleans and nulls are read by a small scanner
+//! several times faster than a general JSON parser, which hands each element to the type's
+//! `Deserialize` as serde_json would; anything else is read by serde_json. A list's text goes
+//! into its frame as it is ([`Queue::put_encoded`]), not as a JSON string inside a message,
+//! which would escape it on the way in and copy it out again. The results stay in the items'
+//! order whatever order the chunks end in, and a chunk lost with a killed worker fails the map
+//! with that worker's error.
+//!
+//! What a `map` of 100,000 small numbers costs (CPU of all the processes, on the benchmark's
+//! 2-core machine): about 37 ns an item with a typed task and typed results, 72 ns through
+//! [`Value`]s, against about 230 for CPython's `Pool.map`. The first `map` on a new pool costs
+//! more, about 56 and 140 ns: the page faults of the memory its results take (a `Value` is 72
+//! bytes, a `u64` 8) and of the pages a forked worker shares with its parent until one of them
+//! writes (copy-on-write).
 //!
 //! ## Results, callbacks, and who runs them
 //! [`Pool::apply_async`] returns an [`AsyncResult`] at once (`get`, `get_timeout`, `ready`,
@@ -135,6 +145,7 @@
 
 #![cfg(target_os = "linux")]
 
+use std::any::type_name;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -143,6 +154,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -168,20 +180,111 @@ const BATCH: usize = 256;
 /// What a task does: JSON arguments in, a JSON result (or an error) out.
 pub type TaskFn = fn(Value) -> anyhow::Result<Value>;
 
+/// What a typed task does with a chunk of `map` (see [`typed_task!`]): the chunk's JSON list
+/// of items in (with the place of its first item in the whole `map`, and how many it holds),
+/// the JSON list of their results out, or the first item's error.
+pub type ChunkFn = fn(&str, usize, usize) -> Result<String, String>;
+
 /// A named function a pool can run: what Python's `apply_async(f, args)` sends is `f`'s name.
 #[derive(Debug)]
 pub struct Task {
     /// The name a worker finds the function by; unique in a program's task list.
     pub name: &'static str,
-    /// The function itself.
+    /// The function itself, on JSON values.
     pub run: TaskFn,
+    /// For a typed task, the function on a whole chunk of `map`, which reads each item
+    /// straight into the function's argument type and writes each result straight into the
+    /// answer's text, with no [`Value`] between (see [`typed_task!`]).
+    chunk: Option<ChunkFn>,
 }
 
 impl Task {
-    /// A task named `name` that runs `run`.
+    /// A task named `name` that runs `run` on JSON values.
     pub const fn new(name: &'static str, run: TaskFn) -> Task {
-        Task { name, run }
+        Task { name, run, chunk: None }
     }
+
+    /// A task with its own chunk function: what [`typed_task!`] makes.
+    #[doc(hidden)]
+    pub const fn typed(name: &'static str, run: TaskFn, chunk: ChunkFn) -> Task {
+        Task { name, run, chunk: Some(chunk) }
+    }
+}
+
+/// A [`Task`] named `$name` that runs `$f`, a function (or a closure that captures nothing)
+/// from any argument type that can be read from JSON to any result type that can be written
+/// as JSON, like a Python function:
+///
+/// ```
+/// use common::pool::Task;
+/// fn square(x: i64) -> anyhow::Result<i64> {
+///     Ok(x * x)
+/// }
+/// static SQUARE: Task = common::typed_task!("square", square);
+/// static HALF: Task = common::typed_task!("half", |x: f64| Ok(x / 2.0));
+/// ```
+///
+/// `apply` and `apply_async` call it through JSON values like any task. A chunk of `map`
+/// reaches it without them: each item is read from the chunk's text straight into `$f`'s
+/// argument and each result written straight into the answer's text, which is what makes a
+/// `map` of small items several times cheaper than through a [`TaskFn`] on [`Value`]s. An item
+/// that is not of the argument type fails that item, as a bad argument of a [`Task::new`] task
+/// does.
+#[macro_export]
+macro_rules! typed_task {
+    ($name:expr, $f:expr) => {
+        $crate::pool::Task::typed(
+            $name,
+            |args| $crate::pool::run_typed($f, args),
+            |items, first, len| $crate::pool::run_typed_chunk($f, items, first, len),
+        )
+    };
+}
+
+/// A typed task's function, called on a JSON value (see [`typed_task!`]).
+#[doc(hidden)]
+pub fn run_typed<A: DeserializeOwned, R: Serialize>(
+    f: impl Fn(A) -> anyhow::Result<R>,
+    args: Value,
+) -> anyhow::Result<Value> {
+    let args = serde_json::from_value(args)
+        .with_context(|| format!("not an argument of type {}", type_name::<A>()))?;
+    Ok(serde_json::to_value(f(args)?)?)
+}
+
+/// A typed task's function, run on a chunk of `map` (see [`typed_task!`] and [`run_chunk`]).
+#[doc(hidden)]
+pub fn run_typed_chunk<A: DeserializeOwned, R: Serialize>(
+    f: impl Fn(A) -> anyhow::Result<R>,
+    items: &str,
+    first: usize,
+    len: usize,
+) -> Result<String, String> {
+    let mut out = Vec::with_capacity(items.len() + 2);
+    out.push(b'[');
+    let (mut at, mut ran) = (0, true);
+    let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let counted = for_each_item::<A>(items, |item| {
+            ran = false;
+            let value = f(item).map_err(|e| format!("on item {}: {e:#}", first + at))?;
+            if at > 0 {
+                out.push(b',');
+            }
+            at += 1;
+            serde_json::to_writer(Text(&mut out), &value).map_err(|e| format!("a result: {e}"))?;
+            ran = true;
+            Ok(())
+        });
+        // An item that is not of the task's argument type is that item's error, as in Python a
+        // `TypeError` raised by the function would be.
+        counted.map_err(|e| match ran {
+            true => {
+                format!("on item {}: not an argument of type {}: {e}", first + at, type_name::<A>())
+            }
+            false => e,
+        })
+    }));
+    chunk_outcome(counted, out, first + at, len)
 }
 
 /// Called with a task's result, in the parent's result-handler thread (Python's `callback`).
@@ -426,13 +529,13 @@ fn decode_from_worker(body: Vec<u8>) -> Result<FromWorker, QueueError> {
 pub fn serve(args: Value, tasks: &[&Task]) -> anyhow::Result<()> {
     let args: WorkerArgs = serde_json::from_value(args)
         .context("decoding a pool worker's arguments (its queues travel as descriptors)")?;
-    let find = |name: &str| tasks.iter().find(|t| t.name == name).map(|t| t.run);
+    let find = |name: &str| tasks.iter().find(|t| t.name == name).copied();
     work(&args, &find, None)
 }
 
-fn work(
+fn work<'t>(
     a: &WorkerArgs,
-    find: &dyn Fn(&str) -> Option<TaskFn>,
+    find: &dyn Fn(&str) -> Option<&'t Task>,
     terminated: Option<&AtomicBool>,
 ) -> anyhow::Result<()> {
     let pid = std::process::id() as i32;
@@ -461,7 +564,8 @@ fn work(
                 let began = Instant::now();
                 let outcome = match find(&task) {
                     _ if skip() => Err(SKIPPED.into()),
-                    Some(run) => run_chunk(run, &items, first, len),
+                    Some(Task { chunk: Some(chunk), .. }) => chunk(&items, first, len),
+                    Some(task) => run_chunk(task.run, &items, first, len),
                     None => Err(no_such_task(&task)),
                 };
                 FromWorker::ChunkDone { w, id, us: micros(began), outcome }
@@ -491,13 +595,13 @@ fn work(
 }
 
 /// Runs one task, turning its error or panic into the message its result will carry.
-fn run_task(
-    find: &dyn Fn(&str) -> Option<TaskFn>,
+fn run_task<'t>(
+    find: &dyn Fn(&str) -> Option<&'t Task>,
     name: &str,
     args: Value,
 ) -> Result<Value, String> {
     match find(name) {
-        Some(run) => run_one(run, args),
+        Some(task) => run_one(task.run, args),
         None => Err(no_such_task(name)),
     }
 }
@@ -543,10 +647,20 @@ fn run_chunk(run: TaskFn, items: &str, first: usize, len: usize) -> Result<Strin
             }
         })
     }));
+    chunk_outcome(counted, out, first + at, len)
+}
+
+/// A chunk's answer, once its items have been run: the list's text (`out`, closed here), or
+/// the error of item `failed` (its place in the whole `map`), or of a chunk that held another
+/// number of items than `len`.
+fn chunk_outcome(
+    counted: std::thread::Result<Result<usize, String>>,
+    mut out: Vec<u8>,
+    failed: usize,
+    len: usize,
+) -> Result<String, String> {
     match counted {
-        Err(panic) => {
-            Err(format!("on item {}: panicked: {}", first + at, panic_message(panic.as_ref())))
-        }
+        Err(panic) => Err(format!("on item {failed}: panicked: {}", panic_message(panic.as_ref()))),
         Ok(Err(e)) => Err(e),
         Ok(Ok(n)) if n != len => Err(format!("a chunk of {len} items of map arrived with {n}")),
         Ok(Ok(_)) => {
@@ -556,32 +670,25 @@ fn run_chunk(run: TaskFn, items: &str, first: usize, len: usize) -> Result<Strin
     }
 }
 
-/// The JSON text of a chunk's items, written into a buffer sized for it up front (growing a
-/// buffer item by item showed in the profile as copying).
-fn encode_list<T: Serialize>(items: &[T]) -> Result<String, serde_json::Error> {
-    let mut text = Vec::with_capacity(items.len() * 8 + 2);
-    serde_json::to_writer(Text(&mut text), items)?;
-    Ok(String::from_utf8(text).expect("serde_json writes UTF-8"))
+/// The JSON text of a chunk's items, the next `len` of `items`, written into a buffer sized for
+/// it up front (growing a buffer item by item showed in the profile as copying); with how many
+/// items there were (fewer than `len` if `items` ends first).
+fn encode_list<T: Serialize>(
+    items: &mut impl Iterator<Item = T>,
+    len: usize,
+) -> Result<(String, usize), serde_json::Error> {
+    let mut text = Vec::with_capacity(len * 8 + 2);
+    let mut count = 0;
+    let mut json = serde_json::Serializer::new(Text(&mut text));
+    serde::Serializer::collect_seq(&mut json, items.take(len).inspect(|_| count += 1))?;
+    Ok((String::from_utf8(text).expect("serde_json writes UTF-8"), count))
 }
 
-/// Writes `n` in decimal, as serde_json would: the common result of `map`, without the way
-/// through `Serialize`.
+/// Writes `n` in decimal, as serde_json would (with the same crate): the common result of
+/// `map`, without the way through `Serialize`.
 #[inline]
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reserve(digits.len() - at);
-    for &digit in &digits[at..] {
-        out.push(digit);
-    }
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// The buffer a list's JSON text is written into. serde_json writes an item in small pieces (a
@@ -599,10 +706,8 @@ impl std::io::Write for Text<'_> {
     #[inline]
     fn write_all(&mut self, piece: &[u8]) -> std::io::Result<()> {
         if piece.len() <= 24 {
-            self.0.reserve(24);
-            for &byte in piece {
-                self.0.push(byte);
-            }
+            // One capacity check for the piece, then plain stores (`push` would check each).
+            self.0.extend(piece.iter().copied());
         } else {
             self.0.extend_from_slice(piece);
         }
@@ -628,15 +733,18 @@ fn fill(slots: &mut [Value], answer: &str) -> Result<(), String> {
     if n == want { Ok(()) } else { Err(format!("{n} results for a chunk of {want} items")) }
 }
 
-/// Calls `each` with every element of the JSON list `text`, in order; returns how many there
-/// were. The elements `map` usually carries (whole numbers, strings without escapes, `true`,
-/// `false`, `null`) are read here directly, which is several times faster than a general JSON
-/// parser building the same values; anything else (a float, an escape, a list, an object) is
-/// read by serde_json. The text is always serde_json's own output, but a damaged one is still
-/// an error, never a wrong value.
-fn for_each_item(
+/// Calls `each` with every element of the JSON list `text`, read as an `R`, in order; returns
+/// how many there were. The elements `map` usually carries (whole numbers, strings without
+/// escapes, `true`, `false`, `null`) are found here directly and handed to `R`'s `Deserialize`
+/// as serde_json would hand them (the same visitor call: `visit_u64`, `visit_borrowed_str`...),
+/// which is several times faster than a general JSON parser and builds no [`Value`] on the way
+/// when `R` is a number or a string; anything else (a float, an escape, a list, an object, or an
+/// element `R` does not take that way, such as a number for an `Option`) is read by serde_json.
+/// The text is always serde_json's own output, but a damaged one is still an error, never a
+/// wrong value.
+fn for_each_item<R: DeserializeOwned>(
     text: &str,
-    mut each: impl FnMut(Value) -> Result<(), String>,
+    mut each: impl FnMut(R) -> Result<(), String>,
 ) -> Result<usize, String> {
     let b = text.as_bytes();
     let skip_space = |p: &mut usize| {
@@ -657,11 +765,33 @@ fn for_each_item(
     } else {
         loop {
             skip_space(&mut p);
-            let (value, end) = match plain_scalar(b, p) {
+            // The commonest element first, in one tight loop: a whole number right before a
+            // comma or the end, as serde_json writes a list of numbers.
+            let (mut q, mut v) = (p, 0u64);
+            while let Some(d) = b.get(q).map(|c| c.wrapping_sub(b'0')).filter(|d| *d <= 9) {
+                v = v.wrapping_mul(10).wrapping_add(u64::from(d));
+                q += 1;
+            }
+            let digits = q - p;
+            if (1..=18).contains(&digits)
+                && (digits == 1 || b[p] != b'0')
+                && matches!(b.get(q), Some(b',' | b']'))
+                && let Ok(value) = Scalar::Unsigned(v).read()
+            {
+                each(value)?;
+                n += 1;
+                p = q + 1;
+                if b[q] == b']' {
+                    break;
+                }
+                continue;
+            }
+            let fast =
+                plain_scalar(b, p).and_then(|(scalar, end)| Some((scalar.read().ok()?, end)));
+            let (value, end) = match fast {
                 Some(found) => found,
                 None => {
-                    let mut one =
-                        serde_json::Deserializer::from_str(&text[p..]).into_iter::<Value>();
+                    let mut one = serde_json::Deserializer::from_str(&text[p..]).into_iter::<R>();
                     let value = one.next().ok_or("a list cut short")?.map_err(|e| e.to_string())?;
                     (value, p + one.byte_offset())
                 }
@@ -684,10 +814,38 @@ fn for_each_item(
     if p == b.len() { Ok(n) } else { Err(format!("trailing characters at byte {p} of a list")) }
 }
 
-/// The common elements of a list, read directly: a whole number of at most 18 digits, a string
-/// without escapes, `true`, `false`, `null`; with the byte offset just after it. `None` for
-/// anything else, which serde_json then reads (and rejects if it is not JSON).
-fn plain_scalar(b: &[u8], p: usize) -> Option<(Value, usize)> {
+/// A common element of a list, found by [`plain_scalar`].
+enum Scalar<'a> {
+    /// A whole number without a sign (serde_json hands it to `visit_u64`).
+    Unsigned(u64),
+    /// A negative whole number (`visit_i64`).
+    Negative(i64),
+    /// A string without escapes (`visit_borrowed_str`).
+    Str(&'a str),
+    Bool(bool),
+    /// `null` (`visit_unit`, or `visit_none` for an `Option`).
+    Null,
+}
+
+impl<'a> Scalar<'a> {
+    /// The element as an `R`, through the visitor call serde_json would make for it.
+    fn read<R: Deserialize<'a>>(self) -> Result<R, serde_json::Error> {
+        use serde::de::IntoDeserializer;
+        use serde::de::value::BorrowedStrDeserializer;
+        match self {
+            Scalar::Unsigned(v) => R::deserialize(v.into_deserializer()),
+            Scalar::Negative(v) => R::deserialize(v.into_deserializer()),
+            Scalar::Str(s) => R::deserialize(BorrowedStrDeserializer::new(s)),
+            Scalar::Bool(v) => R::deserialize(v.into_deserializer()),
+            Scalar::Null => R::deserialize(().into_deserializer()),
+        }
+    }
+}
+
+/// The common elements of a list, found directly: a whole number of at most 18 digits, a
+/// string without escapes, `true`, `false`, `null`; with the byte offset just after it. `None`
+/// for anything else, which serde_json then reads (and rejects if it is not JSON).
+fn plain_scalar(b: &[u8], p: usize) -> Option<(Scalar<'_>, usize)> {
     let rest = &b[p..];
     match *rest.first()? {
         b'-' | b'0'..=b'9' => {
@@ -706,9 +864,9 @@ fn plain_scalar(b: &[u8], p: usize) -> Option<(Value, usize)> {
             }
             let end = p + usize::from(negative) + len;
             match (negative, v) {
-                (false, v) => Some((Value::from(v as u64), end)),
+                (false, v) => Some((Scalar::Unsigned(v as u64), end)),
                 (true, 0) => None, // -0: serde_json's own reading
-                (true, v) => Some((Value::from(-v), end)),
+                (true, v) => Some((Scalar::Negative(-v), end)),
             }
         }
         b'"' => {
@@ -718,11 +876,11 @@ fn plain_scalar(b: &[u8], p: usize) -> Option<(Value, usize)> {
                 return None;
             }
             let s = std::str::from_utf8(&body[..len]).ok()?;
-            Some((Value::String(s.to_owned()), p + len + 2))
+            Some((Scalar::Str(s), p + len + 2))
         }
-        b't' if rest.starts_with(b"true") => Some((Value::Bool(true), p + 4)),
-        b'f' if rest.starts_with(b"false") => Some((Value::Bool(false), p + 5)),
-        b'n' if rest.starts_with(b"null") => Some((Value::Null, p + 4)),
+        b't' if rest.starts_with(b"true") => Some((Scalar::Bool(true), p + 4)),
+        b'f' if rest.starts_with(b"false") => Some((Scalar::Bool(false), p + 5)),
+        b'n' if rest.starts_with(b"null") => Some((Scalar::Null, p + 4)),
         _ => None,
     }
 }
@@ -957,21 +1115,69 @@ struct Job {
 /// A `map` in progress, shared by its chunks' jobs (and, for `map`, by its caller).
 struct MapShared {
     job: Mutex<MapJob>,
-    /// Signalled when a chunk's text is queued for the caller, and when the map finishes.
-    arrived: Condvar,
 }
 
 struct MapJob {
     slot: Arc<Slot>,
+    /// `map_async`'s results, each chunk's filled in its places as it comes.
     values: Vec<Value>,
-    /// `map` (not `map_async`): the calling thread, which would otherwise only wait, reads
-    /// each chunk's results itself as it comes; the handler just queues the text here
-    /// `(start, len, text)`, so the one handler thread is not also every result's parser.
-    to_read: Option<VecDeque<(usize, usize, String)>>,
+    /// `map`'s results instead, read as its caller's type (see [`ChunkReader`]).
+    reader: Option<Box<dyn ChunkReader>>,
     chunks_left: usize,
     callback: Option<Callback>,
     error_callback: Option<ErrorCallback>,
     finished: bool,
+}
+
+/// Reads the chunks of a `map` into one list of its caller's result type, in the handler
+/// thread as each chunk's answer comes, while the caller's thread is still encoding the next
+/// chunks (it was the busiest thread of a map: it both encoded every item and read every
+/// result). The handler has just read the answer's text from the results queue, so the text is
+/// still in its core's cache.
+trait ChunkReader: Send {
+    /// Reads the answer to the chunk of `len` items starting at item `start`.
+    fn read(&mut self, start: usize, len: usize, text: String) -> Result<(), String>;
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
+}
+
+/// The results of a `map` as `R`s, read straight onto the end of the list: a chunk that ends
+/// before the ones in front of it waits as text for its turn. So the list is written once, item
+/// after item, and holds no placeholder (filling 100,000 placeholders first was, with their
+/// page faults, a third of a first map's time).
+struct InOrder<R> {
+    values: Vec<R>,
+    early: HashMap<usize, (usize, String)>,
+}
+
+impl<R: DeserializeOwned + Send + 'static> ChunkReader for InOrder<R> {
+    fn read(&mut self, start: usize, len: usize, text: String) -> Result<(), String> {
+        self.early.insert(start, (len, text));
+        while let Some((len, text)) = self.early.remove(&self.values.len()) {
+            let read = for_each_item(&text, |value| {
+                self.values.push(value);
+                Ok(())
+            })?;
+            if read != len {
+                return Err(format!("{read} results for a chunk of {len} items"));
+            }
+        }
+        Ok(())
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+/// A submitted map: its handle, and its shared part and its number of items (`None` for no
+/// items).
+type SubmittedMap = (AsyncResult, Option<(Arc<MapShared>, usize)>);
+
+/// Where a map's results go.
+struct MapEnds {
+    reader: Option<Box<dyn ChunkReader>>,
+    callback: Option<Callback>,
+    error_callback: Option<ErrorCallback>,
 }
 
 /// What a worker answered: a value (`apply`), or a chunk's results as JSON text (`map`).
@@ -1081,7 +1287,7 @@ struct Shared {
     state: Mutex<State>,
     results: Queue<FromWorker>,
     /// Thread pools: the tasks submitted so far, found by name by the worker threads.
-    known: Mutex<HashMap<&'static str, TaskFn>>,
+    known: Mutex<HashMap<&'static str, &'static Task>>,
     /// Thread pools: set by `terminate`, so a worker skips the tasks it still holds.
     terminated: AtomicBool,
     /// A `Wake` is on its way to the handler: submitters need not send another.
@@ -1211,7 +1417,7 @@ impl Pool {
             poked: AtomicBool::new(false),
         });
         if let Some((task, _)) = &options.initializer {
-            lock(&shared.known).insert(task.name, task.run);
+            lock(&shared.known).insert(task.name, task);
         }
         // The handler thread starts the workers and outlives them all: a worker asks the kernel
         // to kill it when the *thread* that started it ends (PR_SET_PDEATHSIG), so the pool's
@@ -1319,55 +1525,40 @@ impl Pool {
     }
 
     /// Runs `task` on every item, in chunks, and returns the results in the items' order
-    /// (Python's `map`); the first error fails the whole call.
-    pub fn map<T: Serialize>(
+    /// (Python's `map`), each read as an `R`: a [`Value`], or whatever type the task's results
+    /// are (`let squares: Vec<u64> = pool.map(&SQUARE, 0..10)?`). The first error fails the
+    /// whole call, and so does a result that is not an `R`.
+    pub fn map<T: Serialize, R: DeserializeOwned + Send + 'static>(
         &self,
         task: &'static Task,
         items: impl IntoIterator<Item = T>,
-    ) -> Result<Vec<Value>, PoolError> {
+    ) -> Result<Vec<R>, PoolError> {
         self.map_chunked(task, items, None)
     }
 
     /// [`Pool::map`] with a chosen chunk size (items per task sent to a worker); `None` chooses
     /// as Python does (the items split into about four chunks per worker).
-    pub fn map_chunked<T: Serialize>(
+    pub fn map_chunked<T: Serialize, R: DeserializeOwned + Send + 'static>(
         &self,
         task: &'static Task,
         items: impl IntoIterator<Item = T>,
         chunksize: Option<usize>,
-    ) -> Result<Vec<Value>, PoolError> {
-        let (handle, map) = self.submit_map(task, items, chunksize, None, None, true)?;
-        let Some((map, n)) = map else {
-            return match handle.take()? {
-                Value::Array(values) => Ok(values),
-                other => Ok(vec![other]),
-            };
-        };
-        // This thread reads the chunks' results as they come, while the workers run the rest.
-        let mut values = vec![Value::Null; n];
-        loop {
-            let next = {
-                let mut m = lock(&map.job);
-                loop {
-                    if let Some(next) = m.to_read.as_mut().and_then(VecDeque::pop_front) {
-                        break Some(next);
-                    }
-                    if m.finished {
-                        break None;
-                    }
-                    m = map.arrived.wait(m).unwrap_or_else(|e| e.into_inner());
-                }
-            };
-            let Some((start, len, text)) = next else { break };
-            fill(&mut values[start..start + len], &text).map_err(|e| {
-                PoolError::Broken(format!(
-                    "a worker's answer to a chunk of map({}): {e}",
-                    task.name
-                ))
-            })?;
-        }
+    ) -> Result<Vec<R>, PoolError> {
+        let reader: Box<dyn ChunkReader> =
+            Box::new(InOrder::<R> { values: Vec::new(), early: HashMap::new() });
+        let ends = MapEnds { reader: Some(reader), callback: None, error_callback: None };
+        let (handle, map) = self.submit_map(task, items, chunksize, ends)?;
         handle.take()?;
-        Ok(values)
+        let Some((map, n)) = map else { return Ok(Vec::new()) };
+        let reader = lock(&map.job).reader.take();
+        let broken = |e: String| {
+            PoolError::Broken(format!("a worker's answer to a chunk of map({}): {e}", task.name))
+        };
+        match reader.map(|r| r.into_any().downcast::<InOrder<R>>()) {
+            Some(Ok(read)) if read.values.len() == n => Ok(read.values),
+            Some(Ok(read)) => Err(broken(format!("{} results for {n} items", read.values.len()))),
+            _ => Err(broken("its results were lost".into())),
+        }
     }
 
     /// Like [`Pool::map`], returning at once; the handle's value is the list of results.
@@ -1379,26 +1570,49 @@ impl Pool {
         callback: Option<Callback>,
         error_callback: Option<ErrorCallback>,
     ) -> Result<AsyncResult, PoolError> {
-        Ok(self.submit_map(task, items, chunksize, callback, error_callback, false)?.0)
+        let ends = MapEnds { reader: None, callback, error_callback };
+        Ok(self.submit_map(task, items, chunksize, ends)?.0)
     }
 
-    /// Submits a map; with `caller_reads`, its caller reads the results (see [`MapJob`]) and
-    /// gets the map's shared part and its length back (`None` for no items).
-    #[allow(clippy::type_complexity)]
+    /// Submits a map, whose results go to `ends`: a reader (`map`), or a list of values and the
+    /// callbacks (`map_async`).
     fn submit_map<T: Serialize>(
         &self,
         task: &'static Task,
         items: impl IntoIterator<Item = T>,
         chunksize: Option<usize>,
-        callback: Option<Callback>,
-        error_callback: Option<ErrorCallback>,
-        caller_reads: bool,
-    ) -> Result<(AsyncResult, Option<(Arc<MapShared>, usize)>), PoolError> {
-        let items: Vec<T> = items.into_iter().collect();
+        ends: MapEnds,
+    ) -> Result<SubmittedMap, PoolError> {
+        // Items whose number is known (a range, a list) are encoded straight from where they
+        // are; others are first collected to be counted, as Python's map makes a list of an
+        // iterable that has no len().
+        let items = items.into_iter();
+        match items.size_hint() {
+            (low, Some(high)) if low == high => {
+                self.submit_map_of(task, low, items, chunksize, ends)
+            }
+            _ => {
+                let items: Vec<T> = items.collect();
+                let n = items.len();
+                let items = items.into_iter();
+                self.submit_map_of(task, n, items, chunksize, ends)
+            }
+        }
+    }
+
+    /// [`Pool::submit_map`] of `n` items.
+    fn submit_map_of<T: Serialize>(
+        &self,
+        task: &'static Task,
+        n: usize,
+        mut items: impl Iterator<Item = T>,
+        chunksize: Option<usize>,
+        ends: MapEnds,
+    ) -> Result<SubmittedMap, PoolError> {
         self.remember(task);
-        let n = items.len();
         let chunksize = chunksize.unwrap_or_else(|| default_chunksize(n, self.shared.size)).max(1);
-        let values = if caller_reads { Vec::new() } else { vec![Value::Null; n] };
+        let MapEnds { reader, callback, error_callback } = ends;
+        let values = if reader.is_some() { Vec::new() } else { vec![Value::Null; n] };
         let mut st = lock(&self.shared.state);
         st.check_open()?;
         let map_id = st.next_id;
@@ -1414,13 +1628,12 @@ impl Pool {
             job: Mutex::new(MapJob {
                 slot: slot.clone(),
                 values,
-                to_read: caller_reads.then(VecDeque::new),
+                reader,
                 chunks_left: chunks,
                 callback,
                 error_callback,
                 finished: false,
             }),
-            arrived: Condvar::new(),
         });
         // Every chunk is a job from now on (so `close` waits for all of them), but reaches the
         // backlog only once encoded: each chunk is encoded here, once, in the caller's thread,
@@ -1428,21 +1641,28 @@ impl Pool {
         // encoded. The handler only writes a chunk's text to a worker's inbox.
         let first_id = st.next_id;
         st.next_id += chunks as u64;
-        for (c, part) in items.chunks(chunksize).enumerate() {
-            let sink = Sink::Chunk { map: map.clone(), start: c * chunksize, len: part.len() };
+        let part_len = |c: usize| chunksize.min(n - c * chunksize);
+        for c in 0..chunks {
+            let sink = Sink::Chunk { map: map.clone(), start: c * chunksize, len: part_len(c) };
             st.jobs.insert(first_id + c as u64, Job { task: task.name, sink });
         }
         drop(st);
-        for (c, part) in items.chunks(chunksize).enumerate() {
+        for c in 0..chunks {
             let id = first_id + c as u64;
-            let encoded = encode_list(part);
+            let (first, len) = (c * chunksize, part_len(c));
+            // An iterator that gives another number of items than it said fails the map.
+            let encoded = encode_list(&mut items, len).map_err(|e| e.to_string()).and_then(
+                |(text, count)| match count == len && (c + 1 < chunks || items.next().is_none()) {
+                    true => Ok(text),
+                    false => Err(format!("the items' iterator did not give the {n} it said")),
+                },
+            );
             let mut st = lock(&self.shared.state);
             if !st.jobs.contains_key(&id) {
                 break; // terminated (or broken) meanwhile: the map has already failed
             }
             match encoded {
                 Ok(items) => {
-                    let (first, len) = (c * chunksize, part.len());
                     let wire =
                         ToWorker::Chunk { id, task: task.name.to_string(), items, first, len };
                     st.backlog.push_back(Pending { id, wire });
@@ -1514,7 +1734,7 @@ impl Pool {
 
     fn remember(&self, task: &'static Task) {
         if matches!(self.shared.workers, Workers::Threads) {
-            lock(&self.shared.known).insert(task.name, task.run);
+            lock(&self.shared.known).insert(task.name, task);
         }
     }
 }
@@ -1772,7 +1992,6 @@ impl Shared {
                     Err(e) => Err(e),
                 };
                 m.finished = true;
-                map.arrived.notify_all();
                 Some(Completion {
                     slot: m.slot.clone(),
                     outcome,
@@ -1821,12 +2040,11 @@ impl Shared {
         if m.finished {
             return FromWorker::Filled { w, id, us };
         }
-        if let Some(queue) = m.to_read.as_mut() {
-            queue.push_back((start, len, text));
-            map.arrived.notify_all();
-            return FromWorker::Filled { w, id, us };
-        }
-        match fill(&mut m.values[start..start + len], &text) {
+        let read = match m.reader.as_mut() {
+            Some(reader) => reader.read(start, len, text),
+            None => fill(&mut m.values[start..start + len], &text),
+        };
+        match read {
             Ok(()) => FromWorker::Filled { w, id, us },
             Err(e) => FromWorker::ChunkDone {
                 w,
@@ -2178,13 +2396,152 @@ mod tests {
     fn map_returns_results_in_the_order_of_the_items_whatever_the_chunks() {
         let pool = ThreadPool::new(3).unwrap();
         for chunksize in [None, Some(1), Some(7), Some(1000)] {
-            let got = pool.map_chunked(&SQUARE, 0..100, chunksize).unwrap();
+            let got: Vec<Value> = pool.map_chunked(&SQUARE, 0..100, chunksize).unwrap();
             let want: Vec<Value> = (0..100i64).map(|i| json!(i * i)).collect();
             assert_eq!(got, want, "chunksize {chunksize:?}");
+            let typed: Vec<u64> = pool.map_chunked(&SQUARE, 0..100, chunksize).unwrap();
+            assert_eq!(typed, (0..100u64).map(|i| i * i).collect::<Vec<_>>());
         }
-        assert_eq!(pool.map(&SQUARE, Vec::<i64>::new()).unwrap(), Vec::<Value>::new());
-        let err = pool.map(&SQUARE, vec![json!(1), json!("x"), json!(3)]).unwrap_err();
+        assert_eq!(pool.map::<_, Value>(&SQUARE, Vec::<i64>::new()).unwrap(), Vec::<Value>::new());
+        let err = pool.map::<_, Value>(&SQUARE, vec![json!(1), json!("x"), json!(3)]).unwrap_err();
         assert!(err.to_string().contains("on item 1"), "{err}");
+        // A result that is not the type asked for fails the map, with serde's words.
+        let err = pool.map::<_, i8>(&SQUARE, [3, 30]).unwrap_err();
+        assert!(err.to_string().contains("900"), "{err}");
+    }
+
+    fn typed_square(x: i64) -> anyhow::Result<i64> {
+        anyhow::ensure!(x != 13, "unlucky");
+        assert_ne!(x, 14, "a panic on 14");
+        Ok(x * x)
+    }
+    static TYPED_SQUARE: Task = crate::typed_task!("typed-square", typed_square);
+    static TYPED_PAIR: Task =
+        crate::typed_task!("typed-pair", |(name, n): (String, u32)| Ok(format!("{name}{n}")));
+
+    #[test]
+    fn a_typed_task_takes_and_gives_its_own_types_in_map_and_json_in_apply() {
+        let pool = ThreadPool::new(2).unwrap();
+        for chunksize in [None, Some(1), Some(5)] {
+            let got: Vec<i64> = pool.map_chunked(&TYPED_SQUARE, 0..13, chunksize).unwrap();
+            assert_eq!(got, (0..13).map(|x| x * x).collect::<Vec<_>>(), "chunksize {chunksize:?}");
+            let got: Vec<Value> = pool.map_chunked(&TYPED_SQUARE, -3..3, chunksize).unwrap();
+            assert_eq!(got, [9, 4, 1, 0, 1, 4].map(|x| json!(x)));
+        }
+        let pairs = [("a", 1), ("b\"q", 2)];
+        assert_eq!(pool.map::<_, String>(&TYPED_PAIR, pairs).unwrap(), ["a1", "b\"q2"]);
+        assert_eq!(pool.apply(&TYPED_SQUARE, 7).unwrap(), json!(49));
+        assert_eq!(pool.apply(&TYPED_PAIR, ("x", 3)).unwrap(), json!("x3"));
+        // Its errors, its panics and its arguments of the wrong type are the item's errors.
+        for (items, what) in [
+            (vec![json!(12), json!(13)], "on item 1: unlucky"),
+            (vec![json!(1), json!(2), json!(14)], "on item 2: panicked: assertion"),
+            (vec![json!(1), json!("x")], "on item 1: not an argument of type i64"),
+            (vec![json!(1), json!(2.5)], "on item 1: not an argument of type i64"),
+        ] {
+            let err = pool.map::<_, i64>(&TYPED_SQUARE, &items).unwrap_err();
+            assert!(err.to_string().contains(what), "{items:?}: {err}");
+        }
+        let err = pool.apply(&TYPED_SQUARE, "x").unwrap_err();
+        assert!(err.to_string().contains("not an argument of type i64"), "{err}");
+        pool.close();
+        pool.join().unwrap();
+    }
+
+    /// Says it holds `said` items and gives `gives`.
+    struct Liar {
+        said: usize,
+        gives: std::ops::Range<usize>,
+    }
+
+    impl Iterator for Liar {
+        type Item = usize;
+        fn next(&mut self) -> Option<usize> {
+            self.gives.next()
+        }
+        fn size_hint(&self) -> (usize, Option<usize>) {
+            (self.said, Some(self.said))
+        }
+    }
+
+    #[test]
+    fn items_are_encoded_from_where_they_are_and_a_wrong_count_fails_the_map() {
+        let pool = ThreadPool::new(2).unwrap();
+        // Without an exact size, the items are collected first.
+        let odd = (0..12).filter(|x| x % 2 == 1);
+        let got: Vec<i64> = pool.map_chunked(&TYPED_SQUARE, odd, Some(3)).unwrap();
+        assert_eq!(got, [1, 9, 25, 49, 81, 121]);
+        for (said, gives) in [(10, 0..7), (10, 0..12), (1, 0..2)] {
+            let liar = Liar { said, gives: gives.clone() };
+            let err = pool.map_chunked::<_, i64>(&TYPED_SQUARE, liar, Some(4)).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("did not give the {said} it said")),
+                "{said} said, {gives:?} given: {err}"
+            );
+        }
+        // The pool is still good.
+        assert_eq!(pool.map::<_, i64>(&TYPED_SQUARE, 0..3).unwrap(), [0, 1, 4]);
+        pool.close();
+        pool.join().unwrap();
+    }
+
+    /// Reads `text` with [`for_each_item`] as a list of `R`, or serde_json's error.
+    fn read_list<R: DeserializeOwned>(text: &str) -> Result<Vec<R>, String> {
+        let mut got = Vec::new();
+        for_each_item(text, |v| {
+            got.push(v);
+            Ok(())
+        })?;
+        Ok(got)
+    }
+
+    #[test]
+    fn a_list_read_as_a_type_reads_as_serde_json_reads_it() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        enum Colour {
+            Red,
+            Blue,
+        }
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Meters(f64);
+        fn same<R: DeserializeOwned + PartialEq + fmt::Debug>(text: &str) {
+            let ours = read_list::<R>(text);
+            let theirs = serde_json::from_str::<Vec<R>>(text).map_err(|e| e.to_string());
+            assert_eq!(ours.is_ok(), theirs.is_ok(), "{text} as {}", std::any::type_name::<R>());
+            if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+                assert_eq!(ours, theirs, "{text} as {}", std::any::type_name::<R>());
+            }
+        }
+        let lists = [
+            "[0,1,255,256,18446744073709551615]",
+            "[-1,-128,-129,1.5,-0.0,1e3]",
+            "[\"a\",\"q\\\"uote\",\"\",\"ü\"]",
+            "[true,false,null,1]",
+            "[\"Red\",\"Blue\",\"Green\"]",
+            "[[1,2],{\"k\":1}]",
+        ];
+        // Each list whole, and each of its elements alone (a list of mixed elements fails as a
+        // whole for most types).
+        let alone = lists.iter().flat_map(|list| {
+            let elements: Vec<Value> = serde_json::from_str(list).unwrap();
+            elements.into_iter().map(|e| format!("[{e}]"))
+        });
+        for text in lists.iter().map(|l| l.to_string()).chain(alone) {
+            let text = text.as_str();
+            same::<Value>(text);
+            same::<u64>(text);
+            same::<u8>(text);
+            same::<i8>(text);
+            same::<i64>(text);
+            same::<f64>(text);
+            same::<Meters>(text);
+            same::<String>(text);
+            same::<bool>(text);
+            same::<Option<u64>>(text);
+            same::<Option<String>>(text);
+            same::<()>(text);
+            same::<Colour>(text);
+        }
     }
 
     #[test]
@@ -2200,25 +2557,21 @@ mod tests {
                 serde_json::to_string(&list).unwrap(),
                 serde_json::to_string_pretty(&list).unwrap(),
             ] {
-                let mut got = Vec::new();
-                for_each_item(&text, |v| {
-                    got.push(v);
-                    Ok(())
-                })
-                .unwrap();
+                let got = read_list::<Value>(&text).unwrap();
                 assert_eq!(Value::Array(got), list, "{text}");
             }
         }
         for bad in ["", "[", "[1,", "[1 2]", "[01]", "[1]x", "{}", "[,]", "[1,]", "[tru]", "[\"a]"]
         {
-            assert!(for_each_item(bad, |_| Ok(())).is_err(), "{bad:?} was read");
+            assert!(read_list::<Value>(bad).is_err(), "{bad:?} was read");
+            assert!(read_list::<u64>(bad).is_err(), "{bad:?} was read as numbers");
         }
     }
 
     #[test]
     fn a_chunk_travels_as_its_list_text_and_every_other_message_as_json() {
         let inbox: Queue<ToWorker> = Queue::with_max_message(0, MAX_MESSAGE).unwrap();
-        let items = encode_list(&(0..20_000).collect::<Vec<u64>>()).unwrap();
+        let (items, _) = encode_list(&mut (0..20_000u64), 20_000).unwrap();
         let mut chunk =
             ToWorker::Chunk { id: 7, task: "echo".into(), items: items.clone(), first: 3, len: 2 };
         send_to_worker(&inbox, &mut chunk).unwrap();
@@ -2271,7 +2624,7 @@ mod tests {
         let r = pool.apply_async(&NAP, 20).unwrap();
         pool.close();
         assert_eq!(pool.apply_async(&SQUARE, 2).unwrap_err(), PoolError::NotRunning);
-        assert_eq!(pool.map(&SQUARE, [1]).unwrap_err(), PoolError::NotRunning);
+        assert_eq!(pool.map::<_, Value>(&SQUARE, [1]).unwrap_err(), PoolError::NotRunning);
         pool.join().unwrap();
         assert!(r.ready(), "join waited for the task submitted before close");
         assert_eq!(r.successful(), Ok(true));
