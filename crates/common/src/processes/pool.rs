@@ -60,8 +60,10 @@
 //! A chunk of `map` (Python's default size: the items split into about four chunks per
 //! worker) is one frame each way, as Python sends one pickle per chunk:
 //! - the caller's thread encodes each chunk's items straight into the JSON text of one list,
-//!   once, from where they are (a range or a list is not copied first), and hands chunks to
-//!   the workers as they are encoded;
+//!   once, from where they are (a range or a list is not copied first), and writes each to a
+//!   worker's inbox itself as soon as it is encoded, if a worker can take it by the rules
+//!   above (otherwise the handler does, once a worker frees up): no wake-up of another thread
+//!   between a chunk and its worker;
 //! - the worker reads the list item by item, runs the task on each as it goes and writes each
 //!   result straight into its answer's text: a typed task's items are read straight into its
 //!   argument type, and its results written from theirs, with no [`Value`] between;
@@ -79,9 +81,9 @@
 //! with that worker's error.
 //!
 //! What a `map` of 100,000 small numbers costs (CPU of all the processes, on the benchmark's
-//! 2-core machine): about 37 ns an item with a typed task and typed results, 72 ns through
+//! 2-core machine): about 35 ns an item with a typed task and typed results, 70 ns through
 //! [`Value`]s, against about 230 for CPython's `Pool.map`. The first `map` on a new pool costs
-//! more, about 56 and 140 ns: the page faults of the memory its results take (a `Value` is 72
+//! more, about 50 and 135 ns: the page faults of the memory its results take (a `Value` is 72
 //! bytes, a `u64` 8) and of the pages a forked worker shares with its parent until one of them
 //! writes (copy-on-write).
 //!
@@ -1135,6 +1137,8 @@ struct MapJob {
 /// result). The handler has just read the answer's text from the results queue, so the text is
 /// still in its core's cache.
 trait ChunkReader: Send {
+    /// Makes room for the map's `n` results, once they are counted.
+    fn expect(&mut self, n: usize);
     /// Reads the answer to the chunk of `len` items starting at item `start`.
     fn read(&mut self, start: usize, len: usize, text: String) -> Result<(), String>;
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
@@ -1150,6 +1154,10 @@ struct InOrder<R> {
 }
 
 impl<R: DeserializeOwned + Send + 'static> ChunkReader for InOrder<R> {
+    fn expect(&mut self, n: usize) {
+        self.values.reserve_exact(n);
+    }
+
     fn read(&mut self, start: usize, len: usize, text: String) -> Result<(), String> {
         self.early.insert(start, (len, text));
         while let Some((len, text)) = self.early.remove(&self.values.len()) {
@@ -1611,7 +1619,10 @@ impl Pool {
     ) -> Result<SubmittedMap, PoolError> {
         self.remember(task);
         let chunksize = chunksize.unwrap_or_else(|| default_chunksize(n, self.shared.size)).max(1);
-        let MapEnds { reader, callback, error_callback } = ends;
+        let MapEnds { mut reader, callback, error_callback } = ends;
+        if let Some(reader) = reader.as_mut() {
+            reader.expect(n);
+        }
         let values = if reader.is_some() { Vec::new() } else { vec![Value::Null; n] };
         let mut st = lock(&self.shared.state);
         st.check_open()?;
@@ -1638,7 +1649,7 @@ impl Pool {
         // Every chunk is a job from now on (so `close` waits for all of them), but reaches the
         // backlog only once encoded: each chunk is encoded here, once, in the caller's thread,
         // straight from the items, and the workers start on the first while the rest are
-        // encoded. The handler only writes a chunk's text to a worker's inbox.
+        // encoded.
         let first_id = st.next_id;
         st.next_id += chunks as u64;
         let part_len = |c: usize| chunksize.min(n - c * chunksize);
@@ -1684,8 +1695,15 @@ impl Pool {
                     return Ok((AsyncResult { slot }, Some((map, n))));
                 }
             }
+            // This thread gives the chunk to a worker itself, if one can take it now, rather
+            // than waking the handler to do it: a wake-up less between a chunk's encoding and
+            // its worker, and the chunk's buffer is freed here, to be reused by the next one.
+            self.shared.dispatch(&mut st);
+            let waiting = !st.backlog.is_empty();
             drop(st);
-            self.shared.poke();
+            if waiting {
+                self.shared.poke();
+            }
         }
         Ok((AsyncResult { slot }, Some((map, n))))
     }
