@@ -184,7 +184,7 @@ pub type TaskFn = fn(Value) -> anyhow::Result<Value>;
 
 /// What a typed task does with a chunk of `map` (see [`typed_task!`]): the chunk's JSON list
 /// of items in (with the place of its first item in the whole `map`, and how many it holds),
-/// the JSON list of their results out, or the first item's error.
+/// the JSON list of their results out, or the error of the first item that failed.
 pub type ChunkFn = fn(&str, usize, usize) -> Result<String, String>;
 
 /// A named function a pool can run: what Python's `apply_async(f, args)` sends is `f`'s name.
