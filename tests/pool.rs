@@ -362,6 +362,31 @@ fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
     support::kill_random_children(BIN, parts, 2, ms(400), ms(20_000), 12);
 }
 
+/// A worker killed in the middle of `map` (SIGKILL, as the OOM killer does): does the map wait
+/// for ever for the chunk it held, as Python's `Pool.map` does? No: the map fails with that
+/// worker's error (which worker, which signal, which task), the demo says what was lost and
+/// exits 1, and every process is gone.
+#[test]
+fn a_worker_killed_during_map_fails_the_map_with_that_workers_error() {
+    // Slowed down so that at the first result of map every other item still sleeps a second
+    // or more in its worker.
+    let mut demo = Demo::start(BIN, &["--json", "get", "--speed", "0.5"]);
+    demo.wait_event("square_done");
+    let workers = support::descendants(demo.pid());
+    assert!(!workers.is_empty(), "the pool's workers are the demo's children");
+    for pid in &workers {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::SIGKILL);
+    }
+    let out = demo.finish_within(std::time::Duration::from_secs(20));
+    out.assert_code(1).assert_nothing_left();
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("task square") && said.contains("was killed by SIGKILL"),
+        "the map's error names the task and the signal: {said}"
+    );
+    assert!(out.named("map_result").is_empty(), "no result of a map that lost a chunk");
+}
+
 /// Can a typo in a count start thousands of workers or hold a hundred million tasks? No:
 /// every count flag has a cap (the tasks are refused beyond it rather than run in growing
 /// memory), given in --help, and beyond it the demo exits 2 before anything starts.
