@@ -254,7 +254,11 @@ pub fn run_typed<A: DeserializeOwned, R: Serialize>(
     Ok(serde_json::to_value(f(args)?)?)
 }
 
-/// A typed task's function, run on a chunk of `map` (see [`typed_task!`] and [`run_chunk`]).
+/// A typed task's function, run on a chunk of `map` (see [`typed_task!`]) *while the list is
+/// read*, writing each result straight into the JSON text of the answer: no list of items and
+/// no list of results is built on the way (the profile of `map` was mostly such lists:
+/// allocating, growing, copying, freeing), and one `catch_unwind` guards the whole chunk rather
+/// than each item. The first failing item fails the chunk, naming its index in the whole `map`.
 #[doc(hidden)]
 pub fn run_typed_chunk<A: DeserializeOwned, R: Serialize>(
     f: impl Fn(A) -> anyhow::Result<R>,
@@ -623,33 +627,9 @@ fn run_one(run: TaskFn, args: Value) -> Result<Value, String> {
     }
 }
 
-/// Runs `run` on each item of a chunk *while the list is read*, writing each result straight
-/// into the JSON text of the answer: no list of items and no list of results is built on the
-/// way (the profile of `map` was mostly such lists: allocating, growing, copying, freeing), and
-/// one `catch_unwind` guards the whole chunk rather than each item. The first failing item
-/// fails the chunk, naming its index in the whole `map`.
+/// Runs a [`Task::new`] task on a chunk of `map`: as a typed task on [`Value`]s.
 fn run_chunk(run: TaskFn, items: &str, first: usize, len: usize) -> Result<String, String> {
-    let mut out = Vec::with_capacity(items.len() + 2);
-    out.push(b'[');
-    let mut at = 0;
-    let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        for_each_item(items, |item| {
-            let value = run(item).map_err(|e| format!("on item {}: {e:#}", first + at))?;
-            if at > 0 {
-                out.push(b',');
-            }
-            at += 1;
-            match value.as_u64() {
-                Some(n) => {
-                    push_u64(&mut out, n);
-                    Ok(())
-                }
-                None => serde_json::to_writer(Text(&mut out), &value)
-                    .map_err(|e| format!("a result: {e}")),
-            }
-        })
-    }));
-    chunk_outcome(counted, out, first + at, len)
+    run_typed_chunk(run, items, first, len)
 }
 
 /// A chunk's answer, once its items have been run: the list's text (`out`, closed here), or
@@ -684,13 +664,6 @@ fn encode_list<T: Serialize>(
     let mut json = serde_json::Serializer::new(Text(&mut text));
     serde::Serializer::collect_seq(&mut json, items.take(len).inspect(|_| count += 1))?;
     Ok((String::from_utf8(text).expect("serde_json writes UTF-8"), count))
-}
-
-/// Writes `n` in decimal, as serde_json would (with the same crate): the common result of
-/// `map`, without the way through `Serialize`.
-#[inline]
-fn push_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// The buffer a list's JSON text is written into. serde_json writes an item in small pieces (a
