@@ -33,6 +33,7 @@
 //!   one per process or one per thread.
 //! - [`locks`]: who holds a file lock and who waits for it, from `/proc/locks`.
 //! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`, `--predict`).
+//! - [`phase`]: one call marks a step or a span, for the stepper (`--step`) and the tracer.
 //! - [`predict`]: a question before the reveal, judged against what happened in this run.
 //! - [`demo`]: the `main` every demo shares: guard, flags, signals, errors to exit codes.
 //!
@@ -44,5 +45,8 @@ pub mod present;
 pub mod processes;
 pub mod threads;
 
-pub use present::{cli, demo, locks, predict, ps, report, timeline};
+pub use present::{cli, demo, locks, phase, predict, ps, report, timeline};
+
 pub use processes::{daemonize, forkserver, pool, process, queue, signals, startcost, store};
+#[doc(hidden)]
+pub use serde_json as __serde_json;

@@ -79,10 +79,10 @@ impl CommonArgs {
     pub fn hold(&self, moment: &str, pids: &[i32]) {
         let Some(seconds) = self.hold else { return };
         let command = crate::ps::ps_command(pids);
-        report::event(
+        crate::event!(
             "hold",
-            json!({ "moment": moment, "seconds": seconds, "pids": pids, "command": command }),
-            format!("holding {seconds}s at: {moment}\n  in another terminal run: {command}"),
+            { "moment": moment, "seconds": seconds, "pids": pids, "command": command },
+            "holding {seconds}s at: {moment}\n  in another terminal run: {command}"
         );
         std::thread::sleep(Duration::from_secs_f64(seconds));
     }
@@ -94,10 +94,10 @@ impl CommonArgs {
     pub fn hold_threads(&self, moment: &str, pid: i32) {
         let Some(seconds) = self.hold else { return };
         let command = crate::ps::ps_threads_command(pid);
-        report::event(
+        crate::event!(
             "hold",
-            json!({ "moment": moment, "seconds": seconds, "pids": [pid], "command": command }),
-            format!("holding {seconds}s at: {moment}\n  in another terminal run: {command}"),
+            { "moment": moment, "seconds": seconds, "pids": [pid], "command": command },
+            "holding {seconds}s at: {moment}\n  in another terminal run: {command}"
         );
         std::thread::sleep(Duration::from_secs_f64(seconds));
     }

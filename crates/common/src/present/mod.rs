@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod demo;
 pub mod locks;
+pub mod phase;
 pub mod predict;
 pub mod ps;
 pub mod report;

@@ -260,6 +260,26 @@ pub fn event(event: &str, data: Value, text: impl Display) {
     write_stdout(line.as_bytes());
 }
 
+/// Says a line once: the event's name, its fields and the people's text in one call.
+///
+/// ```ignore
+/// common::event!("bought", { "before": before, "after": after },
+///                "bought a ticket ({before} -> {after})");
+/// ```
+///
+/// The fields are `serde_json::json!` object syntax; the text is `format!` syntax. It is
+/// [`event`] with the `json!` and `format!` written for you.
+#[macro_export]
+macro_rules! event {
+    ($name:expr, { $($fields:tt)* }, $($text:tt)+) => {
+        $crate::report::event(
+            $name,
+            $crate::__serde_json::json!({ $($fields)* }),
+            ::std::format!($($text)+),
+        )
+    };
+}
+
 /// Prose for people: an explanation or a result in words. In JSON mode it is the event `say`,
 /// so that standard output stays one JSON object per line.
 pub fn say(text: impl Display) {
