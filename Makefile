@@ -1,7 +1,7 @@
 # concurrency-demos — run `make help` for the list of targets.
 CARGO ?= cargo
-# Every demo crate under crates/ (the shared library and the benchmark are not demos).
-DEMOS := $(filter-out common bench tour,$(notdir $(patsubst %/,%,$(wildcard crates/*/))))
+# The demo crates, as crates/demos.txt lists them (its lines that are a crate's name).
+DEMOS := $(shell sed -n 's/^\([a-z][a-z0-9-]*\)$$/\1/p' crates/demos.txt)
 
 .PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics demo-joinable-queue demo-pool demo-threads demo-gil demo-deadlock demo-semaphore demo-event demo-thread-queue demo-ipc demo-coroutine demo-io-models
 

@@ -138,16 +138,12 @@ fn bad_flags_exit_2_naming_the_flag() {
     assert!(out.stderr.contains("--answer"), "{}", out.stderr);
 }
 
-/// The demo crates: every folder of `crates/` but the library, the benchmark and the tour.
+/// The demo crates: the list in `crates/demos.txt` (every other crate is a library or a tool).
 fn demo_crates(root: &Path) -> Vec<String> {
-    let mut demos: Vec<String> = std::fs::read_dir(root.join("crates"))
-        .expect("reading crates/")
-        .flatten()
-        .filter(|e| e.path().join("Cargo.toml").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| !["common", "bench", "tour"].contains(&name.as_str()))
-        .collect();
-    demos.sort();
+    let demos: Vec<String> = common::demo::demos().into_iter().map(String::from).collect();
+    for demo in &demos {
+        assert!(root.join("crates").join(demo).join("Cargo.toml").is_file(), "crates/{demo}");
+    }
     demos
 }
 

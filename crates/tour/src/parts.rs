@@ -477,3 +477,17 @@ pub fn demos() -> Vec<&'static str> {
     }
     seen
 }
+
+#[cfg(test)]
+mod tests {
+    /// The tour and `crates/demos.txt` name the same demos: a new demo crate gets its parts
+    /// here, and no part names a crate that is not a demo.
+    #[test]
+    fn the_tour_covers_every_demo_of_the_list_and_nothing_else() {
+        let mut listed = common::demo::demos();
+        let mut toured = super::demos();
+        listed.sort_unstable();
+        toured.sort_unstable();
+        assert_eq!(toured, listed);
+    }
+}

@@ -18,6 +18,17 @@ use clap::Parser;
 use crate::cli::CommonArgs;
 use crate::{process, report, signals};
 
+/// The demo crates, in the order `crates/demos.txt` lists them: the one list that the
+/// Makefile's demo targets, the tour and the tests read. A crate not listed there (this
+/// library, the benchmark, the tour) is not a demo.
+pub fn demos() -> Vec<&'static str> {
+    include_str!("../../../demos.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
 /// A demo's command line: it carries the shared flags.
 pub trait DemoCli: Parser {
     /// The shared flags, flattened into the demo's own.
