@@ -62,7 +62,7 @@ mod three_ways;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::{CommonArgs, parse_count_up_to};
+use common::cli::{CommonArgs, count_in};
 
 /// The notes' ten tasks.
 const TASKS: usize = 10;
@@ -90,27 +90,27 @@ struct Cli {
 
     /// Tasks in the executor part (1 to 10000)
     #[arg(long, global = true, value_name = "N", default_value_t = TASKS,
-          value_parser = |t: &str| parse_count_up_to(t, 10_000))]
+          value_parser = count_in(1..=10_000))]
     tasks: usize,
 
     /// CPU time of each CPU-bound task in the executor part, in ms (1 to 1000)
     #[arg(long, global = true, value_name = "MS", default_value_t = CPU_MS,
-          value_parser = |t: &str| parse_count_up_to(t, 1000).map(|n| n as u64))]
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
     cpu_ms: u64,
 
     /// Switches measured for each way in the three-ways part (1 to 10000000)
     #[arg(long, global = true, value_name = "N", default_value_t = SWITCHES,
-          value_parser = |t: &str| parse_count_up_to(t, 10_000_000))]
+          value_parser = count_in(1..=10_000_000))]
     switches: usize,
 
     /// Steps of each CPU-bound task in the switch part (1 to 10000000)
     #[arg(long, global = true, value_name = "N", default_value_t = SWITCH_STEPS,
-          value_parser = |t: &str| parse_count_up_to(t, 10_000_000))]
+          value_parser = count_in(1..=10_000_000))]
     switch_steps: usize,
 
     /// The synchronous call's countdown in the calls part (1 to 10000000000)
     #[arg(long, global = true, value_name = "N", default_value_t = COUNTDOWN,
-          value_parser = |t: &str| parse_count_up_to(t, 10_000_000_000).map(|n| n as u64))]
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000_000))]
     countdown: u64,
 }
 

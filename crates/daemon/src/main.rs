@@ -70,7 +70,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use common::cli::CommonArgs;
+use common::cli::{CommonArgs, number_in};
 use common::daemonize;
 
 use crate::unix_daemon::Paths;
@@ -126,7 +126,7 @@ enum Cmd {
     Start {
         /// Seconds between the heartbeat lines the daemon writes to its log
         #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HEARTBEAT_SECS,
-              value_parser = parse_secs)]
+              value_parser = number_in(0.01..=3600.0, "a number of seconds"))]
         heartbeat: f64,
     },
     /// Part B: is the daemon running? Its pid, state, uptime, session and terminal
@@ -135,7 +135,7 @@ enum Cmd {
     Stop {
         /// Seconds to wait for the daemon to exit after SIGTERM
         #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STOP_TIMEOUT_SECS,
-              value_parser = parse_secs)]
+              value_parser = number_in(0.01..=3600.0, "a number of seconds"))]
         timeout: f64,
     },
 }
@@ -150,13 +150,6 @@ to `start` stops the launcher, never the daemon: that is what a daemon is for.
 ",
     include_str!("differences.txt")
 );
-
-fn parse_secs(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.01..=3600.0).contains(&s) => Ok(s),
-        _ => Err(format!("{text:?} is not a number of seconds from 0.01 to 3600")),
-    }
-}
 
 fn main() -> ExitCode {
     common::demo::main(

@@ -108,7 +108,7 @@ mod scene;
 mod self_lock;
 
 use clap::{Parser, Subcommand};
-use common::cli::CommonArgs;
+use common::cli::{CommonArgs, count_in};
 
 /// Part 4: philosophers at the table (seats, forks) unless `--philosophers` says otherwise.
 const PHILOSOPHERS: usize = 5;
@@ -135,12 +135,12 @@ struct Cli {
 
     /// Part 4: philosophers (and forks) at the table, 2 to 32
     #[arg(long, global = true, value_name = "N", default_value_t = PHILOSOPHERS,
-          value_parser = parse_philosophers)]
+          value_parser = count_in(2..=MAX_PHILOSOPHERS))]
     philosophers: usize,
 
     /// Part 4: meals each philosopher eats in every fix, 1 to 1000
     #[arg(long, global = true, value_name = "N", default_value_t = MEALS,
-          value_parser = parse_meals)]
+          value_parser = count_in(1..=MAX_MEALS))]
     meals: usize,
 }
 
@@ -162,23 +162,6 @@ enum Cmd {
 impl common::demo::DemoCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
-    }
-}
-
-fn parse_philosophers(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (2..=MAX_PHILOSOPHERS).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{text:?} is not a number of philosophers from 2 to {MAX_PHILOSOPHERS} (one \
-             philosopher has two forks to himself and never deadlocks)"
-        )),
-    }
-}
-
-fn parse_meals(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=MAX_MEALS).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of meals from 1 to {MAX_MEALS}")),
     }
 }
 

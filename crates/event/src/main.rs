@@ -63,7 +63,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::CommonArgs;
+use common::cli::{CommonArgs, count_in, number_in};
 
 mod light;
 #[cfg(target_os = "linux")]
@@ -102,22 +102,22 @@ struct Cli {
 
     /// Cars at the traffic light (part 1), from 1 to 100
     #[arg(long, global = true, value_name = "N", default_value_t = CARS,
-          value_parser = |t: &str| parse_count(t, "cars", MAX_CARS))]
+          value_parser = count_in(1..=MAX_CARS))]
     cars: usize,
 
     /// The client's attempts, each an event.wait(timeout) (part 2), from 1 to 10
     #[arg(long, global = true, value_name = "N", default_value_t = TRIES,
-          value_parser = |t: &str| parse_count(t, "attempts", MAX_TRIES))]
+          value_parser = count_in(1..=MAX_TRIES))]
     tries: usize,
 
     /// The server's start-up time in the notes' seconds, scaled by --speed (part 2), 0 to 60
     #[arg(long, global = true, value_name = "SECS", default_value_t = SERVER_DELAY_S,
-          value_parser = parse_delay)]
+          value_parser = number_in(0.0..=60.0, "a number of seconds"))]
     server_delay: f64,
 
     /// Waiting processes (part 3), from 1 to 64
     #[arg(long, global = true, value_name = "N", default_value_t = WAITERS,
-          value_parser = |t: &str| parse_count(t, "waiters", MAX_WAITERS))]
+          value_parser = count_in(1..=MAX_WAITERS))]
     waiters: usize,
 }
 
@@ -134,20 +134,6 @@ enum Cmd {
 impl common::demo::DemoCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
-    }
-}
-
-fn parse_count(text: &str, what: &str, max: usize) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of {what} from 1 to {max}")),
-    }
-}
-
-fn parse_delay(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=60.0).contains(&s) => Ok(s),
-        _ => Err(format!("{text:?} is not a number of seconds from 0 to 60")),
     }
 }
 

@@ -92,7 +92,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use common::cli::CommonArgs;
+use common::cli::{CommonArgs, count_in};
 use common::process::Role;
 use common::startcost;
 
@@ -104,6 +104,8 @@ const MAX_CAP: usize = 8;
 /// Children started and joined per round in `cost` (`--count`), and rounds (`--rounds`).
 const DEFAULT_COUNT: usize = 50;
 const DEFAULT_ROUNDS: usize = 3;
+const MAX_COUNT: usize = 1000;
+const MAX_ROUNDS: usize = 20;
 
 const ABOUT: &str = "\
 fork copies the running parent (its memory, values, unflushed buffers); spawn runs the program
@@ -126,22 +128,22 @@ struct Cli {
 
     /// How deep the unguarded chain of `guard` may go, at most 8
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_CAP,
-          value_parser = parse_cap)]
+          value_parser = count_in(1..=MAX_CAP))]
     cap: usize,
 
     /// Children (and threads) started and joined per round in `cost`, at most 1000
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_COUNT,
-          value_parser = parse_count)]
+          value_parser = count_in(1..=MAX_COUNT))]
     count: usize,
 
     /// Rounds in `cost`, at most 20; the table shows each figure's median
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_ROUNDS,
-          value_parser = parse_rounds)]
+          value_parser = count_in(1..=MAX_ROUNDS))]
     rounds: usize,
 
     /// Tasks in `methods`' replacement round (each in a new worker), at most 500
     #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_REPLACEMENTS,
-          value_parser = |s: &str| common::cli::parse_count_up_to(s, MAX_REPLACEMENTS))]
+          value_parser = count_in(1..=MAX_REPLACEMENTS))]
     replacements: usize,
 
     #[command(flatten)]
@@ -172,27 +174,6 @@ enum Cmd {
     Cost,
     /// fork, spawn and forkserver side by side; fork-pool workers replaced by the fork server
     Methods,
-}
-
-fn parse_cap(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=MAX_CAP).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a depth from 1 to {MAX_CAP}")),
-    }
-}
-
-fn parse_count(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=1000).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of children from 1 to 1000 (the cap)")),
-    }
-}
-
-fn parse_rounds(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=20).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of rounds from 1 to 20 (the cap)")),
-    }
 }
 
 static ISOLATED: Role = Role::of::<isolation::Isolated>();

@@ -88,7 +88,7 @@ mod vs_mutex;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use common::cli::CommonArgs;
+use common::cli::{CommonArgs, count_in, number_in};
 use gil::sim::Rule;
 
 /// Seed 001's countdown: 一亿 (100,000,000), decremented to 0.
@@ -122,13 +122,13 @@ struct Cli {
 
     /// Work per thread: decrements (experiment and simulated: 100000000; cores: 500000000)
     /// or change_it calls (vs-mutex: 5000000); 1 to 10000000000
-    #[arg(long, global = true, value_name = "N", value_parser = parse_n)]
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_N))]
     n: Option<u64>,
 
     /// Milliseconds a thread waits for the simulated GIL before it asks the holder to drop it
     /// (sys.setswitchinterval; CPython: 5); from 0.01 to 1000
     #[arg(long, global = true, value_name = "MS", default_value_t = SWITCH_INTERVAL_MS,
-          allow_negative_numbers = true, value_parser = parse_interval)]
+          allow_negative_numbers = true, value_parser = number_in(0.01..=1000.0, "a number of milliseconds"))]
     switch_interval: f64,
 
     /// The rule before Python 3.2: drop the simulated GIL every N bytecodes, whoever waits
@@ -139,7 +139,7 @@ struct Cli {
 
     /// convoy: round trips per case; 1 to 100000
     #[arg(long, global = true, value_name = "N", default_value_t = ROUND_TRIPS,
-          allow_negative_numbers = true, value_parser = parse_round_trips)]
+          allow_negative_numbers = true, value_parser = count_in(1..=100_000))]
     round_trips: usize,
 
     /// experiment: also run the notes' two programs with python3 (said skipped without it)
@@ -170,27 +170,6 @@ enum Cmd {
 impl common::demo::DemoCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
-    }
-}
-
-fn parse_n(text: &str) -> Result<u64, String> {
-    match text.parse::<u64>() {
-        Ok(n) if (1..=MAX_N).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a whole number from 1 to {MAX_N}")),
-    }
-}
-
-fn parse_interval(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(ms) if ms.is_finite() && (0.01..=1000.0).contains(&ms) => Ok(ms),
-        _ => Err(format!("{text:?} is not a number of milliseconds from 0.01 to 1000")),
-    }
-}
-
-fn parse_round_trips(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a whole number from 1 to 100000")),
     }
 }
 

@@ -92,7 +92,7 @@ mod serve;
 mod server;
 
 use clap::{Args, Parser, Subcommand};
-use common::cli::CommonArgs;
+use common::cli::{CommonArgs, count_in};
 
 use crate::model::Model;
 
@@ -152,12 +152,12 @@ enum Cmd {
 struct LimitArgs {
     /// Connections open at once; the next client gets an error line (at most 10000)
     #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS,
-          value_parser = count_parser(MAX_CONNECTIONS_CAP))]
+          value_parser = count_in(1..=MAX_CONNECTIONS_CAP))]
     max_connections: usize,
 
     /// Longest line in bytes, newline included; a longer one gets an error line (at most 1048576)
     #[arg(long, value_name = "BYTES", default_value_t = MAX_LINE,
-          value_parser = count_parser(MAX_LINE_CAP))]
+          value_parser = count_in(1..=MAX_LINE_CAP))]
     max_line: usize,
 
     /// A client silent this many milliseconds gets an error line and is closed (at most 3600000)
@@ -189,17 +189,17 @@ struct ServeArgs {
 struct LoadSpecArgs {
     /// Connections driven at once (at most 10000)
     #[arg(long, value_name = "N", default_value_t = 20,
-          value_parser = count_parser(LOAD_MAX_CONNECTIONS))]
+          value_parser = count_in(1..=LOAD_MAX_CONNECTIONS))]
     connections: usize,
 
     /// Round trips on each connection (at most 1000000; connections × requests at most 5000000)
     #[arg(long, value_name = "N", default_value_t = 500,
-          value_parser = count_parser(LOAD_MAX_REQUESTS))]
+          value_parser = count_in(1..=LOAD_MAX_REQUESTS))]
     requests: usize,
 
     /// Bytes per line, newline included (at most 65536)
     #[arg(long, value_name = "BYTES", default_value_t = 64,
-          value_parser = count_parser(LOAD_MAX_SIZE))]
+          value_parser = count_in(1..=LOAD_MAX_SIZE))]
     size: usize,
 
     /// Each line's length drawn at random from 1 to --size
@@ -235,7 +235,7 @@ struct CompareArgs {
 #[derive(Debug, Clone, Args)]
 struct IdleArgs {
     /// Idle connections each model holds (at most 10000; the fd limit is raised as far as allowed)
-    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = count_parser(10_000))]
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = count_in(1..=10_000))]
     connections: usize,
 
     /// The models to measure (default: all but blocking, which holds one client at a time, and
@@ -252,16 +252,8 @@ struct IdleArgs {
 #[derive(Debug, Clone, Args)]
 struct ExplainArgs {
     /// Round trips per model in the measuring run (20 connections each)
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = count_parser(10_000))]
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = count_in(1..=10_000))]
     requests: usize,
-}
-
-/// A count flag from 1 to `cap`: the message names the cap.
-fn count_parser(cap: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
-    move |text: &str| match text.parse::<usize>() {
-        Ok(n) if (1..=cap).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a whole number from 1 to {cap}")),
-    }
 }
 
 impl common::demo::DemoCli for Cli {

@@ -66,7 +66,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::{CommonArgs, parse_count_up_to};
+use common::cli::{CommonArgs, count_in};
 
 #[cfg(target_os = "linux")]
 mod basics;
@@ -116,33 +116,33 @@ struct Cli {
 
     /// Producer processes (the sentinel and joinable parts), at most 16
     #[arg(long, global = true, value_name = "N", default_value_t = PRODUCERS,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_PRODUCERS))]
+          value_parser = count_in(1..=MAX_PRODUCERS))]
     producers: usize,
 
     /// Consumer processes (the sentinel and joinable parts), at most 16
     #[arg(long, global = true, value_name = "N", default_value_t = CONSUMERS,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_CONSUMERS))]
+          value_parser = count_in(1..=MAX_CONSUMERS))]
     consumers: usize,
 
     /// Buns (包子) each producer makes, at most 1000 [default: 3 in sentinel, 2 in joinable, as
     /// the notes]
     #[arg(long, global = true, value_name = "N",
-          value_parser = |s: &str| parse_count_up_to(s, MAX_BUNS))]
+          value_parser = count_in(1..=MAX_BUNS))]
     buns: Option<usize>,
 
     /// The queue's maxsize, at most 10000 [default: 3 in basics, 2 in bounded]
     #[arg(long, global = true, value_name = "N",
-          value_parser = |s: &str| parse_count_up_to(s, MAX_MAXSIZE))]
+          value_parser = count_in(1..=MAX_MAXSIZE))]
     maxsize: Option<usize>,
 
     /// Items the fast producer puts in the bounded part, at most 1000
     #[arg(long, global = true, value_name = "N", default_value_t = BOUNDED_ITEMS,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_ITEMS))]
+          value_parser = count_in(1..=MAX_ITEMS))]
     items: usize,
 
     /// The largest item the basics' queue accepts, in bytes of JSON
     #[arg(long, global = true, value_name = "BYTES",
-          default_value_t = common::queue::DEFAULT_MAX_MESSAGE, value_parser = parse_max_message)]
+          default_value_t = common::queue::DEFAULT_MAX_MESSAGE, value_parser = count_in(16..=common::queue::MAX_MESSAGE_LIMIT))]
     max_message: usize,
 
     /// In the joinable part, kill consumer-1 (SIGKILL) while it holds its first bun
@@ -169,11 +169,11 @@ enum Cmd {
     Stress {
         /// Items in all, shared among the producers, at most 1000000
         #[arg(long, value_name = "N", default_value_t = 10_000,
-              value_parser = |s: &str| parse_count_up_to(s, MAX_STRESS_TOTAL))]
+              value_parser = count_in(1..=MAX_STRESS_TOTAL))]
         total: usize,
         /// The queue's maxsize (0: unbounded), at most 100000
         #[arg(long, value_name = "N", default_value_t = 100,
-              value_parser = |s: &str| if s == "0" { Ok(0) } else { parse_count_up_to(s, MAX_STRESS_QUEUE) })]
+              value_parser = count_in(0..=MAX_STRESS_QUEUE))]
         queue_size: usize,
     },
 }
@@ -181,14 +181,6 @@ enum Cmd {
 impl common::demo::DemoCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
-    }
-}
-
-fn parse_max_message(text: &str) -> Result<usize, String> {
-    let limit = common::queue::MAX_MESSAGE_LIMIT;
-    match text.parse::<usize>() {
-        Ok(n) if (16..=limit).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of bytes from 16 to {limit}")),
     }
 }
 

@@ -96,7 +96,7 @@ mod tasks;
 mod which;
 
 use clap::{Parser, Subcommand};
-use common::cli::{CommonArgs, parse_count_up_to};
+use common::cli::{CommonArgs, count_in};
 
 /// Seed 001's `Pool(processes=3)`.
 const PROCESSES: usize = 3;
@@ -130,17 +130,17 @@ struct Cli {
 
     /// Worker processes in the pools of parts 1, 2, 3 and 6 (Pool(processes=N)), at most 32
     #[arg(long, global = true, value_name = "N", default_value_t = PROCESSES,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_PROCESSES))]
+          value_parser = count_in(1..=MAX_PROCESSES))]
     processes: usize,
 
     /// Tasks submitted in parts 1 and 2 (the notes' range(4)), at most 1000
     #[arg(long, global = true, value_name = "N", default_value_t = TASKS,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_TASKS))]
+          value_parser = count_in(1..=MAX_TASKS))]
     tasks: usize,
 
     /// Part 1: replace a worker after this many tasks (a new pid each time), at most 1000
     #[arg(long, global = true, value_name = "N",
-          value_parser = |s: &str| parse_count_up_to(s, MAX_TASKS_PER_CHILD))]
+          value_parser = count_in(1..=MAX_TASKS_PER_CHILD))]
     maxtasksperchild: Option<usize>,
 
     /// Part 5: milliseconds of computation in one CPU-bound task

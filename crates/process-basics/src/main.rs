@@ -72,7 +72,7 @@ mod starts;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use common::cli::{CommonArgs, parse_count_up_to};
+use common::cli::{CommonArgs, count_in};
 use common::process::{Process, Role};
 use common::report;
 use common::timeline::{self, Record, Recording, Style};
@@ -113,22 +113,22 @@ struct Cli {
 
     /// How many times the children of seed 001's examples print and sleep, at most 100
     #[arg(long, global = true, value_name = "N", default_value_t = LOOPS,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_LOOPS))]
+          value_parser = count_in(1..=MAX_LOOPS))]
     loops: usize,
 
     /// How many mails the send_mail part sends (one process each), at most 200
     #[arg(long, global = true, value_name = "N", default_value_t = MAILS,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_MAILS))]
+          value_parser = count_in(1..=MAX_MAILS))]
     mails: usize,
 
     /// Children per round in the order part, at most 32
     #[arg(long, global = true, value_name = "N", default_value_t = ORDER_CHILDREN,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_ORDER_CHILDREN))]
+          value_parser = count_in(1..=MAX_ORDER_CHILDREN))]
     children: usize,
 
     /// Rounds in the order part, at most 100
     #[arg(long, global = true, value_name = "N", default_value_t = ORDER_ROUNDS,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_ORDER_ROUNDS))]
+          value_parser = count_in(1..=MAX_ORDER_ROUNDS))]
     rounds: usize,
 
     /// The exit code the child of the exits part chooses (1 to 255)

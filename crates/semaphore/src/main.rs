@@ -67,7 +67,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::CommonArgs;
+use common::cli::{CommonArgs, count_in};
 
 mod bounded;
 #[cfg(target_os = "linux")]
@@ -97,12 +97,12 @@ struct Cli {
 
     /// People (threads, or processes in part 3) who want in, from 1 to 100
     #[arg(long, global = true, value_name = "N", default_value_t = PEOPLE,
-          value_parser = parse_people)]
+          value_parser = count_in(1..=MAX_PEOPLE))]
     people: usize,
 
     /// Places of the semaphore, from 1 to 64 (1: a lock)
     #[arg(long, global = true, value_name = "N", default_value_t = PLACES,
-          value_parser = parse_places)]
+          value_parser = count_in(1..=MAX_PLACES))]
     places: usize,
 
     /// Draw part 1 as lanes, one per thread, # while inside
@@ -126,22 +126,8 @@ impl common::demo::DemoCli for Cli {
     }
 }
 
-fn parse_people(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=MAX_PEOPLE).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of people from 1 to {MAX_PEOPLE}")),
-    }
-}
-
 /// The cap is the process semaphore's (`MAX_PLACES`), so every part takes the same flag.
 const MAX_PLACES: usize = 64;
-
-fn parse_places(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=MAX_PLACES).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a number of places from 1 to {MAX_PLACES}")),
-    }
-}
 
 fn main() -> ExitCode {
     #[cfg(target_os = "linux")]

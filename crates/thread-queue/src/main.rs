@@ -67,7 +67,7 @@ mod stress;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::{CommonArgs, parse_count_up_to};
+use common::cli::{CommonArgs, count_in};
 
 /// Seed 002's three producers (p1, p2, p3) and two consumers (c1, c2).
 const PRODUCERS: usize = 3;
@@ -100,21 +100,21 @@ struct Cli {
 
     /// Producer threads in the joinable and stress parts (1 to 64)
     #[arg(long, global = true, value_name = "N", default_value_t = PRODUCERS,
-          value_parser = threads_flag)]
+          value_parser = count_in(1..=MAX_THREADS))]
     producers: usize,
 
     /// Consumer threads in the joinable, shutdown and stress parts (1 to 64)
     #[arg(long, global = true, value_name = "N", default_value_t = CONSUMERS,
-          value_parser = threads_flag)]
+          value_parser = count_in(1..=MAX_THREADS))]
     consumers: usize,
 
     /// Buns each producer makes in the joinable part (1 to 1000000)
-    #[arg(long, global = true, value_name = "N", default_value_t = BUNS, value_parser = items_flag)]
+    #[arg(long, global = true, value_name = "N", default_value_t = BUNS, value_parser = count_in(1..=MAX_ITEMS))]
     buns: usize,
 
     /// Items sent through each queue for the joinable part's cost table (1 to 1000000)
     #[arg(long, global = true, value_name = "N", default_value_t = COST_ITEMS,
-          value_parser = items_flag)]
+          value_parser = count_in(1..=MAX_ITEMS))]
     cost_items: usize,
 }
 
@@ -132,7 +132,7 @@ enum Cmd {
     #[command(hide = true)]
     Stress {
         /// Items per producer (1 to 1000000)
-        #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = items_flag)]
+        #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = count_in(1..=MAX_ITEMS))]
         items: usize,
         /// The queue's maxsize (0: unbounded)
         #[arg(long, value_name = "N", default_value_t = 64)]
@@ -144,14 +144,6 @@ impl common::demo::DemoCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
     }
-}
-
-fn threads_flag(text: &str) -> Result<usize, String> {
-    parse_count_up_to(text, MAX_THREADS)
-}
-
-fn items_flag(text: &str) -> Result<usize, String> {
-    parse_count_up_to(text, MAX_ITEMS)
 }
 
 fn main() -> ExitCode {

@@ -81,7 +81,7 @@ mod shared;
 mod two_ways;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use common::cli::{CommonArgs, parse_count_up_to};
+use common::cli::{CommonArgs, count_in};
 use common::report;
 
 const DIFFERENCES: &str = include_str!("differences.txt");
@@ -117,12 +117,12 @@ struct Cli {
 
     /// Part 1: how many times LoopThread prints and sleeps (1 to 1000)
     #[arg(long, global = true, value_name = "N", default_value_t = LOOPS,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_LOOPS))]
+          value_parser = count_in(1..=MAX_LOOPS))]
     loops: usize,
 
     /// Part 6: change_it calls in each of the two threads (1 to 100000000)
     #[arg(long, global = true, value_name = "N", default_value_t = UPDATES,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_UPDATES))]
+          value_parser = count_in(1..=MAX_UPDATES))]
     updates: usize,
 
     /// Part 6: what sits between the read and the write of the racy loop
@@ -131,17 +131,17 @@ struct Cli {
 
     /// Part 4: threads or children started and joined per round (1 to 10000)
     #[arg(long, global = true, value_name = "N", default_value_t = COUNT,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_COUNT))]
+          value_parser = count_in(1..=MAX_COUNT))]
     count: usize,
 
     /// Part 4: rounds of each measurement; the medians are shown (1 to 101)
     #[arg(long, global = true, value_name = "N", default_value_t = ROUNDS,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_ROUNDS))]
+          value_parser = count_in(1..=MAX_ROUNDS))]
     rounds: usize,
 
     /// Part 4: ping-pong round trips per round (1 to 1000000)
     #[arg(long, global = true, value_name = "N", default_value_t = ROUND_TRIPS,
-          value_parser = |s: &str| parse_count_up_to(s, MAX_ROUND_TRIPS))]
+          value_parser = count_in(1..=MAX_ROUND_TRIPS))]
     round_trips: usize,
 }
 

@@ -59,7 +59,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::{CommonArgs, parse_count_up_to};
+use common::cli::{CommonArgs, count_in};
 
 #[cfg(target_os = "linux")]
 mod children;
@@ -111,14 +111,14 @@ enum Cmd {
     Cures {
         /// Children in each cure, at most 64
         #[arg(long, value_name = "N", default_value_t = CURE_CHILDREN,
-              value_parser = |s: &str| parse_count_up_to(s, MAX_CURE_CHILDREN))]
+              value_parser = count_in(1..=MAX_CURE_CHILDREN))]
         children: usize,
     },
     /// N children end unreaped: N Z rows, each holding a pid until reaped
     Many {
         /// How many zombies, at most 256
         #[arg(long, value_name = "N", default_value_t = DEFAULT_ZOMBIES,
-              value_parser = |s: &str| parse_count_up_to(s, MAX_ZOMBIES))]
+              value_parser = count_in(1..=MAX_ZOMBIES))]
         count: usize,
     },
     /// The parent ends while its child runs: the child is an orphan, adopted by a subreaper

@@ -2,9 +2,11 @@
 //!
 //! They are `global`, so they are accepted before or after any subcommand.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use clap::Args;
+use clap::builder::RangedU64ValueParser;
 use serde_json::json;
 
 use crate::process::StartMethod;
@@ -22,12 +24,12 @@ pub struct CommonArgs {
     pub json: bool,
 
     /// Pause SECS at the interesting moment and print the ps command to run in another terminal
-    #[arg(long, global = true, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, global = true, value_name = "SECS", value_parser = seconds_flag())]
     pub hold: Option<f64>,
 
     /// How many times faster than the notes' sleeps to run (1 = the notes' own timing)
     #[arg(long, global = true, value_name = "FACTOR", default_value_t = DEFAULT_SPEED,
-          value_parser = parse_speed)]
+          value_parser = speed_flag())]
     pub speed: f64,
 
     /// How children are started: fork (copy this process), spawn (run this program again) or
@@ -103,18 +105,36 @@ impl CommonArgs {
     }
 }
 
-fn parse_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),
-        _ => Err(format!("{text:?} is not a number of seconds from 0 to 3600")),
+/// A count flag within `range` (a typo must not become a fork bomb), by clap's own range
+/// check: `value_parser = count_in(1..=MAX_X)`. Beyond it clap exits 2, naming the flag and
+/// the range. (`clap::value_parser!(u64).range(..)` for a `u64`; a `usize` has no
+/// `value_parser!` of its own, so its range is checked on a `u64` here.)
+pub fn count_in(range: RangeInclusive<usize>) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(*range.start() as u64..=*range.end() as u64)
+}
+
+/// The one parser of the number flags (`--hold`, `--speed`, seconds, milliseconds): a finite
+/// number within `range`, or the message `"x" is not {what} from {min} to {max}`, which clap
+/// prints after the flag's name (exit 2). Use as `value_parser = number_in(0.0..=60.0, "a
+/// number of seconds")`.
+pub fn number_in(
+    range: RangeInclusive<f64>,
+    what: &'static str,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |text: &str| match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && range.contains(&x) => Ok(x),
+        _ => Err(format!("{text:?} is not {what} from {} to {}", range.start(), range.end())),
     }
 }
 
-fn parse_speed(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.01..=10_000.0).contains(&s) => Ok(s),
-        _ => Err(format!("{text:?} is not a speed factor from 0.01 to 10000")),
-    }
+/// `--hold`: seconds from 0 to an hour.
+fn seconds_flag() -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    number_in(0.0..=3600.0, "a number of seconds")
+}
+
+/// `--speed`: a factor from 0.01 to 10000.
+fn speed_flag() -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    number_in(0.01..=10_000.0, "a speed factor")
 }
 
 /// Parses a count flag that must be at least 1 (`--buyers`, `-n`): a clear message otherwise.
@@ -125,25 +145,17 @@ pub fn parse_positive(text: &str) -> Result<usize, String> {
     }
 }
 
-/// Parses a count flag from 1 to its cap `max` (a typo must not become a fork bomb): use as
-/// `value_parser = |s: &str| parse_count_up_to(s, MAX_X)`; the message gives the cap.
-pub fn parse_count_up_to(text: &str, max: usize) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!("{text:?} is not a whole number from 1 to {max} (the cap)")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bad_numbers_are_refused_with_the_value_in_the_message() {
-        assert!(parse_seconds("-1").unwrap_err().contains("\"-1\""));
-        assert!(parse_seconds("nan").is_err());
-        assert!(parse_speed("0").is_err());
-        assert_eq!(parse_speed("2.5"), Ok(2.5));
+        assert!(seconds_flag()("-1").unwrap_err().contains("\"-1\""));
+        assert!(seconds_flag()("nan").is_err());
+        assert!(speed_flag()("0").is_err());
+        assert_eq!(speed_flag()("2.5"), Ok(2.5));
+        assert_eq!(number_in(0.0..=60.0, "seconds")("60"), Ok(60.0));
         assert!(parse_positive("0").is_err());
         assert_eq!(parse_positive("3"), Ok(3));
     }
