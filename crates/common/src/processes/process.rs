@@ -104,6 +104,27 @@ enum Target {
     Closure(Box<dyn FnOnce() -> Result<()> + Send>),
 }
 
+impl Target {
+    /// Runs the child's work, in the child.
+    fn run(self) -> Result<()> {
+        match self {
+            Target::Role { role, args } => (role.run)(args),
+            Target::Closure(f) => f(),
+        }
+    }
+
+    /// The named role a child that starts from nothing (spawn, forkserver) looks up by name.
+    fn into_role(self, name: &str, method: &str) -> Result<(&'static Role, Value)> {
+        match self {
+            Target::Role { role, args } => Ok((role, args)),
+            Target::Closure(_) => bail!(
+                "{name}: the {method} method needs a named role; a closure exists only in this \
+                 process's memory (use fork, or a Role)"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Initial,
@@ -304,14 +325,11 @@ impl Process {
             );
         }
         let target = self.target.take().expect("target is present before start");
-        let pid = imp::start(
-            &self.name,
-            self.method,
-            self.daemon,
-            self.die_with_parent,
-            &self.pass_fds,
-            target,
-        )?;
+        let pid = match self.method {
+            StartMethod::Fork => imp::start_fork(self, target)?,
+            StartMethod::Spawn => imp::start_spawn(self, target)?,
+            StartMethod::Forkserver => imp::start_forkserver(self, target)?,
+        };
         self.pid = Some(pid);
         self.state = State::Started;
         Ok(())
@@ -618,95 +636,76 @@ mod imp {
         }
     }
 
-    pub fn start(
-        name: &str,
-        method: StartMethod,
-        daemon: bool,
-        die_with_parent: bool,
-        pass_fds: &[i32],
-        target: Target,
-    ) -> Result<i32> {
-        // Anything still in Rust's stdout buffer would be copied into a forked child and printed
-        // twice; flush it first (the fix that `fork-vs-spawn` shows).
+    /// The registry, locked while a child is born: the signal watcher cannot miss a child being
+    /// born, and after shutdown began no new child starts (this thread then waits for the
+    /// watcher to end the process). Unflushed output is written first: a forked child would
+    /// print it a second time (the fix that `fork-vs-spawn` shows).
+    fn lock_for_a_birth() -> Births {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
-
-        // The registry stays locked across the fork: the signal watcher cannot miss a child
-        // that is being born, and after shutdown began no new child starts.
         let mut guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-        let registry = guard.get_or_insert_with(Registry::default);
-        if registry.shutting_down {
+        if guard.get_or_insert_with(Registry::default).shutting_down {
             drop(guard);
-            // The watcher is stopping everything and will end this process shortly.
             loop {
                 std::thread::park();
             }
         }
-        let parent = getpid();
-        let mut status = None;
-        let pid = match method {
-            StartMethod::Fork => {
-                // Safety: the child only runs this crate's code on the forking thread. glibc
-                // makes malloc usable after fork; the report module writes with raw write(2)
-                // and atomics; the registry lock is held by this very thread, so the child can
-                // use and release it. The child never returns: it leaves with _exit.
-                match unsafe { fork() }.context("fork()")? {
-                    ForkResult::Child => {
-                        registry.children.clear();
-                        registry.reaped.clear();
-                        drop(guard);
-                        run_forked_child(name, daemon, die_with_parent, parent, target)
-                    }
-                    ForkResult::Parent { child } => child.as_raw(),
-                }
-            }
-            StartMethod::Spawn => {
-                let Target::Role { role, args } = target else {
-                    bail!(
-                        "{name}: the spawn method needs a named role; a closure exists only in \
-                         this process's memory (use fork, or a Role)"
-                    );
-                };
-                spawn_child(name, role, &args, daemon, die_with_parent, pass_fds, parent)?
-            }
-            StartMethod::Forkserver => {
-                let Target::Role { role, args } = target else {
-                    bail!(
-                        "{name}: the forkserver method needs a named role; a closure exists only \
-                         in this process's memory (use fork, or a Role)"
-                    );
-                };
-                let mut fds = pass_fds.to_vec();
-                // The timeline's recording file, if one is open, under the same number.
-                if let Some(fd) = report::recording_fd().filter(|fd| !fds.contains(fd)) {
-                    fds.push(fd);
-                }
-                let request = crate::forkserver::Request {
-                    role: role.name.to_string(),
-                    name: name.to_string(),
-                    args,
-                    daemon,
-                    die_with_parent,
-                    fds,
-                    report: report::env_value(),
-                };
-                let (pid, pipe) = crate::forkserver::start_child(&request)?;
-                status = Some(Arc::new(pipe));
-                pid
-            }
-        };
-        registry.children.insert(pid, ChildEntry { name: name.to_string(), daemon, status });
-        Ok(pid)
+        guard
     }
 
-    fn run_forked_child(
-        name: &str,
-        daemon: bool,
-        die_with_parent: bool,
-        parent: Pid,
-        target: Target,
-    ) -> ! {
+    /// Records the newborn `pid` and unlocks the registry.
+    fn record_birth(
+        mut births: Births,
+        pid: i32,
+        p: &Process,
+        status: Option<std::os::fd::OwnedFd>,
+    ) -> i32 {
+        let entry =
+            ChildEntry { name: p.name.clone(), daemon: p.daemon, status: status.map(Arc::new) };
+        births.get_or_insert_with(Registry::default).children.insert(pid, entry);
+        pid
+    }
+
+    type Births = std::sync::MutexGuard<'static, Option<Registry>>;
+
+    /// **fork**: the child is a copy of this process (its memory, its open files) and runs the
+    /// target at once, from the line after `fork()`, then leaves with `_exit`.
+    pub fn start_fork(p: &Process, target: Target) -> Result<i32> {
+        let parent = getpid();
+        let births = lock_for_a_birth();
+        // Safety: the child only runs this crate's code on the forking thread, the only thread
+        // it has. glibc makes malloc usable after fork; the report module writes with raw
+        // write(2) and atomics; the registry lock is held by this very thread, so the child can
+        // release it. The child never returns: it leaves with _exit.
+        match unsafe { fork() }.context("fork()")? {
+            ForkResult::Parent { child } => Ok(record_birth(births, child.as_raw(), p, None)),
+            ForkResult::Child => {
+                // In the child, between fork() and _exit: forget the parent's children, undo
+                // what belonged to the parent's other threads, take the child's name, run.
+                forget_the_parents_children(births);
+                become_a_forked_child(&p.name, p.daemon, p.die_with_parent, parent);
+                let code = child_exit_code(catch_run(|| target.run()));
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                // Safety: _exit ends the process at once, without running the parent's
+                // destructors or atexit handlers a second time in this copy.
+                unsafe { libc::_exit(code) }
+            }
+        }
+    }
+
+    /// In a forked child: the registry copied from the parent lists the parent's children,
+    /// which are not this child's; empty it and unlock it.
+    fn forget_the_parents_children(mut births: Births) {
+        let registry = births.get_or_insert_with(Registry::default);
+        registry.children.clear();
+        registry.reaped.clear();
+    }
+
+    /// In a forked child, before it runs its target: the state of the parent's other threads
+    /// undone, the parent-death signal, the daemonic flag and the name.
+    fn become_a_forked_child(name: &str, daemon: bool, die_with_parent: bool, parent: Pid) {
         // The parent blocks SIGINT/SIGTERM for its signal-watcher thread; that thread does not
         // exist in the child, so the child must get the default actions back or it would
         // survive Ctrl-C.
@@ -728,37 +727,24 @@ mod imp {
         IS_DAEMONIC.store(daemon, Ordering::Relaxed);
         name_this_process(name);
         report::set_who(name);
-        let result = catch_run(|| match target {
-            Target::Role { role, args } => (role.run)(args),
-            Target::Closure(f) => f(),
-        });
-        let code = child_exit_code(result);
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        // Safety: _exit ends the process at once, without running the parent's destructors or
-        // atexit handlers a second time in this copy.
-        unsafe { libc::_exit(code) }
     }
 
-    fn spawn_child(
-        name: &str,
-        role: &Role,
-        args: &Value,
-        daemon: bool,
-        die_with_parent: bool,
-        pass_fds: &[i32],
-        parent: Pid,
-    ) -> Result<i32> {
+    /// **spawn**: this program is executed again (`fork` + `exec`, by `Command::spawn`) with a
+    /// hidden role argument; the child starts from `main` with none of this memory, and
+    /// [`dispatch`] runs the role, its arguments taken from the environment as JSON.
+    pub fn start_spawn(p: &Process, target: Target) -> Result<i32> {
+        let (role, args) = target.into_role(&p.name, "spawn")?;
+        let parent = getpid();
         let exe = std::env::current_exe().context("finding this program to spawn it")?;
         let program = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let mut command = std::process::Command::new(&exe);
         command
             .arg0(&program)
             .arg(format!("{ROLE_ARG_PREFIX}{}", role.name))
-            .arg(name)
+            .arg(&p.name)
             .env(ENV_ARGS, args.to_string())
             .env(report::ENV_REPORT, report::env_value());
-        if daemon {
+        if p.daemon {
             command.env(ENV_DAEMONIC, "1");
         } else {
             command.env_remove(ENV_DAEMONIC);
@@ -766,7 +752,8 @@ mod imp {
         // A signal mask survives both fork and exec, and std's Command does not reset it: without
         // this, the child would keep SIGINT/SIGTERM blocked (the parent blocks them for its
         // watcher thread) and neither `terminate` nor Ctrl-C would reach it.
-        let pass_fds = pass_fds.to_vec();
+        let pass_fds = p.pass_fds.clone();
+        let die_with_parent = p.die_with_parent;
         // Safety: runs between fork and exec in the child; pthread_sigmask, fcntl, prctl,
         // getppid and _exit are async-signal-safe, and nothing here allocates or takes a lock
         // (`pass_fds` was allocated before the fork and is only read).
@@ -786,8 +773,34 @@ mod imp {
                 Ok(())
             });
         }
+        let births = lock_for_a_birth();
         let child = command.spawn().with_context(|| format!("spawning {}", exe.display()))?;
-        Ok(child.id() as i32)
+        Ok(record_birth(births, child.id() as i32, p, None))
+    }
+
+    /// **forkserver**: one request to the fork server (started once, single-threaded): it
+    /// forks the child, hands it its arguments and descriptors, and answers with the child's
+    /// pid and a pipe on which it will write the child's exit code (the child is the server's,
+    /// so only the server can `waitpid` it).
+    pub fn start_forkserver(p: &Process, target: Target) -> Result<i32> {
+        let (role, args) = target.into_role(&p.name, "forkserver")?;
+        let mut fds = p.pass_fds.clone();
+        // The timeline's recording file, if one is open, under the same number.
+        if let Some(fd) = report::recording_fd().filter(|fd| !fds.contains(fd)) {
+            fds.push(fd);
+        }
+        let request = crate::forkserver::Request {
+            role: role.name.to_string(),
+            name: p.name.clone(),
+            args,
+            daemon: p.daemon,
+            die_with_parent: p.die_with_parent,
+            fds,
+            report: report::env_value(),
+        };
+        let births = lock_for_a_birth();
+        let (pid, status) = crate::forkserver::start_child(&request)?;
+        Ok(record_birth(births, pid, p, Some(status)))
     }
 
     /// Asks the kernel to SIGKILL this process when its parent dies, then checks the parent did
@@ -1054,9 +1067,11 @@ mod imp {
     pub fn send(_pid: i32, _signo: i32) -> Result<()> {
         bail!("signals to processes need a Unix system")
     }
-    pub fn start(_: &str, _: StartMethod, _: bool, _: bool, _: &[i32], _: Target) -> Result<i32> {
+    pub fn start_fork(_: &Process, _: Target) -> Result<i32> {
         bail!("starting processes is implemented for Unix systems only, for now")
     }
+    pub use start_fork as start_spawn;
+    pub use start_fork as start_forkserver;
     pub fn name_this_process(_name: &str) {}
     pub fn wait(_pid: i32, _timeout: Option<Duration>) -> Option<Option<i32>> {
         Some(None)
