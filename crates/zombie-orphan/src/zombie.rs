@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use common::cli::CommonArgs;
 use common::process::{Process, exitcode_name};
 use common::{ps, report};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork};
 use serde_json::json;
 
 use crate::MAX_ZOMBIES;
@@ -42,24 +44,62 @@ pub fn report_reaped(p: &Process, ident: Ident, via: &str, sent: Option<i32>) ->
     Ok(())
 }
 
-/// One child ends; the parent looks at it in `/proc` (state `Z`), waits, then reaps it.
+/// One child ends; the parent looks at it in `/proc` (state `Z`), waits, then reaps it. The
+/// system calls themselves, as TLPI's `make_zombie.c` makes them: `fork()`, `_exit()` in the
+/// child, `waitpid()` in the parent; what the part prints is in the functions below.
 pub fn zombie(cli: &CommonArgs) -> Result<()> {
+    let guess = introduce_the_zombie(cli);
+    // Safety: the child only names itself (prctl), writes one line (write(2)) and leaves with
+    // _exit, on the one thread it has; glibc makes malloc usable after fork.
+    let child = match unsafe { fork() }.context("fork()")? {
+        ForkResult::Child => {
+            // The child: from here on a second process runs this code. It ends at once with
+            // _exit, not exit: nothing of the parent's (destructors, buffers) runs twice.
+            common::process::name_this_process("zombie-child");
+            say_exiting(ZOMBIE_EXIT_CODE);
+            // Safety: _exit ends this process at once; it is async-signal-safe.
+            unsafe { libc::_exit(ZOMBIE_EXIT_CODE) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    // The parent does not call waitpid() yet: the child ends and stays in the process table,
+    // a zombie (Z). Looking at it in /proc reaps nothing.
+    let seen = look_at_the_zombie(cli, child.as_raw(), guess);
+    // waitpid(): the parent collects the exit status, and the kernel frees the entry and the
+    // pid. Called whatever the look found, so that no zombie outlives this part.
+    let status = waitpid(child, None).context("waitpid()")?;
+    let ident = seen?;
+    say_reaped(ident, status)?;
+    ps::show_tree("after waitpid(): the zombie is gone");
+    Ok(())
+}
+
+/// The part's heading, and the question asked before the reveal (`--predict`).
+fn introduce_the_zombie(cli: &CommonArgs) -> common::predict::Guess {
     report::section("zombie (僵尸进程): the child has ended, its parent has not reaped it yet");
     report::say(
         "A child that ends keeps a small entry in the process table (its pid and exit status) \
          until its parent asks for that status with waitpid(): until then it is a zombie, \
-         state Z, <defunct>. The parent here does not call join() (which calls waitpid) yet.",
+         state Z, <defunct>. The parent here does not call waitpid() (what join() calls) yet.",
     );
     let question = "a child ends and its parent does not call join(): a moment later, is it still in \
                     the process table (Z) or gone?";
     let expect = common::predict::Expect::Choice(&["Z", "gone"]);
-    let guess = common::predict::ask(cli, "zombie", question, expect);
-    let mut child = Process::from_run("zombie-child", Quit { code: ZOMBIE_EXIT_CODE, after_ms: 0 })
-        .start_method(cli.start_method);
-    child.start()?;
-    let pid = child.pid().context("the zombie child has no pid after start")?;
+    common::predict::ask(cli, "zombie", question, expect)
+}
 
-    // Only /proc is read: no join(), no is_alive(), no waitpid(), so nothing reaps the child.
+/// In the child: the line it prints before it ends (the event `exiting`).
+fn say_exiting(code: i32) {
+    report::event(
+        "exiting",
+        json!({ "code": code }),
+        format!("my work is done; ending with exit code {code}"),
+    );
+}
+
+/// The parent's look at its unreaped child, from `/proc` only: state `Z`, no memory left, and
+/// still `Z` a moment later (the guess judged against it); then the `--hold` pause for `ps`.
+fn look_at_the_zombie(cli: &CommonArgs, pid: i32, guess: common::predict::Guess) -> Result<Ident> {
     procfs::wait_for_state(pid, "the child to end (state Z)", |s| s == 'Z')?;
     let ident = Ident::of(pid);
     let rss = procfs::rss_kb(pid);
@@ -89,14 +129,39 @@ pub fn zombie(cli: &CommonArgs) -> Result<()> {
         bail!("the zombie {pid} changed to {still:?} although nobody reaped it");
     }
     cli.hold("a zombie child that its parent has not reaped", &[me(), pid]);
+    Ok(ident)
+}
 
-    // join() calls waitpid(pid): it collects the exit status and frees the pid.
-    child.join()?;
-    report_reaped(&child, ident, "join() -> waitpid()", None)?;
-    if child.exitcode() != Some(ZOMBIE_EXIT_CODE) {
-        bail!("{child}: expected exit code {ZOMBIE_EXIT_CODE} from the zombie");
+/// What `waitpid()` collected (the event `reaped`): the exit status the zombie kept, and its
+/// `/proc` entry gone. A child killed by a signal was killed from elsewhere: lost (exit 1).
+fn say_reaped(ident: Ident, status: WaitStatus) -> Result<()> {
+    let exitcode = match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, signal, _) => Some(-(signal as i32)),
+        _ => None,
+    };
+    let (pid, name) = (ident.pid, "zombie-child");
+    let code = exitcode_name(exitcode);
+    report::event(
+        "reaped",
+        json!({ "pid": pid, "name": name, "exitcode": exitcode, "via": "waitpid()" }),
+        format!("waitpid(): reaped {name} (pid {pid}, exit status {code})"),
+    );
+    if exitcode.is_some_and(|code| code < 0) {
+        return Err(common::processes::lost::report_pid(
+            pid,
+            name,
+            exitcode,
+            "steps of this part",
+            1,
+        ));
     }
-    ps::show_tree("after join(): the zombie is gone");
+    if let Some(state) = ident.state() {
+        bail!("{name} ({pid}) is still listed in /proc (state {state}) after it was reaped");
+    }
+    if exitcode != Some(ZOMBIE_EXIT_CODE) {
+        bail!("{name} ({pid}): expected exit code {ZOMBIE_EXIT_CODE} from the zombie");
+    }
     Ok(())
 }
 

@@ -440,6 +440,29 @@ fn registered_role(name: &str) -> Option<&'static Role> {
     ROLES.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().find(|r| r.name == name)
 }
 
+/// Names the calling process: the name `ps -o comm` shows (at most 15 bytes on Linux) and the
+/// one its printed lines carry. For a child forked directly, without [`Process`].
+pub fn name_this_process(name: &str) {
+    imp::name_this_process(name);
+    report::set_who(name);
+}
+
+/// Reaps every child that has already ended and that [`Process`] does not know (a child a
+/// demo forked itself, an orphan adopted by this subreaper): called last at Ctrl-C, so that
+/// none is left behind as a zombie.
+pub fn reap_unknown_ended_children() {
+    #[cfg(unix)]
+    {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let any = nix::unistd::Pid::from_raw(-1);
+        while let Ok(status) = waitpid(any, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+}
+
 /// Pids and names of the children started through [`Process`] that have not been reaped.
 pub fn live_children() -> Vec<(i32, String)> {
     with_registry(|r| {

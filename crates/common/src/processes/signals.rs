@@ -73,6 +73,7 @@ fn shutdown(signo: i32) -> ! {
         format!("interrupted by {name}: stopping and reaping {} child(ren)", children.len()),
     );
     process::stop_all_children(GRACE);
+    process::reap_unknown_ended_children();
     let code = 128 + signo;
     report::event("exit", json!({ "code": code }), format!("every child is reaped; exit {code}"));
     // Safety: _exit ends the process without running destructors or flushing Rust's stdout,
