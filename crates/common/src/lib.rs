@@ -7,7 +7,6 @@
 //!   any thread (Python 3.14's default start method on Linux).
 //! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.
 //! - [`processes::lost`]: a child that died unasked: who, how, and what was lost with it.
-//! - [`daemonize`]: a real Unix daemon (double fork, `setsid`), its pidfile under a lock.
 //! - [`processes::shm`]: memory shared by processes (a memfd), robust mutexes and futexes in it.
 //! - [`queue`]: `Queue` and `JoinableQueue` across processes: a pipe plus locks (Linux).
 //! - [`processes::sync`]: a semaphore and an event across processes, which survive a holder
@@ -47,6 +46,6 @@ pub mod threads;
 
 pub use present::{cli, demo, locks, phase, predict, ps, report, timeline};
 
-pub use processes::{daemonize, forkserver, pool, process, queue, signals, startcost, store};
+pub use processes::{forkserver, pool, process, queue, signals, startcost, store};
 #[doc(hidden)]
 pub use serde_json as __serde_json;

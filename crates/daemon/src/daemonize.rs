@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::report;
+use common::report;
 
 /// The umask a daemon sets: new files get no write bit for the group and nothing for others.
 pub const DAEMON_UMASK: u32 = 0o027;
@@ -63,7 +63,7 @@ pub fn runtime_dir(app: &str) -> Result<PathBuf> {
 /// returned absolute, because the daemon changes its working directory to `/`. A path that
 /// cannot be a directory is bad input (exit 2), named with the flag.
 pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
-    let bad = |why: String| crate::demo::bad_input(format!("--dir {}: {why}", dir.display()));
+    let bad = |why: String| common::demo::bad_input(format!("--dir {}: {why}", dir.display()));
     if !dir.exists() {
         create_private_dir(dir).map_err(|e| bad(format!("{:#}", e.root_cause())))?;
     }
@@ -322,11 +322,6 @@ impl ProcessHandle {
     /// `pidfd_open(pid)`. Fails if there is no such process.
     pub fn open(pid: i32) -> Result<ProcessHandle> {
         imp::open_handle(pid)
-    }
-
-    /// The process's pid.
-    pub fn pid(&self) -> i32 {
-        self.pid
     }
 
     /// Sends a signal (`pidfd_send_signal`).

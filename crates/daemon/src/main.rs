@@ -61,6 +61,7 @@
 #![doc = include_str!("differences.txt")]
 
 mod daemonic;
+mod daemonize;
 mod parent_death;
 mod unix_daemon;
 
@@ -71,7 +72,6 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use common::cli::{CommonArgs, number_in};
-use common::daemonize;
 
 use crate::unix_daemon::Paths;
 

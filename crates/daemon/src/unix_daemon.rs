@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::daemonize::{self, Claim, DaemonSetup, PidFile, Probe, ProcessHandle, Ready};
+use crate::daemonize::{self, Claim, DaemonSetup, PidFile, Probe, ProcessHandle, Ready};
 use common::process;
 use common::{ps, report, signals};
 use serde_json::json;
@@ -80,7 +80,7 @@ pub fn start(cli: &Cli, paths: &Paths, heartbeat: Duration, hold: bool) -> Resul
         }
     };
     let setup = DaemonSetup { name: DAEMON_NAME, log: &paths.log, ready_timeout: READY_TIMEOUT };
-    // fork, setsid, fork: see common::daemonize. Returns here, in the launcher, after "ready".
+    // fork, setsid, fork: see daemonize.rs. Returns here, in the launcher, after "ready".
     let pid = daemonize::spawn_daemon(&setup, pidfile, move |pidfile, ready| {
         daemon_main(pidfile, ready, heartbeat)
     })?;
@@ -133,7 +133,7 @@ pub fn start(cli: &Cli, paths: &Paths, heartbeat: Duration, hold: bool) -> Resul
     Ok(pid)
 }
 
-/// The daemon itself, after `common::daemonize` detached it: cwd `/`, umask 027, output to
+/// The daemon itself, after `daemonize` detached it: cwd `/`, umask 027, output to
 /// the log. It is not under the demo runner's signal watcher any more (that thread stayed in
 /// the launcher), so it handles its own signals: blocked, and taken with `sigtimedwait`.
 fn daemon_main(mut pidfile: PidFile, ready: &mut Ready, heartbeat: Duration) -> Result<()> {

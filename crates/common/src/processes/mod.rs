@@ -1,7 +1,6 @@
 //! Processes and what they share: starting and stopping them, and the queues, pools, files
 //! and memory they use together.
 
-pub mod daemonize;
 pub mod forkserver;
 pub mod lost;
 pub mod pool;
