@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use crate::daemonize::{self, Claim, DaemonSetup, PidFile, Probe, ProcessHandle, Ready};
+use anyhow::{Context, Result, bail};
 use common::process;
 use common::{ps, report, signals};
 use serde_json::json;
