@@ -114,7 +114,7 @@ struct Cli {
     countdown: u64,
 }
 
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. Sync and async calls; running, ready, blocked; a busy wait (R) vs a blocked one (S)
     Calls,
@@ -139,21 +139,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.cmd {
-        Some(Cmd::Calls) => calls::run(&cli),
-        Some(Cmd::Callbacks) => callbacks::run(&cli),
-        Some(Cmd::Switch) => switch::run(&cli),
-        Some(Cmd::Executor) => executor::run(&cli),
-        Some(Cmd::ThreeWays) => three_ways::run(&cli),
-        None => {
-            common::report::say(
-                "the tour: five parts, each also a subcommand (coroutine --help lists them)",
-            );
-            calls::run(&cli)?;
-            callbacks::run(&cli)?;
-            switch::run(&cli)?;
-            executor::run(&cli)?;
-            three_ways::run(&cli)
-        }
-    }
+    common::demo::run_parts(
+        "coroutine",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::Calls, calls::run),
+            (Cmd::Callbacks, callbacks::run),
+            (Cmd::Switch, switch::run),
+            (Cmd::Executor, executor::run),
+            (Cmd::ThreeWays, three_ways::run),
+        ],
+    )
 }

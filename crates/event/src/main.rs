@@ -121,7 +121,7 @@ struct Cli {
     waiters: usize,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. The traffic light: a light thread sets and clears, cars wait at red
     Light,
@@ -146,19 +146,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.cmd {
-        Some(Cmd::Light) => light::run(&cli),
-        Some(Cmd::Timeout) => retry::run(&cli),
-        Some(Cmd::Processes) => run_processes(&cli),
-        None => {
-            common::report::say(
-                "the tour: three parts, each also a subcommand (event --help lists them)",
-            );
-            light::run(&cli)?;
-            retry::run(&cli)?;
-            run_processes(&cli)
-        }
-    }
+    common::demo::run_parts(
+        "event",
+        &cli,
+        cli.cmd,
+        &[(Cmd::Light, light::run), (Cmd::Timeout, retry::run), (Cmd::Processes, run_processes)],
+    )
 }
 
 #[cfg(target_os = "linux")]

@@ -153,7 +153,7 @@ struct Cli {
     cpus: Option<u16>,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. The notes' countdown by one thread, two threads, 2N in a row and two processes
     Experiment,
@@ -219,21 +219,16 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(target_os = "linux")]
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.cmd {
-        Some(Cmd::Experiment) => experiment::run(&cli),
-        Some(Cmd::Simulated) => simulated::run(&cli),
-        Some(Cmd::Convoy) => convoy::run(&cli),
-        Some(Cmd::Cores) => cores::run(&cli),
-        Some(Cmd::VsMutex) => vs_mutex::run(&cli),
-        None => {
-            common::report::say(
-                "the tour: five parts, each also a subcommand (gil --help lists them)",
-            );
-            experiment::run(&cli)?;
-            simulated::run(&cli)?;
-            convoy::run(&cli)?;
-            cores::run(&cli)?;
-            vs_mutex::run(&cli)
-        }
-    }
+    common::demo::run_parts(
+        "gil",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::Experiment, experiment::run),
+            (Cmd::Simulated, simulated::run),
+            (Cmd::Convoy, convoy::run),
+            (Cmd::Cores, cores::run),
+            (Cmd::VsMutex, vs_mutex::run),
+        ],
+    )
 }

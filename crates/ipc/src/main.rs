@@ -176,7 +176,7 @@ struct Cli {
     meet_every: Option<u64>,
 }
 
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. A pipe, one way: end-of-file only when every write end is closed; ps aux | grep
     Pipe,
@@ -233,22 +233,18 @@ fn main() -> ExitCode {
 
 #[cfg(target_os = "linux")]
 fn run(cli: Cli) -> anyhow::Result<()> {
-    use common::report;
-    match cli.cmd.clone() {
-        Some(Cmd::Pipe) => pipe::run(&cli),
-        Some(Cmd::Torn) => torn::run(&cli),
-        Some(Cmd::Duplex) => duplex::run(&cli),
-        Some(Cmd::SharedMemory) => shared::run(&cli),
-        Some(Cmd::File) => file::run(&cli),
-        None => {
-            report::say("the tour: five parts, each also a subcommand (ipc --help lists them)");
-            pipe::run(&cli)?;
-            torn::run(&cli)?;
-            duplex::run(&cli)?;
-            shared::run(&cli)?;
-            file::run(&cli)
-        }
-    }
+    common::demo::run_parts(
+        "ipc",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::Pipe, pipe::run),
+            (Cmd::Torn, torn::run),
+            (Cmd::Duplex, duplex::run),
+            (Cmd::SharedMemory, shared::run),
+            (Cmd::File, file::run),
+        ],
+    )
 }
 
 /// A child process running `value`, started by the method the flags chose, with `fds` kept

@@ -149,7 +149,7 @@ struct Cli {
     cpu_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. Pool(3), four tasks by apply_async: **** first, three at once, the fourth in a freed pid
     ApplyAsync,
@@ -208,25 +208,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[cfg(target_os = "linux")]
 fn run_parts(cli: Cli) -> anyhow::Result<()> {
-    match cli.cmd {
-        Some(Cmd::ApplyAsync) => basics::apply_async(&cli),
-        Some(Cmd::Apply) => basics::apply(&cli),
-        Some(Cmd::Get) => basics::get(&cli),
-        Some(Cmd::Callback) => callbacks::run(&cli),
-        Some(Cmd::WhichPool) => which::run(&cli),
-        Some(Cmd::Fault) => fault::run(&cli),
-        None => {
-            common::report::say(
-                "the tour: six parts, each also a subcommand (pool --help lists them)",
-            );
-            basics::apply_async(&cli)?;
-            basics::apply(&cli)?;
-            basics::get(&cli)?;
-            callbacks::run(&cli)?;
-            which::run(&cli)?;
-            fault::run(&cli)
-        }
-    }
+    common::demo::run_parts(
+        "pool",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::ApplyAsync, basics::apply_async),
+            (Cmd::Apply, basics::apply),
+            (Cmd::Get, basics::get),
+            (Cmd::Callback, callbacks::run),
+            (Cmd::WhichPool, which::run),
+            (Cmd::Fault, fault::run),
+        ],
+    )
 }
 
 /// The pool options every part starts from: `--processes` workers started by

@@ -110,7 +110,7 @@ struct Cli {
     timeline: bool,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. Semaphore(3) and ten threads: never more than three inside
     Threads,
@@ -138,19 +138,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.cmd {
-        Some(Cmd::Threads) => rooms::run(&cli),
-        Some(Cmd::Bounded) => bounded::run(&cli),
-        Some(Cmd::Processes) => run_processes(&cli),
-        None => {
-            common::report::say(
-                "the tour: three parts, each also a subcommand (semaphore --help lists them)",
-            );
-            rooms::run(&cli)?;
-            bounded::run(&cli)?;
-            run_processes(&cli)
-        }
-    }
+    common::demo::run_parts(
+        "semaphore",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::Threads, rooms::run),
+            (Cmd::Bounded, bounded::run),
+            (Cmd::Processes, run_processes),
+        ],
+    )
 }
 
 #[cfg(target_os = "linux")]

@@ -83,3 +83,28 @@ pub fn main<C: DemoCli>(
         }
     }
 }
+
+/// One part of a demo: its subcommand and the function that runs it.
+pub type Part<C, K> = (K, fn(&C) -> anyhow::Result<()>);
+
+/// Runs a demo's parts, each also a subcommand: the `chosen` one, or, with no subcommand, every
+/// one in the order given (the demo's tour), after a line that says so.
+pub fn run_parts<C, K: PartialEq + Copy>(
+    demo: &str,
+    cli: &C,
+    chosen: Option<K>,
+    parts: &[Part<C, K>],
+) -> anyhow::Result<()> {
+    if let Some(chosen) = chosen {
+        let (_, part) =
+            parts.iter().find(|(k, _)| *k == chosen).expect("every subcommand is a part");
+        return part(cli);
+    }
+    const WORDS: [&str; 10] =
+        ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    let count = WORDS.get(parts.len()).map_or_else(|| parts.len().to_string(), |w| w.to_string());
+    report::say(format!(
+        "the tour: {count} parts, each also a subcommand ({demo} --help lists them)"
+    ));
+    parts.iter().try_for_each(|(_, part)| part(cli))
+}
