@@ -46,14 +46,6 @@ pub fn comm(pid: i32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Resident memory in kB (`VmRSS` in `/proc/PID/status`). A zombie has none: its memory was
-/// freed when it exited; what remains is the pid, the exit status and a few counters.
-pub fn rss_kb(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Polls `/proc/PID/stat` until the state letter satisfies `want`, for at most [`WAIT_LIMIT`].
 /// `what` says what is awaited, for the error message.
 pub fn wait_for_state(pid: i32, what: &str, want: impl Fn(char) -> bool) -> Result<char> {
@@ -83,7 +75,7 @@ mod tests {
     fn this_process_has_a_start_time_and_is_listed() {
         let me = Ident::of(std::process::id() as i32);
         assert!(me.listed());
-        assert!(rss_kb(me.pid).is_some_and(|kb| kb > 0));
+        assert!(ps::rss_kb(me.pid).is_some_and(|kb| kb > 0));
         assert!(!Ident { pid: me.pid, start: me.start.map(|s| s + 1) }.listed());
     }
 }

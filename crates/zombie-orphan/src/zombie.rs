@@ -102,7 +102,7 @@ fn say_exiting(code: i32) {
 fn look_at_the_zombie(cli: &CommonArgs, pid: i32, guess: common::predict::Guess) -> Result<Ident> {
     procfs::wait_for_state(pid, "the child to end (state Z)", |s| s == 'Z')?;
     let ident = Ident::of(pid);
-    let rss = procfs::rss_kb(pid);
+    let rss = ps::rss_kb(pid);
     report::event(
         "zombie",
         json!({ "pid": pid, "state": "Z", "ppid": me(), "rss_kb": rss }),

@@ -442,45 +442,35 @@ pub fn thread_cpu() -> Duration {
 /// CPU time of a process from `/proc/PID/stat`: user and system, its live and exited threads
 /// and its reaped children included (a forking server's work is done by its children).
 pub fn process_cpu(pid: i32) -> Option<(Duration, Duration)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<u64> = rest.split(' ').map(|s| s.parse().unwrap_or(0)).collect();
-    // state is field 3; utime 14, stime 15, cutime 16, cstime 17 (1-based, as in proc(5)).
-    let (utime, stime, cutime, cstime) = (f.get(11)?, f.get(12)?, f.get(13)?, f.get(14)?);
+    let s = procfs::process::Process::new(pid).ok()?.stat().ok()?;
     let ticks = crate::ps::ticks_to_duration;
-    Some((ticks(utime + cutime), ticks(stime + cstime)))
+    let (cutime, cstime) = (s.cutime.max(0) as u64, s.cstime.max(0) as u64);
+    Some((ticks(s.utime + cutime), ticks(s.stime + cstime)))
 }
 
 /// Resident memory of a process, in KiB (`VmRSS` of `/proc/PID/status`).
 pub fn rss_kib(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    crate::ps::rss_kb(pid)
 }
 
 /// The pid of the process that listens on 127.0.0.1:`port` (from `/proc/net/tcp` and the
 /// `socket:[inode]` links in `/proc/*/fd`), if this user can see it. With several holders (a
 /// forking server's children inherit the socket) the one whose parent is not a holder.
 pub fn listener_pid(port: u16) -> Option<i32> {
-    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let wanted = format!("0100007F:{port:04X}");
-    let inode = tcp.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let listening = f.get(1) == Some(&wanted.as_str()) && f.get(3) == Some(&"0A");
-        if listening { f.get(9).map(|s| s.to_string()) } else { None }
+    let wanted = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let inode = procfs::net::tcp().ok()?.into_iter().find_map(|entry| {
+        let listening =
+            entry.local_address == wanted && entry.state == procfs::net::TcpState::Listen;
+        listening.then_some(entry.inode)
     })?;
-    let link = format!("socket:[{inode}]");
     let mut holders = Vec::new();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+    for process in procfs::process::all_processes().ok()?.flatten() {
+        let Ok(fds) = process.fd() else { continue };
         if fds
             .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == link))
+            .any(|fd| matches!(fd.target, procfs::process::FDTarget::Socket(i) if i == inode))
         {
-            holders.push(pid);
+            holders.push(process.pid);
         }
     }
     holders

@@ -65,6 +65,8 @@ pub fn holders_and_waiters(path: &Path) -> io::Result<(Vec<i32>, Vec<i32>)> {
 }
 
 /// Parses `1: -> FLOCK  ADVISORY  WRITE 4183 fe:00:10010635 0 EOF` into the inode and the lock.
+/// Read here rather than with `procfs::locks()`, which skips the `->` and so cannot tell a
+/// waiter from a holder: the one thing this module is for.
 pub fn parse_line(line: &str) -> Option<(u64, FileLock)> {
     let mut fields = line.split_whitespace().skip(1).peekable(); // skip "1:"
     let waiting = fields.next_if_eq(&"->").is_some();

@@ -7,6 +7,8 @@
 //! (阻塞态), `D` uninterruptible wait (usually disk), `T` stopped by a signal, `Z` zombie
 //! (僵尸进程): ended but not yet reaped by its parent.
 
+#[cfg(target_os = "linux")]
+use procfs::FromRead;
 use serde::Serialize;
 
 /// One row of the process table.
@@ -66,33 +68,60 @@ pub fn state_of(pid: i32) -> Option<char> {
     parse_stat(&text).map(|i| i.state)
 }
 
-/// Parses one `/proc/PID/stat` line. The name sits in parentheses and may itself contain
-/// spaces and parentheses, so the fields after it are found from the *last* `)`.
+/// Parses one `/proc/PID/stat` line (with the `procfs` crate, which finds the fields after
+/// the name from its *last* `)`: a name may itself contain spaces and parentheses).
 pub fn parse_stat(text: &str) -> Option<ProcInfo> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let pid = text[..open].trim().parse().ok()?;
-    let comm = text[open + 1..close].to_string();
-    let mut rest = text[close + 1..].split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    let pgid = rest.next()?.parse().ok()?;
-    let sid = rest.next()?.parse().ok()?;
-    let tty_nr = rest.next()?.parse().ok()?;
-    // Fields 8 to 21 (tpgid ... cutime, cstime, priority, nice, threads, itrealvalue) come
-    // before the start time.
-    let start_ticks = rest.nth(14)?.parse().ok()?;
+    let s = read_stat(text)?;
     Some(ProcInfo {
-        pid,
-        ppid,
-        pgid,
-        sid,
-        state,
-        comm,
+        pid: s.pid,
+        ppid: s.ppid,
+        pgid: s.pgrp,
+        sid: s.session,
+        state: s.state,
+        comm: s.comm,
         cmdline: String::new(),
-        tty_nr,
-        start_ticks,
+        tty_nr: s.tty_nr,
+        start_ticks: s.starttime,
     })
+}
+
+#[cfg(target_os = "linux")]
+fn read_stat(text: &str) -> Option<procfs::process::Stat> {
+    procfs::process::Stat::from_read(text.as_bytes()).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_stat(_text: &str) -> Option<Stat> {
+    None
+}
+
+/// Where there is no `/proc` (and no `procfs`), the fields a stat line would give.
+#[cfg(not(target_os = "linux"))]
+struct Stat {
+    pid: i32,
+    ppid: i32,
+    pgrp: i32,
+    session: i32,
+    state: char,
+    comm: String,
+    tty_nr: i32,
+    starttime: u64,
+    utime: u64,
+    stime: u64,
+    processor: Option<i32>,
+}
+
+/// `VmRSS` of `/proc/PID/status`, in kB: the process's resident memory (none for a zombie).
+pub fn rss_kb(pid: i32) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        procfs::process::Process::new(pid).ok()?.status().ok()?.vmrss
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
 }
 
 /// When `pid` started, in clock ticks since boot (see [`ProcInfo::start_ticks`]); `None` if
@@ -247,36 +276,25 @@ pub fn thread(pid: i32, tid: i32) -> Option<ThreadInfo> {
         .map(|w| w.trim().to_string())
         .filter(|w| !w.is_empty() && w != "0")
         .unwrap_or_else(|| "-".into());
-    if let Ok(status) = std::fs::read_to_string(format!("{dir}/status")) {
-        for line in status.lines() {
-            let number = |l: &str| l.split_whitespace().nth(1).and_then(|n| n.parse().ok());
-            if line.starts_with("voluntary_ctxt_switches:") {
-                info.voluntary_ctxt_switches = number(line).unwrap_or(0);
-            } else if line.starts_with("nonvoluntary_ctxt_switches:") {
-                info.nonvoluntary_ctxt_switches = number(line).unwrap_or(0);
-            }
-        }
+    #[cfg(target_os = "linux")]
+    if let Ok(status) = procfs::process::Status::from_file(format!("{dir}/status")) {
+        info.voluntary_ctxt_switches = status.voluntary_ctxt_switches.unwrap_or(0);
+        info.nonvoluntary_ctxt_switches = status.nonvoluntary_ctxt_switches.unwrap_or(0);
     }
     Some(info)
 }
 
 /// Parses a `/proc/PID/task/TID/stat` line: the fields a thread table shows.
 pub fn parse_thread_stat(text: &str) -> Option<ThreadInfo> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let tid = text[..open].trim().parse().ok()?;
-    let comm = text[open + 1..close].to_string();
-    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    // `rest[0]` is field 3 (state): field N is `rest[N - 3]` (man 5 proc).
-    let field = |n: usize| rest.get(n - 3).copied();
+    let s = read_stat(text)?;
     Some(ThreadInfo {
-        tid,
-        comm,
-        state: field(3)?.chars().next()?,
+        tid: s.pid,
+        comm: s.comm,
+        state: s.state,
         wchan: "-".into(),
-        processor: field(39)?.parse().ok()?,
-        utime_ticks: field(14)?.parse().ok()?,
-        stime_ticks: field(15)?.parse().ok()?,
+        processor: s.processor?,
+        utime_ticks: s.utime,
+        stime_ticks: s.stime,
         voluntary_ctxt_switches: 0,
         nonvoluntary_ctxt_switches: 0,
     })
@@ -329,8 +347,10 @@ mod tests {
 
     #[test]
     fn a_name_with_spaces_and_parentheses_does_not_shift_the_fields() {
+        // A whole line of a zombie, as the kernel writes it (52 fields).
         let line = "4182 (buyer (3) x) Z 4170 4170 4100 34816 4170 4194560 0 0 0 0 0 0 0 0 20 0 1 \
-                    0 987654 0 0";
+                    0 987654 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 \
+                    0 0 0 0 0 3";
         let info = parse_stat(line).unwrap();
         assert_eq!(info.start_ticks, 987654);
         assert_eq!(info.pid, 4182);
