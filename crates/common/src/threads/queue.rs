@@ -310,6 +310,7 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
             if self.maxsize == 0 || state.items.len() < self.maxsize {
                 break;
             }
+            // Asleep on `not_full` (the lock let go) until a `get` notifies it.
             state.waiting_putters += 1;
             let (back, waited) = Self::wait(&self.not_full, state, deadline);
             state = back;
@@ -360,22 +361,13 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
                 return Err(QueueError::ShutDown);
             }
             if !spun && deadline != Deadline::NoWait {
-                // Before sleeping, watch the count for a moment with the lock let go: in a
-                // steady stream the next item is usually a few hundred nanoseconds away, and a
-                // sleep and a wake-up (two futex calls, a context switch) cost several
-                // microseconds each. CPython does not do this; it is where Rust's extra speed
-                // on a busy queue comes from, and it is bounded (once per call).
                 spun = true;
                 drop(state);
-                for _ in 0..SPIN {
-                    if self.len.load(Ordering::Acquire) > 0 {
-                        break;
-                    }
-                    std::hint::spin_loop();
-                }
+                self.spin_until_an_item();
                 state = self.lock();
                 continue;
             }
+            // Asleep on `not_empty` (the lock let go) until a `put` notifies it.
             state.waiting_getters += 1;
             let (back, waited) = Self::wait(&self.not_empty, state, deadline);
             state = back;
@@ -383,6 +375,20 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
             if !waited {
                 return Err(QueueError::Empty);
             }
+        }
+    }
+
+    /// Before `get` sleeps, it watches the count for a moment with the lock let go: in a steady
+    /// stream the next item is usually a few hundred nanoseconds away, and a sleep and a wake-up
+    /// (two futex calls, a context switch) cost several microseconds each. Only speed: CPython
+    /// does not do this; it is where Rust's extra speed on a busy queue comes from, and it is
+    /// bounded (once per call).
+    fn spin_until_an_item(&self) {
+        for _ in 0..SPIN {
+            if self.len.load(Ordering::Acquire) > 0 {
+                break;
+            }
+            std::hint::spin_loop();
         }
     }
 
