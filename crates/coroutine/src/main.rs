@@ -128,11 +128,7 @@ enum Cmd {
     ThreeWays,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 fn main() -> ExitCode {
     common::demo::main(&[], run)

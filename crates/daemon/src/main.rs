@@ -106,11 +106,7 @@ struct Cli {
     cmd: Option<Cmd>,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 #[derive(Subcommand, Debug)]
 enum Cmd {

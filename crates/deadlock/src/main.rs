@@ -159,11 +159,7 @@ enum Cmd {
     Processes,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {

@@ -68,6 +68,14 @@ use common::cli::{CommonArgs, count_in, number_in};
 mod light;
 #[cfg(target_os = "linux")]
 mod processes;
+/// Part 3 elsewhere: it says what it needs.
+#[cfg(not(target_os = "linux"))]
+mod processes {
+    pub static ROLES: [&common::process::Role; 0] = [];
+    pub fn run(_cli: &super::Cli) -> anyhow::Result<()> {
+        anyhow::bail!("the processes part needs Linux (memfd, futexes, /proc)")
+    }
+}
 mod retry;
 
 /// Cars at the traffic light, and the most a run may have.
@@ -131,18 +139,10 @@ enum Cmd {
     Processes,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 fn main() -> ExitCode {
-    #[cfg(target_os = "linux")]
-    let roles = &processes::ROLES[..];
-    #[cfg(not(target_os = "linux"))]
-    let roles: &[&'static common::process::Role] = &[];
-    common::demo::main(roles, run)
+    common::demo::main(&processes::ROLES, run)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -150,18 +150,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "event",
         &cli,
         cli.cmd,
-        &[(Cmd::Light, light::run), (Cmd::Timeout, retry::run), (Cmd::Processes, run_processes)],
+        &[(Cmd::Light, light::run), (Cmd::Timeout, retry::run), (Cmd::Processes, processes::run)],
     )
-}
-
-#[cfg(target_os = "linux")]
-fn run_processes(cli: &Cli) -> anyhow::Result<()> {
-    processes::run(cli)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn run_processes(_cli: &Cli) -> anyhow::Result<()> {
-    anyhow::bail!("the processes part needs Linux (memfd, futexes, /proc)")
 }
 
 /// Seconds as people read them: `0.38s`.

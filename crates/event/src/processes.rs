@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use common::predict::{self, Expect};
 use common::process::{Process, Role, Run, exitcode_name};
 use common::processes::lost;
@@ -64,7 +64,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             w.start()?;
         }
         let pids: Vec<i32> = waiters.iter().filter_map(Process::pid).collect();
-        wait_all_asleep(&pids, &mut waiters)?;
+        lost::wait_asleep_in_futex(&pids, &mut waiters, ASLEEP_DEADLINE)?;
         show_asleep(&pids);
         cli.common.hold("every waiter asleep in event.wait(); waiter-1 is killed next", &pids);
 
@@ -125,25 +125,6 @@ pub fn run(cli: &Cli) -> Result<()> {
         let _ = lost::stop_running(&mut waiters);
     }
     result
-}
-
-/// Waits until every pid sleeps in a futex (state `S`, `wchan` futex_...), watching them.
-fn wait_all_asleep(pids: &[i32], children: &mut [Process]) -> Result<()> {
-    let began = Instant::now();
-    let answer = lost::wait_watching(children, |slice| {
-        if pids
-            .iter()
-            .all(|&pid| ps::state_of(pid) == Some('S') && ps::wchan(pid).contains("futex"))
-        {
-            return Ok(Some(()));
-        }
-        if began.elapsed() > ASLEEP_DEADLINE {
-            bail!("the waiters were not all seen asleep within {ASLEEP_DEADLINE:?}");
-        }
-        std::thread::sleep(slice.min(Duration::from_millis(2)));
-        Ok(None)
-    })?;
-    answer.map_err(|i| lost::report(&children[i], "its wait", 0))
 }
 
 /// The waiters as `ps -o pid,stat,wchan,comm` shows them (the event `asleep`).

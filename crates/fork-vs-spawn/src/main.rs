@@ -154,11 +154,7 @@ struct Cli {
 const DEFAULT_REPLACEMENTS: usize = 40;
 const MAX_REPLACEMENTS: usize = 500;
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 enum Cmd {

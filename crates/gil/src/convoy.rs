@@ -2,6 +2,8 @@
 //! I/O thread answering tiny requests, alone and beside a CPU-bound thread, under the
 //! simulated GIL and as plain Rust threads.
 
+#![cfg(target_os = "linux")]
+
 use anyhow::Result;
 use common::predict;
 use common::report;

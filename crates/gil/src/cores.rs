@@ -2,6 +2,8 @@
 //! with `sched_setaffinity` take turns on it (concurrency); pinned to two CPUs they run at the
 //! same time (parallelism). Each thread's CPU, CPU time and context switches come from `/proc`.
 
+#![cfg(target_os = "linux")]
+
 use anyhow::{Context, Result, bail};
 use common::{predict, ps, report};
 use gil::countdown::{countdown, ms};

@@ -2,6 +2,8 @@
 //! two threads each N, by one thread 2N in a row, and by two processes each N, and say what
 //! the notes' `print(cost/2)` hides.
 
+#![cfg(target_os = "linux")]
+
 use std::sync::{Barrier, mpsc};
 use std::time::{Duration, Instant};
 

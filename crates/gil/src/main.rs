@@ -74,15 +74,11 @@
 //! **Differences from Python** (also the end of `--help`):
 #![doc = include_str!("differences.txt")]
 
-#[cfg(target_os = "linux")]
+// Each part is Linux-only (`#![cfg(target_os = "linux")]` at its top).
 mod convoy;
-#[cfg(target_os = "linux")]
 mod cores;
-#[cfg(target_os = "linux")]
 mod experiment;
-#[cfg(target_os = "linux")]
 mod simulated;
-#[cfg(target_os = "linux")]
 mod vs_mutex;
 
 use std::time::Duration;
@@ -167,11 +163,7 @@ enum Cmd {
     VsMutex,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 impl Cli {
     /// The simulated GIL's rule from `--switch-interval` and `--check-interval`.

@@ -2,6 +2,8 @@
 //! about twice as long as one, even on two CPUs; the GIL counts its switches and checks that
 //! it never let two threads in at once; a timeline shows who held it.
 
+#![cfg(target_os = "linux")]
+
 use std::sync::Barrier;
 use std::time::Instant;
 

@@ -5,6 +5,8 @@
 //! the program's own around `change_it` (nothing is lost again). The GIL protects the
 //! interpreter's own state, one bytecode at a time; it does not make your three steps one.
 
+#![cfg(target_os = "linux")]
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex, TryLockError};
 use std::time::Instant;

@@ -2,6 +2,8 @@
 //! is bound here, the child forked with it (and with the shared counters page), and the child's
 //! threads, memory and CPU are read from `/proc` while the load client drives it.
 
+#![cfg(target_os = "linux")]
+
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

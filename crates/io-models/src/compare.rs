@@ -1,6 +1,8 @@
 //! Part 3, `compare` (the tour): every model in turn as a child process, driven by the same
 //! load client with the same load; then one table and the lessons in words.
 
+#![cfg(target_os = "linux")]
+
 use std::time::Duration;
 
 use anyhow::Result;

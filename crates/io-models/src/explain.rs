@@ -1,6 +1,8 @@
 //! Part 5, `explain`: who waits in each phase (网络传输中的两个阶段) for each model: Stevens'
 //! figure as a table, with the time each phase took per request here, and the system calls.
 
+#![cfg(target_os = "linux")]
+
 use std::time::Duration;
 
 use anyhow::Result;

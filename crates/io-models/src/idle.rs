@@ -3,6 +3,8 @@
 //! talks. The open-file limit is raised to its hard limit first, and a limit too low for N is
 //! said plainly.
 
+#![cfg(target_os = "linux")]
+
 use std::time::Duration;
 
 use anyhow::Result;

@@ -2,6 +2,8 @@
 //! is no host flag). It checks every echoed byte and reports requests/s, latency, its own CPU per
 //! request and, when it can read the server in `/proc`, the server's.
 
+#![cfg(target_os = "linux")]
+
 use anyhow::{Result, bail};
 use serde_json::json;
 

@@ -73,22 +73,15 @@
 //! **Differences from Python** (also the end of `--help`):
 #![doc = include_str!("differences.txt")]
 
-#[cfg(target_os = "linux")]
+// Each part is Linux-only (`#![cfg(target_os = "linux")]` at its top).
 mod child;
-#[cfg(target_os = "linux")]
 mod compare;
-#[cfg(target_os = "linux")]
 mod explain;
-#[cfg(target_os = "linux")]
 mod idle;
-#[cfg(target_os = "linux")]
 mod load;
 mod model;
-#[cfg(target_os = "linux")]
 mod models;
-#[cfg(target_os = "linux")]
 mod serve;
-#[cfg(target_os = "linux")]
 mod server;
 
 use clap::{Args, Parser, Subcommand};
@@ -256,11 +249,7 @@ struct ExplainArgs {
     requests: usize,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {

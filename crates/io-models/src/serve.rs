@@ -2,6 +2,8 @@
 //! signal watcher then ends the process, which closes every connection). Its first line is the
 //! address; a `stats` line follows whenever the counters changed.
 
+#![cfg(target_os = "linux")]
+
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};

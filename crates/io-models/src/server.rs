@@ -5,6 +5,8 @@
 //! The system calls stay visible: `socket`, `bind`, `listen`, `recv`, `send`, `setsockopt`,
 //! `shutdown` are called here and in the models' own files through `nix`.
 
+#![cfg(target_os = "linux")]
+
 use std::net::Ipv4Addr;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};

@@ -1,6 +1,8 @@
 //! The counter of parts 4 and 5: `--processes` processes each add 1 to one shared number
 //! `--increments` times, in shared memory, in a file, or through a pipe, with or without a lock.
 
+#![cfg(target_os = "linux")]
+
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd, RawFd};

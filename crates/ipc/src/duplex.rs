@@ -2,6 +2,8 @@
 //! and `recv` (a `socketpair`); a ping-pong between two processes; and `Pipe(duplex=False)`,
 //! a plain one-way pipe.
 
+#![cfg(target_os = "linux")]
+
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::time::Instant;
 

@@ -2,6 +2,8 @@
 //! correct under `flock`, lost updates and torn reads without it; then the same counter by
 //! pipe, shared memory and file side by side.
 
+#![cfg(target_os = "linux")]
+
 use anyhow::Result;
 use common::predict::{self, Expect};
 use common::report;

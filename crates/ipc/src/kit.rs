@@ -2,6 +2,8 @@
 //! each process takes on its own open file, a meeting point (barrier) built from pipes, and what
 //! `/proc` says about a descriptor or a sleeping process.
 
+#![cfg(target_os = "linux")]
+
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};

@@ -74,19 +74,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use common::cli::CommonArgs;
 
-#[cfg(target_os = "linux")]
+// Each part is Linux-only (`#![cfg(target_os = "linux")]` at its top).
 mod counter;
-#[cfg(target_os = "linux")]
 mod duplex;
-#[cfg(target_os = "linux")]
 mod file;
-#[cfg(target_os = "linux")]
 mod kit;
-#[cfg(target_os = "linux")]
 mod pipe;
-#[cfg(target_os = "linux")]
 mod shared;
-#[cfg(target_os = "linux")]
 mod torn;
 
 /// Lines the parent sends down the pipe in part 1.
@@ -190,11 +184,7 @@ enum Cmd {
     File,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 impl Cli {
     fn messages(&self, default: usize) -> usize {

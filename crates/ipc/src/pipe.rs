@@ -1,5 +1,7 @@
 //! Part 1: a pipe from parent to child, one way; end-of-file; the notes' `ps aux | grep`.
 
+#![cfg(target_os = "linux")]
+
 use std::os::fd::{AsFd, RawFd};
 use std::time::Duration;
 

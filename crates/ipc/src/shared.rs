@@ -1,6 +1,8 @@
 //! Part 4: a counter in shared memory (共享数据) that four processes increment: updates lost
 //! without a lock, exact with a process-shared lock or an atomic instruction.
 
+#![cfg(target_os = "linux")]
+
 use anyhow::Result;
 use common::predict::{self, Expect};
 use common::report;

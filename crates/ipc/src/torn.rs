@@ -2,6 +2,8 @@
 //! them; two writers of messages bigger than the pipe interleave their bytes. With a lock around
 //! each message, neither happens: a queue is a pipe plus a lock.
 
+#![cfg(target_os = "linux")]
+
 use std::os::fd::{AsFd, RawFd};
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! Part 1: the notes' `Queue(3)` in one process, and what a queue is made of.
 
+#![cfg(target_os = "linux")]
+
 use anyhow::{Context, Result, bail};
 use common::queue::{JoinableQueue, Queue, QueueError};
 use common::report;

@@ -2,6 +2,8 @@
 //! `put` while the queue is full; for a moment the consumer is paused (SIGSTOP) so the `ps`
 //! view can show it: the producer `S`, the consumer `T`.
 
+#![cfg(target_os = "linux")]
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};

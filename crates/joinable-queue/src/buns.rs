@@ -1,6 +1,8 @@
 //! Parts 2 and 3: producers (生产者) make buns (包子), consumers (消费者) eat them; first with a
 //! plain `Queue` and `None` sentinels, then with a `JoinableQueue`, `task_done` and `join`.
 
+#![cfg(target_os = "linux")]
+
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};

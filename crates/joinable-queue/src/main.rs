@@ -68,13 +68,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use common::cli::{CommonArgs, count_in};
 
-#[cfg(target_os = "linux")]
+// Each part is Linux-only (`#![cfg(target_os = "linux")]` at its top).
 mod basics;
-#[cfg(target_os = "linux")]
 mod bounded;
-#[cfg(target_os = "linux")]
 mod buns;
-#[cfg(target_os = "linux")]
 mod stress;
 
 /// The notes' producers and consumers (seed 002: p1, p2, p3 and c1, c2).
@@ -178,11 +175,7 @@ enum Cmd {
     },
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {

@@ -3,6 +3,8 @@
 //! every item it took and checks that each producer's numbers came in increasing order; the
 //! main process compares the counts and sums with what was put.
 
+#![cfg(target_os = "linux")]
+
 use anyhow::{Context, Result, bail};
 use common::process::{Process, Role, Run};
 use common::processes::lost;

@@ -1,6 +1,8 @@
 //! Parts 1 to 3: seed 001's pools. `apply_async` (non-blocking), `apply` (blocking), and
 //! collecting results with `get` and `map`; the `close`/`join` rules; dropping a pool.
 
+#![cfg(target_os = "linux")]
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 

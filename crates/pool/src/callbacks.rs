@@ -3,6 +3,8 @@
 //! (谁在执行回调函数)? The parent process, in its result-handler thread: not the worker that
 //! boiled the water, and not the main thread, which was busy with something else.
 
+#![cfg(target_os = "linux")]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

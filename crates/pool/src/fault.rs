@@ -3,6 +3,8 @@
 //! worker takes its place, every other task completes. Then `maxtasksperchild` replaces workers
 //! on purpose, and each new worker runs the initializer.
 
+#![cfg(target_os = "linux")]
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -84,15 +84,11 @@
 //! **Differences from Python** (also the end of `--help`):
 #![doc = include_str!("differences.txt")]
 
-#[cfg(target_os = "linux")]
+// Each part is Linux-only (`#![cfg(target_os = "linux")]` at its top).
 mod basics;
-#[cfg(target_os = "linux")]
 mod callbacks;
-#[cfg(target_os = "linux")]
 mod fault;
-#[cfg(target_os = "linux")]
 mod tasks;
-#[cfg(target_os = "linux")]
 mod which;
 
 use clap::{Parser, Subcommand};
@@ -165,11 +161,7 @@ enum Cmd {
     Fault,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {

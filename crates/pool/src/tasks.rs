@@ -7,6 +7,8 @@
 //! function, as a Python `def` takes and returns Python values: `common::typed_task!` reads its
 //! argument from JSON and writes its result back.
 
+#![cfg(target_os = "linux")]
+
 use std::time::{Duration, Instant};
 
 use anyhow::Result;

@@ -2,6 +2,8 @@
 //! and on a thread pool, IO-bound tasks on both: a table of wall times, measured here, and what
 //! CPython would show instead.
 
+#![cfg(target_os = "linux")]
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};

@@ -163,11 +163,7 @@ enum Cmd {
     Order,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 fn main() -> std::process::ExitCode {
     common::demo::main(

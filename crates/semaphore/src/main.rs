@@ -72,6 +72,14 @@ use common::cli::{CommonArgs, count_in};
 mod bounded;
 #[cfg(target_os = "linux")]
 mod processes;
+/// Part 3 elsewhere: it says what it needs.
+#[cfg(not(target_os = "linux"))]
+mod processes {
+    pub static ROLES: [&common::process::Role; 0] = [];
+    pub fn run(_cli: &super::Cli) -> anyhow::Result<()> {
+        anyhow::bail!("the processes part needs Linux (memfd, robust mutexes, futexes, /proc)")
+    }
+}
 mod rooms;
 
 /// The course's example: ten people, three rooms.
@@ -120,21 +128,13 @@ enum Cmd {
     Processes,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 /// The cap is the process semaphore's (`MAX_PLACES`), so every part takes the same flag.
 const MAX_PLACES: usize = 64;
 
 fn main() -> ExitCode {
-    #[cfg(target_os = "linux")]
-    let roles = &processes::ROLES[..];
-    #[cfg(not(target_os = "linux"))]
-    let roles: &[&'static common::process::Role] = &[];
-    common::demo::main(roles, run)
+    common::demo::main(&processes::ROLES, run)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -145,19 +145,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         &[
             (Cmd::Threads, rooms::run),
             (Cmd::Bounded, bounded::run),
-            (Cmd::Processes, run_processes),
+            (Cmd::Processes, processes::run),
         ],
     )
-}
-
-#[cfg(target_os = "linux")]
-fn run_processes(cli: &Cli) -> anyhow::Result<()> {
-    processes::run(cli)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn run_processes(_cli: &Cli) -> anyhow::Result<()> {
-    anyhow::bail!("the processes part needs Linux (memfd, robust mutexes, futexes, /proc)")
 }
 
 /// A person's random stay inside, in milliseconds: the notes' `random.randint(1, 3)` seconds,

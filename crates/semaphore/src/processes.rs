@@ -320,7 +320,7 @@ fn killed_holder_ours(cli: &Cli) -> Result<()> {
         late.push(child(cli, "late-comer", late_comer, &fds));
         late[0].start()?;
         let late_pid = late[0].pid().unwrap_or(0);
-        wait_asleep(late_pid, &mut late)?;
+        lost::wait_asleep_in_futex(&[late_pid], &mut late, STEP_DEADLINE)?;
         let victim_pid = holders[0].pid().unwrap_or(0);
         let place = sem.holders().iter().position(|&p| p == victim_pid);
         show_asleep(cli, &holders, late_pid, "ours");
@@ -471,7 +471,7 @@ fn killed_holder_posix(cli: &Cli) -> Result<usize> {
             "sem_unlink({name:?}): {path} is gone now that every process has the semaphore \
              open; the semaphore itself lives on in their mappings"
         ));
-        wait_asleep(late_pid, &mut late)?;
+        lost::wait_asleep_in_futex(&[late_pid], &mut late, STEP_DEADLINE)?;
         show_asleep(cli, &holders, late_pid, "sem_open's");
         kill_holder(&mut holders[0], None)?;
         join_ok(&mut late)?;
@@ -515,23 +515,6 @@ fn wait_count(word: &AtomicU32, target: u32, children: &mut [Process], what: &st
         Ok(None)
     })?;
     answer.map_err(|i| lost::report(&children[i], what, 1))
-}
-
-/// Waits until `pid` sleeps in a futex (state `S`, `wchan` futex_...): asleep in `acquire`.
-fn wait_asleep(pid: i32, children: &mut [Process]) -> Result<()> {
-    let began = Instant::now();
-    let answer = lost::wait_watching(children, |slice| {
-        let state = ps::state_of(pid);
-        if state == Some('S') && ps::wchan(pid).contains("futex") {
-            return Ok(Some(()));
-        }
-        if began.elapsed() > STEP_DEADLINE {
-            bail!("the late-comer (pid {pid}) was never seen asleep (state {state:?})");
-        }
-        std::thread::sleep(slice.min(Duration::from_millis(2)));
-        Ok(None)
-    })?;
-    answer.map_err(|i| lost::report(&children[i], "its wait", 0))
 }
 
 /// The holders and the late-comer as `ps` shows them (state and wchan), then `--hold`.

@@ -140,11 +140,7 @@ enum Cmd {
     },
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 fn main() -> ExitCode {
     common::demo::main(&[&joinable::PROCESS_CONSUMER], run)

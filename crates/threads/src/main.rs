@@ -175,11 +175,7 @@ enum Cmd {
     DeadHolder,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 fn main() -> std::process::ExitCode {
     common::demo::main(&[&common::startcost::NOOP, &daemon::PYTHON_RULE, &daemon::RUST_RULE], run)

@@ -1,6 +1,8 @@
 //! What the children of the zombie, cure and state parts do. Each is a type implementing
 //! `Run` (Python's "subclass `Process`, override `run`"), so it works with fork and spawn alike.
 
+#![cfg(target_os = "linux")]
+
 use std::time::{Duration, Instant};
 
 use anyhow::Result;

@@ -14,6 +14,8 @@
 //!
 //! Both restore the previous SIGCHLD disposition when they are done.
 
+#![cfg(target_os = "linux")]
+
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, Ordering};

@@ -61,17 +61,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use common::cli::{CommonArgs, count_in};
 
-#[cfg(target_os = "linux")]
+// Each part is Linux-only (`#![cfg(target_os = "linux")]` at its top).
 mod children;
-#[cfg(target_os = "linux")]
 mod cures;
-#[cfg(target_os = "linux")]
 mod orphan;
-#[cfg(target_os = "linux")]
 mod procfs;
-#[cfg(target_os = "linux")]
 mod states;
-#[cfg(target_os = "linux")]
 mod zombie;
 
 /// Zombies in `many` unless `--count` says otherwise.
@@ -97,11 +92,7 @@ struct Cli {
     cmd: Option<Cmd>,
 }
 
-impl common::demo::DemoCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
+common::demo_cli!(Cli);
 
 #[derive(Debug, Subcommand)]
 enum Cmd {

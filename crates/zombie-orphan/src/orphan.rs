@@ -12,6 +12,8 @@
 //! closes it too) tells each of them to end. So the orphan never outlives the demo by more than
 //! a moment, whoever adopts it.
 
+#![cfg(target_os = "linux")]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;

@@ -5,6 +5,8 @@
 //! Reading `/proc/PID/stat` never reaps anything: it is how the parent can look at a zombie
 //! child without calling `waitpid`, which would remove it.
 
+#![cfg(target_os = "linux")]
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};

@@ -8,6 +8,8 @@
 //! | stopped | sleeps, then SIGSTOP              | `T`   | (not in the model)   |
 //! | zombie  | has ended, not reaped             | `Z`   | 僵尸进程             |
 
+#![cfg(target_os = "linux")]
+
 use std::time::Duration;
 
 use anyhow::{Context, Result};

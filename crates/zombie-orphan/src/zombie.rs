@@ -4,6 +4,8 @@
 //! The parent never calls `join` or `is_alive` while it shows the zombie: both call `waitpid`,
 //! which is exactly what removes a zombie. It only reads `/proc`, which changes nothing.
 
+#![cfg(target_os = "linux")]
+
 use anyhow::{Context, Result, bail};
 use common::cli::CommonArgs;
 use common::process::{Process, exitcode_name};

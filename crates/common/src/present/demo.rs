@@ -35,6 +35,19 @@ pub trait DemoCli: Parser {
     fn common(&self) -> &CommonArgs;
 }
 
+/// `impl DemoCli for Cli` for a demo whose shared flags are its field `common`
+/// (`#[command(flatten)] common: CommonArgs`): `common::demo_cli!(Cli);`.
+#[macro_export]
+macro_rules! demo_cli {
+    ($cli:ty) => {
+        impl $crate::demo::DemoCli for $cli {
+            fn common(&self) -> &$crate::cli::CommonArgs {
+                &self.common
+            }
+        }
+    };
+}
+
 /// Bad usage or bad input: the demo exits 2 and says why. The message names the flag or file.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -121,6 +121,35 @@ pub fn wait_watching<T>(
     }
 }
 
+/// Waits until every one of `pids` sleeps in a futex (state `S`, a `futex...` wchan: asleep in
+/// a lock, a semaphore or an event), watching `children` as [`wait_watching`] does: a child
+/// that died ends the wait as its loss (`child_lost`). An error if not all are seen asleep
+/// within `deadline`.
+pub fn wait_asleep_in_futex(
+    pids: &[i32],
+    children: &mut [Process],
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
+    let answer = wait_watching(children, |slice| {
+        let asleep = |&pid: &i32| {
+            crate::ps::state_of(pid) == Some('S') && crate::ps::wchan(pid).contains("futex")
+        };
+        if pids.iter().all(asleep) {
+            return Ok(Some(()));
+        }
+        if began.elapsed() > deadline {
+            let states: Vec<_> = pids.iter().map(|&p| (p, crate::ps::state_of(p))).collect();
+            anyhow::bail!(
+                "not every one of {pids:?} was seen asleep within {deadline:?}: {states:?}"
+            );
+        }
+        std::thread::sleep(slice.min(Duration::from_millis(2)));
+        Ok(None)
+    })?;
+    answer.map_err(|i| report(&children[i], "its wait", 0))
+}
+
 /// Joins every one of `children` (all started), watching them: when one ends otherwise than
 /// with exit code 0, the others may be waiting for it (for an item on a queue, room in it, a
 /// line on a pipe), so those still running are stopped (SIGTERM, then joined). Returns the

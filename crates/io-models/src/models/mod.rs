@@ -1,5 +1,7 @@
 //! The models, one file each; each keeps its key system calls in its own code.
 
+#![cfg(target_os = "linux")]
+
 mod asynchronous;
 mod blocking;
 mod epoll;
