@@ -534,6 +534,17 @@ impl Conn {
     }
 
     /// The socket can take more: send what is waiting.
+    /// The step a ready connection takes: write what is pending when `writable`, else read.
+    pub fn on_ready(
+        &mut self,
+        writable: bool,
+        buf: &mut [u8],
+        limits: &Limits,
+        stats: &Stats,
+    ) -> Step {
+        if writable { self.on_writable(stats) } else { self.on_readable(buf, limits, stats) }
+    }
+
     pub fn on_writable(&mut self, stats: &Stats) -> Step {
         self.flush(stats).unwrap_or_else(|| self.keep())
     }
@@ -613,7 +624,12 @@ pub fn no_delay(fd: &impl AsFd, stats: &Stats) {
 pub struct Table {
     slots: Vec<Option<Conn>>,
     len: usize,
+    /// When [`Table::tick_if_due`] last ran the tick.
+    last_tick: Option<Instant>,
 }
+
+/// How often the event loops look for idle clients, and the longest they wait in one call.
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Table {
     pub fn insert(&mut self, conn: Conn) {
@@ -653,6 +669,15 @@ impl Table {
             report_closed(conn.id, &reason, conn.requests);
         }
         Some(conn)
+    }
+
+    /// The tick, once every [`TICK`] (a loop calls this on every turn).
+    pub fn tick_if_due(&mut self, limits: &Limits, stats: &Stats) {
+        let last = *self.last_tick.get_or_insert_with(Instant::now);
+        if last.elapsed() >= TICK {
+            self.tick(limits, stats);
+            self.last_tick = Some(Instant::now());
+        }
     }
 
     /// The periodic tick: idle clients told and closed, refused ones past their grace closed.

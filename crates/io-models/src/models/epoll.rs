@@ -3,15 +3,14 @@
 //! O(all). Level-triggered: a socket with unread data is reported again at the next wait.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use crate::server::{Limits, RECV_BUF, Stats, Table, accept_all, apply, set_nonblocking};
+use crate::server::{Limits, RECV_BUF, Stats, TICK, Table, accept_all, apply, set_nonblocking};
 
-const TICK: Duration = Duration::from_millis(100);
 const LISTENER: u64 = u64::MAX;
 
 pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
@@ -22,7 +21,6 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
     let mut table = Table::default();
     let mut buf = vec![0u8; RECV_BUF];
     let mut events = vec![EpollEvent::empty(); 1024];
-    let mut last_tick = Instant::now();
     loop {
         let began = Instant::now();
         Stats::add(&stats.syscalls, 1);
@@ -49,11 +47,12 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
             let fd = event.data() as RawFd;
             let Some(conn) = table.get_mut(fd) else { continue };
             let was_writing = conn.wants_write();
-            let step = if event.events().contains(EpollFlags::EPOLLOUT) {
-                conn.on_writable(stats)
-            } else {
-                conn.on_readable(&mut buf, limits, stats)
-            };
+            let step = conn.on_ready(
+                event.events().contains(EpollFlags::EPOLLOUT),
+                &mut buf,
+                limits,
+                stats,
+            );
             // Closing the descriptor removes it from the interest list by itself.
             if let Some(wants_write) = apply(&mut table, fd, step, stats)
                 && wants_write != was_writing
@@ -67,9 +66,6 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
                     .context("epoll_ctl MOD")?;
             }
         }
-        if last_tick.elapsed() >= TICK {
-            table.tick(limits, stats);
-            last_tick = Instant::now();
-        }
+        table.tick_if_due(limits, stats);
     }
 }

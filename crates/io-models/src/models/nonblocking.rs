@@ -4,20 +4,16 @@
 //! counter and the CPU time show it). Phase 2 still happens inside `recv`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 
 use crate::server::{Limits, RECV_BUF, Stats, Table, accept_all, apply, set_nonblocking};
 
-/// How often idle clients are looked for.
-const TICK: Duration = Duration::from_millis(100);
-
 pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
     set_nonblocking(listener.as_raw_fd(), true)?;
     let mut table = Table::default();
     let mut buf = vec![0u8; RECV_BUF];
-    let mut last_tick = Instant::now();
     loop {
         let pass = Instant::now();
         let copied_before = stats.copy_ns.load(std::sync::atomic::Ordering::Relaxed);
@@ -25,20 +21,13 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
         for fd in table.fds() {
             let Some(conn) = table.get_mut(fd) else { continue };
             // Ask every socket, ready or not: most answers are EAGAIN.
-            let step = if conn.wants_write() {
-                conn.on_writable(stats)
-            } else {
-                conn.on_readable(&mut buf, limits, stats)
-            };
+            let step = conn.on_ready(conn.wants_write(), &mut buf, limits, stats);
             apply(&mut table, fd, step, stats);
         }
         // A pass that copied nothing was spent waiting for data: phase 1, on the CPU.
         if stats.copy_ns.load(std::sync::atomic::Ordering::Relaxed) == copied_before {
             Stats::add(&stats.wait_ns, pass.elapsed().as_nanos() as u64);
         }
-        if last_tick.elapsed() >= TICK {
-            table.tick(limits, stats);
-            last_tick = Instant::now();
-        }
+        table.tick_if_due(limits, stats);
     }
 }

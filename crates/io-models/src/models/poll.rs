@@ -3,21 +3,18 @@
 //! kernel looks at each of them: still O(all connections) per call.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::server::{Limits, RECV_BUF, Stats, Table, accept_all, apply, set_nonblocking};
-
-const TICK: Duration = Duration::from_millis(100);
+use crate::server::{Limits, RECV_BUF, Stats, TICK, Table, accept_all, apply, set_nonblocking};
 
 pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
     set_nonblocking(listener.as_raw_fd(), true)?;
     let mut table = Table::default();
     let mut buf = vec![0u8; RECV_BUF];
-    let mut last_tick = Instant::now();
     loop {
         let ready: Vec<(RawFd, PollFlags)> = {
             let mut fds = Vec::with_capacity(table.len() + 1);
@@ -53,17 +50,10 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
                 continue;
             }
             let Some(conn) = table.get_mut(fd) else { continue };
-            let step = if got.contains(PollFlags::POLLOUT) {
-                conn.on_writable(stats)
-            } else {
-                // POLLIN, POLLHUP or POLLERR: recv tells which.
-                conn.on_readable(&mut buf, limits, stats)
-            };
+            // POLLIN, POLLHUP or POLLERR: recv tells which.
+            let step = conn.on_ready(got.contains(PollFlags::POLLOUT), &mut buf, limits, stats);
             apply(&mut table, fd, step, stats);
         }
-        if last_tick.elapsed() >= TICK {
-            table.tick(limits, stats);
-            last_tick = Instant::now();
-        }
+        table.tick_if_due(limits, stats);
     }
 }

@@ -5,24 +5,22 @@
 //! client whose descriptor is 1024 or more cannot be watched and is turned away.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::sys::select::{FdSet, select};
 use nix::sys::time::{TimeVal, TimeValLike};
 
-use crate::server::{Limits, RECV_BUF, Stats, Table, accept_all, apply, set_nonblocking};
+use crate::server::{Limits, RECV_BUF, Stats, TICK, Table, accept_all, apply, set_nonblocking};
 
 /// The size of an `fd_set`: descriptors 0 to 1023.
 pub const FD_SETSIZE: RawFd = libc::FD_SETSIZE as RawFd;
-const TICK: Duration = Duration::from_millis(100);
 
 pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
     set_nonblocking(listener.as_raw_fd(), true)?;
     let mut table = Table::default();
     let mut buf = vec![0u8; RECV_BUF];
-    let mut last_tick = Instant::now();
     loop {
         // The sets are rebuilt before every call: select overwrites them with the answer.
         let (listener_ready, ready) = {
@@ -58,14 +56,9 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
                 .collect();
             (listener_ready, ready)
         };
-        for (fd, readable, writable) in ready {
+        for (fd, _readable, writable) in ready {
             let Some(conn) = table.get_mut(fd) else { continue };
-            let step = if writable {
-                conn.on_writable(stats)
-            } else {
-                let _ = readable;
-                conn.on_readable(&mut buf, limits, stats)
-            };
+            let step = conn.on_ready(writable, &mut buf, limits, stats);
             apply(&mut table, fd, step, stats);
         }
         if listener_ready {
@@ -77,9 +70,6 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
                 }
             });
         }
-        if last_tick.elapsed() >= TICK {
-            table.tick(limits, stats);
-            last_tick = Instant::now();
-        }
+        table.tick_if_due(limits, stats);
     }
 }

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::server::{Limits, RECV_BUF, Stats, Table, accept_all, apply};
-
-const TICK: Duration = Duration::from_millis(100);
+use crate::server::{Limits, RECV_BUF, Stats, TICK, Table, accept_all, apply};
 
 pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
     // Blocked in this thread, SIGIO stays pending until sigtimedwait takes it; it is directed
@@ -26,7 +24,6 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
     signal_driven(listener.as_raw_fd(), tid, stats)?;
     let mut table = Table::default();
     let mut buf = vec![0u8; RECV_BUF];
-    let mut last_tick = Instant::now();
     // Whatever was ready before O_ASYNC was set raised no signal: look once.
     let mut look = true;
     loop {
@@ -49,17 +46,10 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
         }
         for fd in table.fds() {
             let Some(conn) = table.get_mut(fd) else { continue };
-            let step = if conn.wants_write() {
-                conn.on_writable(stats)
-            } else {
-                conn.on_readable(&mut buf, limits, stats)
-            };
+            let step = conn.on_ready(conn.wants_write(), &mut buf, limits, stats);
             apply(&mut table, fd, step, stats);
         }
-        if last_tick.elapsed() >= TICK {
-            table.tick(limits, stats);
-            last_tick = Instant::now();
-        }
+        table.tick_if_due(limits, stats);
     }
 }
 
