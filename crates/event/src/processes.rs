@@ -129,23 +129,7 @@ pub fn run(cli: &Cli) -> Result<()> {
 
 /// The waiters as `ps -o pid,stat,wchan,comm` shows them (the event `asleep`).
 fn show_asleep(pids: &[i32]) {
-    let rows: Vec<_> = pids
-        .iter()
-        .filter_map(|&pid| ps::stat(pid).map(|p| (p, ps::wchan(pid))))
-        .map(|(p, w)| {
-            json!({ "pid": p.pid, "state": p.state.to_string(), "wchan": w, "comm": p.comm })
-        })
-        .collect();
-    let mut text = "every waiter asleep (S) in event.wait(), using no CPU\n    PID STAT WCHAN                COMMAND"
-        .to_string();
-    for r in &rows {
-        text.push_str(&format!(
-            "\n{:>7} {:<4} {:<20} {}",
-            r["pid"],
-            r["state"].as_str().unwrap_or("?"),
-            r["wchan"].as_str().unwrap_or("-"),
-            r["comm"].as_str().unwrap_or("?")
-        ));
-    }
+    let title = "every waiter asleep (S) in event.wait(), using no CPU";
+    let (rows, text) = ps::sleep_table(title, pids);
     report::event("asleep", json!({ "pids": pids, "rows": rows }), text);
 }

@@ -521,23 +521,8 @@ fn wait_count(word: &AtomicU32, target: u32, children: &mut [Process], what: &st
 fn show_asleep(cli: &Cli, holders: &[Process], late_pid: i32, kind: &str) {
     let mut pids: Vec<i32> = holders.iter().filter_map(Process::pid).collect();
     pids.push(late_pid);
-    let rows: Vec<_> = pids
-        .iter()
-        .filter_map(|&pid| ps::stat(pid).map(|p| (p, ps::wchan(pid))))
-        .map(|(p, w)| json!({ "pid": p.pid, "state": p.state.to_string(), "wchan": w, "comm": p.comm }))
-        .collect();
-    let mut text = format!(
-        "{kind}: every place held, the late-comer asleep (S) in acquire\n    PID STAT WCHAN                COMMAND"
-    );
-    for r in &rows {
-        text.push_str(&format!(
-            "\n{:>7} {:<4} {:<20} {}",
-            r["pid"],
-            r["state"].as_str().unwrap_or("?"),
-            r["wchan"].as_str().unwrap_or("-"),
-            r["comm"].as_str().unwrap_or("?")
-        ));
-    }
+    let title = format!("{kind}: every place held, the late-comer asleep (S) in acquire");
+    let (rows, text) = ps::sleep_table(&title, &pids);
     report::event("asleep", json!({ "kind": kind, "late_comer": late_pid, "rows": rows }), text);
     cli.common.hold("every place held, the late-comer asleep; holder-1 is killed next", &pids);
 }

@@ -311,6 +311,21 @@ pub fn threads(pid: i32) -> Vec<ThreadInfo> {
     rows
 }
 
+/// Where each of `pids` sleeps, as `ps -o pid,stat,wchan,comm` shows it: the rows (JSON, for
+/// the event) and the table (the people's text, under `title`).
+pub fn sleep_table(title: &str, pids: &[i32]) -> (Vec<serde_json::Value>, String) {
+    let mut rows = Vec::new();
+    let mut text = format!("{title}\n    PID STAT WCHAN                COMMAND");
+    for (p, wchan) in pids.iter().filter_map(|&pid| stat(pid).map(|p| (p, wchan(pid)))) {
+        let shown = if wchan.is_empty() { "-" } else { wchan.as_str() };
+        text.push_str(&format!("\n{:>7} {:<4} {:<20} {}", p.pid, p.state, shown, p.comm));
+        rows.push(serde_json::json!({
+            "pid": p.pid, "state": p.state.to_string(), "wchan": wchan, "comm": p.comm
+        }));
+    }
+    (rows, text)
+}
+
 /// The `ps` command that shows the threads of `pid` in another terminal.
 pub fn ps_threads_command(pid: i32) -> String {
     format!("ps -L -o pid,lwp,stat,wchan:20,psr,comm -p {pid}")
