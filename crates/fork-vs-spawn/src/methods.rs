@@ -46,17 +46,26 @@ struct ProbeArgs {
     passed_fd: i32,
 }
 
+/// This process's thread count and command line, from `/proc/self` (with `procfs`).
+#[cfg(target_os = "linux")]
+fn threads_and_cmdline() -> (Option<u64>, String) {
+    let me = procfs::process::Process::myself().ok();
+    let threads = me.as_ref().and_then(|p| p.status().ok()).map(|s| s.threads);
+    let cmdline = me.and_then(|p| p.cmdline().ok()).unwrap_or_default().join(" ");
+    (threads, cmdline)
+}
+
+/// Without `/proc`: no thread count; the command line as this process received it.
+#[cfg(not(target_os = "linux"))]
+fn threads_and_cmdline() -> (Option<u64>, String) {
+    (None, std::env::args().collect::<Vec<_>>().join(" "))
+}
+
 /// What the child finds: its parent, its threads, its command line, the parent's value, the
 /// two descriptors.
 fn probe(args: Value) -> Result<()> {
     let args: ProbeArgs = serde_json::from_value(args).context("decoding the probe's args")?;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse::<u32>().ok());
-    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-    let cmdline = String::from_utf8_lossy(&cmdline).trim_end_matches('\0').replace('\0', " ");
+    let (threads, cmdline) = threads_and_cmdline();
     let has_fd = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok();
     let answer = json!({
         "method": args.method,

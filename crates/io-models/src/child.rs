@@ -142,8 +142,7 @@ fn threads_of(pid: i32) -> u64 {
 
 /// `Pss` of `/proc/PID/smaps_rollup`: resident memory with shared pages divided among sharers.
 pub fn pss_kib(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    let rollup = procfs::process::Process::new(pid).ok()?.smaps_rollup().ok()?;
+    let bytes = rollup.memory_map_rollup.0.first()?.extension.map.get("Pss").copied()?;
+    Some(bytes / 1024)
 }

@@ -310,7 +310,8 @@ impl Run for Incrementer {
     }
 }
 
-/// The line of `/proc/self/maps` of the mapping at `addr`.
+/// The line of `/proc/self/maps` of the mapping at `addr`, as the kernel writes it (the line
+/// itself is what the part prints, so it is found here rather than rebuilt from `procfs`).
 pub fn maps_line(addr: usize) -> Option<String> {
     let text = std::fs::read_to_string("/proc/self/maps").ok()?;
     text.lines()

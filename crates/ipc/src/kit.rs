@@ -227,18 +227,16 @@ pub fn link_inode(link: &str) -> Option<u64> {
     link.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
 }
 
-/// How descriptor `number` of `pid` is open: `r`, `w` or `rw` (the `flags` of
-/// `/proc/PID/fdinfo/N`, in octal).
+/// How descriptor `number` of `pid` is open: `r`, `w` or `rw` (the kernel gives the link
+/// `/proc/PID/fd/N` the permissions of the open mode; `procfs` reads them).
 pub fn fd_mode(pid: i32, number: RawFd) -> &'static str {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{number}")).unwrap_or_default();
-    let flags = text
-        .lines()
-        .find_map(|l| l.strip_prefix("flags:"))
-        .and_then(|f| i32::from_str_radix(f.trim(), 8).ok());
-    match flags.map(|f| f & libc::O_ACCMODE) {
-        Some(libc::O_RDONLY) => "r",
-        Some(libc::O_WRONLY) => "w",
-        Some(libc::O_RDWR) => "rw",
+    use procfs::process::FDPermissions;
+    let mode =
+        procfs::process::Process::new(pid).and_then(|p| p.fd_from_fd(number)).map(|f| f.mode());
+    match mode {
+        Ok(m) if m.contains(FDPermissions::READ | FDPermissions::WRITE) => "rw",
+        Ok(m) if m.contains(FDPermissions::READ) => "r",
+        Ok(m) if m.contains(FDPermissions::WRITE) => "w",
         _ => "?",
     }
 }
@@ -285,7 +283,8 @@ impl Doing {
     }
 }
 
-/// Reads what `pid` is doing; `None` once it is gone.
+/// Reads what `pid` is doing; `None` once it is gone. `/proc/PID/syscall` is read here: the
+/// `procfs` crate has no reader for it.
 pub fn doing(pid: i32) -> Option<Doing> {
     let state = common::ps::state_of(pid)?;
     let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
