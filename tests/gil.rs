@@ -223,3 +223,36 @@ fn are_the_guesses_judged_against_the_runs_own_balance_p99_and_ratio() {
     assert!((a["actual"].as_f64().unwrap() - ratio).abs() < 0.01, "{a} against {ratio}");
     assert_eq!(a["right"], ratio * 1.3 >= 1000.0, "{a}");
 }
+
+#[test]
+fn does_the_experiments_verdict_follow_the_ratio_it_prints() {
+    let out = run_ok(BIN, &["experiment", "--n", "1000000"]);
+    let e = data(&out, "experiment");
+    let v = data(&out, "experiment_verdict");
+    let ratio = v["two_threads_over_one"].as_f64().unwrap();
+    assert_eq!(v["two_threads_over_one"], e["two_threads_over_one"], "the table's ratio");
+    let usable = v["usable_cpus"].as_u64().unwrap();
+    match v["verdict"].as_str().unwrap() {
+        "parallel" => assert!(usable >= 2 && ratio < 1.5, "parallel at {ratio} on {usable}"),
+        "took_turns_one_cpu" => assert!(usable < 2, "one CPU said, {usable} usable"),
+        "took_turns_busy" => assert!(usable >= 2 && ratio >= 1.5, "busy at {ratio}"),
+        other => panic!("unknown verdict {other}"),
+    }
+}
+
+#[test]
+fn does_the_timelines_title_say_how_much_of_the_run_it_draws() {
+    let out = run_ok(BIN, &["simulated", "--n", "200000"]);
+    let two_ms = data(&out, "simulated")["two_threads_ms"].as_f64().unwrap();
+    let title = data(&out, "timeline")["title"].as_str().unwrap().to_string();
+    if let Some(rest) = title.split("whole two-thread run (").nth(1) {
+        let shown: f64 = rest.trim_end_matches(" ms)").parse().unwrap();
+        assert!(shown <= 200.0, "a whole run of {shown} ms is longer than the window: {title}");
+        // The holds lie inside the timed run (rounded up to the ms, and a thread may take the
+        // GIL a moment before the main thread reads the clock).
+        assert!(shown <= two_ms + 2.0, "{title}, but the run took {two_ms} ms");
+    } else {
+        assert!(title.contains("the first 200 ms"), "{title}");
+        assert!(two_ms > 190.0, "{title}, but the whole run took {two_ms} ms");
+    }
+}

@@ -173,6 +173,22 @@ fn show_timeline(gil: &Gil, threads: &[(ThreadReport, f64)]) {
         .min()
         .unwrap_or(0);
     let until = first + TIMELINE_MS * 1_000_000;
+    // The title says how much of the run is drawn: the first TIMELINE_MS only when the run
+    // lasted longer.
+    let last = threads
+        .iter()
+        .filter_map(|(r, _)| r.recorded.iter().map(|h| h.end_ns).max())
+        .max()
+        .unwrap_or(first);
+    let all_recorded = threads.iter().all(|(r, _)| r.recorded.len() as u64 == r.holds);
+    let title = if last > until || !all_recorded {
+        format!("who holds the simulated GIL, the first {TIMELINE_MS} ms of the two-thread run")
+    } else {
+        format!(
+            "who holds the simulated GIL, the whole two-thread run ({} ms)",
+            (last - first).div_ceil(1_000_000)
+        )
+    };
     let mut records = Vec::new();
     for (r, _) in threads {
         for h in r.recorded.iter().filter(|h| h.start_ns < until) {
@@ -194,7 +210,7 @@ fn show_timeline(gil: &Gil, threads: &[(ThreadReport, f64)]) {
     // Each lane's records stay in its own order (take, drop, take, ...): spans pair them so.
     let style = Style::new().per_thread().width(100).span("take", "drop", '#');
     timeline::show(
-        &format!("who holds the simulated GIL, the first {TIMELINE_MS} ms of the two-thread run"),
+        &title,
         &records,
         &style,
     );
