@@ -156,13 +156,13 @@ pub const PARTS: &[Part] = &[
         "§2.6 守护进程",
         "daemon",
         &["daemonic"],
-        "a daemonic child is terminated when main's code ends: end123 never printed",
+        "a daemonic child is terminated when its parent exits: end123 never printed",
     ),
     extra(
         "§2.6 守护进程",
         "daemon",
         &["rules"],
-        "a daemonic child may not have children; the flag is set before start",
+        "a daemonic child may not start a Process (os.fork works); the flag is set before start",
     ),
     part(
         "§2.6 守护进程",
@@ -298,7 +298,7 @@ pub const PARTS: &[Part] = &[
         "§3.4 互斥锁与信号量: 信号量",
         "semaphore",
         &["threads"],
-        "Semaphore(5): never more than 5 threads inside",
+        "Semaphore(3): never more than 3 threads inside",
     ),
     extra(
         "§3.4 互斥锁与信号量: 信号量",

@@ -47,11 +47,14 @@ pub fn main(cli: Cli) -> ExitCode {
     }
     let selected = select(&cli);
     if cli.list {
-        for (number, p) in &selected {
+        // People see the parts counted 1, 2, 3 in this list; `number` is the part's place in
+        // the whole tour (`--all`), the same whatever is selected.
+        for (step, (number, p)) in selected.iter().enumerate() {
+            let step = step + 1;
             report::event(
                 "part",
                 json!({ "number": number, "section": p.section, "demo": p.demo, "args": p.args }),
-                format!("{number:>2}. seed 004 {} — {} {}", p.section, p.demo, p.args.join(" ")),
+                format!("{step:>2}. seed 004 {} — {} {}", p.section, p.demo, p.args.join(" ")),
             );
         }
         return ExitCode::SUCCESS;
@@ -418,7 +421,7 @@ mod imp {
                 report::event(
                     "skipped",
                     json!({ "number": number, "demo": part.demo, "why": why }),
-                    format!("part {number} skipped: {why}"),
+                    format!("part {step} skipped: {why}"),
                 );
                 rows.push(Row {
                     number: step,
