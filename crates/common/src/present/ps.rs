@@ -34,8 +34,8 @@ pub fn state_meaning(state: char) -> &'static str {
     match state {
         'R' => "running or ready to run (运行态/就绪态)",
         'S' => "sleeping, blocked waiting for an event (阻塞态)",
-        'D' => "uninterruptible wait, usually for the disk",
-        'T' => "stopped by a signal",
+        'D' => "uninterruptible wait, usually for the disk (阻塞态, deaf to signals)",
+        'T' => "stopped (suspended) by a signal",
         't' => "stopped by a debugger",
         'Z' => "zombie (僵尸进程): ended, not yet reaped",
         'X' => "dead",
