@@ -93,7 +93,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mut scene = Scene::start(cli, "dinner", &ROLE, json!(dinner(Way::LeftFirst)))?;
     scene.wait_deadlock(PATIENCE + PATIENCE / 3)?;
     scene.show_threads(cli, "the child's threads (ps -L): every philosopher asleep, fork in hand");
-    scene.kill("nobody at this table will ever eat again; only the OS can end it")?;
+    scene.kill("nobody at this table will ever eat again; the demo ends the child")?;
 
     report::say("Now the fixes, each in a child of its own, every meal counted:");
     let question = format!(

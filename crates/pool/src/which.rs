@@ -119,8 +119,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     report::say(
         "In CPython the table would differ: CPU-bound tasks on a thread pool would take about \
          the one-by-one time, because the GIL lets one thread at a time run Python code, while \
-         the process pool divides it by the cores; that is why the notes say: CPU-bound → \
-         processes (计算密集型用多进程), IO-bound → threads (IO密集型用多线程). IO-bound tasks \
+         the process pool divides it by the cores; that is why seed 001 says many cores need \
+         processes (可以通过多进程实现多核任务), and the course's rule of thumb (a later lecture, \
+         not in the notes) is: CPU-bound → processes (计算密集型用多进程), IO-bound → threads \
+         (IO密集型用多线程). IO-bound tasks \
          overlap their waits on both pools, in Python and here.",
     );
     for r in rows.iter().filter(|r| r.work == "IO-bound") {
