@@ -16,7 +16,8 @@
 //!    costs.
 //! 4. `executor`: a minimal executor written here (`mini.rs`, std only) runs ten tasks that each
 //!    sleep: about one sleep in all, on one TID; the same on tokio's current-thread runtime. Then
-//!    ten CPU-bound tasks: the sum of their times on one thread, about half on two; and a
+//!    ten CPU-bound tasks: the sum of their times on one thread, about half on two when two
+//!    CPUs are free (the verdict compares this run's two times); and a
 //!    blocking `std::thread::sleep` inside a task: no other task moves while it sleeps.
 //! 5. `three-ways` (如何实现协程, 三种): generator-like, greenlet-like (`corosensei`), gevent-like
 //!    (tokio), with the cost of one switch each; then where coroutines pay (io-models).
