@@ -210,7 +210,11 @@ pub fn rules(cli: &Cli) -> Result<()> {
     report::event(
         "joined",
         json!({ "name": "daemonic", "daemon": true, "exitcode": code }),
-        format!("{daemonic}: its start() failed, so it ended like an uncaught AssertionError"),
+        format!(
+            "{daemonic}: its start() failed, so it ended like an uncaught AssertionError (only \
+             multiprocessing refuses: os.fork() and subprocess.run() work in a daemonic child, \
+             CPython 3.11)"
+        ),
     );
     let mut normal =
         Process::new("normal", &NESTER, json!({ "method": method_arg(cli) })).start_method(method);

@@ -329,6 +329,13 @@ pub fn send_mail(cli: &Cli) -> Result<()> {
             bail!("the fixed loop joined every mail, yet {late} were sent after \"all sent\"");
         }
     }
+    report::say(
+        "Seed 000's comment args必须是元组 (args must be a tuple) is stricter than CPython: any \
+         iterable works (args=[i] passes i, checked on 3.11). The trap is the comma: args=(i) is \
+         i itself, not a tuple (TypeError: 'int' object is not iterable), args=(i,) is a tuple \
+         of one, and args=('ab') passes 'a' and 'b'. Here a child's arguments are one typed \
+         value, so there is no such trap.",
+    );
     Ok(())
 }
 

@@ -211,7 +211,11 @@ pub fn start_join(cli: &Cli) -> Result<()> {
     report::event(
         "parent_goes_on",
         json!({ "child_sleep_ms": ms(sleep) }),
-        format!("主流程: the parent goes on at once, while the child sleeps {}", secs(sleep)),
+        format!(
+            "主流程: the parent goes on at once, while the child sleeps {}; which of the two runs \
+             first is the scheduler's choice (seed 004's 子进程应该在主进程执行后执行 is no rule)",
+            secs(sleep)
+        ),
     );
     let t = Instant::now();
     let code = crate::joined(&mut p)?;
