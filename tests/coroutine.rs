@@ -219,5 +219,9 @@ fn does_the_two_thread_verdict_follow_the_two_times_printed() {
     let two_ms = two["data"]["elapsed_ms"].as_f64().unwrap();
     let at_once = two_ms < 0.75 * one_ms;
     let verdict = two["data"]["verdict"].as_str().unwrap();
-    assert_eq!(verdict, if at_once { "at_once" } else { "not_at_once" }, "{two_ms} against {one_ms}");
+    assert_eq!(
+        verdict,
+        if at_once { "at_once" } else { "not_at_once" },
+        "{two_ms} against {one_ms}"
+    );
 }

@@ -72,6 +72,33 @@ pub fn cpu_counts() -> (usize, usize) {
     (online, usable)
 }
 
+/// CPUs in this process's affinity mask (`sched_getaffinity`, what `taskset -p` shows).
+fn affinity_cpus() -> Option<usize> {
+    // Safety: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // Safety: the size passed is the set's own; pid 0 is this thread.
+    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) } == 0;
+    // Safety: CPU_COUNT only reads the set.
+    ok.then(|| unsafe { libc::CPU_COUNT(&set) } as usize)
+}
+
+/// Physical cores: the distinct `core_cpus_list` of the CPUs in sysfs (hardware threads of a
+/// core share one).
+fn physical_cores() -> Option<usize> {
+    let cores: std::collections::HashSet<String> = std::fs::read_dir("/sys/devices/system/cpu")
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("cpu")?.parse::<u32>().ok()?;
+            std::fs::read_to_string(format!(
+                "/sys/devices/system/cpu/{name}/topology/core_cpus_list"
+            ))
+            .ok()
+        })
+        .collect();
+    (!cores.is_empty()).then_some(cores.len())
+}
+
 /// Starts one named thread per entry of `work` (each runs its closure after a common start
 /// gate); returns the wall time from the gate to the last thread's end, and each thread's
 /// share. The threads stay alive, parked, until `while_alive` has looked at them (their
@@ -134,12 +161,19 @@ pub fn run(cli: &Cli) -> Result<()> {
         "1. the notes' experiment: count {n} down to 0, by one thread and by two (为什么说多线程是鸡肋)"
     ));
     let (online, usable) = cpu_counts();
+    let (affinity, cores) = (affinity_cpus(), physical_cores());
     report::event(
         "cpus",
-        json!({ "online": online, "usable": usable }),
+        json!({ "online": online, "usable": usable, "affinity": affinity, "cores": cores }),
         format!(
-            "this machine has {online} CPUs (自己电脑上CPU的核数为{online}核), this program may \
-             use {usable}"
+            "this machine has {online} logical CPUs (自己电脑上CPU的核数为{online}核; {}), this \
+             program may use {usable} (its affinity mask allows {}, and a cgroup CPU quota may \
+             allow fewer). Seed 003's 并行进程数 = CPU核数, more exactly: as many run at once as \
+             there are logical CPUs this process may use",
+            cores.map_or("physical cores unknown".to_string(), |c| format!(
+                "{c} physical core(s): a core's hardware threads count as CPUs"
+            )),
+            affinity.map_or("?".to_string(), |a| a.to_string())
         ),
     );
     let question = "two threads each count N down: how many times one thread's wall time?";

@@ -209,9 +209,5 @@ fn show_timeline(gil: &Gil, threads: &[(ThreadReport, f64)]) {
     }
     // Each lane's records stay in its own order (take, drop, take, ...): spans pair them so.
     let style = Style::new().per_thread().width(100).span("take", "drop", '#');
-    timeline::show(
-        &title,
-        &records,
-        &style,
-    );
+    timeline::show(&title, &records, &style);
 }
