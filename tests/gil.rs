@@ -256,3 +256,25 @@ fn does_the_timelines_title_say_how_much_of_the_run_it_draws() {
         assert!(two_ms > 190.0, "{title}, but the whole run took {two_ms} ms");
     }
 }
+
+#[test]
+fn does_the_cores_verdict_follow_the_times_it_prints() {
+    let out = run_ok(BIN, &["cores", "--n", "20000000"]);
+    let v = data(&out, "cores_verdict");
+    let rows = data(&out, "cores")["rows"].as_array().unwrap().clone();
+    let f = |key: &str| v[key].as_f64().unwrap();
+    assert_eq!(f("one_cpu_wall_ms"), rows[0]["wall_ms"].as_f64().unwrap(), "the table's figure");
+    if rows.len() < 2 {
+        assert!(v["verdict"].is_null(), "no two-CPU verdict without a two-CPU row: {v}");
+        return;
+    }
+    let (wall, max, sum) =
+        (f("two_cpus_wall_ms"), f("two_cpus_cpu_max_ms"), f("two_cpus_cpu_sum_ms"));
+    assert_eq!(wall, rows[1]["wall_ms"].as_f64().unwrap());
+    match v["verdict"].as_str().unwrap() {
+        "parallel" => assert!(wall <= 1.25 * max, "{v}"),
+        "partly_parallel" => assert!(wall > 1.25 * max && wall < 0.75 * sum, "{v}"),
+        "took_turns" => assert!(wall > 1.25 * max && wall >= 0.75 * sum, "{v}"),
+        other => panic!("unknown verdict {other}"),
+    }
+}
