@@ -363,7 +363,7 @@ pub fn joinable(cli: &Cli) -> Result<()> {
             format!(
                 "q.join_timeout() -> {unfinished} unfinished task(s), the queue is empty, and \
                  {} died holding a bun: nobody will ever call task_done() for it. Python's \
-                 JoinableQueue.join() would wait here for ever; the producers are stopped.",
+                 JoinableQueue.join() would wait here for ever; the demo ends the producers.",
                 dead.join(", ")
             ),
         );

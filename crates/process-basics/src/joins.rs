@@ -379,8 +379,9 @@ fn hello(value: Value) -> Result<()> {
 pub fn order(cli: &Cli) -> Result<()> {
     report::section("9. the order after start is not controllable (多进程的执行顺序)");
     report::say(
-        "主进程必然先执行; 一旦子进程启动了 后续的顺序就无法控制了: the same children, started \
-         in the same order, several times",
+        "seed 004: 主进程必然先执行 (yes: the parent exists first); 子进程应该在主进程执行后执行 \
+         (no: after start() parent and child run in either order, part 3); 一旦子进程启动了 \
+         后续的顺序就无法控制了 (yes): the same children, started in the same order, several times",
     );
     let (n, rounds) = (cli.children, cli.rounds);
     let recording = Recording::start()?;

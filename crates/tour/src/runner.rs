@@ -316,7 +316,7 @@ mod imp {
         report::event(
             "interrupted",
             json!({ "signal": name, "code": 128 + signo }),
-            format!("interrupted by {name}: the part running was stopped; exit {}", 128 + signo),
+            format!("interrupted by {name}: the part running was ended; exit {}", 128 + signo),
         );
         // Safety: _exit ends the process at once; every line was written with write(2).
         unsafe { libc::_exit(128 + signo) }
