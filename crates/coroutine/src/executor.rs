@@ -159,7 +159,12 @@ fn cpu_bound(cli: &Cli, threads: usize, one_thread: Option<Duration>) -> Result<
     // The verdict is this run's: two threads ran tasks at once only if they took clearly less
     // than one thread did (on two free CPUs, about half).
     let (verdict, why) = match one_thread {
-        None => ("one_thread", "the sum; switching cannot make computation faster".to_string()),
+        None => (
+            "one_thread",
+            "at least the sum of their CPU times: one thread runs one task at a time, and \
+             switching cannot make computation faster"
+                .to_string(),
+        ),
         Some(one) if took.as_secs_f64() < 0.75 * one.as_secs_f64() => (
             "at_once",
             format!(
