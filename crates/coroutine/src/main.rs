@@ -1,7 +1,7 @@
 //! coroutine — concurrency on one thread (单线程下实现并发): synchronous and asynchronous calls,
 //! callbacks and who runs them, and coroutines as a switch plus a saved state.
 //!
-//! Six parts, each a subcommand (no subcommand runs them all, in a few seconds):
+//! Five parts, each a subcommand (no subcommand runs them all, in a few seconds):
 //! 1. `calls`: a task submitted synchronously (the caller waits) and asynchronously (the caller
 //!    goes on); the three states of a task, read from `/proc`: a synchronous call to a
 //!    CPU-bound function is `R` (the caller waits by working), a blocking call `S` (asleep in

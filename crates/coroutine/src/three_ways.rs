@@ -104,7 +104,7 @@ pub fn run(cli: &Cli) -> Result<()> {
          tasks about 2.3 µs, greenlet.switch there and back about 500 ns (greenlet 3.5.6), a \
          generator's send about 50-70 ns (timeit)",
     );
-    report::section("6. Where coroutines pay (协程的应用场景)");
+    report::section("5, continued. Where coroutines pay (协程的应用场景)");
     report::say(
         "many connections that mostly wait, on one thread: `make demo-io-models ARGS='compare'` \
          runs an echo server as tokio tasks (the async model) beside a thread per connection, and \
