@@ -213,7 +213,7 @@ pub const PARTS: &[Part] = &[
         "§2.8 IPC机制: 队列, 管道",
         "ipc",
         &["shared-memory"],
-        "shared memory: both processes see one counter",
+        "shared memory: every process maps one page, one counter",
     ),
     extra(
         "§2.8 IPC机制: 队列, 管道",
@@ -262,7 +262,7 @@ pub const PARTS: &[Part] = &[
         "§3.1 线程理论: 线程vs进程",
         "threads",
         &["cost"],
-        "a thread starts ~10× cheaper than a fork child",
+        "a thread starts many times cheaper than a fork child (the run says how many)",
     ),
     extra(
         "§3.1 线程理论: 线程vs进程",
@@ -310,13 +310,13 @@ pub const PARTS: &[Part] = &[
         "§3.5 GIL vs 互斥锁",
         "gil",
         &["experiment", "--n", "2000000"],
-        "two threads counting down: no GIL in Rust; CPython takes twice one thread's time",
+        "two threads counting down: no GIL in Rust; CPython's take about twice one thread's time",
     ),
     part(
         "§3.5 GIL vs 互斥锁",
         "gil",
         &["simulated"],
-        "a GIL built in Rust: two threads now twice as slow",
+        "a GIL built in Rust: two threads now take twice one thread's time",
     ),
     extra(
         "§3.5 GIL vs 互斥锁",
