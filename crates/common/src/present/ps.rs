@@ -173,7 +173,7 @@ pub fn show_tree(title: &str) {
 
 /// Prints the given rows as a table (and, with `--json`, the event `ps` with the rows).
 pub fn show(title: &str, rows: &[(usize, ProcInfo)]) {
-    let mut text = format!("{title}\n    PID    PPID STAT  COMMAND");
+    let mut text = format!("{title}\n    PID    PPID STAT  COMMAND    (STAT: README.md#glossary)");
     for (depth, p) in rows {
         let command =
             if p.state == 'Z' { format!("[{}] <defunct>", p.comm) } else { p.comm.clone() };
@@ -302,7 +302,8 @@ pub fn ps_threads_command(pid: i32) -> String {
 pub fn show_threads(title: &str, pid: i32) {
     let rows = threads(pid);
     let mut text = format!(
-        "{title}\n    PID     TID STAT WCHAN                 PSR   CPU ms  VOL/INVOL  NAME"
+        "{title}\n    PID     TID STAT WCHAN                 PSR   CPU ms  VOL/INVOL  NAME   \
+         (columns: README.md#glossary)"
     );
     for t in &rows {
         text.push_str(&format!(
