@@ -278,3 +278,15 @@ fn does_the_cores_verdict_follow_the_times_it_prints() {
         other => panic!("unknown verdict {other}"),
     }
 }
+
+#[test]
+fn does_the_c_code_verdict_follow_pythons_two_times() {
+    let out = run_ok(BIN, &["experiment", "--n", "100000", "--python"]);
+    if !out.named("python_skipped").is_empty() {
+        return; // no python3 here: the run said so
+    }
+    let d = data(&out, "python_c_code");
+    let (one, two) = (d["one_thread_s"].as_f64().unwrap(), d["two_threads_s"].as_f64().unwrap());
+    assert!((d["ratio"].as_f64().unwrap() - two / one).abs() < 1e-9, "{d}");
+    assert_eq!(d["at_once"], two / one < 1.5, "{d}");
+}
