@@ -43,8 +43,10 @@ fn run_under(rule: Rule, threads: usize, n: u64) -> Result<Outcome> {
                 .context("starting an interpreter thread")?,
             );
         }
-        gate.wait();
+        // The clock starts before the gate opens: a main thread descheduled right after the
+        // gate would otherwise read it after the threads had done their work.
         let began = Instant::now();
+        gate.wait();
         let reports: Vec<(ThreadReport, f64)> = handles
             .into_iter()
             .map(|h| h.join().expect("an interpreter thread panicked"))

@@ -127,8 +127,9 @@ fn run_variant(cli: &Cli, variant: Variant, loops: u64) -> Result<Outcome> {
                 .context("starting a balance thread")?,
             );
         }
-        gate.wait();
+        // The clock starts before the gate opens (a descheduled main thread would read it late).
         let began = Instant::now();
+        gate.wait();
         let lost = handles.into_iter().map(|h| h.join().expect("a balance thread panicked")).sum();
         Ok((lost, ms(began.elapsed())))
     })?;
