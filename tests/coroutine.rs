@@ -206,3 +206,22 @@ fn are_the_guesses_judged_against_the_runs_own_size_thread_and_state() {
     let a = &out.answer("sync-state")["data"];
     assert_eq!((&a["actual"], &a["right"]), (&Value::from("R"), &Value::from(false)), "{a}");
 }
+
+#[test]
+fn does_the_two_thread_verdict_follow_the_two_times_printed() {
+    let out = run_ok(BIN, &["executor", "--speed", "20", "--cpu-ms", "5", "--tasks", "6"]);
+    let totals: Vec<&Value> = out.named("cpu_bound");
+    let one = totals.iter().find(|e| e["data"]["threads"] == 1).unwrap();
+    let two = totals.iter().find(|e| e["data"]["threads"] == 2).unwrap();
+    assert_eq!(one["data"]["verdict"], "one_thread", "{one}");
+    let one_ms = one["data"]["elapsed_ms"].as_f64().unwrap();
+    assert_eq!(two["data"]["one_thread_ms"].as_f64(), Some(one_ms), "compared with the run above");
+    let two_ms = two["data"]["elapsed_ms"].as_f64().unwrap();
+    let at_once = two_ms < 0.75 * one_ms;
+    let verdict = two["data"]["verdict"].as_str().unwrap();
+    assert_eq!(
+        verdict,
+        if at_once { "at_once" } else { "not_at_once" },
+        "{two_ms} against {one_ms}"
+    );
+}

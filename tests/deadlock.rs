@@ -281,3 +281,21 @@ fn is_a_guess_of_which_lock_kind_gets_edeadlk_judged_against_this_runs_lockers()
     let right = support::answer_of(BIN, &["processes"], "edeadlk", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }
+
+#[test]
+fn does_the_livelock_sentence_follow_the_retries_it_counts() {
+    let out = part(&["philosophers", "--meals", "5"]);
+    let table = &out.one("meals_table")["data"];
+    let (random, fixed) =
+        (table["retries_random"].as_u64().unwrap(), table["retries_fixed"].as_u64().unwrap());
+    let says: Vec<String> = out
+        .named("say")
+        .iter()
+        .filter_map(|e| e["data"]["text"].as_str().map(str::to_string))
+        .filter(|t| t.starts_with("try_lock retried"))
+        .collect();
+    assert_eq!(says.len(), 1, "{says:?}");
+    assert!(says[0].contains(&format!("retried {random} times with a random back-off, {fixed}")));
+    let expected = if fixed > random { "the fixed one more" } else { "no more than the random" };
+    assert!(says[0].contains(expected), "{random} random, {fixed} fixed: {}", says[0]);
+}

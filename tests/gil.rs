@@ -223,3 +223,86 @@ fn are_the_guesses_judged_against_the_runs_own_balance_p99_and_ratio() {
     assert!((a["actual"].as_f64().unwrap() - ratio).abs() < 0.01, "{a} against {ratio}");
     assert_eq!(a["right"], ratio * 1.3 >= 1000.0, "{a}");
 }
+
+#[test]
+fn does_the_experiments_verdict_follow_the_ratio_it_prints() {
+    let out = run_ok(BIN, &["experiment", "--n", "1000000"]);
+    let e = data(&out, "experiment");
+    let v = data(&out, "experiment_verdict");
+    let ratio = v["two_threads_over_one"].as_f64().unwrap();
+    assert_eq!(v["two_threads_over_one"], e["two_threads_over_one"], "the table's ratio");
+    let usable = v["usable_cpus"].as_u64().unwrap();
+    match v["verdict"].as_str().unwrap() {
+        "parallel" => assert!(usable >= 2 && ratio < 1.5, "parallel at {ratio} on {usable}"),
+        "took_turns_one_cpu" => assert!(usable < 2, "one CPU said, {usable} usable"),
+        "took_turns_busy" => assert!(usable >= 2 && ratio >= 1.5, "busy at {ratio}"),
+        other => panic!("unknown verdict {other}"),
+    }
+}
+
+#[test]
+fn does_the_timelines_title_say_how_much_of_the_run_it_draws() {
+    let out = run_ok(BIN, &["simulated", "--n", "200000"]);
+    let two_ms = data(&out, "simulated")["two_threads_ms"].as_f64().unwrap();
+    let title = data(&out, "timeline")["title"].as_str().unwrap().to_string();
+    if let Some(rest) = title.split("whole two-thread run (").nth(1) {
+        let shown: f64 = rest.trim_end_matches(" ms)").parse().unwrap();
+        assert!(shown <= 200.0, "a whole run of {shown} ms is longer than the window: {title}");
+        // The holds lie inside the timed run (rounded up to the ms, and a thread may take the
+        // GIL a moment before the main thread reads the clock).
+        assert!(shown <= two_ms + 2.0, "{title}, but the run took {two_ms} ms");
+    } else {
+        assert!(title.contains("the first 200 ms"), "{title}");
+        assert!(two_ms > 190.0, "{title}, but the whole run took {two_ms} ms");
+    }
+}
+
+#[test]
+fn does_the_cores_verdict_follow_the_times_it_prints() {
+    let out = run_ok(BIN, &["cores", "--n", "20000000"]);
+    let v = data(&out, "cores_verdict");
+    let rows = data(&out, "cores")["rows"].as_array().unwrap().clone();
+    let f = |key: &str| v[key].as_f64().unwrap();
+    assert_eq!(f("one_cpu_wall_ms"), rows[0]["wall_ms"].as_f64().unwrap(), "the table's figure");
+    if rows.len() < 2 {
+        assert!(v["verdict"].is_null(), "no two-CPU verdict without a two-CPU row: {v}");
+        return;
+    }
+    let (wall, max, sum) =
+        (f("two_cpus_wall_ms"), f("two_cpus_cpu_max_ms"), f("two_cpus_cpu_sum_ms"));
+    assert_eq!(wall, rows[1]["wall_ms"].as_f64().unwrap());
+    match v["verdict"].as_str().unwrap() {
+        "parallel" => assert!(wall <= 1.25 * max, "{v}"),
+        "partly_parallel" => assert!(wall > 1.25 * max && wall < 0.75 * sum, "{v}"),
+        "took_turns" => assert!(wall > 1.25 * max && wall >= 0.75 * sum, "{v}"),
+        other => panic!("unknown verdict {other}"),
+    }
+}
+
+#[test]
+fn does_the_c_code_verdict_follow_pythons_two_times() {
+    let out = run_ok(BIN, &["experiment", "--n", "100000", "--python"]);
+    if !out.named("python_skipped").is_empty() {
+        return; // no python3 here: the run said so
+    }
+    let d = data(&out, "python_c_code");
+    let (one, two) = (d["one_thread_s"].as_f64().unwrap(), d["two_threads_s"].as_f64().unwrap());
+    assert!((d["ratio"].as_f64().unwrap() - two / one).abs() < 1e-9, "{d}");
+    assert_eq!(d["at_once"], two / one < 1.5, "{d}");
+}
+
+#[test]
+fn does_the_simulated_cpu_sentence_follow_the_cpu_and_wall_times() {
+    let out = run_ok(BIN, &["simulated", "--n", "2000000"]);
+    let d = data(&out, "simulated");
+    let (cpu, wall) = (d["cpu_ms_sum"].as_f64().unwrap(), d["two_threads_ms"].as_f64().unwrap());
+    let says: Vec<String> = out
+        .named("say")
+        .iter()
+        .filter_map(|e| e["data"]["text"].as_str().map(str::to_string))
+        .filter(|t| t.starts_with("The two threads' CPU times add up"))
+        .collect();
+    assert_eq!(says.len(), 1, "{says:?}");
+    let about = says[0].contains("about the wall time");
+    assert_eq!(about, cpu >= 0.8 * wall, "{cpu} ms of CPU in {wall} ms: {}", says[0]);
+}

@@ -497,3 +497,23 @@ fn are_the_guesses_judged_against_the_runs_own_clients_calls_and_threads() {
     let a = &out.answer("idle-threads")["data"];
     assert_eq!((a["actual"].as_u64(), &a["right"]), (Some(tasks), &Value::from(false)), "{a}");
 }
+
+#[test]
+fn does_the_blocking_p99_sentence_follow_the_requests_per_connection() {
+    // Only a connection's first request waits in the listen queue: with more than 100 requests
+    // a connection the p99 leaves that wait out, and the sentence says so; with fewer it holds it.
+    for (requests, leaves_out) in [("200", true), ("20", false)] {
+        let args =
+            ["compare", "--models", "blocking", "--connections", "3", "--requests", requests];
+        let out = run_ok(BIN, &args);
+        let says: Vec<String> = out
+            .named("say")
+            .iter()
+            .filter_map(|e| e["data"]["text"].as_str().map(str::to_string))
+            .filter(|t| t.starts_with("blocking served its clients"))
+            .collect();
+        assert_eq!(says.len(), 1, "{says:?}");
+        assert_eq!(says[0].contains("leaves that wait out"), leaves_out, "{}", says[0]);
+        assert!(says[0].contains(&format!("one request in {requests}")), "{}", says[0]);
+    }
+}

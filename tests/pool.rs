@@ -408,3 +408,22 @@ fn is_a_guess_of_how_many_results_a_killed_worker_spoils_judged_against_this_run
     let right = support::answer_of(BIN, &["fault"], "errors", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }
+
+#[test]
+fn does_the_which_pool_verdict_follow_the_times_in_the_table() {
+    let out = run_ok(BIN, &["which-pool", "--cpu-ms", "30", "--speed", "20"]);
+    let rows = out.one("which_pool")["data"]["rows"].as_array().unwrap().clone();
+    let v = &out.one("which_verdict")["data"];
+    let cpu = |pool: &str| {
+        rows.iter().find(|r| r["work"] == "CPU-bound" && r["pool"] == pool).unwrap().clone()
+    };
+    let (p, t) = (cpu("processes"), cpu("threads"));
+    let f = |r: &Value, k: &str| r[k].as_f64().unwrap();
+    assert_eq!(f(v, "processes_ms"), f(&p, "run_ms"), "the table's figure: {v}");
+    assert_eq!(f(v, "threads_ms"), f(&t, "run_ms"), "the table's figure: {v}");
+    let parallel = |r: &Value| f(r, "run_ms") < 0.75 * f(r, "serial_ms");
+    assert_eq!(v["processes_parallel"], parallel(&p), "{v}");
+    assert_eq!(v["threads_parallel"], parallel(&t), "{v}");
+    let (a, b) = (f(&p, "run_ms"), f(&t, "run_ms"));
+    assert_eq!(v["close"], a.max(b) <= 1.25 * a.min(b), "{v}");
+}

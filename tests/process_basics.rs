@@ -466,3 +466,13 @@ fn is_a_guess_of_the_sigkilled_childs_exitcode_judged_against_what_join_returned
     let right = support::answer_of(BIN, &["exits"], "sigkill-code", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }
+
+#[test]
+fn is_the_child_already_in_proc_when_start_returns() {
+    // start() is a fork, not a message to the OS: the child exists, as this process's child,
+    // before start() returns.
+    let out = run_ok("process-basics", &["start-join"]);
+    let started = &out.one("started")["data"];
+    assert_eq!(started["in_proc"], true, "{started}");
+    assert_eq!(started["ppid"].as_i64(), Some(out.pid as i64), "{started}");
+}

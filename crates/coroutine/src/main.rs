@@ -1,7 +1,7 @@
 //! coroutine — concurrency on one thread (单线程下实现并发): synchronous and asynchronous calls,
 //! callbacks and who runs them, and coroutines as a switch plus a saved state.
 //!
-//! Six parts, each a subcommand (no subcommand runs them all, in a few seconds):
+//! Five parts, each a subcommand (no subcommand runs them all, in a few seconds):
 //! 1. `calls`: a task submitted synchronously (the caller waits) and asynchronously (the caller
 //!    goes on); the three states of a task, read from `/proc`: a synchronous call to a
 //!    CPU-bound function is `R` (the caller waits by working), a blocking call `S` (asleep in
@@ -16,7 +16,8 @@
 //!    costs.
 //! 4. `executor`: a minimal executor written here (`mini.rs`, std only) runs ten tasks that each
 //!    sleep: about one sleep in all, on one TID; the same on tokio's current-thread runtime. Then
-//!    ten CPU-bound tasks: the sum of their times on one thread, about half on two; and a
+//!    ten CPU-bound tasks: the sum of their times on one thread, about half on two when two
+//!    CPUs are free (the verdict compares this run's two times); and a
 //!    blocking `std::thread::sleep` inside a task: no other task moves while it sleeps.
 //! 5. `three-ways` (如何实现协程, 三种): generator-like, greenlet-like (`corosensei`), gevent-like
 //!    (tokio), with the cost of one switch each; then where coroutines pay (io-models).

@@ -112,7 +112,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     report::say(
         "the compiler turns each async fn into such a state machine: an enum of the places it can \
          stop, holding what lives across each .await; its size is known before it runs (a \
-         Python coroutine keeps a whole frame on the heap, about 200 bytes)",
+         Python coroutine keeps a whole frame on the heap, and it grows with the locals: \
+         sys.getsizeof gives 176 bytes for a generator with none, 976 with 100 locals, \
+         CPython 3.11)",
     );
 
     // The two kinds of switch. On a wait: ten tasks that each wait (part 4 shows it) take one

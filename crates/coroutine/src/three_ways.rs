@@ -99,11 +99,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         );
     }
     report::say(
-        "Python's figures on this kind of machine (make bench has them beside ours): a generator \
-         send about 70 ns, greenlet.switch there and back about 600 ns, asyncio.sleep(0) between \
-         two tasks 3-5 µs",
+        "Python's figures, for reference, not this run (CPython 3.11.7 on a shared 2-core \
+         machine; BENCH.md, suite coroutine, has them beside ours): asyncio.sleep(0) between two \
+         tasks about 2.3 µs, greenlet.switch there and back about 500 ns (greenlet 3.5.6), a \
+         generator's send about 50-70 ns (timeit)",
     );
-    report::section("6. Where coroutines pay (协程的应用场景)");
+    report::section("5, continued. Where coroutines pay (协程的应用场景)");
     report::say(
         "many connections that mostly wait, on one thread: `make demo-io-models ARGS='compare'` \
          runs an echo server as tokio tasks (the async model) beside a thread per connection, and \

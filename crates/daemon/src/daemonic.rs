@@ -1,5 +1,6 @@
 //! Parts A1 and A2: Python's daemonic children (守护进程, `daemon=True`), seed 002's 示例二:
-//! terminated when main's code ends; and the two rules (set before `start`, no children).
+//! terminated when the parent exits; and the two rules (set before `start`, no
+//! `multiprocessing` children).
 
 use std::time::Duration;
 
@@ -90,7 +91,7 @@ fn started(p: &Process) {
 
 /// Seed 002, example 2 (示例二), and what happens at the end of main's code.
 pub fn daemonic(cli: &Cli) -> Result<()> {
-    report::section("Part A1: daemonic children (守护进程): terminated when main's code ends");
+    report::section("Part A1: daemonic children (守护进程): terminated when the parent exits");
     report::say(
         "p1 = Process(target=Foo); p1.daemon = True; p1.start()\n\
          p2 = Process(target=Bar); p2.start(); print('main---------')   # seed 002, 示例二",
@@ -119,15 +120,17 @@ pub fn daemonic(cli: &Cli) -> Result<()> {
     report::event(
         "main_code_ended",
         json!({ "pids": [p1.pid(), p2.pid()] }),
-        "main's code has ended (运行完毕 is not 终止运行): terminate the daemonic children, \
-         then wait for the others",
+        "main's code has ended (运行完毕 is not 终止运行) and this parent has no non-daemon thread \
+         to join, so its exit begins: terminate the daemonic children, then wait for the \
+         others (Python does this in multiprocessing's atexit hook, after joining every \
+         non-daemon thread: seed 002's 主进程代码执行结束后就终止 holds only when there is none)",
     );
     let me = std::process::id() as i32;
     let ended = process::end_main_code();
     for e in &ended {
         let in_proc = ps::stat(e.pid).is_some();
         let what = match (e.daemon, e.exitcode) {
-            (true, Some(-15)) => "terminated by SIGTERM when main's code ended: no end123",
+            (true, Some(-15)) => "terminated by SIGTERM at the parent's exit: no end123",
             (true, _) => "had already finished: the race went the other way (try --speed 1)",
             (false, _) => "waited for until it finished",
         };
@@ -149,7 +152,8 @@ pub fn daemonic(cli: &Cli) -> Result<()> {
         }
     }
     let foo_code = ended.iter().find(|e| e.daemon).and_then(|e| e.exitcode);
-    let why = "main's code ending terminates every daemonic child (SIGTERM) before it waits for the others";
+    let why = "the parent's exit (here right after main's code: no non-daemon thread to join) \
+               terminates every daemonic child (SIGTERM) before it waits for the others";
     guess.reveal(if foo_code == Some(0) { "yes" } else { "no" }, why);
     // A child killed by a signal the demo did not send (SIGTERM to the daemonic one) was
     // killed from elsewhere: its part of the lesson is lost.
@@ -162,7 +166,9 @@ pub fn daemonic(cli: &Cli) -> Result<()> {
 
 /// The two rules, broken on purpose.
 pub fn rules(cli: &Cli) -> Result<()> {
-    report::section("Part A2: the rules: set daemon before start; a daemonic child has none");
+    report::section(
+        "Part A2: the rules: set daemon before start; a daemonic child starts no Process",
+    );
     let method = cli.common.start_method;
     let mut p = Process::new(
         "sleeper",
@@ -196,13 +202,19 @@ pub fn rules(cli: &Cli) -> Result<()> {
     let code = daemonic.join()?;
     guess.reveal(
         code.unwrap_or(-1),
-        "a daemonic process may not have children: its start() fails, and the error ends it \
-         like an uncaught AssertionError (exitcode 1)",
+        "a daemonic process may not start multiprocessing children: its Process.start() fails, \
+         and the error ends it like an uncaught AssertionError (exitcode 1). os.fork() and \
+         subprocess.run() still work in a daemonic child (CPython 3.11): seed 002's 禁止p创建子进程 \
+         is true of multiprocessing only",
     );
     report::event(
         "joined",
         json!({ "name": "daemonic", "daemon": true, "exitcode": code }),
-        format!("{daemonic}: its start() failed, so it ended like an uncaught AssertionError"),
+        format!(
+            "{daemonic}: its start() failed, so it ended like an uncaught AssertionError (only \
+             multiprocessing refuses: os.fork() and subprocess.run() work in a daemonic child, \
+             CPython 3.11)"
+        ),
     );
     let mut normal =
         Process::new("normal", &NESTER, json!({ "method": method_arg(cli) })).start_method(method);

@@ -2,14 +2,17 @@
 //! and a real Unix daemon (精灵进程), and why they have nothing in common but the name.
 //!
 //! **Part A, daemonic children, as the notes teach.** `p.daemon = True` (before `p.start()`)
-//! means: when the parent's *main code* ends, terminate this child instead of waiting for it.
+//! means: when the parent exits (after its main code and its non-daemon threads), terminate
+//! this child instead of waiting for it.
 //! Seed 002's example: daemonic `Foo` (prints 123, sleeps 1 s, prints end123) and ordinary `Bar`
 //! (456, sleeps 2 s, end456). `main---------` comes first, Foo is terminated before `end123`
 //! (sometimes even before `123`), Bar is waited for and prints `end456`. A daemonic child may
-//! not start children, and the flag cannot change after `start`: both are errors, as in Python.
+//! not start a `Process` of its own (`os.fork` still works in Python), and the flag cannot
+//! change after `start`: both are errors, as in Python.
 //! Beyond the notes: the termination is code that runs in the parent at its end, so a parent
 //! killed with SIGKILL never runs it and its daemonic child lives on, an orphan (孤儿进程);
-//! Linux's `PR_SET_PDEATHSIG` asks the kernel itself to kill a child when its parent dies.
+//! Linux's `PR_SET_PDEATHSIG` asks the kernel itself to kill a child when the parent thread that
+//! created it exits.
 //!
 //! **Part B, a real Unix daemon.** `daemon start` double-forks with `setsid` in between
 //! (`common::daemonize::spawn_daemon`, TLPI's `becomeDaemon`): the daemon has no controlling
@@ -38,13 +41,13 @@
 //!   0.000s [  8191 daemon] started <Process foo pid=8194 started daemon>
 //!   0.000s [  8191 daemon] started <Process bar pid=8195 started>
 //!   0.000s [  8191 daemon] main---------
-//!   0.000s [  8191 daemon] main's code has ended (运行完毕 is not 终止运行): terminate ...
+//!   0.000s [  8191 daemon] main's code has ended (运行完毕 is not 终止运行) and this parent ...
 //!   0.000s [  8194 foo] 123
 //!   0.000s [  8195 bar] 456
 //!   0.201s [  8195 bar] end456
 //!   0.201s [  8191 daemon] foo (daemonic): exitcode -SIGTERM, gone from /proc; ...
 //!   0.330s [  8191 daemon] the daemonic child 8201 is alive (state S): an orphan, now the
-//!                          child of pid 8191 (this demo, a child subreaper; else init)
+//!                          child of pid 8191 (this demo, a child subreaper; ...)
 //!   0.351s [  8191 daemon] the daemonic child died with its parent: exitcode -SIGKILL
 //!   0.365s [  8191 daemon] started the daemon: pid 7916, pidfile ~/.cache/.../daemon.pid
 //!                              PID    PPID    PGID     SID  TTY  STAT  COMMAND
@@ -89,7 +92,7 @@ const SIGTERM: i32 = 15;
 #[derive(Parser, Debug)]
 #[command(
     name = "daemon",
-    about = "Python's daemonic children (守护进程: terminated when main's code ends) beside\n\
+    about = "Python's daemonic children (守护进程: terminated when the parent exits) beside\n\
              a real Unix daemon (精灵进程: double fork, setsid, pidfile under flock).",
     after_help = AFTER_HELP
 )]
@@ -110,13 +113,13 @@ common::demo_cli!(Cli);
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Part A: seed 002's Foo (daemonic) and Bar: Foo is terminated when main's code ends
+    /// Part A: seed 002's Foo (daemonic) and Bar: Foo is terminated when the parent exits
     Daemonic,
-    /// Part A: daemon must be set before start; a daemonic child may not start children
+    /// Part A: daemon must be set before start; a daemonic child may not start a Process
     Rules,
     /// Part A: the parent is killed with SIGKILL; its daemonic child lives on, an orphan
     Orphan,
-    /// Part A: the same with PR_SET_PDEATHSIG: the kernel ends the child with its parent
+    /// Part A: the same with PR_SET_PDEATHSIG: the kernel ends the child with its parent thread
     Pdeathsig,
     /// Part B: start a real Unix daemon (double fork, setsid, pidfile under flock)
     Start {

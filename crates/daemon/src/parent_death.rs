@@ -52,9 +52,11 @@ fn lingerer(_: Value) -> Result<()> {
 pub fn orphan(cli: &Cli) -> Result<()> {
     report::section("Part A3: the parent is SIGKILLed: its daemonic child is orphaned (孤儿进程)");
     report::say(
-        "The parent terminates its daemonic children in code that runs at its end. SIGKILL \
-         ends a process without running any of its code, so the child lives on. In Python it \
-         goes to init (PID 1) and runs until someone kills it; here the demo inherits it.",
+        "The parent terminates its daemonic children in code that runs at its exit. SIGKILL \
+         ends a process without running any of its code, so the child lives on. The kernel \
+         gives it to the nearest child subreaper among its ancestors (systemd --user on a \
+         desktop), or to init (PID 1) when there is none; here the demo is that subreaper \
+         (PR_SET_CHILD_SUBREAPER) and inherits it.",
     );
     let me = std::process::id() as i32;
     let (mut parent, child) = parent_with_daemonic_child(cli, true)?;
@@ -94,7 +96,8 @@ pub fn orphan(cli: &Cli) -> Result<()> {
         match &info {
             Some(i) => format!(
                 "the daemonic child {child} is alive (state {}): an orphan, now the child of \
-                 pid {} (this demo, a child subreaper; else init)",
+                 pid {} (this demo, a child subreaper; without one, the nearest subreaper \
+                 above it, or init)",
                 i.state, i.ppid
             ),
             None => format!("the daemonic child {child} is gone: it did not outlive its parent"),
@@ -133,12 +136,15 @@ pub fn orphan(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-/// With `PR_SET_PDEATHSIG` the kernel kills the child when its parent dies, even by SIGKILL.
+/// With `PR_SET_PDEATHSIG` the kernel kills the child when the parent thread that created it
+/// exits, even by SIGKILL.
 pub fn pdeathsig(cli: &Cli) -> Result<()> {
     report::section("Part A4: PR_SET_PDEATHSIG: the kernel ends the child with its parent");
     report::say(
-        "prctl(PR_SET_PDEATHSIG, SIGKILL) in the child: when its parent dies, however it dies, \
-         the kernel sends it SIGKILL. common::process does this for every child by default.",
+        "prctl(PR_SET_PDEATHSIG, SIGKILL) in the child: when the parent *thread* that created \
+         it exits, however it ends (prctl(2)), the kernel sends it SIGKILL. Here the parent \
+         creates it from its main thread, so its death is the parent's. common::process does \
+         this for every child by default.",
     );
     let me = std::process::id() as i32;
     let (mut parent, child) = parent_with_daemonic_child(cli, false)?;

@@ -181,7 +181,7 @@ fn daemon_main(mut pidfile: PidFile, ready: &mut Ready, heartbeat: Duration) -> 
                 );
                 // Removed while the lock is still held; exiting releases the lock.
                 pidfile.remove()?;
-                report::event("stopped", json!({}), "stopped cleanly");
+                report::event("stopped", json!({}), "exited cleanly");
                 return Ok(());
             }
         }

@@ -27,8 +27,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         "1. classic: two scientists, the noodles and the fork, taken in opposite orders",
     );
     report::say(
-        "科学家吃面: scientist-1 takes the noodles (面条) then the fork (叉子); scientist-2 the fork \
-         then the noodles. A Barrier makes both hold their first thing before either reaches for \
+        "科学家吃面 (the course's classic example, not in the notes): scientist-1 takes the \
+         noodles (面条) then the fork (叉子); scientist-2 the fork then the noodles. A Barrier makes both hold their first thing before either reaches for \
          the second: the bad interleaving on every run, not by luck. They live in a child process.",
     );
     let question = "each holds one thing and reaches for the other's: how many of the two eat?";
@@ -43,8 +43,10 @@ pub fn run(cli: &Cli) -> Result<()> {
         "the child's threads (ps -L): asleep in the kernel, none will ever wake",
     );
     scene.kill(
-        "threads that wait for each other never wake up; only the OS can end them \
-         (只能靠操作系统强制终止)",
+        "threads that wait for each other never wake up by themselves. Seed 001 says only the OS \
+         can end them (只能靠操作系统强制终止); but this program found the cycle itself (its \
+         watchdog, above) and could have backed off or ended itself, and fcntl record locks \
+         have the kernel refuse the cycle with EDEADLK (part 5). Here the demo ends the child",
     )?;
     report::say(
         "In Python the same two threads hang for ever: threading.Lock has no detector, and \

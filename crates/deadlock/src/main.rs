@@ -4,13 +4,14 @@
 //!
 //! Seed 001 says of thread locks: "不同的线程持有不同的锁，并试图获取对方持有的锁时，可能会造成死锁，
 //! 导致多个线程全部挂起，既不能执行，也无法结束，只能靠操作系统强制终止" (threads holding different locks
-//! and each reaching for the other's hang for ever, and only the OS can end them). This demo
+//! and each reaching for the other's hang for ever, and only the OS can end them: too strong, as
+//! the program's own detector and fcntl's `EDEADLK` show). This demo
 //! makes that happen every time: a `Barrier` lets every thread take its first lock before any
 //! reaches for its second, so the bad interleaving is not luck. The deadlocked threads live in a
 //! child process; the child's watchdog finds the cycle with `parking_lot`'s deadlock detector
 //! and prints who holds what and who waits for what, as a table and as the wait-for cycle; the
 //! parent shows the threads asleep in `/proc` (state `S`, wchan `futex_do_wait`), then ends them
-//! as the notes say only the OS can: it kills the child. A deadlock shown is the lesson: exit 0.
+//! by killing the child. A deadlock shown is the lesson: exit 0.
 //!
 //! Five parts, each a subcommand (no subcommand runs them all, in a few seconds):
 //! 1. `classic`: two scientists, the noodles (面条) and the fork (叉子), taken in opposite
@@ -20,7 +21,7 @@
 //!    or deadlock"; on Linux it sleeps for ever (`S`, wchan `futex…`), seen in `/proc` before the
 //!    child is killed. `try_lock` says `WouldBlock` instead.
 //! 3. `rlock` (递归锁): Python's `RLock`, an owner and a count, on `parking_lot::ReentrantMutex`:
-//!    three levels deep and back to 0; the notes' fix (one recursive lock for the noodles and the
+//!    three levels deep and back to 0; the classic fix (one recursive lock for the noodles and the
 //!    fork: `mutexA = mutexB = RLock()`), after which every scientist eats; only the owner
 //!    unlocks (a guard cannot move to another thread: a `compile_fail` example in the library);
 //!    and what a reused owner id does.
@@ -69,8 +70,8 @@
 //!                               1621    1623 S    futex_do_wait           1        0        8/2  watchdog
 //!                               1621    1624 S    futex_do_wait           1       40       6/33  scientist-1
 //!                               1621    1625 S    futex_do_wait           1      540      9/211  scientist-2
-//!   0.699s [  1618 deadlock] kill -9 1621: threads that wait for each other never wake up; only the OS can end them
-//!                            (只能靠操作系统强制终止); exitcode -SIGKILL
+//!   0.699s [  1618 deadlock] kill -9 1621: threads that wait for each other never wake up by themselves. ...
+//!                            Here the demo ends the child; exitcode -SIGKILL
 //! == 4. philosophers: 5 philosophers, 5 forks, 20 meals each ==
 //!   ...
 //!   0.960s [  7110 deadlock] meals per second (5 philosophers, 20 meals each, 500 µs a meal):

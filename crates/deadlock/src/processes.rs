@@ -139,8 +139,9 @@ fn pair_in(cli: &Cli, kind: Kind, dir: &Path) -> Result<bool> {
                 "killed",
                 json!({ "pid": pids[1], "name": victim.name() }),
                 format!(
-                    "kill -9 {} ({}): the kernel drops a process's locks when it dies \
-                     (只能靠操作系统强制终止)",
+                    "kill -9 {} ({}): the kernel drops a process's locks when it dies; with \
+                     flock nothing else would end the wait (fcntl, next, refuses the cycle \
+                     itself: seed 001's 只能靠操作系统强制终止 is not the only way out)",
                     pids[1],
                     victim.name()
                 ),

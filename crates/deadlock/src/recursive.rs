@@ -1,6 +1,6 @@
 //! Part 3: the recursive lock (递归锁). Python's `RLock` is an owner and a count; here
 //! `deadlock::rlock::RLock`, on `parking_lot::ReentrantMutex`. Three levels deep in one thread
-//! and back to 0; another thread meanwhile cannot take it; the notes' fix for the scientists
+//! and back to 0; another thread meanwhile cannot take it; the classic fix for the scientists
 //! (`mutexA = mutexB = RLock()`: one recursive lock for both things), after which all of them
 //! eat; and what happens to a lock whose owner ended while holding it.
 
@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::Cli;
 
-/// The notes' `for i in range(10): MyThread().start()`.
+/// The classic example's `for i in range(10): MyThread().start()`.
 const SCIENTISTS: usize = 10;
 
 pub fn run(cli: &Cli) -> Result<()> {
@@ -73,10 +73,11 @@ fn levels() -> Result<()> {
     Ok(())
 }
 
-/// The notes' fix: the noodles and the fork are one recursive lock, and every scientist eats.
+/// The classic fix: the noodles and the fork are one recursive lock, and every scientist eats.
 fn all_eat(cli: &Cli) -> Result<()> {
     report::say(format!(
-        "The notes' fix for part 1: mutexA = mutexB = RLock(). {SCIENTISTS} scientists, each \
+        "The classic fix for part 1 (the course's later lecture; not in the notes): mutexA = \
+         mutexB = RLock(). {SCIENTISTS} scientists, each \
          f1 (noodles then fork) and f2 (fork, a pause, then noodles), with one recursive lock \
          for both things: whoever holds it may take it again, the others wait their turn."
     ));

@@ -9,8 +9,9 @@
 //!
 //! In the parent (the demo): a [`Scene`] starts the child with a recording on, so that it can
 //! read the child's events ([`Scene::wait`]), then shows the child's threads from `/proc` and
-//! ends it with SIGKILL ([`Scene::kill`]): threads that wait for each other never wake up, and
-//! only the OS can end them (只能靠操作系统强制终止).
+//! ends it with SIGKILL ([`Scene::kill`]): threads that wait for each other never wake up by
+//! themselves (seed 001's 只能靠操作系统强制终止 is too strong: the watchdog finds the cycle, and
+//! fcntl record locks are refused with EDEADLK).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};

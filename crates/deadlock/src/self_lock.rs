@@ -48,7 +48,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         ),
     );
     scene.show_threads(cli, "the child's threads (ps -L): the relocker waits for itself");
-    scene.kill("no other thread can unlock it, and it never will; only the OS can end it")?;
+    scene.kill("no other thread can unlock it, and it never will; the demo ends the child")?;
     report::say(
         "Python's threading.Lock hangs the same way on a second acquire() (its RLock is the \
          cure, part 3); acquire(timeout=...) returns False instead. std's lock() may also \

@@ -31,7 +31,8 @@ pub fn run(cli: &Cli) -> Result<()> {
     report::say(format!(
         "event = Event(): a light thread clears it (red, {red}) and sets it (green, {green}) in \
          turn; {cars} cars arrive at random moments within {window}: if event.is_set() a car \
-         goes on, else it waits in event.wait()",
+         goes on, else it waits in event.wait() (the course's classic example; seed 004 only \
+         names Event事件)",
         red = secs(cli.common.notes_sleep(RED_S)),
         green = secs(cli.common.notes_sleep(GREEN_S)),
         window = secs(cli.common.notes_sleep(ARRIVALS_S)),

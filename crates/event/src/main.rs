@@ -14,7 +14,7 @@
 //!    turns green. Every line says who and when.
 //! 2. `timeout`: connect and retry (链接超时). A `server` thread is slow to start and sets the event
 //!    when it is ready; a `client` thread tries three times, `wait(0.5)` each (scaled by
-//!    `--speed`), and each returns `false`: Python would raise `TimeoutError` here. The client
+//!    `--speed`), and each returns `false`: the classic `conn_mysql` raises `TimeoutError` here. The client
 //!    then waits without a timeout, and `wait()` returns `true` when the server is ready.
 //! 3. `processes`: an event across processes: three children block in `wait()` (state `S`, in
 //!    a futex), one is killed with SIGKILL while it waits, and the parent's `set()` wakes every
@@ -87,7 +87,7 @@ const MAX_TRIES: usize = 10;
 /// Waiting processes in part 3, and the most a run may have.
 const WAITERS: usize = 3;
 const MAX_WAITERS: usize = 64;
-/// The notes' times, in seconds (scaled by --speed): a red and a green phase, the window in
+/// The classic examples' times (not in the notes), in seconds (scaled by --speed): a red and a green phase, the window in
 /// which cars arrive, the client's `event.wait(0.5)`, the server's slow start.
 const RED_S: f64 = 5.0;
 const GREEN_S: f64 = 5.0;
@@ -118,7 +118,7 @@ struct Cli {
           value_parser = count_in(1..=MAX_TRIES))]
     tries: usize,
 
-    /// The server's start-up time in the notes' seconds, scaled by --speed (part 2), 0 to 60
+    /// The server's start-up time in the example's seconds, scaled by --speed (part 2), 0 to 60
     #[arg(long, global = true, value_name = "SECS", default_value_t = SERVER_DELAY_S,
           value_parser = number_in(0.0..=60.0, "a number of seconds"))]
     server_delay: f64,

@@ -1,6 +1,7 @@
 //! Part 2: connect and retry. A slow `server` thread sets the event when it is ready; a
 //! `client` thread tries a few times, `event.wait(timeout)` each, and each returns `false`
-//! while the server is not ready (the notes' `conn_mysql` and `check_mysql`).
+//! while the server is not ready (the course's classic `conn_mysql` and `check_mysql`; not in
+//! the notes).
 
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     report::section("2. Connect and retry: wait(timeout) returns False until the server is ready");
     report::say(format!(
         "ready = Event(); the server thread needs {} to start, then ready.set(); the client \
-         tries {} time(s), ready.wait({}) each (the notes' wait(0.5), scaled by --speed)",
+         tries {} time(s), ready.wait({}) each (the classic example's wait(0.5), scaled by --speed)",
         secs(delay),
         cli.tries,
         secs(timeout)
@@ -100,8 +101,9 @@ fn client(cli: &Cli, ready: &Event) -> (bool, usize) {
         "timeout_error",
         json!({ "attempts": cli.tries }),
         format!(
-            "TimeoutError: 链接超时 (connection timed out) after {} attempt(s): Python raises \
-             here; this client waits on, without a timeout: ready.wait()",
+            "TimeoutError: 链接超时 (connection timed out) after {} attempt(s): the classic \
+             conn_mysql raises it here (Event.wait itself only returns False); this client \
+             waits on, without a timeout: ready.wait()",
             cli.tries
         ),
     );

@@ -148,24 +148,52 @@ pub fn run(cli: &Cli) -> Result<()> {
             }
         }
     }
+    // The verdicts are this run's: pinned to one CPU the threads can only take turns (certain);
+    // on two CPUs they ran at the same time only if the wall time shows it.
     let one = &rows[0];
-    let cpu_each = one.threads.iter().map(|t| t.cpu_ms).fold(0.0, f64::max);
+    let one_sum: f64 = one.threads.iter().map(|t| t.cpu_ms).sum();
     let mut text = format!(
-        "On one CPU the wall time ({:.0} ms) is about the two CPU times added up: the threads \
-         took turns (concurrency, 并发: 看起来同时运行, 实际上来回切换); the kernel's scheduler \
-         preempted them {} times (involuntary switches).",
+        "On one CPU the threads can only take turns (concurrency, 并发: 看起来同时运行, \
+         实际上来回切换): the wall time ({:.0} ms) is at least their two CPU times added up \
+         ({one_sum:.0} ms; the rest went to other programs on that CPU), and the kernel's \
+         scheduler preempted them {} times (involuntary switches).",
         one.wall_ms,
         one.threads.iter().map(|t| t.involuntary).sum::<u64>()
     );
-    if let Some(ratio) = ratio {
+    let mut verdict = json!({ "one_cpu_wall_ms": one.wall_ms, "one_cpu_cpu_sum_ms": one_sum });
+    if let (Some(ratio), Some(two)) = (ratio, rows.get(1)) {
+        let cpu_each = two.threads.iter().map(|t| t.cpu_ms).fold(0.0, f64::max);
+        let two_sum: f64 = two.threads.iter().map(|t| t.cpu_ms).sum();
+        let (key, what) = if two.wall_ms <= 1.25 * cpu_each {
+            (
+                "parallel",
+                "about one thread's CPU time: the threads ran at the same time (parallelism, \
+                 并行: 只有多核才能同时做多件事)",
+            )
+        } else if two.wall_ms < 0.75 * two_sum {
+            (
+                "partly_parallel",
+                "more than one thread's CPU time but less than both added up: the threads ran \
+                 at the same time part of the time; other programs took the CPUs the rest",
+            )
+        } else {
+            (
+                "took_turns",
+                "no less than both CPU times added up: other programs kept a CPU busy, so even \
+                 on two CPUs the threads mostly took turns in this run",
+            )
+        };
         text.push_str(&format!(
-            " On two CPUs it is about one thread's CPU time ({:.0} ms of {cpu_each:.0}): the \
-             threads ran at the same time (parallelism, 并行: 只有多核才能同时做多件事); one CPU / \
-             two CPUs = {ratio:.2}. Other programs on a shared machine take CPUs too: the ratio \
-             moves from run to run.",
-            rows[1].wall_ms
+            " On two CPUs the wall time ({:.0} ms) is {what} (CPU time {cpu_each:.0} ms for the \
+             busier thread, {two_sum:.0} ms for both); one CPU / two CPUs = {ratio:.2}. Other \
+             programs on a shared machine take CPUs too: the figures move from run to run.",
+            two.wall_ms
         ));
+        verdict["two_cpus_wall_ms"] = json!(two.wall_ms);
+        verdict["two_cpus_cpu_max_ms"] = json!(cpu_each);
+        verdict["two_cpus_cpu_sum_ms"] = json!(two_sum);
+        verdict["verdict"] = json!(key);
     }
-    report::say(text);
+    report::event("cores_verdict", verdict, text);
     Ok(())
 }

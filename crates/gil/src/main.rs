@@ -7,7 +7,8 @@
 //!    100,000,000) by one thread, by two threads each N, by one thread 2N in a row, and by two
 //!    processes each N: wall time, CPU time per thread, and the true ratio two threads / one
 //!    thread (about 1.0 on two CPUs: Rust threads run in parallel). The notes print `cost/2`
-//!    for their two threads, which hides that CPython took twice as long. `--python` runs the
+//!    for their two threads: the time per N, so CPython's two threads did 2N in twice one
+//!    thread's time (no speed-up, not a slowdown). `--python` runs the
 //!    notes' two programs (printing the real time) with `python3` beside ours.
 //! 2. `simulated`: a GIL built as CPython ≥ 3.2 builds it (`gil::sim`): two CPU-bound threads
 //!    under it take about twice as long as one, even on two CPUs; the switches are counted and

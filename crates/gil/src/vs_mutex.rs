@@ -129,8 +129,9 @@ fn run_variant(cli: &Cli, variant: Variant, loops: u64) -> Result<Outcome> {
                 .context("starting a balance thread")?,
             );
         }
-        gate.wait();
+        // The clock starts before the gate opens (a descheduled main thread would read it late).
         let began = Instant::now();
+        gate.wait();
         let lost = handles.into_iter().map(|h| h.join().expect("a balance thread panicked")).sum();
         Ok((lost, ms(began.elapsed())))
     })?;
@@ -213,8 +214,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         format!(
             "with a call between the read and the write, {} of {} updates were lost ({:.1}%; {}): \
              the GIL changed hands inside the read-modify-write, the other thread ran for a \
-             whole switch interval, and the write-back erased its work (CPython 3.11 with \
-             `counter = ident(counter) + 1`: 22-32% lost)",
+             whole switch interval, and the write-back erased its work (a reference figure, not \
+             this run: CPython 3.11.7 with `counter = ident(counter) + 1` lost 22-32% when we \
+             measured it)",
             racy.lost,
             racy.updates,
             racy.lost_percent(),
@@ -235,9 +237,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     report::say(format!(
         "With no switch point inside, nothing is lost even without a lock: the GIL changes hands \
          only between switch points, as CPython 3.10+ does at calls and backward jumps (so \
-         seed 001's demo loses 0 of 2,000,000 updates on Python 3.11). But {race}. The program's \
+         seed 001's change_it without its lock ends at balance 0 on CPython 3.11.7, two threads \
+         of 1,000,000 calls, even at a 1 µs switch interval). But {race}. The program's \
          own lock makes change_it one step for every thread that takes the lock: balance 0, \
-         nothing lost, at the price of {:.1} times the time. The GIL keeps the interpreter's own \
+         nothing lost, in {:.1} times the first row's time. The GIL keeps the interpreter's own \
          structures whole; only a lock of yours keeps your data whole.",
         outcomes[2].wall_ms / outcomes[0].wall_ms.max(1e-6)
     ));

@@ -29,6 +29,8 @@ pub struct Row {
     pub all_good: bool,
     pub requests_per_sec: f64,
     pub p99_us: f64,
+    /// The slowest round trip, µs.
+    pub max_us: f64,
     pub server_user_us: f64,
     pub server_sys_us: f64,
     pub syscalls_per_request: f64,
@@ -64,6 +66,7 @@ impl Row {
             all_good: false,
             requests_per_sec: 0.0,
             p99_us: 0.0,
+            max_us: 0.0,
             server_user_us: 0.0,
             server_sys_us: 0.0,
             syscalls_per_request: 0.0,
@@ -118,6 +121,7 @@ pub fn measure(model: Model, spec: &Spec) -> Result<Row> {
         all_good: result.all_good(),
         requests_per_sec: result.requests_per_sec(),
         p99_us: result.latency.p99_us,
+        max_us: result.latency.max_us,
         server_user_us: (u1 - u0).as_secs_f64() * 1e6 / n,
         server_sys_us: (s1 - s0).as_secs_f64() * 1e6 / n,
         syscalls_per_request: per(stats.syscalls),
@@ -182,7 +186,7 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> Result<()> {
         guess.reveal(e.syscalls_per_request, why);
     }
     report::plain(table(&rows));
-    lessons(&rows);
+    lessons(&rows, spec.connections);
     if let Some(bad) = rows.iter().find(|r| r.skipped.is_none() && !r.all_good) {
         anyhow::bail!(
             "the {} model completed {} of {} round trips with every byte right",
@@ -198,18 +202,22 @@ fn report_row(row: &Row) {
     let text = match &row.skipped {
         Some(why) => format!("{}: skipped: {why}", row.model),
         None => format!(
-            "{}: {:.0} requests/s, p99 {:.0} µs, server CPU {:.1} µs/request, {} system \
-             calls/request, {} threads at most{}",
+            "{}: {:.0} requests/s, p99 {:.0} µs, server CPU {:.1} µs/request, system calls {}, \
+             {} at most{}",
             row.model,
             row.requests_per_sec,
             row.p99_us,
             row.server_us(),
             if row.model == Model::Async {
-                "(tokio's, not counted)".to_string()
+                "not counted (tokio makes its own; make bench counts them with strace)".to_string()
             } else {
-                format!("{:.2}", row.syscalls_per_request)
+                format!("{:.2} per request", row.syscalls_per_request)
             },
-            row.tasks,
+            if row.model == Model::Fork {
+                format!("{} processes (the server and a child per client)", row.tasks)
+            } else {
+                format!("{} threads", row.tasks)
+            },
             if row.all_good { "" } else { "; NOT EVERY ECHO WAS RIGHT" }
         ),
     };
@@ -220,7 +228,7 @@ fn report_row(row: &Row) {
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
         "{:<12} {:>8} {:>9} {:>14} {:>13} {:>8} {:>9}",
-        "model", "req/s", "p99 µs", "server µs/req", "syscalls/req", "threads", "PSS KiB"
+        "model", "req/s", "p99 µs", "server µs/req", "syscalls/req", "tasks", "PSS KiB"
     );
     for r in rows {
         if let Some(why) = &r.skipped {
@@ -230,7 +238,7 @@ pub fn table(rows: &[Row]) -> String {
         // tokio makes the async model's system calls itself: they are not counted here
         // (`make bench` counts them with strace).
         let calls = if r.model == Model::Async {
-            "tokio's".to_string()
+            "not counted".to_string()
         } else {
             format!("{:.2}", r.syscalls_per_request)
         };
@@ -245,21 +253,44 @@ pub fn table(rows: &[Row]) -> String {
             r.pss_kib
         ));
     }
+    out.push_str(
+        "\ntasks: the most threads at once (for fork: processes, the server and its children); \
+         async's system calls are tokio's own, not counted here",
+    );
     out
 }
 
-fn lessons(rows: &[Row]) {
+fn lessons(rows: &[Row], connections: usize) {
     let get = |m: Model| rows.iter().find(|r| r.model == m && r.skipped.is_none());
     if let Some(b) = get(Model::Blocking) {
+        // Only a connection's first request waits in the listen queue: the p99 sees that wait
+        // only when first requests are at least one in a hundred.
+        let per_connection = b.expected / connections.max(1) as u64;
+        let p99 = if per_connection > 100 {
+            format!(
+                "Its p99 ({:.0} µs) is no sign of speed: only a connection's first request waits \
+                 in the listen queue, one request in {per_connection}, fewer than one in a \
+                 hundred, so the 99th percentile leaves that wait out; the slowest request took \
+                 {:.0} µs",
+                b.p99_us, b.max_us
+            )
+        } else {
+            format!(
+                "A connection's first request waits in the listen queue, one request in \
+                 {per_connection}: enough for the p99 ({:.0} µs) to hold that wait",
+                b.p99_us
+            )
+        };
         report::say(format!(
             "blocking served its clients one after another ({:.0} requests/s): each waited in the \
-             listen queue until the one before it left",
-            b.requests_per_sec
+             listen queue until the one before it left. {p99}",
+            b.requests_per_sec,
         ));
     }
     if let Some(t) = get(Model::Threads) {
         report::say(format!(
-            "threads: {} threads at once for the clients (one each, plus the accepting one)",
+            "threads: at most {} threads seen at once (sampled) for {connections} clients: one \
+             thread per client while it is served, plus the accepting one",
             t.tasks
         ));
     }
@@ -273,7 +304,9 @@ fn lessons(rows: &[Row]) {
     if let (Some(e), Some(u)) = (get(Model::Epoll), get(Model::Uring)) {
         report::say(format!(
             "epoll made {:.2} system calls per request (recv + send, the wait shared by many); \
-             uring {:.2}: one io_uring_enter submits a batch and collects many completions",
+             uring {:.2}: one io_uring_enter submits a batch and collects many completions \
+             (partly this server's choice: each enter waits for up to half the connections' \
+             completions, and on Linux 6.12+ up to 50 µs after the first)",
             e.syscalls_per_request, u.syscalls_per_request
         ));
     }
@@ -281,4 +314,16 @@ fn lessons(rows: &[Row]) {
         "requests/s is capped by the load client, which shares the same CPUs: compare the server \
          CPU per request, and the system calls per request (减少IO操作: fewer trips into the kernel)",
     );
+    // The server's CPU time comes from /proc in clock ticks: say how coarse that makes it.
+    if let Some(r) = rows.iter().find(|r| r.skipped.is_none() && r.completed > 0) {
+        let tick_us = common::ps::ticks_to_duration(1).as_secs_f64() * 1e6;
+        report::say(format!(
+            "server CPU is counted in clock ticks ({:.0} ms each, /proc/PID/stat): over {} \
+             requests one tick is {:.2} µs per request, so rows that differ by that much or \
+             less are equal within the measure (more --requests make it finer)",
+            tick_us / 1e3,
+            r.completed,
+            tick_us / r.completed as f64
+        ));
+    }
 }

@@ -59,7 +59,7 @@ pub fn run(cli: &Cli, args: &ExplainArgs) -> Result<()> {
         let measured = if let Some(why) = &row.skipped {
             format!("skipped: {why}")
         } else if model == Model::Async {
-            format!("{:>9} {:>9} {:>9} {:>9}", "-", "-", "-", "tokio's")
+            format!("{:>9} {:>9} {:>9} {:>9}", "-", "-", "-", "uncounted")
         } else {
             format!(
                 "{:>9.2} {:>9.2} {:>9.2} {:>9.2}",

@@ -61,7 +61,8 @@ pub fn run(cli: &Cli, args: &IdleArgs) -> Result<()> {
         let text = match &row.skipped {
             Some(why) => format!("{model}: skipped: {why}"),
             None => format!(
-                "{model}: {} connections held{}, {} threads, {:.1} KiB per connection, {:.0} ms CPU \
+                "{model}: {} connections held{}, {} threads, {:.1} KiB of user-space memory (PSS) per \
+                 connection, {:.0} ms CPU \
                  in {} ms of silence",
                 row.held,
                 row.refusal
@@ -90,11 +91,29 @@ pub fn run(cli: &Cli, args: &IdleArgs) -> Result<()> {
     }
     report::plain(table(&rows, args.quiet_ms));
     report::say(
-        "a connection costs what the server keeps for it across the wait: a thread's stack and \
-         kernel task (threads), a task and its buffer (async), the buffer its pending recv will \
-         fill (uring), or a table slot (select, poll, epoll); only nonblocking burns CPU while nobody talks, and select cannot watch \
-         descriptors from 1024 up (FD_SETSIZE)",
+        "a connection costs what the server keeps for it across the wait: a thread's stack \
+         (threads), a task and its buffer (async), the buffer its pending recv will fill \
+         (uring), or a table slot (select, poll, epoll); only nonblocking burns CPU while nobody \
+         talks, and select cannot watch descriptors from 1024 up (FD_SETSIZE)",
     );
+    // What the PSS column leaves out, in figures where the kernel fixes them.
+    let kernel_stack_kib = if cfg!(target_arch = "x86_64") { Some(16) } else { None };
+    let extra = match (kernel_stack_kib, rows.iter().find(|r| r.model == Model::Threads)) {
+        (Some(k), Some(t)) if t.skipped.is_none() && t.held > 0 => format!(
+            ": the threads model's {} threads add {} KiB of kernel stacks, {:.1} KiB per \
+             connection",
+            t.tasks,
+            t.tasks * k,
+            (t.tasks * k) as f64 / t.held as f64
+        ),
+        _ => String::new(),
+    };
+    report::say(format!(
+        "PSS KiB/conn is the server's user-space memory (PSS, /proc/PID/smaps_rollup) only. \
+         The kernel's memory is not in it: each thread's kernel stack (16 KiB on x86-64, \
+         THREAD_SIZE){extra}; each socket's structures, and its buffers while data waits in \
+         them (idle sockets hold almost none)"
+    ));
     Ok(())
 }
 
@@ -164,7 +183,7 @@ fn table(rows: &[Row], quiet_ms: u64) -> String {
         "held",
         "refused",
         "threads",
-        "KiB per conn",
+        "PSS KiB/conn",
         format!("CPU ms/{quiet_ms}ms")
     );
     for r in rows {

@@ -52,14 +52,14 @@
 //! Expected output of `compare` (abridged; one run of the release build on 2 busy shared
 //! cores, figures move a lot from run to run):
 //! ```text
-//! model           req/s    p99 µs  server µs/req  syscalls/req  threads   PSS KiB
+//! model           req/s    p99 µs  server µs/req  syscalls/req    tasks   PSS KiB
 //! blocking        49568      37.6            9.0          2.01        1       552
 //! threads         22181    3854.7           16.0          2.01       21      1412
 //! fork            36371    2421.0           15.0          2.04       21      3519
 //! nonblocking     24219    4175.5           25.0         20.31        1       774
 //! epoll           57532    1249.2            7.0          2.16        1       758
 //! signal          42119    2274.7            8.0          3.09        1       773
-//! async           66556     401.9            6.0       tokio's        1      1243
+//! async           66556     401.9            6.0   not counted        1      1243
 //! uring           64279     416.4            7.0          0.14        1      1024
 //!   2.842s [ 22721 io-models] nonblocking: 18.3 EAGAIN answers per request: it asks every
 //!                             socket again and again, and burns a CPU even when nobody talks

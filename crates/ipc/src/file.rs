@@ -109,7 +109,8 @@ pub fn run(cli: &Cli) -> Result<()> {
                 "expected": unlocked.expected, "torn_reads_without_lock": unlocked.torn_reads }),
         format!(
             "效率更低: the file is {:.0}× slower than shared memory with a lock (about eight \
-             system calls per increment instead of none, and the file system's own work at \
+             system calls per increment, where an uncontended lock in shared memory makes \
+             none, and the file system's own work at \
              each close); 安全性更差: without its lock it counted {} for {}, and {} reads found \
              it empty. Every way was exact with its lock.",
             shm / file.max(1e-9),

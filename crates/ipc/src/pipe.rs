@@ -370,5 +370,31 @@ fn ps_grep(cli: &Cli) -> Result<()> {
          end onto stdout or stdin (dup2) and closes the rest, and grep ends at end-of-file, when \
          ps has exited and no write end is left",
     );
+    // Seed 003: "命令本质上就是一个脚本文件". Look at the real ps and grep: their first bytes.
+    let kinds: Vec<String> = ["ps", "grep"]
+        .iter()
+        .filter_map(|name| {
+            let path = std::env::var_os("PATH")?;
+            let found = std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())?;
+            let mut head = [0u8; 4];
+            let kind = match std::fs::File::open(&found)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            {
+                Ok(()) if head == *b"\x7fELF" => "an ELF executable (compiled machine code)",
+                Ok(()) if head.starts_with(b"#!") => "a script (#!)",
+                _ => "unreadable here",
+            };
+            Some(format!("{} is {kind}", found.display()))
+        })
+        .collect();
+    if !kinds.is_empty() {
+        common::event!(
+            "commands",
+            { "kinds": kinds },
+            "{}: a command is a program file the shell runs as a process, usually compiled, \
+             not a script as seed 003 says (命令本质上就是一个脚本文件)",
+            kinds.join("; ")
+        );
+    }
     Ok(())
 }

@@ -70,9 +70,19 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
     report::say(
         "the same page at a different address in every process: /proc/PID/maps names one memfd \
-         (the same inode) in each. Python's Value('i', 0) is such a page with a lock beside it, \
+         (the same inode) in each, so one physical page is mapped into all of them. Seed 003's \
+         物理级别隔离 is, more exactly, virtual memory: each process has its own page tables, \
+         and a page is shared when they map it, as here. Python's Value('i', 0) is such a page with a lock beside it, \
          but `v.value += 1` takes that lock twice, once to read and once to write: updates are \
          lost unless the whole line runs inside `with v.get_lock():`",
     );
+    if meet_every > 0 {
+        report::say(format!(
+            "The rates above are not a race between the lock and the atomic: every {meet_every} \
+             increments all the processes wait for each other at a meeting point, and those \
+             waits, the same for every way, take most of the time (an atomic increment alone \
+             is a few nanoseconds). --meet-every 0 drops them; make bench compares the ways."
+        ));
+    }
     Ok(())
 }

@@ -291,7 +291,7 @@ pub fn joinable(cli: &Cli) -> Result<()> {
         let die_mid_item = cli.kill_consumer && n == 1;
         let work = JoinableConsumer { queue: q.clone(), sleep_ms: eat_ms, die_mid_item };
         let mut c = child(cli, format!("consumer-{n}"), work, &fds);
-        c.set_daemon(true)?; // c1.daemon = True: they end with the main code
+        c.set_daemon(true)?; // c1.daemon = True: terminated when the main process exits
         consumers.push(c);
     }
     let guess = cli.kill_consumer.then(|| {
@@ -365,7 +365,7 @@ pub fn joinable(cli: &Cli) -> Result<()> {
             format!(
                 "q.join_timeout() -> {unfinished} unfinished task(s), the queue is empty, and \
                  {} died holding a bun: nobody will ever call task_done() for it. Python's \
-                 JoinableQueue.join() would wait here for ever; the producers are stopped.",
+                 JoinableQueue.join() would wait here for ever; the demo ends the producers.",
                 dead.join(", ")
             ),
         );
@@ -411,9 +411,9 @@ pub fn joinable(cli: &Cli) -> Result<()> {
             json!({ "name": ended.name, "pid": ended.pid, "daemon": ended.daemon,
                     "exitcode": ended.exitcode }),
             format!(
-                "{} {} ended with the main code: exitcode {}",
-                if ended.daemon { "daemonic" } else { "non-daemonic" },
+                "{} {} at the main process's exit: exitcode {}",
                 ended.name,
+                if ended.daemon { "(daemonic) was terminated" } else { "was waited for" },
                 exitcode_name(ended.exitcode)
             ),
         );
@@ -434,7 +434,7 @@ pub fn joinable(cli: &Cli) -> Result<()> {
         report::say(
             "no sentinel: each consumer's task_done() tells the producers' q.join() that a bun \
              is finished; the main process waits for the producers only, and the consumers, \
-             being daemonic, end with the main code",
+             being daemonic, are terminated when the main process exits",
         );
     }
     Ok(())

@@ -50,7 +50,7 @@
 //!   0.912s [ 40725 consumer-2] 消费者 consumer-2 ate 包子1 (by producer-3); task_done()
 //!   0.913s [ 40722 producer-3] producer-3: q.join() returned: every bun put has been marked done
 //!   0.914s [ 40711 joinable-queue] 主 (main code over: every producer joined, 0 unfinished, 0 left)
-//!   0.915s [ 40711 joinable-queue] daemonic consumer-1 ended with the main code: exitcode -SIGTERM
+//!   0.915s [ 40711 joinable-queue] consumer-1 (daemonic) was terminated at the main process's exit: exitcode -SIGTERM
 //! == 4. A bounded queue: a fast producer blocks while it is full ==
 //!   1.420s [ 40711 joinable-queue] producer-1 is asleep in put (state S) on a full Queue(2) (2 item(s) in it); ...
 //!   1.722s [ 40711 joinable-queue] 8 items through Queue(2): 5 put(s) waited for room; every put(n) returned ...

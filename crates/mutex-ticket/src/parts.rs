@@ -259,7 +259,12 @@ pub fn run_crash(s: &Setup, victim: usize, title: &str) -> Result<Outcome> {
         format!(
             "{dead}: killed inside the locked section;\n\
              the kernel released its lock as it died{}",
-            if others.is_empty() { "" } else { ", and the next buyer in the queue got it" }
+            if others.is_empty() {
+                ""
+            } else {
+                ", and woke every waiter: flock keeps no queue, so they raced for it and one won \
+                 (not necessarily the one that waited longest)"
+            }
         ),
     );
     for buyer in &mut others {

@@ -329,9 +329,9 @@ pub fn apply(cli: &Cli) -> Result<()> {
         ),
     );
     report::say(
-        "each apply goes to the worker idle the longest, so the tasks go round the workers as in \
-         the notes (7976, 4540, 3556, 7976); a blocking pool runs one task at a time, whatever \
-         its size",
+        "which worker takes an apply is not a rule: CPython's idle workers race for one shared \
+         task queue, so the notes' 7976, 4540, 3556, 7976 is one outcome among others. A \
+         blocking pool runs one task at a time, whatever its size",
     );
     if !serial || runs.len() != cli.tasks {
         bail!("apply is blocking, yet tasks overlapped or went missing: {runs:?}");

@@ -77,6 +77,15 @@ fn killed(cli: &Cli) -> Result<()> {
     let after = replaced(&pool, pid, cli.processes)?;
     let new: Vec<i32> = after.iter().copied().filter(|p| !before.contains(p)).collect();
     ps::show_tree("after the kill: a new worker has taken the dead one's place (ps):");
+    if cli.common.start_method == common::process::StartMethod::Fork {
+        report::say(
+            "The new worker's parent is `forkserver`: a single-threaded process this pool \
+             starts for replacements. The pool's parent now has threads (pool-results, \
+             signal-watcher), and a fork from a process with threads copies only the forking \
+             thread, with any lock another thread held at that instant locked for good in the \
+             child; so only the first workers are forked from the parent itself.",
+        );
+    }
     pool.close();
     pool.join()?;
     let records = recording.finish()?;

@@ -50,7 +50,9 @@ fn ending(value: Value) -> Result<()> {
         "ok" => Ok(()),
         "code" => Err(ExitWith(a.code).into()),
         "error" => {
-            // The notes' `python3 a.py` when a.py does not exist: an error nobody catches.
+            // An error nobody catches, as an uncaught exception in a Python `Process` (exitcode
+            // 1). The notes' `python3 a.py` with no a.py is another case: the interpreter's
+            // usage error, exit status 2.
             let missing = std::env::temp_dir()
                 .join(format!("process-basics-no-such-dir-{}", std::process::id()))
                 .join("a.py");
@@ -167,7 +169,12 @@ pub fn exits(cli: &Cli) -> Result<()> {
     let cases: [(&str, &str, i32); 4] = [
         ("ok", "normal exit (正常退出): run returns", 0),
         ("code", "a chosen exit code, as sys.exit(code)", cli.code),
-        ("error", "an error nobody catches (出错退出), as python3 a.py with no a.py", 1),
+        (
+            "error",
+            "an error nobody catches (出错退出), as an uncaught exception in a Python \
+             Process (the notes' `python3 a.py` with no a.py exits 2: a usage error)",
+            1,
+        ),
         ("abort", "a fatal error (严重错误退出): abort() raises SIGABRT", -6),
     ];
     let mut wrong = Vec::new();

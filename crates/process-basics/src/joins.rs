@@ -329,6 +329,13 @@ pub fn send_mail(cli: &Cli) -> Result<()> {
             bail!("the fixed loop joined every mail, yet {late} were sent after \"all sent\"");
         }
     }
+    report::say(
+        "Seed 000's comment args必须是元组 (args must be a tuple) is stricter than CPython: any \
+         iterable works (args=[i] passes i, checked on 3.11). The trap is the comma: args=(i) is \
+         i itself, not a tuple (TypeError: 'int' object is not iterable), args=(i,) is a tuple \
+         of one, and args=('ab') passes 'a' and 'b'. Here a child's arguments are one typed \
+         value, so there is no such trap.",
+    );
     Ok(())
 }
 
@@ -372,8 +379,9 @@ fn hello(value: Value) -> Result<()> {
 pub fn order(cli: &Cli) -> Result<()> {
     report::section("9. the order after start is not controllable (多进程的执行顺序)");
     report::say(
-        "主进程必然先执行; 一旦子进程启动了 后续的顺序就无法控制了: the same children, started \
-         in the same order, several times",
+        "seed 004: 主进程必然先执行 (yes: the parent exists first); 子进程应该在主进程执行后执行 \
+         (no: after start() parent and child run in either order, part 3); 一旦子进程启动了 \
+         后续的顺序就无法控制了 (yes): the same children, started in the same order, several times",
     );
     let (n, rounds) = (cli.children, cli.rounds);
     let recording = Recording::start()?;

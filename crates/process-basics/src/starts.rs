@@ -189,21 +189,33 @@ pub fn start_join(cli: &Cli) -> Result<()> {
     let t = Instant::now();
     p.start()?;
     let start_took = t.elapsed();
+    // The child exists the moment start() returns: the kernel shows it in /proc already.
+    let seen = p.pid().and_then(common::ps::stat);
     report::event(
         "started",
         json!({ "pid": p.pid(), "start_ms": start_took.as_secs_f64() * 1e3,
-                "method": p.method().to_string() }),
+                "method": p.method().to_string(), "in_proc": seen.is_some(),
+                "ppid": seen.as_ref().map(|i| i.ppid) }),
         format!(
-            "p.start() returned after {:.1} ms ({}): it asks the OS for a child and does not wait \
-             for it to run",
+            "p.start() returned after {:.1} ms ({}), and the child {}: start() made it with a \
+             system call (fork/clone; for spawn, then exec), not by sending a signal to the OS \
+             as seeds 002 and 004 say (给操作系统发送一个信号, 发送信号给操作系统); it does not wait for the child to run",
             start_took.as_secs_f64() * 1e3,
-            p.method()
+            p.method(),
+            match &seen {
+                Some(i) => format!("is already in /proc (pid {}, parent {})", i.pid, i.ppid),
+                None => format!("(pid {}) is no longer in /proc", p.pid().unwrap_or(0)),
+            }
         ),
     );
     report::event(
         "parent_goes_on",
         json!({ "child_sleep_ms": ms(sleep) }),
-        format!("主流程: the parent goes on at once, while the child sleeps {}", secs(sleep)),
+        format!(
+            "主流程: the parent goes on at once, while the child sleeps {}; which of the two runs \
+             first is the scheduler's choice (seed 004's 子进程应该在主进程执行后执行 is no rule)",
+            secs(sleep)
+        ),
     );
     let t = Instant::now();
     let code = crate::joined(&mut p)?;
@@ -221,8 +233,9 @@ pub fn start_join(cli: &Cli) -> Result<()> {
         let first = predict::which_first(&recording.finish()?, &order).unwrap_or("main");
         guess.reveal(
             first,
-            "start() only asks the kernel for a child; the parent runs on while the child is being \
-             created and scheduled, so 主流程 usually wins, but nothing guarantees it",
+            "when start() returns the child exists (fork has made it); only its first run is \
+             pending, and which of the two runs first is the scheduler's choice: 主流程 usually \
+             wins, but nothing guarantees it (seed 004's 子进程应该在主进程执行后执行 is no rule)",
         );
     }
     Ok(())

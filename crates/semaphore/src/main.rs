@@ -3,15 +3,18 @@
 //! each kind of semaphore.
 //!
 //! A semaphore is a counter of free places: `acquire` takes one and sleeps while there is none,
-//! `release` gives one back and wakes a sleeper. A lock (互斥锁) is the semaphore of one place.
+//! `release` gives one back and wakes a sleeper. A lock (互斥锁) is close to a bounded semaphore
+//! of one place (a `Lock` refuses a second `release`, as `BoundedSemaphore(1)` does).
 //!
 //! Three parts, each a subcommand (no subcommand runs them all, in a few seconds):
 //! 1. `threads`: `Semaphore(3)` and ten threads `person-1`..`person-10` wanting in (the course's
-//!    ten people and three rooms), each inside for a random moment (the notes'
-//!    `random.randint(1, 3)` seconds, scaled by `--speed`). A counter taken inside says how many
+//!    ten people and three rooms, not in the notes), each inside for a random moment (the
+//!    classic example's `random.randint(1, 3)` seconds, scaled by `--speed`). A counter taken inside says how many
 //!    are in: never more than three; every one of the ten gets in. The thread table shows three
 //!    sleeping inside (`hrtimer_nanosleep`) and seven asleep in `acquire` (`futex_do_wait`).
-//!    `--timeline` draws a lane per thread, `#` while inside; `--places 1` is a lock.
+//!    `--timeline` draws a lane per thread, `#` while inside; `--places 1` excludes as a lock
+//!    does (BoundedSemaphore(1) is the closer match: an extra `release` of `Semaphore(1)` lets
+//!    two in, of a `Lock` raises).
 //! 2. `bounded`: one `release` too many: `Semaphore(3)` silently becomes a semaphore of four
 //!    places (four `acquire(blocking=False)` succeed); `BoundedSemaphore(3)` refuses with
 //!    `ValueError: Semaphore released too many times`.
@@ -34,7 +37,7 @@
 //! ```text
 //! make demo-semaphore                               # the three parts, a few seconds
 //! make demo-semaphore ARGS='threads --timeline'     # a lane per person, # while inside
-//! make demo-semaphore ARGS='threads --places 1'     # Semaphore(1) is a lock
+//! make demo-semaphore ARGS='threads --places 1'     # one at a time, as a lock
 //! make demo-semaphore ARGS='processes --hold 20'    # pauses before the kill; elsewhere:
 //! ps -o pid,ppid,stat,wchan:20,comm -p <the pids it prints>;  ls -l /dev/shm/sem.*
 //! ```
@@ -87,7 +90,7 @@ const PEOPLE: usize = 10;
 const PLACES: usize = 3;
 /// The most people a run may have (threads, or processes in part 3).
 const MAX_PEOPLE: usize = 100;
-/// The notes' `time.sleep(random.randint(1, 3))` inside: from 1 to 3 seconds, scaled by --speed.
+/// The classic example's `time.sleep(random.randint(1, 3))` inside: from 1 to 3 seconds, scaled by --speed.
 const STAY_S: (u64, u64) = (1, 3);
 
 const DIFFERENCES: &str = include_str!("differences.txt");
@@ -150,7 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     )
 }
 
-/// A person's random stay inside, in milliseconds: the notes' `random.randint(1, 3)` seconds,
+/// A person's random stay inside, in milliseconds: the classic example's `random.randint(1, 3)` seconds,
 /// scaled by `--speed`.
 fn stay_ms(cli: &Cli, rng: &mut fastrand::Rng) -> u64 {
     let seconds = rng.u64(STAY_S.0..=STAY_S.1) as f64;
@@ -176,7 +179,13 @@ fn check_rooms(
             format!(
                 "{entered} of {people} got in, at most {max} inside at once: the semaphore of \
                  {places} held{}",
-                if places == 1 { " (Semaphore(1) is a lock: 互斥锁)" } else { "" }
+                if places == 1 {
+                    " (one at a time, as under a lock, 互斥锁; but one release() too many lets \
+                     two in, as part 2 shows, where Lock.release() raises RuntimeError: the \
+                     closer match is BoundedSemaphore(1))"
+                } else {
+                    ""
+                }
             )
         } else {
             format!(

@@ -36,7 +36,8 @@ struct Rooms {
 pub fn run(cli: &Cli) -> Result<()> {
     let (people, places) = (cli.people, cli.places);
     report::section(format!(
-        "1. Semaphore({places}): {people} people, {places} room(s) (信号量; Semaphore(1) is a lock)"
+        "1. Semaphore({places}): {people} people, {places} room(s) (信号量; Semaphore(1) excludes \
+         as a lock does)"
     ));
     report::say(format!(
         "sem = Semaphore({places}): {places} free place(s). Each of {people} threads: \
@@ -100,7 +101,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     check_rooms("threads", people, places, rooms.entered.load(Ordering::SeqCst), max_inside)
 }
 
-/// One person: the notes' `sem.acquire()`, a random moment inside, `sem.release()`.
+/// One person: the classic example's `sem.acquire()`, a random moment inside, `sem.release()`.
 fn person(rooms: &Rooms, stay_ms: u64) {
     let me = common::threads::named::current_name();
     rooms.waiting.fetch_add(1, Ordering::SeqCst);

@@ -252,8 +252,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     );
     report::say(
         "Python: a daemon thread lives until the last non-daemon thread ends, then it is cut \
-         off mid-loop (seed 004; unlike a daemonic process, which is terminated when the main \
-         code ends). Rust: returning from main ends the process, so every thread is cut off \
+         off mid-loop (seed 004 names 守护线程 but not this rule). A daemonic process is ended \
+         at the same moment, the parent's exit after its last non-daemon thread, but by \
+         SIGTERM, before the parent waits for its other children. Rust: returning from main ends the process, so every thread is cut off \
          like a daemon, even one in the middle of its work; join it, or start it in \
          thread::scope, for Python's non-daemon behaviour.",
     );

@@ -156,13 +156,13 @@ pub const PARTS: &[Part] = &[
         "§2.6 守护进程",
         "daemon",
         &["daemonic"],
-        "a daemonic child is terminated when main's code ends: end123 never printed",
+        "a daemonic child is terminated when its parent exits: end123 never printed",
     ),
     extra(
         "§2.6 守护进程",
         "daemon",
         &["rules"],
-        "a daemonic child may not have children; the flag is set before start",
+        "a daemonic child may not start a Process (os.fork works); the flag is set before start",
     ),
     part(
         "§2.6 守护进程",
@@ -213,7 +213,7 @@ pub const PARTS: &[Part] = &[
         "§2.8 IPC机制: 队列, 管道",
         "ipc",
         &["shared-memory"],
-        "shared memory: both processes see one counter",
+        "shared memory: every process maps one page, one counter",
     ),
     extra(
         "§2.8 IPC机制: 队列, 管道",
@@ -262,7 +262,7 @@ pub const PARTS: &[Part] = &[
         "§3.1 线程理论: 线程vs进程",
         "threads",
         &["cost"],
-        "a thread starts ~10× cheaper than a fork child",
+        "a thread starts many times cheaper than a fork child (the run says how many)",
     ),
     extra(
         "§3.1 线程理论: 线程vs进程",
@@ -298,7 +298,7 @@ pub const PARTS: &[Part] = &[
         "§3.4 互斥锁与信号量: 信号量",
         "semaphore",
         &["threads"],
-        "Semaphore(5): never more than 5 threads inside",
+        "Semaphore(3): never more than 3 threads inside",
     ),
     extra(
         "§3.4 互斥锁与信号量: 信号量",
@@ -310,13 +310,13 @@ pub const PARTS: &[Part] = &[
         "§3.5 GIL vs 互斥锁",
         "gil",
         &["experiment", "--n", "2000000"],
-        "two threads counting down: no GIL in Rust; CPython takes twice one thread's time",
+        "two threads counting down: no GIL in Rust; CPython's take about twice one thread's time",
     ),
     part(
         "§3.5 GIL vs 互斥锁",
         "gil",
         &["simulated"],
-        "a GIL built in Rust: two threads now twice as slow",
+        "a GIL built in Rust: two threads now take twice one thread's time",
     ),
     extra(
         "§3.5 GIL vs 互斥锁",

@@ -47,11 +47,14 @@ pub fn main(cli: Cli) -> ExitCode {
     }
     let selected = select(&cli);
     if cli.list {
-        for (number, p) in &selected {
+        // People see the parts counted 1, 2, 3 in this list; `number` is the part's place in
+        // the whole tour (`--all`), the same whatever is selected.
+        for (step, (number, p)) in selected.iter().enumerate() {
+            let step = step + 1;
             report::event(
                 "part",
                 json!({ "number": number, "section": p.section, "demo": p.demo, "args": p.args }),
-                format!("{number:>2}. seed 004 {} — {} {}", p.section, p.demo, p.args.join(" ")),
+                format!("{step:>2}. seed 004 {} — {} {}", p.section, p.demo, p.args.join(" ")),
             );
         }
         return ExitCode::SUCCESS;
@@ -313,7 +316,7 @@ mod imp {
         report::event(
             "interrupted",
             json!({ "signal": name, "code": 128 + signo }),
-            format!("interrupted by {name}: the part running was stopped; exit {}", 128 + signo),
+            format!("interrupted by {name}: the part running was ended; exit {}", 128 + signo),
         );
         // Safety: _exit ends the process at once; every line was written with write(2).
         unsafe { libc::_exit(128 + signo) }
@@ -418,7 +421,7 @@ mod imp {
                 report::event(
                     "skipped",
                     json!({ "number": number, "demo": part.demo, "why": why }),
-                    format!("part {number} skipped: {why}"),
+                    format!("part {step} skipped: {why}"),
                 );
                 rows.push(Row {
                     number: step,

@@ -141,7 +141,9 @@ pub fn reap_on_sigchld(cli: &CommonArgs, count: usize) -> Result<()> {
         "The parent installs a SIGCHLD handler and goes about its business (here: a poll() \
          loop). Each time a child ends, the handler wakes the loop, and the loop reaps every \
          child that has ended: signals of one kind do not queue, so one SIGCHLD may stand for \
-         several children.",
+         several children. This is how a parent learns that a child ended: the kernel sends \
+         it SIGCHLD and keeps the exit status for its wait() (join() is waitpid), not a file \
+         or the network, as seed 000 says (通过文件或网络进行进程通信).",
     );
     let (read_end, _) = wake_pipe()?;
     // Drain any byte left from an earlier run of this part.

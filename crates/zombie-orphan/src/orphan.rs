@@ -335,7 +335,11 @@ pub fn orphan(cli: &CommonArgs, no_subreaper: bool) -> Result<()> {
         // Killed from elsewhere: it ended, but not by its own code.
         return Err(common::processes::lost::report(&parent, "steps of this part", 1));
     }
-    report::say(format!("the launcher joined the orphan's parent: {parent}"));
+    report::say(format!(
+        "the launcher joined the orphan's parent: {parent}. It ended while its child ran on: a \
+         parent need not wait for its children (seed 003's 所有的子进程结束之后，父进程才能结束 is \
+         Python's habit, whose exit joins its non-daemonic children, not a rule of the OS)"
+    ));
     let after = match read_report(&mut reports, "adopted") {
         Ok(report) => report[0],
         Err(e) if !no_subreaper && guard.orphan.state().is_none_or(|s| s == 'Z') => {

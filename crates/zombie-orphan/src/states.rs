@@ -28,10 +28,13 @@ pub fn states(cli: &CommonArgs) -> Result<()> {
     report::say(format!(
         "The notes' model has three states: running (运行), ready (就绪: could run, waits for a \
          CPU) and blocked (阻塞: waits for an event). Linux shows running and ready as one \
-         letter, R (runnable): /proc cannot tell whether an R process is on a CPU this very \
-         instant. This machine has {cpus} CPU(s); when more processes are runnable than that, \
-         some of them are ready rather than running, and all of them show R. Blocked is S. \
-         Two more: T, stopped by a signal; Z, ended but not reaped."
+         letter, R (runnable): the letter cannot tell whether an R process is on a CPU this \
+         very instant. This machine has {cpus} CPU(s); when more processes are runnable than \
+         that, some of them are ready rather than running, and all of them show R. Over time \
+         /proc/PID/schedstat does tell them apart: nanoseconds on a CPU (运行) and nanoseconds \
+         waiting in the run queue (就绪). Blocked is S, or D for a wait no signal interrupts \
+         (usually the disk). Two more: T, stopped by a signal; Z, ended but not reaped (see \
+         the Glossary of the README)."
     ));
     // Every child ends by itself at the latest after this, even if nobody stops it.
     let limit = Duration::from_secs_f64(cli.hold.unwrap_or(0.0)) + 3 * WAIT_LIMIT;
@@ -84,6 +87,19 @@ pub fn states(cli: &CommonArgs) -> Result<()> {
         ));
     }
     report::event("states", json!({ "children": children }), legend);
+    // The busy child's R, split by the scheduler's own accounting: time on a CPU (running)
+    // against time runnable but waiting for one (ready).
+    if let Some((run_ns, wait_ns)) = busy.pid().and_then(schedstat) {
+        common::event!(
+            "schedstat",
+            { "pid": busy.pid(), "run_ns": run_ns, "wait_ns": wait_ns },
+            "busy's R, from /proc/{}/schedstat: {:.1} ms on a CPU (运行态), {:.1} ms runnable \
+             but waiting for a CPU (就绪态)",
+            busy.pid().unwrap_or(0),
+            run_ns as f64 / 1e6,
+            wait_ns as f64 / 1e6
+        );
+    }
     ps::show_tree("this demo's processes, with their STAT letters:");
     let ids: Vec<Ident> = [&busy, &sleeper, &stopped, &zombie]
         .iter()
@@ -107,6 +123,11 @@ pub fn states(cli: &CommonArgs) -> Result<()> {
     );
 
     // The end: terminate the three that still run (Python's terminate()), reap all four.
+    report::say(
+        "The demo ends its children now: terminate() (SIGTERM) to busy, sleeper and stopped, \
+         then join() reaps all four; so three exit statuses read -SIGTERM, the zombie's 0. \
+         (In <Process ... stopped exitcode=...>, CPython's wording, stopped means ended.)",
+    );
     for p in [&busy, &sleeper, &stopped] {
         p.terminate()?;
     }
@@ -117,4 +138,12 @@ pub fn states(cli: &CommonArgs) -> Result<()> {
         report_reaped(p, ident, "join() -> waitpid()", sent)?;
     }
     Ok(())
+}
+
+/// `/proc/PID/schedstat`: nanoseconds on a CPU and nanoseconds waiting in a run queue (the
+/// first two of its three numbers); `None` where the kernel has no schedstats.
+fn schedstat(pid: i32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??))
 }

@@ -110,7 +110,8 @@ fn look_at_the_zombie(cli: &CommonArgs, pid: i32, guess: common::predict::Guess)
         json!({ "pid": pid, "state": "Z", "ppid": me(), "rss_kb": rss }),
         format!(
             "child {pid} has ended and is in state Z: {}; its memory is already freed \
-             (VmRSS: {}); what remains is its pid and its exit status",
+             (VmRSS: {}), by the kernel as it exited, not by the parent as seed 003 says \
+             (父进程…会清理子进程内存); what remains is its pid and its exit status",
             ps::state_meaning('Z'),
             rss.map_or("none".to_string(), |kb| format!("{kb} kB")),
         ),

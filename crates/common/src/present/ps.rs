@@ -36,8 +36,8 @@ pub fn state_meaning(state: char) -> &'static str {
     match state {
         'R' => "running or ready to run (运行态/就绪态)",
         'S' => "sleeping, blocked waiting for an event (阻塞态)",
-        'D' => "uninterruptible wait, usually for the disk",
-        'T' => "stopped by a signal",
+        'D' => "uninterruptible wait, usually for the disk (阻塞态, deaf to signals)",
+        'T' => "stopped (suspended) by a signal",
         't' => "stopped by a debugger",
         'Z' => "zombie (僵尸进程): ended, not yet reaped",
         'X' => "dead",
@@ -202,7 +202,7 @@ pub fn show_tree(title: &str) {
 
 /// Prints the given rows as a table (and, with `--json`, the event `ps` with the rows).
 pub fn show(title: &str, rows: &[(usize, ProcInfo)]) {
-    let mut text = format!("{title}\n    PID    PPID STAT  COMMAND");
+    let mut text = format!("{title}\n    PID    PPID STAT  COMMAND    (STAT: README.md#glossary)");
     for (depth, p) in rows {
         let command =
             if p.state == 'Z' { format!("[{}] <defunct>", p.comm) } else { p.comm.clone() };
@@ -335,7 +335,8 @@ pub fn ps_threads_command(pid: i32) -> String {
 pub fn show_threads(title: &str, pid: i32) {
     let rows = threads(pid);
     let mut text = format!(
-        "{title}\n    PID     TID STAT WCHAN                 PSR   CPU ms  VOL/INVOL  NAME"
+        "{title}\n    PID     TID STAT WCHAN                 PSR   CPU ms  VOL/INVOL  NAME   \
+         (columns: README.md#glossary)"
     );
     for t in &rows {
         text.push_str(&format!(

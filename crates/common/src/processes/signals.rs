@@ -70,7 +70,7 @@ fn shutdown(signo: i32) -> ! {
     report::event(
         "interrupted",
         json!({ "signal": name, "children": children.len() }),
-        format!("interrupted by {name}: stopping and reaping {} child(ren)", children.len()),
+        format!("interrupted by {name}: ending and reaping {} child(ren)", children.len()),
     );
     process::stop_all_children(GRACE);
     process::reap_unknown_ended_children();
