@@ -1,0 +1,3 @@
+mod jobs;
+mod sim;
+fn main() {}
