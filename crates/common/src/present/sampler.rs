@@ -200,10 +200,11 @@ mod imp {
                     if tid == me || !seen_tids.insert(tid) {
                         continue;
                     }
-                    if !tasks.contains_key(&tid) && tasks.len() < MAX_TASKS {
-                        if let Some(task) = Task::open(pid, tid) {
-                            tasks.insert(tid, task);
-                        }
+                    if !tasks.contains_key(&tid)
+                        && tasks.len() < MAX_TASKS
+                        && let Some(task) = Task::open(pid, tid)
+                    {
+                        tasks.insert(tid, task);
                     }
                     let Some(task) = tasks.get(&tid) else { continue };
                     let Some(children) = &task.children else { continue };
@@ -211,10 +212,10 @@ mod imp {
                         continue;
                     }
                     for child in String::from_utf8_lossy(&buf).split_whitespace() {
-                        if let Ok(child) = child.parse::<i32>() {
-                            if pids.insert(child) {
-                                queue.push(child);
-                            }
+                        if let Ok(child) = child.parse::<i32>()
+                            && pids.insert(child)
+                        {
+                            queue.push(child);
                         }
                     }
                 }
