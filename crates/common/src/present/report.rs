@@ -18,7 +18,7 @@
 //! thread (the main thread's `tid` is the pid):
 //!
 //! ```text
-//! {"t_ms":103,"pid":4182,"ppid":4170,"who":"buyer-3","tid":4182,"thread":"main","event":"bought","data":{"before":1,"after":0}}
+//! {"t_ms":103,"t_us":103412,"pid":4182,"ppid":4170,"who":"buyer-3","tid":4182,"thread":"main","event":"bought","data":{"before":1,"after":0}}
 //! ```
 //!
 //! Why one `write(2)` per line, straight to file descriptor 1: many processes share the same
@@ -92,6 +92,11 @@ pub fn json_mode() -> bool {
 /// Milliseconds since the demo started.
 pub fn elapsed_ms() -> u64 {
     monotonic_ns().saturating_sub(T0_NS.load(Ordering::Relaxed)) / 1_000_000
+}
+
+/// Microseconds since the demo started: the clock of `--trace` (events carry it as `t_us`).
+pub fn elapsed_us() -> u64 {
+    monotonic_ns().saturating_sub(T0_NS.load(Ordering::Relaxed)) / 1_000
 }
 
 /// What a spawned child needs to print on the same clock and in the same mode as its parent:
@@ -310,8 +315,10 @@ pub fn plain(text: impl Display) {
 }
 
 fn json_line(event: &str, data: Value) -> String {
+    let t_us = elapsed_us();
     let line = json!({
-        "t_ms": elapsed_ms(),
+        "t_ms": t_us / 1000,
+        "t_us": t_us,
         "pid": std::process::id(),
         "ppid": parent_pid(),
         "who": who(),

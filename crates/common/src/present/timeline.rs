@@ -56,6 +56,9 @@ pub const DEFAULT_WIDTH: usize = 60;
 pub struct Record {
     /// Milliseconds since the demo started (the same clock in every process).
     pub t_ms: u64,
+    /// The same moment in microseconds (0 in records made before it was recorded).
+    #[serde(default)]
+    pub t_us: u64,
     pub pid: i32,
     #[serde(default)]
     pub ppid: i32,
@@ -552,6 +555,7 @@ mod tests {
     fn rec(t_ms: u64, pid: i32, who: &str, event: &str) -> Record {
         Record {
             t_ms,
+            t_us: t_ms * 1000,
             pid,
             ppid: 1,
             who: who.into(),
