@@ -61,8 +61,6 @@ mod kernel;
 mod real;
 #[cfg(target_os = "linux")]
 mod run;
-#[cfg(target_os = "linux")]
-mod sampler;
 
 const DIFFERENCES: &str = include_str!("differences.txt");
 

@@ -17,7 +17,7 @@ use nix::unistd::pipe2;
 use serde::{Deserialize, Serialize};
 
 use crate::kernel::{self, FIFO_PRIORITY, Policy, Sched};
-use crate::sampler::{Sample, Sampler};
+use common::sampler::{Sample, Sampler};
 use crate::sim::{IoDone, Op, Switch};
 
 /// What to run and how.
@@ -45,7 +45,7 @@ pub struct JobReport {
     /// schedstat when released and when ended.
     pub at_start: Sched,
     pub at_end: Sched,
-    /// Time asleep in `read(2)` waiting for the device, in ns.
+    /// Time asleep in `read(2)` until the device answered, in ns.
     pub blocked_ns: u64,
     pub ios: u64,
     /// From the device's answer to the job running again (wake-up latency), in ns.
@@ -82,7 +82,10 @@ pub struct Measured {
     pub wall_ns: u64,
     pub jobs: Vec<JobReport>,
     pub device: DeviceReport,
+    /// The shared sampler's readings of `/proc/PID/task/TID/{stat,schedstat}`.
     pub samples: Vec<Sample>,
+    /// CLOCK_MONOTONIC of the report clock's zero, in ns: a sample's `t_us` is on that clock.
+    pub report_t0_ns: u64,
     pub jobs_cpu: usize,
     /// The share of the jobs' CPU that was busy in all (`/proc/stat`, in clock ticks of 10 ms:
     /// about), whoever ran: other processes of this machine too.
@@ -213,8 +216,11 @@ fn job(index: usize, code: Vec<Op>, fds: JobFds, setup: (Duration, Policy, IoDon
                     bail!("the device closed its answer pipe");
                 }
                 let back = kernel::monotonic_ns();
-                let wake = back.saturating_sub(u64::from_le_bytes(answer));
-                blocked_ns += back - asked;
+                let answered = u64::from_le_bytes(answer);
+                // Blocked until the device answered; from then on it was woken (ready or
+                // already running again): the wake-up latency.
+                let wake = back.saturating_sub(answered);
+                blocked_ns += answered.saturating_sub(asked);
                 ios += 1;
                 wake_sum_ns += wake;
                 wake_max_ns = wake_max_ns.max(wake);
@@ -328,8 +334,10 @@ fn run_pinned(
         all.extend(device.pid());
         crate::hold(common, moment, &all);
     }
+    // Started from this thread, pinned off the jobs' CPU: the sampler's thread inherits that.
     let interval = (s.tick / 4).max(Duration::from_micros(500));
-    let sampler = Sampler::start(pids.clone(), interval, others)?;
+    let sampler = Sampler::start(std::process::id() as i32, interval)?;
+    let report_t0_ns = kernel::monotonic_ns() - common::report::elapsed_us() * 1000;
     let cpu_before = cpu_busy_ticks(jobs_cpu);
     let t0_ns = kernel::monotonic_ns();
     let mut release_ns = vec![t0_ns; n];
@@ -398,6 +406,7 @@ fn run_pinned(
         jobs: reports,
         device: device_report,
         samples,
+        report_t0_ns,
         jobs_cpu,
         cpu_all_busy_pct,
     })
@@ -497,42 +506,65 @@ pub struct SeenRow {
     pub ios: usize,
 }
 
-/// `(t, run, wait)` points of one job: its samples, plus its own readings at release and end.
-fn series(m: &Measured, r: &JobReport) -> Vec<(u64, u64, u64)> {
-    let mut points: Vec<(u64, u64, u64)> = m
+/// One reading of a job: when, its state letter, and its time on a CPU so far.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    t: u64,
+    state: char,
+    run: u64,
+}
+
+/// The readings of one job: the sampler's, plus its own at its first instruction and its end
+/// (running at both).
+fn series(m: &Measured, r: &JobReport) -> Vec<Point> {
+    let mut points: Vec<Point> = m
         .samples
         .iter()
-        .filter(|s| s.pid == r.pid && s.t_ns > r.start_ns && s.t_ns < r.end_ns)
-        .map(|s| (s.t_ns, s.run_ns, s.wait_ns))
+        .filter(|s| s.pid == r.pid && s.tid == r.pid)
+        .map(|s| Point { t: m.report_t0_ns + s.t_us * 1000, state: s.state, run: s.run_ns })
+        .filter(|p| p.t > r.start_ns && p.t < r.end_ns)
         .collect();
-    points.push((r.start_ns, r.at_start.run_ns, r.at_start.wait_ns));
-    points.push((r.end_ns, r.at_end.run_ns, r.at_end.wait_ns));
-    points.sort_unstable();
+    points.push(Point { t: r.start_ns, state: 'R', run: r.at_start.run_ns });
+    points.push(Point { t: r.end_ns, state: 'R', run: r.at_end.run_ns });
+    points.sort_unstable_by_key(|p| p.t);
     points
 }
 
-/// Run and wait time at `t`, by linear interpolation between the readings around it.
-fn at(points: &[(u64, u64, u64)], t: u64) -> (f64, f64) {
-    let i = points.partition_point(|p| p.0 <= t);
-    if i == 0 {
-        return (points[0].1 as f64, points[0].2 as f64);
+/// Time running, ready and blocked within `[lo, hi)`. Between two readings the CPU time is
+/// schedstat's (spread evenly); the rest is ready if the task was runnable (`R`) and blocked
+/// if it slept (`S`, `D`): schedstat's wait figure grows only when a waiting task finally
+/// runs, so it cannot say *when* the task waited; the state letter can.
+fn split(points: &[Point], lo: u64, hi: u64) -> (f64, f64, f64) {
+    let (mut run, mut ready, mut blocked) = (0.0, 0.0, 0.0);
+    for w in points.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let (from, to) = (a.t.max(lo), b.t.min(hi));
+        if to <= from || b.t <= a.t {
+            continue;
+        }
+        let share = (to - from) as f64 / (b.t - a.t) as f64;
+        let ran = (b.run.saturating_sub(a.run) as f64 * share).min((to - from) as f64);
+        let rest = (to - from) as f64 - ran;
+        let runnable = |c: char| c == 'R';
+        let r_share = match (runnable(a.state), runnable(b.state)) {
+            (true, true) => 1.0,
+            (false, false) => 0.0,
+            _ => 0.5,
+        };
+        run += ran;
+        ready += rest * r_share;
+        blocked += rest * (1.0 - r_share);
     }
-    if i == points.len() {
-        let p = points[i - 1];
-        return (p.1 as f64, p.2 as f64);
-    }
-    let (a, b) = (points[i - 1], points[i]);
-    let f = (t - a.0) as f64 / (b.0 - a.0).max(1) as f64;
-    (a.1 as f64 + f * (b.1 as f64 - a.1 as f64), a.2 as f64 + f * (b.2 as f64 - a.2 as f64))
+    (run, ready, blocked)
 }
 
 /// The measured timeline, one row per tick of wall time since the release: in each tick, each
-/// job's time running, ready and blocked (what schedstat did not count as running or waiting)
-/// is read from the samples, and the largest of the three names the cell.
+/// job's time running, ready and blocked (see [`split`]); the largest of the three names the
+/// cell. A job released but not yet at its first instruction counts as ready (woken, waiting).
 pub fn timeline(m: &Measured, tick: Duration) -> Vec<SeenRow> {
     let tick_ns = tick.as_nanos() as u64;
     let ticks = m.wall_ns.div_ceil(tick_ns);
-    let all: Vec<Vec<(u64, u64, u64)>> = m.jobs.iter().map(|r| series(m, r)).collect();
+    let all: Vec<Vec<Point>> = m.jobs.iter().map(|r| series(m, r)).collect();
     (0..ticks)
         .map(|k| {
             let (a, b) = (m.t0_ns + k * tick_ns, m.t0_ns + (k + 1) * tick_ns);
@@ -548,22 +580,13 @@ pub fn timeline(m: &Measured, tick: Duration) -> Vec<SeenRow> {
                     if a >= r.end_ns {
                         return Seen::Done;
                     }
-                    // Released but not yet running its first instruction: woken, waiting.
-                    let woken = (b.min(r.start_ns)).saturating_sub(a.max(r.release_ns)) as f64;
-                    let (lo, hi) = (a.max(r.start_ns), b.min(r.end_ns));
-                    let (run, wait) = if hi > lo {
-                        let (run0, wait0) = at(points, lo);
-                        let (run1, wait1) = at(points, hi);
-                        ((run1 - run0).max(0.0), (wait1 - wait0).max(0.0))
-                    } else {
-                        (0.0, 0.0)
-                    };
-                    let wait = wait + woken;
-                    let blocked = (hi.saturating_sub(lo) as f64 - run - (wait - woken)).max(0.0);
+                    let woken = b.min(r.start_ns).saturating_sub(a.max(r.release_ns)) as f64;
+                    let (run, ready, blocked) = split(points, a.max(r.start_ns), b.min(r.end_ns));
+                    let ready = ready + woken;
                     cpu += run;
-                    if run >= wait && run >= blocked {
+                    if run >= ready && run >= blocked {
                         Seen::Run
-                    } else if wait >= blocked {
+                    } else if ready >= blocked {
                         Seen::Ready
                     } else {
                         Seen::Blocked
