@@ -61,6 +61,8 @@ mod kernel;
 mod real;
 #[cfg(target_os = "linux")]
 mod run;
+#[cfg(target_os = "linux")]
+mod states;
 
 const DIFFERENCES: &str = include_str!("differences.txt");
 
@@ -231,8 +233,8 @@ fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
     let cmd = cli.cmd.take();
     match cmd {
         Some(Cmd::Run(args)) => run_part(&cli, &args),
+        Some(Cmd::States) => states::states(&cli),
         Some(Cmd::Batch { .. })
-        | Some(Cmd::States)
         | Some(Cmd::Space { .. })
         | Some(Cmd::Program)
         | Some(Cmd::SerialConcurrentParallel { .. })
