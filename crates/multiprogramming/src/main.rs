@@ -62,6 +62,8 @@ mod real;
 #[cfg(target_os = "linux")]
 mod run;
 #[cfg(target_os = "linux")]
+mod space;
+#[cfg(target_os = "linux")]
 mod states;
 
 const DIFFERENCES: &str = include_str!("differences.txt");
@@ -234,8 +236,8 @@ fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
     match cmd {
         Some(Cmd::Run(args)) => run_part(&cli, &args),
         Some(Cmd::States) => states::states(&cli),
+        Some(Cmd::Space { processes }) => space::space(&cli, processes),
         Some(Cmd::Batch { .. })
-        | Some(Cmd::Space { .. })
         | Some(Cmd::Program)
         | Some(Cmd::SerialConcurrentParallel { .. })
         | Some(Cmd::FewerIo { .. }) => anyhow::bail!("not yet"),
