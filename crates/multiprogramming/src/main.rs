@@ -58,6 +58,8 @@ mod sim;
 #[cfg(target_os = "linux")]
 mod kernel;
 #[cfg(target_os = "linux")]
+mod program;
+#[cfg(target_os = "linux")]
 mod real;
 #[cfg(target_os = "linux")]
 mod run;
@@ -237,8 +239,8 @@ fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
         Some(Cmd::Run(args)) => run_part(&cli, &args),
         Some(Cmd::States) => states::states(&cli),
         Some(Cmd::Space { processes }) => space::space(&cli, processes),
+        Some(Cmd::Program) => program::program(&cli),
         Some(Cmd::Batch { .. })
-        | Some(Cmd::Program)
         | Some(Cmd::SerialConcurrentParallel { .. })
         | Some(Cmd::FewerIo { .. }) => anyhow::bail!("not yet"),
         None => {
