@@ -64,6 +64,8 @@ mod real;
 #[cfg(target_os = "linux")]
 mod run;
 #[cfg(target_os = "linux")]
+mod scp;
+#[cfg(target_os = "linux")]
 mod space;
 #[cfg(target_os = "linux")]
 mod states;
@@ -240,8 +242,10 @@ fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
         Some(Cmd::States) => states::states(&cli),
         Some(Cmd::Space { processes }) => space::space(&cli, processes),
         Some(Cmd::Program) => program::program(&cli),
+        Some(Cmd::SerialConcurrentParallel { work_ms }) => {
+            scp::serial_concurrent_parallel(&cli, work_ms)
+        }
         Some(Cmd::Batch { .. })
-        | Some(Cmd::SerialConcurrentParallel { .. })
         | Some(Cmd::FewerIo { .. }) => anyhow::bail!("not yet"),
         None => {
             let args = RunArgs::parse_default();
