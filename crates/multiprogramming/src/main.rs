@@ -56,6 +56,10 @@ mod jobs;
 mod sim;
 
 #[cfg(target_os = "linux")]
+mod batch;
+#[cfg(target_os = "linux")]
+mod fewer_io;
+#[cfg(target_os = "linux")]
 mod kernel;
 #[cfg(target_os = "linux")]
 mod program;
@@ -239,17 +243,22 @@ fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
     let cmd = cli.cmd.take();
     match cmd {
         Some(Cmd::Run(args)) => run_part(&cli, &args),
+        Some(Cmd::Batch { tick }) => batch::batch(&cli, &tick),
         Some(Cmd::States) => states::states(&cli),
         Some(Cmd::Space { processes }) => space::space(&cli, processes),
         Some(Cmd::Program) => program::program(&cli),
         Some(Cmd::SerialConcurrentParallel { work_ms }) => {
             scp::serial_concurrent_parallel(&cli, work_ms)
         }
-        Some(Cmd::Batch { .. })
-        | Some(Cmd::FewerIo { .. }) => anyhow::bail!("not yet"),
+        Some(Cmd::FewerIo { lines, dir }) => fewer_io::fewer_io(&cli, lines, dir),
         None => {
-            let args = RunArgs::parse_default();
-            run_part(&cli, &args)
+            run_part(&cli, &RunArgs::parse_default())?;
+            batch::batch(&cli, &TickArg { tick_ms: 10 })?;
+            states::states(&cli)?;
+            space::space(&cli, 4)?;
+            program::program(&cli)?;
+            scp::serial_concurrent_parallel(&cli, 100)?;
+            fewer_io::fewer_io(&cli, 2000, None)
         }
     }
 }

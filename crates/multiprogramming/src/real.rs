@@ -105,6 +105,11 @@ impl Measured {
     }
 }
 
+/// Under `--policy fifo`, the device and the monitor run at this SCHED_FIFO priority (above
+/// the jobs' and the other work on their CPU), so that an IO ends and the next batch job starts
+/// on time on a busy machine too.
+const MONITOR_PRIORITY: i32 = FIFO_PRIORITY + 2;
+
 /// The device's quit message (a job number no job has).
 const QUIT: u32 = u32::MAX;
 
@@ -121,8 +126,19 @@ fn fd(raw: RawFd) -> BorrowedFd<'static> {
 
 /// The device: answers each request after `latency`, in the order they came (every IO takes
 /// the same time), and counts the time with an IO in flight.
-fn device(requests: RawFd, answers: Vec<RawFd>, results: RawFd, latency: Duration, cpus: Vec<usize>) -> Result<()> {
+fn device(
+    requests: RawFd,
+    answers: Vec<RawFd>,
+    results: RawFd,
+    latency: Duration,
+    cpus: Vec<usize>,
+    policy: Policy,
+) -> Result<()> {
     let _ = kernel::pin_to(&cpus);
+    if policy == Policy::Fifo {
+        // A device answers on time: above the jobs and the machine's other work on its CPU.
+        kernel::set_policy(libc::SCHED_FIFO, MONITOR_PRIORITY).context("SCHED_FIFO for the device")?;
+    }
     let mut pending: std::collections::VecDeque<(u64, usize)> = Default::default();
     let mut report = DeviceReport::default();
     let mut busy_since = 0u64;
@@ -301,8 +317,9 @@ fn run_pinned(
     let answer_ws: Vec<RawFd> = answers.iter().map(|(_, w)| w.as_raw_fd()).collect();
     let (req_r, res_w) = (requests_r.as_raw_fd(), results_w.as_raw_fd());
     let device_cpus = others.clone();
+    let policy = s.policy;
     let mut device = Process::from_fn("device", move || {
-        device(req_r, answer_ws, res_w, latency, device_cpus)
+        device(req_r, answer_ws, res_w, latency, device_cpus, policy)
     });
     device.start()?;
     let mut jobs = Vec::new();
@@ -338,6 +355,10 @@ fn run_pinned(
     let interval = (s.tick / 4).max(Duration::from_micros(500));
     let sampler = Sampler::start(std::process::id() as i32, interval)?;
     let report_t0_ns = kernel::monotonic_ns() - common::report::elapsed_us() * 1000;
+    if s.policy == Policy::Fifo {
+        kernel::set_policy(libc::SCHED_FIFO, MONITOR_PRIORITY).context("SCHED_FIFO for the monitor")?;
+    }
+    let mut inbox = Inbox { fd: results_r, text: String::new() };
     let cpu_before = cpu_busy_ticks(jobs_cpu);
     let t0_ns = kernel::monotonic_ns();
     let mut release_ns = vec![t0_ns; n];
@@ -348,28 +369,34 @@ fn run_pinned(
                 release_ns[i] = kernel::monotonic_ns();
                 kernel::write_all(w.as_fd(), &[1])?;
             }
-            watch(&mut jobs, &mut device, None)
+            if !watch(&mut jobs, &mut device, &mut inbox, |inbox| (0..n).all(|i| inbox.has(i)))? {
+                bail!("every job ended, not every one reported");
+            }
+            Ok(())
         })(),
-        // The batch monitor: the next job only when the previous one has ended.
+        // The batch monitor: the next job only when the previous one has ended (its report,
+        // its last act, has arrived).
         Switch::OnEnd => (|| {
             for i in 0..n {
                 release_ns[i] = kernel::monotonic_ns();
                 kernel::write_all(gos[i].1.as_fd(), &[1])?;
-                watch(&mut jobs, &mut device, Some(i))?;
+                if !watch(&mut jobs, &mut device, &mut inbox, |inbox| inbox.has(i))? {
+                    bail!("every job ended, job {i} did not report");
+                }
             }
             Ok(())
         })(),
     };
     let end_ns = kernel::monotonic_ns();
+    let _ = kernel::set_policy(libc::SCHED_OTHER, 0);
     let cpu_after = cpu_busy_ticks(jobs_cpu);
     let samples = sampler.stop();
     outcome?;
+    // Every job has reported: wait for them to end, then stop the device.
+    watch(&mut jobs, &mut device, &mut inbox, |_| false)?;
     kernel::write_all(requests_w.as_fd(), &QUIT.to_le_bytes())?;
     while device.is_alive() {
-        if device_failed(&mut device) {
-            return Err(common::processes::lost::report(&device, "IOs", 0));
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
     if device.exitcode() != Some(0) {
         return Err(common::processes::lost::report(&device, "IOs", 0));
@@ -377,7 +404,7 @@ fn run_pinned(
     drop(results_w);
     let mut reports = Vec::new();
     let mut device_report = DeviceReport::default();
-    let text = read_available(results_r)?;
+    let text = inbox.text + &read_available(inbox.fd)?;
     for line in text.lines() {
         let value: serde_json::Value = serde_json::from_str(line).context("a job's report")?;
         if let Some(d) = value.get("device") {
@@ -429,31 +456,65 @@ fn cpu_busy_ticks(cpu: usize) -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
-fn device_failed(device: &mut Process) -> bool {
-    device.exitcode().is_some_and(|c| c != 0)
+/// The jobs' reports as they arrive on the results pipe.
+struct Inbox {
+    fd: OwnedFd,
+    text: String,
 }
 
-/// Waits until job `only` (or every job) has ended, watching the device and every job: one
-/// that dies of anything but a clean end is reported as lost (exit 1).
-fn watch(jobs: &mut [Process], device: &mut Process, only: Option<usize>) -> Result<()> {
+impl Inbox {
+    /// Waits up to 1 ms for more of the reports, and keeps what came.
+    fn pull(&mut self) -> Result<()> {
+        let mut fds = [nix::poll::PollFd::new(self.fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1u8)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(e).context("poll on the results pipe"),
+        }
+        let mut buf = [0u8; 4096];
+        match nix::unistd::read(self.fd.as_fd(), &mut buf) {
+            Ok(k) => self.text.push_str(&String::from_utf8_lossy(&buf[..k])),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("reading the results pipe"),
+        }
+        Ok(())
+    }
+
+    /// Whether job `job` has reported (a report begins with its number, its first field).
+    fn has(&self, job: usize) -> bool {
+        let head = format!("{{\"job\":{job},");
+        self.text.lines().any(|l| l.starts_with(&head))
+    }
+}
+
+/// Waits until `done` holds for the reports (`true`) or every job has ended cleanly
+/// (`false`), watching the device and every job: one that dies of anything but a clean end is
+/// reported as lost (exit 1).
+fn watch(
+    jobs: &mut [Process],
+    device: &mut Process,
+    inbox: &mut Inbox,
+    done: impl Fn(&Inbox) -> bool,
+) -> Result<bool> {
     loop {
+        if done(inbox) {
+            return Ok(true);
+        }
         let mut running = 0;
-        for (i, j) in jobs.iter_mut().enumerate() {
+        for j in jobs.iter_mut() {
             let alive = j.is_alive();
             if !alive && j.exitcode() != Some(0) {
                 return Err(common::processes::lost::report(j, "jobs' instructions", 1));
             }
-            if alive && only.is_none_or(|o| o == i) {
-                running += 1;
-            }
+            running += usize::from(alive);
         }
         if !device.is_alive() {
             return Err(common::processes::lost::report(device, "IOs in flight", 0));
         }
         if running == 0 {
-            return Ok(());
+            return Ok(false);
         }
-        std::thread::sleep(Duration::from_millis(1));
+        inbox.pull()?;
     }
 }
 
