@@ -160,3 +160,33 @@ pub fn write_all(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Reads one fixed-size message like [`read_exact`], in short slices, watching `children`
+/// between them: a child that ends before the message came (killed from outside, say) is
+/// reported as lost (exit 1) instead of a wait for ever (the write end of the pipe may be held
+/// by other processes, so no end of file would come).
+pub fn read_watching(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+    children: &mut [&mut common::process::Process],
+    what: &str,
+) -> Result<()> {
+    loop {
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20u8)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => {
+                if read_exact(fd, buf)? {
+                    return Ok(());
+                }
+                bail!("{what}: the pipe was closed");
+            }
+            Err(e) => return Err(e).context("poll"),
+        }
+        for c in children.iter_mut() {
+            if c.pid().is_some() && !c.is_alive() {
+                return Err(common::processes::lost::report(c, what, 1));
+            }
+        }
+    }
+}

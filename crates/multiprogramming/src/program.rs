@@ -82,10 +82,8 @@ pub fn program(cli: &crate::Cli) -> Result<()> {
     }
     for _ in 0..children.len() {
         let mut byte = [0u8; 1];
-        if !matches!(kernel::read_exact(ready_r.as_fd(), &mut byte), Ok(true)) {
-            let dead = common::processes::lost::first_dead(children.iter_mut()).map(|c| c.pid());
-            anyhow::bail!("a child never said it was ready ({dead:?})");
-        }
+        let mut watched: Vec<&mut Process> = children.iter_mut().collect();
+        kernel::read_watching(ready_r.as_fd(), &mut byte, &mut watched, "looks")?;
     }
     // The waiting ones are seen asleep (S), the computing one running (R).
     for c in children.iter().skip(1) {

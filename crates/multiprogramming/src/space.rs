@@ -125,9 +125,8 @@ fn same_address(cli: &crate::Cli, n: u32, readable: bool) -> Result<usize> {
     }
     for _ in 0..n {
         let mut byte = [0u8; 1];
-        if !matches!(kernel::read_exact(ready_r.as_fd(), &mut byte), Ok(true)) {
-            bail!("a child did not map its page");
-        }
+        let mut watched: Vec<&mut Process> = children.iter_mut().collect();
+        kernel::read_watching(ready_r.as_fd(), &mut byte, &mut watched, "pages mapped")?;
     }
     let question = format!(
         "{n} processes each wrote their own value into a variable at the same virtual address \
@@ -234,10 +233,7 @@ fn cow_child(cli: &crate::Cli, address: usize, private: *mut u64, shared: *mut u
     let shared_before = (frame(me, shared_at), frame(kid, shared_at));
     kernel::write_all(go_w.as_fd(), &[1])?;
     let mut byte = [0u8; 1];
-    if !matches!(kernel::read_exact(ack_r.as_fd(), &mut byte), Ok(true)) {
-        child.join()?;
-        return Err(common::processes::lost::report(&child, "writes", 1));
-    }
+    kernel::read_watching(ack_r.as_fd(), &mut byte, &mut [&mut child], "writes")?;
     let after = (frame(me, address), frame(kid, address));
     let shared_after = (frame(me, shared_at), frame(kid, shared_at));
     // Safety: this process's own pages, mapped above and still mapped.

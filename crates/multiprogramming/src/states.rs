@@ -211,10 +211,7 @@ fn states_pinned(cli: &crate::Cli, cpu: usize) -> Result<()> {
         }
     }
     let mut message = [0u8; 16];
-    let got = kernel::read_exact(ack_r.as_fd(), &mut message);
-    if !matches!(got, Ok(true)) {
-        return Err(common::processes::lost::report(all[2], "its wake-up", 1));
-    }
+    kernel::read_watching(ack_r.as_fd(), &mut message, &mut all, "its wake-up")?;
     let wait_at_run = u64::from_le_bytes(message[8..].try_into().unwrap_or_default());
     let ready_ns = wait_at_run.saturating_sub(before.wait_ns);
     common::event!(
