@@ -85,49 +85,55 @@ pub fn program(cli: &crate::Cli) -> Result<()> {
         let mut watched: Vec<&mut Process> = children.iter_mut().collect();
         kernel::read_watching(ready_r.as_fd(), &mut byte, &mut watched, "looks")?;
     }
-    // The waiting ones are seen asleep (S), the computing one running (R).
-    for c in children.iter().skip(1) {
-        let pid = c.pid().unwrap_or(0);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while ps::state_of(pid).is_some_and(|s| s != 'S') && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
+    // A look that fails because a child was killed from outside is reported as that loss.
+    let result = (|| -> Result<()> {
+        // The waiting ones are seen asleep (S), the computing one running (R).
+        for c in children.iter().skip(1) {
+            let pid = c.pid().unwrap_or(0);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while ps::state_of(pid).is_some_and(|s| s != 'S') && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
-    }
-    let question = "three processes started from one program file: how many different program \
-                    files (device and inode of /proc/PID/exe) do they run?";
-    let guess = predict::ask(&cli.common, "exe-inodes", question, predict::Expect::Count);
-    let seen: Vec<Seen> = children.iter().filter_map(|c| c.pid()).map(look).collect::<Result<_>>()?;
-    let mut inodes: Vec<(u64, u64)> = seen.iter().map(|s| (s.dev, s.inode)).collect();
-    inodes.sort_unstable();
-    inodes.dedup();
-    let mut text = format!(
-        "one program, {} processes: {} program file(s) (device:inode of /proc/PID/exe)\n{:>8} {:>14} \
-         {:>8} {:>4} {:>5}  {}",
-        seen.len(),
-        inodes.len(),
-        "pid",
-        "dev:inode",
-        "RSS kB",
-        "fds",
-        "STAT",
-        "exe"
-    );
-    for s in &seen {
-        text.push_str(&format!(
-            "\n{:>8} {:>14} {:>8} {:>4} {:>5}  {}",
-            s.pid,
-            format!("{}:{}", s.dev, s.inode),
-            s.rss_kb,
-            s.fds,
-            s.state,
-            s.exe
-        ));
-    }
-    common::event!("program", { "processes": seen, "distinct_exe": inodes.len() }, "{text}");
-    guess.reveal(inodes.len() as u64, "a program is one file; each process runs it with its own pid, memory and descriptors");
-    let mut pids = vec![std::process::id() as i32];
-    pids.extend(seen.iter().map(|s| s.pid));
-    crate::hold(&cli.common, "three processes of one program", &pids);
+        let question = "three processes started from one program file: how many different program \
+                        files (device and inode of /proc/PID/exe) do they run?";
+        let guess = predict::ask(&cli.common, "exe-inodes", question, predict::Expect::Count);
+        let seen: Vec<Seen> = children.iter().filter_map(|c| c.pid()).map(look).collect::<Result<_>>()?;
+        let mut inodes: Vec<(u64, u64)> = seen.iter().map(|s| (s.dev, s.inode)).collect();
+        inodes.sort_unstable();
+        inodes.dedup();
+        let mut text = format!(
+            "one program, {} processes: {} program file(s) (device:inode of /proc/PID/exe)\n{:>8} {:>14} \
+             {:>8} {:>4} {:>5}  {}",
+            seen.len(),
+            inodes.len(),
+            "pid",
+            "dev:inode",
+            "RSS kB",
+            "fds",
+            "STAT",
+            "exe"
+        );
+        for s in &seen {
+            text.push_str(&format!(
+                "\n{:>8} {:>14} {:>8} {:>4} {:>5}  {}",
+                s.pid,
+                format!("{}:{}", s.dev, s.inode),
+                s.rss_kb,
+                s.fds,
+                s.state,
+                s.exe
+            ));
+        }
+        common::event!("program", { "processes": seen, "distinct_exe": inodes.len() }, "{text}");
+        guess.reveal(inodes.len() as u64, "a program is one file; each process runs it with its own pid, memory and descriptors");
+        let mut pids = vec![std::process::id() as i32];
+        pids.extend(seen.iter().map(|s| s.pid));
+        crate::hold(&cli.common, "three processes of one program", &pids);
+        Ok(())
+    })();
+    let mut watched: Vec<&mut Process> = children.iter_mut().collect();
+    common::processes::lost::blame_dead_child(result, &mut watched, "looks")?;
     kernel::write_all(release_w.as_fd(), &[1, 1, 1])?;
     for c in &mut children {
         c.join()?;

@@ -345,6 +345,22 @@ fn run_pinned(
          (sched_setaffinity); the device is {}; the monitor and its sampler run on CPU(s) {others:?}",
         device.pid().unwrap_or(0)
     );
+    // Every job asleep on its release pipe before the first is released: the jobs then enter
+    // the run queue in release order (under SCHED_FIFO, the order they will run in).
+    for pid in &pids {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while common::ps::state_of(*pid) != Some('S') {
+            for p in jobs.iter_mut().chain(std::iter::once(&mut device)) {
+                if !p.is_alive() {
+                    return Err(common::processes::lost::report(p, "jobs' instructions", 1));
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("job {pid} never waited for its release");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
     if let Some(moment) = hold_moment {
         let mut all = vec![std::process::id() as i32];
         all.extend(&pids);

@@ -163,71 +163,76 @@ fn states_pinned(cli: &crate::Cli, cpu: usize) -> Result<()> {
         waiting.pid().context("no pid")?,
     );
     let mut all = [&mut vfork, &mut computing, &mut waiting];
-    common::event!(
-        "policy",
-        { "policy": "SCHED_BATCH", "cpu": cpu },
-        "the computing job and the waiting job are pinned to CPU {cpu} and run as SCHED_BATCH: a \
-         woken SCHED_BATCH job does not preempt the running one (a SCHED_NORMAL one usually \
-         does, at once, and its ready time is microseconds)"
-    );
-    wait_state("the vfork parent in D", v, &mut all, |s| s == 'D')?;
-    wait_state("the computing job running", a, &mut all, |s| s == 'R')?;
-    wait_state("the waiting job asleep in read(2)", b, &mut all, |s| s == 'S')?;
-    seen(a, "computing", 'R', "running (运行态): on the CPU");
-    seen(b, "waiting-io", 'S', "blocked (阻塞态): asleep in read(2), waiting for its IO");
-    let clone_child = std::fs::read_to_string(format!("/proc/{v}/task/{v}/children"))
-        .ok()
-        .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()));
-    seen(
-        v,
-        "vfork-parent",
-        'D',
-        "uninterruptible sleep: in clone(CLONE_VM | CLONE_VFORK) until its child exits; \
-         signals wait (only a fatal one ends it), and it counts in the load average",
-    );
-    let mut pids = vec![std::process::id() as i32, a, b, v];
-    pids.extend(clone_child);
-    crate::hold(&cli.common, "R, S and D side by side", &pids);
+    // A step that fails because a child was killed from outside is reported as that loss.
+    let result = (|| -> Result<()> {
+        common::event!(
+            "policy",
+            { "policy": "SCHED_BATCH", "cpu": cpu },
+            "the computing job and the waiting job are pinned to CPU {cpu} and run as SCHED_BATCH: a \
+             woken SCHED_BATCH job does not preempt the running one (a SCHED_NORMAL one usually \
+             does, at once, and its ready time is microseconds)"
+        );
+        wait_state("the vfork parent in D", v, &mut all, |s| s == 'D')?;
+        wait_state("the computing job running", a, &mut all, |s| s == 'R')?;
+        wait_state("the waiting job asleep in read(2)", b, &mut all, |s| s == 'S')?;
+        seen(a, "computing", 'R', "running (运行态): on the CPU");
+        seen(b, "waiting-io", 'S', "blocked (阻塞态): asleep in read(2), waiting for its IO");
+        let clone_child = std::fs::read_to_string(format!("/proc/{v}/task/{v}/children"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()));
+        seen(
+            v,
+            "vfork-parent",
+            'D',
+            "uninterruptible sleep: in clone(CLONE_VM | CLONE_VFORK) until its child exits; \
+             signals wait (only a fatal one ends it), and it counts in the load average",
+        );
+        let mut pids = vec![std::process::id() as i32, a, b, v];
+        pids.extend(clone_child);
+        crate::hold(&cli.common, "R, S and D side by side", &pids);
 
-    // The IO ends while the computing job holds the only CPU.
-    let question = "a blocked job's IO ends while another job holds the only CPU: is it running \
-                    at once, or ready (waiting in the run queue) first?";
-    let guess = predict::ask(&cli.common, "woken-state", question, predict::Expect::Choice(&["running", "ready"]));
-    let before: Sched = kernel::schedstat(b).context("schedstat of the waiting job")?;
-    let woke_at = Instant::now();
-    kernel::write_all(wake_w.as_fd(), &[1])?;
-    // Watch it from the other CPU until it runs: R with no CPU time added is ready.
-    let mut ready_samples = 0u32;
-    let mut first = None;
-    while woke_at.elapsed() < STEP_DEADLINE {
-        let Some(s) = kernel::schedstat(b) else { break };
-        let state = ps::state_of(b).unwrap_or('?');
-        if s.run_ns > before.run_ns {
-            break;
+        // The IO ends while the computing job holds the only CPU.
+        let question = "a blocked job's IO ends while another job holds the only CPU: is it running \
+                        at once, or ready (waiting in the run queue) first?";
+        let guess = predict::ask(&cli.common, "woken-state", question, predict::Expect::Choice(&["running", "ready"]));
+        let before: Sched = kernel::schedstat(b).context("schedstat of the waiting job")?;
+        let woke_at = Instant::now();
+        kernel::write_all(wake_w.as_fd(), &[1])?;
+        // Watch it from the other CPU until it runs: R with no CPU time added is ready.
+        let mut ready_samples = 0u32;
+        let mut first = None;
+        while woke_at.elapsed() < STEP_DEADLINE {
+            let Some(s) = kernel::schedstat(b) else { break };
+            let state = ps::state_of(b).unwrap_or('?');
+            if s.run_ns > before.run_ns {
+                break;
+            }
+            if state == 'R' {
+                ready_samples += 1;
+                first.get_or_insert(state);
+            }
         }
-        if state == 'R' {
-            ready_samples += 1;
-            first.get_or_insert(state);
-        }
-    }
-    let mut message = [0u8; 16];
-    kernel::read_watching(ack_r.as_fd(), &mut message, &mut all, "its wake-up")?;
-    let wait_at_run = u64::from_le_bytes(message[8..].try_into().unwrap_or_default());
-    let ready_ns = wait_at_run.saturating_sub(before.wait_ns);
-    common::event!(
-        "woken",
-        { "pid": b, "ready_ns": ready_ns, "ready_samples": ready_samples,
-          "wait_before_ns": before.wait_ns, "wait_at_run_ns": wait_at_run },
-        "its IO ended: waiting-io ({b}) was first ready (就绪态), state R but not running, for \
-         {:.3} ms (its run-queue wait in /proc/{b}/schedstat grew by that much before it ran; \
-         seen R without CPU time {ready_samples} time(s) from the other CPU); only then did it \
-         run: 阻塞态 -> 就绪态 -> 运行态",
-        ready_ns as f64 / 1e6
-    );
-    guess.reveal(
-        if ready_ns > 0 { "ready" } else { "running" },
-        "a woken job goes to the run queue; it runs when the scheduler picks it",
-    );
+        let mut message = [0u8; 16];
+        kernel::read_watching(ack_r.as_fd(), &mut message, &mut all, "its wake-up")?;
+        let wait_at_run = u64::from_le_bytes(message[8..].try_into().unwrap_or_default());
+        let ready_ns = wait_at_run.saturating_sub(before.wait_ns);
+        common::event!(
+            "woken",
+            { "pid": b, "ready_ns": ready_ns, "ready_samples": ready_samples,
+              "wait_before_ns": before.wait_ns, "wait_at_run_ns": wait_at_run },
+            "its IO ended: waiting-io ({b}) was first ready (就绪态), state R but not running, for \
+             {:.3} ms (its run-queue wait in /proc/{b}/schedstat grew by that much before it ran; \
+             seen R without CPU time {ready_samples} time(s) from the other CPU); only then did it \
+             run: 阻塞态 -> 就绪态 -> 运行态",
+            ready_ns as f64 / 1e6
+        );
+        guess.reveal(
+            if ready_ns > 0 { "ready" } else { "running" },
+            "a woken job goes to the run queue; it runs when the scheduler picks it",
+        );
+        Ok(())
+    })();
+    common::processes::lost::blame_dead_child(result, &mut all, "states to show")?;
     kernel::write_all(stop_w.as_fd(), &[1])?;
     kernel::write_all(release_w.as_fd(), &[1])?;
     for c in all.iter_mut() {
