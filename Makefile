@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Every demo crate under crates/ (the shared library and the benchmark are not demos).
 DEMOS := $(filter-out common bench tour,$(notdir $(patsubst %/,%,$(wildcard crates/*/))))
 
-.PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics demo-joinable-queue demo-pool demo-threads demo-gil demo-deadlock demo-semaphore demo-event demo-thread-queue demo-ipc demo-coroutine demo-io-models
+.PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics demo-joinable-queue demo-pool demo-threads demo-gil demo-deadlock demo-semaphore demo-event demo-thread-queue demo-ipc demo-coroutine demo-io-models demo-multiprogramming
 
 help:
 	@echo "make demo-ticket    the ticket-booking race over db.json, then the fix (start here)"
@@ -84,6 +84,11 @@ demo-coroutine:
 
 demo-io-models:
 	@$(CARGO) run -q -p io-models -- $(ARGS)
+
+# 多道技术 beside OSTEP's process-run.py: an optimised build, since its CPU ticks are measured
+# CPU time and the debug build's overheads would show between them.
+demo-multiprogramming:
+	@$(CARGO) run --release -q -p multiprogramming -- $(ARGS)
 
 # The course in the notes' order, one part at a time (the binary is crates/tour): builds every
 # demo first; one that does not build now is skipped, with a line saying so.

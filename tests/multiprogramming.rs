@@ -61,9 +61,27 @@ fn predict_only_prints_process_runs_own_table_for_a_program() {
 /// waits READY through job 0's IO (the CPU idle at ticks 2 and 3), then runs.
 #[test]
 fn ostep_spellings_are_accepted_and_switch_on_end_idles_through_the_io() {
-    let out = run_ok(BIN, &["run", "-P", "i:c2", "-L", "2", "-S", "SWITCH_ON_END", "-I", "IO_RUN_IMMEDIATE", "-c", "-p"]);
+    let out = run_ok(
+        BIN,
+        &[
+            "run",
+            "-P",
+            "i:c2",
+            "-L",
+            "2",
+            "-S",
+            "SWITCH_ON_END",
+            "-I",
+            "IO_RUN_IMMEDIATE",
+            "-c",
+            "-p",
+        ],
+    );
     let p = data(out.one("prediction"));
-    assert_eq!((p["total"].as_u64(), p["cpu_busy"].as_u64(), p["io_busy"].as_u64()), (Some(6), Some(4), Some(2)));
+    assert_eq!(
+        (p["total"].as_u64(), p["cpu_busy"].as_u64(), p["io_busy"].as_u64()),
+        (Some(6), Some(4), Some(2))
+    );
     let cpu: Vec<bool> = p["rows"].as_array().unwrap().iter().map(|r| r["cpu"] == true).collect();
     assert_eq!(cpu, [true, false, false, true, true, true], "{p}");
 }
@@ -135,7 +153,9 @@ fn cpu_busy_under_on_io_is_well_above_on_end_for_an_io_heavy_mix() {
     let common = ["run", "-P", mix, "-L", "10", "--tick-ms", "2", "--policy", policy];
     let (on_io, predicted_io) = cpu_busy(&[&common[..], &["--switch", "on-io"]].concat());
     let (on_end, predicted_end) = cpu_busy(&[&common[..], &["--switch", "on-end"]].concat());
-    eprintln!("CPU busy: on-io {on_io:.1} % (predicted {predicted_io:.1}), on-end {on_end:.1} % (predicted {predicted_end:.1})");
+    eprintln!(
+        "CPU busy: on-io {on_io:.1} % (predicted {predicted_io:.1}), on-end {on_end:.1} % (predicted {predicted_end:.1})"
+    );
     assert!(predicted_io > 1.5 * predicted_end);
     assert!(on_io > 1.5 * on_end, "on-io {on_io:.1} % against on-end {on_end:.1} %");
 }
@@ -153,7 +173,8 @@ fn policy_fifo_runs_under_sched_fifo_and_follows_the_prediction() {
         eprintln!("skipped the SCHED_FIFO run: not root (the refusal was checked instead)");
         return;
     }
-    let out = run_ok(BIN, &["run", "-P", "c2,i:c3", "-L", "3", "--policy", "fifo", "--tick-ms", "3"]);
+    let out =
+        run_ok(BIN, &["run", "-P", "c2,i:c3", "-L", "3", "--policy", "fifo", "--tick-ms", "3"]);
     assert_eq!(data(out.one("loaded"))["policy"], "fifo");
     let jobs = data(out.one("measured"))["jobs"].clone();
     let (ran0, ready1) = (f64_of(&jobs[0]["running_ms"]), f64_of(&jobs[1]["ready_ms"]));
@@ -168,7 +189,8 @@ fn states_shows_r_s_and_d_and_a_woken_job_waits_ready_first() {
     let _turn = cpu_turn();
     let mut demo = Demo::start(BIN, &["states", "--json", "--hold", "3"]);
     let hold = demo.wait_event("hold");
-    let seen: Vec<Value> = demo.events().iter().filter(|e| e["event"] == "state_seen").cloned().collect();
+    let seen: Vec<Value> =
+        demo.events().iter().filter(|e| e["event"] == "state_seen").cloned().collect();
     let by_state = |s: &str| {
         seen.iter()
             .find(|e| data(e)["state"] == s)
@@ -176,7 +198,12 @@ fn states_shows_r_s_and_d_and_a_woken_job_waits_ready_first() {
             .unwrap_or_else(|| panic!("no {s} in {seen:?}"))
     };
     let (r, s, d) = (by_state("R"), by_state("S"), by_state("D"));
-    assert!(data(&hold)["command"].as_str().unwrap().starts_with("ps -o pid,stat,psr,wchan:20,comm -p "));
+    assert!(
+        data(&hold)["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("ps -o pid,stat,psr,wchan:20,comm -p ")
+    );
     // The test's own reading: the computing job is runnable, the IO job asleep, the vfork
     // parent in uninterruptible sleep inside clone().
     assert_eq!(ps::state_of(r), Some('R'));
@@ -186,7 +213,10 @@ fn states_shows_r_s_and_d_and_a_woken_job_waits_ready_first() {
     let out = demo.finish();
     out.assert_code(0).assert_nothing_left();
     let woken = data(out.one("woken"));
-    assert!(woken["ready_ns"].as_u64().unwrap() > 0, "no run-queue wait after the wake-up: {woken}");
+    assert!(
+        woken["ready_ns"].as_u64().unwrap() > 0,
+        "no run-queue wait after the wake-up: {woken}"
+    );
 }
 
 /// One virtual address, a frame per process; after fork one frame until the write, then two;
@@ -204,7 +234,10 @@ fn space_sees_one_address_a_frame_per_process_and_copy_on_write() {
     }
     assert_eq!(frames["distinct"], 3, "{frames}");
     let cow = data(out.one("cow"));
-    assert_eq!(cow["before"]["parent"], cow["before"]["child"], "one frame before the write: {cow}");
+    assert_eq!(
+        cow["before"]["parent"], cow["before"]["child"],
+        "one frame before the write: {cow}"
+    );
     assert_ne!(cow["after"]["parent"], cow["after"]["child"], "two frames after it: {cow}");
     assert_eq!(cow["parent_value"], 42);
     let shared = data(out.one("shared"));
@@ -218,7 +251,8 @@ fn program_sees_one_exe_inode_for_three_pids() {
     let out = run_ok(BIN, &["program"]);
     let program = data(out.one("program"));
     let rows = program["processes"].as_array().unwrap();
-    let pids: std::collections::HashSet<i64> = rows.iter().map(|r| r["pid"].as_i64().unwrap()).collect();
+    let pids: std::collections::HashSet<i64> =
+        rows.iter().map(|r| r["pid"].as_i64().unwrap()).collect();
     assert_eq!(pids.len(), 3);
     assert_eq!(program["distinct_exe"], 1, "{program}");
     let own = std::fs::metadata(support::bin(BIN)).unwrap();
@@ -259,7 +293,8 @@ fn serial_concurrent_parallel_and_batch_run_and_leave_nothing() {
 fn ctrl_c_at_the_hold_leaves_nothing() {
     let _turn = cpu_turn();
     for to_group in [true, false] {
-        let mut demo = Demo::start(BIN, &["run", "-P", "c1,i:c2", "--tick-ms", "2", "--hold", "60", "--json"]);
+        let mut demo =
+            Demo::start(BIN, &["run", "-P", "c1,i:c2", "--tick-ms", "2", "--hold", "60", "--json"]);
         demo.wait_event("hold");
         let out = demo.interrupt(to_group);
         out.assert_code(130).assert_nothing_left();

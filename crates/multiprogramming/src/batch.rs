@@ -24,7 +24,8 @@ const SWITCH_RUNS: usize = 3;
 
 pub fn batch(cli: &crate::Cli, tick: &TickArg) -> Result<()> {
     report::section("batch: 批处理 against 多道, then what switching costs");
-    let policy = if real::check_policy(Policy::Fifo).is_ok() { Policy::Fifo } else { Policy::Normal };
+    let policy =
+        if real::check_policy(Policy::Fifo).is_ok() { Policy::Fifo } else { Policy::Normal };
     common::event!(
         "batch_policy",
         { "policy": policy },
@@ -37,7 +38,12 @@ pub fn batch(cli: &crate::Cli, tick: &TickArg) -> Result<()> {
     );
     let question = "the IO-heavy mix: how many times higher is the CPU busy % with 多道 (switch on \
                     IO) than with 批处理 (switch on end), as measured?";
-    let guess = predict::ask(&cli.common, "multiprogramming-gain", question, predict::Expect::About { within: 0.25 });
+    let guess = predict::ask(
+        &cli.common,
+        "multiprogramming-gain",
+        question,
+        predict::Expect::About { within: 0.25 },
+    );
     let mut table = format!(
         "{:<10} {:<22} {:>10} {:>8} {:>12} {:>8}",
         "mix", "way", "predicted", "CPU %", "measured", "CPU %"
@@ -87,7 +93,10 @@ pub fn batch(cli: &crate::Cli, tick: &TickArg) -> Result<()> {
     }
     common::event!("batch_table", {}, "the two mixes both ways (tk = ticks):\n{table}");
     if let Some(g) = gain {
-        guess.reveal((g * 100.0).round() / 100.0, "the CPU works while an IO is in flight instead of idling");
+        guess.reveal(
+            (g * 100.0).round() / 100.0,
+            "the CPU works while an IO is in flight instead of idling",
+        );
     }
     switch_cost(cli)
 }

@@ -21,7 +21,7 @@ fn syscw() -> u64 {
 /// The filesystem `dir` is on (`statfs(2)`'s `f_type`), named.
 fn filesystem(dir: &Path) -> (i64, &'static str) {
     let Ok(fs) = nix::sys::statfs::statfs(dir) else { return (0, "unknown") };
-    let kind = fs.filesystem_type().0 as i64;
+    let kind = fs.filesystem_type().0;
     let name = match kind {
         0x0102_1994 => "tmpfs",
         0xEF53 => "ext4 (or ext2/3)",
@@ -48,8 +48,15 @@ fn line(i: u64) -> String {
 }
 
 /// Writes `lines` lines to `path` one way, counting the `write(2)` calls the kernel saw.
-fn write_way(path: &Path, name: &'static str, lines: u64, buffered: bool, fsync_each: bool) -> Result<Way> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+fn write_way(
+    path: &Path,
+    name: &'static str,
+    lines: u64,
+    buffered: bool,
+    fsync_each: bool,
+) -> Result<Way> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let before = syscw();
     let started = Instant::now();
     let mut fsyncs = 0;
@@ -105,7 +112,9 @@ fn ways(cli: &crate::Cli, lines: u64, dir: &Path, path: &Path) -> Result<()> {
             ""
         }
     );
-    let question = format!("{lines} lines written with one write(2) each, then buffered: how many write system calls does the buffered way make?");
+    let question = format!(
+        "{lines} lines written with one write(2) each, then buffered: how many write system calls does the buffered way make?"
+    );
     let guess = predict::ask(&cli.common, "buffered-writes", question, predict::Expect::Count);
     let fsync_lines = lines.min(MAX_FSYNC_LINES);
     let ways = [
@@ -134,9 +143,11 @@ fn ways(cli: &crate::Cli, lines: u64, dir: &Path, path: &Path) -> Result<()> {
     }
     let rows: Vec<serde_json::Value> = ways
         .iter()
-        .map(|w| serde_json::json!({ "way": w.name, "lines": w.lines, "writes": w.writes,
+        .map(|w| {
+            serde_json::json!({ "way": w.name, "lines": w.lines, "writes": w.writes,
                                      "fsyncs": w.fsyncs, "seconds": w.seconds,
-                                     "ratio_to_buffered": per_line(w) / base }))
+                                     "ratio_to_buffered": per_line(w) / base })
+        })
         .collect();
     common::event!("fewer_io", { "ways": rows, "filesystem": fs }, "{text}");
     report::say(format!(
@@ -152,7 +163,11 @@ fn ways(cli: &crate::Cli, lines: u64, dir: &Path, path: &Path) -> Result<()> {
         } else {
             String::new()
         },
-        if fs == "tmpfs" { "; on tmpfs the fsync is nearly free, so most of that is the write(2) calls" } else { "" }
+        if fs == "tmpfs" {
+            "; on tmpfs the fsync is nearly free, so most of that is the write(2) calls"
+        } else {
+            ""
+        }
     ));
     Ok(())
 }

@@ -74,7 +74,11 @@ fn parse_one_program(job: &str) -> Result<Vec<Op>, String> {
                 Err(_) => return Err(format!("{w:?}: c needs a number of ticks, as in c3")),
             },
             "" => return Err(format!("{job:?}: an empty instruction (c<N> or i)")),
-            w => return Err(format!("{w:?} is not an instruction: c<N> (N CPU ticks) or i (one IO)")),
+            w => {
+                return Err(format!(
+                    "{w:?} is not an instruction: c<N> (N CPU ticks) or i (one IO)"
+                ));
+            }
         }
         if code.len() > MAX_INSTRUCTIONS {
             return Err(format!("{job:?}: more than {MAX_INSTRUCTIONS} instructions"));
@@ -186,13 +190,13 @@ mod tests {
         assert!(parse_jobs("").unwrap_err().contains("empty"));
         assert!(parse_jobs("5").unwrap_err().contains("X:Y"));
         assert!(parse_jobs("1000:50").unwrap_err().contains("at most"));
-        assert!(parse_jobs(&vec!["1:50"; 11].join(",")).unwrap_err().contains("at most 10"));
+        assert!(parse_jobs(&["1:50"; 11].join(",")).unwrap_err().contains("at most 10"));
         assert!(parse_program("c").unwrap_err().contains("number of ticks"));
         assert!(parse_program("i3").unwrap_err().contains("not an instruction"));
         assert!(parse_program("").unwrap_err().contains("empty"));
         assert!(parse_program("c1::c2").unwrap_err().contains("empty instruction"));
         assert!(parse_program("c999999").unwrap_err().contains("at most"));
-        assert!(parse_program(&vec!["c60"; 2].join(",")).unwrap_err().contains("more than"));
+        assert!(parse_program(&["c60"; 2].join(",")).unwrap_err().contains("more than"));
         assert_eq!(parse_program("c2,i").unwrap(), [vec![Op::Cpu, Op::Cpu, Op::Io, Op::IoDone]]);
     }
 }

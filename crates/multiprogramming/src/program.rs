@@ -33,8 +33,11 @@ struct Seen {
 
 fn look(pid: i32) -> Result<Seen> {
     // stat() follows the /proc/PID/exe link to the program file itself.
-    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).with_context(|| format!("/proc/{pid}/exe"))?;
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe"))
+        .with_context(|| format!("/proc/{pid}/exe"))?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let process = procfs::process::Process::new(pid)?;
     let rss_kb = process.status().ok().and_then(|s| s.vmrss).unwrap_or(0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
@@ -67,7 +70,8 @@ pub fn program(cli: &crate::Cli) -> Result<()> {
                 // Computes until released (state R), looking at the pipe between slices.
                 loop {
                     kernel::burn(Duration::from_millis(2));
-                    let mut fds = [nix::poll::PollFd::new(fd(release), nix::poll::PollFlags::POLLIN)];
+                    let mut fds =
+                        [nix::poll::PollFd::new(fd(release), nix::poll::PollFlags::POLLIN)];
                     if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap_or(0) > 0 {
                         break;
                     }
@@ -91,14 +95,17 @@ pub fn program(cli: &crate::Cli) -> Result<()> {
         for c in children.iter().skip(1) {
             let pid = c.pid().unwrap_or(0);
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while ps::state_of(pid).is_some_and(|s| s != 'S') && std::time::Instant::now() < deadline {
+            while ps::state_of(pid).is_some_and(|s| s != 'S')
+                && std::time::Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
         let question = "three processes started from one program file: how many different program \
                         files (device and inode of /proc/PID/exe) do they run?";
         let guess = predict::ask(&cli.common, "exe-inodes", question, predict::Expect::Count);
-        let seen: Vec<Seen> = children.iter().filter_map(|c| c.pid()).map(look).collect::<Result<_>>()?;
+        let seen: Vec<Seen> =
+            children.iter().filter_map(|c| c.pid()).map(look).collect::<Result<_>>()?;
         let mut inodes: Vec<(u64, u64)> = seen.iter().map(|s| (s.dev, s.inode)).collect();
         inodes.sort_unstable();
         inodes.dedup();
@@ -126,7 +133,10 @@ pub fn program(cli: &crate::Cli) -> Result<()> {
             ));
         }
         common::event!("program", { "processes": seen, "distinct_exe": inodes.len() }, "{text}");
-        guess.reveal(inodes.len() as u64, "a program is one file; each process runs it with its own pid, memory and descriptors");
+        guess.reveal(
+            inodes.len() as u64,
+            "a program is one file; each process runs it with its own pid, memory and descriptors",
+        );
         let mut pids = vec![std::process::id() as i32];
         pids.extend(seen.iter().map(|s| s.pid));
         crate::hold(&cli.common, "three processes of one program", &pids);

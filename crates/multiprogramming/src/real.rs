@@ -17,8 +17,8 @@ use nix::unistd::pipe2;
 use serde::{Deserialize, Serialize};
 
 use crate::kernel::{self, FIFO_PRIORITY, Policy, Sched};
-use common::sampler::{Sample, Sampler};
 use crate::sim::{IoDone, Op, Switch};
+use common::sampler::{Sample, Sampler};
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -137,7 +137,8 @@ fn device(
     let _ = kernel::pin_to(&cpus);
     if policy == Policy::Fifo {
         // A device answers on time: above the jobs and the machine's other work on its CPU.
-        kernel::set_policy(libc::SCHED_FIFO, MONITOR_PRIORITY).context("SCHED_FIFO for the device")?;
+        kernel::set_policy(libc::SCHED_FIFO, MONITOR_PRIORITY)
+            .context("SCHED_FIFO for the device")?;
     }
     let mut pending: std::collections::VecDeque<(u64, usize)> = Default::default();
     let mut report = DeviceReport::default();
@@ -198,11 +199,17 @@ struct JobFds {
 }
 
 /// One job: waits to be released, then runs its instructions on its own CPU time.
-fn job(index: usize, code: Vec<Op>, fds: JobFds, setup: (Duration, Policy, IoDone, usize)) -> Result<()> {
+fn job(
+    index: usize,
+    code: Vec<Op>,
+    fds: JobFds,
+    setup: (Duration, Policy, IoDone, usize),
+) -> Result<()> {
     let (tick, policy, io_done, cpu) = setup;
     kernel::pin_to(&[cpu])?;
     if policy == Policy::Fifo {
-        kernel::set_policy(libc::SCHED_FIFO, FIFO_PRIORITY).context("sched_setscheduler(SCHED_FIFO)")?;
+        kernel::set_policy(libc::SCHED_FIFO, FIFO_PRIORITY)
+            .context("sched_setscheduler(SCHED_FIFO)")?;
     }
     // Raising the priority before the IO makes the wake-up preempt the running job (its
     // IO_RUN_IMMEDIATE); lowering it after the io_done puts the job at the *front* of its
@@ -372,7 +379,8 @@ fn run_pinned(
     let sampler = Sampler::start(std::process::id() as i32, interval)?;
     let report_t0_ns = kernel::monotonic_ns() - common::report::elapsed_us() * 1000;
     if s.policy == Policy::Fifo {
-        kernel::set_policy(libc::SCHED_FIFO, MONITOR_PRIORITY).context("SCHED_FIFO for the monitor")?;
+        kernel::set_policy(libc::SCHED_FIFO, MONITOR_PRIORITY)
+            .context("SCHED_FIFO for the monitor")?;
     }
     let mut inbox = Inbox { fd: results_r, text: String::new() };
     let cpu_before = cpu_busy_ticks(jobs_cpu);

@@ -49,7 +49,9 @@ pub fn show_prediction(p: &Prediction, jobs: usize, s: &Setup) {
 
 /// The prediction, then (unless `predict_only`) the real run beside it.
 pub fn run(cli: &Cli, jobs: Vec<Vec<Op>>, how: &str, s: Setup, predict_only: bool) -> Result<()> {
-    report::section("run: 多道技术, process-run.py's prediction, then the same jobs on the real kernel");
+    report::section(
+        "run: 多道技术, process-run.py's prediction, then the same jobs on the real kernel",
+    );
     show_jobs(&jobs, how);
     let p = sim::simulate(&jobs, s.switch, s.io_done, s.io_length);
     show_prediction(&p, jobs.len(), &s);
@@ -71,8 +73,10 @@ pub fn run(cli: &Cli, jobs: Vec<Vec<Op>>, how: &str, s: Setup, predict_only: boo
         },
         p.cpu_percent()
     );
-    let guess = predict::ask(&cli.common, "cpu-busy", question, predict::Expect::About { within: 0.15 });
-    let m = real::run_jobs(&cli.common, &s, Some("the jobs loaded, pinned, waiting to be released"))?;
+    let guess =
+        predict::ask(&cli.common, "cpu-busy", question, predict::Expect::About { within: 0.15 });
+    let m =
+        real::run_jobs(&cli.common, &s, Some("the jobs loaded, pinned, waiting to be released"))?;
     let rows = real::timeline(&m, s.tick);
     show_measured(&m, &rows, &s);
     compare(&p, &m, &rows, &s);
@@ -191,7 +195,8 @@ fn class(cell: Cell) -> Seen {
 pub fn compare(p: &Prediction, m: &Measured, rows: &[SeenRow], s: &Setup) {
     let n = m.jobs.len();
     let width = rows.len().max(p.rows.len());
-    let mut text = format!("{:>5}  {:<width$}  | measured", "tick", "predicted", width = 12 * n + 8);
+    let mut text =
+        format!("{:>5}  {:<width$}  | measured", "tick", "predicted", width = 12 * n + 8);
     let (mut agree, mut cells, mut other_runner) = (0usize, 0usize, 0usize);
     for k in 0..width {
         let _ = write!(text, "\n{:>5}  ", k + 1);

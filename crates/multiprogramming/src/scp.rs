@@ -199,14 +199,21 @@ fn mode_name(mode: Mode) -> &'static str {
 }
 
 pub fn serial_concurrent_parallel(cli: &crate::Cli, work_ms: u64) -> Result<()> {
-    report::section("serial-concurrent-parallel: 串行, 并发, 并行, the same two CPU-bound jobs three ways");
+    report::section(
+        "serial-concurrent-parallel: 串行, 并发, 并行, the same two CPU-bound jobs three ways",
+    );
     let work = Duration::from_millis(work_ms);
     let allowed = kernel::allowed_cpus()?;
     let question = format!(
         "two jobs of {work_ms} ms CPU each, interleaved on one CPU (并发): how long does the pair \
          take in wall time, in ms?"
     );
-    let guess = predict::ask(&cli.common, "concurrent-wall-ms", question, predict::Expect::About { within: 0.2 });
+    let guess = predict::ask(
+        &cli.common,
+        "concurrent-wall-ms",
+        question,
+        predict::Expect::About { within: 0.2 },
+    );
     let mut runs = vec![run_pair(Mode::Serial, work)?, run_pair(Mode::Concurrent, work)?];
     if allowed.len() >= 2 {
         runs.push(run_pair(Mode::Parallel, work)?);
@@ -265,7 +272,10 @@ pub fn serial_concurrent_parallel(cli: &crate::Cli, work_ms: u64) -> Result<()> 
     };
     if let Some(parallel) = runs.get(2) {
         verdict.push_str(&if ratio(parallel) < 0.75 {
-            format!("; parallel (并行) took {:.2}×: two CPUs ran the two jobs at once", ratio(parallel))
+            format!(
+                "; parallel (并行) took {:.2}×: two CPUs ran the two jobs at once",
+                ratio(parallel)
+            )
         } else {
             format!(
                 "; parallel (并行) took {:.2}×: the jobs got only {:.0} % of two CPUs' wall time, \

@@ -445,11 +445,8 @@ mod tests {
     #[test]
     fn the_next_ready_job_is_the_one_after_the_current_wrapping_round() {
         let p = predict("c1:i:c1", Switch::OnIo, IoDone::Later, 1);
-        let cpu_job: Vec<Option<usize>> = p
-            .rows
-            .iter()
-            .map(|r| r.cells.iter().position(|c| matches!(c, Cell::Run(_))))
-            .collect();
+        let cpu_job: Vec<Option<usize>> =
+            p.rows.iter().map(|r| r.cells.iter().position(|c| matches!(c, Cell::Run(_)))).collect();
         assert_eq!(cpu_job, [Some(0), Some(1), Some(2), Some(1)]);
         assert!(p.rows[3].io_ended);
     }

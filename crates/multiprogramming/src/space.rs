@@ -22,7 +22,8 @@ use crate::kernel;
 
 /// The addresses tried for the variable's page, in turn (the first that is free in every
 /// process is used): far from where the kernel puts the program, its heap and its libraries.
-const ADDRESSES: [usize; 4] = [0x6000_0000_0000, 0x6100_0000_0000, 0x5f00_0000_0000, 0x4000_0000_0000];
+const ADDRESSES: [usize; 4] =
+    [0x6000_0000_0000, 0x6100_0000_0000, 0x5f00_0000_0000, 0x4000_0000_0000];
 
 fn fd(raw: RawFd) -> BorrowedFd<'static> {
     // Safety: the number was open in the demo when the child was forked and the child never
@@ -105,7 +106,7 @@ fn same_address(cli: &crate::Cli, n: u32, readable: bool) -> Result<usize> {
     let address = ADDRESSES
         .iter()
         .copied()
-        .find(|&a| map_at(a, 0).map(|p| unmap(p)).is_ok())
+        .find(|&a| map_at(a, 0).map(unmap).is_ok())
         .context("none of the chosen addresses is free for MAP_FIXED_NOREPLACE")?;
     let (ready_r, ready_w) = pipe()?;
     let (release_r, release_w) = pipe()?;
@@ -132,7 +133,8 @@ fn same_address(cli: &crate::Cli, n: u32, readable: bool) -> Result<usize> {
         "{n} processes each wrote their own value into a variable at the same virtual address \
          {address:#x}: how many physical frames hold them?"
     );
-    let guess = readable.then(|| predict::ask(&cli.common, "frames", question, predict::Expect::Count));
+    let guess =
+        readable.then(|| predict::ask(&cli.common, "frames", question, predict::Expect::Count));
     let rows: Vec<(i32, u64, Option<u64>)> = children
         .iter()
         .zip(1u64..)
@@ -163,7 +165,10 @@ fn same_address(cli: &crate::Cli, n: u32, readable: bool) -> Result<usize> {
         "{text}"
     );
     if let Some(guess) = guess {
-        guess.reveal(distinct.len() as u64, "a page table per process maps the same address to its own frame");
+        guess.reveal(
+            distinct.len() as u64,
+            "a page table per process maps the same address to its own frame",
+        );
     }
     let mut pids = vec![std::process::id() as i32];
     pids.extend(rows.iter().map(|r| r.0));
@@ -194,7 +199,12 @@ fn copy_on_write(cli: &crate::Cli, address: usize, readable: bool) -> Result<()>
     let len = NonZeroUsize::new(page_size()).context("page size")?;
     // Safety: a new anonymous shared mapping wherever the kernel chooses.
     let shared = unsafe {
-        mmap_anonymous(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED)
+        mmap_anonymous(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+        )
     }
     .context("mmap(MAP_SHARED)")?
     .as_ptr()
@@ -207,7 +217,13 @@ fn copy_on_write(cli: &crate::Cli, address: usize, readable: bool) -> Result<()>
     result
 }
 
-fn cow_child(cli: &crate::Cli, address: usize, private: *mut u64, shared: *mut u64, readable: bool) -> Result<()> {
+fn cow_child(
+    cli: &crate::Cli,
+    address: usize,
+    private: *mut u64,
+    shared: *mut u64,
+    readable: bool,
+) -> Result<()> {
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2");
     let (go_r, go_w) = pipe()?;
     let (ack_r, ack_w) = pipe()?;

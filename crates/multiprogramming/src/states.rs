@@ -88,7 +88,12 @@ fn vfork_parent(release: RawFd) -> Result<()> {
     // Safety: the child runs on `stack`, which outlives it (the parent is suspended until the
     // child exits: CLONE_VFORK), and it only makes the async-signal-safe calls above.
     let pid = unsafe {
-        nix::sched::clone(child, &mut stack, CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK, Some(libc::SIGCHLD))
+        nix::sched::clone(
+            child,
+            &mut stack,
+            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+            Some(libc::SIGCHLD),
+        )
     }
     .context("clone(CLONE_VM | CLONE_VFORK)")?;
     nix::sys::wait::waitpid(pid, None).context("waitpid for the clone child")?;
@@ -96,13 +101,18 @@ fn vfork_parent(release: RawFd) -> Result<()> {
 }
 
 /// Waits until `pid` shows a state `want` accepts, watching `children`; returns the state.
-fn wait_state(what: &str, pid: i32, children: &mut [&mut Process], want: impl Fn(char) -> bool) -> Result<char> {
+fn wait_state(
+    what: &str,
+    pid: i32,
+    children: &mut [&mut Process],
+    want: impl Fn(char) -> bool,
+) -> Result<char> {
     let deadline = Instant::now() + STEP_DEADLINE;
     loop {
-        if let Some(state) = ps::state_of(pid) {
-            if want(state) {
-                return Ok(state);
-            }
+        if let Some(state) = ps::state_of(pid)
+            && want(state)
+        {
+            return Ok(state);
         }
         for c in children.iter_mut() {
             if c.pid().is_some() && !c.is_alive() {
@@ -134,7 +144,9 @@ fn seen(pid: i32, name: &str, state: char, meaning: &str) {
 }
 
 pub fn states(cli: &crate::Cli) -> Result<()> {
-    report::section("states: running, blocked, ready (运行态, 阻塞态, 就绪态) and D, seen in /proc");
+    report::section(
+        "states: running, blocked, ready (运行态, 阻塞态, 就绪态) and D, seen in /proc",
+    );
     let (cpu, others) = kernel::jobs_cpu_and_others()?;
     let restore = kernel::allowed_cpus()?;
     kernel::pin_to(&others)?;
@@ -194,7 +206,12 @@ fn states_pinned(cli: &crate::Cli, cpu: usize) -> Result<()> {
         // The IO ends while the computing job holds the only CPU.
         let question = "a blocked job's IO ends while another job holds the only CPU: is it running \
                         at once, or ready (waiting in the run queue) first?";
-        let guess = predict::ask(&cli.common, "woken-state", question, predict::Expect::Choice(&["running", "ready"]));
+        let guess = predict::ask(
+            &cli.common,
+            "woken-state",
+            question,
+            predict::Expect::Choice(&["running", "ready"]),
+        );
         let before: Sched = kernel::schedstat(b).context("schedstat of the waiting job")?;
         let woke_at = Instant::now();
         kernel::write_all(wake_w.as_fd(), &[1])?;

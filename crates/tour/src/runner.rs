@@ -405,9 +405,6 @@ mod imp {
             if pausing { "; Enter between parts" } else { "" },
             scratch.display()
         ));
-        if cli.from.is_none() && cli.only.is_empty() {
-            report::say(parts::NO_DEMO);
-        }
         let mut rows = Vec::new();
         let mut first = true;
         for (step, (number, part)) in selected.iter().enumerate() {
