@@ -315,3 +315,17 @@ fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
     let ms = std::time::Duration::from_millis;
     support::kill_random_children(BIN, parts, 1, ms(40), ms(20_000), 26);
 }
+
+/// Are the guesses judged against the run? The program file count is the kernel's, and the
+/// woken job's state is schedstat's.
+#[test]
+fn guesses_are_judged_against_this_runs_figures() {
+    let right = support::answer_of(BIN, &["program"], "exe-inodes", "1");
+    assert_eq!((&right["data"]["actual"], &right["data"]["right"]), (&1.into(), &true.into()));
+    let _turn = cpu_turn();
+    let wrong = support::answer_of(BIN, &["states"], "woken-state", "running");
+    assert_eq!(
+        (&wrong["data"]["actual"], &wrong["data"]["right"]),
+        (&"ready".into(), &false.into())
+    );
+}

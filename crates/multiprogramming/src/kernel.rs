@@ -25,6 +25,26 @@ pub fn pin_to(cpus: &[usize]) -> Result<()> {
         .with_context(|| format!("sched_setaffinity to CPUs {cpus:?}"))
 }
 
+/// Pins every thread of this process (the signal watcher too, started before any part) to
+/// `cpus`: `sched_setaffinity` on each tid of `/proc/self/task`.
+pub fn pin_process_to(cpus: &[usize]) -> Result<()> {
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu).with_context(|| format!("CPU {cpu}"))?;
+    }
+    for task in std::fs::read_dir("/proc/self/task").context("/proc/self/task")?.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        // A thread that ended meanwhile is no error (ESRCH).
+        match sched_setaffinity(Pid::from_raw(tid), &set) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(e).with_context(|| format!("sched_setaffinity of thread {tid}")),
+        }
+    }
+    Ok(())
+}
+
 /// The CPU for the jobs, and the others (for the demo's own threads and the device): the jobs
 /// take the last allowed CPU, so the demo's threads keep the rest. One CPU: both are it.
 pub fn jobs_cpu_and_others() -> Result<(usize, Vec<usize>)> {

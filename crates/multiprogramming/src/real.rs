@@ -298,9 +298,9 @@ pub fn run_jobs(common: &CommonArgs, s: &Setup, hold_moment: Option<&str>) -> Re
     let restore = kernel::allowed_cpus()?;
     // The monitor's own threads (and the sampler, which inherits the mask) stay off the jobs'
     // CPU for the run.
-    kernel::pin_to(&others)?;
+    kernel::pin_process_to(&others)?;
     let result = run_pinned(common, s, jobs_cpu, others, hold_moment);
-    let _ = kernel::pin_to(&restore);
+    let _ = kernel::pin_process_to(&restore);
     result
 }
 
@@ -349,8 +349,14 @@ fn run_pinned(
         { "pids": pids, "device": device.pid(), "cpu": jobs_cpu, "policy": s.policy,
           "switch": s.switch, "io_done": s.io_done, "tick_ms": s.tick.as_secs_f64() * 1e3 },
         "{n} job(s) loaded as processes {pids:?}, all pinned to CPU {jobs_cpu} \
-         (sched_setaffinity); the device is {}; the monitor and its sampler run on CPU(s) {others:?}",
-        device.pid().unwrap_or(0)
+         (sched_setaffinity); the device is {}; the monitor and its sampler run on CPU(s) \
+         {others:?}{}",
+        device.pid().unwrap_or(0),
+        if others == [jobs_cpu] {
+            " (this machine lets the demo use one CPU: the monitor shares it with the jobs)"
+        } else {
+            ""
+        }
     );
     // Every job asleep on its release pipe before the first is released: the jobs then enter
     // the run queue in release order (under SCHED_FIFO, the order they will run in).

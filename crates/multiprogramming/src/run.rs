@@ -269,6 +269,13 @@ pub fn compare(p: &Prediction, m: &Measured, rows: &[SeenRow], s: &Setup) {
              tick(s) had another job running than predicted"
         ));
     }
+    if s.policy == Policy::Normal && s.io_done == IoDone::Immediate {
+        why.push(
+            "--io-done immediate under --policy normal: the kernel decides whether a woken job \
+             preempts the running one (it usually does); only --policy fifo makes it a choice"
+                .to_string(),
+        );
+    }
     let agree_pct = 100.0 * agree as f64 / cells.max(1) as f64;
     common::event!(
         "compare",

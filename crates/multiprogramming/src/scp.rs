@@ -78,10 +78,10 @@ pub fn run_pair(mode: Mode, work: Duration) -> Result<PairRun> {
     };
     let restore = kernel::allowed_cpus()?;
     if mode != Mode::Parallel {
-        kernel::pin_to(&others)?;
+        kernel::pin_process_to(&others)?;
     }
     let result = pair_pinned(mode, work, cpus);
-    let _ = kernel::pin_to(&restore);
+    let _ = kernel::pin_process_to(&restore);
     result
 }
 

@@ -149,9 +149,9 @@ pub fn states(cli: &crate::Cli) -> Result<()> {
     );
     let (cpu, others) = kernel::jobs_cpu_and_others()?;
     let restore = kernel::allowed_cpus()?;
-    kernel::pin_to(&others)?;
+    kernel::pin_process_to(&others)?;
     let result = states_pinned(cli, cpu);
-    let _ = kernel::pin_to(&restore);
+    let _ = kernel::pin_process_to(&restore);
     result
 }
 
