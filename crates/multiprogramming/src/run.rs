@@ -241,8 +241,8 @@ pub fn compare(p: &Prediction, m: &Measured, rows: &[SeenRow], s: &Setup) {
     let measured_ticks = m.total_ticks(s.tick);
     let mut why = vec![format!(
         "tick granularity: the prediction counts whole ticks ({} in all); the run took {:.1} ticks \
-         of wall time ({:+.1} %), each job's CPU ticks measured on its own clock and every switch, \
-         system call and wake-up costing time between them",
+         of wall time ({:+.1} %): each CPU tick is exact on the job's own clock, and the time \
+         between them (waits in the run queue, wake-ups, switches, system calls) is the rest",
         p.total,
         measured_ticks,
         100.0 * (measured_ticks - p.total as f64) / p.total.max(1) as f64
@@ -250,8 +250,7 @@ pub fn compare(p: &Prediction, m: &Measured, rows: &[SeenRow], s: &Setup) {
     if ios > 0 {
         why.push(format!(
             "wake-up latency: an IO's answer reached its job {wake_mean_us:.0} µs later on average \
-             (at most {wake_max_us:.0} µs); the jobs waited {ready_ms:.2} ms in all in the run \
-             queue (ready, schedstat), where the simulator moves a job the same tick"
+             (at most {wake_max_us:.0} µs), where the simulator moves a job the same tick"
         ));
     }
     if s.policy == Policy::Normal {
@@ -269,6 +268,19 @@ pub fn compare(p: &Prediction, m: &Measured, rows: &[SeenRow], s: &Setup) {
              tick(s) had another job running than predicted"
         ));
     }
+    why.push(format!(
+        "time ready: the jobs waited {ready_ms:.2} ms in all in the run queue (schedstat), \
+         behind each other{}",
+        match m.cpu_all_busy_pct {
+            Some(all) if all - m.cpu_busy_percent() > 10.0 => format!(
+                " and behind other processes of this machine, which used about {:.0} % of CPU {} \
+                 during the run (/proc/stat)",
+                all - m.cpu_busy_percent(),
+                m.jobs_cpu
+            ),
+            _ => String::new(),
+        }
+    ));
     if s.policy == Policy::Normal && s.io_done == IoDone::Immediate {
         why.push(
             "--io-done immediate under --policy normal: the kernel decides whether a woken job \
