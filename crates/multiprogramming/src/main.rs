@@ -30,13 +30,21 @@
 //!
 //! ```text
 //! == run: 多道技术, process-run.py's prediction, then the same jobs on the real kernel ==
-//!   0.001s [  4182 multiprogramming] --program: job 0: c1,i,c1,i,c1; job 1: c8
-//!   0.001s [  4182 multiprogramming] predicted by process-run.py's rules (-S SWITCH_ON_IO ...):
+//!   0.001s [  4182 multiprogramming] the default --program c1,i,c1,i,c1:c8: job 0: c1,i,c1,i,c1; job 1: c8
+//!   0.002s [  4182 multiprogramming] predicted by process-run.py's rules (-S SWITCH_ON_IO -I
+//!                                    IO_RUN_LATER -L 5), as `process-run.py -c -p` prints it:
 //! Time        PID: 0        PID: 1           CPU           IOs
 //!   1        RUN:cpu         READY             1
 //!   2         RUN:io         READY             1
 //!   3        BLOCKED       RUN:cpu             1             1
 //! ...
+//!  20        RUN:cpu          DONE             1
+//!
+//! Stats: Total Time 20
+//! Stats: CPU Busy 15 (75.00%)
+//! Stats: IO Busy  10 (50.00%)
+//!   0.005s [  4182 multiprogramming] 2 job(s) loaded as processes [4185, 4186], all pinned to CPU 1 ...
+//!   0.208s [  4182 multiprogramming] measured on CPU 1: Total Time 20.1 ticks (201.2 ms), CPU Busy 74.9 % ...
 //! ```
 //!
 //! Platform notes: Linux only (`sched_setaffinity`, `/proc`, `clone`); `--policy fifo` and
@@ -240,6 +248,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(target_os = "linux")]
 fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
     cli.common.own_children("the batch monitor loads, watches and reaps its own jobs");
+    if cli.common.start_method == common::process::StartMethod::Spawn {
+        common::event!(
+            "start_method_replaced",
+            { "asked": "spawn", "used": "fork" },
+            "--start-method spawn: every job, the device and each part's children are forked \
+             by this monitor (their work is code of this program, handed over by fork)"
+        );
+    }
     let cmd = cli.cmd.take();
     match cmd {
         Some(Cmd::Run(args)) => run_part(&cli, &args),
