@@ -288,16 +288,32 @@ fn serial_concurrent_parallel_and_batch_run_and_leave_nothing() {
     out.one("switch_cost");
 }
 
-/// Ctrl-C while the jobs wait to be released leaves no job, no device.
+/// Ctrl-C at each part's hold (jobs loaded, states shown, frames mapped, ...) leaves no
+/// process behind, whether it reaches the whole group or the demo alone.
 #[test]
 fn ctrl_c_at_the_hold_leaves_nothing() {
     let _turn = cpu_turn();
-    for to_group in [true, false] {
-        let mut demo =
-            Demo::start(BIN, &["run", "-P", "c1,i:c2", "--tick-ms", "2", "--hold", "60", "--json"]);
-        demo.wait_event("hold");
-        let out = demo.interrupt(to_group);
+    let parts: &[&[&str]] = &[
+        &["run", "-P", "c1,i:c2", "--tick-ms", "2"],
+        &["batch", "--tick-ms", "2"],
+        &["states"],
+        &["space", "--processes", "2"],
+        &["program"],
+        &["serial-concurrent-parallel", "--work-ms", "10"],
+    ];
+    for (i, part) in parts.iter().enumerate() {
+        let mut args = part.to_vec();
+        args.extend(["--hold", "60", "--json"]);
+        let mut demo = Demo::start(BIN, &args);
+        let hold = demo.wait_event("hold");
+        let pids: Vec<i32> = data(&hold)["pids"].as_array().unwrap().iter().map(pid_of).collect();
+        let out = demo.interrupt(i % 2 == 0);
         out.assert_code(130).assert_nothing_left();
+        for pid in pids.iter().filter(|p| **p != out.pid) {
+            if let Some(info) = ps::stat(*pid) {
+                assert!(info.sid != out.pid && info.state != 'Z', "{part:?}: {pid} left: {info:?}");
+            }
+        }
     }
 }
 
@@ -311,6 +327,7 @@ fn a_child_killed_at_any_moment_never_makes_the_demo_hang() {
         &["states"],
         &["space", "--processes", "2"],
         &["program"],
+        &["serial-concurrent-parallel", "--work-ms", "30"],
     ];
     let ms = std::time::Duration::from_millis;
     support::kill_random_children(BIN, parts, 1, ms(40), ms(20_000), 26);

@@ -63,7 +63,11 @@ pub fn batch(cli: &crate::Cli, tick: &TickArg) -> Result<()> {
             };
             let p = sim::simulate(&jobs, switch, IoDone::Later, 5);
             crate::run::check_length(&p, s.tick)?;
-            let m = real::run_jobs(&cli.common, &s, None)?;
+            // The first run holds with its jobs loaded, for a look with ps.
+            let first = mix == MIXES[0].0 && switch == Switch::OnEnd;
+            let moment =
+                first.then_some("the batch monitor's jobs loaded, the first about to start");
+            let m = real::run_jobs(&cli.common, &s, moment)?;
             busy[k] = m.cpu_busy_percent();
             let way = if switch == Switch::OnEnd { "批处理 (on-end)" } else { "多道 (on-io)" };
             table.push_str(&format!(
@@ -108,7 +112,7 @@ fn switch_cost(cli: &crate::Cli) -> Result<()> {
     let fastest = |mode: Mode| -> Result<scp::PairRun> {
         let mut best: Option<scp::PairRun> = None;
         for _ in 0..SWITCH_RUNS {
-            let r = scp::run_pair(mode, SWITCH_WORK)?;
+            let r = scp::run_pair(mode, SWITCH_WORK, None)?;
             if best.as_ref().is_none_or(|b| r.wall_ns < b.wall_ns) {
                 best = Some(r);
             }

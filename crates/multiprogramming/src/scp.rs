@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use common::cli::CommonArgs;
 use common::process::Process;
 use common::sampler::Sampler;
 use common::{predict, report};
@@ -64,7 +65,7 @@ impl PairRun {
 const LANE: usize = 48;
 
 /// Runs two CPU-bound jobs of `work` CPU time each, as `mode` says.
-pub fn run_pair(mode: Mode, work: Duration) -> Result<PairRun> {
+pub fn run_pair(mode: Mode, work: Duration, hold: Option<&CommonArgs>) -> Result<PairRun> {
     let (jobs_cpu, others) = kernel::jobs_cpu_and_others()?;
     let cpus = match mode {
         Mode::Serial | Mode::Concurrent => vec![jobs_cpu, jobs_cpu],
@@ -80,12 +81,17 @@ pub fn run_pair(mode: Mode, work: Duration) -> Result<PairRun> {
     if mode != Mode::Parallel {
         kernel::pin_process_to(&others)?;
     }
-    let result = pair_pinned(mode, work, cpus);
+    let result = pair_pinned(mode, work, cpus, hold);
     let _ = kernel::pin_process_to(&restore);
     result
 }
 
-fn pair_pinned(mode: Mode, work: Duration, cpus: Vec<usize>) -> Result<PairRun> {
+fn pair_pinned(
+    mode: Mode,
+    work: Duration,
+    cpus: Vec<usize>,
+    hold: Option<&CommonArgs>,
+) -> Result<PairRun> {
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2");
     let (results_r, results_w) = pipe()?;
     let mut gos = Vec::new();
@@ -115,6 +121,15 @@ fn pair_pinned(mode: Mode, work: Duration, cpus: Vec<usize>) -> Result<PairRun> 
         job.start()?;
         jobs.push(job);
         gos.push((go_r, go_w));
+    }
+    if let Some(common) = hold {
+        let mut pids = vec![std::process::id() as i32];
+        pids.extend(jobs.iter().filter_map(Process::pid));
+        crate::hold(
+            common,
+            &format!("two CPU-bound jobs pinned to CPUs {cpus:?}, about to start"),
+            &pids,
+        );
     }
     let sampler = Sampler::start(std::process::id() as i32, Duration::from_millis(1))?;
     let t0 = kernel::monotonic_ns();
@@ -214,9 +229,12 @@ pub fn serial_concurrent_parallel(cli: &crate::Cli, work_ms: u64) -> Result<()> 
         question,
         predict::Expect::About { within: 0.2 },
     );
-    let mut runs = vec![run_pair(Mode::Serial, work)?, run_pair(Mode::Concurrent, work)?];
+    let mut runs = vec![
+        run_pair(Mode::Serial, work, None)?,
+        run_pair(Mode::Concurrent, work, Some(&cli.common))?,
+    ];
     if allowed.len() >= 2 {
-        runs.push(run_pair(Mode::Parallel, work)?);
+        runs.push(run_pair(Mode::Parallel, work, None)?);
     } else {
         common::event!(
             "parallel_skipped",
