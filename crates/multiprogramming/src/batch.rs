@@ -57,11 +57,11 @@ pub fn batch(cli: &crate::Cli, tick: &TickArg) -> Result<()> {
                 jobs: jobs.clone(),
                 switch,
                 io_done: IoDone::Later,
-                io_length: 5,
+                io_length: crate::DEFAULT_IO_LENGTH,
                 tick: tick.tick(),
                 policy,
             };
-            let p = sim::simulate(&jobs, switch, IoDone::Later, 5);
+            let p = sim::simulate(&jobs, switch, IoDone::Later, crate::DEFAULT_IO_LENGTH);
             crate::run::check_length(&p, s.tick)?;
             // The first run holds with its jobs loaded, for a look with ps.
             let first = mix == MIXES[0].0 && switch == Switch::OnEnd;

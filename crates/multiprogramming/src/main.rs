@@ -86,6 +86,11 @@ const DIFFERENCES: &str = include_str!("differences.txt");
 
 /// The job mix `run` uses without `--jobs` or `--program`: an IO-bound job beside a CPU-bound one.
 const DEFAULT_PROGRAM: &str = "c1,i,c1,i,c1:c8";
+/// A tick, unless `--tick-ms` says otherwise: long enough for the kernel's own costs (a switch,
+/// a wake-up: microseconds) to stay small beside it.
+const DEFAULT_TICK_MS: u64 = 10;
+/// An IO's length in ticks, as process-run.py's default `-L 5`.
+pub const DEFAULT_IO_LENGTH: u64 = 5;
 
 /// 多道技术 and the process on the real kernel, beside OSTEP's process-run.py.
 ///
@@ -149,7 +154,7 @@ enum Cmd {
 #[derive(Debug, Clone, Args)]
 pub struct TickArg {
     /// Length of one tick in ms of CPU time (a CPU tick) or wall time (an IO's tick), 1 to 1000
-    #[arg(long = "tick-ms", value_name = "MS", default_value_t = 10,
+    #[arg(long = "tick-ms", value_name = "MS", default_value_t = DEFAULT_TICK_MS,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     tick_ms: u64,
 }
@@ -177,7 +182,7 @@ struct RunArgs {
     #[arg(long, short = 's', value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
     seed: i64,
     /// Ticks an IO takes, as process-run.py -L (0 to 100)
-    #[arg(long = "io-length", short = 'L', value_name = "TICKS", default_value_t = 5,
+    #[arg(long = "io-length", short = 'L', value_name = "TICKS", default_value_t = DEFAULT_IO_LENGTH,
           value_parser = clap::value_parser!(u64).range(0..=100))]
     io_length: u64,
     /// When the CPU passes to another job (-S SWITCH_ON_IO / SWITCH_ON_END)
@@ -269,7 +274,7 @@ fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
         Some(Cmd::FewerIo { lines, dir }) => fewer_io::fewer_io(&cli, lines, dir),
         None => {
             run_part(&cli, &RunArgs::parse_default())?;
-            batch::batch(&cli, &TickArg { tick_ms: 10 })?;
+            batch::batch(&cli, &TickArg { tick_ms: DEFAULT_TICK_MS })?;
             states::states(&cli)?;
             space::space(&cli, 4)?;
             program::program(&cli)?;
@@ -286,10 +291,10 @@ impl RunArgs {
             jobs: None,
             program: None,
             seed: 0,
-            io_length: 5,
+            io_length: DEFAULT_IO_LENGTH,
             switch: sim::Switch::OnIo,
             io_done: sim::IoDone::Later,
-            tick: TickArg { tick_ms: 10 },
+            tick: TickArg { tick_ms: DEFAULT_TICK_MS },
             policy: kernel::Policy::Normal,
             predict_only: false,
             print_stats: false,
@@ -299,6 +304,7 @@ impl RunArgs {
 
 #[cfg(target_os = "linux")]
 fn run_part(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
+    // -p is accepted for process-run.py's command lines; the stats are always printed.
     let _ = args.print_stats;
     let (programs, how) = args.programs();
     let setup = real::Setup {

@@ -164,10 +164,16 @@ pub fn show_measured(m: &Measured, rows: &[SeenRow], s: &Setup) {
              other processes of this machine about {others:.0} %{}",
             m.jobs_cpu,
             m.cpu_busy_percent(),
-            if others > 10.0 {
-                ": they took turns with the jobs, which the jobs saw as time ready (waiting)"
-            } else {
-                ""
+            match (others > 10.0, s.policy) {
+                (false, _) => "",
+                (true, Policy::Normal) => {
+                    ": in the time the jobs left free, and taking turns with them (time the \
+                     jobs saw as ready)"
+                }
+                (true, Policy::Fifo) => {
+                    ": under SCHED_FIFO only in the time the jobs left free (all of them \
+                     blocked), never ahead of a job"
+                }
             }
         );
     }
@@ -269,16 +275,18 @@ pub fn compare(p: &Prediction, m: &Measured, rows: &[SeenRow], s: &Setup) {
         ));
     }
     why.push(format!(
-        "time ready: the jobs waited {ready_ms:.2} ms in all in the run queue (schedstat), \
-         behind each other{}",
-        match m.cpu_all_busy_pct {
-            Some(all) if all - m.cpu_busy_percent() > 10.0 => format!(
-                " and behind other processes of this machine, which used about {:.0} % of CPU {} \
-                 during the run (/proc/stat)",
+        "time ready: the jobs waited {ready_ms:.2} ms in all in the run queue (schedstat){}",
+        match (m.cpu_all_busy_pct, s.policy) {
+            (Some(all), Policy::Normal) if all - m.cpu_busy_percent() > 10.0 => format!(
+                ", behind each other and behind other processes of this machine, which used \
+                 about {:.0} % of CPU {} during the run (/proc/stat)",
                 all - m.cpu_busy_percent(),
                 m.jobs_cpu
             ),
-            _ => String::new(),
+            (_, Policy::Fifo) => ", behind each other only: under SCHED_FIFO no ordinary \
+                                 process runs ahead of a job"
+                .to_string(),
+            _ => ", behind each other".to_string(),
         }
     ));
     if s.policy == Policy::Normal && s.io_done == IoDone::Immediate {
