@@ -275,9 +275,16 @@ fn cow_child(
           "after": { "parent": shared_after.0, "child": shared_after.1 }, "parent_reads": seen_shared,
           "readable": readable },
         "a MAP_SHARED page at {shared_at:#x}: parent and child map frames {} and {} after the \
-         child wrote 8, and the parent reads {seen_shared}: one frame for both, no copy",
+         child wrote 8, and the parent reads {seen_shared}: {}",
         frame_text(shared_after.0),
-        frame_text(shared_after.1)
+        frame_text(shared_after.1),
+        if !readable {
+            "the child's write is the parent's too (the frames are hidden here)"
+        } else if shared_after.0 == shared_after.1 {
+            "one frame for both, no copy"
+        } else {
+            "two frames: not what a shared mapping should show"
+        }
     );
     crate::hold(&cli.common, "parent and child after the copy-on-write", &[me, kid]);
     kernel::write_all(go_w.as_fd(), &[1])?;
