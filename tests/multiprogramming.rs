@@ -111,6 +111,8 @@ fn bad_job_strings_exit_2_and_name_the_flag() {
         (&["run", "-P", "c1", "-L", "101"], "--io-length"),
         (&["run", "-P", "c1", "-S", "SWITCH_SOMETIMES"], "--switch"),
         (&["run", "-P", "c100,c100", "--tick-ms", "1000"], "--program"),
+        (&["fewer-io", "--dir", "/nonexistent-folder"], "--dir"),
+        (&["fewer-io", "--dir", "/proc"], "--dir"),
     ] {
         let out = run(BIN, args);
         out.assert_code(2).assert_nothing_left();

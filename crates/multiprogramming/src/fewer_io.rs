@@ -55,8 +55,9 @@ fn write_way(
     buffered: bool,
     fsync_each: bool,
 ) -> Result<Way> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file = std::fs::File::create(path).map_err(|e| {
+        common::demo::bad_input(format!("--dir: cannot create {}: {e}", path.display()))
+    })?;
     let before = syscw();
     let started = Instant::now();
     let mut fsyncs = 0;
