@@ -27,6 +27,8 @@
 //! task for good: once the task is reaped, reading it fails with `ESRCH` even if its tid is
 //! reused, so a newcomer is never taken for the old task.
 //!
+//! [`Sampler::watch_recording`] adds every pid that emits an event, as it emits it.
+//!
 //! It prints nothing and stops with [`Sampler::stop`] (or when dropped).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,6 +73,7 @@ pub struct Sample {
 pub struct Sampler {
     stop: Arc<AtomicBool>,
     watched: Arc<Mutex<Vec<i32>>>,
+    recording: Arc<Mutex<Option<(std::fs::File, u64)>>>,
     handle: Option<JoinHandle<Vec<Sample>>>,
 }
 
@@ -79,14 +82,16 @@ impl Sampler {
     pub fn start(root_pid: i32, interval: Duration) -> anyhow::Result<Sampler> {
         let stop = Arc::new(AtomicBool::new(false));
         let watched = Arc::new(Mutex::new(Vec::new()));
+        let recording = Arc::new(Mutex::new(None));
         let interval = interval.max(Duration::from_micros(100));
         let handle = crate::threads::named::spawn("sampler", {
             let stop = Arc::clone(&stop);
             let watched = Arc::clone(&watched);
-            move || imp::run(root_pid, interval, &stop, &watched)
+            let recording = Arc::clone(&recording);
+            move || imp::run(root_pid, interval, &stop, &watched, &recording)
         })
         .map_err(|e| anyhow::anyhow!("starting the /proc sampler thread: {e}"))?;
-        Ok(Sampler { stop, watched, handle: Some(handle) })
+        Ok(Sampler { stop, watched, recording, handle: Some(handle) })
     }
 
     /// Samples `pid` (and its threads and descendants) too, even if it left the root's family.
@@ -98,6 +103,13 @@ impl Sampler {
         if !watched.contains(&pid) {
             watched.push(pid);
         }
+    }
+
+    /// Samples every pid that emits an event from now on: reads the recording file the demo's
+    /// processes append their events to (see [`crate::timeline`]) as it grows. A daemon leaves
+    /// the root's family, but not the recording.
+    pub fn watch_recording(&self, file: std::fs::File) {
+        *self.recording.lock().unwrap_or_else(|e| e.into_inner()) = Some((file, 0));
     }
 
     /// Stops the sampler thread and returns every sample, in the order they were read.
@@ -176,11 +188,42 @@ mod imp {
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
     }
 
+    /// The pids of the events appended to the recording since the last look.
+    fn new_speakers(recording: &Mutex<Option<(File, u64)>>, watched: &Mutex<Vec<i32>>) {
+        let mut guard = recording.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((file, offset)) = guard.as_mut() else { return };
+        let mut bytes = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while let Ok(n) = file.read_at(&mut chunk, *offset + bytes.len() as u64) {
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        // Only whole lines: a line being appended right now is read next time.
+        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return };
+        *offset += end as u64 + 1;
+        let mut watched = watched.lock().unwrap_or_else(|e| e.into_inner());
+        for line in bytes[..end].split(|b| *b == b'\n') {
+            #[derive(serde::Deserialize)]
+            struct Speaker {
+                pid: i32,
+            }
+            if let Ok(Speaker { pid }) = serde_json::from_slice(line)
+                && pid > 0
+                && !watched.contains(&pid)
+            {
+                watched.push(pid);
+            }
+        }
+    }
+
     pub(super) fn run(
         root: i32,
         interval: Duration,
         stop: &AtomicBool,
         watched: &Mutex<Vec<i32>>,
+        recording: &Mutex<Option<(File, u64)>>,
     ) -> Vec<Sample> {
         let me = crate::threads::named::gettid();
         let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
@@ -189,6 +232,7 @@ mod imp {
         let mut next = std::time::Instant::now();
         loop {
             let stopping = stop.load(Ordering::Relaxed);
+            new_speakers(recording, watched);
             // The processes of the demo: the root, the watched pids, and every child of any of
             // their threads, found breadth-first through the `children` files.
             let mut pids: BTreeSet<i32> = BTreeSet::from([root]);
@@ -281,6 +325,7 @@ mod imp {
         _interval: Duration,
         stop: &AtomicBool,
         _watched: &Mutex<Vec<i32>>,
+        _recording: &Mutex<Option<(std::fs::File, u64)>>,
     ) -> Vec<Sample> {
         while !stop.load(Ordering::Relaxed) {
             std::thread::park_timeout(Duration::from_millis(50));
