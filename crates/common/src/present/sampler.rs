@@ -339,21 +339,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_child_is_sampled_until_its_exit_and_last_seen_as_a_zombie() {
-        // A child that sleeps, then exits and stays unreaped until we wait for it.
-        let mut child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
-        let pid = child.id() as i32;
+    fn a_grandchild_is_found_through_children_and_last_seen_as_a_zombie() {
+        // sh starts a short sleep in the background, then becomes a long sleep (exec), which
+        // never reaps it: the grandchild ends and stays a zombie under its parent. (A child of
+        // the test process itself could be reaped by another test's waitpid(-1).)
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.05 & exec sleep 30"])
+            .spawn()
+            .unwrap();
+        let parent = child.id() as i32;
         let sampler = Sampler::start(std::process::id() as i32, Duration::from_millis(2)).unwrap();
-        // Wait for the exit without reaping: waitid with WNOWAIT leaves the zombie in place, and
-        // `stop` reads every task once more before it returns, so the last sample is the Z.
-        let id = nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pid));
-        let flags = nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT;
-        nix::sys::wait::waitid(id, flags).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let grandchild = loop {
+            let zombie = crate::ps::children_of(parent)
+                .into_iter()
+                .find(|pid| crate::ps::state_of(*pid) == Some('Z'));
+            if let Some(pid) = zombie {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "no zombie grandchild appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // `stop` reads every task once more before it returns: the last sample is the Z.
         let samples = sampler.stop();
-        child.wait().unwrap();
-        let states: Vec<char> = samples.iter().filter(|s| s.pid == pid).map(|s| s.state).collect();
-        assert!(states.iter().all(|s| matches!(s, 'R' | 'S' | 'Z')), "{states:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+        let states: Vec<char> =
+            samples.iter().filter(|s| s.pid == grandchild).map(|s| s.state).collect();
         assert_eq!(states.last(), Some(&'Z'), "{states:?}");
+        assert!(samples.iter().any(|s| s.pid == parent && s.state == 'S'));
         assert!(samples.iter().all(|s| s.comm != "sampler"), "the sampler samples itself");
         assert!(samples.windows(2).all(|w| w[0].t_us <= w[1].t_us));
     }
