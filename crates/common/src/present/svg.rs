@@ -142,10 +142,11 @@ pub fn render(model: &Model) -> String {
     for (i, lane) in lanes.iter().enumerate() {
         let y = TOP + i as f64 * LANE;
         let kind = if lane.is_process() { "process" } else { "thread" };
+        // A thread's lane sits under its process's, indented, with its own tid.
         let label = if lane.is_process() {
             format!("{} {}", lane.name, lane.pid)
         } else {
-            format!("  {} {}/{}", lane.name, lane.pid, lane.tid)
+            format!("{} {}", lane.name, lane.tid)
         };
         let _ = writeln!(
             out,
@@ -162,17 +163,18 @@ pub fn render(model: &Model) -> String {
         }
         let _ = writeln!(
             out,
-            r#"<text x="{}" y="{:.1}" xml:space="preserve">{}</text>"#,
+            r#"<text x="{}" y="{:.1}">{}{}</text>"#,
             if lane.is_process() { 10.0 } else { 22.0 },
             y + 17.0,
-            esc(label.trim_start())
+            if lane.is_process() { "" } else { "└ " },
+            esc(&label)
         );
         for s in model.states.iter().filter(|s| s.pid == lane.pid && s.tid == lane.tid) {
             let (x0, x1) = (x(s.start_us), x(s.end_us));
             let _ = writeln!(
                 out,
                 r#"<rect class="state" x="{x0:.1}" y="{:.1}" width="{:.1}" height="12" fill="{}"><title>{} {:.1}–{:.1} ms</title></rect>"#,
-                y + 10.0,
+                y + 11.0,
                 (x1 - x0).max(0.8),
                 s.state.colour(),
                 s.state.meaning(),
@@ -180,7 +182,7 @@ pub fn render(model: &Model) -> String {
                 s.end_us as f64 / 1000.0
             );
         }
-        // Spans above the band; one opened inside another drawn a row lower.
+        // Spans just above the band; one opened inside another drawn a row higher.
         let mine: Vec<_> =
             model.spans.iter().filter(|s| s.pid == lane.pid && s.tid == lane.tid).collect();
         for s in &mine {
@@ -194,7 +196,7 @@ pub fn render(model: &Model) -> String {
                 out,
                 r#"<rect class="span" data-name="{}" x="{x0:.1}" y="{:.1}" width="{:.1}" height="4" fill="{}"><title>{} {:.1}–{:.1} ms</title></rect>"#,
                 esc(&s.name),
-                y + 1.0 + depth as f64 * 4.5,
+                y + 6.0 - depth as f64 * 4.5,
                 (x1 - x0).max(1.5),
                 span_colour(&s.name),
                 esc(&s.name),
@@ -209,7 +211,7 @@ pub fn render(model: &Model) -> String {
                 r#"<circle class="mark" data-kind="{}" cx="{:.1}" cy="{:.1}" r="3.5" fill="{colour}" stroke="white" stroke-width="1"><title>{} at {:.1} ms</title></circle>"#,
                 m.kind,
                 x(m.t_us),
-                y + 16.0,
+                y + 17.0,
                 esc(&m.name),
                 m.t_us as f64 / 1000.0
             );
@@ -226,9 +228,9 @@ pub fn render(model: &Model) -> String {
             r#"<line class="flow" data-name="{}" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{FLOW_COLOUR}" stroke-width="1.3" marker-end="url(#arrow)"/>"#,
             f.name,
             x(f.from.2),
-            y0 + 16.0,
+            y0 + 17.0,
             x(f.to.2),
-            y1 + 16.0
+            y1 + 17.0
         );
     }
 

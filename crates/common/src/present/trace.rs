@@ -428,11 +428,12 @@ pub fn lifecycle_kind(event: &str) -> Option<&'static str> {
     })
 }
 
-/// Arrows the events can tell: (from event, to event, the field that names the message).
-const FLOWS: &[(&str, &str, &str, &str)] = &[
-    ("put", "got", "item", "message"),
-    ("task_end", "fault_result", "task", "result"),
-    ("task_start", "task_end", "task", "task"),
+/// Arrows the events can tell: (from event, to event, the fields that name the message).
+const FLOWS: &[(&str, &str, &[&str], &str)] = &[
+    ("put", "got", &["item"], "message"),
+    // A bun is named by its number and its producer: 包子0 of producer-1 and of producer-2.
+    ("produced", "ate", &["item", "by"], "message"),
+    ("task_end", "fault_result", &["task"], "result"),
 ];
 
 /// Shared values the events carry: (event or `*` for any, field, counter name).
@@ -478,7 +479,6 @@ impl Model {
             track.last_us = track.last_us.max(t);
             track.spoke |= spoke;
         };
-        // Names as ps shows them: the sampled comm wins over the demo's own name.
         for s in samples {
             see(s.pid, s.tid, &s.comm, s.t_us, false);
         }
@@ -488,6 +488,14 @@ impl Model {
             let tid = r.thread_id();
             let name = if tid == r.pid || r.thread.is_empty() { &r.who } else { &r.thread };
             see(r.pid, tid, name, record_time(r), true);
+        }
+        // Names as ps shows them: the sampled comm wins over the demo's own name, and its last
+        // value over its first (a new thread is sampled before it names itself).
+        for s in samples {
+            if let Some(track) = tracks.get_mut(&(s.pid, s.tid)) {
+                track.name.clone_from(&s.comm);
+                track.role = role_of(&s.comm);
+            }
         }
         model.states = state_slices(samples, interval_us);
         let (spans, steps) = spans_of(&records, &tracks);
@@ -718,12 +726,18 @@ fn spans_of(
 
 fn flows_of(records: &[&Record]) -> Vec<Flow> {
     let mut flows = Vec::new();
-    for (from, to, key, name) in FLOWS {
+    for (from, to, keys, name) in FLOWS {
         // First in, first out per id: a put is matched with the first get of that item after it.
         let mut waiting: HashMap<String, std::collections::VecDeque<&Record>> = HashMap::new();
         for r in records {
-            let Some(id) = r.data.get(*key).filter(|v| !v.is_null()) else { continue };
-            let id = id.to_string();
+            if r.event != *from && r.event != *to {
+                continue;
+            }
+            let id: Vec<&Value> = keys.iter().filter_map(|k| r.data.get(*k)).collect();
+            if id.len() != keys.len() || id.iter().any(|v| v.is_null()) {
+                continue;
+            }
+            let id = serde_json::to_string(&id).unwrap_or_default();
             if r.event == *from {
                 waiting.entry(id).or_default().push_back(r);
             } else if r.event == *to
