@@ -356,6 +356,10 @@ pub struct StateSlice {
     pub state: KernelState,
     pub start_us: u64,
     pub end_us: u64,
+    /// Nanoseconds on a CPU and waiting for one during the slice (from `schedstat`): what the
+    /// letter alone does not say, such as a few µs on a CPU inside a stretch sampled as S.
+    pub run_ns: u64,
+    pub wait_ns: u64,
 }
 
 /// A phase span of the demo (`critical section`), closed at the track's end if never ended.
@@ -410,6 +414,39 @@ pub struct Model {
     pub flows: Vec<Flow>,
     pub counters: Vec<CounterPoint>,
     pub end_us: u64,
+    /// The sampler's real intervals: the gaps between two readings of one thread (µs).
+    pub gaps: GapStats,
+}
+
+/// How regularly the sampler really read each thread (see [`crate::sampler`]).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct GapStats {
+    pub interval_us: u64,
+    pub readings: usize,
+    pub median_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl GapStats {
+    fn of(samples: &[Sample], interval_us: u64) -> GapStats {
+        let mut last: HashMap<(i32, i32), u64> = HashMap::new();
+        let mut gaps = Vec::new();
+        for s in samples {
+            if let Some(prev) = last.insert((s.pid, s.tid), s.t_us) {
+                gaps.push(s.t_us.saturating_sub(prev));
+            }
+        }
+        gaps.sort_unstable();
+        let at = |q: f64| gaps.get(((gaps.len() as f64 - 1.0) * q).round() as usize).copied();
+        GapStats {
+            interval_us,
+            readings: samples.len(),
+            median_us: at(0.5).unwrap_or(0),
+            p99_us: at(0.99).unwrap_or(0),
+            max_us: gaps.last().copied().unwrap_or(0),
+        }
+    }
 }
 
 /// The lifecycle kind of an event the demos emit, by its name.
@@ -463,7 +500,8 @@ impl Model {
     /// Builds the run's model from its records and samples (`interval_us`: the sampler's).
     pub fn build(records: &[Record], samples: &[Sample], interval_us: u64) -> Model {
         let root = std::process::id() as i32;
-        let mut model = Model { root, ..Model::default() };
+        let gaps = GapStats::of(samples, interval_us);
+        let mut model = Model { root, gaps, ..Model::default() };
         let mut tracks: BTreeMap<(i32, i32), Track> = BTreeMap::new();
         let mut see = |pid: i32, tid: i32, name: &str, t: u64, spoke: bool| {
             let track = tracks.entry((pid, tid)).or_insert_with(|| Track {
@@ -566,7 +604,8 @@ impl Model {
             events.push(json!({"ph": "X", "name": s.state.name(), "cat": "kernel",
                 "pid": s.pid, "tid": s.tid + KERNEL_TRACK_OFFSET, "ts": s.start_us,
                 "dur": s.end_us.saturating_sub(s.start_us).max(1), "cname": s.state.cname(),
-                "args": {"meaning": s.state.meaning()}}));
+                "args": {"meaning": s.state.meaning(), "on_cpu_us": s.run_ns / 1000,
+                    "waiting_for_cpu_us": s.wait_ns / 1000}}));
         }
         // Per thread track, in time order; B before E at the same moment only if it opens
         // later than the E closes, which the stable sort keeps.
@@ -621,6 +660,7 @@ impl Model {
             "otherData": {
                 "program": report::who(),
                 "clock": "microseconds since the demo started (CLOCK_MONOTONIC)",
+                "sampler": self.gaps,
             },
         })
     }
@@ -644,6 +684,11 @@ fn state_slices(samples: &[Sample], interval_us: u64) -> Vec<StateSlice> {
                 None => (1, 0),
             };
             let state = KernelState::of(s.state, ran, waited);
+            // The time since the previous reading belongs to the slice that was open then.
+            if let Some(slice) = &mut open {
+                slice.run_ns += ran;
+                slice.wait_ns += waited;
+            }
             match &mut open {
                 Some(slice) if slice.state == state => slice.end_us = s.t_us,
                 _ => {
@@ -651,7 +696,15 @@ fn state_slices(samples: &[Sample], interval_us: u64) -> Vec<StateSlice> {
                         slice.end_us = s.t_us;
                         slices.push(slice);
                     }
-                    open = Some(StateSlice { pid, tid, state, start_us: s.t_us, end_us: s.t_us });
+                    open = Some(StateSlice {
+                        pid,
+                        tid,
+                        state,
+                        start_us: s.t_us,
+                        end_us: s.t_us,
+                        run_ns: 0,
+                        wait_ns: 0,
+                    });
                 }
             }
         }
