@@ -22,6 +22,7 @@ const PICTURES: &[(&str, &str, &[&str], Option<u32>)] = &[
     ("deadlock", "classic.svg", &["classic"], None),
     ("pool", "fault.svg", &["fault"], None),
     ("joinable-queue", "sentinel.svg", &["sentinel"], None),
+    ("semaphore", "threads.svg", &["threads"], None),
 ];
 
 /// The kernel's states: which of them a run samples varies, so they are not in the skeleton.

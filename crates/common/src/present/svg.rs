@@ -169,18 +169,33 @@ pub fn render(model: &Model) -> String {
             if lane.is_process() { "" } else { "└ " },
             esc(&label)
         );
-        for s in model.states.iter().filter(|s| s.pid == lane.pid && s.tid == lane.tid) {
-            let (x0, x1) = (x(s.start_us), x(s.end_us));
-            let _ = writeln!(
-                out,
-                r#"<rect class="state" x="{x0:.1}" y="{:.1}" width="{:.1}" height="12" fill="{}"><title>{} {:.1}–{:.1} ms</title></rect>"#,
-                y + 11.0,
-                (x1 - x0).max(0.8),
-                s.state.colour(),
-                s.state.meaning(),
-                s.start_us as f64 / 1000.0,
-                s.end_us as f64 / 1000.0
-            );
+        // The state band: one path per state, a rectangle per slice (a thread that flips
+        // between running and ready every reading makes hundreds; a path keeps them small).
+        for state in KernelState::ALL {
+            let mut d = String::new();
+            for s in model
+                .states
+                .iter()
+                .filter(|s| s.pid == lane.pid && s.tid == lane.tid && s.state == state)
+            {
+                let (x0, x1) = (x(s.start_us), x(s.end_us));
+                let _ = write!(
+                    d,
+                    "M{x0:.1} {:.0}h{:.1}v12h-{:.1}z",
+                    y + 11.0,
+                    (x1 - x0).max(0.8),
+                    (x1 - x0).max(0.8)
+                );
+            }
+            if !d.is_empty() {
+                let _ = writeln!(
+                    out,
+                    r#"<path class="state" data-state="{}" d="{d}" fill="{}"><title>{}</title></path>"#,
+                    state.name(),
+                    state.colour(),
+                    state.meaning()
+                );
+            }
         }
         // Spans just above the band; one opened inside another drawn a row higher.
         let mine: Vec<_> =

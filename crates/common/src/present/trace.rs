@@ -477,6 +477,8 @@ const FLOWS: &[(&str, &str, &[&str], &str)] = &[
 const COUNTERS: &[(&str, &str, &str)] = &[
     ("bought", "after", "tickets left"),
     ("*", "qsize", "queue size"),
+    ("enter", "inside", "inside"),
+    ("leave", "inside", "inside"),
     ("*", "balance", "balance"),
 ];
 
