@@ -11,6 +11,8 @@ help:
 	@echo "make demos          list every demo target"
 	@echo "make bench          Rust beside the Python originals, as ratios"
 	@echo "make tour           the demos in the notes' order (ARGS='--predict', ARGS='--from threads')"
+	@echo "make pictures       draw the guides' pictures again (crates/<demo>/pictures/*.svg)"
+	@echo "make picture-check  render two --svg pictures in headless Chromium; check they are not blank"
 	@echo "make build | lint | clean"
 
 build:
@@ -100,6 +102,16 @@ tour:
 	@skip=""; for d in $(DEMOS); do \
 	  $(CARGO) build -q -p $$d 2>/dev/null || { echo "tour: $$d does not build now: skipped"; skip="$$skip --skip $$d"; }; \
 	done; $(CARGO) run -q -p tour -- $$skip $(ARGS)
+
+# The guides' pictures: real runs drawn with --svg (tests/pictures.rs lists them and, without
+# PICTURES_WRITE, checks that the committed ones still match the code).
+.PHONY: pictures picture-check
+pictures:
+	PICTURES_WRITE=1 $(CARGO) test -q --test pictures -- --nocapture
+
+# A real browser draws two pictures; not part of `make test` (a fresh machine has no browser).
+picture-check:
+	.ci/picture-check
 
 clean:
 	$(CARGO) clean

@@ -31,6 +31,8 @@
 //! - [`ps`]: the demo's own process and thread tables from `/proc`.
 //! - [`sampler`]: the kernel's view of every process and thread of the demo, sampled from
 //!   `/proc` (state letter, CPU, time running and time ready) for `--trace` and `--svg`.
+//! - [`trace`]: `--trace` (Trace Event JSON for Perfetto) and `--svg` ([`svg`], a picture for
+//!   slides): the run's events, phase spans and sampled kernel states, written at the end.
 //! - [`timeline`]: every process records its events to one shared file; lanes drawn from it,
 //!   one per process or one per thread.
 //! - [`locks`]: who holds a file lock and who waits for it, from `/proc/locks`.
@@ -47,7 +49,7 @@ pub mod present;
 pub mod processes;
 pub mod threads;
 
-pub use present::{cli, demo, locks, phase, predict, ps, report, sampler, timeline};
+pub use present::{cli, demo, locks, phase, predict, ps, report, sampler, svg, timeline, trace};
 
 pub use processes::{daemonize, forkserver, pool, process, queue, signals, startcost, store};
 #[doc(hidden)]

@@ -9,4 +9,6 @@ pub mod predict;
 pub mod ps;
 pub mod report;
 pub mod sampler;
+pub mod svg;
 pub mod timeline;
+pub mod trace;

@@ -27,6 +27,8 @@
 //! task for good: once the task is reaped, reading it fails with `ESRCH` even if its tid is
 //! reused, so a newcomer is never taken for the old task.
 //!
+//! [`Sampler::watch_recording`] adds every pid that emits an event, as it emits it.
+//!
 //! It prints nothing and stops with [`Sampler::stop`] (or when dropped).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,6 +73,7 @@ pub struct Sample {
 pub struct Sampler {
     stop: Arc<AtomicBool>,
     watched: Arc<Mutex<Vec<i32>>>,
+    recording: Arc<Mutex<Option<(std::fs::File, u64)>>>,
     handle: Option<JoinHandle<Vec<Sample>>>,
 }
 
@@ -79,14 +82,16 @@ impl Sampler {
     pub fn start(root_pid: i32, interval: Duration) -> anyhow::Result<Sampler> {
         let stop = Arc::new(AtomicBool::new(false));
         let watched = Arc::new(Mutex::new(Vec::new()));
+        let recording = Arc::new(Mutex::new(None));
         let interval = interval.max(Duration::from_micros(100));
         let handle = crate::threads::named::spawn("sampler", {
             let stop = Arc::clone(&stop);
             let watched = Arc::clone(&watched);
-            move || imp::run(root_pid, interval, &stop, &watched)
+            let recording = Arc::clone(&recording);
+            move || imp::run(root_pid, interval, &stop, &watched, &recording)
         })
         .map_err(|e| anyhow::anyhow!("starting the /proc sampler thread: {e}"))?;
-        Ok(Sampler { stop, watched, handle: Some(handle) })
+        Ok(Sampler { stop, watched, recording, handle: Some(handle) })
     }
 
     /// Samples `pid` (and its threads and descendants) too, even if it left the root's family.
@@ -98,6 +103,13 @@ impl Sampler {
         if !watched.contains(&pid) {
             watched.push(pid);
         }
+    }
+
+    /// Samples every pid that emits an event from now on: reads the recording file the demo's
+    /// processes append their events to (see [`crate::timeline`]) as it grows. A daemon leaves
+    /// the root's family, but not the recording.
+    pub fn watch_recording(&self, file: std::fs::File) {
+        *self.recording.lock().unwrap_or_else(|e| e.into_inner()) = Some((file, 0));
     }
 
     /// Stops the sampler thread and returns every sample, in the order they were read.
@@ -176,11 +188,42 @@ mod imp {
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
     }
 
+    /// The pids of the events appended to the recording since the last look.
+    fn new_speakers(recording: &Mutex<Option<(File, u64)>>, watched: &Mutex<Vec<i32>>) {
+        let mut guard = recording.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((file, offset)) = guard.as_mut() else { return };
+        let mut bytes = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while let Ok(n) = file.read_at(&mut chunk, *offset + bytes.len() as u64) {
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        // Only whole lines: a line being appended right now is read next time.
+        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return };
+        *offset += end as u64 + 1;
+        let mut watched = watched.lock().unwrap_or_else(|e| e.into_inner());
+        for line in bytes[..end].split(|b| *b == b'\n') {
+            #[derive(serde::Deserialize)]
+            struct Speaker {
+                pid: i32,
+            }
+            if let Ok(Speaker { pid }) = serde_json::from_slice(line)
+                && pid > 0
+                && !watched.contains(&pid)
+            {
+                watched.push(pid);
+            }
+        }
+    }
+
     pub(super) fn run(
         root: i32,
         interval: Duration,
         stop: &AtomicBool,
         watched: &Mutex<Vec<i32>>,
+        recording: &Mutex<Option<(File, u64)>>,
     ) -> Vec<Sample> {
         let me = crate::threads::named::gettid();
         let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
@@ -189,6 +232,7 @@ mod imp {
         let mut next = std::time::Instant::now();
         loop {
             let stopping = stop.load(Ordering::Relaxed);
+            new_speakers(recording, watched);
             // The processes of the demo: the root, the watched pids, and every child of any of
             // their threads, found breadth-first through the `children` files.
             let mut pids: BTreeSet<i32> = BTreeSet::from([root]);
@@ -281,6 +325,7 @@ mod imp {
         _interval: Duration,
         stop: &AtomicBool,
         _watched: &Mutex<Vec<i32>>,
+        _recording: &Mutex<Option<(std::fs::File, u64)>>,
     ) -> Vec<Sample> {
         while !stop.load(Ordering::Relaxed) {
             std::thread::park_timeout(Duration::from_millis(50));
@@ -294,21 +339,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_child_is_sampled_until_its_exit_and_last_seen_as_a_zombie() {
-        // A child that sleeps, then exits and stays unreaped until we wait for it.
-        let mut child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
-        let pid = child.id() as i32;
+    fn a_grandchild_is_found_through_children_and_last_seen_as_a_zombie() {
+        // sh starts a short sleep in the background, then becomes a long sleep (exec), which
+        // never reaps it: the grandchild ends and stays a zombie under its parent. (A child of
+        // the test process itself could be reaped by another test's waitpid(-1).)
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.05 & exec sleep 30"])
+            .spawn()
+            .unwrap();
+        let parent = child.id() as i32;
         let sampler = Sampler::start(std::process::id() as i32, Duration::from_millis(2)).unwrap();
-        // Wait for the exit without reaping: waitid with WNOWAIT leaves the zombie in place, and
-        // `stop` reads every task once more before it returns, so the last sample is the Z.
-        let id = nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pid));
-        let flags = nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT;
-        nix::sys::wait::waitid(id, flags).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let grandchild = loop {
+            let zombie = crate::ps::children_of(parent)
+                .into_iter()
+                .find(|pid| crate::ps::state_of(*pid) == Some('Z'));
+            if let Some(pid) = zombie {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "no zombie grandchild appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // `stop` reads every task once more before it returns: the last sample is the Z.
         let samples = sampler.stop();
-        child.wait().unwrap();
-        let states: Vec<char> = samples.iter().filter(|s| s.pid == pid).map(|s| s.state).collect();
-        assert!(states.iter().all(|s| matches!(s, 'R' | 'S' | 'Z')), "{states:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+        let states: Vec<char> =
+            samples.iter().filter(|s| s.pid == grandchild).map(|s| s.state).collect();
         assert_eq!(states.last(), Some(&'Z'), "{states:?}");
+        assert!(samples.iter().any(|s| s.pid == parent && s.state == 'S'));
         assert!(samples.iter().all(|s| s.comm != "sampler"), "the sampler samples itself");
         assert!(samples.windows(2).all(|w| w[0].t_us <= w[1].t_us));
     }
