@@ -302,6 +302,7 @@ fn ctrl_c_at_the_hold_leaves_nothing() {
         &["space", "--processes", "2"],
         &["program"],
         &["serial-concurrent-parallel", "--work-ms", "10"],
+        &["fewer-io", "--lines", "50"],
     ];
     for (i, part) in parts.iter().enumerate() {
         let mut args = part.to_vec();

@@ -47,17 +47,37 @@ fn line(i: u64) -> String {
     format!("line {i:>6}: the same 64 bytes or so, written one way or another........\n")
 }
 
-/// Writes `lines` lines to `path` one way, counting the `write(2)` calls the kernel saw.
+/// A scratch file in `dir` with no name (`O_TMPFILE`), so that nothing is left behind, even
+/// after Ctrl-C; where the filesystem cannot do that, a file removed as soon as it is open.
+fn scratch_file(dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let nameless = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir);
+    if let Ok(file) = nameless {
+        return Ok(file);
+    }
+    let path = dir.join(format!(".multiprogramming-fewer-io-{}", std::process::id()));
+    let file = std::fs::File::create(&path).map_err(|e| {
+        common::demo::bad_input(format!("--dir: cannot create {}: {e}", path.display()))
+    })?;
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
+}
+
+/// Writes `lines` lines to a scratch file in `dir` one way, counting the `write(2)` calls the
+/// kernel saw.
 fn write_way(
-    path: &Path,
+    dir: &Path,
     name: &'static str,
     lines: u64,
     buffered: bool,
     fsync_each: bool,
 ) -> Result<Way> {
-    let file = std::fs::File::create(path).map_err(|e| {
-        common::demo::bad_input(format!("--dir: cannot create {}: {e}", path.display()))
-    })?;
+    let file = scratch_file(dir)?;
     let before = syscw();
     let started = Instant::now();
     let mut fsyncs = 0;
@@ -93,13 +113,10 @@ pub fn fewer_io(cli: &crate::Cli, lines: u64, dir: Option<PathBuf>) -> Result<()
     if !dir.is_dir() {
         return Err(common::demo::bad_input(format!("--dir {}: not a folder", dir.display())));
     }
-    let path = dir.join(format!(".multiprogramming-fewer-io-{}", std::process::id()));
-    let result = ways(cli, lines, &dir, &path);
-    let _ = std::fs::remove_file(&path);
-    result
+    ways(cli, lines, &dir)
 }
 
-fn ways(cli: &crate::Cli, lines: u64, dir: &Path, path: &Path) -> Result<()> {
+fn ways(cli: &crate::Cli, lines: u64, dir: &Path) -> Result<()> {
     let (kind, fs) = filesystem(dir);
     common::event!(
         "filesystem",
@@ -119,12 +136,21 @@ fn ways(cli: &crate::Cli, lines: u64, dir: &Path, path: &Path) -> Result<()> {
     let guess = predict::ask(&cli.common, "buffered-writes", question, predict::Expect::Count);
     let fsync_lines = lines.min(MAX_FSYNC_LINES);
     let ways = [
-        write_way(path, "one write(2) a line", lines, false, false)?,
-        write_way(path, "buffered (8 KiB)", lines, true, false)?,
-        write_way(path, "buffered, fsync once at the end", lines, true, false)?,
-        write_way(path, "one write and one fsync a line", fsync_lines, false, true)?,
+        write_way(dir, "one write(2) a line", lines, false, false)?,
+        write_way(dir, "buffered (8 KiB)", lines, true, false)?,
+        write_way(dir, "buffered, fsync once at the end", lines, true, false)?,
+        write_way(dir, "one write and one fsync a line", fsync_lines, false, true)?,
     ];
     guess.reveal(ways[1].writes, "a BufWriter gathers 8 KiB before each write(2)");
+    crate::hold(
+        &cli.common,
+        &format!(
+            "the lines written to a nameless file in {} (O_TMPFILE: ls -l /proc/PID/fd shows \
+             it; cat /proc/PID/io shows syscw)",
+            dir.display()
+        ),
+        &[std::process::id() as i32],
+    );
     let per_line = |w: &Way| w.seconds / w.lines.max(1) as f64;
     let base = per_line(&ways[1]).max(1e-12);
     let mut text = format!(
