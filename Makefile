@@ -3,7 +3,7 @@ CARGO ?= cargo
 # The demo crates, as crates/demos.txt lists them (its lines that are a crate's name).
 DEMOS := $(shell sed -n 's/^\([a-z][a-z0-9-]*\)$$/\1/p' crates/demos.txt)
 
-.PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics demo-joinable-queue demo-pool demo-threads demo-gil demo-deadlock demo-semaphore demo-event demo-thread-queue demo-ipc demo-coroutine demo-io-models
+.PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics demo-joinable-queue demo-pool demo-threads demo-gil demo-deadlock demo-semaphore demo-event demo-thread-queue demo-ipc demo-coroutine demo-io-models demo-multiprogramming
 
 help:
 	@echo "make demo-ticket    the ticket-booking race over db.json, then the fix (start here)"
@@ -11,6 +11,8 @@ help:
 	@echo "make demos          list every demo target"
 	@echo "make bench          Rust beside the Python originals, as ratios"
 	@echo "make tour           the demos in the notes' order (ARGS='--predict', ARGS='--from threads')"
+	@echo "make pictures       draw the guides' pictures again (crates/<demo>/pictures/*.svg)"
+	@echo "make picture-check  render two --svg pictures in headless Chromium; check they are not blank"
 	@echo "make build | lint | clean"
 
 build:
@@ -85,6 +87,11 @@ demo-coroutine:
 demo-io-models:
 	@$(CARGO) run -q -p io-models -- $(ARGS)
 
+# 多道技术 beside OSTEP's process-run.py: an optimised build, since its CPU ticks are measured
+# CPU time and the debug build's overheads would show between them.
+demo-multiprogramming:
+	@$(CARGO) run --release -q -p multiprogramming -- $(ARGS)
+
 # The course in the notes' order, one part at a time (the binary is crates/tour): builds every
 # demo first; one that does not build now is skipped, with a line saying so.
 .PHONY: tour demo-tour
@@ -95,6 +102,16 @@ tour:
 	@skip=""; for d in $(DEMOS); do \
 	  $(CARGO) build -q -p $$d 2>/dev/null || { echo "tour: $$d does not build now: skipped"; skip="$$skip --skip $$d"; }; \
 	done; $(CARGO) run -q -p tour -- $$skip $(ARGS)
+
+# The guides' pictures: real runs drawn with --svg (tests/pictures.rs lists them and, without
+# PICTURES_WRITE, checks that the committed ones still match the code).
+.PHONY: pictures picture-check
+pictures:
+	PICTURES_WRITE=1 $(CARGO) test -q --test pictures -- --nocapture
+
+# A real browser draws two pictures; not part of `make test` (a fresh machine has no browser).
+picture-check:
+	.ci/picture-check
 
 clean:
 	$(CARGO) clean

@@ -11,6 +11,7 @@ use support::{Demo, bin, run, run_ok};
 /// The demos the tour test runs: every demo whose parts are in the tour (a demo missing from
 /// this list would be skipped by `--only`, and the test would say nothing about it).
 const DEMOS: &[&str] = &[
+    "multiprogramming",
     "fork-vs-spawn",
     "process-basics",
     "zombie-orphan",

@@ -28,6 +28,10 @@
 //! **Presentation** ([`present`]):
 //! - [`report`]: people's lines and `--json` events, one `write(2)` per line, `[pid/tid name]`.
 //! - [`ps`]: the demo's own process and thread tables from `/proc`.
+//! - [`sampler`]: the kernel's view of every process and thread of the demo, sampled from
+//!   `/proc` (state letter, CPU, time running and time ready) for `--trace` and `--svg`.
+//! - [`trace`]: `--trace` (Trace Event JSON for Perfetto) and `--svg` ([`svg`], a picture for
+//!   slides): the run's events, phase spans and sampled kernel states, written at the end.
 //! - [`timeline`]: every process records its events to one shared file; lanes drawn from it,
 //!   one per process or one per thread.
 //! - [`locks`]: who holds a file lock and who waits for it, from `/proc/locks`.
@@ -44,7 +48,7 @@ pub mod present;
 pub mod processes;
 pub mod threads;
 
-pub use present::{cli, demo, locks, phase, predict, ps, report, timeline};
+pub use present::{cli, demo, locks, phase, predict, ps, report, sampler, svg, timeline, trace};
 
 pub use processes::{forkserver, pool, process, queue, signals, startcost, store};
 #[doc(hidden)]

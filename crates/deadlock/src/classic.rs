@@ -7,6 +7,7 @@
 use std::sync::Barrier;
 
 use anyhow::{Result, bail};
+use common::phase;
 use common::process::Role;
 use common::report;
 use common::threads::named;
@@ -19,8 +20,20 @@ use crate::scene::{Board, PATIENCE, Scene, Watchdog};
 /// The child in which the two scientists deadlock.
 pub static ROLE: Role = Role::new("classic", scientists);
 
-/// A thing on the table: its name, its name in the notes, its lock.
-type Thing<'a> = (&'a str, &'a str, &'a Mutex<()>);
+/// A thing on the table: its name, its name in the notes, its lock, and its letter in the step
+/// marks (`lock A`, `holding A`).
+type Thing<'a> = (&'a str, &'a str, &'a Mutex<()>, Letter);
+
+/// The step marks of one lock (`--step`, `--schedule`, `--trace`; nothing without a listener).
+#[derive(Clone, Copy)]
+struct Letter {
+    lock: &'static str,
+    holding: &'static str,
+    unlock: &'static str,
+}
+
+const A: Letter = Letter { lock: "lock A", holding: "holding A", unlock: "unlock A" };
+const B: Letter = Letter { lock: "lock B", holding: "holding B", unlock: "unlock B" };
 
 pub fn run(cli: &Cli) -> Result<()> {
     report::section(
@@ -68,8 +81,8 @@ fn scientists(_: Value) -> Result<()> {
     let watchdog = Watchdog::start(board.clone(), "thread")?;
     std::thread::scope(|s| -> Result<()> {
         let (b, barrier) = (&board, &barrier);
-        let n: Thing = ("noodles", "面条", &noodles);
-        let f: Thing = ("fork", "叉子", &fork);
+        let n: Thing = ("noodles", "面条", &noodles, A);
+        let f: Thing = ("fork", "叉子", &fork, B);
         named::spawn_scoped(s, "scientist-1", move || scientist(0, b, barrier, n, f))?;
         named::spawn_scoped(s, "scientist-2", move || scientist(1, b, barrier, f, n))?;
         Ok(())
@@ -79,17 +92,29 @@ fn scientists(_: Value) -> Result<()> {
 }
 
 fn scientist(i: usize, board: &Board, barrier: &Barrier, first: Thing, second: Thing) {
-    let ((a, a_notes, a_lock), (b, _, b_lock)) = (first, second);
+    let ((a, a_notes, a_lock, a_mark), (b, _, b_lock, b_mark)) = (first, second);
     board.sit(i);
     board.wants(i, a);
-    let _first = a_lock.lock();
+    phase::step(a_mark.lock);
+    let first = a_lock.lock();
+    let holding_first = phase::span(a_mark.holding);
     board.got(i, a);
     report::event("took", json!({ "lock": a }), format!("took the {a} (拿到{a_notes})"));
     // Both scientists hold their first thing before either reaches for the second.
     barrier.wait();
     board.wants(i, b);
     report::event("reaching", json!({ "lock": b }), format!("reaching for the {b}..."));
-    let _second = b_lock.lock(); // never returns: the other scientist holds it, and waits for ours
+    phase::step(b_mark.lock);
+    let second = b_lock.lock(); // never returns: the other scientist holds it, and waits for ours
+    let holding_second = phase::span(b_mark.holding);
     board.got(i, b);
     report::event("ate", json!({}), "ate");
+    phase::step(b_mark.unlock);
+    drop(holding_second);
+    drop(second);
+    board.released(i, b);
+    phase::step(a_mark.unlock);
+    drop(holding_first);
+    drop(first);
+    board.released(i, a);
 }

@@ -213,6 +213,7 @@ fn show_timeline(gil: &Gil, threads: &[(ThreadReport, f64)]) {
             for (t, event) in [(h.start_ns, "take"), (h.end_ns.min(until), "drop")] {
                 records.push(Record {
                     t_ms: at(t),
+                    t_us: at(t) * 1000,
                     pid,
                     ppid: 0,
                     who: r.name.clone(),

@@ -77,7 +77,11 @@ impl Run for SentinelConsumer {
         let me = report::who();
         let mut eaten = 0;
         loop {
-            let Some(bun) = self.queue.get()? else {
+            // A span for --trace and --svg (nothing without them): how long get() blocks.
+            let waiting = common::phase::span("blocked in get");
+            let got = self.queue.get()?;
+            drop(waiting);
+            let Some(bun) = got else {
                 report::event(
                     "sentinel",
                     json!({ "consumer": me, "eaten": eaten }),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use common::phase;
 use common::process::{ExitWith, Run};
 use common::report;
 use common::store::{Durability, TicketDb};
@@ -81,6 +82,8 @@ impl Buyer {
     /// The notes' `search`: look at the count. No lock: any number of buyers look at once.
     fn search(&self, db: &TicketDb) -> Result<()> {
         std::thread::sleep(Duration::from_millis(self.search_ms));
+        // A step mark (`--step`, `--schedule`, `--trace`); nothing happens without a listener.
+        phase::step("search");
         let count = db.read_count().with_context(|| format!("{} searching", self.person()))?;
         report::event(
             "searched",
@@ -98,20 +101,41 @@ impl Buyer {
         }
         // ▶ THE LINE `--no-lock` takes away: flock(LOCK_EX) on the sidecar db.json.lock. It blocks
         // while another buyer holds it; the guard unlocks when dropped, the kernel when we die.
+        if self.use_lock {
+            phase::step("lock");
+        }
         let lock = if self.use_lock { Some(db.lock()?) } else { None };
+        let holding = lock.as_ref().map(|_| phase::span("holding the lock"));
         let waited_ms = lock.as_ref().map(|_| asked.elapsed().as_millis() as u64);
         if let Some(waited_ms) = waited_ms {
             json_only("locked", json!({ "buyer": self.number, "waited_ms": waited_ms }));
         }
 
         // db.json is opened only now, after the lock: the file as the last holder left it.
+        phase::step("read");
+        let critical = phase::span("critical section");
         let before = db.read_count().with_context(|| format!("{} buying", self.person()))?;
         if self.stop_in_lock {
             self.stop_here(db, before)?;
         }
         // Paying. Without the lock, every buyer that read the same count meanwhile will also
         // "sell" that same ticket: the window of the race.
+        phase::step("pay");
         std::thread::sleep(Duration::from_millis(self.buy_ms));
+        // The write step: a buyer that read 0 writes nothing and says so.
+        phase::step("write");
+        let bought = self.write(db, before, waited_ms);
+        drop(critical);
+        if lock.is_some() {
+            phase::step("unlock");
+        }
+        drop(holding);
+        drop(lock); // unlock: the next waiter opens db.json as we left it
+        bought
+    }
+
+    /// Writes the count back one lower, or reports that none was left (exit [`NO_TICKET`]).
+    fn write(&self, db: &TicketDb, before: u64, waited_ms: Option<u64>) -> Result<()> {
         if before == 0 {
             report::event(
                 "sold_out",
@@ -132,7 +156,6 @@ impl Buyer {
                 waited(waited_ms)
             ),
         );
-        drop(lock); // unlock: the next waiter opens db.json as we left it
         Ok(())
     }
 

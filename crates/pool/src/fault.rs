@@ -151,6 +151,7 @@ fn killed(cli: &Cli) -> Result<()> {
         ) {
             records.push(Record {
                 t_ms: kill.t_ms,
+                t_us: kill.t_us,
                 event: "killed".into(),
                 data: json!({}),
                 ..start

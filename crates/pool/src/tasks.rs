@@ -53,6 +53,8 @@ fn f(a: FArgs) -> Result<String> {
         json!({ "task": name, "pid": pid }),
         format!("{name} current child process {pid} start running..."),
     );
+    // A span for --trace and --svg (nothing without them): a killed worker's stays open.
+    let _running = common::phase::span("task running");
     sleep_ms(a.ms);
     let end = format!("{name} current child process {pid} end");
     report::event("task_end", json!({ "task": name, "pid": pid }), &end);

@@ -105,6 +105,8 @@ pub fn run(cli: &Cli) -> Result<()> {
 fn person(rooms: &Rooms, stay_ms: u64) {
     let me = common::threads::named::current_name();
     rooms.waiting.fetch_add(1, Ordering::SeqCst);
+    // Spans for --trace and --svg (nothing without them): waiting for a place, holding one.
+    let waiting = common::phase::span("waiting for a place");
     if !rooms.sem.try_acquire() {
         report::event(
             "wait",
@@ -113,6 +115,8 @@ fn person(rooms: &Rooms, stay_ms: u64) {
         );
         rooms.sem.acquire();
     }
+    drop(waiting);
+    let holding = common::phase::span("holding a place");
     rooms.waiting.fetch_sub(1, Ordering::SeqCst);
     let now = rooms.inside.fetch_add(1, Ordering::SeqCst) + 1;
     rooms.max_inside.fetch_max(now, Ordering::SeqCst);
@@ -130,6 +134,7 @@ fn person(rooms: &Rooms, stay_ms: u64) {
         json!({ "person": me, "inside": left }),
         format!("{me} leaves ({left} inside)"),
     );
+    drop(holding);
     rooms.sem.release();
 }
 

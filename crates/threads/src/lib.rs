@@ -73,18 +73,26 @@ pub struct Account {
 /// write), then a store.
 #[inline]
 pub fn change_it_racy(b: &Balance, n: i64, window: &impl Fn()) {
-    // `black_box`: without it an optimized build fuses the load and the store into one `add`
-    // to memory (x86 `addq %rsi, (%rdi)`): still not atomic, having no `lock` prefix, but with a
-    // window of a few cycles that loses almost nothing. The notes' read and write are two steps.
-    let v = black_box(b.balance.load(Ordering::Relaxed));
-    window();
-    b.balance.store(v + n, Ordering::Relaxed);
-    let v = black_box(b.balance.load(Ordering::Relaxed));
-    window();
-    b.balance.store(v - n, Ordering::Relaxed);
+    // The step marks (`--step`, `--schedule`, `--trace`) do nothing unless a listener is installed.
+    add_racy(&b.balance, n, window);
+    add_racy(&b.balance, -n, window);
     let c = black_box(b.changes.load(Ordering::Relaxed));
     window();
     b.changes.store(c + 1, Ordering::Relaxed);
+}
+
+/// `x = x + n` in two steps: a load, then a store of what was loaded plus `n`. Between the two,
+/// another thread's store is overwritten: the lost update.
+#[inline]
+fn add_racy(x: &AtomicI64, n: i64, window: &impl Fn()) {
+    common::phase::step("load");
+    // `black_box`: without it an optimized build fuses the load and the store into one `add`
+    // to memory (x86 `addq %rsi, (%rdi)`): still not atomic, having no `lock` prefix, but with a
+    // window of a few cycles that loses almost nothing. The notes' read and write are two steps.
+    let v = black_box(x.load(Ordering::Relaxed));
+    window();
+    common::phase::step("store");
+    x.store(v + n, Ordering::Relaxed);
 }
 
 /// `with lock: change_it(n)`: the guard is the notes' `try/finally`; it unlocks when dropped.

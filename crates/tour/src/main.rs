@@ -28,11 +28,11 @@
 //!
 //! Expected output (abridged):
 //! ```text
-//! == seed 004 §2.7 互斥锁与信号量 — mutex-ticket run --no-lock (part 13 of 44) ==
+//! == seed 004 §2.7 互斥锁与信号量 — mutex-ticket run --no-lock (part 18 of 49) ==
 //!   0.000s [ 7711 mutex-ticket] QUESTION (oversold): 10 buyers, 1 ticket, no lock: by how many is it oversold?
 //!   ...
 //!   0.061s [ 7711 mutex-ticket] ANSWER (oversold): 9 (you said 9: RIGHT)
-//! == summary: 44 parts, 44 ran, 0 failed, 0 skipped; guesses: 3 right, 1 wrong, 12 not made ==
+//! == summary: 49 parts, 49 ran, 0 failed, 0 skipped; guesses: 3 right, 1 wrong, 12 not made ==
 //! ```
 //!
 //! Ctrl-C at any moment reaches the part running (it stops and reaps its own children) and

@@ -35,14 +35,53 @@ const fn extra(
     Part { section, demo, args, shows, core: false }
 }
 
-/// Seed 004 §1 操作系统 has no experiment of its own: the tour says so and starts with §2.
-pub const NO_DEMO: &str = "§1 操作系统 (multiprogramming, the OS between programs and hardware): \
-                           no demo of its own; the kernel is the subject of every part below";
-
 /// The tour, in the notes' order: every part of every demo but the Unix daemon's `start`,
 /// `status` and `stop` (a daemon outlives its launcher, which a tour must not leave behind).
 pub const PARTS: &[Part] = &[
+    // 1、操作系统
+    part(
+        "§1 操作系统: 多道技术 (时间上的复用)",
+        "multiprogramming",
+        &["run", "--tick-ms", "5"],
+        "process-run.py's table, then the same jobs on one CPU, measured from /proc",
+    ),
+    extra(
+        "§1 操作系统: 批处理 vs 多道技术",
+        "multiprogramming",
+        &["batch", "--tick-ms", "5"],
+        "the batch monitor against switching on IO; what switching between CPU jobs costs",
+    ),
+    part(
+        "§1 操作系统: 多道技术 (空间上的复用)",
+        "multiprogramming",
+        &["space"],
+        "one virtual address, a physical frame per process; copy-on-write; a MAP_SHARED page",
+    ),
+    extra(
+        "§1 操作系统: 最核心的优化就是减少IO操作",
+        "multiprogramming",
+        &["fewer-io"],
+        "one write(2) a line against buffered writes, and fsync each line",
+    ),
     // 2、进程
+    part(
+        "§2.1 进程理论: 进程与程序",
+        "multiprogramming",
+        &["program"],
+        "one program file (one exe inode), three processes; the four ways a process starts",
+    ),
+    part(
+        "§2.1 进程理论: 并发与并行, 串行",
+        "multiprogramming",
+        &["serial-concurrent-parallel", "--work-ms", "50"],
+        "the same CPU-bound jobs serial, taking turns on one CPU, and on two CPUs",
+    ),
+    part(
+        "§2.1 进程理论: 一个进程的三种运行状态",
+        "multiprogramming",
+        &["states"],
+        "running, blocked (S), ready (schedstat's wait) and D, seen in /proc",
+    ),
     part(
         "§2.1 进程理论: 不同操作系统开启子进程的区别",
         "fork-vs-spawn",
@@ -329,12 +368,6 @@ pub const PARTS: &[Part] = &[
         "gil",
         &["vs-mutex"],
         "the GIL does not protect your data: a lock still needed",
-    ),
-    extra(
-        "§3.6 Cpython的解释器下",
-        "gil",
-        &["cores"],
-        "concurrency vs parallelism: one CPU against two",
     ),
     part(
         "§3.7 死锁现象与递归锁",

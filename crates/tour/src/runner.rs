@@ -45,6 +45,11 @@ pub fn main(cli: Cli) -> ExitCode {
         ));
         return ExitCode::from(2);
     }
+    // --trace and --svg: one picture per part, beside the path given; checked before any part.
+    if let Err(e) = cli.common.trace_outputs().check() {
+        report::write_stderr(&format!("tour: error: {e:#}"));
+        return ExitCode::from(2);
+    }
     let selected = select(&cli);
     if cli.list {
         // People see the parts counted 1, 2, 3 in this list; `number` is the part's place in
@@ -105,6 +110,28 @@ fn shared_flags(cli: &Cli) -> Vec<String> {
     }
     for a in &c.answer {
         flags.extend(["--answer".into(), a.clone()]);
+    }
+    flags
+}
+
+/// A part's own picture file: `run.json` becomes `run-07-mutex-ticket.json` for part 7.
+pub(crate) fn part_path(path: &Path, step: usize, demo: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{step:02}-{demo}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{step:02}-{demo}"),
+    };
+    path.with_file_name(name)
+}
+
+/// `--trace` and `--svg` for one part (each part is a run of its own, drawn on its own).
+fn picture_flags(cli: &Cli, step: usize, demo: &str) -> Vec<String> {
+    let mut flags = Vec::new();
+    for (flag, path) in [("--trace", &cli.common.trace), ("--svg", &cli.common.svg)] {
+        if let Some(path) = path {
+            flags.push(flag.to_string());
+            flags.push(part_path(path, step, demo).to_string_lossy().into_owned());
+        }
     }
     flags
 }
@@ -408,9 +435,6 @@ mod imp {
             if pausing { "; Enter between parts" } else { "" },
             scratch.display()
         ));
-        if cli.from.is_none() && cli.only.is_empty() {
-            report::say(parts::NO_DEMO);
-        }
         let mut rows = Vec::new();
         let mut first = true;
         for (step, (number, part)) in selected.iter().enumerate() {
@@ -448,6 +472,8 @@ mod imp {
                         "args": part.args }),
                 format!("{}: {}", part.demo, part.shows),
             );
+            let mut flags = flags.clone();
+            flags.extend(picture_flags(cli, step, part.demo));
             let ended = run_part(&bin, part, &flags, fd, scratch)?;
             let (new, upto) = read_answers(answers, read_to);
             read_to = upto;

@@ -47,9 +47,25 @@ pub struct CommonArgs {
     /// by its id (--answer oversold=9); may be repeated
     #[arg(long, global = true, value_name = "VALUE")]
     pub answer: Vec<String>,
+
+    /// Write the run as Chrome Trace Event JSON to FILE (open it in Perfetto or
+    /// chrome://tracing): every process and thread, its kernel state sampled from /proc, the
+    /// demo's phases, events, messages and shared counters
+    #[arg(long, global = true, value_name = "FILE")]
+    pub trace: Option<std::path::PathBuf>,
+
+    /// Write the run as one self-contained SVG picture to FILE: a lane per process and thread,
+    /// their states, the spans the demo marks, its messages, a time axis and a legend
+    #[arg(long, global = true, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
 }
 
 impl CommonArgs {
+    /// The pictures asked for (`--trace`, `--svg`).
+    pub fn trace_outputs(&self) -> crate::trace::Outputs {
+        crate::trace::Outputs { trace: self.trace.clone(), svg: self.svg.clone() }
+    }
+
     /// A pause that the notes write as `time.sleep(seconds)`, scaled by `--speed`.
     pub fn notes_sleep(&self, seconds: f64) -> Duration {
         Duration::from_secs_f64(seconds / self.speed)

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::CommonArgs;
-use crate::{process, report, signals};
+use crate::{process, report, signals, trace};
 
 /// The demo crates, in the order `crates/demos.txt` lists them: the one list that the
 /// Makefile's demo targets, the tour and the tests read. A crate not listed there (this
@@ -71,6 +71,12 @@ pub fn main<C: DemoCli>(
             std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "main".into());
+    // The pictures' paths are checked before anything starts (exit 2 naming the flag).
+    let outputs = cli.common().trace_outputs();
+    if let Err(e) = outputs.check() {
+        report::write_stderr(&format!("{program}: error: {e:#}"));
+        return ExitCode::from(2);
+    }
     report::init(cli.common().json, &program);
     if let Err(e) = signals::install() {
         report::write_stderr(&format!("{program}: error: installing the signal watcher: {e:#}"));
@@ -78,6 +84,11 @@ pub fn main<C: DemoCli>(
     }
     // Orphaned descendants come back to this process to be reaped (see `signals`).
     signals::set_child_subreaper(true);
+    // --trace, --svg: every event recorded and the kernel sampled from here on.
+    if let Err(e) = trace::start(outputs) {
+        report::write_stderr(&format!("{program}: error: starting the trace: {e:#}"));
+        return ExitCode::from(1);
+    }
     let result = run(cli);
     // A Ctrl-C to the whole group can kill a child, and so end `run` early, before the watcher
     // has finished stopping everything: leave the ending (and its exit code, 130 or 143) to it.
@@ -87,6 +98,16 @@ pub fn main<C: DemoCli>(
         }
     }
     process::finish_main();
+    // The pictures, once every child has ended (a failed run is drawn too: it shows why).
+    let result = match (result, trace::finish()) {
+        (Ok(()), written) => written,
+        (Err(e), written) => {
+            if let Err(w) = written {
+                report::write_stderr(&format!("{program}: error: {w:#}"));
+            }
+            Err(e)
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

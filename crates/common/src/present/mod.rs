@@ -8,4 +8,7 @@ pub mod phase;
 pub mod predict;
 pub mod ps;
 pub mod report;
+pub mod sampler;
+pub mod svg;
 pub mod timeline;
+pub mod trace;

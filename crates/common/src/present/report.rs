@@ -18,7 +18,7 @@
 //! thread (the main thread's `tid` is the pid):
 //!
 //! ```text
-//! {"t_ms":103,"pid":4182,"ppid":4170,"who":"buyer-3","tid":4182,"thread":"main","event":"bought","data":{"before":1,"after":0}}
+//! {"t_ms":103,"t_us":103412,"pid":4182,"ppid":4170,"who":"buyer-3","tid":4182,"thread":"main","event":"bought","data":{"before":1,"after":0}}
 //! ```
 //!
 //! Why one `write(2)` per line, straight to file descriptor 1: many processes share the same
@@ -57,6 +57,11 @@ static WHO: AtomicPtr<String> = AtomicPtr::new(std::ptr::null_mut());
 /// The file descriptor events are also recorded to (see [`record_to`]), or -1. A raw number in
 /// an atomic: a forked child inherits both the number and the open file behind it.
 static RECORD_FD: AtomicI32 = AtomicI32::new(-1);
+/// True while the run is traced (`--trace`, `--svg`): children are told, so that their phase
+/// marks are recorded too (see [`crate::trace`]).
+static TRACING: AtomicBool = AtomicBool::new(false);
+/// The suffix of [`env_value`] that tells a spawned child the run is traced.
+const TRACING_SUFFIX: &str = "/trace";
 
 /// Starts the demo's clock and chooses people's lines or JSON events. Called once by the
 /// top-level process; children inherit the settings (fork) or receive them (spawn).
@@ -94,18 +99,38 @@ pub fn elapsed_ms() -> u64 {
     monotonic_ns().saturating_sub(T0_NS.load(Ordering::Relaxed)) / 1_000_000
 }
 
+/// Microseconds since the demo started: the clock of `--trace` (events carry it as `t_us`).
+pub fn elapsed_us() -> u64 {
+    monotonic_ns().saturating_sub(T0_NS.load(Ordering::Relaxed)) / 1_000
+}
+
 /// What a spawned child needs to print on the same clock and in the same mode as its parent:
 /// `T0:JSON`, and while recording `T0:JSON:FD:INODE` (see [`record_to`]).
 pub(crate) fn env_value() -> String {
     let base = format!("{}:{}", T0_NS.load(Ordering::Relaxed), u8::from(json_mode()));
+    let tracing = if TRACING.load(Ordering::Relaxed) { TRACING_SUFFIX } else { "" };
     match recording_env() {
-        Some(recording) => format!("{base}:{recording}"),
-        None => base,
+        Some(recording) => format!("{base}:{recording}{tracing}"),
+        None => format!("{base}{tracing}"),
     }
+}
+
+/// Says whether the run is traced; a spawned child learns it through [`env_value`] and then
+/// records its phase marks as well.
+pub(crate) fn set_tracing(on: bool) {
+    TRACING.store(on, Ordering::Relaxed);
 }
 
 /// Restores the clock and mode in a spawned child from [`env_value`]'s string.
 pub(crate) fn init_from_env(value: &str, who: &str) {
+    let (value, tracing) = match value.strip_suffix(TRACING_SUFFIX) {
+        Some(value) => (value, true),
+        None => (value, false),
+    };
+    if tracing {
+        TRACING.store(true, Ordering::Relaxed);
+        crate::phase::install_tracer(crate::trace::on_mark);
+    }
     let (t0, json) = value.split_once(':').unwrap_or(("0", "0"));
     let (json, recording) = match json.split_once(':') {
         Some((json, recording)) => (json, Some(recording)),
@@ -260,6 +285,14 @@ pub fn event(event: &str, data: Value, text: impl Display) {
     write_stdout(line.as_bytes());
 }
 
+/// Appends an event to the recording file only, never to the output: the phase marks a trace
+/// draws (see [`crate::trace`]). Without a recording it does nothing.
+pub fn record_only(event: &str, data: Value) {
+    if let Some(fd) = recording_fd() {
+        write_record(fd, json_line(event, data).as_bytes());
+    }
+}
+
 /// Says a line once: the event's name, its fields and the people's text in one call.
 ///
 /// ```ignore
@@ -310,8 +343,10 @@ pub fn plain(text: impl Display) {
 }
 
 fn json_line(event: &str, data: Value) -> String {
+    let t_us = elapsed_us();
     let line = json!({
-        "t_ms": elapsed_ms(),
+        "t_ms": t_us / 1000,
+        "t_us": t_us,
         "pid": std::process::id(),
         "ppid": parent_pid(),
         "who": who(),

@@ -56,6 +56,9 @@ pub const DEFAULT_WIDTH: usize = 60;
 pub struct Record {
     /// Milliseconds since the demo started (the same clock in every process).
     pub t_ms: u64,
+    /// The same moment in microseconds (0 in records made before it was recorded).
+    #[serde(default)]
+    pub t_us: u64,
     pub pid: i32,
     #[serde(default)]
     pub ppid: i32,
@@ -87,25 +90,53 @@ pub fn parse(text: &str) -> Vec<Record> {
 /// A recording in progress: while it lives, every event of this process and of every child
 /// started meanwhile is appended to its file. [`Recording::finish`] stops it and returns what
 /// was recorded; dropping it stops it too. One recording at a time.
+///
+/// Under `--trace` or `--svg` the whole run is already being recorded (see [`crate::trace`]):
+/// a demo's recording then reads its part of that same file, from where the file stood when it
+/// started, and leaves the run's recording on when it finishes.
 #[derive(Debug)]
 pub struct Recording {
     file: std::fs::File,
+    /// Where this recording's records begin in the file.
+    from: u64,
+    /// True when the file is the run's trace recording, which this one only reads.
+    shared: bool,
 }
 
 impl Recording {
     /// Creates the nameless recording file and starts recording to it.
     pub fn start() -> Result<Recording> {
-        if report::recording_fd().is_some() {
+        if let Some(fd) = report::recording_fd() {
+            if let Some(file) = crate::trace::shared_recording(fd) {
+                let from = file.metadata().map(|m| m.len()).unwrap_or(0);
+                return Ok(Recording { file, from, shared: true });
+            }
             anyhow::bail!("starting a timeline recording: another one is already in progress");
         }
         let file = imp::open_anonymous()?;
         report::record_to(Some(imp::raw_fd(&file)));
-        Ok(Recording { file })
+        Ok(Recording { file, from: 0, shared: false })
     }
 
-    /// What has been recorded so far, in the order it was written.
+    /// A new recording file for the whole run (`--trace`), which [`Recording::start`] then
+    /// shares rather than refuses.
+    pub(crate) fn start_run() -> Result<(Recording, i32)> {
+        let recording = Recording::start()?;
+        let fd = imp::raw_fd(&recording.file);
+        Ok((recording, fd))
+    }
+
+    /// What has been recorded so far, in the order it was written (phase marks, which only the
+    /// trace draws, left out).
     pub fn records(&self) -> Result<Vec<Record>> {
-        Ok(parse(&imp::read_all(&self.file)?))
+        let mut records = parse(&imp::read_all(&self.file, self.from)?);
+        records.retain(|r| r.event != crate::trace::PHASE_EVENT);
+        Ok(records)
+    }
+
+    /// Every record, phase marks included (for the trace).
+    pub(crate) fn all_records(&self) -> Result<Vec<Record>> {
+        Ok(parse(&imp::read_all(&self.file, self.from)?))
     }
 
     /// Stops recording and returns every record, in the order it was written. Children still
@@ -116,7 +147,7 @@ impl Recording {
     }
 
     fn stop(&self) {
-        if report::recording_fd() == Some(imp::raw_fd(&self.file)) {
+        if !self.shared && report::recording_fd() == Some(imp::raw_fd(&self.file)) {
             report::record_to(None);
         }
     }
@@ -512,13 +543,14 @@ mod imp {
         Ok(None)
     }
 
-    /// The whole file from offset 0; `read_at` leaves the shared file offset alone.
-    pub fn read_all(file: &File) -> Result<String> {
+    /// The file from offset `from`; `read_at` leaves the shared file offset alone.
+    pub fn read_all(file: &File, from: u64) -> Result<String> {
         let mut bytes = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n =
-                file.read_at(&mut buf, bytes.len() as u64).context("reading the timeline file")?;
+            let n = file
+                .read_at(&mut buf, from + bytes.len() as u64)
+                .context("reading the timeline file")?;
             if n == 0 {
                 break;
             }
@@ -540,7 +572,7 @@ mod imp {
     pub fn open_anonymous() -> Result<File> {
         bail!("recording a timeline needs a Unix system (fork and inherited file descriptors)")
     }
-    pub fn read_all(_file: &File) -> Result<String> {
+    pub fn read_all(_file: &File, _from: u64) -> Result<String> {
         Ok(String::new())
     }
 }
@@ -552,6 +584,7 @@ mod tests {
     fn rec(t_ms: u64, pid: i32, who: &str, event: &str) -> Record {
         Record {
             t_ms,
+            t_us: t_ms * 1000,
             pid,
             ppid: 1,
             who: who.into(),

@@ -76,6 +76,8 @@ fn shutdown(signo: i32) -> ! {
     process::reap_unknown_ended_children();
     let code = 128 + signo;
     report::event("exit", json!({ "code": code }), format!("every child is reaped; exit {code}"));
+    // The pictures of the run so far (--trace, --svg), now that every child's end is in them.
+    crate::trace::finish_on_signal();
     // Safety: _exit ends the process without running destructors or flushing Rust's stdout,
     // which the main thread may be holding; every line was already written with write(2).
     unsafe { libc::_exit(code) }

@@ -1,0 +1,374 @@
+//! sampler — the kernel's own view of a demo, sampled from `/proc` while it runs.
+//!
+//! A named thread (`sampler`) wakes every `interval` and, for every process and thread of the
+//! demo, reads:
+//! - `/proc/PID/task/TID/stat`: the state letter (`R`, `S`, `D`, `T`, `Z`, ...) and the CPU it
+//!   last ran on;
+//! - `/proc/PID/task/TID/schedstat`: nanoseconds on a CPU and nanoseconds ready but waiting for
+//!   one (the `R` letter does not say which of the two a task is doing; these figures do).
+//!
+//! "The demo" is the root process, its descendants (followed through every thread's
+//! `/proc/PID/task/TID/children`, since a child belongs to the thread that forked it) and every
+//! pid given to [`Sampler::watch`]: a daemon leaves the family by its double fork, and the
+//! trace still wants it.
+//!
+//! Each [`Sample`] carries the time it was read on the demo's clock ([`report::elapsed_us`]),
+//! not the nominal tick: on a loaded machine the thread wakes late, and the picture must say
+//! when the kernel really showed that state.
+//!
+//! What it misses: a state shorter than the interval, which falls between two samples (a
+//! buyer's few microseconds on a CPU between two sleeps). The demo's own events and phase marks
+//! carry those moments; the sampler draws the long states (a zombie, a thread blocked on a lock).
+//!
+//! The files are opened once per task and re-read with `pread` at offset 0 every tick: three
+//! `open`/`close` pairs per thread every 2 ms would cost more than the reads themselves. That is
+//! why this module does not call `procfs::process::Task::stat()` (which opens the file on every
+//! call) but hands the bytes it read to `procfs`'s parsers. A kept descriptor also names one
+//! task for good: once the task is reaped, reading it fails with `ESRCH` even if its tid is
+//! reused, so a newcomer is never taken for the old task.
+//!
+//! [`Sampler::watch_recording`] adds every pid that emits an event, as it emits it.
+//!
+//! It prints nothing and stops with [`Sampler::stop`] (or when dropped).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::report;
+
+/// The interval the demos use for `--trace` and `--svg` (measured in the guide: the cost of the
+/// sampler at this interval, and what it misses).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(2);
+
+/// The most tasks followed at once: a cap, so a runaway fork cannot make the sampler's tick
+/// longer than its interval by orders of magnitude.
+const MAX_TASKS: usize = 512;
+
+/// One reading of one thread.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// When it was read, in microseconds on the demo's clock ([`report::elapsed_us`]).
+    pub t_us: u64,
+    pub pid: i32,
+    pub tid: i32,
+    /// The thread's name as `ps -L -o comm` shows it.
+    pub comm: String,
+    /// The state letter of `/proc/PID/task/TID/stat`.
+    pub state: char,
+    /// The CPU it ran on last (-1 if the kernel did not say).
+    pub cpu: i32,
+    /// Total nanoseconds on a CPU so far (`schedstat` field 1).
+    pub run_ns: u64,
+    /// Total nanoseconds ready to run but waiting for a CPU so far (`schedstat` field 2).
+    pub wait_ns: u64,
+}
+
+/// A sampler in progress; see the module documentation.
+#[derive(Debug)]
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    watched: Arc<Mutex<Vec<i32>>>,
+    recording: Arc<Mutex<Option<(std::fs::File, u64)>>>,
+    handle: Option<JoinHandle<Vec<Sample>>>,
+}
+
+impl Sampler {
+    /// Starts sampling `root_pid` and its descendants every `interval` (at least 100 µs).
+    pub fn start(root_pid: i32, interval: Duration) -> anyhow::Result<Sampler> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let watched = Arc::new(Mutex::new(Vec::new()));
+        let recording = Arc::new(Mutex::new(None));
+        let interval = interval.max(Duration::from_micros(100));
+        let handle = crate::threads::named::spawn("sampler", {
+            let stop = Arc::clone(&stop);
+            let watched = Arc::clone(&watched);
+            let recording = Arc::clone(&recording);
+            move || imp::run(root_pid, interval, &stop, &watched, &recording)
+        })
+        .map_err(|e| anyhow::anyhow!("starting the /proc sampler thread: {e}"))?;
+        Ok(Sampler { stop, watched, recording, handle: Some(handle) })
+    }
+
+    /// Samples `pid` (and its threads and descendants) too, even if it left the root's family.
+    pub fn watch(&self, pid: i32) {
+        if pid <= 0 {
+            return;
+        }
+        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        if !watched.contains(&pid) {
+            watched.push(pid);
+        }
+    }
+
+    /// Samples every pid that emits an event from now on: reads the recording file the demo's
+    /// processes append their events to (see [`crate::timeline`]) as it grows. A daemon leaves
+    /// the root's family, but not the recording.
+    pub fn watch_recording(&self, file: std::fs::File) {
+        *self.recording.lock().unwrap_or_else(|e| e.into_inner()) = Some((file, 0));
+    }
+
+    /// Stops the sampler thread and returns every sample, in the order they were read.
+    pub fn stop(mut self) -> Vec<Sample> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.handle.take() {
+            Some(handle) => {
+                handle.thread().unpark();
+                handle.join().unwrap_or_default()
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+
+    use procfs::FromRead;
+    use procfs::process::{Schedstat, Stat};
+
+    use super::*;
+
+    /// The descriptors kept open for one task (see the module documentation).
+    struct Task {
+        pid: i32,
+        stat: File,
+        schedstat: Option<File>,
+        children: Option<File>,
+    }
+
+    impl Task {
+        fn open(pid: i32, tid: i32) -> Option<Task> {
+            let dir = format!("/proc/{pid}/task/{tid}");
+            Some(Task {
+                pid,
+                stat: File::open(format!("{dir}/stat")).ok()?,
+                // Absent without CONFIG_SCHED_INFO, or not readable: the state still counts.
+                schedstat: File::open(format!("{dir}/schedstat")).ok(),
+                children: File::open(format!("{dir}/children")).ok(),
+            })
+        }
+    }
+
+    /// Reads a whole small /proc file from offset 0 into `buf`; `None` once the task is gone.
+    fn pread_all(file: &File, buf: &mut Vec<u8>) -> Option<()> {
+        buf.clear();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = file.read_at(&mut chunk, buf.len() as u64).ok()?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > 64 * 1024 {
+                break;
+            }
+        }
+        (!buf.is_empty()).then_some(())
+    }
+
+    fn thread_ids(pid: i32) -> Vec<i32> {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+    }
+
+    /// The pids of the events appended to the recording since the last look.
+    fn new_speakers(recording: &Mutex<Option<(File, u64)>>, watched: &Mutex<Vec<i32>>) {
+        let mut guard = recording.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((file, offset)) = guard.as_mut() else { return };
+        let mut bytes = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while let Ok(n) = file.read_at(&mut chunk, *offset + bytes.len() as u64) {
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        // Only whole lines: a line being appended right now is read next time.
+        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return };
+        *offset += end as u64 + 1;
+        let mut watched = watched.lock().unwrap_or_else(|e| e.into_inner());
+        for line in bytes[..end].split(|b| *b == b'\n') {
+            #[derive(serde::Deserialize)]
+            struct Speaker {
+                pid: i32,
+            }
+            if let Ok(Speaker { pid }) = serde_json::from_slice(line)
+                && pid > 0
+                && !watched.contains(&pid)
+            {
+                watched.push(pid);
+            }
+        }
+    }
+
+    pub(super) fn run(
+        root: i32,
+        interval: Duration,
+        stop: &AtomicBool,
+        watched: &Mutex<Vec<i32>>,
+        recording: &Mutex<Option<(File, u64)>>,
+    ) -> Vec<Sample> {
+        let me = crate::threads::named::gettid();
+        let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
+        let mut samples = Vec::new();
+        let mut buf = Vec::with_capacity(1024);
+        let mut next = std::time::Instant::now();
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            new_speakers(recording, watched);
+            // The processes of the demo: the root, the watched pids, and every child of any of
+            // their threads, found breadth-first through the `children` files.
+            let mut pids: BTreeSet<i32> = BTreeSet::from([root]);
+            pids.extend(watched.lock().unwrap_or_else(|e| e.into_inner()).iter().copied());
+            let mut queue: Vec<i32> = pids.iter().copied().collect();
+            let mut seen_tids = BTreeSet::new();
+            while let Some(pid) = queue.pop() {
+                for tid in thread_ids(pid) {
+                    if tid == me || !seen_tids.insert(tid) {
+                        continue;
+                    }
+                    if !tasks.contains_key(&tid)
+                        && tasks.len() < MAX_TASKS
+                        && let Some(task) = Task::open(pid, tid)
+                    {
+                        tasks.insert(tid, task);
+                    }
+                    let Some(task) = tasks.get(&tid) else { continue };
+                    let Some(children) = &task.children else { continue };
+                    if pread_all(children, &mut buf).is_none() {
+                        continue;
+                    }
+                    for child in String::from_utf8_lossy(&buf).split_whitespace() {
+                        if let Ok(child) = child.parse::<i32>()
+                            && pids.insert(child)
+                        {
+                            queue.push(child);
+                        }
+                    }
+                }
+            }
+            let mut gone = Vec::new();
+            for (&tid, task) in &tasks {
+                let t_us = report::elapsed_us();
+                if pread_all(&task.stat, &mut buf).is_none() {
+                    gone.push(tid);
+                    continue;
+                }
+                let Ok(stat) = Stat::from_read(&buf[..]) else {
+                    gone.push(tid);
+                    continue;
+                };
+                let (run_ns, wait_ns) = task
+                    .schedstat
+                    .as_ref()
+                    .and_then(|f| pread_all(f, &mut buf).map(|()| &buf[..]))
+                    .and_then(|bytes| Schedstat::from_read(bytes).ok())
+                    .map_or((0, 0), |s| (s.sum_exec_runtime, s.run_delay));
+                samples.push(Sample {
+                    t_us,
+                    pid: task.pid,
+                    tid,
+                    comm: stat.comm,
+                    state: stat.state,
+                    cpu: stat.processor.unwrap_or(-1),
+                    run_ns,
+                    wait_ns,
+                });
+            }
+            for tid in gone {
+                tasks.remove(&tid);
+            }
+            if stopping {
+                return samples;
+            }
+            // Ticks on a fixed grid; after a late wake-up (a loaded machine) the next tick is
+            // one interval from now rather than a burst of catch-up reads.
+            next += interval;
+            let now = std::time::Instant::now();
+            if next <= now {
+                next = now + interval;
+            }
+            while !stop.load(Ordering::Relaxed) {
+                let now = std::time::Instant::now();
+                if now >= next {
+                    break;
+                }
+                std::thread::park_timeout(next - now);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use super::*;
+
+    pub(super) fn run(
+        _root: i32,
+        _interval: Duration,
+        stop: &AtomicBool,
+        _watched: &Mutex<Vec<i32>>,
+        _recording: &Mutex<Option<(std::fs::File, u64)>>,
+    ) -> Vec<Sample> {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+        Vec::new()
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grandchild_is_found_through_children_and_last_seen_as_a_zombie() {
+        // sh starts a short sleep in the background, then becomes a long sleep (exec), which
+        // never reaps it: the grandchild ends and stays a zombie under its parent. (A child of
+        // the test process itself could be reaped by another test's waitpid(-1).)
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.05 & exec sleep 30"])
+            .spawn()
+            .unwrap();
+        let parent = child.id() as i32;
+        let sampler = Sampler::start(std::process::id() as i32, Duration::from_millis(2)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let grandchild = loop {
+            let zombie = crate::ps::children_of(parent)
+                .into_iter()
+                .find(|pid| crate::ps::state_of(*pid) == Some('Z'));
+            if let Some(pid) = zombie {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "no zombie grandchild appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // `stop` reads every task once more before it returns: the last sample is the Z.
+        let samples = sampler.stop();
+        let _ = child.kill();
+        let _ = child.wait();
+        let states: Vec<char> =
+            samples.iter().filter(|s| s.pid == grandchild).map(|s| s.state).collect();
+        assert_eq!(states.last(), Some(&'Z'), "{states:?}");
+        assert!(samples.iter().any(|s| s.pid == parent && s.state == 'S'));
+        assert!(samples.iter().all(|s| s.comm != "sampler"), "the sampler samples itself");
+        assert!(samples.windows(2).all(|w| w[0].t_us <= w[1].t_us));
+    }
+}

@@ -1,0 +1,327 @@
+//! svg — a run as one self-contained picture (`--svg FILE`), for a slide or a guide.
+//!
+//! One lane per process and per thread (the demo's machinery threads, the signal watcher and
+//! the sampler, left out), and on each lane:
+//! - a band coloured by the kernel's sampled state (running, ready, S, D, T, Z);
+//! - above it, bars for the spans the demo marks (holding a lock, a critical section, a task);
+//! - dots for its lifecycle events (fork, exit, kill, reap, signals);
+//!
+//! and across the lanes arrows for messages and results, a time axis, the shared counters as
+//! small step lines, and a legend. Everything is drawn from the same [`Model`] as the trace.
+//!
+//! The elements carry what a picture's *skeleton* is made of, for the test that checks the
+//! guides' pictures against the current code: `class="lane"` with `data-kind` (process or
+//! thread) and `data-role` (its name without the number), `class="legend-item"` with
+//! `data-name`, `class="span"` with `data-name`, `class="mark"` with `data-kind`.
+
+use std::fmt::Write as _;
+
+use crate::trace::{HELPER_THREADS, KernelState, Model, Track};
+
+const WIDTH: f64 = 1100.0;
+const LABEL: f64 = 200.0;
+const RIGHT: f64 = 24.0;
+const TOP: f64 = 44.0;
+const LANE: f64 = 26.0;
+const COUNTER_LANE: f64 = 34.0;
+
+/// Colours for the demo's spans, in the order their names first appear.
+const SPAN_COLOURS: &[&str] = &["#6a1b9a", "#00838f", "#c62828", "#ef6c00", "#283593", "#558b2f"];
+
+/// Colours of the lifecycle marks.
+const MARKS: &[(&str, &str, &str)] = &[
+    ("fork", "#1565c0", "fork / start"),
+    ("exec", "#00897b", "exec"),
+    ("exit", "#212121", "exit"),
+    ("kill", "#d50000", "kill"),
+    ("reap", "#8d6e63", "reap / join"),
+    ("signal", "#f9a825", "signal"),
+];
+
+const FLOW_COLOUR: &str = "#7b1fa2";
+
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The lanes drawn: every track but the helper threads'.
+pub fn lanes(model: &Model) -> Vec<&Track> {
+    model
+        .tracks
+        .iter()
+        .filter(|t| t.is_process() || !HELPER_THREADS.contains(&t.name.as_str()))
+        .collect()
+}
+
+/// A round step (1, 2 or 5 × 10^n µs) that gives at most `max_ticks` ticks over `span_us`.
+fn tick_step(span_us: u64, max_ticks: u64) -> u64 {
+    let mut step = 1u64;
+    loop {
+        for m in [1, 2, 5] {
+            if span_us / (step * m) <= max_ticks {
+                return step * m;
+            }
+        }
+        step *= 10;
+    }
+}
+
+/// A tick's label: milliseconds on a short run, seconds with as many decimals as the step needs.
+fn time_label(us: u64, step: u64) -> String {
+    if us == 0 {
+        "0".into()
+    } else if step < 100_000 {
+        format!("{}ms", us as f64 / 1000.0)
+    } else if step.is_multiple_of(1_000_000) {
+        format!("{}s", us / 1_000_000)
+    } else {
+        format!("{:.1}s", us as f64 / 1e6)
+    }
+}
+
+/// The picture of `model`, as SVG text.
+pub fn render(model: &Model) -> String {
+    let lanes = lanes(model);
+    let end = model.end_us.max(1);
+    let plot = WIDTH - LABEL - RIGHT;
+    let x = |t: u64| LABEL + plot * (t.min(end) as f64 / end as f64);
+    let lane_y = |pid: i32, tid: i32| {
+        lanes.iter().position(|t| t.pid == pid && t.tid == tid).map(|i| TOP + i as f64 * LANE)
+    };
+    let mut counter_names: Vec<&str> = Vec::new();
+    for c in &model.counters {
+        if !counter_names.contains(&c.name) {
+            counter_names.push(c.name);
+        }
+    }
+    let mut span_names: Vec<&str> = Vec::new();
+    for s in &model.spans {
+        if !span_names.contains(&s.name.as_str()) {
+            span_names.push(&s.name);
+        }
+    }
+    let span_colour = |name: &str| {
+        SPAN_COLOURS[span_names.iter().position(|n| *n == name).unwrap_or(0) % SPAN_COLOURS.len()]
+    };
+    let lanes_bottom = TOP + lanes.len() as f64 * LANE;
+    let counters_top = lanes_bottom + 6.0;
+    let axis_y = counters_top + counter_names.len() as f64 * COUNTER_LANE + 4.0;
+    let legend_y = axis_y + 34.0;
+    let states_used: Vec<KernelState> = KernelState::ALL
+        .into_iter()
+        .filter(|s| model.states.iter().any(|x| x.state == *s))
+        .collect();
+    let marks_used: Vec<&(&str, &str, &str)> =
+        MARKS.iter().filter(|(k, ..)| model.instants.iter().any(|i| i.kind == *k)).collect();
+    let legend_items = states_used.len()
+        + span_names.len()
+        + marks_used.len()
+        + usize::from(!model.flows.is_empty());
+    let legend_rows = legend_items.div_ceil(4).max(1);
+    let height = legend_y + legend_rows as f64 * 20.0 + 10.0;
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        out,
+        r#"<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{FLOW_COLOUR}"/></marker></defs>"#
+    );
+    let _ =
+        writeln!(out, r#"<rect x="0" y="0" width="{WIDTH}" height="{height:.0}" fill="white"/>"#);
+    let title =
+        format!("{} — {} lanes, {:.3}s", crate::report::who(), lanes.len(), end as f64 / 1e6);
+    let _ = writeln!(
+        out,
+        r#"<text x="12" y="24" font-size="15" font-weight="bold">{}</text>"#,
+        esc(&title)
+    );
+
+    for (i, lane) in lanes.iter().enumerate() {
+        let y = TOP + i as f64 * LANE;
+        let kind = if lane.is_process() { "process" } else { "thread" };
+        // A thread's lane sits under its process's, indented, with its own tid.
+        let label = if lane.is_process() {
+            format!("{} {}", lane.name, lane.pid)
+        } else {
+            format!("{} {}", lane.name, lane.tid)
+        };
+        let _ = writeln!(
+            out,
+            r#"<g class="lane" data-kind="{kind}" data-role="{}" data-pid="{}" data-tid="{}">"#,
+            esc(&lane.role),
+            lane.pid,
+            lane.tid
+        );
+        if i % 2 == 1 {
+            let _ = writeln!(
+                out,
+                r##"<rect x="0" y="{y}" width="{WIDTH}" height="{LANE}" fill="#f6f7f9"/>"##
+            );
+        }
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{:.1}">{}{}</text>"#,
+            if lane.is_process() { 10.0 } else { 22.0 },
+            y + 17.0,
+            if lane.is_process() { "" } else { "└ " },
+            esc(&label)
+        );
+        // The state band: one path per state, a rectangle per slice (a thread that flips
+        // between running and ready every reading makes hundreds; a path keeps them small).
+        for state in KernelState::ALL {
+            let mut d = String::new();
+            for s in model
+                .states
+                .iter()
+                .filter(|s| s.pid == lane.pid && s.tid == lane.tid && s.state == state)
+            {
+                let (x0, x1) = (x(s.start_us), x(s.end_us));
+                let _ = write!(
+                    d,
+                    "M{x0:.1} {:.0}h{:.1}v12h-{:.1}z",
+                    y + 11.0,
+                    (x1 - x0).max(0.8),
+                    (x1 - x0).max(0.8)
+                );
+            }
+            if !d.is_empty() {
+                let _ = writeln!(
+                    out,
+                    r#"<path class="state" data-state="{}" d="{d}" fill="{}"><title>{}</title></path>"#,
+                    state.name(),
+                    state.colour(),
+                    state.meaning()
+                );
+            }
+        }
+        // Spans just above the band; one opened inside another drawn a row higher.
+        let mine: Vec<_> =
+            model.spans.iter().filter(|s| s.pid == lane.pid && s.tid == lane.tid).collect();
+        for s in &mine {
+            let depth = mine
+                .iter()
+                .filter(|o| o.start_us < s.start_us && o.end_us >= s.end_us)
+                .count()
+                .min(1);
+            let (x0, x1) = (x(s.start_us), x(s.end_us));
+            let _ = writeln!(
+                out,
+                r#"<rect class="span" data-name="{}" x="{x0:.1}" y="{:.1}" width="{:.1}" height="4" fill="{}"><title>{} {:.1}–{:.1} ms</title></rect>"#,
+                esc(&s.name),
+                y + 6.0 - depth as f64 * 4.5,
+                (x1 - x0).max(1.5),
+                span_colour(&s.name),
+                esc(&s.name),
+                s.start_us as f64 / 1000.0,
+                s.end_us as f64 / 1000.0
+            );
+        }
+        for m in model.instants.iter().filter(|m| m.pid == lane.pid && m.tid == lane.tid) {
+            let Some((_, colour, _)) = MARKS.iter().find(|(k, ..)| *k == m.kind) else { continue };
+            let _ = writeln!(
+                out,
+                r#"<circle class="mark" data-kind="{}" cx="{:.1}" cy="{:.1}" r="3.5" fill="{colour}" stroke="white" stroke-width="1"><title>{} at {:.1} ms</title></circle>"#,
+                m.kind,
+                x(m.t_us),
+                y + 17.0,
+                esc(&m.name),
+                m.t_us as f64 / 1000.0
+            );
+        }
+        let _ = writeln!(out, "</g>");
+    }
+
+    for f in &model.flows {
+        let (Some(y0), Some(y1)) = (lane_y(f.from.0, f.from.1), lane_y(f.to.0, f.to.1)) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            r#"<line class="flow" data-name="{}" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{FLOW_COLOUR}" stroke-width="1.3" marker-end="url(#arrow)"/>"#,
+            f.name,
+            x(f.from.2),
+            y0 + 17.0,
+            x(f.to.2),
+            y1 + 17.0
+        );
+    }
+
+    for (i, name) in counter_names.iter().enumerate() {
+        let top = counters_top + i as f64 * COUNTER_LANE;
+        let points: Vec<_> = model.counters.iter().filter(|c| c.name == *name).collect();
+        let max = points.iter().map(|c| c.value).fold(0.0f64, f64::max).max(1.0);
+        let yv = |v: f64| top + COUNTER_LANE - 6.0 - (COUNTER_LANE - 12.0) * (v / max);
+        let mut path = String::new();
+        for (j, c) in points.iter().enumerate() {
+            let (px, py) = (x(c.t_us), yv(c.value));
+            if j == 0 {
+                let _ = write!(path, "M{px:.1},{py:.1}");
+            } else {
+                let _ = write!(path, " H{px:.1} V{py:.1}");
+            }
+        }
+        let last = points.last().map_or(0.0, |c| c.value);
+        let _ = writeln!(
+            out,
+            r##"<g class="counter" data-name="{}"><text x="10" y="{:.1}">{} (0–{max})</text><path d="{path} H{:.1}" fill="none" stroke="#37474f" stroke-width="1.5"/><text x="{:.1}" y="{:.1}" font-size="10">{last}</text></g>"##,
+            esc(name),
+            top + 20.0,
+            esc(name),
+            x(end),
+            x(end) + 2.0,
+            yv(last) + 3.0
+        );
+    }
+
+    // The time axis.
+    let step = tick_step(end, 10);
+    let _ = writeln!(
+        out,
+        r##"<g class="axis"><line x1="{LABEL}" y1="{axis_y:.1}" x2="{:.1}" y2="{axis_y:.1}" stroke="#555"/>"##,
+        WIDTH - RIGHT
+    );
+    let mut t = 0;
+    while t <= end {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{0:.1}" y1="{axis_y:.1}" x2="{0:.1}" y2="{1:.1}" stroke="#555"/><line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{axis_y:.1}" stroke="#000" stroke-opacity="0.07"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle" font-size="11">{3}</text>"##,
+            x(t),
+            axis_y + 5.0,
+            axis_y + 18.0,
+            time_label(t, step)
+        );
+        t += step;
+    }
+    let _ = writeln!(out, "</g>");
+
+    // The legend: four items a row.
+    let mut items: Vec<(String, String)> = Vec::new();
+    for s in &states_used {
+        items.push((s.name().to_string(), format!(r##"<rect x="0" y="-9" width="14" height="10" fill="{}" stroke="#999" stroke-width="0.5"/><text x="19" y="0">{}</text>"##, s.colour(), esc(s.meaning()))));
+    }
+    for name in &span_names {
+        items.push((name.to_string(), format!(r#"<rect x="0" y="-7" width="14" height="4" fill="{}"/><text x="19" y="0">{}</text>"#, span_colour(name), esc(name))));
+    }
+    for (kind, colour, text) in &marks_used {
+        items.push((kind.to_string(), format!(r#"<circle cx="7" cy="-4" r="3.5" fill="{colour}"/><text x="19" y="0">{text}</text>"#)));
+    }
+    if !model.flows.is_empty() {
+        items.push(("arrow".into(), format!(r#"<line x1="0" y1="-4" x2="13" y2="-4" stroke="{FLOW_COLOUR}" stroke-width="1.3" marker-end="url(#arrow)"/><text x="19" y="0">message / result</text>"#)));
+    }
+    let _ = writeln!(out, r#"<g class="legend">"#);
+    for (i, (name, body)) in items.iter().enumerate() {
+        let (col, row) = (i % 4, i / 4);
+        let _ = writeln!(
+            out,
+            r#"<g class="legend-item" data-name="{}" transform="translate({:.1},{:.1})">{body}</g>"#,
+            esc(name),
+            12.0 + col as f64 * 270.0,
+            legend_y + row as f64 * 20.0
+        );
+    }
+    let _ = writeln!(out, "</g>\n</svg>");
+    out
+}

@@ -1,0 +1,905 @@
+//! trace — every run as a picture: `--trace FILE` (Chrome's Trace Event JSON, which Perfetto's
+//! UI and `chrome://tracing` open as it is) and `--svg FILE` (one self-contained picture).
+//!
+//! Both are drawn from two sources and nothing else, so nothing is drawn that the run did not
+//! do:
+//! - the **events** the demo's processes emitted (the same lines `--json` prints), recorded to
+//!   one shared file by every process of the run ([`crate::timeline`]'s recording, started
+//!   before anything else), plus the phase marks of [`crate::phase`] (a span such as
+//!   `critical section`), which go to that file only and never to the demo's output;
+//! - the **kernel's view**, sampled from `/proc` by [`crate::sampler`] every
+//!   [`sampler::DEFAULT_INTERVAL`]: each thread's state letter and its time running and ready.
+//!
+//! What the trace holds ([`Model`] is the common ground of both outputs):
+//! - a track per process and per thread, named as `ps` names them (`comm`), and beside each
+//!   thread a second track, `<name> (kernel)`, with its sampled states as slices: `running`,
+//!   `ready` (runnable, waiting for a CPU: `R` with its wait time growing), `S`, `D`, `T`, `Z`,
+//!   each with its colour. They are a separate track because the kernel's slices and the
+//!   demo's spans cross each other and Trace Event slices on one track must nest;
+//! - the demo's phases as `B`/`E` slices on the thread's track;
+//! - every event as an instant (`i`), the lifecycle ones (fork, exec, exit, kill, reap,
+//!   signals) in the category `lifecycle`;
+//! - flow arrows (`s` → `f`) from a `put` to the `got` of the same item, and from a task to its
+//!   result, where the events carry an id;
+//! - counters (`C`) for the shared values the events carry: the tickets left, a queue's size,
+//!   a balance.
+//!
+//! The file is written whole at the end (a temporary file beside it, then `rename`), also after
+//! Ctrl-C (the signal watcher writes it once every child is reaped) and after a lost child
+//! (the demo's error path goes through the same end).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use crate::phase::Mark;
+use crate::sampler::{self, Sample, Sampler};
+use crate::timeline::{Record, Recording};
+use crate::{demo, report};
+
+/// The recorded event that carries a phase mark (never printed).
+pub const PHASE_EVENT: &str = "phase";
+
+/// A thread's kernel track has this added to its tid: above any pid the kernel hands out
+/// (`pid_max` is at most 2^22), so it never meets a real thread's track.
+pub const KERNEL_TRACK_OFFSET: i32 = 1 << 23;
+
+/// The descriptor of the run's recording, in the process that started it (or -1).
+static RUN_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// The run being traced, for the signal watcher's end (see [`finish_on_signal`]).
+static SESSION: Mutex<Option<Session>> = Mutex::new(None);
+
+/// Where the pictures go: the paths of `--trace` and `--svg`.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    pub trace: Option<PathBuf>,
+    pub svg: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// True when neither picture was asked for.
+    pub fn is_empty(&self) -> bool {
+        self.trace.is_none() && self.svg.is_none()
+    }
+
+    /// Checks both paths before anything starts: each must name a file (not a directory) in a
+    /// directory this process can create files in. Bad input (exit 2) naming the flag.
+    pub fn check(&self) -> Result<()> {
+        for (flag, path) in [("--trace", &self.trace), ("--svg", &self.svg)] {
+            if let Some(path) = path {
+                check_output(flag, path)?;
+            }
+        }
+        if self.trace.is_some() && self.trace == self.svg {
+            return Err(demo::bad_input("--trace and --svg name the same file"));
+        }
+        Ok(())
+    }
+}
+
+fn check_output(flag: &str, path: &Path) -> Result<()> {
+    let shown = path.display();
+    if path.as_os_str().is_empty() {
+        return Err(demo::bad_input(format!("{flag}: the file name is empty")));
+    }
+    if path.is_dir() {
+        return Err(demo::bad_input(format!("{flag} {shown}: is a directory, not a file")));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(demo::bad_input(format!(
+            "{flag} {shown}: the directory {} does not exist",
+            dir.display()
+        )));
+    }
+    // The file is written as a temporary file beside it, then renamed: that needs the right to
+    // create files in the directory, whatever the file's own mode. Try it, and leave nothing.
+    let probe = temp_path(path);
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => {
+            Err(demo::bad_input(format!("{flag} {shown}: cannot write in {}: {e}", dir.display())))
+        }
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Writes `bytes` to `path` whole or not at all: a temporary file beside it, then `rename`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let temp = temp_path(path);
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// In the process that records the whole run: a second handle on the run's recording file,
+/// for a demo's own [`Recording`] to read its part of it.
+pub(crate) fn shared_recording(fd: i32) -> Option<std::fs::File> {
+    #[cfg(unix)]
+    {
+        if fd < 0 || RUN_FD.load(Ordering::Acquire) != fd {
+            return None;
+        }
+        // Safety: the run's recording keeps `fd` open while RUN_FD names it.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        borrowed.try_clone_to_owned().ok().map(std::fs::File::from)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = fd;
+        None
+    }
+}
+
+/// The phase listener: a mark becomes one recorded line (never printed).
+pub fn on_mark(mark: &Mark<'_>) {
+    let (ph, name) = match mark {
+        Mark::Step(name) => ("i", name),
+        Mark::Begin(name) => ("B", name),
+        Mark::End(name) => ("E", name),
+    };
+    report::record_only(PHASE_EVENT, json!({ "ph": ph, "name": name }));
+}
+
+/// A traced run: the recording of every event and the sampler.
+#[derive(Debug)]
+pub struct Session {
+    outputs: Outputs,
+    recording: Recording,
+    sampler: Sampler,
+    interval_us: u64,
+}
+
+/// Starts tracing the run if `outputs` asks for it. Call once, early: after the signal watcher
+/// (the sampler is a thread) and before the demo starts any child.
+pub fn start(outputs: Outputs) -> Result<()> {
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let (recording, fd) = Recording::start_run()?;
+    RUN_FD.store(fd, Ordering::Release);
+    report::set_tracing(true);
+    crate::phase::install_tracer(on_mark);
+    let interval = sampler::DEFAULT_INTERVAL;
+    let sampler = Sampler::start(std::process::id() as i32, interval)?;
+    if let Some(file) = shared_recording(fd) {
+        sampler.watch_recording(file);
+    }
+    let session = Session { outputs, recording, sampler, interval_us: interval.as_micros() as u64 };
+    *SESSION.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
+    Ok(())
+}
+
+/// Ends the traced run (if any) and writes its pictures.
+pub fn finish() -> Result<()> {
+    let session = SESSION.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match session {
+        Some(session) => session.finish(),
+        None => Ok(()),
+    }
+}
+
+/// The signal watcher's end: writes the pictures of the run so far, once every child is
+/// reaped. If the main thread is writing them at that moment, it is left to finish.
+pub fn finish_on_signal() {
+    let session = match SESSION.try_lock() {
+        Ok(mut guard) => guard.take(),
+        Err(_) => None,
+    };
+    if let Some(session) = session
+        && let Err(e) = session.finish()
+    {
+        report::write_stderr(&format!("{}: error: {e:#}", report::who()));
+    }
+}
+
+impl Session {
+    fn finish(self) -> Result<()> {
+        let samples = self.sampler.stop();
+        let records = self.recording.all_records()?;
+        report::set_tracing(false);
+        let model = Model::build(&records, &samples, self.interval_us);
+        if let Some(path) = &self.outputs.trace {
+            let mut text = serde_json::to_string(&model.to_trace())?;
+            text.push('\n');
+            write_atomically(path, text.as_bytes())?;
+        }
+        if let Some(path) = &self.outputs.svg {
+            write_atomically(path, crate::svg::render(&model).as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// What the kernel showed of a thread over a stretch of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KernelState {
+    Running,
+    Ready,
+    Sleeping,
+    Disk,
+    Stopped,
+    Zombie,
+    Other,
+}
+
+impl KernelState {
+    /// Every state, in the legend's order.
+    pub const ALL: [KernelState; 7] = [
+        KernelState::Running,
+        KernelState::Ready,
+        KernelState::Sleeping,
+        KernelState::Disk,
+        KernelState::Stopped,
+        KernelState::Zombie,
+        KernelState::Other,
+    ];
+
+    /// The slice's name in the trace.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelState::Running => "running",
+            KernelState::Ready => "ready",
+            KernelState::Sleeping => "S",
+            KernelState::Disk => "D",
+            KernelState::Stopped => "T",
+            KernelState::Zombie => "Z",
+            KernelState::Other => "other",
+        }
+    }
+
+    /// What it means, for the legend.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            KernelState::Running => "running on a CPU",
+            KernelState::Ready => "ready, waiting for a CPU",
+            KernelState::Sleeping => "S: blocked, waiting for an event",
+            KernelState::Disk => "D: uninterruptible wait",
+            KernelState::Stopped => "T: stopped by a signal",
+            KernelState::Zombie => "Z: zombie, ended, not reaped",
+            KernelState::Other => "another state",
+        }
+    }
+
+    /// The trace viewer's reserved colour name (`cname`).
+    pub fn cname(self) -> &'static str {
+        match self {
+            KernelState::Running => "thread_state_running",
+            KernelState::Ready => "thread_state_runnable",
+            KernelState::Sleeping => "thread_state_sleeping",
+            KernelState::Disk => "thread_state_uninterruptible",
+            KernelState::Stopped => "yellow",
+            KernelState::Zombie => "terrible",
+            KernelState::Other => "grey",
+        }
+    }
+
+    /// The SVG's colour.
+    pub fn colour(self) -> &'static str {
+        match self {
+            KernelState::Running => "#2e9e44",
+            KernelState::Ready => "#4a7fd4",
+            KernelState::Sleeping => "#d9dde3",
+            KernelState::Disk => "#e8871e",
+            KernelState::Stopped => "#e6c619",
+            KernelState::Zombie => "#b3261e",
+            KernelState::Other => "#9a9a9a",
+        }
+    }
+
+    /// A letter of `/proc/PID/stat`, with the growth of the time on a CPU and the time waiting
+    /// for one since the previous sample (which tells running from ready).
+    fn of(letter: char, ran_ns: u64, waited_ns: u64) -> KernelState {
+        match letter {
+            'R' if waited_ns > ran_ns => KernelState::Ready,
+            'R' => KernelState::Running,
+            'S' | 'I' => KernelState::Sleeping,
+            'D' => KernelState::Disk,
+            'T' | 't' => KernelState::Stopped,
+            'Z' | 'X' => KernelState::Zombie,
+            _ => KernelState::Other,
+        }
+    }
+}
+
+/// One process's or thread's track.
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub pid: i32,
+    pub tid: i32,
+    /// As `ps` names it (`comm`), or as the demo named it when it was never sampled.
+    pub name: String,
+    /// The name without its number (`buyer-3` → `buyer`): what a picture's skeleton compares.
+    pub role: String,
+    /// The first and last moment anything was seen of it (µs).
+    pub first_us: u64,
+    pub last_us: u64,
+    /// Whether it printed an event or marked a phase.
+    pub spoke: bool,
+}
+
+impl Track {
+    /// True for a process's main thread (the track of the process itself).
+    pub fn is_process(&self) -> bool {
+        self.pid == self.tid
+    }
+}
+
+/// A stretch of one kernel state on one thread.
+#[derive(Debug, Clone)]
+pub struct StateSlice {
+    pub pid: i32,
+    pub tid: i32,
+    pub state: KernelState,
+    pub start_us: u64,
+    pub end_us: u64,
+    /// Nanoseconds on a CPU and waiting for one during the slice (from `schedstat`): what the
+    /// letter alone does not say, such as a few µs on a CPU inside a stretch sampled as S.
+    pub run_ns: u64,
+    pub wait_ns: u64,
+}
+
+/// A phase span of the demo (`critical section`), closed at the track's end if never ended.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub pid: i32,
+    pub tid: i32,
+    pub name: String,
+    pub start_us: u64,
+    pub end_us: u64,
+    /// False when the thread ended (or the run did) inside the span.
+    pub closed: bool,
+}
+
+/// An event the demo printed, or a step it marked.
+#[derive(Debug, Clone)]
+pub struct Instant {
+    pub pid: i32,
+    pub tid: i32,
+    pub t_us: u64,
+    pub name: String,
+    /// `fork`, `exec`, `exit`, `kill`, `reap` or `signal`; `step` for a phase step; `event`.
+    pub kind: &'static str,
+    pub data: Value,
+}
+
+/// An arrow from one event to another (a message, a task's result).
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub id: u64,
+    pub name: &'static str,
+    pub from: (i32, i32, u64),
+    pub to: (i32, i32, u64),
+}
+
+/// One value of a shared counter.
+#[derive(Debug, Clone)]
+pub struct CounterPoint {
+    pub name: &'static str,
+    pub t_us: u64,
+    pub value: f64,
+}
+
+/// A run, as both outputs draw it.
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    pub root: i32,
+    pub tracks: Vec<Track>,
+    pub states: Vec<StateSlice>,
+    pub spans: Vec<Span>,
+    pub instants: Vec<Instant>,
+    pub flows: Vec<Flow>,
+    pub counters: Vec<CounterPoint>,
+    pub end_us: u64,
+    /// The sampler's real intervals: the gaps between two readings of one thread (µs).
+    pub gaps: GapStats,
+}
+
+/// How regularly the sampler really read each thread (see [`crate::sampler`]).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct GapStats {
+    pub interval_us: u64,
+    pub readings: usize,
+    pub median_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl GapStats {
+    fn of(samples: &[Sample], interval_us: u64) -> GapStats {
+        let mut last: HashMap<(i32, i32), u64> = HashMap::new();
+        let mut gaps = Vec::new();
+        for s in samples {
+            if let Some(prev) = last.insert((s.pid, s.tid), s.t_us) {
+                gaps.push(s.t_us.saturating_sub(prev));
+            }
+        }
+        gaps.sort_unstable();
+        let at = |q: f64| gaps.get(((gaps.len() as f64 - 1.0) * q).round() as usize).copied();
+        GapStats {
+            interval_us,
+            readings: samples.len(),
+            median_us: at(0.5).unwrap_or(0),
+            p99_us: at(0.99).unwrap_or(0),
+            max_us: gaps.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// The lifecycle kind of an event the demos emit, by its name.
+pub fn lifecycle_kind(event: &str) -> Option<&'static str> {
+    Some(match event {
+        "started" | "forked" | "spawned" | "orphan_started" | "parent_started" | "pool_started"
+        | "worker_started" | "replaced" => "fork",
+        "exec" | "execed" => "exec",
+        "exited" | "exiting" | "exit" | "orphan_exit" | "parent_exit" | "child_lost"
+        | "orphan_gone" | "ended" => "exit",
+        "killed" | "killing" | "kill" | "terminated" => "kill",
+        "reaped" | "all_reaped" | "joined" => "reap",
+        "interrupted" | "signal" | "sigchld_reaper" | "sigchld_ignored" | "stopped" | "resumed"
+        | "sent_signal" => "signal",
+        _ => return None,
+    })
+}
+
+/// Arrows the events can tell: (from event, to event, the fields that name the message).
+const FLOWS: &[(&str, &str, &[&str], &str)] = &[
+    ("put", "got", &["item"], "message"),
+    // A bun is named by its number and its producer: 包子0 of producer-1 and of producer-2.
+    ("produced", "ate", &["item", "by"], "message"),
+    ("task_end", "fault_result", &["task"], "result"),
+];
+
+/// Shared values the events carry: (event or `*` for any, field, counter name).
+const COUNTERS: &[(&str, &str, &str)] = &[
+    ("bought", "after", "tickets left"),
+    ("*", "qsize", "queue size"),
+    ("enter", "inside", "inside"),
+    ("leave", "inside", "inside"),
+    ("*", "balance", "balance"),
+];
+
+/// Events drawn as nothing: prose and headings.
+const QUIET: &[&str] = &["say", "section", "row", "states", "processes", "ps", "thread_view"];
+
+/// Threads of the demo's machinery, not of its concept: kept in the trace, left off the SVG.
+pub const HELPER_THREADS: &[&str] = &["signal-watcher", "sampler"];
+
+fn role_of(name: &str) -> String {
+    let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let trimmed = trimmed.trim_end_matches(['-', '_', ' ', '/']);
+    if trimmed.is_empty() { name.to_string() } else { trimmed.to_string() }
+}
+
+fn record_time(r: &Record) -> u64 {
+    if r.t_us > 0 { r.t_us } else { r.t_ms * 1000 }
+}
+
+impl Model {
+    /// Builds the run's model from its records and samples (`interval_us`: the sampler's).
+    pub fn build(records: &[Record], samples: &[Sample], interval_us: u64) -> Model {
+        let root = std::process::id() as i32;
+        let gaps = GapStats::of(samples, interval_us);
+        let mut model = Model { root, gaps, ..Model::default() };
+        let mut tracks: BTreeMap<(i32, i32), Track> = BTreeMap::new();
+        let mut see = |pid: i32, tid: i32, name: &str, t: u64, spoke: bool| {
+            let track = tracks.entry((pid, tid)).or_insert_with(|| Track {
+                pid,
+                tid,
+                name: name.to_string(),
+                role: role_of(name),
+                first_us: t,
+                last_us: t,
+                spoke,
+            });
+            track.first_us = track.first_us.min(t);
+            track.last_us = track.last_us.max(t);
+            track.spoke |= spoke;
+        };
+        for s in samples {
+            see(s.pid, s.tid, &s.comm, s.t_us, false);
+        }
+        let mut records: Vec<&Record> = records.iter().collect();
+        records.sort_by_key(|r| record_time(r));
+        for r in &records {
+            let tid = r.thread_id();
+            let name = if tid == r.pid || r.thread.is_empty() { &r.who } else { &r.thread };
+            see(r.pid, tid, name, record_time(r), true);
+        }
+        // Names as ps shows them: the sampled comm wins over the demo's own name, and its last
+        // value over its first (a new thread is sampled before it names itself).
+        for s in samples {
+            if let Some(track) = tracks.get_mut(&(s.pid, s.tid)) {
+                track.name.clone_from(&s.comm);
+                track.role = role_of(&s.comm);
+            }
+        }
+        model.states = state_slices(samples, interval_us);
+        let (spans, steps) = spans_of(&records, &tracks);
+        model.spans = spans;
+        model.instants = steps;
+        for r in &records {
+            if r.event == PHASE_EVENT || QUIET.contains(&r.event.as_str()) {
+                continue;
+            }
+            model.instants.push(Instant {
+                pid: r.pid,
+                tid: r.thread_id(),
+                t_us: record_time(r),
+                name: r.event.clone(),
+                kind: lifecycle_kind(&r.event).unwrap_or("event"),
+                data: r.data.clone(),
+            });
+        }
+        model.instants.sort_by_key(|i| i.t_us);
+        model.flows = flows_of(&records);
+        model.counters = counters_of(&records);
+        model.end_us = tracks.values().map(|t| t.last_us).max().unwrap_or(0);
+        model.tracks = tracks.into_values().collect();
+        // Processes in the order they appeared, each followed by its threads.
+        model.tracks.sort_by_key(|t| {
+            let first_of_process = t.first_us;
+            (t.pid != root, first_of_process, t.pid, t.tid != t.pid, t.tid)
+        });
+        let mut order: Vec<i32> = Vec::new();
+        for t in &model.tracks {
+            if !order.contains(&t.pid) {
+                order.push(t.pid);
+            }
+        }
+        model.tracks.sort_by_key(|t| {
+            (order.iter().position(|p| *p == t.pid), t.tid != t.pid, t.first_us, t.tid)
+        });
+        model
+    }
+
+    /// The Chrome Trace Event Format document.
+    pub fn to_trace(&self) -> Value {
+        let mut events: Vec<Value> = Vec::new();
+        let mut named_pids = Vec::new();
+        for (i, t) in self.tracks.iter().enumerate() {
+            if !named_pids.contains(&t.pid) {
+                named_pids.push(t.pid);
+                let process =
+                    self.tracks.iter().find(|p| p.pid == t.pid && p.is_process()).unwrap_or(t);
+                events.push(json!({"ph": "M", "name": "process_name", "pid": t.pid,
+                    "tid": t.pid, "args": {"name": process.name}}));
+                events.push(json!({"ph": "M", "name": "process_sort_index", "pid": t.pid,
+                    "tid": t.pid, "args": {"sort_index": named_pids.len()}}));
+            }
+            events.push(json!({"ph": "M", "name": "thread_name", "pid": t.pid, "tid": t.tid,
+                "args": {"name": t.name}}));
+            events.push(json!({"ph": "M", "name": "thread_sort_index", "pid": t.pid,
+                "tid": t.tid, "args": {"sort_index": 2 * i}}));
+            if self.states.iter().any(|s| s.tid == t.tid && s.pid == t.pid) {
+                let kernel = t.tid + KERNEL_TRACK_OFFSET;
+                events.push(json!({"ph": "M", "name": "thread_name", "pid": t.pid,
+                    "tid": kernel, "args": {"name": format!("{} (kernel)", t.name)}}));
+                events.push(json!({"ph": "M", "name": "thread_sort_index", "pid": t.pid,
+                    "tid": kernel, "args": {"sort_index": 2 * i + 1}}));
+            }
+        }
+        for s in &self.states {
+            events.push(json!({"ph": "X", "name": s.state.name(), "cat": "kernel",
+                "pid": s.pid, "tid": s.tid + KERNEL_TRACK_OFFSET, "ts": s.start_us,
+                "dur": s.end_us.saturating_sub(s.start_us).max(1), "cname": s.state.cname(),
+                "args": {"meaning": s.state.meaning(), "on_cpu_us": s.run_ns / 1000,
+                    "waiting_for_cpu_us": s.wait_ns / 1000}}));
+        }
+        // Per thread track, in time order; B before E at the same moment only if it opens
+        // later than the E closes, which the stable sort keeps.
+        let mut on_track: Vec<(u64, u8, Value)> = Vec::new();
+        for s in &self.spans {
+            on_track.push((
+                s.start_us,
+                1,
+                json!({"ph": "B", "name": s.name, "cat": "phase",
+                "pid": s.pid, "tid": s.tid, "ts": s.start_us}),
+            ));
+            let args = if s.closed { json!({}) } else { json!({"unfinished": true}) };
+            on_track.push((
+                s.end_us,
+                0,
+                json!({"ph": "E", "name": s.name, "cat": "phase",
+                "pid": s.pid, "tid": s.tid, "ts": s.end_us, "args": args}),
+            ));
+        }
+        for i in &self.instants {
+            on_track.push((
+                i.t_us,
+                2,
+                json!({"ph": "i", "s": "t", "name": i.name,
+                "cat": if i.kind == "event" || i.kind == "step" { i.kind } else { "lifecycle" },
+                "pid": i.pid, "tid": i.tid, "ts": i.t_us, "args": i.data}),
+            ));
+        }
+        for f in &self.flows {
+            on_track.push((
+                f.from.2,
+                3,
+                json!({"ph": "s", "id": f.id, "name": f.name,
+                "cat": "flow", "pid": f.from.0, "tid": f.from.1, "ts": f.from.2}),
+            ));
+            on_track.push((
+                f.to.2,
+                3,
+                json!({"ph": "f", "bp": "e", "id": f.id, "name": f.name,
+                "cat": "flow", "pid": f.to.0, "tid": f.to.1, "ts": f.to.2}),
+            ));
+        }
+        on_track.sort_by_key(|(t, order, _)| (*t, *order));
+        events.extend(on_track.into_iter().map(|(_, _, e)| e));
+        for c in &self.counters {
+            events.push(json!({"ph": "C", "name": c.name, "pid": self.root, "ts": c.t_us,
+                "args": {"value": c.value}}));
+        }
+        json!({
+            "traceEvents": events,
+            "displayTimeUnit": "ms",
+            "otherData": {
+                "program": report::who(),
+                "clock": "microseconds since the demo started (CLOCK_MONOTONIC)",
+                "sampler": self.gaps,
+            },
+        })
+    }
+}
+
+/// Consecutive samples of one thread in the same state, as slices: a sample's state holds from
+/// its moment to the next sample's; the last one ends where it was read.
+fn state_slices(samples: &[Sample], interval_us: u64) -> Vec<StateSlice> {
+    let mut by_tid: HashMap<(i32, i32), Vec<&Sample>> = HashMap::new();
+    for s in samples {
+        by_tid.entry((s.pid, s.tid)).or_default().push(s);
+    }
+    let mut slices = Vec::new();
+    for ((pid, tid), list) in by_tid {
+        let mut open: Option<StateSlice> = None;
+        for (i, s) in list.iter().enumerate() {
+            let (ran, waited) = match i.checked_sub(1).map(|p| list[p]) {
+                Some(prev) => {
+                    (s.run_ns.saturating_sub(prev.run_ns), s.wait_ns.saturating_sub(prev.wait_ns))
+                }
+                None => (1, 0),
+            };
+            let state = KernelState::of(s.state, ran, waited);
+            // The time since the previous reading belongs to the slice that was open then.
+            if let Some(slice) = &mut open {
+                slice.run_ns += ran;
+                slice.wait_ns += waited;
+            }
+            match &mut open {
+                Some(slice) if slice.state == state => slice.end_us = s.t_us,
+                _ => {
+                    if let Some(mut slice) = open.take() {
+                        slice.end_us = s.t_us;
+                        slices.push(slice);
+                    }
+                    open = Some(StateSlice {
+                        pid,
+                        tid,
+                        state,
+                        start_us: s.t_us,
+                        end_us: s.t_us,
+                        run_ns: 0,
+                        wait_ns: 0,
+                    });
+                }
+            }
+        }
+        if let Some(mut slice) = open {
+            // A state seen once at the very end lasts at least a moment, not a whole interval:
+            // nothing says how long after the last reading it held.
+            slice.end_us = slice.end_us.max(slice.start_us + 1.min(interval_us));
+            slices.push(slice);
+        }
+    }
+    slices.sort_by_key(|s| (s.pid, s.tid, s.start_us));
+    slices
+}
+
+/// Pairs each thread's phase marks into spans; a span still open when its thread was last seen
+/// ends there (a worker killed inside it). Steps become instants.
+fn spans_of(
+    records: &[&Record],
+    tracks: &BTreeMap<(i32, i32), Track>,
+) -> (Vec<Span>, Vec<Instant>) {
+    let mut open: HashMap<(i32, i32), Vec<Span>> = HashMap::new();
+    let mut spans = Vec::new();
+    let mut steps = Vec::new();
+    for r in records.iter().filter(|r| r.event == PHASE_EVENT) {
+        let key = (r.pid, r.thread_id());
+        let name = r.data["name"].as_str().unwrap_or("").to_string();
+        let t = record_time(r);
+        match r.data["ph"].as_str() {
+            Some("B") => open.entry(key).or_default().push(Span {
+                pid: key.0,
+                tid: key.1,
+                name,
+                start_us: t,
+                end_us: t,
+                closed: false,
+            }),
+            Some("E") => {
+                let stack = open.entry(key).or_default();
+                // The innermost open span of that name (spans close in reverse order).
+                if let Some(pos) = stack.iter().rposition(|s| s.name == name) {
+                    // Any span opened inside it and never closed ends with it, so they nest.
+                    for mut inner in stack.drain(pos + 1..).rev() {
+                        inner.end_us = t;
+                        spans.push(inner);
+                    }
+                    let mut span = stack.pop().expect("found above");
+                    span.end_us = t;
+                    span.closed = true;
+                    spans.push(span);
+                }
+            }
+            _ => steps.push(Instant {
+                pid: key.0,
+                tid: key.1,
+                t_us: t,
+                name,
+                kind: "step",
+                data: Value::Null,
+            }),
+        }
+    }
+    for (key, stack) in open {
+        let end = tracks.get(&key).map_or(0, |t| t.last_us);
+        for mut span in stack.into_iter().rev() {
+            span.end_us = end.max(span.start_us);
+            spans.push(span);
+        }
+    }
+    spans.sort_by_key(|s| (s.pid, s.tid, s.start_us));
+    (spans, steps)
+}
+
+fn flows_of(records: &[&Record]) -> Vec<Flow> {
+    let mut flows = Vec::new();
+    for (from, to, keys, name) in FLOWS {
+        // First in, first out per id: a put is matched with the first get of that item after it.
+        let mut waiting: HashMap<String, std::collections::VecDeque<&Record>> = HashMap::new();
+        for r in records {
+            if r.event != *from && r.event != *to {
+                continue;
+            }
+            let id: Vec<&Value> = keys.iter().filter_map(|k| r.data.get(*k)).collect();
+            if id.len() != keys.len() || id.iter().any(|v| v.is_null()) {
+                continue;
+            }
+            let id = serde_json::to_string(&id).unwrap_or_default();
+            if r.event == *from {
+                waiting.entry(id).or_default().push_back(r);
+            } else if r.event == *to
+                && let Some(start) = waiting.get_mut(&id).and_then(|q| q.pop_front())
+            {
+                flows.push(Flow {
+                    id: flows.len() as u64 + 1,
+                    name,
+                    from: (start.pid, start.thread_id(), record_time(start)),
+                    to: (r.pid, r.thread_id(), record_time(r)),
+                });
+            }
+        }
+    }
+    flows
+}
+
+fn counters_of(records: &[&Record]) -> Vec<CounterPoint> {
+    let mut points = Vec::new();
+    for r in records {
+        for (event, field, name) in COUNTERS {
+            if (*event == "*" || r.event == *event)
+                && let Some(value) = r.data.get(*field).and_then(Value::as_f64)
+            {
+                points.push(CounterPoint { name, t_us: record_time(r), value });
+            }
+        }
+    }
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(t_us: u64, pid: i32, tid: i32, event: &str, data: Value) -> Record {
+        Record {
+            t_ms: t_us / 1000,
+            t_us,
+            pid,
+            ppid: 1,
+            who: format!("buyer-{pid}"),
+            tid,
+            thread: "main".into(),
+            event: event.into(),
+            data,
+        }
+    }
+
+    fn sample(t_us: u64, pid: i32, state: char, run_ns: u64, wait_ns: u64) -> Sample {
+        Sample { t_us, pid, tid: pid, comm: format!("buyer-{pid}"), state, cpu: 0, run_ns, wait_ns }
+    }
+
+    #[test]
+    fn samples_become_slices_and_r_is_split_into_running_and_ready() {
+        let samples = [
+            sample(0, 5, 'R', 0, 0),
+            sample(2000, 5, 'R', 1_500_000, 100),
+            sample(4000, 5, 'R', 1_500_100, 1_900_000),
+            sample(6000, 5, 'S', 1_500_200, 1_900_000),
+            sample(8000, 5, 'Z', 1_500_200, 1_900_000),
+        ];
+        let slices = state_slices(&samples, 2000);
+        let states: Vec<(&str, u64, u64)> =
+            slices.iter().map(|s| (s.state.name(), s.start_us, s.end_us)).collect();
+        assert_eq!(
+            states,
+            [("running", 0, 4000), ("ready", 4000, 6000), ("S", 6000, 8000), ("Z", 8000, 8001)]
+        );
+    }
+
+    #[test]
+    fn a_span_left_open_ends_with_its_thread_and_marks_pair_by_name() {
+        let records = [
+            rec(10, 7, 7, "phase", json!({"ph": "B", "name": "task running"})),
+            rec(20, 7, 7, "phase", json!({"ph": "B", "name": "critical section"})),
+            rec(30, 7, 7, "phase", json!({"ph": "E", "name": "critical section"})),
+            rec(90, 7, 7, "busy", json!({})),
+        ];
+        let model = Model::build(&records, &[], 2000);
+        let spans: Vec<(&str, u64, u64, bool)> =
+            model.spans.iter().map(|s| (s.name.as_str(), s.start_us, s.end_us, s.closed)).collect();
+        assert_eq!(spans, [("task running", 10, 90, false), ("critical section", 20, 30, true)]);
+    }
+
+    #[test]
+    fn a_put_flows_to_the_first_got_of_the_same_item() {
+        let records = [
+            rec(10, 7, 7, "put", json!({"item": 1, "qsize": 1})),
+            rec(11, 7, 7, "put", json!({"item": 2, "qsize": 2})),
+            rec(50, 8, 8, "got", json!({"item": 2, "qsize": 1})),
+            rec(60, 8, 8, "got", json!({"item": 1, "qsize": 0})),
+        ];
+        let model = Model::build(&records, &[], 2000);
+        let flows: Vec<(u64, u64)> = model.flows.iter().map(|f| (f.from.2, f.to.2)).collect();
+        assert_eq!(flows, [(11, 50), (10, 60)]);
+        let sizes: Vec<f64> = model.counters.iter().map(|c| c.value).collect();
+        assert_eq!(sizes, [1.0, 2.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn bad_output_paths_are_refused_naming_the_flag() {
+        let dir = std::env::temp_dir();
+        let e = check_output("--svg", &dir).unwrap_err().to_string();
+        assert!(e.starts_with("--svg ") && e.contains("directory"), "{e}");
+        let missing = dir.join("no-such-dir-for-a-trace").join("t.json");
+        let e = check_output("--trace", &missing).unwrap_err().to_string();
+        assert!(e.starts_with("--trace ") && e.contains("does not exist"), "{e}");
+    }
+}

@@ -1,0 +1,381 @@
+//! `--trace` and `--svg`: the run as Trace Event JSON and as a picture, checked for form (valid
+//! JSON, paired slices, time order, a named track for every process and thread that spoke) and
+//! for what they must show on the real kernel (a zombie's Z until its reap, overlapping critical
+//! sections without the lock and none with it, deadlocked threads asleep, a killed worker's
+//! track ending and its replacement's beginning).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use serde_json::Value;
+use support::{Output, TempDir};
+
+/// The kernel track of a thread has this added to its tid (see `common::trace`).
+const KERNEL: i64 = common::trace::KERNEL_TRACK_OFFSET as i64;
+
+/// A parsed trace: its events, and each track's name by (pid, tid).
+struct Trace {
+    events: Vec<Value>,
+    names: HashMap<(i64, i64), String>,
+}
+
+impl Trace {
+    fn read(path: &Path) -> Trace {
+        let text = std::fs::read_to_string(path).expect("the trace file");
+        let doc: Value = serde_json::from_str(&text).expect("the trace is valid JSON");
+        let events = doc["traceEvents"].as_array().expect("a traceEvents array").clone();
+        let mut names = HashMap::new();
+        for e in &events {
+            if e["ph"] == "M" && e["name"] == "thread_name" {
+                let name = e["args"]["name"].as_str().expect("a thread name").to_string();
+                names.insert((e["pid"].as_i64().unwrap(), e["tid"].as_i64().unwrap()), name);
+            }
+        }
+        Trace { events, names }
+    }
+
+    /// Every non-metadata event of one track, in file order.
+    fn on(&self, pid: i64, tid: i64) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| e["ph"] != "M" && e["pid"] == pid && e["tid"] == tid)
+            .collect()
+    }
+
+    /// The spans named `name` on every track: (pid, tid, begin, end).
+    fn spans(&self, name: &str) -> Vec<(i64, i64, u64, u64)> {
+        let mut open: HashMap<(i64, i64), Vec<u64>> = HashMap::new();
+        let mut spans = Vec::new();
+        for e in self.events.iter().filter(|e| e["name"] == name) {
+            let key = (e["pid"].as_i64().unwrap(), e["tid"].as_i64().unwrap());
+            let ts = e["ts"].as_u64().unwrap();
+            match e["ph"].as_str() {
+                Some("B") => open.entry(key).or_default().push(ts),
+                Some("E") => {
+                    let begin = open.get_mut(&key).and_then(Vec::pop).expect("an E after its B");
+                    spans.push((key.0, key.1, begin, ts));
+                }
+                _ => {}
+            }
+        }
+        spans
+    }
+
+    /// The kernel-state slices of one thread: (state, start, end).
+    fn states(&self, pid: i64, tid: i64) -> Vec<(String, u64, u64)> {
+        self.on(pid, tid + KERNEL)
+            .into_iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| {
+                let ts = e["ts"].as_u64().unwrap();
+                (e["name"].as_str().unwrap().to_string(), ts, ts + e["dur"].as_u64().unwrap())
+            })
+            .collect()
+    }
+
+    /// The first and last moment of any event on a thread's tracks (its own and its kernel one).
+    fn extent(&self, pid: i64, tid: i64) -> Option<(u64, u64)> {
+        let mut times = Vec::new();
+        for e in self.on(pid, tid).into_iter().chain(self.on(pid, tid + KERNEL)) {
+            let ts = e["ts"].as_u64().unwrap();
+            times.push(ts);
+            times.push(ts + e["dur"].as_u64().unwrap_or(0));
+        }
+        Some((*times.iter().min()?, *times.iter().max()?))
+    }
+}
+
+/// The time of an event on the demo's clock, in µs.
+fn t_us(e: &Value) -> u64 {
+    e["t_us"].as_u64().unwrap_or_else(|| panic!("an event without t_us: {e}"))
+}
+
+fn pid(e: &Value) -> i64 {
+    e["pid"].as_i64().unwrap()
+}
+
+/// Checks what every trace must be: B/E paired on each track, time never going back on a
+/// track, a named track for every pid/tid that printed an event, the root's processes named.
+fn assert_well_formed(trace: &Trace, out: &Output) {
+    let mut tracks: BTreeSet<(i64, i64)> = BTreeSet::new();
+    for e in &trace.events {
+        let ph = e["ph"].as_str().expect("every event has a ph");
+        assert!(
+            ["M", "B", "E", "X", "i", "C", "s", "f"].contains(&ph),
+            "an unexpected phase {ph}: {e}"
+        );
+        if ph != "M" && ph != "C" {
+            assert!(e["ts"].is_u64(), "ts in µs: {e}");
+            tracks.insert((e["pid"].as_i64().unwrap(), e["tid"].as_i64().unwrap()));
+        }
+        if ph == "X" {
+            assert!(e["dur"].as_u64().unwrap() >= 1 && e["cname"].is_string(), "{e}");
+        }
+        if ph == "f" {
+            assert_eq!(e["bp"], "e", "{e}");
+        }
+    }
+    for &(pid, tid) in &tracks {
+        assert!(trace.names.contains_key(&(pid, tid)), "track {pid}/{tid} has no thread_name");
+        let mut stack: Vec<String> = Vec::new();
+        let mut last = 0;
+        for e in trace.on(pid, tid) {
+            let ts = e["ts"].as_u64().unwrap();
+            assert!(ts >= last, "time goes back on {pid}/{tid}: {last} then {e}");
+            last = ts;
+            match e["ph"].as_str() {
+                Some("B") => stack.push(e["name"].as_str().unwrap().into()),
+                Some("E") => {
+                    assert_eq!(stack.pop().as_deref(), e["name"].as_str(), "E without its B: {e}")
+                }
+                _ => {}
+            }
+        }
+        assert!(stack.is_empty(), "B without E on {pid}/{tid}: {stack:?}");
+    }
+    for e in &out.events {
+        let key = (pid(e), e["tid"].as_i64().unwrap());
+        assert!(trace.names.contains_key(&key), "{key:?} printed {} but has no track", e["event"]);
+    }
+    let processes: BTreeSet<i64> = trace
+        .events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "process_name")
+        .map(|e| e["pid"].as_i64().unwrap())
+        .collect();
+    for e in &out.events {
+        assert!(processes.contains(&pid(e)), "no process_name for {}", pid(e));
+    }
+}
+
+/// Runs a demo with --json and the pictures asked; fails unless it exits 0 and leaves nothing.
+fn traced(bin: &str, args: &[&str], dir: &TempDir, svg: bool) -> (Output, Trace) {
+    let trace = dir.join("run.json");
+    let picture = dir.join("run.svg");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--trace", trace.to_str().unwrap()]);
+    if svg {
+        all.extend(["--svg", picture.to_str().unwrap()]);
+    }
+    let out = support::run_ok(bin, &all);
+    let parsed = Trace::read(&trace);
+    assert_well_formed(&parsed, &out);
+    (out, parsed)
+}
+
+/// Every pair of `spans` that overlaps in time, from different threads.
+fn overlapping(spans: &[(i64, i64, u64, u64)]) -> usize {
+    let mut n = 0;
+    for (i, a) in spans.iter().enumerate() {
+        for b in &spans[i + 1..] {
+            if (a.0, a.1) != (b.0, b.1) && a.2 < b.3 && b.2 < a.3 {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn without_the_lock_the_buyers_critical_sections_overlap_and_the_svg_has_a_lane_each() {
+    let dir = TempDir::new("trace-race");
+    let db = dir.join("db.json");
+    std::fs::write(&db, b"{\"count\": 1}").unwrap();
+    let (out, trace) =
+        traced("mutex-ticket", &["run", "--no-lock", "--db", db.to_str().unwrap()], &dir, true);
+    let buyers: BTreeSet<i64> = out.named("bought").iter().map(|e| pid(e)).collect();
+    if buyers.len() < 2 {
+        out.fail("only one buyer bought: the race did not show in this run");
+    }
+    let sections = trace.spans("critical section");
+    // Two buyers that both sold the one ticket both read 1: each read before the other wrote,
+    // so their critical sections overlap, pair by pair.
+    let sold: Vec<_> = sections.iter().filter(|s| buyers.contains(&s.0)).copied().collect();
+    assert_eq!(sold.len(), buyers.len(), "one critical section per buyer that bought");
+    let pairs = buyers.len() * (buyers.len() - 1) / 2;
+    assert_eq!(overlapping(&sold), pairs, "{sold:?}");
+    // The counter of the tickets left follows the buyers' writes.
+    assert!(trace.events.iter().any(|e| e["ph"] == "C" && e["name"] == "tickets left"));
+
+    // The picture: one lane per process and per thread of the demo (the helper threads aside).
+    let text = std::fs::read_to_string(dir.join("run.svg")).unwrap();
+    let svg = roxmltree::Document::parse(&text).expect("the SVG is well-formed XML");
+    let lanes: BTreeSet<(i64, i64)> = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("lane"))
+        .map(|n| {
+            let num = |a: &str| n.attribute(a).unwrap().parse::<i64>().unwrap();
+            (num("data-pid"), num("data-tid"))
+        })
+        .collect();
+    let tracks: BTreeSet<(i64, i64)> = trace
+        .names
+        .iter()
+        .filter(|((_, tid), name)| {
+            *tid < KERNEL && !common::trace::HELPER_THREADS.contains(&name.as_str())
+        })
+        .map(|(key, _)| *key)
+        .collect();
+    assert_eq!(lanes, tracks);
+    let spoke: BTreeSet<i64> = out.events.iter().map(pid).collect();
+    assert!(spoke.iter().all(|p| lanes.iter().any(|l| l.0 == *p)), "a process with no lane");
+    let critical = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("span"))
+        .filter(|n| n.attribute("data-name") == Some("critical section"))
+        .count();
+    assert_eq!(critical, sections.len());
+}
+
+#[test]
+fn with_the_lock_no_two_critical_sections_overlap() {
+    let dir = TempDir::new("trace-lock");
+    let db = dir.join("db.json");
+    std::fs::write(&db, b"{\"count\": 3}").unwrap();
+    let args = ["run", "--buyers", "5", "--search-ms", "20", "--buy-ms", "20"];
+    let (out, trace) =
+        traced("mutex-ticket", &[&args[..], &["--db", db.to_str().unwrap()]].concat(), &dir, false);
+    let sections = trace.spans("critical section");
+    assert_eq!(sections.len(), 5, "every buyer enters it once: {sections:?}");
+    assert_eq!(overlapping(&sections), 0, "{sections:?}");
+    let holding = trace.spans("holding the lock");
+    assert_eq!(holding.len(), 5);
+    assert_eq!(overlapping(&holding), 0, "{holding:?}");
+    assert_eq!(out.named("bought").len(), 3);
+}
+
+#[test]
+fn a_zombie_shows_a_z_slice_between_its_exit_and_its_reap() {
+    let dir = TempDir::new("trace-zombie");
+    let (out, trace) = traced("zombie-orphan", &["zombie"], &dir, false);
+    let zombie = out.one("zombie");
+    let child = zombie["data"]["pid"].as_i64().unwrap();
+    let reaped = out.named("reaped").into_iter().find(|e| e["data"]["pid"] == child).unwrap();
+    let states = trace.states(child, child);
+    let z: Vec<_> = states.iter().filter(|s| s.0 == "Z").collect();
+    assert_eq!(z.len(), 1, "{states:?}");
+    let (_, start, end) = z[0];
+    // Z from the child's exit (after its last event) until the reap, and nothing after it.
+    let last_word = out.events.iter().filter(|e| pid(e) == child).map(t_us).max().unwrap();
+    assert!(*start >= last_word, "Z before the child's last event: {states:?}");
+    assert!(*end <= t_us(reaped), "Z after the reap: {states:?}");
+    assert_eq!(states.last().unwrap().0, "Z", "the child's last state is Z: {states:?}");
+    assert!(trace.events.iter().any(|e| e["ph"] == "i"
+        && e["cat"] == "lifecycle"
+        && e["name"] == "reaped"
+        && e["pid"] == pid(reaped)));
+}
+
+#[test]
+fn deadlocked_threads_sleep_from_the_deadlock_to_the_kill() {
+    let dir = TempDir::new("trace-deadlock");
+    // --hold: the parent waits this long (at least) after its ps table, before the kill.
+    const HOLD_US: u64 = 300_000;
+    let (out, trace) = traced("deadlock", &["classic", "--hold", "0.3"], &dir, false);
+    let found = out.one("deadlock");
+    let held = out.one("hold");
+    let threads = found["data"]["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 2);
+    for t in threads {
+        let tid = t["tid"].as_i64().unwrap();
+        let states = trace.states(pid(found), tid);
+        // Every state read from the deadlock's discovery to the kill is S. (Before it, each
+        // thread may still be on a CPU: parking_lot's detector records where it parks.) A slice
+        // begins at a reading; it lasts until the next reading of another state.
+        let window = t_us(found)..t_us(held) + HOLD_US;
+        let times = (t_us(found), t_us(held));
+        let read_inside: Vec<_> = states.iter().filter(|s| window.contains(&s.1)).collect();
+        assert!(read_inside.iter().all(|s| s.0 == "S"), "{tid} not asleep {times:?}: {states:?}");
+        // And asleep still when the parent paused before the kill.
+        assert!(
+            states.iter().any(|s| s.0 == "S" && s.1 < t_us(held) + HOLD_US && s.2 >= t_us(held)),
+            "{tid} not asleep at the pause {times:?}: {states:?}"
+        );
+        // Each holds its first lock until the end: the span never closed.
+        let holding: Vec<_> = trace
+            .on(pid(found), tid)
+            .into_iter()
+            .filter(|e| e["ph"] == "E" && e["args"]["unfinished"] == true)
+            .collect();
+        assert_eq!(holding.len(), 1, "one lock held to the end by {tid}");
+    }
+}
+
+#[test]
+fn a_killed_pool_worker_s_track_ends_and_its_replacement_s_begins() {
+    let dir = TempDir::new("trace-pool");
+    let (out, trace) = traced("pool", &["fault"], &dir, false);
+    let summary = &out.one("fault_summary")["data"];
+    let victim = summary["killed"].as_i64().unwrap();
+    let killing = out.one("killing");
+    let end_of_run = out.events.iter().map(t_us).max().unwrap();
+    let (_, victim_end) = trace.extent(victim, victim).expect("a track for the killed worker");
+    assert!(victim_end < end_of_run, "the killed worker's track goes on to the end");
+    let replacements: Vec<i64> = summary["replacement"]
+        .as_array()
+        .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_i64).collect());
+    let replacements = if replacements.is_empty() {
+        vec![summary["replacement"].as_i64().expect("the replacement's pid")]
+    } else {
+        replacements
+    };
+    for new in replacements {
+        let (begin, _) = trace.extent(new, new).expect("a track for the new worker");
+        assert!(begin > t_us(killing), "the new worker {new} was there before the kill");
+    }
+    // The task the victim was running ends unfinished on its track.
+    let running = trace.spans("task running");
+    assert!(running.iter().any(|s| s.0 == victim), "{running:?}");
+}
+
+#[test]
+fn a_bad_path_exits_2_naming_the_flag_before_anything_starts() {
+    let dir = TempDir::new("trace-bad");
+    let missing = dir.join("no-such-folder").join("run.json");
+    let file_as_dir = dir.join("plain");
+    std::fs::write(&file_as_dir, b"x").unwrap();
+    let under_file = file_as_dir.join("run.svg");
+    let cases: [(&str, &Path); 4] = [
+        ("--trace", dir.path()),
+        ("--svg", dir.path()),
+        ("--trace", &missing),
+        ("--svg", &under_file),
+    ];
+    for (flag, path) in cases {
+        let out =
+            support::run("zombie-orphan", &["--json", "zombie", flag, path.to_str().unwrap()]);
+        out.assert_code(2);
+        assert!(out.stderr.contains(flag), "{flag}: {}", out.stderr);
+        assert!(out.events.is_empty(), "something ran: {:?}", out.events);
+        out.assert_nothing_left();
+    }
+    // /proc refuses new files even to root: an unwritable folder.
+    let out = support::run("zombie-orphan", &["zombie", "--trace", "/proc/run.json"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("--trace /proc/run.json: cannot write"), "{}", out.stderr);
+    assert_eq!(out.stdout, "", "something ran");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a file left behind");
+}
+
+#[test]
+fn an_existing_file_is_replaced_whole() {
+    let dir = TempDir::new("trace-replace");
+    let path = dir.join("run.json");
+    let old = format!("{{\"old\": \"{}\"}}", "x".repeat(1 << 20));
+    std::fs::write(&path, &old).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let before = std::fs::metadata(&path).unwrap().ino();
+    let out = support::run_ok("zombie-orphan", &["zombie", "--trace", path.to_str().unwrap()]);
+    // A new file put in place by rename (a new inode), not the old one overwritten in place.
+    assert_ne!(std::fs::metadata(&path).unwrap().ino(), before);
+    let trace = Trace::read(&path);
+    assert_well_formed(&trace, &out);
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("\"old\""));
+    let names: BTreeMap<String, ()> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| (e.unwrap().file_name().to_string_lossy().into_owned(), ()))
+        .collect();
+    assert_eq!(names.keys().collect::<Vec<_>>(), ["run.json"], "a temporary file left behind");
+}
