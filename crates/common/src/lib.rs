@@ -45,7 +45,7 @@ pub mod present;
 pub mod processes;
 pub mod threads;
 
-pub use present::{cli, demo, locks, phase, predict, ps, report, timeline};
+pub use present::{cli, demo, locks, phase, predict, ps, report, stepper, timeline};
 
 pub use processes::{daemonize, forkserver, pool, process, queue, signals, startcost, store};
 #[doc(hidden)]

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use common::phase;
 use common::process::{ExitWith, Run};
 use common::report;
 use common::store::{Durability, TicketDb};
+use common::{phase, stepper};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -62,19 +62,38 @@ pub struct Buyer {
     pub level: Level,
     /// The crash experiment: stop inside the locked section, to be killed there.
     pub stop_in_lock: bool,
+    /// `--step`, `--schedule`, `census`: the folder of the step controller's pipes; before each
+    /// step this buyer waits for its turn.
+    #[serde(default)]
+    pub step_dir: Option<PathBuf>,
+    /// The census's replays: no lines, only the exit code and db.json tell the outcome.
+    #[serde(default)]
+    pub quiet: bool,
 }
 
 impl Run for Buyer {
     const ROLE: &'static str = "buyer";
 
     fn run(self) -> Result<()> {
+        if let Some(dir) = &self.step_dir {
+            stepper::join(dir, self.number)?;
+            stepper::worker(self.number);
+        }
         let db = TicketDb::new(&self.db);
-        self.search(&db)?;
-        self.buy(&db)
+        let bought = self.search(&db).and_then(|()| self.buy(&db));
+        stepper::done();
+        bought
     }
 }
 
 impl Buyer {
+    /// A buyer's line, unless it is a quiet replay of the census.
+    fn event(&self, name: &str, data: Value, text: String) {
+        if !self.quiet {
+            report::event(name, data, text);
+        }
+    }
+
     fn person(&self) -> String {
         format!("路人{}", self.number)
     }
@@ -85,7 +104,8 @@ impl Buyer {
         // A step mark (`--step`, `--schedule`, `--trace`); nothing happens without a listener.
         phase::step("search");
         let count = db.read_count().with_context(|| format!("{} searching", self.person()))?;
-        report::event(
+        stepper::note(|| format!("saw {count} left"));
+        self.event(
             "searched",
             json!({ "buyer": self.number, "count": count }),
             format!("<{}> 查看到剩余票数 {count} (sees {} left)", self.person(), tickets(count)),
@@ -96,7 +116,7 @@ impl Buyer {
     /// The notes' `get`, inside `with mutex:`: read the count, pay, write it back decremented.
     fn buy(&self, db: &TicketDb) -> Result<()> {
         let asked = Instant::now();
-        if self.use_lock {
+        if self.use_lock && !self.quiet {
             json_only("waiting_for_lock", json!({ "buyer": self.number }));
         }
         // ▶ THE LINE `--no-lock` takes away: flock(LOCK_EX) on the sidecar db.json.lock. It blocks
@@ -107,7 +127,7 @@ impl Buyer {
         let lock = if self.use_lock { Some(db.lock()?) } else { None };
         let holding = lock.as_ref().map(|_| phase::span("holding the lock"));
         let waited_ms = lock.as_ref().map(|_| asked.elapsed().as_millis() as u64);
-        if let Some(waited_ms) = waited_ms {
+        if let Some(waited_ms) = waited_ms.filter(|_| !self.quiet) {
             json_only("locked", json!({ "buyer": self.number, "waited_ms": waited_ms }));
         }
 
@@ -115,6 +135,7 @@ impl Buyer {
         phase::step("read");
         let critical = phase::span("critical section");
         let before = db.read_count().with_context(|| format!("{} buying", self.person()))?;
+        stepper::note(|| format!("read count {before}"));
         if self.stop_in_lock {
             self.stop_here(db, before)?;
         }
@@ -137,7 +158,8 @@ impl Buyer {
     /// Writes the count back one lower, or reports that none was left (exit [`NO_TICKET`]).
     fn write(&self, db: &TicketDb, before: u64, waited_ms: Option<u64>) -> Result<()> {
         if before == 0 {
-            report::event(
+            stepper::note(|| "found none left".to_owned());
+            self.event(
                 "sold_out",
                 json!({ "buyer": self.number, "count": before, "waited_ms": waited_ms }),
                 format!("<{}> 没有足够的票! (no ticket left{})", self.person(), waited(waited_ms)),
@@ -147,7 +169,8 @@ impl Buyer {
         let after = before - 1;
         db.write_count(after, self.level.durability())
             .with_context(|| format!("{} writing the new count", self.person()))?;
-        report::event(
+        stepper::note(|| format!("wrote count {after}"));
+        self.event(
             "bought",
             json!({ "buyer": self.number, "before": before, "after": after, "waited_ms": waited_ms }),
             format!(

@@ -82,12 +82,14 @@ impl Setup {
             buy_ms: self.buy_ms,
             level: self.level,
             stop_in_lock,
+            step_dir: None,
+            quiet: false,
         };
         Process::from_run(format!("buyer-{number}"), buyer).start_method(self.method)
     }
 
     /// Before a part: remove temp files that killed writers left, and put the count back.
-    fn prepare(&self) -> Result<()> {
+    pub fn prepare(&self) -> Result<()> {
         clean_stray_temps(&self.db)?;
         let count = self.db.read_count().map_err(store_error)?;
         if count != self.initial {
@@ -389,7 +391,7 @@ fn show_lock_queue(s: &Setup, buyers: &mut [Process], holder: Option<&Process>) 
 /// Ctrl-C or SIGTERM arrived: a buyer that just died of it is no failure to report. The
 /// signal watcher is stopping and reaping every child and ends the process with 130 or 143;
 /// the demo runner, seeing the same, leaves the ending to it.
-fn interrupted() -> Result<()> {
+pub fn interrupted() -> Result<()> {
     if common::signals::stopping() {
         bail!("interrupted");
     }
@@ -397,7 +399,7 @@ fn interrupted() -> Result<()> {
 }
 
 /// Tallies the buyers' exit codes, reads the file, cleans up, and checks the invariant.
-fn finish(
+pub fn finish(
     s: &Setup,
     mode: Mode,
     buyers: &[Process],

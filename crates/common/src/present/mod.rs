@@ -8,4 +8,5 @@ pub mod phase;
 pub mod predict;
 pub mod ps;
 pub mod report;
+pub mod stepper;
 pub mod timeline;

@@ -1,0 +1,680 @@
+//! stepper — be the scheduler: real processes and threads wait before each marked step
+//! (`phase::step`) until a controller grants them one step at a time (`--step`, `--schedule`).
+//!
+//! Two sides:
+//! - the **workers**: each thread that is a worker says so with [`worker`]; its marks then
+//!   report "I am about to make step X" and wait for a grant, a turn under a `Mutex` + `Condvar`.
+//!   Threads of the controller's own process are joined with [`Controller::local`]; workers in
+//!   child processes call [`join`] with the folder of the controller's named pipes (a `ready` pipe
+//!   all write their reports to, a `grant.K` pipe per process whose relay thread hands out
+//!   the turns);
+//! - the **controller**: [`Controller::settle`] waits until every worker is at its next step,
+//!   done, or blocked in the kernel (the demo's probe reads `/proc`: a flock waiter, a thread
+//!   asleep on a futex); only a worker at a step can be granted one ([`Controller::grant`]).
+//!
+//! A worker blocked in the kernel is never simulated: it is seen asleep (`S`, its wchan), and it
+//! becomes choosable only when the kernel lets it go on and it reports its next step.
+
+use std::cell::{Cell, RefCell};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::phase::{self, Mark};
+
+/// How long a granted step may take to reach the next mark, end, or block, before the
+/// controller gives up: far more than any step needs, so a loaded machine never trips it.
+pub const STEP_PATIENCE: Duration = Duration::from_secs(20);
+
+/// What a worker reports to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub worker: usize,
+    /// The step it is about to make, or `None`: it is done.
+    pub step: Option<String>,
+    /// Its private state, as it last described it ([`note`]): "read count 1".
+    pub note: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workers' side
+
+/// The turns of this process's workers, and where their reports go.
+struct Side {
+    grants: Mutex<Vec<u32>>,
+    turn: Condvar,
+    out: Mutex<Out>,
+}
+
+enum Out {
+    Local(Sender<Report>),
+    Pipe(File),
+}
+
+static SIDE: OnceLock<Arc<Side>> = OnceLock::new();
+
+thread_local! {
+    static ME: Cell<Option<usize>> = const { Cell::new(None) };
+    static NOTE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The calling thread is worker `i`: its marks wait for grants from now on.
+pub fn worker(i: usize) {
+    ME.with(|me| me.set(Some(i)));
+}
+
+/// True when this thread is a worker under a controller: what [`note`] checks first.
+pub fn active() -> bool {
+    SIDE.get().is_some() && ME.with(Cell::get).is_some()
+}
+
+/// Describes this worker's private state ("read count 1"), shown before the next step. The text
+/// is made only under a controller, so a fast loop pays one check.
+pub fn note(text: impl FnOnce() -> String) {
+    if active() {
+        NOTE.with(|n| *n.borrow_mut() = text());
+    }
+}
+
+/// This worker has no more steps. Call it at the end of the worker's work.
+pub fn done() {
+    if let Some(side) = SIDE.get()
+        && let Some(i) = ME.with(Cell::get)
+    {
+        side.send(Report { worker: i, step: None, note: NOTE.with(|n| n.borrow().clone()) });
+    }
+}
+
+impl Side {
+    fn new(out: Out, workers: usize) -> Side {
+        Side { grants: Mutex::new(vec![0; workers]), turn: Condvar::new(), out: Mutex::new(out) }
+    }
+
+    fn send(&self, report: Report) {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *out {
+            Out::Local(tx) => {
+                let _ = tx.send(report);
+            }
+            Out::Pipe(file) => {
+                // One write of one short line: a pipe keeps it whole among the other writers'.
+                let mut line = serde_json::to_string(&report).unwrap_or_default();
+                line.push('\n');
+                if file.write_all(line.as_bytes()).is_err() {
+                    std::process::exit(1); // the controller is gone: nobody will grant a step
+                }
+            }
+        }
+    }
+
+    /// Waits, under the mutex, until worker `i` has a grant, and uses it up.
+    fn wait_turn(&self, i: usize) {
+        let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
+        while grants.get(i).copied().unwrap_or(0) == 0 {
+            grants = self.turn.wait(grants).unwrap_or_else(PoisonError::into_inner);
+        }
+        grants[i] -= 1;
+    }
+
+    fn grant(&self, i: usize) {
+        let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
+        if grants.len() <= i {
+            grants.resize(i + 1, 0);
+        }
+        grants[i] += 1;
+        self.turn.notify_all();
+    }
+}
+
+/// The stepper's listener: before a step, report it and wait for the turn.
+fn on_mark(mark: &Mark<'_>) {
+    let Mark::Step(step) = mark else { return };
+    let (Some(side), Some(i)) = (SIDE.get(), ME.with(Cell::get)) else { return };
+    let note = NOTE.with(|n| n.borrow().clone());
+    side.send(Report { worker: i, step: Some((*step).to_owned()), note });
+    side.wait_turn(i);
+}
+
+/// In a child process: joins the controller whose pipes are in `dir`, as the process `slot`
+/// (its workers numbered as the controller numbers them). A relay thread reads the grants; if
+/// the controller goes away, this process exits.
+pub fn join(dir: &Path, slot: usize) -> Result<()> {
+    let ready = OpenOptions::new()
+        .write(true)
+        .open(dir.join("ready"))
+        .with_context(|| format!("opening {}", dir.join("ready").display()))?;
+    let grants = File::open(grant_path(dir, slot))
+        .with_context(|| format!("opening {}", grant_path(dir, slot).display()))?;
+    let side = Arc::new(Side::new(Out::Pipe(ready), 0));
+    if SIDE.set(side.clone()).is_err() {
+        bail!("this process already has a step controller");
+    }
+    phase::install_stepper(on_mark);
+    crate::threads::named::spawn("step relay", move || {
+        for line in BufReader::new(grants).lines() {
+            match line.ok().and_then(|l| l.trim().parse::<usize>().ok()) {
+                Some(i) => side.grant(i),
+                None => break,
+            }
+        }
+        std::process::exit(1); // the controller is gone: no step will ever be granted
+    })?;
+    Ok(())
+}
+
+fn grant_path(dir: &Path, slot: usize) -> PathBuf {
+    dir.join(format!("grant.{slot}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The controller's side
+
+/// Where a worker is, as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Started, not yet at its first step.
+    Starting,
+    /// Waiting for a grant before this step.
+    At(String),
+    /// Granted this step, not yet at the next one.
+    Running(String),
+    /// Granted this step and asleep in the kernel inside it: the probe's words (`S`, wchan).
+    Blocked(String, String),
+    Done,
+}
+
+/// What the demo's probe says of a worker that was granted a step and has not reported since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Still on its way (running, or about to report).
+    Going,
+    /// Asleep in the kernel, waiting for something another worker holds: why, from `/proc`.
+    Blocked(String),
+    /// Its process ended without saying it was done.
+    Gone,
+}
+
+/// One worker: its name in the demo, where it is, and its private state.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub name: String,
+    pub state: State,
+    pub note: String,
+    pub steps: usize,
+}
+
+/// How the controller reaches its workers.
+enum Link {
+    Local(Arc<Side>, Receiver<Report>),
+    Pipes { ready: Receiver<Report>, grants: Vec<File>, slot_of: Vec<usize> },
+}
+
+/// The controller: the workers' states and the schedule granted so far.
+pub struct Controller {
+    link: Link,
+    pub workers: Vec<Worker>,
+    /// Every grant so far: the worker and the step it made.
+    pub granted: Vec<(usize, String)>,
+}
+
+/// The folder of a controller's named pipes, made before its child processes start.
+#[derive(Debug)]
+pub struct PipeDir {
+    dir: PathBuf,
+    slots: usize,
+}
+
+impl PipeDir {
+    /// Makes the pipes `ready` and `grant.0..slots` in a new private folder under `parent`.
+    pub fn new(parent: &Path, slots: usize) -> Result<PipeDir> {
+        let dir = parent.join(format!(
+            "steps-{}-{:x}",
+            std::process::id(),
+            crate::report::monotonic_ns()
+        ));
+        let mut builder = std::fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let made = PipeDir { dir, slots };
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        nix::unistd::mkfifo(&made.dir.join("ready"), mode).context("mkfifo ready")?;
+        for slot in 0..slots {
+            nix::unistd::mkfifo(&grant_path(&made.dir, slot), mode).context("mkfifo grant")?;
+        }
+        Ok(made)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for PipeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("workers", &self.workers).finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// A controller of `names.len()` worker threads of this process. Each worker thread calls
+    /// [`worker`] with its number before its first mark.
+    pub fn local(names: Vec<String>) -> Result<Controller> {
+        let (tx, rx) = channel();
+        let side = Arc::new(Side::new(Out::Local(tx), names.len()));
+        if SIDE.set(side.clone()).is_err() {
+            bail!("this process already has a step controller");
+        }
+        phase::install_stepper(on_mark);
+        Ok(Controller::with(Link::Local(side, rx), names))
+    }
+
+    /// A controller of workers in child processes that [`join`] through `pipes`; `slot_of[i]`
+    /// is the process slot of worker `i`. Call it once the children are started (so that none
+    /// of them inherits the controller's ends of the pipes).
+    pub fn pipes(pipes: &PipeDir, names: Vec<String>, slot_of: Vec<usize>) -> Result<Controller> {
+        let open = |path: PathBuf| {
+            // Read and write: the open never waits for the other side, and the pipe never
+            // reads as ended while this process holds it.
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))
+        };
+        let ready = open(pipes.dir.join("ready"))?;
+        let grants =
+            (0..pipes.slots).map(|s| open(grant_path(&pipes.dir, s))).collect::<Result<_>>()?;
+        let (tx, rx) = channel();
+        crate::threads::named::spawn("step reports", move || {
+            let mut lines = BufReader::new(ready);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match lines.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let Ok(report) = serde_json::from_str::<Report>(&line) else { break };
+                        if tx.send(report).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(Controller::with(Link::Pipes { ready: rx, grants, slot_of }, names))
+    }
+
+    fn with(link: Link, names: Vec<String>) -> Controller {
+        let workers = names
+            .into_iter()
+            .map(|name| Worker { name, state: State::Starting, note: String::new(), steps: 0 })
+            .collect();
+        Controller { link, workers, granted: Vec::new() }
+    }
+
+    fn receive(&self, timeout: Duration) -> Option<Report> {
+        let rx = match &self.link {
+            Link::Local(_, rx) => rx,
+            Link::Pipes { ready, .. } => ready,
+        };
+        match rx.recv_timeout(timeout) {
+            Ok(report) => Some(report),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    fn apply(&mut self, report: Report) {
+        if let Some(w) = self.workers.get_mut(report.worker) {
+            w.note = report.note;
+            w.state = match report.step {
+                Some(step) => State::At(step),
+                None => State::Done,
+            };
+        }
+    }
+
+    /// Waits until every worker is at a step, done, or blocked in the kernel (as `probe` sees
+    /// it from `/proc`). Once the others have settled, each blocked worker is looked at again:
+    /// the last step may have let it go (an unlock wakes a flock waiter), and then it is
+    /// watched until it reports or blocks again. Fails if a worker's process ends without
+    /// saying so, or if nothing settles within [`STEP_PATIENCE`].
+    pub fn settle(&mut self, mut probe: impl FnMut(usize) -> Probe) -> Result<()> {
+        let deadline = Instant::now() + STEP_PATIENCE;
+        loop {
+            while let Some(report) = self.receive(Duration::ZERO) {
+                self.apply(report);
+            }
+            let mut unsettled = false;
+            for i in 0..self.workers.len() {
+                let step = match &self.workers[i].state {
+                    State::Starting => {
+                        unsettled = true;
+                        continue;
+                    }
+                    State::Running(step) => step.clone(),
+                    _ => continue,
+                };
+                match probe(i) {
+                    Probe::Going => unsettled = true,
+                    Probe::Blocked(why) => self.workers[i].state = State::Blocked(step, why),
+                    Probe::Gone => self.gone(i)?,
+                }
+            }
+            if !unsettled {
+                // Everyone else is still: did the kernel let a blocked worker go meanwhile?
+                for i in 0..self.workers.len() {
+                    if let State::Blocked(step, _) = &self.workers[i].state {
+                        match probe(i) {
+                            Probe::Blocked(_) => {}
+                            Probe::Going => {
+                                self.workers[i].state = State::Running(step.clone());
+                                unsettled = true;
+                            }
+                            Probe::Gone => self.gone(i)?,
+                        }
+                    }
+                }
+                if !unsettled {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "a worker neither reached its next step nor blocked within {STEP_PATIENCE:?}"
+                );
+            }
+            if let Some(report) = self.receive(Duration::from_millis(1)) {
+                self.apply(report);
+            }
+        }
+    }
+
+    /// Worker `i`'s process ended: fine if it said it was done (perhaps just now), else an error.
+    fn gone(&mut self, i: usize) -> Result<()> {
+        // Its last report may still be on its way from the pipe.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !matches!(self.workers[i].state, State::Done | State::At(_))
+            && Instant::now() < deadline
+        {
+            if let Some(report) = self.receive(Duration::from_millis(10)) {
+                self.apply(report);
+            }
+        }
+        if !matches!(self.workers[i].state, State::Done | State::At(_)) {
+            bail!("{} ended in the middle of a step", self.workers[i].name);
+        }
+        Ok(())
+    }
+
+    /// The workers that can be granted a step now.
+    pub fn choosable(&self) -> Vec<usize> {
+        (0..self.workers.len()).filter(|&i| matches!(self.workers[i].state, State::At(_))).collect()
+    }
+
+    /// True when every worker is done.
+    pub fn finished(&self) -> bool {
+        self.workers.iter().all(|w| w.state == State::Done)
+    }
+
+    /// True when some workers are left and every one of them is blocked: a deadlock.
+    pub fn deadlocked(&self) -> bool {
+        !self.finished()
+            && self.workers.iter().all(|w| matches!(w.state, State::Done | State::Blocked(..)))
+    }
+
+    /// Grants worker `i` its next step (it must be choosable).
+    pub fn grant(&mut self, i: usize) -> Result<()> {
+        let State::At(step) = self.workers[i].state.clone() else {
+            bail!("{} is not waiting at a step", self.workers[i].name);
+        };
+        self.workers[i].state = State::Running(step.clone());
+        self.workers[i].steps += 1;
+        self.granted.push((i, step));
+        match &mut self.link {
+            Link::Local(side, _) => side.grant(i),
+            Link::Pipes { grants, slot_of, .. } => {
+                let file = &mut grants[slot_of[i]];
+                file.write_all(format!("{i}\n").as_bytes()).context("granting a step")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The schedule so far, as `--schedule` takes it: `0,0,1,1,0`.
+    pub fn schedule(&self) -> String {
+        join_schedule(self.granted.iter().map(|(i, _)| *i))
+    }
+
+    /// One lane per worker, one column per granted step: the step's short name where that
+    /// worker made it.
+    pub fn timeline(&self) -> String {
+        let width = self.granted.iter().map(|(_, s)| s.chars().count()).max().unwrap_or(1) + 1;
+        let name_width = self.workers.iter().map(|w| columns(&w.name)).max().unwrap_or(0).max(4);
+        let pad = |name: &str| format!("{name}{}  ", " ".repeat(name_width - columns(name)));
+        let mut out = pad("step");
+        for k in 1..=self.granted.len() {
+            out.push_str(&format!("{:<width$}", k));
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            out.push('\n');
+            out.push_str(&pad(&w.name));
+            for (j, step) in &self.granted {
+                let cell = if *j == i { step.as_str() } else { "·" };
+                out.push_str(&format!("{cell:<width$}"));
+            }
+        }
+        out
+    }
+}
+
+/// The columns a name takes at a terminal: two for each CJK character (路人0 takes five).
+pub fn columns(text: &str) -> usize {
+    text.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()
+}
+
+/// `[0, 1, 1]` as `0,1,1`.
+pub fn join_schedule(steps: impl IntoIterator<Item = usize>) -> String {
+    steps.into_iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Parses `--schedule 0,0,1,...` (worker numbers from 0, one per step); `workers` is how many
+/// there are, so an unknown worker is refused here, naming its position.
+pub fn parse_schedule(text: &str, workers: usize) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for (k, part) in text.split(',').enumerate() {
+        let part = part.trim();
+        match part.parse::<usize>() {
+            Ok(i) if i < workers => out.push(i),
+            Ok(i) => {
+                return Err(format!(
+                    "--schedule position {}: worker {i} is unknown (workers are 0..{})",
+                    k + 1,
+                    workers - 1
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "--schedule position {}: {part:?} is not a worker number (0..{})",
+                    k + 1,
+                    workers - 1
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Who chooses the next step.
+#[derive(Debug)]
+pub enum Chooser {
+    /// The learner at a terminal.
+    Ask,
+    /// A given schedule, in order.
+    Schedule(Vec<usize>),
+    /// A random choice among the choosable workers, from this seed.
+    Random(fastrand::Rng),
+}
+
+/// Why the next step cannot be chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A bad `--schedule` (its message names the position): exit 2.
+    BadSchedule(String),
+    /// The learner ended input.
+    Quit,
+}
+
+impl Chooser {
+    /// A random choice among the choosable workers, the same for the same seed.
+    pub fn seeded(seed: u64) -> Chooser {
+        Chooser::Random(fastrand::Rng::with_seed(seed))
+    }
+
+    /// The next worker to grant, or why there is none. `position` counts the grants from 1.
+    pub fn next(&mut self, ctl: &Controller, position: usize) -> Result<usize, Refusal> {
+        let choosable = ctl.choosable();
+        match self {
+            Chooser::Schedule(list) => {
+                let Some(&i) = list.get(position - 1) else {
+                    let left: Vec<&str> = ctl
+                        .workers
+                        .iter()
+                        .filter(|w| w.state != State::Done)
+                        .map(|w| w.name.as_str())
+                        .collect();
+                    return Err(Refusal::BadSchedule(format!(
+                        "--schedule has too few steps: it ends after position {}, with steps \
+                         left for {}",
+                        position - 1,
+                        left.join(", ")
+                    )));
+                };
+                if choosable.contains(&i) {
+                    return Ok(i);
+                }
+                let w = &ctl.workers[i];
+                let why = match &w.state {
+                    State::Done => "is done".to_owned(),
+                    State::Blocked(step, why) => format!("is blocked in `{step}` ({why})"),
+                    _ => "cannot go on".to_owned(),
+                };
+                Err(Refusal::BadSchedule(format!(
+                    "--schedule position {position}: worker {i} ({}) {why}; choosable: {}",
+                    w.name,
+                    names(ctl, &choosable)
+                )))
+            }
+            Chooser::Random(rng) => {
+                if choosable.is_empty() {
+                    return Err(Refusal::Quit);
+                }
+                Ok(choosable[rng.usize(..choosable.len())])
+            }
+            Chooser::Ask => ask(ctl, &choosable),
+        }
+    }
+
+    /// After the last step: a schedule with steps left over is refused, naming the position.
+    pub fn check_used_up(&self, used: usize) -> Result<(), Refusal> {
+        match self {
+            Chooser::Schedule(list) if list.len() > used => Err(Refusal::BadSchedule(format!(
+                "--schedule has too many steps: every worker is done after position {used}, and \
+                 it goes on to position {}",
+                list.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn names(ctl: &Controller, which: &[usize]) -> String {
+    if which.is_empty() {
+        return "none".to_owned();
+    }
+    which.iter().map(|&i| format!("{i} ({})", ctl.workers[i].name)).collect::<Vec<_>>().join(", ")
+}
+
+/// Asks at the terminal which worker goes next, until the reply is a choosable worker.
+fn ask(ctl: &Controller, choosable: &[usize]) -> Result<usize, Refusal> {
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        crate::report::plain(format!(
+            "who goes next? {} > ",
+            join_schedule(choosable.iter().copied())
+        ));
+        let mut line = String::new();
+        let mut byte = [0u8; 1];
+        // Byte by byte: nothing the learner types after the answer is read ahead and lost.
+        loop {
+            match stdin.read(&mut byte) {
+                Ok(0) => return Err(Refusal::Quit),
+                Ok(_) if byte[0] == b'\n' => break,
+                Ok(_) => line.push(byte[0] as char),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Refusal::Quit),
+            }
+        }
+        match line.trim().parse::<usize>() {
+            Ok(i) if choosable.contains(&i) => return Ok(i),
+            Ok(i) if i < ctl.workers.len() => crate::report::plain(format!(
+                "  {} cannot go now ({}); choose one of {}",
+                ctl.workers[i].name,
+                describe(&ctl.workers[i].state),
+                names(ctl, choosable)
+            )),
+            _ => crate::report::plain(format!("  type a worker number: {}", names(ctl, choosable))),
+        }
+    }
+}
+
+/// "next: read", "blocked in lock (S, flock_lock_inode_wait)", "done".
+pub fn describe(state: &State) -> String {
+    match state {
+        State::Starting => "starting".to_owned(),
+        State::At(step) => format!("next: {step}"),
+        State::Running(step) => format!("running {step}"),
+        State::Blocked(step, why) => format!("BLOCKED in {step}: {why}"),
+        State::Done => "done".to_owned(),
+    }
+}
+
+/// The source line of each step, from a guide's `## Where the mechanism is` table: rows
+/// `| step | `src/file.rs:LINE` | `call` |`, keyed by the step's name (the first column's
+/// first word or words up to a colon or parenthesis).
+pub fn where_table(guide: &str) -> Vec<(String, String, String)> {
+    let Some(start) = guide.find("## Where the mechanism is") else { return Vec::new() };
+    let mut rows = Vec::new();
+    for line in guide[start..].lines().skip(1) {
+        if line.starts_with("## ") {
+            break;
+        }
+        let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
+        if cells.len() == 3 && cells[1].starts_with('`') {
+            let code = |c: &str| c.trim_matches('`').to_owned();
+            rows.push((cells[0].to_owned(), code(cells[1]), code(cells[2])));
+        }
+    }
+    rows
+}
+
+/// The row of `table` for step `step`: the first whose first column starts with the step's
+/// name in backquotes (`` `read` ``).
+pub fn source_of<'a>(
+    table: &'a [(String, String, String)],
+    step: &str,
+) -> Option<&'a (String, String, String)> {
+    let key = format!("`{step}`");
+    table.iter().find(|(what, _, _)| what.starts_with(&key))
+}
