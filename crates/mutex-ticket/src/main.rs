@@ -304,7 +304,7 @@ fn run_parts(mut cli: Cli) -> Result<()> {
     }
     let mut chooser = match args.schedule.as_deref() {
         _ if !stepping => None,
-        schedule => Some(steps::chooser(schedule, args.seed, buyers)?),
+        schedule => Some(common::stepper::chooser_for(schedule, args.seed, buyers)?),
     };
     let (db, initial) = database::open(args.db.as_deref(), args.tickets)?;
     // With every step chosen, the pauses only slow the replay: none unless asked for.

@@ -3,16 +3,14 @@
 //! below, then replays them on the kernel to check that the model told the truth.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use common::demo::bad_input;
 use common::predict;
 use common::process::Process;
 use common::report;
-use common::stepper::{self, Chooser, Controller, PipeDir, Probe, Refusal, State};
+use common::stepper::{self, Chooser, Controller, PipeDir, Probe};
 use serde_json::json;
 
 use crate::buyer::{Buyer, NO_TICKET, tickets};
@@ -52,9 +50,7 @@ impl Real {
 /// before each step; `quiet` (the census) prints nothing but errors.
 pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) -> Result<Real> {
     s.prepare()?;
-    let at_terminal = matches!(chooser, Chooser::Ask);
-    let mut pipes = Some(PipeDir::new(&std::env::temp_dir(), s.buyers)?);
-    let dir = pipes.as_ref().map(|p| p.path().to_owned());
+    let pipes = PipeDir::new(&std::env::temp_dir(), s.buyers)?;
     let mut buyers = Vec::with_capacity(s.buyers);
     for number in 0..s.buyers {
         let buyer = Buyer {
@@ -65,7 +61,7 @@ pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) ->
             buy_ms: s.buy_ms,
             level: s.level,
             stop_in_lock: false,
-            step_dir: dir.clone(),
+            step_dir: Some(pipes.path().to_owned()),
             quiet,
         };
         let mut process =
@@ -74,49 +70,18 @@ pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) ->
         buyers.push(process);
     }
     let names = (0..s.buyers).map(|n| format!("路人{n}")).collect();
-    let mut ctl =
-        Controller::pipes(pipes.as_ref().expect("made above"), names, (0..s.buyers).collect())?;
+    let mut ctl = Controller::pipes(pipes, names, (0..s.buyers).collect())?;
     let lock_path = s.db.lock_path().to_owned();
-    let mut woke = Vec::new();
     let table = stepper::where_table(GUIDE);
-    let result = loop {
-        let blocked: Vec<bool> =
-            ctl.workers.iter().map(|w| matches!(w.state, State::Blocked(..))).collect();
-        if let Err(e) = ctl.settle(|i| probe(&mut buyers[i], &lock_path)) {
-            break Err(e);
-        }
-        // Every buyer has opened its pipes: the folder can go (nothing left after a Ctrl-C).
-        pipes.take();
-        for (i, was) in blocked.iter().enumerate() {
-            if *was && matches!(ctl.workers[i].state, State::At(_)) {
-                woke.push((ctl.granted.len(), i));
-            }
-        }
-        if ctl.finished() {
-            break chooser.check_used_up(ctl.granted.len()).map_err(refusal);
-        }
-        if at_terminal {
-            show_state(s, lock, &ctl, &buyers, &table);
-        }
-        match chooser.next(&ctl, ctl.granted.len() + 1) {
-            Ok(i) => {
-                if !quiet && !at_terminal {
-                    let step = match &ctl.workers[i].state {
-                        State::At(step) => step.clone(),
-                        _ => String::new(),
-                    };
-                    let k = ctl.granted.len() + 1;
-                    common::event!("step", { "position": k, "worker": i, "step": step },
-                                   "step {k}: 路人{i} {step}");
-                }
-                if let Err(e) = ctl.grant(i) {
-                    break Err(e);
-                }
-            }
-            Err(refused) => break Err(refusal(refused)),
-        }
-    };
-    if let Err(e) = result {
+    let buyer_pids: Vec<Option<i32>> = buyers.iter().map(Process::pid).collect();
+    let driven = stepper::drive(
+        &mut ctl,
+        chooser,
+        quiet,
+        |i| probe(&mut buyers[i], &lock_path),
+        |ctl| show_state(s, lock, ctl, &buyer_pids, &table),
+    );
+    if let Err(e) = driven {
         for buyer in &mut buyers {
             let _ = buyer.kill();
             let _ = buyer.join();
@@ -141,16 +106,22 @@ pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) ->
             bail!("{b} failed in a census replay (schedule {})", ctl.schedule());
         }
         let remaining = s.db.read_count().map_err(store_error)?;
-        Real { sold, remaining, initial: s.initial, grants, woke }
+        Real { sold, remaining, initial: s.initial, grants, woke: ctl.woke.clone() }
     } else {
         let mode = if lock { Mode::Lock } else { Mode::Race };
         let o = finish(s, mode, &buyers, None, 0)?;
-        Real { sold: o.sold, remaining: o.remaining, initial: s.initial, grants, woke }
+        Real {
+            sold: o.sold,
+            remaining: o.remaining,
+            initial: s.initial,
+            grants,
+            woke: ctl.woke.clone(),
+        }
     };
     if !quiet {
         report::plain(format!(
             "timeline (one lane per buyer, one column per step granted):\n{}",
-            indent(&ctl.timeline())
+            stepper::indent(&ctl.timeline())
         ));
         let schedule = ctl.schedule();
         let won = real.oversold() > 0;
@@ -179,17 +150,6 @@ fn grants_len(real: &Real) -> usize {
     real.grants.len()
 }
 
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
-}
-
-fn refusal(refused: Refusal) -> anyhow::Error {
-    match refused {
-        Refusal::BadSchedule(message) => bad_input(message),
-        Refusal::Quit => anyhow::anyhow!("no worker was chosen (end of input): stopped"),
-    }
-}
-
 /// Is buyer `p` asleep in flock, waiting for the lock? From /proc/locks (a `->` line: a
 /// blocked request) and its state letter and wchan in /proc/PID.
 fn probe(p: &mut Process, lock_path: &Path) -> Probe {
@@ -215,37 +175,26 @@ fn show_state(
     s: &Setup,
     lock: bool,
     ctl: &Controller,
-    buyers: &[Process],
+    pids: &[Option<i32>],
     table: &[(String, String, String)],
 ) {
     let text = std::fs::read_to_string(s.db.path()).unwrap_or_default();
-    let mut out = format!("db.json: {}", text.trim_end());
+    let mut out = format!("db.json: {} (shared)", text.trim_end());
     if lock {
         let (holders, _) = common::locks::holders_and_waiters(s.db.lock_path()).unwrap_or_default();
         let who: Vec<String> = holders
             .iter()
-            .map(|h| match buyers.iter().position(|b| b.pid() == Some(*h)) {
+            .map(|h| match pids.iter().position(|p| *p == Some(*h)) {
                 Some(n) => format!("路人{n}"),
                 None => format!("pid {h}"),
             })
             .collect();
         let held =
             if who.is_empty() { "free".to_owned() } else { format!("held by {}", who.join(", ")) };
-        out.push_str(&format!("    {}: {held} (/proc/locks)", s.db.lock_path().display()));
+        let name = s.db.lock_path().file_name().unwrap_or_default().to_string_lossy();
+        out.push_str(&format!(", {name}: {held} (/proc/locks)"));
     }
-    for (i, w) in ctl.workers.iter().enumerate() {
-        let line = match &w.state {
-            State::At(step) => stepper::source_of(table, step)
-                .map_or(String::new(), |(_, at, call)| format!("   {at}  {call}")),
-            _ => String::new(),
-        };
-        let note = if w.note.is_empty() { "-" } else { &w.note };
-        out.push_str(&format!(
-            "\n  {i} {:<5} {note:<16} {}{line}",
-            w.name,
-            stepper::describe(&w.state)
-        ));
-    }
+    out.push_str(&stepper::lanes(ctl, table));
     let goal = if lock {
         "goal: make it oversell (the lock will try to stop you)"
     } else {
@@ -253,20 +202,6 @@ fn show_state(
     };
     out.push_str(&format!("\n  {goal}; steps so far: {}", ctl.schedule()));
     report::plain(out);
-}
-
-/// The chooser for `run`: `--schedule`, a terminal, or a seeded random schedule (printed).
-pub fn chooser(schedule: Option<&str>, seed: Option<u64>, buyers: usize) -> Result<Chooser> {
-    if let Some(text) = schedule {
-        return stepper::parse_schedule(text, buyers).map(Chooser::Schedule).map_err(bad_input);
-    }
-    if seed.is_none() && std::io::stdin().is_terminal() && !report::json_mode() {
-        return Ok(Chooser::Ask);
-    }
-    let seed = seed.unwrap_or_else(|| report::monotonic_ns() % 1_000_000);
-    common::event!("seed", { "seed": seed },
-                   "no terminal to ask: a random schedule from --seed {seed} (printed at the end, to replay)");
-    Ok(Chooser::seeded(seed))
 }
 
 // ---------------------------------------------------------------------------------------------

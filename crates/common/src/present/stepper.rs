@@ -17,7 +17,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -47,7 +47,8 @@ pub struct Report {
 
 /// The turns of this process's workers, and where their reports go.
 struct Side {
-    grants: Mutex<Vec<u32>>,
+    /// Grants not yet used, per worker; `None` once the controller let every worker run free.
+    grants: Mutex<Option<Vec<u32>>>,
     turn: Condvar,
     out: Mutex<Out>,
 }
@@ -93,7 +94,11 @@ pub fn done() {
 
 impl Side {
     fn new(out: Out, workers: usize) -> Side {
-        Side { grants: Mutex::new(vec![0; workers]), turn: Condvar::new(), out: Mutex::new(out) }
+        Side {
+            grants: Mutex::new(Some(vec![0; workers])),
+            turn: Condvar::new(),
+            out: Mutex::new(out),
+        }
     }
 
     fn send(&self, report: Report) {
@@ -116,18 +121,32 @@ impl Side {
     /// Waits, under the mutex, until worker `i` has a grant, and uses it up.
     fn wait_turn(&self, i: usize) {
         let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
-        while grants.get(i).copied().unwrap_or(0) == 0 {
-            grants = self.turn.wait(grants).unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match grants.as_mut() {
+                None => return,
+                Some(g) if g.get(i).copied().unwrap_or(0) > 0 => {
+                    g[i] -= 1;
+                    return;
+                }
+                Some(_) => grants = self.turn.wait(grants).unwrap_or_else(PoisonError::into_inner),
+            }
         }
-        grants[i] -= 1;
     }
 
     fn grant(&self, i: usize) {
         let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
-        if grants.len() <= i {
-            grants.resize(i + 1, 0);
+        if let Some(g) = grants.as_mut() {
+            if g.len() <= i {
+                g.resize(i + 1, 0);
+            }
+            g[i] += 1;
         }
-        grants[i] += 1;
+        self.turn.notify_all();
+    }
+
+    /// No more turns: every worker runs free (after a bad schedule, so that threads can end).
+    fn release(&self) {
+        *self.grants.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.turn.notify_all();
     }
 }
@@ -221,6 +240,10 @@ pub struct Controller {
     pub workers: Vec<Worker>,
     /// Every grant so far: the worker and the step it made.
     pub granted: Vec<(usize, String)>,
+    /// The kernel's choices: after grant number k (from 1), this blocked worker could go on.
+    pub woke: Vec<(usize, usize)>,
+    /// The pipes' folder, removed once every worker has opened its ends.
+    pipes: Option<PipeDir>,
 }
 
 /// The folder of a controller's named pipes, made before its child processes start.
@@ -283,7 +306,7 @@ impl Controller {
     /// A controller of workers in child processes that [`join`] through `pipes`; `slot_of[i]`
     /// is the process slot of worker `i`. Call it once the children are started (so that none
     /// of them inherits the controller's ends of the pipes).
-    pub fn pipes(pipes: &PipeDir, names: Vec<String>, slot_of: Vec<usize>) -> Result<Controller> {
+    pub fn pipes(pipes: PipeDir, names: Vec<String>, slot_of: Vec<usize>) -> Result<Controller> {
         let open = |path: PathBuf| {
             // Read and write: the open never waits for the other side, and the pipe never
             // reads as ended while this process holds it.
@@ -313,7 +336,9 @@ impl Controller {
                 }
             }
         })?;
-        Ok(Controller::with(Link::Pipes { ready: rx, grants, slot_of }, names))
+        let mut ctl = Controller::with(Link::Pipes { ready: rx, grants, slot_of }, names);
+        ctl.pipes = Some(pipes);
+        Ok(ctl)
     }
 
     fn with(link: Link, names: Vec<String>) -> Controller {
@@ -321,7 +346,7 @@ impl Controller {
             .into_iter()
             .map(|name| Worker { name, state: State::Starting, note: String::new(), steps: 0 })
             .collect();
-        Controller { link, workers, granted: Vec::new() }
+        Controller { link, workers, granted: Vec::new(), woke: Vec::new(), pipes: None }
     }
 
     fn receive(&self, timeout: Duration) -> Option<Report> {
@@ -351,6 +376,20 @@ impl Controller {
     /// watched until it reports or blocks again. Fails if a worker's process ends without
     /// saying so, or if nothing settles within [`STEP_PATIENCE`].
     pub fn settle(&mut self, mut probe: impl FnMut(usize) -> Probe) -> Result<()> {
+        let blocked: Vec<bool> =
+            self.workers.iter().map(|w| matches!(w.state, State::Blocked(..))).collect();
+        self.settle_all(&mut probe)?;
+        for (i, was) in blocked.into_iter().enumerate() {
+            if was && !matches!(self.workers[i].state, State::Blocked(..)) {
+                self.woke.push((self.granted.len(), i));
+            }
+        }
+        // Every worker has opened its pipes: the folder can go (nothing left after a Ctrl-C).
+        self.pipes.take();
+        Ok(())
+    }
+
+    fn settle_all(&mut self, probe: &mut impl FnMut(usize) -> Probe) -> Result<()> {
         let deadline = Instant::now() + STEP_PATIENCE;
         loop {
             while let Some(report) = self.receive(Duration::ZERO) {
@@ -418,6 +457,14 @@ impl Controller {
         Ok(())
     }
 
+    /// Lets every worker of this process run free from now on: after a bad schedule or a
+    /// refusal, so that its threads end. (Workers in child processes are ended by the demo.)
+    pub fn release(&self) {
+        if let Link::Local(side, _) = &self.link {
+            side.release();
+        }
+    }
+
     /// The workers that can be granted a step now.
     pub fn choosable(&self) -> Vec<usize> {
         (0..self.workers.len()).filter(|&i| matches!(self.workers[i].state, State::At(_))).collect()
@@ -477,6 +524,103 @@ impl Controller {
         }
         out
     }
+}
+
+/// How a stepped run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every worker is done.
+    Finished,
+    /// Workers are left and every one of them is blocked in the kernel.
+    Deadlock,
+}
+
+/// Runs the workers step by step: settle, then (at a terminal) `show` the state, then let
+/// `chooser` pick the worker to grant, until every worker is done or they deadlock. `quiet`
+/// prints nothing per step; otherwise each grant is a `step` event (unless a terminal is
+/// asking: the learner saw the state). A bad schedule is bad input (exit 2) naming its position.
+pub fn drive(
+    ctl: &mut Controller,
+    chooser: &mut Chooser,
+    quiet: bool,
+    mut probe: impl FnMut(usize) -> Probe,
+    mut show: impl FnMut(&Controller),
+) -> Result<Ending> {
+    let asking = matches!(chooser, Chooser::Ask);
+    loop {
+        ctl.settle(&mut probe)?;
+        let position = ctl.granted.len() + 1;
+        if ctl.finished() {
+            chooser.check_used_up(position - 1).map_err(refused)?;
+            return Ok(Ending::Finished);
+        }
+        if ctl.deadlocked() {
+            chooser.check_used_up(position - 1).map_err(refused)?;
+            return Ok(Ending::Deadlock);
+        }
+        if asking {
+            show(ctl);
+        }
+        let i = chooser.next(ctl, position).map_err(refused)?;
+        if !quiet && !asking {
+            let step = match &ctl.workers[i].state {
+                State::At(step) => step.clone(),
+                _ => String::new(),
+            };
+            let name = &ctl.workers[i].name;
+            crate::event!("step", { "position": position, "worker": i, "step": step },
+                          "step {position}: {name} {step}");
+        }
+        ctl.grant(i)?;
+    }
+}
+
+fn refused(refusal: Refusal) -> anyhow::Error {
+    match refusal {
+        Refusal::BadSchedule(message) => crate::demo::bad_input(message),
+        Refusal::Quit => anyhow::anyhow!("no worker was chosen (end of input): stopped"),
+    }
+}
+
+/// The chooser a demo's flags ask for: `--schedule` (checked here for unknown workers), the
+/// learner at a terminal, or, without one, a random schedule from `--seed` (or a seed drawn
+/// now), said at once so the run can be replayed.
+pub fn chooser_for(schedule: Option<&str>, seed: Option<u64>, workers: usize) -> Result<Chooser> {
+    if let Some(text) = schedule {
+        return parse_schedule(text, workers)
+            .map(Chooser::Schedule)
+            .map_err(crate::demo::bad_input);
+    }
+    if seed.is_none() && std::io::stdin().is_terminal() && !crate::report::json_mode() {
+        return Ok(Chooser::Ask);
+    }
+    let seed = seed.unwrap_or_else(|| crate::report::monotonic_ns() % 1_000_000);
+    crate::event!("seed", { "seed": seed },
+                  "no terminal to ask: a random schedule from --seed {seed} (the schedule is printed at the end)");
+    Ok(Chooser::seeded(seed))
+}
+
+/// Each worker's line: its number, name, private state, where it is, and the source line
+/// its next step runs (from the guide's table).
+pub fn lanes(ctl: &Controller, table: &[(String, String, String)]) -> String {
+    let width = ctl.workers.iter().map(|w| columns(&w.name)).max().unwrap_or(0);
+    let mut out = String::new();
+    for (i, w) in ctl.workers.iter().enumerate() {
+        let line = match &w.state {
+            State::At(step) => source_of(table, step)
+                .map_or(String::new(), |(_, at, call)| format!("    {at}  {call}")),
+            _ => String::new(),
+        };
+        let note = if w.note.is_empty() { "-" } else { &w.note };
+        let pad = " ".repeat(width - columns(&w.name));
+        out.push_str(&format!("\n  {i} {}{pad}  {note:<16} {}{line}", w.name, describe(&w.state)));
+    }
+    out
+}
+
+/// Indents every line by two spaces.
+pub fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// The columns a name takes at a terminal: two for each CJK character (路人0 takes five).
@@ -625,6 +769,9 @@ fn ask(ctl: &Controller, choosable: &[usize]) -> Result<usize, Refusal> {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return Err(Refusal::Quit),
             }
+        }
+        if line.trim().is_empty() && choosable.len() == 1 {
+            return Ok(choosable[0]); // Enter: the only one that can go
         }
         match line.trim().parse::<usize>() {
             Ok(i) if choosable.contains(&i) => return Ok(i),
