@@ -78,7 +78,7 @@ pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) ->
         &mut ctl,
         chooser,
         quiet,
-        |i| probe(&mut buyers[i], &lock_path),
+        |_, i| probe(&mut buyers[i], &lock_path),
         |ctl| show_state(s, lock, ctl, &buyer_pids, &table),
     );
     if let Err(e) = driven {

@@ -285,7 +285,7 @@ pub fn stepped(cli: &Cli) -> Result<()> {
             out.push_str(&format!("\n  goal: lose an update; steps so far: {}", ctl.schedule()));
             report::plain(out);
         };
-        let driven = stepper::drive(&mut ctl, &mut chooser, false, |_| Probe::Going, show);
+        let driven = stepper::drive(&mut ctl, &mut chooser, false, |_, _| Probe::Going, show);
         if driven.is_err() {
             ctl.release(); // the threads run to their end, so that the scope can close
         }

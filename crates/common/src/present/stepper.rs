@@ -40,6 +40,9 @@ pub struct Report {
     pub step: Option<String>,
     /// Its private state, as it last described it ([`note`]): "read count 1".
     pub note: String,
+    /// The kernel's id of the worker's thread, to look it up in `/proc`.
+    #[serde(default)]
+    pub tid: i32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -88,7 +91,8 @@ pub fn done() {
     if let Some(side) = SIDE.get()
         && let Some(i) = ME.with(Cell::get)
     {
-        side.send(Report { worker: i, step: None, note: NOTE.with(|n| n.borrow().clone()) });
+        let note = NOTE.with(|n| n.borrow().clone());
+        side.send(Report { worker: i, step: None, note, tid: crate::threads::named::gettid() });
     }
 }
 
@@ -156,7 +160,8 @@ fn on_mark(mark: &Mark<'_>) {
     let Mark::Step(step) = mark else { return };
     let (Some(side), Some(i)) = (SIDE.get(), ME.with(Cell::get)) else { return };
     let note = NOTE.with(|n| n.borrow().clone());
-    side.send(Report { worker: i, step: Some((*step).to_owned()), note });
+    let tid = crate::threads::named::gettid();
+    side.send(Report { worker: i, step: Some((*step).to_owned()), note, tid });
     side.wait_turn(i);
 }
 
@@ -226,6 +231,8 @@ pub struct Worker {
     pub state: State,
     pub note: String,
     pub steps: usize,
+    /// Its thread's kernel id, from its first report (0 before).
+    pub tid: i32,
 }
 
 /// How the controller reaches its workers.
@@ -344,7 +351,13 @@ impl Controller {
     fn with(link: Link, names: Vec<String>) -> Controller {
         let workers = names
             .into_iter()
-            .map(|name| Worker { name, state: State::Starting, note: String::new(), steps: 0 })
+            .map(|name| Worker {
+                name,
+                state: State::Starting,
+                note: String::new(),
+                steps: 0,
+                tid: 0,
+            })
             .collect();
         Controller { link, workers, granted: Vec::new(), woke: Vec::new(), pipes: None }
     }
@@ -363,6 +376,7 @@ impl Controller {
     fn apply(&mut self, report: Report) {
         if let Some(w) = self.workers.get_mut(report.worker) {
             w.note = report.note;
+            w.tid = report.tid;
             w.state = match report.step {
                 Some(step) => State::At(step),
                 None => State::Done,
@@ -375,7 +389,7 @@ impl Controller {
     /// the last step may have let it go (an unlock wakes a flock waiter), and then it is
     /// watched until it reports or blocks again. Fails if a worker's process ends without
     /// saying so, or if nothing settles within [`STEP_PATIENCE`].
-    pub fn settle(&mut self, mut probe: impl FnMut(usize) -> Probe) -> Result<()> {
+    pub fn settle(&mut self, mut probe: impl FnMut(&Controller, usize) -> Probe) -> Result<()> {
         let blocked: Vec<bool> =
             self.workers.iter().map(|w| matches!(w.state, State::Blocked(..))).collect();
         self.settle_all(&mut probe)?;
@@ -389,7 +403,7 @@ impl Controller {
         Ok(())
     }
 
-    fn settle_all(&mut self, probe: &mut impl FnMut(usize) -> Probe) -> Result<()> {
+    fn settle_all(&mut self, probe: &mut impl FnMut(&Controller, usize) -> Probe) -> Result<()> {
         let deadline = Instant::now() + STEP_PATIENCE;
         loop {
             while let Some(report) = self.receive(Duration::ZERO) {
@@ -405,7 +419,7 @@ impl Controller {
                     State::Running(step) => step.clone(),
                     _ => continue,
                 };
-                match probe(i) {
+                match probe(self, i) {
                     Probe::Going => unsettled = true,
                     Probe::Blocked(why) => self.workers[i].state = State::Blocked(step, why),
                     Probe::Gone => self.gone(i)?,
@@ -415,7 +429,7 @@ impl Controller {
                 // Everyone else is still: did the kernel let a blocked worker go meanwhile?
                 for i in 0..self.workers.len() {
                     if let State::Blocked(step, _) = &self.workers[i].state {
-                        match probe(i) {
+                        match probe(self, i) {
                             Probe::Blocked(_) => {}
                             Probe::Going => {
                                 self.workers[i].state = State::Running(step.clone());
@@ -455,6 +469,21 @@ impl Controller {
             bail!("{} ended in the middle of a step", self.workers[i].name);
         }
         Ok(())
+    }
+
+    /// The worker that holds the lock whose steps are `lock X` / `unlock X`, as the grants
+    /// tell: it was granted `lock X`, went past it (the kernel gave it the lock), and has not
+    /// been granted `unlock X` since.
+    pub fn holder(&self, lock_step: &str, unlock_step: &str) -> Option<usize> {
+        (0..self.workers.len()).find(|&i| {
+            let mine: Vec<&str> =
+                self.granted.iter().filter(|(j, _)| *j == i).map(|(_, s)| s.as_str()).collect();
+            let Some(k) = mine.iter().rposition(|s| *s == lock_step) else { return false };
+            let unlocked = mine[k + 1..].contains(&unlock_step);
+            let past =
+                k + 1 < mine.len() || matches!(self.workers[i].state, State::At(_) | State::Done);
+            past && !unlocked
+        })
     }
 
     /// Lets every worker of this process run free from now on: after a bad schedule or a
@@ -543,7 +572,7 @@ pub fn drive(
     ctl: &mut Controller,
     chooser: &mut Chooser,
     quiet: bool,
-    mut probe: impl FnMut(usize) -> Probe,
+    mut probe: impl FnMut(&Controller, usize) -> Probe,
     mut show: impl FnMut(&Controller),
 ) -> Result<Ending> {
     let asking = matches!(chooser, Chooser::Ask);
