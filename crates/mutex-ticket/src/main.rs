@@ -269,7 +269,10 @@ fn run_parts(mut cli: Cli) -> Result<()> {
         None if args.no_lock || args.join => Cmd::Run,
         None => Cmd::Tour,
     };
-    if !matches!(cmd, Cmd::Run) && (args.no_lock || args.join) {
+    if matches!(cmd, Cmd::Census { .. }) && args.join {
+        return Err(bad_input("--join: census counts the interleavings with and without the lock"));
+    }
+    if matches!(cmd, Cmd::Tour | Cmd::Crash { .. }) && (args.no_lock || args.join) {
         return Err(bad_input(
             "--no-lock and --join choose the mode of `run` (the tour runs every mode; crash needs \
              the lock): try `mutex-ticket run --no-lock`",

@@ -579,13 +579,16 @@ pub fn drive(
     loop {
         ctl.settle(&mut probe)?;
         let position = ctl.granted.len() + 1;
-        if ctl.finished() {
-            chooser.check_used_up(position - 1).map_err(refused)?;
-            return Ok(Ending::Finished);
-        }
-        if ctl.deadlocked() {
-            chooser.check_used_up(position - 1).map_err(refused)?;
-            return Ok(Ending::Deadlock);
+        let ended = if ctl.finished() {
+            Some(Ending::Finished)
+        } else if ctl.deadlocked() {
+            Some(Ending::Deadlock)
+        } else {
+            None
+        };
+        if let Some(ended) = ended {
+            chooser.check_used_up(position - 1, ended).map_err(refused)?;
+            return Ok(ended);
         }
         if asking {
             show(ctl);
@@ -759,12 +762,17 @@ impl Chooser {
         }
     }
 
-    /// After the last step: a schedule with steps left over is refused, naming the position.
-    pub fn check_used_up(&self, used: usize) -> Result<(), Refusal> {
+    /// After the last step (`ended`: every worker done, or deadlocked): a schedule with steps
+    /// left over is refused, naming the position.
+    pub fn check_used_up(&self, used: usize, ended: Ending) -> Result<(), Refusal> {
+        let how = match ended {
+            Ending::Finished => "every worker is done",
+            Ending::Deadlock => "the workers are deadlocked (none can go on)",
+        };
         match self {
             Chooser::Schedule(list) if list.len() > used => Err(Refusal::BadSchedule(format!(
-                "--schedule has too many steps: every worker is done after position {used}, and \
-                 it goes on to position {}",
+                "--schedule has too many steps: {how} after position {used}, and it goes on to \
+                 position {}",
                 list.len()
             ))),
             _ => Ok(()),
