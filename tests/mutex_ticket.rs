@@ -858,11 +858,9 @@ fn enumerate(buyers: usize, lock: bool) -> (u64, u64) {
                     Some(_) => n.queue.push(b),
                 },
                 "read" => n.seen[b] = n.file,
-                "write" => {
-                    if n.seen[b] >= 1 {
-                        n.file = n.seen[b] - 1;
-                        n.sold += 1;
-                    }
+                "write" if n.seen[b] >= 1 => {
+                    n.file = n.seen[b] - 1;
+                    n.sold += 1;
                 }
                 "unlock" => {
                     n.owner = None;

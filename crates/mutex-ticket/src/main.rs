@@ -67,7 +67,6 @@
 //! **Differences from Python** (also the end of `--help`):
 #![doc = include_str!("differences.txt")]
 
-mod buyer;
 mod database;
 mod parts;
 mod steps;
@@ -80,10 +79,10 @@ use common::cli::{CommonArgs, parse_positive};
 use common::demo::bad_input;
 use common::process::Role;
 use common::report;
-use common::store::MAX_TICKETS;
+use mutex_ticket::store::{Durability, MAX_TICKETS};
 use serde_json::json;
 
-use buyer::{Buyer, Level, tickets};
+use mutex_ticket::buyer::{Buyer, tickets};
 use parts::{
     Mode, Setup, compare_lock_and_join, explain_sidecar, run_crash, run_part, summary_data,
 };
@@ -222,8 +221,8 @@ struct TicketArgs {
     join: bool,
 
     /// How a buyer writes db.json back
-    #[arg(long, global = true, value_enum, value_name = "LEVEL", default_value_t = Level::Rename)]
-    durability: Level,
+    #[arg(long, global = true, value_enum, value_name = "LEVEL", default_value_t = Durability::Rename)]
+    durability: Durability,
 
     /// Shorthand for --durability fsync
     #[arg(long, global = true, conflicts_with = "durability")]
@@ -322,7 +321,7 @@ fn run_parts(mut cli: Cli) -> Result<()> {
         buyers,
         search_ms: ms(args.search_ms, NOTES_SEARCH_SECS),
         buy_ms: ms(args.buy_ms, NOTES_BUY_SECS),
-        level: if args.fsync { Level::Fsync } else { args.durability },
+        level: if args.fsync { Durability::Fsync } else { args.durability },
         method: cli.common.start_method,
         common: cli.common.clone(),
     };

@@ -9,11 +9,11 @@ use common::cli::CommonArgs;
 use common::predict;
 use common::process::{Process, StartMethod, exitcode_name};
 use common::report;
-use common::store::TicketDb;
+use mutex_ticket::store::{Durability, TicketDb};
 use serde_json::json;
 
-use crate::buyer::{Buyer, Level, NO_TICKET, tickets};
 use crate::database::{clean_stray_temps, set_count, store_error, stray_temps};
+use mutex_ticket::buyer::{Buyer, NO_TICKET, tickets};
 
 /// How long the parent looks for buyers queueing on the lock before showing the lock view
 /// anyway (the view only picks a moment to print; nothing depends on it).
@@ -48,7 +48,7 @@ pub struct Setup {
     pub buyers: usize,
     pub search_ms: u64,
     pub buy_ms: u64,
-    pub level: Level,
+    pub level: Durability,
     pub method: StartMethod,
     pub common: CommonArgs,
 }
@@ -240,7 +240,7 @@ pub fn run_crash(s: &Setup, victim: usize, title: &str) -> Result<Outcome> {
     guess.reveal(
         if whole { "yes" } else { "no" },
         match s.level {
-            Level::InPlace => {
+            Durability::InPlace => {
                 "with --durability in-place the buyer truncates db.json and writes into it: a \
                  kill in between can leave it torn"
             }
@@ -455,7 +455,7 @@ pub fn finish(
         ),
     );
     if !failed.is_empty() {
-        let hint = if s.level == Level::InPlace {
+        let hint = if s.level == Durability::InPlace {
             "; with --durability in-place, a buyer that reads without the lock (every search, and \
              every buy with --no-lock) can catch db.json truncated and not yet rewritten: the \
              torn read that writing by rename rules out"

@@ -13,9 +13,9 @@ use common::report;
 use common::stepper::{self, Chooser, Controller, PipeDir, Probe};
 use serde_json::json;
 
-use crate::buyer::{Buyer, NO_TICKET, tickets};
 use crate::database::store_error;
 use crate::parts::{Mode, Setup, finish, interrupted};
+use mutex_ticket::buyer::{Buyer, NO_TICKET, tickets};
 
 /// A buyer's steps without the lock, as `buyer.rs` marks them.
 pub const STEPS_NO_LOCK: &[&str] = &["search", "read", "pay", "write"];
