@@ -636,7 +636,7 @@ pub fn lanes(ctl: &Controller, table: &[(String, String, String)]) -> String {
     let mut out = String::new();
     for (i, w) in ctl.workers.iter().enumerate() {
         let line = match &w.state {
-            State::At(step) => source_of(table, step)
+            State::At(step) => source_of(table, step, &w.name)
                 .map_or(String::new(), |(_, at, call)| format!("    {at}  {call}")),
             _ => String::new(),
         };
@@ -850,12 +850,19 @@ pub fn where_table(guide: &str) -> Vec<(String, String, String)> {
     rows
 }
 
-/// The row of `table` for step `step`: the first whose first column starts with the step's
-/// name in backquotes (`` `read` ``).
+/// The row of `table` for `worker`'s step `step`: the first whose first column names the step
+/// in backquotes for this worker (`` `lock A` by scientist-2 ``), or for every worker (a row
+/// that starts with `` `read` `` and names nobody after it).
 pub fn source_of<'a>(
     table: &'a [(String, String, String)],
     step: &str,
+    worker: &str,
 ) -> Option<&'a (String, String, String)> {
     let key = format!("`{step}`");
-    table.iter().find(|(what, _, _)| what.starts_with(&key))
+    let mine = format!("{key} by {worker}");
+    table.iter().find(|(what, _, _)| what.contains(&mine)).or_else(|| {
+        table.iter().find(|(what, _, _)| {
+            what.starts_with(&key) && !what[key.len()..].trim_start().starts_with("by ")
+        })
+    })
 }
