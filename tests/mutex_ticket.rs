@@ -783,6 +783,8 @@ fn step_at_a_terminal_waits_for_the_answer_and_takes_it() {
     demo.wait_for("who goes next?", 1);
     assert!(demo.seen.contains("goal: make it oversell"), "{}", demo.seen);
     assert!(demo.seen.contains("next: search"), "{}", demo.seen);
+    // The line each buyer's next step runs, from the guide's "Where the mechanism is" table.
+    assert!(demo.seen.contains("src/buyer.rs:"), "{}", demo.seen);
     // It waits: asleep in a read of the terminal, and nothing was granted yet.
     wait_until("the demo sleeps reading the terminal", || {
         support::ps::state_of(demo.pid()) == Some('S')

@@ -15,7 +15,8 @@
 //! Five parts, each a subcommand (no subcommand runs them all, in a few seconds):
 //! 1. `classic`: two scientists, the noodles (面条) and the fork (叉子), taken in opposite
 //!    orders. Found by `parking_lot::deadlock::check_deadlock` within a second, reported with
-//!    thread and lock names, killed.
+//!    thread and lock names, killed. `classic --step` (or `--schedule 0,1,0,1`): you grant
+//!    each lock and unlock, without the barrier; the goal, deadlock them.
 //! 2. `self`: one thread locks a `std::sync::Mutex` twice. std says the second call "might panic
 //!    or deadlock"; on Linux it sleeps for ever (`S`, wchan `futex…`), seen in `/proc` before the
 //!    child is killed. `try_lock` says `WouldBlock` instead.

@@ -18,6 +18,11 @@
 //!   that is then renamed over it), the kernel drops the dead buyer's lock, the others go on,
 //!   and the stray temp file is cleaned up.
 //!
+//! - **Be the scheduler** (`run --step`, `run --schedule 0,1,0,1,...`, `census`): 2 or 3 buyers
+//!   wait before each of their steps (`search`, `lock`, `read`, `pay`, `write`, `unlock`) for
+//!   the step to be granted: by you at a terminal, by a schedule, or by a seeded random choice.
+//!   `census` counts every interleaving by outcome, then replays them on the kernel.
+//!
 //! Why the lock is on a sidecar and not on `db.json`: every write *replaces* `db.json` by a
 //! rename. A buyer that opened `db.json` and then waited for a lock on it would wake up holding a
 //! lock on the old, replaced file and read a stale count. The sidecar is never replaced, and
@@ -110,6 +115,10 @@ Parts (no subcommand = the tour; --no-lock or --join without a subcommand = `run
   run --join       start and join each buyer in turn: correct, but all serial (互斥锁与join的区别)
   crash            路人K is killed with SIGKILL inside the locked section: db.json stays whole,
                    the kernel releases the lock, the others go on, the stray temp file is removed
+  run --step       be the scheduler: 2 buyers wait before each step (search, lock, read, pay,
+                   write, unlock) for you to choose who goes; goal: make it oversell
+  run --schedule L replay a schedule on the kernel: worker numbers from 0, one per step
+  census           every interleaving of 2 or 3 buyers counted by outcome, replayed on the kernel
 
 The database: without --db, a fresh copy of data/db.json ({\"count\": 1}) is made in a new private
 folder, $TMPDIR/mutex-ticket-*/db.json; its path is printed and it is kept after the run so you

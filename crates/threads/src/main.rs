@@ -20,7 +20,8 @@
 //!    `main` returns), each in a child process; then `thread::scope`, the non-daemon way.
 //! 6. `race`: the balance program with two threads: the notes' code does not compile (see the
 //!    library's docs); a relaxed load-then-store loses updates, counted; `Mutex` (and
-//!    poisoning) and `fetch_add` are exact, each with its cost.
+//!    poisoning) and `fetch_add` are exact, each with its cost. `race --step` (or
+//!    `--schedule 0,1,0,1,...`): you grant each load and store; the goal, lose an update.
 //! 7. `dead-holder`: a lock whose holder thread ends. Python's `Lock` stays locked (苦苦等待锁
 //!    的线程将永远等待下去); a Rust guard is released when its thread ends, poisoned if it
 //!    panicked; only a guard leaked on purpose keeps it locked.

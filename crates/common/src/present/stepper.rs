@@ -633,16 +633,25 @@ pub fn chooser_for(schedule: Option<&str>, seed: Option<u64>, workers: usize) ->
 /// its next step runs (from the guide's table).
 pub fn lanes(ctl: &Controller, table: &[(String, String, String)]) -> String {
     let width = ctl.workers.iter().map(|w| columns(&w.name)).max().unwrap_or(0);
+    let states: Vec<String> = ctl.workers.iter().map(|w| describe(&w.state)).collect();
+    // Only the workers at a step have a source line to line up.
+    let state_width = (ctl.workers.iter().zip(&states))
+        .filter(|(w, _)| matches!(w.state, State::At(_)))
+        .map(|(_, s)| s.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
-    for (i, w) in ctl.workers.iter().enumerate() {
+    for (i, (w, state)) in ctl.workers.iter().zip(&states).enumerate() {
         let line = match &w.state {
             State::At(step) => source_of(table, step, &w.name)
-                .map_or(String::new(), |(_, at, call)| format!("    {at}  {call}")),
+                .map_or(String::new(), |(_, at, call)| format!("   {at}  {call}")),
             _ => String::new(),
         };
         let note = if w.note.is_empty() { "-" } else { &w.note };
         let pad = " ".repeat(width - columns(&w.name));
-        out.push_str(&format!("\n  {i} {}{pad}  {note:<16} {}{line}", w.name, describe(&w.state)));
+        let line = format!("  {i} {}{pad}  {note:<16} {state:<state_width$}{line}", w.name);
+        out.push('\n');
+        out.push_str(line.trim_end());
     }
     out
 }
