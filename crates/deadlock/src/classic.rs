@@ -83,7 +83,9 @@ fn scientists(args: Value) -> Result<()> {
     let barrier = if step_dir.is_some() { None } else { Some(&barrier) };
     let noodles = Mutex::new(());
     let fork = Mutex::new(());
-    let watchdog = Watchdog::start(board.clone(), "thread")?;
+    // Stepped, the deadlock comes when the learner makes it: the watchdog waits for it.
+    let patience = if step_dir.is_some() { None } else { Some(PATIENCE) };
+    let watchdog = Watchdog::start_for(board.clone(), "thread", patience)?;
     std::thread::scope(|s| -> Result<()> {
         let b = &board;
         let n: Thing = ("noodles", "面条", &noodles, A);
