@@ -938,3 +938,18 @@ fn the_census_of_three_buyers_without_the_lock_is_the_multinomial_and_its_sample
     let r = &out.one("replayed")["data"];
     assert_eq!((num(r, "replayed"), num(r, "matched")), (4, 4), "{r}");
 }
+
+#[test]
+fn is_a_guess_of_the_fraction_that_oversells_judged_against_the_census_count() {
+    let dir = TempDir::new("census-predict");
+    let db = db_with(&dir, b"{\"count\": 1}");
+    let args = ["census", "--no-lock", "--db", db.to_str().unwrap()];
+    // 60 of the 70 schedules oversell: 0.857.
+    let right = support::answer_of(BIN, &args, "fraction", "0.85");
+    assert_eq!(
+        (right["data"]["right"].as_bool(), right["data"]["actual"].as_f64()),
+        (Some(true), Some(0.857))
+    );
+    let wrong = support::answer_of(BIN, &args, "fraction", "0.5");
+    assert_eq!(wrong["data"]["right"], false, "{wrong}");
+}
