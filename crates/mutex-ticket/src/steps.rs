@@ -46,10 +46,11 @@ impl Real {
     }
 }
 
-/// One run of the buyers in which `chooser` picks every step; `at_terminal` shows the state
-/// before each step; `quiet` (the census) prints nothing but errors.
+/// One run of the buyers in which `chooser` picks every step (a learner at a terminal sees the
+/// state before each); `quiet` (the census's replays) prints nothing but errors.
 pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) -> Result<Real> {
     s.prepare()?;
+    let started = Instant::now();
     let pipes = PipeDir::new(&std::env::temp_dir(), s.buyers)?;
     let mut buyers = Vec::with_capacity(s.buyers);
     for number in 0..s.buyers {
@@ -109,7 +110,7 @@ pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) ->
         Real { sold, remaining, initial: s.initial, grants, woke: ctl.woke.clone() }
     } else {
         let mode = if lock { Mode::Lock } else { Mode::Race };
-        let o = finish(s, mode, &buyers, None, 0)?;
+        let o = finish(s, mode, &buyers, None, started.elapsed().as_millis() as u64)?;
         Real {
             sold: o.sold,
             remaining: o.remaining,
@@ -119,6 +120,7 @@ pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) ->
         }
     };
     if !quiet {
+        let steps = real.grants.len();
         report::plain(format!(
             "timeline (one lane per buyer, one column per step granted):\n{}",
             stepper::indent(&ctl.timeline())
@@ -126,28 +128,20 @@ pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) ->
         let schedule = ctl.schedule();
         let won = real.oversold() > 0;
         let verdict = if won {
-            format!("you made it oversell by {} in {} steps", real.oversold(), grants_len(&real))
+            format!("you made it oversell by {} in {steps} steps", real.oversold())
         } else if lock {
-            format!(
-                "no oversell in {} steps: the lock let one buyer at a time read and write",
-                grants_len(&real)
-            )
+            format!("no oversell in {steps} steps: the lock let one buyer at a time read and write")
         } else {
             format!(
-                "no oversell this time ({} steps): try letting both buyers read before either writes",
-                grants_len(&real)
+                "no oversell this time ({steps} steps): let both buyers read before either writes"
             )
         };
-        common::event!("schedule", { "schedule": schedule, "steps": real.grants.len(), "won": won,
-                                     "oversold": real.oversold(), "kernel_choices": real.woke },
+        common::event!("schedule", { "schedule": schedule, "steps": steps, "won": won,
+                                     "oversold": real.oversold(), "woke": real.woke },
                        "{verdict}\nschedule: {schedule}\nreplay it: mutex-ticket run{} --buyers {} --tickets {} --schedule {schedule}",
                        if lock { "" } else { " --no-lock" }, s.buyers, s.initial);
     }
     Ok(real)
-}
-
-fn grants_len(real: &Real) -> usize {
-    real.grants.len()
 }
 
 /// Is buyer `p` asleep in flock, waiting for the lock? From /proc/locks (a `->` line: a

@@ -566,7 +566,7 @@ impl Controller {
                 out.push_str(&format!("{cell:<width$}"));
             }
         }
-        out
+        out.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
     }
 }
 
