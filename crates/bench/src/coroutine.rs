@@ -35,7 +35,7 @@ use serde_json::Value;
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
 
 /// `yield_now`s per task in each Rust run (two tasks: twice as many switches).
-const TOKIO_YIELDS: usize = 200_000;
+pub(crate) const TOKIO_YIELDS: usize = 200_000;
 /// `await asyncio.sleep(0)`s per task in each Python run, where one costs 10 to 20 times more.
 const ASYNCIO_YIELDS: usize = 50_000;
 /// Resume + suspend round trips in each Rust run (a few nanoseconds each).
@@ -43,15 +43,15 @@ const STACKFUL_ROUND_TRIPS: usize = 2_000_000;
 /// `switch()` round trips in each Python run.
 const GREENLET_ROUND_TRIPS: usize = 200_000;
 /// Tasks that sleep at once, on each side.
-const SLEEPERS: usize = 10_000;
+pub(crate) const SLEEPERS: usize = 10_000;
 /// How long each of them sleeps.
-const SLEEP_MS: u64 = 10;
+pub(crate) const SLEEP_MS: u64 = 10;
 const TASK_SWITCH_TARGET: f64 = 10.0;
 const STACKFUL_TARGET: f64 = 100.0;
 
 /// Mirror of the coroutine demo's `three_ways::event_loop_switch`: two tasks on a
 /// current-thread runtime, each yielding to the other `n` times; nanoseconds per yield.
-fn tokio_switch(n: usize) -> Result<f64> {
+pub(crate) fn tokio_switch(n: usize) -> Result<f64> {
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let began = Instant::now();
     runtime.block_on(async {
@@ -91,7 +91,7 @@ fn stackful_switch(n: usize) -> f64 {
 
 /// Resident memory in bytes: `VmRSS` of `/proc/self/status`, the count of `statm`'s second
 /// field given in KiB (so no page size is needed).
-fn rss_bytes() -> Result<u64> {
+pub(crate) fn rss_bytes() -> Result<u64> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let kib = status
@@ -104,7 +104,7 @@ fn rss_bytes() -> Result<u64> {
 
 /// `n` tasks on one thread that each sleep `SLEEP_MS`: (seconds from the first spawn to the
 /// last join, bytes of resident memory per task while they all sleep).
-fn sleepers(n: usize) -> Result<(f64, f64)> {
+pub(crate) fn sleepers(n: usize) -> Result<(f64, f64)> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
     runtime.block_on(async {
         let started = Arc::new(AtomicUsize::new(0));
@@ -134,6 +134,11 @@ fn sleepers(n: usize) -> Result<(f64, f64)> {
 /// [`sleepers`] in a forked child, whose heap holds none of an earlier run's freed tasks; the
 /// child sends its two figures back through a pipe.
 fn sleepers_in_child(n: usize) -> Result<(f64, f64)> {
+    in_child(sleepers, n)
+}
+
+/// `sleepers(n)` (tokio's, or a peer's) in a forked child; see [`sleepers_in_child`].
+pub(crate) fn in_child(sleepers: fn(usize) -> Result<(f64, f64)>, n: usize) -> Result<(f64, f64)> {
     let (mut from_child, mut to_parent) = std::io::pipe()?;
     // Fork: every earlier measurement has joined its threads, and the child touches nothing
     // of the parent's but the pipe: it builds its own runtime, writes 16 bytes and leaves.
