@@ -15,7 +15,7 @@ use anyhow::Result;
 use async_executor::LocalExecutor;
 
 use super::target_the_fastest;
-use crate::coroutine::{SLEEP_MS, SLEEPERS, TOKIO_YIELDS, in_child, rss_bytes, tokio_switch};
+use crate::coroutine::{SLEEP_MS, SLEEPERS, TOKIO_YIELDS, grown_per_task, in_child, memory_now, tokio_switch};
 use crate::measure::{Better, Outcome, Row, Settings, median};
 
 /// Two tasks on a `LocalExecutor`, each yielding `n` times; nanoseconds per yield.
@@ -46,7 +46,7 @@ fn smol_sleepers(n: usize) -> Result<(f64, f64)> {
     let ex = LocalExecutor::new();
     async_io::block_on(ex.run(async {
         let started = Arc::new(AtomicUsize::new(0));
-        let before = rss_bytes()?;
+        let before = memory_now()?;
         let began = Instant::now();
         let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
@@ -60,12 +60,12 @@ fn smol_sleepers(n: usize) -> Result<(f64, f64)> {
         while started.load(Ordering::Relaxed) < n {
             futures_lite::future::yield_now().await;
         }
-        let during = rss_bytes()?;
+        let during = memory_now()?;
         for task in tasks {
             task.await;
         }
         let seconds = began.elapsed().as_secs_f64();
-        Ok((seconds, during.saturating_sub(before) as f64 / n as f64))
+        Ok((seconds, grown_per_task(before, during, n)))
     }))
 }
 
