@@ -210,6 +210,15 @@ fn main() -> ExitCode {
     let settings = Settings { runs: cli.runs, count: cli.count };
     let mut failed = false;
     for suite in SUITES.iter().filter(|s| cli.only.as_deref().is_none_or(|only| only == s.name)) {
+        if suite.against == Against::Peer && !peers::COMPILED && cli.only.is_none() {
+            // A whole run without the feature is the Python comparison alone, not a failure;
+            // `--only` naming a peer suite still says why it cannot run.
+            report::say(format!(
+                "{}: skipped, the peer crates are compiled only with --features peers (make bench)",
+                suite.name
+            ));
+            continue;
+        }
         report::section(format!("{}: {}", suite.name, suite.about));
         let began = Instant::now();
         let outcome = (suite.run)(&settings);

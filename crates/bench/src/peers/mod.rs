@@ -14,6 +14,9 @@
 
 use crate::measure::Row;
 
+/// Whether the peer crates are compiled in (`--features peers`).
+pub const COMPILED: bool = cfg!(feature = "peers");
+
 /// Ours within 2× of the fastest peer: a ratio (ours / peer, better is higher) of at least ½.
 #[cfg_attr(not(feature = "peers"), allow(dead_code))]
 pub const TARGET: f64 = 0.5;
