@@ -26,7 +26,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench:
-	$(CARGO) run --release -q -p bench
+	$(CARGO) run --release -q -p bench --features peers
 
 demos:
 	@echo "Demo targets (each runs in a few seconds; add ARGS='--hold 10' to pause for ps):"

@@ -10,7 +10,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::net::load::{self, Spec};
 use nix::sys::signal::Signal;
@@ -292,6 +292,38 @@ fn closes_an_idle_client(model: &str) {
     echo(&mut active, b"here\n");
     drop(active);
     demo.interrupt(false).assert_code(130).assert_nothing_left();
+}
+
+/// A client active for several idle periods in a row, each of its gaps far shorter than the
+/// bound, is never closed; once it falls silent, it is closed, and not before the bound has
+/// passed since its last line was sent (the server's clock starts after that line arrives).
+fn keeps_an_active_client_past_the_first_deadline(model: &str) {
+    let idle = Duration::from_millis(1000);
+    let Some((demo, port)) = serve(model, &["--idle-ms", "1000"]) else { return };
+    let mut client = connect(port);
+    let began = Instant::now();
+    let mut last_sent = began;
+    // Lines 20 ms apart for 2.5 idle periods: the first deadline (and the second) pass while
+    // the client is busy, and must be moved, not obeyed.
+    while began.elapsed() < idle * 5 / 2 {
+        last_sent = Instant::now();
+        echo(&mut client, b"still here\n");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let line = read_error_then_eof(&mut client);
+    assert_eq!(line, "error: idle for 1000 ms: closing\n");
+    let silence = last_sent.elapsed();
+    assert!(silence >= idle, "closed {silence:?} after the last line, before the bound {idle:?}");
+    demo.interrupt(false).assert_code(130).assert_nothing_left();
+}
+
+#[test]
+fn is_an_active_client_kept_past_the_first_deadline_async() {
+    keeps_an_active_client_past_the_first_deadline("async");
+}
+#[test]
+fn is_an_active_client_kept_past_the_first_deadline_epoll() {
+    keeps_an_active_client_past_the_first_deadline("epoll");
 }
 
 #[test]

@@ -14,8 +14,11 @@
 //!   they all wait: the growth of the resident set (`VmRSS` of `/proc/self/status`, `statm`'s
 //!   resident pages) from before the first spawn to the moment every task has started its
 //!   sleep, divided by the number of tasks. The Rust side runs in a forked child, so that each
-//!   run starts from a heap where no earlier run's tasks were freed (`malloc` would reuse that
-//!   memory and the growth would read 0); Python starts afresh for every run anyway.
+//!   run starts from a heap where no earlier run's tasks were freed; Python starts afresh for
+//!   every run anyway. After other suites the forked child's heap still holds memory they freed,
+//!   which `malloc` reuses without the resident set growing: so the Rust side takes the larger
+//!   of the resident set's growth and the growth of the bytes `malloc` has handed out and not
+//!   taken back (glibc's `mallinfo2().uordblks`), which counts the tasks either way.
 //!
 //! The switch loops mirror the coroutine demo's `three_ways::event_loop_switch` and
 //! `three_ways::stackful_switch` (crates/coroutine/src/three_ways.rs), written again here
@@ -35,7 +38,7 @@ use serde_json::Value;
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
 
 /// `yield_now`s per task in each Rust run (two tasks: twice as many switches).
-const TOKIO_YIELDS: usize = 200_000;
+pub(crate) const TOKIO_YIELDS: usize = 200_000;
 /// `await asyncio.sleep(0)`s per task in each Python run, where one costs 10 to 20 times more.
 const ASYNCIO_YIELDS: usize = 50_000;
 /// Resume + suspend round trips in each Rust run (a few nanoseconds each).
@@ -43,15 +46,15 @@ const STACKFUL_ROUND_TRIPS: usize = 2_000_000;
 /// `switch()` round trips in each Python run.
 const GREENLET_ROUND_TRIPS: usize = 200_000;
 /// Tasks that sleep at once, on each side.
-const SLEEPERS: usize = 10_000;
+pub(crate) const SLEEPERS: usize = 10_000;
 /// How long each of them sleeps.
-const SLEEP_MS: u64 = 10;
+pub(crate) const SLEEP_MS: u64 = 10;
 const TASK_SWITCH_TARGET: f64 = 10.0;
 const STACKFUL_TARGET: f64 = 100.0;
 
 /// Mirror of the coroutine demo's `three_ways::event_loop_switch`: two tasks on a
 /// current-thread runtime, each yielding to the other `n` times; nanoseconds per yield.
-fn tokio_switch(n: usize) -> Result<f64> {
+pub(crate) fn tokio_switch(n: usize) -> Result<f64> {
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let began = Instant::now();
     runtime.block_on(async {
@@ -102,13 +105,41 @@ fn rss_bytes() -> Result<u64> {
     Ok(kib * 1024)
 }
 
+/// Bytes `malloc` has handed out and not taken back (glibc); 0 elsewhere, where the resident
+/// set alone is measured.
+fn heap_in_use() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // Safety: mallinfo2 only reads glibc's allocator counters and returns them by value.
+        let info = unsafe { libc::mallinfo2() };
+        info.uordblks as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0
+    }
+}
+
+/// What a process holds at one moment: (resident bytes, heap bytes in use).
+pub(crate) fn memory_now() -> Result<(u64, u64)> {
+    Ok((rss_bytes()?, heap_in_use()))
+}
+
+/// Bytes per task grown from `before` to `during`: the larger of the resident set's growth and
+/// the heap's (see the module documentation: the resident set does not grow where `malloc`
+/// reuses memory freed before).
+pub(crate) fn grown_per_task(before: (u64, u64), during: (u64, u64), n: usize) -> f64 {
+    let grown = during.0.saturating_sub(before.0).max(during.1.saturating_sub(before.1));
+    grown as f64 / n as f64
+}
+
 /// `n` tasks on one thread that each sleep `SLEEP_MS`: (seconds from the first spawn to the
 /// last join, bytes of resident memory per task while they all sleep).
-fn sleepers(n: usize) -> Result<(f64, f64)> {
+pub(crate) fn sleepers(n: usize) -> Result<(f64, f64)> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
     runtime.block_on(async {
         let started = Arc::new(AtomicUsize::new(0));
-        let before = rss_bytes()?;
+        let before = memory_now()?;
         let began = Instant::now();
         let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
@@ -122,18 +153,23 @@ fn sleepers(n: usize) -> Result<(f64, f64)> {
         while started.load(Ordering::Relaxed) < n {
             tokio::task::yield_now().await;
         }
-        let during = rss_bytes()?;
+        let during = memory_now()?;
         for task in tasks {
             task.await?;
         }
         let seconds = began.elapsed().as_secs_f64();
-        Ok((seconds, during.saturating_sub(before) as f64 / n as f64))
+        Ok((seconds, grown_per_task(before, during, n)))
     })
 }
 
 /// [`sleepers`] in a forked child, whose heap holds none of an earlier run's freed tasks; the
 /// child sends its two figures back through a pipe.
 fn sleepers_in_child(n: usize) -> Result<(f64, f64)> {
+    in_child(sleepers, n)
+}
+
+/// `sleepers(n)` (tokio's, or a peer's) in a forked child; see [`sleepers_in_child`].
+pub(crate) fn in_child(sleepers: fn(usize) -> Result<(f64, f64)>, n: usize) -> Result<(f64, f64)> {
     let (mut from_child, mut to_parent) = std::io::pipe()?;
     // Fork: every earlier measurement has joined its threads, and the child touches nothing
     // of the parent's but the pipe: it builds its own runtime, writes 16 bytes and leaves.
@@ -289,6 +325,25 @@ mod tests {
         assert!(per_task.is_finite() && per_task >= 0.0, "{per_task}");
         assert!(tokio_switch(100).unwrap() > 0.0);
         assert!(stackful_switch(100) > 0.0);
+    }
+
+    #[test]
+    fn a_task_counts_even_where_the_resident_set_does_not_grow() {
+        // malloc reusing freed memory: resident bytes unchanged, 1,000 heap bytes more.
+        assert_eq!(grown_per_task((8192, 500), (8192, 1500), 10), 100.0);
+        // Fresh pages: the resident set grows more than the heap's count.
+        assert_eq!(grown_per_task((8192, 500), (16384, 1500), 8), 1024.0);
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_heap_count_sees_blocks_this_thread_holds() {
+        let before = heap_in_use();
+        let held: Vec<Box<[u8; 512]>> = (0..20_000).map(|_| Box::new([1u8; 512])).collect();
+        let during = heap_in_use();
+        // Nine tenths: the other tests of this binary may free a little meanwhile.
+        assert!(during >= before + 20_000 * 512 * 9 / 10, "{before} -> {during} bytes in use");
+        drop(std::hint::black_box(held));
     }
 
     #[test]

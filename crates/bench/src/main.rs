@@ -15,9 +15,15 @@
 //! comparison is said to be skipped. A benchmark never fails the tests: `make test` does not
 //! run it, and a missed target is reported, not turned into an error.
 //!
-//! **Run it**: `make bench` (= `cargo run --release -q -p bench`); one suite, more runs:
-//! `cargo run --release -q -p bench -- --only start --runs 9`; `--json` prints one event per
-//! row. Measure release builds only: a debug build measures the debug build.
+//! **Peers**: the suites named `*-peers` put ours beside the Rust crates a user would pick
+//! instead (crossbeam-channel, flume, std's mpsc, ipc-channel, rayon, smol's executor), on the
+//! same work in the same run; their second column is the peer's figure, not Python's. The
+//! crates are compiled only with `--features peers` (which `make bench` turns on); without it
+//! those suites say so and the others run.
+//!
+//! **Run it**: `make bench` (= `cargo run --release -q -p bench --features peers`); one suite,
+//! more runs: `cargo run --release -q -p bench -- --only start --runs 9`; `--json` prints one
+//! event per row. Measure release builds only: a debug build measures the debug build.
 //!
 //! **Adding a suite**: a module with `pub fn run(&Settings) -> anyhow::Result<Outcome>` that
 //! builds its rows with `measure`'s types, one line in [`SUITES`], and its Python script in
@@ -28,6 +34,7 @@ mod gil;
 mod io;
 mod ipc;
 mod measure;
+mod peers;
 mod pool;
 mod queue;
 mod semaphore;
@@ -37,17 +44,20 @@ mod threads;
 mod ticket;
 
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
 use common::report;
 
-use crate::measure::{Outcome, Settings};
+use crate::measure::{Against, Outcome, Settings};
 
-/// One benchmark suite: a name for `--only`, what it measures, and the function that does it.
+/// One benchmark suite: a name for `--only`, what it measures, what its second column holds,
+/// and the function that does it.
 struct Suite {
     name: &'static str,
     about: &'static str,
+    against: Against,
     run: fn(&Settings) -> anyhow::Result<Outcome>,
 }
 
@@ -56,57 +66,92 @@ const SUITES: &[Suite] = &[
     Suite {
         name: "start",
         about: "start+join of a thread, a fork, a spawn and a fork-server child (fork-vs-spawn)",
+        against: Against::Python,
         run: start::run,
     },
     Suite {
         name: "ticket",
         about: "what safety costs: locked read-modify-write transactions on db.json (mutex-ticket)",
+        against: Against::Python,
         run: ticket::run,
     },
     Suite {
         name: "ipc",
         about: "pipe, duplex pipe, shared-memory and file counters between processes (ipc)",
+        against: Against::Python,
         run: ipc::run,
     },
     Suite {
         name: "queue",
         about: "messages per second through Queue / JoinableQueue (joinable-queue)",
+        against: Against::Python,
         run: queue::run,
+    },
+    Suite {
+        name: "queue-peers",
+        about: "process Queue beside ipc-channel, Servo's channel between processes",
+        against: Against::Peer,
+        run: peers::queue,
     },
     Suite {
         name: "io",
         about: "echo servers under one load client: epoll, async, io_uring vs socketserver, asyncio (io-models)",
+        against: Against::Python,
         run: io::run,
     },
     Suite {
         name: "pool",
         about: "what a trivial task costs through a pool of 2 worker processes (pool)",
+        against: Against::Python,
         run: pool::run,
+    },
+    Suite {
+        name: "pool-peers",
+        about: "ThreadPool and Pool map beside rayon's par_iter",
+        against: Against::Peer,
+        run: peers::pool,
     },
     Suite {
         name: "semaphore",
         about: "an acquire+release pair of a thread and a process semaphore (semaphore)",
+        against: Against::Python,
         run: semaphore::run,
     },
     Suite {
         name: "thread-queue",
         about: "items per second through Python's queue.Queue rebuilt for threads (thread-queue)",
+        against: Against::Python,
         run: thread_queue::run,
+    },
+    Suite {
+        name: "thread-queue-peers",
+        about: "thread Queue beside crossbeam-channel, flume and std's mpsc",
+        against: Against::Peer,
+        run: peers::thread_queue,
     },
     Suite {
         name: "threads",
         about: "the balance loop racy, locked, atomic; thread vs process switches (threads)",
+        against: Against::Python,
         run: threads::run,
     },
     Suite {
         name: "gil",
         about: "the notes' countdown by 1 and 2 threads, a simulated GIL, the convoy (gil)",
+        against: Against::Python,
         run: gil::run,
     },
     Suite {
         name: "coroutine",
         about: "a task switch, a stackful switch, 10,000 sleeping tasks vs asyncio, greenlet (coroutine)",
+        against: Against::Python,
         run: coroutine::run,
+    },
+    Suite {
+        name: "coroutine-peers",
+        about: "tokio's current-thread runtime beside smol's executor (async-executor, async-io)",
+        against: Against::Peer,
+        run: peers::coroutine,
     },
 ];
 
@@ -165,9 +210,25 @@ fn main() -> ExitCode {
     let settings = Settings { runs: cli.runs, count: cli.count };
     let mut failed = false;
     for suite in SUITES.iter().filter(|s| cli.only.as_deref().is_none_or(|only| only == s.name)) {
+        if suite.against == Against::Peer && !peers::COMPILED && cli.only.is_none() {
+            // A whole run without the feature is the Python comparison alone, not a failure;
+            // `--only` naming a peer suite still says why it cannot run.
+            report::say(format!(
+                "{}: skipped, the peer crates are compiled only with --features peers (make bench)",
+                suite.name
+            ));
+            continue;
+        }
         report::section(format!("{}: {}", suite.name, suite.about));
-        match (suite.run)(&settings) {
-            Ok(outcome) => measure::print(suite.name, &settings, &outcome),
+        let began = Instant::now();
+        let outcome = (suite.run)(&settings);
+        // The time a suite takes, so that the whole `make bench` can be kept short.
+        let seconds = began.elapsed().as_secs_f64();
+        match outcome {
+            Ok(outcome) => {
+                measure::print(suite.name, suite.against, &settings, &outcome);
+                report::say(format!("suite {} took {seconds:.1} s", suite.name));
+            }
             Err(e) => {
                 report::write_stderr(&format!("bench: error: suite {}: {e:#}", suite.name));
                 failed = true;

@@ -19,6 +19,24 @@ pub struct Settings {
     pub count: usize,
 }
 
+/// What a suite's second column holds: Python's figure (the notes' way), or a Rust crate a user
+/// would pick instead of ours (a peer, `--features peers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Against {
+    Python,
+    Peer,
+}
+
+impl Against {
+    /// The two columns' headers: ours, then the other side's.
+    fn headers(self) -> (&'static str, &'static str) {
+        match self {
+            Against::Python => ("rust", "python"),
+            Against::Peer => ("ours", "peer"),
+        }
+    }
+}
+
 /// Which way a figure is better, so that a ratio always reads "Rust is N times better".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Better {
@@ -99,15 +117,20 @@ pub fn run_python(script: &str, args: &[String]) -> Result<Value, String> {
 
 /// Prints a suite's rows: a table for people, or one `row` event each with `--json`; then
 /// whether the Python comparison ran.
-pub fn print(suite: &str, settings: &Settings, outcome: &Outcome) {
+pub fn print(suite: &str, against: Against, settings: &Settings, outcome: &Outcome) {
     if report::json_mode() {
         for row in &outcome.rows {
-            report::event("row", row_json(suite, settings, row), "");
+            report::event("row", row_json(suite, against, settings, row), "");
         }
     } else {
-        report::plain(table(&outcome.rows));
+        report::plain(table(against, &outcome.rows));
     }
     match &outcome.python {
+        Ok(_) if against == Against::Peer => report::say(format!(
+            "ours and the peers alternate run by run in the same run; medians of {} runs each; \
+             ratio = how many times better ours is (below 1: the peer is better)",
+            settings.runs
+        )),
         Ok(version) => report::say(format!(
             "Python {version} measured in the same run; medians of {} runs each",
             settings.runs
@@ -123,26 +146,29 @@ pub fn print(suite: &str, settings: &Settings, outcome: &Outcome) {
     }
 }
 
-fn row_json(suite: &str, settings: &Settings, row: &Row) -> Value {
+fn row_json(suite: &str, against: Against, settings: &Settings, row: &Row) -> Value {
+    let (ours, other) = against.headers();
     json!({
-        "suite": suite, "figure": row.figure, "unit": row.unit, "rust": row.rust,
-        "python": row.python, "ratio": row.ratio(), "target": row.target, "met": row.met(),
+        "suite": suite, "figure": row.figure, "unit": row.unit, ours: row.rust,
+        other: row.python, "ratio": row.ratio(), "target": row.target, "met": row.met(),
         "runs": settings.runs,
     })
 }
 
-/// `figure | rust | python | ratio | target | met?` as aligned text.
-pub fn table(rows: &[Row]) -> String {
+/// `figure | rust | python | ratio | target | met?` as aligned text (`ours | peer` for a peer
+/// suite).
+pub fn table(against: Against, rows: &[Row]) -> String {
+    let (ours, other) = against.headers();
     let figures: Vec<String> = rows.iter().map(|r| format!("{} ({})", r.figure, r.unit)).collect();
     let width = figures.iter().map(|f| f.chars().count()).max().unwrap_or(6).max(6);
     let mut out = format!(
         "{:<width$} {:>10} {:>10} {:>8} {:>8}  met?",
-        "figure", "rust", "python", "ratio", "target"
+        "figure", ours, other, "ratio", "target"
     );
     for (row, figure) in rows.iter().zip(&figures) {
         let python = row.python.map_or("-".to_string(), |p| format!("{p:.1}"));
         let ratio = row.ratio().map_or("-".to_string(), |r| format!("{r:.1}x"));
-        let target = row.target.map_or("-".to_string(), |t| format!(">= {t}x"));
+        let target = row.target.map_or("-".to_string(), |t| format!(">= {}x", short(t)));
         let met = match row.met() {
             Some(true) => "yes",
             Some(false) => "NO",
@@ -154,6 +180,12 @@ pub fn table(rows: &[Row]) -> String {
         ));
     }
     out
+}
+
+/// A target as people write it: `4`, `2.5`, `0.87` (at most two decimals, no trailing zeros).
+fn short(x: f64) -> String {
+    let text = format!("{x:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]
@@ -177,7 +209,8 @@ mod tests {
 
     #[test]
     fn the_table_has_one_line_per_row_under_its_header() {
-        let text = table(&[row(10.0, Some(80.0), Some(8.0)), row(5.0, None, Some(2.0))]);
+        let text =
+            table(Against::Python, &[row(10.0, Some(80.0), Some(8.0)), row(5.0, None, Some(2.0))]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("figure") && lines[0].ends_with("met?"));

@@ -35,11 +35,11 @@ use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
 /// Tasks submitted with `apply_async` per run.
 const TASKS: usize = 5_000;
 /// Items given to `map` per run.
-const ITEMS: usize = 100_000;
+pub(crate) const ITEMS: usize = 100_000;
 /// Tasks run one at a time with `apply` per run.
 const APPLIES: usize = 500;
 /// Workers in each pool.
-const WORKERS: usize = 2;
+pub(crate) const WORKERS: usize = 2;
 /// The goal for `apply_async`+`get`: at least this many times less per task than Python's.
 const TARGET: f64 = 10.0;
 /// The goal for `map`: at least this many times less per item than `multiprocessing.Pool.map`.
@@ -49,11 +49,11 @@ fn echo(x: Value) -> Result<Value> {
     Ok(x)
 }
 
-static ECHO: Task = Task::new("echo", echo);
+pub(crate) static ECHO: Task = Task::new("echo", echo);
 /// The same task, typed: a chunk of `map` reaches it with no JSON `Value` between.
-static TYPED_ECHO: Task = common::typed_task!("typed-echo", |x: usize| Ok(x));
+pub(crate) static TYPED_ECHO: Task = common::typed_task!("typed-echo", |x: usize| Ok(x));
 /// The benchmark's pool worker (fork only: the benchmark's `__main__` guard lists no pool role).
-static WORKER: Role =
+pub(crate) static WORKER: Role =
     Role::new("bench-pool-worker", |args| common::pool::serve(args, &[&ECHO, &TYPED_ECHO]));
 
 /// (key in pool.py's output, figure, Python's side of the comparison, target).
@@ -116,7 +116,7 @@ fn measure_rust() -> Result<[f64; 4]> {
     Ok([apply_async, map, map_values, apply])
 }
 
-fn options() -> PoolOptions {
+pub(crate) fn options() -> PoolOptions {
     PoolOptions {
         start_method: StartMethod::Fork,
         name: "bench-pool".into(),

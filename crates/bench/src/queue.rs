@@ -21,7 +21,7 @@ use common::queue::{JoinableQueue, Queue};
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
 
 /// Messages per run, on each side.
-const MESSAGES: usize = 100_000;
+pub(crate) const MESSAGES: usize = 100_000;
 /// The goal: at least this many times Python's messages per second.
 const TARGET: f64 = 10.0;
 
@@ -36,7 +36,7 @@ type Item = Option<(u32, u32)>;
 
 /// `producers` → `consumers` through one queue; returns the seconds from the gate's opening to
 /// the consumers' reports.
-fn many(producers: usize, consumers: usize, messages: usize) -> Result<f64> {
+pub(crate) fn many(producers: usize, consumers: usize, messages: usize) -> Result<f64> {
     let q: Queue<Item> = Queue::new(0)?;
     let gate: Queue<()> = Queue::new(0)?;
     let done: Queue<u64> = Queue::new(0)?;

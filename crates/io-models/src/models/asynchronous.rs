@@ -10,6 +10,7 @@ use std::rc::Rc;
 use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 use crate::server::{
     Limits, Lines, RECV_BUF, Reason, Stats, TooLong, error_line, idle_too_long, next_conn_id,
@@ -60,26 +61,49 @@ pub fn serve(listener: OwnedFd, limits: Limits, stats: &'static Stats) -> Result
     })
 }
 
-/// One connection's task: read, echo the complete lines, until the client leaves.
+/// One connection's task: read, echo the complete lines, until the client leaves, or stays
+/// silent for `limits.idle`.
+///
+/// The idle bound is one deadline per connection, not a `tokio::time::timeout` around each
+/// read: a timeout arms a timer in the runtime's wheel for every read and takes it out again
+/// when the read completes first, which is nearly always. Here one `Sleep` is armed when the
+/// connection opens; a read only notes the time, and when the sleep fires after activity it is
+/// moved to the last activity + `idle` (at most once per `idle`), so a busy connection touches
+/// the timer wheel almost never. What the client sees is the same: silence for `idle` after
+/// its last echo closes it.
 async fn echo(mut stream: TcpStream, limits: &Limits, stats: &Stats) -> (Reason, u64) {
     let mut lines = Lines::default();
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = Vec::with_capacity(RECV_BUF);
     let mut requests = 0;
+    // When the connection last saw activity: its opening, or the end of its last echo.
+    let mut active = Instant::now();
+    let idle = tokio::time::sleep_until(active + limits.idle);
+    tokio::pin!(idle);
     loop {
-        // The await is where the task gives the thread back until its data is ready.
-        let n = match tokio::time::timeout(limits.idle, stream.read(&mut buf)).await {
-            Err(_) => {
-                let why = idle_too_long(limits);
-                close_with(&mut stream, &why).await;
-                return (Reason::Error(why), requests);
+        // The await is where the task gives the thread back until its data is ready, or the
+        // deadline passes. `biased`: data that is there is read before the clock is looked at.
+        let read = tokio::select! {
+            biased;
+            read = stream.read(&mut buf) => read,
+            () = &mut idle => {
+                if active.elapsed() >= limits.idle {
+                    let why = idle_too_long(limits);
+                    close_with(&mut stream, &why).await;
+                    return (Reason::Error(why), requests);
+                }
+                // Activity since the deadline was set: move it, and wait again.
+                idle.as_mut().reset(active + limits.idle);
+                continue;
             }
-            Ok(Ok(0)) => {
+        };
+        let n = match read {
+            Ok(0) => {
                 let _ = stream.write_all(&lines.take_rest()).await;
                 return (Reason::Left, requests);
             }
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return (Reason::Failed(format!("read: {e}")), requests),
+            Ok(n) => n,
+            Err(e) => return (Reason::Failed(format!("read: {e}")), requests),
         };
         out.clear();
         match lines.feed(&buf[..n], limits.max_line, &mut out) {
@@ -96,6 +120,7 @@ async fn echo(mut stream: TcpStream, limits: &Limits, stats: &Stats) -> (Reason,
                 return (Reason::Error(why), requests);
             }
         }
+        active = Instant::now();
     }
 }
 
