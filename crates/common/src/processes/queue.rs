@@ -28,6 +28,7 @@
 mod joinable;
 mod setup;
 mod spin;
+mod stage;
 #[cfg(test)]
 mod tests;
 
@@ -221,7 +222,7 @@ impl Core {
         let body = {
             let Some(_reader) = self.lock(false, wait)? else { return Err(QueueError::Empty) };
             let mut header = [0u8; HEADER];
-            if !self.read_exact(&mut header, wait)? {
+            if !self.read_exact(&mut header, Some(wait))? {
                 return Err(QueueError::Empty);
             }
             let len = u32::from_le_bytes(header) as usize;
@@ -230,7 +231,7 @@ impl Core {
                 return Err(self.set_broken(BROKEN_BAD_LENGTH));
             }
             let mut body = vec![0u8; len];
-            self.read_exact(&mut body, Wait::Forever)?;
+            self.read_exact(&mut body, None)?;
             self.ctl().reader_busy.store(0, Ordering::Release);
             body
         };
@@ -241,31 +242,33 @@ impl Core {
         Ok(body)
     }
 
-    /// Under the reader lock: fills `buf` from the pipe. Until a first byte comes it waits as
-    /// `wait` allows (`Ok(false)`: nothing came); once a byte of a frame is read, the reader is
-    /// busy (its death would leave the stream mid-frame) and waits for the rest of the frame.
-    fn read_exact(&self, buf: &mut [u8], wait: Wait) -> Result<bool, QueueError> {
-        let mut got = 0;
+    /// Under the reader lock: fills `buf` from the pipe. `Some(wait)`: the start of a frame,
+    /// waited for as `wait` allows (`Ok(false)`: nothing came); `None`: the rest of a frame,
+    /// which its writer is still writing, or died. The reader is busy from the first read(2) of
+    /// a frame to its last byte: a death then leaves the stream mid-frame.
+    fn read_exact(&self, buf: &mut [u8], start: Option<Wait>) -> Result<bool, QueueError> {
         let busy = &self.ctl().reader_busy;
+        let mut got = 0;
         while got < buf.len() {
-            let started = got > 0 || busy.load(Ordering::Acquire) != 0;
-            match nix::unistd::read(&self.read, &mut buf[got..]) {
-                Ok(0) if started => return Err(self.set_broken(BROKEN_TORN_EOF)),
+            busy.store(1, Ordering::Release);
+            // read(2) of the queue's byte stream (through the readers' staging area: stage.rs).
+            match self.read_stream(&mut buf[got..]) {
+                Ok(0) if got > 0 || start.is_none() => return Err(self.set_broken(BROKEN_TORN_EOF)),
                 // EOF only once every write end in every process is closed; every handle holds
                 // one, so this is a queue whose every other process is gone.
                 Ok(0) => return Err(QueueError::Closed),
-                Ok(n) => {
-                    busy.store(1, Ordering::Release);
-                    got += n;
-                }
-                Err(Errno::EAGAIN) if !started => {
-                    if !spin::before_poll(self, wait)
-                        && !poll_fd(self.read.as_fd(), libc::POLLIN, wait)?
-                    {
-                        return Ok(false);
+                Ok(n) => got += n,
+                Err(Errno::EAGAIN) => match start {
+                    Some(wait) if got == 0 => {
+                        busy.store(0, Ordering::Release);
+                        if !spin::before_poll(self, wait)
+                            && !poll_fd(self.read.as_fd(), libc::POLLIN, wait)?
+                        {
+                            return Ok(false);
+                        }
                     }
-                }
-                Err(Errno::EAGAIN) => self.wait_rest_of_frame()?,
+                    _ => self.wait_rest_of_frame()?,
+                },
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(os_error("read(the queue's pipe)", e)),
             }

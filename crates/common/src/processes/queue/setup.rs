@@ -11,6 +11,7 @@
 //! holds both ends (a consumer may put too), so the queue never ends by EOF: its consumers end
 //! with a sentinel (`None`), or as daemons with a `JoinableQueue`.
 
+use std::cell::UnsafeCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
@@ -20,6 +21,7 @@ use nix::errno::Errno;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::stage::STAGE;
 use super::{Core, JoinableQueue, MAX_MAXSIZE, MAX_MESSAGE_LIMIT, PIPE_CAPACITY, Queue};
 use crate::processes::shm::{RobustMutex, Shareable, SharedBlock, ShmError, random_id};
 
@@ -138,11 +140,16 @@ pub(super) struct Control {
     pub join_waiters: AtomicU32,
     /// A `BROKEN_*` code; once set, never cleared.
     broken: AtomicU32,
+    /// The readers' staging area (stage.rs): bytes read from the pipe and not yet taken are
+    /// `stage[stage_start..stage_end]`. Touched only under the reader lock.
+    pub stage_start: AtomicU32,
+    pub stage_end: AtomicU32,
+    pub stage: UnsafeCell<[u8; STAGE]>,
 }
 
 // Safety: zeroed bytes are a valid `Control` (the creator then initialises the mutexes and the
-// head before the queue is shared); after that every field that changes is an atomic or a
-// robust mutex.
+// head before the queue is shared); after that every field that changes is an atomic, a
+// robust mutex, or the staging area, touched only under the reader lock.
 unsafe impl Shareable for Control {}
 // Safety: as above: the shared block is made for concurrent use.
 unsafe impl Sync for Control {}
