@@ -56,12 +56,7 @@ impl Task {
 
     /// What [`typed_task!`](crate::typed_task) makes.
     #[doc(hidden)]
-    pub const fn typed(
-        name: &'static str,
-        run: TaskFn,
-        chunk: ChunkFn,
-        types: TypeNames,
-    ) -> Task {
+    pub const fn typed(name: &'static str, run: TaskFn, chunk: ChunkFn, types: TypeNames) -> Task {
         Task { name, run, typed: Some((chunk, types)) }
     }
 
