@@ -97,16 +97,15 @@ impl<T> JoinableQueue<T> {
             c.join_waiters.fetch_add(1, Ordering::SeqCst);
             let done = c.done.load(Ordering::SeqCst);
             let unfinished = c.puts.load(Ordering::SeqCst).wrapping_sub(done) as usize;
-            if unfinished != 0 && !wait.expired() {
-                futex_wait(&c.done, done, wait.remaining());
+            if unfinished == 0 || wait.expired() {
+                c.join_waiters.fetch_sub(1, Ordering::SeqCst);
+                return match unfinished {
+                    0 => Ok(()),
+                    _ => Err(QueueError::Timeout { unfinished }),
+                };
             }
+            futex_wait(&c.done, done, wait.remaining());
             c.join_waiters.fetch_sub(1, Ordering::SeqCst);
-            if unfinished == 0 {
-                return Ok(());
-            }
-            if wait.expired() {
-                return Err(QueueError::Timeout { unfinished });
-            }
         }
     }
 }

@@ -279,3 +279,28 @@ fn a_descriptor_names_its_queue_and_is_adopted_once() {
     let json = serde_json::to_value(&q).unwrap();
     assert_eq!(json["read_fd"], d.read_fd);
 }
+
+#[test]
+fn join_timeout_reports_the_unfinished_count_when_it_gives_up_not_when_it_began() {
+    let q: JoinableQueue<i32> = JoinableQueue::new(0).unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    let consumer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            // Once the main thread sleeps in join_timeout, one task is done.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while q.core.ctl().join_waiters.load(Ordering::SeqCst) == 0 {
+                assert!(Instant::now() < deadline, "join_timeout never began to wait");
+                std::thread::yield_now();
+            }
+            q.get().unwrap();
+            q.task_done().unwrap();
+        })
+    };
+    match q.join_timeout(Duration::from_millis(300)) {
+        Err(QueueError::Timeout { unfinished }) => assert_eq!(unfinished, 1),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    consumer.join().unwrap();
+}
