@@ -74,6 +74,8 @@ pub(super) struct Job {
 /// A `map` in progress, shared by its chunks' jobs and its caller.
 pub(super) struct MapJob {
     pub slot: Arc<Slot>,
+    /// How many items the map has.
+    pub items: usize,
     /// Each chunk's answer, its results' list as the worker encoded it, as it comes.
     pub parts: Vec<Option<Vec<u8>>>,
     pub chunks_left: usize,
@@ -212,7 +214,7 @@ impl Shared {
                             return None;
                         }
                         if m.values {
-                            json_values(&m.parts).map_err(shape)
+                            json_values(&m.parts, m.items).map_err(shape)
                         } else {
                             Ok(Value::Null)
                         }
@@ -461,8 +463,8 @@ fn handle(shared: &Arc<Shared>) {
 }
 
 /// A `map_async`'s results: every chunk's JSON list, in order, as one list of values.
-fn json_values(parts: &[Option<Vec<u8>>]) -> Result<Value, String> {
-    let mut values = Vec::new();
+fn json_values(parts: &[Option<Vec<u8>>], items: usize) -> Result<Value, String> {
+    let mut values = Vec::with_capacity(items);
     for part in parts {
         let part = part.as_deref().ok_or("a chunk's results are missing")?;
         values.extend(serde_json::from_slice::<Vec<Value>>(part).map_err(|e| e.to_string())?);

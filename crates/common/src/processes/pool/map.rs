@@ -52,7 +52,9 @@ impl Pool {
         let broken = |e: String| {
             PoolError::Broken(format!("a worker's answer to a chunk of map({}): {e}", task.name))
         };
-        let mut values: Vec<R> = Vec::new();
+        // Room for every result at once: growing a list of 100,000 values step by step copies
+        // it and faults in its pages again at each step.
+        let mut values: Vec<R> = Vec::with_capacity(lock(&map).items);
         for part in parts {
             let part = part.ok_or_else(|| broken("its results were lost".into()))?;
             let read: Vec<R> = match results_as {
@@ -110,6 +112,7 @@ impl Pool {
         let (callback, error_callback) = ends.unwrap_or((None, None));
         let map = Arc::new(Mutex::new(MapJob {
             slot: slot.clone(),
+            items: n,
             parts: vec![None; chunks],
             chunks_left: chunks,
             values,
