@@ -70,7 +70,7 @@ mod tests;
 mod worker;
 mod workers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -200,22 +200,7 @@ impl Pool {
                 .as_ref()
                 .map(|(task, args)| (task.name.to_string(), args.clone())),
             maxtasksperchild: options.maxtasksperchild,
-            state: Mutex::new(State {
-                phase: Phase::Running,
-                broken: None,
-                next_id: 0,
-                backlog: VecDeque::new(),
-                jobs: HashMap::new(),
-                workers: Vec::new(),
-                next_number: 1,
-                stop_sent: false,
-                terminate_done: false,
-                terminating_since: None,
-                killed_after_grace: false,
-                task_us: None,
-                deferred: Vec::new(),
-                given: 0,
-            }),
+            state: Mutex::new(State { next_number: 1, ..State::default() }),
             results,
             known: Mutex::new(HashMap::new()),
             terminated: AtomicBool::new(false),

@@ -40,8 +40,9 @@ pub(super) enum Workers {
     Threads,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) enum Phase {
+    #[default]
     Running,
     Closed,
     Terminated,
@@ -117,6 +118,7 @@ impl Worker {
     }
 }
 
+#[derive(Default)]
 pub(super) struct State {
     pub phase: Phase,
     pub broken: Option<String>,
