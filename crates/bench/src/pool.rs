@@ -17,11 +17,10 @@
 //!
 //! Every run checks every result. The targets: at least 10× less per task than
 //! `multiprocessing.Pool.apply_async`, and at least 3× less per item than `Pool.map` (a chunk
-//! is one frame each way, its JSON text encoded once by the caller, put into the frame as it is
-//! (`Queue::put_encoded`, no escaping), read by the worker straight into the task's argument
-//! type, and its answer read by the handler straight onto the end of the result list; see
-//! `common::pool`, "How `map` travels"). Each run's `map` is the first of a new pool: it pays
-//! the page faults of its memory.
+//! is one frame each way; a typed task's items and results travel in postcard, where the
+//! caller's types are the task's, and everything else as JSON: see `common::pool`, `pool/map.rs`
+//! and `pool/task.rs`). Each run's `map` is the first of a new pool: it pays the page faults of
+//! its memory.
 
 use std::time::Instant;
 

@@ -110,24 +110,21 @@ fn anatomy(q: &Queue<u64>) -> Result<()> {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|e| format!("? ({e})"))
     };
-    let (pipe, big, block) = (link(d.read_fd), link(d.big_read_fd), link(d.control_fd));
+    let (pipe, block) = (link(d.read_fd), link(d.control_fd));
     report::event(
         "queue",
         json!({
             "maxsize": q.maxsize(), "max_message": q.max_message(),
             "pipe_capacity": q.pipe_capacity(), "fds": d,
-            "pipe": pipe, "big_pipe": big, "shared_block": block,
+            "pipe": pipe, "shared_block": block,
         }),
         format!(
             "Queue({}) is a pipe plus a lock (进程queue=管道+锁): fds {} -> {pipe} <- {} carries \
-             the items; items over PIPE_BUF (4096 bytes) go through a second pipe, fds {} -> \
-             {big} <- {}; fd {} is {block}, shared memory with the reader lock, the big-writer \
-             lock and the counts. The pipe holds {} KiB; an item may be up to {} bytes of JSON.",
+             the items; fd {} is {block}, shared memory with the reader lock, the writer lock \
+             and the counts. The pipe holds {} KiB; an item may be up to {} bytes of JSON.",
             q.maxsize(),
             d.read_fd,
             d.write_fd,
-            d.big_read_fd,
-            d.big_write_fd,
             d.control_fd,
             q.pipe_capacity() / 1024,
             q.max_message()

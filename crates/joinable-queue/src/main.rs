@@ -4,7 +4,7 @@
 //! Four parts, each a subcommand (no subcommand runs them all):
 //! 1. `basics`: `Queue(3)`, three puts, `full()`; a fourth `put_nowait` is `Full`; three gets,
 //!    `empty()`; a fourth `get_nowait` is `Empty`. What the queue is made of, seen in
-//!    `/proc/self/fd`: a pipe, a second pipe for big items, and a block of shared memory holding
+//!    `/proc/self/fd`: a pipe and a block of shared memory holding
 //!    the locks and counts. An item beyond `max_message` is refused; `task_done` once too often
 //!    is an error.
 //! 2. `sentinel`: three producers (生产者) make 包子 (buns), two consumers (消费者) eat them
