@@ -379,3 +379,35 @@ fn an_existing_file_is_replaced_whole() {
         .collect();
     assert_eq!(names.keys().collect::<Vec<_>>(), ["run.json"], "a temporary file left behind");
 }
+
+#[test]
+fn ctrl_c_still_writes_the_run_so_far_once_every_child_is_reaped() {
+    let dir = TempDir::new("trace-interrupt");
+    let path = dir.join("run.json");
+    let picture = dir.join("run.svg");
+    let args = ["--json", "zombie", "--hold", "60", "--trace", path.to_str().unwrap()];
+    let mut demo = support::Demo::start(
+        "zombie-orphan",
+        &[&args[..], &["--svg", picture.to_str().unwrap()]].concat(),
+    );
+    let held = demo.wait_event("hold");
+    let child = held["data"]["pids"][1].as_i64().unwrap();
+    let out = demo.interrupt(false);
+    out.assert_code(130).assert_nothing_left();
+    let trace = Trace::read(&path);
+    assert_well_formed(&trace, &out);
+    // The zombie, and the watcher's stop, are in it.
+    assert!(trace.states(child, child).iter().any(|s| s.0 == "Z"));
+    assert!(trace.events.iter().any(|e| e["ph"] == "i" && e["name"] == "interrupted"));
+    roxmltree::Document::parse(&std::fs::read_to_string(&picture).unwrap()).unwrap();
+}
+
+#[test]
+fn the_tour_checks_the_picture_paths_before_any_part() {
+    let dir = TempDir::new("trace-tour");
+    let out =
+        support::run("tour", &["--only", "zombie-orphan", "--svg", dir.path().to_str().unwrap()]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("--svg"), "{}", out.stderr);
+    assert_eq!(out.stdout, "", "a part ran");
+}

@@ -193,22 +193,20 @@ pub fn start(outputs: Outputs) -> Result<()> {
     Ok(())
 }
 
-/// Ends the traced run (if any) and writes its pictures.
+/// Ends the traced run (if any) and writes its pictures. The session stays locked while they
+/// are written, so that a Ctrl-C meanwhile waits for them rather than cutting a write short.
 pub fn finish() -> Result<()> {
-    let session = SESSION.lock().unwrap_or_else(|e| e.into_inner()).take();
-    match session {
+    let mut guard = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    match guard.take() {
         Some(session) => session.finish(),
         None => Ok(()),
     }
 }
 
 /// The signal watcher's end: writes the pictures of the run so far, once every child is
-/// reaped. If the main thread is writing them at that moment, it is left to finish.
+/// reaped; if the main thread is writing them at that moment, waits for it to be done.
 pub fn finish_on_signal() {
-    let session = match SESSION.try_lock() {
-        Ok(mut guard) => guard.take(),
-        Err(_) => None,
-    };
+    let session = SESSION.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(session) = session
         && let Err(e) = session.finish()
     {
