@@ -635,6 +635,16 @@ impl Model {
             ));
         }
         for f in &self.flows {
+            // A flow binds to a slice on its track at its moment (same cat, pid, tid and ts):
+            // a 1 µs slice at each end, named after the message.
+            for (pid, tid, ts) in [f.from, f.to] {
+                on_track.push((
+                    ts,
+                    3,
+                    json!({"ph": "X", "name": f.name, "cat": "flow", "pid": pid, "tid": tid,
+                        "ts": ts, "dur": 1, "cname": "grey"}),
+                ));
+            }
             on_track.push((
                 f.from.2,
                 3,
@@ -648,6 +658,8 @@ impl Model {
                 "cat": "flow", "pid": f.to.0, "tid": f.to.1, "ts": f.to.2}),
             ));
         }
+        // At one moment: an E closes before anything else begins, then B, instants, flows (the
+        // 1 µs slice before its flow event).
         on_track.sort_by_key(|(t, order, _)| (*t, *order));
         events.extend(on_track.into_iter().map(|(_, _, e)| e));
         for c in &self.counters {
