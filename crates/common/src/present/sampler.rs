@@ -27,7 +27,8 @@
 //! task for good: once the task is reaped, reading it fails with `ESRCH` even if its tid is
 //! reused, so a newcomer is never taken for the old task.
 //!
-//! [`Sampler::watch_recording`] adds every pid that emits an event, as it emits it.
+//! [`Sampler::watch_recording`] adds every pid that emits an event, as it emits it, and the pid
+//! an event names in `data.pid` (a daemon's, announced by its launcher).
 //!
 //! It prints nothing and stops with [`Sampler::stop`] (or when dropped).
 
@@ -205,15 +206,24 @@ mod imp {
         *offset += end as u64 + 1;
         let mut watched = watched.lock().unwrap_or_else(|e| e.into_inner());
         for line in bytes[..end].split(|b| *b == b'\n') {
+            // The pid that printed the event, and the one it names (`data.pid`): a daemon
+            // closes the recording file with every other descriptor, but its launcher says
+            // which pid it is.
+            #[derive(serde::Deserialize)]
+            struct Named {
+                pid: Option<i32>,
+            }
             #[derive(serde::Deserialize)]
             struct Speaker {
                 pid: i32,
+                data: Option<Named>,
             }
-            if let Ok(Speaker { pid }) = serde_json::from_slice(line)
-                && pid > 0
-                && !watched.contains(&pid)
-            {
-                watched.push(pid);
+            let Ok(speaker) = serde_json::from_slice::<Speaker>(line) else { continue };
+            let named = speaker.data.and_then(|d| d.pid);
+            for pid in std::iter::once(speaker.pid).chain(named) {
+                if pid > 0 && !watched.contains(&pid) {
+                    watched.push(pid);
+                }
             }
         }
     }
