@@ -221,7 +221,7 @@ mod imp {
             let Ok(speaker) = serde_json::from_slice::<Speaker>(line) else { continue };
             let named = speaker.data.and_then(|d| d.pid);
             for pid in std::iter::once(speaker.pid).chain(named) {
-                if pid > 0 && !watched.contains(&pid) {
+                if pid > 1 && !watched.contains(&pid) {
                     watched.push(pid);
                 }
             }
