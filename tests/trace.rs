@@ -244,6 +244,23 @@ fn with_the_lock_no_two_critical_sections_overlap() {
     assert_eq!(holding.len(), 5);
     assert_eq!(overlapping(&holding), 0, "{holding:?}");
     assert_eq!(out.named("bought").len(), 3);
+    // The lock handed on four times: an arrow from each holder's release to the next's hold.
+    let mut handovers: Vec<(u64, u64)> = trace
+        .events
+        .iter()
+        .filter(|e| e["name"] == "hand-over" && (e["ph"] == "s" || e["ph"] == "f"))
+        .map(|e| (e["id"].as_u64().unwrap(), e["ts"].as_u64().unwrap()))
+        .collect();
+    handovers.sort();
+    assert_eq!(handovers.len(), 8, "{handovers:?}");
+    let mut ends: Vec<u64> = holding.iter().map(|h| h.3).collect();
+    let mut starts: Vec<u64> = holding.iter().map(|h| h.2).collect();
+    ends.sort();
+    starts.sort();
+    for pair in handovers.chunks(2) {
+        let (from, to) = (pair[0].1, pair[1].1);
+        assert!(ends.contains(&from) && starts.contains(&to) && from <= to, "{pair:?}");
+    }
 }
 
 #[test]

@@ -554,6 +554,7 @@ impl Model {
         }
         model.instants.sort_by_key(|i| i.t_us);
         model.flows = flows_of(&records);
+        model.flows.extend(handovers(&model.spans, model.flows.len() as u64));
         model.counters = counters_of(&records);
         model.end_us = tracks.values().map(|t| t.last_us).max().unwrap_or(0);
         model.tracks = tracks.into_values().collect();
@@ -813,6 +814,35 @@ fn flows_of(records: &[&Record]) -> Vec<Flow> {
                     name,
                     from: (start.pid, start.thread_id(), record_time(start)),
                     to: (r.pid, r.thread_id(), record_time(r)),
+                });
+            }
+        }
+    }
+    flows
+}
+
+/// A lock handed from one holder to the next: for every span name `holding ...` whose spans
+/// never overlap (a lock: one holder at a time), an arrow from each span's end to the next
+/// one's beginning on another thread. Spans of a name that do overlap (a semaphore's places)
+/// are not a lock, and get none.
+fn handovers(spans: &[Span], ids_from: u64) -> Vec<Flow> {
+    let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut flows = Vec::new();
+    for name in names.into_iter().filter(|n| n.starts_with("holding")) {
+        let mut held: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
+        held.sort_by_key(|s| (s.start_us, s.end_us));
+        if held.windows(2).any(|w| w[1].start_us < w[0].end_us) {
+            continue;
+        }
+        for w in held.windows(2) {
+            if (w[0].pid, w[0].tid) != (w[1].pid, w[1].tid) {
+                flows.push(Flow {
+                    id: ids_from + flows.len() as u64 + 1,
+                    name: "hand-over",
+                    from: (w[0].pid, w[0].tid, w[0].end_us),
+                    to: (w[1].pid, w[1].tid, w[1].start_us),
                 });
             }
         }
