@@ -46,6 +46,11 @@ use crate::report;
 /// sampler at this interval, and what it misses).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(2);
 
+/// The most samples kept: about 50 MB, some 80 s of a dozen threads at 2 ms (a `--hold 3600`
+/// must not fill the memory). Past it the sampler stops reading and [`Sampler::stop`] returns
+/// what it has.
+pub const MAX_SAMPLES: usize = 500_000;
+
 /// The most tasks followed at once: a cap, so a runaway fork cannot make the sampler's tick
 /// longer than its interval by orders of magnitude.
 const MAX_TASKS: usize = 512;
@@ -242,6 +247,12 @@ mod imp {
         let mut next = std::time::Instant::now();
         loop {
             let stopping = stop.load(Ordering::Relaxed);
+            if samples.len() >= MAX_SAMPLES {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(Duration::from_millis(100));
+                }
+                return samples;
+            }
             new_speakers(recording, watched);
             // The processes of the demo: the root, the watched pids, and every child of any of
             // their threads, found breadth-first through the `children` files.
