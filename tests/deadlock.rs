@@ -281,3 +281,40 @@ fn is_a_guess_of_which_lock_kind_gets_edeadlk_judged_against_this_runs_lockers()
     let right = support::answer_of(BIN, &["processes"], "edeadlk", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Be the scheduler: classic --step, --schedule
+
+#[test]
+fn do_opposite_lock_orders_interleaved_deadlock_found_killed_and_exit_0() {
+    let out = part(&["classic", "--schedule", "0,1,0,1"]);
+    out.assert_code(0).assert_nothing_left();
+    let s = &out.one("schedule")["data"];
+    assert_eq!(s["won"], true, "{s}");
+    // The child's own detector found the cycle, and the parent killed the child.
+    let (threads, _, _) = deadlock_report(&out, out.one("deadlock"));
+    assert_eq!(threads.len(), 2);
+    assert_eq!(out.one("killed")["data"]["exitcode"], -9);
+}
+
+#[test]
+fn does_a_serial_schedule_let_both_scientists_eat_and_a_blocked_one_refuse_a_step() {
+    let out = part(&["classic", "--schedule", "0,0,0,0,1,1,1,1"]);
+    out.assert_code(0).assert_nothing_left();
+    assert_eq!(out.one("schedule")["data"]["won"], false);
+    assert_eq!(out.named("ate").len(), 2);
+    assert!(out.named("deadlock").is_empty());
+
+    // scientist-2 holds the fork; scientist-1, granted `lock B`, sleeps on it: it cannot be
+    // granted step 4.
+    let out = run(BIN, &["--json", "classic", "--schedule", "1,0,0,0"]);
+    out.assert_code(2).assert_nothing_left();
+    for word in ["position 4", "blocked", "lock B"] {
+        if !out.stderr.contains(word) {
+            out.fail(&format!("the message must say {word:?}"));
+        }
+    }
+    let out = run(BIN, &["--json", "classic", "--schedule", "0,1,0,1,0"]);
+    out.assert_code(2).assert_nothing_left();
+    assert!(out.stderr.contains("too many") && out.stderr.contains("deadlocked"), "{}", out.stderr);
+}

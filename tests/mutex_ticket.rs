@@ -671,3 +671,285 @@ fn is_a_guess_of_whether_db_json_survives_the_kill_whole_judged_against_this_run
     let right = answer("yes");
     assert_eq!(right["data"]["right"], true, "{right}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Be the scheduler: --step, --schedule, census
+
+/// The files of `dir` but the sidecar lock file (made only by runs that lock).
+fn files_but_the_lock(dir: &TempDir) -> Vec<String> {
+    names(dir).into_iter().filter(|n| n != "db.json.lock").collect()
+}
+
+/// A stepped run's `schedule` event.
+fn schedule_event(out: &Output) -> &Value {
+    &out.one("schedule")["data"]
+}
+
+#[test]
+fn a_serial_schedule_sells_exactly_the_tickets_there_are_with_and_without_the_lock() {
+    for (args, schedule) in
+        [(&["run", "--no-lock"][..], "0,0,0,0,1,1,1,1"), (&["run"][..], "0,0,0,0,0,0,1,1,1,1,1,1")]
+    {
+        let dir = TempDir::new("serial");
+        let db = db_with(&dir, b"{\"count\": 1}");
+        let mut all = args.to_vec();
+        all.extend(["--schedule", schedule]);
+        let out = run_on(&db, &all);
+        out.assert_code(0).assert_nothing_left();
+        let s = summary(&out);
+        assert_eq!((num(s, "sold"), num(s, "remaining")), (1, 0), "{s}");
+        assert_eq!(count_in(&db), 0);
+        assert_eq!(schedule_event(&out)["schedule"], schedule);
+        assert_eq!(schedule_event(&out)["won"], false);
+        // One `step` event per granted step, in the schedule's order.
+        let granted: Vec<String> =
+            out.named("step").iter().map(|e| e["data"]["worker"].to_string()).collect();
+        assert_eq!(granted.join(","), schedule);
+        assert_eq!(files_but_the_lock(&dir), ["db.json"], "no temp file left");
+    }
+}
+
+#[test]
+fn both_searching_and_reading_before_either_writes_oversells_the_one_ticket() {
+    let dir = TempDir::new("classic");
+    let db = db_with(&dir, b"{\"count\": 1}");
+    let out = run_on(&db, &["run", "--no-lock", "--schedule", "0,1,0,1,0,1,0,1"]);
+    out.assert_code(0).assert_nothing_left();
+    let s = summary(&out);
+    assert_eq!(num(s, "sold"), 2, "both bought the one ticket: {s}");
+    assert_eq!(count_in(&db), 0, "and the file says 0 left");
+    assert_eq!(s["oversold"], 1);
+    assert_eq!(schedule_event(&out)["won"], true);
+    // Both buyers read count 1 from the file itself (their own `searched` lines).
+    let seen: Vec<u64> = out.named("searched").iter().map(|e| num(&e["data"], "count")).collect();
+    assert_eq!(seen, [1, 1]);
+}
+
+#[test]
+fn bad_schedules_exit_2_naming_the_position_and_leave_the_file_whole() {
+    let cases: [(&[&str], &str, &[&str]); 5] = [
+        (&["run", "--no-lock"], "0,7", &["position 2", "worker 7", "unknown"]),
+        (&["run"], "0,0,1,1,1", &["position 5", "blocked", "lock"]),
+        (&["run", "--no-lock"], "0,0,0,0,0", &["position 5", "done"]),
+        (&["run", "--no-lock"], "0,1,0", &["too few", "position 3"]),
+        (&["run", "--no-lock"], "0,0,0,0,1,1,1,1,1", &["too many", "position 8"]),
+    ];
+    for (args, schedule, words) in cases {
+        let dir = TempDir::new("bad-schedule");
+        let db = db_with(&dir, b"{\"count\": 1}");
+        let mut all = args.to_vec();
+        all.extend(["--schedule", schedule]);
+        let out = run_on(&db, &all);
+        out.assert_code(2).assert_nothing_left();
+        for word in words {
+            if !out.stderr.contains(word) {
+                out.fail(&format!("the message must say {word:?}"));
+            }
+        }
+        read_db(&db); // whole
+        assert_eq!(files_but_the_lock(&dir), ["db.json"], "{schedule}: something left behind");
+    }
+}
+
+#[test]
+fn without_a_terminal_step_never_waits_and_its_seeded_schedule_replays_to_the_same_outcome() {
+    let dir = TempDir::new("seeded");
+    let db = db_with(&dir, b"{\"count\": 1}");
+    // stdin is a pipe here: nothing can be asked, so a random schedule is drawn and printed.
+    let first = run_on(&db, &["run", "--no-lock", "--tickets", "1", "--step", "--seed", "7"]);
+    first.assert_code(0).assert_nothing_left();
+    assert_eq!(first.one("seed")["data"]["seed"], 7);
+    let schedule = schedule_event(&first)["schedule"].as_str().unwrap().to_owned();
+    assert_eq!(schedule.split(',').count(), 8, "4 steps for each of 2 buyers: {schedule}");
+    let again = run_on(&db, &["run", "--no-lock", "--tickets", "1", "--step", "--seed", "7"]);
+    assert_eq!(
+        schedule_event(&again)["schedule"],
+        schedule.as_str(),
+        "the same seed, the same schedule"
+    );
+    let replay = run_on(&db, &["run", "--no-lock", "--tickets", "1", "--schedule", &schedule]);
+    replay.assert_code(0);
+    for key in ["sold", "remaining", "oversold"] {
+        assert_eq!(summary(&first)[key], summary(&replay)[key], "{key}");
+    }
+}
+
+#[test]
+fn step_at_a_terminal_waits_for_the_answer_and_takes_it() {
+    let dir = TempDir::new("tty");
+    let db = db_with(&dir, b"{\"count\": 1}");
+    let args = ["run", "--no-lock", "--step", "--db", db.to_str().unwrap()];
+    let mut demo = support::TtyDemo::start(BIN, &args);
+    demo.wait_for("who goes next?", 1);
+    assert!(demo.seen.contains("goal: make it oversell"), "{}", demo.seen);
+    assert!(demo.seen.contains("next: search"), "{}", demo.seen);
+    // The line each buyer's next step runs, from the guide's "Where the mechanism is" table.
+    assert!(demo.seen.contains("src/buyer.rs:"), "{}", demo.seen);
+    // It waits: asleep in a read of the terminal, and nothing was granted yet.
+    wait_until("the demo sleeps reading the terminal", || {
+        support::ps::state_of(demo.pid()) == Some('S')
+    });
+    assert!(!demo.seen.contains("查看到剩余票数"), "no buyer searched before an answer");
+    for (k, answer) in ["0", "1", "0", "1", "0", "1", "0", "1"].iter().enumerate() {
+        demo.wait_for("who goes next?", k + 1);
+        demo.type_line(&format!("{answer}\n"));
+    }
+    let seen = demo.finish_ok();
+    assert!(seen.contains("you made it oversell by 1 in 8 steps"), "{seen}");
+    assert!(seen.contains("schedule: 0,1,0,1,0,1,0,1"), "{seen}");
+    assert_eq!(count_in(&db), 0);
+}
+
+#[test]
+fn ctrl_c_in_the_middle_of_a_step_exits_130_leaves_nothing_and_a_whole_file() {
+    let dir = TempDir::new("ctrl-c-step");
+    let db = db_with(&dir, b"{\"count\": 1}");
+    // Paying takes 30 s: the Ctrl-C comes while 路人0 is inside its granted `pay` step.
+    let args = ["run", "--schedule", "0,0,0,0,0,0,1,1,1,1,1,1", "--buy-ms", "30000"];
+    let mut demo = Demo::start(BIN, &with_db(&args, &db));
+    demo.wait_for("the pay step granted", |e| e["event"] == "step" && e["data"]["step"] == "pay");
+    let out = demo.interrupt(true);
+    out.assert_code(130).assert_nothing_left();
+    assert_eq!(count_in(&db), 1, "nobody wrote");
+    let tmp = std::env::temp_dir();
+    let pipes = format!("steps-{}-", out.pid);
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&pipes))
+        .collect();
+    assert!(left.is_empty(), "the pipes' folder was left: {left:?}");
+}
+
+/// The test's own enumerator of the ticket's step model, written apart from the demo's: every
+/// way to interleave the buyers' steps, with flock as a lock that a blocked buyer waits in
+/// (and, where several wait, each one the kernel may pick). Returns (schedules, oversold ones).
+fn enumerate(buyers: usize, lock: bool) -> (u64, u64) {
+    #[derive(Clone)]
+    struct World {
+        file: u64,
+        sold: u64,
+        pc: Vec<usize>,
+        seen: Vec<u64>,
+        owner: Option<usize>,
+        queue: Vec<usize>,
+    }
+    let program: &[&str] = if lock {
+        &["search", "lock", "read", "pay", "write", "unlock"]
+    } else {
+        &["search", "read", "pay", "write"]
+    };
+    fn go(w: World, program: &[&str], out: &mut (u64, u64)) {
+        let runnable: Vec<usize> =
+            (0..w.pc.len()).filter(|&b| w.pc[b] < program.len() && !w.queue.contains(&b)).collect();
+        if runnable.is_empty() {
+            out.0 += 1;
+            if w.sold + w.file > 1 {
+                out.1 += 1;
+            }
+            return;
+        }
+        for b in runnable {
+            let mut n = w.clone();
+            let op = program[n.pc[b]];
+            n.pc[b] += 1;
+            let mut handoff = false;
+            match op {
+                "lock" => match n.owner {
+                    None => n.owner = Some(b),
+                    Some(_) => n.queue.push(b),
+                },
+                "read" => n.seen[b] = n.file,
+                "write" if n.seen[b] >= 1 => {
+                    n.file = n.seen[b] - 1;
+                    n.sold += 1;
+                }
+                "unlock" => {
+                    n.owner = None;
+                    handoff = !n.queue.is_empty();
+                }
+                _ => {}
+            }
+            if handoff {
+                for k in 0..n.queue.len() {
+                    let mut m = n.clone();
+                    let next = m.queue.remove(k);
+                    m.owner = Some(next);
+                    go(m, program, out);
+                }
+            } else {
+                go(n, program, out);
+            }
+        }
+    }
+    let start = World {
+        file: 1,
+        sold: 0,
+        pc: vec![0; buyers],
+        seen: vec![0; buyers],
+        owner: None,
+        queue: Vec::new(),
+    };
+    let mut out = (0, 0);
+    go(start, program, &mut out);
+    out
+}
+
+#[test]
+fn the_census_counts_what_an_independent_enumerator_counts_and_every_replay_matches() {
+    let dir = TempDir::new("census");
+    let db = db_with(&dir, b"{\"count\": 1}");
+    let out = run_on(&db, &["census", "--buyers", "2"]);
+    out.assert_code(0).assert_nothing_left();
+    let census = out.named("census");
+    assert_eq!(census.len(), 2, "without the lock, then with it");
+    for (c, lock) in census.iter().zip([false, true]) {
+        let c = &c["data"];
+        let (schedules, oversell) = enumerate(2, lock);
+        assert_eq!(num(c, "schedules"), schedules, "lock {lock}: {c}");
+        assert_eq!(num(c, "oversell"), oversell, "lock {lock}: {c}");
+        if !lock {
+            // 8! / (4! 4!): the multinomial of two buyers' four steps.
+            assert_eq!(schedules, 70);
+            assert_eq!(num(c, "multinomial"), 70);
+        }
+    }
+    for r in out.named("replayed") {
+        let r = &r["data"];
+        assert_eq!(r["all"], true);
+        assert_eq!(num(r, "matched"), num(r, "replayed"), "{r}");
+    }
+    let replayed: Vec<u64> =
+        out.named("replayed").iter().map(|r| num(&r["data"], "replayed")).collect();
+    assert_eq!(replayed, [70, enumerate(2, true).0], "every schedule of 2 buyers replayed");
+    read_db(&db); // whole after 120 replays
+}
+
+#[test]
+fn the_census_of_three_buyers_without_the_lock_is_the_multinomial_and_its_sample_matches() {
+    let dir = TempDir::new("census3");
+    let db = db_with(&dir, b"{\"count\": 1}");
+    let out =
+        run_on(&db, &["census", "--no-lock", "--buyers", "3", "--sample", "4", "--seed", "9"]);
+    out.assert_code(0).assert_nothing_left();
+    let c = &out.one("census")["data"];
+    assert_eq!(num(c, "schedules"), 34_650, "12! / (4!)^3");
+    assert_eq!(enumerate(3, false), (34_650, num(c, "oversell")));
+    let r = &out.one("replayed")["data"];
+    assert_eq!((num(r, "replayed"), num(r, "matched")), (4, 4), "{r}");
+}
+
+#[test]
+fn is_a_guess_of_the_fraction_that_oversells_judged_against_the_census_count() {
+    let dir = TempDir::new("census-predict");
+    let db = db_with(&dir, b"{\"count\": 1}");
+    let args = ["census", "--no-lock", "--db", db.to_str().unwrap()];
+    // 60 of the 70 schedules oversell: 0.857.
+    let right = support::answer_of(BIN, &args, "fraction", "0.85");
+    assert_eq!(
+        (right["data"]["right"].as_bool(), right["data"]["actual"].as_f64()),
+        (Some(true), Some(0.857))
+    );
+    let wrong = support::answer_of(BIN, &args, "fraction", "0.5");
+    assert_eq!(wrong["data"]["right"], false, "{wrong}");
+}

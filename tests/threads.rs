@@ -269,3 +269,58 @@ fn is_a_guess_of_what_try_lock_finds_after_a_panicking_holder_judged_against_thi
     let right = support::answer_of(BIN, &["dead-holder"], "after-panic", &actual);
     assert_eq!(right["data"]["right"], true, "{right}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Be the scheduler: race --step, --schedule
+
+fn schedule_of(out: &Output) -> &Value {
+    &out.one("schedule")["data"]
+}
+
+#[test]
+fn does_a_serial_schedule_keep_the_balance_and_both_loading_before_a_store_lose_an_update() {
+    // Each call: load, store (balance + n), load, store (balance - n); 0 is change_it(5).
+    let serial = run_ok(BIN, &["race", "--schedule", "0,0,0,0,1,1,1,1"]);
+    let s = schedule_of(&serial);
+    assert_eq!((s["balance"].as_i64(), s["won"].as_bool()), (Some(0), Some(false)), "{s}");
+    assert_eq!(serial.named("step").len(), 8, "one step event per granted step");
+
+    // Both load 0; 5 is stored, then 8 over it: the + 5 is lost. Then change_it(5) loads 8
+    // and stores 3; change_it(8) loads 3 and stores -5.
+    let lost = run_ok(BIN, &["race", "--schedule", "0,1,0,1,0,0,1,1"]);
+    let s = schedule_of(&lost);
+    assert_eq!((s["balance"].as_i64(), s["won"].as_bool()), (Some(-5), Some(true)), "{s}");
+    let steps: Vec<String> =
+        lost.named("step").iter().map(|e| e["data"]["step"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(steps[..4], ["load", "load", "store", "store"]);
+}
+
+#[test]
+fn are_bad_schedules_and_too_many_updates_refused_with_exit_2_naming_the_position() {
+    for (args, words) in [
+        (&["race", "--schedule", "0,2"][..], &["position 2", "unknown"][..]),
+        (&["race", "--schedule", "0,0,0,0,0"][..], &["position 5", "done"][..]),
+        (&["race", "--schedule", "0,1"][..], &["too few", "position 2"][..]),
+        (&["race", "--schedule", "0,0,0,0,1,1,1,1,0"][..], &["too many", "position 8"][..]),
+        (&["race", "--step", "--updates", "4"][..], &["--updates", "3"][..]),
+        (&["names", "--step"][..], &["--step", "race"][..]),
+    ] {
+        let out = run(BIN, args);
+        out.assert_code(2).assert_nothing_left();
+        for word in words {
+            if !out.stderr.contains(word) {
+                out.fail(&format!("the message must say {word:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn does_step_without_a_terminal_draw_a_seeded_schedule_that_replays_to_the_same_balance() {
+    let first = run_ok(BIN, &["race", "--step", "--updates", "2", "--seed", "11"]);
+    let s = schedule_of(&first);
+    let schedule = s["schedule"].as_str().unwrap();
+    assert_eq!(schedule.split(',').count(), 16, "2 calls x 4 steps x 2 threads");
+    let replay = run_ok(BIN, &["race", "--updates", "2", "--schedule", schedule]);
+    assert_eq!(schedule_of(&replay)["balance"], s["balance"]);
+}

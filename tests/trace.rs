@@ -298,8 +298,8 @@ fn deadlocked_threads_sleep_from_the_deadlock_to_the_kill() {
     for t in threads {
         let tid = t["tid"].as_i64().unwrap();
         let states = trace.states(pid(found), tid);
-        // Every state read from the deadlock's discovery to the kill is S. (Before it, each
-        // thread may still be on a CPU: parking_lot's detector records where it parks.) A slice
+        // Every state read from the deadlock's report to the kill is S. (Before it, each thread
+        // may be on a CPU: parking_lot's detector wakes it to capture its backtrace.) A slice
         // begins at a reading; it lasts until the next reading of another state.
         let window = t_us(found)..t_us(held) + HOLD_US;
         let times = (t_us(found), t_us(held));

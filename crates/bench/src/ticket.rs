@@ -1,5 +1,5 @@
 //! ticket — what safety costs (the mutex-ticket demo): transactions per second on one `db.json`
-//! at each level of safety, in Rust through `common::store`, beside the same protocol in Python
+//! at each level of safety, in Rust through the demo's own store (`mutex_ticket::store`), beside the same protocol in Python
 //! (`python/ticket.py`: `fcntl.flock` on the sidecar, `json`, `os.replace`).
 //!
 //! [`PROCESSES`] processes each run [`TRANSACTIONS`] read-modify-write transactions
@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use common::process::Process;
-use common::store::{Durability, TicketDb};
+use mutex_ticket::store::{Durability, TicketDb};
 
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
 
@@ -70,7 +70,7 @@ impl Level {
             Level::NoLock => None,
             Level::InPlace => Some(Durability::InPlace),
             Level::Rename => Some(Durability::Rename),
-            Level::Fsync => Some(Durability::RenameFsync),
+            Level::Fsync => Some(Durability::Fsync),
         }
     }
 }

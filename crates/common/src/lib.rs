@@ -13,7 +13,6 @@
 //! - [`processes::sync`]: a semaphore and an event across processes, which survive a holder
 //!   killed with SIGKILL.
 //! - [`pool`]: a pool of worker processes (or threads): `apply_async`, `map`, callbacks, faults.
-//! - [`store`]: the ticket `db.json`: strict, locked on a sidecar, replaced by rename.
 //! - [`startcost`]: what a start+join of a thread, a fork child or a spawn child costs.
 //!
 //! **Threads** ([`threads`]):
@@ -50,8 +49,10 @@ pub mod present;
 pub mod processes;
 pub mod threads;
 
-pub use present::{cli, demo, locks, phase, predict, ps, report, sampler, svg, timeline, trace};
+pub use present::{
+    cli, demo, locks, phase, predict, ps, report, sampler, stepper, svg, timeline, trace,
+};
 
-pub use processes::{daemonize, forkserver, pool, process, queue, signals, startcost, store};
+pub use processes::{daemonize, forkserver, pool, process, queue, signals, startcost};
 #[doc(hidden)]
 pub use serde_json as __serde_json;

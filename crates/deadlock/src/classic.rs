@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use common::phase;
 use common::process::Role;
 use common::report;
+use common::stepper::{self, Controller, PipeDir, Probe, State};
 use common::threads::named;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -70,15 +71,23 @@ pub fn run(cli: &Cli) -> Result<()> {
 }
 
 /// The child: two scientists and a watchdog. Returns only if they both ate, which a forced
-/// deadlock never lets happen.
-fn scientists(_: Value) -> Result<()> {
+/// deadlock never lets happen. With `step_dir` (`--step`, `--schedule`) there is no barrier:
+/// the parent grants each lock and unlock in the order chosen, and both may well eat.
+fn scientists(args: Value) -> Result<()> {
+    let step_dir = args["step_dir"].as_str().map(std::path::PathBuf::from);
+    if let Some(dir) = &step_dir {
+        stepper::join(dir, 0)?;
+    }
     let board = Board::new(2);
     let barrier = Barrier::new(2);
+    let barrier = if step_dir.is_some() { None } else { Some(&barrier) };
     let noodles = Mutex::new(());
     let fork = Mutex::new(());
-    let watchdog = Watchdog::start(board.clone(), "thread")?;
+    // Stepped, the deadlock comes when the learner makes it: the watchdog waits for it.
+    let patience = if step_dir.is_some() { None } else { Some(PATIENCE) };
+    let watchdog = Watchdog::start_for(board.clone(), "thread", patience)?;
     std::thread::scope(|s| -> Result<()> {
-        let (b, barrier) = (&board, &barrier);
+        let b = &board;
         let n: Thing = ("noodles", "面条", &noodles, A);
         let f: Thing = ("fork", "叉子", &fork, B);
         named::spawn_scoped(s, "scientist-1", move || scientist(0, b, barrier, n, f))?;
@@ -86,10 +95,15 @@ fn scientists(_: Value) -> Result<()> {
         Ok(())
     })?;
     watchdog.stop();
+    if step_dir.is_some() {
+        report::event("both_ate", json!({}), "both scientists ate: no deadlock this time");
+        return Ok(());
+    }
     bail!("both scientists ate: the forced deadlock did not happen")
 }
 
-fn scientist(i: usize, board: &Board, barrier: &Barrier, first: Thing, second: Thing) {
+fn scientist(i: usize, board: &Board, barrier: Option<&Barrier>, first: Thing, second: Thing) {
+    stepper::worker(i);
     let ((a, a_notes, a_lock, a_mark), (b, _, b_lock, b_mark)) = (first, second);
     board.sit(i);
     board.wants(i, a);
@@ -97,22 +111,123 @@ fn scientist(i: usize, board: &Board, barrier: &Barrier, first: Thing, second: T
     let first = a_lock.lock();
     let holding_first = phase::span(a_mark.holding);
     board.got(i, a);
+    stepper::note(|| format!("holds the {a}"));
     report::event("took", json!({ "lock": a }), format!("took the {a} (拿到{a_notes})"));
     // Both scientists hold their first thing before either reaches for the second.
-    barrier.wait();
+    if let Some(barrier) = barrier {
+        barrier.wait();
+    }
     board.wants(i, b);
     report::event("reaching", json!({ "lock": b }), format!("reaching for the {b}..."));
     phase::step(b_mark.lock);
     let second = b_lock.lock(); // never returns: the other scientist holds it, and waits for ours
     let holding_second = phase::span(b_mark.holding);
     board.got(i, b);
+    stepper::note(|| format!("holds the {a} and the {b}: ate"));
     report::event("ate", json!({}), "ate");
     phase::step(b_mark.unlock);
     drop(holding_second);
     drop(second);
     board.released(i, b);
+    stepper::note(|| format!("holds the {a}"));
     phase::step(a_mark.unlock);
     drop(holding_first);
     drop(first);
     board.released(i, a);
+    stepper::note(|| "holds nothing".to_owned());
+    stepper::done();
+}
+
+/// The guide, for its "Where the mechanism is" table: the source line of each step.
+const GUIDE: &str = include_str!("../README.md");
+
+/// The two locks as the steps name them: (step letter, thing).
+const LOCKS: [(&str, &str); 2] = [("A", "noodles"), ("B", "fork")];
+
+/// `classic --step` / `--schedule`: the same two scientists in their child process, without
+/// the barrier; the parent grants each `lock` and `unlock` in the order the learner chooses
+/// (the child's relay thread hands the turns to its threads). A scientist that reaches for a
+/// thing the other holds is seen asleep in /proc and cannot be chosen; when both are, they
+/// are deadlocked, and the child's detector says so too.
+pub fn stepped(cli: &Cli) -> Result<()> {
+    report::section("1. classic, step by step: you are the scheduler of the two scientists");
+    report::say(
+        "scientist-1 takes the noodles (lock A) then the fork (lock B); scientist-2 the fork \
+         then the noodles. No barrier this time: you choose who makes the next step. \
+         Goal: deadlock them.",
+    );
+    let mut chooser = stepper::chooser_for(cli.schedule.as_deref(), cli.seed, 2)?;
+    let pipes = PipeDir::new(&std::env::temp_dir(), 1)?;
+    let args = json!({ "step_dir": pipes.path() });
+    let mut scene = Scene::start(cli, "classic", &ROLE, args)?;
+    let names = vec!["scientist-1".to_owned(), "scientist-2".to_owned()];
+    let mut ctl = Controller::pipes(pipes, names, vec![0, 0])?;
+    let pid = scene.pid();
+    let table = stepper::where_table(GUIDE);
+    let show = |ctl: &Controller| {
+        let held: Vec<String> = LOCKS
+            .iter()
+            .map(|(letter, thing)| {
+                let lock = format!("lock {letter}");
+                match ctl.holder(&lock, &format!("unlock {letter}")) {
+                    Some(h) => format!("{thing} ({letter}): held by {}", ctl.workers[h].name),
+                    None => format!("{thing} ({letter}): free"),
+                }
+            })
+            .collect();
+        let mut out = format!("{} (shared)", held.join(", "));
+        out.push_str(&stepper::lanes(ctl, &table));
+        out.push_str(&format!("\n  goal: deadlock them; steps so far: {}", ctl.schedule()));
+        report::plain(out);
+    };
+    let ending = stepper::drive(&mut ctl, &mut chooser, false, |ctl, i| probe(ctl, pid, i), show)?;
+    report::plain(format!(
+        "timeline (one lane per thread, one column per step granted):\n{}",
+        stepper::indent(&ctl.timeline())
+    ));
+    let schedule = ctl.schedule();
+    let steps = ctl.granted.len();
+    let deadlocked = ending == stepper::Ending::Deadlock;
+    if deadlocked {
+        scene.wait_deadlock(PATIENCE + PATIENCE / 3)?;
+        scene.show_threads(
+            cli,
+            "the child's threads (ps -L): both asleep on a lock the other holds",
+        );
+        scene.kill("a deadlock never ends by itself; only the OS can end the threads")?;
+    } else {
+        scene.join()?;
+    }
+    let verdict = if deadlocked {
+        format!(
+            "you deadlocked them in {steps} steps: each holds one lock and sleeps on the other's"
+        )
+    } else {
+        format!(
+            "both ate in {steps} steps: no deadlock; let each take its first thing before either reaches for the second"
+        )
+    };
+    common::event!("schedule", { "schedule": schedule, "steps": steps, "won": deadlocked },
+                   "{verdict}\nschedule: {schedule}\nreplay it: deadlock classic --schedule {schedule}");
+    Ok(())
+}
+
+/// Is scientist `i` asleep on a lock the other holds? Only a `lock X` step whose lock another
+/// holds can block; then its thread must be seen asleep (S) in /proc, with its wchan.
+fn probe(ctl: &Controller, pid: i32, i: usize) -> Probe {
+    let w = &ctl.workers[i];
+    let (State::Running(step) | State::Blocked(step, _)) = &w.state else { return Probe::Going };
+    let Some(letter) = step.strip_prefix("lock ") else { return Probe::Going };
+    let Some(holder) = ctl.holder(step, &format!("unlock {letter}")).filter(|h| *h != i) else {
+        return Probe::Going;
+    };
+    match common::ps::thread(pid, w.tid) {
+        Some(t) if t.state == 'S' => Probe::Blocked(format!(
+            "state S, wchan {}: sleeps on lock {letter}, held by {}",
+            common::ps::wchan(w.tid),
+            ctl.workers[holder].name
+        )),
+        Some(_) => Probe::Going,
+        None => Probe::Gone,
+    }
 }

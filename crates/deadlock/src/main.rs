@@ -15,7 +15,8 @@
 //! Five parts, each a subcommand (no subcommand runs them all, in a few seconds):
 //! 1. `classic`: two scientists, the noodles (面条) and the fork (叉子), taken in opposite
 //!    orders. Found by `parking_lot::deadlock::check_deadlock` within a second, reported with
-//!    thread and lock names, killed.
+//!    thread and lock names, killed. `classic --step` (or `--schedule 0,1,0,1`): you grant
+//!    each lock and unlock, without the barrier; the goal, deadlock them.
 //! 2. `self`: one thread locks a `std::sync::Mutex` twice. std says the second call "might panic
 //!    or deadlock"; on Linux it sleeps for ever (`S`, wchan `futex…`), seen in `/proc` before the
 //!    child is killed. `try_lock` says `WouldBlock` instead.
@@ -142,6 +143,19 @@ struct Cli {
     #[arg(long, global = true, value_name = "N", default_value_t = MEALS,
           value_parser = parse_meals)]
     meals: usize,
+
+    /// Part 1: be the scheduler: before each lock and unlock, see who holds what and choose
+    /// who goes (at a terminal; without one, a random schedule, printed)
+    #[arg(long, global = true)]
+    step: bool,
+
+    /// Part 1: replay a schedule: 0 for scientist-1, 1 for scientist-2, one per step (0,1,0,1)
+    #[arg(long, global = true, value_name = "LIST", conflicts_with = "step")]
+    schedule: Option<String>,
+
+    /// Part 1: the seed of the random schedule (--step without a terminal)
+    #[arg(long, global = true, value_name = "N")]
+    seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -199,6 +213,14 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(target_os = "linux")]
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.step || cli.schedule.is_some() {
+        if !matches!(cli.cmd, Some(Cmd::Classic)) {
+            return Err(common::demo::bad_input(
+                "--step and --schedule choose the steps of part 1: try `deadlock classic --step`",
+            ));
+        }
+        return classic::stepped(&cli);
+    }
     match cli.cmd {
         Some(Cmd::Classic) => classic::run(&cli),
         Some(Cmd::SelfLock) => self_lock::run(&cli),

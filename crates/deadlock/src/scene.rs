@@ -104,8 +104,19 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts watching. `what` names the rows in the table (`thread`, `philosopher`).
+    /// Starts watching for [`PATIENCE`]. `what` names the rows in the table (`thread`,
+    /// `philosopher`).
     pub fn start(board: Arc<Board>, what: &'static str) -> Result<Watchdog> {
+        Watchdog::start_for(board, what, Some(PATIENCE))
+    }
+
+    /// Starts watching for `patience`, or until stopped (`None`: a learner choosing each step
+    /// takes the time they take).
+    pub fn start_for(
+        board: Arc<Board>,
+        what: &'static str,
+        patience: Option<Duration>,
+    ) -> Result<Watchdog> {
         let done = Arc::new(AtomicBool::new(false));
         let stop = done.clone();
         let handle = named::spawn("watchdog", move || {
@@ -124,7 +135,7 @@ impl Watchdog {
                         std::thread::park();
                     }
                 }
-                if began.elapsed() > PATIENCE {
+                if patience.is_some_and(|p| began.elapsed() > p) {
                     report::event(
                         "no_deadlock",
                         json!({ "after_ms": began.elapsed().as_millis() as u64 }),

@@ -1,13 +1,15 @@
 //! The buyer (路人N), one process each: the notes' `task(name, mutex)`, `search` then `get`.
 
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::store::{self, Durability, StoreError, TicketDb};
 use anyhow::{Context, Result};
-use common::phase;
 use common::process::{ExitWith, Run};
 use common::report;
-use common::store::{Durability, TicketDb};
+use common::{phase, stepper};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -15,35 +17,6 @@ use serde_json::{Value, json};
 /// its children's exit codes (Python's `p.exitcode`): 0 bought a ticket, this one found none,
 /// anything else failed (1: an error, printed on stderr; `-SIGKILL`: killed).
 pub const NO_TICKET: i32 = 3;
-
-/// How a buyer writes `db.json` back (`--durability`); see [`common::store::Durability`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-pub enum Level {
-    /// Truncate db.json and rewrite it, as the notes' json.dump(dic, open('db.json', 'w'))
-    InPlace,
-    /// Write a temp file beside db.json, then rename it over db.json (a killed buyer never tears it)
-    Rename,
-    /// Rename, plus fsync of the temp file and of the directory (survives a power loss too)
-    Fsync,
-}
-
-impl Level {
-    pub fn durability(self) -> Durability {
-        match self {
-            Level::InPlace => Durability::InPlace,
-            Level::Rename => Durability::Rename,
-            Level::Fsync => Durability::RenameFsync,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::InPlace => "in-place",
-            Level::Rename => "rename",
-            Level::Fsync => "fsync",
-        }
-    }
-}
 
 /// One buyer: what it is told by the parent. Like the notes' `StockProcess`, a type whose `run`
 /// is the child's work; serializable because a spawned child receives a copy of it.
@@ -59,22 +32,41 @@ pub struct Buyer {
     pub search_ms: u64,
     /// The pause between reading the count and writing it back (paying): the race window.
     pub buy_ms: u64,
-    pub level: Level,
+    pub level: Durability,
     /// The crash experiment: stop inside the locked section, to be killed there.
     pub stop_in_lock: bool,
+    /// `--step`, `--schedule`, `census`: the folder of the step controller's pipes; before each
+    /// step this buyer waits for its turn.
+    #[serde(default)]
+    pub step_dir: Option<PathBuf>,
+    /// The census's replays: no lines, only the exit code and db.json tell the outcome.
+    #[serde(default)]
+    pub quiet: bool,
 }
 
 impl Run for Buyer {
     const ROLE: &'static str = "buyer";
 
     fn run(self) -> Result<()> {
+        if let Some(dir) = &self.step_dir {
+            stepper::join(dir, self.number)?;
+            stepper::worker(self.number);
+        }
         let db = TicketDb::new(&self.db);
-        self.search(&db)?;
-        self.buy(&db)
+        let bought = self.search(&db).and_then(|()| self.buy(&db));
+        stepper::done();
+        bought
     }
 }
 
 impl Buyer {
+    /// A buyer's line, unless it is a quiet replay of the census.
+    fn event(&self, name: &str, data: Value, text: String) {
+        if !self.quiet {
+            report::event(name, data, text);
+        }
+    }
+
     fn person(&self) -> String {
         format!("路人{}", self.number)
     }
@@ -85,7 +77,8 @@ impl Buyer {
         // A step mark (`--step`, `--schedule`, `--trace`); nothing happens without a listener.
         phase::step("search");
         let count = db.read_count().with_context(|| format!("{} searching", self.person()))?;
-        report::event(
+        stepper::note(|| format!("saw {count} left"));
+        self.event(
             "searched",
             json!({ "buyer": self.number, "count": count }),
             format!("<{}> 查看到剩余票数 {count} (sees {} left)", self.person(), tickets(count)),
@@ -96,25 +89,28 @@ impl Buyer {
     /// The notes' `get`, inside `with mutex:`: read the count, pay, write it back decremented.
     fn buy(&self, db: &TicketDb) -> Result<()> {
         let asked = Instant::now();
-        if self.use_lock {
+        if self.use_lock && !self.quiet {
             json_only("waiting_for_lock", json!({ "buyer": self.number }));
         }
-        // ▶ THE LINE `--no-lock` takes away: flock(LOCK_EX) on the sidecar db.json.lock. It blocks
-        // while another buyer holds it; the guard unlocks when dropped, the kernel when we die.
-        if self.use_lock {
+        // ▶ THE LINE `--no-lock` takes away: flock(LOCK_EX) on the sidecar db.json.lock.
+        let lock = if self.use_lock {
             phase::step("lock");
-        }
-        let lock = if self.use_lock { Some(db.lock()?) } else { None };
+            Some(lock_sidecar(db)?)
+        } else {
+            None
+        };
         let holding = lock.as_ref().map(|_| phase::span("holding the lock"));
         let waited_ms = lock.as_ref().map(|_| asked.elapsed().as_millis() as u64);
-        if let Some(waited_ms) = waited_ms {
+        if let Some(waited_ms) = waited_ms.filter(|_| !self.quiet) {
             json_only("locked", json!({ "buyer": self.number, "waited_ms": waited_ms }));
         }
 
         // db.json is opened only now, after the lock: the file as the last holder left it.
         phase::step("read");
         let critical = phase::span("critical section");
-        let before = db.read_count().with_context(|| format!("{} buying", self.person()))?;
+        let (object, before) =
+            store::read(db.path()).with_context(|| format!("{} buying", self.person()))?;
+        stepper::note(|| format!("read count {before}"));
         if self.stop_in_lock {
             self.stop_here(db, before)?;
         }
@@ -124,20 +120,29 @@ impl Buyer {
         std::thread::sleep(Duration::from_millis(self.buy_ms));
         // The write step: a buyer that read 0 writes nothing and says so.
         phase::step("write");
-        let bought = self.write(db, before, waited_ms);
+        let bought = self.write(db, &object, before, waited_ms);
         drop(critical);
-        if lock.is_some() {
+        if let Some(lock_file) = lock {
             phase::step("unlock");
+            // flock(LOCK_UN): the next waiter wakes and opens db.json as we left it. (Closing
+            // the file would do it too, unless a child forked meanwhile still had it open.)
+            lock_file.unlock().context("unlocking db.json.lock")?;
+            drop(holding);
         }
-        drop(holding);
-        drop(lock); // unlock: the next waiter opens db.json as we left it
         bought
     }
 
     /// Writes the count back one lower, or reports that none was left (exit [`NO_TICKET`]).
-    fn write(&self, db: &TicketDb, before: u64, waited_ms: Option<u64>) -> Result<()> {
+    fn write(
+        &self,
+        db: &TicketDb,
+        object: &serde_json::Map<String, Value>,
+        before: u64,
+        waited_ms: Option<u64>,
+    ) -> Result<()> {
         if before == 0 {
-            report::event(
+            stepper::note(|| "found none left".to_owned());
+            self.event(
                 "sold_out",
                 json!({ "buyer": self.number, "count": before, "waited_ms": waited_ms }),
                 format!("<{}> 没有足够的票! (no ticket left{})", self.person(), waited(waited_ms)),
@@ -145,9 +150,12 @@ impl Buyer {
             return Err(ExitWith(NO_TICKET).into());
         }
         let after = before - 1;
-        db.write_count(after, self.level.durability())
-            .with_context(|| format!("{} writing the new count", self.person()))?;
-        report::event(
+        let text = db.text(object, after)?;
+        write_back(db, &text, self.level).with_context(|| {
+            format!("{} writing the new count to {}", self.person(), db.path().display())
+        })?;
+        stepper::note(|| format!("wrote count {after}"));
+        self.event(
             "bought",
             json!({ "buyer": self.number, "before": before, "after": after, "waited_ms": waited_ms }),
             format!(
@@ -185,6 +193,58 @@ impl Buyer {
         // the leftover temp file that carries our own pid.
         Ok(())
     }
+}
+
+/// Takes the lock: the sidecar `db.json.lock`, opened by this buyer, and `flock(fd, LOCK_EX)`
+/// on it. The call sleeps in the kernel (state S) while another process holds the lock; the
+/// kernel releases it when the holder unlocks, closes it, or dies.
+pub fn lock_sidecar(db: &TicketDb) -> Result<File, StoreError> {
+    let lock_file = db.open_lock_file()?;
+    loop {
+        match lock_file.lock() {
+            Ok(()) => return Ok(lock_file),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue, // a signal; wait on
+            Err(e) => return Err(store::io_error(db.lock_path(), "cannot lock it", e)),
+        }
+    }
+}
+
+/// Writes the new text at `level`: in place as the notes do (a kill in the middle tears the
+/// file), or by a temp file and a rename.
+pub fn write_back(db: &TicketDb, text: &[u8], level: Durability) -> io::Result<()> {
+    match level {
+        Durability::InPlace => store::write_in_place(db.path(), text),
+        Durability::Rename => write_by_rename(db, text, false),
+        Durability::Fsync => write_by_rename(db, text, true),
+    }
+}
+
+/// Replaces db.json's contents without ever tearing it: the whole new text goes to a temp file
+/// beside it, `db.json.tmp.<pid>`, then `rename(2)` puts that file in db.json's place in one
+/// step. A buyer killed at any moment leaves the old file or the new one; at worst a stray
+/// temp file, which the parent removes. With `fsync`, the contents reach the disk before the
+/// name points at them, and the directory after (a power loss too).
+pub fn write_by_rename(db: &TicketDb, text: &[u8], fsync: bool) -> io::Result<()> {
+    // Our own pid, asked each time: a forked child has its own name, and its own temp file.
+    let temp = db.temp_path(std::process::id());
+    let written = File::create(&temp)
+        .and_then(|mut file| {
+            file.write_all(text)?;
+            if fsync {
+                file.sync_all()?;
+            }
+            Ok(())
+        })
+        .and_then(|()| fs::rename(&temp, db.path()));
+    if written.is_err() {
+        let _ = fs::remove_file(&temp); // a failed write leaves no temp file
+    }
+    written?;
+    if fsync {
+        let dir = db.path().parent().filter(|d| !d.as_os_str().is_empty());
+        File::open(dir.unwrap_or(std::path::Path::new(".")))?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(unix)]

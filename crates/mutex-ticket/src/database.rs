@@ -2,12 +2,12 @@
 //! `data/db.json`; strict validation, and the cleanup of temp files that killed writers left.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use common::demo::bad_input;
 use common::report;
-use common::store::{Durability, StoreError, TicketDb};
+use mutex_ticket::store::{Durability, StoreError, TicketDb};
 use serde_json::json;
 
 /// The tracked template `data/db.json`, built into the program so it runs from any folder on a
@@ -84,33 +84,89 @@ pub fn store_error(error: StoreError) -> anyhow::Error {
     }
 }
 
-/// Temp files `db.json.tmp.<pid>` beside the database right now (the victim's, in the crash).
-pub fn stray_temps(db: &TicketDb) -> Vec<String> {
+/// Temp files `db.json.tmp.<pid>` beside the database right now (the victim's, in the crash),
+/// with the pid in their names.
+fn temps(db: &TicketDb) -> Vec<(PathBuf, Option<i32>)> {
     let Some(name) = db.path().file_name().map(|n| format!("{}.tmp.", n.to_string_lossy())) else {
         return Vec::new();
     };
     let dir = db.path().parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut found: Vec<String> = fs::read_dir(dir)
+    let mut found: Vec<(PathBuf, Option<i32>)> = fs::read_dir(dir)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
-        .map(|e| e.path().display().to_string())
+        .filter_map(|e| {
+            let file_name = e.file_name().to_string_lossy().into_owned();
+            let pid = file_name.strip_prefix(&name)?;
+            // Only plain decimal, as `process::id()` prints it, names a writer.
+            let pid = pid.parse().ok().filter(|_| !pid.starts_with('0') && !pid.starts_with('+'));
+            Some((e.path(), pid))
+        })
         .collect();
     found.sort();
     found
 }
 
+pub fn stray_temps(db: &TicketDb) -> Vec<String> {
+    temps(db).into_iter().map(|(path, _)| path.display().to_string()).collect()
+}
+
+/// Removes the temp files of writers that died before their rename, and returns them. A live
+/// writer's (or a zombie's: `kill(pid, 0)` still finds it) is kept: it may be about to rename.
+fn remove_dead_temps(db: &TicketDb) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for (path, pid) in temps(db) {
+        let Some(pid) = pid else { continue };
+        let dead = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if dead && fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
 /// Removes the temp files of writers that died before their rename, and says which.
 pub fn clean_stray_temps(db: &TicketDb) -> Result<()> {
-    let removed = db.clean_stray_temps().map_err(store_error)?;
+    let removed = remove_dead_temps(db);
     if !removed.is_empty() {
         let list: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
-        report::event(
-            "cleaned",
-            json!({ "removed": list }),
-            format!("removed the stray temp file(s) of dead writers: {}", list.join(", ")),
-        );
+        common::event!("cleaned", { "removed": list },
+                       "removed the stray temp file(s) of dead writers: {}", list.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_dead_writers_temp_file_is_removed() {
+        let dir = std::env::temp_dir().join(format!("ticket-temps-{}", std::process::id()));
+        fs::create_dir(&dir).unwrap();
+        let db = TicketDb::new(dir.join("db.json"));
+        fs::write(db.path(), "{\"count\": 1}").unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        assert!(child.wait().unwrap().success()); // reaped: no such process any more
+        let own_pid = std::process::id();
+        let dead = dir.join(format!("db.json.tmp.{dead_pid}"));
+        let kept = [
+            format!("db.json.tmp.{own_pid}"), // alive: a writer may be about to rename it
+            format!("other.json.tmp.{dead_pid}"), // another database's
+            "db.json.tmp.abc".to_owned(),     // not a pid
+            format!("db.json.tmp.0{dead_pid}"), // not as process::id() prints it
+        ];
+        for name in kept.iter().chain([&format!("db.json.tmp.{dead_pid}")]) {
+            fs::write(dir.join(name), b"{\"count\"").unwrap();
+        }
+        let removed = remove_dead_temps(&db);
+        let left: Vec<bool> = kept.iter().map(|n| dir.join(n).exists()).collect();
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(removed, [dead]);
+        assert_eq!(left, [true; 4], "{kept:?}");
+    }
 }

@@ -18,6 +18,11 @@
 //!   that is then renamed over it), the kernel drops the dead buyer's lock, the others go on,
 //!   and the stray temp file is cleaned up.
 //!
+//! - **Be the scheduler** (`run --step`, `run --schedule 0,1,0,1,...`, `census`): 2 or 3 buyers
+//!   wait before each of their steps (`search`, `lock`, `read`, `pay`, `write`, `unlock`) for
+//!   the step to be granted: by you at a terminal, by a schedule, or by a seeded random choice.
+//!   `census` counts every interleaving by outcome, then replays them on the kernel.
+//!
 //! Why the lock is on a sidecar and not on `db.json`: every write *replaces* `db.json` by a
 //! rename. A buyer that opened `db.json` and then waited for a lock on it would wake up holding a
 //! lock on the old, replaced file and read a stale count. The sidecar is never replaced, and
@@ -67,9 +72,9 @@
 //! **Differences from Python** (also the end of `--help`):
 #![doc = include_str!("differences.txt")]
 
-mod buyer;
 mod database;
 mod parts;
+mod steps;
 
 use std::path::PathBuf;
 
@@ -79,10 +84,10 @@ use common::cli::{CommonArgs, parse_positive};
 use common::demo::bad_input;
 use common::process::Role;
 use common::report;
-use common::store::MAX_TICKETS;
+use mutex_ticket::store::{Durability, MAX_TICKETS};
 use serde_json::json;
 
-use buyer::{Buyer, Level, tickets};
+use mutex_ticket::buyer::{Buyer, tickets};
 use parts::{
     Mode, Setup, compare_lock_and_join, explain_sidecar, run_crash, run_part, summary_data,
 };
@@ -110,6 +115,10 @@ Parts (no subcommand = the tour; --no-lock or --join without a subcommand = `run
   run --join       start and join each buyer in turn: correct, but all serial (互斥锁与join的区别)
   crash            路人K is killed with SIGKILL inside the locked section: db.json stays whole,
                    the kernel releases the lock, the others go on, the stray temp file is removed
+  run --step       be the scheduler: 2 buyers wait before each step (search, lock, read, pay,
+                   write, unlock) for you to choose who goes; goal: make it oversell
+  run --schedule L replay a schedule on the kernel: worker numbers from 0, one per step
+  census           every interleaving of 2 or 3 buyers counted by outcome, replayed on the kernel
 
 The database: without --db, a fresh copy of data/db.json ({\"count\": 1}) is made in a new private
 folder, $TMPDIR/mutex-ticket-*/db.json; its path is printed and it is kept after the run so you
@@ -151,6 +160,13 @@ enum Cmd {
     Tour,
     /// One run of the buyers: with the lock (the default), --no-lock (the race) or --join
     Run,
+    /// Every interleaving of 2 or 3 buyers' steps counted by outcome, then replayed on the kernel
+    Census {
+        /// With 3 buyers: how many random schedules to replay on the kernel (2 buyers: all)
+        #[arg(long, value_name = "N", default_value_t = steps::SAMPLE,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        sample: u32,
+    },
     /// A buyer is killed with SIGKILL inside the locked section: the file stays whole, the others go on
     Crash {
         /// The buyer to kill (路人K); it goes first, so it is the one holding the lock
@@ -174,10 +190,24 @@ struct TicketArgs {
           allow_negative_numbers = true)]
     tickets: Option<u64>,
 
-    /// How many buyers (路人0..M-1), each its own process, at most 200
-    #[arg(long, global = true, value_name = "M", default_value_t = DEFAULT_BUYERS,
-          value_parser = parse_buyers, allow_negative_numbers = true)]
-    buyers: usize,
+    /// How many buyers (路人0..M-1), each its own process, at most 200 (at most 3 when you
+    /// choose the steps, 2 or 3 for census) [default: 10; 2 with --step, --schedule, census]
+    #[arg(long, global = true, value_name = "M", value_parser = parse_buyers,
+          allow_negative_numbers = true)]
+    buyers: Option<usize>,
+
+    /// Be the scheduler: before each step, see db.json, each buyer's state and the line it
+    /// runs next, and choose who goes (at a terminal; without one, a random schedule, printed)
+    #[arg(long, global = true, conflicts_with = "join")]
+    step: bool,
+
+    /// Replay a schedule on the kernel: worker numbers from 0, one per step (0,0,1,1,...)
+    #[arg(long, global = true, value_name = "LIST", conflicts_with_all = ["join", "step"])]
+    schedule: Option<String>,
+
+    /// The seed of the random schedule (--step without a terminal) or of census's sample
+    #[arg(long, global = true, value_name = "N")]
+    seed: Option<u64>,
 
     /// Pause before a buyer searches, at most 600000 [default: the notes' 1 s / --speed: 100 ms
     /// at --speed 10]
@@ -200,8 +230,8 @@ struct TicketArgs {
     join: bool,
 
     /// How a buyer writes db.json back
-    #[arg(long, global = true, value_enum, value_name = "LEVEL", default_value_t = Level::Rename)]
-    durability: Level,
+    #[arg(long, global = true, value_enum, value_name = "LEVEL", default_value_t = Durability::Rename)]
+    durability: Durability,
 
     /// Shorthand for --durability fsync
     #[arg(long, global = true, conflicts_with = "durability")]
@@ -247,36 +277,80 @@ fn run_parts(mut cli: Cli) -> Result<()> {
         None if args.no_lock || args.join => Cmd::Run,
         None => Cmd::Tour,
     };
-    if !matches!(cmd, Cmd::Run) && (args.no_lock || args.join) {
+    if matches!(cmd, Cmd::Census { .. }) && args.join {
+        return Err(bad_input("--join: census counts the interleavings with and without the lock"));
+    }
+    if matches!(cmd, Cmd::Tour | Cmd::Crash { .. }) && (args.no_lock || args.join) {
         return Err(bad_input(
             "--no-lock and --join choose the mode of `run` (the tour runs every mode; crash needs \
              the lock): try `mutex-ticket run --no-lock`",
         ));
     }
-    if let Cmd::Crash { victim } = cmd
-        && victim >= args.buyers
-    {
+    let stepping = args.step || args.schedule.is_some();
+    if stepping && !matches!(cmd, Cmd::Run) {
+        return Err(bad_input(
+            "--step and --schedule choose the steps of `run`: try `mutex-ticket run --step`",
+        ));
+    }
+    let chosen = stepping || matches!(cmd, Cmd::Census { .. });
+    let buyers = args.buyers.unwrap_or(if chosen { 2 } else { DEFAULT_BUYERS });
+    if stepping && buyers > steps::MAX_STEP_BUYERS {
         return Err(bad_input(format!(
-            "--victim {victim}: there are only {} buyers (路人0..{})",
-            args.buyers,
-            args.buyers - 1
+            "--buyers {buyers}: at most {} when you choose every step (--step, --schedule)",
+            steps::MAX_STEP_BUYERS
         )));
     }
+    if matches!(cmd, Cmd::Census { .. }) && !(2..=3).contains(&buyers) {
+        return Err(bad_input(format!(
+            "--buyers {buyers}: census counts every interleaving of 2 or 3 buyers"
+        )));
+    }
+    if let Cmd::Crash { victim } = cmd
+        && victim >= buyers
+    {
+        return Err(bad_input(format!(
+            "--victim {victim}: there are only {buyers} buyers (路人0..{})",
+            buyers - 1
+        )));
+    }
+    let mut chooser = match args.schedule.as_deref() {
+        _ if !stepping => None,
+        schedule => Some(common::stepper::chooser_for(schedule, args.seed, buyers)?),
+    };
     let (db, initial) = database::open(args.db.as_deref(), args.tickets)?;
+    // With every step chosen, the pauses only slow the replay: none unless asked for.
     let ms = |flag: Option<u64>, notes: f64| {
-        flag.unwrap_or_else(|| cli.common.notes_sleep(notes).as_millis() as u64)
+        flag.unwrap_or_else(|| {
+            if chosen { 0 } else { cli.common.notes_sleep(notes).as_millis() as u64 }
+        })
     };
     let setup = Setup {
         db,
         initial,
-        buyers: args.buyers,
+        buyers,
         search_ms: ms(args.search_ms, NOTES_SEARCH_SECS),
         buy_ms: ms(args.buy_ms, NOTES_BUY_SECS),
-        level: if args.fsync { Level::Fsync } else { args.durability },
+        level: if args.fsync { Durability::Fsync } else { args.durability },
         method: cli.common.start_method,
         common: cli.common.clone(),
     };
+    if let Some(chooser) = &mut chooser {
+        let lock = !args.no_lock;
+        let title =
+            if lock { "Be the scheduler: with the lock" } else { "Be the scheduler: no lock" };
+        report::section(title);
+        steps::run_stepped(&setup, lock, chooser, false)?;
+        return Ok(());
+    }
     match cmd {
+        Cmd::Census { sample } => {
+            let seed = args.seed.unwrap_or(1);
+            steps::census(&setup, false, seed, sample as usize)?;
+            if !args.no_lock {
+                steps::census(&setup, true, seed, sample as usize)?;
+            }
+            Ok(())
+        }
         Cmd::Run if args.no_lock => {
             run_part(&setup, Mode::Race, "The race: no lock (数据安全问题)").map(drop)
         }

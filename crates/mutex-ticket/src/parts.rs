@@ -9,11 +9,11 @@ use common::cli::CommonArgs;
 use common::predict;
 use common::process::{Process, StartMethod, exitcode_name};
 use common::report;
-use common::store::TicketDb;
+use mutex_ticket::store::{Durability, TicketDb};
 use serde_json::json;
 
-use crate::buyer::{Buyer, Level, NO_TICKET, tickets};
 use crate::database::{clean_stray_temps, set_count, store_error, stray_temps};
+use mutex_ticket::buyer::{Buyer, NO_TICKET, tickets};
 
 /// How long the parent looks for buyers queueing on the lock before showing the lock view
 /// anyway (the view only picks a moment to print; nothing depends on it).
@@ -48,7 +48,7 @@ pub struct Setup {
     pub buyers: usize,
     pub search_ms: u64,
     pub buy_ms: u64,
-    pub level: Level,
+    pub level: Durability,
     pub method: StartMethod,
     pub common: CommonArgs,
 }
@@ -82,12 +82,14 @@ impl Setup {
             buy_ms: self.buy_ms,
             level: self.level,
             stop_in_lock,
+            step_dir: None,
+            quiet: false,
         };
         Process::from_run(format!("buyer-{number}"), buyer).start_method(self.method)
     }
 
     /// Before a part: remove temp files that killed writers left, and put the count back.
-    fn prepare(&self) -> Result<()> {
+    pub fn prepare(&self) -> Result<()> {
         clean_stray_temps(&self.db)?;
         let count = self.db.read_count().map_err(store_error)?;
         if count != self.initial {
@@ -238,7 +240,7 @@ pub fn run_crash(s: &Setup, victim: usize, title: &str) -> Result<Outcome> {
     guess.reveal(
         if whole { "yes" } else { "no" },
         match s.level {
-            Level::InPlace => {
+            Durability::InPlace => {
                 "with --durability in-place the buyer truncates db.json and writes into it: a \
                  kill in between can leave it torn"
             }
@@ -389,7 +391,7 @@ fn show_lock_queue(s: &Setup, buyers: &mut [Process], holder: Option<&Process>) 
 /// Ctrl-C or SIGTERM arrived: a buyer that just died of it is no failure to report. The
 /// signal watcher is stopping and reaping every child and ends the process with 130 or 143;
 /// the demo runner, seeing the same, leaves the ending to it.
-fn interrupted() -> Result<()> {
+pub fn interrupted() -> Result<()> {
     if common::signals::stopping() {
         bail!("interrupted");
     }
@@ -397,7 +399,7 @@ fn interrupted() -> Result<()> {
 }
 
 /// Tallies the buyers' exit codes, reads the file, cleans up, and checks the invariant.
-fn finish(
+pub fn finish(
     s: &Setup,
     mode: Mode,
     buyers: &[Process],
@@ -453,7 +455,7 @@ fn finish(
         ),
     );
     if !failed.is_empty() {
-        let hint = if s.level == Level::InPlace {
+        let hint = if s.level == Durability::InPlace {
             "; with --durability in-place, a buyer that reads without the lock (every search, and \
              every buy with --no-lock) can catch db.json truncated and not yet rewritten: the \
              torn read that writing by rename rules out"

@@ -90,9 +90,11 @@ fn add_racy(x: &AtomicI64, n: i64, window: &impl Fn()) {
     // to memory (x86 `addq %rsi, (%rdi)`): still not atomic, having no `lock` prefix, but with a
     // window of a few cycles that loses almost nothing. The notes' read and write are two steps.
     let v = black_box(x.load(Ordering::Relaxed));
+    common::stepper::note(|| format!("loaded {v}"));
     window();
     common::phase::step("store");
     x.store(v + n, Ordering::Relaxed);
+    common::stepper::note(|| format!("stored {}", v + n));
 }
 
 /// `with lock: change_it(n)`: the guard is the notes' `try/finally`; it unlocks when dropped.

@@ -20,7 +20,8 @@
 //!    `main` returns), each in a child process; then `thread::scope`, the non-daemon way.
 //! 6. `race`: the balance program with two threads: the notes' code does not compile (see the
 //!    library's docs); a relaxed load-then-store loses updates, counted; `Mutex` (and
-//!    poisoning) and `fetch_add` are exact, each with its cost.
+//!    poisoning) and `fetch_add` are exact, each with its cost. `race --step` (or
+//!    `--schedule 0,1,0,1,...`): you grant each load and store; the goal, lose an update.
 //! 7. `dead-holder`: a lock whose holder thread ends. Python's `Lock` stays locked (苦苦等待锁
 //!    的线程将永远等待下去); a Rust guard is released when its thread ends, poisoned if it
 //!    panicked; only a guard leaked on purpose keeps it locked.
@@ -120,10 +121,25 @@ struct Cli {
           value_parser = |s: &str| parse_count_up_to(s, MAX_LOOPS))]
     loops: usize,
 
-    /// Part 6: change_it calls in each of the two threads (1 to 100000000)
-    #[arg(long, global = true, value_name = "N", default_value_t = UPDATES,
+    /// Part 6: change_it calls in each of the two threads (1 to 100000000; with --step or
+    /// --schedule 1 to 3) [default: 1000000; 1 with --step or --schedule]
+    #[arg(long, global = true, value_name = "N",
           value_parser = |s: &str| parse_count_up_to(s, MAX_UPDATES))]
-    updates: usize,
+    updates: Option<usize>,
+
+    /// Part 6: be the scheduler: before each load and store, see the balance and each thread's
+    /// next step, and choose who goes (at a terminal; without one, a random schedule, printed)
+    #[arg(long, global = true)]
+    step: bool,
+
+    /// Part 6: replay a schedule: thread numbers from 0 (change_it(5)) and 1 (change_it(8)),
+    /// one per step (0,0,1,1,...)
+    #[arg(long, global = true, value_name = "LIST", conflicts_with = "step")]
+    schedule: Option<String>,
+
+    /// Part 6: the seed of the random schedule (--step without a terminal)
+    #[arg(long, global = true, value_name = "N")]
+    seed: Option<u64>,
 
     /// Part 6: what sits between the read and the write of the racy loop
     #[arg(long, global = true, value_enum, value_name = "WINDOW", default_value_t = Window::None)]
@@ -186,6 +202,14 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.step || cli.schedule.is_some() {
+        if !matches!(cli.cmd, Some(Cmd::Race)) {
+            return Err(common::demo::bad_input(
+                "--step and --schedule choose the steps of part 6: try `threads race --step`",
+            ));
+        }
+        return race::stepped(&cli);
+    }
     match cli.cmd {
         Some(Cmd::Names) => names::run(&cli),
         Some(Cmd::TwoWays) => two_ways::run(&cli),

@@ -4,11 +4,13 @@
 //! load then store, loses updates, counted here; a `Mutex` and `fetch_add` are exact, and each
 //! is timed against the racy loop in the same run.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Barrier, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use common::report;
+use common::stepper::{self, Controller, Probe};
 use common::threads::named;
 use serde_json::json;
 use threads::{Account, Balance, change_it_atomic, change_it_locked, change_it_racy};
@@ -164,7 +166,7 @@ fn poisoning() -> Result<()> {
 
 pub fn run(cli: &Cli) -> Result<()> {
     report::section("6. race: seed 001's balance program, two threads (线程锁)");
-    let calls = cli.updates;
+    let calls = cli.updates.unwrap_or(crate::UPDATES);
     report::say(format!(
         "The notes start one thread, change_it(8), which cannot race; here two, change_it(5) and \
          change_it(8), {} calls each. Written as in the notes (a plain shared variable) the \
@@ -231,5 +233,88 @@ pub fn run(cli: &Cli) -> Result<()> {
             bail!("{} lost updates: {} of {}", o.variant, o.changes, Outcome::expected(calls));
         }
     }
+    Ok(())
+}
+
+/// At most this many `change_it` calls per thread when every step is chosen.
+const MAX_STEP_UPDATES: usize = 3;
+
+/// The guide, for its "Where the mechanism is" table: the source line of each step.
+const GUIDE: &str = include_str!("../README.md");
+
+/// `race --step` / `--schedule`: the same two threads and the same racy `change_it`, each
+/// waiting before every load and store until it is granted the step (a turn under a `Mutex` +
+/// `Condvar`): the learner is the scheduler.
+pub fn stepped(cli: &Cli) -> Result<()> {
+    let calls = cli.updates.unwrap_or(1);
+    if calls > MAX_STEP_UPDATES {
+        return Err(common::demo::bad_input(format!(
+            "--updates {calls}: at most {MAX_STEP_UPDATES} when you choose every step (--step, \
+             --schedule): each call is 4 steps per thread"
+        )));
+    }
+    let mut chooser = common::stepper::chooser_for(cli.schedule.as_deref(), cli.seed, NS.len())?;
+    report::section("6. race, step by step: you are the scheduler of the two threads (线程锁)");
+    report::say(format!(
+        "change_it(5) and change_it(8), {calls} call(s) each: every `balance = balance + n` is a \
+         load, then a store (twice per call: + n, then - n). The balance must end at 0. \
+         Goal: lose an update."
+    ));
+    let b = Balance::default();
+    let names: Vec<String> = NS.iter().map(|n| format!("change_it({n})")).collect();
+    let mut ctl = Controller::local(names.clone())?;
+    let table = stepper::where_table(GUIDE);
+    let driven = std::thread::scope(|s| -> Result<stepper::Ending> {
+        for (i, (&n, name)) in NS.iter().zip(&names).enumerate() {
+            let b = &b;
+            named::spawn_scoped(s, name, move || {
+                stepper::worker(i);
+                for _ in 0..calls {
+                    change_it_racy(b, n, &|| {});
+                }
+                stepper::done();
+            })?;
+        }
+        let show = |ctl: &Controller| {
+            let mut out = format!(
+                "balance = {}, changes = {} (shared)",
+                b.balance.load(Ordering::Relaxed),
+                b.changes.load(Ordering::Relaxed)
+            );
+            out.push_str(&stepper::lanes(ctl, &table));
+            out.push_str(&format!("\n  goal: lose an update; steps so far: {}", ctl.schedule()));
+            report::plain(out);
+        };
+        let driven = stepper::drive(&mut ctl, &mut chooser, false, |_, _| Probe::Going, show);
+        if driven.is_err() {
+            ctl.release(); // the threads run to their end, so that the scope can close
+        }
+        driven
+    });
+    driven?;
+    let balance = b.balance.into_inner();
+    let changes = b.changes.into_inner();
+    report::plain(format!(
+        "timeline (one lane per thread, one column per step granted):\n{}",
+        stepper::indent(&ctl.timeline())
+    ));
+    let expected = (calls * NS.len()) as u64;
+    let won = balance != 0 || changes != expected;
+    let schedule = ctl.schedule();
+    let verdict = if won {
+        format!(
+            "balance = {balance} (should be 0): you lost an update in {} steps: a store wrote \
+             back a value loaded before the other thread's store",
+            ctl.granted.len()
+        )
+    } else {
+        format!(
+            "balance = 0: no update lost in {} steps; let both threads load before either stores",
+            ctl.granted.len()
+        )
+    };
+    common::event!("schedule", { "schedule": schedule, "steps": ctl.granted.len(), "won": won,
+                                 "balance": balance, "changes": changes, "calls": expected },
+                   "{verdict}\nschedule: {schedule}\nreplay it: threads race --updates {calls} --schedule {schedule}");
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod predict;
 pub mod ps;
 pub mod report;
 pub mod sampler;
+pub mod stepper;
 pub mod svg;
 pub mod timeline;
 pub mod trace;

@@ -10,5 +10,4 @@ pub mod queue;
 pub mod shm;
 pub mod signals;
 pub mod startcost;
-pub mod store;
 pub mod sync;

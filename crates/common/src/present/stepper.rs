@@ -1,0 +1,636 @@
+//! stepper — be the scheduler: real processes and threads wait before each marked step
+//! (`phase::step`) until a controller grants them one step at a time (`--step`, `--schedule`).
+//!
+//! Two sides:
+//! - the **workers**: each thread that is a worker says so with [`worker`]; its marks then
+//!   report "I am about to make step X" and wait for a grant, a turn under a `Mutex` + `Condvar`.
+//!   Threads of the controller's own process are joined with [`Controller::local`]; workers in
+//!   child processes call [`join`] with the folder of the controller's named pipes (a `ready` pipe
+//!   all write their reports to, a `grant.K` pipe per process whose relay thread hands out
+//!   the turns);
+//! - the **controller**: [`Controller::settle`] waits until every worker is at its next step,
+//!   done, or blocked in the kernel (the demo's probe reads `/proc`: a flock waiter, a thread
+//!   asleep on a futex); only a worker at a step can be granted one ([`Controller::grant`]).
+//!
+//! A worker blocked in the kernel is never simulated: it is seen asleep (`S`, its wchan), and it
+//! becomes choosable only when the kernel lets it go on and it reports its next step.
+
+use std::cell::{Cell, RefCell};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::phase::{self, Mark};
+
+/// How long a granted step may take to reach the next mark, end, or block, before the
+/// controller gives up: far more than any step needs, so a loaded machine never trips it.
+pub const STEP_PATIENCE: Duration = Duration::from_secs(20);
+
+/// What a worker reports to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub worker: usize,
+    /// The step it is about to make, or `None`: it is done.
+    pub step: Option<String>,
+    /// Its private state, as it last described it ([`note`]): "read count 1".
+    pub note: String,
+    /// The kernel's id of the worker's thread, to look it up in `/proc`.
+    #[serde(default)]
+    pub tid: i32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workers' side
+
+/// The turns of this process's workers, and where their reports go.
+struct Side {
+    /// Grants not yet used, per worker; `None` once the controller let every worker run free.
+    grants: Mutex<Option<Vec<u32>>>,
+    turn: Condvar,
+    out: Mutex<Out>,
+}
+
+enum Out {
+    Local(Sender<Report>),
+    Pipe(File),
+}
+
+static SIDE: OnceLock<Arc<Side>> = OnceLock::new();
+
+thread_local! {
+    static ME: Cell<Option<usize>> = const { Cell::new(None) };
+    static NOTE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The calling thread is worker `i`: its marks wait for grants from now on.
+pub fn worker(i: usize) {
+    ME.with(|me| me.set(Some(i)));
+}
+
+/// True when this thread is a worker under a controller: what [`note`] checks first.
+pub fn active() -> bool {
+    SIDE.get().is_some() && ME.with(Cell::get).is_some()
+}
+
+/// Describes this worker's private state ("read count 1"), shown before the next step. The text
+/// is made only under a controller, so a fast loop pays one check.
+pub fn note(text: impl FnOnce() -> String) {
+    if active() {
+        NOTE.with(|n| *n.borrow_mut() = text());
+    }
+}
+
+/// This worker has no more steps. Call it at the end of the worker's work.
+pub fn done() {
+    if let Some(side) = SIDE.get()
+        && let Some(i) = ME.with(Cell::get)
+    {
+        let note = NOTE.with(|n| n.borrow().clone());
+        side.send(Report { worker: i, step: None, note, tid: crate::threads::named::gettid() });
+    }
+}
+
+impl Side {
+    fn new(out: Out, workers: usize) -> Side {
+        Side {
+            grants: Mutex::new(Some(vec![0; workers])),
+            turn: Condvar::new(),
+            out: Mutex::new(out),
+        }
+    }
+
+    fn send(&self, report: Report) {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *out {
+            Out::Local(tx) => {
+                let _ = tx.send(report);
+            }
+            Out::Pipe(file) => {
+                // One write of one short line: a pipe keeps it whole among the other writers'.
+                let mut line = serde_json::to_string(&report).unwrap_or_default();
+                line.push('\n');
+                if file.write_all(line.as_bytes()).is_err() {
+                    std::process::exit(1); // the controller is gone: nobody will grant a step
+                }
+            }
+        }
+    }
+
+    /// Waits, under the mutex, until worker `i` has a grant, and uses it up.
+    fn wait_turn(&self, i: usize) {
+        let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match grants.as_mut() {
+                None => return,
+                Some(g) if g.get(i).copied().unwrap_or(0) > 0 => {
+                    g[i] -= 1;
+                    return;
+                }
+                Some(_) => grants = self.turn.wait(grants).unwrap_or_else(PoisonError::into_inner),
+            }
+        }
+    }
+
+    fn grant(&self, i: usize) {
+        let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(g) = grants.as_mut() {
+            if g.len() <= i {
+                g.resize(i + 1, 0);
+            }
+            g[i] += 1;
+        }
+        self.turn.notify_all();
+    }
+
+    /// No more turns: every worker runs free (after a bad schedule, so that threads can end).
+    fn release(&self) {
+        *self.grants.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.turn.notify_all();
+    }
+}
+
+/// The stepper's listener: before a step, report it and wait for the turn.
+fn on_mark(mark: &Mark<'_>) {
+    let Mark::Step(step) = mark else { return };
+    let (Some(side), Some(i)) = (SIDE.get(), ME.with(Cell::get)) else { return };
+    let note = NOTE.with(|n| n.borrow().clone());
+    let tid = crate::threads::named::gettid();
+    side.send(Report { worker: i, step: Some((*step).to_owned()), note, tid });
+    side.wait_turn(i);
+}
+
+/// In a child process: joins the controller whose pipes are in `dir`, as the process `slot`
+/// (its workers numbered as the controller numbers them). A relay thread reads the grants; if
+/// the controller goes away, this process exits.
+pub fn join(dir: &Path, slot: usize) -> Result<()> {
+    let ready = OpenOptions::new()
+        .write(true)
+        .open(dir.join("ready"))
+        .with_context(|| format!("opening {}", dir.join("ready").display()))?;
+    let grants = File::open(grant_path(dir, slot))
+        .with_context(|| format!("opening {}", grant_path(dir, slot).display()))?;
+    let side = Arc::new(Side::new(Out::Pipe(ready), 0));
+    if SIDE.set(side.clone()).is_err() {
+        bail!("this process already has a step controller");
+    }
+    phase::install_stepper(on_mark);
+    crate::threads::named::spawn("step relay", move || {
+        for line in BufReader::new(grants).lines() {
+            match line.ok().and_then(|l| l.trim().parse::<usize>().ok()) {
+                Some(i) => side.grant(i),
+                None => break,
+            }
+        }
+        std::process::exit(1); // the controller is gone: no step will ever be granted
+    })?;
+    Ok(())
+}
+
+fn grant_path(dir: &Path, slot: usize) -> PathBuf {
+    dir.join(format!("grant.{slot}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The controller's side
+
+/// Where a worker is, as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Started, not yet at its first step.
+    Starting,
+    /// Waiting for a grant before this step.
+    At(String),
+    /// Granted this step, not yet at the next one.
+    Running(String),
+    /// Granted this step and asleep in the kernel inside it: the probe's words (`S`, wchan).
+    Blocked(String, String),
+    Done,
+}
+
+/// What the demo's probe says of a worker that was granted a step and has not reported since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Still on its way (running, or about to report).
+    Going,
+    /// Asleep in the kernel, waiting for something another worker holds: why, from `/proc`.
+    Blocked(String),
+    /// Its process ended without saying it was done.
+    Gone,
+}
+
+/// One worker: its name in the demo, where it is, and its private state.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub name: String,
+    pub state: State,
+    pub note: String,
+    pub steps: usize,
+    /// Its thread's kernel id, from its first report (0 before).
+    pub tid: i32,
+}
+
+/// How the controller reaches its workers.
+enum Link {
+    Local(Arc<Side>, Receiver<Report>),
+    Pipes {
+        ready: Receiver<Report>,
+        /// The controller's own end of the `ready` pipe, to end the reading thread when done.
+        ready_end: File,
+        grants: Vec<File>,
+        slot_of: Vec<usize>,
+    },
+}
+
+/// The controller: the workers' states and the schedule granted so far.
+pub struct Controller {
+    link: Link,
+    pub workers: Vec<Worker>,
+    /// Every grant so far: the worker and the step it made.
+    pub granted: Vec<(usize, String)>,
+    /// The kernel's choices: after grant number k (from 1), this blocked worker could go on.
+    pub woke: Vec<(usize, usize)>,
+    /// The pipes' folder, removed once every worker has opened its ends.
+    pipes: Option<PipeDir>,
+}
+
+/// The folder of a controller's named pipes, made before its child processes start.
+#[derive(Debug)]
+pub struct PipeDir {
+    dir: PathBuf,
+    slots: usize,
+}
+
+impl PipeDir {
+    /// Makes the pipes `ready` and `grant.0..slots` in a new private folder under `parent`.
+    pub fn new(parent: &Path, slots: usize) -> Result<PipeDir> {
+        let dir = parent.join(format!(
+            "steps-{}-{:x}",
+            std::process::id(),
+            crate::report::monotonic_ns()
+        ));
+        let mut builder = std::fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let made = PipeDir { dir, slots };
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        nix::unistd::mkfifo(&made.dir.join("ready"), mode).context("mkfifo ready")?;
+        for slot in 0..slots {
+            nix::unistd::mkfifo(&grant_path(&made.dir, slot), mode).context("mkfifo grant")?;
+        }
+        Ok(made)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for PipeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("workers", &self.workers).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Controller {
+    /// Ends the thread that reads the workers' reports: a line that is not a report stops it
+    /// (the workers are gone, and its own descriptor keeps the pipe from ever reading as ended).
+    fn drop(&mut self) {
+        if let Link::Pipes { ready_end, .. } = &mut self.link {
+            let _ = ready_end.write_all(b"end\n");
+        }
+    }
+}
+
+impl Controller {
+    /// A controller of `names.len()` worker threads of this process. Each worker thread calls
+    /// [`worker`] with its number before its first mark.
+    pub fn local(names: Vec<String>) -> Result<Controller> {
+        let (tx, rx) = channel();
+        let side = Arc::new(Side::new(Out::Local(tx), names.len()));
+        if SIDE.set(side.clone()).is_err() {
+            bail!("this process already has a step controller");
+        }
+        phase::install_stepper(on_mark);
+        Ok(Controller::with(Link::Local(side, rx), names))
+    }
+
+    /// A controller of workers in child processes that [`join`] through `pipes`; `slot_of[i]`
+    /// is the process slot of worker `i`. Call it once the children are started (so that none
+    /// of them inherits the controller's ends of the pipes).
+    pub fn pipes(pipes: PipeDir, names: Vec<String>, slot_of: Vec<usize>) -> Result<Controller> {
+        let open = |path: PathBuf| {
+            // Read and write: the open never waits for the other side, and the pipe never
+            // reads as ended while this process holds it.
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))
+        };
+        let ready = open(pipes.dir.join("ready"))?;
+        let ready_end = ready.try_clone().context("duplicating the ready pipe")?;
+        let grants =
+            (0..pipes.slots).map(|s| open(grant_path(&pipes.dir, s))).collect::<Result<_>>()?;
+        let (tx, rx) = channel();
+        crate::threads::named::spawn("step reports", move || {
+            let mut lines = BufReader::new(ready);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match lines.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let Ok(report) = serde_json::from_str::<Report>(&line) else { break };
+                        if tx.send(report).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })?;
+        let link = Link::Pipes { ready: rx, ready_end, grants, slot_of };
+        let mut ctl = Controller::with(link, names);
+        ctl.pipes = Some(pipes);
+        Ok(ctl)
+    }
+
+    fn with(link: Link, names: Vec<String>) -> Controller {
+        let workers = names
+            .into_iter()
+            .map(|name| Worker {
+                name,
+                state: State::Starting,
+                note: String::new(),
+                steps: 0,
+                tid: 0,
+            })
+            .collect();
+        Controller { link, workers, granted: Vec::new(), woke: Vec::new(), pipes: None }
+    }
+
+    fn receive(&self, timeout: Duration) -> Option<Report> {
+        let rx = match &self.link {
+            Link::Local(_, rx) => rx,
+            Link::Pipes { ready, .. } => ready,
+        };
+        rx.recv_timeout(timeout).ok()
+    }
+
+    fn apply(&mut self, report: Report) {
+        if let Some(w) = self.workers.get_mut(report.worker) {
+            w.note = report.note;
+            w.tid = report.tid;
+            w.state = match report.step {
+                Some(step) => State::At(step),
+                None => State::Done,
+            };
+        }
+    }
+
+    /// Waits until every worker is at a step, done, or blocked in the kernel (as `probe` sees
+    /// it from `/proc`). Once the others have settled, each blocked worker is looked at again:
+    /// the last step may have let it go (an unlock wakes a flock waiter), and then it is
+    /// watched until it reports or blocks again. Fails if a worker's process ends without
+    /// saying so, or if nothing settles within [`STEP_PATIENCE`].
+    pub fn settle(&mut self, mut probe: impl FnMut(&Controller, usize) -> Probe) -> Result<()> {
+        let blocked: Vec<bool> =
+            self.workers.iter().map(|w| matches!(w.state, State::Blocked(..))).collect();
+        self.settle_all(&mut probe)?;
+        for (i, was) in blocked.into_iter().enumerate() {
+            if was && !matches!(self.workers[i].state, State::Blocked(..)) {
+                self.woke.push((self.granted.len(), i));
+            }
+        }
+        // Every worker has opened its pipes: the folder can go (nothing left after a Ctrl-C).
+        self.pipes.take();
+        Ok(())
+    }
+
+    fn settle_all(&mut self, probe: &mut impl FnMut(&Controller, usize) -> Probe) -> Result<()> {
+        let deadline = Instant::now() + STEP_PATIENCE;
+        loop {
+            while let Some(report) = self.receive(Duration::ZERO) {
+                self.apply(report);
+            }
+            let mut unsettled = false;
+            for i in 0..self.workers.len() {
+                let step = match &self.workers[i].state {
+                    State::Starting => {
+                        unsettled = true;
+                        continue;
+                    }
+                    State::Running(step) => step.clone(),
+                    _ => continue,
+                };
+                match probe(self, i) {
+                    Probe::Going => unsettled = true,
+                    Probe::Blocked(why) => self.workers[i].state = State::Blocked(step, why),
+                    Probe::Gone => self.gone(i)?,
+                }
+            }
+            if !unsettled {
+                // Everyone else is still: did the kernel let a blocked worker go meanwhile?
+                for i in 0..self.workers.len() {
+                    if let State::Blocked(step, _) = &self.workers[i].state {
+                        match probe(self, i) {
+                            Probe::Blocked(_) => {}
+                            Probe::Going => {
+                                self.workers[i].state = State::Running(step.clone());
+                                unsettled = true;
+                            }
+                            Probe::Gone => self.gone(i)?,
+                        }
+                    }
+                }
+                if !unsettled {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "a worker neither reached its next step nor blocked within {STEP_PATIENCE:?}"
+                );
+            }
+            if let Some(report) = self.receive(Duration::from_millis(1)) {
+                self.apply(report);
+            }
+        }
+    }
+
+    /// Worker `i`'s process ended: fine if it said it was done (perhaps just now), else an error.
+    fn gone(&mut self, i: usize) -> Result<()> {
+        // Its last report may still be on its way from the pipe.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !matches!(self.workers[i].state, State::Done | State::At(_))
+            && Instant::now() < deadline
+        {
+            if let Some(report) = self.receive(Duration::from_millis(10)) {
+                self.apply(report);
+            }
+        }
+        if !matches!(self.workers[i].state, State::Done | State::At(_)) {
+            bail!("{} ended in the middle of a step", self.workers[i].name);
+        }
+        Ok(())
+    }
+
+    /// The worker that holds the lock whose steps are `lock X` / `unlock X`, as the grants
+    /// tell: it was granted `lock X`, went past it (the kernel gave it the lock), and has not
+    /// been granted `unlock X` since.
+    pub fn holder(&self, lock_step: &str, unlock_step: &str) -> Option<usize> {
+        (0..self.workers.len()).find(|&i| {
+            let mine: Vec<&str> =
+                self.granted.iter().filter(|(j, _)| *j == i).map(|(_, s)| s.as_str()).collect();
+            let Some(k) = mine.iter().rposition(|s| *s == lock_step) else { return false };
+            let unlocked = mine[k + 1..].contains(&unlock_step);
+            let past =
+                k + 1 < mine.len() || matches!(self.workers[i].state, State::At(_) | State::Done);
+            past && !unlocked
+        })
+    }
+
+    /// Lets every worker of this process run free from now on: after a bad schedule or a
+    /// refusal, so that its threads end. (Workers in child processes are ended by the demo.)
+    pub fn release(&self) {
+        if let Link::Local(side, _) = &self.link {
+            side.release();
+        }
+    }
+
+    /// The workers that can be granted a step now.
+    pub fn choosable(&self) -> Vec<usize> {
+        (0..self.workers.len()).filter(|&i| matches!(self.workers[i].state, State::At(_))).collect()
+    }
+
+    /// True when every worker is done.
+    pub fn finished(&self) -> bool {
+        self.workers.iter().all(|w| w.state == State::Done)
+    }
+
+    /// True when some workers are left and every one of them is blocked: a deadlock.
+    pub fn deadlocked(&self) -> bool {
+        !self.finished()
+            && self.workers.iter().all(|w| matches!(w.state, State::Done | State::Blocked(..)))
+    }
+
+    /// Grants worker `i` its next step (it must be choosable).
+    pub fn grant(&mut self, i: usize) -> Result<()> {
+        let State::At(step) = self.workers[i].state.clone() else {
+            bail!("{} is not waiting at a step", self.workers[i].name);
+        };
+        self.workers[i].state = State::Running(step.clone());
+        self.workers[i].steps += 1;
+        self.granted.push((i, step));
+        match &mut self.link {
+            Link::Local(side, _) => side.grant(i),
+            Link::Pipes { grants, slot_of, .. } => {
+                let file = &mut grants[slot_of[i]];
+                file.write_all(format!("{i}\n").as_bytes()).context("granting a step")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The schedule so far, as `--schedule` takes it: `0,0,1,1,0`.
+    pub fn schedule(&self) -> String {
+        join_schedule(self.granted.iter().map(|(i, _)| *i))
+    }
+
+    /// One lane per worker, one column per granted step: the step's short name where that
+    /// worker made it.
+    pub fn timeline(&self) -> String {
+        let width = self.granted.iter().map(|(_, s)| s.chars().count()).max().unwrap_or(1) + 1;
+        let name_width = self.workers.iter().map(|w| columns(&w.name)).max().unwrap_or(0).max(4);
+        let pad = |name: &str| format!("{name}{}  ", " ".repeat(name_width - columns(name)));
+        let mut out = pad("step");
+        for k in 1..=self.granted.len() {
+            out.push_str(&format!("{:<width$}", k));
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            out.push('\n');
+            out.push_str(&pad(&w.name));
+            for (j, step) in &self.granted {
+                let cell = if *j == i { step.as_str() } else { "·" };
+                out.push_str(&format!("{cell:<width$}"));
+            }
+        }
+        out.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+    }
+}
+
+mod choose;
+pub use choose::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_names_the_position_of_an_unknown_worker() {
+        assert_eq!(parse_schedule("0, 1,0", 2), Ok(vec![0, 1, 0]));
+        let error = parse_schedule("0,1,2", 2).unwrap_err();
+        assert!(error.contains("position 3") && error.contains("worker 2"), "{error}");
+        let error = parse_schedule("0,x", 2).unwrap_err();
+        assert!(error.contains("position 2") && error.contains("\"x\""), "{error}");
+    }
+
+    #[test]
+    fn a_step_finds_its_row_for_its_worker_or_for_everyone() {
+        let guide = "# g\n\n## Where the mechanism is\n\n| step | where | call |\n|---|---|---|\n\
+                     | `lock A` by s-1, `lock B` by s-2 | `src/a.rs:3` | `first()` |\n\
+                     | `lock B` by s-1, `lock A` by s-2 | `src/a.rs:5` | `second()` |\n\
+                     | `read`: the count | `src/b.rs:9` | `read()` |\n\n## Next\n| x | `src/c.rs:1` | `c` |\n";
+        let table = where_table(guide);
+        assert_eq!(table.len(), 3, "{table:?}");
+        assert_eq!(source_of(&table, "lock A", "s-1").unwrap().2, "first()");
+        assert_eq!(source_of(&table, "lock A", "s-2").unwrap().2, "second()");
+        assert_eq!(source_of(&table, "read", "anyone").unwrap().1, "src/b.rs:9");
+        assert!(source_of(&table, "write", "anyone").is_none());
+    }
+
+    /// The one test of this process that installs the stepper: two threads, three marks each,
+    /// granted in a chosen order; each mark runs only once granted.
+    #[test]
+    fn threads_make_their_steps_in_the_granted_order_only() {
+        let order = Mutex::new(Vec::new());
+        let mut ctl = Controller::local(vec!["a".into(), "b".into()]).unwrap();
+        let mut chooser = Chooser::Schedule(vec![1, 0, 0, 1, 1, 0]);
+        let ending = std::thread::scope(|s| {
+            for i in 0..2 {
+                let order = &order;
+                s.spawn(move || {
+                    worker(i);
+                    for step in ["one", "two", "three"] {
+                        phase::step(step);
+                        order.lock().unwrap().push(format!("{i}{step}"));
+                    }
+                    done();
+                });
+            }
+            let ending = drive(&mut ctl, &mut chooser, true, |_, _| Probe::Going, |_| {});
+            ctl.release();
+            ending
+        });
+        assert_eq!(ending.unwrap(), Ending::Finished);
+        assert_eq!(ctl.schedule(), "1,0,0,1,1,0");
+        let order = order.into_inner().unwrap();
+        assert_eq!(order, ["1one", "0one", "0two", "1two", "1three", "0three"]);
+        assert!(
+            ctl.timeline().lines().nth(1).unwrap().starts_with("a     ·"),
+            "{}",
+            ctl.timeline()
+        );
+    }
+}
