@@ -244,6 +244,23 @@ fn with_the_lock_no_two_critical_sections_overlap() {
     assert_eq!(holding.len(), 5);
     assert_eq!(overlapping(&holding), 0, "{holding:?}");
     assert_eq!(out.named("bought").len(), 3);
+    // The lock handed on four times: an arrow from each holder's release to the next's hold.
+    let mut handovers: Vec<(u64, u64)> = trace
+        .events
+        .iter()
+        .filter(|e| e["name"] == "hand-over" && (e["ph"] == "s" || e["ph"] == "f"))
+        .map(|e| (e["id"].as_u64().unwrap(), e["ts"].as_u64().unwrap()))
+        .collect();
+    handovers.sort();
+    assert_eq!(handovers.len(), 8, "{handovers:?}");
+    let mut ends: Vec<u64> = holding.iter().map(|h| h.3).collect();
+    let mut starts: Vec<u64> = holding.iter().map(|h| h.2).collect();
+    ends.sort();
+    starts.sort();
+    for pair in handovers.chunks(2) {
+        let (from, to) = (pair[0].1, pair[1].1);
+        assert!(ends.contains(&from) && starts.contains(&to) && from <= to, "{pair:?}");
+    }
 }
 
 #[test]
@@ -281,8 +298,8 @@ fn deadlocked_threads_sleep_from_the_deadlock_to_the_kill() {
     for t in threads {
         let tid = t["tid"].as_i64().unwrap();
         let states = trace.states(pid(found), tid);
-        // Every state read from the deadlock's discovery to the kill is S. (Before it, each
-        // thread may still be on a CPU: parking_lot's detector records where it parks.) A slice
+        // Every state read from the deadlock's report to the kill is S. (Before it, each thread
+        // may be on a CPU: parking_lot's detector wakes it to capture its backtrace.) A slice
         // begins at a reading; it lasts until the next reading of another state.
         let window = t_us(found)..t_us(held) + HOLD_US;
         let times = (t_us(found), t_us(held));
@@ -378,4 +395,36 @@ fn an_existing_file_is_replaced_whole() {
         .map(|e| (e.unwrap().file_name().to_string_lossy().into_owned(), ()))
         .collect();
     assert_eq!(names.keys().collect::<Vec<_>>(), ["run.json"], "a temporary file left behind");
+}
+
+#[test]
+fn ctrl_c_still_writes_the_run_so_far_once_every_child_is_reaped() {
+    let dir = TempDir::new("trace-interrupt");
+    let path = dir.join("run.json");
+    let picture = dir.join("run.svg");
+    let args = ["--json", "zombie", "--hold", "60", "--trace", path.to_str().unwrap()];
+    let mut demo = support::Demo::start(
+        "zombie-orphan",
+        &[&args[..], &["--svg", picture.to_str().unwrap()]].concat(),
+    );
+    let held = demo.wait_event("hold");
+    let child = held["data"]["pids"][1].as_i64().unwrap();
+    let out = demo.interrupt(false);
+    out.assert_code(130).assert_nothing_left();
+    let trace = Trace::read(&path);
+    assert_well_formed(&trace, &out);
+    // The zombie, and the watcher's stop, are in it.
+    assert!(trace.states(child, child).iter().any(|s| s.0 == "Z"));
+    assert!(trace.events.iter().any(|e| e["ph"] == "i" && e["name"] == "interrupted"));
+    roxmltree::Document::parse(&std::fs::read_to_string(&picture).unwrap()).unwrap();
+}
+
+#[test]
+fn the_tour_checks_the_picture_paths_before_any_part() {
+    let dir = TempDir::new("trace-tour");
+    let out =
+        support::run("tour", &["--only", "zombie-orphan", "--svg", dir.path().to_str().unwrap()]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("--svg"), "{}", out.stderr);
+    assert_eq!(out.stdout, "", "a part ran");
 }

@@ -34,7 +34,8 @@
 //! - [`timeline`]: every process records its events to one shared file; lanes drawn from it,
 //!   one per process or one per thread.
 //! - [`locks`]: who holds a file lock and who waits for it, from `/proc/locks`.
-//! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`, `--predict`).
+//! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`, `--predict`,
+//!   `--trace`, `--svg`).
 //! - [`phase`]: one call marks a step or a span, for the stepper (`--step`) and the tracer.
 //! - [`predict`]: a question before the reveal, judged against what happened in this run.
 //! - [`demo`]: the `main` every demo shares: guard, flags, signals, errors to exit codes.

@@ -124,10 +124,10 @@ impl Buyer {
         drop(critical);
         if let Some(lock_file) = lock {
             phase::step("unlock");
-            // flock(LOCK_UN): the next waiter wakes and opens db.json as we left it. (Closing
-            // the file would do it too, unless a child forked meanwhile still had it open.)
+            drop(holding); // before the unlock: after it, the next buyer may already hold the lock
+            // flock(LOCK_UN): the next waiter wakes and opens db.json as we left it (closing the
+            // file would too, unless a child forked meanwhile still had it open).
             lock_file.unlock().context("unlocking db.json.lock")?;
-            drop(holding);
         }
         bought
     }

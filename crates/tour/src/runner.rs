@@ -591,3 +591,15 @@ mod imp {
         Ok(ExitCode::from(1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_part_writes_its_picture_beside_the_path_given() {
+        let path = Path::new("out/run.svg");
+        assert_eq!(part_path(path, 7, "mutex-ticket"), Path::new("out/run-07-mutex-ticket.svg"));
+        assert_eq!(part_path(Path::new("trace"), 12, "pool"), Path::new("trace-12-pool"));
+    }
+}

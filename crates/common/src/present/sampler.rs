@@ -27,7 +27,8 @@
 //! task for good: once the task is reaped, reading it fails with `ESRCH` even if its tid is
 //! reused, so a newcomer is never taken for the old task.
 //!
-//! [`Sampler::watch_recording`] adds every pid that emits an event, as it emits it.
+//! [`Sampler::watch_recording`] adds every pid that emits an event, as it emits it, and the pid
+//! an event names in `data.pid` (a daemon's, announced by its launcher).
 //!
 //! It prints nothing and stops with [`Sampler::stop`] (or when dropped).
 
@@ -44,6 +45,11 @@ use crate::report;
 /// The interval the demos use for `--trace` and `--svg` (measured in the guide: the cost of the
 /// sampler at this interval, and what it misses).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(2);
+
+/// The most samples kept: about 50 MB, some 80 s of a dozen threads at 2 ms (a `--hold 3600`
+/// must not fill the memory). Past it the sampler stops reading and [`Sampler::stop`] returns
+/// what it has.
+pub const MAX_SAMPLES: usize = 500_000;
 
 /// The most tasks followed at once: a cap, so a runaway fork cannot make the sampler's tick
 /// longer than its interval by orders of magnitude.
@@ -205,15 +211,24 @@ mod imp {
         *offset += end as u64 + 1;
         let mut watched = watched.lock().unwrap_or_else(|e| e.into_inner());
         for line in bytes[..end].split(|b| *b == b'\n') {
+            // The pid that printed the event, and the one it names (`data.pid`): a daemon
+            // closes the recording file with every other descriptor, but its launcher says
+            // which pid it is.
+            #[derive(serde::Deserialize)]
+            struct Named {
+                pid: Option<i32>,
+            }
             #[derive(serde::Deserialize)]
             struct Speaker {
                 pid: i32,
+                data: Option<Named>,
             }
-            if let Ok(Speaker { pid }) = serde_json::from_slice(line)
-                && pid > 0
-                && !watched.contains(&pid)
-            {
-                watched.push(pid);
+            let Ok(speaker) = serde_json::from_slice::<Speaker>(line) else { continue };
+            let named = speaker.data.and_then(|d| d.pid);
+            for pid in std::iter::once(speaker.pid).chain(named) {
+                if pid > 1 && !watched.contains(&pid) {
+                    watched.push(pid);
+                }
             }
         }
     }
@@ -232,6 +247,12 @@ mod imp {
         let mut next = std::time::Instant::now();
         loop {
             let stopping = stop.load(Ordering::Relaxed);
+            if samples.len() >= MAX_SAMPLES {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(Duration::from_millis(100));
+                }
+                return samples;
+            }
             new_speakers(recording, watched);
             // The processes of the demo: the root, the watched pids, and every child of any of
             // their threads, found breadth-first through the `children` files.

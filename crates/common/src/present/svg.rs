@@ -309,7 +309,11 @@ pub fn render(model: &Model) -> String {
         items.push((kind.to_string(), format!(r#"<circle cx="7" cy="-4" r="3.5" fill="{colour}"/><text x="19" y="0">{text}</text>"#)));
     }
     if !model.flows.is_empty() {
-        items.push(("arrow".into(), format!(r#"<line x1="0" y1="-4" x2="13" y2="-4" stroke="{FLOW_COLOUR}" stroke-width="1.3" marker-end="url(#arrow)"/><text x="19" y="0">message / result</text>"#)));
+        let mut names: Vec<&str> = model.flows.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        let flow_names = names.join(", ");
+        items.push(("arrow".into(), format!(r#"<line x1="0" y1="-4" x2="13" y2="-4" stroke="{FLOW_COLOUR}" stroke-width="1.3" marker-end="url(#arrow)"/><text x="19" y="0">{}</text>"#, esc(&flow_names))));
     }
     let _ = writeln!(out, r#"<g class="legend">"#);
     for (i, (name, body)) in items.iter().enumerate() {

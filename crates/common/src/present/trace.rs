@@ -193,22 +193,20 @@ pub fn start(outputs: Outputs) -> Result<()> {
     Ok(())
 }
 
-/// Ends the traced run (if any) and writes its pictures.
+/// Ends the traced run (if any) and writes its pictures. The session stays locked while they
+/// are written, so that a Ctrl-C meanwhile waits for them rather than cutting a write short.
 pub fn finish() -> Result<()> {
-    let session = SESSION.lock().unwrap_or_else(|e| e.into_inner()).take();
-    match session {
+    let mut guard = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    match guard.take() {
         Some(session) => session.finish(),
         None => Ok(()),
     }
 }
 
 /// The signal watcher's end: writes the pictures of the run so far, once every child is
-/// reaped. If the main thread is writing them at that moment, it is left to finish.
+/// reaped; if the main thread is writing them at that moment, waits for it to be done.
 pub fn finish_on_signal() {
-    let session = match SESSION.try_lock() {
-        Ok(mut guard) => guard.take(),
-        Err(_) => None,
-    };
+    let session = SESSION.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(session) = session
         && let Err(e) = session.finish()
     {
@@ -556,6 +554,7 @@ impl Model {
         }
         model.instants.sort_by_key(|i| i.t_us);
         model.flows = flows_of(&records);
+        model.flows.extend(handovers(&model.spans, model.flows.len() as u64));
         model.counters = counters_of(&records);
         model.end_us = tracks.values().map(|t| t.last_us).max().unwrap_or(0);
         model.tracks = tracks.into_values().collect();
@@ -637,6 +636,16 @@ impl Model {
             ));
         }
         for f in &self.flows {
+            // A flow binds to a slice on its track at its moment (same cat, pid, tid and ts):
+            // a 1 µs slice at each end, named after the message.
+            for (pid, tid, ts) in [f.from, f.to] {
+                on_track.push((
+                    ts,
+                    3,
+                    json!({"ph": "X", "name": f.name, "cat": "flow", "pid": pid, "tid": tid,
+                        "ts": ts, "dur": 1, "cname": "grey"}),
+                ));
+            }
             on_track.push((
                 f.from.2,
                 3,
@@ -650,6 +659,8 @@ impl Model {
                 "cat": "flow", "pid": f.to.0, "tid": f.to.1, "ts": f.to.2}),
             ));
         }
+        // At one moment: an E closes before anything else begins, then B, instants, flows (the
+        // 1 µs slice before its flow event).
         on_track.sort_by_key(|(t, order, _)| (*t, *order));
         events.extend(on_track.into_iter().map(|(_, _, e)| e));
         for c in &self.counters {
@@ -803,6 +814,35 @@ fn flows_of(records: &[&Record]) -> Vec<Flow> {
                     name,
                     from: (start.pid, start.thread_id(), record_time(start)),
                     to: (r.pid, r.thread_id(), record_time(r)),
+                });
+            }
+        }
+    }
+    flows
+}
+
+/// A lock handed from one holder to the next: for every span name `holding ...` whose spans
+/// never overlap (a lock: one holder at a time), an arrow from each span's end to the next
+/// one's beginning on another thread. Spans of a name that do overlap (a semaphore's places)
+/// are not a lock, and get none.
+fn handovers(spans: &[Span], ids_from: u64) -> Vec<Flow> {
+    let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut flows = Vec::new();
+    for name in names.into_iter().filter(|n| n.starts_with("holding")) {
+        let mut held: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
+        held.sort_by_key(|s| (s.start_us, s.end_us));
+        if held.windows(2).any(|w| w[1].start_us < w[0].end_us) {
+            continue;
+        }
+        for w in held.windows(2) {
+            if (w[0].pid, w[0].tid) != (w[1].pid, w[1].tid) {
+                flows.push(Flow {
+                    id: ids_from + flows.len() as u64 + 1,
+                    name: "hand-over",
+                    from: (w[0].pid, w[0].tid, w[0].end_us),
+                    to: (w[1].pid, w[1].tid, w[1].start_us),
                 });
             }
         }
