@@ -135,11 +135,9 @@ pub fn print(suite: &str, against: Against, settings: &Settings, outcome: &Outco
             "Python {version} measured in the same run; medians of {} runs each",
             settings.runs
         )),
-        Err(why) => report::event(
-            "skipped",
-            json!({ "suite": suite, "reason": why }),
-            format!("comparison with Python skipped: {why}; the Rust figures stand alone"),
-        ),
+        Err(why) => {
+            common::event!("skipped", { "suite": suite, "reason": why }, "comparison with Python skipped: {why}; the Rust figures stand alone")
+        }
     }
     for note in &outcome.notes {
         report::say(note);

@@ -10,7 +10,6 @@ use common::predict;
 use common::report;
 use common::threads::named;
 use common::threads::queue::Queue;
-use serde_json::json;
 
 use crate::Cli;
 
@@ -127,15 +126,9 @@ impl std::fmt::Debug for ThreadPool {
 
 /// Reports which thread runs a callback.
 fn whistle(case: &'static str, what: &str) {
-    report::event(
-        "callback",
-        json!({ "case": case, "what": what }),
-        format!(
-            "callback: {what} (run by thread {} tid {})",
+    common::event!("callback", { "case": case, "what": what }, "callback: {what} (run by thread {} tid {})",
             named::current_name(),
-            named::gettid()
-        ),
-    );
+            named::gettid());
 }
 
 pub fn run(cli: &Cli) -> Result<()> {
@@ -154,7 +147,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     );
     let (ran_by_tx, ran_by_rx) = std::sync::mpsc::channel();
     let kettle = pool.submit(move || {
-        report::event("boiling", json!({}), "the kettle is on (烧水壶)");
+        common::event!("boiling", {}, "the kettle is on (烧水壶)");
         std::thread::sleep(boil);
         "boiling water"
     });
@@ -163,13 +156,13 @@ pub fn run(cli: &Cli) -> Result<()> {
         let main = named::gettid() == std::process::id() as i32;
         let _ = ran_by_tx.send(if main { "main" } else { "worker" });
     });
-    report::event(
+    common::event!(
         "main_free",
-        json!({}),
-        "main does something else meanwhile: it does not wait for the water, the kettle will say",
+        {},
+        "main does something else meanwhile: it does not wait for the water, the kettle will say"
     );
     let water = kettle.result();
-    report::event("result", json!({ "result": water }), format!("kettle.result() -> {water:?}"));
+    common::event!("result", { "result": water }, "kettle.result() -> {water:?}");
     // result() returns once the result is set; the callback runs just after, in its thread.
     if let Ok(ran_by) = ran_by_rx.recv_timeout(std::time::Duration::from_secs(60)) {
         let why = if ran_by == "worker" {
@@ -184,11 +177,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let quick = pool.submit(|| 42);
     let answer = quick.result();
     quick.add_done_callback(move |n| whistle("done", &format!("the answer {n} was already there")));
-    report::event(
-        "result",
-        json!({ "result": answer }),
-        "a callback added to a future already done ran at once, in the thread that added it",
-    );
+    common::event!("result", { "result": answer }, "a callback added to a future already done ran at once, in the thread that added it");
     pool.shutdown()?;
     report::say(
         "the rule of concurrent.futures: the worker thread runs the callbacks of a future it \

@@ -12,7 +12,6 @@ use anyhow::{Result, bail};
 use common::predict;
 use common::report;
 use common::threads::named;
-use serde_json::json;
 
 use crate::Cli;
 
@@ -51,20 +50,14 @@ fn submit(cli: &Cli) -> Result<()> {
     let n = cli.countdown;
     let began = Instant::now();
     let steps = countdown(n);
-    report::event(
-        "sync_call",
-        json!({ "steps": steps, "waited_ms": began.elapsed().as_secs_f64() * 1e3 }),
-        format!(
-            "synchronous (同步): r = countdown({n}) -> {steps}; main waited {:.1} ms for it, doing nothing else",
-            began.elapsed().as_secs_f64() * 1e3
-        ),
-    );
+    common::event!("sync_call", { "steps": steps, "waited_ms": began.elapsed().as_secs_f64() * 1e3 }, "synchronous (同步): r = countdown({n}) -> {steps}; main waited {:.1} ms for it, doing nothing else",
+            began.elapsed().as_secs_f64() * 1e3);
     let began = Instant::now();
     let task = named::spawn("task", move || countdown(n))?;
-    report::event(
+    common::event!(
         "async_submitted",
-        json!({}),
-        "asynchronous (异步): submitted countdown to a thread; main goes on at once",
+        {},
+        "asynchronous (异步): submitted countdown to a thread; main goes on at once"
     );
     let mut other = 0;
     while !task.is_finished() {
@@ -72,15 +65,9 @@ fn submit(cli: &Cli) -> Result<()> {
         std::thread::yield_now();
     }
     let steps = task.join().map_err(|_| anyhow::anyhow!("the task panicked"))?;
-    report::event(
-        "async_result",
-        json!({ "steps": steps, "other_work": other, "ms": began.elapsed().as_secs_f64() * 1e3 }),
-        format!(
-            "the result came {:.1} ms later ({steps}); meanwhile main did {other} other steps \
+    common::event!("async_result", { "steps": steps, "other_work": other, "ms": began.elapsed().as_secs_f64() * 1e3 }, "the result came {:.1} ms later ({steps}); meanwhile main did {other} other steps \
              (a real program would do real work there, or be told by a callback: part 2)",
-            began.elapsed().as_secs_f64() * 1e3
-        ),
-    );
+            began.elapsed().as_secs_f64() * 1e3);
     Ok(())
 }
 
@@ -165,11 +152,7 @@ fn states(cli: &Cli) -> Result<()> {
     ] {
         let row = tid(role).and_then(|t| seen_in(t, state));
         let Some(row) = row else { bail!("{role} was never seen in state {state}") };
-        report::event(
-            "state",
-            json!({ "role": role, "tid": row.tid, "state": row.state.to_string(), "wchan": row.wchan }),
-            format!("{role} (tid {}) is {} ({}): {meaning}", row.tid, row.state, row.wchan),
-        );
+        common::event!("state", { "role": role, "tid": row.tid, "state": row.state.to_string(), "wchan": row.wchan }, "{role} (tid {}) is {} ({}): {meaning}", row.tid, row.state, row.wchan);
         if role == "sync-cpu-call"
             && let Some(guess) = guess.take()
         {
@@ -185,16 +168,10 @@ fn states(cli: &Cli) -> Result<()> {
     let pid = std::process::id() as i32;
     for name in ["ready-a", "ready-b"] {
         if let Some(row) = tid(name).filter(|t| *t > 0).and_then(|t| common::ps::thread(pid, t)) {
-            report::event(
-                "state",
-                json!({ "role": name, "tid": row.tid, "state": row.state.to_string(),
-                        "involuntary": row.nonvoluntary_ctxt_switches, "cpu": row.processor }),
-                format!(
-                    "{name} (tid {}) is {} on CPU {}: pinned there with its twin, it is running or \
+            common::event!("state", { "role": name, "tid": row.tid, "state": row.state.to_string(),
+                        "involuntary": row.nonvoluntary_ctxt_switches, "cpu": row.processor }, "{name} (tid {}) is {} on CPU {}: pinned there with its twin, it is running or \
                      ready (就绪), one letter for both; the CPU was taken from it {} times",
-                    row.tid, row.state, row.processor, row.nonvoluntary_ctxt_switches
-                ),
-            );
+                    row.tid, row.state, row.processor, row.nonvoluntary_ctxt_switches);
         }
     }
     common::ps::show_threads("this process's threads (ps -L)", pid);

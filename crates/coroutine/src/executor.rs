@@ -10,7 +10,6 @@ use anyhow::Result;
 use common::predict;
 use common::report;
 use common::threads::named::gettid;
-use serde_json::json;
 
 use crate::Cli;
 use crate::mini::{Executor, yield_now};
@@ -57,7 +56,7 @@ fn sleepers(cli: &Cli) -> Result<()> {
         executor.spawn(async move {
             tids.lock().unwrap_or_else(|e| e.into_inner()).push(gettid());
             timer.sleep(nap).await;
-            report::event("woke", json!({ "task": task }), format!("task {task} woke up"));
+            common::event!("woke", { "task": task }, "task {task} woke up");
         });
     }
     let question = format!(
@@ -111,19 +110,13 @@ fn report_sleepers(
     tids.sort_unstable();
     tids.dedup();
     let sum = nap * cli.tasks as u32;
-    report::event(
-        "sleepers",
-        json!({ "runtime": runtime, "tasks": cli.tasks, "elapsed_ms": took.as_secs_f64() * 1e3,
-                "sum_ms": sum.as_secs_f64() * 1e3, "tids": tids }),
-        format!(
-            "{runtime}: {} tasks each sleeping {:.0} ms took {:.0} ms in all (not {:.0} ms), all on \
+    common::event!("sleepers", { "runtime": runtime, "tasks": cli.tasks, "elapsed_ms": took.as_secs_f64() * 1e3,
+                "sum_ms": sum.as_secs_f64() * 1e3, "tids": tids }, "{runtime}: {} tasks each sleeping {:.0} ms took {:.0} ms in all (not {:.0} ms), all on \
              thread(s) {tids:?}: while one waits, the others run",
             cli.tasks,
             nap.as_secs_f64() * 1e3,
             took.as_secs_f64() * 1e3,
-            sum.as_secs_f64() * 1e3
-        ),
-    );
+            sum.as_secs_f64() * 1e3);
     Ok(())
 }
 
@@ -136,17 +129,9 @@ fn cpu_bound(cli: &Cli, threads: usize, one_thread: Option<Duration>) -> Result<
     for task in 0..cli.tasks {
         let used = used.clone();
         executor.spawn(async move {
-            report::event(
-                "cpu_start",
-                json!({ "task": task, "threads": threads }),
-                format!("task {task} computes"),
-            );
+            common::event!("cpu_start", { "task": task, "threads": threads }, "task {task} computes");
             let took = burn(cpu);
-            report::event(
-                "cpu_end",
-                json!({ "task": task, "threads": threads, "cpu_ms": took.as_secs_f64() * 1e3 }),
-                format!("task {task} done"),
-            );
+            common::event!("cpu_end", { "task": task, "threads": threads, "cpu_ms": took.as_secs_f64() * 1e3 }, "task {task} done");
             used.lock().unwrap_or_else(|e| e.into_inner()).push(took);
             yield_now().await;
         });
@@ -182,20 +167,14 @@ fn cpu_bound(cli: &Cli, threads: usize, one_thread: Option<Duration>) -> Result<
             ),
         ),
     };
-    report::event(
-        "cpu_bound",
-        json!({ "threads": threads, "tasks": cli.tasks, "elapsed_ms": ms(took),
+    common::event!("cpu_bound", { "threads": threads, "tasks": cli.tasks, "elapsed_ms": ms(took),
                 "cpu_sum_ms": ms(cpu_sum), "one_thread_ms": one_thread.map(ms),
-                "verdict": verdict }),
-        format!(
-            "{} CPU-bound tasks of {} ms CPU each on {threads} worker thread(s): {:.0} ms in all \
+                "verdict": verdict }, "{} CPU-bound tasks of {} ms CPU each on {threads} worker thread(s): {:.0} ms in all \
              (CPU time used {:.0} ms): {why}",
             cli.tasks,
             cli.cpu_ms,
             ms(took),
-            ms(cpu_sum),
-        ),
-    );
+            ms(cpu_sum));
     Ok(took)
 }
 
@@ -209,11 +188,7 @@ fn blocking(cli: &Cli) -> Result<()> {
             let timer = timer.clone();
             executor.spawn(async move {
                 for i in 0..TICKS {
-                    report::event(
-                        "tick",
-                        json!({ "task": name, "n": i, "blocking_call": blocking_call }),
-                        format!("{name} tick {i}"),
-                    );
+                    common::event!("tick", { "task": name, "n": i, "blocking_call": blocking_call }, "{name} tick {i}");
                     timer.sleep(tick).await;
                 }
             });
@@ -222,22 +197,14 @@ fn blocking(cli: &Cli) -> Result<()> {
         executor.spawn(async move {
             timer2.sleep(tick).await;
             let call = if blocking_call { "std::thread::sleep" } else { "timer.sleep(..).await" };
-            report::event(
-                "blocking_start",
-                json!({ "blocking_call": blocking_call }),
-                format!("blocker calls {call}({} ms)", block.as_millis()),
-            );
+            common::event!("blocking_start", { "blocking_call": blocking_call }, "blocker calls {call}({} ms)", block.as_millis());
             if blocking_call {
                 // The classic mistake: a blocking call holds the thread, so no other task runs.
                 std::thread::sleep(block);
             } else {
                 timer2.sleep(block).await;
             }
-            report::event(
-                "blocking_end",
-                json!({ "blocking_call": blocking_call }),
-                format!("blocker's {call} returned"),
-            );
+            common::event!("blocking_end", { "blocking_call": blocking_call }, "blocker's {call} returned");
         });
         executor.run(1);
     }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use common::predict;
 use common::report;
-use serde_json::json;
 
 use crate::mini::{Executor, yield_now};
 use crate::{Cli, calls::countdown};
@@ -75,36 +74,18 @@ pub fn future_sizes() -> Vec<(&'static str, usize)> {
 pub fn run(cli: &Cli) -> Result<()> {
     report::section("3. A coroutine is a switch plus a saved state (切换+保存状态)");
     let mut generator = Countdown::Start { n: 3 };
-    report::event(
-        "generator",
-        json!({ "state": format!("{generator:?}") }),
-        format!("gen = countdown(3): {generator:?}"),
-    );
+    common::event!("generator", { "state": format!("{generator:?}") }, "gen = countdown(3): {generator:?}");
     while let Some(n) = generator.resume() {
-        report::event(
-            "generator",
-            json!({ "yielded": n, "state": format!("{generator:?}") }),
-            format!(
-                "next(gen) -> {n}; saved state: {generator:?} (the caller may do anything else now)"
-            ),
-        );
+        common::event!("generator", { "yielded": n, "state": format!("{generator:?}") }, "next(gen) -> {n}; saved state: {generator:?} (the caller may do anything else now)");
     }
-    report::event(
-        "generator",
-        json!({ "state": format!("{generator:?}") }),
-        format!("next(gen) -> StopIteration; state {generator:?}"),
-    );
+    common::event!("generator", { "state": format!("{generator:?}") }, "next(gen) -> StopIteration; state {generator:?}");
 
     let question = "An async fn keeps a 1 KiB buffer across its .await: how many bytes is its \
                     future (its saved state, 保存状态)?";
     let guess = predict::ask(&cli.common, "future-bytes", question, predict::Expect::Count);
     let sizes = future_sizes();
     for &(what, bytes) in &sizes {
-        report::event(
-            "future_size",
-            json!({ "future": what, "bytes": bytes }),
-            format!("size_of_val: {bytes:>5} bytes  {what}"),
-        );
+        common::event!("future_size", { "future": what, "bytes": bytes }, "size_of_val: {bytes:>5} bytes  {what}");
     }
     let why = "what lives across an .await is saved inside the future: the 1024 bytes, plus its \
                state's tag and padding";
@@ -122,17 +103,11 @@ pub fn run(cli: &Cli) -> Result<()> {
     let steps = cli.switch_steps;
     let plain = cpu_tasks(steps, false);
     let yielding = cpu_tasks(steps, true);
-    report::event(
-        "cpu_switch",
-        json!({ "steps": steps, "plain_ms": ms(plain), "yielding_ms": ms(yielding) }),
-        format!(
-            "two CPU-bound tasks, {steps} steps each, on one thread: {:.1} ms run to the end, {:.1} ms \
+    common::event!("cpu_switch", { "steps": steps, "plain_ms": ms(plain), "yielding_ms": ms(yielding) }, "two CPU-bound tasks, {steps} steps each, on one thread: {:.1} ms run to the end, {:.1} ms \
              with a switch after every step: switching in CPU work only costs (两类切换: on IO it \
              helps, in computation it hurts)",
             ms(plain),
-            ms(yielding)
-        ),
-    );
+            ms(yielding));
     Ok(())
 }
 

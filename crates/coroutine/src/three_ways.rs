@@ -11,7 +11,6 @@ use std::time::Instant;
 use anyhow::Result;
 use common::report;
 use corosensei::{Coroutine, CoroutineResult};
-use serde_json::json;
 
 use crate::Cli;
 use crate::switch::Countdown;
@@ -92,11 +91,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         ),
     ];
     for (way, how, ns) in rows {
-        report::event(
-            "switch_cost",
-            json!({ "way": way, "ns": ns, "switches": n }),
-            format!("{way:<15} {ns:>8.1} ns per switch   {how}"),
-        );
+        common::event!("switch_cost", { "way": way, "ns": ns, "switches": n }, "{way:<15} {ns:>8.1} ns per switch   {how}");
     }
     report::say(
         "Python's figures, for reference, not this run (CPython 3.11.7 on a shared 2-core \

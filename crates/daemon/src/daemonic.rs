@@ -60,33 +60,21 @@ fn nester(args: Value) -> Result<()> {
         .start_method(method_of(&args));
     match grandchild.start() {
         Ok(()) => {
-            report::event(
-                "allowed",
-                json!({ "grandchild": grandchild.pid() }),
-                format!("a non-daemonic child may start children: {grandchild}"),
-            );
+            common::event!("allowed", { "grandchild": grandchild.pid() }, "a non-daemonic child may start children: {grandchild}");
             if grandchild.join()? != Some(0) {
                 return Err(common::processes::lost::report(&grandchild, "steps", 1));
             }
             Ok(())
         }
         Err(e) => {
-            report::event(
-                "refused",
-                json!({ "call": "start() in a daemonic child", "error": format!("{e:#}") }),
-                format!("p.start() in a daemonic child -> error: {e:#}"),
-            );
+            common::event!("refused", { "call": "start() in a daemonic child", "error": format!("{e:#}") }, "p.start() in a daemonic child -> error: {e:#}");
             Err(e)
         }
     }
 }
 
 fn started(p: &Process) {
-    report::event(
-        "started",
-        json!({ "name": p.name(), "pid": p.pid(), "daemon": p.daemon() }),
-        format!("started {p}"),
-    );
+    common::event!("started", { "name": p.name(), "pid": p.pid(), "daemon": p.daemon() }, "started {p}");
 }
 
 /// Seed 002, example 2 (示例二), and what happens at the end of main's code.
@@ -117,14 +105,10 @@ pub fn daemonic(cli: &Cli) -> Result<()> {
     // ---- The main code ends here. What follows is what Python runs at the parent's exit
     // (multiprocessing's atexit hook), and what this demo's runner runs after `run` returns:
     // SIGTERM to every daemonic child, then a join of every other child, however long.
-    report::event(
-        "main_code_ended",
-        json!({ "pids": [p1.pid(), p2.pid()] }),
-        "main's code has ended (运行完毕 is not 终止运行) and this parent has no non-daemon thread \
+    common::event!("main_code_ended", { "pids": [p1.pid(), p2.pid()] }, "main's code has ended (运行完毕 is not 终止运行) and this parent has no non-daemon thread \
          to join, so its exit begins: terminate the daemonic children, then wait for the \
          others (Python does this in multiprocessing's atexit hook, after joining every \
-         non-daemon thread: seed 002's 主进程代码执行结束后就终止 holds only when there is none)",
-    );
+         non-daemon thread: seed 002's 主进程代码执行结束后就终止 holds only when there is none)");
     let me = std::process::id() as i32;
     let ended = process::end_main_code();
     for e in &ended {
@@ -134,19 +118,13 @@ pub fn daemonic(cli: &Cli) -> Result<()> {
             (true, _) => "had already finished: the race went the other way (try --speed 1)",
             (false, _) => "waited for until it finished",
         };
-        report::event(
-            "ended",
-            json!({ "name": e.name, "pid": e.pid, "daemon": e.daemon, "exitcode": e.exitcode,
+        common::event!("ended", { "name": e.name, "pid": e.pid, "daemon": e.daemon, "exitcode": e.exitcode,
                     "exitcode_name": exitcode_name(e.exitcode), "at_ms": e.at_ms,
-                    "in_proc": in_proc }),
-            format!(
-                "{} ({}): exitcode {}, {}; {what}",
+                    "in_proc": in_proc }, "{} ({}): exitcode {}, {}; {what}",
                 e.name,
                 if e.daemon { "daemonic" } else { "not daemonic" },
                 exitcode_name(e.exitcode),
-                if in_proc { "still in /proc" } else { "gone from /proc" }
-            ),
-        );
+                if in_proc { "still in /proc" } else { "gone from /proc" });
         if in_proc {
             bail!("{} (pid {}) is still in /proc after the end of main's code", e.name, e.pid);
         }
@@ -179,11 +157,9 @@ pub fn rules(cli: &Cli) -> Result<()> {
     p.start()?;
     match p.set_daemon(true) {
         Ok(()) => bail!("p.daemon = True after p.start() was accepted: the rule is broken"),
-        Err(e) => report::event(
-            "refused",
-            json!({ "call": "set_daemon(true) after start()", "error": format!("{e:#}") }),
-            format!("p.daemon = True after p.start() -> error: {e:#}"),
-        ),
+        Err(e) => {
+            common::event!("refused", { "call": "set_daemon(true) after start()", "error": format!("{e:#}") }, "p.daemon = True after p.start() -> error: {e:#}")
+        }
     }
     if p.join()? != Some(0) {
         return Err(common::processes::lost::report(&p, "steps", 1));
@@ -207,24 +183,14 @@ pub fn rules(cli: &Cli) -> Result<()> {
          subprocess.run() still work in a daemonic child (CPython 3.11): seed 002's 禁止p创建子进程 \
          is true of multiprocessing only",
     );
-    report::event(
-        "joined",
-        json!({ "name": "daemonic", "daemon": true, "exitcode": code }),
-        format!(
-            "{daemonic}: its start() failed, so it ended like an uncaught AssertionError (only \
+    common::event!("joined", { "name": "daemonic", "daemon": true, "exitcode": code }, "{daemonic}: its start() failed, so it ended like an uncaught AssertionError (only \
              multiprocessing refuses: os.fork() and subprocess.run() work in a daemonic child, \
-             CPython 3.11)"
-        ),
-    );
+             CPython 3.11)");
     let mut normal =
         Process::new("normal", &NESTER, json!({ "method": method_arg(cli) })).start_method(method);
     normal.start()?;
     let normal_code = normal.join()?;
-    report::event(
-        "joined",
-        json!({ "name": "normal", "daemon": false, "exitcode": normal_code }),
-        format!("{normal}: started and joined its own child"),
-    );
+    common::event!("joined", { "name": "normal", "daemon": false, "exitcode": normal_code }, "{normal}: started and joined its own child");
     let killed = [(&daemonic, code), (&normal, normal_code)]
         .into_iter()
         .find(|(_, c)| c.is_some_and(|c| c < 0));

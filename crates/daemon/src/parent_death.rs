@@ -31,11 +31,7 @@ fn parent(args: Value) -> Result<()> {
     child.start()?;
     let how =
         if outlive { "no PR_SET_PDEATHSIG, as in Python" } else { "PR_SET_PDEATHSIG=SIGKILL" };
-    report::event(
-        "started",
-        json!({ "name": child.name(), "pid": child.pid(), "daemon": true, "pdeathsig": !outlive }),
-        format!("started {child} ({how}); now waiting to be killed"),
-    );
+    common::event!("started", { "name": child.name(), "pid": child.pid(), "daemon": true, "pdeathsig": !outlive }, "started {child} ({how}); now waiting to be killed");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
@@ -78,11 +74,7 @@ pub fn orphan(cli: &Cli) -> Result<()> {
     );
     parent.kill()?;
     let code = parent.join()?;
-    report::event(
-        "parent_killed",
-        json!({ "parent": parent.pid(), "child": child, "exitcode": code }),
-        format!("SIGKILL -> {parent}: no code of its own ran at its end"),
-    );
+    common::event!("parent_killed", { "parent": parent.pid(), "child": child, "exitcode": code }, "SIGKILL -> {parent}: no code of its own ran at its end");
     let info = ps::stat(child).filter(|i| i.state != 'Z');
     guess.reveal(
         if info.is_some() { "yes" } else { "no" },
@@ -121,14 +113,8 @@ pub fn orphan(cli: &Cli) -> Result<()> {
     }
     cli.common.hold("the daemonic child outlived its parent", &[me, child]);
     let code = orphan.stop()?;
-    report::event(
-        "orphan_stopped",
-        json!({ "child": child, "exitcode": code }),
-        format!(
-            "no one else would end it: the demo sent SIGTERM and reaped it (exitcode {})",
-            exitcode_name(code)
-        ),
-    );
+    common::event!("orphan_stopped", { "child": child, "exitcode": code }, "no one else would end it: the demo sent SIGTERM and reaped it (exitcode {})",
+            exitcode_name(code));
     if code != Some(-SIGTERM) {
         let lost = common::processes::lost::report_pid(child, "daemonic-child", code, "steps", 0);
         return Err(lost.context("the orphan ended otherwise than by the demo's SIGTERM"));
@@ -151,22 +137,14 @@ pub fn pdeathsig(cli: &Cli) -> Result<()> {
     let mut adopted = Adopted::new(child);
     parent.kill()?;
     let code = parent.join()?;
-    report::event(
-        "parent_killed",
-        json!({ "parent": parent.pid(), "child": child, "exitcode": code }),
-        format!("SIGKILL -> {parent}"),
-    );
+    common::event!("parent_killed", { "parent": parent.pid(), "child": child, "exitcode": code }, "SIGKILL -> {parent}");
     // The kernel shows the effect: the child dies, a zombie of ours (we inherited it) until
     // we reap it.
     wait_for_proc(&format!("pid {child} to be a zombie"), || ps::state_of(child) == Some('Z'))?;
     ps::show_tree("the child died with its parent: a zombie (僵尸进程) under the demo");
     cli.common.hold("the child died with its parent; reaping it is up to the demo", &[me, child]);
     let code = adopted.reap()?;
-    report::event(
-        "died_with_parent",
-        json!({ "child": child, "exitcode": code, "exitcode_name": exitcode_name(code) }),
-        format!("the daemonic child died with its parent: exitcode {}", exitcode_name(code)),
-    );
+    common::event!("died_with_parent", { "child": child, "exitcode": code, "exitcode_name": exitcode_name(code) }, "the daemonic child died with its parent: exitcode {}", exitcode_name(code));
     if code != Some(-SIGKILL) {
         bail!("expected the child to die of SIGKILL, its exit code was {}", exitcode_name(code));
     }

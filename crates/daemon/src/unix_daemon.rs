@@ -8,7 +8,6 @@ use crate::daemonize::{self, Claim, DaemonSetup, PidFile, Probe, ProcessHandle, 
 use anyhow::{Context, Result, bail};
 use common::process;
 use common::{ps, report, signals};
-use serde_json::json;
 
 use crate::{Cli, DEFAULT_STOP_TIMEOUT_SECS, SIGHUP, SIGTERM};
 
@@ -58,11 +57,7 @@ pub fn start(cli: &Cli, paths: &Paths, heartbeat: Duration, hold: bool) -> Resul
     let pidfile = match PidFile::claim(&paths.pidfile)? {
         Claim::HeldBy(pid) => {
             let who = pid.map_or("a daemon that is starting".to_string(), |p| format!("pid {p}"));
-            report::event(
-                "already_running",
-                json!({ "pid": pid, "pidfile": paths.pidfile }),
-                format!("{} is locked by {who}", paths.pidfile.display()),
-            );
+            common::event!("already_running", { "pid": pid, "pidfile": paths.pidfile }, "{} is locked by {who}", paths.pidfile.display());
             bail!(
                 "a daemon is already running ({who}; {} is locked): run `daemon stop` first",
                 paths.pidfile.display()
@@ -93,17 +88,11 @@ pub fn start(cli: &Cli, paths: &Paths, heartbeat: Duration, hold: bool) -> Resul
             p.pid, p.ppid, p.pgid, p.sid, p.state, p.comm
         ));
     }
-    report::event(
-        "daemon_started",
-        json!({ "pid": pid, "ppid": daemon.ppid, "pgid": daemon.pgid, "sid": daemon.sid,
+    common::event!("daemon_started", { "pid": pid, "ppid": daemon.ppid, "pgid": daemon.pgid, "sid": daemon.sid,
                 "tty_nr": daemon.tty_nr, "launcher": me, "launcher_sid": launcher.sid,
-                "pidfile": paths.pidfile, "log": paths.log }),
-        format!(
-            "started the daemon: pid {pid}, pidfile {}, log {}\n{table}",
+                "pidfile": paths.pidfile, "log": paths.log }, "started the daemon: pid {pid}, pidfile {}, log {}\n{table}",
             paths.pidfile.display(),
-            paths.log.display()
-        ),
-    );
+            paths.log.display());
     // The demo checks its own claims.
     let mut broken = Vec::new();
     if daemon.sid == launcher.sid {
@@ -143,17 +132,11 @@ fn daemon_main(mut pidfile: PidFile, ready: &mut Ready, heartbeat: Duration) -> 
     pidfile.write_pid(me)?;
     let info = ps::stat(me).context("reading /proc/self/stat")?;
     let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
-    report::event(
-        "daemon_ready",
-        json!({ "pid": me, "sid": info.sid, "pgid": info.pgid, "tty_nr": info.tty_nr,
-                "cwd": cwd, "umask": format!("{:03o}", daemonize::DAEMON_UMASK) }),
-        format!(
-            "ready: session {}, no terminal, cwd {cwd}, umask {:03o}, pidfile {}",
+    common::event!("daemon_ready", { "pid": me, "sid": info.sid, "pgid": info.pgid, "tty_nr": info.tty_nr,
+                "cwd": cwd, "umask": format!("{:03o}", daemonize::DAEMON_UMASK) }, "ready: session {}, no terminal, cwd {cwd}, umask {:03o}, pidfile {}",
             info.sid,
             daemonize::DAEMON_UMASK,
-            pidfile.path().display()
-        ),
-    );
+            pidfile.path().display());
     ready.notify()?;
     let mut beats = 0u64;
     loop {
@@ -161,27 +144,19 @@ fn daemon_main(mut pidfile: PidFile, ready: &mut Ready, heartbeat: Duration) -> 
             None => {
                 beats += 1;
                 let ppid = parent_pid();
-                report::event(
-                    "heartbeat",
-                    json!({ "n": beats, "ppid": ppid }),
-                    format!("heartbeat {beats} (parent {ppid})"),
-                );
+                common::event!("heartbeat", { "n": beats, "ppid": ppid }, "heartbeat {beats} (parent {ppid})");
             }
-            Some(SIGHUP) => report::event(
+            Some(SIGHUP) => common::event!(
                 "sighup",
-                json!({}),
-                "SIGHUP: a daemon has no terminal to lose; by convention it means \"reload\"",
+                {},
+                "SIGHUP: a daemon has no terminal to lose; by convention it means \"reload\""
             ),
             Some(signo) => {
                 let name = process::signal_name(signo).unwrap_or("signal");
-                report::event(
-                    "stopping",
-                    json!({ "signal": name }),
-                    format!("{name}: removing {} and exiting", pidfile.path().display()),
-                );
+                common::event!("stopping", { "signal": name }, "{name}: removing {} and exiting", pidfile.path().display());
                 // Removed while the lock is still held; exiting releases the lock.
                 pidfile.remove()?;
-                report::event("stopped", json!({}), "exited cleanly");
+                common::event!("stopped", {}, "exited cleanly");
                 return Ok(());
             }
         }
@@ -204,24 +179,16 @@ pub fn status(paths: &Paths) -> Result<()> {
     report::section("Part B: status");
     let file = paths.pidfile.display();
     match daemonize::probe(&paths.pidfile)? {
-        Probe::Absent => report::event(
-            "status",
-            json!({ "running": false, "pidfile": paths.pidfile }),
-            format!("not running: there is no {file}"),
-        ),
-        Probe::Stale(pid) => report::event(
-            "status",
-            json!({ "running": false, "stale_pid": pid, "pidfile": paths.pidfile }),
-            format!(
-                "not running: {file} names pid {pid:?} but nobody holds its lock (the daemon was \
-                 killed without cleaning up); `daemon start` takes it over"
-            ),
-        ),
-        Probe::Running(None) => report::event(
-            "status",
-            json!({ "running": true, "pid": null, "pidfile": paths.pidfile }),
-            format!("starting: {file} is locked but holds no pid yet"),
-        ),
+        Probe::Absent => {
+            common::event!("status", { "running": false, "pidfile": paths.pidfile }, "not running: there is no {file}")
+        }
+        Probe::Stale(pid) => {
+            common::event!("status", { "running": false, "stale_pid": pid, "pidfile": paths.pidfile }, "not running: {file} names pid {pid:?} but nobody holds its lock (the daemon was \
+                 killed without cleaning up); `daemon start` takes it over")
+        }
+        Probe::Running(None) => {
+            common::event!("status", { "running": true, "pid": null, "pidfile": paths.pidfile }, "starting: {file} is locked but holds no pid yet")
+        }
         Probe::Running(Some(pid)) => {
             let info = ps::stat(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
             let uptime = ps::started_ago(pid).unwrap_or_default().as_secs_f64();
@@ -231,21 +198,15 @@ pub fn status(paths: &Paths) -> Result<()> {
                 .unwrap_or_default();
             let tty =
                 if info.tty_nr == 0 { "none (?)".to_string() } else { info.tty_nr.to_string() };
-            report::event(
-                "status",
-                json!({ "running": true, "pid": pid, "state": info.state.to_string(),
+            common::event!("status", { "running": true, "pid": pid, "state": info.state.to_string(),
                         "ppid": info.ppid, "sid": info.sid, "tty_nr": info.tty_nr,
                         "uptime_s": uptime, "pidfile": paths.pidfile, "log": paths.log,
-                        "last_log_line": last }),
-                format!(
-                    "running: pid {pid}, state {} ({}), up {uptime:.1}s, parent {}, session {}, \
+                        "last_log_line": last }, "running: pid {pid}, state {} ({}), up {uptime:.1}s, parent {}, session {}, \
                      terminal {tty}\n  last log line: {last}",
                     info.state,
                     ps::state_meaning(info.state),
                     info.ppid,
-                    info.sid
-                ),
-            );
+                    info.sid);
         }
     }
     Ok(())
@@ -256,15 +217,11 @@ pub fn stop(paths: &Paths, timeout: Duration) -> Result<()> {
     report::section("Part B: stop");
     let pid = match daemonize::probe(&paths.pidfile)? {
         Probe::Absent => {
-            report::event("stop", json!({ "was_running": false }), "not running: nothing to stop");
+            common::event!("stop", { "was_running": false }, "not running: nothing to stop");
             return Ok(());
         }
         Probe::Stale(pid) => {
-            report::event(
-                "stop",
-                json!({ "was_running": false, "stale_pid": pid }),
-                format!("not running ({} is stale): nothing to stop", paths.pidfile.display()),
-            );
+            common::event!("stop", { "was_running": false, "stale_pid": pid }, "not running ({} is stale): nothing to stop", paths.pidfile.display());
             return Ok(());
         }
         Probe::Running(None) => bail!("the daemon is still starting: run `daemon stop` again"),
@@ -278,11 +235,7 @@ pub fn stop(paths: &Paths, timeout: Duration) -> Result<()> {
     }
     let t0 = Instant::now();
     handle.send_signal(SIGTERM)?;
-    report::event(
-        "sent",
-        json!({ "pid": pid, "signal": "SIGTERM" }),
-        format!("SIGTERM -> pid {pid}; waiting up to {timeout:?} for it to exit"),
-    );
+    common::event!("sent", { "pid": pid, "signal": "SIGTERM" }, "SIGTERM -> pid {pid}; waiting up to {timeout:?} for it to exit");
     if !handle.wait_exit(timeout)? {
         bail!(
             "pid {pid} did not exit within {timeout:?} after SIGTERM; `kill -KILL {pid}` ends \
@@ -290,16 +243,10 @@ pub fn stop(paths: &Paths, timeout: Duration) -> Result<()> {
         );
     }
     let pidfile_left = paths.pidfile.exists();
-    report::event(
-        "daemon_stopped",
-        json!({ "pid": pid, "waited_ms": t0.elapsed().as_millis() as u64,
-                "pidfile_removed": !pidfile_left }),
-        format!(
-            "pid {pid} exited after {:.0?}; its pidfile is {} (its parent, not us, reaps it)",
+    common::event!("daemon_stopped", { "pid": pid, "waited_ms": t0.elapsed().as_millis() as u64,
+                "pidfile_removed": !pidfile_left }, "pid {pid} exited after {:.0?}; its pidfile is {} (its parent, not us, reaps it)",
             t0.elapsed(),
-            if pidfile_left { "still there" } else { "removed" }
-        ),
-    );
+            if pidfile_left { "still there" } else { "removed" });
     if pidfile_left {
         bail!("the daemon exited but left {} behind", paths.pidfile.display());
     }
@@ -310,10 +257,6 @@ pub fn stop(paths: &Paths, timeout: Duration) -> Result<()> {
 pub fn show_log(paths: &Paths) {
     let text = std::fs::read_to_string(&paths.log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    report::event(
-        "log",
-        json!({ "path": paths.log, "lines": lines.len() }),
-        format!("the daemon's log, {}:", paths.log.display()),
-    );
+    common::event!("log", { "path": paths.log, "lines": lines.len() }, "the daemon's log, {}:", paths.log.display());
     report::plain(lines.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"));
 }

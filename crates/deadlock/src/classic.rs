@@ -98,7 +98,7 @@ fn scientists(args: Value) -> Result<()> {
     })?;
     watchdog.stop();
     if step_dir.is_some() {
-        report::event("both_ate", json!({}), "both scientists ate: no deadlock this time");
+        common::event!("both_ate", {}, "both scientists ate: no deadlock this time");
         return Ok(());
     }
     bail!("both scientists ate: the forced deadlock did not happen")
@@ -114,19 +114,19 @@ fn scientist(i: usize, board: &Board, barrier: Option<&Barrier>, first: Thing, s
     let holding_first = phase::span(a_mark.holding);
     board.got(i, a);
     stepper::note(|| format!("holds the {a}"));
-    report::event("took", json!({ "lock": a }), format!("took the {a} (拿到{a_notes})"));
+    common::event!("took", { "lock": a }, "took the {a} (拿到{a_notes})");
     // Both scientists hold their first thing before either reaches for the second.
     if let Some(barrier) = barrier {
         barrier.wait();
     }
     board.wants(i, b);
-    report::event("reaching", json!({ "lock": b }), format!("reaching for the {b}..."));
+    common::event!("reaching", { "lock": b }, "reaching for the {b}...");
     phase::step(b_mark.lock);
     let second = b_lock.lock(); // never returns: the other scientist holds it, and waits for ours
     let holding_second = phase::span(b_mark.holding);
     board.got(i, b);
     stepper::note(|| format!("holds the {a} and the {b}: ate"));
-    report::event("ate", json!({}), "ate");
+    common::event!("ate", {}, "ate");
     phase::step(b_mark.unlock);
     drop(holding_second);
     drop(second);

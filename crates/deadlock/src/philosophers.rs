@@ -279,15 +279,9 @@ impl Table {
                 Way::LeftFirst => {
                     let l = self.take(i, left);
                     if meal == 0 {
-                        report::event(
-                            "took",
-                            json!({ "fork": self.fork_name(left) }),
-                            format!(
-                                "took {} (left), reaching for {}...",
+                        common::event!("took", { "fork": self.fork_name(left) }, "took {} (left), reaching for {}...",
                                 self.fork_name(left),
-                                self.fork_name(right)
-                            ),
-                        );
+                                self.fork_name(right));
                         // Every philosopher holds his left fork before any reaches right.
                         self.barrier.wait();
                     }
@@ -380,24 +374,18 @@ fn dinner(args: Value) -> Result<()> {
     let retries: u64 = plates.iter().map(|p| p.retries).sum();
     let way = table.dinner.way;
     let rate = eaten as f64 / wall.as_secs_f64().max(1e-9);
-    report::event(
-        "dinner_done",
-        json!({ "way": way, "label": way.label(n), "eaten": eaten,
-                "expected": n * table.dinner.meals,
-                "each": plates.iter().map(|p| p.meals).collect::<Vec<_>>(),
-                "retries": retries, "wall_ms": wall.as_secs_f64() * 1000.0, "meals_per_s": rate,
-                "deadlock": false }),
-        format!(
-            "{}: {eaten} of {} meals eaten in {:.1} ms ({rate:.0} meals/s){}; no deadlock",
-            way.label(n),
-            n * table.dinner.meals,
-            wall.as_secs_f64() * 1000.0,
-            if matches!(way, Way::TryLock | Way::TryLockFixed) {
-                format!(", {retries} retries")
-            } else {
-                String::new()
-            }
-        ),
-    );
+    common::event!("dinner_done", { "way": way, "label": way.label(n), "eaten": eaten,
+        "expected": n * table.dinner.meals,
+        "each": plates.iter().map(|p| p.meals).collect::<Vec<_>>(),
+        "retries": retries, "wall_ms": wall.as_secs_f64() * 1000.0, "meals_per_s": rate,
+        "deadlock": false }, "{}: {eaten} of {} meals eaten in {:.1} ms ({rate:.0} meals/s){}; no deadlock",
+    way.label(n),
+    n * table.dinner.meals,
+    wall.as_secs_f64() * 1000.0,
+    if matches!(way, Way::TryLock | Way::TryLockFixed) {
+        format!(", {retries} retries")
+    } else {
+        String::new()
+    });
     Ok(())
 }

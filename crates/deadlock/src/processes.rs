@@ -135,31 +135,19 @@ fn pair_in(cli: &Cli, kind: Kind, dir: &Path) -> Result<bool> {
             cli.common.hold("two processes deadlocked on flock, before the kill", &pids);
             lockers.1.push(pids[1]);
             let victim = &lockers.0[1];
-            report::event(
-                "killed",
-                json!({ "pid": pids[1], "name": victim.name() }),
-                format!(
-                    "kill -9 {} ({}): the kernel drops a process's locks when it dies; with \
+            common::event!("killed", { "pid": pids[1], "name": victim.name() }, "kill -9 {} ({}): the kernel drops a process's locks when it dies; with \
                      flock nothing else would end the wait (fcntl, next, refuses the cycle \
                      itself: seed 001's 只能靠操作系统强制终止 is not the only way out)",
                     pids[1],
-                    victim.name()
-                ),
-            );
+                    victim.name());
             victim.kill()?;
             let survivor = wait_records(&recording, &mut lockers, "locker-1 to get both", |rs| {
                 rs.iter().any(|r| r.event == "got_both")
             })?;
             let codes = lockers.join_all()?;
-            report::event(
-                "flock_ended",
-                json!({ "killed": pids[1], "got_both": survivor.pid, "exitcodes": codes }),
-                format!(
-                    "locker-1 got b the moment locker-2 died, and finished (exitcodes {} and {})",
+            common::event!("flock_ended", { "killed": pids[1], "got_both": survivor.pid, "exitcodes": codes }, "locker-1 got b the moment locker-2 died, and finished (exitcodes {} and {})",
                     exitcode_name(codes[0]),
-                    exitcode_name(codes[1])
-                ),
-            );
+                    exitcode_name(codes[1]));
             recording.records()?.iter().any(|r| r.event == "edeadlk")
         }
         Kind::Fcntl => {
@@ -172,20 +160,14 @@ fn pair_in(cli: &Cli, kind: Kind, dir: &Path) -> Result<bool> {
             let codes = lockers.join_all()?;
             let refused: Vec<&Record> = rs.iter().filter(|r| r.event == "edeadlk").collect();
             let got: Vec<&Record> = rs.iter().filter(|r| r.event == "got_both").collect();
-            report::event(
-                "fcntl_ended",
-                json!({ "edeadlk": refused.iter().map(|r| r.pid).collect::<Vec<_>>(),
+            common::event!("fcntl_ended", { "edeadlk": refused.iter().map(|r| r.pid).collect::<Vec<_>>(),
                         "edeadlk_names": refused.iter().map(|r| r.who.clone()).collect::<Vec<_>>(),
                         "got_both": got.iter().map(|r| r.pid).collect::<Vec<_>>(),
-                        "exitcodes": codes }),
-                format!(
-                    "the kernel refused {} with EDEADLK (its request would have closed the \
+                        "exitcodes": codes }, "the kernel refused {} with EDEADLK (its request would have closed the \
                      cycle); it let its file go, and {} got both. No kill was needed: the one \
                      case where the OS does better than just ending them",
                     refused.iter().map(|r| r.who.as_str()).collect::<Vec<_>>().join(", "),
-                    got.iter().map(|r| r.who.as_str()).collect::<Vec<_>>().join(", "),
-                ),
-            );
+                    got.iter().map(|r| r.who.as_str()).collect::<Vec<_>>().join(", "));
             !refused.is_empty()
         }
     };
@@ -353,31 +335,21 @@ fn locker(args: Value) -> Result<()> {
     let (first, second) = (open(&me.first)?, open(&me.second)?);
     let (a, b) = (&me.first.0, &me.second.0);
     let _held = take(me.kind, first).map_err(|e| anyhow::anyhow!("locking {a}: {e}"))?;
-    report::event("holds", json!({ "file": a }), format!("holds {a}"));
+    common::event!("holds", { "file": a }, "holds {a}");
     // Safety: `go` is the read end of the pipe the parent made for us and nobody else in this
     // process uses; the File owns it from here on.
     let mut go = File::from(unsafe { OwnedFd::from_raw_fd(me.go) });
     let mut byte = [0u8; 1];
     go.read_exact(&mut byte).context("reading the go pipe")?;
-    report::event("reaching", json!({ "file": b }), format!("reaching for {b}..."));
+    common::event!("reaching", { "file": b }, "reaching for {b}...");
     match take(me.kind, second) {
         Ok(_both) => {
-            report::event(
-                "got_both",
-                json!({ "files": [a, b] }),
-                format!("got {b} too: holds {a} and {b}"),
-            );
+            common::event!("got_both", { "files": [a, b] }, "got {b} too: holds {a} and {b}");
             Ok(())
         }
         Err(Errno::EDEADLK) => {
-            report::event(
-                "edeadlk",
-                json!({ "file": b, "errno": "EDEADLK" }),
-                format!(
-                    "fcntl(F_SETLKW) on {b}: EDEADLK (Resource deadlock avoided): the kernel saw \
-                     that the holder of {b} waits for my {a}; I let {a} go"
-                ),
-            );
+            common::event!("edeadlk", { "file": b, "errno": "EDEADLK" }, "fcntl(F_SETLKW) on {b}: EDEADLK (Resource deadlock avoided): the kernel saw \
+                     that the holder of {b} waits for my {a}; I let {a} go");
             Ok(())
         }
         Err(e) => bail!("locking {b}: {e}"),

@@ -24,12 +24,8 @@ pub fn run(cli: &Cli) -> Result<()> {
 
 fn level(lock: &RLock<&str>, step: &str, depth: usize) {
     let owner = lock.owner();
-    report::event(
-        "rlock_level",
-        json!({ "step": step, "depth": depth, "count": owner.count,
-                "owner": owner.thread.map(|t| format!("{t:?}")), "repr": lock.to_string() }),
-        format!("{step:<8} depth {depth}: {lock}"),
-    );
+    common::event!("rlock_level", { "step": step, "depth": depth, "count": owner.count,
+                "owner": owner.thread.map(|t| format!("{t:?}")), "repr": lock.to_string() }, "{step:<8} depth {depth}: {lock}");
 }
 
 /// Three levels deep in one thread, another thread refused meanwhile, and back to 0.
@@ -46,15 +42,9 @@ fn levels() -> Result<()> {
         named::spawn_scoped(s, "other", || lock.try_acquire().is_none()).map(|h| h.join())
     })?
     .unwrap_or(false);
-    report::event(
-        "rlock_other",
-        json!({ "refused": refused, "count": lock.count() }),
-        format!(
-            "another thread's acquire(blocking=False) at count {}: {}",
+    common::event!("rlock_other", { "refused": refused, "count": lock.count() }, "another thread's acquire(blocking=False) at count {}: {}",
             lock.count(),
-            if refused { "False, it is not the owner" } else { "True?! (broken)" }
-        ),
-    );
+            if refused { "False, it is not the owner" } else { "True?! (broken)" });
     drop(three);
     level(&lock, "release", 2);
     drop(two);
@@ -100,14 +90,8 @@ fn all_eat(cli: &Cli) -> Result<()> {
                     let f2 = noodles.acquire();
                     let depth2 = both.count();
                     drop((f2, b));
-                    report::event(
-                        "rlock_ate",
-                        json!({ "counts": [depth1, depth2] }),
-                        format!(
-                            "ate: f1 noodles then fork (count {depth1}), f2 fork then noodles \
-                             (count {depth2})"
-                        ),
-                    );
+                    common::event!("rlock_ate", { "counts": [depth1, depth2] }, "ate: f1 noodles then fork (count {depth1}), f2 fork then noodles \
+                             (count {depth2})");
                     depth1.max(depth2)
                 })
             })
@@ -115,15 +99,9 @@ fn all_eat(cli: &Cli) -> Result<()> {
         Ok(handles.into_iter().map(|h| h.join().unwrap_or(0)).collect())
     })?;
     let ate = most.iter().filter(|&&d| d == 2).count();
-    report::event(
-        "rlock_all_ate",
-        json!({ "scientists": SCIENTISTS, "ate": ate, "count": both.count() }),
-        format!(
-            "{ate} of {SCIENTISTS} scientists ate, each taking the one recursive lock twice \
+    common::event!("rlock_all_ate", { "scientists": SCIENTISTS, "ate": ate, "count": both.count() }, "{ate} of {SCIENTISTS} scientists ate, each taking the one recursive lock twice \
              (count 2) in both orders; none deadlocked, and the count is back to {}",
-            both.count()
-        ),
-    );
+            both.count());
     if ate != SCIENTISTS {
         bail!("only {ate} of {SCIENTISTS} scientists ate with the recursive lock");
     }

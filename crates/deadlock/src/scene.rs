@@ -21,11 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::process::{Process, Role, exitcode_name};
-use common::report;
 use common::threads::named;
 use common::timeline::{Record, Recording};
 use deadlock::waitfor::{self, Waiter};
-use serde_json::json;
 
 use crate::Cli;
 
@@ -137,11 +135,7 @@ impl Watchdog {
                     }
                 }
                 if patience.is_some_and(|p| began.elapsed() > p) {
-                    report::event(
-                        "no_deadlock",
-                        json!({ "after_ms": began.elapsed().as_millis() as u64 }),
-                        format!("no deadlock found in {PATIENCE:?}"),
-                    );
+                    common::event!("no_deadlock", { "after_ms": began.elapsed().as_millis() as u64 }, "no deadlock found in {PATIENCE:?}");
                     return;
                 }
             }
@@ -179,9 +173,7 @@ fn found(board: &Board, what: &str, cycles: &[Vec<ThreadId>], after: Duration) {
     let edges = waitfor::cycle(&waiters).unwrap_or_default();
     let locks: BTreeSet<&String> = waiters.iter().flat_map(|w| &w.holds).collect();
     let cycle_text = waitfor::cycle_text(&edges);
-    report::event(
-        "deadlock",
-        json!({
+    common::event!("deadlock", {
             "detector": "parking_lot::deadlock::check_deadlock",
             "after_ms": after.as_millis() as u64,
             "cycles": cycles.len(),
@@ -189,16 +181,12 @@ fn found(board: &Board, what: &str, cycles: &[Vec<ThreadId>], after: Duration) {
             "locks": locks,
             "cycle": edges,
             "cycle_text": cycle_text,
-        }),
-        format!(
-            "parking_lot's deadlock detector found {} cycle(s) of {} threads after {} ms:\n{}\n\
+        }, "parking_lot's deadlock detector found {} cycle(s) of {} threads after {} ms:\n{}\n\
              wait-for cycle: {cycle_text}",
             cycles.len(),
             waiters.len(),
             after.as_millis(),
-            waitfor::table(&waiters, what, "tid"),
-        ),
-    );
+            waitfor::table(&waiters, what, "tid"));
 }
 
 /// A child process on stage, with a recording of its events.
@@ -322,11 +310,7 @@ impl Scene {
         self.recording.take();
         self.child.kill()?;
         let code = self.child.join()?;
-        report::event(
-            "killed",
-            json!({ "pid": self.pid, "exitcode": code }),
-            format!("kill -9 {}: {why}; exitcode {}", self.pid, exitcode_name(code)),
-        );
+        common::event!("killed", { "pid": self.pid, "exitcode": code }, "kill -9 {}: {why}; exitcode {}", self.pid, exitcode_name(code));
         Ok(())
     }
 

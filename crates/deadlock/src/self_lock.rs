@@ -34,19 +34,13 @@ pub fn run(cli: &Cli) -> Result<()> {
     } else {
         "wchan hidden here (the kernel shows 0 in this container): its state is the proof".into()
     };
-    report::event(
-        "self_deadlock",
-        json!({ "pid": pid, "tid": tid, "state": seen.state.to_string(), "wchan": seen.wchan,
-                "wchan_shown": wchan_shown, "woke": woke, "watched_ms": WATCH.as_millis() as u64 }),
-        format!(
-            "relocker (tid {tid}) is {} ({}), {how}; in {} ms it did not wake once ({}): it \
+    common::event!("self_deadlock", { "pid": pid, "tid": tid, "state": seen.state.to_string(), "wchan": seen.wchan,
+                "wchan_shown": wchan_shown, "woke": woke, "watched_ms": WATCH.as_millis() as u64 }, "relocker (tid {tid}) is {} ({}), {how}; in {} ms it did not wake once ({}): it \
              waits for a lock that only it could release",
             seen.state,
             ps::state_meaning(seen.state),
             WATCH.as_millis(),
-            if woke { "it did, by surprise" } else { "no context switch" },
-        ),
-    );
+            if woke { "it did, by surprise" } else { "no context switch" });
     scene.show_threads(cli, "the child's threads (ps -L): the relocker waits for itself");
     scene.kill("no other thread can unlock it, and it never will; the demo ends the child")?;
     report::say(
@@ -91,19 +85,15 @@ fn child(_: Value) -> Result<()> {
 fn relock() {
     let mutex = Mutex::new(0u32);
     let first = mutex.lock().unwrap_or_else(|e| e.into_inner());
-    report::event("locked", json!({}), "locked the Mutex once");
+    common::event!("locked", {}, "locked the Mutex once");
     let tried = match mutex.try_lock() {
         Err(TryLockError::WouldBlock) => "WouldBlock",
         Err(TryLockError::Poisoned(_)) => "Poisoned",
         Ok(_) => "Ok",
     };
-    report::event(
-        "try_lock",
-        json!({ "result": tried }),
-        format!("try_lock() while holding it: {tried} (it would wait for itself)"),
-    );
-    report::event("relocking", json!({}), "lock() a second time, in the same thread...");
+    common::event!("try_lock", { "result": tried }, "try_lock() while holding it: {tried} (it would wait for itself)");
+    common::event!("relocking", {}, "lock() a second time, in the same thread...");
     let second = mutex.lock(); // never returns on Linux: the thread waits for itself
-    report::event("relocked", json!({}), format!("the second lock() returned: {second:?}"));
+    common::event!("relocked", {}, "the second lock() returned: {second:?}");
     drop(first);
 }

@@ -9,7 +9,6 @@ use common::predict::{self, Expect};
 use common::report;
 use common::threads::named::{current_name, spawn_scoped};
 use common::threads::sync::Event;
-use serde_json::json;
 
 use crate::{ARRIVALS_S, Cli, GREEN_S, RED_S, secs};
 
@@ -42,11 +41,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let window = cli.common.notes_sleep(ARRIVALS_S);
     let mut rng = fastrand::Rng::new();
     let arrivals: Vec<Duration> = (0..cars).map(|_| window.mul_f64(rng.f64())).collect();
-    report::event(
-        "light",
-        json!({ "color": "red" }),
-        "light is RED: a new Event() is clear (event.is_set() is False)",
-    );
+    common::event!("light", { "color": "red" }, "light is RED: a new Event() is clear (event.is_set() is False)");
     let guess = predict::ask(
         &cli.common,
         "waited",
@@ -80,14 +75,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         "a car that finds event.is_set() False sleeps in event.wait() until the next set(); \
          one that arrives while the light is green goes on without waiting",
     );
-    report::event(
-        "traffic",
-        json!({ "cars": cars, "passed": passed, "waited": waited, "cycles": cycles }),
-        format!(
-            "{passed} of {cars} cars went on, {waited} of them after waiting at a red light; the \
-             light changed for {cycles} cycle(s): one set() woke every car waiting at red"
-        ),
-    );
+    common::event!("traffic", { "cars": cars, "passed": passed, "waited": waited, "cycles": cycles }, "{passed} of {cars} cars went on, {waited} of them after waiting at a red light; the \
+             light changed for {cycles} cycle(s): one set() woke every car waiting at red");
     if passed != cars {
         bail!("{} car(s) never passed the light", cars - passed);
     }
@@ -103,13 +92,13 @@ fn light(cli: &Cli, road: &Road) -> usize {
     loop {
         cycles += 1;
         std::thread::sleep(cli.common.notes_sleep(RED_S));
-        report::event("light", json!({ "color": "green" }), "light turns GREEN: event.set()");
+        common::event!("light", { "color": "green" }, "light turns GREEN: event.set()");
         road.green.set();
         std::thread::sleep(cli.common.notes_sleep(GREEN_S));
         if road.passed.load(Ordering::SeqCst) >= cars || cycles >= MAX_CYCLES {
             break;
         }
-        report::event("light", json!({ "color": "red" }), "light turns RED: event.clear()");
+        common::event!("light", { "color": "red" }, "light turns RED: event.clear()");
         road.green.clear();
     }
     // Whatever happened, no car is left waiting: the light stays green.
@@ -122,26 +111,14 @@ fn car(road: &Road, arrive: Duration) {
     std::thread::sleep(arrive);
     let me = current_name();
     if road.green.is_set() {
-        report::event(
-            "go",
-            json!({ "car": me, "waited": false }),
-            format!("{me} goes: the light is green (event.is_set() is True)"),
-        );
+        common::event!("go", { "car": me, "waited": false }, "{me} goes: the light is green (event.is_set() is True)");
     } else {
-        report::event(
-            "wait_red",
-            json!({ "car": me }),
-            format!("{me} waits at the red light: event.wait()"),
-        );
+        common::event!("wait_red", { "car": me }, "{me} waits at the red light: event.wait()");
         let began = Instant::now();
         road.green.wait();
         road.waited.fetch_add(1, Ordering::SeqCst);
         let waited = began.elapsed();
-        report::event(
-            "go",
-            json!({ "car": me, "waited": true, "waited_ms": waited.as_millis() as u64 }),
-            format!("{me} goes (it waited {} for the green light)", secs(waited)),
-        );
+        common::event!("go", { "car": me, "waited": true, "waited_ms": waited.as_millis() as u64 }, "{me} goes (it waited {} for the green light)", secs(waited));
     }
     road.passed.fetch_add(1, Ordering::SeqCst);
 }

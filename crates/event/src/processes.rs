@@ -31,14 +31,10 @@ impl Run for Waiter {
     const ROLE: &'static str = "event-waiter";
     fn run(self) -> Result<()> {
         let me = report::who();
-        report::event("waiting", json!({ "who": me }), format!("{me} waits in event.wait()"));
+        common::event!("waiting", { "who": me }, "{me} waits in event.wait()");
         let began = Instant::now();
         let result = self.event.wait();
-        report::event(
-            "woke",
-            json!({ "who": me, "result": result, "waited_ms": began.elapsed().as_millis() as u64 }),
-            format!("{me} woke: event.wait() -> True"),
-        );
+        common::event!("woke", { "who": me, "result": result, "waited_ms": began.elapsed().as_millis() as u64 }, "{me} woke: event.wait() -> True");
         Ok(())
     }
 }
@@ -81,21 +77,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         let victim_pid = victim.pid().unwrap_or(0);
         victim.kill()?;
         let exitcode = victim.join()?;
-        report::event(
-            "killed",
-            json!({ "pid": victim_pid, "name": victim.name(), "exitcode": exitcode }),
-            format!(
-                "kill -9 {victim_pid} ({}, asleep in event.wait()): {}; the kernel just takes it \
+        common::event!("killed", { "pid": victim_pid, "name": victim.name(), "exitcode": exitcode }, "kill -9 {victim_pid} ({}, asleep in event.wait()): {}; the kernel just takes it \
                  off the futex's wait queue",
                 victim.name(),
-                exitcode_name(exitcode)
-            ),
-        );
-        report::event(
-            "set",
-            json!({ "waiters": n - 1 }),
-            "event.set(): the flag goes up, and one FUTEX_WAKE wakes every sleeper",
-        );
+                exitcode_name(exitcode));
+        common::event!("set", { "waiters": n - 1 }, "event.set(): the flag goes up, and one FUTEX_WAKE wakes every sleeper");
         let began = Instant::now();
         event.set();
         if let Some(i) = lost::join_all(&mut waiters[1..])? {
@@ -107,17 +93,11 @@ pub fn run(cli: &Cli) -> Result<()> {
             "set() raises the flag in shared memory and one FUTEX_WAKE wakes every sleeper; \
              the killed one was just taken off the futex's wait queue, and is missed by nobody",
         );
-        report::event(
-            "all_woke",
-            json!({ "woke": n - 1, "killed": 1, "ms": all.as_millis() as u64 }),
-            format!(
-                "{} waiter(s) woke and ended within {:.1} ms of set(); the killed one harmed \
+        common::event!("all_woke", { "woke": n - 1, "killed": 1, "ms": all.as_millis() as u64 }, "{} waiter(s) woke and ended within {:.1} ms of set(); the killed one harmed \
                  nobody (CPython's multiprocessing.Event.set() would wait for ever for its \
                  acknowledgement, and wake no one)",
                 n - 1,
-                all.as_secs_f64() * 1000.0
-            ),
-        );
+                all.as_secs_f64() * 1000.0);
         Ok(())
     })();
     if result.is_err() {

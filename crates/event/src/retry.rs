@@ -10,7 +10,6 @@ use common::predict::{self, Expect};
 use common::report;
 use common::threads::named::spawn_scoped;
 use common::threads::sync::Event;
-use serde_json::json;
 
 use crate::{ATTEMPT_S, Cli, secs};
 
@@ -41,13 +40,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     let (connected, timed_out) = std::thread::scope(|s| -> Result<(bool, usize)> {
         let ready = &ready;
         spawn_scoped(s, "server", move || {
-            report::event(
-                "server_starting",
-                json!({ "delay_ms": delay.as_millis() as u64 }),
-                "server: checking mysql, starting up...",
-            );
+            common::event!("server_starting", { "delay_ms": delay.as_millis() as u64 }, "server: checking mysql, starting up...");
             std::thread::sleep(delay);
-            report::event("server_ready", json!({}), "server: ready: ready.set()");
+            common::event!("server_ready", {}, "server: ready: ready.set()");
             ready.set();
         })?;
         let client = spawn_scoped(s, "client", move || client(cli, ready))?;
@@ -76,47 +71,25 @@ fn client(cli: &Cli, ready: &Event) -> (bool, usize) {
         let started = Instant::now();
         let result = ready.wait_timeout(timeout);
         let waited = started.elapsed();
-        report::event(
-            "attempt",
-            json!({ "attempt": attempt, "result": result, "waited_ms": waited.as_millis() as u64,
-                    "timeout_ms": timeout.as_millis() as u64 }),
-            format!(
-                "<client> attempt {attempt} (第{attempt}次尝试链接): ready.wait({}) -> {} after {}",
+        common::event!("attempt", { "attempt": attempt, "result": result, "waited_ms": waited.as_millis() as u64,
+                    "timeout_ms": timeout.as_millis() as u64 }, "<client> attempt {attempt} (第{attempt}次尝试链接): ready.wait({}) -> {} after {}",
                 secs(timeout),
                 if result { "True" } else { "False" },
-                secs(waited)
-            ),
-        );
+                secs(waited));
         if result {
-            report::event(
-                "connected",
-                json!({ "attempts": attempt, "after_timeout_error": false,
-                        "after_ms": began.elapsed().as_millis() as u64 }),
-                format!("<client> connected (链接成功) on attempt {attempt}"),
-            );
+            common::event!("connected", { "attempts": attempt, "after_timeout_error": false,
+                        "after_ms": began.elapsed().as_millis() as u64 }, "<client> connected (链接成功) on attempt {attempt}");
             return (true, attempt - 1);
         }
     }
-    report::event(
-        "timeout_error",
-        json!({ "attempts": cli.tries }),
-        format!(
-            "TimeoutError: 链接超时 (connection timed out) after {} attempt(s): the classic \
+    common::event!("timeout_error", { "attempts": cli.tries }, "TimeoutError: 链接超时 (connection timed out) after {} attempt(s): the classic \
              conn_mysql raises it here (Event.wait itself only returns False); this client \
              waits on, without a timeout: ready.wait()",
-            cli.tries
-        ),
-    );
+            cli.tries);
     let started = Instant::now();
     let result = ready.wait();
-    report::event(
-        "connected",
-        json!({ "attempts": cli.tries, "after_timeout_error": true, "result": result,
-                "after_ms": began.elapsed().as_millis() as u64 }),
-        format!(
-            "<client> connected: ready.wait() -> True, {} later (as soon as the server set it)",
-            secs(started.elapsed())
-        ),
-    );
+    common::event!("connected", { "attempts": cli.tries, "after_timeout_error": true, "result": result,
+                "after_ms": began.elapsed().as_millis() as u64 }, "<client> connected: ready.wait() -> True, {} later (as soon as the server set it)",
+            secs(started.elapsed()));
     (result, cli.tries)
 }

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 use common::process::Process;
 use common::report;
-use serde_json::json;
 
 use crate::Cli;
 use crate::answers::{WorkDir, succeeded};
@@ -57,18 +56,12 @@ pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
         let copies = text.lines().filter(|l| *l == line).count();
         let expected = if flush_before_fork { 1 } else { 2 };
         copies_seen.push(copies);
-        report::event(
-            "buffer",
-            json!({ "flush_before_fork": flush_before_fork, "path": path, "copies": copies,
-                    "expected": expected, "lines": text.lines().collect::<Vec<_>>() }),
-            format!(
-                "{} flush before fork: the parent's line is in {} {copies} time{}\n{}",
+        common::event!("buffer", { "flush_before_fork": flush_before_fork, "path": path, "copies": copies,
+                    "expected": expected, "lines": text.lines().collect::<Vec<_>>() }, "{} flush before fork: the parent's line is in {} {copies} time{}\n{}",
                 if flush_before_fork { "with" } else { "without" },
                 path.display(),
                 if copies == 1 { "" } else { "s" },
-                text.lines().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
-            ),
-        );
+                text.lines().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"));
     }
     guess.reveal(
         copies_seen.first().copied().unwrap_or(0),

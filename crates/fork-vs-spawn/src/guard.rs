@@ -160,21 +160,15 @@ fn check_chain(cap: usize, work: &WorkDir) -> Result<usize> {
     }));
     left.sort_unstable();
     left.dedup();
-    report::event(
-        "guard",
-        json!({ "cap": cap, "levels": chain.len(), "chain": chain, "linked": linked,
-                "distinct": distinct, "left": left }),
-        format!(
-            "the chain stopped at depth {cap}: {} unguarded levels, each the child of the one \
+    common::event!("guard", { "cap": cap, "levels": chain.len(), "chain": chain, "linked": linked,
+                "distinct": distinct, "left": left }, "the chain stopped at depth {cap}: {} unguarded levels, each the child of the one \
              before: {linked}; every one reaped: {}.\n\
              CPython stops it earlier: in a spawn child that is still importing the main module, \
              Process.start() raises RuntimeError ('An attempt has been made to start a new \
              process before the current process has finished its bootstrapping phase'); that \
              child exits with 1 and the parent goes on.",
             chain.len(),
-            left.is_empty()
-        ),
-    );
+            left.is_empty());
     if !linked || !distinct || !left.is_empty() {
         bail!("the unguarded chain is not as expected (linked {linked}, left {left:?})");
     }

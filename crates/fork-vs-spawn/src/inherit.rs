@@ -63,11 +63,7 @@ pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
             )
         })
         .clone();
-    report::event(
-        "parent-runtime-value",
-        json!({ "value": value, "compiled_in": COMPILED_IN }),
-        format!("parent: a = {value:?} (and a static {COMPILED_IN:?})"),
-    );
+    common::event!("parent-runtime-value", { "value": value, "compiled_in": COMPILED_IN }, "parent: a = {value:?} (and a static {COMPILED_IN:?})");
     let question = "a value the parent set at run time: does a spawn child find it?";
     let expect = common::predict::Expect::Choice(&["yes", "no"]);
     let guess = common::predict::ask(&cli.common, "spawn-finds", question, expect);
@@ -96,13 +92,9 @@ pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
     let why = "a spawn child is the program started again: it runs main afresh, without the \
                parent's run-time values (unless they are passed as arguments)";
     guess.reveal(if spawn_found { "yes" } else { "no" }, why);
-    report::event(
-        "inherit",
-        json!({ "value": value, "results": results, "as_expected": as_expected }),
-        "fork child: has it (a copy of the parent's memory); spawn child: does not (it ran \
+    common::event!("inherit", { "value": value, "results": results, "as_expected": as_expected }, "fork child: has it (a copy of the parent's memory); spawn child: does not (it ran \
              main afresh, like Windows' CreateProcess); spawn child given it as an argument: has \
-             it.\nThe static compiled into the program is in all three.",
-    );
+             it.\nThe static compiled into the program is in all three.");
     if !as_expected {
         bail!("inherited state not as expected: {results:?}");
     }

@@ -72,11 +72,7 @@ pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
     report::section("1. isolation (数据隔离): a child's write never reaches the parent");
     VALUE.store(PARENT_VALUE, Ordering::SeqCst);
     let address = address_of_value();
-    report::event(
-        "parent-value",
-        json!({ "address": address, "value": PARENT_VALUE }),
-        format!("parent: a = {PARENT_VALUE} at address {address}"),
-    );
+    common::event!("parent-value", { "address": address, "value": PARENT_VALUE }, "parent: a = {PARENT_VALUE} at address {address}");
 
     let guess = predict::ask(
         &cli.common,
@@ -127,23 +123,17 @@ pub fn run(cli: &Cli, work: &WorkDir) -> Result<()> {
     } else {
         "spawn: a different address: a new program, laid out afresh (ASLR, 地址空间布局随机化)"
     };
-    report::event(
-        "isolation",
-        json!({
-            "address": address, "before": PARENT_VALUE, "after": after, "unchanged": unchanged,
-            "fork": fork, "spawn": spawn, "fork_same_address": fork_same,
-            "spawn_same_address": spawn_same, "randomize_va_space": aslr,
-        }),
-        format!(
-            "parent after both children wrote {CHILD_WRITES}: a = {after} at {address}\n\
-             fork: {}\n{spawn_note}",
-            if fork_same {
-                "same address, different contents: copy-on-write (写时复制), not sharing"
-            } else {
-                "a different address (unexpected after fork)"
-            }
-        ),
-    );
+    common::event!("isolation", {
+        "address": address, "before": PARENT_VALUE, "after": after, "unchanged": unchanged,
+        "fork": fork, "spawn": spawn, "fork_same_address": fork_same,
+        "spawn_same_address": spawn_same, "randomize_va_space": aslr,
+    }, "parent after both children wrote {CHILD_WRITES}: a = {after} at {address}\n\
+         fork: {}\n{spawn_note}",
+        if fork_same {
+            "same address, different contents: copy-on-write (写时复制), not sharing"
+        } else {
+            "a different address (unexpected after fork)"
+        });
     report::say(
         "Python's id(a) is an address too. The notes saw one id(50) in parent and child and \
          called the small-int pool (小数池) 'third-party memory shared between processes'. It is \

@@ -267,24 +267,18 @@ fn replacements(rounds: usize) -> Result<()> {
     }
     let made = queues_made.load(Ordering::Relaxed);
     let ms = began.elapsed().as_millis() as u64;
-    report::event(
-        "replacements",
-        json!({ "rounds": rounds, "done": answers.len(), "blocked_at": blocked,
-                "workers": pids.len(), "from_server": from_server, "forked_here": forked_here,
-                "server": server, "queues_made": made, "ms": ms }),
-        format!(
-            "{} tasks, each in a new worker ({} workers in all: {forked_here} forked here at the \
-             start, {from_server} forked by the fork server {}) while {QUEUE_MAKERS} threads made \
-             {made} queues; {} in {ms} ms",
-            answers.len(),
-            pids.len(),
-            server.map_or("-".into(), |s| format!("(pid {s})")),
-            match blocked {
-                None => "no replacement ever blocked".to_string(),
-                Some(i) => format!("task {i} got no answer within {TASK_DEADLINE:?}: BLOCKED"),
-            }
-        ),
-    );
+    common::event!("replacements", { "rounds": rounds, "done": answers.len(), "blocked_at": blocked,
+        "workers": pids.len(), "from_server": from_server, "forked_here": forked_here,
+        "server": server, "queues_made": made, "ms": ms }, "{} tasks, each in a new worker ({} workers in all: {forked_here} forked here at the \
+     start, {from_server} forked by the fork server {}) while {QUEUE_MAKERS} threads made \
+     {made} queues; {} in {ms} ms",
+    answers.len(),
+    pids.len(),
+    server.map_or("-".into(), |s| format!("(pid {s})")),
+    match blocked {
+        None => "no replacement ever blocked".to_string(),
+        Some(i) => format!("task {i} got no answer within {TASK_DEADLINE:?}: BLOCKED"),
+    });
     if let Some(i) = blocked {
         bail!("a replacement worker blocked: task {i} got no answer within {TASK_DEADLINE:?}");
     }

@@ -72,14 +72,10 @@ pub fn run(cli: &Cli) -> Result<()> {
         Rule::SwitchInterval(d) => Some(d.as_secs_f64() * 1e3),
         Rule::CheckInterval(_) => None,
     };
-    report::event(
-        "convoy",
-        json!({
+    common::event!("convoy", {
             "rows": data, "switch_interval_ms": interval_ms, "round_trips": cli.round_trips,
             "think_us": echo::THINK.as_micros() as u64,
-        }),
-        "round-trip latency, measured now:",
-    );
+        }, "round-trip latency, measured now:");
     report::plain(table);
     let convoy = &rows[1].2;
     let plain = &rows[3].2;

@@ -79,14 +79,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         cpus.truncate(usize::from(k));
     }
     let Some(&first) = cpus.first() else { bail!("sched_getaffinity gave no CPU") };
-    report::event(
-        "cpus_allowed",
-        json!({ "allowed": allowed, "used": cpus }),
-        format!(
-            "this program may run on CPUs {allowed:?} (nproc: {}); this part uses {cpus:?}",
-            allowed.len()
-        ),
-    );
+    common::event!("cpus_allowed", { "allowed": allowed, "used": cpus }, "this program may run on CPUs {allowed:?} (nproc: {}); this part uses {cpus:?}",
+            allowed.len());
     let question = "Two CPU-bound threads pinned to one CPU (并发) instead of two (并行): how many \
                     times longer do they take?";
     // Asked only where there is a second CPU to compare with.
@@ -96,12 +90,8 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mut rows = vec![pinned_run(cli, "one CPU", [first, first], n)?];
     let parallel_skipped = cpus.len() < 2;
     if parallel_skipped {
-        report::event(
-            "parallel_skipped",
-            json!({ "cpus": cpus.len() }),
-            "only one CPU here: the parallel row (two threads on two CPUs) is skipped; on one \
-             CPU threads can only take turns",
-        );
+        common::event!("parallel_skipped", { "cpus": cpus.len() }, "only one CPU here: the parallel row (two threads on two CPUs) is skipped; on one \
+             CPU threads can only take turns");
     } else {
         rows.push(pinned_run(cli, "two CPUs", [cpus[0], cpus[1]], n)?);
     }
@@ -127,11 +117,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         .map(|r| json!({ "cpus": r.what, "pinned": r.pinned, "wall_ms": r.wall_ms, "threads": r.threads }))
         .collect();
     let ratio = (rows.len() == 2).then(|| rows[0].wall_ms / rows[1].wall_ms.max(1e-6));
-    report::event(
-        "cores",
-        json!({ "n": n, "rows": data, "parallel_skipped": parallel_skipped, "one_over_two": ratio }),
-        format!("two threads, each counting {n} down, pinned with sched_setaffinity:"),
-    );
+    common::event!("cores", { "n": n, "rows": data, "parallel_skipped": parallel_skipped, "one_over_two": ratio }, "two threads, each counting {n} down, pinned with sched_setaffinity:");
     report::plain(table);
     if let (Some(ratio), Some(guess)) = (ratio, guess) {
         let why = "on one CPU the threads take turns, so the wall time is both CPU times added up";

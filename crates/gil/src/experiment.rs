@@ -29,11 +29,7 @@ pub static COUNTDOWN: Role = Role::new("countdown", countdown_role);
 fn countdown_role(args: Value) -> Result<()> {
     let n = args.as_u64().context("the countdown's N")?;
     let done = countdown(n);
-    report::event(
-        "counted",
-        json!({ "n": n, "done": done, "cpu_ms": ms(gil::countdown::process_cpu()) }),
-        format!("counted {done} down to 0"),
-    );
+    common::event!("counted", { "n": n, "done": done, "cpu_ms": ms(gil::countdown::process_cpu()) }, "counted {done} down to 0");
     if done != n {
         bail!("counted {done} of {n}");
     }
@@ -166,20 +162,14 @@ pub fn run(cli: &Cli) -> Result<()> {
     ));
     let (online, usable) = cpu_counts();
     let (affinity, cores) = (affinity_cpus(), physical_cores());
-    report::event(
-        "cpus",
-        json!({ "online": online, "usable": usable, "affinity": affinity, "cores": cores }),
-        format!(
-            "this machine has {online} logical CPUs (自己电脑上CPU的核数为{online}核; {}), this \
+    common::event!("cpus", { "online": online, "usable": usable, "affinity": affinity, "cores": cores }, "this machine has {online} logical CPUs (自己电脑上CPU的核数为{online}核; {}), this \
              program may use {usable} (its affinity mask allows {}, and a cgroup CPU quota may \
              allow fewer). Seed 003's 并行进程数 = CPU核数, more exactly: as many run at once as \
              there are logical CPUs this process may use",
             cores.map_or("physical cores unknown".to_string(), |c| format!(
                 "{c} physical core(s): a core's hardware threads count as CPUs"
             )),
-            affinity.map_or("?".to_string(), |a| a.to_string())
-        ),
-    );
+            affinity.map_or("?".to_string(), |a| a.to_string()));
     let question = "two threads each count N down: how many times one thread's wall time?";
     let expect = common::predict::Expect::About { within: 0.3 };
     let guess = common::predict::ask(&cli.common, "two-over-one", question, expect);
@@ -261,14 +251,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         child.start()?;
     }
     let pids: Vec<i32> = children.iter().filter_map(Process::pid).collect();
-    report::event(
-        "processes_started",
-        json!({ "pids": pids, "start_method": cli.common.start_method.to_string() }),
-        format!(
-            "two processes started by {} ({pids:?}), each counting {n} down",
-            cli.common.start_method
-        ),
-    );
+    common::event!("processes_started", { "pids": pids, "start_method": cli.common.start_method.to_string() }, "two processes started by {} ({pids:?}), each counting {n} down",
+            cli.common.start_method);
     for child in &mut children {
         if child.join()? != Some(0) {
             bail!("{child} failed");
@@ -295,11 +279,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         ));
     }
     let ratio = runs[1].wall_ms / one;
-    report::event(
-        "experiment",
-        json!({ "n": n, "runs": runs, "two_threads_over_one": ratio, "usable_cpus": usable }),
-        "wall and CPU time of each run, measured now:",
-    );
+    common::event!("experiment", { "n": n, "runs": runs, "two_threads_over_one": ratio, "usable_cpus": usable }, "wall and CPU time of each run, measured now:");
     report::plain(table);
     // The verdict is read off this run's ratio: a ratio near 1 is parallelism, near 2 is
     // taking turns, whatever the machine was expected to give.
@@ -440,11 +420,7 @@ fn python(n: u64) -> Result<()> {
         let output = match command.output() {
             Ok(output) => output,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                report::event(
-                    "python_skipped",
-                    json!({ "reason": "python3 not found on PATH" }),
-                    "python3 is not installed here: the Python run is skipped",
-                );
+                common::event!("python_skipped", { "reason": "python3 not found on PATH" }, "python3 is not installed here: the Python run is skipped");
                 return Ok(());
             }
             Err(e) => return Err(e).context("running python3"),
@@ -461,17 +437,11 @@ fn python(n: u64) -> Result<()> {
         costs.push(cost);
     }
     let ratio = costs[1] / costs[0];
-    report::event(
-        "python",
-        json!({ "n": n, "one_thread_s": costs[0], "two_threads_s": costs[1], "ratio": ratio }),
-        format!(
-            "CPython: one thread {:.2} s, two threads {:.2} s = {ratio:.2} x one thread (the notes' \
+    common::event!("python", { "n": n, "one_thread_s": costs[0], "two_threads_s": costs[1], "ratio": ratio }, "CPython: one thread {:.2} s, two threads {:.2} s = {ratio:.2} x one thread (the notes' \
              cost/2, the time per N, would say {:.2} s)",
             costs[0],
             costs[1],
-            costs[1] / 2.0
-        ),
-    );
+            costs[1] / 2.0);
     // Seed 001's "只能用到1个核" is about Python bytecode; C code that drops the GIL is not
     // bound by it. The verdict is this run's.
     let hash_ratio = costs[3] / costs[2];

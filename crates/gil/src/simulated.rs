@@ -73,11 +73,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let guess =
         predict::ask(&cli.common, "sim-ratio", question, predict::Expect::About { within: 0.3 });
     let (one_ms, one, gil1) = run_under(rule, 1, n)?;
-    report::event(
-        "simulated_started",
-        json!({ "n": n, "one_thread_ms": one_ms }),
-        format!("one thread under the GIL: {one_ms:.1} ms; now two threads, each {n}"),
-    );
+    common::event!("simulated_started", { "n": n, "one_thread_ms": one_ms }, "one thread under the GIL: {one_ms:.1} ms; now two threads, each {n}");
     let (two_ms, two, gil2) = run_under(rule, 2, n)?;
     let stats = gil2.stats();
     let ratio = two_ms / one_ms.max(1e-6);
@@ -112,21 +108,15 @@ pub fn run(cli: &Cli) -> Result<()> {
         Rule::CheckInterval(k) => (None, Some(k)),
     };
     let cpu_sum: f64 = two.iter().map(|(_, cpu)| cpu).sum();
-    report::event(
-        "simulated",
-        json!({
+    common::event!("simulated", {
             "n": n, "switch_interval_ms": interval_ms, "check_interval": check_interval,
             "one_thread_ms": one_ms, "two_threads_ms": two_ms, "ratio": ratio,
             "stats": stats, "one_thread_stats": gil1.stats(), "threads": threads,
             "one_thread": one[0].0, "cpu_ms_sum": cpu_sum,
-        }),
-        format!(
-            "two threads under the simulated GIL took {ratio:.2} x one thread ({two_ms:.1} ms \
+        }, "two threads under the simulated GIL took {ratio:.2} x one thread ({two_ms:.1} ms \
              against {one_ms:.1} ms); the GIL changed hands {} times, {} of them on request; \
              overlaps (two threads inside at once): {}",
-            stats.switches, stats.requested_drops, stats.overlaps
-        ),
-    );
+            stats.switches, stats.requested_drops, stats.overlaps);
     report::plain(table);
     let why = "only the GIL's holder runs: the two countdowns take turns on one CPU at a time";
     guess.reveal(ratio, why);

@@ -18,7 +18,6 @@ use common::threads::named;
 use gil::countdown::ms;
 use gil::sim::{Gil, GilStats, Interp};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::{Cli, LOOPS, rule_text};
 
@@ -185,11 +184,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             o.code, o.final_balance, lost, o.stats.switches, o.wall_ms
         ));
     }
-    report::event(
-        "balance",
-        json!({ "loops": loops, "outcomes": outcomes }),
-        "the final balances:",
-    );
+    common::event!("balance", { "loops": loops, "outcomes": outcomes }, "the final balances:");
     report::plain(table);
     for o in &outcomes {
         if o.stats.overlaps != 0 {

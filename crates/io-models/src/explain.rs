@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::json;
 
 use common::net::load::Spec;
 use common::predict;
@@ -66,13 +65,9 @@ pub fn run(cli: &Cli, args: &ExplainArgs) -> Result<()> {
                 row.wait_us, row.copy_us, row.both_us, row.syscalls_per_request
             )
         };
-        report::event(
-            "phases",
-            json!({ "model": model, "phase1": one, "phase2": two, "wait_us": row.wait_us,
+        common::event!("phases", { "model": model, "phase1": one, "phase2": two, "wait_us": row.wait_us,
                     "copy_us": row.copy_us, "both_us": row.both_us,
-                    "syscalls_per_request": row.syscalls_per_request, "skipped": row.skipped }),
-            format!("{model}: phase 1: {one}; phase 2: {two}"),
-        );
+                    "syscalls_per_request": row.syscalls_per_request, "skipped": row.skipped }, "{model}: phase 1: {one}; phase 2: {two}");
         if model == Model::Epoll
             && let Some(guess) = guess.take()
         {

@@ -219,12 +219,6 @@ fn raise_fd_limit(need: u64) -> Result<()> {
         )));
     }
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-    report::event(
-        "fd_limit",
-        json!({ "soft": soft, "raised_to": hard }),
-        format!(
-            "raised the open-file limit from {soft} to {hard} (the hard limit) for {need} descriptors"
-        ),
-    );
+    common::event!("fd_limit", { "soft": soft, "raised_to": hard }, "raised the open-file limit from {soft} to {hard} (the hard limit) for {need} descriptors");
     Ok(())
 }

@@ -7,10 +7,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
 
 use common::net::load::process_cpu;
-use common::report;
 
 use crate::ServeArgs;
 use crate::model::Model;
@@ -21,24 +19,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.model == Model::Uring
         && let Some(why) = models::uring::refused()
     {
-        report::event(
-            "skipped",
-            json!({ "model": "uring", "reason": why }),
-            format!("the uring model is skipped: {why}"),
-        );
+        common::event!("skipped", { "model": "uring", "reason": why }, "the uring model is skipped: {why}");
         bail!("io_uring is refused here: {why}");
     }
     let (listener, port) = listen_localhost(args.port)?;
     let pid = std::process::id();
-    report::event(
-        "listening",
-        json!({ "address": format!("127.0.0.1:{port}"), "port": port, "model": args.model,
-                "pid": pid }),
-        format!(
-            "listening on 127.0.0.1:{port} (model {}, pid {pid}); try: nc 127.0.0.1 {port}",
-            args.model
-        ),
-    );
+    common::event!("listening", { "address": format!("127.0.0.1:{port}"), "port": port, "model": args.model,
+                "pid": pid }, "listening on 127.0.0.1:{port} (model {}, pid {pid}); try: nc 127.0.0.1 {port}",
+            args.model);
     let stats = shared_stats()?;
     let every = Duration::from_millis(args.stats_ms);
     common::threads::named::spawn("stats", move || report_stats(stats, every))
@@ -59,18 +47,14 @@ fn report_stats(stats: &'static Stats, every: Duration) {
         let (user, sys) = process_cpu(std::process::id() as i32).unwrap_or_default();
         let cpu_us = (user + sys).as_secs_f64() * 1e6;
         let per = |v: u64| now.per_request(v);
-        report::event(
-            "stats",
-            json!({
+        common::event!("stats", {
                 "requests": now.requests, "syscalls": now.syscalls, "eagain": now.eagain,
                 "wakeups": now.wakeups, "signals": now.signals, "accepted": now.accepted,
                 "refused": now.refused, "open": now.open, "max_open": now.max_open,
                 "reaped": now.reaped, "syscalls_per_request": per(now.syscalls),
                 "wait_ns": now.wait_ns, "copy_ns": now.copy_ns, "both_ns": now.both_ns,
                 "cpu_us": cpu_us,
-            }),
-            format!(
-                "stats: {} lines echoed, {:.2} system calls/line, {} EAGAIN, {} open ({} accepted, \
+            }, "stats: {} lines echoed, {:.2} system calls/line, {} EAGAIN, {} open ({} accepted, \
                  {} refused), CPU {:.0} ms",
                 now.requests,
                 per(now.syscalls),
@@ -78,8 +62,6 @@ fn report_stats(stats: &'static Stats, every: Duration) {
                 now.open,
                 now.accepted,
                 now.refused,
-                cpu_us / 1000.0
-            ),
-        );
+                cpu_us / 1000.0);
     }
 }

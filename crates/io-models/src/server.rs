@@ -20,7 +20,6 @@ use nix::sys::socket::{
     AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, SockaddrIn, bind, listen, recv,
     send, setsockopt, shutdown, socket, sockopt,
 };
-use serde_json::json;
 
 use common::report;
 
@@ -309,27 +308,19 @@ pub fn quiet() -> bool {
 
 pub fn report_accepted(conn: u64, fd: RawFd, open: u64) {
     if !quiet() {
-        report::event(
-            "accepted",
-            json!({ "conn": conn, "fd": fd, "open": open }),
-            format!("accepted connection {conn} (fd {fd}); {open} open"),
-        );
+        common::event!("accepted", { "conn": conn, "fd": fd, "open": open }, "accepted connection {conn} (fd {fd}); {open} open");
     }
 }
 
 pub fn report_closed(conn: u64, reason: &Reason, requests: u64) {
     if !quiet() {
-        report::event(
-            "closed",
-            json!({ "conn": conn, "reason": reason.text(), "requests": requests }),
-            format!("closed connection {conn} after {requests} line(s): {}", reason.text()),
-        );
+        common::event!("closed", { "conn": conn, "reason": reason.text(), "requests": requests }, "closed connection {conn} after {requests} line(s): {}", reason.text());
     }
 }
 
 pub fn report_refused(why: &str) {
     if !quiet() {
-        report::event("refused", json!({ "reason": why }), format!("refused a client: {why}"));
+        common::event!("refused", { "reason": why }, "refused a client: {why}");
     }
 }
 

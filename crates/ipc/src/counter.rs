@@ -220,16 +220,10 @@ impl Run for Incrementer {
         .context("mapping the counter's shared memory")?;
         if self.show_map {
             let line = maps_line(block.addr());
-            report::event(
-                "mapped",
-                json!({ "addr": format!("{:#x}", block.addr()), "maps": line,
-                        "inode": line.as_deref().and_then(maps_inode) }),
-                format!(
-                    "{me} mapped the counter at {:#x}: {}",
+            common::event!("mapped", { "addr": format!("{:#x}", block.addr()), "maps": line,
+                        "inode": line.as_deref().and_then(maps_inode) }, "{me} mapped the counter at {:#x}: {}",
                     block.addr(),
-                    line.as_deref().unwrap_or("?")
-                ),
-            );
+                    line.as_deref().unwrap_or("?"));
         }
         let counter = block.get();
         let mut torn_reads = 0u64;
@@ -431,22 +425,16 @@ pub fn show(outcome: &Outcome) -> Result<()> {
     } else {
         String::new()
     };
-    report::event(
-        "counter",
-        json!({ "way": o.way.key(), "label": o.way.label(), "processes": o.processes,
+    common::event!("counter", { "way": o.way.key(), "label": o.way.label(), "processes": o.processes,
                 "increments": o.increments, "expected": o.expected, "value": o.value,
                 "lost": o.lost, "torn_reads": o.torn_reads, "meet_every": o.meet_every,
-                "seconds": o.seconds, "per_second": o.per_second }),
-        format!(
-            "{:<31} counter = {:>7}, expected {} × {} = {}: {verdict}{torn} ({})",
+                "seconds": o.seconds, "per_second": o.per_second }, "{:<31} counter = {:>7}, expected {} × {} = {}: {verdict}{torn} ({})",
             o.way.label(),
             o.value,
             o.processes,
             o.increments,
             o.expected,
-            rate(o.per_second)
-        ),
-    );
+            rate(o.per_second));
     if o.way.safe() && o.value != o.expected {
         bail!("{}: the counter is {} instead of {}", o.way.label(), o.value, o.expected);
     }

@@ -88,18 +88,10 @@ impl Run for Pong {
             conn.send(&json!({ "pong": n, "by": std::process::id() }))?;
             answered += 1;
             if self.show {
-                report::event(
-                    "pong",
-                    json!({ "n": n }),
-                    format!("{me}: recv() -> ping {n}; send(pong {n})"),
-                );
+                common::event!("pong", { "n": n }, "{me}: recv() -> ping {n}; send(pong {n})");
             }
         }
-        report::event(
-            "pong_eof",
-            json!({ "answered": answered }),
-            format!("{me}: recv() met end-of-file (Python: EOFError) after {answered} pings; ends"),
-        );
+        common::event!("pong_eof", { "answered": answered }, "{me}: recv() met end-of-file (Python: EOFError) after {answered} pings; ends");
         Ok(())
     }
 }
@@ -112,17 +104,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
             .context("socketpair(AF_UNIX, SOCK_STREAM)")?;
     let (a, b) = (kit::fd_link(me, raw(&parent_end)), kit::fd_link(me, raw(&child_end)));
-    report::event(
-        "pipe_ends",
-        json!({ "parent_end": { "fd": raw(&parent_end), "link": a },
-                "child_end": { "fd": raw(&child_end), "link": b } }),
-        format!(
-            "conn1, conn2 = Pipe(): fd {} -> {a} and fd {} -> {b}: two sockets joined to each \
+    common::event!("pipe_ends", { "parent_end": { "fd": raw(&parent_end), "link": a },
+                "child_end": { "fd": raw(&child_end), "link": b } }, "conn1, conn2 = Pipe(): fd {} -> {a} and fd {} -> {b}: two sockets joined to each \
              other (a pipe is one object with two ends: one inode, see part 1)",
             raw(&parent_end),
-            raw(&child_end)
-        ),
-    );
+            raw(&child_end));
     let trips = cli.round_trips as usize;
     let pong = Pong {
         conn_fd: raw(&child_end),
@@ -161,11 +147,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             bail!("sent ping {n}, received {answer}");
         }
         if trips <= SHOWN {
-            report::event(
-                "ping",
-                json!({ "n": n, "answer": answer }),
-                format!("parent: send(ping {n}); recv() -> pong {n} from pid {}", answer["by"]),
-            );
+            common::event!("ping", { "n": n, "answer": answer }, "parent: send(ping {n}); recv() -> pong {n} from pid {}", answer["by"]);
         }
     }
     let median = common::startcost::median(&times);
@@ -174,14 +156,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         "no copy to disk, no lock: two writes and two wake-ups, each side asleep in read(2) \
          until the other writes; the scheduler's wake-up is most of it",
     );
-    report::event(
-        "duplex_summary",
-        json!({ "round_trips": trips, "median_us": median }),
-        format!(
-            "{trips} round trips, both ways through one Pipe(); median {median:.1} µs each (two \
-             wake-ups: each side sleeps in read(2) until the other writes)"
-        ),
-    );
+    common::event!("duplex_summary", { "round_trips": trips, "median_us": median }, "{trips} round trips, both ways through one Pipe(); median {median:.1} µs each (two \
+             wake-ups: each side sleeps in read(2) until the other writes)");
     drop(parent_end); // conn1.close(): the child's recv() meets end-of-file
     join_all(&mut children, "pings")?;
     one_way()
@@ -192,15 +168,9 @@ fn one_way() -> Result<()> {
     let (r, w) = kit::pipe()?;
     let refused = nix::unistd::write(r.as_fd(), b"x").err();
     kit::write_all(w.as_fd(), b"one way\n")?;
-    report::event(
-        "one_way",
-        json!({ "write_on_read_end": refused.map(|e| e.desc()), "errno": refused.map(|e| e as i32) }),
-        format!(
-            "Pipe(duplex=False) is a plain pipe: write(2) on its read end fails with {} (Python \
+    common::event!("one_way", { "write_on_read_end": refused.map(|e| e.desc()), "errno": refused.map(|e| e as i32) }, "Pipe(duplex=False) is a plain pipe: write(2) on its read end fails with {} (Python \
              refuses earlier: OSError \"connection is read-only\"); messages go one way only",
-            refused.map_or("nothing?".to_string(), |e| format!("{e:?} ({})", e.desc()))
-        ),
-    );
+            refused.map_or("nothing?".to_string(), |e| format!("{e:?} ({})", e.desc())));
     if refused.is_none() {
         bail!("a pipe's read end accepted a write");
     }

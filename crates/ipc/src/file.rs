@@ -7,7 +7,6 @@
 use anyhow::Result;
 use common::predict::{self, Expect};
 use common::report;
-use serde_json::json;
 
 use crate::counter::{self, Stores, Way};
 use crate::{COUNTER_MEET_EVERY, Cli, FILE_INCREMENTS, SHM_INCREMENTS};
@@ -70,13 +69,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         let us = 1e6 / o.per_second;
         let slower = shm / o.per_second;
         if report::json_mode() {
-            report::event(
-                "table_row",
-                json!({ "way": o.way.key(), "label": o.way.label(), "per_second": o.per_second,
+            common::event!("table_row", { "way": o.way.key(), "label": o.way.label(), "per_second": o.per_second,
                         "us_per_increment": us, "times_slower_than_shm_lock": slower,
-                        "exact": true }),
-                "",
-            );
+                        "exact": true }, "");
         }
         let against = if o.way == Way::ShmLock {
             "(the reference)".to_string()
@@ -102,13 +97,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     );
     report::plain(table);
     let unlocked = &outcomes[0];
-    report::event(
-        "file_verdict",
-        json!({ "file_per_second": file, "shm_lock_per_second": shm,
+    common::event!("file_verdict", { "file_per_second": file, "shm_lock_per_second": shm,
                 "times_slower": times_slower, "value_without_lock": unlocked.value,
-                "expected": unlocked.expected, "torn_reads_without_lock": unlocked.torn_reads }),
-        format!(
-            "效率更低: the file is {:.0}× slower than shared memory with a lock (about eight \
+                "expected": unlocked.expected, "torn_reads_without_lock": unlocked.torn_reads }, "效率更低: the file is {:.0}× slower than shared memory with a lock (about eight \
              system calls per increment, where an uncontended lock in shared memory makes \
              none, and the file system's own work at \
              each close); 安全性更差: without its lock it counted {} for {}, and {} reads found \
@@ -116,8 +107,6 @@ pub fn run(cli: &Cli) -> Result<()> {
             shm / file.max(1e-9),
             unlocked.value,
             unlocked.expected,
-            unlocked.torn_reads
-        ),
-    );
+            unlocked.torn_reads);
     Ok(())
 }

@@ -38,20 +38,10 @@ impl Run for Reader {
         let me = report::who();
         if self.close_write_end {
             close_inherited(&[self.write_fd]); // the fix: only the parent holds a write end now
-            report::event(
-                "closed_write_end",
-                json!({ "reader": me, "fd": self.write_fd }),
-                format!("{me} closed its own copy of the write end (fd {}) first", self.write_fd),
-            );
+            common::event!("closed_write_end", { "reader": me, "fd": self.write_fd }, "{me} closed its own copy of the write end (fd {}) first", self.write_fd);
         } else {
-            report::event(
-                "kept_write_end",
-                json!({ "reader": me, "fd": self.write_fd }),
-                format!(
-                    "{me} keeps its copy of the write end (fd {}) open, as a forked child has it",
-                    self.write_fd
-                ),
-            );
+            common::event!("kept_write_end", { "reader": me, "fd": self.write_fd }, "{me} keeps its copy of the write end (fd {}) open, as a forked child has it",
+                    self.write_fd);
         }
         let mut pending: Vec<u8> = Vec::new();
         let mut lines = 0usize;
@@ -73,21 +63,11 @@ impl Run for Reader {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line[..end]).into_owned();
                 lines += 1;
-                report::event(
-                    "received",
-                    json!({ "reader": me, "line": line, "n": lines }),
-                    format!("{me} read: {line:?}"),
-                );
+                common::event!("received", { "reader": me, "line": line, "n": lines }, "{me} read: {line:?}");
             }
         }
-        report::event(
-            "eof",
-            json!({ "reader": me, "lines": lines }),
-            format!(
-                "{me}: read() returned 0: end-of-file (every write end is closed); {lines} \
-                 line(s) received"
-            ),
-        );
+        common::event!("eof", { "reader": me, "lines": lines }, "{me}: read() returned 0: end-of-file (every write end is closed); {lines} \
+                 line(s) received");
         Ok(())
     }
 }
@@ -126,33 +106,23 @@ fn one_way(cli: &Cli, n: usize, fixed: bool) -> Result<()> {
     let mut c = child(cli, &name, reader, &[raw(&r), raw(&w)]);
     c.start()?;
     let pid = c.pid().unwrap_or(0);
-    report::event(
-        "pipe",
-        json!({ "reader": name, "pid": pid, "pipe": link, "read_fd": raw(&r), "write_fd": raw(&w),
-                "fixed": fixed }),
-        format!(
-            "{link}: read end fd {}, write end fd {}; started {c}, which {}",
-            raw(&r),
-            raw(&w),
-            if fixed {
-                "closes its copy of the write end before reading (the fix)"
-            } else {
-                "keeps its copy of the write end"
-            }
-        ),
-    );
+    common::event!("pipe", { "reader": name, "pid": pid, "pipe": link, "read_fd": raw(&r), "write_fd": raw(&w),
+        "fixed": fixed }, "{link}: read end fd {}, write end fd {}; started {c}, which {}",
+    raw(&r),
+    raw(&w),
+    if fixed {
+        "closes its copy of the write end before reading (the fix)"
+    } else {
+        "keeps its copy of the write end"
+    });
     let lines = cli.messages(PIPE_MESSAGES);
     for i in 1..=lines {
         let line = format!("line {i} from the parent");
         kit::write_all(w.as_fd(), format!("{line}\n").as_bytes()).context("write() to the pipe")?;
-        report::event("sent", json!({ "line": line, "n": i }), format!("parent wrote: {line:?}"));
+        common::event!("sent", { "line": line, "n": i }, "parent wrote: {line:?}");
     }
     drop(w); // the parent's write end: closed, the parent has nothing more to say
-    report::event(
-        "parent_closed",
-        json!({ "reader": name }),
-        "parent closed its write end: the reader should now see end-of-file after the last line",
-    );
+    common::event!("parent_closed", { "reader": name }, "parent closed its write end: the reader should now see end-of-file after the last line");
     if fixed {
         if c.join_timeout(FIXED_BOUND)?.is_none() {
             c.kill()?;
@@ -164,11 +134,7 @@ fn one_way(cli: &Cli, n: usize, fixed: bool) -> Result<()> {
         if c.exitcode() != Some(0) {
             return Err(common::processes::lost::report(&c, "lines", 0));
         }
-        report::event(
-            "eof_fixed",
-            json!({ "reader": name, "pid": pid, "exitcode": c.exitcode() }),
-            format!("{c}: it saw end-of-file and ended by itself"),
-        );
+        common::event!("eof_fixed", { "reader": name, "pid": pid, "exitcode": c.exitcode() }, "{c}: it saw end-of-file and ended by itself");
         return Ok(());
     }
 
@@ -195,28 +161,18 @@ fn one_way(cli: &Cli, n: usize, fixed: bool) -> Result<()> {
         .into_iter()
         .filter(|&f| kit::fd_mode(pid, f) == "w")
         .collect();
-    report::event(
-        "eof_hang",
-        json!({ "reader": name, "pid": pid, "deadline_ms": cli.deadline_ms, "state": now.state,
+    common::event!("eof_hang", { "reader": name, "pid": pid, "deadline_ms": cli.deadline_ms, "state": now.state,
                 "syscall": now.syscall, "fd": now.fd, "pipe": link,
-                "own_write_fds": own_write_ends }),
-        format!(
-            "{name} has received everything and still waits, {}ms later: {}; its own fd {:?} is \
+                "own_write_fds": own_write_ends }, "{name} has received everything and still waits, {}ms later: {}; its own fd {:?} is \
              the pipe's write end, so end-of-file never comes (it would wait for ever)",
             cli.deadline_ms,
             now.describe(),
-            own_write_ends
-        ),
-    );
+            own_write_ends);
     cli.common.hold("the reader waiting for an end-of-file that never comes", &[pid]);
     c.terminate()?;
     c.join()?;
-    report::event(
-        "eof_hang_ended",
-        json!({ "reader": name, "pid": pid, "exitcode": c.exitcode(),
-                "status": exitcode_name(c.exitcode()) }),
-        format!("deadline passed: {c} was terminated. The fix: close the end you do not use"),
-    );
+    common::event!("eof_hang_ended", { "reader": name, "pid": pid, "exitcode": c.exitcode(),
+                "status": exitcode_name(c.exitcode()) }, "deadline passed: {c} was terminated. The fix: close the end you do not use");
     Ok(())
 }
 
@@ -278,17 +234,11 @@ impl Run for Grep {
         let mut matched = 0;
         for line in text.lines().filter(|l| l.contains(&self.pattern)) {
             matched += 1;
-            report::event("grep_match", json!({ "line": line }), format!("| {line}"));
+            common::event!("grep_match", { "line": line }, "| {line}");
         }
-        report::event(
-            "grep_done",
-            json!({ "lines": text.lines().count(), "matched": matched, "pattern": self.pattern }),
-            format!(
-                "grep read {} line(s) until end-of-file, {matched} with {:?}",
+        common::event!("grep_done", { "lines": text.lines().count(), "matched": matched, "pattern": self.pattern }, "grep read {} line(s) until end-of-file, {matched} with {:?}",
                 text.lines().count(),
-                self.pattern
-            ),
-        );
+                self.pattern);
         Ok(())
     }
 }
@@ -345,21 +295,15 @@ fn ps_grep(cli: &Cli) -> Result<()> {
     let (writer_ends, reader_ends) = (ends(writer), ends(reader));
     let parent_ends = ends(std::process::id() as i32);
     let inode = kit::link_inode(&link);
-    report::event(
-        "same_pipe",
-        json!({ "pipe": link, "inode": inode,
+    common::event!("same_pipe", { "pipe": link, "inode": inode,
                 "writer": { "name": "ps-aux", "pid": writer, "ends": writer_ends },
                 "reader": { "name": "grep", "pid": reader, "ends": reader_ends },
-                "parent_ends": parent_ends }),
-        format!(
-            "ps-aux (pid {writer}) holds {} and grep (pid {reader}) holds {} of {link}: one \
+                "parent_ends": parent_ends }, "ps-aux (pid {writer}) holds {} and grep (pid {reader}) holds {} of {link}: one \
              pipe, one inode, a write end in one process and a read end in the other; this \
              demo holds {}",
             said(&writer_ends),
             said(&reader_ends),
-            said(&parent_ends)
-        ),
-    );
+            said(&parent_ends));
     cli.common
         .hold(&format!("ps-aux and grep joined by {link} (ls -l /proc/PID/fd)"), &[writer, reader]);
     kit::write_all(gate_w.as_fd(), b"go").context("opening the start gate")?;

@@ -6,7 +6,6 @@
 use anyhow::Result;
 use common::predict::{self, Expect};
 use common::report;
-use serde_json::json;
 
 use crate::counter::{self, Stores, Way};
 use crate::{COUNTER_MEET_EVERY, Cli, SHM_INCREMENTS};
@@ -15,17 +14,11 @@ pub fn run(cli: &Cli) -> Result<()> {
     report::section("4. Shared memory: a counter four processes increment (共享数据)");
     let stores = Stores::new()?;
     let line = counter::maps_line(stores.block.addr());
-    report::event(
-        "mapped",
-        json!({ "addr": format!("{:#x}", stores.block.addr()), "maps": line,
-                "inode": line.as_deref().and_then(counter::maps_inode), "parent": true }),
-        format!(
-            "memfd_create + mmap(MAP_SHARED): one page of memory that every process maps; here \
+    common::event!("mapped", { "addr": format!("{:#x}", stores.block.addr()), "maps": line,
+                "inode": line.as_deref().and_then(counter::maps_inode), "parent": true }, "memfd_create + mmap(MAP_SHARED): one page of memory that every process maps; here \
              at {:#x}: {}",
             stores.block.addr(),
-            line.as_deref().unwrap_or("?")
-        ),
-    );
+            line.as_deref().unwrap_or("?"));
     let increments = cli.increments(SHM_INCREMENTS);
     let meet_every = cli.meet_every(COUNTER_MEET_EVERY);
     report::say(format!(

@@ -153,14 +153,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     two_readers(cli, true)?;
     let mixed = two_writers(cli, false)?;
     two_writers(cli, true)?;
-    report::event(
-        "torn_lesson",
-        json!({ "torn_without_lock": torn, "interleaved_without_lock": mixed }),
-        "a lock around each read of a whole message, and around each write bigger than \
+    common::event!("torn_lesson", { "torn_without_lock": torn, "interleaved_without_lock": mixed }, "a lock around each read of a whole message, and around each write bigger than \
          PIPE_BUF (4096 bytes), is what the notes' queue adds to the pipe (进程queue=管道+锁); \
          common::queue, which joinable-queue uses, takes exactly these two locks, and writes a \
-         small message in one write(2) with no lock at all",
-    );
+         small message in one write(2) with no lock at all");
     Ok(())
 }
 
@@ -199,29 +195,23 @@ fn two_readers(cli: &Cli, locked: bool) -> Result<usize> {
     }
     Meeting::close_group(&meeting_fds);
     let pids: Vec<i32> = children.iter().filter_map(Process::pid).collect();
-    report::event(
-        "readers",
-        json!({ "lock": locked, "readers": readers, "pids": pids, "messages": total,
-                "meet_every": meet_every }),
-        format!(
-            "{} readers of one pipe, {} lock; {total} messages of {HEADER}+{BODY} bytes, each \
-             written in one write(2); each reader reads a header, then a body, in two read(2) \
-             calls{}",
-            readers,
-            if locked { "WITH a" } else { "no" },
-            match (meet_every, locked) {
-                (0, _) => String::new(),
-                (_, false) => format!(
-                    "; once every {meet_every} message(s) the readers meet between the two \
-                     reads, which makes the race certain"
-                ),
-                (_, true) => format!(
-                    "; once every {meet_every} message(s) they meet before the lock and race \
-                     for it"
-                ),
-            }
+    common::event!("readers", { "lock": locked, "readers": readers, "pids": pids, "messages": total,
+        "meet_every": meet_every }, "{} readers of one pipe, {} lock; {total} messages of {HEADER}+{BODY} bytes, each \
+     written in one write(2); each reader reads a header, then a body, in two read(2) \
+     calls{}",
+    readers,
+    if locked { "WITH a" } else { "no" },
+    match (meet_every, locked) {
+        (0, _) => String::new(),
+        (_, false) => format!(
+            "; once every {meet_every} message(s) the readers meet between the two \
+             reads, which makes the race certain"
         ),
-    );
+        (_, true) => format!(
+            "; once every {meet_every} message(s) they meet before the lock and race \
+             for it"
+        ),
+    });
     for seq in 1..=total {
         let message = format!("{}{}", header(seq), body(seq));
         kit::write_all(w.as_fd(), message.as_bytes()).context("write() of a message")?;
@@ -396,12 +386,8 @@ fn two_writers(cli: &Cli, locked: bool) -> Result<usize> {
     }
     let (a_doing, b_doing) = (kit::doing(a), b_doing.expect("read when asleep"));
     let in_pipe = kit::bytes_in_pipe(r.as_fd());
-    report::event(
-        "writers_blocked",
-        json!({ "lock": locked, "size": size, "capacity": capacity, "in_pipe": in_pipe,
-                "a": { "pid": a, "doing": a_doing }, "b": { "pid": b, "doing": b_doing } }),
-        format!(
-            "two writers of {} messages of {} KiB each (4 × the pipe's {} KiB), {}: writer-A is \
+    common::event!("writers_blocked", { "lock": locked, "size": size, "capacity": capacity, "in_pipe": in_pipe,
+                "a": { "pid": a, "doing": a_doing }, "b": { "pid": b, "doing": b_doing } }, "two writers of {} messages of {} KiB each (4 × the pipe's {} KiB), {}: writer-A is \
              {} with {} KiB in the pipe; writer-B is {}",
             per_writer,
             size / 1024,
@@ -409,9 +395,7 @@ fn two_writers(cli: &Cli, locked: bool) -> Result<usize> {
             if locked { "WITH a lock around each write" } else { "no lock" },
             a_doing.as_ref().map_or("?".into(), kit::Doing::describe),
             in_pipe / 1024,
-            b_doing.describe()
-        ),
-    );
+            b_doing.describe());
     cli.common.hold("two writers asleep on one pipe (ps -o pid,stat,wchan:20,comm)", &[a, b]);
     drop(w);
     let mut mixing = Mixing { size, ..Mixing::default() };

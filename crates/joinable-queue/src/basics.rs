@@ -5,7 +5,6 @@
 use anyhow::{Context, Result, bail};
 use common::queue::{JoinableQueue, Queue, QueueError};
 use common::report;
-use serde_json::json;
 
 use crate::{BASICS_MAXSIZE, Cli};
 
@@ -19,17 +18,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     // q.put(1); q.put(2); q.put(3); print(q.full())
     for item in 1..=maxsize as u64 {
         q.put(item).with_context(|| format!("q.put({item})"))?;
-        report::event(
-            "put",
-            json!({ "item": item, "qsize": q.qsize() }),
-            format!("q.put({item})  qsize() = {}", q.qsize()),
-        );
+        common::event!("put", { "item": item, "qsize": q.qsize() }, "q.put({item})  qsize() = {}", q.qsize());
     }
-    report::event(
-        "full",
-        json!({ "full": q.full(), "qsize": q.qsize(), "maxsize": maxsize }),
-        format!("q.full() = {}  (判断是否满了)", q.full()),
-    );
+    common::event!("full", { "full": q.full(), "qsize": q.qsize(), "maxsize": maxsize }, "q.full() = {}  (判断是否满了)", q.full());
     // q.put(4) would block here for ever (再放就阻塞住了，卡死); put_nowait says so instead.
     let extra = maxsize as u64 + 1;
     let guess = common::predict::ask(
@@ -51,14 +42,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         "the _nowait forms never wait: where put would sleep (卡死), put_nowait fails at once \
          with Full",
     );
-    report::event(
-        "put_nowait",
-        json!({ "item": extra, "error": refused.as_ref().err().map(error_name) }),
-        format!(
-            "q.put_nowait({extra}) -> {}  (q.put({extra}) would block: 卡死)",
-            outcome(&refused)
-        ),
-    );
+    common::event!("put_nowait", { "item": extra, "error": refused.as_ref().err().map(error_name) }, "q.put_nowait({extra}) -> {}  (q.put({extra}) would block: 卡死)",
+            outcome(&refused));
     if !matches!(refused, Err(QueueError::Full)) {
         bail!("q.put_nowait({extra}) on a full Queue({maxsize}) gave {refused:?}, not Full");
     }
@@ -67,24 +52,12 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mut got = Vec::new();
     for _ in 0..maxsize {
         let item = q.get().context("q.get()")?;
-        report::event(
-            "got",
-            json!({ "item": item, "qsize": q.qsize() }),
-            format!("q.get() -> {item}  qsize() = {}", q.qsize()),
-        );
+        common::event!("got", { "item": item, "qsize": q.qsize() }, "q.get() -> {item}  qsize() = {}", q.qsize());
         got.push(item);
     }
-    report::event(
-        "empty",
-        json!({ "empty": q.empty(), "qsize": q.qsize() }),
-        format!("q.empty() = {}  (判断是否空了)", q.empty()),
-    );
+    common::event!("empty", { "empty": q.empty(), "qsize": q.qsize() }, "q.empty() = {}  (判断是否空了)", q.empty());
     let refused = q.get_nowait();
-    report::event(
-        "get_nowait",
-        json!({ "error": refused.as_ref().err().map(error_name) }),
-        format!("q.get_nowait() -> {}  (q.get() would block: 卡死)", outcome(&refused)),
-    );
+    common::event!("get_nowait", { "error": refused.as_ref().err().map(error_name) }, "q.get_nowait() -> {}  (q.get() would block: 卡死)", outcome(&refused));
     if !matches!(refused, Err(QueueError::Empty)) {
         bail!("q.get_nowait() on an empty queue gave {refused:?}, not Empty");
     }
@@ -111,15 +84,11 @@ fn anatomy(q: &Queue<u64>) -> Result<()> {
             .unwrap_or_else(|e| format!("? ({e})"))
     };
     let (pipe, block) = (link(d.read_fd), link(d.control_fd));
-    report::event(
-        "queue",
-        json!({
+    common::event!("queue", {
             "maxsize": q.maxsize(), "max_message": q.max_message(),
             "pipe_capacity": q.pipe_capacity(), "fds": d,
             "pipe": pipe, "shared_block": block,
-        }),
-        format!(
-            "Queue({}) is a pipe plus a lock (进程queue=管道+锁): fds {} -> {pipe} <- {} carries \
+        }, "Queue({}) is a pipe plus a lock (进程queue=管道+锁): fds {} -> {pipe} <- {} carries \
              the items; fd {} is {block}, shared memory with the reader lock, the writer lock \
              and the counts. The pipe holds {} KiB; an item may be up to {} bytes of JSON.",
             q.maxsize(),
@@ -127,9 +96,7 @@ fn anatomy(q: &Queue<u64>) -> Result<()> {
             d.write_fd,
             d.control_fd,
             q.pipe_capacity() / 1024,
-            q.max_message()
-        ),
-    );
+            q.max_message());
     Ok(())
 }
 
@@ -141,12 +108,10 @@ fn too_large(cli: &Cli) -> Result<()> {
     let item = "x".repeat(cli.max_message - 1);
     let refused = q.put(&item);
     match &refused {
-        Err(QueueError::TooLarge { size, max }) => report::event(
-            "too_large",
-            json!({ "size": size, "max": max, "error": refused.as_ref().err().map(|e| e.to_string()),
-                    "qsize": q.qsize() }),
-            format!("q.put(<{size} bytes of JSON>) -> error: {}", outcome(&refused)),
-        ),
+        Err(QueueError::TooLarge { size, max }) => {
+            common::event!("too_large", { "size": size, "max": max, "error": refused.as_ref().err().map(|e| e.to_string()),
+                    "qsize": q.qsize() }, "q.put(<{size} bytes of JSON>) -> error: {}", outcome(&refused))
+        }
         _ => bail!("an item of {} bytes was not refused: {refused:?}", cli.max_message + 1),
     }
     Ok(())
@@ -159,14 +124,8 @@ fn task_done_too_often() -> Result<()> {
     q.get()?;
     q.task_done().context("the first task_done()")?;
     let refused = q.task_done();
-    report::event(
-        "task_done_error",
-        json!({ "error": refused.as_ref().err().map(|e| e.to_string()), "unfinished": q.unfinished() }),
-        format!(
-            "JoinableQueue: put, get, task_done() ok; task_done() again -> {} (Python: ValueError)",
-            outcome(&refused)
-        ),
-    );
+    common::event!("task_done_error", { "error": refused.as_ref().err().map(|e| e.to_string()), "unfinished": q.unfinished() }, "JoinableQueue: put, get, task_done() ok; task_done() again -> {} (Python: ValueError)",
+            outcome(&refused));
     if !matches!(refused, Err(QueueError::TaskDoneTooManyTimes)) {
         bail!("a second task_done() for one item gave {refused:?}");
     }

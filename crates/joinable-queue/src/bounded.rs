@@ -13,7 +13,6 @@ use common::queue::Queue;
 use common::report;
 use common::timeline::{self, Recording, Style};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::{BOUNDED_MAXSIZE, CONSUMER_SLEEP_S, Cli, child, notes_ms, sleep_ms};
 
@@ -36,22 +35,16 @@ impl Run for FastProducer {
     fn run(self) -> Result<()> {
         let maxsize = self.queue.maxsize() as u32;
         for n in 0..self.items {
-            report::event("putting", json!({ "n": n }), format!("q.put({n}) ..."));
+            common::event!("putting", { "n": n }, "q.put({n}) ...");
             let began = Instant::now();
             self.queue.put(n)?;
             let waited = began.elapsed();
             // Items taken by then: put(n) returned, so n + 1 items went in and at most maxsize
             // are inside; a get made room for each of the others. Guaranteed by the bound.
             let taken = self.queue.total_taken();
-            report::event(
-                "put_done",
-                json!({ "n": n, "waited_ms": (waited.as_secs_f64() * 10_000.0).round() / 10.0,
-                        "taken": taken, "maxsize": maxsize }),
-                format!(
-                    "q.put({n}) returned after {:.1} ms ({taken} taken so far)",
-                    waited.as_secs_f64() * 1000.0
-                ),
-            );
+            common::event!("put_done", { "n": n, "waited_ms": (waited.as_secs_f64() * 10_000.0).round() / 10.0,
+                        "taken": taken, "maxsize": maxsize }, "q.put({n}) returned after {:.1} ms ({taken} taken so far)",
+                    waited.as_secs_f64() * 1000.0);
             if taken + maxsize < n + 1 {
                 bail!("put({n}) returned with only {taken} items taken from a Queue({maxsize})");
             }
@@ -75,14 +68,10 @@ impl Run for SlowConsumer {
         for expected in 0..self.items {
             let n = self.queue.get()?;
             in_order &= n == expected;
-            report::event("got", json!({ "n": n }), format!("q.get() -> {n}"));
+            common::event!("got", { "n": n }, "q.get() -> {n}");
             sleep_ms(self.sleep_ms);
         }
-        report::event(
-            "consumer_done",
-            json!({ "got": self.items, "in_order": in_order }),
-            format!("took {} items, in order: {in_order}", self.items),
-        );
+        common::event!("consumer_done", { "got": self.items, "in_order": in_order }, "took {} items, in order: {in_order}", self.items);
         Ok(())
     }
 }
@@ -163,17 +152,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         .iter()
         .find(|r| r.event == "consumer_done")
         .is_some_and(|r| r.data["in_order"] == true);
-    report::event(
-        "bounded_summary",
-        json!({ "items": items, "maxsize": maxsize, "blocked_puts": blocked_puts,
-                "violations": violations, "in_order": in_order }),
-        format!(
-            "{items} items through Queue({maxsize}): {blocked_puts} put(s) waited for room; every \
+    common::event!("bounded_summary", { "items": items, "maxsize": maxsize, "blocked_puts": blocked_puts,
+                "violations": violations, "in_order": in_order }, "{items} items through Queue({maxsize}): {blocked_puts} put(s) waited for room; every \
              put(n) returned with at least n + 1 - {maxsize} items taken: {}; first in, first \
              out: {in_order}",
-            violations == 0
-        ),
-    );
+            violations == 0);
     guess.reveal(
         blocked_puts,
         format!(
@@ -228,23 +211,17 @@ fn show_blocked(
         .collect();
     common::ps::show("the producer blocked on the full queue; the consumer paused", &rows);
     let (pstate, cstate) = (common::ps::state_of(ppid), common::ps::state_of(cpid));
-    report::event(
-        "blocked",
-        json!({
+    common::event!("blocked", {
             "producer_pid": ppid, "producer_state": pstate.map(String::from),
             "consumer_pid": cpid, "consumer_state": cstate.map(String::from),
             "qsize": q.qsize(), "maxsize": q.maxsize(), "full": q.full(),
             "waiting_putters": q.waiting_putters(),
-        }),
-        format!(
-            "producer-1 is asleep in put (state {}) on a full Queue({}) ({} item(s) in it); \
+        }, "producer-1 is asleep in put (state {}) on a full Queue({}) ({} item(s) in it); \
              consumer-1 paused with SIGSTOP (state {})",
             pstate.unwrap_or('?'),
             q.maxsize(),
             q.qsize(),
-            cstate.unwrap_or('?')
-        ),
-    );
+            cstate.unwrap_or('?'));
     cli.common.hold("the producer is blocked in put on a full queue", &[ppid, cpid]);
     consumer.signal(libc::SIGCONT)?;
     report::say("consumer-1 continues (SIGCONT): each get makes room and wakes the producer");

@@ -11,7 +11,6 @@ use common::processes::lost;
 use common::queue::{JoinableQueue, Queue, QueueError};
 use common::report;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::{CONSUMER_SLEEP_S, Cli, JOINABLE_BUNS, PRODUCER_SLEEP_S, SENTINEL_BUNS};
 use crate::{child, notes_ms, sleep_ms};
@@ -32,11 +31,7 @@ fn make_buns(
     for i in 0..count {
         sleep_ms(sleep_ms_each);
         let bun = Bun { name: format!("包子{i}"), by: report::who().to_string() };
-        report::event(
-            "produced",
-            json!({ "item": bun.name, "by": bun.by, "n": i }),
-            format!("生产者 {} made {}", bun.by, bun.name),
-        );
+        common::event!("produced", { "item": bun.name, "by": bun.by, "n": i }, "生产者 {} made {}", bun.by, bun.name);
         put(bun)?;
     }
     Ok(())
@@ -82,20 +77,12 @@ impl Run for SentinelConsumer {
             let got = self.queue.get()?;
             drop(waiting);
             let Some(bun) = got else {
-                report::event(
-                    "sentinel",
-                    json!({ "consumer": me, "eaten": eaten }),
-                    format!("消费者 {me} got None: the end (if res is None: break); ate {eaten}"),
-                );
+                common::event!("sentinel", { "consumer": me, "eaten": eaten }, "消费者 {me} got None: the end (if res is None: break); ate {eaten}");
                 break;
             };
             sleep_ms(self.sleep_ms);
             eaten += 1;
-            report::event(
-                "ate",
-                json!({ "consumer": me, "item": bun.name, "by": bun.by }),
-                format!("消费者 {me} ate {} (by {})", bun.name, bun.by),
-            );
+            common::event!("ate", { "consumer": me, "item": bun.name, "by": bun.by }, "消费者 {me} ate {} (by {})", bun.name, bun.by);
         }
         self.eaten.put(eaten)?;
         Ok(())
@@ -138,11 +125,7 @@ pub fn sentinel(cli: &Cli) -> Result<()> {
     for _ in &consumers {
         q.put(None).context("q.put(None)")?;
     }
-    report::event(
-        "sentinels_sent",
-        json!({ "sentinels": consumers.len() }),
-        format!("every producer joined; q.put(None) x {} (one per consumer)", consumers.len()),
-    );
+    common::event!("sentinels_sent", { "sentinels": consumers.len() }, "every producer joined; q.put(None) x {} (one per consumer)", consumers.len());
     // One count per consumer, watching them meanwhile: a consumer killed before it sent its
     // count never will, and a plain eaten.get() would wait for it for ever.
     let mut total = 0;
@@ -169,12 +152,8 @@ pub fn sentinel(cli: &Cli) -> Result<()> {
         c.join()?;
     }
     let made = buns * producers.len();
-    report::event(
-        "summary",
-        json!({ "produced": made, "eaten": total, "sentinels": consumers.len(),
-                "left": q.qsize() }),
-        format!("主 (main code over): {made} buns made, {total} eaten, {} left", q.qsize()),
-    );
+    common::event!("summary", { "produced": made, "eaten": total, "sentinels": consumers.len(),
+                "left": q.qsize() }, "主 (main code over): {made} buns made, {total} eaten, {} left", q.qsize());
     // Whoever was killed: the buns made minus those reported eaten went with them.
     let mut missing = made.saturating_sub(total) as u64;
     let mut first = None;
@@ -219,17 +198,9 @@ impl Run for JoinableProducer {
     fn run(self) -> Result<()> {
         let me = report::who();
         make_buns(self.buns, self.sleep_ms, |bun| Ok(self.queue.put(bun)?))?;
-        report::event(
-            "producer_join",
-            json!({ "producer": me, "unfinished": self.queue.unfinished() }),
-            format!("{me} calls q.join(): {} bun(s) not yet marked done", self.queue.unfinished()),
-        );
+        common::event!("producer_join", { "producer": me, "unfinished": self.queue.unfinished() }, "{me} calls q.join(): {} bun(s) not yet marked done", self.queue.unfinished());
         self.queue.join()?;
-        report::event(
-            "joined",
-            json!({ "producer": me, "unfinished": self.queue.unfinished() }),
-            format!("{me}: q.join() returned: every bun put has been marked done"),
-        );
+        common::event!("joined", { "producer": me, "unfinished": self.queue.unfinished() }, "{me}: q.join() returned: every bun put has been marked done");
         Ok(())
     }
 }
@@ -249,30 +220,16 @@ impl Run for JoinableConsumer {
         let me = report::who();
         loop {
             let bun = self.queue.get()?;
-            report::event(
-                "eating",
-                json!({ "consumer": me, "item": bun.name, "by": bun.by }),
-                format!("消费者 {me} took {} (by {})", bun.name, bun.by),
-            );
+            common::event!("eating", { "consumer": me, "item": bun.name, "by": bun.by }, "消费者 {me} took {} (by {})", bun.name, bun.by);
             if self.die_mid_item {
-                report::event(
-                    "killed_mid_item",
-                    json!({ "consumer": me, "item": bun.name }),
-                    format!(
-                        "{me} is killed (SIGKILL) holding {}: task_done() never comes",
-                        bun.name
-                    ),
-                );
+                common::event!("killed_mid_item", { "consumer": me, "item": bun.name }, "{me} is killed (SIGKILL) holding {}: task_done() never comes",
+                        bun.name);
                 // Safety: kill(2) on our own pid; SIGKILL cannot be caught, the process ends here.
                 unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
             }
             sleep_ms(self.sleep_ms);
             // Printed before task_done(), so every such line precedes the producers' "joined".
-            report::event(
-                "task_done",
-                json!({ "consumer": me, "item": bun.name, "by": bun.by }),
-                format!("消费者 {me} ate {} (by {}); task_done()", bun.name, bun.by),
-            );
+            common::event!("task_done", { "consumer": me, "item": bun.name, "by": bun.by }, "消费者 {me} ate {} (by {}); task_done()", bun.name, bun.by);
             self.queue.task_done()?;
         }
     }
@@ -328,12 +285,8 @@ pub fn joinable(cli: &Cli) -> Result<()> {
         }
         for c in &mut consumers {
             if !c.is_alive() && !dead.contains(&c.name().to_string()) {
-                report::event(
-                    "consumer_died",
-                    json!({ "consumer": c.name(), "pid": c.pid(), "exitcode": c.exitcode(),
-                            "unfinished": q.unfinished() }),
-                    format!("{c} died; {} task(s) unfinished", q.unfinished()),
-                );
+                common::event!("consumer_died", { "consumer": c.name(), "pid": c.pid(), "exitcode": c.exitcode(),
+                            "unfinished": q.unfinished() }, "{c} died; {} task(s) unfinished", q.unfinished());
                 dead.push(c.name().to_string());
             }
         }
@@ -362,36 +315,20 @@ pub fn joinable(cli: &Cli) -> Result<()> {
         .filter(|&i| !producers[i].is_alive() && producers[i].exitcode() != Some(0))
         .collect();
     if let Some(unfinished) = stuck {
-        report::event(
-            "join_would_hang",
-            json!({ "unfinished": unfinished, "in_progress": q.in_progress(), "dead": dead,
-                    "qsize": q.qsize() }),
-            format!(
-                "q.join_timeout() -> {unfinished} unfinished task(s), the queue is empty, and \
+        common::event!("join_would_hang", { "unfinished": unfinished, "in_progress": q.in_progress(), "dead": dead,
+                    "qsize": q.qsize() }, "q.join_timeout() -> {unfinished} unfinished task(s), the queue is empty, and \
                  {} died holding a bun: nobody will ever call task_done() for it. Python's \
                  JoinableQueue.join() would wait here for ever; the demo ends the producers.",
-                dead.join(", ")
-            ),
-        );
+                dead.join(", "));
         for p in &mut producers {
             p.terminate()?;
             p.join()?;
-            report::event(
-                "producer_stopped",
-                json!({ "producer": p.name(), "exitcode": p.exitcode() }),
-                format!("{p} (it was waiting in q.join())"),
-            );
+            common::event!("producer_stopped", { "producer": p.name(), "exitcode": p.exitcode() }, "{p} (it was waiting in q.join())");
         }
     } else {
-        report::event(
-            "main_done",
-            json!({ "unfinished": q.unfinished(), "left": q.qsize() }),
-            format!(
-                "主 (main code over: every producer joined, {} unfinished, {} left)",
+        common::event!("main_done", { "unfinished": q.unfinished(), "left": q.qsize() }, "主 (main code over: every producer joined, {} unfinished, {} left)",
                 q.unfinished(),
-                q.qsize()
-            ),
-        );
+                q.qsize());
     }
     if let Some(guess) = guess {
         let why = "the bun the killed consumer held is never task_done(): nobody else has it";
@@ -410,17 +347,11 @@ pub fn joinable(cli: &Cli) -> Result<()> {
         if ended.daemon && !expected && lost_consumers.iter().all(|(pid, ..)| *pid != ended.pid) {
             lost_consumers.push((ended.pid, ended.name.clone(), ended.exitcode));
         }
-        report::event(
-            "ended",
-            json!({ "name": ended.name, "pid": ended.pid, "daemon": ended.daemon,
-                    "exitcode": ended.exitcode }),
-            format!(
-                "{} {} at the main process's exit: exitcode {}",
+        common::event!("ended", { "name": ended.name, "pid": ended.pid, "daemon": ended.daemon,
+                    "exitcode": ended.exitcode }, "{} {} at the main process's exit: exitcode {}",
                 ended.name,
                 if ended.daemon { "(daemonic) was terminated" } else { "was waited for" },
-                exitcode_name(ended.exitcode)
-            ),
-        );
+                exitcode_name(ended.exitcode));
     }
     let mut unfinished = stuck.unwrap_or(0) as u64;
     let mut first = None;

@@ -55,11 +55,7 @@ impl Run for StressProducer {
         }
         // Started by running this program again (spawn), or a copy of its parent (fork)?
         let spawned = std::env::args().nth(1).is_some_and(|a| a.starts_with("__role="));
-        report::event(
-            "producer_done",
-            json!({ "producer": self.producer, "put": self.count, "spawned": spawned }),
-            format!("put {} items (spawned: {spawned})", self.count),
-        );
+        common::event!("producer_done", { "producer": self.producer, "put": self.count, "spawned": spawned }, "put {} items (spawned: {spawned})", self.count);
         Ok(())
     }
 }
@@ -175,19 +171,13 @@ pub fn run(cli: &Cli, total: usize, queue_size: usize) -> Result<()> {
         return failed(&mut children, got.count);
     }
     let intact = got.count == expected.count && got.sum == expected.sum && got.xor == expected.xor;
-    report::event(
-        "stress_result",
-        json!({
+    common::event!("stress_result", {
             "producers": producers, "consumers": cli.consumers, "maxsize": queue_size,
             "put": expected.count, "received": got.count, "checksum_ok": intact,
             "fifo_per_producer": got.fifo, "left": q.qsize(),
-        }),
-        format!(
-            "{} items put by {producers} producers, {} received by {} consumers; nothing lost \
+        }, "{} items put by {producers} producers, {} received by {} consumers; nothing lost \
              or duplicated (count and checksums): {intact}; each producer's order kept: {}",
-            expected.count, got.count, cli.consumers, got.fifo
-        ),
-    );
+            expected.count, got.count, cli.consumers, got.fifo);
     if !intact || !got.fifo {
         bail!("items were lost, duplicated or reordered");
     }

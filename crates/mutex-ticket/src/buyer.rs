@@ -178,16 +178,10 @@ impl Buyer {
             std::fs::write(&temp, &text.as_bytes()[..text.len() / 2])
                 .with_context(|| format!("writing {}", temp.display()))?;
         }
-        report::event(
-            "in_critical_section",
-            json!({ "buyer": self.number, "count": before, "temp": temp }),
-            format!(
-                "<{}> holds the lock, read count {before}, wrote half of {} ... and stops \
+        common::event!("in_critical_section", { "buyer": self.number, "count": before, "temp": temp }, "<{}> holds the lock, read count {before}, wrote half of {} ... and stops \
                  itself here (SIGSTOP)",
                 self.person(),
-                temp.display()
-            ),
-        );
+                temp.display());
         stop_self()?;
         // Continued (SIGCONT) rather than killed: go on with the purchase; the store replaces
         // the leftover temp file that carries our own pid.

@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use common::demo::bad_input;
 use common::report;
 use mutex_ticket::store::{Durability, StoreError, TicketDb};
-use serde_json::json;
 
 /// The tracked template `data/db.json`, built into the program so it runs from any folder on a
 /// fresh machine. It is only ever read.
@@ -32,11 +31,7 @@ pub fn open(db: Option<&Path>, tickets: Option<u64>) -> Result<(TicketDb, u64)> 
     } else {
         "--db, used as it is"
     };
-    report::event(
-        "database",
-        json!({ "path": db.path(), "lock_path": db.lock_path(), "count": initial, "fresh": fresh }),
-        format!("database {} holds {} ({whence})", db.path().display(), text.trim_end()),
-    );
+    common::event!("database", { "path": db.path(), "lock_path": db.lock_path(), "count": initial, "fresh": fresh }, "database {} holds {} ({whence})", db.path().display(), text.trim_end());
     Ok((db, initial))
 }
 

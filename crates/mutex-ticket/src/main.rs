@@ -85,7 +85,6 @@ use common::demo::bad_input;
 use common::process::Role;
 use common::report;
 use mutex_ticket::store::{Durability, MAX_TICKETS};
-use serde_json::json;
 
 use mutex_ticket::buyer::{Buyer, tickets};
 use parts::{
@@ -399,10 +398,6 @@ fn tour(s: &Setup) -> Result<()> {
     }
     report::plain(table);
     let parts: Vec<_> = rows.iter().map(|o| summary_data(o)).collect();
-    report::event(
-        "tour_summary",
-        json!({ "parts": parts }),
-        format!("the database is still there: cat {}", s.db.path().display()),
-    );
+    common::event!("tour_summary", { "parts": parts }, "the database is still there: cat {}", s.db.path().display());
     Ok(())
 }

@@ -214,16 +214,10 @@ pub fn run_crash(s: &Setup, victim: usize, title: &str) -> Result<Outcome> {
     show_lock_queue(s, &mut others, Some(&dead));
     let text = fs::read_to_string(s.db.path()).unwrap_or_default();
     let temps = stray_temps(&s.db);
-    report::event(
-        "before_kill",
-        json!({ "db_text": text, "temps": temps }),
-        format!(
-            "db.json still reads {} (whole: the victim never touched it);\n\
+    common::event!("before_kill", { "db_text": text, "temps": temps }, "db.json still reads {} (whole: the victim never touched it);\n\
              the victim's half-written new file: {}",
             text.trim_end(),
-            if temps.is_empty() { "none".to_owned() } else { temps.join(", ") }
-        ),
-    );
+            if temps.is_empty() { "none".to_owned() } else { temps.join(", ") });
 
     let guess = predict::ask(
         &s.common,
@@ -250,25 +244,19 @@ pub fn run_crash(s: &Setup, victim: usize, title: &str) -> Result<Outcome> {
             }
         },
     );
-    report::event(
-        "killed",
-        json!({
-            "buyer": victim,
-            "pid": dead.pid(),
-            "exitcode": dead.exitcode(),
-            "exitcode_name": exitcode_name(dead.exitcode()),
-        }),
-        format!(
-            "{dead}: killed inside the locked section;\n\
-             the kernel released its lock as it died{}",
-            if others.is_empty() {
-                ""
-            } else {
-                ", and woke every waiter: flock keeps no queue, so they raced for it and one won \
-                 (not necessarily the one that waited longest)"
-            }
-        ),
-    );
+    common::event!("killed", {
+        "buyer": victim,
+        "pid": dead.pid(),
+        "exitcode": dead.exitcode(),
+        "exitcode_name": exitcode_name(dead.exitcode()),
+    }, "{dead}: killed inside the locked section;\n\
+         the kernel released its lock as it died{}",
+        if others.is_empty() {
+            ""
+        } else {
+            ", and woke every waiter: flock keeps no queue, so they raced for it and one won \
+             (not necessarily the one that waited longest)"
+        });
     for buyer in &mut others {
         buyer.join()?;
     }
@@ -518,12 +506,8 @@ pub fn explain_sidecar(s: &Setup) {
 /// 互斥锁与join的区别, measured.
 pub fn compare_lock_and_join(s: &Setup, lock: &Outcome, join: &Outcome) {
     let sec = |ms: u64| ms as f64 / 1000.0;
-    report::event(
-        "comparison",
-        json!({ "lock_ms": lock.wall_ms, "join_ms": join.wall_ms, "lock_sold": lock.sold,
-                "join_sold": join.sold }),
-        format!(
-            "互斥锁与join的区别: both sold {} correctly; the lock took {:.2} s, join {:.2} s.\n\
+    common::event!("comparison", { "lock_ms": lock.wall_ms, "join_ms": join.wall_ms, "lock_sold": lock.sold,
+                "join_sold": join.sold }, "互斥锁与join的区别: both sold {} correctly; the lock took {:.2} s, join {:.2} s.\n\
              join made all the code serial, search included: {n} × ({search} + {buy}) ms;\n\
              the lock only the buy: {search} ms of searching all at once, then {n} × {buy} ms.",
             lock.sold,
@@ -531,7 +515,5 @@ pub fn compare_lock_and_join(s: &Setup, lock: &Outcome, join: &Outcome) {
             sec(join.wall_ms),
             n = s.buyers,
             search = s.search_ms,
-            buy = s.buy_ms
-        ),
-    );
+            buy = s.buy_ms);
 }

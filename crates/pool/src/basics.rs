@@ -123,25 +123,19 @@ struct Seed001 {
 fn seed_001(cli: &Cli, title: &str, blocking: bool) -> Result<Seed001> {
     let recording = Recording::start()?;
     let me = me();
-    report::event("parent_start", json!({ "pid": me }), format!("parent process {me} run..."));
+    common::event!("parent_start", { "pid": me }, "parent process {me} run...");
     let mut opts = options(cli, cli.processes);
     if !blocking {
         opts.maxtasksperchild = cli.maxtasksperchild;
     }
     let pool = Pool::with_options(&WORKER, opts)?;
     let workers = pool.pids();
-    report::event(
-        "pool_started",
-        json!({ "pids": workers, "processes": cli.processes, "method": cli.common.start_method.to_string(),
-                "maxtasksperchild": if blocking { None } else { cli.maxtasksperchild } }),
-        format!(
-            "p = Pool(processes={}): {} worker processes started by {} ({})",
+    common::event!("pool_started", { "pids": workers, "processes": cli.processes, "method": cli.common.start_method.to_string(),
+                "maxtasksperchild": if blocking { None } else { cli.maxtasksperchild } }, "p = Pool(processes={}): {} worker processes started by {} ({})",
             cli.processes,
             workers.len(),
             cli.common.start_method,
-            workers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-        ),
-    );
+            workers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "));
     let ms = notes_ms(cli, 1.0);
     let began = Instant::now();
     let mut handles: Vec<AsyncResult> = Vec::new();
@@ -156,11 +150,7 @@ fn seed_001(cli: &Cli, title: &str, blocking: bool) -> Result<Seed001> {
         }
     }
     let submit_us = began.elapsed().as_micros();
-    report::event(
-        "stars",
-        json!({ "submit_us": submit_us, "tasks": cli.tasks, "blocking": blocking }),
-        "****************",
-    );
+    common::event!("stars", { "submit_us": submit_us, "tasks": cli.tasks, "blocking": blocking }, "****************");
     if !blocking {
         ps::show_tree("this program and its pool while the first tasks run (ps):");
         let mut pids = vec![me];
@@ -172,7 +162,7 @@ fn seed_001(cli: &Cli, title: &str, blocking: bool) -> Result<Seed001> {
     for (i, h) in handles.iter().enumerate() {
         h.get().with_context(|| format!("the result of task {i}"))?;
     }
-    report::event("parent_end", json!({ "pid": me }), format!("parent process {me} end..."));
+    common::event!("parent_end", { "pid": me }, "parent process {me} end...");
     let records = recording.finish()?;
     if cli.timeline {
         timeline::show(title, &records, &style());
@@ -315,19 +305,13 @@ pub fn apply(cli: &Cli) -> Result<()> {
              another"
         ),
     );
-    report::event(
-        "apply_summary",
-        json!({ "serial": serial, "stars_last": stars_last, "pids": pids, "busy_ms": busy_ms,
-                "wall_ms": wall_ms, "tasks": runs.len() }),
-        format!(
-            "apply returned only when its task had ended: {} tasks one after another ({}), in \
+    common::event!("apply_summary", { "serial": serial, "stars_last": stars_last, "pids": pids, "busy_ms": busy_ms,
+                "wall_ms": wall_ms, "tasks": runs.len() }, "apply returned only when its task had ended: {} tasks one after another ({}), in \
              pids {}; the tasks' times add up to {busy_ms} ms; **** came {}",
             runs.len(),
             if serial { "no two overlapped" } else { "BUT two overlapped" },
             pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
-            if stars_last { "after all of them" } else { "too early" }
-        ),
-    );
+            if stars_last { "after all of them" } else { "too early" });
     report::say(
         "which worker takes an apply is not a rule: CPython's idle workers race for one shared \
          task queue, so the notes' 7976, 4540, 3556, 7976 is one outcome among others. A \
@@ -349,16 +333,12 @@ pub fn get(cli: &Cli) -> Result<()> {
     let pool = Pool::with_options(&WORKER, options(cli, cli.processes))?;
     let results: Vec<AsyncResult> =
         (0..3).map(|i| pool.apply_async(&F, FArgs { name: i, ms })).collect::<Result<_, _>>()?;
-    report::event("stars", json!({}), "****************");
+    common::event!("stars", {}, "****************");
     pool.close();
     pool.join()?;
     for (i, r) in results.iter().enumerate() {
         let value = r.get().with_context(|| format!("result[{i}].get()"))?;
-        report::event(
-            "got",
-            json!({ "task": i, "value": value }),
-            format!("***** {}", value.as_str().unwrap_or("?")),
-        );
+        common::event!("got", { "task": i, "value": value }, "***** {}", value.as_str().unwrap_or("?"));
     }
 
     // map: results in the order of the items, whatever order they finish in.
@@ -377,16 +357,10 @@ pub fn get(cli: &Cli) -> Result<()> {
         .filter_map(|r| r.data["x"].as_i64())
         .collect();
     let in_order = values.iter().copied().eq((0..n).map(|x| x * x));
-    report::event(
-        "map_result",
-        json!({ "items": (0..n).collect::<Vec<_>>(), "values": values, "in_order": in_order, "finish_order": finished }),
-        format!(
-            "p.map(square, range({n})) = {}: in the items' order, though they finished in the \
+    common::event!("map_result", { "items": (0..n).collect::<Vec<_>>(), "values": values, "in_order": in_order, "finish_order": finished }, "p.map(square, range({n})) = {}: in the items' order, though they finished in the \
              order {finished:?} (map chunks the items, chunksize=1 here, and puts each result \
              back in its place)",
-            json!(values)
-        ),
-    );
+            json!(values));
 
     // The rules: join before close, submit after close.
     let pool = Pool::with_options(&WORKER, options(cli, 1))?;
@@ -415,17 +389,11 @@ pub fn get(cli: &Cli) -> Result<()> {
         // `pool` is dropped here: close() + join()
     };
     let ready = handles.iter().filter(|h| h.successful() == Ok(true)).count();
-    report::event(
-        "dropped",
-        json!({ "ready": ready, "of": handles.len(), "waited_ms": began.elapsed().as_millis() as u64 }),
-        format!(
-            "a pool dropped with {} tasks submitted: the drop waited {} ms, until all were \
+    common::event!("dropped", { "ready": ready, "of": handles.len(), "waited_ms": began.elapsed().as_millis() as u64 }, "a pool dropped with {} tasks submitted: the drop waited {} ms, until all were \
              done: {ready} of {} results ready (no work lost silently)",
             handles.len(),
             began.elapsed().as_millis(),
-            handles.len()
-        ),
-    );
+            handles.len());
 
     // ... where Python's `with Pool() as p:` ends with terminate(): running tasks are killed.
     let long = notes_ms(cli, 10.0);
@@ -453,19 +421,13 @@ pub fn get(cli: &Cli) -> Result<()> {
         workers.iter().copied().filter(|p| ps::stat(*p).is_some_and(|s| s.ppid == me())).collect();
     let all_terminated =
         doomed.iter().all(|h| matches!(h.get(), Err(PoolError::Terminated { .. })));
-    report::event(
-        "terminated",
-        json!({ "took_ms": took, "task_ms": long, "errors": errors, "workers": workers, "left": left,
-                "all_terminated": all_terminated }),
-        format!(
-            "p.terminate() with {} tasks of {long} ms running (what Python's `with Pool() as \
+    common::event!("terminated", { "took_ms": took, "task_ms": long, "errors": errors, "workers": workers, "left": left,
+                "all_terminated": all_terminated }, "p.terminate() with {} tasks of {long} ms running (what Python's `with Pool() as \
              p:` does at the end of its block): returned after {took} ms, every worker gone \
              ({} left), each result an error: {}",
             doomed.len(),
             left.len(),
-            errors.first().map_or("", String::as_str)
-        ),
-    );
+            errors.first().map_or("", String::as_str));
     recording.finish()?;
     if !in_order {
         bail!("map returned {values:?}, not the squares in order");
@@ -488,16 +450,12 @@ pub fn get(cli: &Cli) -> Result<()> {
 /// Reports how a call that breaks Python's rules was answered; true if it was refused.
 fn rule(call: &str, error: Option<&PoolError>, python: &str) -> bool {
     match error {
-        Some(e) => report::event(
-            "rule",
-            json!({ "call": call, "error": e.to_string(), "python": python }),
-            format!("{call}: refused: {e}"),
-        ),
-        None => report::event(
-            "rule",
-            json!({ "call": call, "error": null, "python": python }),
-            format!("{call}: accepted?! Python raises {python}"),
-        ),
+        Some(e) => {
+            common::event!("rule", { "call": call, "error": e.to_string(), "python": python }, "{call}: refused: {e}")
+        }
+        None => {
+            common::event!("rule", { "call": call, "error": null, "python": python }, "{call}: accepted?! Python raises {python}")
+        }
     }
     error.is_some()
 }

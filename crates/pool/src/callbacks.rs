@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use common::pool::{self, AsyncResult, Pool, ThreadPool};
 use common::report;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::tasks::{BOIL, WORKER};
 use crate::{Cli, notes_ms, options};
@@ -40,11 +40,7 @@ fn chores(until: &AsyncResult, step: Duration) {
     let mut n = 0;
     while !until.ready() && n < 50 {
         n += 1;
-        report::event(
-            "chore",
-            json!({ "n": n, "tid": main.tid }),
-            format!("main thread (tid {}): chopping vegetables (切菜), round {n}", main.tid),
-        );
+        common::event!("chore", { "n": n, "tid": main.tid }, "main thread (tid {}): chopping vegetables (切菜), round {n}", main.tid);
         std::thread::sleep(step);
     }
 }
@@ -53,19 +49,13 @@ fn chores(until: &AsyncResult, step: Duration) {
 fn whistle(seen: Arc<Mutex<Option<Here>>>, kind: &'static str, main_tid: i32) -> pool::Callback {
     Box::new(move |value: &Value| {
         let at = here();
-        report::event(
-            "callback",
-            json!({ "pool": kind, "result": value, "pid": at.pid, "tid": at.tid, "thread": at.thread,
-                    "main_tid": main_tid }),
-            format!(
-                "callback: whistle! {} — run by process {} (the parent), thread {} (tid {}), not \
+        common::event!("callback", { "pool": kind, "result": value, "pid": at.pid, "tid": at.tid, "thread": at.thread,
+                    "main_tid": main_tid }, "callback: whistle! {} — run by process {} (the parent), thread {} (tid {}), not \
                  the main thread (tid {main_tid})",
                 value.as_str().unwrap_or("?"),
                 at.pid,
                 at.thread,
-                at.tid
-            ),
-        );
+                at.tid);
         *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
     })
 }
@@ -82,32 +72,18 @@ pub fn run(cli: &Cli) -> Result<()> {
     report::say("同步调用 (synchronous): submit the task, then wait right there for its result");
     let began = Instant::now();
     let value = pool.apply(&BOIL, (boil_ms, false))?;
-    report::event(
-        "sync",
-        json!({ "waited_ms": began.elapsed().as_millis() as u64, "value": value }),
-        format!(
-            "p.apply(boil) returned after {} ms, and the main thread did nothing else meanwhile: \
+    common::event!("sync", { "waited_ms": began.elapsed().as_millis() as u64, "value": value }, "p.apply(boil) returned after {} ms, and the main thread did nothing else meanwhile: \
              {}",
             began.elapsed().as_millis(),
-            value.as_str().unwrap_or("?")
-        ),
-    );
+            value.as_str().unwrap_or("?"));
 
     report::say("异步调用 (asynchronous): submit, go on with other work, ask for the result later");
     let began = Instant::now();
     let r = pool.apply_async(&BOIL, (boil_ms, false))?;
-    report::event(
-        "async_submitted",
-        json!({ "submit_us": began.elapsed().as_micros() as u64 }),
-        format!("p.apply_async(boil) returned after {} µs", began.elapsed().as_micros()),
-    );
+    common::event!("async_submitted", { "submit_us": began.elapsed().as_micros() as u64 }, "p.apply_async(boil) returned after {} µs", began.elapsed().as_micros());
     chores(&r, step);
     let value = r.get()?;
-    report::event(
-        "async_got",
-        json!({ "waited_ms": began.elapsed().as_millis() as u64, "value": value }),
-        format!("r.get() after the chores: {}", value.as_str().unwrap_or("?")),
-    );
+    common::event!("async_got", { "waited_ms": began.elapsed().as_millis() as u64, "value": value }, "r.get() after the chores: {}", value.as_str().unwrap_or("?"));
 
     report::say(
         "异步回调 (asynchronous callback): nobody asks; the result is handed to a function as \
@@ -133,11 +109,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             let broken = broken.clone();
             Box::new(move |e: &pool::PoolError| {
                 let at = here();
-                report::event(
-                    "error_callback",
-                    json!({ "error": e.to_string(), "pid": at.pid, "tid": at.tid, "thread": at.thread }),
-                    format!("error_callback: {e} — run by process {}, thread {}", at.pid, at.thread),
-                );
+                common::event!("error_callback", { "error": e.to_string(), "pid": at.pid, "tid": at.tid, "thread": at.thread }, "error_callback: {e} — run by process {}, thread {}", at.pid, at.thread);
                 *broken.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
             })
         }),
@@ -167,21 +139,15 @@ pub fn run(cli: &Cli) -> Result<()> {
         })
     };
     let ok = right(&at) && right(&at_error) && right(&at_threads) && failed;
-    report::event(
-        "who_ran_callbacks",
-        json!({ "parent": main.pid, "main_tid": main.tid, "worker": worker, "callback": at,
-                "error_callback": at_error, "thread_pool_callback": at_threads, "as_expected": ok }),
-        format!(
-            "谁在执行回调函数? The parent process ({}), in its result-handler thread \"{}\", for \
+    common::event!("who_ran_callbacks", { "parent": main.pid, "main_tid": main.tid, "worker": worker, "callback": at,
+                "error_callback": at_error, "thread_pool_callback": at_threads, "as_expected": ok }, "谁在执行回调函数? The parent process ({}), in its result-handler thread \"{}\", for \
              both pools; the worker (pid {}) only boiled the water, and the main thread (tid {}) \
              was chopping vegetables. A callback should be quick: no other result is handled \
              while it runs.",
             main.pid,
             pool::HANDLER_THREAD,
             worker.map_or("?".into(), |p| p.to_string()),
-            main.tid
-        ),
-    );
+            main.tid);
     if !ok {
         bail!(
             "a callback ran somewhere else than the parent's result-handler thread: {at:?} {at_error:?} {at_threads:?}"

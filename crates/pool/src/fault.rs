@@ -57,13 +57,7 @@ fn killed(cli: &Cli) -> Result<()> {
     pids.extend(&before);
     cli.common
         .hold(&format!("task {victim} is running in worker {pid}, about to be killed"), &pids);
-    report::event(
-        "killing",
-        json!({ "pid": pid, "task": victim }),
-        format!(
-            "kill -9 {pid}: the worker running task {victim} (as the OOM killer, or a user, would)"
-        ),
-    );
+    common::event!("killing", { "pid": pid, "task": victim }, "kill -9 {pid}: the worker running task {victim} (as the OOM killer, or a user, would)");
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
     {
         Ok(()) => {}
@@ -97,19 +91,11 @@ fn killed(cli: &Cli) -> Result<()> {
             Ok(value) => {
                 let good = value.as_str().is_some_and(|v| v.starts_with(&format!("{i} current")));
                 right += usize::from(good);
-                report::event(
-                    "fault_result",
-                    json!({ "task": i, "ok": true, "value": value }),
-                    format!("task {i}: {}", value.as_str().unwrap_or("?")),
-                );
+                common::event!("fault_result", { "task": i, "ok": true, "value": value }, "task {i}: {}", value.as_str().unwrap_or("?"));
             }
             Err(e) => {
-                report::event(
-                    "fault_result",
-                    json!({ "task": i, "ok": false, "error": e.to_string(),
-                            "worker_died": matches!(e, PoolError::WorkerDied { .. }) }),
-                    format!("task {i}: error: {e}"),
-                );
+                common::event!("fault_result", { "task": i, "ok": false, "error": e.to_string(),
+                            "worker_died": matches!(e, PoolError::WorkerDied { .. }) }, "task {i}: error: {e}");
                 errors.push((i, e));
             }
         }
@@ -124,15 +110,9 @@ fn killed(cli: &Cli) -> Result<()> {
             && e.to_string().contains(&pid.to_string())
             && e.to_string().contains("SIGKILL")
     });
-    report::event(
-        "fault_summary",
-        json!({ "killed": pid, "task": victim, "replacement": new, "errors": errors.iter().map(|(i, _)| i).collect::<Vec<_>>(),
-                "ok": right, "tasks": tasks, "error_names_pid_and_signal": named }),
-        format!(
-            "{right} of {tasks} results are right; the one error is task {victim}'s, and it names \
-             the pid and the signal; new worker(s) {new:?} replaced pid {pid}"
-        ),
-    );
+    common::event!("fault_summary", { "killed": pid, "task": victim, "replacement": new, "errors": errors.iter().map(|(i, _)| i).collect::<Vec<_>>(),
+                "ok": right, "tasks": tasks, "error_names_pid_and_signal": named }, "{right} of {tasks} results are right; the one error is task {victim}'s, and it names \
+             the pid and the signal; new worker(s) {new:?} replaced pid {pid}");
     report::say(
         "In Python: multiprocessing.Pool also starts a new worker, but never learns which task \
          died with the old one: get() on that task's result waits forever (the pool hangs at \
@@ -226,17 +206,11 @@ fn retired(cli: &Cli) -> Result<()> {
         records.iter().filter(|r| r.event == "worker_init").map(|r| r.pid).collect();
     let most = per_pid.values().copied().max().unwrap_or(0);
     let pids: Vec<i32> = runs.iter().map(|r| r.pid).collect();
-    report::event(
-        "retire_summary",
-        json!({ "pids": pids, "workers": per_pid.len(), "most_tasks_in_one": most, "inits": inits }),
-        format!(
-            "6 tasks ran in {} worker processes, at most {most} in each (pids by task: {}); the \
+    common::event!("retire_summary", { "pids": pids, "workers": per_pid.len(), "most_tasks_in_one": most, "inits": inits }, "6 tasks ran in {} worker processes, at most {most} in each (pids by task: {}); the \
              initializer ran {} times, once in each",
             per_pid.len(),
             pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
-            inits.len()
-        ),
-    );
+            inits.len());
     let all_initialised = per_pid.keys().all(|p| inits.contains(p));
     if most > 2 || per_pid.len() < 3 || !all_initialised {
         bail!("maxtasksperchild=2 broken: {per_pid:?}, initializer ran in {inits:?}");

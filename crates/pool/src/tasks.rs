@@ -48,11 +48,7 @@ pub struct FArgs {
 
 fn f(a: FArgs) -> Result<String> {
     let (name, pid) = (a.name, pid());
-    report::event(
-        "task_start",
-        json!({ "task": name, "pid": pid }),
-        format!("{name} current child process {pid} start running..."),
-    );
+    common::event!("task_start", { "task": name, "pid": pid }, "{name} current child process {pid} start running...");
     // A span for --trace and --svg (nothing without them): a killed worker's stays open.
     let _running = common::phase::span("task running");
     sleep_ms(a.ms);
@@ -66,7 +62,7 @@ pub static SQUARE: Task = typed_task!("square", square);
 
 fn square((x, ms): (i64, u64)) -> Result<i64> {
     sleep_ms(ms);
-    report::event("square_done", json!({ "x": x, "pid": pid() }), format!("{x} * {x} done"));
+    common::event!("square_done", { "x": x, "pid": pid() }, "{x} * {x} done");
     Ok(x * x)
 }
 
@@ -74,7 +70,7 @@ fn square((x, ms): (i64, u64)) -> Result<i64> {
 pub static BOIL: Task = typed_task!("boil", boil);
 
 fn boil((ms, cracked): (u64, bool)) -> Result<&'static str> {
-    report::event("boiling", json!({ "pid": pid() }), "the kettle is on (烧水)...");
+    common::event!("boiling", { "pid": pid() }, "the kettle is on (烧水)...");
     sleep_ms(ms);
     if cracked {
         anyhow::bail!("the kettle cracked: no boiling water");
@@ -125,10 +121,6 @@ fn io(ms: u64) -> Result<u32> {
 pub static INIT: Task = typed_task!("init", init);
 
 fn init(_: ()) -> Result<()> {
-    report::event(
-        "worker_init",
-        json!({ "pid": pid() }),
-        format!("initializer: worker {} is ready", pid()),
-    );
+    common::event!("worker_init", { "pid": pid() }, "initializer: worker {} is ready", pid());
     Ok(())
 }

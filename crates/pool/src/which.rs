@@ -10,7 +10,6 @@ use anyhow::{Result, bail};
 use common::pool::{Pool, PoolOptions, Task, ThreadPool};
 use common::report;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::tasks::{CPU, IO, WORKER, iterations_for, spin};
 use crate::{Cli, notes_ms, options};
@@ -105,11 +104,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             r.work, r.pool, r.workers, r.tasks, r.start_ms, r.run_ms, r.serial_ms
         ));
     }
-    report::event(
-        "which_pool",
-        json!({ "rows": rows, "cores": cores }),
-        "wall times, measured now:",
-    );
+    common::event!("which_pool", { "rows": rows, "cores": cores }, "wall times, measured now:");
     report::plain(table);
     // The verdict is this run's: a pool ran its CPU-bound tasks in parallel only if it took
     // clearly less than one by one; "as fast as each other" only if the two are close.

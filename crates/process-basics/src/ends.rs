@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use common::process::{ExitWith, Process, Role, exitcode_name};
 use common::{ps, report};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{Cli, args, child, ms, secs, sleep_ms};
 
@@ -30,13 +30,9 @@ pub static SLEEPER: Role = Role::new("sleeper", sleeper);
 
 fn sleeper(value: Value) -> Result<()> {
     let a: EndArgs = args("sleeper", value)?;
-    report::event(
-        "running",
-        json!({ "sleep_ms": a.sleep_ms }),
-        format!("pid {} sleeping, until someone ends it", std::process::id()),
-    );
+    common::event!("running", { "sleep_ms": a.sleep_ms }, "pid {} sleeping, until someone ends it", std::process::id());
     sleep_ms(a.sleep_ms);
-    report::event("done", json!({}), "nobody ended me; done");
+    common::event!("done", {}, "nobody ended me; done");
     Ok(())
 }
 
@@ -45,7 +41,7 @@ pub static ENDING: Role = Role::new("ending", ending);
 
 fn ending(value: Value) -> Result<()> {
     let a: EndArgs = args("ending", value)?;
-    report::event("ending", json!({ "how": a.how }), format!("ending: {}", a.how));
+    common::event!("ending", { "how": a.how }, "ending: {}", a.how);
     match a.how.as_str() {
         "ok" => Ok(()),
         "code" => Err(ExitWith(a.code).into()),
@@ -94,17 +90,11 @@ pub fn attributes(cli: &Cli) -> Result<()> {
     let mut p = child(cli, "sleeper", &SLEEPER, args);
     let attr = |step: &str, p: &mut Process| {
         let alive = p.is_alive();
-        report::event(
-            "attr",
-            json!({ "step": step, "repr": p.to_string(), "name": p.name(), "pid": p.pid(),
-                    "is_alive": alive, "exitcode": p.exitcode() }),
-            format!(
-                "{step}: {p}  name={} pid={} is_alive={alive} exitcode={}",
+        common::event!("attr", { "step": step, "repr": p.to_string(), "name": p.name(), "pid": p.pid(),
+                    "is_alive": alive, "exitcode": p.exitcode() }, "{step}: {p}  name={} pid={} is_alive={alive} exitcode={}",
                 p.name(),
                 p.pid().map_or("None".into(), |pid| pid.to_string()),
-                exitcode_name(p.exitcode())
-            ),
-        );
+                exitcode_name(p.exitcode()));
         alive
     };
     attr("created", &mut p);
@@ -119,21 +109,15 @@ pub fn attributes(cli: &Cli) -> Result<()> {
     let took = t.elapsed();
     let alive = p.is_alive();
     let state = ps::state_of(pid);
-    report::event(
-        "join_timeout",
-        json!({ "timeout_ms": timeout.as_secs_f64() * 1e3,
+    common::event!("join_timeout", { "timeout_ms": timeout.as_secs_f64() * 1e3,
                 "returned_after_ms": took.as_secs_f64() * 1e3,
-                "exitcode": code, "is_alive": alive, "state": state.map(String::from) }),
-        format!(
-            "p.join({}) returned after {} with the child still running: exitcode={}, \
+                "exitcode": code, "is_alive": alive, "state": state.map(String::from) }, "p.join({}) returned after {} with the child still running: exitcode={}, \
              is_alive={alive}, state {} in /proc ({})",
             timeout.as_secs_f64(),
             secs(took),
             exitcode_name(code),
             state.unwrap_or('?'),
-            state.map_or("gone", ps::state_meaning)
-        ),
-    );
+            state.map_or("gone", ps::state_meaning));
     if !alive {
         if p.exitcode().is_some_and(|c| c < 0) {
             // Killed from elsewhere before the demo's own terminate().
@@ -144,14 +128,8 @@ pub fn attributes(cli: &Cli) -> Result<()> {
 
     p.terminate()?;
     let alive_right_after = p.is_alive();
-    report::event(
-        "terminate",
-        json!({ "is_alive_right_after": alive_right_after }),
-        format!(
-            "p.terminate() sends SIGTERM and returns at once: is_alive right after says \
-             {alive_right_after} (either can happen: the signal takes a moment to land)"
-        ),
-    );
+    common::event!("terminate", { "is_alive_right_after": alive_right_after }, "p.terminate() sends SIGTERM and returns at once: is_alive right after says \
+             {alive_right_after} (either can happen: the signal takes a moment to land)");
     p.join()?;
     let alive = attr("after terminate and join", &mut p);
     if p.exitcode().is_some_and(|c| c < 0 && c != -15) {
@@ -217,14 +195,8 @@ pub fn exits(cli: &Cli) -> Result<()> {
             })
             .unwrap_or_else(|| "process-basics".into());
         let command = format!("{how} {pid}").replace("kill -15", "kill");
-        report::event(
-            "commands",
-            json!({ "find": format!("ps aux | grep {program}"), "end": command }),
-            format!(
-                "find it: ps aux | grep {program}   (Windows: tasklist | findstr {program})\n\
-                 end it:  {command}   (Windows: taskkill /F /PID {pid})"
-            ),
-        );
+        common::event!("commands", { "find": format!("ps aux | grep {program}"), "end": command }, "find it: ps aux | grep {program}   (Windows: tasklist | findstr {program})\n\
+                 end it:  {command}   (Windows: taskkill /F /PID {pid})");
         cli.common.hold(&format!("a child waits to be ended: try {command}"), &[pid]);
         let guess = (expected == -9).then(|| {
             common::predict::ask(
@@ -276,12 +248,8 @@ fn exited(
     if !as_expected {
         wrong.push(format!("{how}: {} (expected {expected})", exitcode_name(code)));
     }
-    report::event(
-        "exited",
-        json!({ "how": how, "exitcode": code, "expected": expected, "as_expected": as_expected,
-                "repr": p.to_string() }),
-        format!("{what}: exitcode {}  {p}", code_text(code)),
-    );
+    common::event!("exited", { "how": how, "exitcode": code, "expected": expected, "as_expected": as_expected,
+                "repr": p.to_string() }, "{what}: exitcode {}  {p}", code_text(code));
 }
 
 /// `-9 (-SIGKILL)` for a signal, the number alone otherwise.

@@ -39,14 +39,10 @@ pub static R: Role = Role::new("r", r);
 fn r(value: Value) -> Result<()> {
     let a: RArgs = args("r", value)?;
     for i in 1..=a.loops {
-        report::event(
-            "tick",
-            json!({ "i": i, "of": a.loops }),
-            format!("{} ** {}", a.label, std::process::id()),
-        );
+        common::event!("tick", { "i": i, "of": a.loops }, "{} ** {}", a.label, std::process::id());
         sleep_ms(a.sleep_ms);
     }
-    report::event("done", json!({ "loops": a.loops }), format!("{} done", a.label));
+    common::event!("done", { "loops": a.loops }, "{} done", a.label);
     Ok(())
 }
 
@@ -90,7 +86,7 @@ fn example(cli: &Cli, n: u8) -> Result<()> {
              that is why you start all, then join all (part 5 measures it)",
         ),
     };
-    report::event("example", json!({ "n": n, "title": title }), format!("{name}: {title}"));
+    common::event!("example", { "n": n, "title": title }, "{name}: {title}");
     let loops = cli.loops;
     let r1 = ms(cli.common.notes_sleep(R1_SECONDS));
     let r2 = ms(cli.common.notes_sleep(if n >= 4 { R2_LONG_SECONDS } else { R1_SECONDS }));
@@ -101,7 +97,7 @@ fn example(cli: &Cli, n: u8) -> Result<()> {
     let style = Style::new().mark("tick", '*').mark("parent_end", 'E');
     recorded(cli, &format!("{name}: {title}"), &style, || {
         let me = std::process::id();
-        report::event("parent_run", json!({}), format!("parent process {me} run..."));
+        common::event!("parent_run", {}, "parent process {me} run...");
         match n {
             1 | 3 | 4 => {
                 let (mut p1, mut p2) = (proc1(), proc2());
@@ -132,7 +128,7 @@ fn example(cli: &Cli, n: u8) -> Result<()> {
                 p2.start()?;
             }
         }
-        report::event("parent_end", json!({}), format!("parent process {me} end"));
+        common::event!("parent_end", {}, "parent process {me} end");
         wait_at_exit()?;
         Ok(())
     })?;
@@ -238,9 +234,9 @@ pub static SEND_MAIL: Role = Role::new("send-mail", send_mail_child);
 
 fn send_mail_child(value: Value) -> Result<()> {
     let a: MailArgs = args("send-mail", value)?;
-    report::event("sending", json!({ "i": a.i }), format!("sending mail {}", a.i));
+    common::event!("sending", { "i": a.i }, "sending mail {}", a.i);
     sleep_ms(a.sleep_ms);
-    report::event("sent", json!({ "i": a.i }), format!("邮件已发送 {} (mail {} sent)", a.i, a.i));
+    common::event!("sent", { "i": a.i }, "邮件已发送 {} (mail {} sent)", a.i, a.i);
     Ok(())
 }
 
@@ -300,24 +296,14 @@ pub fn send_mail(cli: &Cli) -> Result<()> {
             for p in &mut li {
                 crate::joined(p)?;
             }
-            report::event(
-                "all_sent",
-                json!({ "version": version, "joined": li.len(), "started": n }),
-                format!(
-                    "100封邮件已发送 (all mails sent), having joined {} of {n} processes",
-                    li.len()
-                ),
-            );
+            common::event!("all_sent", { "version": version, "joined": li.len(), "started": n }, "100封邮件已发送 (all mails sent), having joined {} of {n} processes",
+                    li.len());
             wait_at_exit()?;
             Ok(li.len())
         })?;
         let late = sent_after(&records, "all_sent");
-        report::event(
-            "verdict",
-            json!({ "version": version, "joined": joined, "mails": n,
-                    "sent_after_all_sent": late }),
-            format!("{title}: {late} of {n} mails were sent after \"all sent\" was printed"),
-        );
+        common::event!("verdict", { "version": version, "joined": joined, "mails": n,
+                    "sent_after_all_sent": late }, "{title}: {late} of {n} mails were sent after \"all sent\" was printed");
         if let Some(guess) = guess {
             guess.reveal(
                 late,
@@ -366,11 +352,7 @@ fn hello(value: Value) -> Result<()> {
     while Instant::now() < until {
         spins = std::hint::black_box(spins + 1);
     }
-    report::event(
-        "hello",
-        json!({ "round": a.round, "index": a.index }),
-        format!("round {}: child {} says hello", a.round, a.index),
-    );
+    common::event!("hello", { "round": a.round, "index": a.index }, "round {}: child {} says hello", a.round, a.index);
     Ok(())
 }
 
@@ -413,11 +395,7 @@ pub fn order(cli: &Cli) -> Result<()> {
             bail!("round {round}: expected each of {n} children to report once, got {order:?}");
         }
         let shown: Vec<String> = order.iter().map(usize::to_string).collect();
-        report::event(
-            "order",
-            json!({ "round": round, "order": order }),
-            format!("round {round}: {}", shown.join(" ")),
-        );
+        common::event!("order", { "round": round, "order": order }, "round {round}: {}", shown.join(" "));
         orders.push(order);
     }
     let mut distinct = orders.clone();

@@ -26,13 +26,9 @@ pub static TASK: Role = Role::new("task", task);
 
 fn task(value: Value) -> Result<()> {
     let a: TaskArgs = args("task", value)?;
-    report::event(
-        "running",
-        json!({ "way": "target function", "name": a.name, "sleep_ms": a.sleep_ms }),
-        format!("{} is running (pid {}), sleeping {} ms", a.name, std::process::id(), a.sleep_ms),
-    );
+    common::event!("running", { "way": "target function", "name": a.name, "sleep_ms": a.sleep_ms }, "{} is running (pid {}), sleeping {} ms", a.name, std::process::id(), a.sleep_ms);
     sleep_ms(a.sleep_ms);
-    report::event("done", json!({ "name": a.name }), format!("{} is done", a.name));
+    common::event!("done", { "name": a.name }, "{} is done", a.name);
     Ok(())
 }
 
@@ -47,13 +43,9 @@ pub struct MyProcess {
 impl Run for MyProcess {
     const ROLE: &'static str = "my-process";
     fn run(self) -> Result<()> {
-        report::event(
-            "running",
-            json!({ "way": "run method", "name": self.name, "sleep_ms": self.sleep_ms }),
-            format!("{} is running! (MyProcess::run, pid {})", self.name, std::process::id()),
-        );
+        common::event!("running", { "way": "run method", "name": self.name, "sleep_ms": self.sleep_ms }, "{} is running! (MyProcess::run, pid {})", self.name, std::process::id());
         sleep_ms(self.sleep_ms);
-        report::event("done", json!({ "name": self.name }), format!("{} is done", self.name));
+        common::event!("done", { "name": self.name }, "{} is done", self.name);
         Ok(())
     }
 }
@@ -66,13 +58,9 @@ pub static PIDS_CHILD: Role = Role::new("pids-child", pids_child);
 fn pids_child(value: Value) -> Result<()> {
     let a: TaskArgs = args("pids-child", value)?;
     let (pid, ppid) = (std::process::id(), parent_pid());
-    report::event(
-        "child_pids",
-        json!({ "pid": pid, "ppid": ppid }),
-        format!("{pid} is running, parent is <{ppid}>   (os.getpid(), os.getppid())"),
-    );
+    common::event!("child_pids", { "pid": pid, "ppid": ppid }, "{pid} is running, parent is <{ppid}>   (os.getpid(), os.getppid())");
     sleep_ms(a.sleep_ms);
-    report::event("done", json!({ "pid": pid }), format!("{pid} is done, parent is <{ppid}>"));
+    common::event!("done", { "pid": pid }, "{pid} is done, parent is <{ppid}>");
     Ok(())
 }
 
@@ -83,16 +71,10 @@ pub fn pids(cli: &Cli) -> Result<()> {
     let ppid = parent_pid();
     let parent = ps::stat(ppid);
     let parent_comm = parent.as_ref().map_or("?", |p| p.comm.as_str()).to_string();
-    report::event(
-        "pids",
-        json!({ "pid": me, "ppid": ppid, "parent_comm": parent_comm,
-                "parent_cmdline": parent.as_ref().map(|p| p.cmdline.clone()) }),
-        format!(
-            "I am pid {me}; my parent is pid {ppid} ({parent_comm}): whatever started me (a \
+    common::event!("pids", { "pid": me, "ppid": ppid, "parent_comm": parent_comm,
+                "parent_cmdline": parent.as_ref().map(|p| p.cmdline.clone()) }, "I am pid {me}; my parent is pid {ppid} ({parent_comm}): whatever started me (a \
              shell, make, cargo, an IDE) is my parent, as every program started from PyCharm \
-             is PyCharm's child"
-        ),
-    );
+             is PyCharm's child");
     // The children outlive a --hold, so that ps in another terminal finds them running.
     let hold = Duration::from_secs_f64(cli.common.hold.unwrap_or(0.0));
     let sleep = ms(cli.common.notes_sleep(TASK_SECONDS) + hold);
@@ -103,11 +85,7 @@ pub fn pids(cli: &Cli) -> Result<()> {
             child(cli, &name, &PIDS_CHILD, TaskArgs { name: name.clone(), sleep_ms: sleep });
         p.start()?;
         let pid = p.pid().unwrap_or(0);
-        report::event(
-            "started",
-            json!({ "name": name, "pid": pid }),
-            format!("我有一个儿子是 {pid}: I have a child, pid {pid} ({name})"),
-        );
+        common::event!("started", { "name": name, "pid": pid }, "我有一个儿子是 {pid}: I have a child, pid {pid} ({name})");
         kids.push(p);
     }
     // The kernel's record of each child's parent: field 4 of /proc/PID/stat.
@@ -158,17 +136,9 @@ pub fn two_ways(cli: &Cli) -> Result<()> {
             .start_method(cli.common.start_method);
     p1.start()?;
     p2.start()?;
-    report::event(
-        "started",
-        json!({ "target_function": p1.pid(), "run_method": p2.pid() }),
-        format!("主: started {p1} and {p2}"),
-    );
+    common::event!("started", { "target_function": p1.pid(), "run_method": p2.pid() }, "主: started {p1} and {p2}");
     let codes = (crate::joined(&mut p1)?, crate::joined(&mut p2)?);
-    report::event(
-        "joined",
-        json!({ "exitcodes": [codes.0, codes.1] }),
-        format!("joined both: {p1}, {p2}"),
-    );
+    common::event!("joined", { "exitcodes": [codes.0, codes.1] }, "joined both: {p1}, {p2}");
     Ok(())
 }
 
@@ -191,41 +161,25 @@ pub fn start_join(cli: &Cli) -> Result<()> {
     let start_took = t.elapsed();
     // The child exists the moment start() returns: the kernel shows it in /proc already.
     let seen = p.pid().and_then(common::ps::stat);
-    report::event(
-        "started",
-        json!({ "pid": p.pid(), "start_ms": start_took.as_secs_f64() * 1e3,
-                "method": p.method().to_string(), "in_proc": seen.is_some(),
-                "ppid": seen.as_ref().map(|i| i.ppid) }),
-        format!(
-            "p.start() returned after {:.1} ms ({}), and the child {}: start() made it with a \
-             system call (fork/clone; for spawn, then exec), not by sending a signal to the OS \
-             as seeds 002 and 004 say (给操作系统发送一个信号, 发送信号给操作系统); it does not wait for the child to run",
-            start_took.as_secs_f64() * 1e3,
-            p.method(),
-            match &seen {
-                Some(i) => format!("is already in /proc (pid {}, parent {})", i.pid, i.ppid),
-                None => format!("(pid {}) is no longer in /proc", p.pid().unwrap_or(0)),
-            }
-        ),
-    );
-    report::event(
-        "parent_goes_on",
-        json!({ "child_sleep_ms": ms(sleep) }),
-        format!(
-            "主流程: the parent goes on at once, while the child sleeps {}; which of the two runs \
+    common::event!("started", { "pid": p.pid(), "start_ms": start_took.as_secs_f64() * 1e3,
+        "method": p.method().to_string(), "in_proc": seen.is_some(),
+        "ppid": seen.as_ref().map(|i| i.ppid) }, "p.start() returned after {:.1} ms ({}), and the child {}: start() made it with a \
+     system call (fork/clone; for spawn, then exec), not by sending a signal to the OS \
+     as seeds 002 and 004 say (给操作系统发送一个信号, 发送信号给操作系统); it does not wait for the child to run",
+    start_took.as_secs_f64() * 1e3,
+    p.method(),
+    match &seen {
+        Some(i) => format!("is already in /proc (pid {}, parent {})", i.pid, i.ppid),
+        None => format!("(pid {}) is no longer in /proc", p.pid().unwrap_or(0)),
+    });
+    common::event!("parent_goes_on", { "child_sleep_ms": ms(sleep) }, "主流程: the parent goes on at once, while the child sleeps {}; which of the two runs \
              first is the scheduler's choice (seed 004's 子进程应该在主进程执行后执行 is no rule)",
-            secs(sleep)
-        ),
-    );
+            secs(sleep));
     let t = Instant::now();
     let code = crate::joined(&mut p)?;
     let waited = t.elapsed();
-    report::event(
-        "joined",
-        json!({ "waited_ms": waited.as_secs_f64() * 1e3, "child_sleep_ms": ms(sleep),
-                "exitcode": code }),
-        format!("p.join() blocked {} until the child ended (同步阻塞); then {p}", secs(waited)),
-    );
+    common::event!("joined", { "waited_ms": waited.as_secs_f64() * 1e3, "child_sleep_ms": ms(sleep),
+                "exitcode": code }, "p.join() blocked {} until the child ended (同步阻塞); then {p}", secs(waited));
     if let Some(recording) = recording {
         let pid = p.pid().unwrap_or(0);
         let order =

@@ -5,7 +5,6 @@ use anyhow::{Result, bail};
 use common::predict::{self, Expect};
 use common::report;
 use common::threads::sync::{BoundedSemaphore, Semaphore};
-use serde_json::json;
 
 use crate::Cli;
 
@@ -31,15 +30,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     sem.release(); // One too many: nobody holds a place.
     let value = sem.value();
     let fits = count_free(|| sem.try_acquire());
-    report::event(
-        "extra_release",
-        json!({ "kind": "Semaphore", "initial": places, "value": value, "error": null,
-                "fits": fits }),
-        format!(
-            "Semaphore({places}): acquire(), release(), release() once too often: no error, \
-             and now value {value}: {fits} acquire(blocking=False) in a row succeed"
-        ),
-    );
+    common::event!("extra_release", { "kind": "Semaphore", "initial": places, "value": value, "error": null,
+                "fits": fits }, "Semaphore({places}): acquire(), release(), release() once too often: no error, \
+             and now value {value}: {fits} acquire(blocking=False) in a row succeed");
 
     guess.reveal(
         fits,
@@ -58,15 +51,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     let Err(error) = refused else {
         bail!("BoundedSemaphore({places}) accepted a release with every place free");
     };
-    report::event(
-        "extra_release",
-        json!({ "kind": "BoundedSemaphore", "initial": places, "value": value,
-                "error": error.to_string(), "fits": fits }),
-        format!(
-            "BoundedSemaphore({places}): release() once too often -> {error}; the value stays \
-             {value}, and {fits} acquire(blocking=False) succeed"
-        ),
-    );
+    common::event!("extra_release", { "kind": "BoundedSemaphore", "initial": places, "value": value,
+                "error": error.to_string(), "fits": fits }, "BoundedSemaphore({places}): release() once too often -> {error}; the value stays \
+             {value}, and {fits} acquire(blocking=False) succeed");
     report::say(
         "use BoundedSemaphore when every release answers an acquire: the extra release is a bug, \
          and it is caught where it happens instead of letting one more in for ever",

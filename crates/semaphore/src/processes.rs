@@ -165,30 +165,18 @@ impl Run for Person {
         let place = match self.sem.try_acquire()? {
             Some(place) => place,
             None => {
-                report::event(
-                    "wait",
-                    json!({ "person": me }),
-                    format!("{me} waits in sem.acquire(): every place is taken"),
-                );
+                common::event!("wait", { "person": me }, "{me} waits in sem.acquire(): every place is taken");
                 self.sem.acquire()?
             }
         };
         let c = self.board.get();
         let now = c.inside.fetch_add(1, Ordering::SeqCst) + 1;
         c.max_inside.fetch_max(now, Ordering::SeqCst);
-        report::event(
-            "enter",
-            json!({ "person": me, "inside": now, "place": place.index(), "stay_ms": self.stay_ms }),
-            format!("{me} is in place {} ({now} inside)", place.index()),
-        );
+        common::event!("enter", { "person": me, "inside": now, "place": place.index(), "stay_ms": self.stay_ms }, "{me} is in place {} ({now} inside)", place.index());
         sleep_ms(self.stay_ms);
         let left = c.inside.fetch_sub(1, Ordering::SeqCst) - 1;
         c.entered.fetch_add(1, Ordering::SeqCst);
-        report::event(
-            "leave",
-            json!({ "person": me, "inside": left }),
-            format!("{me} leaves ({left} inside)"),
-        );
+        common::event!("leave", { "person": me, "inside": left }, "{me} leaves ({left} inside)");
         place.release();
         Ok(())
     }
@@ -244,11 +232,7 @@ impl Run for Holder {
     fn run(self) -> Result<()> {
         let me = report::who();
         let place = self.sem.acquire()?;
-        report::event(
-            "holding",
-            json!({ "who": me, "place": place.index(), "kind": "ours" }),
-            format!("{me} holds place {}, until told to go home", place.index()),
-        );
+        common::event!("holding", { "who": me, "place": place.index(), "kind": "ours" }, "{me} holds place {}, until told to go home", place.index());
         Board::bump(&self.board.get().holding);
         self.home.wait();
         place.release();
@@ -268,11 +252,7 @@ impl Run for LateComer {
     const ROLE: &'static str = "semaphore-late-comer";
     fn run(self) -> Result<()> {
         let me = report::who();
-        report::event(
-            "wait",
-            json!({ "person": me, "kind": "ours" }),
-            format!("{me} waits in sem.acquire(): every place is taken"),
-        );
+        common::event!("wait", { "person": me, "kind": "ours" }, "{me} waits in sem.acquire(): every place is taken");
         let place = self.sem.acquire()?;
         let dead = place.recovered_from();
         report::event(
@@ -330,15 +310,9 @@ fn killed_holder_ours(cli: &Cli) -> Result<()> {
         join_ok(&mut holders[1..])?;
         join_ok(&mut late)?;
         let value = sem.value()?;
-        report::event(
-            "after_kill",
-            json!({ "kind": "ours", "places": places, "value": value, "late_comer_got_in": true,
-                    "recovered": sem.recovered(), "victim": victim_pid }),
-            format!(
-                "ours: the late-comer got the dead holder's place; with everyone gone home the \
-                 value is {value} of {places}: the place came back"
-            ),
-        );
+        common::event!("after_kill", { "kind": "ours", "places": places, "value": value, "late_comer_got_in": true,
+                    "recovered": sem.recovered(), "victim": victim_pid }, "ours: the late-comer got the dead holder's place; with everyone gone home the \
+                 value is {value} of {places}: the place came back");
         if value != places {
             bail!("ProcessSemaphore({places}) has {value} free places with nobody inside");
         }
@@ -368,11 +342,7 @@ impl Run for PosixHolder {
         let sem = NamedSemaphore::open(&self.name)?;
         Board::bump(&self.board.get().opened);
         sem.wait()?;
-        report::event(
-            "holding",
-            json!({ "who": me, "kind": "posix" }),
-            format!("{me} holds a place of sem_open({:?}), until told to go home", self.name),
-        );
+        common::event!("holding", { "who": me, "kind": "posix" }, "{me} holds a place of sem_open({:?}), until told to go home", self.name);
         Board::bump(&self.board.get().holding);
         self.home.wait();
         sem.post()?;
@@ -394,31 +364,17 @@ impl Run for PosixLateComer {
         let me = report::who();
         let sem = NamedSemaphore::open(&self.name)?;
         Board::bump(&self.board.get().opened);
-        report::event(
-            "wait",
-            json!({ "person": me, "kind": "posix" }),
-            format!("{me} waits in sem_timedwait(): every place is taken"),
-        );
+        common::event!("wait", { "person": me, "kind": "posix" }, "{me} waits in sem_timedwait(): every place is taken");
         let began = Instant::now();
         if sem.wait_timeout(Duration::from_millis(self.give_up_ms))? {
-            report::event(
-                "entered",
-                json!({ "who": me, "kind": "posix", "recovered_from": null }),
-                format!("{me} is in"),
-            );
+            common::event!("entered", { "who": me, "kind": "posix", "recovered_from": null }, "{me} is in");
             Board::bump(&self.board.get().late_in);
             sem.post()?;
         } else {
             let waited = began.elapsed().as_millis() as u64;
-            report::event(
-                "gave_up",
-                json!({ "who": me, "kind": "posix", "waited_ms": waited }),
-                format!(
-                    "{me} gave up after {:.1}s: no place came free, and none ever will (without \
+            common::event!("gave_up", { "who": me, "kind": "posix", "waited_ms": waited }, "{me} gave up after {:.1}s: no place came free, and none ever will (without \
                      the timeout it would sleep for ever)",
-                    waited as f64 / 1000.0
-                ),
-            );
+                    waited as f64 / 1000.0);
         }
         Ok(())
     }
@@ -432,14 +388,8 @@ fn killed_holder_posix(cli: &Cli) -> Result<usize> {
     let path = format!("/dev/shm/sem.{}", &name[1..]);
     let sem = NamedSemaphore::create(&name, places)?;
     let mut unlink = Unlink(Some(name.clone()));
-    report::event(
-        "posix_created",
-        json!({ "name": name, "path": path, "exists": std::path::Path::new(&path).exists() }),
-        format!(
-            "sem_open({name:?}, O_CREAT, 0600, {places}): a POSIX named semaphore, the file {path} \
-             (what CPython's multiprocessing.Semaphore is); {places} holder(s) take every place"
-        ),
-    );
+    common::event!("posix_created", { "name": name, "path": path, "exists": std::path::Path::new(&path).exists() }, "sem_open({name:?}, O_CREAT, 0600, {places}): a POSIX named semaphore, the file {path} \
+             (what CPython's multiprocessing.Semaphore is); {places} holder(s) take every place");
     let home = ProcessEvent::new()?;
     let board = Board::new()?;
     let fds = [home.fds()[0], board.fd()];
@@ -479,16 +429,10 @@ fn killed_holder_posix(cli: &Cli) -> Result<usize> {
         home.set();
         join_ok(&mut holders[1..])?;
         let value = sem.value()?;
-        report::event(
-            "after_kill",
-            json!({ "kind": "posix", "places": places, "value": value,
-                    "late_comer_got_in": got_in, "lost": places.saturating_sub(value) }),
-            format!(
-                "sem_open's: the late-comer never got in; with every living holder gone home \
+        common::event!("after_kill", { "kind": "posix", "places": places, "value": value,
+                    "late_comer_got_in": got_in, "lost": places.saturating_sub(value) }, "sem_open's: the late-comer never got in; with every living holder gone home \
                  the value is {value} of {places}: {} place(s) lost for good (sem_getvalue)",
-                places.saturating_sub(value)
-            ),
-        );
+                places.saturating_sub(value));
         Ok(value)
     })();
     if result.is_err() {
@@ -532,16 +476,10 @@ fn kill_holder(holder: &mut Process, place: Option<usize>) -> Result<()> {
     let pid = holder.pid().unwrap_or(0);
     holder.kill()?;
     let exitcode = holder.join()?;
-    report::event(
-        "killed",
-        json!({ "pid": pid, "name": holder.name(), "place": place, "exitcode": exitcode }),
-        format!(
-            "kill -9 {pid} ({}, inside{}): {}",
+    common::event!("killed", { "pid": pid, "name": holder.name(), "place": place, "exitcode": exitcode }, "kill -9 {pid} ({}, inside{}): {}",
             holder.name(),
             place.map_or(String::new(), |p| format!(" place {p}")),
-            common::process::exitcode_name(exitcode)
-        ),
-    );
+            common::process::exitcode_name(exitcode));
     Ok(())
 }
 

@@ -9,7 +9,6 @@ use common::threads::named::spawn_scoped;
 use common::threads::sync::{Event, Semaphore};
 use common::timeline::{self, Recording, Style};
 use common::{ps, report};
-use serde_json::json;
 
 use crate::{Cli, check_rooms, stay_ms};
 
@@ -108,11 +107,7 @@ fn person(rooms: &Rooms, stay_ms: u64) {
     // Spans for --trace and --svg (nothing without them): waiting for a place, holding one.
     let waiting = common::phase::span("waiting for a place");
     if !rooms.sem.try_acquire() {
-        report::event(
-            "wait",
-            json!({ "person": me }),
-            format!("{me} waits in sem.acquire(): every place is taken"),
-        );
+        common::event!("wait", { "person": me }, "{me} waits in sem.acquire(): every place is taken");
         rooms.sem.acquire();
     }
     drop(waiting);
@@ -120,20 +115,12 @@ fn person(rooms: &Rooms, stay_ms: u64) {
     rooms.waiting.fetch_sub(1, Ordering::SeqCst);
     let now = rooms.inside.fetch_add(1, Ordering::SeqCst) + 1;
     rooms.max_inside.fetch_max(now, Ordering::SeqCst);
-    report::event(
-        "enter",
-        json!({ "person": me, "inside": now, "stay_ms": stay_ms }),
-        format!("{me} is in ({now} inside), for {:.1}s", stay_ms as f64 / 1000.0),
-    );
+    common::event!("enter", { "person": me, "inside": now, "stay_ms": stay_ms }, "{me} is in ({now} inside), for {:.1}s", stay_ms as f64 / 1000.0);
     rooms.doors_open.wait();
     std::thread::sleep(Duration::from_millis(stay_ms));
     let left = rooms.inside.fetch_sub(1, Ordering::SeqCst) - 1;
     rooms.entered.fetch_add(1, Ordering::SeqCst);
-    report::event(
-        "leave",
-        json!({ "person": me, "inside": left }),
-        format!("{me} leaves ({left} inside)"),
-    );
+    common::event!("leave", { "person": me, "inside": left }, "{me} leaves ({left} inside)");
     drop(holding);
     rooms.sem.release();
 }

@@ -59,11 +59,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                 }
                 if full {
                     let waited = began.elapsed();
-                    report::event(
-                        "put_returned",
-                        json!({ "item": i, "waited_ms": waited.as_secs_f64() * 1000.0 }),
-                        format!("q.put({i}) returned after {} ms", waited.as_millis()),
-                    );
+                    common::event!("put_returned", { "item": i, "waited_ms": waited.as_secs_f64() * 1000.0 }, "q.put({i}) returned after {} ms", waited.as_millis());
                 }
             }
             Ok(())
@@ -87,35 +83,23 @@ pub fn run(cli: &Cli) -> Result<()> {
     let Some(row) = blocked else {
         bail!("the producer was never seen asleep in put on a full queue");
     };
-    report::event(
-        "put_blocked",
-        json!({ "tid": row.tid, "state": row.state.to_string(), "wchan": row.wchan,
-                "qsize": q.qsize() }),
-        format!(
-            "producer thread {} is {} (asleep, {}) in put: {} items in a Queue({MAXSIZE})",
+    common::event!("put_blocked", { "tid": row.tid, "state": row.state.to_string(), "wchan": row.wchan,
+                "qsize": q.qsize() }, "producer thread {} is {} (asleep, {}) in put: {} items in a Queue({MAXSIZE})",
             row.tid,
             row.state,
             row.wchan,
-            q.qsize()
-        ),
-    );
+            q.qsize());
     common::ps::show_threads("this process's threads (ps -L)", pid);
     cli.common.hold_threads("the producer is blocked in put on a full queue", pid);
     let returned_before_get = last_put_returned.load(Ordering::SeqCst);
-    report::event("getting", json!({}), "main calls q.get(): that frees a place for the producer");
+    common::event!("getting", {}, "main calls q.get(): that frees a place for the producer");
     let first = q.get()?;
     match producer.join() {
         Ok(result) => result?,
         Err(_) => bail!("the producer thread panicked"),
     }
-    report::event(
-        "got",
-        json!({ "item": first, "left": q.qsize() }),
-        format!(
-            "main's q.get() -> {first}; the producer ended; {} items left in the queue",
-            q.qsize()
-        ),
-    );
+    common::event!("got", { "item": first, "left": q.qsize() }, "main's q.get() -> {first}; the producer ended; {} items left in the queue",
+            q.qsize());
     let why = "a put into a full queue waits on not_full until a get takes an item and notifies it";
     guess.reveal(if returned_before_get { "yes" } else { "no" }, why);
 
@@ -123,32 +107,20 @@ pub fn run(cli: &Cli) -> Result<()> {
     let began = Instant::now();
     let refused = q.put_timeout(4, TIMEOUT).err().map(|e| e.error);
     let waited = began.elapsed();
-    report::event(
-        "timeout",
-        json!({ "call": "put", "result": refused.map(|e| e.to_string()),
-                "waited_ms": waited.as_secs_f64() * 1000.0, "timeout_ms": TIMEOUT.as_millis() }),
-        format!(
-            "q.put(4, timeout={}) on a full queue -> {} after {} ms",
+    common::event!("timeout", { "call": "put", "result": refused.map(|e| e.to_string()),
+                "waited_ms": waited.as_secs_f64() * 1000.0, "timeout_ms": TIMEOUT.as_millis() }, "q.put(4, timeout={}) on a full queue -> {} after {} ms",
             TIMEOUT.as_secs_f64(),
             refused.map_or("accepted?".into(), |e| e.to_string()),
-            waited.as_millis()
-        ),
-    );
+            waited.as_millis());
     while q.get_nowait().is_ok() {}
     let began = Instant::now();
     let empty = q.get_timeout(TIMEOUT).err();
     let waited = began.elapsed();
-    report::event(
-        "timeout",
-        json!({ "call": "get", "result": empty.map(|e| e.to_string()),
-                "waited_ms": waited.as_secs_f64() * 1000.0, "timeout_ms": TIMEOUT.as_millis() }),
-        format!(
-            "q.get(timeout={}) on an empty queue -> {} after {} ms",
+    common::event!("timeout", { "call": "get", "result": empty.map(|e| e.to_string()),
+                "waited_ms": waited.as_secs_f64() * 1000.0, "timeout_ms": TIMEOUT.as_millis() }, "q.get(timeout={}) on an empty queue -> {} after {} ms",
             TIMEOUT.as_secs_f64(),
             empty.map_or("an item?".into(), |e| e.to_string()),
-            waited.as_millis()
-        ),
-    );
+            waited.as_millis());
     if refused != Some(QueueError::Full) || empty != Some(QueueError::Empty) {
         bail!("expected Full and Empty, got {refused:?} and {empty:?}");
     }

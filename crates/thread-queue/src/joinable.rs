@@ -11,7 +11,6 @@ use common::report;
 use common::threads::named;
 use common::threads::queue::Queue;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::{CONSUMER_SLEEP_S, Cli, PRODUCER_SLEEP_S};
 
@@ -41,16 +40,12 @@ fn buns(cli: &Cli) -> Result<()> {
             for i in 0..buns {
                 std::thread::sleep(make);
                 let bun = Bun { name: format!("包子{i}"), by: named::current_name() };
-                report::event(
-                    "produced",
-                    json!({ "item": bun.name, "by": bun.by }),
-                    format!("生产者 {} made {}", bun.by, bun.name),
-                );
+                common::event!("produced", { "item": bun.name, "by": bun.by }, "生产者 {} made {}", bun.by, bun.name);
                 q.put(bun).map_err(|e| anyhow::anyhow!("put: {e}"))?;
             }
             // A producer returns only when every bun put (by anyone) has been eaten.
             q.join();
-            report::event("producer_joined", json!({}), "q.join() returned: every bun is eaten");
+            common::event!("producer_joined", {}, "q.join() returned: every bun is eaten");
             Ok(())
         })?);
     }
@@ -64,16 +59,10 @@ fn buns(cli: &Cli) -> Result<()> {
             while let Ok(bun) = q.get() {
                 std::thread::sleep(eat);
                 eaten += 1;
-                report::event(
-                    "eaten",
-                    json!({ "item": bun.name, "by": bun.by }),
-                    format!(
-                        "消费者 {} ate {} (by {}); task_done()",
+                common::event!("eaten", { "item": bun.name, "by": bun.by }, "消费者 {} ate {} (by {}); task_done()",
                         named::current_name(),
                         bun.name,
-                        bun.by
-                    ),
-                );
+                        bun.by);
                 let _ = q.task_done();
             }
             eaten
@@ -86,15 +75,9 @@ fn buns(cli: &Cli) -> Result<()> {
         }
     }
     let unfinished = q.unfinished_tasks();
-    report::event(
-        "main_done",
-        json!({ "unfinished": unfinished, "left": q.qsize() }),
-        format!(
-            "主 (every producer joined: {} buns made, {unfinished} unfinished, {} left)",
+    common::event!("main_done", { "unfinished": unfinished, "left": q.qsize() }, "主 (every producer joined: {} buns made, {unfinished} unfinished, {} left)",
             cli.producers * cli.buns,
-            q.qsize()
-        ),
-    );
+            q.qsize());
     // Python would now exit and cut the daemon consumers off inside get(). Rust threads die
     // with the process too, but the tour goes on: shut the queue down so they return.
     q.shutdown(false);
@@ -102,14 +85,8 @@ fn buns(cli: &Cli) -> Result<()> {
     for consumer in consumers {
         eaten += consumer.join().map_err(|_| anyhow::anyhow!("a consumer thread panicked"))?;
     }
-    report::event(
-        "consumers_ended",
-        json!({ "eaten": eaten }),
-        format!(
-            "q.shutdown(): the consumers' get() raised ShutDown and they ended; {eaten} buns eaten \
-             in all (Python's daemon threads would simply be cut off at exit)"
-        ),
-    );
+    common::event!("consumers_ended", { "eaten": eaten }, "q.shutdown(): the consumers' get() raised ShutDown and they ended; {eaten} buns eaten \
+             in all (Python's daemon threads would simply be cut off at exit)");
     if eaten != cli.producers * cli.buns || unfinished != 0 {
         bail!("{eaten} buns eaten of {}, {unfinished} unfinished", cli.producers * cli.buns);
     }
@@ -196,16 +173,10 @@ fn cost(cli: &Cli) -> Result<()> {
     let items = cli.cost_items;
     let thread = thread_queue_seconds(items)? / items as f64 * 1e6;
     let process = process_queue_seconds(cli, items)? / items as f64 * 1e6;
-    report::event(
-        "cost",
-        json!({ "items": items, "thread_us": thread, "process_us": process }),
-        format!(
-            "one item through each queue, put + get + task_done ({items} items, one consumer):\n\
+    common::event!("cost", { "items": items, "thread_us": thread, "process_us": process }, "one item through each queue, put + get + task_done ({items} items, one consumer):\n\
              \x20  thread Queue (shared memory, one mutex)        {thread:>8.2} µs\n\
              \x20  process JoinableQueue (pipe + locks, JSON)     {process:>8.2} µs   ({:.1}x the thread queue)",
-            process / thread.max(1e-9)
-        ),
-    );
+            process / thread.max(1e-9));
     report::say(
         "threads share memory: the item itself stays where it is, only the queue's mutex and \
          conditions are shared; a process queue encodes each item, writes it into a pipe and \

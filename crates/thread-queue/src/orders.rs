@@ -5,7 +5,6 @@ use common::cli::CommonArgs;
 use common::predict;
 use common::report;
 use common::threads::queue::{LifoQueue, PriorityQueue, Queue, QueueError};
-use serde_json::json;
 
 /// Takes every item, without blocking, until the queue says `Empty`.
 fn drain<T>(get: impl Fn() -> Result<T, QueueError>) -> Vec<T> {
@@ -36,16 +35,10 @@ pub fn run(common: &CommonArgs) -> Result<()> {
         ("LifoQueue", drain(|| lifo.get_nowait()), "last in, first out: a stack"),
     ] {
         lifo_first = got.first().copied();
-        report::event(
-            "order",
-            json!({ "kind": kind, "put": items, "got": got }),
-            format!(
-                "{:<16} put {} -> get {}  ({rule})",
+        common::event!("order", { "kind": kind, "put": items, "got": got }, "{:<16} put {} -> get {}  ({rule})",
                 format!("{kind}():"),
                 join(&items),
-                join(&got)
-            ),
-        );
+                join(&got));
     }
 
     guess.reveal(
@@ -68,15 +61,9 @@ pub fn run(common: &CommonArgs) -> Result<()> {
     let got: Vec<&str> =
         drain(|| priority.get_nowait()).into_iter().map(|(_, name)| name).collect();
     let put: Vec<String> = prioritized.iter().map(|(p, n)| format!("({p}, '{n}')")).collect();
-    report::event(
-        "order",
-        json!({ "kind": "PriorityQueue", "put": prioritized, "got": got }),
-        format!(
-            "PriorityQueue(): put {} -> get {}  (lowest first: tuples compare field by field)",
+    common::event!("order", { "kind": "PriorityQueue", "put": prioritized, "got": got }, "PriorityQueue(): put {} -> get {}  (lowest first: tuples compare field by field)",
             put.join(", "),
-            join(&got)
-        ),
-    );
+            join(&got));
     let why = "the lowest priority number is got first (a heap), whatever the order of put";
     guess.reveal(got.first().copied().unwrap_or("none"), why);
     report::say(

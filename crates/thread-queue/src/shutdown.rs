@@ -11,7 +11,6 @@ use common::predict;
 use common::report;
 use common::threads::named;
 use common::threads::queue::{Queue, QueueError};
-use serde_json::json;
 
 use crate::Cli;
 
@@ -41,16 +40,12 @@ fn drain(cli: &Cli) -> Result<()> {
                     match q.get() {
                         Ok(item) => {
                             std::thread::sleep(work);
-                            report::event("took", json!({ "item": item }), format!("got {item}"));
+                            common::event!("took", { "item": item }, "got {item}");
                             taken.push(item);
                             let _ = q.task_done();
                         }
                         Err(e) => {
-                            report::event(
-                                "get_error",
-                                json!({ "error": e.to_string(), "taken": taken.len() }),
-                                format!("q.get() -> {e}: the queue is shut down and empty; this consumer ends"),
-                            );
+                            common::event!("get_error", { "error": e.to_string(), "taken": taken.len() }, "q.get() -> {e}: the queue is shut down and empty; this consumer ends");
                             return taken;
                         }
                     }
@@ -60,24 +55,14 @@ fn drain(cli: &Cli) -> Result<()> {
         .collect::<Result<_, _>>()?;
     q.shutdown(false);
     let refused = q.put(99).err().map(|e| e.error);
-    report::event(
-        "shutdown",
-        json!({ "immediate": false, "left": q.qsize(), "put_after": refused.map(|e| e.to_string()) }),
-        format!(
-            "q.shutdown() with {} item(s) still in the queue; q.put(99) -> {}",
+    common::event!("shutdown", { "immediate": false, "left": q.qsize(), "put_after": refused.map(|e| e.to_string()) }, "q.shutdown() with {} item(s) still in the queue; q.put(99) -> {}",
             q.qsize(),
-            refused.map_or("accepted?".into(), |e| e.to_string())
-        ),
-    );
+            refused.map_or("accepted?".into(), |e| e.to_string()));
     let mut taken = 0;
     for consumer in consumers {
         taken += consumer.join().map_err(|_| anyhow::anyhow!("a consumer panicked"))?.len();
     }
-    report::event(
-        "drained",
-        json!({ "taken": taken, "items": ITEMS }),
-        format!("the consumers drained all {taken} of {ITEMS} items before ShutDown"),
-    );
+    common::event!("drained", { "taken": taken, "items": ITEMS }, "the consumers drained all {taken} of {ITEMS} items before ShutDown");
     if taken != ITEMS || refused != Some(QueueError::ShutDown) {
         bail!("{taken} of {ITEMS} items drained; put after shutdown: {refused:?}");
     }
@@ -95,11 +80,11 @@ fn immediate(cli: &Cli) -> Result<()> {
         let q = q.clone();
         named::spawn("consumer", move || -> Result<Option<QueueError>> {
             let item = q.get()?;
-            report::event("holding", json!({ "item": item }), format!("got {item}; working on it"));
+            common::event!("holding", { "item": item }, "got {item}; working on it");
             let _ = holding_tx.send(());
             let _ = finish_rx.recv();
             // Said before the call: once task_done returns, main's join may print first.
-            report::event("task_done", json!({ "item": item }), format!("task_done() for {item}"));
+            common::event!("task_done", { "item": item }, "task_done() for {item}");
             q.task_done()?;
             Ok(q.get().err())
         })?
@@ -120,27 +105,15 @@ fn immediate(cli: &Cli) -> Result<()> {
     let unfinished = q.unfinished_tasks();
     // The item being worked on is not done yet, so join must not return yet.
     let early = q.join_timeout(Duration::from_millis(20));
-    report::event(
-        "shutdown",
-        json!({ "immediate": true, "dropped": dropped, "unfinished": unfinished,
-                "join_returned_early": early }),
-        format!(
-            "q.shutdown(immediate=True): {dropped} item(s) dropped and counted done; {unfinished} \
-             unfinished (the one being worked on), so join() still waits"
-        ),
-    );
+    common::event!("shutdown", { "immediate": true, "dropped": dropped, "unfinished": unfinished,
+                "join_returned_early": early }, "q.shutdown(immediate=True): {dropped} item(s) dropped and counted done; {unfinished} \
+             unfinished (the one being worked on), so join() still waits");
     let _ = finish_tx.send(());
     q.join();
-    report::event("joined", json!({}), "q.join() returned: the item taken before is done");
+    common::event!("joined", {}, "q.join() returned: the item taken before is done");
     let after = consumer.join().map_err(|_| anyhow::anyhow!("the consumer panicked"))??;
-    report::event(
-        "get_error",
-        json!({ "error": after.map(|e| e.to_string()) }),
-        format!(
-            "the consumer's next q.get() -> {}",
-            after.map_or("an item?".into(), |e| e.to_string())
-        ),
-    );
+    common::event!("get_error", { "error": after.map(|e| e.to_string()) }, "the consumer's next q.get() -> {}",
+            after.map_or("an item?".into(), |e| e.to_string()));
     if dropped != ITEMS - 1 || unfinished != 1 || early || after != Some(QueueError::ShutDown) {
         bail!("immediate shutdown: dropped {dropped}, unfinished {unfinished}, early join {early}");
     }

@@ -8,7 +8,6 @@ use anyhow::{Result, bail};
 use common::report;
 use common::threads::named;
 use common::threads::queue::Queue;
-use serde_json::json;
 
 use crate::Cli;
 
@@ -62,15 +61,9 @@ pub fn run(cli: &Cli, items: usize, maxsize: usize) -> Result<()> {
         })
         .sum::<usize>();
     let expected = cli.producers * items;
-    report::event(
-        "stress",
-        json!({ "expected": expected, "taken": total, "distinct": distinct.len(),
-                "out_of_order": out_of_order, "per_consumer": taken.iter().map(Vec::len).collect::<Vec<_>>() }),
-        format!(
-            "{total} items taken of {expected}, {} distinct, {out_of_order} out of their producer's order",
-            distinct.len()
-        ),
-    );
+    common::event!("stress", { "expected": expected, "taken": total, "distinct": distinct.len(),
+                "out_of_order": out_of_order, "per_consumer": taken.iter().map(Vec::len).collect::<Vec<_>>() }, "{total} items taken of {expected}, {} distinct, {out_of_order} out of their producer's order",
+            distinct.len());
     if total != expected || distinct.len() != expected || out_of_order != 0 {
         bail!("items lost, repeated or reordered");
     }

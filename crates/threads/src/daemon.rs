@@ -18,7 +18,7 @@ use common::report;
 use common::threads::named;
 use common::timeline::{Record, Recording};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::Cli;
 
@@ -37,11 +37,7 @@ struct Finally(&'static str);
 
 impl Drop for Finally {
     fn drop(&mut self) {
-        report::event(
-            "finally",
-            json!({ "of": self.0 }),
-            format!("{}: finally (its cleanup runs)", self.0),
-        );
+        common::event!("finally", { "of": self.0 }, "{}: finally (its cleanup runs)", self.0);
     }
 }
 
@@ -49,9 +45,9 @@ fn worker(p: Pauses) {
     let _finally = Finally("worker");
     for step in 1..=STEPS {
         std::thread::sleep(Duration::from_millis(p.step_ms));
-        report::event("work", json!({ "step": step }), format!("worker: step {step} of {STEPS}"));
+        common::event!("work", { "step": step }, "worker: step {step} of {STEPS}");
     }
-    report::event("finished", json!({}), "worker: finished (its last line)");
+    common::event!("finished", {}, "worker: finished (its last line)");
 }
 
 /// Ticks until `stop` is set; with no `stop`, forever (a daemon's typical loop).
@@ -61,7 +57,7 @@ fn heartbeat(p: Pauses, stop: Option<&AtomicBool>) {
     while !stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
         tick += 1;
         if tick <= 3 {
-            report::event("tick", json!({ "tick": tick }), format!("heartbeat: tick {tick}"));
+            common::event!("tick", { "tick": tick }, "heartbeat: tick {tick}");
         }
         std::thread::sleep(Duration::from_millis(p.tick_ms));
     }
@@ -101,17 +97,9 @@ fn python_rule(args: Value) -> Result<()> {
     let mut threading = PythonThreading::default();
     threading.start("heartbeat", true, move || heartbeat(p, None))?;
     threading.start("worker", false, move || worker(p))?;
-    report::event(
-        "main_returns",
-        json!({ "rule": "python" }),
-        "main code ends; threading._shutdown() joins the non-daemon thread (worker)",
-    );
+    common::event!("main_returns", { "rule": "python" }, "main code ends; threading._shutdown() joins the non-daemon thread (worker)");
     threading.shutdown()?;
-    report::event(
-        "process_ends",
-        json!({ "rule": "python" }),
-        "every non-daemon thread joined: the process ends, the daemon thread with it",
-    );
+    common::event!("process_ends", { "rule": "python" }, "every non-daemon thread joined: the process ends, the daemon thread with it");
     Ok(())
 }
 
@@ -123,11 +111,7 @@ fn rust_rule(args: Value) -> Result<()> {
     // No handle kept: nothing will join them.
     named::spawn("heartbeat", move || heartbeat(p, None))?;
     named::spawn("worker", move || worker(p))?;
-    report::event(
-        "main_returns",
-        json!({ "rule": "rust" }),
-        "main returns without a join: the process ends now",
-    );
+    common::event!("main_returns", { "rule": "rust" }, "main returns without a join: the process ends now");
     Ok(())
 }
 
@@ -213,11 +197,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     std::thread::scope(|s| -> Result<()> {
         let w = named::spawn_scoped(s, "worker", || worker(pauses))?;
         named::spawn_scoped(s, "heartbeat", || heartbeat(pauses, Some(&stop)))?;
-        report::event(
-            "main_returns",
-            json!({ "rule": "scope" }),
-            "main's code in the scope ends: join the worker, stop the heartbeat, the scope joins it",
-        );
+        common::event!("main_returns", { "rule": "scope" }, "main's code in the scope ends: join the worker, stop the heartbeat, the scope joins it");
         w.join().map_err(|_| anyhow!("worker panicked"))?;
         stop.store(true, Ordering::SeqCst);
         Ok(())
@@ -227,18 +207,12 @@ pub fn run(cli: &Cli) -> Result<()> {
     let python = seen(&records, pids[0]);
     let rust = seen(&records, pids[1]);
     let scoped = seen(&records, me);
-    report::event(
-        "daemon_summary",
-        json!({ "python_rule": { "pid": pids[0], "seen": python },
+    common::event!("daemon_summary", { "python_rule": { "pid": pids[0], "seen": python },
                 "rust_rule": { "pid": pids[1], "seen": rust },
-                "scope": { "pid": me, "seen": scoped } }),
-        format!(
-            "what each process printed:\n{}\n{}\n{}",
+                "scope": { "pid": me, "seen": scoped } }, "what each process printed:\n{}\n{}\n{}",
             describe(&format!("Python's rule (pid {})", pids[0]), &python),
             describe(&format!("Rust's rule (pid {})", pids[1]), &rust),
-            describe("thread::scope (this process)", &scoped)
-        ),
-    );
+            describe("thread::scope (this process)", &scoped));
     let word = |b: bool| if b { "yes" } else { "no" };
     daemon_guess.reveal(
         word(python.heartbeat_finally),

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, TryLockError};
 use anyhow::{Result, anyhow, bail};
 use common::report;
 use common::threads::named;
-use serde_json::json;
 
 use crate::quiet_panics;
 
@@ -93,14 +92,8 @@ pub fn run(cli: &crate::Cli) -> Result<()> {
                  wait forever (Python's Lock after its holder exits without release())"
             }
         };
-        report::event(
-            "holder_ended",
-            json!({ "ending": ending.key(), "try_lock": found }),
-            format!(
-                "holder {}; waiter's try_lock: {found}: {meaning}",
-                ending.key().replace('_', " ")
-            ),
-        );
+        common::event!("holder_ended", { "ending": ending.key(), "try_lock": found }, "holder {}; waiter's try_lock: {found}: {meaning}",
+                ending.key().replace('_', " "));
         let expected = match ending {
             Ending::Returns => "acquired",
             Ending::Panics => "poisoned",

@@ -145,10 +145,6 @@ fn python_and_rust_names() {
     for (what, python, rust) in &rows {
         text.push_str(&format!("\n  {what:<25} {python:<34} {rust}"));
     }
-    report::event(
-        "names_compare",
-        json!({ "rust_main": rust_main, "rust_unnamed": unnamed }),
-        "Python's default names beside Rust's:",
-    );
+    common::event!("names_compare", { "rust_main": rust_main, "rust_unnamed": unnamed }, "Python's default names beside Rust's:");
     report::plain(text);
 }

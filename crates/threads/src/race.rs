@@ -12,7 +12,6 @@ use anyhow::{Result, bail};
 use common::report;
 use common::stepper::{self, Controller, Probe};
 use common::threads::named;
-use serde_json::json;
 use threads::{Account, Balance, change_it_atomic, change_it_locked, change_it_racy};
 
 use crate::{Cli, Window, grouped, quiet_panics};
@@ -68,20 +67,14 @@ impl Outcome {
         } else {
             "balance = 0: exact".to_string()
         };
-        report::event(
-            "race",
-            json!({ "variant": self.variant, "window": window.map(|w| format!("{w:?}").to_lowercase()),
+        common::event!("race", { "variant": self.variant, "window": window.map(|w| format!("{w:?}").to_lowercase()),
                     "calls": expected, "changes": self.changes, "lost": lost,
                     "balance": self.balance, "ms": self.took.as_secs_f64() * 1e3,
-                    "invariant_held": !broke }),
-            format!(
-                "{}: lost {} of {} changes in {:.1} ms; {verdict}{cost}",
+                    "invariant_held": !broke }, "{}: lost {} of {} changes in {:.1} ms; {verdict}{cost}",
                 self.variant,
                 grouped(lost.into()),
                 grouped(expected.into()),
-                self.took.as_secs_f64() * 1e3
-            ),
-        );
+                self.took.as_secs_f64() * 1e3);
     }
 }
 
@@ -146,18 +139,12 @@ fn poisoning() -> Result<()> {
         Err(poison) => (poison.into_inner().balance, true),
     };
     account.clear_poison();
-    report::event(
-        "poisoned",
-        json!({ "panicked": joined, "poisoned": poisoned, "balance_seen": balance,
-                "lock_returned_err": recovered, "cleared": !account.is_poisoned() }),
-        format!(
-            "a thread panicked holding the lock: the guard unlocked anyway (no thread waits \
+    common::event!("poisoned", { "panicked": joined, "poisoned": poisoned, "balance_seen": balance,
+                "lock_returned_err": recovered, "cleared": !account.is_poisoned() }, "a thread panicked holding the lock: the guard unlocked anyway (no thread waits \
              forever), and the next lock() returned Err(PoisonError): poisoned = {poisoned}, \
              because the holder left balance = {balance} half-way. into_inner() still gives the \
              data; clear_poison() says it was repaired. Python's finally releases the lock and \
-             says nothing."
-        ),
-    );
+             says nothing.");
     if !(joined && poisoned && recovered) {
         bail!("poisoning did not behave as documented");
     }

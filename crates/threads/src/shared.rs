@@ -8,7 +8,6 @@ use anyhow::{Result, anyhow, bail};
 use common::process::{Process, StartMethod};
 use common::report;
 use common::threads::named;
-use serde_json::json;
 
 use crate::Cli;
 
@@ -24,21 +23,13 @@ fn address() -> String {
 /// What the writer (a thread or a child process) does: write 99 and say so.
 fn write_a(who: &str) {
     A.store(WRITTEN, Ordering::SeqCst);
-    report::event(
-        "wrote",
-        json!({ "who": who, "address": address(), "value": WRITTEN }),
-        format!("{who}: a = {WRITTEN} at {}", address()),
-    );
+    common::event!("wrote", { "who": who, "address": address(), "value": WRITTEN }, "{who}: a = {WRITTEN} at {}", address());
 }
 
 pub fn run(cli: &Cli) -> Result<()> {
     report::section("3. shared memory: a thread's write is seen, a child process's is not");
     A.store(MAIN_VALUE, Ordering::SeqCst);
-    report::event(
-        "main_value",
-        json!({ "address": address(), "value": MAIN_VALUE }),
-        format!("main: a = {MAIN_VALUE} at {}", address()),
-    );
+    common::event!("main_value", { "address": address(), "value": MAIN_VALUE }, "main: a = {MAIN_VALUE} at {}", address());
 
     let question =
         format!("a thread writes {WRITTEN} into main's a = {MAIN_VALUE}: what does main read?");
@@ -47,14 +38,8 @@ pub fn run(cli: &Cli) -> Result<()> {
     named::spawn("writer", || write_a("thread"))?.join().map_err(|_| anyhow!("writer panicked"))?;
     let after_thread = A.load(Ordering::SeqCst);
     guess.reveal(after_thread, "the threads of a process share its memory: one a, one address");
-    report::event(
-        "after_thread",
-        json!({ "address": address(), "value": after_thread, "shared": after_thread == WRITTEN }),
-        format!(
-            "main after the thread: a = {after_thread} at {}: the thread wrote this very memory",
-            address()
-        ),
-    );
+    common::event!("after_thread", { "address": address(), "value": after_thread, "shared": after_thread == WRITTEN }, "main after the thread: a = {after_thread} at {}: the thread wrote this very memory",
+            address());
 
     A.store(MAIN_VALUE, Ordering::SeqCst);
     let question = format!(
@@ -76,16 +61,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
     let after_child = A.load(Ordering::SeqCst);
     guess.reveal(after_child, "a forked child writes its own copy of the memory (copy-on-write)");
-    report::event(
-        "after_child",
-        json!({ "address": address(), "value": after_child, "child": child.pid(),
-                "isolated": after_child == MAIN_VALUE }),
-        format!(
-            "main after the forked child: a = {after_child} at {}: the child wrote its own copy \
+    common::event!("after_child", { "address": address(), "value": after_child, "child": child.pid(),
+                "isolated": after_child == MAIN_VALUE }, "main after the forked child: a = {after_child} at {}: the child wrote its own copy \
              (copy-on-write after fork), at the same virtual address",
-            address()
-        ),
-    );
+            address());
 
     // Even a local variable of main can be shared, if the compiler can see that the threads
     // end before it does: thread::scope.
@@ -93,14 +72,8 @@ pub fn run(cli: &Cli) -> Result<()> {
     std::thread::scope(|s| {
         named::spawn_scoped(s, "borrower", || tickets.push("from a thread")).map(drop)
     })?;
-    report::event(
-        "scoped_borrow",
-        json!({ "len": tickets.len() }),
-        format!(
-            "main's local Vec, pushed to by a scoped thread: {tickets:?} (thread::scope joins \
-             the thread before the borrow ends)"
-        ),
-    );
+    common::event!("scoped_borrow", { "len": tickets.len() }, "main's local Vec, pushed to by a scoped thread: {tickets:?} (thread::scope joins \
+             the thread before the borrow ends)");
     if after_thread != WRITTEN || after_child != MAIN_VALUE {
         bail!(
             "memory broke its rules: after the thread a = {after_thread}, after the child {after_child}"

@@ -10,15 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use common::report;
 use common::threads::named;
-use serde_json::json;
 
 use crate::Cli;
 
 /// The notes' `task(name)`: says it runs, sleeps, says it is done.
 fn task(name: &str, pause: Duration) {
-    report::event("task", json!({ "name": name, "step": "running" }), format!("{name} is running"));
+    common::event!("task", { "name": name, "step": "running" }, "{name} is running");
     std::thread::sleep(pause);
-    report::event("task", json!({ "name": name, "step": "done" }), format!("{name} is done"));
+    common::event!("task", { "name": name, "step": "done" }, "{name} is done");
 }
 
 /// Python's `Thread` as a base "class": implement `run`, get `start`.
@@ -61,28 +60,16 @@ fn both(cli: &Cli) -> Result<()> {
     let began = Instant::now();
     let t1 = named::spawn("task", move || task("egon", pause))?;
     let start_us = began.elapsed().as_secs_f64() * 1e6;
-    report::event(
-        "main_goes_on",
-        json!({ "way": "closure", "start_us": start_us }),
-        format!("主线程: t.start() returned after {start_us:.0} µs; main goes on"),
-    );
+    common::event!("main_goes_on", { "way": "closure", "start_us": start_us }, "主线程: t.start() returned after {start_us:.0} µs; main goes on");
     report::say("way 2: a type with run(), Python's class MyThread(Thread)");
     let began = Instant::now();
     let t2 = MyThread { name: "MyThread".into(), pause }.start()?;
     let start_us = began.elapsed().as_secs_f64() * 1e6;
-    report::event(
-        "main_goes_on",
-        json!({ "way": "run_method", "start_us": start_us }),
-        format!("主线程: MyThread.start() returned after {start_us:.0} µs; main goes on"),
-    );
+    common::event!("main_goes_on", { "way": "run_method", "start_us": start_us }, "主线程: MyThread.start() returned after {start_us:.0} µs; main goes on");
     for (t, what) in [(t1, "task"), (t2, "MyThread")] {
         t.join().map_err(|_| anyhow!("{what} panicked"))?;
     }
-    report::event(
-        "joined",
-        json!({ "threads": ["task", "MyThread"] }),
-        "joined both: two threads of this one process (the same pid, their own tids)",
-    );
+    common::event!("joined", { "threads": ["task", "MyThread"] }, "joined both: two threads of this one process (the same pid, their own tids)");
     report::say(
         "A thread starts in microseconds: no new address space to make, so its first line often \
          comes before main's (seed 002: 几乎是t.start()的同时就将线程开启了). Nothing guarantees \

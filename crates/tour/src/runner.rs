@@ -56,11 +56,7 @@ pub fn main(cli: Cli) -> ExitCode {
         // the whole tour (`--all`), the same whatever is selected.
         for (step, (number, p)) in selected.iter().enumerate() {
             let step = step + 1;
-            report::event(
-                "part",
-                json!({ "number": number, "section": p.section, "demo": p.demo, "args": p.args }),
-                format!("{step:>2}. seed 004 {} — {} {}", p.section, p.demo, p.args.join(" ")),
-            );
+            common::event!("part", { "number": number, "section": p.section, "demo": p.demo, "args": p.args }, "{step:>2}. seed 004 {} — {} {}", p.section, p.demo, p.args.join(" "));
         }
         return ExitCode::SUCCESS;
     }
@@ -219,12 +215,8 @@ fn summarize(rows: &[Row]) -> ExitCode {
                     "answers": r.answers })
         })
         .collect();
-    report::event(
-        "summary",
-        json!({ "parts": data, "ran": ran, "failed": failed, "skipped": skipped,
-                "right": right, "wrong": wrong, "no_guess": no_guess }),
-        "each part, what it showed, and the guesses:",
-    );
+    common::event!("summary", { "parts": data, "ran": ran, "failed": failed, "skipped": skipped,
+                "right": right, "wrong": wrong, "no_guess": no_guess }, "each part, what it showed, and the guesses:");
     report::plain(table.trim_end());
     if failed > 0 {
         let names: Vec<String> = rows
@@ -340,11 +332,7 @@ mod imp {
         reap_all();
         remove_scratch();
         let name = common::process::signal_name(signo).unwrap_or("signal");
-        report::event(
-            "interrupted",
-            json!({ "signal": name, "code": 128 + signo }),
-            format!("interrupted by {name}: the part running was ended; exit {}", 128 + signo),
-        );
+        common::event!("interrupted", { "signal": name, "code": 128 + signo }, "interrupted by {name}: the part running was ended; exit {}", 128 + signo);
         // Safety: _exit ends the process at once; every line was written with write(2).
         unsafe { libc::_exit(128 + signo) }
     }
@@ -442,11 +430,7 @@ mod imp {
             let bin = dir.join(part.demo);
             if !bin.is_file() {
                 let why = format!("{} is not built yet (cargo build -p {})", part.demo, part.demo);
-                report::event(
-                    "skipped",
-                    json!({ "number": number, "demo": part.demo, "why": why }),
-                    format!("part {step} skipped: {why}"),
-                );
+                common::event!("skipped", { "number": number, "demo": part.demo, "why": why }, "part {step} skipped: {why}");
                 rows.push(Row {
                     number: step,
                     part: *part,
@@ -466,12 +450,8 @@ mod imp {
                 part.args.join(" "),
                 selected.len()
             ));
-            report::event(
-                "part",
-                json!({ "number": number, "step": step, "section": part.section, "demo": part.demo,
-                        "args": part.args }),
-                format!("{}: {}", part.demo, part.shows),
-            );
+            common::event!("part", { "number": number, "step": step, "section": part.section, "demo": part.demo,
+                        "args": part.args }, "{}: {}", part.demo, part.shows);
             let mut flags = flags.clone();
             flags.extend(picture_flags(cli, step, part.demo));
             let ended = run_part(&bin, part, &flags, fd, scratch)?;

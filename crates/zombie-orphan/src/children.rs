@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use common::process::{ExitWith, Run};
-use common::report;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 /// Ends after `after_ms` with exit code `code`: the exit status is what a zombie keeps for its
 /// parent, which is why the kernel keeps the zombie at all.
@@ -23,11 +21,7 @@ impl Run for Quit {
     const ROLE: &'static str = "quit";
     fn run(self) -> Result<()> {
         std::thread::sleep(Duration::from_millis(self.after_ms));
-        report::event(
-            "exiting",
-            json!({ "code": self.code }),
-            format!("my work is done; ending with exit code {}", self.code),
-        );
+        common::event!("exiting", { "code": self.code }, "my work is done; ending with exit code {}", self.code);
         if self.code == 0 { Ok(()) } else { Err(ExitWith(self.code).into()) }
     }
 }
@@ -42,7 +36,7 @@ pub struct Busy {
 impl Run for Busy {
     const ROLE: &'static str = "busy";
     fn run(self) -> Result<()> {
-        report::event("busy", json!({ "limit_ms": self.limit_ms }), "computing in a loop (no I/O)");
+        common::event!("busy", { "limit_ms": self.limit_ms }, "computing in a loop (no I/O)");
         let start = Instant::now();
         let limit = Duration::from_millis(self.limit_ms);
         let mut x: u64 = 1;
@@ -67,11 +61,7 @@ pub struct Sleeper {
 impl Run for Sleeper {
     const ROLE: &'static str = "sleeper";
     fn run(self) -> Result<()> {
-        report::event(
-            "sleeping",
-            json!({ "limit_ms": self.limit_ms }),
-            "sleeping (blocked until a timer fires)",
-        );
+        common::event!("sleeping", { "limit_ms": self.limit_ms }, "sleeping (blocked until a timer fires)");
         std::thread::sleep(Duration::from_millis(self.limit_ms));
         Ok(())
     }

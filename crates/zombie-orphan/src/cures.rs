@@ -180,16 +180,10 @@ pub fn reap_on_sigchld(cli: &CommonArgs, count: usize) -> Result<()> {
     }
     drop(restore);
     let zombies = zombie_children();
-    report::event(
-        "sigchld_reaper",
-        json!({ "children": count, "reaped": reaped, "signals": signals, "zombies_left": zombies }),
-        format!(
-            "{} of {count} children reaped on {signals} SIGCHLD wake-up(s), each with its exit \
+    common::event!("sigchld_reaper", { "children": count, "reaped": reaped, "signals": signals, "zombies_left": zombies }, "{} of {count} children reaped on {signals} SIGCHLD wake-up(s), each with its exit \
              status; zombies left: {zombies}. Each child was a zombie only for the moment between \
              its end and the handler's wake-up. SIGCHLD is back to its previous action.",
-            reaped.len()
-        ),
-    );
+            reaped.len());
     if zombies != 0 {
         bail!("{zombies} zombie(s) left although every child was reaped on SIGCHLD");
     }
@@ -246,16 +240,10 @@ pub fn ignore_sigchld(cli: &CommonArgs, count: usize) -> Result<()> {
         "the kernel removed each child the moment it ended, its exit status with it: waitpid \
          finds nothing (ECHILD)",
     );
-    report::event(
-        "sigchld_ignored",
-        json!({ "children": count, "pids": pids, "samples": samples, "z_seen": z_seen,
-                "waitpid": waited, "exitcodes": exitcodes }),
-        format!(
-            "{count} children ended and vanished: {samples} looks at /proc saw Z {z_seen} \
+    common::event!("sigchld_ignored", { "children": count, "pids": pids, "samples": samples, "z_seen": z_seen,
+                "waitpid": waited, "exitcodes": exitcodes }, "{count} children ended and vanished: {samples} looks at /proc saw Z {z_seen} \
              times. waitpid({first}) says: {waited}. Their exit statuses are lost (exitcode \
-             None), although they ended with 11, 12, ... SIGCHLD is back to its previous action."
-        ),
-    );
+             None), although they ended with 11, 12, ... SIGCHLD is back to its previous action.");
     if z_seen != 0 {
         bail!("saw {z_seen} zombie state(s) although SIGCHLD was ignored");
     }

@@ -28,7 +28,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid, getppid};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::procfs::{self, Ident, WAIT_LIMIT};
 
@@ -85,19 +84,11 @@ impl Run for OrphanParent {
         let mut child = Process::from_run("orphan", orphan).start_method(method).outlive_parent();
         child.start()?;
         drop(orphan_link); // only the orphan keeps its end
-        report::event(
-            "parent_started",
-            json!({ "child": child.pid() }),
-            format!("started my child {child}; I will end without waiting for it"),
-        );
+        common::event!("parent_started", { "child": child.pid() }, "started my child {child}; I will end without waiting for it");
         // Wait for the launcher's word: it closes its end once the orphan has reported.
         link.set_read_timeout(Some(Duration::from_millis(self.limit_ms)))?;
         let _ = link.read(&mut [0u8; 16]);
-        report::event(
-            "parent_exit",
-            json!({ "child": child.pid() }),
-            "ending now; my child is still running",
-        );
+        common::event!("parent_exit", { "child": child.pid() }, "ending now; my child is still running");
         // No join(): this process ends and its child becomes an orphan.
         Ok(())
     }
@@ -122,11 +113,7 @@ impl Run for Orphan {
         let mut link = UnixStream::from(inherited(self.link));
         let me = getpid().as_raw();
         let before = getppid().as_raw();
-        report::event(
-            "orphan_started",
-            json!({ "ppid": before, "parent_name": procfs::comm(before) }),
-            format!("my parent is {before} ({})", procfs::comm(before)),
-        );
+        common::event!("orphan_started", { "ppid": before, "parent_name": procfs::comm(before) }, "my parent is {before} ({})", procfs::comm(before));
         // A write error means the launcher is gone: nothing to report to, end quietly.
         if writeln!(link, "hello {me} {before}").is_err() {
             return Ok(());
@@ -149,22 +136,16 @@ impl Run for Orphan {
             set_parent_death_signal(after);
         }
         let name = procfs::comm(after);
-        report::event(
-            "reparented",
-            json!({ "before": before, "after": after, "after_name": name,
-                    "after_is_launcher": after == self.launcher, "after_is_pid1": after == 1 }),
-            format!(
-                "my parent {before} has ended; my parent is now {after} ({name}){}",
-                if after == self.launcher { ", the launcher, a child subreaper" } else { "" }
-            ),
-        );
+        common::event!("reparented", { "before": before, "after": after, "after_name": name,
+                    "after_is_launcher": after == self.launcher, "after_is_pid1": after == 1 }, "my parent {before} has ended; my parent is now {after} ({name}){}",
+                if after == self.launcher { ", the launcher, a child subreaper" } else { "" });
         if writeln!(link, "adopted {after}").is_err() {
             return Ok(());
         }
         // Blocked in read(): state S while adopted. EOF (or the bound) ends it.
         link.set_read_timeout(Some(Duration::from_millis(self.limit_ms)))?;
         let _ = link.read(&mut [0u8; 16]);
-        report::event("orphan_exit", json!({ "ppid": getppid().as_raw() }), "ending now");
+        common::event!("orphan_exit", { "ppid": getppid().as_raw() }, "ending now");
         Ok(())
     }
 }
@@ -310,14 +291,8 @@ pub fn orphan(cli: &CommonArgs, no_subreaper: bool) -> Result<()> {
     // adopter after.
     let middle_pid = parent.pid().unwrap_or(0);
     let first = ps::stat(pid).map(|i| i.ppid);
-    report::event(
-        "first_parent",
-        json!({ "pid": pid, "ppid": first, "middle": middle_pid, "reported": before }),
-        format!(
-            "before: the child {pid} has its first parent, {} (orphan-parent), which is still              alive",
-            first.map_or("?".to_string(), |p| p.to_string())
-        ),
-    );
+    common::event!("first_parent", { "pid": pid, "ppid": first, "middle": middle_pid, "reported": before }, "before: the child {pid} has its first parent, {} (orphan-parent), which is still              alive",
+            first.map_or("?".to_string(), |p| p.to_string()));
     ps::show_tree("before: the child under its first parent, the middle process");
     cli.hold(
         &format!("the child {pid} under its first parent {middle_pid}, still alive"),
@@ -364,19 +339,13 @@ pub fn orphan(cli: &CommonArgs, no_subreaper: bool) -> Result<()> {
     }
     let info = ps::stat(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
     let name = procfs::comm(info.ppid);
-    report::event(
-        "adopted",
-        json!({ "pid": pid, "before": before, "after": after, "ppid": info.ppid,
+    common::event!("adopted", { "pid": pid, "before": before, "after": after, "ppid": info.ppid,
                 "parent_name": name, "state": info.state.to_string(), "launcher": me,
-                "subreaper": !no_subreaper }),
-        format!(
-            "orphan {pid}: parent {before} -> {} ({name}); its state is {} ({}), not Z: an \
+                "subreaper": !no_subreaper }, "orphan {pid}: parent {before} -> {} ({name}); its state is {} ({}), not Z: an \
              orphan is alive, it only changed parents",
             info.ppid,
             info.state,
-            ps::state_meaning(info.state),
-        ),
-    );
+            ps::state_meaning(info.state));
     let adopter = match info.ppid {
         p if p == middle_pid => "middle",
         p if p == me => "demo",
@@ -440,31 +409,19 @@ pub fn orphan(cli: &CommonArgs, no_subreaper: bool) -> Result<()> {
         guard.done = true;
         let waited = ended.elapsed().as_millis() as u64;
         let zombie_ms = zombie_since.map(|t| t.elapsed().as_millis() as u64);
-        report::event(
-            "orphan_gone",
-            json!({ "pid": pid, "reaper": info.ppid, "reaper_name": name, "after_ms": waited,
-                    "zombie_ms": zombie_ms }),
-            format!(
-                "the orphan ended and {} ({name}) reaped it {waited} ms after it was told to \
+        common::event!("orphan_gone", { "pid": pid, "reaper": info.ppid, "reaper_name": name, "after_ms": waited,
+                    "zombie_ms": zombie_ms }, "the orphan ended and {} ({name}) reaped it {waited} ms after it was told to \
                  end; it was that process's zombie for {} ms. Orphans are harmless (无害) only \
                  because their adopter reaps them.",
                 info.ppid,
-                zombie_ms.map_or("less than 5".to_string(), |ms| ms.to_string()),
-            ),
-        );
+                zombie_ms.map_or("less than 5".to_string(), |ms| ms.to_string()));
     } else {
         // The subreaper reaps its adopted child like any other: waitpid(2).
         let code = reap_adopted(pid)?;
         guard.done = true;
-        report::event(
-            "reaped",
-            json!({ "pid": pid, "name": "orphan", "exitcode": code, "via": "waitpid (subreaper)" }),
-            format!(
-                "the launcher, its adoptive parent, reaped orphan {pid} with waitpid(): exit \
+        common::event!("reaped", { "pid": pid, "name": "orphan", "exitcode": code, "via": "waitpid (subreaper)" }, "the launcher, its adoptive parent, reaped orphan {pid} with waitpid(): exit \
                  status {}",
-                common::process::exitcode_name(code)
-            ),
-        );
+                common::process::exitcode_name(code));
         if guard.orphan.listed() {
             bail!("orphan {pid} is still listed after waitpid()");
         }

@@ -113,14 +113,8 @@ pub fn states(cli: &CommonArgs) -> Result<()> {
     // SIGCONT resumes the stopped child where it was: back in its sleep.
     stopped.signal(libc::SIGCONT)?;
     let state = procfs::wait_for_state(stopped_pid, "the stopped child to resume", |s| s != 'T')?;
-    report::event(
-        "resumed",
-        json!({ "pid": stopped_pid, "state": state.to_string() }),
-        format!(
-            "SIGCONT: the stopped child {stopped_pid} goes on; state {state} ({})",
-            ps::state_meaning(state)
-        ),
-    );
+    common::event!("resumed", { "pid": stopped_pid, "state": state.to_string() }, "SIGCONT: the stopped child {stopped_pid} goes on; state {state} ({})",
+            ps::state_meaning(state));
 
     // The end: terminate the three that still run (Python's terminate()), reap all four.
     report::say(

@@ -12,7 +12,6 @@ use common::process::{Process, exitcode_name};
 use common::{ps, report};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
-use serde_json::json;
 
 use crate::MAX_ZOMBIES;
 use crate::children::Quit;
@@ -32,11 +31,7 @@ fn me() -> i32 {
 /// signal other than `sent` (the one the demo sent it, if any) was killed from elsewhere: it
 /// is reported as lost (exit 1).
 pub fn report_reaped(p: &Process, ident: Ident, via: &str, sent: Option<i32>) -> Result<()> {
-    report::event(
-        "reaped",
-        json!({ "pid": ident.pid, "name": p.name(), "exitcode": p.exitcode(), "via": via }),
-        format!("{via}: reaped {p} (exit status {})", exitcode_name(p.exitcode())),
-    );
+    common::event!("reaped", { "pid": ident.pid, "name": p.name(), "exitcode": p.exitcode(), "via": via }, "{via}: reaped {p} (exit status {})", exitcode_name(p.exitcode()));
     if p.exitcode().is_some_and(|code| code < 0 && Some(-code) != sent) {
         return Err(common::processes::lost::report(p, "steps of this part", 1));
     }
@@ -92,11 +87,7 @@ fn introduce_the_zombie(cli: &CommonArgs) -> common::predict::Guess {
 
 /// In the child: the line it prints before it ends (the event `exiting`).
 fn say_exiting(code: i32) {
-    report::event(
-        "exiting",
-        json!({ "code": code }),
-        format!("my work is done; ending with exit code {code}"),
-    );
+    common::event!("exiting", { "code": code }, "my work is done; ending with exit code {code}");
 }
 
 /// The parent's look at its unreaped child, from `/proc` only: state `Z`, no memory left, and
@@ -105,17 +96,11 @@ fn look_at_the_zombie(cli: &CommonArgs, pid: i32, guess: common::predict::Guess)
     procfs::wait_for_state(pid, "the child to end (state Z)", |s| s == 'Z')?;
     let ident = Ident::of(pid);
     let rss = ps::rss_kb(pid);
-    report::event(
-        "zombie",
-        json!({ "pid": pid, "state": "Z", "ppid": me(), "rss_kb": rss }),
-        format!(
-            "child {pid} has ended and is in state Z: {}; its memory is already freed \
+    common::event!("zombie", { "pid": pid, "state": "Z", "ppid": me(), "rss_kb": rss }, "child {pid} has ended and is in state Z: {}; its memory is already freed \
              (VmRSS: {}), by the kernel as it exited, not by the parent as seed 003 says \
              (父进程…会清理子进程内存); what remains is its pid and its exit status",
             ps::state_meaning('Z'),
-            rss.map_or("none".to_string(), |kb| format!("{kb} kB")),
-        ),
-    );
+            rss.map_or("none".to_string(), |kb| format!("{kb} kB")));
     ps::show_tree("this demo's processes (the child is <defunct>):");
 
     std::thread::sleep(cli.notes_sleep(LINGER_NOTES_SECS));
@@ -145,11 +130,7 @@ fn say_reaped(ident: Ident, status: WaitStatus) -> Result<()> {
     };
     let (pid, name) = (ident.pid, "zombie-child");
     let code = exitcode_name(exitcode);
-    report::event(
-        "reaped",
-        json!({ "pid": pid, "name": name, "exitcode": exitcode, "via": "waitpid()" }),
-        format!("waitpid(): reaped {name} (pid {pid}, exit status {code})"),
-    );
+    common::event!("reaped", { "pid": pid, "name": name, "exitcode": exitcode, "via": "waitpid()" }, "waitpid(): reaped {name} (pid {pid}, exit status {code})");
     if exitcode.is_some_and(|code| code < 0) {
         return Err(common::processes::lost::report_pid(
             pid,
@@ -199,16 +180,10 @@ pub fn many(cli: &CommonArgs, count: usize) -> Result<()> {
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
-    report::event(
-        "zombies",
-        json!({ "count": count, "pids": pids, "pids_held": held, "pid_max": pid_max }),
-        format!(
-            "{count} children in state Z; kill(pid, 0) succeeds for {held} of them: each still \
+    common::event!("zombies", { "count": count, "pids": pids, "pids_held": held, "pid_max": pid_max }, "{count} children in state Z; kill(pid, 0) succeeds for {held} of them: each still \
              holds its pid (of the {} this system has, /proc/sys/kernel/pid_max). Enough zombies \
              and fork() fails with EAGAIN: that is the harm (有害) the notes mean.",
-            pid_max.map_or("?".to_string(), |m| m.to_string()),
-        ),
-    );
+            pid_max.map_or("?".to_string(), |m| m.to_string()));
     if held != count {
         bail!("only {held} of {count} zombies still hold their pid");
     }
@@ -220,10 +195,6 @@ pub fn many(cli: &CommonArgs, count: usize) -> Result<()> {
         child.join()?;
         report_reaped(child, ident, "join() -> waitpid()", None)?;
     }
-    report::event(
-        "all_reaped",
-        json!({ "count": count }),
-        format!("all {count} reaped: their pids are free again"),
-    );
+    common::event!("all_reaped", { "count": count }, "all {count} reaped: their pids are free again");
     Ok(())
 }

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 use clap::builder::RangedU64ValueParser;
-use serde_json::json;
 
 use crate::process::StartMethod;
-use crate::report;
 
 /// The notes sleep 1 to 5 seconds at every step; by default the demos run this many times
 /// faster, so that a whole demo takes a few seconds. `--speed 1` restores the notes' timing.
@@ -81,14 +79,8 @@ impl CommonArgs {
             return;
         }
         self.start_method = StartMethod::Fork;
-        report::event(
-            "start_method_replaced",
-            json!({ "asked": "forkserver", "used": "fork", "why": why }),
-            format!(
-                "--start-method forkserver: a fork server's children are its own, not this \
-                 program's, and {why}: this demo uses fork instead"
-            ),
-        );
+        crate::event!("start_method_replaced", { "asked": "forkserver", "used": "fork", "why": why }, "--start-method forkserver: a fork server's children are its own, not this \
+                 program's, and {why}: this demo uses fork instead");
     }
 
     /// With `--hold`, pauses at an interesting moment so a learner can look with `ps` from

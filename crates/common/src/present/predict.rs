@@ -211,12 +211,8 @@ pub fn ask(common: &CommonArgs, id: &str, question: impl Into<String>, expect: E
         (None, false) => "none",
     };
     let expects = expect.describe();
-    report::event(
-        "question",
-        json!({ "id": id, "text": question, "expects": expects, "waiting": at_terminal,
-                "from": from }),
-        format!("QUESTION ({id}): {question}\n  ({expects})"),
-    );
+    crate::event!("question", { "id": id, "text": question, "expects": expects, "waiting": at_terminal,
+                "from": from }, "QUESTION ({id}): {question}\n  ({expects})");
     let reply = match given {
         Some(value) => Some(value),
         None if at_terminal => read_reply(&expect),

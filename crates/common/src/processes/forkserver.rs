@@ -67,7 +67,7 @@ use nix::sys::socket::{
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::report;
 
@@ -248,15 +248,9 @@ fn lost(client: Client) {
         Some(code) => format!("exited with code {code}"),
         None => "ended (its exit status was taken elsewhere)".to_string(),
     };
-    report::event(
-        "child_lost",
-        json!({ "pid": client.pid, "name": "forkserver", "exitcode": exitcode, "status": status,
-                "how": how, "lost": { "what": "children it had started", "count": 0 } }),
-        format!(
-            "LOST: the fork server (pid {}) {how}: its children die with it (PR_SET_PDEATHSIG)",
-            client.pid
-        ),
-    );
+    crate::event!("child_lost", { "pid": client.pid, "name": "forkserver", "exitcode": exitcode, "status": status,
+                "how": how, "lost": { "what": "children it had started", "count": 0 } }, "LOST: the fork server (pid {}) {how}: its children die with it (PR_SET_PDEATHSIG)",
+            client.pid);
 }
 
 /// How often a wait for the server's answer checks that the server is still alive.

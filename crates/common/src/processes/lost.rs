@@ -13,10 +13,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::process::{Process, exitcode_name};
-use crate::report;
 
 /// How long one slice of a watched wait lasts: the longest a demo goes on waiting after a
 /// child it depends on has died.
@@ -83,12 +80,8 @@ pub fn report_pid(
         return anyhow::anyhow!("interrupted");
     }
     let lost = ChildLost { pid, name: name.to_string(), exitcode, what: what.into(), count };
-    report::event(
-        "child_lost",
-        json!({ "pid": pid, "name": name, "exitcode": exitcode, "status": exitcode_name(exitcode),
-                "how": how(exitcode), "lost": { "what": what, "count": count } }),
-        format!("LOST: {lost}; the demo stops here (exit 1: a child failed)"),
-    );
+    crate::event!("child_lost", { "pid": pid, "name": name, "exitcode": exitcode, "status": exitcode_name(exitcode),
+                "how": how(exitcode), "lost": { "what": what, "count": count } }, "LOST: {lost}; the demo stops here (exit 1: a child failed)");
     anyhow::Error::new(lost)
 }
 

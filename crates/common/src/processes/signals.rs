@@ -25,9 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::json;
 
-use crate::{process, report};
+use crate::process;
 
 /// How long children get to end after SIGTERM before they are killed with SIGKILL.
 pub const GRACE: Duration = Duration::from_millis(1500);
@@ -67,15 +66,11 @@ pub fn set_child_subreaper(on: bool) -> bool {
 fn shutdown(signo: i32) -> ! {
     let name = process::signal_name(signo).unwrap_or("signal");
     let children = process::live_children();
-    report::event(
-        "interrupted",
-        json!({ "signal": name, "children": children.len() }),
-        format!("interrupted by {name}: ending and reaping {} child(ren)", children.len()),
-    );
+    crate::event!("interrupted", { "signal": name, "children": children.len() }, "interrupted by {name}: ending and reaping {} child(ren)", children.len());
     process::stop_all_children(GRACE);
     process::reap_unknown_ended_children();
     let code = 128 + signo;
-    report::event("exit", json!({ "code": code }), format!("every child is reaped; exit {code}"));
+    crate::event!("exit", { "code": code }, "every child is reaped; exit {code}");
     // The pictures of the run so far (--trace, --svg), now that every child's end is in them.
     crate::trace::finish_on_signal();
     // Safety: _exit ends the process without running destructors or flushing Rust's stdout,

@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::sys::socket::{setsockopt, sockopt};
-use serde_json::json;
 
 use common::process::{Process, StartMethod};
-use common::report;
 
 use crate::server::{
     Limits, Stats, next_conn_id, quiet, refuse_blocking, report_accepted, report_refused,
@@ -56,11 +54,7 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &'static Stats) -> Resu
         // The parent's copy of the connection was closed when the closure was dropped.
         if !quiet() {
             let pid = child.pid().unwrap_or(0);
-            report::event(
-                "forked",
-                json!({ "conn": conn, "pid": pid }),
-                format!("forked pid {pid} for connection {conn}"),
-            );
+            common::event!("forked", { "conn": conn, "pid": pid }, "forked pid {pid} for connection {conn}");
         }
         children.push((conn, child));
     }
@@ -77,11 +71,7 @@ fn reap(children: &mut Vec<(u64, Process)>, stats: &Stats) {
         Stats::add(&stats.reaped, 1);
         if !quiet() {
             let pid = child.pid().unwrap_or(0);
-            report::event(
-                "reaped",
-                json!({ "conn": *conn, "pid": pid, "exitcode": child.exitcode() }),
-                format!("reaped pid {pid} (connection {conn})"),
-            );
+            common::event!("reaped", { "conn": *conn, "pid": pid, "exitcode": child.exitcode() }, "reaped pid {pid} (connection {conn})");
         }
         false
     });

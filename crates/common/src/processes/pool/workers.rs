@@ -284,17 +284,13 @@ impl Shared {
                 Some((name, pid)) => format!("; {name} (pid {pid}) takes its place"),
                 None => String::new(),
             };
-            report::event(
-                "pool_worker_exited",
-                json!({
+            crate::event!("pool_worker_exited", {
                     "worker": worker.name, "pid": worker.pid, "exitcode": exitcode,
                     "status": exitcode_name(exitcode), "lost_task": lost.map(|(t, _)| t),
                     "lost_job": lost.map(|(_, j)| j), "retired": retired,
                     "tasks": worker.given,
                     "replaced_by": replacement.as_ref().map(|(name, pid)| json!({ "worker": name, "pid": pid })),
-                }),
-                format!("{} (pid {}) {how}{then}", worker.name, worker.pid),
-            );
+                }, "{} (pid {}) {how}{then}", worker.name, worker.pid);
         }
         self.dispatch(st);
     }
