@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use common::process::Process;
-use common::processes::shm::{RobustMutex, Shareable, SharedBlock, Wait};
+use py_multiprocessing::shm::{RobustMutex, Shareable, SharedBlock, Wait};
 
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
 

@@ -1,4 +1,4 @@
-//! pool — what a trivial task costs through `common::pool` (the pool demo), beside CPython's
+//! pool — what a trivial task costs through `py_multiprocessing::pool` (the pool demo), beside CPython's
 //! `multiprocessing.Pool` and `concurrent.futures.ProcessPoolExecutor` doing the same
 //! (`python/pool.py`).
 //!
@@ -18,15 +18,15 @@
 //! Every run checks every result. The targets: at least 10× less per task than
 //! `multiprocessing.Pool.apply_async`, and at least 3× less per item than `Pool.map` (a chunk
 //! is one frame each way; a typed task's items and results travel in postcard, where the
-//! caller's types are the task's, and everything else as JSON: see `common::pool`, `pool/map.rs`
+//! caller's types are the task's, and everything else as JSON: see `py_multiprocessing::pool`, `pool/map.rs`
 //! and `pool/task.rs`). Each run's `map` is the first of a new pool: it pays the page faults of
 //! its memory.
 
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use common::pool::{Pool, PoolOptions, Task, default_chunksize};
 use common::process::{Role, StartMethod};
+use py_multiprocessing::pool::{Pool, PoolOptions, Task, default_chunksize};
 use serde_json::{Value, json};
 
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
@@ -50,10 +50,12 @@ fn echo(x: Value) -> Result<Value> {
 
 pub(crate) static ECHO: Task = Task::new("echo", echo);
 /// The same task, typed: a chunk of `map` reaches it with no JSON `Value` between.
-pub(crate) static TYPED_ECHO: Task = common::typed_task!("typed-echo", |x: usize| Ok(x));
+pub(crate) static TYPED_ECHO: Task =
+    py_multiprocessing::typed_task!("typed-echo", |x: usize| Ok(x));
 /// The benchmark's pool worker (fork only: the benchmark's `__main__` guard lists no pool role).
-pub(crate) static WORKER: Role =
-    Role::new("bench-pool-worker", |args| common::pool::serve(args, &[&ECHO, &TYPED_ECHO]));
+pub(crate) static WORKER: Role = Role::new("bench-pool-worker", |args| {
+    py_multiprocessing::pool::serve(args, &[&ECHO, &TYPED_ECHO])
+});
 
 /// (key in pool.py's output, figure, Python's side of the comparison, target).
 const ROWS: [(&str, &str, Option<f64>); 6] = [
@@ -171,7 +173,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
             "each run: {WORKERS} forked workers, a task that returns its argument; {TASKS} \
              apply_async then get, one map of {ITEMS} items (chunk size {}, Python's default, \
              also passed to ProcessPoolExecutor.map), {APPLIES} apply one at a time. Rust \
-             through common::pool (a per-worker inbox and a results queue, common::queue), \
+             through py_multiprocessing::pool (a per-worker inbox and a results queue, py_multiprocessing::queue), \
              Python through multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor",
             default_chunksize(ITEMS, WORKERS)
         )],

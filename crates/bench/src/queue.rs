@@ -1,4 +1,4 @@
-//! queue — messages per second through `common::queue` (the joinable-queue demo), beside
+//! queue — messages per second through `py_multiprocessing::queue` (the joinable-queue demo), beside
 //! CPython's `multiprocessing.Queue` and `JoinableQueue` doing the same (`python/queue.py`).
 //!
 //! Small messages, a tuple `(producer, number)`, forked children, on both sides:
@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use common::process::Process;
-use common::queue::{JoinableQueue, Queue};
+use py_multiprocessing::queue::{JoinableQueue, Queue};
 
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
 
@@ -172,7 +172,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
         python: python_outcome,
         notes: vec![format!(
             "each run: {MESSAGES} small messages (producer, number), forked children; Rust through \
-             common::queue (a pipe, a writer lock and a reader lock, robust mutexes in shared \
+             py_multiprocessing::queue (a pipe, a writer lock and a reader lock, robust mutexes in shared \
              memory, futex counters), Python through multiprocessing.Queue / JoinableQueue (a \
              pipe, semaphores, a feeder thread)"
         )],

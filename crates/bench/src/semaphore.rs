@@ -1,6 +1,6 @@
 //! semaphore — what an acquire+release pair costs (the semaphore demo): the thread semaphore of
-//! `common::threads::sync` beside CPython's `threading.Semaphore`, and the process semaphore of
-//! `common::processes::sync` beside `multiprocessing.Semaphore` (`python/semaphore.py`).
+//! `py_threading::sync` beside CPython's `threading.Semaphore`, and the process semaphore of
+//! `py_multiprocessing::sync` beside `multiprocessing.Semaphore` (`python/semaphore.py`).
 //!
 //! Four figures, nanoseconds per pair (lower is better), each on a semaphore of one place:
 //! - one thread alone (no contention: the cost of the mutex and the counter);
@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use common::process::Process;
-use common::processes::shm::{RobustMutex, Shareable, SharedBlock, Wait};
-use common::processes::sync::{ProcessEvent, ProcessSemaphore};
-use common::threads::sync::Semaphore;
+use py_multiprocessing::shm::{RobustMutex, Shareable, SharedBlock, Wait};
+use py_multiprocessing::sync::{ProcessEvent, ProcessSemaphore};
+use py_threading::sync::Semaphore;
 
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
 
@@ -193,7 +193,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
         notes: vec![
             format!(
                 "each run: {PAIRS} acquire+release pairs per worker in Rust, {PYTHON_PAIRS} in \
-             Python; threads: common::threads::sync::Semaphore (Mutex + Condvar) vs \
+             Python; threads: py_threading::sync::Semaphore (Mutex + Condvar) vs \
              threading.Semaphore; processes: ProcessSemaphore (a robust mutex per place, futex \
              sleeps) vs multiprocessing.Semaphore (sem_open), forked workers"
             ),

@@ -1,4 +1,4 @@
-//! thread-queue — items per second through `common::threads::queue::Queue` between threads (the
+//! thread-queue — items per second through `py_threading::queue::Queue` between threads (the
 //! thread-queue demo), beside CPython's `queue.Queue` doing the same (`python/thread_queue.py`),
 //! with std's `mpsc::sync_channel` as a reference row (no Python counterpart).
 //!
@@ -13,7 +13,7 @@ use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use common::threads::queue::Queue;
+use py_threading::queue::Queue;
 
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
 
@@ -141,7 +141,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
         python: python_outcome,
         notes: vec![format!(
             "each run: {ITEMS} small items (producer, number) between threads of one process; \
-             Rust through common::threads::queue::Queue (one Mutex, three Condvars, as \
+             Rust through py_threading::queue::Queue (one Mutex, three Condvars, as \
              Lib/queue.py), Python through queue.Queue (one lock, three Conditions, under the GIL)"
         )],
     })

@@ -1,4 +1,8 @@
-//! common — the machinery every demo stands on, grouped by layer.
+//! common — what every demo shares: how a demo presents itself (lines, events, the `ps` view,
+//! hold, predict, the timeline, the trace and the picture), the runner, Ctrl-C and reaping,
+//! grouped by layer. The Python-API machinery the notes teach lives beside it, in the library
+//! crates `py-multiprocessing` (`Queue`, `Pool`, process `Semaphore`/`Event`) and
+//! `py-threading` (thread `Semaphore`/`Event`, the `queue` module).
 //!
 //! **Processes and what they share** ([`processes`]):
 //! - [`process`]: `Process` (fork, spawn or forkserver), the `__main__` guard
@@ -7,19 +11,10 @@
 //!   any thread (Python 3.14's default start method on Linux).
 //! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.
 //! - [`processes::lost`]: a child that died unasked: who, how, and what was lost with it.
-//! - [`processes::shm`]: memory shared by processes (a memfd), robust mutexes and futexes in it.
-//! - [`queue`]: `Queue` and `JoinableQueue` across processes: a pipe plus locks (Linux).
-//! - [`processes::sync`]: a semaphore and an event across processes, which survive a holder
-//!   killed with SIGKILL.
-//! - [`pool`]: a pool of worker processes (or threads): `apply_async`, `map`, callbacks, faults.
 //! - [`startcost`]: what a start+join of a thread, a fork child or a spawn child costs.
 //!
 //! **Threads** ([`threads`]):
 //! - [`threads::named`]: named threads, their kernel ids, what the kernel keeps of a name.
-//! - [`threads::sync`]: Python's `Semaphore`, `BoundedSemaphore` and `Event` on `Mutex` +
-//!   `Condvar`.
-//! - [`threads::queue`]: Python's `queue` module (`Queue`, `LifoQueue`, `PriorityQueue`,
-//!   `task_done`/`join`, `shutdown`), one mutex and three conditions.
 //!
 //! **Networking** ([`net`]): the load client the IO-model demos and their benchmark share
 //! (Linux).
@@ -52,6 +47,6 @@ pub use present::{
     cli, demo, locks, phase, predict, ps, report, sampler, stepper, svg, timeline, trace,
 };
 
-pub use processes::{forkserver, pool, process, queue, signals, startcost};
+pub use processes::{forkserver, process, signals, startcost};
 #[doc(hidden)]
 pub use serde_json as __serde_json;

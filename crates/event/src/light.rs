@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use common::predict::{self, Expect};
 use common::report;
 use common::threads::named::{current_name, spawn_scoped};
-use common::threads::sync::Event;
+use py_threading::sync::Event;
 
 use crate::{ARRIVALS_S, Cli, GREEN_S, RED_S, secs};
 

@@ -3,9 +3,9 @@
 //!
 //! `set()` raises the flag and wakes every thread asleep in `wait()`; `clear()` lowers it;
 //! `is_set()` reads it; `wait(timeout)` returns the flag at the end: `false` when the time ran
-//! out first. Built here on a `Mutex` and a `Condvar` (`common::threads::sync::Event`), as
+//! out first. Built here on a `Mutex` and a `Condvar` (`py_threading::sync::Event`), as
 //! CPython builds it on a `Condition`; across processes on one futex word in shared memory
-//! (`common::processes::sync::ProcessEvent`).
+//! (`py_multiprocessing::sync::ProcessEvent`).
 //!
 //! Three parts, each a subcommand (no subcommand runs them all, in a few seconds):
 //! 1. `light`: the traffic light (红绿灯). A `light` thread turns the light red (`clear()`) and

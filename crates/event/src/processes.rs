@@ -1,4 +1,4 @@
-//! Part 3: an event across processes (`common::processes::sync::ProcessEvent`): children asleep
+//! Part 3: an event across processes (`py_multiprocessing::sync::ProcessEvent`): children asleep
 //! in `wait()`, one killed while it waits, and one `set()` that wakes every other one.
 
 use std::time::{Duration, Instant};
@@ -7,8 +7,8 @@ use anyhow::Result;
 use common::predict::{self, Expect};
 use common::process::{Process, Role, Run, exitcode_name};
 use common::processes::lost;
-use common::processes::sync::ProcessEvent;
 use common::{ps, report};
+use py_multiprocessing::sync::ProcessEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use common::predict::{self, Expect};
 use common::report;
 use common::threads::named::spawn_scoped;
-use common::threads::sync::Event;
+use py_threading::sync::Event;
 
 use crate::{ATTEMPT_S, Cli, secs};
 

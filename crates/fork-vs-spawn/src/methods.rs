@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use common::pool::{Pool, PoolError, PoolOptions, Task};
 use common::process::{Process, Role, StartMethod};
-use common::queue::Queue;
 use common::startcost::{self, Starter};
 use common::{forkserver, report};
+use py_multiprocessing::pool::{Pool, PoolError, PoolOptions, Task};
+use py_multiprocessing::queue::Queue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -25,7 +25,7 @@ use crate::answers::{WorkDir, post, read_answer, succeeded};
 pub static PROBE: Role = Role::new("methods-probe", probe);
 /// The pool worker of the replacement round (a role, so the fork server can start it).
 pub static POOL_WORKER: Role =
-    Role::new("methods-pool-worker", |args| common::pool::serve(args, &[&WHOAMI]));
+    Role::new("methods-pool-worker", |args| py_multiprocessing::pool::serve(args, &[&WHOAMI]));
 static WHOAMI: Task = Task::new("whoami", whoami);
 
 /// Set by the parent at run time: a fork child has it, the others not.

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use common::process::{Process, Role, Run};
-use common::processes::shm::{RobustMutex, Shareable, SharedBlock, Wait};
 use common::report;
+use py_multiprocessing::shm::{RobustMutex, Shareable, SharedBlock, Wait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

@@ -155,7 +155,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     two_writers(cli, true)?;
     common::event!("torn_lesson", { "torn_without_lock": torn, "interleaved_without_lock": mixed }, "a lock around each read of a whole message, and around each write bigger than \
          PIPE_BUF (4096 bytes), is what the notes' queue adds to the pipe (进程queue=管道+锁); \
-         common::queue, which joinable-queue uses, takes exactly these two locks, and writes a \
+         py_multiprocessing::queue, which joinable-queue uses, takes exactly these two locks, and writes a \
          small message in one write(2) with no lock at all");
     Ok(())
 }

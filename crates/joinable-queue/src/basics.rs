@@ -3,8 +3,8 @@
 #![cfg(target_os = "linux")]
 
 use anyhow::{Context, Result, bail};
-use common::queue::{JoinableQueue, Queue, QueueError};
 use common::report;
+use py_multiprocessing::queue::{JoinableQueue, Queue, QueueError};
 
 use crate::{BASICS_MAXSIZE, Cli};
 

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use common::process::{Role, Run};
 use common::processes::lost;
-use common::queue::Queue;
 use common::report;
 use common::timeline::{self, Recording, Style};
+use py_multiprocessing::queue::Queue;
 use serde::{Deserialize, Serialize};
 
 use crate::{BOUNDED_MAXSIZE, CONSUMER_SLEEP_S, Cli, child, notes_ms, sleep_ms};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use common::process::{Process, Role, Run, exitcode_name};
 use common::processes::lost;
-use common::queue::{JoinableQueue, Queue, QueueError};
 use common::report;
+use py_multiprocessing::queue::{JoinableQueue, Queue, QueueError};
 use serde::{Deserialize, Serialize};
 
 use crate::{CONSUMER_SLEEP_S, Cli, JOINABLE_BUNS, PRODUCER_SLEEP_S, SENTINEL_BUNS};

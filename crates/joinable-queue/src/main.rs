@@ -139,7 +139,7 @@ struct Cli {
 
     /// The largest item the basics' queue accepts, in bytes of JSON
     #[arg(long, global = true, value_name = "BYTES",
-          default_value_t = common::queue::DEFAULT_MAX_MESSAGE, value_parser = count_in(16..=common::queue::MAX_MESSAGE_LIMIT))]
+          default_value_t = py_multiprocessing::queue::DEFAULT_MAX_MESSAGE, value_parser = count_in(16..=py_multiprocessing::queue::MAX_MESSAGE_LIMIT))]
     max_message: usize,
 
     /// In the joinable part, kill consumer-1 (SIGKILL) while it holds its first bun
@@ -199,7 +199,7 @@ fn main() -> ExitCode {
     let _ = Cli::parse();
     eprintln!(
         "joinable-queue: this demo needs Linux (memfd, robust mutexes and futexes behind \
-         common::queue)"
+         py_multiprocessing::queue)"
     );
     ExitCode::from(1)
 }

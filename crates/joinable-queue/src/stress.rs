@@ -8,8 +8,8 @@
 use anyhow::{Context, Result, bail};
 use common::process::{Process, Role, Run};
 use common::processes::lost;
-use common::queue::{Queue, QueueError};
 use common::report;
+use py_multiprocessing::queue::{Queue, QueueError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::pool::{AsyncResult, Pool, PoolError};
 use common::timeline::{self, Record, Recording, Style};
 use common::{ps, report};
+use py_multiprocessing::pool::{AsyncResult, Pool, PoolError};
 use serde_json::{Value, json};
 
 use crate::tasks::{F, FArgs, SQUARE, WORKER};

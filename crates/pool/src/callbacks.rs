@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use common::pool::{self, AsyncResult, Pool, ThreadPool};
 use common::report;
+use py_multiprocessing::pool::{self, AsyncResult, Pool, ThreadPool};
 use serde::Serialize;
 use serde_json::Value;
 

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::pool::{AsyncResult, Pool, PoolError, PoolOptions};
 use common::timeline::{self, Record, Recording, Style};
 use common::{ps, report};
+use py_multiprocessing::pool::{AsyncResult, Pool, PoolError, PoolOptions};
 use serde_json::{Value, json};
 
 use crate::basics::{PATIENCE, task_runs, wait_for_record};

@@ -3,7 +3,7 @@
 //! task.
 //!
 //! Six parts, each a subcommand (no subcommand runs them all, in a few seconds), with
-//! `common::pool`, this workspace's `multiprocessing.Pool`:
+//! `py_multiprocessing::pool`, this workspace's `multiprocessing.Pool`:
 //! 1. `apply-async`: seed 001's `Pool(3)` and four tasks by `apply_async`. `****` is printed as
 //!    soon as the four are submitted (异步, 非阻塞); three workers run at once; the fourth task
 //!    waits for the first worker that frees up and runs in *its* pid: a pool keeps its workers.
@@ -110,7 +110,7 @@ const CPU_MS: u64 = 150;
 const DIFFERENCES: &str = include_str!("differences.txt");
 
 /// pool: process pools (进程池) — apply_async vs apply, get, map, callbacks, close/join/terminate,
-/// process vs thread pools, and a worker killed mid-task, with `common::pool`.
+/// process vs thread pools, and a worker killed mid-task, with `py_multiprocessing::pool`.
 #[derive(Debug, Parser)]
 #[command(name = "pool", after_help = DIFFERENCES)]
 struct Cli {
@@ -184,12 +184,17 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let result = common::processes::lost::stop_children_on_error(run_parts(cli));
     if let Err(e) = &result {
-        let died = e.chain().find_map(|c| match c.downcast_ref::<common::pool::PoolError>() {
-            Some(common::pool::PoolError::WorkerDied { task, job, worker, pid, exitcode }) => {
-                Some((task.clone(), *job, worker.clone(), *pid, *exitcode))
-            }
-            _ => None,
-        });
+        let died =
+            e.chain().find_map(|c| match c.downcast_ref::<py_multiprocessing::pool::PoolError>() {
+                Some(py_multiprocessing::pool::PoolError::WorkerDied {
+                    task,
+                    job,
+                    worker,
+                    pid,
+                    exitcode,
+                }) => Some((task.clone(), *job, worker.clone(), *pid, *exitcode)),
+                _ => None,
+            });
         if let Some((task, job, worker, pid, exitcode)) = died {
             let lost = common::processes::lost::report_pid(pid, &worker, exitcode, "tasks", 1);
             return Err(lost.context(format!("task {task} (job {job}) was lost")));
@@ -218,11 +223,11 @@ fn run_parts(cli: Cli) -> anyhow::Result<()> {
 /// The pool options every part starts from: `--processes` workers started by
 /// `--start-method`, named `pool-worker-N`, reporting when one dies or is replaced.
 #[cfg(target_os = "linux")]
-fn options(cli: &Cli, processes: usize) -> common::pool::PoolOptions {
-    common::pool::PoolOptions {
+fn options(cli: &Cli, processes: usize) -> py_multiprocessing::pool::PoolOptions {
+    py_multiprocessing::pool::PoolOptions {
         start_method: cli.common.start_method,
         report: true,
-        ..common::pool::PoolOptions::new(processes)
+        ..py_multiprocessing::pool::PoolOptions::new(processes)
     }
 }
 

@@ -4,7 +4,7 @@
 //! and has nothing of the parent's memory, so the parent sends a task's *name* and its
 //! arguments as JSON, and the worker looks the name up in [`TASKS`] (Python's rule is the same:
 //! a task must be a module-level function, which pickle sends by name). Each is a typed
-//! function, as a Python `def` takes and returns Python values: `common::typed_task!` reads its
+//! function, as a Python `def` takes and returns Python values: `py_multiprocessing::typed_task!` reads its
 //! argument from JSON and writes its result back.
 
 #![cfg(target_os = "linux")]
@@ -12,10 +12,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::pool::{self, Task};
 use common::process::Role;
 use common::report;
-use common::typed_task;
+use py_multiprocessing::pool::{self, Task};
+use py_multiprocessing::typed_task;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use common::pool::{Pool, PoolOptions, Task, ThreadPool};
 use common::report;
+use py_multiprocessing::pool::{Pool, PoolOptions, Task, ThreadPool};
 use serde::Serialize;
 
 use crate::tasks::{CPU, IO, WORKER, iterations_for, spin};

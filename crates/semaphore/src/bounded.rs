@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 use common::predict::{self, Expect};
 use common::report;
-use common::threads::sync::{BoundedSemaphore, Semaphore};
+use py_threading::sync::{BoundedSemaphore, Semaphore};
 
 use crate::Cli;
 

@@ -18,7 +18,7 @@
 //! 2. `bounded`: one `release` too many: `Semaphore(3)` silently becomes a semaphore of four
 //!    places (four `acquire(blocking=False)` succeed); `BoundedSemaphore(3)` refuses with
 //!    `ValueError: Semaphore released too many times`.
-//! 3. `processes`: the same ten people as processes through `common::processes::sync`'s
+//! 3. `processes`: the same ten people as processes through `py_multiprocessing::sync`'s
 //!    `ProcessSemaphore(3)`. Then three holders fill the places, a late-comer sleeps in
 //!    `acquire` (`S`), and one holder is killed with SIGKILL inside: with ours, the kernel gives
 //!    its place back and the late-comer gets in, told whose place it was; with a POSIX named

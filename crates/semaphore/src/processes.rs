@@ -1,5 +1,5 @@
 //! Part 3: the semaphore across processes, and a holder killed inside: ours
-//! (`common::processes::sync::ProcessSemaphore`) beside a POSIX named semaphore (`sem_open`).
+//! (`py_multiprocessing::sync::ProcessSemaphore`) beside a POSIX named semaphore (`sem_open`).
 
 use std::ffi::CString;
 use std::sync::Arc;
@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use common::predict::{self, Expect};
 use common::process::{Process, Role, Run};
 use common::processes::lost;
-use common::processes::shm::{Shareable, SharedBlock, futex_wait, futex_wake};
-use common::processes::sync::{ProcessEvent, ProcessSemaphore};
 use common::{ps, report};
+use py_multiprocessing::shm::{Shareable, SharedBlock, futex_wait, futex_wake};
+use py_multiprocessing::sync::{ProcessEvent, ProcessSemaphore};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::json;
 

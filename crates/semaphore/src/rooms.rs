@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use common::predict::{self, Expect};
 use common::threads::named::spawn_scoped;
-use common::threads::sync::{Event, Semaphore};
 use common::timeline::{self, Recording, Style};
 use common::{ps, report};
+use py_threading::sync::{Event, Semaphore};
 
 use crate::{Cli, check_rooms, stay_ms};
 

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use common::predict;
 use common::report;
 use common::threads::named;
-use common::threads::queue::{Queue, QueueError};
+use py_threading::queue::{Queue, QueueError};
 use serde_json::json;
 
 use crate::Cli;

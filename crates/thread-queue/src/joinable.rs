@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use common::process::{Process, Role, Run};
 use common::report;
 use common::threads::named;
-use common::threads::queue::Queue;
+use py_threading::queue::Queue;
 use serde::{Deserialize, Serialize};
 
 use crate::{CONSUMER_SLEEP_S, Cli, PRODUCER_SLEEP_S};
@@ -101,7 +101,7 @@ pub static PROCESS_CONSUMER: Role = Role::of::<ProcessConsumer>();
 /// A consumer process: `get` and `task_done` for each of `items` items, then end.
 #[derive(Serialize, Deserialize)]
 pub struct ProcessConsumer {
-    queue: common::queue::JoinableQueue<u32>,
+    queue: py_multiprocessing::queue::JoinableQueue<u32>,
     items: usize,
 }
 
@@ -141,7 +141,8 @@ fn thread_queue_seconds(items: usize) -> Result<f64> {
 
 /// The same through the process `JoinableQueue`, to a consumer process.
 fn process_queue_seconds(cli: &Cli, items: usize) -> Result<f64> {
-    let q: common::queue::JoinableQueue<u32> = common::queue::JoinableQueue::new(0)?;
+    let q: py_multiprocessing::queue::JoinableQueue<u32> =
+        py_multiprocessing::queue::JoinableQueue::new(0)?;
     let mut child = Process::from_run("cost-consumer", ProcessConsumer { queue: q.clone(), items })
         .start_method(cli.common.start_method)
         .pass_fds(&q.fds());
@@ -154,13 +155,15 @@ fn process_queue_seconds(cli: &Cli, items: usize) -> Result<f64> {
     loop {
         match q.join_timeout(std::time::Duration::from_millis(200)) {
             Ok(()) => break,
-            Err(common::queue::QueueError::Timeout { unfinished }) if !child.is_alive() => {
+            Err(py_multiprocessing::queue::QueueError::Timeout { unfinished })
+                if !child.is_alive() =>
+            {
                 bail!(
                     "{child} ended with {unfinished} item(s) unfinished ({})",
                     common::process::exitcode_name(child.exitcode())
                 );
             }
-            Err(common::queue::QueueError::Timeout { .. }) => {}
+            Err(py_multiprocessing::queue::QueueError::Timeout { .. }) => {}
             Err(e) => return Err(e).context("joining the process queue"),
         }
     }

@@ -3,7 +3,7 @@
 //! with producers and consumers as threads of one process.
 //!
 //! Four parts, each a subcommand (no subcommand runs them all, in about two seconds), over
-//! `common::threads::queue`, built as CPython builds `queue.py`: one mutex, three conditions.
+//! `py_threading::queue`, built as CPython builds `queue.py`: one mutex, three conditions.
 //! 1. `orders`: the same items through each kind: FIFO `1, 3, 2` comes out `1, 3, 2`; LIFO
 //!    `2, 3, 1`; priority `(2, "p2"), (1, "p1"), (3, "p3")` comes out `p1, p2, p3`.
 //! 2. `blocking`: `Queue(maxsize=2)`: a producer thread's third `put` blocks (its thread is seen

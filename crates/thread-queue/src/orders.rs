@@ -4,7 +4,7 @@ use anyhow::Result;
 use common::cli::CommonArgs;
 use common::predict;
 use common::report;
-use common::threads::queue::{LifoQueue, PriorityQueue, Queue, QueueError};
+use py_threading::queue::{LifoQueue, PriorityQueue, Queue, QueueError};
 
 /// Takes every item, without blocking, until the queue says `Empty`.
 fn drain<T>(get: impl Fn() -> Result<T, QueueError>) -> Vec<T> {

@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use common::predict;
 use common::report;
 use common::threads::named;
-use common::threads::queue::{Queue, QueueError};
+use py_threading::queue::{Queue, QueueError};
 
 use crate::Cli;
 

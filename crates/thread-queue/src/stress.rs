@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use anyhow::{Result, bail};
 use common::report;
 use common::threads::named;
-use common::threads::queue::Queue;
+use py_threading::queue::Queue;
 
 use crate::Cli;
 

@@ -2,8 +2,8 @@
 //! run: the question a Rust learner asks after the Python one ("should I use this `Queue`, or
 //! the crate everyone uses?").
 //!
-//! - `thread_queue`: `common::threads::queue::Queue` vs crossbeam-channel, flume, std's mpsc;
-//! - `queue`: `common::queue::Queue` (processes) vs ipc-channel;
+//! - `thread_queue`: `py_threading::queue::Queue` vs crossbeam-channel, flume, std's mpsc;
+//! - `queue`: `py_multiprocessing::queue::Queue` (processes) vs ipc-channel;
 //! - `pool`: `ThreadPool::map` and `Pool::map` vs rayon's `par_iter`;
 //! - `coroutine`: tokio's current-thread runtime vs smol's executor (async-executor, async-io).
 //!

@@ -1,4 +1,4 @@
-//! pool-peers — what `map` costs per item through `common::pool` beside rayon's `par_iter`, on
+//! pool-peers — what `map` costs per item through `py_multiprocessing::pool` beside rayon's `par_iter`, on
 //! the work of the pool suite: [`ITEMS`] items, a task that returns its argument, results
 //! collected in order as a `Vec<usize>`, two workers on each side.
 //!
@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use common::pool::{Pool, ThreadPool};
+use py_multiprocessing::pool::{Pool, ThreadPool};
 use rayon::prelude::*;
 
 use super::target_the_fastest;
@@ -78,7 +78,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
         notes: vec![
             format!(
                 "each run: one map of {ITEMS} items (a task returning its argument, results as a \
-                 Vec<usize> in order) on a new pool of {WORKERS}: common::pool's ThreadPool and \
+                 Vec<usize> in order) on a new pool of {WORKERS}: py_multiprocessing::pool's ThreadPool and \
                  Pool (forked workers), and rayon's par_iter on a ThreadPoolBuilder pool of \
                  {WORKERS} threads"
             ),

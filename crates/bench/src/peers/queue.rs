@@ -1,4 +1,4 @@
-//! queue-peers — messages per second through `common::queue::Queue` between processes beside
+//! queue-peers — messages per second through `py_multiprocessing::queue::Queue` between processes beside
 //! ipc-channel (Servo's channel between processes), on the work of the queue suite: small
 //! messages `(producer, number)`, forked children waiting at a start gate, one `None` per
 //! consumer once the producers are joined, every message counted.
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use common::process::Process;
-use common::queue::Queue;
+use py_multiprocessing::queue::Queue;
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 
 use super::target_the_fastest;
@@ -127,7 +127,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
         notes: vec![
             format!(
                 "each run: {MESSAGES} small messages (producer, number) between forked children; \
-                 ours through common::queue (a pipe, robust mutexes and futex counters in shared \
+                 ours through py_multiprocessing::queue (a pipe, robust mutexes and futex counters in shared \
                  memory), the peer through ipc-channel (a Unix SOCK_SEQPACKET socket per \
                  channel, bincode; built here as version 0.20)"
             ),

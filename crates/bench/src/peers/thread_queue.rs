@@ -1,4 +1,4 @@
-//! thread-queue-peers — items per second through `common::threads::queue::Queue` beside the
+//! thread-queue-peers — items per second through `py_threading::queue::Queue` beside the
 //! channels a Rust user would pick instead: crossbeam-channel, flume and std's mpsc, on the work
 //! of the thread-queue suite (small items `(producer, number)`, one `None` per consumer once the
 //! producers are joined), in the same run.
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
-use common::threads::queue::Queue;
+use py_threading::queue::Queue;
 
 use super::target_the_fastest;
 use crate::measure::{Better, Outcome, Row, Settings, median};
@@ -209,7 +209,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
         notes: vec![
             format!(
                 "each run: {ITEMS} items (producer, number) between threads, one None per \
-                 consumer after the producers are joined; ours is common::threads::queue::Queue \
+                 consumer after the producers are joined; ours is py_threading::queue::Queue \
                  (one Mutex and three Condvars, as Lib/queue.py), Queue::new({BOUND}) or \
                  Queue::new(0)"
             ),

@@ -1,6 +1,4 @@
-//! Threads: named threads and which thread printed a line, and Python's `threading`
-//! primitives rebuilt on std's `Mutex` and `Condvar`.
+//! Threads: named threads and which thread printed a line (Python's `threading` primitives
+//! are in the `py-threading` crate).
 
 pub mod named;
-pub mod queue;
-pub mod sync;

@@ -22,9 +22,9 @@ use super::PoolError;
 use super::result::{Callback, Completion, ErrorCallback, Slot, lock};
 use super::task::Task;
 use super::worker::{FromWorker, ToWorker, frame, unframe};
-use crate::process::{Process, Role, StartMethod};
 use crate::queue::{Queue, QueueError};
-use crate::signals;
+use common::process::{Process, Role, StartMethod};
+use common::signals;
 
 /// Tasks are given to a busy worker in advance only as many as it runs in about this long.
 pub const PREFETCH_WINDOW: Duration = Duration::from_millis(2);

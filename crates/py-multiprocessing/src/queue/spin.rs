@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Core;
-use crate::processes::shm::Wait;
+use crate::shm::Wait;
 
 /// How long a reader watches for an item before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);

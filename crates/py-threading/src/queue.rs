@@ -11,7 +11,7 @@
 //! The three kinds differ only in which item leaves first: the order is a type parameter
 //! ([`Fifo`], [`Lifo`], [`Priority`]), as CPython's subclasses override only `_put` and `_get`.
 //! Everything here is shared memory: an item moves by a pointer's copy, no pipe, no encoding,
-//! unlike the process queue of [`crate::queue`].
+//! unlike the process queue of `py_multiprocessing::queue`.
 //!
 //! Why not std's `mpsc`? A channel has no LIFO and no priority order, no `task_done`/`join`,
 //! no `qsize`, and only one consumer (`Receiver` is not `Clone`); `sync_channel(n)` is its

@@ -41,7 +41,7 @@
 //! it should be quick, and must not wait for another result of the same pool. After `close` or
 //! `terminate` no task can be submitted ([`PoolError::NotRunning`]); `join` before either is an
 //! error ([`PoolError::StillRunning`]). `terminate` stops the workers at once (SIGTERM, then
-//! SIGKILL after [`crate::signals::GRACE`]) and fails every unfinished task. **Dropping a pool
+//! SIGKILL after [`common::signals::GRACE`]) and fails every unfinished task. **Dropping a pool
 //! waits** (`close` + `join`, as `concurrent.futures`' `with` block), where Python's `with
 //! Pool()` calls `terminate`. With `maxtasksperchild = N` a worker exits after N tasks and a
 //! new one takes its place; a failing initializer breaks the pool ([`PoolError::Broken`]).
@@ -50,7 +50,7 @@
 //! A forked worker is a copy of the parent with one thread in it: a lock another thread held at
 //! that instant stays locked for ever in the worker. So only the *first* workers are forked,
 //! when the pool starts; every replacement of a fork pool is started by the fork server
-//! ([`crate::forkserver`]), a single-threaded process. Workers are started by the result
+//! ([`common::forkserver`]), a single-threaded process. Workers are started by the result
 //! thread, the one thread that outlives them all (a worker's `PR_SET_PDEATHSIG` follows the
 //! thread that started it).
 //!
@@ -89,8 +89,8 @@ pub use task::{ChunkFn, Encoding, Task, TaskFn, run_typed, run_typed_chunk, type
 pub use worker::serve;
 use worker::{ToWorker, frame};
 
-use crate::process::Role;
 use crate::queue::Queue;
+use common::process::Role;
 
 /// The largest message to or from a worker, in bytes: a task's arguments (or a chunk of
 /// `map`'s items) with its name, or its result. A task beyond it fails with

@@ -68,7 +68,7 @@ pub(super) struct WorkerArgs {
     pub maxtasksperchild: Option<usize>,
 }
 
-/// The body of a pool's worker process: call it from the worker [`crate::process::Role`] with
+/// The body of a pool's worker process: call it from the worker [`common::process::Role`] with
 /// the program's task list (`Role::new("pool-worker", |args| pool::serve(args, TASKS))`). It
 /// runs the initializer, then every task its inbox brings, until told to stop (or after
 /// `maxtasksperchild` tasks). A task's error or panic becomes that task's error; the worker goes

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Core, DEFAULT_MAX_MESSAGE, Queue, QueueDescriptor, QueueError};
-use crate::processes::shm::{Wait, futex_wait, futex_wake};
+use crate::shm::{Wait, futex_wait, futex_wake};
 
 /// Python's `multiprocessing.JoinableQueue`. Every `Queue` method works on it too (it derefs to
 /// one).

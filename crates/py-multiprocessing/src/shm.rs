@@ -4,7 +4,7 @@
 //!
 //! - [`SharedBlock`]: a `memfd` (an anonymous file in memory) mapped `MAP_SHARED`. Every
 //!   process that maps it sees the same bytes. A forked child inherits the mapping; a spawned
-//!   child is passed the descriptor ([`crate::process::Process::pass_fds`]) and maps it with
+//!   child is passed the descriptor ([`common::process::Process::pass_fds`]) and maps it with
 //!   [`SharedBlock::from_raw_fd`]. `/proc/PID/maps` of each shows `/memfd:NAME (deleted)` at its
 //!   own address: the same memory, wherever each process put it.
 //! - [`RobustMutex`]: a POSIX *robust*, process-shared `pthread_mutex_t` in the block. It costs
@@ -212,7 +212,7 @@ impl<T: Shareable> SharedBlock<T> {
         unsafe { self.ptr.as_ref() }
     }
 
-    /// The block's descriptor (for [`crate::process::Process::pass_fds`]).
+    /// The block's descriptor (for [`common::process::Process::pass_fds`]).
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -402,7 +402,7 @@ pub fn random_id() -> u64 {
         u64::from_ne_bytes(bytes)
     } else {
         // Not secret, only distinct: the time and pid are enough.
-        crate::report::monotonic_ns() ^ (u64::from(std::process::id()) << 32)
+        common::report::monotonic_ns() ^ (u64::from(std::process::id()) << 32)
     }
 }
 

@@ -12,7 +12,7 @@
 //!   bounded queue (a counting semaphore that `put` sleeps on, with a futex), items put, items
 //!   taken.
 //!
-//! The locks are robust, process-shared mutexes ([`crate::processes::shm::RobustMutex`]): a
+//! The locks are robust, process-shared mutexes ([`crate::shm::RobustMutex`]): a
 //! holder's death releases them and tells the next holder. Each holder records whether it is in
 //! the middle of a frame; if it died there, the pipe no longer starts at a frame boundary and
 //! the queue answers [`QueueError::Broken`] from then on, instead of decoding garbage or hanging.
@@ -51,7 +51,7 @@ pub use joinable::JoinableQueue;
 use setup::{BROKEN_BAD_LENGTH, BROKEN_READER_DIED, BROKEN_TORN_EOF, BROKEN_WRITER_DIED};
 pub use setup::{QueueDescriptor, QueueError};
 
-use crate::processes::shm::{RobustGuard, SharedBlock, Taken, Wait, futex_wait, futex_wake};
+use crate::shm::{RobustGuard, SharedBlock, Taken, Wait, futex_wait, futex_wake};
 use setup::{Control, os_error};
 
 /// The largest item, in bytes of JSON, a queue accepts unless made with another limit.

@@ -2,7 +2,7 @@
 //!
 //! A forked child has every descriptor and the shared block already. A spawned child starts
 //! from `main` with nothing: Rust opens every descriptor close-on-exec, so the parent passes
-//! the queue's three descriptors with [`crate::process::Process::pass_fds`] and the queue
+//! the queue's three descriptors with [`common::process::Process::pass_fds`] and the queue
 //! itself in the child's arguments, where it serializes to a [`QueueDescriptor`]; the child
 //! rebuilds it with `Queue::from_descriptor`, which checks that the numbers really are this
 //! queue's pipe and shared block.
@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::stage::STAGE;
 use super::{Core, JoinableQueue, MAX_MAXSIZE, MAX_MESSAGE_LIMIT, PIPE_CAPACITY, Queue};
-use crate::processes::shm::{RobustMutex, Shareable, SharedBlock, ShmError, random_id};
+use crate::shm::{RobustMutex, Shareable, SharedBlock, ShmError, random_id};
 
 /// What can go wrong with a queue. Callers match on the variants (`Full`, `Empty`, ...).
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +89,7 @@ pub struct QueueDescriptor {
 }
 
 impl QueueDescriptor {
-    /// The three descriptors, for [`crate::process::Process::pass_fds`].
+    /// The three descriptors, for [`common::process::Process::pass_fds`].
     pub fn fds(&self) -> [RawFd; 3] {
         [self.read_fd, self.write_fd, self.control_fd]
     }

@@ -1,6 +1,6 @@
 //! sync — a semaphore and an event shared by processes, which survive a process killed in the
 //! middle: [`ProcessSemaphore`] and [`ProcessEvent`], Python's `multiprocessing.Semaphore` and
-//! `multiprocessing.Event` rebuilt on [`crate::processes::shm`].
+//! `multiprocessing.Event` rebuilt on [`crate::shm`].
 //!
 //! ## The semaphore: one robust mutex per place
 //! A `ProcessSemaphore` of `n` places is a [`SharedBlock`] holding `n` *places*, each a robust,
@@ -38,12 +38,12 @@
 //!
 //! ## Sharing them with a child
 //! A forked child has the mapping already. A spawned child is passed the block's descriptor
-//! ([`crate::process::Process::pass_fds`] with [`ProcessSemaphore::fds`]) and receives the
+//! ([`common::process::Process::pass_fds`] with [`ProcessSemaphore::fds`]) and receives the
 //! semaphore or event in its arguments: both serialize to a descriptor (the fd number and the
 //! block's random id), and deserializing maps the block again after checking the id, in a
 //! descriptor of its own (a duplicate), so a handle can be rebuilt any number of times.
 //!
-//! Linux only, as [`crate::processes::shm`].
+//! Linux only, as [`crate::shm`].
 
 #![cfg(target_os = "linux")]
 
@@ -56,7 +56,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::processes::shm::{
+use crate::shm::{
     RobustGuard, RobustMutex, Shareable, SharedBlock, ShmError, Taken, Wait, futex_wait,
     futex_wake, random_id,
 };
@@ -286,7 +286,7 @@ impl ProcessSemaphore {
         SharedDescriptor { fd: self.block.raw_fd(), id: self.block.get().id }
     }
 
-    /// The descriptors a spawned child must be given ([`crate::process::Process::pass_fds`]).
+    /// The descriptors a spawned child must be given ([`common::process::Process::pass_fds`]).
     pub fn fds(&self) -> [RawFd; 1] {
         [self.block.raw_fd()]
     }

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::task::Task;
-use crate::process::{StartMethod, exitcode_name};
+use common::process::{StartMethod, exitcode_name};
 
 /// What can go wrong with a pool or a task. Cloned into every handle that asks for a result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,7 +80,7 @@ impl PoolOptions {
     pub fn new(processes: usize) -> PoolOptions {
         PoolOptions {
             processes,
-            start_method: crate::process::default_start_method(),
+            start_method: common::process::default_start_method(),
             initializer: None,
             maxtasksperchild: None,
             name: "pool-worker".to_string(),

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::processes::shm::Wait;
+use crate::shm::Wait;
 
 #[test]
 fn items_come_out_in_the_order_they_went_in() {

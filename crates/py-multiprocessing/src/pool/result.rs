@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::PoolError;
 use super::task::panic_message;
-use crate::report;
+use common::report;
 
 /// Called with a task's result, in the parent's result-handler thread (Python's `callback`).
 pub type Callback = Box<dyn FnOnce(&Value) + Send + 'static>;

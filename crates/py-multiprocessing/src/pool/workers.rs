@@ -13,9 +13,9 @@ use super::handler::{MAX_PREFETCH, PREFETCH_WINDOW};
 use super::result::{Completion, lock};
 use super::worker::{FromWorker, ToWorker, WorkerArgs, frame, unframe, work};
 use super::{MAX_MESSAGE, PoolError, died_how};
-use crate::process::{Process, StartMethod, exitcode_name};
 use crate::queue::{Queue, QueueError};
-use crate::{report, signals};
+use common::process::{Process, StartMethod, exitcode_name};
+use common::{report, signals};
 
 impl Shared {
     /// Gives waiting tasks to workers: to an idle worker first (the one idle the longest); to a busy
@@ -143,7 +143,7 @@ impl Shared {
                     .name(format!("{name}-watch"))
                     .stack_size(64 * 1024)
                     .spawn(move || {
-                        crate::process::wait_until_ended(pid);
+                        common::process::wait_until_ended(pid);
                         let _ = results.put_encoded(&frame(&FromWorker::Exited { w: number }, &[]));
                     })
                     .map_err(|e| PoolError::Start(format!("a thread to watch {name}: {e}")))?;
@@ -284,7 +284,7 @@ impl Shared {
                 Some((name, pid)) => format!("; {name} (pid {pid}) takes its place"),
                 None => String::new(),
             };
-            crate::event!("pool_worker_exited", {
+            common::event!("pool_worker_exited", {
                     "worker": worker.name, "pid": worker.pid, "exitcode": exitcode,
                     "status": exitcode_name(exitcode), "lost_task": lost.map(|(t, _)| t),
                     "lost_job": lost.map(|(_, j)| j), "retired": retired,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Core, Queue, QueueDescriptor, QueueError};
-use crate::processes::shm::Wait;
+use crate::shm::Wait;
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Puts `item`, waiting at most `timeout` for a free place; [`QueueError::Full`] after that.
@@ -110,7 +110,7 @@ impl<T> Queue<T> {
         self.core.ctl().gets.load(Ordering::SeqCst)
     }
 
-    /// The queue's three descriptors, for [`crate::process::Process::pass_fds`].
+    /// The queue's three descriptors, for [`common::process::Process::pass_fds`].
     pub fn fds(&self) -> Vec<RawFd> {
         self.descriptor().fds().to_vec()
     }

@@ -92,12 +92,12 @@ impl Task {
 /// function:
 ///
 /// ```
-/// use common::pool::Task;
+/// use py_multiprocessing::pool::Task;
 /// fn square(x: i64) -> anyhow::Result<i64> {
 ///     Ok(x * x)
 /// }
-/// static SQUARE: Task = common::typed_task!("square", square);
-/// static HALF: Task = common::typed_task!("half", |x: f64| Ok(x / 2.0));
+/// static SQUARE: Task = py_multiprocessing::typed_task!("square", square);
+/// static HALF: Task = py_multiprocessing::typed_task!("half", |x: f64| Ok(x / 2.0));
 /// ```
 ///
 /// `apply` and `apply_async` call it through JSON values like any task; a chunk of `map` whose
