@@ -21,8 +21,8 @@
 //! - `fewer-io`: "最核心的优化就是减少IO操作": one `write(2)` a line, buffered, `fsync` each line.
 //!
 //! **What to watch for**: in `run`, CPU busy under `on-io` well above `on-end`; the jobs `S` in
-//! `pipe_read` while their IO is in flight, `R` on one `PSR`; in `states`, `D` with wchan
-//! `kernel_clone`; in `space`, one address and four frames.
+//! `anon_pipe_read` (older kernels: `pipe_read`) while their IO is in flight, `R` on one `PSR`;
+//! in `states`, `D` with wchan `kernel_clone`; in `space`, one address and four frames.
 //!
 //! **Run it**: `make demo-multiprogramming` (all parts), or one part with a pause:
 //! `make demo-multiprogramming ARGS='run -l 3:50,3:50 -s 1 --tick-ms 100 --hold 20'`, and in a
