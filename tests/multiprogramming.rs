@@ -349,3 +349,39 @@ fn guesses_are_judged_against_this_runs_figures() {
         (&"ready".into(), &false.into())
     );
 }
+
+/// The number printed right after `label` in `text` (`about 82 %` gives 82).
+fn number_after(text: &str, label: &str) -> Option<f64> {
+    let rest = &text[text.find(label)? + label.len()..];
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The CPU's busy figure from /proc/stat (whole 10 ms ticks) against the jobs' own (schedstat):
+/// the line says the coarse figure is too coarse exactly when it came out below the jobs'.
+#[test]
+fn the_cpu_busy_line_follows_its_own_figures() {
+    let _turn = cpu_turn();
+    for args in [
+        &["run", "-P", "c1,i:c2", "--tick-ms", "2"][..],
+        &["run", "-P", "c3:c3", "--tick-ms", "20"],
+    ] {
+        let out = run(BIN, args);
+        out.assert_code(0).assert_nothing_left();
+        // People's lines are wrapped: one space between words, then the sentence alone.
+        let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        let at = text.find("was busy about").unwrap_or_else(|| out.fail("no CPU busy line"));
+        let line = &text[at..];
+        let line = &line[..line.find("multiprogramming]").unwrap_or(line.len())];
+        let all =
+            number_after(line, "was busy about ").unwrap_or_else(|| out.fail("no CPU figure"));
+        let jobs = number_after(line, "the jobs ").unwrap_or_else(|| out.fail("no jobs figure"));
+        let says_coarse = line.contains("too coarse");
+        // Rounding keeps the order of two figures, but may make unequal figures print equal.
+        if all < jobs {
+            assert!(says_coarse, "{all} % < {jobs} % and no word of it: {line}");
+        } else if all > jobs {
+            assert!(!says_coarse, "{all} % > {jobs} % but called too coarse: {line}");
+        }
+    }
+}
