@@ -11,7 +11,8 @@
 //!   interleaved by the kernel against the same two one after the other: the switches and their
 //!   cost ("用户感觉不到").
 //! - `states`: running, blocked (S) and ready, seen in `/proc` while they happen: a woken job
-//!   waits in the run queue (schedstat) before it runs; and D, a parent in `vfork`-like `clone`.
+//!   waits in the run queue (schedstat) before it runs; and D, blocked too: a parent in
+//!   `vfork`-like `clone`.
 //! - `space`: 空间上的复用: one virtual address, a physical frame per process
 //!   (`/proc/PID/pagemap`); copy-on-write after `fork`; a `MAP_SHARED` page, one frame for all.
 //! - `program`: 进程与程序: one program file (`/proc/PID/exe`: device and inode), three processes;
@@ -120,7 +121,7 @@ enum Cmd {
         #[command(flatten)]
         tick: TickArg,
     },
-    /// Running, ready, blocked (S) and D, seen in /proc while they happen
+    /// Running, ready and blocked (S, and D), seen in /proc while they happen
     States,
     /// One virtual address, a frame per process; copy-on-write; a MAP_SHARED page
     Space {

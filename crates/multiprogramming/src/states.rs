@@ -196,8 +196,8 @@ fn states_pinned(cli: &crate::Cli, cpu: usize) -> Result<()> {
             v,
             "vfork-parent",
             'D',
-            "uninterruptible sleep: in clone(CLONE_VM | CLONE_VFORK) until its child exits; \
-             signals wait (only a fatal one ends it), and it counts in the load average",
+            "blocked (阻塞态) too, in an uninterruptible sleep: in clone(CLONE_VM | CLONE_VFORK) \
+             until its child exits; signals wait (only a fatal one ends it), and it counts in the load average",
         );
         let mut pids = vec![std::process::id() as i32, a, b, v];
         pids.extend(clone_child);
