@@ -216,9 +216,28 @@ fn states_shows_r_s_and_d_and_a_woken_job_waits_ready_first() {
     out.assert_code(0).assert_nothing_left();
     let woken = data(out.one("woken"));
     assert!(
-        woken["ready_ns"].as_u64().unwrap() > 0,
+        woken["ready_ns"].as_u64().unwrap() >= 1_000,
         "no run-queue wait after the wake-up: {woken}"
     );
+}
+
+/// The woken job's line says "first ready" exactly when the wait it prints is above zero, and
+/// "ran at once" otherwise.
+#[test]
+fn the_woken_jobs_line_follows_its_own_figure() {
+    let _turn = cpu_turn();
+    let out = run(BIN, &["states"]);
+    out.assert_code(0).assert_nothing_left();
+    let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    let at = text.find("its IO ended:").unwrap_or_else(|| out.fail("no wake-up line"));
+    let line = &text[at..];
+    if line.contains("was first ready") {
+        let ms = number_after(line, "but not running, for ")
+            .unwrap_or_else(|| out.fail("no ready time"));
+        assert!(ms > 0.0, "first ready for {ms} ms: {line}");
+    } else {
+        assert!(line.contains("ran at once"), "neither verdict: {line}");
+    }
 }
 
 /// One virtual address, a frame per process; after fork one frame until the write, then two;
