@@ -404,3 +404,53 @@ fn the_cpu_busy_line_follows_its_own_figures() {
         }
     }
 }
+
+/// `batch`'s switching cost: "no cost could be seen" exactly when the interleaved pair was no
+/// slower, or had no more involuntary switches, than the serial pair, by the figures it prints.
+#[test]
+fn the_switch_cost_line_follows_its_own_figures() {
+    let _turn = cpu_turn();
+    let out = run(BIN, &["batch", "--tick-ms", "2"]);
+    out.assert_code(0).assert_nothing_left();
+    let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    let at = text.find("that never block").unwrap_or_else(|| out.fail("no switch cost line"));
+    let line = &text[at..];
+    let figure = |label: &str| number_after(line, label).unwrap_or_else(|| out.fail(label));
+    let (serial_ms, serial_sw) = (figure("one after the other "), figure("ms ("));
+    let interleaved_ms = figure("interleaved by the kernel ");
+    let rest = &line[line.find("interleaved by the kernel").unwrap()..];
+    let interleaved_sw = number_after(rest, "ms (").unwrap_or_else(|| out.fail("switches"));
+    let no_cost = line.contains("No cost could be seen");
+    // One decimal printed: equal printed figures may hide a difference either way.
+    if interleaved_ms < serial_ms || interleaved_sw < serial_sw {
+        assert!(no_cost, "{line}");
+    } else if interleaved_ms > serial_ms && interleaved_sw > serial_sw {
+        assert!(!no_cost, "{line}");
+    }
+}
+
+/// `serial-concurrent-parallel`'s summary: "no sooner" when the interleaved pair took about
+/// serial's wall time, "at once" when the parallel pair took well under it, by its printed ratios.
+#[test]
+fn the_pair_summary_follows_its_own_ratios() {
+    let _turn = cpu_turn();
+    let out = run(BIN, &["serial-concurrent-parallel", "--work-ms", "20"]);
+    out.assert_code(0).assert_nothing_left();
+    let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    let at = text.find("concurrent took").unwrap_or_else(|| out.fail("no summary"));
+    let line = &text[at..];
+    let concurrent = number_after(line, "concurrent took ").unwrap_or_else(|| out.fail("ratio"));
+    // Two decimals printed: a ratio within 0.01 of a bound may fall either side.
+    if (0.86..=1.14).contains(&concurrent) {
+        assert!(line.contains("no sooner"), "{line}");
+    } else if !(0.84..=1.16).contains(&concurrent) {
+        assert!(!line.contains("no sooner"), "{line}");
+    }
+    if let Some(parallel) = number_after(line, "parallel (并行) took ") {
+        if parallel < 0.74 {
+            assert!(line.contains("ran the two jobs at once"), "{line}");
+        } else if parallel > 0.76 {
+            assert!(!line.contains("at once"), "{line}");
+        }
+    }
+}
