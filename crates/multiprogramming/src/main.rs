@@ -48,9 +48,9 @@
 //!   0.208s [  4182 multiprogramming] measured on CPU 1: Total Time 20.1 ticks (201.2 ms), CPU Busy 74.9 % ...
 //! ```
 //!
-//! Platform notes: Linux only (`sched_setaffinity`, `/proc`, `clone`); `--policy fifo` and
-//! `space`'s frame numbers need root (or CAP_SYS_NICE, CAP_SYS_ADMIN); without them the demo
-//! says so.
+//! Platform notes: Linux only (`sched_setaffinity`, `/proc`, `clone`); `--policy fifo` needs
+//! root, CAP_SYS_NICE or an RLIMIT_RTPRIO above its priority (sched(7)), and `space`'s frame
+//! numbers CAP_SYS_ADMIN (proc(5)); without them the demo says so.
 //!
 //! **Differences from Python** (also the end of `--help`):
 #![doc = include_str!("differences.txt")]
