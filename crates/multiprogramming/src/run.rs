@@ -268,16 +268,28 @@ pub fn compare(p: &Prediction, m: &Measured, rows: &[SeenRow], s: &Setup) {
     if s.policy == Policy::Normal {
         why.push(format!(
             "the scheduler's choice: --policy normal lets the kernel slice CPU-bound jobs every \
-             few ms ({involuntary} involuntary context switches in this run; the simulator never \
-             preempts a running job) and decide who runs after a wake-up; {other_runner} tick(s) \
-             had another job running than predicted"
+             few ms ({involuntary} involuntary context switches in this run; the simulator \
+             preempts a running job only under IO_RUN_IMMEDIATE) and decide who runs after a \
+             wake-up; {other_runner} tick(s) had another job running than predicted"
         ));
     } else {
+        // What the involuntary switches were, from this run's count and flags.
+        let preempted = match (involuntary, s.io_done) {
+            (0, _) => "no involuntary switch".to_string(),
+            (n, IoDone::Immediate) => format!(
+                "{n} involuntary switch(es): under IO_RUN_IMMEDIATE a job whose IO ends takes \
+                 the CPU from the running one"
+            ),
+            (n, IoDone::Later) => format!(
+                "{n} involuntary switch(es) all the same: something of a higher priority took \
+                 the CPU, which the simulator does not have"
+            ),
+        };
         why.push(format!(
             "the scheduler's choice: under SCHED_FIFO a job runs until it blocks or ends \
-             ({involuntary} involuntary switches), but a woken job joins the end of the queue \
-             in wake-up order where process-run.py takes the next job by number; {other_runner} \
-             tick(s) had another job running than predicted"
+             ({preempted}), but a woken job joins the end of the queue in wake-up order where \
+             process-run.py takes the next job by number; {other_runner} tick(s) had another \
+             job running than predicted"
         ));
     }
     why.push(format!(
