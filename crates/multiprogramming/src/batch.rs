@@ -31,9 +31,11 @@ pub fn batch(cli: &crate::Cli, tick: &TickArg) -> Result<()> {
         { "policy": policy },
         "the jobs run {}",
         if policy == Policy::Fifo {
-            "under SCHED_FIFO (root): each keeps the CPU until it blocks or ends, as the simulator assumes"
+            "under SCHED_FIFO (allowed here): each keeps the CPU until it blocks or ends, as the \
+             simulator assumes"
         } else {
-            "under the normal policy (SCHED_FIFO needs root): the kernel may also slice them"
+            "under the normal policy (SCHED_FIFO needs root, CAP_SYS_NICE or RLIMIT_RTPRIO): the \
+             kernel may also slice them"
         }
     );
     let question = "the IO-heavy mix: how many times higher is the CPU busy % with 多道 (switch on \
