@@ -21,8 +21,9 @@
 //!   ran whom (sampled `psr`).
 //! - `fewer-io`: "最核心的优化就是减少IO操作": one `write(2)` a line, buffered, `fsync` each line.
 //!
-//! **What to watch for**: in `run`, CPU busy under `on-io` well above `on-end`; the jobs `S` in
-//! `anon_pipe_read` (older kernels: `pipe_read`) while their IO is in flight, `R` on one `PSR`;
+//! **What to watch for**: in `batch`, CPU busy under `on-io` well above `on-end` for the IO-heavy
+//! mix; in `run`, the jobs `S` in `anon_pipe_read` (older kernels: `pipe_read`) while their IO is
+//! in flight, `R` on one `PSR`;
 //! in `states`, `D` with wchan `kernel_clone`; in `space`, one address and four frames.
 //!
 //! **Run it**: `make demo-multiprogramming` (all parts), or one part with a pause:
