@@ -274,7 +274,7 @@ impl KernelState {
         match self {
             KernelState::Running => "running on a CPU",
             KernelState::Ready => "ready, waiting for a CPU",
-            KernelState::Sleeping => "S: blocked, waiting for an event",
+            KernelState::Sleeping => "S: blocked, interruptible sleep",
             KernelState::Disk => "D: blocked, uninterruptible sleep",
             KernelState::Stopped => "T: stopped by a signal",
             KernelState::Zombie => "Z: zombie, ended, not reaped",
