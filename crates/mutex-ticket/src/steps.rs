@@ -89,7 +89,7 @@ pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) ->
         }
         if !quiet && !ctl.granted.is_empty() {
             report::say(format!(
-                "stopped after {} steps: schedule so far {}",
+                "the run ended after {} steps (the buyers killed and reaped): schedule so far {}",
                 ctl.granted.len(),
                 ctl.schedule()
             ));
