@@ -9,11 +9,13 @@ help:
 	@echo "make demo-ticket    the ticket-booking race over db.json, then the fix (start here)"
 	@echo "make test           every test: unit tests of common and the demos' integration tests"
 	@echo "make demos          list every demo target"
-	@echo "make bench          Rust beside the Python originals, as ratios"
+	@echo "make bench          Rust beside the Python originals and the Rust crates a user would pick (peers), as ratios"
 	@echo "make tour           the demos in the notes' order (ARGS='--predict', ARGS='--from threads')"
 	@echo "make pictures       draw the guides' pictures again (crates/<demo>/pictures/*.svg)"
 	@echo "make picture-check  render two --svg pictures in headless Chromium; check they are not blank"
 	@echo "make build | lint | clean"
+	@echo "flags of every demo: --trace FILE (Perfetto), --svg FILE (a picture), --json, --hold SECS, --predict"
+	@echo "be the scheduler: --step, --schedule 0,1,... (mutex-ticket run, threads race, deadlock classic), mutex-ticket census"
 
 build:
 	$(CARGO) build --workspace

@@ -216,9 +216,28 @@ fn states_shows_r_s_and_d_and_a_woken_job_waits_ready_first() {
     out.assert_code(0).assert_nothing_left();
     let woken = data(out.one("woken"));
     assert!(
-        woken["ready_ns"].as_u64().unwrap() > 0,
+        woken["ready_ns"].as_u64().unwrap() >= 1_000,
         "no run-queue wait after the wake-up: {woken}"
     );
+}
+
+/// The woken job's line says "first ready" exactly when the wait it prints is above zero, and
+/// "ran at once" otherwise.
+#[test]
+fn the_woken_jobs_line_follows_its_own_figure() {
+    let _turn = cpu_turn();
+    let out = run(BIN, &["states"]);
+    out.assert_code(0).assert_nothing_left();
+    let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    let at = text.find("its IO ended:").unwrap_or_else(|| out.fail("no wake-up line"));
+    let line = &text[at..];
+    if line.contains("was first ready") {
+        let ms = number_after(line, "but not running, for ")
+            .unwrap_or_else(|| out.fail("no ready time"));
+        assert!(ms > 0.0, "first ready for {ms} ms: {line}");
+    } else {
+        assert!(line.contains("ran at once"), "neither verdict: {line}");
+    }
 }
 
 /// One virtual address, a frame per process; after fork one frame until the write, then two;
@@ -348,4 +367,90 @@ fn guesses_are_judged_against_this_runs_figures() {
         (&wrong["data"]["actual"], &wrong["data"]["right"]),
         (&"ready".into(), &false.into())
     );
+}
+
+/// The number printed right after `label` in `text` (`about 82 %` gives 82).
+fn number_after(text: &str, label: &str) -> Option<f64> {
+    let rest = &text[text.find(label)? + label.len()..];
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The CPU's busy figure from /proc/stat (whole 10 ms ticks) against the jobs' own (schedstat):
+/// the line says the coarse figure is too coarse exactly when it came out below the jobs'.
+#[test]
+fn the_cpu_busy_line_follows_its_own_figures() {
+    let _turn = cpu_turn();
+    for args in [
+        &["run", "-P", "c1,i:c2", "--tick-ms", "2"][..],
+        &["run", "-P", "c3:c3", "--tick-ms", "20"],
+    ] {
+        let out = run(BIN, args);
+        out.assert_code(0).assert_nothing_left();
+        // People's lines are wrapped: one space between words, then the sentence alone.
+        let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        let at = text.find("was busy about").unwrap_or_else(|| out.fail("no CPU busy line"));
+        let line = &text[at..];
+        let line = &line[..line.find("multiprogramming]").unwrap_or(line.len())];
+        let all =
+            number_after(line, "was busy about ").unwrap_or_else(|| out.fail("no CPU figure"));
+        let jobs = number_after(line, "the jobs ").unwrap_or_else(|| out.fail("no jobs figure"));
+        let says_coarse = line.contains("too coarse");
+        // Rounding keeps the order of two figures, but may make unequal figures print equal.
+        if all < jobs {
+            assert!(says_coarse, "{all} % < {jobs} % and no word of it: {line}");
+        } else if all > jobs {
+            assert!(!says_coarse, "{all} % > {jobs} % but called too coarse: {line}");
+        }
+    }
+}
+
+/// `batch`'s switching cost: "no cost could be seen" exactly when the interleaved pair was no
+/// slower, or had no more involuntary switches, than the serial pair, by the figures it prints.
+#[test]
+fn the_switch_cost_line_follows_its_own_figures() {
+    let _turn = cpu_turn();
+    let out = run(BIN, &["batch", "--tick-ms", "2"]);
+    out.assert_code(0).assert_nothing_left();
+    let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    let at = text.find("that never block").unwrap_or_else(|| out.fail("no switch cost line"));
+    let line = &text[at..];
+    let figure = |label: &str| number_after(line, label).unwrap_or_else(|| out.fail(label));
+    let (serial_ms, serial_sw) = (figure("one after the other "), figure("ms ("));
+    let interleaved_ms = figure("interleaved by the kernel ");
+    let rest = &line[line.find("interleaved by the kernel").unwrap()..];
+    let interleaved_sw = number_after(rest, "ms (").unwrap_or_else(|| out.fail("switches"));
+    let no_cost = line.contains("No cost could be seen");
+    // One decimal printed: equal printed figures may hide a difference either way.
+    if interleaved_ms < serial_ms || interleaved_sw < serial_sw {
+        assert!(no_cost, "{line}");
+    } else if interleaved_ms > serial_ms && interleaved_sw > serial_sw {
+        assert!(!no_cost, "{line}");
+    }
+}
+
+/// `serial-concurrent-parallel`'s summary: "no sooner" when the interleaved pair took about
+/// serial's wall time, "at once" when the parallel pair took well under it, by its printed ratios.
+#[test]
+fn the_pair_summary_follows_its_own_ratios() {
+    let _turn = cpu_turn();
+    let out = run(BIN, &["serial-concurrent-parallel", "--work-ms", "20"]);
+    out.assert_code(0).assert_nothing_left();
+    let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    let at = text.find("concurrent took").unwrap_or_else(|| out.fail("no summary"));
+    let line = &text[at..];
+    let concurrent = number_after(line, "concurrent took ").unwrap_or_else(|| out.fail("ratio"));
+    // Two decimals printed: a ratio within 0.01 of a bound may fall either side.
+    if (0.86..=1.14).contains(&concurrent) {
+        assert!(line.contains("no sooner"), "{line}");
+    } else if !(0.84..=1.16).contains(&concurrent) {
+        assert!(!line.contains("no sooner"), "{line}");
+    }
+    if let Some(parallel) = number_after(line, "parallel (并行) took ") {
+        if parallel < 0.74 {
+            assert!(line.contains("ran the two jobs at once"), "{line}");
+        } else if parallel > 0.76 {
+            assert!(!line.contains("at once"), "{line}");
+        }
+    }
 }

@@ -24,8 +24,8 @@
 //!
 //! **What to watch for**: in `executor`, every task's line carries the same TID: ten tasks, one
 //! thread; the elapsed time is one sleep, not ten. In `calls`, `ps -L` shows `sync-cpu-call`
-//! `R` and `blocking-call` `S` (wchan `pipe_read` or the like). In `callbacks`, the whistle
-//! comes from `pool-worker-N`, the second callback from `main`.
+//! `R` and `blocking-call` `S` (wchan `anon_pipe_read`; older kernels: `pipe_read`). In
+//! `callbacks`, the whistle comes from `pool-worker-N`, the second callback from `main`.
 //!
 //! **Run it**:
 //! ```text

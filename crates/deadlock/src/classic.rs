@@ -196,7 +196,11 @@ pub fn stepped(cli: &Cli) -> Result<()> {
             cli,
             "the child's threads (ps -L): both asleep on a lock the other holds",
         );
-        scene.kill("a deadlock never ends by itself; only the OS can end the threads")?;
+        scene.kill(
+            "a deadlock never ends by itself; the watchdog found the cycle (above), so the \
+             program could have ended itself (seed 001: only the OS can, 只能靠操作系统强制终止); \
+             here the demo ends the child",
+        )?;
     } else {
         scene.join()?;
     }

@@ -31,9 +31,11 @@ pub fn batch(cli: &crate::Cli, tick: &TickArg) -> Result<()> {
         { "policy": policy },
         "the jobs run {}",
         if policy == Policy::Fifo {
-            "under SCHED_FIFO (root): each keeps the CPU until it blocks or ends, as the simulator assumes"
+            "under SCHED_FIFO (allowed here): each keeps the CPU until it blocks or ends, as the \
+             simulator assumes"
         } else {
-            "under the normal policy (SCHED_FIFO needs root): the kernel may also slice them"
+            "under the normal policy (SCHED_FIFO needs root, CAP_SYS_NICE or RLIMIT_RTPRIO): the \
+             kernel may also slice them"
         }
     );
     let question = "the IO-heavy mix: how many times higher is the CPU busy % with 多道 (switch on \
@@ -147,12 +149,19 @@ fn switch_cost(cli: &crate::Cli) -> Result<()> {
                  (用户感觉不到); what a switch loses is the job's warm caches, not much CPU",
                 share
             ),
-            Some(us) => format!(
-                "The interleaved run took {share:.0} % longer ({us:.0} µs per extra switch): on \
-                 this busy machine most of that is other processes' turns, not the switches"
+            // A switch itself: "sub-microsecond results on systems with 2- or 3-GHz
+            // processors" (OSTEP ch. 6, Limited Direct Execution).
+            Some(us) if us > 10.0 => format!(
+                "The interleaved run took {share:.0} % longer ({us:.0} µs per extra switch): \
+                 far more than a switch itself costs (a microsecond or so: OSTEP ch. 6 \
+                 reports sub-microsecond switches on 2-3 GHz CPUs), so most of that is other processes' turns on this CPU"
             ),
-            None => "No cost could be seen above this machine's noise: a switch costs \
-                     microseconds against slices of milliseconds (用户感觉不到)"
+            Some(us) => format!(
+                "The interleaved run took {share:.0} % longer, about {us:.1} µs per extra switch"
+            ),
+            None => "No cost could be seen above this machine's noise: a switch costs a \
+                     microsecond or so (OSTEP ch. 6 reports sub-microsecond switches on 2-3 GHz \
+                     CPUs) against slices of milliseconds (用户感觉不到)"
                 .to_string(),
         }
     );

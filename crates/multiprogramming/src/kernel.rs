@@ -90,8 +90,8 @@ pub enum Policy {
     /// The kernel's default (SCHED_OTHER): fair shares, time slices of a few ms, and a woken
     /// job usually preempts the running one.
     Normal,
-    /// SCHED_FIFO (root or CAP_SYS_NICE): a job runs until it blocks or ends, as in
-    /// process-run.py.
+    /// SCHED_FIFO (root, CAP_SYS_NICE or RLIMIT_RTPRIO): a job runs until it blocks or ends,
+    /// as in process-run.py.
     Fifo,
 }
 

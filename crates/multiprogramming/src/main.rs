@@ -11,7 +11,8 @@
 //!   interleaved by the kernel against the same two one after the other: the switches and their
 //!   cost ("用户感觉不到").
 //! - `states`: running, blocked (S) and ready, seen in `/proc` while they happen: a woken job
-//!   waits in the run queue (schedstat) before it runs; and D, a parent in `vfork`-like `clone`.
+//!   waits in the run queue (schedstat) before it runs; and D, blocked too: a parent in
+//!   `vfork`-like `clone`.
 //! - `space`: 空间上的复用: one virtual address, a physical frame per process
 //!   (`/proc/PID/pagemap`); copy-on-write after `fork`; a `MAP_SHARED` page, one frame for all.
 //! - `program`: 进程与程序: one program file (`/proc/PID/exe`: device and inode), three processes;
@@ -20,9 +21,10 @@
 //!   ran whom (sampled `psr`).
 //! - `fewer-io`: "最核心的优化就是减少IO操作": one `write(2)` a line, buffered, `fsync` each line.
 //!
-//! **What to watch for**: in `run`, CPU busy under `on-io` well above `on-end`; the jobs `S` in
-//! `pipe_read` while their IO is in flight, `R` on one `PSR`; in `states`, `D` with wchan
-//! `kernel_clone`; in `space`, one address and four frames.
+//! **What to watch for**: in `batch`, CPU busy under `on-io` well above `on-end` for the IO-heavy
+//! mix; in `run`, the jobs `S` in `anon_pipe_read` (older kernels: `pipe_read`) while their IO is
+//! in flight, `R` on one `PSR`;
+//! in `states`, `D` with wchan `kernel_clone`; in `space`, one address and four frames.
 //!
 //! **Run it**: `make demo-multiprogramming` (all parts), or one part with a pause:
 //! `make demo-multiprogramming ARGS='run -l 3:50,3:50 -s 1 --tick-ms 100 --hold 20'`, and in a
@@ -47,9 +49,9 @@
 //!   0.208s [  4182 multiprogramming] measured on CPU 1: Total Time 20.1 ticks (201.2 ms), CPU Busy 74.9 % ...
 //! ```
 //!
-//! Platform notes: Linux only (`sched_setaffinity`, `/proc`, `clone`); `--policy fifo` and
-//! `space`'s frame numbers need root (or CAP_SYS_NICE, CAP_SYS_ADMIN); without them the demo
-//! says so.
+//! Platform notes: Linux only (`sched_setaffinity`, `/proc`, `clone`); `--policy fifo` needs
+//! root, CAP_SYS_NICE or an RLIMIT_RTPRIO above its priority (sched(7)), and `space`'s frame
+//! numbers CAP_SYS_ADMIN (proc(5)); without them the demo says so.
 //!
 //! **Differences from Python** (also the end of `--help`):
 #![doc = include_str!("differences.txt")]
@@ -120,7 +122,7 @@ enum Cmd {
         #[command(flatten)]
         tick: TickArg,
     },
-    /// Running, ready, blocked (S) and D, seen in /proc while they happen
+    /// Running, ready and blocked (S, and D), seen in /proc while they happen
     States,
     /// One virtual address, a frame per process; copy-on-write; a MAP_SHARED page
     Space {

@@ -172,25 +172,37 @@ fn ways_to_start() -> Result<()> {
     common::event!(
         "ancestry",
         { "chain": chain.iter().map(|(p, c)| serde_json::json!({ "pid": p, "comm": c })).collect::<Vec<_>>() },
-        "1. system initialisation (系统初始化): this process's ancestry ends at {init}, started by \
-         the kernel at boot: {}",
+        "1. system initialisation (系统初始化): this process's ancestry ends at {init}, the first \
+         process (the kernel starts it at boot; in a container, the first process of its PID \
+         namespace): {}",
         line.join(" <- ")
     );
     const SHELLS: [&str; 6] = ["bash", "sh", "zsh", "fish", "dash", "ksh"];
-    let shell = chain.iter().skip(1).find(|(_, c)| SHELLS.contains(&c.as_str()));
+    let shell = chain.iter().enumerate().skip(1).find(|(_, (_, c))| SHELLS.contains(&c.as_str()));
     common::event!(
         "shell",
-        { "shell": shell.map(|(p, c)| serde_json::json!({ "pid": p, "comm": c })) },
-        "2. a user's request (用户的交互式请求): {}",
+        { "shell": shell.map(|(_, (p, c))| serde_json::json!({ "pid": p, "comm": c })) },
+        "2. a user's request (用户的交互请求): {}",
         match shell {
-            Some((p, c)) => format!("the shell {c} ({p}) above this demo forked and executed it"),
+            // Only a shell that is the demo's parent forked and executed the demo itself; one
+            // further up started a command (make, timeout, ...) that started it.
+            Some((1, (p, c))) => format!("the shell {c} ({p}), this demo's parent, forked and executed it"),
+            Some((depth, (p, c))) => format!(
+                "the shell {c} ({p}) started {}, which started this demo",
+                chain[1..depth]
+                    .iter()
+                    .rev()
+                    .map(|(p, c)| format!("{c} ({p})"))
+                    .collect::<Vec<_>>()
+                    .join(", which started ")
+            ),
             None => "no shell above this demo: it was started by a program (a test, make, an IDE), \
                      which is the same system call made by another program"
                 .to_string(),
         }
     );
     report::say(
-        "3. a system call of a running process (一个进程在运行过程中开启了子进程): this demo's own \
+        "3. a system call of a running process (在一个进程中发起了系统调用启动了另一个进程): this demo's own \
          fork() started the three processes above (their PPID is this demo's PID)",
     );
     let all = ps::all();

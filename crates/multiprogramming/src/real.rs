@@ -284,8 +284,9 @@ pub fn check_policy(policy: Policy) -> Result<()> {
     }
     kernel::fifo_allowed().map_err(|e| {
         common::demo::bad_input(format!(
-            "--policy fifo: SCHED_FIFO needs root or CAP_SYS_NICE (sched_setscheduler: {e}); \
-             run as root, or use --policy normal"
+            "--policy fifo: SCHED_FIFO needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO (ulimit -r) \
+             of at least {} (sched_setscheduler: {e}); run as root, or use --policy normal",
+            MONITOR_PRIORITY
         ))
     })
 }

@@ -165,15 +165,21 @@ pub fn show_measured(m: &Measured, rows: &[SeenRow], s: &Setup) {
             m.jobs_cpu,
             m.cpu_busy_percent(),
             match (others > 10.0, s.policy) {
-                (false, _) => "",
-                (true, Policy::Normal) => {
-                    ": in the time the jobs left free, and taking turns with them (time the \
-                     jobs saw as ready)"
-                }
-                (true, Policy::Fifo) => {
-                    ": under SCHED_FIFO only in the time the jobs left free (all of them \
-                     blocked), never ahead of a job"
-                }
+                // Whole 10 ms ticks against schedstat's nanoseconds: on a short run the coarse
+                // figure can come out below the jobs' own, and then it says nothing of others.
+                _ if all < m.cpu_busy_percent() => format!(
+                    ": below the jobs' own figure (schedstat): /proc/stat counts whole 10 ms \
+                     ticks, too coarse for a {:.0} ms run",
+                    ms(m.wall_ns)
+                ),
+                (false, _) => String::new(),
+                (true, Policy::Normal) => ": in the time the jobs left free, and taking turns \
+                                          with them (time the jobs saw as ready)"
+                    .to_string(),
+                (true, Policy::Fifo) => ": under SCHED_FIFO only in the time the jobs left \
+                                        free (all of them blocked), or past the real-time limit \
+                                        (sched_rt_runtime_us, sched(7))"
+                    .to_string(),
             }
         );
     }
@@ -262,16 +268,28 @@ pub fn compare(p: &Prediction, m: &Measured, rows: &[SeenRow], s: &Setup) {
     if s.policy == Policy::Normal {
         why.push(format!(
             "the scheduler's choice: --policy normal lets the kernel slice CPU-bound jobs every \
-             few ms ({involuntary} involuntary context switches in this run; the simulator never \
-             preempts a running job) and decide who runs after a wake-up; {other_runner} tick(s) \
-             had another job running than predicted"
+             few ms ({involuntary} involuntary context switches in this run; the simulator \
+             preempts a running job only under IO_RUN_IMMEDIATE) and decide who runs after a \
+             wake-up; {other_runner} tick(s) had another job running than predicted"
         ));
     } else {
+        // What the involuntary switches were, from this run's count and flags.
+        let preempted = match (involuntary, s.io_done) {
+            (0, _) => "no involuntary switch".to_string(),
+            (n, IoDone::Immediate) => format!(
+                "{n} involuntary switch(es): under IO_RUN_IMMEDIATE a job whose IO ends takes \
+                 the CPU from the running one"
+            ),
+            (n, IoDone::Later) => format!(
+                "{n} involuntary switch(es) all the same: something of a higher priority took \
+                 the CPU, which the simulator does not have"
+            ),
+        };
         why.push(format!(
             "the scheduler's choice: under SCHED_FIFO a job runs until it blocks or ends \
-             ({involuntary} involuntary switches), but a woken job joins the end of the queue \
-             in wake-up order where process-run.py takes the next job by number; {other_runner} \
-             tick(s) had another job running than predicted"
+             ({preempted}), but a woken job joins the end of the queue in wake-up order where \
+             process-run.py takes the next job by number; {other_runner} tick(s) had another \
+             job running than predicted"
         ));
     }
     why.push(format!(
@@ -283,8 +301,10 @@ pub fn compare(p: &Prediction, m: &Measured, rows: &[SeenRow], s: &Setup) {
                 all - m.cpu_busy_percent(),
                 m.jobs_cpu
             ),
-            (_, Policy::Fifo) => ", behind each other only: under SCHED_FIFO no ordinary \
-                                 process runs ahead of a job"
+            (_, Policy::Fifo) => ", behind each other: under SCHED_FIFO an ordinary process \
+                                 runs ahead of a job only past the real-time limit \
+                                 (sched_rt_runtime_us, 0.95 s of each second by default, \
+                                 sched(7))"
                 .to_string(),
             _ => ", behind each other".to_string(),
         }

@@ -45,7 +45,7 @@ impl Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Switch {
-    /// When the running job starts an IO or ends (多道: the CPU never waits for an IO).
+    /// When the running job starts an IO or ends (多道: the CPU idles only while all jobs wait).
     #[value(name = "on-io", alias = "SWITCH_ON_IO")]
     OnIo,
     /// Only when the running job ends (批处理: the CPU idles through every IO).

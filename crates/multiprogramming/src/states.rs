@@ -196,8 +196,8 @@ fn states_pinned(cli: &crate::Cli, cpu: usize) -> Result<()> {
             v,
             "vfork-parent",
             'D',
-            "uninterruptible sleep: in clone(CLONE_VM | CLONE_VFORK) until its child exits; \
-             signals wait (only a fatal one ends it), and it counts in the load average",
+            "blocked (阻塞态) too, in an uninterruptible sleep: in clone(CLONE_VM | CLONE_VFORK) \
+             until its child exits; signals wait (only a fatal one ends it), and it counts in the load average",
         );
         let mut pids = vec![std::process::id() as i32, a, b, v];
         pids.extend(clone_child);
@@ -233,18 +233,31 @@ fn states_pinned(cli: &crate::Cli, cpu: usize) -> Result<()> {
         kernel::read_watching(ack_r.as_fd(), &mut message, &mut all, "its wake-up")?;
         let wait_at_run = u64::from_le_bytes(message[8..].try_into().unwrap_or_default());
         let ready_ns = wait_at_run.saturating_sub(before.wait_ns);
+        // Under a microsecond is no wait worth the name, and would print as 0.000 ms.
+        let ready = ready_ns >= 1_000;
         common::event!(
             "woken",
             { "pid": b, "ready_ns": ready_ns, "ready_samples": ready_samples,
               "wait_before_ns": before.wait_ns, "wait_at_run_ns": wait_at_run },
-            "its IO ended: waiting-io ({b}) was first ready (就绪态), state R but not running, for \
-             {:.3} ms (its run-queue wait in /proc/{b}/schedstat grew by that much before it ran; \
-             seen R without CPU time {ready_samples} time(s) from the other CPU); only then did it \
-             run: 阻塞态 -> 就绪态 -> 运行态",
-            ready_ns as f64 / 1e6
+            "its IO ended: {}",
+            if ready {
+                format!(
+                    "waiting-io ({b}) was first ready (就绪态), state R but not running, for \
+                     {:.3} ms (its run-queue wait in /proc/{b}/schedstat grew by that much \
+                     before it ran; seen R without CPU time {ready_samples} time(s) from the \
+                     other CPU); only then did it run: 阻塞态 -> 就绪态 -> 运行态",
+                    ready_ns as f64 / 1e6
+                )
+            } else {
+                format!(
+                    "waiting-io ({b}) ran at once: its run-queue wait in /proc/{b}/schedstat did \
+                     not grow before it ran (seen R without CPU time {ready_samples} time(s)); \
+                     this run shows no ready period (就绪态) between 阻塞态 and 运行态"
+                )
+            }
         );
         guess.reveal(
-            if ready_ns > 0 { "ready" } else { "running" },
+            if ready { "ready" } else { "running" },
             "a woken job goes to the run queue; it runs when the scheduler picks it",
         );
         Ok(())

@@ -89,7 +89,7 @@ pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) ->
         }
         if !quiet && !ctl.granted.is_empty() {
             report::say(format!(
-                "stopped after {} steps: schedule so far {}",
+                "the run ended after {} steps (the buyers killed and reaped): schedule so far {}",
                 ctl.granted.len(),
                 ctl.schedule()
             ));
@@ -412,6 +412,12 @@ pub fn census(s: &Setup, lock: bool, seed: u64, sample: usize) -> Result<()> {
         ));
         rows.push(json!({ "oversold": over, "schedules": count, "example": example }));
     }
+    // `run` takes the lock unless told otherwise: an example alone would replay the wrong race.
+    lines.push_str(&format!(
+        "\n  replay an example: mutex-ticket run{} --buyers {n} --tickets {} --schedule <it>",
+        if lock { "" } else { " --no-lock" },
+        s.initial
+    ));
     common::event!("census", { "buyers": n, "lock": lock, "tickets": s.initial, "schedules": tally.total,
                                "oversell": oversell, "multinomial": bound, "outcomes": rows }, "{lines}");
     let fraction = oversell as f64 / tally.total.max(1) as f64;

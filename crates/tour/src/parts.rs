@@ -80,7 +80,7 @@ pub const PARTS: &[Part] = &[
         "§2.1 进程理论: 一个进程的三种运行状态",
         "multiprogramming",
         &["states"],
-        "running, blocked (S), ready (schedstat's wait) and D, seen in /proc",
+        "running, ready (schedstat's wait) and blocked (S, and D), seen in /proc",
     ),
     part(
         "§2.1 进程理论: 不同操作系统开启子进程的区别",

@@ -2,10 +2,10 @@
 //! show it, so a learner sees the states without a second terminal.
 //!
 //! The state letters (`man 5 proc`, field 3 of `/proc/PID/stat`):
-//! `R` running *or* ready to run (the notes' 运行态 and 就绪态 are one letter: the kernel does
-//! not show whether a runnable task is on a CPU right now), `S` sleeping, waiting for an event
-//! (阻塞态), `D` uninterruptible wait (usually disk), `T` stopped by a signal, `Z` zombie
-//! (僵尸进程): ended but not yet reaped by its parent.
+//! `R` running *or* ready to run (the notes' 运行态 and 就绪态 are one letter; `schedstat`'s run
+//! and wait times tell them apart over time), `S` interruptible sleep and `D` uninterruptible
+//! sleep (both blocked, 阻塞态), `T` stopped by a signal, `Z` zombie (僵尸进程): ended but not
+//! yet reaped by its parent. The words are the README's Glossary.
 
 #[cfg(target_os = "linux")]
 use procfs::FromRead;
@@ -35,9 +35,9 @@ pub struct ProcInfo {
 pub fn state_meaning(state: char) -> &'static str {
     match state {
         'R' => "running or ready to run (运行态/就绪态)",
-        'S' => "sleeping, blocked waiting for an event (阻塞态)",
-        'D' => "uninterruptible wait, usually for the disk (阻塞态, deaf to signals)",
-        'T' => "stopped (suspended) by a signal",
+        'S' => "interruptible sleep: blocked (阻塞态), waiting for an event",
+        'D' => "uninterruptible sleep: blocked (阻塞态), deaf to signals, usually disk I/O",
+        'T' => "stopped: suspended by a signal",
         't' => "stopped by a debugger",
         'Z' => "zombie (僵尸进程): ended, not yet reaped",
         'X' => "dead",

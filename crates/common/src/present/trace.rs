@@ -274,8 +274,8 @@ impl KernelState {
         match self {
             KernelState::Running => "running on a CPU",
             KernelState::Ready => "ready, waiting for a CPU",
-            KernelState::Sleeping => "S: blocked, waiting for an event",
-            KernelState::Disk => "D: uninterruptible wait",
+            KernelState::Sleeping => "S: blocked, interruptible sleep",
+            KernelState::Disk => "D: blocked, uninterruptible sleep",
             KernelState::Stopped => "T: stopped by a signal",
             KernelState::Zombie => "Z: zombie, ended, not reaped",
             KernelState::Other => "another state",

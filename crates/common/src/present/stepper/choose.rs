@@ -63,7 +63,7 @@ pub fn drive(
 fn refused(refusal: Refusal) -> anyhow::Error {
     match refusal {
         Refusal::BadSchedule(message) => crate::demo::bad_input(message),
-        Refusal::Quit => anyhow::anyhow!("no worker was chosen (end of input): stopped"),
+        Refusal::Quit => anyhow::anyhow!("no worker was chosen (end of input): the run ends here"),
     }
 }
 
