@@ -157,7 +157,11 @@ pub fn sentinel(cli: &Cli) -> Result<()> {
     // Whoever was killed: the buns made minus those reported eaten went with them.
     let mut missing = made.saturating_sub(total) as u64;
     let mut first = None;
-    for c in producers.iter().chain(&consumers).filter(|c| c.exitcode() != Some(0)) {
+    // The killed first: a consumer that exited 1 on a queue broken by the kill is no cause.
+    let mut failed: Vec<&Process> =
+        producers.iter().chain(&consumers).filter(|c| c.exitcode() != Some(0)).collect();
+    failed.sort_by_key(|c| c.exitcode().is_none_or(|code| code >= 0));
+    for c in failed {
         first.get_or_insert(lost::report(c, "buns", missing));
         missing = 0;
     }

@@ -119,6 +119,11 @@ pub fn run(cli: &Cli, total: usize, queue_size: usize) -> Result<()> {
     // Watched: a consumer killed leaves producers blocked in put on the full queue, a producer
     // killed leaves its items missing; either way the others are stopped and it is reported.
     let failed = |children: &mut [Process], got: u64| -> Result<()> {
+        // Every status collected first: a consumer killed and one that then found the queue
+        // broken may both have ended, and the killed one is the loss to name.
+        for c in children.iter_mut() {
+            c.is_alive();
+        }
         let i = lost::first_failed(children).expect("a failed child");
         lost::stop_running(children)?;
         Err(lost::report(&children[i], "items", expected.count.saturating_sub(got)))

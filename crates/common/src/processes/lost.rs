@@ -86,12 +86,19 @@ pub fn report_pid(
 }
 
 /// The first of `children` that has ended otherwise than with exit code 0 (reaping those that
-/// ended, as `is_alive` does); children not started yet are skipped.
+/// ended, as `is_alive` does); children not started yet are skipped. Every child is looked at,
+/// and one killed by a signal is named before one that exited with an error: a consumer that
+/// finds its queue broken by a killed neighbour exits 1, and the loss to report is the killed one.
 pub fn first_dead<'a>(children: impl IntoIterator<Item = &'a mut Process>) -> Option<&'a Process> {
-    children.into_iter().find_map(|c| {
-        let ended = c.pid().is_some() && !c.is_alive();
-        (ended && c.exitcode() != Some(0)).then_some(&*c)
-    })
+    let ended: Vec<&'a Process> = children
+        .into_iter()
+        .filter_map(|c| {
+            let ended = c.pid().is_some() && !c.is_alive();
+            (ended && c.exitcode() != Some(0)).then_some(&*c)
+        })
+        .collect();
+    let killed = ended.iter().find(|c| c.exitcode().is_some_and(|code| code < 0));
+    killed.or(ended.first()).copied()
 }
 
 /// Waits for `step` while watching `children`: `step(WATCH_SLICE)` is called again and again
@@ -165,9 +172,11 @@ pub fn join_all(children: &mut [Process]) -> anyhow::Result<Option<usize>> {
 }
 
 /// The index of the first of `children` known to have ended otherwise than with exit code 0
-/// (as far as the last `is_alive` or `join` saw).
+/// (as far as the last `is_alive` or `join` saw); one killed by a signal comes before one that
+/// exited with an error, which may only have failed because of it (see [`first_dead`]).
 pub fn first_failed(children: &[Process]) -> Option<usize> {
-    children.iter().position(|c| c.exitcode().is_some_and(|code| code != 0))
+    let killed = children.iter().position(|c| c.exitcode().is_some_and(|code| code < 0));
+    killed.or_else(|| children.iter().position(|c| c.exitcode().is_some_and(|code| code != 0)))
 }
 
 /// Stops (SIGTERM) and joins every one of `children` still running.
