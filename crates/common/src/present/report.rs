@@ -121,6 +121,12 @@ pub(crate) fn set_tracing(on: bool) {
     TRACING.store(on, Ordering::Relaxed);
 }
 
+/// True while the run is traced (`--trace`, `--svg`), in the process that asked and in every
+/// child: what a queue or a pool checks before it pays for a message id.
+pub fn tracing() -> bool {
+    TRACING.load(Ordering::Relaxed)
+}
+
 /// Restores the clock and mode in a spawned child from [`env_value`]'s string.
 pub(crate) fn init_from_env(value: &str, who: &str) {
     let (value, tracing) = match value.strip_suffix(TRACING_SUFFIX) {
