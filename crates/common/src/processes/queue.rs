@@ -342,12 +342,38 @@ impl Core {
 
 /// A message id unique in the run: this process's pid, then its count of messages.
 fn message_id() -> u64 {
-    (u64::from(std::process::id()) << 32) | u64::from(MESSAGES.fetch_add(1, Ordering::Relaxed))
+    (u64::from(own_pid()) << 32) | u64::from(MESSAGES.fetch_add(1, Ordering::Relaxed))
+}
+
+/// This process's pid, kept after the first call: `getpid` is a system call, and a put should
+/// not pay one more for its id. A forked child forgets it (`pthread_atfork`), so that its ids
+/// never repeat its parent's.
+fn own_pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    extern "C" fn forget() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            static WATCH_FORKS: std::sync::Once = std::sync::Once::new();
+            // Safety: registers a handler that only stores to an atomic, which is
+            // async-signal-safe, as a handler run in a forked child must be.
+            WATCH_FORKS.call_once(|| unsafe {
+                libc::pthread_atfork(None, None, Some(forget));
+            });
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
 }
 
 /// Records (never prints) one end of a message's way, for the trace's arrow.
 fn record_message(end: &str, id: u64) {
-    crate::report::record_only(end, serde_json::json!({ "msg": id }));
+    if crate::report::recording_fd().is_some() {
+        crate::report::record_only(end, serde_json::json!({ "msg": id }));
+    }
 }
 
 /// Writes all of `bytes` to the non-blocking pipe. Until the first byte is in, it waits for
