@@ -119,8 +119,12 @@ pub fn render(model: &Model) -> String {
         SPAN_COLOURS[span_names.iter().position(|n| *n == name).unwrap_or(0) % SPAN_COLOURS.len()]
     };
     // The steps in the order they ran (the instants are in time order).
-    let steps: Vec<(i32, i32, u64)> =
-        model.instants.iter().filter(|i| i.kind == "step").map(|i| (i.pid, i.tid, i.t_us)).collect();
+    let steps: Vec<(i32, i32, u64)> = model
+        .instants
+        .iter()
+        .filter(|i| i.kind == "step")
+        .map(|i| (i.pid, i.tid, i.t_us))
+        .collect();
     let step_number = |m: &crate::trace::Instant| {
         steps.iter().position(|s| *s == (m.pid, m.tid, m.t_us)).map_or(0, |k| k + 1)
     };
@@ -130,10 +134,8 @@ pub fn render(model: &Model) -> String {
     // The steps in the order they ran, a column each, a row per worker: when there are few
     // enough to read (a chosen schedule), under the time axis, where the steps close together
     // in time are told apart.
-    let strip_lanes: Vec<&&Track> = lanes
-        .iter()
-        .filter(|l| steps.iter().any(|s| (s.0, s.1) == (l.pid, l.tid)))
-        .collect();
+    let strip_lanes: Vec<&&Track> =
+        lanes.iter().filter(|l| steps.iter().any(|s| (s.0, s.1) == (l.pid, l.tid))).collect();
     let strip = !steps.is_empty() && steps.len() <= LABELLED_STEPS;
     let strip_top = axis_y + 40.0;
     let legend_y = match strip {
@@ -368,9 +370,10 @@ pub fn render(model: &Model) -> String {
                 esc(&lane.name),
                 if lane.is_process() { lane.pid } else { lane.tid }
             );
-            let mine = model.instants.iter().filter(|m| {
-                m.kind == "step" && (m.pid, m.tid) == (lane.pid, lane.tid)
-            });
+            let mine = model
+                .instants
+                .iter()
+                .filter(|m| m.kind == "step" && (m.pid, m.tid) == (lane.pid, lane.tid));
             for m in mine {
                 let k = step_number(m);
                 let name = esc(&m.name);
