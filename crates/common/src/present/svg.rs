@@ -7,7 +7,8 @@
 //! - dots for its lifecycle events (fork, exit, kill, reap, signals);
 //! - diamonds for the steps of a race (`search`, `read`, `lock A`), numbered in the order they
 //!   ran: under `--schedule` or `--step`, the order the scheduler granted them, one lane per
-//!   worker (labelled with the step's name when the run has few enough to read);
+//!   worker; when the steps were granted, their numbers beside them and, under the time
+//!   axis, a strip of the chosen schedule: a column per step, a row per worker;
 //!
 //! and across the lanes arrows for messages and results, a time axis, the shared counters as
 //! small step lines, and a legend. Everything is drawn from the same [`Model`] as the trace.
@@ -42,8 +43,8 @@ const MARKS: &[(&str, &str, &str)] = &[
     ("step", "#37474f", "step, numbered in the order it ran"),
 ];
 
-/// Steps are labelled with their number and name when a run has at most this many (a chosen
-/// schedule); beyond, the labels would run into each other, and only the diamonds are drawn.
+/// The granted steps are labelled, and their strip drawn, when a run has at most this many
+/// (every schedule the demos accept has fewer); beyond, the labels would run into each other.
 const LABELLED_STEPS: usize = 40;
 /// A worker's row in the strip of steps.
 const STRIP_ROW: f64 = 18.0;
@@ -131,12 +132,12 @@ pub fn render(model: &Model) -> String {
     let lanes_bottom = TOP + lanes.len() as f64 * LANE;
     let counters_top = lanes_bottom + 6.0;
     let axis_y = counters_top + counter_names.len() as f64 * COUNTER_LANE + 4.0;
-    // The steps in the order they ran, a column each, a row per worker: when there are few
-    // enough to read (a chosen schedule), under the time axis, where the steps close together
-    // in time are told apart.
+    // A chosen schedule's steps in the order they ran, a column each, a row per worker, under
+    // the time axis: there the steps close together in time are told apart.
     let strip_lanes: Vec<&&Track> =
         lanes.iter().filter(|l| steps.iter().any(|s| (s.0, s.1) == (l.pid, l.tid))).collect();
-    let strip = !steps.is_empty() && steps.len() <= LABELLED_STEPS;
+    let labelled = model.stepped && steps.len() <= LABELLED_STEPS;
+    let strip = labelled && !steps.is_empty();
     let strip_top = axis_y + 40.0;
     let legend_y = match strip {
         true => strip_top + 22.0 + strip_lanes.len() as f64 * STRIP_ROW + 16.0,
@@ -269,7 +270,7 @@ pub fn render(model: &Model) -> String {
                     esc(&m.name),
                     m.t_us as f64 / 1000.0
                 );
-                if steps.len() <= LABELLED_STEPS {
+                if labelled {
                     let text = k.to_string();
                     let x0 = cx - 2.0;
                     let row = if x0 >= label_ends[0] { 0 } else { 1 };

@@ -417,6 +417,9 @@ pub struct Model {
     pub flows: Vec<Flow>,
     pub counters: Vec<CounterPoint>,
     pub end_us: u64,
+    /// True when the step controller granted the steps (`--step`, `--schedule`): their order
+    /// is then the chosen schedule's, which the picture spells out.
+    pub stepped: bool,
     /// The sampler's real intervals: the gaps between two readings of one thread (µs).
     pub gaps: GapStats,
 }
@@ -488,6 +491,9 @@ const COUNTERS: &[(&str, &str, &str)] = &[
     ("leave", "inside", "inside"),
     ("*", "balance", "balance"),
 ];
+
+/// The step controller's event for each step it grants ([`crate::stepper`]).
+const GRANTED: &str = "step";
 
 /// Events drawn as nothing: prose and headings.
 const QUIET: &[&str] = &["say", "section", "row", "states", "processes", "ps", "thread_view"];
@@ -568,6 +574,8 @@ impl Model {
             });
         }
         model.instants.sort_by_key(|i| i.t_us);
+        model.stepped =
+            records.iter().any(|r| r.event == GRANTED && r.data.get("position").is_some());
         model.flows = flows_of(&records);
         model.flows.extend(handovers(&model.spans, model.flows.len() as u64));
         model.counters = counters_of(&records);
