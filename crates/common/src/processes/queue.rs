@@ -140,7 +140,7 @@ impl Core {
         // Counted before the bytes reach the pipe, so that no reader can take the item and
         // finish its task before it is counted (`join` must never see a false zero).
         self.ctl().puts.fetch_add(1, Ordering::SeqCst);
-        let id = crate::report::tracing().then(message_id);
+        let id = common::report::tracing().then(message_id);
         let mut frame = Vec::with_capacity(HEADER + ID + body.len());
         let len = body.len() as u32 | if id.is_some() { WITH_ID } else { 0 };
         frame.extend_from_slice(&len.to_le_bytes());
@@ -371,8 +371,8 @@ fn own_pid() -> u32 {
 
 /// Records (never prints) one end of a message's way, for the trace's arrow.
 fn record_message(end: &str, id: u64) {
-    if crate::report::recording_fd().is_some() {
-        crate::report::record_only(end, serde_json::json!({ "msg": id }));
+    if common::report::recording_fd().is_some() {
+        common::report::record_only(end, serde_json::json!({ "msg": id }));
     }
 }
 

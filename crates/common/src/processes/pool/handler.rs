@@ -187,9 +187,9 @@ impl Shared {
     /// Traced run: records (never prints) one end of job `id`'s way, its submission or its
     /// result, for the trace's arrow. The results queue's random id names the pool.
     pub(super) fn record_task(&self, end: &str, id: u64) {
-        if crate::report::tracing() {
+        if common::report::tracing() {
             let pool = self.results.descriptor().id;
-            crate::report::record_only(end, serde_json::json!({ "pool": pool, "job": id }));
+            common::report::record_only(end, serde_json::json!({ "pool": pool, "job": id }));
         }
     }
 

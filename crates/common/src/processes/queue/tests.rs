@@ -312,9 +312,9 @@ fn a_frame_carries_a_message_id_only_in_a_traced_run() {
     // Untraced: the 4-byte length and the JSON `"ab"`, nothing more.
     assert_eq!(bytes_in_pipe(q.core.read.as_fd()).unwrap(), HEADER + 4);
     assert_eq!(q.get().unwrap(), "ab");
-    crate::report::set_tracing(true);
+    common::report::set_tracing(true);
     q.put("ab".to_string()).unwrap();
-    crate::report::set_tracing(false);
+    common::report::set_tracing(false);
     let mut frame = [0u8; HEADER + ID + 4];
     assert_eq!(nix::unistd::read(&q.core.read, &mut frame).unwrap(), frame.len());
     let header = u32::from_le_bytes(frame[..HEADER].try_into().unwrap());
