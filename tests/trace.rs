@@ -294,17 +294,20 @@ fn deadlocked_threads_sleep_from_the_deadlock_to_the_kill() {
     const HOLD_US: u64 = 300_000;
     let (out, trace) = traced("deadlock", &["classic", "--hold", "0.3"], &dir, false);
     let found = out.one("deadlock");
+    // The parent's table of the child's threads: printed once it has read both asleep again
+    // (to report, the detector wakes each deadlocked thread to capture its own backtrace, and
+    // on a loaded machine one may still be on its way back to sleep after the report).
+    let table = out.one("threads");
     let held = out.one("hold");
     let threads = found["data"]["threads"].as_array().unwrap();
     assert_eq!(threads.len(), 2);
     for t in threads {
         let tid = t["tid"].as_i64().unwrap();
         let states = trace.states(pid(found), tid);
-        // Every state read from the deadlock's report to the kill is S. (Before it, each thread
-        // may be on a CPU: parking_lot's detector wakes it to capture its backtrace.) A slice
-        // begins at a reading; it lasts until the next reading of another state.
-        let window = t_us(found)..t_us(held) + HOLD_US;
-        let times = (t_us(found), t_us(held));
+        // Every state read from the table to the kill is S. A slice begins at a reading; it
+        // lasts until the next reading of another state.
+        let window = t_us(table)..t_us(held) + HOLD_US;
+        let times = (t_us(table), t_us(held));
         let read_inside: Vec<_> = states.iter().filter(|s| window.contains(&s.1)).collect();
         assert!(read_inside.iter().all(|s| s.0 == "S"), "{tid} not asleep {times:?}: {states:?}");
         // And asleep still when the parent paused before the kill.
