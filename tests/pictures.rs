@@ -18,6 +18,22 @@ use support::TempDir;
 const PICTURES: &[(&str, &str, &[&str], Option<u32>)] = &[
     ("mutex-ticket", "race.svg", &["run", "--no-lock"], Some(1)),
     ("mutex-ticket", "lock.svg", &["run", "--buyers", "5"], Some(1)),
+    // The classic oversell, chosen: both searches (and reads) before either write.
+    (
+        "mutex-ticket",
+        "schedule.svg",
+        &[
+            "run",
+            "--no-lock",
+            "--schedule",
+            "0,1,0,1,0,1,0,1",
+            "--search-ms",
+            "10",
+            "--buy-ms",
+            "10",
+        ],
+        Some(1),
+    ),
     ("zombie-orphan", "zombie.svg", &["zombie"], None),
     ("deadlock", "classic.svg", &["classic"], None),
     ("pool", "fault.svg", &["fault"], None),

@@ -2,7 +2,9 @@
 //! JSON, paired slices, time order, a named track for every process and thread that spoke) and
 //! for what they must show on the real kernel (a zombie's Z until its reap, overlapping critical
 //! sections without the lock and none with it, deadlocked threads asleep, a killed worker's
-//! track ending and its replacement's beginning).
+//! track ending and its replacement's beginning), for the arrows drawn from real ids (a queue's
+//! message from its put to its get, a pool task from its submission to its result), and for a
+//! chosen schedule's steps, which run in the schedule's order.
 
 mod support;
 
@@ -292,17 +294,20 @@ fn deadlocked_threads_sleep_from_the_deadlock_to_the_kill() {
     const HOLD_US: u64 = 300_000;
     let (out, trace) = traced("deadlock", &["classic", "--hold", "0.3"], &dir, false);
     let found = out.one("deadlock");
+    // The parent's table of the child's threads: printed once it has read both asleep again
+    // (to report, the detector wakes each deadlocked thread to capture its own backtrace, and
+    // on a loaded machine one may still be on its way back to sleep after the report).
+    let table = out.one("threads");
     let held = out.one("hold");
     let threads = found["data"]["threads"].as_array().unwrap();
     assert_eq!(threads.len(), 2);
     for t in threads {
         let tid = t["tid"].as_i64().unwrap();
         let states = trace.states(pid(found), tid);
-        // Every state read from the deadlock's report to the kill is S. (Before it, each thread
-        // may be on a CPU: parking_lot's detector wakes it to capture its backtrace.) A slice
-        // begins at a reading; it lasts until the next reading of another state.
-        let window = t_us(found)..t_us(held) + HOLD_US;
-        let times = (t_us(found), t_us(held));
+        // Every state read from the table to the kill is S. A slice begins at a reading; it
+        // lasts until the next reading of another state.
+        let window = t_us(table)..t_us(held) + HOLD_US;
+        let times = (t_us(table), t_us(held));
         let read_inside: Vec<_> = states.iter().filter(|s| window.contains(&s.1)).collect();
         assert!(read_inside.iter().all(|s| s.0 == "S"), "{tid} not asleep {times:?}: {states:?}");
         // And asleep still when the parent paused before the kill.
@@ -345,6 +350,143 @@ fn a_killed_pool_worker_s_track_ends_and_its_replacement_s_begins() {
     // The task the victim was running ends unfinished on its track.
     let running = trace.spans("task running");
     assert!(running.iter().any(|s| s.0 == victim), "{running:?}");
+}
+
+/// The arrows of one name: (id, the `s` event, the `f` event), each id's two ends checked to
+/// be there once each, the start no later than the end.
+fn flows<'a>(trace: &'a Trace, name: &str) -> Vec<(u64, &'a Value, &'a Value)> {
+    let mut ends: BTreeMap<u64, (Vec<&Value>, Vec<&Value>)> = BTreeMap::new();
+    for e in trace.events.iter().filter(|e| e["cat"] == "flow" && e["name"] == name) {
+        let id = || e["id"].as_u64().expect("a flow id");
+        match e["ph"].as_str() {
+            Some("s") => ends.entry(id()).or_default().0.push(e),
+            Some("f") => ends.entry(id()).or_default().1.push(e),
+            _ => {}
+        }
+    }
+    ends.into_iter()
+        .map(|(id, (starts, finishes))| {
+            assert_eq!(
+                (starts.len(), finishes.len()),
+                (1, 1),
+                "flow {id}: {starts:?} {finishes:?}"
+            );
+            let (s, f) = (starts[0], finishes[0]);
+            assert!(s["ts"].as_u64() <= f["ts"].as_u64(), "flow {id} ends before it starts");
+            (id, s, f)
+        })
+        .collect()
+}
+
+#[test]
+fn a_queue_s_messages_flow_from_each_put_to_its_get_by_their_real_ids() {
+    // Fork and spawn: a spawned child learns that the run is traced from its environment.
+    for method in ["fork", "spawn"] {
+        let dir = TempDir::new("trace-queue");
+        let (out, trace) =
+            traced("joinable-queue", &["--start-method", method, "sentinel"], &dir, false);
+        let messages = flows(&trace, "message");
+        // Each message id is used once at each end, and names the process that put it.
+        let ids: Vec<u64> =
+            messages.iter().map(|(_, s, _)| s["args"]["msg"].as_u64().unwrap()).collect();
+        let unique: BTreeSet<u64> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "{method}: a message id used twice: {ids:?}");
+        for (_, s, f) in &messages {
+            assert_eq!(s["args"], f["args"], "{method}: both ends name the same message");
+            let id = s["args"]["msg"].as_u64().unwrap();
+            assert_eq!((id >> 32) as i64, pid(s), "{method}: {id:#x} is not its sender's");
+        }
+        // Every item and every sentinel a consumer took came to it by an arrow from the
+        // process that put it: a producer, or the main process (the sentinels).
+        let consumers: BTreeSet<i64> = out.named("ate").iter().map(|e| pid(e)).collect();
+        let producers: BTreeSet<i64> = out.named("produced").iter().map(|e| pid(e)).collect();
+        let taken = out.named("ate").len() + out.named("sentinel").len();
+        let to_consumers: Vec<_> =
+            messages.iter().filter(|(_, _, f)| consumers.contains(&pid(f))).collect();
+        assert_eq!(to_consumers.len(), taken, "{method}: {to_consumers:?}");
+        let root = out.one("summary");
+        for (_, s, _) in to_consumers {
+            assert!(producers.contains(&pid(s)) || pid(s) == pid(root), "{method}: from {s}");
+        }
+        // The real ids replace the guess from the items: no second arrow per item.
+        assert!(messages.iter().all(|(_, s, _)| s["args"]["item"].is_null()));
+    }
+}
+
+#[test]
+fn each_pool_task_flows_from_its_submission_to_its_result() {
+    let dir = TempDir::new("trace-pool-results");
+    let (out, trace) = traced("pool", &["apply-async"], &dir, false);
+    let results = flows(&trace, "result");
+    // apply_async submits each task once, in the main thread; the result thread receives each.
+    assert_eq!(results.len(), out.named("task_end").len(), "{results:?}");
+    let root = out.one("pool_started");
+    let jobs: BTreeSet<u64> =
+        results.iter().map(|(_, s, _)| s["args"]["job"].as_u64().unwrap()).collect();
+    assert_eq!(jobs.len(), results.len(), "a job submitted twice");
+    for (_, s, f) in &results {
+        assert_eq!((pid(s), s["tid"].as_i64()), (pid(root), root["tid"].as_i64()), "{s}");
+        assert_eq!(trace.names[&(pid(f), f["tid"].as_i64().unwrap())], "pool-results", "{f}");
+        assert_eq!(s["args"], f["args"]);
+    }
+}
+
+#[test]
+fn a_chosen_schedule_s_steps_run_in_its_order_one_lane_per_worker() {
+    let dir = TempDir::new("trace-schedule");
+    let db = dir.join("db.json");
+    std::fs::write(&db, b"{\"count\": 1}").unwrap();
+    // Both searches before either write (it oversells), and not simply alternating.
+    let schedule = [1, 0, 1, 0, 0, 0, 1, 1];
+    let list = schedule.map(|w| w.to_string()).join(",");
+    let args = ["run", "--no-lock", "--schedule", &list, "--db", db.to_str().unwrap()];
+    let (out, trace) = traced("mutex-ticket", &args, &dir, true);
+    assert_eq!(out.one("summary")["data"]["oversold"], 1);
+    // Each buyer's pid, by its worker number.
+    let worker: HashMap<i64, i64> = out
+        .named("searched")
+        .iter()
+        .map(|e| (pid(e), e["data"]["buyer"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(worker.len(), 2);
+    let mut steps: Vec<&Value> = trace
+        .events
+        .iter()
+        .filter(|e| e["ph"] == "i" && e["cat"] == "step" && worker.contains_key(&pid(e)))
+        .collect();
+    steps.sort_by_key(|e| e["ts"].as_u64());
+    // The k-th step the buyers ran is the k-th of the schedule, and the one it granted.
+    let ran: Vec<i64> = steps.iter().map(|e| worker[&pid(e)]).collect();
+    assert_eq!(ran, schedule.map(i64::from), "{steps:?}");
+    let granted: Vec<&str> =
+        out.named("step").iter().map(|e| e["data"]["step"].as_str().unwrap()).collect();
+    let names: Vec<&str> = steps.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, granted);
+
+    // The picture: each step a numbered mark on its buyer's lane, and in the strip of steps
+    // the k-th column is the k-th worker's.
+    let text = std::fs::read_to_string(dir.join("run.svg")).unwrap();
+    let svg = roxmltree::Document::parse(&text).expect("the SVG is well-formed XML");
+    let lane_pid = |n: roxmltree::Node| -> i64 {
+        let lane = n.ancestors().find(|a| a.attribute("class") == Some("lane"));
+        let pid = n.attribute("data-pid").or_else(|| lane?.attribute("data-pid"));
+        pid.expect("a pid").parse().unwrap()
+    };
+    let numbered = |class: &str, kind: Option<&str>| {
+        let mut found: Vec<(usize, i64)> = svg
+            .descendants()
+            .filter(|n| n.attribute("class") == Some(class))
+            .filter(|n| kind.is_none() || n.attribute("data-kind") == kind)
+            .filter(|n| worker.contains_key(&lane_pid(*n)))
+            .map(|n| (n.attribute("data-order").unwrap().parse().unwrap(), worker[&lane_pid(n)]))
+            .collect();
+        found.sort();
+        found
+    };
+    let expected: Vec<(usize, i64)> =
+        schedule.iter().enumerate().map(|(k, w)| (k + 1, i64::from(*w))).collect();
+    assert_eq!(numbered("mark", Some("step")), expected);
+    assert_eq!(numbered("step-cell", None), expected);
 }
 
 #[test]

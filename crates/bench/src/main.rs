@@ -181,6 +181,11 @@ struct Cli {
     /// Print one JSON event per line (a `row` per figure) instead of the table
     #[arg(long)]
     json: bool,
+
+    /// Run as a traced demo does (`--trace`), without writing a trace: the process Queue's
+    /// frames carry a message id, to measure its price (BENCH.md, the queue's notes)
+    #[arg(long)]
+    message_ids: bool,
 }
 
 fn suite_names() -> PossibleValuesParser {
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
     common::process::dispatch(&[&common::startcost::NOOP]);
     let cli = Cli::parse();
     report::init(cli.json, "bench");
+    report::set_tracing(cli.message_ids);
     let settings = Settings { runs: cli.runs, count: cli.count };
     let mut failed = false;
     for suite in SUITES.iter().filter(|s| cli.only.as_deref().is_none_or(|only| only == s.name)) {

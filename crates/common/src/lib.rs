@@ -39,6 +39,10 @@
 //! demo's paths stay short whatever layer a module lives in.
 
 pub mod net;
+// The crate's own modules may name it as every crate that uses it does (`common::report`), so
+// that a module reads the same wherever it lives.
+extern crate self as common;
+
 pub mod present;
 pub mod processes;
 pub mod threads;

@@ -308,6 +308,7 @@ impl Pool {
             },
         );
         let frame = frame(&ToWorker::Run { id, task: task.name.to_string() }, &args);
+        self.shared.record_task("task_submitted", id);
         st.backlog.push_back(Pending { id, frame });
         drop(st);
         self.shared.poke();

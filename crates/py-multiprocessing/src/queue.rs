@@ -8,6 +8,9 @@
 //!   may interleave with another writer's bytes; the lock keeps each frame whole.
 //! - **A reader lock**: a pipe keeps no boundaries (a `read(2)` returns whatever bytes are
 //!   there), so a reader takes the lock, reads one length and that many bytes, and lets go.
+//! - **A message id** only when the run is traced (`--trace`, `--svg`): the length's top bit
+//!   set, then 8 bytes naming the message, so that the trace draws an arrow from each `put` to
+//!   its `get`. Untraced, the frame is the length and the item, nothing more.
 //! - **Counters** in a block of memory every process shares (a `memfd`): the free places of a
 //!   bounded queue (a counting semaphore that `put` sleeps on, with a futex), items put, items
 //!   taken.
@@ -40,7 +43,7 @@ use std::borrow::Borrow;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -66,6 +69,13 @@ pub const PIPE_CAPACITY: usize = 1024 * 1024;
 pub const PIPE_BUF: usize = libc::PIPE_BUF;
 /// Bytes of the length in front of every frame.
 const HEADER: usize = 4;
+/// The length's top bit: a message id follows the length (a traced run). Lengths never reach
+/// it ([`MAX_MESSAGE_LIMIT`] is far below 2^31).
+const WITH_ID: u32 = 1 << 31;
+/// Bytes of a message id.
+const ID: usize = 8;
+/// This process's messages so far: the low half of the next message id.
+static MESSAGES: AtomicU32 = AtomicU32::new(0);
 /// How often a reader in the middle of a frame checks that its writer is still alive.
 const TORN_CHECK: Duration = Duration::from_millis(100);
 
@@ -130,8 +140,15 @@ impl Core {
         // Counted before the bytes reach the pipe, so that no reader can take the item and
         // finish its task before it is counted (`join` must never see a false zero).
         self.ctl().puts.fetch_add(1, Ordering::SeqCst);
-        let mut frame = Vec::with_capacity(HEADER + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        let id = common::report::tracing().then(message_id);
+        let mut frame = Vec::with_capacity(HEADER + ID + body.len());
+        let len = body.len() as u32 | if id.is_some() { WITH_ID } else { 0 };
+        frame.extend_from_slice(&len.to_le_bytes());
+        if let Some(id) = id {
+            frame.extend_from_slice(&id.to_le_bytes());
+            // Recorded before the write, so that it comes before the `got` of any reader.
+            record_message("queue_put", id);
+        }
         frame.extend_from_slice(body);
         let written = self.write_frame(&frame, wait);
         if written.is_err() {
@@ -177,25 +194,37 @@ impl Core {
     /// lock two readers would split a frame between them; it is a robust mutex, so a reader
     /// killed while holding it (even asleep in `poll`) does not block the others for ever.
     fn get_frame(&self, wait: Wait) -> Result<Vec<u8>, QueueError> {
-        let body = {
+        let (body, id) = {
             let Some(_reader) = self.lock(false, wait)? else { return Err(QueueError::Empty) };
             let mut header = [0u8; HEADER];
             if !self.read_exact(&mut header, Some(wait))? {
                 return Err(QueueError::Empty);
             }
-            let len = u32::from_le_bytes(header) as usize;
+            let header = u32::from_le_bytes(header);
+            let len = (header & !WITH_ID) as usize;
             // Checked before allocating: a corrupt length must never become an allocation.
             if len > self.ctl().max_message as usize {
                 return Err(self.set_broken(BROKEN_BAD_LENGTH));
             }
+            let id = match header & WITH_ID {
+                0 => None,
+                _ => {
+                    let mut id = [0u8; ID];
+                    self.read_exact(&mut id, None)?;
+                    Some(u64::from_le_bytes(id))
+                }
+            };
             let mut body = vec![0u8; len];
             self.read_exact(&mut body, None)?;
             self.ctl().reader_busy.store(0, Ordering::Release);
-            body
+            (body, id)
         };
         self.ctl().gets.fetch_add(1, Ordering::SeqCst);
         if self.bounded() {
             self.release_slot();
+        }
+        if let Some(id) = id {
+            record_message("queue_got", id);
         }
         Ok(body)
     }
@@ -308,6 +337,42 @@ impl Core {
         if c.free_waiters.load(Ordering::SeqCst) > 0 {
             futex_wake(&c.free, 1);
         }
+    }
+}
+
+/// A message id unique in the run: this process's pid, then its count of messages.
+fn message_id() -> u64 {
+    (u64::from(own_pid()) << 32) | u64::from(MESSAGES.fetch_add(1, Ordering::Relaxed))
+}
+
+/// This process's pid, kept after the first call: `getpid` is a system call, and a put should
+/// not pay one more for its id. A forked child forgets it (`pthread_atfork`), so that its ids
+/// never repeat its parent's.
+fn own_pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    extern "C" fn forget() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            static WATCH_FORKS: std::sync::Once = std::sync::Once::new();
+            // Safety: registers a handler that only stores to an atomic, which is
+            // async-signal-safe, as a handler run in a forked child must be.
+            WATCH_FORKS.call_once(|| unsafe {
+                libc::pthread_atfork(None, None, Some(forget));
+            });
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
+/// Records (never prints) one end of a message's way, for the trace's arrow.
+fn record_message(end: &str, id: u64) {
+    if common::report::recording_fd().is_some() {
+        common::report::record_only(end, serde_json::json!({ "msg": id }));
     }
 }
 

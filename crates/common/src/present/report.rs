@@ -116,9 +116,16 @@ pub(crate) fn env_value() -> String {
 }
 
 /// Says whether the run is traced; a spawned child learns it through [`env_value`] and then
-/// records its phase marks as well.
-pub(crate) fn set_tracing(on: bool) {
+/// records its phase marks as well. Public for the bench, which turns it on without a trace to
+/// measure what the queue's message ids cost.
+pub fn set_tracing(on: bool) {
     TRACING.store(on, Ordering::Relaxed);
+}
+
+/// True while the run is traced (`--trace`, `--svg`), in the process that asked and in every
+/// child: what a queue or a pool checks before it pays for a message id.
+pub fn tracing() -> bool {
+    TRACING.load(Ordering::Relaxed)
 }
 
 /// Restores the clock and mode in a spawned child from [`env_value`]'s string.

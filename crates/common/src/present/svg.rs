@@ -5,6 +5,10 @@
 //! - a band coloured by the kernel's sampled state (running, ready, S, D, T, Z);
 //! - above it, bars for the spans the demo marks (holding a lock, a critical section, a task);
 //! - dots for its lifecycle events (fork, exit, kill, reap, signals);
+//! - diamonds for the steps of a race (`search`, `read`, `lock A`), numbered in the order they
+//!   ran: under `--schedule` or `--step`, the order the scheduler granted them, one lane per
+//!   worker; when the steps were granted, their numbers beside them and, under the time
+//!   axis, a strip of the chosen schedule: a column per step, a row per worker;
 //!
 //! and across the lanes arrows for messages and results, a time axis, the shared counters as
 //! small step lines, and a legend. Everything is drawn from the same [`Model`] as the trace.
@@ -36,7 +40,19 @@ const MARKS: &[(&str, &str, &str)] = &[
     ("kill", "#d50000", "kill"),
     ("reap", "#8d6e63", "reap / join"),
     ("signal", "#f9a825", "signal"),
+    ("step", "#37474f", "step, numbered in the order it ran"),
 ];
+
+/// The granted steps are labelled, and their strip drawn, when a run has at most this many
+/// (every schedule the demos accept has fewer); beyond, the labels would run into each other.
+const LABELLED_STEPS: usize = 40;
+/// A worker's row in the strip of steps.
+const STRIP_ROW: f64 = 18.0;
+
+/// A diamond of half-width `r` centred on (`cx`, `cy`), as a path.
+fn diamond(cx: f64, cy: f64, r: f64) -> String {
+    format!("M{cx:.1} {:.1}l{r:.1} {r:.1}l-{r:.1} {r:.1}l-{r:.1} -{r:.1}z", cy - r)
+}
 
 const FLOW_COLOUR: &str = "#7b1fa2";
 
@@ -103,10 +119,30 @@ pub fn render(model: &Model) -> String {
     let span_colour = |name: &str| {
         SPAN_COLOURS[span_names.iter().position(|n| *n == name).unwrap_or(0) % SPAN_COLOURS.len()]
     };
+    // The steps in the order they ran (the instants are in time order).
+    let steps: Vec<(i32, i32, u64)> = model
+        .instants
+        .iter()
+        .filter(|i| i.kind == "step")
+        .map(|i| (i.pid, i.tid, i.t_us))
+        .collect();
+    let step_number = |m: &crate::trace::Instant| {
+        steps.iter().position(|s| *s == (m.pid, m.tid, m.t_us)).map_or(0, |k| k + 1)
+    };
     let lanes_bottom = TOP + lanes.len() as f64 * LANE;
     let counters_top = lanes_bottom + 6.0;
     let axis_y = counters_top + counter_names.len() as f64 * COUNTER_LANE + 4.0;
-    let legend_y = axis_y + 34.0;
+    // A chosen schedule's steps in the order they ran, a column each, a row per worker, under
+    // the time axis: there the steps close together in time are told apart.
+    let strip_lanes: Vec<&&Track> =
+        lanes.iter().filter(|l| steps.iter().any(|s| (s.0, s.1) == (l.pid, l.tid))).collect();
+    let labelled = model.stepped && steps.len() <= LABELLED_STEPS;
+    let strip = labelled && !steps.is_empty();
+    let strip_top = axis_y + 40.0;
+    let legend_y = match strip {
+        true => strip_top + 22.0 + strip_lanes.len() as f64 * STRIP_ROW + 16.0,
+        false => axis_y + 34.0,
+    };
     let states_used: Vec<KernelState> = KernelState::ALL
         .into_iter()
         .filter(|s| model.states.iter().any(|x| x.state == *s))
@@ -219,8 +255,35 @@ pub fn render(model: &Model) -> String {
                 s.end_us as f64 / 1000.0
             );
         }
+        // Where this lane's last step label ends, in each of its two rows (above the band, and
+        // below it for a label that would run into the one before).
+        let mut label_ends = [f64::MIN; 2];
         for m in model.instants.iter().filter(|m| m.pid == lane.pid && m.tid == lane.tid) {
             let Some((_, colour, _)) = MARKS.iter().find(|(k, ..)| *k == m.kind) else { continue };
+            if m.kind == "step" {
+                let (k, cx) = (step_number(m), x(m.t_us));
+                let _ = writeln!(
+                    out,
+                    r#"<path class="mark" data-kind="step" data-order="{k}" data-name="{}" d="{}" fill="{colour}" stroke="white" stroke-width="0.8"><title>step {k}: {} at {:.3} ms</title></path>"#,
+                    esc(&m.name),
+                    diamond(cx, y + 17.0, 4.0),
+                    esc(&m.name),
+                    m.t_us as f64 / 1000.0
+                );
+                if labelled {
+                    let text = k.to_string();
+                    let x0 = cx - 2.0;
+                    let row = if x0 >= label_ends[0] { 0 } else { 1 };
+                    label_ends[row] = x0 + 5.5 * text.chars().count() as f64 + 2.0;
+                    let _ = writeln!(
+                        out,
+                        r#"<text class="step-label" x="{x0:.1}" y="{:.1}" font-size="9" fill="{colour}" stroke="white" stroke-width="2.5" paint-order="stroke">{}</text>"#,
+                        y + if row == 0 { 9.0 } else { 25.5 },
+                        esc(&text)
+                    );
+                }
+                continue;
+            }
             let _ = writeln!(
                 out,
                 r#"<circle class="mark" data-kind="{}" cx="{:.1}" cy="{:.1}" r="3.5" fill="{colour}" stroke="white" stroke-width="1"><title>{} at {:.1} ms</title></circle>"#,
@@ -276,6 +339,58 @@ pub fn render(model: &Model) -> String {
         );
     }
 
+    if strip {
+        let columns = steps.len() as f64;
+        let width = (WIDTH - LABEL - RIGHT) / columns;
+        let _ = writeln!(
+            out,
+            r##"<g class="step-strip"><text x="10" y="{:.1}" font-weight="bold">steps in the order they ran</text>"##,
+            strip_top + 12.0
+        );
+        for k in 0..steps.len() {
+            let _ = writeln!(
+                out,
+                r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="middle">{}</text>"##,
+                LABEL + width * (k as f64 + 0.5),
+                strip_top + 12.0,
+                k + 1
+            );
+        }
+        for (row, lane) in strip_lanes.iter().enumerate() {
+            let y = strip_top + 22.0 + row as f64 * STRIP_ROW;
+            if row % 2 == 0 {
+                let _ = writeln!(
+                    out,
+                    r##"<rect x="0" y="{y:.1}" width="{WIDTH}" height="{STRIP_ROW}" fill="#f6f7f9"/>"##
+                );
+            }
+            let _ = writeln!(
+                out,
+                r#"<text x="10" y="{:.1}">{} {}</text>"#,
+                y + 13.0,
+                esc(&lane.name),
+                if lane.is_process() { lane.pid } else { lane.tid }
+            );
+            let mine = model
+                .instants
+                .iter()
+                .filter(|m| m.kind == "step" && (m.pid, m.tid) == (lane.pid, lane.tid));
+            for m in mine {
+                let k = step_number(m);
+                let name = esc(&m.name);
+                let _ = writeln!(
+                    out,
+                    r##"<text class="step-cell" data-order="{k}" data-pid="{}" data-tid="{}" x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#37474f">{name}</text>"##,
+                    lane.pid,
+                    lane.tid,
+                    LABEL + width * (k as f64 - 0.5),
+                    y + 13.0
+                );
+            }
+        }
+        let _ = writeln!(out, "</g>");
+    }
+
     // The time axis.
     let step = tick_step(end, 10);
     let _ = writeln!(
@@ -306,7 +421,11 @@ pub fn render(model: &Model) -> String {
         items.push((name.to_string(), format!(r#"<rect x="0" y="-7" width="14" height="4" fill="{}"/><text x="19" y="0">{}</text>"#, span_colour(name), esc(name))));
     }
     for (kind, colour, text) in &marks_used {
-        items.push((kind.to_string(), format!(r#"<circle cx="7" cy="-4" r="3.5" fill="{colour}"/><text x="19" y="0">{text}</text>"#)));
+        let shape = match *kind {
+            "step" => format!(r#"<path d="{}" fill="{colour}"/>"#, diamond(7.0, -4.0, 4.0)),
+            _ => format!(r#"<circle cx="7" cy="-4" r="3.5" fill="{colour}"/>"#),
+        };
+        items.push((kind.to_string(), format!(r#"{shape}<text x="19" y="0">{text}</text>"#)));
     }
     if !model.flows.is_empty() {
         let mut names: Vec<&str> = model.flows.iter().map(|f| f.name).collect();

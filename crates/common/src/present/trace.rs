@@ -19,8 +19,11 @@
 //! - the demo's phases as `B`/`E` slices on the thread's track;
 //! - every event as an instant (`i`), the lifecycle ones (fork, exec, exit, kill, reap,
 //!   signals) in the category `lifecycle`;
-//! - flow arrows (`s` → `f`) from a `put` to the `got` of the same item, and from a task to its
-//!   result, where the events carry an id;
+//! - flow arrows (`s` → `f`) from a `put` to the `get` of the same message, and from a task's
+//!   submission to its result. In a traced run the process `Queue` carries a message id in its
+//!   frames and records both ends with it (`queue_put`, `queue_got`), and the `Pool` records
+//!   its jobs' (`task_submitted`, `task_result`); elsewhere the demo's events are paired by the
+//!   item they name, first in, first out;
 //! - counters (`C`) for the shared values the events carry: the tickets left, a queue's size,
 //!   a balance.
 //!
@@ -389,6 +392,8 @@ pub struct Instant {
 pub struct Flow {
     pub id: u64,
     pub name: &'static str,
+    /// What names the message at both ends (`{"msg": id}`, `{"pool": p, "job": j}`, the item).
+    pub key: Value,
     pub from: (i32, i32, u64),
     pub to: (i32, i32, u64),
 }
@@ -412,6 +417,9 @@ pub struct Model {
     pub flows: Vec<Flow>,
     pub counters: Vec<CounterPoint>,
     pub end_us: u64,
+    /// True when the step controller granted the steps (`--step`, `--schedule`): their order
+    /// is then the chosen schedule's, which the picture spells out.
+    pub stepped: bool,
     /// The sampler's real intervals: the gaps between two readings of one thread (µs).
     pub gaps: GapStats,
 }
@@ -465,6 +473,10 @@ pub fn lifecycle_kind(event: &str) -> Option<&'static str> {
 
 /// Arrows the events can tell: (from event, to event, the fields that name the message).
 const FLOWS: &[(&str, &str, &[&str], &str)] = &[
+    // The real ids, recorded by the process Queue and the Pool (never printed).
+    ("queue_put", "queue_got", &["msg"], "message"),
+    ("task_submitted", "task_result", &["pool", "job"], "result"),
+    // Pairs guessed from the demo's own events, when no real ids are there (a thread queue).
     ("put", "got", &["item"], "message"),
     // A bun is named by its number and its producer: 包子0 of producer-1 and of producer-2.
     ("produced", "ate", &["item", "by"], "message"),
@@ -480,8 +492,14 @@ const COUNTERS: &[(&str, &str, &str)] = &[
     ("*", "balance", "balance"),
 ];
 
+/// The step controller's event for each step it grants ([`crate::stepper`]).
+const GRANTED: &str = "step";
+
 /// Events drawn as nothing: prose and headings.
 const QUIET: &[&str] = &["say", "section", "row", "states", "processes", "ps", "thread_view"];
+
+/// The recorded ends of a message or a task, drawn as their arrow only.
+const FLOW_ENDS: &[&str] = &["queue_put", "queue_got", "task_submitted", "task_result"];
 
 /// Threads of the demo's machinery, not of its concept: kept in the trace, left off the SVG.
 pub const HELPER_THREADS: &[&str] = &["signal-watcher", "sampler"];
@@ -540,7 +558,10 @@ impl Model {
         model.spans = spans;
         model.instants = steps;
         for r in &records {
-            if r.event == PHASE_EVENT || QUIET.contains(&r.event.as_str()) {
+            if r.event == PHASE_EVENT
+                || QUIET.contains(&r.event.as_str())
+                || FLOW_ENDS.contains(&r.event.as_str())
+            {
                 continue;
             }
             model.instants.push(Instant {
@@ -553,6 +574,8 @@ impl Model {
             });
         }
         model.instants.sort_by_key(|i| i.t_us);
+        model.stepped =
+            records.iter().any(|r| r.event == GRANTED && r.data.get("position").is_some());
         model.flows = flows_of(&records);
         model.flows.extend(handovers(&model.spans, model.flows.len() as u64));
         model.counters = counters_of(&records);
@@ -649,14 +672,14 @@ impl Model {
             on_track.push((
                 f.from.2,
                 3,
-                json!({"ph": "s", "id": f.id, "name": f.name,
-                "cat": "flow", "pid": f.from.0, "tid": f.from.1, "ts": f.from.2}),
+                json!({"ph": "s", "id": f.id, "name": f.name, "cat": "flow",
+                "pid": f.from.0, "tid": f.from.1, "ts": f.from.2, "args": f.key}),
             ));
             on_track.push((
                 f.to.2,
                 3,
-                json!({"ph": "f", "bp": "e", "id": f.id, "name": f.name,
-                "cat": "flow", "pid": f.to.0, "tid": f.to.1, "ts": f.to.2}),
+                json!({"ph": "f", "bp": "e", "id": f.id, "name": f.name, "cat": "flow",
+                "pid": f.to.0, "tid": f.to.1, "ts": f.to.2, "args": f.key}),
             ));
         }
         // At one moment: an E closes before anything else begins, then B, instants, flows (the
@@ -792,18 +815,30 @@ fn spans_of(
 
 fn flows_of(records: &[&Record]) -> Vec<Flow> {
     let mut flows = Vec::new();
+    // Where a run recorded real ids (its process queues, its pools), it draws those arrows
+    // and no guess of the same kind from the demo's events as well.
+    let real = |end: &str| records.iter().any(|r| r.event == end);
+    let (real_messages, real_results) = (real("queue_got"), real("task_result"));
     for (from, to, keys, name) in FLOWS {
+        let guessed = !FLOW_ENDS.contains(from);
+        if guessed && ((*name == "message" && real_messages) || (*name == "result" && real_results))
+        {
+            continue;
+        }
         // First in, first out per id: a put is matched with the first get of that item after it.
         let mut waiting: HashMap<String, std::collections::VecDeque<&Record>> = HashMap::new();
         for r in records {
             if r.event != *from && r.event != *to {
                 continue;
             }
-            let id: Vec<&Value> = keys.iter().filter_map(|k| r.data.get(*k)).collect();
-            if id.len() != keys.len() || id.iter().any(|v| v.is_null()) {
+            let key: serde_json::Map<String, Value> = keys
+                .iter()
+                .filter_map(|k| Some((k.to_string(), r.data.get(*k)?.clone())))
+                .collect();
+            if key.len() != keys.len() || key.values().any(Value::is_null) {
                 continue;
             }
-            let id = serde_json::to_string(&id).unwrap_or_default();
+            let id = serde_json::to_string(&key).unwrap_or_default();
             if r.event == *from {
                 waiting.entry(id).or_default().push_back(r);
             } else if r.event == *to
@@ -812,6 +847,7 @@ fn flows_of(records: &[&Record]) -> Vec<Flow> {
                 flows.push(Flow {
                     id: flows.len() as u64 + 1,
                     name,
+                    key: Value::Object(key),
                     from: (start.pid, start.thread_id(), record_time(start)),
                     to: (r.pid, r.thread_id(), record_time(r)),
                 });
@@ -841,6 +877,7 @@ fn handovers(spans: &[Span], ids_from: u64) -> Vec<Flow> {
                 flows.push(Flow {
                     id: ids_from + flows.len() as u64 + 1,
                     name: "hand-over",
+                    key: json!({}),
                     from: (w[0].pid, w[0].tid, w[0].end_us),
                     to: (w[1].pid, w[1].tid, w[1].start_us),
                 });
@@ -931,6 +968,35 @@ mod tests {
         assert_eq!(flows, [(11, 50), (10, 60)]);
         let sizes: Vec<f64> = model.counters.iter().map(|c| c.value).collect();
         assert_eq!(sizes, [1.0, 2.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn real_message_ids_pair_each_put_with_its_get_and_replace_the_guess() {
+        let records = [
+            rec(10, 7, 7, "queue_put", json!({"msg": 5})),
+            rec(11, 7, 7, "put", json!({"item": 1})),
+            rec(12, 7, 7, "queue_put", json!({"msg": 6})),
+            rec(13, 7, 7, "put", json!({"item": 1})),
+            rec(50, 8, 8, "queue_got", json!({"msg": 6})),
+            rec(51, 8, 8, "got", json!({"item": 1})),
+            rec(60, 9, 9, "queue_got", json!({"msg": 5})),
+            rec(61, 9, 9, "got", json!({"item": 1})),
+            rec(70, 7, 7, "task_submitted", json!({"pool": 3, "job": 0})),
+            rec(90, 7, 8, "task_result", json!({"pool": 3, "job": 0})),
+        ];
+        let model = Model::build(&records, &[], 2000);
+        let flows: Vec<(&str, Value, u64, u64)> =
+            model.flows.iter().map(|f| (f.name, f.key.clone(), f.from.2, f.to.2)).collect();
+        assert_eq!(
+            flows,
+            [
+                ("message", json!({"msg": 6}), 12, 50),
+                ("message", json!({"msg": 5}), 10, 60),
+                ("result", json!({"pool": 3, "job": 0}), 70, 90),
+            ]
+        );
+        // The recorded ends are drawn as their arrows, not as instants of their own.
+        assert!(model.instants.iter().all(|i| !FLOW_ENDS.contains(&i.name.as_str())));
     }
 
     #[test]

@@ -184,6 +184,15 @@ impl Shared {
         }
     }
 
+    /// Traced run: records (never prints) one end of job `id`'s way, its submission or its
+    /// result, for the trace's arrow. The results queue's random id names the pool.
+    pub(super) fn record_task(&self, end: &str, id: u64) {
+        if common::report::tracing() {
+            let pool = self.results.descriptor().id;
+            common::report::record_only(end, serde_json::json!({ "pool": pool, "job": id }));
+        }
+    }
+
     /// Job `id` is over, with its result's bytes: its completion, if one is due (a chunk
     /// completes its map only when it is the last one, or the first to fail).
     pub(super) fn finish_job(
@@ -193,6 +202,7 @@ impl Shared {
         st: &mut State,
     ) -> Option<Completion> {
         let job = st.jobs.remove(&id)?;
+        self.record_task("task_result", id);
         let shape = |why: String| {
             PoolError::Broken(format!("a worker's answer to a job of {}: {why}", job.task))
         };

@@ -165,6 +165,7 @@ impl Pool {
                 items: items_as,
                 results: results_as,
             };
+            self.shared.record_task("task_submitted", id);
             st.backlog.push_back(Pending { id, frame: frame(&msg, &encoded) });
             // This thread gives the chunk to a worker itself if one can take it now, rather
             // than waking the result thread to do it.

@@ -304,3 +304,22 @@ fn join_timeout_reports_the_unfinished_count_when_it_gives_up_not_when_it_began(
     }
     consumer.join().unwrap();
 }
+
+#[test]
+fn a_frame_carries_a_message_id_only_in_a_traced_run() {
+    let q: Queue<String> = Queue::new(0).unwrap();
+    q.put("ab".to_string()).unwrap();
+    // Untraced: the 4-byte length and the JSON `"ab"`, nothing more.
+    assert_eq!(bytes_in_pipe(q.core.read.as_fd()).unwrap(), HEADER + 4);
+    assert_eq!(q.get().unwrap(), "ab");
+    common::report::set_tracing(true);
+    q.put("ab".to_string()).unwrap();
+    common::report::set_tracing(false);
+    let mut frame = [0u8; HEADER + ID + 4];
+    assert_eq!(nix::unistd::read(&q.core.read, &mut frame).unwrap(), frame.len());
+    let header = u32::from_le_bytes(frame[..HEADER].try_into().unwrap());
+    assert_eq!((header & WITH_ID, header & !WITH_ID), (WITH_ID, 4));
+    let id = u64::from_le_bytes(frame[HEADER..HEADER + ID].try_into().unwrap());
+    assert_eq!(id >> 32, u64::from(std::process::id()), "the id names this process");
+    assert_eq!(&frame[HEADER + ID..], b"\"ab\"");
+}
