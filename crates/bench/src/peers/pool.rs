@@ -86,7 +86,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
              threads steal halves from each other, so an item is never copied, encoded or \
              queued, and each thread writes its results straight into the output Vec; a map \
              item costs a function call. Ours keeps multiprocessing.Pool's design for both \
-             kinds of worker: chunks travel as JSON text through per-worker inboxes and a \
+             kinds of worker: chunks travel encoded (postcard for a typed task such as this one) through per-worker inboxes and a \
              results queue read by a handler thread, so a task is a named function any worker \
              (a thread, a forked or a spawned process) can run, and in return a thread pool and \
              a process pool share one interface with apply_async, callbacks, maxtasksperchild, \
