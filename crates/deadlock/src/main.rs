@@ -186,9 +186,9 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> std::process::ExitCode {
-    let _ = Cli::parse();
-    eprintln!("deadlock: this demo needs Linux (it reads /proc/PID/task and /proc/locks)");
-    std::process::ExitCode::from(1)
+    common::demo::linux_only::<Cli>(
+        "deadlock: this demo needs Linux (it reads /proc/PID/task and /proc/locks)",
+    )
 }
 
 #[cfg(target_os = "linux")]

@@ -196,12 +196,10 @@ fn main() -> ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> ExitCode {
-    let _ = Cli::parse();
-    eprintln!(
+    common::demo::linux_only::<Cli>(
         "joinable-queue: this demo needs Linux (memfd, robust mutexes and futexes behind \
-         py_multiprocessing::queue)"
-    );
-    ExitCode::from(1)
+         py_multiprocessing::queue)",
+    )
 }
 
 /// Runs the chosen part; a part that fails stops and reaps the children it left (see
@@ -230,20 +228,6 @@ fn run_parts(cli: Cli) -> anyhow::Result<()> {
             bounded::run(&cli)
         }
     }
-}
-
-/// A child process running `value` (a type with a `run` method), started by the method the
-/// flags chose, with the descriptors of its queues passed through to a spawned child.
-#[cfg(target_os = "linux")]
-fn child<T: common::process::Run>(
-    cli: &Cli,
-    name: impl Into<String>,
-    value: T,
-    fds: &[i32],
-) -> common::process::Process {
-    common::process::Process::from_run(name, value)
-        .start_method(cli.common.start_method)
-        .pass_fds(fds)
 }
 
 /// The notes' `time.sleep(seconds)`, scaled by `--speed`, in milliseconds (sent to children).

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::process::{SIGTERM, send};
-use super::registry::{ChildEntry, with_registry};
 #[cfg(doc)]
 use super::process::Process;
+use super::process::{SIGTERM, send};
+use super::registry::{ChildEntry, with_registry};
 use crate::report;
 
 /// What [`Process::join`](super::process::Process::join) waits with.
