@@ -151,15 +151,23 @@ impl Samples {
         args: &[String],
         read: impl FnOnce(&Value) -> Result<Vec<f64>, String>,
     ) {
+        self.python_from(|| {
+            let answer = run_python(script, args)?;
+            Ok((read(&answer)?, answer["python"].as_str().unwrap_or("3").to_string()))
+        });
+    }
+
+    /// One run of the Python side by `run`, unless an earlier one failed: one value per figure,
+    /// in order, and Python's version.
+    pub fn python_from(&mut self, run: impl FnOnce() -> Result<(Vec<f64>, String), String>) {
         if self.python_outcome.is_err() {
             return;
         }
-        let answer = run_python(script, args).and_then(|answer| Ok((read(&answer)?, answer)));
-        self.python_outcome = answer.map(|(values, answer)| {
+        self.python_outcome = run().map(|(values, version)| {
             for (i, value) in values.into_iter().enumerate() {
                 self.python[i].push(value);
             }
-            answer["python"].as_str().unwrap_or("3").to_string()
+            version
         });
     }
 
