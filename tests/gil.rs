@@ -296,12 +296,7 @@ fn does_the_simulated_cpu_sentence_follow_the_cpu_and_wall_times() {
     let out = run_ok(BIN, &["simulated", "--n", "2000000"]);
     let d = data(&out, "simulated");
     let (cpu, wall) = (d["cpu_ms_sum"].as_f64().unwrap(), d["two_threads_ms"].as_f64().unwrap());
-    let says: Vec<String> = out
-        .named("say")
-        .iter()
-        .filter_map(|e| e["data"]["text"].as_str().map(str::to_string))
-        .filter(|t| t.starts_with("The two threads' CPU times add up"))
-        .collect();
+    let says = out.said("The two threads' CPU times add up");
     assert_eq!(says.len(), 1, "{says:?}");
     let about = says[0].contains("about the wall time");
     assert_eq!(about, cpu >= 0.8 * wall, "{cpu} ms of CPU in {wall} ms: {}", says[0]);
