@@ -64,11 +64,29 @@ pub(crate) fn many(producers: usize, consumers: usize, messages: usize) -> Resul
             Ok(())
         }));
     }
-    for child in &mut children {
+    let end = || (0..consumers).try_for_each(|_| Ok(q.put(None)?));
+    let count = || done.get().context("a consumer's count");
+    timed(&mut children, consumers, &gate, (per * producers) as u64, end, count)
+}
+
+/// Times one run of `children`, the consumers first (`consumers` of them), then the producers,
+/// each producer waiting at `gate`: all are started, the gate opens (the clock starts), the
+/// producers are joined, `end` tells every consumer there is no more, `count` gives each
+/// consumer's count (the clock stops at the last), and the consumers are joined. Fails unless
+/// every producer exits 0 and the counts add up to `expected`. Returns the seconds.
+pub(crate) fn timed(
+    children: &mut [Process],
+    consumers: usize,
+    gate: &Queue<()>,
+    expected: u64,
+    end: impl FnOnce() -> Result<()>,
+    mut count: impl FnMut() -> Result<u64>,
+) -> Result<f64> {
+    for child in children.iter_mut() {
         child.start()?;
     }
     let began = Instant::now();
-    for _ in 0..producers {
+    for _ in consumers..children.len() {
         gate.put(())?;
     }
     for producer in &mut children[consumers..] {
@@ -76,19 +94,17 @@ pub(crate) fn many(producers: usize, consumers: usize, messages: usize) -> Resul
             bail!("{producer} failed");
         }
     }
-    for _ in 0..consumers {
-        q.put(None)?;
-    }
+    end()?;
     let mut received = 0;
     for _ in 0..consumers {
-        received += done.get().context("a consumer's count")?;
+        received += count()?;
     }
     let seconds = began.elapsed().as_secs_f64();
     for consumer in &mut children[..consumers] {
         consumer.join()?;
     }
-    if received != (per * producers) as u64 {
-        bail!("{received} messages received of {}", per * producers);
+    if received != expected {
+        bail!("{received} messages received of {expected}");
     }
     Ok(seconds)
 }
