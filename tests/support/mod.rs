@@ -516,6 +516,17 @@ pub fn run_ok(bin_name: &str, args: &[&str]) -> Output {
     out
 }
 
+/// Runs `bin_name part FLAG VALUE` for each pair: each must be a usage error (exit 2) that names
+/// the flag, runs nothing and leaves nothing behind.
+pub fn assert_usage_errors(bin_name: &str, part: &str, bad: &[(&str, &str)]) {
+    for (flag, value) in bad {
+        let out = run(bin_name, &[part, flag, value]);
+        out.assert_code(2).assert_nothing_left();
+        assert!(out.stderr.contains(flag), "{flag} {value}: {}", out.stderr);
+        assert!(out.events.is_empty() && !out.stdout.contains("=="), "nothing ran: {}", out.stdout);
+    }
+}
+
 /// A pid carried by an event.
 pub fn pid_of(value: &Value) -> i32 {
     value.as_i64().unwrap_or_else(|| panic!("not a pid: {value}")) as i32
