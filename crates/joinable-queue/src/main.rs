@@ -151,7 +151,7 @@ struct Cli {
     timeline: bool,
 }
 
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. Queue(3): put, get, full, empty, put_nowait/get_nowait; what a queue is made of
     Basics,
@@ -211,23 +211,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[cfg(target_os = "linux")]
 fn run_parts(cli: Cli) -> anyhow::Result<()> {
-    use common::report;
-    match cli.cmd.clone() {
-        Some(Cmd::Basics) => basics::run(&cli),
-        Some(Cmd::Sentinel) => buns::sentinel(&cli),
-        Some(Cmd::Joinable) => buns::joinable(&cli),
-        Some(Cmd::Bounded) => bounded::run(&cli),
-        Some(Cmd::Stress { total, queue_size }) => stress::run(&cli, total, queue_size),
-        None => {
-            report::say(
-                "the tour: four parts, each also a subcommand (joinable-queue --help lists them)",
-            );
-            basics::run(&cli)?;
-            buns::sentinel(&cli)?;
-            buns::joinable(&cli)?;
-            bounded::run(&cli)
-        }
+    if let Some(Cmd::Stress { total, queue_size }) = cli.cmd {
+        return stress::run(&cli, total, queue_size);
     }
+    common::demo::run_parts(
+        "joinable-queue",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::Basics, basics::run),
+            (Cmd::Sentinel, buns::sentinel),
+            (Cmd::Joinable, buns::joinable),
+            (Cmd::Bounded, bounded::run),
+        ],
+    )
 }
 
 /// The notes' `time.sleep(seconds)`, scaled by `--speed`, in milliseconds (sent to children).
