@@ -165,15 +165,9 @@ pub fn join_all(children: &mut [Process]) -> anyhow::Result<Option<usize>> {
 }
 
 /// The index of the first of `children` known to have ended otherwise than with exit code 0
-/// (as far as the last `is_alive` or `join` saw), a child killed by a signal first: it is the
-/// cause, where one that exited with an error may only have met its damage (a queue left broken
-/// by a reader killed while it held the lock) within the same watch.
+/// (as far as the last `is_alive` or `join` saw).
 pub fn first_failed(children: &[Process]) -> Option<usize> {
-    let failed = |c: &Process| c.exitcode().filter(|code| *code != 0);
-    children
-        .iter()
-        .position(|c| failed(c).is_some_and(|code| code < 0))
-        .or_else(|| children.iter().position(|c| failed(c).is_some()))
+    children.iter().position(|c| c.exitcode().is_some_and(|code| code != 0))
 }
 
 /// Stops (SIGTERM) and joins every one of `children` still running.
