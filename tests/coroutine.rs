@@ -169,13 +169,11 @@ fn does_ctrl_c_while_tasks_sleep_or_compute_exit_130_and_leave_nothing() {
 
 #[test]
 fn are_bad_counts_usage_errors_naming_the_flag() {
-    for (flag, value) in
-        [("--tasks", "0"), ("--tasks", "10001"), ("--cpu-ms", "0"), ("--switches", "0")]
-    {
-        let out = run(BIN, &["executor", flag, value]);
-        out.assert_code(2).assert_nothing_left();
-        assert!(out.stderr.contains(flag), "{}", out.stderr);
-    }
+    support::assert_usage_errors(
+        BIN,
+        "executor",
+        &[("--tasks", "0"), ("--tasks", "10001"), ("--cpu-ms", "0"), ("--switches", "0")],
+    );
     run(BIN, &["no-such-part"]).assert_code(2);
 }
 

@@ -274,12 +274,8 @@ fn does_the_tour_run_all_five_parts() {
 
 #[test]
 fn is_a_guess_of_which_lock_kind_gets_edeadlk_judged_against_this_runs_lockers() {
-    let wrong = support::answer_of(BIN, &["processes"], "edeadlk", "flock");
-    assert_eq!(wrong["data"]["actual"], "fcntl", "only POSIX record locks detect it: {wrong}");
-    assert_eq!(wrong["data"]["right"], false, "{wrong}");
-    let actual = wrong["data"]["actual"].as_str().unwrap().to_owned();
-    let right = support::answer_of(BIN, &["processes"], "edeadlk", &actual);
-    assert_eq!(right["data"]["right"], true, "{right}");
+    // Only POSIX record locks detect it.
+    support::judged_both_ways(BIN, &["processes"], "edeadlk", "flock", "fcntl");
 }
 
 #[test]
@@ -288,12 +284,7 @@ fn does_the_livelock_sentence_follow_the_retries_it_counts() {
     let table = &out.one("meals_table")["data"];
     let (random, fixed) =
         (table["retries_random"].as_u64().unwrap(), table["retries_fixed"].as_u64().unwrap());
-    let says: Vec<String> = out
-        .named("say")
-        .iter()
-        .filter_map(|e| e["data"]["text"].as_str().map(str::to_string))
-        .filter(|t| t.starts_with("try_lock retried"))
-        .collect();
+    let says = out.said("try_lock retried");
     assert_eq!(says.len(), 1, "{says:?}");
     assert!(says[0].contains(&format!("retried {random} times with a random back-off, {fixed}")));
     let expected = if fixed > random { "the fixed one more" } else { "no more than the random" };

@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{Demo, Output, pid_of, run, run_ok};
+use support::{Demo, Output, pid_of, run_ok};
 
 const BIN: &str = "gil";
 
@@ -174,21 +174,21 @@ fn does_kill_int_in_the_middle_of_a_simulated_run_exit_130() {
 
 #[test]
 fn a_bad_flag_exits_2_and_names_it() {
-    for (flag, value) in [
-        ("--switch-interval", "0"),
-        ("--switch-interval", "-1"),
-        ("--switch-interval", "1e9"),
-        ("--switch-interval", "nan"),
-        ("--n", "0"),
-        ("--n", "100000000000"),
-        ("--check-interval", "0"),
-        ("--round-trips", "0"),
-        ("--cpus", "0"),
-    ] {
-        let out = run(BIN, &["simulated", flag, value]);
-        out.assert_code(2).assert_nothing_left();
-        assert!(out.stderr.contains(flag), "{flag} {value}: {}", out.stderr);
-    }
+    support::assert_usage_errors(
+        BIN,
+        "simulated",
+        &[
+            ("--switch-interval", "0"),
+            ("--switch-interval", "-1"),
+            ("--switch-interval", "1e9"),
+            ("--switch-interval", "nan"),
+            ("--n", "0"),
+            ("--n", "100000000000"),
+            ("--check-interval", "0"),
+            ("--round-trips", "0"),
+            ("--cpus", "0"),
+        ],
+    );
 }
 
 #[test]
@@ -296,12 +296,7 @@ fn does_the_simulated_cpu_sentence_follow_the_cpu_and_wall_times() {
     let out = run_ok(BIN, &["simulated", "--n", "2000000"]);
     let d = data(&out, "simulated");
     let (cpu, wall) = (d["cpu_ms_sum"].as_f64().unwrap(), d["two_threads_ms"].as_f64().unwrap());
-    let says: Vec<String> = out
-        .named("say")
-        .iter()
-        .filter_map(|e| e["data"]["text"].as_str().map(str::to_string))
-        .filter(|t| t.starts_with("The two threads' CPU times add up"))
-        .collect();
+    let says = out.said("The two threads' CPU times add up");
     assert_eq!(says.len(), 1, "{says:?}");
     let about = says[0].contains("about the wall time");
     assert_eq!(about, cpu >= 0.8 * wall, "{cpu} ms of CPU in {wall} ms: {}", says[0]);

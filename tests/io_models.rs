@@ -538,12 +538,7 @@ fn does_the_blocking_p99_sentence_follow_the_requests_per_connection() {
         let args =
             ["compare", "--models", "blocking", "--connections", "3", "--requests", requests];
         let out = run_ok(BIN, &args);
-        let says: Vec<String> = out
-            .named("say")
-            .iter()
-            .filter_map(|e| e["data"]["text"].as_str().map(str::to_string))
-            .filter(|t| t.starts_with("blocking served its clients"))
-            .collect();
+        let says = out.said("blocking served its clients");
         assert_eq!(says.len(), 1, "{says:?}");
         assert_eq!(says[0].contains("leaves that wait out"), leaves_out, "{}", says[0]);
         assert!(says[0].contains(&format!("one request in {requests}")), "{}", says[0]);

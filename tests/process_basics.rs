@@ -459,12 +459,7 @@ fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
 
 #[test]
 fn is_a_guess_of_the_sigkilled_childs_exitcode_judged_against_what_join_returned() {
-    let wrong = support::answer_of(BIN, &["exits"], "sigkill-code", "137");
-    assert_eq!(wrong["data"]["actual"], -9, "{wrong}");
-    assert_eq!(wrong["data"]["right"], false, "{wrong}");
-    let actual = wrong["data"]["actual"].to_string();
-    let right = support::answer_of(BIN, &["exits"], "sigkill-code", &actual);
-    assert_eq!(right["data"]["right"], true, "{right}");
+    support::judged_both_ways(BIN, &["exits"], "sigkill-code", "137", -9);
 }
 
 #[test]

@@ -152,14 +152,11 @@ fn does_ctrl_c_in_the_thread_part_end_the_demo_with_130() {
 
 #[test]
 fn are_counts_out_of_range_usage_errors_naming_the_flag() {
-    for (flag, value) in
-        [("--people", "0"), ("--people", "101"), ("--places", "0"), ("--places", "65")]
-    {
-        let out = run(BIN, &["threads", flag, value]);
-        out.assert_code(2).assert_nothing_left();
-        assert!(out.stderr.contains(flag), "{flag} {value}: {}", out.stderr);
-        assert!(out.events.is_empty() && !out.stdout.contains("=="), "nothing ran: {}", out.stdout);
-    }
+    support::assert_usage_errors(
+        BIN,
+        "threads",
+        &[("--people", "0"), ("--people", "101"), ("--places", "0"), ("--places", "65")],
+    );
     run(BIN, &["no-such-part"]).assert_code(2);
 }
 

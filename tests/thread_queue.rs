@@ -163,11 +163,11 @@ fn does_ctrl_c_at_any_moment_exit_130_and_leave_nothing() {
 
 #[test]
 fn are_bad_counts_usage_errors_naming_the_flag() {
-    for (flag, value) in [("--producers", "0"), ("--consumers", "65"), ("--buns", "1000001")] {
-        let out = run(BIN, &["joinable", flag, value]);
-        out.assert_code(2).assert_nothing_left();
-        assert!(out.stderr.contains(flag), "{}", out.stderr);
-    }
+    support::assert_usage_errors(
+        BIN,
+        "joinable",
+        &[("--producers", "0"), ("--consumers", "65"), ("--buns", "1000001")],
+    );
     run(BIN, &["stress", "--items", "0"]).assert_code(2);
     run(BIN, &["no-such-part"]).assert_code(2);
 }

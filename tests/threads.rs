@@ -262,12 +262,7 @@ fn do_bad_counts_exit_2_naming_the_flag_before_anything_runs() {
 
 #[test]
 fn is_a_guess_of_what_try_lock_finds_after_a_panicking_holder_judged_against_this_run() {
-    let wrong = support::answer_of(BIN, &["dead-holder"], "after-panic", "would_block");
-    assert_eq!(wrong["data"]["actual"], "poisoned", "{wrong}");
-    assert_eq!(wrong["data"]["right"], false, "{wrong}");
-    let actual = wrong["data"]["actual"].as_str().unwrap().to_owned();
-    let right = support::answer_of(BIN, &["dead-holder"], "after-panic", &actual);
-    assert_eq!(right["data"]["right"], true, "{right}");
+    support::judged_both_ways(BIN, &["dead-holder"], "after-panic", "would_block", "poisoned");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -461,6 +461,16 @@ impl Output {
         found[0]
     }
 
+    /// The texts of the `say` events (the lines for people) that begin with `start`, in order.
+    pub fn said(&self, start: &str) -> Vec<String> {
+        self.named("say")
+            .iter()
+            .filter_map(|e| e["data"]["text"].as_str())
+            .filter(|text| text.starts_with(start))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The `answer` event of the `--predict` question `id`; fails if there is none.
     pub fn answer(&self, id: &str) -> &Value {
         self.named("answer")
@@ -504,6 +514,17 @@ pub fn run_ok(bin_name: &str, args: &[&str]) -> Output {
     let out = run(bin_name, &all);
     out.assert_code(0).assert_nothing_left();
     out
+}
+
+/// Runs `bin_name part FLAG VALUE` for each pair: each must be a usage error (exit 2) that names
+/// the flag, runs nothing and leaves nothing behind.
+pub fn assert_usage_errors(bin_name: &str, part: &str, bad: &[(&str, &str)]) {
+    for (flag, value) in bad {
+        let out = run(bin_name, &[part, flag, value]);
+        out.assert_code(2).assert_nothing_left();
+        assert!(out.stderr.contains(flag), "{flag} {value}: {}", out.stderr);
+        assert!(out.events.is_empty() && !out.stdout.contains("=="), "nothing ran: {}", out.stdout);
+    }
 }
 
 /// A pid carried by an event.
@@ -664,4 +685,26 @@ pub fn answer_of(bin_name: &str, args: &[&str], id: &str, guess: &str) -> Value 
     let mut all = args.to_vec();
     all.extend(["--answer", &given]);
     run_ok(bin_name, &all).answer(id).clone()
+}
+
+/// A prediction judged both ways against one run's figure: the guess `wrong` is judged wrong,
+/// the answer's `actual` is `expected` (the run's own figure), and a second run that guesses
+/// that figure is judged right.
+pub fn judged_both_ways(
+    bin_name: &str,
+    args: &[&str],
+    id: &str,
+    wrong: &str,
+    expected: impl Into<Value>,
+) {
+    let expected = expected.into();
+    let answer = answer_of(bin_name, args, id, wrong);
+    assert_eq!(answer["data"]["actual"], expected, "the run's own figure: {answer}");
+    assert_eq!(answer["data"]["right"], false, "{wrong} is judged wrong: {answer}");
+    let actual = match &answer["data"]["actual"] {
+        Value::String(text) => text.clone(),
+        figure => figure.to_string(),
+    };
+    let right = answer_of(bin_name, args, id, &actual);
+    assert_eq!(right["data"]["right"], true, "{actual} is judged right: {right}");
 }

@@ -54,13 +54,19 @@ def pipe_writer(w, gate_r, total):
         os.write(w, chunk)
 
 
-def pipe_mb(ctx, total):
+def writer_behind_gate(ctx, target, arg):
+    """Starts `target(w, gate_r, arg)` in a child writing to a new pipe, then opens its gate:
+    the read end, the child, and the moment the clock starts."""
     r, w = os.pipe()
     gate_r, gate_w = os.pipe()
-    p = ctx.Process(target=pipe_writer, args=(w, gate_r, total))
+    p = ctx.Process(target=target, args=(w, gate_r, arg))
     p.start()
     os.close(w)
-    began = gate_open(gate_w, 1)
+    return r, p, gate_open(gate_w, 1)
+
+
+def pipe_mb(ctx, total):
+    r, p, began = writer_behind_gate(ctx, pipe_writer, total)
     got = 0
     while True:
         b = os.read(r, CHUNK)
@@ -82,12 +88,7 @@ def msg_writer(w, gate_r, messages):
 
 
 def pipe_msgs(ctx, messages):
-    r, w = os.pipe()
-    gate_r, gate_w = os.pipe()
-    p = ctx.Process(target=msg_writer, args=(w, gate_r, messages))
-    p.start()
-    os.close(w)
-    began = gate_open(gate_w, 1)
+    r, p, began = writer_behind_gate(ctx, msg_writer, messages)
     got = 0
     while True:
         header = os.read(r, 4)

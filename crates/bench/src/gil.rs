@@ -24,7 +24,7 @@ use ::gil::countdown::{countdown, countdown_under_gil, thread_cpu};
 use ::gil::echo;
 use ::gil::sim::{DEFAULT_SWITCH_INTERVAL, Gil, Rule};
 
-use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
+use crate::measure::{Better, Outcome, Row, Samples, Settings, median, run_python};
 
 /// Decrements per thread in Rust (about 0.4 s of one thread) and in CPython (about 0.7 s).
 const N_RUST: u64 = 1_000_000_000;
@@ -172,27 +172,17 @@ fn python_run() -> Result<([f64; FIGURES], String), String> {
 }
 
 pub fn run(settings: &Settings) -> Result<Outcome> {
-    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); FIGURES];
-    let mut python: Vec<Vec<f64>> = vec![Vec::new(); FIGURES];
-    let mut python_outcome: Result<String, String> = Ok(String::new());
+    let mut samples = Samples::new(FIGURES);
     let (mut cpus_one, mut cpus_two) = (Vec::new(), Vec::new());
     let load_before = load_average();
     for _ in 0..settings.runs {
-        // Rust, then Python, run after run: a busy moment of a shared machine hits both sides.
         let (figures, used) = rust_run()?;
         cpus_one.push(used[0]);
         cpus_two.push(used[1]);
         for (i, v) in figures.into_iter().enumerate() {
-            rust[i].push(v);
+            samples.rust(i, v);
         }
-        if python_outcome.is_ok() {
-            python_outcome = python_run().map(|(figures, version)| {
-                for (i, v) in figures.into_iter().enumerate() {
-                    python[i].push(v);
-                }
-                version
-            });
-        }
+        samples.python_from(|| python_run().map(|(figures, version)| (figures.to_vec(), version)));
     }
     let specs: [(&str, &'static str, Option<f64>); FIGURES] = [
         ("countdown, 1 thread, CPU time per iteration", "ns", Some(TARGET_SPEED)),
@@ -206,14 +196,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
     let rows: Vec<Row> = specs
         .iter()
         .enumerate()
-        .map(|(i, (figure, unit, target))| Row {
-            figure: figure.to_string(),
-            unit,
-            better: Better::Lower,
-            rust: median(&rust[i]),
-            python: python_outcome.is_ok().then(|| median(&python[i])),
-            target: *target,
-        })
+        .map(|(i, (figure, unit, target))| samples.row(i, *figure, unit, Better::Lower, *target))
         .collect();
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     let rust_2t = rows[1].rust;
@@ -259,5 +242,5 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
             echo::THINK.as_micros()
         ),
     ];
-    Ok(Outcome { rows, python: python_outcome, notes })
+    Ok(Outcome { rows, python: samples.python_outcome, notes })
 }

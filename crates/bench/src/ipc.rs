@@ -35,7 +35,7 @@ use anyhow::{Context, Result, bail};
 use common::process::Process;
 use py_multiprocessing::shm::{RobustMutex, Shareable, SharedBlock, Wait};
 
-use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
+use crate::measure::{Better, Outcome, Samples, Settings, median};
 
 /// Bytes through the pipe per throughput run.
 const PIPE_BYTES: usize = 128 << 20;
@@ -356,11 +356,9 @@ fn measure_case(case: &str) -> Result<f64> {
 }
 
 pub fn run(settings: &Settings) -> Result<Outcome> {
-    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
-    let mut python: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
+    let mut samples = Samples::new(CASES.len());
     let mut rust_cpu: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
     let mut python_cpu: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
-    let mut python_outcome: Result<String, String> = Ok(String::new());
     let args: Vec<String> = [
         ("--pipe-bytes", PIPE_BYTES),
         ("--messages", MESSAGES),
@@ -373,39 +371,32 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
     .flat_map(|(flag, n)| [flag.to_string(), n.to_string()])
     .collect();
     for _ in 0..settings.runs {
-        // Rust, then Python, run after run: a busy moment of a shared machine hits both sides.
         for (i, (case, ..)) in CASES.iter().enumerate() {
             let (rate, cpu) = measure_rust(case)?;
-            rust[i].push(rate);
+            samples.rust(i, rate);
             rust_cpu[i].push(cpu);
         }
-        if python_outcome.is_ok() {
-            python_outcome = run_python("ipc.py", &args).and_then(|answer| {
-                for (i, (case, ..)) in CASES.iter().enumerate() {
-                    // Python has no atomic increment: its row is Value with its lock.
-                    let key = if *case == "shm_atomic" { "shm_lock" } else { case };
-                    let Some(rate) = answer["cases"][key].as_f64() else {
-                        return Err(format!("ipc.py gave no figure for {key}"));
-                    };
-                    python[i].push(rate);
-                    if let Some(cpu) = answer["cpu_us"][key].as_f64() {
-                        python_cpu[i].push(cpu);
-                    }
+        samples.python("ipc.py", &args, |answer| {
+            let mut rates = Vec::new();
+            for (i, (case, ..)) in CASES.iter().enumerate() {
+                // Python has no atomic increment: its row is Value with its lock.
+                let key = if *case == "shm_atomic" { "shm_lock" } else { case };
+                let Some(rate) = answer["cases"][key].as_f64() else {
+                    return Err(format!("ipc.py gave no figure for {key}"));
+                };
+                rates.push(rate);
+                if let Some(cpu) = answer["cpu_us"][key].as_f64() {
+                    python_cpu[i].push(cpu);
                 }
-                Ok(answer["python"].as_str().unwrap_or("3").to_string())
-            });
-        }
+            }
+            Ok(rates)
+        });
     }
     let rows = CASES
         .iter()
         .enumerate()
-        .map(|(i, (_, figure, unit, target))| Row {
-            figure: figure.to_string(),
-            unit,
-            better: Better::Higher,
-            rust: median(&rust[i]),
-            python: python_outcome.is_ok().then(|| median(&python[i])),
-            target: *target,
+        .map(|(i, (_, figure, unit, target))| {
+            samples.row(i, *figure, unit, Better::Higher, *target)
         })
         .collect();
     // What scales where the kernel is the limit: the CPU each side spends per item.
@@ -434,7 +425,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
     });
     Ok(Outcome {
         rows,
-        python: python_outcome,
+        python: samples.python_outcome,
         notes: vec![
             format!(
                 "forked children on both sides; pipe: {} MiB in 64 KiB writes, {MESSAGES} \

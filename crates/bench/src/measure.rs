@@ -115,6 +115,98 @@ pub fn run_python(script: &str, args: &[String]) -> Result<Value, String> {
         .ok_or_else(|| format!("python3 {script} printed no JSON object: {last:?}"))
 }
 
+/// A suite's samples, run after run: each figure's Rust values and Python values, and what
+/// happened on the Python side. A suite measures Rust, then Python, in every run: a busy moment
+/// of a shared machine hits both sides.
+#[derive(Debug)]
+pub struct Samples {
+    rust: Vec<Vec<f64>>,
+    python: Vec<Vec<f64>>,
+    /// `Ok(version)` while the Python script runs; `Err(why)` once it failed (then it is not
+    /// run again and the rows have no Python figure).
+    pub python_outcome: Result<String, String>,
+}
+
+impl Samples {
+    /// No sample yet, for `figures` figures.
+    pub fn new(figures: usize) -> Samples {
+        Samples {
+            rust: vec![Vec::new(); figures],
+            python: vec![Vec::new(); figures],
+            python_outcome: Ok(String::new()),
+        }
+    }
+
+    /// One Rust value of figure `i`.
+    pub fn rust(&mut self, i: usize, value: f64) {
+        self.rust[i].push(value);
+    }
+
+    /// One run of `python3 python/<script> <args>`, unless an earlier one failed: `read` turns
+    /// its answer into one value per figure, in order (`Err` says what is missing, and the
+    /// comparison is skipped).
+    pub fn python(
+        &mut self,
+        script: &str,
+        args: &[String],
+        read: impl FnOnce(&Value) -> Result<Vec<f64>, String>,
+    ) {
+        self.python_from(|| {
+            let answer = run_python(script, args)?;
+            Ok((read(&answer)?, answer["python"].as_str().unwrap_or("3").to_string()))
+        });
+    }
+
+    /// One run of the Python side by `run`, unless an earlier one failed: one value per figure,
+    /// in order, and Python's version.
+    pub fn python_from(&mut self, run: impl FnOnce() -> Result<(Vec<f64>, String), String>) {
+        if self.python_outcome.is_err() {
+            return;
+        }
+        self.python_outcome = run().map(|(values, version)| {
+            for (i, value) in values.into_iter().enumerate() {
+                self.python[i].push(value);
+            }
+            version
+        });
+    }
+
+    /// Figure `i` as a row of medians (with Python's only if the script ran every time).
+    pub fn row(
+        &self,
+        i: usize,
+        figure: impl Into<String>,
+        unit: &'static str,
+        better: Better,
+        target: Option<f64>,
+    ) -> Row {
+        Row {
+            figure: figure.into(),
+            unit,
+            better,
+            rust: median(&self.rust[i]),
+            python: self.python_outcome.is_ok().then(|| median(&self.python[i])),
+            target,
+        }
+    }
+}
+
+/// The figures `answer["cases"][case][key]`, one for each key, that a script gives for `case`.
+pub fn case_figures<const N: usize>(
+    answer: &Value,
+    script: &str,
+    case: &str,
+    keys: [&str; N],
+) -> Result<[f64; N], String> {
+    let got = &answer["cases"][case];
+    let mut figures = [0.0; N];
+    for (figure, key) in figures.iter_mut().zip(keys) {
+        *figure =
+            got[key].as_f64().ok_or_else(|| format!("{script} gave no figures for {case}"))?;
+    }
+    Ok(figures)
+}
+
 /// Prints a suite's rows: a table for people, or one `row` event each with `--json`; then
 /// whether the Python comparison ran.
 pub fn print(suite: &str, against: Against, settings: &Settings, outcome: &Outcome) {

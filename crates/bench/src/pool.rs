@@ -29,7 +29,7 @@ use common::process::{Role, StartMethod};
 use py_multiprocessing::pool::{Pool, PoolOptions, Task, default_chunksize};
 use serde_json::{Value, json};
 
-use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
+use crate::measure::{Better, Outcome, Samples, Settings};
 
 /// Tasks submitted with `apply_async` per run.
 const TASKS: usize = 5_000;
@@ -126,49 +126,38 @@ pub(crate) fn options() -> PoolOptions {
 }
 
 pub fn run(settings: &Settings) -> Result<Outcome> {
-    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); 4];
-    let mut python: Vec<Vec<f64>> = vec![Vec::new(); ROWS.len()];
-    let mut python_outcome: Result<String, String> = Ok(String::new());
-    for _ in 0..settings.runs {
-        // Rust, then Python, run after run: a busy moment of a shared machine hits both sides.
-        for (i, us) in measure_rust()?.into_iter().enumerate() {
-            rust[i].push(us);
-        }
-        if python_outcome.is_ok() {
-            let args: Vec<String> = [
-                ("--tasks", TASKS),
-                ("--items", ITEMS),
-                ("--applies", APPLIES),
-                ("--workers", WORKERS),
-            ]
+    let mut samples = Samples::new(ROWS.len());
+    let args: Vec<String> =
+        [("--tasks", TASKS), ("--items", ITEMS), ("--applies", APPLIES), ("--workers", WORKERS)]
             .iter()
             .flat_map(|(flag, n)| [flag.to_string(), n.to_string()])
             .collect();
-            python_outcome = run_python("pool.py", &args).and_then(|answer| {
-                for (i, (key, _, _)) in ROWS.iter().enumerate() {
+    for _ in 0..settings.runs {
+        let measured = measure_rust()?;
+        for (i, rust_of) in RUST_OF.iter().enumerate() {
+            samples.rust(i, measured[*rust_of]);
+        }
+        samples.python("pool.py", &args, |answer| {
+            ROWS.iter()
+                .map(|(key, _, _)| {
                     let us = answer[key].as_f64().ok_or(format!("pool.py gave no {key}"))?;
                     // map's figures are shown in ns per item (pool.py gives µs).
-                    python[i].push(if key.ends_with("map") { us * 1e3 } else { us });
-                }
-                Ok(answer["python"].as_str().unwrap_or("3").to_string())
-            });
-        }
+                    Ok(if key.ends_with("map") { us * 1e3 } else { us })
+                })
+                .collect()
+        });
     }
     let rows = ROWS
         .iter()
         .enumerate()
-        .map(|(i, (_, figure, target))| Row {
-            figure: figure.to_string(),
-            unit: if matches!(RUST_OF[i], 1 | 2) { "ns/item" } else { "µs/task" },
-            better: Better::Lower,
-            rust: median(&rust[RUST_OF[i]]),
-            python: python_outcome.is_ok().then(|| median(&python[i])),
-            target: *target,
+        .map(|(i, (_, figure, target))| {
+            let unit = if matches!(RUST_OF[i], 1 | 2) { "ns/item" } else { "µs/task" };
+            samples.row(i, *figure, unit, Better::Lower, *target)
         })
         .collect();
     Ok(Outcome {
         rows,
-        python: python_outcome,
+        python: samples.python_outcome,
         notes: vec![format!(
             "each run: {WORKERS} forked workers, a task that returns its argument; {TASKS} \
              apply_async then get, one map of {ITEMS} items (chunk size {}, Python's default, \

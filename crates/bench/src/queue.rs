@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use common::process::Process;
 use py_multiprocessing::queue::{JoinableQueue, Queue};
 
-use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
+use crate::measure::{Better, Outcome, Samples, Settings, case_figures};
 
 /// Messages per run, on each side.
 pub(crate) const MESSAGES: usize = 100_000;
@@ -64,11 +64,29 @@ pub(crate) fn many(producers: usize, consumers: usize, messages: usize) -> Resul
             Ok(())
         }));
     }
-    for child in &mut children {
+    let end = || (0..consumers).try_for_each(|_| Ok(q.put(None)?));
+    let count = || done.get().context("a consumer's count");
+    timed(&mut children, consumers, &gate, (per * producers) as u64, end, count)
+}
+
+/// Times one run of `children`, the consumers first (`consumers` of them), then the producers,
+/// each producer waiting at `gate`: all are started, the gate opens (the clock starts), the
+/// producers are joined, `end` tells every consumer there is no more, `count` gives each
+/// consumer's count (the clock stops at the last), and the consumers are joined. Fails unless
+/// every producer exits 0 and the counts add up to `expected`. Returns the seconds.
+pub(crate) fn timed(
+    children: &mut [Process],
+    consumers: usize,
+    gate: &Queue<()>,
+    expected: u64,
+    end: impl FnOnce() -> Result<()>,
+    mut count: impl FnMut() -> Result<u64>,
+) -> Result<f64> {
+    for child in children.iter_mut() {
         child.start()?;
     }
     let began = Instant::now();
-    for _ in 0..producers {
+    for _ in consumers..children.len() {
         gate.put(())?;
     }
     for producer in &mut children[consumers..] {
@@ -76,19 +94,17 @@ pub(crate) fn many(producers: usize, consumers: usize, messages: usize) -> Resul
             bail!("{producer} failed");
         }
     }
-    for _ in 0..consumers {
-        q.put(None)?;
-    }
+    end()?;
     let mut received = 0;
     for _ in 0..consumers {
-        received += done.get().context("a consumer's count")?;
+        received += count()?;
     }
     let seconds = began.elapsed().as_secs_f64();
     for consumer in &mut children[..consumers] {
         consumer.join()?;
     }
-    if received != (per * producers) as u64 {
-        bail!("{received} messages received of {}", per * producers);
+    if received != expected {
+        bail!("{received} messages received of {expected}");
     }
     Ok(seconds)
 }
@@ -131,45 +147,31 @@ fn measure_rust(case: &str) -> Result<f64> {
 }
 
 pub fn run(settings: &Settings) -> Result<Outcome> {
-    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
-    let mut python: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
-    let mut python_outcome: Result<String, String> = Ok(String::new());
+    let mut samples = Samples::new(CASES.len());
+    let args = ["--messages".to_string(), MESSAGES.to_string()];
     for _ in 0..settings.runs {
-        // Rust, then Python, run after run: a busy moment of a shared machine hits both sides.
         for (i, (case, _)) in CASES.iter().enumerate() {
-            rust[i].push(measure_rust(case)?);
+            samples.rust(i, measure_rust(case)?);
         }
-        if python_outcome.is_ok() {
-            let args = ["--messages".to_string(), MESSAGES.to_string()];
-            python_outcome = run_python("queue.py", &args).and_then(|answer| {
-                for (i, (case, _)) in CASES.iter().enumerate() {
-                    let got = &answer["cases"][case];
-                    let (Some(seconds), Some(received)) =
-                        (got["seconds"].as_f64(), got["received"].as_f64())
-                    else {
-                        return Err(format!("queue.py gave no figures for {case}"));
-                    };
-                    python[i].push(received / seconds);
-                }
-                Ok(answer["python"].as_str().unwrap_or("3").to_string())
-            });
-        }
+        samples.python("queue.py", &args, |answer| {
+            CASES
+                .iter()
+                .map(|(case, _)| {
+                    let [seconds, received] =
+                        case_figures(answer, "queue.py", case, ["seconds", "received"])?;
+                    Ok(received / seconds)
+                })
+                .collect()
+        });
     }
     let rows = CASES
         .iter()
         .enumerate()
-        .map(|(i, (_, figure))| Row {
-            figure: figure.to_string(),
-            unit: "msg/s",
-            better: Better::Higher,
-            rust: median(&rust[i]),
-            python: python_outcome.is_ok().then(|| median(&python[i])),
-            target: Some(TARGET),
-        })
+        .map(|(i, (_, figure))| samples.row(i, *figure, "msg/s", Better::Higher, Some(TARGET)))
         .collect();
     Ok(Outcome {
         rows,
-        python: python_outcome,
+        python: samples.python_outcome,
         notes: vec![format!(
             "each run: {MESSAGES} small messages (producer, number), forked children; Rust through \
              py_multiprocessing::queue (a pipe, a writer lock and a reader lock, robust mutexes in shared \

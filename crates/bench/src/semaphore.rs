@@ -21,7 +21,7 @@ use py_multiprocessing::shm::{RobustMutex, Shareable, SharedBlock, Wait};
 use py_multiprocessing::sync::{ProcessEvent, ProcessSemaphore};
 use py_threading::sync::Semaphore;
 
-use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
+use crate::measure::{Better, Outcome, Row, Samples, Settings, case_figures, median};
 
 /// Pairs per worker and run: Rust's, and Python's (about 100 times slower per pair).
 const PAIRS: usize = 1_000_000;
@@ -140,44 +140,30 @@ fn measure_rust(case: &str) -> Result<(f64, usize)> {
 }
 
 pub fn run(settings: &Settings) -> Result<Outcome> {
-    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
-    let mut python: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
-    let mut python_outcome: Result<String, String> = Ok(String::new());
+    let mut samples = Samples::new(CASES.len());
     let mut floor = Vec::new();
+    let args = ["--pairs".to_string(), PYTHON_PAIRS.to_string()];
     for _ in 0..settings.runs {
         floor.push(robust_floor()?);
-        // Rust, then Python, run after run: a busy moment of a shared machine hits both sides.
         for (i, (case, _)) in CASES.iter().enumerate() {
             let (seconds, pairs) = measure_rust(case)?;
-            rust[i].push(seconds * 1e9 / pairs as f64);
+            samples.rust(i, seconds * 1e9 / pairs as f64);
         }
-        if python_outcome.is_ok() {
-            let args = ["--pairs".to_string(), PYTHON_PAIRS.to_string()];
-            python_outcome = run_python("semaphore.py", &args).and_then(|answer| {
-                for (i, (case, _)) in CASES.iter().enumerate() {
-                    let got = &answer["cases"][case];
-                    let (Some(seconds), Some(pairs)) =
-                        (got["seconds"].as_f64(), got["pairs"].as_f64())
-                    else {
-                        return Err(format!("semaphore.py gave no figures for {case}"));
-                    };
-                    python[i].push(seconds * 1e9 / pairs);
-                }
-                Ok(answer["python"].as_str().unwrap_or("3").to_string())
-            });
-        }
+        samples.python("semaphore.py", &args, |answer| {
+            CASES
+                .iter()
+                .map(|(case, _)| {
+                    let [seconds, pairs] =
+                        case_figures(answer, "semaphore.py", case, ["seconds", "pairs"])?;
+                    Ok(seconds * 1e9 / pairs)
+                })
+                .collect()
+        });
     }
     let mut rows: Vec<Row> = CASES
         .iter()
         .enumerate()
-        .map(|(i, (_, figure))| Row {
-            figure: figure.to_string(),
-            unit: "ns/pair",
-            better: Better::Lower,
-            rust: median(&rust[i]),
-            python: python_outcome.is_ok().then(|| median(&python[i])),
-            target: Some(TARGET),
-        })
+        .map(|(i, (_, figure))| samples.row(i, *figure, "ns/pair", Better::Lower, Some(TARGET)))
         .collect();
     rows.push(Row {
         figure: FLOOR.to_string(),
@@ -189,7 +175,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
     });
     Ok(Outcome {
         rows,
-        python: python_outcome,
+        python: samples.python_outcome,
         notes: vec![
             format!(
                 "each run: {PAIRS} acquire+release pairs per worker in Rust, {PYTHON_PAIRS} in \

@@ -11,7 +11,7 @@
 use anyhow::Result;
 use common::startcost::{self, Starter};
 
-use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
+use crate::measure::{Better, Outcome, Samples, Settings};
 
 /// The project's goals: how many times faster than Python each start+join should be.
 const TARGETS: [(Starter, f64); 4] = [
@@ -23,42 +23,34 @@ const TARGETS: [(Starter, f64); 4] = [
 
 pub fn run(settings: &Settings) -> Result<Outcome> {
     let count = settings.count;
-    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); Starter::ALL.len()];
-    let mut python: Vec<Vec<f64>> = vec![Vec::new(); Starter::ALL.len()];
-    let mut python_outcome: Result<String, String> = Ok(String::new());
+    let mut samples = Samples::new(Starter::ALL.len());
     startcost::warm_up(&Starter::ALL)?;
+    let args = ["--count".to_string(), count.to_string(), "--runs".into(), "1".into()];
     for _ in 0..settings.runs {
-        // Rust, then Python, run after run: a busy moment of a shared machine hits both sides.
         for (i, kind) in Starter::ALL.iter().enumerate() {
-            rust[i].push(startcost::start_join_round(*kind, count)?);
+            samples.rust(i, startcost::start_join_round(*kind, count)?);
         }
-        if python_outcome.is_ok() {
-            let args = ["--count".to_string(), count.to_string(), "--runs".into(), "1".into()];
-            python_outcome = run_python("start.py", &args).and_then(|answer| {
-                for (i, kind) in Starter::ALL.iter().enumerate() {
+        samples.python("start.py", &args, |answer| {
+            Starter::ALL
+                .iter()
+                .map(|kind| {
                     let key = format!("{}_us", kind.key());
-                    let us = answer[&key].as_f64().ok_or(format!("start.py gave no {key}"))?;
-                    python[i].push(us);
-                }
-                Ok(answer["python"].as_str().unwrap_or("3").to_string())
-            });
-        }
+                    answer[&key].as_f64().ok_or(format!("start.py gave no {key}"))
+                })
+                .collect()
+        });
     }
     let rows = Starter::ALL
         .iter()
         .enumerate()
-        .map(|(i, kind)| Row {
-            figure: format!("{} start+join", kind.key()),
-            unit: "µs",
-            better: Better::Lower,
-            rust: median(&rust[i]),
-            python: python_outcome.is_ok().then(|| median(&python[i])),
-            target: TARGETS.iter().find(|(k, _)| k == kind).map(|(_, t)| *t),
+        .map(|(i, kind)| {
+            let target = TARGETS.iter().find(|(k, _)| k == kind).map(|(_, t)| *t);
+            samples.row(i, format!("{} start+join", kind.key()), "µs", Better::Lower, target)
         })
         .collect();
     Ok(Outcome {
         rows,
-        python: python_outcome,
+        python: samples.python_outcome,
         notes: vec![format!(
             "each run starts and joins {count} children (or threads) one after another; Rust \
              through common::process::Process and std::thread, Python through \

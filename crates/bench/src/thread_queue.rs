@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use py_threading::queue::Queue;
 
-use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
+use crate::measure::{Better, Outcome, Row, Samples, Settings, case_figures, median};
 
 /// Items per run, on each side.
 const ITEMS: usize = 100_000;
@@ -91,54 +91,44 @@ fn through_sync_channel(items: usize) -> Result<f64> {
 }
 
 pub fn run(settings: &Settings) -> Result<Outcome> {
-    let mut rust: Vec<Vec<f64>> = vec![Vec::new(); CASES.len() + 1];
-    let mut python: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
-    let mut python_outcome: Result<String, String> = Ok(String::new());
+    let mut samples = Samples::new(CASES.len());
+    let mut reference = Vec::new();
+    let args = ["--items".to_string(), ITEMS.to_string()];
     for _ in 0..settings.runs {
         for (i, (_, _, producers, consumers)) in CASES.iter().enumerate() {
             let items = ITEMS - ITEMS % producers;
-            rust[i].push(through_queue(*producers, *consumers, items)?);
+            samples.rust(i, through_queue(*producers, *consumers, items)?);
         }
-        rust[CASES.len()].push(through_sync_channel(ITEMS)?);
-        if python_outcome.is_ok() {
-            let args = ["--items".to_string(), ITEMS.to_string()];
-            python_outcome = run_python("thread_queue.py", &args).and_then(|answer| {
-                for (i, (case, ..)) in CASES.iter().enumerate() {
-                    let got = &answer["cases"][case];
-                    let (Some(seconds), Some(received)) =
-                        (got["seconds"].as_f64(), got["received"].as_f64())
-                    else {
-                        return Err(format!("thread_queue.py gave no figures for {case}"));
-                    };
-                    python[i].push(received / seconds);
-                }
-                Ok(answer["python"].as_str().unwrap_or("3").to_string())
-            });
-        }
+        reference.push(through_sync_channel(ITEMS)?);
+        samples.python("thread_queue.py", &args, |answer| {
+            CASES
+                .iter()
+                .map(|(case, ..)| {
+                    let [seconds, received] =
+                        case_figures(answer, "thread_queue.py", case, ["seconds", "received"])?;
+                    Ok(received / seconds)
+                })
+                .collect()
+        });
     }
     let mut rows: Vec<Row> = CASES
         .iter()
         .enumerate()
-        .map(|(i, (_, figure, ..))| Row {
-            figure: figure.to_string(),
-            unit: "items/s",
-            better: Better::Higher,
-            rust: median(&rust[i]),
-            python: python_outcome.is_ok().then(|| median(&python[i])),
-            target: Some(TARGET),
+        .map(|(i, (_, figure, ..))| {
+            samples.row(i, *figure, "items/s", Better::Higher, Some(TARGET))
         })
         .collect();
     rows.push(Row {
         figure: "std mpsc::sync_channel(1024), 1 -> 1 (reference)".into(),
         unit: "items/s",
         better: Better::Higher,
-        rust: median(&rust[CASES.len()]),
+        rust: median(&reference),
         python: None,
         target: None,
     });
     Ok(Outcome {
         rows,
-        python: python_outcome,
+        python: samples.python_outcome,
         notes: vec![format!(
             "each run: {ITEMS} small items (producer, number) between threads of one process; \
              Rust through py_threading::queue::Queue (one Mutex, three Condvars, as \

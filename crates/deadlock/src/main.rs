@@ -159,7 +159,7 @@ struct Cli {
     seed: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. Two scientists, noodles and fork, in opposite orders: found, shown, killed
     Classic,
@@ -186,9 +186,9 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> std::process::ExitCode {
-    let _ = Cli::parse();
-    eprintln!("deadlock: this demo needs Linux (it reads /proc/PID/task and /proc/locks)");
-    std::process::ExitCode::from(1)
+    common::demo::linux_only::<Cli>(
+        "deadlock: this demo needs Linux (it reads /proc/PID/task and /proc/locks)",
+    )
 }
 
 #[cfg(target_os = "linux")]
@@ -201,21 +201,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return classic::stepped(&cli);
     }
-    match cli.cmd {
-        Some(Cmd::Classic) => classic::run(&cli),
-        Some(Cmd::SelfLock) => self_lock::run(&cli),
-        Some(Cmd::Rlock) => recursive::run(&cli),
-        Some(Cmd::Philosophers) => philosophers::run(&cli),
-        Some(Cmd::Processes) => processes::run(&cli),
-        None => {
-            common::report::say(
-                "the tour: five parts, each also a subcommand (deadlock --help lists them)",
-            );
-            classic::run(&cli)?;
-            self_lock::run(&cli)?;
-            recursive::run(&cli)?;
-            philosophers::run(&cli)?;
-            processes::run(&cli)
-        }
-    }
+    common::demo::run_parts(
+        "deadlock",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::Classic, classic::run),
+            (Cmd::SelfLock, self_lock::run),
+            (Cmd::Rlock, recursive::run),
+            (Cmd::Philosophers, philosophers::run),
+            (Cmd::Processes, processes::run),
+        ],
+    )
 }

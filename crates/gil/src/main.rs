@@ -205,9 +205,9 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> std::process::ExitCode {
-    let _ = Cli::parse();
-    eprintln!("gil: this demo needs Linux (sched_setaffinity, /proc/PID/task, thread CPU clocks)");
-    std::process::ExitCode::from(1)
+    common::demo::linux_only::<Cli>(
+        "gil: this demo needs Linux (sched_setaffinity, /proc/PID/task, thread CPU clocks)",
+    )
 }
 
 #[cfg(target_os = "linux")]

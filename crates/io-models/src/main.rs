@@ -258,9 +258,9 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> std::process::ExitCode {
-    let _ = Cli::parse();
-    eprintln!("io-models: this demo needs Linux (epoll, F_SETOWN_EX, io_uring, /proc)");
-    std::process::ExitCode::from(1)
+    common::demo::linux_only::<Cli>(
+        "io-models: this demo needs Linux (epoll, F_SETOWN_EX, io_uring, /proc)",
+    )
 }
 
 #[cfg(target_os = "linux")]

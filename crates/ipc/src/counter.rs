@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::kit::{self, Meeting, close_inherited, fd, raw};
-use crate::{Cli, child, inherited, join_all};
+use crate::{Cli, inherited, join_all};
 
 pub static INCREMENTER: Role = Role::of::<Incrementer>();
 
@@ -366,7 +366,7 @@ pub fn run_counter(
                 close: inherited(cli, &[raw(&results_r)]),
                 show_map,
             };
-            child(cli, format!("adder-{}", i + 1), work, &fds)
+            cli.common.child(format!("adder-{}", i + 1), work, &fds)
         })
         .collect();
     for c in &mut children {

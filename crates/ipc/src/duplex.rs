@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::kit::{self, close_inherited, fd, raw};
-use crate::{Cli, child, inherited, join_all};
+use crate::{Cli, inherited, join_all};
 
 pub static PONG: Role = Role::of::<Pong>();
 
@@ -115,7 +115,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         close: inherited(cli, &[raw(&parent_end)]),
         show: trips <= SHOWN,
     };
-    let mut children = vec![child(cli, "pong", pong, &[raw(&child_end)])];
+    let mut children = vec![cli.common.child("pong", pong, &[raw(&child_end)])];
     children[0].start()?;
     // As with any pipe: the parent closes the child's end, or it would never see end-of-file.
     drop(child_end);

@@ -216,9 +216,9 @@ fn main() -> ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> ExitCode {
-    let _ = Cli::parse();
-    eprintln!("ipc: this demo needs Linux (/proc, memfd_create, robust mutexes and futexes)");
-    ExitCode::from(1)
+    common::demo::linux_only::<Cli>(
+        "ipc: this demo needs Linux (/proc, memfd_create, robust mutexes and futexes)",
+    )
 }
 
 #[cfg(target_os = "linux")]
@@ -235,20 +235,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (Cmd::File, file::run),
         ],
     )
-}
-
-/// A child process running `value`, started by the method the flags chose, with `fds` kept
-/// open for a spawned child.
-#[cfg(target_os = "linux")]
-fn child<T: common::process::Run>(
-    cli: &Cli,
-    name: impl Into<String>,
-    value: T,
-    fds: &[i32],
-) -> common::process::Process {
-    common::process::Process::from_run(name, value)
-        .start_method(cli.common.start_method)
-        .pass_fds(fds)
 }
 
 /// What a forked child must close of the descriptors it inherits (a spawned child, or one of

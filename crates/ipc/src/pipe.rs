@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::kit::{self, close_inherited, fd, raw};
-use crate::{Cli, PIPE_MESSAGES, child, inherited, join_all};
+use crate::{Cli, PIPE_MESSAGES, inherited, join_all};
 
 pub static READER: Role = Role::of::<Reader>();
 pub static PS_AUX: Role = Role::of::<PsAux>();
@@ -103,7 +103,7 @@ fn one_way(cli: &Cli, n: usize, fixed: bool) -> Result<()> {
     let link = kit::fd_link(std::process::id() as i32, raw(&r));
     let name = format!("reader-{n}");
     let reader = Reader { read_fd: raw(&r), write_fd: raw(&w), close_write_end: fixed };
-    let mut c = child(cli, &name, reader, &[raw(&r), raw(&w)]);
+    let mut c = cli.common.child(&name, reader, &[raw(&r), raw(&w)]);
     c.start()?;
     let pid = c.pid().unwrap_or(0);
     common::event!("pipe", { "reader": name, "pid": pid, "pipe": link, "read_fd": raw(&r), "write_fd": raw(&w),
@@ -267,8 +267,8 @@ fn ps_grep(cli: &Cli) -> Result<()> {
         close: inherited(cli, &[raw(&w), raw(&ready_r), raw(&gate_r), raw(&gate_w)]),
     };
     let mut children = vec![
-        child(cli, "ps-aux", ps, &[raw(&w), raw(&ready_w), raw(&gate_r)]),
-        child(cli, "grep", grep, &[raw(&r), raw(&ready_w)]),
+        cli.common.child("ps-aux", ps, &[raw(&w), raw(&ready_w), raw(&gate_r)]),
+        cli.common.child("grep", grep, &[raw(&r), raw(&ready_w)]),
     ];
     for c in &mut children {
         c.start()?;

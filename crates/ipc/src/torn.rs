@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::kit::{self, LockFile, Meeting, close_inherited, fd, raw};
-use crate::{Cli, TORN_MEET_EVERY, TORN_MESSAGES, child, inherited, join_all};
+use crate::{Cli, TORN_MEET_EVERY, TORN_MESSAGES, inherited, join_all};
 
 pub static READER: Role = Role::of::<Reader>();
 pub static WRITER: Role = Role::of::<Writer>();
@@ -187,7 +187,7 @@ fn two_readers(cli: &Cli, locked: bool) -> Result<usize> {
                 lock: lock.as_ref().map(|(l, _)| *l),
                 results_fd: raw(&results_w),
             };
-            child(cli, format!("reader-{}", i + 1), reader, &fds)
+            cli.common.child(format!("reader-{}", i + 1), reader, &fds)
         })
         .collect();
     for c in &mut children {
@@ -364,7 +364,7 @@ fn two_writers(cli: &Cli, locked: bool) -> Result<usize> {
     // three quarters of its first message still to write; then B is started and sleeps too
     // (in write(2) on the full pipe, or in flock(2) on the lock A holds). Only then does the
     // parent read, a page at a time, making room a page at a time.
-    let mut children = vec![child(cli, "writer-A", writer(b'A'), &fds)];
+    let mut children = vec![cli.common.child("writer-A", writer(b'A'), &fds)];
     children[0].start()?;
     let a = children[0].pid().unwrap_or(0);
     let full = || kit::bytes_in_pipe(r.as_fd()) >= capacity;
@@ -373,7 +373,7 @@ fn two_writers(cli: &Cli, locked: bool) -> Result<usize> {
     if !ok {
         return stop(&mut children, format!("writer-A asleep in write(2), but it is {a_doing:?}"));
     }
-    children.push(child(cli, "writer-B", writer(b'B'), &fds));
+    children.push(cli.common.child("writer-B", writer(b'B'), &fds));
     children[1].start()?;
     let b = children[1].pid().unwrap_or(0);
     let b_call = if locked { "flock" } else { "write" };

@@ -14,7 +14,7 @@ use common::timeline::{self, Recording, Style};
 use py_multiprocessing::queue::Queue;
 use serde::{Deserialize, Serialize};
 
-use crate::{BOUNDED_MAXSIZE, CONSUMER_SLEEP_S, Cli, child, notes_ms, sleep_ms};
+use crate::{BOUNDED_MAXSIZE, CONSUMER_SLEEP_S, Cli, notes_ms, sleep_ms};
 
 pub static PRODUCER: Role = Role::of::<FastProducer>();
 pub static CONSUMER: Role = Role::of::<SlowConsumer>();
@@ -89,13 +89,13 @@ pub fn run(cli: &Cli) -> Result<()> {
     let guess =
         common::predict::ask(&cli.common, "waiting-puts", question, common::predict::Expect::Count);
     let recording = Recording::start()?;
-    let mut consumer = child(
-        cli,
+    let mut consumer = cli.common.child(
         "consumer-1",
         SlowConsumer { queue: q.clone(), items, sleep_ms: notes_ms(cli, CONSUMER_SLEEP_S) },
         &fds,
     );
-    let mut producer = child(cli, "producer-1", FastProducer { queue: q.clone(), items }, &fds);
+    let mut producer =
+        cli.common.child("producer-1", FastProducer { queue: q.clone(), items }, &fds);
     consumer.start()?;
     producer.start()?;
     let (ppid, cpid) = (producer.pid().unwrap_or(0), consumer.pid().unwrap_or(0));

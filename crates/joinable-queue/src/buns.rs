@@ -13,7 +13,7 @@ use py_multiprocessing::queue::{JoinableQueue, Queue, QueueError};
 use serde::{Deserialize, Serialize};
 
 use crate::{CONSUMER_SLEEP_S, Cli, JOINABLE_BUNS, PRODUCER_SLEEP_S, SENTINEL_BUNS};
-use crate::{child, notes_ms, sleep_ms};
+use crate::{notes_ms, sleep_ms};
 
 /// One bun: `'包子%s' % i`, and who made it (the notes' producers all make 包子0, 包子1, ...).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,14 +99,14 @@ pub fn sentinel(cli: &Cli) -> Result<()> {
     let mut producers: Vec<Process> = (1..=cli.producers)
         .map(|n| {
             let work = SentinelProducer { queue: q.clone(), buns, sleep_ms: produce_ms };
-            child(cli, format!("producer-{n}"), work, &fds)
+            cli.common.child(format!("producer-{n}"), work, &fds)
         })
         .collect();
     let mut consumers: Vec<Process> = (1..=cli.consumers)
         .map(|n| {
             let work =
                 SentinelConsumer { queue: q.clone(), eaten: eaten.clone(), sleep_ms: eat_ms };
-            child(cli, format!("consumer-{n}"), work, &fds)
+            cli.common.child(format!("consumer-{n}"), work, &fds)
         })
         .collect();
     for p in producers.iter_mut().chain(consumers.iter_mut()) {
@@ -248,14 +248,14 @@ pub fn joinable(cli: &Cli) -> Result<()> {
     let mut producers: Vec<Process> = (1..=cli.producers)
         .map(|n| {
             let work = JoinableProducer { queue: q.clone(), buns, sleep_ms: produce_ms };
-            child(cli, format!("producer-{n}"), work, &fds)
+            cli.common.child(format!("producer-{n}"), work, &fds)
         })
         .collect();
     let mut consumers = Vec::new();
     for n in 1..=cli.consumers {
         let die_mid_item = cli.kill_consumer && n == 1;
         let work = JoinableConsumer { queue: q.clone(), sleep_ms: eat_ms, die_mid_item };
-        let mut c = child(cli, format!("consumer-{n}"), work, &fds);
+        let mut c = cli.common.child(format!("consumer-{n}"), work, &fds);
         c.set_daemon(true)?; // c1.daemon = True: terminated when the main process exits
         consumers.push(c);
     }

@@ -151,7 +151,7 @@ struct Cli {
     timeline: bool,
 }
 
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. Queue(3): put, get, full, empty, put_nowait/get_nowait; what a queue is made of
     Basics,
@@ -196,12 +196,10 @@ fn main() -> ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> ExitCode {
-    let _ = Cli::parse();
-    eprintln!(
+    common::demo::linux_only::<Cli>(
         "joinable-queue: this demo needs Linux (memfd, robust mutexes and futexes behind \
-         py_multiprocessing::queue)"
-    );
-    ExitCode::from(1)
+         py_multiprocessing::queue)",
+    )
 }
 
 /// Runs the chosen part; a part that fails stops and reaps the children it left (see
@@ -213,37 +211,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[cfg(target_os = "linux")]
 fn run_parts(cli: Cli) -> anyhow::Result<()> {
-    use common::report;
-    match cli.cmd.clone() {
-        Some(Cmd::Basics) => basics::run(&cli),
-        Some(Cmd::Sentinel) => buns::sentinel(&cli),
-        Some(Cmd::Joinable) => buns::joinable(&cli),
-        Some(Cmd::Bounded) => bounded::run(&cli),
-        Some(Cmd::Stress { total, queue_size }) => stress::run(&cli, total, queue_size),
-        None => {
-            report::say(
-                "the tour: four parts, each also a subcommand (joinable-queue --help lists them)",
-            );
-            basics::run(&cli)?;
-            buns::sentinel(&cli)?;
-            buns::joinable(&cli)?;
-            bounded::run(&cli)
-        }
+    if let Some(Cmd::Stress { total, queue_size }) = cli.cmd {
+        return stress::run(&cli, total, queue_size);
     }
-}
-
-/// A child process running `value` (a type with a `run` method), started by the method the
-/// flags chose, with the descriptors of its queues passed through to a spawned child.
-#[cfg(target_os = "linux")]
-fn child<T: common::process::Run>(
-    cli: &Cli,
-    name: impl Into<String>,
-    value: T,
-    fds: &[i32],
-) -> common::process::Process {
-    common::process::Process::from_run(name, value)
-        .start_method(cli.common.start_method)
-        .pass_fds(fds)
+    common::demo::run_parts(
+        "joinable-queue",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::Basics, basics::run),
+            (Cmd::Sentinel, buns::sentinel),
+            (Cmd::Joinable, buns::joinable),
+            (Cmd::Bounded, bounded::run),
+        ],
+    )
 }
 
 /// The notes' `time.sleep(seconds)`, scaled by `--speed`, in milliseconds (sent to children).

@@ -13,7 +13,7 @@ use py_multiprocessing::queue::{Queue, QueueError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{Cli, child};
+use crate::Cli;
 
 pub static PRODUCER: Role = Role::of::<StressProducer>();
 pub static CONSUMER: Role = Role::of::<StressConsumer>();
@@ -107,11 +107,11 @@ pub fn run(cli: &Cli, total: usize, queue_size: usize) -> Result<()> {
             expected.xor ^= hash(p as u32, n);
         }
         let work = StressProducer { queue: q.clone(), producer: p as u32, count };
-        children.push(child(cli, format!("producer-{}", p + 1), work, &fds));
+        children.push(cli.common.child(format!("producer-{}", p + 1), work, &fds));
     }
     for c in 1..=cli.consumers {
         let work = StressConsumer { queue: q.clone(), results: results.clone(), producers };
-        children.push(child(cli, format!("consumer-{c}"), work, &fds));
+        children.push(cli.common.child(format!("consumer-{c}"), work, &fds));
     }
     for c in &mut children {
         c.start()?;

@@ -170,9 +170,9 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> std::process::ExitCode {
-    let _ = Cli::parse();
-    eprintln!("pool: this demo needs Linux (its pools' queues use memfd, robust mutexes, futexes)");
-    std::process::ExitCode::from(1)
+    common::demo::linux_only::<Cli>(
+        "pool: this demo needs Linux (its pools' queues use memfd, robust mutexes, futexes)",
+    )
 }
 
 /// A worker killed from elsewhere in the middle of a task turns that task's result into an

@@ -137,7 +137,7 @@ struct Cli {
     code: i32,
 }
 
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. pid and ppid: this program's, its children's, and its own parent's
     Pids,
@@ -189,31 +189,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
     cli.common.own_children("its children report this program's pid as their parent");
-    match cli.cmd.clone() {
-        Some(Cmd::Pids) => starts::pids(&cli),
-        Some(Cmd::TwoWays) => starts::two_ways(&cli),
-        Some(Cmd::StartJoin) => starts::start_join(&cli),
-        Some(Cmd::Examples { only }) => joins::examples(&cli, only),
-        Some(Cmd::Tasks) => joins::tasks(&cli),
-        Some(Cmd::Attributes) => ends::attributes(&cli),
-        Some(Cmd::Exits) => ends::exits(&cli),
-        Some(Cmd::SendMail) => joins::send_mail(&cli),
-        Some(Cmd::Order) => joins::order(&cli),
-        None => {
-            report::say(
-                "the tour: nine parts, each also a subcommand (process-basics --help lists them)",
-            );
-            starts::pids(&cli)?;
-            starts::two_ways(&cli)?;
-            starts::start_join(&cli)?;
-            joins::examples(&cli, None)?;
-            joins::tasks(&cli)?;
-            ends::attributes(&cli)?;
-            ends::exits(&cli)?;
-            joins::send_mail(&cli)?;
-            joins::order(&cli)
-        }
+    if let Some(Cmd::Examples { only: Some(only) }) = cli.cmd {
+        return joins::examples(&cli, Some(only));
     }
+    common::demo::run_parts(
+        "process-basics",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::Pids, starts::pids),
+            (Cmd::TwoWays, starts::two_ways),
+            (Cmd::StartJoin, starts::start_join),
+            (Cmd::Examples { only: None }, |cli: &Cli| joins::examples(cli, None)),
+            (Cmd::Tasks, joins::tasks),
+            (Cmd::Attributes, ends::attributes),
+            (Cmd::Exits, ends::exits),
+            (Cmd::SendMail, joins::send_mail),
+            (Cmd::Order, joins::order),
+        ],
+    )
 }
 
 /// A child process running `role` with `args`, started by the method the flags chose.

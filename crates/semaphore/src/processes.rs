@@ -102,11 +102,6 @@ impl<'de> Deserialize<'de> for Board {
     }
 }
 
-/// A child running `value`, started by the method the flags chose, with `fds` passed through.
-fn child<T: Run>(cli: &Cli, name: impl Into<String>, value: T, fds: &[i32]) -> Process {
-    Process::from_run(name, value).start_method(cli.common.start_method).pass_fds(fds)
-}
-
 fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
@@ -197,7 +192,7 @@ fn people_through(cli: &Cli) -> Result<()> {
         .map(|n| {
             let person =
                 Person { sem: sem.clone(), board: board.clone(), stay_ms: stay_ms(cli, &mut rng) };
-            child(cli, format!("person-{n}"), person, &fds)
+            cli.common.child(format!("person-{n}"), person, &fds)
         })
         .collect();
     for c in &mut children {
@@ -287,7 +282,7 @@ fn killed_holder_ours(cli: &Cli) -> Result<()> {
     let mut holders: Vec<Process> = (1..=places)
         .map(|n| {
             let h = Holder { sem: sem.clone(), board: board.clone(), home: home.clone() };
-            child(cli, format!("holder-{n}"), h, &fds)
+            cli.common.child(format!("holder-{n}"), h, &fds)
         })
         .collect();
     let mut late: Vec<Process> = Vec::new();
@@ -297,7 +292,7 @@ fn killed_holder_ours(cli: &Cli) -> Result<()> {
         }
         wait_count(&board.get().holding, places as u32, &mut holders, "its place")?;
         let late_comer = LateComer { sem: sem.clone(), board: board.clone(), home: home.clone() };
-        late.push(child(cli, "late-comer", late_comer, &fds));
+        late.push(cli.common.child("late-comer", late_comer, &fds));
         late[0].start()?;
         let late_pid = late[0].pid().unwrap_or(0);
         lost::wait_asleep_in_futex(&[late_pid], &mut late, STEP_DEADLINE)?;
@@ -397,7 +392,7 @@ fn killed_holder_posix(cli: &Cli) -> Result<usize> {
     let mut holders: Vec<Process> = (1..=places)
         .map(|n| {
             let h = PosixHolder { name: name.clone(), board: board.clone(), home: home.clone() };
-            child(cli, format!("holder-{n}"), h, &fds)
+            cli.common.child(format!("holder-{n}"), h, &fds)
         })
         .collect();
     let mut late: Vec<Process> = Vec::new();
@@ -411,7 +406,7 @@ fn killed_holder_posix(cli: &Cli) -> Result<usize> {
             board: board.clone(),
             give_up_ms: give_up.as_millis() as u64,
         };
-        late.push(child(cli, "late-comer", late_comer, &fds));
+        late.push(cli.common.child("late-comer", late_comer, &fds));
         late[0].start()?;
         let late_pid = late[0].pid().unwrap_or(0);
         wait_count(&board.get().opened, places as u32 + 1, &mut late, "its sem_open")?;

@@ -118,7 +118,7 @@ struct Cli {
     cost_items: usize,
 }
 
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. The same items through Queue, LifoQueue and PriorityQueue: three orders
     Orders,
@@ -147,20 +147,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.cmd.clone() {
-        Some(Cmd::Orders) => orders::run(&cli.common),
-        Some(Cmd::Blocking) => blocking::run(&cli),
-        Some(Cmd::Joinable) => joinable::run(&cli),
-        Some(Cmd::Shutdown) => shutdown::run(&cli),
-        Some(Cmd::Stress { items, maxsize }) => stress::run(&cli, items, maxsize),
-        None => {
-            common::report::say(
-                "the tour: four parts, each also a subcommand (thread-queue --help lists them)",
-            );
-            orders::run(&cli.common)?;
-            blocking::run(&cli)?;
-            joinable::run(&cli)?;
-            shutdown::run(&cli)
-        }
+    if let Some(Cmd::Stress { items, maxsize }) = cli.cmd {
+        return stress::run(&cli, items, maxsize);
     }
+    common::demo::run_parts(
+        "thread-queue",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::Orders, |cli: &Cli| orders::run(&cli.common)),
+            (Cmd::Blocking, blocking::run),
+            (Cmd::Joinable, joinable::run),
+            (Cmd::Shutdown, shutdown::run),
+        ],
+    )
 }

@@ -173,7 +173,7 @@ enum Window {
     Barrier,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
 enum Cmd {
     /// 1. Seed 001's Ex.1 (MainThread, LoopThread), then the threads as the OS sees them
     Names,
@@ -206,27 +206,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return race::stepped(&cli);
     }
-    match cli.cmd {
-        Some(Cmd::Names) => names::run(&cli),
-        Some(Cmd::TwoWays) => two_ways::run(&cli),
-        Some(Cmd::Shared) => shared::run(&cli),
-        Some(Cmd::Cost) => cost::run(&cli),
-        Some(Cmd::Daemon) => daemon::run(&cli),
-        Some(Cmd::Race) => race::run(&cli),
-        Some(Cmd::DeadHolder) => dead_holder::run(&cli),
-        None => {
-            report::say(
-                "the tour: seven parts, each also a subcommand (threads --help lists them)",
-            );
-            names::run(&cli)?;
-            two_ways::run(&cli)?;
-            shared::run(&cli)?;
-            cost::run(&cli)?;
-            daemon::run(&cli)?;
-            race::run(&cli)?;
-            dead_holder::run(&cli)
-        }
-    }
+    common::demo::run_parts(
+        "threads",
+        &cli,
+        cli.cmd,
+        &[
+            (Cmd::Names, names::run),
+            (Cmd::TwoWays, two_ways::run),
+            (Cmd::Shared, shared::run),
+            (Cmd::Cost, cost::run),
+            (Cmd::Daemon, daemon::run),
+            (Cmd::Race, race::run),
+            (Cmd::DeadHolder, dead_holder::run),
+        ],
+    )
 }
 
 /// Runs `body`; with `--timeline`, records every event meanwhile and draws one lane per

@@ -237,7 +237,7 @@ fn summarize(rows: &[Row]) -> ExitCode {
 mod imp {
     use std::fs::File;
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileExt};
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     use std::process::Command;
     use std::sync::atomic::{AtomicI32, Ordering};
@@ -371,27 +371,7 @@ mod imp {
 
     /// The nameless file the parts append their answers to (O_TMPFILE: Ctrl-C leaves nothing).
     fn answers_file() -> Result<File> {
-        let dir = std::env::temp_dir();
-        let tmpfile = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .custom_flags(libc::O_TMPFILE)
-            .mode(0o600)
-            .open(&dir);
-        if let Ok(file) = tmpfile {
-            return Ok(file);
-        }
-        // A filesystem without O_TMPFILE: a file of our own, unlinked at once.
-        let path = dir.join(format!("tour-answers-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        let _ = std::fs::remove_file(&path);
-        Ok(file)
+        common::timeline::nameless_file("tour-answers")
     }
 
     pub fn run(cli: &Cli, selected: &[(usize, Part)]) -> Result<ExitCode> {

@@ -11,16 +11,15 @@
 //! queue, so a slow consumer's backlog waits for it. ipc-channel has no `task_done`/`join`
 //! either: the JoinableQueue figure has no peer row.
 
-use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use common::process::Process;
 use py_multiprocessing::queue::Queue;
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 
 use super::target_the_fastest;
 use crate::measure::{Better, Outcome, Row, Settings, median};
-use crate::queue::{MESSAGES, many};
+use crate::queue::{self, MESSAGES, many};
 
 type Item = Option<(u32, u32)>;
 
@@ -60,33 +59,9 @@ fn ipc_many(producers: usize, consumers: usize, messages: usize) -> Result<f64> 
             Ok(())
         }));
     }
-    for child in &mut children {
-        child.start()?;
-    }
-    let began = Instant::now();
-    for _ in 0..producers {
-        gate.put(())?;
-    }
-    for producer in &mut children[consumers..] {
-        if producer.join()? != Some(0) {
-            bail!("{producer} failed");
-        }
-    }
-    for tx in &senders {
-        tx.send(None)?;
-    }
-    let mut received = 0;
-    for _ in 0..consumers {
-        received += done_rx.recv().context("a consumer's count")?;
-    }
-    let seconds = began.elapsed().as_secs_f64();
-    for consumer in &mut children[..consumers] {
-        consumer.join()?;
-    }
-    if received != (per * producers) as u64 {
-        bail!("{received} messages received of {}", per * producers);
-    }
-    Ok(seconds)
+    let end = || senders.iter().try_for_each(|tx| Ok(tx.send(None)?));
+    let count = || done_rx.recv().context("a consumer's count");
+    queue::timed(&mut children, consumers, &gate, (per * producers) as u64, end, count)
 }
 
 /// The shapes: label, producers, consumers.

@@ -96,6 +96,17 @@ impl CommonArgs {
         );
         std::thread::sleep(Duration::from_secs_f64(seconds));
     }
+
+    /// A child process running `value` (a type with a `run` method), started by the method
+    /// `--start-method` chose, with `fds` kept open for a spawned child or a fork server's.
+    pub fn child<T: crate::process::Run>(
+        &self,
+        name: impl Into<String>,
+        value: T,
+        fds: &[i32],
+    ) -> crate::process::Process {
+        crate::process::Process::from_run(name, value).start_method(self.start_method).pass_fds(fds)
+    }
 }
 
 impl CommonArgs {

@@ -118,6 +118,15 @@ pub fn main<C: DemoCli>(
     }
 }
 
+/// The `main` of a Linux-only demo built for another system: the flags are still read
+/// (`--help` works, bad usage exits 2), then it prints `needs` (what the demo needs) and
+/// exits 1.
+pub fn linux_only<C: Parser>(needs: &str) -> ExitCode {
+    let _ = C::parse();
+    eprintln!("{needs}");
+    ExitCode::from(1)
+}
+
 /// One part of a demo: its subcommand and the function that runs it.
 pub type Part<C, K> = (K, fn(&C) -> anyhow::Result<()>);
 

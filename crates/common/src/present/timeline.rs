@@ -48,6 +48,10 @@ use serde_json::{Value, json};
 
 use crate::report;
 
+/// The nameless temporary file the timeline records to (also the tour's answers file).
+#[cfg(unix)]
+pub use imp::nameless_file;
+
 /// Columns of the time axis when a [`Style`] does not say otherwise.
 pub const DEFAULT_WIDTH: usize = 60;
 
@@ -484,32 +488,32 @@ mod imp {
     /// A temporary file with no name, open for reading and appending, that children inherit
     /// across `fork` and `exec`.
     pub fn open_anonymous() -> Result<File> {
-        let dir = std::env::temp_dir();
-        let file = match open_tmpfile(&dir)? {
-            Some(file) => file,
-            None => {
-                // No O_TMPFILE here: a unique name, removed at once (the open descriptor keeps
-                // the file alive until the last process holding it closes it).
-                let path = dir.join(format!(
-                    "concurrency-demos-timeline-{}-{}",
-                    std::process::id(),
-                    crate::report::monotonic_ns()
-                ));
-                let file = OpenOptions::new()
-                    .read(true)
-                    .append(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("removing {}", path.display()))?;
-                file
-            }
-        };
+        let file = nameless_file("concurrency-demos-timeline")?;
         // Rust opens every file close-on-exec; a spawned child must keep this one across exec.
         fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()))
             .context("fcntl(F_SETFD) on the timeline file")?;
+        Ok(file)
+    }
+
+    /// A file with no name in the temporary folder, open for reading and appending, that
+    /// nothing else can open and that nothing leaves behind, even at Ctrl-C: `O_TMPFILE`, or
+    /// where the file system has none, `<prefix>-<pid>-<ns>` removed at once (the open
+    /// descriptor keeps the file alive until the last process holding it closes it).
+    pub fn nameless_file(prefix: &str) -> Result<File> {
+        let dir = std::env::temp_dir();
+        if let Some(file) = open_tmpfile(&dir)? {
+            return Ok(file);
+        }
+        let path =
+            dir.join(format!("{prefix}-{}-{}", std::process::id(), crate::report::monotonic_ns()));
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         Ok(file)
     }
 
@@ -533,7 +537,7 @@ mod imp {
                 Ok(None)
             }
             Err(e) => {
-                Err(e).with_context(|| format!("creating a timeline file in {}", dir.display()))
+                Err(e).with_context(|| format!("creating a nameless file in {}", dir.display()))
             }
         }
     }

@@ -21,19 +21,30 @@
 //! Every child this module starts is recorded in one registry, so that the signal watcher
 //! ([`crate::signals`]) and the end of `main` can stop and reap all of them: no demo leaves a
 //! zombie or an orphan behind.
+//!
+//! Beside this file: the registry of started children (`registry.rs`), the `__main__` guard
+//! that runs a spawned child's role (`dispatch.rs`), and reaping and stopping (`reap.rs`).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::dispatch::registered_role;
+use super::reap;
+use super::registry::IS_DAEMONIC;
 use crate::report;
+
+pub use super::dispatch::dispatch;
+pub use super::reap::{
+    Ended, end_main_code, finish_main, reap_unknown_ended_children, stop_all_children,
+    wait_until_ended,
+};
+pub use super::registry::{close_in_forked_children, live_children};
 
 /// How a child process is created. Python's defaults differ by platform and version: `fork` on
 /// Linux up to 3.13, `forkserver` on Linux from 3.14, `spawn` on macOS (3.8+) and Windows.
@@ -339,7 +350,7 @@ impl Process {
     pub fn join(&mut self) -> Result<Option<i32>> {
         let pid = self.started_pid("join")?;
         if self.state == State::Started {
-            self.record(imp::wait(pid, None));
+            self.record(reap::wait(pid, None));
         }
         Ok(self.exitcode)
     }
@@ -349,7 +360,7 @@ impl Process {
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<i32>> {
         let pid = self.started_pid("join")?;
         if self.state == State::Started {
-            self.record(imp::wait(pid, Some(timeout)));
+            self.record(reap::wait(pid, Some(timeout)));
         }
         Ok(self.exitcode)
     }
@@ -358,7 +369,7 @@ impl Process {
     pub fn is_alive(&mut self) -> bool {
         match (self.state, self.pid) {
             (State::Started, Some(pid)) => {
-                self.record(imp::wait(pid, Some(Duration::ZERO)));
+                self.record(reap::wait(pid, Some(Duration::ZERO)));
                 self.state == State::Started
             }
             _ => false,
@@ -367,19 +378,19 @@ impl Process {
 
     /// Sends SIGTERM (Python's `terminate`). It does not wait: `join` afterwards.
     pub fn terminate(&self) -> Result<()> {
-        self.signal(imp::SIGTERM)
+        self.signal(SIGTERM)
     }
 
     /// Sends SIGKILL (Python's `kill`). It does not wait: `join` afterwards.
     pub fn kill(&self) -> Result<()> {
-        self.signal(imp::SIGKILL)
+        self.signal(SIGKILL)
     }
 
     /// Sends any signal to the child (SIGSTOP, SIGCONT, ...), if it has not been reaped.
     pub fn signal(&self, signo: i32) -> Result<()> {
         let pid = self.started_pid("signal")?;
         if self.state == State::Started {
-            imp::send(pid, signo)?;
+            send(pid, signo)?;
         }
         Ok(())
     }
@@ -404,249 +415,46 @@ pub fn default_start_method() -> StartMethod {
     if cfg!(unix) { StartMethod::Fork } else { StartMethod::Spawn }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The registry of started children, shared by `Process`, the end of `main` and the signal
-// watcher.
-
-#[derive(Debug, Clone)]
-struct ChildEntry {
-    name: String,
-    daemon: bool,
-    /// A fork server's child: the read end of the pipe where the server writes its exit code
-    /// (it is not this process's child, so `waitpid` cannot see it). `None` for a child of
-    /// ours, and once the server has died (its children are then reparented to us).
-    #[cfg(unix)]
-    status: Option<Arc<std::os::fd::OwnedFd>>,
-}
-
-#[derive(Default)]
-struct Registry {
-    children: HashMap<i32, ChildEntry>,
-    /// Exit codes of children that someone else (the watcher) reaped before their owner asked.
-    reaped: HashMap<i32, Option<i32>>,
-    shutting_down: bool,
-}
-
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
-static IS_DAEMONIC: AtomicBool = AtomicBool::new(false);
-static ROLES: Mutex<Vec<&'static Role>> = Mutex::new(Vec::new());
-
-fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
-    let mut guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.get_or_insert_with(Registry::default))
-}
-
-fn registered_role(name: &str) -> Option<&'static Role> {
-    ROLES.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().find(|r| r.name == name)
-}
-
 /// Names the calling process: the name `ps -o comm` shows (at most 15 bytes on Linux) and the
 /// one its printed lines carry. For a child forked directly, without [`Process`].
 pub fn name_this_process(name: &str) {
-    imp::name_this_process(name);
+    name_in_kernel(name);
     report::set_who(name);
 }
 
-/// Reaps every child that has already ended and that [`Process`] does not know (a child a
-/// demo forked itself, an orphan adopted by this subreaper): called last at Ctrl-C, so that
-/// none is left behind as a zombie.
-pub fn reap_unknown_ended_children() {
-    #[cfg(unix)]
+/// Sets the name `ps -o comm` and `top` show (at most 15 bytes on Linux).
+pub(super) fn name_in_kernel(name: &str) {
+    #[cfg(target_os = "linux")]
     {
-        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-        let any = nix::unistd::Pid::from_raw(-1);
-        while let Ok(status) = waitpid(any, Some(WaitPidFlag::WNOHANG)) {
-            if status == WaitStatus::StillAlive {
-                break;
-            }
+        let mut bytes: Vec<u8> = name.bytes().filter(|b| *b != 0).take(15).collect();
+        bytes.push(0);
+        // Safety: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which
+        // `bytes` is, and does not keep the pointer.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, bytes.as_ptr());
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
 }
 
-/// Pids and names of the children started through [`Process`] that have not been reaped.
-pub fn live_children() -> Vec<(i32, String)> {
-    with_registry(|r| {
-        let mut v: Vec<_> = r.children.iter().map(|(p, c)| (*p, c.name.clone())).collect();
-        v.sort();
-        v
-    })
-}
-
-/// Descriptors that a thread of this process owns and that a forked child, which has no such
-/// thread, closes first thing (the signal watcher's signalfd): lock-free, so it is safe to read
-/// after `fork`.
-static CLOSE_AFTER_FORK: [AtomicI32; 4] = [const { AtomicI32::new(-1) }; 4];
-
-/// Asks every child forked from now on to close `fd` before it runs its target (the signal
-/// watcher registers its signalfd here). Returns false if the (small) table is full.
-pub fn close_in_forked_children(fd: i32) -> bool {
-    CLOSE_AFTER_FORK
-        .iter()
-        .any(|slot| slot.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst).is_ok())
-}
-
-/// Blocks until child `pid` has ended, *without reaping it*: its owner reaps it afterwards with
-/// [`Process::join`], which then returns at once with the status. For a child of ours this is
-/// `waitid` with `WNOWAIT`; for a fork server's child, a `poll` on its status pipe (the server
-/// has written the code, which `join` then reads). Returns at once for a pid that is neither
-/// (already reaped by the signal watcher, at Ctrl-C).
-pub fn wait_until_ended(pid: i32) {
-    imp::wait_until_ended(pid)
-}
-
-/// The argument that marks a spawned child: `<demo> __role=<role> <name>`.
-const ROLE_ARG_PREFIX: &str = "__role=";
-/// Environment variable carrying a spawned child's arguments (JSON) and flags.
-const ENV_ARGS: &str = "CONCURRENCY_DEMOS_ARGS";
-const ENV_DAEMONIC: &str = "CONCURRENCY_DEMOS_DAEMONIC";
-
-/// The `if __name__ == '__main__':` guard. Called first in every demo's `main` with the roles
-/// the demo's children can run: in a spawned child it runs the requested role and exits (never
-/// returning); in the program a user started it returns at once and `main` goes on.
-pub fn dispatch(roles: &[&'static Role]) {
-    ROLES.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(roles);
-    let mut args = std::env::args().skip(1);
-    let Some(role_name) =
-        args.next().and_then(|a| a.strip_prefix(ROLE_ARG_PREFIX).map(String::from))
-    else {
-        return;
-    };
-    let name = args.next().unwrap_or_else(|| role_name.clone());
-    report::init_from_env(&std::env::var(report::ENV_REPORT).unwrap_or_default(), &name);
-    #[cfg(unix)]
-    if role_name == crate::forkserver::ROLE {
-        imp::name_this_process(&name);
-        crate::forkserver::serve(run_forkserver_child);
-    }
-    IS_DAEMONIC.store(std::env::var_os(ENV_DAEMONIC).is_some(), Ordering::Relaxed);
-    imp::name_this_process(&name);
-    let code = match registered_role(&role_name) {
-        Some(role) => {
-            let args = std::env::var(ENV_ARGS)
-                .ok()
-                .and_then(|a| serde_json::from_str(&a).ok())
-                .unwrap_or(Value::Null);
-            child_exit_code(catch_run(|| (role.run)(args)))
-        }
-        None => {
-            report::write_stderr(&format!(
-                "{name}: this program has no role {role_name:?} (known: {})",
-                roles.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
-            ));
-            2
-        }
-    };
-    std::process::exit(code);
-}
-
-/// The body of a fork server's child: like a spawned child's, from the request's fields.
-#[cfg(unix)]
-fn run_forkserver_child(role: String, name: String, args: Value, daemon: bool, env: String) -> ! {
-    report::init_from_env(&env, &name);
-    IS_DAEMONIC.store(daemon, Ordering::Relaxed);
-    imp::name_this_process(&name);
-    let code = match registered_role(&role) {
-        Some(role) => child_exit_code(catch_run(|| (role.run)(args))),
-        None => {
-            report::write_stderr(&format!("{name}: this program has no role {role:?}"));
-            2
-        }
-    };
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    // Safety: _exit ends this copy of the fork server at once, running none of its destructors.
-    unsafe { libc::_exit(code) }
-}
-
-/// Runs a child's target, turning a panic into an error so the child still exits cleanly.
-fn catch_run(f: impl FnOnce() -> Result<()>) -> Result<()> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(_) => bail!("the child panicked"),
-    }
-}
-
-/// 0 on success; the chosen code for [`ExitWith`]; 1 for any other error (Python's exit code
-/// for an uncaught exception), after printing it.
-fn child_exit_code(result: Result<()>) -> i32 {
-    match result {
-        Ok(()) => 0,
-        Err(e) => match e.downcast_ref::<ExitWith>() {
-            Some(ExitWith(code)) => *code,
-            None => {
-                report::write_stderr(&format!("{}: error: {e:#}", report::who()));
-                1
-            }
-        },
-    }
-}
-
-/// The end of the main code, as Python does it at interpreter exit: daemonic children are
-/// terminated, then every other child is waited for ("主进程会等待所有的子进程结束").
-pub fn finish_main() {
-    end_main_code();
-    #[cfg(unix)]
-    crate::forkserver::stop();
-}
-
-/// How one child ended at the end of the main code (see [`end_main_code`]).
-#[derive(Debug, Clone, Serialize)]
-pub struct Ended {
-    pub pid: i32,
-    pub name: String,
-    pub daemon: bool,
-    /// As [`Process::exitcode`]: `-15` for a daemonic child ended by SIGTERM.
-    pub exitcode: Option<i32>,
-    /// When it was reaped, in milliseconds since the demo started ([`report::elapsed_ms`]).
-    pub at_ms: u64,
-}
-
-/// What [`finish_main`] does, returning how each child ended, for a demo that shows it:
-/// daemonic children are sent SIGTERM and reaped first (so none lingers as a zombie while the
-/// others are waited for), then every other child is waited for, however long it takes.
-pub fn end_main_code() -> Vec<Ended> {
-    let mut children: Vec<(i32, ChildEntry)> =
-        with_registry(|r| r.children.iter().map(|(p, c)| (*p, c.clone())).collect());
-    children.sort_by_key(|(pid, child)| (!child.daemon, *pid));
-    for (pid, child) in &children {
-        if child.daemon {
-            let _ = imp::send(*pid, imp::SIGTERM);
-        }
-    }
-    children
-        .into_iter()
-        .map(|(pid, child)| {
-            let exitcode = imp::wait(pid, None).flatten();
-            Ended {
-                pid,
-                name: child.name,
-                daemon: child.daemon,
-                exitcode,
-                at_ms: report::elapsed_ms(),
-            }
-        })
-        .collect()
-}
-
-/// Stops every child: SIGTERM, up to `grace` to end, then SIGKILL; then reaps all of them, and
-/// on Linux also any orphaned descendant reparented to this process. Used by the signal
-/// watcher; afterwards no new child can start.
-pub fn stop_all_children(grace: Duration) {
-    let pids: Vec<i32> = with_registry(|r| {
-        r.shutting_down = true;
-        r.children.keys().copied().collect()
-    });
-    imp::stop_and_reap(&pids, grace);
-}
+/// Signals, and the start methods, where the OS has them.
+pub(super) use imp::{SIGKILL, SIGTERM, send};
 
 #[cfg(unix)]
 mod imp {
     use super::*;
     use nix::errno::Errno;
     use nix::sys::signal::{SigSet, Signal, kill};
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
     use std::os::unix::process::CommandExt;
+
+    use super::super::dispatch::{
+        ENV_ARGS, ENV_DAEMONIC, ROLE_ARG_PREFIX, catch_run, child_exit_code,
+    };
+    use super::super::registry::{
+        CLOSE_AFTER_FORK, forget_the_parents_children, lock_for_a_birth, record_birth,
+    };
 
     pub const SIGTERM: i32 = libc::SIGTERM;
     pub const SIGKILL: i32 = libc::SIGKILL;
@@ -659,39 +467,6 @@ mod imp {
         }
     }
 
-    /// The registry, locked while a child is born: the signal watcher cannot miss a child being
-    /// born, and after shutdown began no new child starts (this thread then waits for the
-    /// watcher to end the process). Unflushed output is written first: a forked child would
-    /// print it a second time (the fix that `fork-vs-spawn` shows).
-    fn lock_for_a_birth() -> Births {
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        let mut guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.get_or_insert_with(Registry::default).shutting_down {
-            drop(guard);
-            loop {
-                std::thread::park();
-            }
-        }
-        guard
-    }
-
-    /// Records the newborn `pid` and unlocks the registry.
-    fn record_birth(
-        mut births: Births,
-        pid: i32,
-        p: &Process,
-        status: Option<std::os::fd::OwnedFd>,
-    ) -> i32 {
-        let entry =
-            ChildEntry { name: p.name.clone(), daemon: p.daemon, status: status.map(Arc::new) };
-        births.get_or_insert_with(Registry::default).children.insert(pid, entry);
-        pid
-    }
-
-    type Births = std::sync::MutexGuard<'static, Option<Registry>>;
-
     /// **fork**: the child is a copy of this process (its memory, its open files) and runs the
     /// target at once, from the line after `fork()`, then leaves with `_exit`.
     pub fn start_fork(p: &Process, target: Target) -> Result<i32> {
@@ -702,7 +477,9 @@ mod imp {
         // write(2) and atomics; the registry lock is held by this very thread, so the child can
         // release it. The child never returns: it leaves with _exit.
         match unsafe { fork() }.context("fork()")? {
-            ForkResult::Parent { child } => Ok(record_birth(births, child.as_raw(), p, None)),
+            ForkResult::Parent { child } => {
+                Ok(record_birth(births, child.as_raw(), &p.name, p.daemon, None))
+            }
             ForkResult::Child => {
                 // In the child, between fork() and _exit: forget the parent's children, undo
                 // what belonged to the parent's other threads, take the child's name, run.
@@ -716,14 +493,6 @@ mod imp {
                 unsafe { libc::_exit(code) }
             }
         }
-    }
-
-    /// In a forked child: the registry copied from the parent lists the parent's children,
-    /// which are not this child's; empty it and unlock it.
-    fn forget_the_parents_children(mut births: Births) {
-        let registry = births.get_or_insert_with(Registry::default);
-        registry.children.clear();
-        registry.reaped.clear();
     }
 
     /// In a forked child, before it runs its target: the state of the parent's other threads
@@ -748,8 +517,7 @@ mod imp {
             set_parent_death_signal(parent);
         }
         IS_DAEMONIC.store(daemon, Ordering::Relaxed);
-        name_this_process(name);
-        report::set_who(name);
+        super::name_this_process(name);
     }
 
     /// **spawn**: this program is executed again (`fork` + `exec`, by `Command::spawn`) with a
@@ -798,7 +566,7 @@ mod imp {
         }
         let births = lock_for_a_birth();
         let child = command.spawn().with_context(|| format!("spawning {}", exe.display()))?;
-        Ok(record_birth(births, child.id() as i32, p, None))
+        Ok(record_birth(births, child.id() as i32, &p.name, p.daemon, None))
     }
 
     /// **forkserver**: one request to the fork server (started once, single-threaded): it
@@ -823,7 +591,7 @@ mod imp {
         };
         let births = lock_for_a_birth();
         let (pid, status) = crate::forkserver::start_child(&request)?;
-        Ok(record_birth(births, pid, p, Some(status)))
+        Ok(record_birth(births, pid, &p.name, p.daemon, Some(status)))
     }
 
     /// Asks the kernel to SIGKILL this process when its parent dies, then checks the parent did
@@ -843,243 +611,6 @@ mod imp {
         #[cfg(not(target_os = "linux"))]
         let _ = parent;
     }
-
-    /// Sets the name `ps -o comm` and `top` show (at most 15 bytes on Linux).
-    pub fn name_this_process(name: &str) {
-        #[cfg(target_os = "linux")]
-        {
-            let mut bytes: Vec<u8> = name.bytes().filter(|b| *b != 0).take(15).collect();
-            bytes.push(0);
-            // Safety: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which
-            // `bytes` is, and does not keep the pointer.
-            unsafe {
-                libc::prctl(libc::PR_SET_NAME, bytes.as_ptr());
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = name;
-    }
-
-    /// Waits for `pid`: forever (`None`), not at all (`Some(ZERO)`), or up to a timeout.
-    /// Returns `Some(exitcode)` once it is reaped (`Some(None)` if its status was lost because
-    /// the kernel reaped it, SIGCHLD being ignored), `None` if it is still running.
-    pub fn wait(pid: i32, timeout: Option<Duration>) -> Option<Option<i32>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        // A fork server's child: its exit code comes through its status pipe.
-        while let Some(pipe) =
-            with_registry(|r| r.children.get(&pid).and_then(|c| c.status.clone()))
-        {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if !crate::forkserver::poll_status(&pipe, left) {
-                return None;
-            }
-            // Read under the registry lock, so that of two waiters exactly one takes the code
-            // and the other finds the child gone from the registry.
-            let mut server_gone = false;
-            let code = with_registry(|r| {
-                if !r.children.contains_key(&pid) {
-                    return None;
-                }
-                match crate::forkserver::read_status(&pipe) {
-                    crate::forkserver::Status::Code(code) => {
-                        r.children.remove(&pid);
-                        Some(code)
-                    }
-                    crate::forkserver::Status::ServerGone => {
-                        // Its children are reparented to us (a subreaper): wait as for ours.
-                        if let Some(child) = r.children.get_mut(&pid) {
-                            child.status = None;
-                        }
-                        server_gone = true;
-                        None
-                    }
-                    crate::forkserver::Status::NotYet => None,
-                }
-            });
-            if server_gone {
-                crate::forkserver::server_died();
-            }
-            if let Some(code) = code {
-                return Some(Some(code));
-            }
-        }
-        let mut pause = Duration::from_micros(200);
-        loop {
-            let flags = if timeout.is_some() { Some(WaitPidFlag::WNOHANG) } else { None };
-            match waitpid(Pid::from_raw(pid), flags) {
-                Ok(WaitStatus::Exited(_, code)) => return Some(forget(pid, Some(code))),
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    return Some(forget(pid, Some(-(signal as i32))));
-                }
-                Ok(WaitStatus::StillAlive) => {}
-                Ok(_) => {} // stopped or continued: still alive
-                Err(Errno::EINTR) => continue,
-                Err(_) => {
-                    // ECHILD: reaped elsewhere (the watcher, or the kernel with SIGCHLD ignored).
-                    let code = with_registry(|r| {
-                        r.children.remove(&pid);
-                        r.reaped.remove(&pid).flatten()
-                    });
-                    return Some(code);
-                }
-            }
-            match deadline {
-                Some(deadline) if Instant::now() >= deadline => return None,
-                Some(_) => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(10));
-                }
-                None => {}
-            }
-        }
-    }
-
-    fn forget(pid: i32, code: Option<i32>) -> Option<i32> {
-        with_registry(|r| {
-            r.children.remove(&pid);
-        });
-        code
-    }
-
-    pub fn wait_until_ended(pid: i32) {
-        let pipe = with_registry(|r| r.children.get(&pid).and_then(|c| c.status.clone()));
-        if let Some(pipe) = pipe {
-            crate::forkserver::poll_status(&pipe, None);
-            if crate::forkserver::status_waiting(&pipe) {
-                return;
-            }
-            // End of file without a code: the server died, and the child is ours now (or gone).
-        }
-        loop {
-            // Safety: waitid fills the zeroed siginfo_t we give it; WNOWAIT leaves the child a
-            // zombie, so its pid cannot be reused before its owner reaps it.
-            let rc = unsafe {
-                let mut info: libc::siginfo_t = std::mem::zeroed();
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            };
-            if rc == 0 || Errno::last() != Errno::EINTR {
-                return;
-            }
-        }
-    }
-
-    /// Whether `pid` is a child of this process (ended or not), without reaping it.
-    fn is_our_child(pid: i32) -> bool {
-        // Safety: waitid fills the zeroed siginfo_t; WNOHANG | WNOWAIT neither blocks nor reaps.
-        unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
-            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) == 0
-        }
-    }
-
-    /// Reads, without blocking, the exit codes the fork server has sent for its children in
-    /// the registry; a child whose server died is treated as ours from then on, and forgotten
-    /// if it is not (it was not reparented to us).
-    fn collect_server_statuses() {
-        with_registry(|r| {
-            let watched: Vec<(i32, Arc<std::os::fd::OwnedFd>)> = r
-                .children
-                .iter()
-                .filter_map(|(pid, c)| c.status.clone().map(|s| (*pid, s)))
-                .collect();
-            for (pid, pipe) in watched {
-                match crate::forkserver::read_status(&pipe) {
-                    crate::forkserver::Status::Code(code) => {
-                        r.children.remove(&pid);
-                        r.reaped.insert(pid, Some(code));
-                    }
-                    crate::forkserver::Status::ServerGone => {
-                        if is_our_child(pid) {
-                            if let Some(child) = r.children.get_mut(&pid) {
-                                child.status = None;
-                            }
-                        } else if kill(Pid::from_raw(pid), None).is_err() {
-                            r.children.remove(&pid);
-                            r.reaped.insert(pid, None);
-                        }
-                    }
-                    crate::forkserver::Status::NotYet => {}
-                }
-            }
-        });
-    }
-
-    pub fn stop_and_reap(pids: &[i32], grace: Duration) {
-        stop_and_reap_children(pids, grace);
-        // Last, once it has reported every child of its own: the fork server.
-        crate::forkserver::stop();
-    }
-
-    fn stop_and_reap_children(pids: &[i32], grace: Duration) {
-        let me = getpid().as_raw();
-        // The fork server is not stopped with the others: it must live to report its children.
-        let server = crate::forkserver::server_pid();
-        let children_of_me = || {
-            let mut v = crate::ps::children_of(me);
-            v.retain(|pid| Some(*pid) != server);
-            v
-        };
-        let mut targets: Vec<i32> = pids.to_vec();
-        targets.extend(children_of_me());
-        targets.sort_unstable();
-        targets.dedup();
-        for pid in &targets {
-            let _ = send(*pid, SIGTERM);
-        }
-        let deadline = Instant::now() + grace;
-        loop {
-            // Reap whatever has ended: our children and any orphan reparented to us.
-            loop {
-                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) => break,
-                    Ok(status) => {
-                        if let Some(pid) = status.pid() {
-                            let code = match status {
-                                WaitStatus::Exited(_, c) => Some(c),
-                                WaitStatus::Signaled(_, s, _) => Some(-(s as i32)),
-                                _ => None,
-                            };
-                            with_registry(|r| {
-                                r.children.remove(&pid.as_raw());
-                                r.reaped.insert(pid.as_raw(), code);
-                            });
-                        }
-                    }
-                    Err(Errno::EINTR) => continue,
-                    Err(_) => return, // ECHILD: no child left at all
-                }
-            }
-            collect_server_statuses();
-            let left = children_of_me();
-            if left.is_empty() && with_registry(|r| r.children.is_empty()) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                for pid in left
-                    .iter()
-                    .copied()
-                    .chain(with_registry(|r| r.children.keys().copied().collect::<Vec<_>>()))
-                {
-                    let _ = send(pid, SIGKILL);
-                }
-            } else {
-                // New orphans may have been reparented to us since the first round.
-                for pid in &left {
-                    if !targets.contains(pid) {
-                        let _ = send(*pid, SIGTERM);
-                        targets.push(*pid);
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
 }
 
 #[cfg(not(unix))]
@@ -1095,12 +626,6 @@ mod imp {
     }
     pub use start_fork as start_spawn;
     pub use start_fork as start_forkserver;
-    pub fn name_this_process(_name: &str) {}
-    pub fn wait(_pid: i32, _timeout: Option<Duration>) -> Option<Option<i32>> {
-        Some(None)
-    }
-    pub fn stop_and_reap(_pids: &[i32], _grace: Duration) {}
-    pub fn wait_until_ended(_pid: i32) {}
 }
 
 #[cfg(test)]
