@@ -457,6 +457,9 @@ pub fn census(s: &Setup, lock: bool, seed: u64, sample: usize) -> Result<()> {
         }
     }
     let took = began.elapsed();
+    // The replays leave db.json as the last one left it: put the count back, so that a census
+    // leaves the --db it was given as it found it and a second census counts the same tickets.
+    s.prepare()?;
     let each_ms = took.as_secs_f64() * 1e3 / replayed.max(1) as f64;
     let which = if replay_all {
         format!("all {replayed}")
