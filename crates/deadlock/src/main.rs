@@ -194,11 +194,8 @@ fn main() -> std::process::ExitCode {
 #[cfg(target_os = "linux")]
 fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.step || cli.schedule.is_some() {
-        if !matches!(cli.cmd, Some(Cmd::Classic)) {
-            return Err(common::demo::bad_input(
-                "--step and --schedule choose the steps of part 1: try `deadlock classic --step`",
-            ));
-        }
+        let classic = matches!(cli.cmd, Some(Cmd::Classic));
+        common::stepper::only_in(classic, "part 1", "deadlock classic --step")?;
         return classic::stepped(&cli);
     }
     common::demo::run_parts(

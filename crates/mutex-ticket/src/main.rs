@@ -286,10 +286,8 @@ fn run_parts(mut cli: Cli) -> Result<()> {
         ));
     }
     let stepping = args.step || args.schedule.is_some();
-    if stepping && !matches!(cmd, Cmd::Run) {
-        return Err(bad_input(
-            "--step and --schedule choose the steps of `run`: try `mutex-ticket run --step`",
-        ));
+    if stepping {
+        common::stepper::only_in(matches!(cmd, Cmd::Run), "`run`", "mutex-ticket run --step")?;
     }
     let chosen = stepping || matches!(cmd, Cmd::Census { .. });
     let buyers = args.buyers.unwrap_or(if chosen { 2 } else { DEFAULT_BUYERS });

@@ -199,11 +199,8 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.step || cli.schedule.is_some() {
-        if !matches!(cli.cmd, Some(Cmd::Race)) {
-            return Err(common::demo::bad_input(
-                "--step and --schedule choose the steps of part 6: try `threads race --step`",
-            ));
-        }
+        let race = matches!(cli.cmd, Some(Cmd::Race));
+        common::stepper::only_in(race, "part 6", "threads race --step")?;
         return race::stepped(&cli);
     }
     common::demo::run_parts(

@@ -192,6 +192,18 @@ pub fn join(dir: &Path, slot: usize) -> Result<()> {
     Ok(())
 }
 
+/// `--step` and `--schedule` choose the steps of one part of a demo (`which`); asked for with
+/// another part, or with none, the demo refuses before anything starts (exit 2) and names the
+/// command that works (`example`).
+pub fn only_in(part_chosen: bool, which: &str, example: &str) -> Result<()> {
+    if part_chosen {
+        return Ok(());
+    }
+    Err(crate::demo::bad_input(format!(
+        "--step and --schedule choose the steps of {which}: try `{example}`"
+    )))
+}
+
 fn grant_path(dir: &Path, slot: usize) -> PathBuf {
     dir.join(format!("grant.{slot}"))
 }
