@@ -76,12 +76,10 @@ const SWITCH_STEPS: usize = 20_000;
 /// A synchronous call's countdown in part 1.
 const COUNTDOWN: u64 = 20_000_000;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// coroutine: concurrency on one thread (单线程下实现并发) — sync and async calls, callbacks and
 /// who runs them, coroutines as switch + saved state, executors, three ways to a coroutine.
 #[derive(Debug, Parser)]
-#[command(name = "coroutine", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

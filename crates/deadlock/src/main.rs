@@ -122,12 +122,10 @@ const MEALS: usize = 20;
 /// `EAT_US` each already take tens of seconds.
 const MAX_MEALS: usize = 1000;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// deadlock: 死锁现象与递归锁 — deadlocks on purpose that never hang: found by a detector, shown
 /// in /proc, ended by a kill; the recursive lock; dining philosophers; file-lock deadlocks.
 #[derive(Debug, Parser)]
-#[command(name = "deadlock", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

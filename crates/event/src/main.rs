@@ -68,14 +68,7 @@ use common::cli::{CommonArgs, count_in, number_in};
 mod light;
 #[cfg(target_os = "linux")]
 mod processes;
-/// Part 3 elsewhere: it says what it needs.
-#[cfg(not(target_os = "linux"))]
-mod processes {
-    pub static ROLES: [&common::process::Role; 0] = [];
-    pub fn run(_cli: &super::Cli) -> anyhow::Result<()> {
-        anyhow::bail!("the processes part needs Linux (memfd, futexes, /proc)")
-    }
-}
+common::linux_only_part!(processes, "memfd, futexes, /proc");
 mod retry;
 
 /// Cars at the traffic light, and the most a run may have.
@@ -95,12 +88,10 @@ const ARRIVALS_S: f64 = 10.0;
 const ATTEMPT_S: f64 = 0.5;
 const SERVER_DELAY_S: f64 = 3.0;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// event: Event (事件) for threads and processes: set() wakes every waiter, clear() makes them
 /// wait again, wait(timeout) returns False when the time runs out first.
 #[derive(Debug, Parser)]
-#[command(name = "event", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

@@ -104,12 +104,10 @@ const SWITCH_INTERVAL_MS: f64 = 5.0;
 /// Part 3: round trips per case (the 99th percentile of 100 is the second slowest).
 const ROUND_TRIPS: usize = 100;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// gil: the GIL (全局解释器锁) — the notes' countdown measured honestly, a simulated GIL that
 /// reproduces CPython's numbers, the convoy effect, concurrency vs parallelism, GIL vs a lock.
 #[derive(Debug, Parser)]
-#[command(name = "gil", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

@@ -89,8 +89,6 @@ use common::cli::{CommonArgs, count_in};
 
 use crate::model::Model;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// Connections one server accepts at once (`--max-connections`), by default and at most.
 const MAX_CONNECTIONS: usize = 512;
 const MAX_CONNECTIONS_CAP: usize = 10_000;
@@ -117,7 +115,7 @@ const _: () = {
 /// io-models: 网络IO模型 — an echo server in every IO model (blocking, threads, fork,
 /// nonblocking, select, poll, epoll, signal, async, io_uring), a load client, the two phases.
 #[derive(Debug, Parser)]
-#[command(name = "io-models", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

@@ -343,7 +343,7 @@ pub fn run_counter(
     meet_every: usize,
     show_map: bool,
 ) -> Result<Outcome> {
-    let processes = cli.processes as usize;
+    let processes = cli.processes;
     stores.reset(way)?;
     let (results_r, results_w) = kit::pipe()?;
     let (meetings, meeting_fds) = Meeting::group(processes)?;

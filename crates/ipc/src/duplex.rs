@@ -109,7 +109,7 @@ pub fn run(cli: &Cli) -> Result<()> {
              other (a pipe is one object with two ends: one inode, see part 1)",
             raw(&parent_end),
             raw(&child_end));
-    let trips = cli.round_trips as usize;
+    let trips = cli.round_trips;
     let pong = Pong {
         conn_fd: raw(&child_end),
         close: inherited(cli, &[raw(&parent_end)]),

@@ -72,7 +72,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::cli::CommonArgs;
+use common::cli::{CommonArgs, count_in};
 
 // Each part is Linux-only (`#![cfg(target_os = "linux")]` at its top).
 mod counter;
@@ -112,12 +112,10 @@ const MAX_PROCESSES: usize = 16;
 const MAX_INCREMENTS: usize = 1_000_000;
 const MAX_DEADLINE_MS: u64 = 10_000;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// ipc: how isolated processes share data (IPC机制): a pipe, a duplex pipe, shared memory, a
 /// file; and why a queue is a pipe plus a lock (进程queue=管道+锁).
 #[derive(Debug, Parser)]
-#[command(name = "ipc", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -128,8 +126,8 @@ struct Cli {
     /// Messages: lines down the pipe (pipe) or messages the readers share (torn) [default: 3
     /// in pipe, 200 in torn; at most 1000]
     #[arg(long, global = true, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGES as u64))]
-    messages: Option<u64>,
+          value_parser = count_in(1..=MAX_MESSAGES))]
+    messages: Option<usize>,
 
     /// How long the pipe part waits for the reader that can never see end-of-file, in ms
     /// [10 to 10000]
@@ -138,36 +136,36 @@ struct Cli {
     deadline_ms: u64,
 
     /// Reader processes of one pipe in the torn part [2 to 8]
-    #[arg(long, global = true, value_name = "N", default_value_t = READERS as u64,
-          value_parser = clap::value_parser!(u64).range(2..=MAX_READERS as u64))]
-    readers: u64,
+    #[arg(long, global = true, value_name = "N", default_value_t = READERS,
+          value_parser = count_in(2..=MAX_READERS))]
+    readers: usize,
 
     /// Big messages (4 times the pipe's capacity each) per writer in the torn part [1 to 64]
-    #[arg(long, global = true, value_name = "N", default_value_t = BIG_MESSAGES as u64,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_BIG as u64))]
-    big: u64,
+    #[arg(long, global = true, value_name = "N", default_value_t = BIG_MESSAGES,
+          value_parser = count_in(1..=MAX_BIG))]
+    big: usize,
 
     /// Round trips of the duplex ping-pong [1 to 100000]
-    #[arg(long, global = true, value_name = "N", default_value_t = ROUND_TRIPS as u64,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_ROUND_TRIPS as u64))]
-    round_trips: u64,
+    #[arg(long, global = true, value_name = "N", default_value_t = ROUND_TRIPS,
+          value_parser = count_in(1..=MAX_ROUND_TRIPS))]
+    round_trips: usize,
 
     /// Processes incrementing the shared counter (shared-memory, file) [2 to 16]
-    #[arg(long, global = true, value_name = "N", default_value_t = PROCESSES as u64,
-          value_parser = clap::value_parser!(u64).range(2..=MAX_PROCESSES as u64))]
-    processes: u64,
+    #[arg(long, global = true, value_name = "N", default_value_t = PROCESSES,
+          value_parser = count_in(2..=MAX_PROCESSES))]
+    processes: usize,
 
     /// Increments per process [default: 2000 in shared-memory, 200 in file; at most 1000000]
     #[arg(long, global = true, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=MAX_INCREMENTS as u64))]
-    increments: Option<u64>,
+          value_parser = count_in(1..=MAX_INCREMENTS))]
+    increments: Option<usize>,
 
     /// Make the race certain: the processes meet at the worst moment once every N operations
     /// (0: never, leave the race to chance) [default: 1 in torn, 20 in the counters; at most
     /// 1000000]
     #[arg(long, global = true, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(0..=MAX_INCREMENTS as u64))]
-    meet_every: Option<u64>,
+          value_parser = count_in(0..=MAX_INCREMENTS))]
+    meet_every: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Subcommand)]
@@ -188,13 +186,13 @@ common::demo_cli!(Cli);
 
 impl Cli {
     fn messages(&self, default: usize) -> usize {
-        self.messages.map_or(default, |n| n as usize)
+        self.messages.unwrap_or(default)
     }
     fn increments(&self, default: usize) -> usize {
-        self.increments.map_or(default, |n| n as usize)
+        self.increments.unwrap_or(default)
     }
     fn meet_every(&self, default: usize) -> usize {
-        self.meet_every.map_or(default, |n| n as usize)
+        self.meet_every.unwrap_or(default)
     }
 }
 

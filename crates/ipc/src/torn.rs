@@ -163,7 +163,7 @@ pub fn run(cli: &Cli) -> Result<()> {
 /// Part 2a: the parent writes the messages, `--readers` children read them. Returns how many
 /// were torn.
 fn two_readers(cli: &Cli, locked: bool) -> Result<usize> {
-    let readers = cli.readers as usize;
+    let readers = cli.readers;
     let rounds = (cli.messages(TORN_MESSAGES) / readers).max(1);
     let total = rounds * readers;
     let meet_every = cli.meet_every(TORN_MEET_EVERY);
@@ -348,7 +348,7 @@ fn two_writers(cli: &Cli, locked: bool) -> Result<usize> {
     let (r, w) = kit::pipe()?;
     let capacity = kit::pipe_capacity(r.as_fd())?;
     let size = 4 * capacity;
-    let per_writer = cli.big as usize;
+    let per_writer = cli.big;
     let lock = if locked { Some(LockFile::new("ipc-writer-lock")?) } else { None };
     let mut fds = vec![raw(&w)];
     fds.extend(lock.as_ref().map(|(_, owned)| raw(owned)));

@@ -98,12 +98,10 @@ const MAX_ITEMS: usize = 1000;
 const MAX_STRESS_TOTAL: usize = 1_000_000;
 const MAX_STRESS_QUEUE: usize = 100_000;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// joinable-queue: Queue and JoinableQueue across processes, a pipe plus a lock
 /// (进程queue=管道+锁), and producers and consumers (生产者消费者模型) with sentinels or join.
 #[derive(Debug, Parser)]
-#[command(name = "joinable-queue", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

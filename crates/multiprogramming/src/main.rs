@@ -84,8 +84,6 @@ mod space;
 #[cfg(target_os = "linux")]
 mod states;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// The job mix `run` uses without `--jobs` or `--program`: an IO-bound job beside a CPU-bound one.
 const DEFAULT_PROGRAM: &str = "c1,i,c1,i,c1:c8";
 /// A tick, unless `--tick-ms` says otherwise: long enough for the kernel's own costs (a switch,
@@ -99,7 +97,7 @@ pub const DEFAULT_IO_LENGTH: u64 = 5;
 /// A job mix in OSTEP's syntax is predicted tick by tick as process-run.py does, then run as
 /// real processes pinned to one CPU and measured from /proc.
 #[derive(Debug, Parser)]
-#[command(name = "multiprogramming", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 pub struct Cli {
     #[command(flatten)]
     common: CommonArgs,

@@ -292,29 +292,6 @@ mod tests {
         table(p, jobs).lines().map(|l| l.trim_end().to_string()).collect()
     }
 
-    /// Worked by hand: c1 runs tick 1; the IO starts at tick 2, so it ends at the start of
-    /// tick 2 + 2 + 1 = 5 (two ticks BLOCKED, 3 and 4, which job 1 fills), and tick 5 is the
-    /// io_done, marked *.
-    #[test]
-    fn an_io_takes_its_length_plus_the_tick_that_starts_it_and_one_to_finish() {
-        let p = predict("c1,i:c2", Switch::OnIo, IoDone::Later, 2);
-        assert_eq!(
-            rows(&p, 2),
-            [
-                "Time        PID: 0        PID: 1           CPU           IOs",
-                "  1        RUN:cpu         READY             1",
-                "  2         RUN:io         READY             1",
-                "  3        BLOCKED       RUN:cpu             1             1",
-                "  4        BLOCKED       RUN:cpu             1             1",
-                "  5*   RUN:io_done          DONE             1",
-                "",
-                "Stats: Total Time 5",
-                "Stats: CPU Busy 5 (100.00%)",
-                "Stats: IO Busy  2 (40.00%)",
-            ]
-        );
-    }
-
     /// Worked by hand: under SWITCH_ON_END job 1 waits through job 0's IO: ticks 2 and 3 are
     /// BLOCKED with the CPU idle, job 0 finishes at 4, job 1 runs 5 and 6.
     #[test]

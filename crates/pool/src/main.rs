@@ -107,12 +107,10 @@ const MAX_TASKS_PER_CHILD: usize = 1000;
 /// Part 5: how long one CPU-bound task computes, in milliseconds (not scaled by `--speed`).
 const CPU_MS: u64 = 150;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// pool: process pools (进程池) — apply_async vs apply, get, map, callbacks, close/join/terminate,
 /// process vs thread pools, and a worker killed mid-task, with `py_multiprocessing::pool`.
 #[derive(Debug, Parser)]
-#[command(name = "pool", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

@@ -94,12 +94,10 @@ const MAX_ORDER_ROUNDS: usize = 100;
 /// The exit code a child chooses, as `sys.exit(3)`.
 const ERROR_CODE: i32 = 3;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// process-basics: pid and ppid, two ways to start a process, start versus join, a process's
 /// attributes (pid, name, is_alive, join with a timeout, terminate, exitcode) and how it ends.
 #[derive(Debug, Parser)]
-#[command(name = "process-basics", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

@@ -75,14 +75,7 @@ use common::cli::{CommonArgs, count_in};
 mod bounded;
 #[cfg(target_os = "linux")]
 mod processes;
-/// Part 3 elsewhere: it says what it needs.
-#[cfg(not(target_os = "linux"))]
-mod processes {
-    pub static ROLES: [&common::process::Role; 0] = [];
-    pub fn run(_cli: &super::Cli) -> anyhow::Result<()> {
-        anyhow::bail!("the processes part needs Linux (memfd, robust mutexes, futexes, /proc)")
-    }
-}
+common::linux_only_part!(processes, "memfd, robust mutexes, futexes, /proc");
 mod rooms;
 
 /// The course's example: ten people, three rooms.
@@ -93,12 +86,10 @@ const MAX_PEOPLE: usize = 100;
 /// The classic example's `time.sleep(random.randint(1, 3))` inside: from 1 to 3 seconds, scaled by --speed.
 const STAY_S: (u64, u64) = (1, 3);
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// semaphore: Semaphore and BoundedSemaphore (信号量) for threads and for processes: a counter
 /// of free places; and what a holder killed inside does to it.
 #[derive(Debug, Parser)]
-#[command(name = "semaphore", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

@@ -85,12 +85,10 @@ const MAX_THREADS: usize = 64;
 /// The most items a part sends (each is a few bytes: this bounds memory and time).
 const MAX_ITEMS: usize = 1_000_000;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// thread-queue: Python's queue module between threads (线程queue) — Queue, LifoQueue,
 /// PriorityQueue, put/get with block and timeout, task_done/join, shutdown.
 #[derive(Debug, Parser)]
-#[command(name = "thread-queue", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

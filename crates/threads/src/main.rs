@@ -85,8 +85,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use common::cli::{CommonArgs, count_in};
 use common::report;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// Seed 001's Ex.1 loops five times.
 const LOOPS: usize = 5;
 const MAX_LOOPS: usize = 1000;
@@ -104,7 +102,7 @@ const MAX_ROUND_TRIPS: usize = 1_000_000;
 /// threads: two ways to start a thread, threads in ps -L, shared memory vs isolated processes,
 /// what threads cost, daemon threads, and the balance race counted and fixed.
 #[derive(Debug, Parser)]
-#[command(name = "threads", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

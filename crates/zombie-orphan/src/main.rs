@@ -77,14 +77,12 @@ const MAX_ZOMBIES: usize = 256;
 const CURE_CHILDREN: usize = 3;
 const MAX_CURE_CHILDREN: usize = 64;
 
-const DIFFERENCES: &str = include_str!("differences.txt");
-
 /// Zombies, orphans and process states (R S T Z), seen in ps.
 ///
 /// A zombie is a child that has ended and that its parent has not reaped (waitpid); an orphan
 /// is a child whose parent ended first: it keeps running and is adopted.
 #[derive(Debug, Parser)]
-#[command(name = "zombie-orphan", after_help = DIFFERENCES)]
+#[command(after_help = include_str!("differences.txt"))]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,

@@ -127,6 +127,28 @@ pub fn linux_only<C: Parser>(needs: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// The stand-in, on other systems, for a part that needs Linux: `linux_only_part!(processes,
+/// "memfd, futexes, /proc")` beside `#[cfg(target_os = "linux")] mod processes;` gives a
+/// `processes` module with no child roles whose `run` says what the part needs.
+#[macro_export]
+macro_rules! linux_only_part {
+    ($part:ident, $needs:literal) => {
+        #[cfg(not(target_os = "linux"))]
+        mod $part {
+            pub static ROLES: [&$crate::process::Role; 0] = [];
+            pub fn run(_cli: &super::Cli) -> anyhow::Result<()> {
+                anyhow::bail!(concat!(
+                    "the ",
+                    stringify!($part),
+                    " part needs Linux (",
+                    $needs,
+                    ")"
+                ))
+            }
+        }
+    };
+}
+
 /// One part of a demo: its subcommand and the function that runs it.
 pub type Part<C, K> = (K, fn(&C) -> anyhow::Result<()>);
 
