@@ -127,17 +127,11 @@ enum Cmd {
     ThreeWays,
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 fn main() -> ExitCode {
-    common::demo::main(&[], run)
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    common::demo::run_parts(
-        "coroutine",
-        &cli,
-        cli.cmd,
+    common::demo::main_parts(
+        &[],
         &[
             (Cmd::Calls, calls::run),
             (Cmd::Callbacks, callbacks::run),

@@ -3,6 +3,7 @@
 //! A `Barrier` lets both hold their first thing before either reaches for the second, so they
 //! deadlock on every run; the child's watchdog finds the cycle, the parent shows the threads
 //! asleep in `/proc` and kills the child.
+#![cfg(target_os = "linux")]
 
 use std::sync::Barrier;
 

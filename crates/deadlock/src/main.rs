@@ -96,17 +96,12 @@
 //! **Differences from Python** (also the end of `--help`):
 #![doc = include_str!("differences.txt")]
 
-#[cfg(target_os = "linux")]
+// Each of these parts is Linux-only (`#![cfg(target_os = "linux")]` at its top).
 mod classic;
-#[cfg(target_os = "linux")]
 mod philosophers;
-#[cfg(target_os = "linux")]
 mod processes;
-#[cfg(target_os = "linux")]
 mod recursive;
-#[cfg(target_os = "linux")]
 mod scene;
-#[cfg(target_os = "linux")]
 mod self_lock;
 
 use clap::{Parser, Subcommand};
@@ -172,7 +167,7 @@ enum Cmd {
     Processes,
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
@@ -197,9 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return classic::stepped(&cli);
     }
     common::demo::run_parts(
-        "deadlock",
         &cli,
-        cli.cmd,
         &[
             (Cmd::Classic, classic::run),
             (Cmd::SelfLock, self_lock::run),

@@ -13,6 +13,7 @@
 //!   one of the five forks is always free;
 //! - **one lock for everything**: a single lock around every meal; correct, and the slowest,
 //!   since only one philosopher eats at a time.
+#![cfg(target_os = "linux")]
 
 use std::sync::{Barrier, Condvar};
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@
 //!   kills one: the kernel drops its locks, and the other gets both files.
 //! - With `fcntl(F_SETLKW)` record locks the kernel follows the chain of waiters itself: the
 //!   request that would close the cycle fails with `EDEADLK`, and that process backs off.
+#![cfg(target_os = "linux")]
 
 use std::fs::File;
 use std::io::{Read, Write};

@@ -3,6 +3,7 @@
 //! and back to 0; another thread meanwhile cannot take it; the classic fix for the scientists
 //! (`mutexA = mutexB = RLock()`: one recursive lock for both things), after which all of them
 //! eat; and what happens to a lock whose owner ended while holding it.
+#![cfg(target_os = "linux")]
 
 use anyhow::{Result, bail};
 use common::report;

@@ -12,6 +12,7 @@
 //! ends it with SIGKILL ([`Scene::kill`]): threads that wait for each other never wake up by
 //! themselves (seed 001's 只能靠操作系统强制终止 is too strong: the watchdog finds the cycle, and
 //! fcntl record locks are refused with EDEADLK).
+#![cfg(target_os = "linux")]
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};

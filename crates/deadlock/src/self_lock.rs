@@ -3,6 +3,7 @@
 //! example)"); on Linux the thread sleeps on the futex for ever. No detector watches std's
 //! locks, so the parent looks at the thread in `/proc` (state `S`, wchan `futex…`), then kills
 //! the child. `try_lock` would have said `WouldBlock`.
+#![cfg(target_os = "linux")]
 
 use std::sync::{Mutex, TryLockError};
 use std::time::{Duration, Instant};

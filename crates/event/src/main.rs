@@ -130,17 +130,11 @@ enum Cmd {
     Processes,
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 fn main() -> ExitCode {
-    common::demo::main(&processes::ROLES, run)
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    common::demo::run_parts(
-        "event",
-        &cli,
-        cli.cmd,
+    common::demo::main_parts(
+        &processes::ROLES,
         &[(Cmd::Light, light::run), (Cmd::Timeout, retry::run), (Cmd::Processes, processes::run)],
     )
 }

@@ -182,13 +182,7 @@ fn main() -> ExitCode {
     )
 }
 
-/// Runs the chosen part; a part that fails stops and reaps the children it left (see
-/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
-fn run(cli: Cli) -> anyhow::Result<()> {
-    common::processes::lost::stop_children_on_error(run_parts(cli))
-}
-
-fn run_parts(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<()> {
     let work = WorkDir::new(cli.dir.as_deref())?;
     match cli.cmd {
         Some(Cmd::Isolation) => isolation::run(&cli, &work),

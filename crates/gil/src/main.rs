@@ -162,7 +162,7 @@ enum Cmd {
     VsMutex,
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 impl Cli {
     /// The simulated GIL's rule from `--switch-interval` and `--check-interval`.
@@ -198,22 +198,8 @@ fn rule_text(rule: Rule) -> String {
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
-    common::demo::main(&[&experiment::COUNTDOWN], run)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn main() -> std::process::ExitCode {
-    common::demo::linux_only::<Cli>(
-        "gil: this demo needs Linux (sched_setaffinity, /proc/PID/task, thread CPU clocks)",
-    )
-}
-
-#[cfg(target_os = "linux")]
-fn run(cli: Cli) -> anyhow::Result<()> {
-    common::demo::run_parts(
-        "gil",
-        &cli,
-        cli.cmd,
+    common::demo::main_parts(
+        &[&experiment::COUNTDOWN],
         &[
             (Cmd::Experiment, experiment::run),
             (Cmd::Simulated, simulated::run),
@@ -221,5 +207,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (Cmd::Cores, cores::run),
             (Cmd::VsMutex, vs_mutex::run),
         ],
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> std::process::ExitCode {
+    common::demo::linux_only::<Cli>(
+        "gil: this demo needs Linux (sched_setaffinity, /proc/PID/task, thread CPU clocks)",
     )
 }

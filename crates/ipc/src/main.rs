@@ -182,7 +182,7 @@ enum Cmd {
     File,
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 impl Cli {
     fn messages(&self, default: usize) -> usize {
@@ -198,7 +198,7 @@ impl Cli {
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
-    common::demo::main(
+    common::demo::main_parts(
         &[
             &pipe::READER,
             &pipe::PS_AUX,
@@ -208,23 +208,6 @@ fn main() -> ExitCode {
             &duplex::PONG,
             &counter::INCREMENTER,
         ],
-        run,
-    )
-}
-
-#[cfg(not(target_os = "linux"))]
-fn main() -> ExitCode {
-    common::demo::linux_only::<Cli>(
-        "ipc: this demo needs Linux (/proc, memfd_create, robust mutexes and futexes)",
-    )
-}
-
-#[cfg(target_os = "linux")]
-fn run(cli: Cli) -> anyhow::Result<()> {
-    common::demo::run_parts(
-        "ipc",
-        &cli,
-        cli.cmd,
         &[
             (Cmd::Pipe, pipe::run),
             (Cmd::Torn, torn::run),
@@ -232,6 +215,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (Cmd::SharedMemory, shared::run),
             (Cmd::File, file::run),
         ],
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    common::demo::linux_only::<Cli>(
+        "ipc: this demo needs Linux (/proc, memfd_create, robust mutexes and futexes)",
     )
 }
 

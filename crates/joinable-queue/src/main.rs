@@ -173,7 +173,7 @@ enum Cmd {
     },
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
@@ -200,22 +200,13 @@ fn main() -> ExitCode {
     )
 }
 
-/// Runs the chosen part; a part that fails stops and reaps the children it left (see
-/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
 #[cfg(target_os = "linux")]
 fn run(cli: Cli) -> anyhow::Result<()> {
-    common::processes::lost::stop_children_on_error(run_parts(cli))
-}
-
-#[cfg(target_os = "linux")]
-fn run_parts(cli: Cli) -> anyhow::Result<()> {
     if let Some(Cmd::Stress { total, queue_size }) = cli.cmd {
         return stress::run(&cli, total, queue_size);
     }
     common::demo::run_parts(
-        "joinable-queue",
         &cli,
-        cli.cmd,
         &[
             (Cmd::Basics, basics::run),
             (Cmd::Sentinel, buns::sentinel),

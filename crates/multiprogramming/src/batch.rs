@@ -2,6 +2,7 @@
 //! idle through every IO) against 多道 (switch on IO), on an IO-heavy and a CPU-heavy mix, each
 //! predicted and measured. Then the notes' second half of 时间上的复用: switching between jobs
 //! that never block ("运行时间过长…反而会降低效率") costs switches, measured, and how small.
+#![cfg(target_os = "linux")]
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! `write(2)` each, then buffered (a few large writes), then with `fsync` after each line and
 //! once at the end. The system calls are counted by the kernel (`/proc/self/io`, `syscw`) and
 //! each way is timed; the filesystem is named, because on tmpfs an `fsync` costs nothing.
+#![cfg(target_os = "linux")]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! The few kernel calls every part of this demo makes: pin to a CPU, burn a tick of a thread's
 //! own CPU time, choose a scheduling policy, read what the scheduler counted.
+#![cfg(target_os = "linux")]
 
 use std::time::Duration;
 

@@ -65,23 +65,15 @@ use common::cli::CommonArgs;
 mod jobs;
 mod sim;
 
-#[cfg(target_os = "linux")]
+// Each of these parts is Linux-only (`#![cfg(target_os = "linux")]` at its top).
 mod batch;
-#[cfg(target_os = "linux")]
 mod fewer_io;
-#[cfg(target_os = "linux")]
 mod kernel;
-#[cfg(target_os = "linux")]
 mod program;
-#[cfg(target_os = "linux")]
 mod real;
-#[cfg(target_os = "linux")]
 mod run;
-#[cfg(target_os = "linux")]
 mod scp;
-#[cfg(target_os = "linux")]
 mod space;
-#[cfg(target_os = "linux")]
 mod states;
 
 /// The job mix `run` uses without `--jobs` or `--program`: an IO-bound job beside a CPU-bound one.
@@ -246,12 +238,7 @@ pub fn hold(common: &CommonArgs, moment: &str, pids: &[i32]) {
 }
 
 #[cfg(target_os = "linux")]
-fn run(cli: Cli) -> anyhow::Result<()> {
-    common::processes::lost::stop_children_on_error(run_parts(cli))
-}
-
-#[cfg(target_os = "linux")]
-fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
+fn run(mut cli: Cli) -> anyhow::Result<()> {
     cli.common.own_children("the batch monitor loads, watches and reaps its own jobs");
     if cli.common.start_method == common::process::StartMethod::Spawn {
         common::event!(

@@ -2,6 +2,7 @@
 //! program file, three processes: the same `/proc/PID/exe` (device and inode), and different
 //! pids, memory, descriptors and states. Then the notes' four ways a process starts (启动进程的
 //! 方式), where this machine shows them.
+#![cfg(target_os = "linux")]
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::MetadataExt;

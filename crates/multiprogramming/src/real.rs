@@ -5,6 +5,7 @@
 //! `on-io`: every job is released at once and the kernel's scheduler switches between them (a
 //! job that blocks gives up the CPU). `on-end`: the batch monitor releases the next job only
 //! when the previous one has ended, so the CPU idles through every IO.
+#![cfg(target_os = "linux")]
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;

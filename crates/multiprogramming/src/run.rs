@@ -1,6 +1,7 @@
 //! Part 1, `run`: the notes' 多道技术 as a job mix you choose. First the prediction, in
 //! process-run.py's own table; then the same jobs as real processes on one CPU, measured; then
 //! the two tables side by side, and why they differ.
+#![cfg(target_os = "linux")]
 
 use std::fmt::Write as _;
 use std::time::Duration;

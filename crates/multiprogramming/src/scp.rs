@@ -1,6 +1,7 @@
 //! Part 6, `serial-concurrent-parallel`: 串行, 并发 and 并行. The same two CPU-bound jobs one
 //! after the other, interleaved on one CPU, and on two CPUs at once; for each, the wall time,
 //! the CPU time, the switches and which CPU ran whom (the sampler's `psr`).
+#![cfg(target_os = "linux")]
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;

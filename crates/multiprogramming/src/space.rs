@@ -8,6 +8,7 @@
 //! untouched page maps the shared zero page, one frame for everyone); and it is mapped at a
 //! chosen address with `MAP_FIXED_NOREPLACE`, because separately executed processes get
 //! different addresses under ASLR (forked ones inherit the parent's layout).
+#![cfg(target_os = "linux")]
 
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};

@@ -11,6 +11,7 @@
 //!
 //! D: a process in `clone(CLONE_VM | CLONE_VFORK)` (what `vfork` does) sleeps uninterruptibly
 //! (TASK_KILLABLE: only a fatal signal ends it early) until its child exits or execs.
+#![cfg(target_os = "linux")]
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};

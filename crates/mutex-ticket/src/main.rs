@@ -262,13 +262,7 @@ fn main() -> std::process::ExitCode {
     common::demo::main(&[&BUYER], run)
 }
 
-/// Runs the chosen part; a part that fails stops and reaps the children it left (see
-/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
-fn run(cli: Cli) -> anyhow::Result<()> {
-    common::processes::lost::stop_children_on_error(run_parts(cli))
-}
-
-fn run_parts(mut cli: Cli) -> Result<()> {
+fn run(mut cli: Cli) -> Result<()> {
     cli.common.own_children("part 4 sees its buyer stop with waitpid(WUNTRACED)");
     let args = &cli.ticket;
     let cmd = match cli.cmd {

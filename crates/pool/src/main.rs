@@ -159,7 +159,7 @@ enum Cmd {
     Fault,
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
@@ -204,9 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(target_os = "linux")]
 fn run_parts(cli: Cli) -> anyhow::Result<()> {
     common::demo::run_parts(
-        "pool",
         &cli,
-        cli.cmd,
         &[
             (Cmd::ApplyAsync, basics::apply_async),
             (Cmd::Apply, basics::apply),

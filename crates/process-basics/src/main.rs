@@ -161,7 +161,7 @@ enum Cmd {
     Order,
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 fn main() -> std::process::ExitCode {
     common::demo::main(
@@ -179,21 +179,13 @@ fn main() -> std::process::ExitCode {
     )
 }
 
-/// Runs the chosen part; a part that fails stops and reaps the children it left (see
-/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
-fn run(cli: Cli) -> anyhow::Result<()> {
-    common::processes::lost::stop_children_on_error(run_parts(cli))
-}
-
-fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
+fn run(mut cli: Cli) -> anyhow::Result<()> {
     cli.common.own_children("its children report this program's pid as their parent");
     if let Some(Cmd::Examples { only: Some(only) }) = cli.cmd {
         return joins::examples(&cli, Some(only));
     }
     common::demo::run_parts(
-        "process-basics",
         &cli,
-        cli.cmd,
         &[
             (Cmd::Pids, starts::pids),
             (Cmd::TwoWays, starts::two_ways),

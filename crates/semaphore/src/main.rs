@@ -122,20 +122,14 @@ enum Cmd {
     Processes,
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 /// The cap is the process semaphore's (`MAX_PLACES`), so every part takes the same flag.
 const MAX_PLACES: usize = 64;
 
 fn main() -> ExitCode {
-    common::demo::main(&processes::ROLES, run)
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    common::demo::run_parts(
-        "semaphore",
-        &cli,
-        cli.cmd,
+    common::demo::main_parts(
+        &processes::ROLES,
         &[
             (Cmd::Threads, rooms::run),
             (Cmd::Bounded, bounded::run),

@@ -138,7 +138,7 @@ enum Cmd {
     },
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 fn main() -> ExitCode {
     common::demo::main(&[&joinable::PROCESS_CONSUMER], run)
@@ -149,9 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return stress::run(&cli, items, maxsize);
     }
     common::demo::run_parts(
-        "thread-queue",
         &cli,
-        cli.cmd,
         &[
             (Cmd::Orders, |cli: &Cli| orders::run(&cli.common)),
             (Cmd::Blocking, blocking::run),

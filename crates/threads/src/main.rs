@@ -189,7 +189,7 @@ enum Cmd {
     DeadHolder,
 }
 
-common::demo_cli!(Cli);
+common::demo_cli!(Cli, Cmd);
 
 fn main() -> std::process::ExitCode {
     common::demo::main(&[&common::startcost::NOOP, &daemon::PYTHON_RULE, &daemon::RUST_RULE], run)
@@ -202,9 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return race::stepped(&cli);
     }
     common::demo::run_parts(
-        "threads",
         &cli,
-        cli.cmd,
         &[
             (Cmd::Names, names::run),
             (Cmd::TwoWays, two_ways::run),

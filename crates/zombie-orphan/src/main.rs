@@ -122,14 +122,8 @@ enum Cmd {
 }
 
 #[cfg(target_os = "linux")]
-/// Runs the chosen part; a part that fails stops and reaps the children it left (see
-/// `common::processes::lost::stop_children_on_error`), so a failure never waits for ever.
-fn run(cli: Cli) -> anyhow::Result<()> {
-    common::processes::lost::stop_children_on_error(run_parts(cli))
-}
-
 #[cfg(target_os = "linux")]
-fn run_parts(mut cli: Cli) -> anyhow::Result<()> {
+fn run(mut cli: Cli) -> anyhow::Result<()> {
     cli.common.own_children("a zombie is its own parent's to reap");
     let c = &cli.common;
     match cli.cmd {

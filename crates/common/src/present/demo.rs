@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::CommonArgs;
+use crate::processes::lost;
 use crate::{process, report, signals, trace};
 
 /// The demo crates, in the order `crates/demos.txt` lists them: the one list that the
@@ -35,14 +36,33 @@ pub trait DemoCli: Parser {
     fn common(&self) -> &CommonArgs;
 }
 
+/// A demo's command line whose subcommands are its parts.
+pub trait PartsCli: DemoCli {
+    /// The subcommand that names a part.
+    type Part: PartialEq + Copy;
+    /// The part chosen on the command line, if any.
+    fn part(&self) -> Option<Self::Part>;
+}
+
 /// `impl DemoCli for Cli` for a demo whose shared flags are its field `common`
-/// (`#[command(flatten)] common: CommonArgs`): `common::demo_cli!(Cli);`.
+/// (`#[command(flatten)] common: CommonArgs`): `common::demo_cli!(Cli);`. With the parts'
+/// subcommand, held in the field `cmd: Option<Cmd>`, it also makes `Cli` a [`PartsCli`]:
+/// `common::demo_cli!(Cli, Cmd);`.
 #[macro_export]
 macro_rules! demo_cli {
     ($cli:ty) => {
         impl $crate::demo::DemoCli for $cli {
             fn common(&self) -> &$crate::cli::CommonArgs {
                 &self.common
+            }
+        }
+    };
+    ($cli:ty, $part:ty) => {
+        $crate::demo_cli!($cli);
+        impl $crate::demo::PartsCli for $cli {
+            type Part = $part;
+            fn part(&self) -> Option<$part> {
+                self.cmd
             }
         }
     };
@@ -58,10 +78,13 @@ pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
     BadInput(message.into()).into()
 }
 
-/// Runs a demo: see the module documentation.
+/// Runs a demo: see the module documentation. A part that fails (a child lost, a check
+/// broken) may leave children waiting for something that will never come: they are stopped
+/// and reaped before the error is reported ([`lost::stop_children_on_error`]), so a failure
+/// never waits for ever.
 pub fn main<C: DemoCli>(
     roles: &[&'static process::Role],
-    run: fn(C) -> anyhow::Result<()>,
+    run: impl FnOnce(C) -> anyhow::Result<()>,
 ) -> ExitCode {
     process::dispatch(roles);
     let cli = C::parse();
@@ -89,7 +112,7 @@ pub fn main<C: DemoCli>(
         report::write_stderr(&format!("{program}: error: starting the trace: {e:#}"));
         return ExitCode::from(1);
     }
-    let result = run(cli);
+    let result = lost::stop_children_on_error(run(cli));
     // A Ctrl-C to the whole group can kill a child, and so end `run` early, before the watcher
     // has finished stopping everything: leave the ending (and its exit code, 130 or 143) to it.
     if signals::stopping() {
@@ -152,15 +175,18 @@ macro_rules! linux_only_part {
 /// One part of a demo: its subcommand and the function that runs it.
 pub type Part<C, K> = (K, fn(&C) -> anyhow::Result<()>);
 
-/// Runs a demo's parts, each also a subcommand: the `chosen` one, or, with no subcommand, every
+/// The `main` of a demo that runs its parts and nothing else: [`main`] with [`run_parts`].
+pub fn main_parts<C: PartsCli>(
+    roles: &[&'static process::Role],
+    parts: &[Part<C, C::Part>],
+) -> ExitCode {
+    main(roles, |cli: C| run_parts(&cli, parts))
+}
+
+/// Runs a demo's parts, each also a subcommand: the chosen one, or, with no subcommand, every
 /// one in the order given (the demo's tour), after a line that says so.
-pub fn run_parts<C, K: PartialEq + Copy>(
-    demo: &str,
-    cli: &C,
-    chosen: Option<K>,
-    parts: &[Part<C, K>],
-) -> anyhow::Result<()> {
-    if let Some(chosen) = chosen {
+pub fn run_parts<C: PartsCli>(cli: &C, parts: &[Part<C, C::Part>]) -> anyhow::Result<()> {
+    if let Some(chosen) = cli.part() {
         let (_, part) =
             parts.iter().find(|(k, _)| *k == chosen).expect("every subcommand is a part");
         return part(cli);
@@ -168,6 +194,7 @@ pub fn run_parts<C, K: PartialEq + Copy>(
     const WORDS: [&str; 10] =
         ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
     let count = WORDS.get(parts.len()).map_or_else(|| parts.len().to_string(), |w| w.to_string());
+    let demo = C::command().get_name().to_owned();
     report::say(format!(
         "the tour: {count} parts, each also a subcommand ({demo} --help lists them)"
     ));
