@@ -301,3 +301,21 @@ fn every_count_flag_has_a_cap_and_beyond_it_nothing_starts() {
 fn is_a_guess_of_what_put_nowait_on_a_full_queue_does_judged_against_this_run() {
     support::judged_both_ways(BIN, &["basics"], "put-nowait", "blocks", "Full");
 }
+
+/// The bounded part waits for its producer to block on the full queue. A producer killed
+/// while the part waits (here: at its first put) can never block: the part must notice the
+/// death, not wait out its deadline, and exit 1 naming the lost producer.
+#[test]
+fn a_producer_killed_before_it_blocks_is_reported_at_once() {
+    let mut demo = Demo::start(BIN, &["bounded", "--json"]);
+    let first_put = demo.wait_for("producer-1's first put", |e| {
+        e["event"] == "putting" && e["who"] == "producer-1"
+    });
+    let producer = support::pid_of(&first_put["pid"]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(producer), nix::sys::signal::SIGKILL)
+        .expect("kill producer-1");
+    let out = demo.finish_within(std::time::Duration::from_secs(15));
+    out.assert_code(1).assert_nothing_left();
+    let lost = out.one("child_lost");
+    assert_eq!(lost["data"]["name"], "producer-1", "{}", out.stdout);
+}

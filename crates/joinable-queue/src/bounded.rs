@@ -109,14 +109,17 @@ pub fn run(cli: &Cli) -> Result<()> {
             if q.full() && q.waiting_putters() > 0 && state == Some('S') {
                 break true;
             }
-            if state.is_none() || began.elapsed() > BLOCK_DEADLINE {
+            // A child killed from elsewhere leaves the other waiting for ever: stop looking,
+            // and let the join below say which one was lost.
+            let lost = !producer.is_alive() || !consumer.is_alive();
+            if lost || began.elapsed() > BLOCK_DEADLINE {
                 break false;
             }
             std::thread::sleep(Duration::from_millis(1));
         };
         if blocked {
             show_blocked(cli, &q, &mut consumer, ppid, cpid)?;
-        } else {
+        } else if producer.is_alive() && consumer.is_alive() {
             report::say("the producer was never seen blocked (it ended, or the machine is slow)");
         }
     }
@@ -201,6 +204,10 @@ fn show_blocked(
     consumer.signal(libc::SIGSTOP)?;
     let began = Instant::now();
     while common::ps::state_of(cpid) != Some('T') && began.elapsed() < BLOCK_DEADLINE {
+        if !consumer.is_alive() {
+            // Killed from elsewhere: the join after this says so.
+            return Ok(());
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     let rows: Vec<(usize, common::ps::ProcInfo)> = [std::process::id() as i32, ppid, cpid]
