@@ -454,3 +454,13 @@ fn the_pair_summary_follows_its_own_ratios() {
         }
     }
 }
+
+/// `--speed` is a flag every demo shares, but this one has no sleeps of the notes to scale:
+/// it says so rather than take the flag in silence, and says nothing when it is not given.
+#[test]
+fn speed_is_said_to_change_nothing_here() {
+    let out = run_ok(BIN, &["run", "-P", "c1", "-c", "--json", "--speed", "2"]);
+    assert_eq!(out.one("speed_ignored")["data"]["speed"], 2.0, "{}", out.stdout);
+    let out = run_ok(BIN, &["run", "-P", "c1", "-c", "--json"]);
+    assert!(out.named("speed_ignored").is_empty(), "{}", out.stdout);
+}

@@ -248,6 +248,10 @@ fn run(mut cli: Cli) -> anyhow::Result<()> {
              by this monitor (their work is code of this program, handed over by fork)"
         );
     }
+    if cli.common.speed != common::cli::DEFAULT_SPEED {
+        let speed = cli.common.speed;
+        common::event!("speed_ignored", { "speed": speed }, "--speed {speed}: this demo has none of the notes' sleeps to scale (its ticks are CPU time and its IOs real reads, measured), so it changes nothing here");
+    }
     let cmd = cli.cmd.take();
     match cmd {
         Some(Cmd::Run(args)) => run_part(&cli, &args),
