@@ -147,7 +147,10 @@ fn switch_cost(cli: &crate::Cli) -> Result<()> {
         match per_switch_us {
             Some(us) if share < 10.0 => format!(
                 "Switching cost {:.1} % more wall time, about {us:.0} µs a switch: honestly small \
-                 (用户感觉不到); what a switch loses is the job's warm caches, not much CPU",
+                 (用户感觉不到). A switch itself is a microsecond or so (OSTEP ch. 6); beyond \
+                 it, a job pays for the caches the other cooled (the indirect cost Li, Ding and \
+                 Shen measure in \"Quantifying the cost of context switch\", 2007); this run \
+                 does not measure the two apart",
                 share
             ),
             // A switch itself: "sub-microsecond results on systems with 2- or 3-GHz
