@@ -8,8 +8,8 @@
 //! - `all_tasks_done`: `join` waits here until the count of unfinished tasks (items put and not
 //!   yet marked done with `task_done`) is 0.
 //!
-//! The three kinds differ only in which item leaves first: the order is a type parameter
-//! ([`Fifo`], [`Lifo`], [`Priority`]), as CPython's subclasses override only `_put` and `_get`.
+//! The three kinds differ only in which item leaves first: the container is a type parameter
+//! ([`Order`]), as CPython's subclasses override only `_put` and `_get`.
 //! Everything here is shared memory: an item moves by a pointer's copy, no pipe, no encoding,
 //! unlike the process queue of `py_multiprocessing::queue`.
 //!
@@ -24,8 +24,10 @@ mod done;
 mod order;
 mod spin;
 
-pub use order::{Fifo, Lifo, Order, Priority};
+pub use order::Order;
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -92,11 +94,11 @@ pub struct BaseQueue<T, O: Order<T>> {
 }
 
 /// `queue.Queue`: first in, first out.
-pub type Queue<T> = BaseQueue<T, Fifo<T>>;
+pub type Queue<T> = BaseQueue<T, VecDeque<T>>;
 /// `queue.LifoQueue`: last in, first out.
-pub type LifoQueue<T> = BaseQueue<T, Lifo<T>>;
+pub type LifoQueue<T> = BaseQueue<T, Vec<T>>;
 /// `queue.PriorityQueue`: lowest first.
-pub type PriorityQueue<T> = BaseQueue<T, Priority<T>>;
+pub type PriorityQueue<T> = BaseQueue<T, BinaryHeap<Reverse<T>>>;
 
 /// How long a call may wait: Python's `block` and `timeout` arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

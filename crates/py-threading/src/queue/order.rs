@@ -1,10 +1,11 @@
 //! Which item leaves first: the one thing `Queue`, `LifoQueue` and `PriorityQueue` do
-//! differently, as CPython's subclasses override only `_put`, `_get` and `_qsize`.
+//! differently, as CPython's subclasses override only `_put`, `_get` and `_qsize`. The
+//! containers are CPython's too: a deque, a list used as a stack, and a binary heap (`heapq`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-/// Which item leaves first: what CPython's `_put`, `_get` and `_qsize` decide.
+/// Where `put` leaves an item and which one `get` takes.
 pub trait Order<T>: Default {
     fn push(&mut self, item: T);
     fn pop(&mut self) -> Option<T>;
@@ -14,69 +15,43 @@ pub trait Order<T>: Default {
     }
 }
 
-/// First in, first out (`queue.Queue`): a `VecDeque`.
-#[derive(Debug)]
-pub struct Fifo<T>(VecDeque<T>);
-
-impl<T> Default for Fifo<T> {
-    fn default() -> Self {
-        Fifo(VecDeque::new())
-    }
-}
-
-impl<T> Order<T> for Fifo<T> {
+/// First in, first out (`queue.Queue`).
+impl<T> Order<T> for VecDeque<T> {
     fn push(&mut self, item: T) {
-        self.0.push_back(item);
+        self.push_back(item);
     }
     fn pop(&mut self) -> Option<T> {
-        self.0.pop_front()
+        self.pop_front()
     }
     fn len(&self) -> usize {
-        self.0.len()
+        VecDeque::len(self)
     }
 }
 
-/// Last in, first out (`queue.LifoQueue`, a stack): a `Vec`.
-#[derive(Debug)]
-pub struct Lifo<T>(Vec<T>);
-
-impl<T> Default for Lifo<T> {
-    fn default() -> Self {
-        Lifo(Vec::new())
-    }
-}
-
-impl<T> Order<T> for Lifo<T> {
+/// Last in, first out (`queue.LifoQueue`, a stack).
+impl<T> Order<T> for Vec<T> {
     fn push(&mut self, item: T) {
-        self.0.push(item);
+        Vec::push(self, item);
     }
     fn pop(&mut self) -> Option<T> {
-        self.0.pop()
+        Vec::pop(self)
     }
     fn len(&self) -> usize {
-        self.0.len()
+        Vec::len(self)
     }
 }
 
-/// Lowest first (`queue.PriorityQueue`, a binary heap as `heapq`): items are usually
-/// `(priority, data)` tuples, compared as Python compares them, field by field.
-#[derive(Debug)]
-pub struct Priority<T: Ord>(BinaryHeap<Reverse<T>>);
-
-impl<T: Ord> Default for Priority<T> {
-    fn default() -> Self {
-        Priority(BinaryHeap::new())
-    }
-}
-
-impl<T: Ord> Order<T> for Priority<T> {
+/// Lowest first (`queue.PriorityQueue`): items are usually `(priority, data)` tuples, compared
+/// as Python compares them, field by field; `Reverse` turns std's max-heap into `heapq`'s
+/// min-heap.
+impl<T: Ord> Order<T> for BinaryHeap<Reverse<T>> {
     fn push(&mut self, item: T) {
-        self.0.push(Reverse(item));
+        BinaryHeap::push(self, Reverse(item));
     }
     fn pop(&mut self) -> Option<T> {
-        self.0.pop().map(|Reverse(item)| item)
+        BinaryHeap::pop(self).map(|Reverse(item)| item)
     }
     fn len(&self) -> usize {
-        self.0.len()
+        BinaryHeap::len(self)
     }
 }
