@@ -266,12 +266,6 @@ pub fn lanes(records: &[Record]) -> Vec<Lane> {
     lanes_by(records, false)
 }
 
-/// The lanes of `records`, one per thread (a process's main thread is the process's lane), in
-/// the order the threads first recorded something.
-pub fn thread_lanes(records: &[Record]) -> Vec<Lane> {
-    lanes_by(records, true)
-}
-
 /// The lane a record belongs to: its process's, or with `per_thread` its thread's.
 fn lane_key(r: &Record, per_thread: bool) -> (i32, i32) {
     (r.pid, if per_thread { r.thread_id() } else { r.pid })
@@ -585,102 +579,6 @@ mod imp {
 mod tests {
     use super::*;
 
-    fn rec(t_ms: u64, pid: i32, who: &str, event: &str) -> Record {
-        Record {
-            t_ms,
-            t_us: t_ms * 1000,
-            pid,
-            ppid: 1,
-            who: who.into(),
-            tid: 0,
-            thread: String::new(),
-            event: event.into(),
-            data: Value::Null,
-        }
-    }
-
-    /// Seed 002's four tasks, started together and joined: the parent outlives them all.
-    fn four_tasks() -> Vec<Record> {
-        let mut r = vec![rec(100, 10, "main", "start_all")];
-        for (i, ms) in [500u64, 300, 200, 100].iter().enumerate() {
-            let pid = 11 + i as i32;
-            r.push(rec(101 + i as u64, pid, &format!("task-{}", i + 1), "running"));
-            r.push(rec(101 + i as u64 + ms, pid, &format!("task-{}", i + 1), "done"));
-        }
-        r.push(rec(610, 10, "main", "joined_all"));
-        r
-    }
-
-    fn lane_row<'a>(text: &'a str, label: &str) -> &'a str {
-        text.lines().find(|l| l.trim_start().starts_with(label)).unwrap()
-    }
-
-    #[test]
-    fn each_process_gets_one_lane_from_its_first_to_its_last_event() {
-        let lanes = lanes(&four_tasks());
-        assert_eq!(lanes.len(), 5);
-        assert_eq!((lanes[0].who.as_str(), lanes[0].start_ms, lanes[0].end_ms), ("main", 100, 610));
-        assert_eq!((lanes[1].pid, lanes[1].start_ms, lanes[1].end_ms), (11, 101, 601));
-        assert_eq!(lanes[4].events, 2);
-    }
-
-    #[test]
-    fn lane_lengths_follow_the_durations_on_one_axis() {
-        let text = draw("start all, then join all", &four_tasks(), &Style::new());
-        assert!(text.starts_with("start all, then join all (1 column = 10 ms;"));
-        // 100..=610 ms fits 60 columns at 10 ms per column; the axis starts on a tick.
-        let main = lane_row(&text, "main 10");
-        let task1 = lane_row(&text, "task-1 11");
-        let task4 = lane_row(&text, "task-4 14");
-        let bars =
-            |row: &str| -> (usize, usize) { (row.find('|').unwrap(), row.rfind('|').unwrap()) };
-        let (m0, m1) = bars(main);
-        let (t0, t1) = bars(task1);
-        let (f0, f1) = bars(task4);
-        assert_eq!(m1 - m0, 51); // 100 ms to 610 ms
-        assert_eq!(t1 - t0, 50);
-        assert_eq!(f1 - f0, 10);
-        assert!(t0 >= m0 && t1 <= m1, "the parent's lane covers its children's:\n{text}");
-        assert!(main[m0..=m1].chars().all(|c| c == '|' || c == '='));
-        let axis = text.lines().rev().nth(1).unwrap();
-        assert_eq!(axis.trim_start().chars().next(), Some('+'));
-        assert_eq!(axis.find('+').unwrap(), m0, "the axis starts where the first lane starts");
-        let labels = text.lines().last().unwrap();
-        assert!(labels.trim_start().starts_with("0.1s      0.2s      0.3s"), "{labels}");
-    }
-
-    #[test]
-    fn marks_and_spans_are_drawn_on_the_lane_and_a_mark_wins_over_its_end() {
-        let mut records = vec![
-            rec(0, 7, "producer", "start"),
-            rec(20, 7, "producer", "put"),
-            rec(30, 7, "producer", "blocked"),
-            rec(60, 7, "producer", "unblocked"),
-            rec(90, 7, "producer", "blocked"),
-            rec(99, 7, "producer", "done"),
-        ];
-        records[2].data = json!({ "item": 3 });
-        let style = Style::new().width(120).mark("put", '*').mark("start", 'S').span_labelled(
-            "blocked",
-            "unblocked",
-            '.',
-            "item",
-        );
-        let text = draw("queue", &records, &style);
-        assert!(text.contains("* put") && text.contains(". blocked to unblocked"), "{text}");
-        let row = lane_row(&text, "producer 7");
-        let lane = &row[row.find('S').unwrap()..];
-        // 1 ms per column: put at 20, blocked 30..60 labelled "3", blocked again from 90 to
-        // the end of the lane (never unblocked), the last column a bar.
-        assert_eq!(&lane[..20], "S===================");
-        assert_eq!(&lane[20..21], "*");
-        assert_eq!(&lane[30..31], "3");
-        assert!(lane[31..=60].chars().all(|c| c == '.'), "{lane}");
-        assert!(lane[61..90].chars().all(|c| c == '='), "{lane}");
-        assert!(lane[90..99].chars().all(|c| c == '.'), "{lane}");
-        assert!(lane.ends_with('|') && lane.len() == 100);
-    }
-
     #[test]
     fn the_scale_is_a_round_step_that_fits_the_width() {
         let s = Scale::fit(0, 5000, 60);
@@ -692,21 +590,5 @@ mod tests {
         assert!(s.is_tick(3) && !s.is_tick(0), "ticks fall on round times: 1240 ms");
         assert_eq!(s.label(3), "1.24s");
         assert_eq!(Scale::fit(5, 5, 60).columns, 1);
-    }
-
-    #[test]
-    fn a_single_event_is_a_single_bar_and_nothing_recorded_says_so() {
-        let text = draw("one", &[rec(3, 1, "solo", "hello")], &Style::new());
-        assert!(lane_row(&text, "solo 1").ends_with(" |"), "{text}");
-        assert_eq!(draw("none", &[], &Style::new()), "none: nothing was recorded\n");
-    }
-
-    #[test]
-    fn lines_that_are_not_records_are_skipped() {
-        let text = "{\"t_ms\":1,\"pid\":2,\"ppid\":1,\"who\":\"a\",\"event\":\"e\",\"data\":{}}\n\
-                    half a line\n{\"t_ms\":2,\"pid\":3,\"who\":\"b\",\"event\":\"f\"}\n";
-        let records = parse(text);
-        assert_eq!(records.len(), 2);
-        assert_eq!(records[1].who, "b");
     }
 }

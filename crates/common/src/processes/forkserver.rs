@@ -65,7 +65,7 @@ use nix::sys::socket::{
     recvmsg, sendmsg, socketpair,
 };
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
+use nix::unistd::{ForkResult, Pid, fork, getpid};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -605,19 +605,9 @@ fn child_main(
         // Safety: restoring the default action runs no code of ours in a handler.
         let _ = unsafe { signal(stop_signal, SigHandler::SigDfl) };
     }
-    #[cfg(target_os = "linux")]
     if request.die_with_parent {
-        // Safety: prctl with PR_SET_PDEATHSIG only sets a flag on the calling process.
-        unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        }
-        if getppid() != server {
-            // Safety: the server is already gone; end at once.
-            unsafe { libc::_exit(1) }
-        }
+        crate::process::set_parent_death_signal(server);
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = server;
     if let Err(e) = place(fds, &request.fds) {
         report::write_stderr(&format!("{}: placing its descriptors: {e}", request.name));
         // Safety: ends this child at once.

@@ -438,6 +438,8 @@ pub(super) fn name_in_kernel(name: &str) {
     let _ = name;
 }
 
+#[cfg(unix)]
+pub(crate) use imp::set_parent_death_signal;
 /// Signals, and the start methods, where the OS has them.
 pub(super) use imp::{SIGKILL, SIGTERM, send};
 
@@ -595,8 +597,9 @@ mod imp {
     }
 
     /// Asks the kernel to SIGKILL this process when its parent dies, then checks the parent did
-    /// not die before the request took effect (the man page's race).
-    fn set_parent_death_signal(parent: Pid) {
+    /// not die before the request took effect (the man page's race). Also a fork server's
+    /// child's, its parent being the server.
+    pub fn set_parent_death_signal(parent: Pid) {
         #[cfg(target_os = "linux")]
         {
             // Safety: prctl with PR_SET_PDEATHSIG only sets a flag on the calling process.
@@ -626,32 +629,4 @@ mod imp {
     }
     pub use start_fork as start_spawn;
     pub use start_fork as start_forkserver;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_are_named_as_python_prints_them() {
-        assert_eq!(exitcode_name(Some(0)), "0");
-        assert_eq!(exitcode_name(Some(3)), "3");
-        assert_eq!(exitcode_name(Some(-9)), "-SIGKILL");
-        assert_eq!(exitcode_name(Some(-15)), "-SIGTERM");
-        assert_eq!(exitcode_name(None), "None");
-    }
-
-    #[test]
-    fn a_new_process_displays_as_initial_and_refuses_join() {
-        fn noop(_: Value) -> Result<()> {
-            Ok(())
-        }
-        static NOOP: Role = Role::new("noop", noop);
-        let mut p = Process::new("worker-1", &NOOP, ());
-        assert_eq!(p.to_string(), "<Process worker-1 initial>");
-        assert!(!p.is_alive());
-        assert!(p.join().is_err());
-        p.set_daemon(true).unwrap();
-        assert_eq!(p.to_string(), "<Process worker-1 initial daemon>");
-    }
 }
