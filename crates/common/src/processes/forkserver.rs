@@ -229,20 +229,15 @@ fn lost(client: Client) {
     close_client(&client);
     let exitcode = loop {
         match waitpid(Pid::from_raw(client.pid), None) {
-            Ok(WaitStatus::Exited(_, code)) => break Some(code),
-            Ok(WaitStatus::Signaled(_, signal, _)) => break Some(-(signal as i32)),
+            Ok(ended @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                break super::reap::exitcode_of(ended);
+            }
             Err(Errno::EINTR) => continue,
             Ok(_) => continue,
             Err(_) => break None, // reaped already (by the signal watcher)
         }
     };
-    let status = match exitcode {
-        Some(code) if code < 0 => {
-            Signal::try_from(-code).map_or(code.to_string(), |s| format!("-{}", s.as_str()))
-        }
-        Some(code) => code.to_string(),
-        None => "None".to_string(),
-    };
+    let status = crate::process::exitcode_name(exitcode);
     let how = match exitcode {
         Some(code) if code < 0 => format!("was killed by {}", status.trim_start_matches('-')),
         Some(code) => format!("exited with code {code}"),
