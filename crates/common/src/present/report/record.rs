@@ -64,11 +64,11 @@ pub(crate) fn init_from_env(value: &str, who: &str) {
     }
 }
 
-/// From now on, also appends every [`event`](super::event) as its JSON line to `fd` (`Some`), or stops
-/// (`None`); returns the descriptor recorded to before. Children started afterwards record to
-/// the same file: a forked child inherits the descriptor, a spawned child is told its number
-/// through `CONCURRENCY_DEMOS_REPORT` (the descriptor must then lack close-on-exec, so that
-/// `exec` keeps it).
+/// From now on, also appends every [`event`](super::event) as its JSON line to `fd` (`Some`),
+/// or stops (`None`); returns the descriptor recorded to before. Children started afterwards
+/// record to the same file: a forked child inherits the descriptor, a spawned child is told its
+/// number through `CONCURRENCY_DEMOS_REPORT` (the descriptor must then lack close-on-exec, so
+/// that `exec` keeps it).
 ///
 /// Contract: `fd` is a regular file opened with `O_APPEND` (one `write(2)` per line then never
 /// mixes lines of different processes); the caller keeps it open while it is set, and calls
