@@ -149,18 +149,15 @@ impl Controller {
             (0..pipes.slots).map(|s| open(grant_path(&pipes.dir, s))).collect::<Result<_>>()?;
         let (tx, rx) = channel();
         crate::threads::named::spawn("step reports", move || {
-            let mut lines = BufReader::new(ready);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match lines.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let Ok(report) = serde_json::from_str::<Report>(&line) else { break };
-                        if tx.send(report).is_err() {
-                            break;
-                        }
-                    }
+            // Until end of file, a line that is not a report (the controller's own "end"), or a
+            // controller that no longer listens.
+            for line in BufReader::new(ready).lines() {
+                let Some(report) = line.ok().and_then(|l| serde_json::from_str::<Report>(&l).ok())
+                else {
+                    break;
+                };
+                if tx.send(report).is_err() {
+                    break;
                 }
             }
         })?;
