@@ -238,11 +238,7 @@ fn lost(client: Client) {
         }
     };
     let status = crate::process::exitcode_name(exitcode);
-    let how = match exitcode {
-        Some(code) if code < 0 => format!("was killed by {}", status.trim_start_matches('-')),
-        Some(code) => format!("exited with code {code}"),
-        None => "ended (its exit status was taken elsewhere)".to_string(),
-    };
+    let how = crate::processes::lost::how(exitcode);
     crate::event!("child_lost", { "pid": client.pid, "name": "forkserver", "exitcode": exitcode, "status": status,
                 "how": how, "lost": { "what": "children it had started", "count": 0 } }, "LOST: the fork server (pid {}) {how}: its children die with it (PR_SET_PDEATHSIG)",
             client.pid);
