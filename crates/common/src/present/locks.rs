@@ -77,37 +77,3 @@ pub fn parse_line(line: &str) -> Option<(u64, FileLock)> {
     let inode = fields.next()?.rsplit(':').next()?.parse().ok()?;
     Some((inode, FileLock { pid, kind, access, waiting }))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn holders_and_waiters_are_told_apart() {
-        let (inode, held) =
-            parse_line("1: FLOCK  ADVISORY  WRITE 4182 fe:00:10010635 0 EOF").unwrap();
-        assert_eq!(inode, 10010635);
-        assert_eq!(
-            held,
-            FileLock { pid: 4182, kind: "FLOCK".into(), access: "WRITE".into(), waiting: false }
-        );
-        let (_, waiting) =
-            parse_line("1: -> FLOCK  ADVISORY  WRITE 4183 fe:00:10010635 0 EOF").unwrap();
-        assert!(waiting.waiting);
-        assert_eq!(waiting.pid, 4183);
-        let (_, posix) = parse_line("2: POSIX  ADVISORY  READ 77 08:01:42 0 EOF").unwrap();
-        assert_eq!((posix.kind.as_str(), posix.access.as_str()), ("POSIX", "READ"));
-        assert!(parse_line("garbage").is_none());
-    }
-
-    #[test]
-    fn a_lock_this_process_holds_is_listed_as_held() {
-        let path = std::env::temp_dir().join(format!("common-locks-{}", std::process::id()));
-        let file = std::fs::File::create(&path).unwrap();
-        file.lock().unwrap();
-        let (holders, waiters) = holders_and_waiters(&path).unwrap();
-        let _ = std::fs::remove_file(&path);
-        assert_eq!(holders, [std::process::id() as i32]);
-        assert!(waiters.is_empty());
-    }
-}

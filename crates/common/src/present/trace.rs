@@ -235,12 +235,18 @@ impl Session {
     }
 }
 
+mod chrome;
+mod flows;
 mod model;
+mod states;
+pub use flows::*;
 pub use model::*;
+pub use states::*;
 
 #[cfg(test)]
 mod tests {
-    use super::model::{FLOW_ENDS, state_slices};
+    use super::flows::FLOW_ENDS;
+    use super::states::state_slices;
     use super::*;
 
     fn rec(t_us: u64, pid: i32, tid: i32, event: &str, data: Value) -> Record {

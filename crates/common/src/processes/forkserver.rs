@@ -65,7 +65,7 @@ use nix::sys::socket::{
     recvmsg, sendmsg, socketpair,
 };
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
+use nix::unistd::{ForkResult, Pid, fork, getpid};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -229,25 +229,16 @@ fn lost(client: Client) {
     close_client(&client);
     let exitcode = loop {
         match waitpid(Pid::from_raw(client.pid), None) {
-            Ok(WaitStatus::Exited(_, code)) => break Some(code),
-            Ok(WaitStatus::Signaled(_, signal, _)) => break Some(-(signal as i32)),
+            Ok(ended @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                break super::reap::exitcode_of(ended);
+            }
             Err(Errno::EINTR) => continue,
             Ok(_) => continue,
             Err(_) => break None, // reaped already (by the signal watcher)
         }
     };
-    let status = match exitcode {
-        Some(code) if code < 0 => {
-            Signal::try_from(-code).map_or(code.to_string(), |s| format!("-{}", s.as_str()))
-        }
-        Some(code) => code.to_string(),
-        None => "None".to_string(),
-    };
-    let how = match exitcode {
-        Some(code) if code < 0 => format!("was killed by {}", status.trim_start_matches('-')),
-        Some(code) => format!("exited with code {code}"),
-        None => "ended (its exit status was taken elsewhere)".to_string(),
-    };
+    let status = crate::process::exitcode_name(exitcode);
+    let how = crate::processes::lost::how(exitcode);
     crate::event!("child_lost", { "pid": client.pid, "name": "forkserver", "exitcode": exitcode, "status": status,
                 "how": how, "lost": { "what": "children it had started", "count": 0 } }, "LOST: the fork server (pid {}) {how}: its children die with it (PR_SET_PDEATHSIG)",
             client.pid);
@@ -426,230 +417,5 @@ pub(crate) fn read_status(status: &OwnedFd) -> Status {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The server's side.
-
-/// The fork server's `main`: serves requests until its socket reads end of file, then exits.
-/// Called by `dispatch` in a process started by [`launch`]; never returns.
-pub(crate) fn serve(run_child: RunChild) -> ! {
-    let code = match serve_requests(run_child) {
-        Ok(()) => 0,
-        Err(e) => {
-            report::write_stderr(&format!("forkserver: error: {e:#}"));
-            1
-        }
-    };
-    std::process::exit(code)
-}
-
-fn serve_requests(run_child: RunChild) -> Result<()> {
-    let fd: RawFd = std::env::var(ENV_FD)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .context("the fork server was started without its socket")?;
-    // Safety: the demo passed this descriptor, its socketpair's other end, under this number,
-    // and nothing else in this process owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Safety: fcntl only changes the descriptor's flags.
-    unsafe {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-    }
-    // A terminal's Ctrl-C, or a SIGTERM to the whole group, reaches the server too: it must
-    // live to report its children's ends. `stop` ends it (end of file, then SIGKILL).
-    for stop_signal in STOP_SIGNALS {
-        // Safety: setting a signal to be ignored runs no code of ours in a handler.
-        unsafe { signal(stop_signal, SigHandler::SigIgn) }.context("ignoring the stop signals")?;
-    }
-    let mut chld = SigSet::empty();
-    chld.add(Signal::SIGCHLD);
-    chld.thread_block().context("blocking SIGCHLD")?;
-    let sigfd = SignalFd::with_flags(&chld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("signalfd for SIGCHLD")?;
-    let me = getpid();
-    let mut statuses: HashMap<i32, OwnedFd> = HashMap::new();
-    let mut buf = vec![0u8; MAX_REQUEST + 1];
-    loop {
-        let mut pfds = [
-            libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // Safety: poll reads and writes the two pollfds it is given.
-        if unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) } < 0 {
-            continue; // EINTR
-        }
-        if pfds[1].revents != 0 {
-            while let Ok(Some(_)) = sigfd.read_signal() {}
-        }
-        reap(&mut statuses);
-        if pfds[0].revents == 0 {
-            continue;
-        }
-        let Some((request, mut fds)) = receive(&sock, &mut buf)? else {
-            return Ok(()); // end of file: the demo is gone, or has stopped us
-        };
-        let reply = match request {
-            Err(error) => Reply::Failed { error },
-            Ok(_) if fds.is_empty() => Reply::Failed { error: "no status pipe came".into() },
-            Ok(request) if request.fds.len() + 1 != fds.len() => Reply::Failed {
-                error: format!("{} descriptors named, {} came", request.fds.len(), fds.len() - 1),
-            },
-            Ok(request) => {
-                let status = fds.remove(0);
-                // Safety: this process has one thread, so the child may do anything; it never
-                // returns from `child_main`.
-                match unsafe { fork() } {
-                    Ok(ForkResult::Child) => child_main(
-                        request,
-                        fd,
-                        sigfd.as_raw_fd(),
-                        &mut statuses,
-                        status,
-                        fds,
-                        me,
-                        run_child,
-                    ),
-                    Ok(ForkResult::Parent { child }) => {
-                        statuses.insert(child.as_raw(), status);
-                        drop(fds); // the child has them now
-                        Reply::Started { pid: child.as_raw() }
-                    }
-                    Err(e) => Reply::Failed { error: format!("fork(): {e}") },
-                }
-            }
-        };
-        let text = serde_json::to_vec(&reply).unwrap_or_default();
-        // Safety: send reads text.len() bytes from text.
-        unsafe {
-            libc::send(fd, text.as_ptr().cast(), text.len(), libc::MSG_NOSIGNAL);
-        }
-    }
-}
-
-/// Reaps every ended child and writes its exit code (Python's form) to its status pipe.
-fn reap(statuses: &mut HashMap<i32, OwnedFd>) {
-    loop {
-        let (pid, code) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => (pid, code),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, -(sig as i32)),
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => continue,
-        };
-        if let Some(status) = statuses.remove(&pid.as_raw()) {
-            let _ = nix::unistd::write(&status, &code.to_le_bytes());
-        }
-    }
-}
-
-type Received = (std::result::Result<Request, String>, Vec<OwnedFd>);
-
-/// One request and its descriptors; `None` at end of file.
-fn receive(sock: &OwnedFd, buf: &mut [u8]) -> Result<Option<Received>> {
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let (n, fds) = loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<UnixAddr>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for cmsg in msg.cmsgs().context("reading a request's descriptors")? {
-                    if let ControlMessageOwned::ScmRights(received) = cmsg {
-                        // Safety: the kernel just installed these descriptors in this process.
-                        fds.extend(
-                            received.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
-                        );
-                    }
-                }
-                break (msg.bytes, fds);
-            }
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e).context("recvmsg from the demo"),
-        }
-    };
-    if n == 0 {
-        return Ok(None);
-    }
-    let request = if n > MAX_REQUEST {
-        Err(format!("a request of more than {MAX_REQUEST} bytes"))
-    } else {
-        serde_json::from_slice(&buf[..n]).map_err(|e| format!("decoding a request: {e}"))
-    };
-    Ok(Some((request, fds)))
-}
-
-/// The child of the server: closes the server's descriptors, restores signals, asks to die with
-/// the server, puts the passed descriptors back under the demo's numbers, and runs the role.
-#[allow(clippy::too_many_arguments)]
-fn child_main(
-    request: Request,
-    sock: RawFd,
-    sigfd: RawFd,
-    statuses: &mut HashMap<i32, OwnedFd>,
-    status: OwnedFd,
-    fds: Vec<OwnedFd>,
-    server: Pid,
-    run_child: RunChild,
-) -> ! {
-    // Safety: both are the server's; this child never uses them.
-    unsafe {
-        libc::close(sock);
-        libc::close(sigfd);
-    }
-    statuses.clear(); // the other children's status pipes
-    drop(status);
-    let _ = SigSet::empty().thread_set_mask();
-    for stop_signal in STOP_SIGNALS {
-        // Safety: restoring the default action runs no code of ours in a handler.
-        let _ = unsafe { signal(stop_signal, SigHandler::SigDfl) };
-    }
-    #[cfg(target_os = "linux")]
-    if request.die_with_parent {
-        // Safety: prctl with PR_SET_PDEATHSIG only sets a flag on the calling process.
-        unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        }
-        if getppid() != server {
-            // Safety: the server is already gone; end at once.
-            unsafe { libc::_exit(1) }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = server;
-    if let Err(e) = place(fds, &request.fds) {
-        report::write_stderr(&format!("{}: placing its descriptors: {e}", request.name));
-        // Safety: ends this child at once.
-        unsafe { libc::_exit(1) }
-    }
-    run_child(request.role, request.name, request.args, request.daemon, request.report)
-}
-
-/// Makes each received descriptor available under its number in the demo: first every one is
-/// moved above all the numbers involved (so no `dup2` overwrites one not yet moved) and the
-/// originals are closed, then each is duplicated onto its number, without close-on-exec, as a
-/// spawned child's would be.
-fn place(received: Vec<OwnedFd>, numbers: &[RawFd]) -> std::io::Result<()> {
-    let top = received.iter().map(|f| f.as_raw_fd()).chain(numbers.iter().copied()).max();
-    let base = top.map_or(0, |t| t + 1);
-    let mut moved = Vec::with_capacity(received.len());
-    for fd in &received {
-        // Safety: fcntl(F_DUPFD_CLOEXEC) makes a new descriptor; it is owned right away.
-        let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) };
-        if high < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // Safety: `high` was just created and is owned by nothing else.
-        moved.push(unsafe { OwnedFd::from_raw_fd(high) });
-    }
-    drop(received);
-    for (fd, &number) in moved.iter().zip(numbers) {
-        // Safety: dup2 onto `number`, which the demo's arguments name; whatever had that number
-        // in this child was the server's and is not used.
-        if unsafe { libc::dup2(fd.as_raw_fd(), number) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
+mod server;
+pub(crate) use server::serve;

@@ -15,6 +15,8 @@ use super::process::{SIGTERM, send};
 use super::registry::{ChildEntry, with_registry};
 use crate::report;
 
+#[cfg(unix)]
+pub(super) use imp::exitcode_of;
 /// What [`Process::join`](super::process::Process::join) waits with.
 pub(super) use imp::wait;
 
@@ -110,6 +112,16 @@ mod imp {
 
     use super::super::process::SIGKILL;
 
+    /// Python's `exitcode` of an ended child: its exit code, or minus the signal that killed it
+    /// (`-9` for SIGKILL); `None` for a status that is not an end (stopped, continued).
+    pub fn exitcode_of(status: WaitStatus) -> Option<i32> {
+        match status {
+            WaitStatus::Exited(_, code) => Some(code),
+            WaitStatus::Signaled(_, signal, _) => Some(-(signal as i32)),
+            _ => None,
+        }
+    }
+
     /// Waits for `pid`: forever (`None`), not at all (`Some(ZERO)`), or up to a timeout.
     /// Returns `Some(exitcode)` once it is reaped (`Some(None)` if its status was lost because
     /// the kernel reaped it, SIGCHLD being ignored), `None` if it is still running.
@@ -157,9 +169,8 @@ mod imp {
         loop {
             let flags = if timeout.is_some() { Some(WaitPidFlag::WNOHANG) } else { None };
             match waitpid(Pid::from_raw(pid), flags) {
-                Ok(WaitStatus::Exited(_, code)) => return Some(forget(pid, Some(code))),
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    return Some(forget(pid, Some(-(signal as i32))));
+                Ok(ended @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    return Some(forget(pid, exitcode_of(ended)));
                 }
                 Ok(WaitStatus::StillAlive) => {}
                 Ok(_) => {} // stopped or continued: still alive
@@ -290,11 +301,7 @@ mod imp {
                     Ok(WaitStatus::StillAlive) => break,
                     Ok(status) => {
                         if let Some(pid) = status.pid() {
-                            let code = match status {
-                                WaitStatus::Exited(_, c) => Some(c),
-                                WaitStatus::Signaled(_, s, _) => Some(-(s as i32)),
-                                _ => None,
-                            };
+                            let code = exitcode_of(status);
                             with_registry(|r| {
                                 r.children.remove(&pid.as_raw());
                                 r.reaped.insert(pid.as_raw(), code);

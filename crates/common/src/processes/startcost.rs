@@ -123,22 +123,3 @@ pub fn median(values: &[f64]) -> f64 {
         _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_median_ignores_one_slow_round() {
-        assert_eq!(median(&[5.0, 1.0, 900.0]), 5.0);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(&[]).is_nan());
-    }
-
-    #[test]
-    fn a_thread_round_gives_a_positive_figure() {
-        // Threads only: forking inside the multi-threaded test runner is not safe.
-        let us = start_join_round(Starter::Thread, 3).unwrap();
-        assert!(us > 0.0);
-    }
-}

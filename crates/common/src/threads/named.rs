@@ -66,33 +66,3 @@ pub fn kernel_name(name: &str) -> &str {
     }
     &name[..end]
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_named_thread_has_its_own_tid_and_the_kernel_keeps_15_bytes_of_its_name() {
-        let long = "a-thread-with-a-long-name";
-        let (tid, comm) = spawn(long, || {
-            let tid = gettid();
-            let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
-            (tid, comm.trim_end().to_string())
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-        assert_ne!(tid as u32, std::process::id());
-        assert_eq!(comm, kernel_name(long));
-        assert_eq!(comm, "a-thread-with-a");
-    }
-
-    #[test]
-    fn a_scoped_thread_may_borrow_and_is_joined_by_its_scope() {
-        let mut counter = 0;
-        std::thread::scope(|s| {
-            spawn_scoped(s, "borrower", || counter += 1).unwrap();
-        });
-        assert_eq!(counter, 1);
-    }
-}

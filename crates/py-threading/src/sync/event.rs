@@ -1,0 +1,57 @@
+//! [`Event`]: a flag that threads wait for (事件). `set` raises it and wakes every waiter, `clear`
+//! lowers it, `wait` sleeps until it is raised, `wait_timeout` returns the flag at the end:
+//! `false` when the time ran out first.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use super::lock;
+
+/// Python's `threading.Event()`: a flag, initially false, that threads wait for.
+#[derive(Debug, Default)]
+pub struct Event {
+    flag: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Event {
+    /// An event whose flag is down.
+    pub fn new() -> Event {
+        Event::default()
+    }
+
+    /// `is_set()`: the flag now.
+    pub fn is_set(&self) -> bool {
+        *lock(&self.flag)
+    }
+
+    /// `set()`: raises the flag and wakes every thread waiting for it. Threads that call `wait`
+    /// afterwards return at once, until `clear`.
+    pub fn set(&self) {
+        *lock(&self.flag) = true;
+        self.cond.notify_all();
+    }
+
+    /// `clear()`: lowers the flag; later `wait`s sleep again.
+    pub fn clear(&self) {
+        *lock(&self.flag) = false;
+    }
+
+    /// `wait()`: sleeps until the flag is raised. Always `true`.
+    pub fn wait(&self) -> bool {
+        let flag = lock(&self.flag);
+        let _flag = self.cond.wait_while(flag, |up| !*up).unwrap_or_else(|e| e.into_inner());
+        true
+    }
+
+    /// `wait(timeout)`: sleeps until the flag is raised or `timeout` has passed; returns the
+    /// flag at the end: `false` when the time ran out first.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let flag = lock(&self.flag);
+        let (flag, _) = self
+            .cond
+            .wait_timeout_while(flag, timeout, |up| !*up)
+            .unwrap_or_else(|e| e.into_inner());
+        *flag
+    }
+}

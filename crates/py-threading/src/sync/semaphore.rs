@@ -1,0 +1,182 @@
+//! [`Semaphore`]: a counter of free places (信号量). `acquire` takes one, sleeping while there is
+//! none; `release` gives one back and wakes one sleeper. Like CPython's, it has no owner and no
+//! ceiling: any thread may release, and one release too many silently makes one more place
+//! (`Semaphore(3)` becomes a semaphore of 4).
+//!
+//! [`BoundedSemaphore`]: the same, except that a release that would raise the counter above its
+//! initial value is refused with [`ReleasedTooManyTimes`] (Python's `ValueError: Semaphore
+//! released too many times`), and the counter is left as it was.
+//!
+//! CPython's code, which this follows line by line (Lib/threading.py, 3.11):
+//!
+//! ```text
+//! Semaphore.acquire(timeout):            Semaphore.release(n=1):
+//!   with self._cond:                       with self._cond:
+//!     while self._value == 0:                self._value += n
+//!       ... self._cond.wait(timeout)         for i in range(n): self._cond.notify()
+//!     self._value -= 1
+//! ```
+//!
+//! CPython's `Condition.notify` wakes only threads in its list of waiters, so a release with
+//! nobody waiting costs nothing; here the mutex guards the count of waiters, and of wake-ups
+//! already on their way, for the same reason.
+
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::lock;
+
+/// `BoundedSemaphore.release()` called once too often: Python's `ValueError`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ValueError: Semaphore released too many times (its initial value is {initial})")]
+pub struct ReleasedTooManyTimes {
+    /// The bounded semaphore's initial value, which its counter may not exceed.
+    pub initial: usize,
+}
+
+/// What the semaphore's mutex guards.
+#[derive(Debug, Default)]
+struct State {
+    /// Free places.
+    value: usize,
+    /// Threads inside `acquire`'s wait loop.
+    waiters: usize,
+    /// Wake-ups sent and not yet taken by a waiter: a release wakes only waiters that nobody
+    /// is waking already. (std's `Condvar::notify_one` is a `futex` system call even when no
+    /// thread waits, and a thread that gives a place back and takes it again at once would
+    /// otherwise make one for every pair while a woken waiter is still on its way.)
+    signalled: usize,
+}
+
+/// Python's `threading.Semaphore(value)`: a counter of free places with no ceiling.
+#[derive(Debug)]
+pub struct Semaphore {
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+impl Semaphore {
+    /// A semaphore with `value` free places (Python's default is 1: a lock).
+    pub fn new(value: usize) -> Semaphore {
+        Semaphore { state: Mutex::new(State { value, ..State::default() }), cond: Condvar::new() }
+    }
+
+    /// `acquire()`: takes a place, sleeping as long as there is none. Always `true`, as in
+    /// Python.
+    pub fn acquire(&self) -> bool {
+        self.take(None)
+    }
+
+    /// `acquire(timeout=t)`: `false` only after `t` has really passed with no place free.
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+        self.take(Some(timeout))
+    }
+
+    /// `acquire(blocking=False)`: takes a place only if one is free now.
+    pub fn try_acquire(&self) -> bool {
+        self.take(Some(Duration::ZERO))
+    }
+
+    /// `release()`: gives a place back, whoever calls it, and wakes one sleeper. Never refused:
+    /// a release without an acquire adds a place for good.
+    pub fn release(&self) {
+        let _ = self.give(None);
+    }
+
+    /// The free places now (Python's `_value`): a snapshot, stale as soon as it is read.
+    pub fn value(&self) -> usize {
+        lock(&self.state).value
+    }
+
+    /// Takes one place, waiting up to `timeout` (`None`: for ever). `false`: the time ran out.
+    fn take(&self, timeout: Option<Duration>) -> bool {
+        let mut s = lock(&self.state);
+        if s.value > 0 {
+            s.value -= 1;
+            return true;
+        }
+        if timeout == Some(Duration::ZERO) {
+            return false;
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        s.waiters += 1;
+        let got = loop {
+            s = match deadline {
+                None => self.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.cond.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+            // Whatever woke us (a release, a timeout, nothing at all), we look again.
+            s.signalled = s.signalled.saturating_sub(1);
+            if s.value > 0 {
+                s.value -= 1;
+                break true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break false;
+            }
+        };
+        s.waiters -= 1;
+        s.signalled = s.signalled.min(s.waiters);
+        got
+    }
+
+    /// Gives a place back (unless it would exceed `bound`) and wakes one sleeper, if one is
+    /// asleep that no other release is waking already.
+    fn give(&self, bound: Option<usize>) -> Result<(), ReleasedTooManyTimes> {
+        let mut s = lock(&self.state);
+        if let Some(initial) = bound
+            && s.value >= initial
+        {
+            return Err(ReleasedTooManyTimes { initial });
+        }
+        s.value += 1;
+        let wake = s.waiters > s.signalled;
+        if wake {
+            s.signalled += 1;
+        }
+        drop(s);
+        if wake {
+            self.cond.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Python's `threading.BoundedSemaphore(value)`: a [`Semaphore`] whose counter may never
+/// exceed its initial value; a release that would is an error.
+#[derive(Debug)]
+pub struct BoundedSemaphore {
+    semaphore: Semaphore,
+    initial: usize,
+}
+
+impl BoundedSemaphore {
+    /// A bounded semaphore with `value` free places, and never more.
+    pub fn new(value: usize) -> BoundedSemaphore {
+        BoundedSemaphore { semaphore: Semaphore::new(value), initial: value }
+    }
+
+    /// `acquire()`: as [`Semaphore::acquire`].
+    pub fn acquire(&self) -> bool {
+        self.semaphore.acquire()
+    }
+
+    /// `acquire(blocking=False)`: as [`Semaphore::try_acquire`].
+    pub fn try_acquire(&self) -> bool {
+        self.semaphore.try_acquire()
+    }
+
+    /// `release()`: gives a place back; refused, leaving the counter as it was, if every place
+    /// is already free (Python's `ValueError: Semaphore released too many times`).
+    pub fn release(&self) -> Result<(), ReleasedTooManyTimes> {
+        self.semaphore.give(Some(self.initial))
+    }
+
+    /// The free places now: a snapshot.
+    pub fn value(&self) -> usize {
+        self.semaphore.value()
+    }
+}
