@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use common::net::load::process_cpu;
+use io_models::client::process_cpu;
 use common::process::{Process, StartMethod};
 
 use crate::model::Model;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use common::net::load::Spec;
+use io_models::client::Spec;
 use common::predict;
 use common::report;
 

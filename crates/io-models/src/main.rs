@@ -100,18 +100,19 @@ const MAX_LINE_CAP: usize = 1024 * 1024;
 /// How long a silent client is kept (`--idle-ms`), by default and at most.
 const IDLE_MS: u64 = 30_000;
 const IDLE_MS_CAP: u64 = 3_600_000;
-/// The load client's caps (`common::net::load`, Linux only), for the flags' parsers.
+/// The load client's caps (`io_models::client`, Linux only), for the flags' parsers.
 const LOAD_MAX_CONNECTIONS: usize = 10_000;
 const LOAD_MAX_REQUESTS: usize = 1_000_000;
 const LOAD_MAX_SIZE: usize = 65_536;
 const LOAD_MAX_SECONDS: u64 = 600;
 #[cfg(target_os = "linux")]
 const _: () = {
-    use common::net::load;
+    use io_models::client;
     assert!(
-        LOAD_MAX_CONNECTIONS == load::MAX_CONNECTIONS && LOAD_MAX_REQUESTS == load::MAX_REQUESTS
+        LOAD_MAX_CONNECTIONS == client::MAX_CONNECTIONS
+            && LOAD_MAX_REQUESTS == client::MAX_REQUESTS
     );
-    assert!(LOAD_MAX_SIZE == load::MAX_SIZE && LOAD_MAX_SECONDS == load::MAX_SECONDS);
+    assert!(LOAD_MAX_SIZE == client::MAX_SIZE && LOAD_MAX_SECONDS == client::MAX_SECONDS);
 };
 
 /// io-models: 网络IO模型 — an echo server in every IO model (blocking, threads, fork,
@@ -307,8 +308,8 @@ impl LimitArgs {
 
 #[cfg(target_os = "linux")]
 impl LoadSpecArgs {
-    fn spec(&self, port: u16) -> common::net::load::Spec {
-        common::net::load::Spec {
+    fn spec(&self, port: u16) -> io_models::client::Spec {
+        io_models::client::Spec {
             port,
             connections: self.connections,
             requests: self.requests,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use common::net::load::process_cpu;
+use io_models::client::process_cpu;
 
 use crate::ServeArgs;
 use crate::model::Model;
