@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::json;
 
-use io_models::client::{self, Spec};
 use common::predict;
 use common::report;
+use io_models::client::{self, Spec};
 
 use crate::child::{Sampler, ServerChild};
 use crate::model::Model;

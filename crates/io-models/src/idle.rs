@@ -11,9 +11,9 @@ use anyhow::Result;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use serde_json::json;
 
-use io_models::client::{self, Spec};
 use common::predict;
 use common::report;
+use io_models::client::{self, Spec};
 
 use crate::child::{ServerChild, measure, pss_kib};
 use crate::model::Model;

@@ -267,7 +267,10 @@ fn main() -> std::process::ExitCode {
 #[cfg(target_os = "linux")]
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.cmd {
-        Some(Cmd::Serve(args)) => serve::run(args),
+        Some(Cmd::Serve(args)) => {
+            let (listener, stats) = serve::start(args)?;
+            serve_with(args.model, listener, args.limits.limits(), stats)
+        }
         Some(Cmd::Load(args)) => load::run(args),
         Some(Cmd::Compare(args)) => compare::run(&cli, args),
         Some(Cmd::Idle(args)) => idle::run(&cli, args),
@@ -279,6 +282,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let args = CompareArgs::parse_defaults();
             compare::run(&cli, &args)
         }
+    }
+}
+
+/// Serves on `listener` with `model` until the process is stopped: each arm goes straight to
+/// the model's own file, where its key call stands (`epoll.wait` in `models/epoll.rs`, `accept4`
+/// in `models/threads.rs`, `submit_with_args` in `models/uring.rs`, `listener.accept()` in
+/// `models/asynchronous.rs`, ...).
+#[cfg(target_os = "linux")]
+fn serve_with(
+    model: Model,
+    listener: std::os::fd::OwnedFd,
+    limits: server::Limits,
+    stats: &'static server::Stats,
+) -> anyhow::Result<()> {
+    use models::{
+        asynchronous, blocking, epoll, fork, nonblocking, poll, select, signal, threads, uring,
+    };
+    match model {
+        Model::Blocking => blocking::serve(&listener, &limits, stats),
+        Model::Threads => threads::serve(&listener, limits, stats),
+        Model::Fork => fork::serve(&listener, &limits, stats),
+        Model::Nonblocking => nonblocking::serve(&listener, &limits, stats),
+        Model::Select => select::serve(&listener, &limits, stats),
+        Model::Poll => poll::serve(&listener, &limits, stats),
+        Model::Epoll => epoll::serve(&listener, &limits, stats),
+        Model::Signal => signal::serve(&listener, &limits, stats),
+        Model::Async => asynchronous::serve(listener, limits, stats),
+        Model::Uring => uring::serve(&listener, &limits, stats),
     }
 }
 
