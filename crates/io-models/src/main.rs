@@ -13,16 +13,18 @@
 //! `nonblocking` (非阻塞IO, a busy loop on EAGAIN), `select`, `poll`, `epoll` (多路复用),
 //! `signal` (SIGIO, Stevens' fifth model), `async` (tokio's current-thread runtime: coroutines
 //! serving sockets) and `uring` (io_uring, 异步IO: the kernel does both phases). Each model's
-//! system calls are in its own file (`src/models/`), through `nix`.
+//! system calls are in its own file (`src/models/`), through `nix`; `serve_with` below hands
+//! each its listener.
 //!
 //! Subcommands:
 //! 1. `serve --model M [--port P]`: one server on 127.0.0.1 (port 0 by default: the kernel picks
 //!    one), until Ctrl-C. Its first line gives the address; `nc 127.0.0.1 PORT` talks to it.
 //!    Bounds: `--max-connections`, `--max-line`, `--idle-ms`; past one, that client gets one
 //!    `error: ...` line and is closed, and nobody else notices.
-//! 2. `load --port P`: the load client (one thread, epoll; always 127.0.0.1, it has no host
-//!    flag): checks every echoed byte, prints requests/s, p50/p99/max latency, its own CPU per
-//!    request and the server's (found through `/proc/net/tcp`).
+//! 2. `load --port P`: the load client (`src/client.rs`, the crate's library: one thread, epoll;
+//!    always 127.0.0.1, it has no host flag): checks every echoed byte, prints requests/s,
+//!    p50/p99/max latency, its own CPU per request and the server's (found through
+//!    `/proc/net/tcp`).
 //! 3. `compare` (the tour): every model in turn as a child process, driven by the load client;
 //!    one table: requests/s, p99, server CPU per request, system calls per request, threads,
 //!    memory.
