@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::net::load::{self, Spec};
+use io_models::client::{self, Spec};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::{Demo, run, run_ok, wait_until};
@@ -79,7 +79,7 @@ fn spec(port: u16) -> Spec {
 /// 20 concurrent clients, random lengths with NULs, 0xFF and \r\n: every echo byte for byte.
 fn echoes_byte_for_byte(model: &str) {
     let Some((demo, port)) = serve(model, &[]) else { return };
-    let report = load::run(&spec(port)).expect("running the load client");
+    let report = client::run(&spec(port)).expect("running the load client");
     assert!(
         report.all_good(),
         "{model}: {} of {} round trips right, {} mismatches, ended: {:?}",
@@ -372,7 +372,7 @@ fn does_serve_listen_on_127_0_0_1_only() {
 fn stops_during_load(model: &str, signal: Signal, to_group: bool, code: i32) {
     let Some((demo, port)) = serve(model, &[]) else { return };
     let client = std::thread::spawn(move || {
-        load::run(&Spec {
+        client::run(&Spec {
             connections: 10,
             requests: 400_000,
             varied: false,

@@ -3,7 +3,7 @@
 //! `ThreadingTCPServer` and an asyncio streams server (`python/io.py`), in the same run.
 //!
 //! Every server is its own process on 127.0.0.1 (the Rust ones are `io-models serve`), driven by
-//! the same load client, `common::net::load` (one thread, epoll, 127.0.0.1 only): 50 connections
+//! the same load client, `io_models::client` (one thread, epoll, 127.0.0.1 only): 50 connections
 //! × 1,000 round trips of 64 bytes per run, every echoed byte checked. Figures: requests per
 //! second (with its spread over the runs), p99 latency, the server's CPU per request (user +
 //! system, from `/proc/PID/stat`, in clock ticks; and nanoseconds on a CPU from each thread's
@@ -35,7 +35,7 @@ mod linux {
     use anyhow::{Context, Result, bail};
     use serde_json::Value;
 
-    use common::net::load::{self, Spec, process_cpu};
+    use io_models::client::{self, Spec, process_cpu};
 
     use crate::measure::{Better, Outcome, Row, Settings, median};
 
@@ -190,10 +190,10 @@ mod linux {
     fn measure_once(server: Server, io_models: &PathBuf) -> Result<(Figures, Option<String>)> {
         let running = Running::start(server, io_models)?;
         // Warm up: the runtime, the ring, Python's imports are ready before the clock starts.
-        let _ = load::run(&Spec { connections: 1, requests: 10, ..spec(running.port, 1) });
+        let _ = client::run(&Spec { connections: 1, requests: 10, ..spec(running.port, 1) });
         let (u0, s0) = process_cpu(running.pid).unwrap_or_default();
         let ns0 = on_cpu_ns(running.pid).unwrap_or_default();
-        let report = load::run(&spec(running.port, REQUESTS));
+        let report = client::run(&spec(running.port, REQUESTS));
         let ns1 = on_cpu_ns(running.pid).unwrap_or_default();
         let (u1, s1) = process_cpu(running.pid).unwrap_or_default();
         let python = running.python.clone();
@@ -239,7 +239,7 @@ mod linux {
         };
         // strace says nothing when it has attached: give it a moment (a benchmark, not a test).
         std::thread::sleep(Duration::from_millis(500));
-        let report = load::run(&spec(running.port, TRACED_REQUESTS));
+        let report = client::run(&spec(running.port, TRACED_REQUESTS));
         // SIGINT makes strace detach and write its summary.
         let _ = Command::new("kill").args(["-INT", &strace.id().to_string()]).status();
         let _ = strace.wait();

@@ -16,9 +16,6 @@
 //! **Threads** ([`threads`]):
 //! - [`threads::named`]: named threads, their kernel ids, what the kernel keeps of a name.
 //!
-//! **Networking** ([`net`]): the load client the IO-model demos and their benchmark share
-//! (Linux).
-//!
 //! **Presentation** ([`present`]):
 //! - [`report`]: people's lines and `--json` events, one `write(2)` per line, `[pid/tid name]`.
 //! - [`ps`]: the demo's own process and thread tables from `/proc`.
@@ -38,7 +35,6 @@
 //! Every module is re-exported at the top (`common::process`, `common::report`, ...), so a
 //! demo's paths stay short whatever layer a module lives in.
 
-pub mod net;
 // The crate's own modules may name it as every crate that uses it does (`common::report`), so
 // that a module reads the same wherever it lives.
 extern crate self as common;

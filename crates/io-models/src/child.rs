@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use common::net::load::process_cpu;
 use common::process::{Process, StartMethod};
+use io_models::client::process_cpu;
 
 use crate::model::Model;
-use crate::models;
 use crate::server::{Limits, Stats, listen_localhost, set_quiet, shared_stats};
 
 /// A server child: its port, its counters, its process.
@@ -35,7 +34,7 @@ impl ServerChild {
         let listener_fd = listener.as_raw_fd();
         let mut process = Process::from_fn(format!("{model}-server"), move || {
             set_quiet(true);
-            models::serve(model, listener, limits, stats)
+            crate::serve_with(model, listener, limits, stats)
         })
         .start_method(StartMethod::Fork);
         process.start().with_context(|| format!("forking the {model} server"))?;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::json;
 
-use common::net::load::{self, Spec};
 use common::predict;
 use common::report;
+use io_models::client::{self, Spec};
 
 use crate::child::{Sampler, ServerChild};
 use crate::model::Model;
@@ -88,7 +88,7 @@ impl Row {
 pub fn limits_for(connections: usize) -> Limits {
     Limits {
         max_connections: connections + 16,
-        max_line: load::MAX_SIZE + 1,
+        max_line: client::MAX_SIZE + 1,
         idle: Duration::from_secs(60),
     }
 }
@@ -104,7 +104,7 @@ pub fn measure(model: Model, spec: &Spec) -> Result<Row> {
     let before: Snapshot = child.stats.snapshot();
     let (u0, s0) = child.cpu();
     let sampler = Sampler::start(child.pid, model == Model::Fork)?;
-    let result = load::run(&Spec { port: child.port, ..spec.clone() });
+    let result = client::run(&Spec { port: child.port, ..spec.clone() });
     child.wait_all_closed(Duration::from_secs(3));
     let peak = sampler.finish();
     let (u1, s1) = child.cpu();

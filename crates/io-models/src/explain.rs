@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use common::net::load::Spec;
 use common::predict;
 use common::report;
+use io_models::client::Spec;
 
 use crate::compare::measure;
 use crate::model::Model;

@@ -11,9 +11,9 @@ use anyhow::Result;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use serde_json::json;
 
-use common::net::load::{self, Spec};
 use common::predict;
 use common::report;
+use io_models::client::{self, Spec};
 
 use crate::child::{ServerChild, measure, pss_kib};
 use crate::model::Model;
@@ -152,10 +152,10 @@ fn hold(cli: &Cli, model: Model, n: usize, quiet: Duration) -> Result<Row> {
         keep_open: false,
     };
     // One echo first, so the server has set up what it needs (its runtime, its ring).
-    let _ = load::run(&spec)?;
+    let _ = client::run(&spec)?;
     child.wait_all_closed(Duration::from_secs(2));
     let before = pss_kib(child.pid).unwrap_or(0);
-    let report = load::run(&Spec { connections: n, keep_open: true, ..spec })?;
+    let report = client::run(&Spec { connections: n, keep_open: true, ..spec })?;
     row.held = report.kept.len();
     let refused: Vec<_> = report.ended.iter().filter(|e| e.refused).collect();
     row.refused = refused.len();

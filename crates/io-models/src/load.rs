@@ -6,7 +6,7 @@
 
 use anyhow::{Result, bail};
 
-use common::net::load::{self, Report, listener_pid, process_cpu};
+use io_models::client::{self, Report, listener_pid, process_cpu};
 
 use crate::LoadArgs;
 
@@ -22,7 +22,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
             spec.size,
             args.port,
             server.map(|p| format!(" (server pid {p})")).unwrap_or_default());
-    let result = load::run(&spec)?;
+    let result = client::run(&spec)?;
     let server_cpu = match (server, cpu_before) {
         (Some(pid), Some((u0, s0))) => process_cpu(pid).map(|(u1, s1)| (u1 - u0, s1 - s0)),
         _ => None,

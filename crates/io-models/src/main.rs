@@ -13,16 +13,18 @@
 //! `nonblocking` (非阻塞IO, a busy loop on EAGAIN), `select`, `poll`, `epoll` (多路复用),
 //! `signal` (SIGIO, Stevens' fifth model), `async` (tokio's current-thread runtime: coroutines
 //! serving sockets) and `uring` (io_uring, 异步IO: the kernel does both phases). Each model's
-//! system calls are in its own file (`src/models/`), through `nix`.
+//! system calls are in its own file (`src/models/`), through `nix`; `serve_with` below hands
+//! each its listener.
 //!
 //! Subcommands:
 //! 1. `serve --model M [--port P]`: one server on 127.0.0.1 (port 0 by default: the kernel picks
 //!    one), until Ctrl-C. Its first line gives the address; `nc 127.0.0.1 PORT` talks to it.
 //!    Bounds: `--max-connections`, `--max-line`, `--idle-ms`; past one, that client gets one
 //!    `error: ...` line and is closed, and nobody else notices.
-//! 2. `load --port P`: the load client (one thread, epoll; always 127.0.0.1, it has no host
-//!    flag): checks every echoed byte, prints requests/s, p50/p99/max latency, its own CPU per
-//!    request and the server's (found through `/proc/net/tcp`).
+//! 2. `load --port P`: the load client (`src/client.rs`, the crate's library: one thread, epoll;
+//!    always 127.0.0.1, it has no host flag): checks every echoed byte, prints requests/s,
+//!    p50/p99/max latency, its own CPU per request and the server's (found through
+//!    `/proc/net/tcp`).
 //! 3. `compare` (the tour): every model in turn as a child process, driven by the load client;
 //!    one table: requests/s, p99, server CPU per request, system calls per request, threads,
 //!    memory.
@@ -98,18 +100,19 @@ const MAX_LINE_CAP: usize = 1024 * 1024;
 /// How long a silent client is kept (`--idle-ms`), by default and at most.
 const IDLE_MS: u64 = 30_000;
 const IDLE_MS_CAP: u64 = 3_600_000;
-/// The load client's caps (`common::net::load`, Linux only), for the flags' parsers.
+/// The load client's caps (`io_models::client`, Linux only), for the flags' parsers.
 const LOAD_MAX_CONNECTIONS: usize = 10_000;
 const LOAD_MAX_REQUESTS: usize = 1_000_000;
 const LOAD_MAX_SIZE: usize = 65_536;
 const LOAD_MAX_SECONDS: u64 = 600;
 #[cfg(target_os = "linux")]
 const _: () = {
-    use common::net::load;
+    use io_models::client;
     assert!(
-        LOAD_MAX_CONNECTIONS == load::MAX_CONNECTIONS && LOAD_MAX_REQUESTS == load::MAX_REQUESTS
+        LOAD_MAX_CONNECTIONS == client::MAX_CONNECTIONS
+            && LOAD_MAX_REQUESTS == client::MAX_REQUESTS
     );
-    assert!(LOAD_MAX_SIZE == load::MAX_SIZE && LOAD_MAX_SECONDS == load::MAX_SECONDS);
+    assert!(LOAD_MAX_SIZE == client::MAX_SIZE && LOAD_MAX_SECONDS == client::MAX_SECONDS);
 };
 
 /// io-models: 网络IO模型 — an echo server in every IO model (blocking, threads, fork,
@@ -264,7 +267,10 @@ fn main() -> std::process::ExitCode {
 #[cfg(target_os = "linux")]
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.cmd {
-        Some(Cmd::Serve(args)) => serve::run(args),
+        Some(Cmd::Serve(args)) => {
+            let (listener, stats) = serve::start(args)?;
+            serve_with(args.model, listener, args.limits.limits(), stats)
+        }
         Some(Cmd::Load(args)) => load::run(args),
         Some(Cmd::Compare(args)) => compare::run(&cli, args),
         Some(Cmd::Idle(args)) => idle::run(&cli, args),
@@ -276,6 +282,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let args = CompareArgs::parse_defaults();
             compare::run(&cli, &args)
         }
+    }
+}
+
+/// Serves on `listener` with `model` until the process is stopped: each arm goes straight to
+/// the model's own file, where its key call stands (`epoll.wait` in `models/epoll.rs`, `accept4`
+/// in `models/threads.rs`, `submit_with_args` in `models/uring.rs`, `listener.accept()` in
+/// `models/asynchronous.rs`, ...).
+#[cfg(target_os = "linux")]
+fn serve_with(
+    model: Model,
+    listener: std::os::fd::OwnedFd,
+    limits: server::Limits,
+    stats: &'static server::Stats,
+) -> anyhow::Result<()> {
+    use models::{
+        asynchronous, blocking, epoll, fork, nonblocking, poll, select, signal, threads, uring,
+    };
+    match model {
+        Model::Blocking => blocking::serve(&listener, &limits, stats),
+        Model::Threads => threads::serve(&listener, limits, stats),
+        Model::Fork => fork::serve(&listener, &limits, stats),
+        Model::Nonblocking => nonblocking::serve(&listener, &limits, stats),
+        Model::Select => select::serve(&listener, &limits, stats),
+        Model::Poll => poll::serve(&listener, &limits, stats),
+        Model::Epoll => epoll::serve(&listener, &limits, stats),
+        Model::Signal => signal::serve(&listener, &limits, stats),
+        Model::Async => asynchronous::serve(listener, limits, stats),
+        Model::Uring => uring::serve(&listener, &limits, stats),
     }
 }
 
@@ -305,8 +339,8 @@ impl LimitArgs {
 
 #[cfg(target_os = "linux")]
 impl LoadSpecArgs {
-    fn spec(&self, port: u16) -> common::net::load::Spec {
-        common::net::load::Spec {
+    fn spec(&self, port: u16) -> io_models::client::Spec {
+        io_models::client::Spec {
             port,
             connections: self.connections,
             requests: self.requests,

@@ -1,21 +1,25 @@
 //! Part 1, `serve`: one server on 127.0.0.1 in the chosen model, until Ctrl-C or SIGTERM (the
 //! signal watcher then ends the process, which closes every connection). Its first line is the
-//! address; a `stats` line follows whenever the counters changed.
+//! address; a `stats` line follows whenever the counters changed. What the model then does with
+//! the listener is its own file's (`main.rs` hands it over: `serve_with`).
 
 #![cfg(target_os = "linux")]
 
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use common::net::load::process_cpu;
+use io_models::client::process_cpu;
 
 use crate::ServeArgs;
 use crate::model::Model;
 use crate::models;
 use crate::server::{Stats, listen_localhost, shared_stats};
 
-pub fn run(args: &ServeArgs) -> Result<()> {
+/// The listening socket and the counters, the address said, the stats thread started: all a
+/// model needs to serve.
+pub fn start(args: &ServeArgs) -> Result<(OwnedFd, &'static Stats)> {
     if args.model == Model::Uring
         && let Some(why) = models::uring::refused()
     {
@@ -31,7 +35,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let every = Duration::from_millis(args.stats_ms);
     common::threads::named::spawn("stats", move || report_stats(stats, every))
         .context("starting the stats thread")?;
-    models::serve(args.model, listener, args.limits.limits(), stats)
+    Ok((listener, stats))
 }
 
 /// Every `every`, when something changed: the counters, per request, and the CPU used so far.

@@ -154,6 +154,17 @@ impl Stats {
     pub fn open_now(&self) -> usize {
         self.open.load(Ordering::Relaxed) as usize
     }
+
+    /// Makes a model's waiting call (select, poll, epoll_wait, sigtimedwait, io_uring_enter)
+    /// and counts it: one system call, the time it waited (phase 1), one wakeup.
+    pub fn count_wait<T>(&self, wait: impl FnOnce() -> T) -> T {
+        Stats::add(&self.syscalls, 1);
+        let began = Instant::now();
+        let got = wait();
+        Stats::add(&self.wait_ns, began.elapsed().as_nanos() as u64);
+        Stats::add(&self.wakeups, 1);
+        got
+    }
 }
 
 /// A fresh [`Stats`] page: `mmap(MAP_SHARED | MAP_ANONYMOUS)`, so that a `fork` shares it

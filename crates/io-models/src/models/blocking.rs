@@ -5,13 +5,16 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::Result;
+use nix::sys::socket::{SockFlag, accept4};
 
+use super::accepted;
 use crate::server::{Limits, Stats, next_conn_id, report_accepted, serve_blocking_conn};
 
 pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
     loop {
-        // accept blocks: phase 1 of a connection.
-        let Some(fd) = super::accept_blocking(listener, stats)? else { continue };
+        // accept blocks until a client comes: phase 1 of a connection.
+        let got = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC);
+        let Some(fd) = accepted(got, stats)? else { continue };
         let conn = next_conn_id();
         let open = stats.opened();
         report_accepted(conn, fd.as_raw_fd(), open);

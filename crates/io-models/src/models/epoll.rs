@@ -3,7 +3,6 @@
 //! O(all). Level-triggered: a socket with unread data is reported again at the next wait.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -22,13 +21,9 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
     let mut buf = vec![0u8; RECV_BUF];
     let mut events = vec![EpollEvent::empty(); 1024];
     loop {
-        let began = Instant::now();
-        Stats::add(&stats.syscalls, 1);
+        let timeout = EpollTimeout::from(TICK.as_millis() as u16);
         // The model's key call: the ready sockets, and only those.
-        let n = epoll.wait(&mut events, EpollTimeout::from(TICK.as_millis() as u16));
-        Stats::add(&stats.wait_ns, began.elapsed().as_nanos() as u64);
-        Stats::add(&stats.wakeups, 1);
-        let n = match n {
+        let n = match stats.count_wait(|| epoll.wait(&mut events, timeout)) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e).context("epoll_wait"),

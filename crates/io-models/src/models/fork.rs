@@ -8,10 +8,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::socket::{SockFlag, accept4, setsockopt, sockopt};
 
 use common::process::{Process, StartMethod};
 
+use super::accepted;
 use crate::server::{
     Limits, Stats, next_conn_id, quiet, refuse_blocking, report_accepted, report_refused,
     serve_blocking_conn, server_full,
@@ -29,7 +30,9 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &'static Stats) -> Resu
     let mut children: Vec<(u64, Process)> = Vec::new();
     loop {
         reap(&mut children, stats);
-        let Some(fd) = super::accept_blocking(listener, stats)? else { continue };
+        // The parent blocks in accept until a client comes, or the reaping time is up.
+        let got = accept4(listener_fd, SockFlag::SOCK_CLOEXEC);
+        let Some(fd) = accepted(got, stats)? else { continue };
         if children.len() >= limits.max_connections {
             let why = server_full(limits);
             Stats::add(&stats.refused, 1);

@@ -3,7 +3,6 @@
 //! kernel looks at each of them: still O(all connections) per call.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -26,13 +25,9 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
                     if conn.wants_write() { PollFlags::POLLOUT } else { PollFlags::POLLIN };
                 fds.push(PollFd::new(fd, wanted));
             }
-            let began = Instant::now();
-            Stats::add(&stats.syscalls, 1);
+            let timeout = PollTimeout::from(TICK.as_millis() as u16);
             // The model's key call: wait for any of them.
-            let n = poll(&mut fds, PollTimeout::from(TICK.as_millis() as u16));
-            Stats::add(&stats.wait_ns, began.elapsed().as_nanos() as u64);
-            Stats::add(&stats.wakeups, 1);
-            match n {
+            match stats.count_wait(|| poll(&mut fds, timeout)) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("poll"),

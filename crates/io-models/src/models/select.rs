@@ -5,7 +5,6 @@
 //! client whose descriptor is 1024 or more cannot be watched and is turned away.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -33,13 +32,8 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
                 if conn.wants_write() { write.insert(fd) } else { read.insert(fd) }
             }
             let mut timeout = TimeVal::milliseconds(TICK.as_millis() as i64);
-            let began = Instant::now();
-            Stats::add(&stats.syscalls, 1);
             // The model's key call: wait for any of them.
-            let n = select(None, &mut read, &mut write, None, &mut timeout);
-            Stats::add(&stats.wait_ns, began.elapsed().as_nanos() as u64);
-            Stats::add(&stats.wakeups, 1);
-            match n {
+            match stats.count_wait(|| select(None, &mut read, &mut write, None, &mut timeout)) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("select"),

@@ -6,7 +6,7 @@
 //! does not say which socket, so on each signal every socket is asked (EAGAIN for the others).
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, Signal};
@@ -28,13 +28,8 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
     let mut look = true;
     loop {
         if !look {
-            let began = Instant::now();
-            Stats::add(&stats.syscalls, 1);
             // The model's key call: wait for the kernel's signal.
-            let got = wait_signal(&sigio, TICK);
-            Stats::add(&stats.wait_ns, began.elapsed().as_nanos() as u64);
-            Stats::add(&stats.wakeups, 1);
-            if got {
+            if stats.count_wait(|| wait_signal(&sigio, TICK)) {
                 Stats::add(&stats.signals, 1);
             }
         }

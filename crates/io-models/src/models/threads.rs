@@ -5,9 +5,11 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
+use nix::sys::socket::{SockFlag, accept4};
 
 use common::threads::named;
 
+use super::accepted;
 use crate::server::{
     Limits, Stats, next_conn_id, refuse_blocking, report_accepted, report_refused,
     serve_blocking_conn, server_full,
@@ -15,7 +17,10 @@ use crate::server::{
 
 pub fn serve(listener: &OwnedFd, limits: Limits, stats: &'static Stats) -> Result<()> {
     loop {
-        let Some(fd) = super::accept_blocking(listener, stats)? else { continue };
+        // The main thread blocks in accept until a client comes; each client's thread then
+        // blocks in its own recv (`serve_blocking_conn`).
+        let got = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC);
+        let Some(fd) = accepted(got, stats)? else { continue };
         if stats.open_now() >= limits.max_connections {
             let why = server_full(&limits);
             Stats::add(&stats.refused, 1);

@@ -113,8 +113,6 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
             }
         }
         drop(pending);
-        let began = Instant::now();
-        Stats::add(&stats.syscalls, 1);
         // The model's key call: submit the batch and wait for completions (or the tick). Where
         // the kernel can (6.12+), it waits for up to half the connections' completions but no
         // more than MIN_WAIT after the first one: bigger batches, fewer enters.
@@ -124,14 +122,12 @@ pub fn serve(listener: &OwnedFd, limits: &Limits, stats: &Stats) -> Result<()> {
         } else {
             (1, types::SubmitArgs::new().timespec(&timeout))
         };
-        match ring.submitter().submit_with_args(want, &args) {
+        match stats.count_wait(|| ring.submitter().submit_with_args(want, &args)) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(e) => return Err(e).context("io_uring_enter"),
         }
-        Stats::add(&stats.wait_ns, began.elapsed().as_nanos() as u64);
-        Stats::add(&stats.wakeups, 1);
         // Completions keep arriving while these are handled: take them too before entering
         // again, so that one io_uring_enter serves as many as possible.
         loop {

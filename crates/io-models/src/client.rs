@@ -1,4 +1,4 @@
-//! load — the load client of the IO-model demos and their benchmark: many connections driven
+//! The load client of the io-models demo and of the bench suite `io`: many connections driven
 //! by one thread with `epoll`, each sending lines and checking every echoed byte.
 //!
 //! It always talks to 127.0.0.1: [`Spec`] has a port and no host, so nothing built on it can
@@ -443,14 +443,9 @@ pub fn thread_cpu() -> Duration {
 /// and its reaped children included (a forking server's work is done by its children).
 pub fn process_cpu(pid: i32) -> Option<(Duration, Duration)> {
     let s = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-    let ticks = crate::ps::ticks_to_duration;
+    let ticks = common::ps::ticks_to_duration;
     let (cutime, cstime) = (s.cutime.max(0) as u64, s.cstime.max(0) as u64);
     Some((ticks(s.utime + cutime), ticks(s.stime + cstime)))
-}
-
-/// Resident memory of a process, in KiB (`VmRSS` of `/proc/PID/status`).
-pub fn rss_kib(pid: i32) -> Option<u64> {
-    crate::ps::rss_kb(pid)
 }
 
 /// The pid of the process that listens on 127.0.0.1:`port` (from `/proc/net/tcp` and the
@@ -476,7 +471,7 @@ pub fn listener_pid(port: u16) -> Option<i32> {
     holders
         .iter()
         .copied()
-        .find(|&pid| crate::ps::stat(pid).is_none_or(|p| !holders.contains(&p.ppid)))
+        .find(|&pid| common::ps::stat(pid).is_none_or(|p| !holders.contains(&p.ppid)))
 }
 
 #[cfg(test)]
