@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::stage::STAGE;
-use super::{Core, JoinableQueue, MAX_MAXSIZE, MAX_MESSAGE_LIMIT, PIPE_CAPACITY, Queue};
+use super::{Core, JoinableQueue, MAX_MAXSIZE, MAX_MESSAGE_LIMIT, Queue};
 use crate::shm::{RobustMutex, Shareable, SharedBlock, ShmError, random_id};
 
 /// What can go wrong with a queue. Callers match on the variants (`Full`, `Empty`, ...).
@@ -167,23 +167,6 @@ fn mark_held(id: u64) -> bool {
     true
 }
 
-/// A pipe with non-blocking, close-on-exec ends, as large as the kernel allows; its size.
-fn make_pipe() -> Result<(OwnedFd, OwnedFd, u32), QueueError> {
-    // Non-blocking: every wait is a poll(2) with the caller's timeout. O_NONBLOCK belongs to
-    // the shared file description, so it holds in every process. Close-on-exec: a spawned
-    // child gets the ends only if they are passed.
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| os_error("pipe2", e))?;
-    // Best effort: a larger pipe holds more unread items (pages are allocated as bytes come).
-    // Safety: fcntl on a descriptor we own.
-    let capacity = unsafe {
-        libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY as libc::c_int);
-        libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
-    };
-    Ok((read, write, if capacity > 0 { capacity as u32 } else { 65536 }))
-}
-
 impl Core {
     pub(super) fn create(
         maxsize: usize,
@@ -200,7 +183,7 @@ impl Core {
                 "max_message {max_message} is not from 1 to {MAX_MESSAGE_LIMIT} bytes"
             )));
         }
-        let (read, write, capacity) = make_pipe()?;
+        let (read, write, capacity) = super::pipe::make_pipe()?;
         let id = random_id();
         let block = SharedBlock::<Control>::create(c"concurrency-queue", |c| {
             // Safety: the mapping is fresh, zeroed by the kernel, and nobody else sees it yet.
@@ -325,29 +308,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
 // A queue travels to a child as its descriptor, the way Python pickles a Queue into a child's
 // arguments: serializing gives the numbers, deserializing in the child rebuilds the handle.
+macro_rules! travels_as_its_descriptor {
+    ($($queue:ident),*) => {$(
+        impl<T> Serialize for $queue<T> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.descriptor().serialize(s)
+            }
+        }
 
-impl<T> Serialize for Queue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.descriptor().serialize(s)
-    }
+        impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for $queue<T> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let descriptor = QueueDescriptor::deserialize(d)?;
+                $queue::from_descriptor(descriptor).map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
 }
-
-impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Queue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let descriptor = QueueDescriptor::deserialize(d)?;
-        Queue::from_descriptor(descriptor).map_err(serde::de::Error::custom)
-    }
-}
-
-impl<T> Serialize for JoinableQueue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.descriptor().serialize(s)
-    }
-}
-
-impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for JoinableQueue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let descriptor = QueueDescriptor::deserialize(d)?;
-        JoinableQueue::from_descriptor(descriptor).map_err(serde::de::Error::custom)
-    }
-}
+travels_as_its_descriptor!(Queue, JoinableQueue);
