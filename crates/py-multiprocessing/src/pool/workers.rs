@@ -4,18 +4,22 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::handler::{Handle, Job, Pending, Phase, Shared, Sink, State, Worker, Workers};
-use super::handler::{MAX_PREFETCH, PREFETCH_WINDOW};
 use super::result::{Completion, lock};
+use super::state::{Handle, Job, Pending, Phase, Shared, Sink, State, Worker, Workers};
 use super::worker::{FromWorker, ToWorker, WorkerArgs, frame, unframe, work};
 use super::{MAX_MESSAGE, PoolError, died_how};
 use crate::queue::{Queue, QueueError};
 use common::process::{Process, StartMethod, exitcode_name};
 use common::{report, signals};
+
+/// Tasks are given to a busy worker in advance only as many as it runs in about this long.
+const PREFETCH_WINDOW: Duration = Duration::from_millis(2);
+/// The most tasks a worker holds at once (running and waiting in its inbox).
+const MAX_PREFETCH: usize = 256;
 
 impl Shared {
     /// Gives waiting tasks to workers: to an idle worker first (the one idle the longest); to a busy
