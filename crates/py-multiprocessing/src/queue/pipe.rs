@@ -1,7 +1,7 @@
 //! pipe — the queue's pipe and its system calls: made non-blocking and as large as the kernel
 //! allows, written whole, and waited for with `poll(2)` (every wait takes the caller's timeout).
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
@@ -79,4 +79,32 @@ pub(super) fn bytes_in_pipe(fd: BorrowedFd<'_>) -> Result<usize, QueueError> {
         return Err(os_error("ioctl(FIONREAD)", Errno::last()));
     }
     Ok(n.max(0) as usize)
+}
+
+/// Checks that `read_fd` and `write_fd`, numbers a child was given, are open here and are the
+/// read and the write end of one pipe; the error says what is wrong.
+pub(super) fn check_ends(read_fd: RawFd, write_fd: RawFd) -> Result<(), String> {
+    let mut stats = Vec::new();
+    for (fd, what) in [(read_fd, "read end"), (write_fd, "write end")] {
+        // Safety: fstat on any integer is harmless (EBADF if not open); `st` is ours.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // Safety: as above.
+        if unsafe { libc::fstat(fd, &mut st) } < 0 {
+            return Err(format!(
+                "the pipe's {what} (fd {fd}) is not open in this process: a spawned child \
+                 must be given the queue's descriptors with Process::pass_fds"
+            ));
+        }
+        stats.push(st);
+    }
+    let is_fifo = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFIFO;
+    if !stats.iter().all(is_fifo) || stats[0].st_ino != stats[1].st_ino {
+        return Err(format!("fds {read_fd} and {write_fd} are not the two ends of one pipe"));
+    }
+    // Safety: fcntl(F_GETFL) only reads the flags of an open descriptor.
+    let access = |fd| unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
+    if access(read_fd) != libc::O_RDONLY || access(write_fd) != libc::O_WRONLY {
+        return Err("the pipe's ends are swapped".into());
+    }
+    Ok(())
 }

@@ -7,9 +7,8 @@
 //! rebuilds it with `Queue::from_descriptor`, which checks that the numbers really are this
 //! queue's pipe and shared block.
 //!
-//! A pipe reports end-of-file only when *every* write end is closed. Every handle of a queue
-//! holds both ends (a consumer may put too), so the queue never ends by EOF: its consumers end
-//! with a sentinel (`None`), or as daemons with a `JoinableQueue`.
+//! Every handle of a queue holds both ends of the pipe (a consumer may put too), so the queue
+//! never ends by EOF: its consumers end with a sentinel (`None`), or as daemons.
 
 use std::cell::UnsafeCell;
 use std::io;
@@ -205,29 +204,7 @@ impl Core {
 
     pub(super) fn from_descriptor(d: QueueDescriptor, joinable: bool) -> Result<Core, QueueError> {
         let bad = |why: String| QueueError::BadDescriptor(why);
-        let mut stats = Vec::new();
-        for (fd, what) in [(d.read_fd, "read end"), (d.write_fd, "write end")] {
-            // Safety: fstat on any integer is harmless (EBADF if not open); `st` is ours.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // Safety: as above.
-            if unsafe { libc::fstat(fd, &mut st) } < 0 {
-                return Err(bad(format!(
-                    "the pipe's {what} (fd {fd}) is not open in this process: a spawned child \
-                     must be given the queue's descriptors with Process::pass_fds"
-                )));
-            }
-            stats.push(st);
-        }
-        let is_fifo = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFIFO;
-        if !stats.iter().all(is_fifo) || stats[0].st_ino != stats[1].st_ino {
-            let (r, w) = (d.read_fd, d.write_fd);
-            return Err(bad(format!("fds {r} and {w} are not the two ends of one pipe")));
-        }
-        // Safety: fcntl(F_GETFL) only reads the flags of an open descriptor.
-        let access = |fd| unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
-        if access(d.read_fd) != libc::O_RDONLY || access(d.write_fd) != libc::O_WRONLY {
-            return Err(bad("the pipe's ends are swapped".into()));
-        }
+        super::pipe::check_ends(d.read_fd, d.write_fd).map_err(bad)?;
         // Safety: from_raw_fd checks that the descriptor is open and a regular file large
         // enough; if it is another block, `into_raw_fd` gives it back unclosed. That it was
         // made for a `Control` is what the magic number and the id check next.
