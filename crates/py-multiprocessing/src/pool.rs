@@ -19,7 +19,7 @@
 //! - **A task queue per worker**, a [`Queue`](crate::queue::Queue) only the parent writes and
 //!   only that worker reads: `apply_async` puts the task in the pool's backlog, and the parent
 //!   gives it to the worker idle the longest (`pool/workers.rs`; a busy one gets tasks in
-//!   advance only while more wait than there are workers).
+//!   advance only while more wait than there are workers: `pool/prefetch.rs`, a speed-up).
 //! - **One result thread** in the parent (`pool/handler.rs`, named [`HANDLER_THREAD`]): it
 //!   reads the results queue, fills the [`AsyncResult`]s (`pool/result.rs`), runs callbacks,
 //!   gives waiting tasks to the workers that freed up, and replaces workers that died or
@@ -43,6 +43,7 @@
 mod handler;
 mod map;
 mod options;
+mod prefetch;
 mod result;
 mod state;
 mod task;

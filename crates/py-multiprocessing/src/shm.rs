@@ -48,12 +48,6 @@ impl ShmError {
     }
 }
 
-impl From<ShmError> for std::io::Error {
-    fn from(e: ShmError) -> std::io::Error {
-        std::io::Error::other(e)
-    }
-}
-
 /// A type that may live in a [`SharedBlock`].
 ///
 /// # Safety

@@ -45,7 +45,7 @@ impl Shared {
                 worker.outstanding.retain(|x| *x != id);
             }
         }
-        st.task_us = Some(st.task_us.map_or(us as f64, |avg| 0.8 * avg + 0.2 * us as f64));
+        st.timed(us);
         let task = st.jobs.get(&id).map_or("?", |j| j.task);
         let outcome = outcome.map_err(|message| PoolError::Task { task: task.into(), message });
         out.extend(self.finish_job(id, outcome, st));

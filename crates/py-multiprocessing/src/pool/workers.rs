@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -16,30 +16,17 @@ use crate::queue::{Queue, QueueError};
 use common::process::{Process, StartMethod, exitcode_name};
 use common::{report, signals};
 
-/// Tasks are given to a busy worker in advance only as many as it runs in about this long.
-const PREFETCH_WINDOW: Duration = Duration::from_millis(2);
-/// The most tasks a worker holds at once (running and waiting in its inbox).
-const MAX_PREFETCH: usize = 256;
-
 impl Shared {
-    /// Gives waiting tasks to workers: to an idle worker first (the one idle the longest); to a busy
-    /// worker only while more tasks wait than there are workers, and only as many as it runs in
-    /// about [`PREFETCH_WINDOW`].
+    /// Gives waiting tasks to workers: to an idle worker, the one idle the longest (and to a
+    /// busy one in advance only as `pool/prefetch.rs` says).
     pub(super) fn dispatch(&self, st: &mut State) {
         if st.phase == Phase::Terminated || st.broken.is_some() {
             return;
         }
         let max = self.maxtasksperchild;
-        // Until a task has been timed, assume tasks are long: no task is given in advance.
-        let depth = st.task_us.map_or(1, |us| {
-            let fits = PREFETCH_WINDOW.as_micros() as f64 / us.max(1.0);
-            (1 + fits as usize).min(MAX_PREFETCH)
-        });
         let mut full: Vec<u32> = Vec::new();
         while !st.backlog.is_empty() {
             let usable = |w: &Worker| w.can_take(max) && !full.contains(&w.number);
-            let live = st.workers.iter().filter(|w| usable(w)).count();
-            let prefetch = st.backlog.len() > live;
             let idle = st
                 .workers
                 .iter()
@@ -47,18 +34,7 @@ impl Shared {
                 .filter(|(_, w)| usable(w) && w.outstanding.is_empty())
                 .min_by_key(|(_, w)| w.last_given)
                 .map(|(i, _)| i);
-            let pick = idle.or_else(|| {
-                if !prefetch {
-                    return None;
-                }
-                st.workers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| usable(w) && w.outstanding.len() < depth)
-                    .min_by_key(|(_, w)| (w.outstanding.len(), w.last_given))
-                    .map(|(i, _)| i)
-            });
-            let Some(i) = pick else { break };
+            let Some(i) = idle.or_else(|| st.prefetch_to(&usable)) else { break };
             let Some(pending) = st.backlog.pop_front() else { break };
             let worker = &mut st.workers[i];
             match worker.inbox.put_encoded_nowait(&pending.frame) {
