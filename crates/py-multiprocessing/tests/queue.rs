@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use py_multiprocessing::queue::{JoinableQueue, PIPE_CAPACITY, Queue, QueueDescriptor, QueueError};
+use py_multiprocessing::shm::Wait;
 
 #[test]
 fn items_come_out_in_the_order_they_went_in() {
@@ -59,17 +60,17 @@ fn an_item_beyond_max_message_is_refused_and_nothing_is_written() {
 #[test]
 fn encoded_bytes_travel_as_they_are_and_keep_the_frame_limits() {
     let q: Queue<String> = Queue::with_max_message(0, 100_000).unwrap();
-    q.put_encoded(b"\"typed\"").unwrap();
+    q.put_encoded(b"\"typed\"", Wait::Forever).unwrap();
     assert_eq!(q.get().unwrap(), "typed", "an encoded item is read by get as JSON of T");
     let big: Vec<u8> = (0..90_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     q.put("x".to_string()).unwrap();
-    q.put_encoded(&big).unwrap();
-    q.put_encoded(b"not json\n").unwrap();
-    assert_eq!(q.get_encoded().unwrap(), b"\"x\"", "get_encoded gives put's JSON");
-    assert_eq!(q.get_encoded().unwrap(), big, "a big frame, whole and in its place");
-    assert_eq!(q.get_encoded_nowait().unwrap(), b"not json\n");
-    assert!(matches!(q.get_encoded_nowait(), Err(QueueError::Empty)));
-    let e = q.put_encoded(&[b'x'; 100_001]).unwrap_err();
+    q.put_encoded(&big, Wait::Forever).unwrap();
+    q.put_encoded(b"not json\n", Wait::Forever).unwrap();
+    assert_eq!(q.get_encoded(Wait::Forever).unwrap(), b"\"x\"", "get_encoded gives put's JSON");
+    assert_eq!(q.get_encoded(Wait::Forever).unwrap(), big, "a big frame, whole and in its place");
+    assert_eq!(q.get_encoded(Wait::Now).unwrap(), b"not json\n");
+    assert!(matches!(q.get_encoded(Wait::Now), Err(QueueError::Empty)));
+    let e = q.put_encoded(&[b'x'; 100_001], Wait::Forever).unwrap_err();
     assert!(matches!(e, QueueError::TooLarge { size: 100_001, max: 100_000 }), "{e}");
     assert!(q.empty(), "nothing was written");
 }

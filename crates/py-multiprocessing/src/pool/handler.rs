@@ -17,8 +17,9 @@ use std::time::Duration;
 use super::PoolError;
 use super::result::{Completion, lock};
 use super::state::{Handle, Phase, Shared, State};
-use super::worker::{FromWorker, ToWorker, frame, unframe};
+use super::worker::{FromWorker, unframe};
 use crate::queue::QueueError;
+use crate::shm::Wait;
 use common::signals;
 
 /// How often the handler looks at the clock while terminating (to SIGKILL after the grace).
@@ -142,7 +143,7 @@ fn abandon_workers(st: &mut State) {
                 let _ = process.join();
             }
             Handle::Thread(_) => {
-                let _ = w.inbox.put_encoded_nowait(&frame(&ToWorker::Stop, &[]));
+                let _ = w.send_stop();
             }
         }
     }
@@ -158,9 +159,9 @@ fn handle(shared: &Arc<Shared>) {
         // One message, waiting as long as it takes (only a tick while terminating, to SIGKILL
         // a worker that outlives its grace); then whatever else is there, without waiting.
         let first = if terminating {
-            shared.results.get_encoded_timeout(TERMINATE_TICK)
+            shared.results.get_encoded(Wait::from_timeout(TERMINATE_TICK))
         } else {
-            shared.results.get_encoded()
+            shared.results.get_encoded(Wait::Forever)
         };
         let mut next = Some(first);
         let mut taken = 0;
@@ -184,7 +185,7 @@ fn handle(shared: &Arc<Shared>) {
             }
             taken += 1;
             if taken < BATCH {
-                next = Some(shared.results.get_encoded_nowait());
+                next = Some(shared.results.get_encoded(Wait::Now));
             }
         }
         let finished = {
@@ -214,7 +215,7 @@ fn handle(shared: &Arc<Shared>) {
                 st.stop_sent = true;
                 for w in &mut st.workers {
                     w.stopping = true;
-                    if w.inbox.put_encoded_nowait(&frame(&ToWorker::Stop, &[])).is_err()
+                    if w.send_stop().is_err()
                         && let Handle::Process(process) = &w.handle
                     {
                         let _ = process.terminate();

@@ -13,7 +13,8 @@ use super::result::{Callback, Completion, ErrorCallback, Slot, lock};
 use super::task::Task;
 use super::worker::{FromWorker, ToWorker, frame};
 use super::{MAX_MESSAGE, PoolError, PoolOptions};
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueError};
+use crate::shm::Wait;
 use common::process::{Process, Role, StartMethod};
 
 pub(super) enum Workers {
@@ -89,6 +90,11 @@ pub(super) struct Worker {
 }
 
 impl Worker {
+    /// Asks the worker to exit, without waiting for room in its inbox.
+    pub(super) fn send_stop(&self) -> Result<(), QueueError> {
+        self.inbox.put_encoded(&frame(&ToWorker::Stop, &[]), Wait::Now)
+    }
+
     pub(super) fn can_take(&self, max: Option<usize>) -> bool {
         !self.stopping && !self.faulty && max.is_none_or(|m| self.given < m)
     }
@@ -173,7 +179,7 @@ impl Shared {
 
     /// Wakes the handler thread (after `close` or `terminate`).
     pub(super) fn wake(&self) {
-        let _ = self.results.put_encoded(&frame(&FromWorker::Wake, &[]));
+        let _ = self.results.put_encoded(&frame(&FromWorker::Wake, &[]), Wait::Forever);
     }
 
     /// Tells the handler that tasks wait in the backlog: one `Wake` per round of the handler,

@@ -13,6 +13,7 @@ use super::state::{Handle, Job, Pending, Phase, Shared, Sink, State, Worker, Wor
 use super::worker::{FromWorker, ToWorker, WorkerArgs, frame, unframe, work};
 use super::{MAX_MESSAGE, PoolError, died_how};
 use crate::queue::{Queue, QueueError};
+use crate::shm::Wait;
 use common::process::{Process, StartMethod, exitcode_name};
 use common::{report, signals};
 
@@ -37,7 +38,7 @@ impl Shared {
             let Some(i) = idle.or_else(|| st.prefetch_to(&usable)) else { break };
             let Some(pending) = st.backlog.pop_front() else { break };
             let worker = &mut st.workers[i];
-            match worker.inbox.put_encoded_nowait(&pending.frame) {
+            match worker.inbox.put_encoded(&pending.frame, Wait::Now) {
                 Ok(()) => {
                     worker.outstanding.push_back(pending.id);
                     worker.given += 1;
@@ -124,7 +125,10 @@ impl Shared {
                     .stack_size(64 * 1024)
                     .spawn(move || {
                         common::process::wait_until_ended(pid);
-                        let _ = results.put_encoded(&frame(&FromWorker::Exited { w: number }, &[]));
+                        let _ = results.put_encoded(
+                            &frame(&FromWorker::Exited { w: number }, &[]),
+                            Wait::Forever,
+                        );
                     })
                     .map_err(|e| PoolError::Start(format!("a thread to watch {name}: {e}")))?;
                 (pid, Handle::Process(process))
@@ -140,7 +144,7 @@ impl Shared {
                             report::write_stderr(&format!("{who}: error: {e:#}"));
                         }
                         let exited = FromWorker::Exited { w: args.number };
-                        let _ = args.results.put_encoded(&frame(&exited, &[]));
+                        let _ = args.results.put_encoded(&frame(&exited, &[]), Wait::Forever);
                     })
                     .map_err(|e| PoolError::Start(format!("{name}: {e}")))?;
                 (std::process::id() as i32, Handle::Thread(Some(thread)))
@@ -170,7 +174,7 @@ impl Shared {
                     let _ = process.terminate();
                 }
                 Handle::Thread(_) => {
-                    let _ = w.inbox.put_encoded_nowait(&frame(&ToWorker::Stop, &[]));
+                    let _ = w.send_stop();
                 }
             }
         }
@@ -195,7 +199,7 @@ impl Shared {
         // The tasks still in its inbox were never started: they go back to the front of the
         // backlog, in their order. Nobody else reads that inbox, so what is in it is exact.
         let mut back: Vec<Pending> = Vec::new();
-        while let Ok(frame) = worker.inbox.get_encoded_nowait() {
+        while let Ok(frame) = worker.inbox.get_encoded(Wait::Now) {
             match unframe::<ToWorker>(&frame) {
                 Ok((ToWorker::Run { id, .. } | ToWorker::Chunk { id, .. }, _)) => {
                     back.push(Pending { id, frame })
