@@ -6,7 +6,6 @@
 //! CPython's `multiprocessing.Event` is a `Condition` over semaphores that counts its sleepers,
 //! and `set` waits for each counted sleeper to acknowledge its wake-up: a waiter killed while
 //! asleep makes a later `set` wait for an acknowledgement that never comes.
-//!
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

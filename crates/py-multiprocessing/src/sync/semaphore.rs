@@ -25,7 +25,6 @@
 //! dropping its [`Place`] (a guard, neither `Send` nor clonable). So a process semaphore cannot
 //! be released by someone else, nor once too often: it is bounded by construction, like
 //! `BoundedSemaphore`, and it has at most [`MAX_PLACES`] places.
-//!
 
 use std::marker::PhantomData;
 use std::sync::Arc;
