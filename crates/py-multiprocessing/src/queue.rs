@@ -19,9 +19,9 @@
 //! answers [`QueueError::Broken`] from then on. CPython's queue locks with a named semaphore,
 //! which a killed holder never gives back.
 //!
-//! Beside this file: `pipe.rs` (the pipe's system calls), `setup.rs` (the shared block, making
-//! a queue, handing it to a child), `joinable.rs`, `handle.rs` (the `_nowait`/`_timeout` forms
-//! and the snapshots), and two speed-ups kept out of the lesson: `stage.rs` (one `read(2)` takes
+//! Beside this file: `pipe.rs` (the pipe's system calls), `bound.rs` (`maxsize`), `setup.rs`
+//! (the shared block, making a queue, handing it to a child), `joinable.rs`, `handle.rs` (the
+//! `_nowait`/`_timeout` forms, the snapshots), and two speed-ups kept out of the lesson: `stage.rs` (one `read(2)` takes
 //! what the pipe holds for the next readers) and `spin.rs` (a reader watches a moment before it
 //! sleeps). Differences from Python: `put` writes before it returns (no feeder thread), so an
 //! unbounded queue is bounded by the pipe's bytes; items are JSON, not pickles. Linux only.
