@@ -214,7 +214,9 @@ impl Pool {
         callback: Option<Callback>,
         error_callback: Option<ErrorCallback>,
     ) -> Result<AsyncResult, PoolError> {
-        let args = encode_args(task, args)?;
+        let args = serde_json::to_vec(&args).map_err(|e| {
+            PoolError::Invalid(format!("encoding the arguments of {}: {e}", task.name))
+        })?;
         self.remember(task);
         let mut st = lock(&self.shared.state);
         st.check_open()?;
@@ -300,13 +302,7 @@ impl Drop for Pool {
     }
 }
 
-fn encode_args(task: &Task, args: impl Serialize) -> Result<Vec<u8>, PoolError> {
-    serde_json::to_vec(&args)
-        .map_err(|e| PoolError::Invalid(format!("encoding the arguments of {}: {e}", task.name)))
-}
-
 /// Python's choice: `chunksize, extra = divmod(len(items), len(pool) * 4)`, plus one if extra.
 pub fn default_chunksize(items: usize, workers: usize) -> usize {
-    let per = workers.max(1) * 4;
-    (items / per + usize::from(!items.is_multiple_of(per))).max(1)
+    items.div_ceil(workers.max(1) * 4).max(1)
 }
