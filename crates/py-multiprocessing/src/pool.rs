@@ -3,93 +3,73 @@
 //!
 //! ```ignore
 //! static SQUARE: Task = typed_task!("square", |x: i64| Ok(x * x)); // def square(x): return x*x
-//! /// Every task this program's workers can run, found by name (Python: a module-level def).
-//! static TASKS: &[&Task] = &[&SQUARE];
-//! /// The worker process; listed in `common::demo::main(&[&WORKER], run)` for spawn.
+//! static TASKS: &[&Task] = &[&SQUARE];            // what a worker can run, found by name
 //! static WORKER: Role = Role::new("pool-worker", |args| pool::serve(args, TASKS));
-//!
 //! let pool = Pool::new(3, &WORKER)?;              // p = Pool(processes=3)
 //! let r = pool.apply_async(&SQUARE, 7)?;          // r = p.apply_async(square, (7,))
 //! let squares: Vec<i64> = pool.map(&SQUARE, 0..10)?; // p.map(square, range(10))
 //! pool.close();                                   // p.close()
 //! pool.join()?;                                   // p.join()
-//! assert_eq!(r.get()?, json!(49));                // r.get()
 //! ```
 //!
 //! ## Workers, a task queue each, and a result thread
 //! - **Workers** (`pool/worker.rs`): processes (or threads) that loop: take a task from their
-//!   inbox, run it, put the result in the results queue. Tasks are named functions
-//!   (`pool/task.rs`): a spawned worker has none of the parent's memory, so it finds the
-//!   function by name.
-//! - **A task queue per worker**, a [`Queue`](crate::queue::Queue) the parent writes and only
-//!   that worker reads: `apply_async` puts the task in the pool's backlog and the parent gives it
-//!   to a worker that is idle (the one idle the longest). Tasks go to a busy worker in advance
-//!   only while more wait than there are workers, and only as many as it runs in about
-//!   [`PREFETCH_WINDOW`] (so a backlog of long tasks waits for the first worker that frees up).
+//!   inbox, run it, put the result in the results queue. A task is a named function
+//!   (`pool/task.rs`): a spawned worker has none of the parent's memory.
+//! - **A task queue per worker**, a [`Queue`](crate::queue::Queue) only the parent writes and
+//!   only that worker reads: `apply_async` puts the task in the pool's backlog, and the parent
+//!   gives it to the worker idle the longest (`pool/workers.rs`; a busy one gets tasks in
+//!   advance only while more wait than there are workers: `pool/prefetch.rs`, a speed-up).
 //! - **One result thread** in the parent (`pool/handler.rs`, named [`HANDLER_THREAD`]): it
 //!   reads the results queue, fills the [`AsyncResult`]s (`pool/result.rs`), runs callbacks,
 //!   gives waiting tasks to the workers that freed up, and replaces workers that died or
-//!   retired. Because the parent chose each worker's tasks, a worker killed mid-task fails
-//!   that one task with an error naming the worker, its pid and the signal, and its other
-//!   tasks go to the others. CPython's `Pool` never completes the lost task (`get` hangs).
+//!   retired. A worker killed mid-task fails that one task with an error naming the worker, its
+//!   pid and the signal (CPython's `Pool` never completes it: `get` hangs).
 //!
-//! `map` (`pool/map.rs`) sends the items in chunks (Python's default size: about four per
-//! worker), one frame each way per chunk.
+//! `map` (`pool/map.rs`) sends the items in chunks (about four per worker, as Python does).
+//! A `callback` runs **in the parent, in the result thread**, as in Python: it must be quick.
+//! `terminate` stops the workers at once (SIGTERM, then SIGKILL after
+//! [`common::signals::GRACE`]) and fails every unfinished task. **Dropping a pool waits**
+//! (`close` + `join`), where Python's `with Pool()` calls `terminate`.
 //!
-//! ## Callbacks, close, join, terminate
-//! A `callback` or `error_callback` runs **in the parent, in the result thread**, as in Python;
-//! it should be quick, and must not wait for another result of the same pool. After `close` or
-//! `terminate` no task can be submitted ([`PoolError::NotRunning`]); `join` before either is an
-//! error ([`PoolError::StillRunning`]). `terminate` stops the workers at once (SIGTERM, then
-//! SIGKILL after [`common::signals::GRACE`]) and fails every unfinished task. **Dropping a pool
-//! waits** (`close` + `join`, as `concurrent.futures`' `with` block), where Python's `with
-//! Pool()` calls `terminate`. With `maxtasksperchild = N` a worker exits after N tasks and a
-//! new one takes its place; a failing initializer breaks the pool ([`PoolError::Broken`]).
-//!
-//! ## Forking from a thread
-//! A forked worker is a copy of the parent with one thread in it: a lock another thread held at
-//! that instant stays locked for ever in the worker. So only the *first* workers are forked,
-//! when the pool starts; every replacement of a fork pool is started by the fork server
-//! ([`common::forkserver`]), a single-threaded process. Workers are started by the result
-//! thread, the one thread that outlives them all (a worker's `PR_SET_PDEATHSIG` follows the
-//! thread that started it).
-//!
-//! Differences from Python: arguments and results are serde values, not pickles, each at most
-//! [`MAX_MESSAGE`] bytes; a killed worker's task fails instead of hanging; dropping a pool
-//! waits; one result thread does the work of Python's three. Linux only.
+//! Only the *first* workers of a fork pool are forked (a fork copies one thread, and a lock
+//! another thread held stays locked in the child); a replacement is started by the fork server
+//! ([`common::forkserver`]). The result thread starts them all: a worker's `PR_SET_PDEATHSIG`
+//! follows the *thread* that started it, and that thread outlives them all. Arguments and
+//! results are serde values, not pickles, each at most [`MAX_MESSAGE`] bytes. Linux only.
 
 #![cfg(target_os = "linux")]
 
 mod handler;
 mod map;
 mod options;
+mod prefetch;
 mod result;
+mod state;
 mod task;
 #[cfg(test)]
 mod tests;
 mod worker;
 mod workers;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use serde::Serialize;
 use serde_json::Value;
 
-pub use handler::PREFETCH_WINDOW;
-use handler::{Job, Pending, Phase, Shared, Sink, State, Workers, handler_main};
+use handler::handler_main;
 use options::died_how;
-pub use options::{Kind, PoolError, PoolOptions};
+pub use options::{PoolError, PoolOptions};
 pub use result::{AsyncResult, Callback, ErrorCallback};
 use result::{Slot, lock};
+use state::{Job, Pending, Phase, Shared, Sink, Workers};
 pub use task::{ChunkFn, Encoding, Task, TaskFn, run_typed, run_typed_chunk, type_names};
 pub use worker::serve;
 use worker::{ToWorker, frame};
 
-use crate::queue::Queue;
 use common::process::Role;
 
 /// The largest message to or from a worker, in bytes: a task's arguments (or a chunk of
@@ -145,23 +125,12 @@ impl fmt::Display for Pool {
             (Phase::Closed, None) => "CLOSE",
             (Phase::Terminated, None) => "TERMINATE",
         };
-        let kind = match self.kind() {
-            Kind::Processes => "processes",
-            Kind::Threads => "threads",
+        let kind = match self.shared.workers {
+            Workers::Processes { .. } => "processes",
+            Workers::Threads => "threads",
         };
         write!(f, "<Pool {} state={state} pool_size={} {kind}>", self.shared.name, self.shared.size)
     }
-}
-
-/// A worker as the pool sees it now.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerInfo {
-    pub number: u32,
-    pub name: String,
-    /// The process's pid (for a thread pool, this program's pid).
-    pub pid: i32,
-    /// Tasks given to it so far.
-    pub given: usize,
 }
 
 impl Pool {
@@ -188,27 +157,7 @@ impl Pool {
         if options.maxtasksperchild == Some(0) {
             return Err(PoolError::Invalid("maxtasksperchild must be at least 1".into()));
         }
-        let results = Queue::with_max_message(0, MAX_MESSAGE)
-            .map_err(|e| PoolError::Start(format!("making the results queue: {e}")))?;
-        let shared = Arc::new(Shared {
-            size: options.processes,
-            name: options.name,
-            report: options.report,
-            workers,
-            initializer: options
-                .initializer
-                .as_ref()
-                .map(|(task, args)| (task.name.to_string(), args.clone())),
-            maxtasksperchild: options.maxtasksperchild,
-            state: Mutex::new(State { next_number: 1, ..State::default() }),
-            results,
-            known: Mutex::new(HashMap::new()),
-            terminated: AtomicBool::new(false),
-            poked: AtomicBool::new(false),
-        });
-        if let Some((task, _)) = &options.initializer {
-            lock(&shared.known).insert(task.name, task);
-        }
+        let shared = Arc::new(Shared::new(workers, options)?);
         // The handler thread starts the workers and outlives them all: a worker asks the kernel
         // to kill it when the *thread* that started it ends (PR_SET_PDEATHSIG), so the pool's
         // workers must not be started by a thread that may end before the pool does.
@@ -222,51 +171,23 @@ impl Pool {
                     PoolError::Start(format!("starting the {HANDLER_THREAD} thread: {e}"))
                 })?
         };
-        match started_rx.recv() {
-            Ok(Ok(())) => Ok(Pool { shared, handler: Mutex::new(Some(handler)) }),
-            Ok(Err(e)) => {
+        let ended = || PoolError::Start("the pool's handler thread ended at start".into());
+        match started_rx.recv().unwrap_or_else(|_| Err(ended())) {
+            Ok(()) => Ok(Pool { shared, handler: Mutex::new(Some(handler)) }),
+            Err(e) => {
                 let _ = handler.join();
                 Err(e)
             }
-            Err(_) => {
-                let _ = handler.join();
-                Err(PoolError::Start("the pool's handler thread ended at start".into()))
-            }
         }
     }
 
-    /// Processes or threads.
-    pub fn kind(&self) -> Kind {
-        match self.shared.workers {
-            Workers::Processes { .. } => Kind::Processes,
-            Workers::Threads => Kind::Threads,
-        }
-    }
-
-    /// How many workers the pool keeps.
-    pub fn size(&self) -> usize {
-        self.shared.size
-    }
-
-    /// The workers alive now, oldest first.
-    pub fn workers(&self) -> Vec<WorkerInfo> {
-        lock(&self.shared.state)
-            .workers
-            .iter()
-            .map(|w| WorkerInfo {
-                number: w.number,
-                name: w.name.clone(),
-                pid: w.pid,
-                given: w.given,
-            })
-            .collect()
-    }
-
-    /// The pids of the worker processes alive now (empty for a thread pool).
+    /// The pids of the worker processes alive now, oldest first (empty for a thread pool).
     pub fn pids(&self) -> Vec<i32> {
-        match self.kind() {
-            Kind::Processes => self.workers().iter().map(|w| w.pid).collect(),
-            Kind::Threads => Vec::new(),
+        match self.shared.workers {
+            Workers::Processes { .. } => {
+                lock(&self.shared.state).workers.iter().map(|w| w.pid).collect()
+            }
+            Workers::Threads => Vec::new(),
         }
     }
 
@@ -293,7 +214,9 @@ impl Pool {
         callback: Option<Callback>,
         error_callback: Option<ErrorCallback>,
     ) -> Result<AsyncResult, PoolError> {
-        let args = encode_args(task, args)?;
+        let args = serde_json::to_vec(&args).map_err(|e| {
+            PoolError::Invalid(format!("encoding the arguments of {}: {e}", task.name))
+        })?;
         self.remember(task);
         let mut st = lock(&self.shared.state);
         st.check_open()?;
@@ -379,13 +302,7 @@ impl Drop for Pool {
     }
 }
 
-fn encode_args(task: &Task, args: impl Serialize) -> Result<Vec<u8>, PoolError> {
-    serde_json::to_vec(&args)
-        .map_err(|e| PoolError::Invalid(format!("encoding the arguments of {}: {e}", task.name)))
-}
-
 /// Python's choice: `chunksize, extra = divmod(len(items), len(pool) * 4)`, plus one if extra.
 pub fn default_chunksize(items: usize, workers: usize) -> usize {
-    let per = workers.max(1) * 4;
-    (items / per + usize::from(!items.is_multiple_of(per))).max(1)
+    items.div_ceil(workers.max(1) * 4).max(1)
 }

@@ -2,37 +2,36 @@
 //! `multiprocessing.Queue`; [`JoinableQueue`] adds `task_done` and `join` on top.
 //!
 //! - **A pipe** carries the items, each as one *frame*: a 4-byte length (little endian), then
-//!   the item as JSON. The pipe is as large as the kernel allows an unprivileged process
-//!   ([`PIPE_CAPACITY`]).
+//!   the item as JSON.
 //! - **A writer lock**: a frame bigger than `PIPE_BUF` is written in pieces, which the kernel
 //!   may interleave with another writer's bytes; the lock keeps each frame whole.
 //! - **A reader lock**: a pipe keeps no boundaries (a `read(2)` returns whatever bytes are
 //!   there), so a reader takes the lock, reads one length and that many bytes, and lets go.
+//! - **Counters** in a block of memory every process shares (a `memfd`): the free places of a
+//!   bounded queue (a counting semaphore that `put` sleeps on, with a futex), items put, taken.
 //! - **A message id** only when the run is traced (`--trace`, `--svg`): the length's top bit
 //!   set, then 8 bytes naming the message, so that the trace draws an arrow from each `put` to
-//!   its `get`. Untraced, the frame is the length and the item, nothing more.
-//! - **Counters** in a block of memory every process shares (a `memfd`): the free places of a
-//!   bounded queue (a counting semaphore that `put` sleeps on, with a futex), items put, items
-//!   taken.
+//!   its `get`.
 //!
-//! The locks are robust, process-shared mutexes ([`crate::shm::RobustMutex`]): a
-//! holder's death releases them and tells the next holder. Each holder records whether it is in
-//! the middle of a frame; if it died there, the pipe no longer starts at a frame boundary and
-//! the queue answers [`QueueError::Broken`] from then on, instead of decoding garbage or hanging.
-//! CPython's queue locks with a named semaphore, which a killed holder never gives back.
+//! The locks are robust, process-shared mutexes ([`crate::shm::RobustMutex`]): a holder's death
+//! releases them and tells the next holder. Each holder records whether it is in the middle of
+//! a frame; if it died there, the pipe no longer starts at a frame boundary and the queue
+//! answers [`QueueError::Broken`] from then on. CPython's queue locks with a named semaphore,
+//! which a killed holder never gives back.
 //!
-//! Beside this file: `setup.rs` (the shared block, making a queue, handing it to a child),
-//! `joinable.rs` (`task_done`, `join`), `handle.rs` (the `_nowait`/`_timeout` forms and the
-//! snapshots), and two speed-ups kept out of the lesson: `stage.rs` (one `read(2)` takes what
-//! the pipe holds for the next readers) and `spin.rs` (a reader watches a moment before it
+//! Beside this file: `pipe.rs` (the pipe's system calls), `bound.rs` (`maxsize`), `setup.rs`
+//! (the shared block, making a queue, handing it to a child), `joinable.rs`, `handle.rs` (the
+//! `_nowait`/`_timeout` forms, the snapshots), and two speed-ups kept out of the lesson: `stage.rs` (one `read(2)` takes
+//! what the pipe holds for the next readers) and `spin.rs` (a reader watches a moment before it
 //! sleeps). Differences from Python: `put` writes before it returns (no feeder thread), so an
-//! unbounded queue is bounded by the pipe's bytes; items are JSON, not pickles; `qsize`,
-//! `empty` and `full` are snapshots, as in Python. Linux only.
+//! unbounded queue is bounded by the pipe's bytes; items are JSON, not pickles. Linux only.
 
 #![cfg(target_os = "linux")]
 
+mod bound;
 mod handle;
 mod joinable;
+mod pipe;
 mod setup;
 mod spin;
 mod stage;
@@ -41,7 +40,7 @@ mod tests;
 
 use std::borrow::Borrow;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -54,7 +53,8 @@ pub use joinable::JoinableQueue;
 use setup::{BROKEN_BAD_LENGTH, BROKEN_READER_DIED, BROKEN_TORN_EOF, BROKEN_WRITER_DIED};
 pub use setup::{QueueDescriptor, QueueError};
 
-use crate::shm::{RobustGuard, SharedBlock, Taken, Wait, futex_wait, futex_wake};
+use crate::shm::{RobustGuard, SharedBlock, Taken, Wait, own_pid};
+use pipe::{bytes_in_pipe, poll_fd, write_all};
 use setup::{Control, os_error};
 
 /// The largest item, in bytes of JSON, a queue accepts unless made with another limit.
@@ -65,8 +65,6 @@ pub const MAX_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
 pub const MAX_MAXSIZE: usize = i32::MAX as usize;
 /// The pipe size the queue asks for (`F_SETPIPE_SZ`); the default of 64 KiB if refused.
 pub const PIPE_CAPACITY: usize = 1024 * 1024;
-/// Writes of at most this many bytes to a pipe are atomic (POSIX `PIPE_BUF`; 4096 on Linux).
-pub const PIPE_BUF: usize = libc::PIPE_BUF;
 /// Bytes of the length in front of every frame.
 const HEADER: usize = 4;
 /// The length's top bit: a message id follows the length (a traced run). Lengths never reach
@@ -74,8 +72,6 @@ const HEADER: usize = 4;
 const WITH_ID: u32 = 1 << 31;
 /// Bytes of a message id.
 const ID: usize = 8;
-/// This process's messages so far: the low half of the next message id.
-static MESSAGES: AtomicU32 = AtomicU32::new(0);
 /// How often a reader in the middle of a frame checks that its writer is still alive.
 const TORN_CHECK: Duration = Duration::from_millis(100);
 
@@ -134,7 +130,7 @@ impl Core {
         if body.len() > max {
             return Err(QueueError::TooLarge { size: body.len(), max });
         }
-        if self.bounded() && !self.acquire_slot(wait) {
+        if !self.acquire_slot(wait) {
             return Err(QueueError::Full);
         }
         // Counted before the bytes reach the pipe, so that no reader can take the item and
@@ -154,9 +150,7 @@ impl Core {
         if written.is_err() {
             self.ctl().puts.fetch_sub(1, Ordering::SeqCst);
             self.wake_joiners_if_all_done();
-            if self.bounded() {
-                self.release_slot();
-            }
+            self.release_slot();
         }
         written
     }
@@ -165,7 +159,7 @@ impl Core {
     fn write_frame(&self, frame: &[u8], wait: Wait) -> Result<(), QueueError> {
         let Some(_writer) = self.lock(true, wait)? else { return Err(QueueError::Full) };
         let busy = &self.ctl().writer_busy;
-        if frame.len() <= PIPE_BUF {
+        if frame.len() <= libc::PIPE_BUF {
             // One write(2) of at most PIPE_BUF bytes is atomic: all of it or nothing (EAGAIN),
             // so a writer killed here leaves the stream whole, and needs no busy mark.
             return write_all(self.write.as_fd(), frame, wait);
@@ -220,9 +214,7 @@ impl Core {
             (body, id)
         };
         self.ctl().gets.fetch_add(1, Ordering::SeqCst);
-        if self.bounded() {
-            self.release_slot();
-        }
+        self.release_slot();
         if let Some(id) = id {
             record_message("queue_got", id);
         }
@@ -290,83 +282,18 @@ impl Core {
         };
         let Some((taken, guard)) = lock.lock(wait)? else { return Ok(None) };
         if taken == Taken::OwnerDied && busy.swap(0, Ordering::AcqRel) != 0 {
-            return Err(self.set_broken(if writer {
-                BROKEN_WRITER_DIED
-            } else {
-                BROKEN_READER_DIED
-            }));
+            let code = if writer { BROKEN_WRITER_DIED } else { BROKEN_READER_DIED };
+            return Err(self.set_broken(code));
         }
         self.check_broken()?;
         Ok(Some(guard))
-    }
-
-    // -- the bound: a counting semaphore of free places, in shared memory ---------------------
-
-    fn bounded(&self) -> bool {
-        self.ctl().maxsize != 0
-    }
-
-    /// Takes a free place, waiting as `wait` allows. False: none in time.
-    fn acquire_slot(&self, wait: Wait) -> bool {
-        let c = self.ctl();
-        loop {
-            let free = c.free.load(Ordering::Acquire);
-            if free > 0 {
-                if c.free
-                    .compare_exchange_weak(free, free - 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return true;
-                }
-                continue;
-            }
-            if wait.expired() {
-                return false;
-            }
-            // Counted as a sleeper first; FUTEX_WAIT sleeps only if `free` is still 0, so a
-            // place given back in between is never missed.
-            c.free_waiters.fetch_add(1, Ordering::SeqCst);
-            futex_wait(&c.free, 0, wait.remaining());
-            c.free_waiters.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    fn release_slot(&self) {
-        let c = self.ctl();
-        c.free.fetch_add(1, Ordering::SeqCst);
-        if c.free_waiters.load(Ordering::SeqCst) > 0 {
-            futex_wake(&c.free, 1);
-        }
     }
 }
 
 /// A message id unique in the run: this process's pid, then its count of messages.
 fn message_id() -> u64 {
+    static MESSAGES: AtomicU32 = AtomicU32::new(0);
     (u64::from(own_pid()) << 32) | u64::from(MESSAGES.fetch_add(1, Ordering::Relaxed))
-}
-
-/// This process's pid, kept after the first call: `getpid` is a system call, and a put should
-/// not pay one more for its id. A forked child forgets it (`pthread_atfork`), so that its ids
-/// never repeat its parent's.
-fn own_pid() -> u32 {
-    static PID: AtomicU32 = AtomicU32::new(0);
-    extern "C" fn forget() {
-        PID.store(0, Ordering::Relaxed);
-    }
-    match PID.load(Ordering::Relaxed) {
-        0 => {
-            static WATCH_FORKS: std::sync::Once = std::sync::Once::new();
-            // Safety: registers a handler that only stores to an atomic, which is
-            // async-signal-safe, as a handler run in a forked child must be.
-            WATCH_FORKS.call_once(|| unsafe {
-                libc::pthread_atfork(None, None, Some(forget));
-            });
-            let pid = std::process::id();
-            PID.store(pid, Ordering::Relaxed);
-            pid
-        }
-        pid => pid,
-    }
 }
 
 /// Records (never prints) one end of a message's way, for the trace's arrow.
@@ -374,55 +301,4 @@ fn record_message(end: &str, id: u64) {
     if common::report::recording_fd().is_some() {
         common::report::record_only(end, serde_json::json!({ "msg": id }));
     }
-}
-
-/// Writes all of `bytes` to the non-blocking pipe. Until the first byte is in, it waits for
-/// room only as `wait` allows ([`QueueError::Full`] after that); once a byte is in, it finishes.
-fn write_all(fd: BorrowedFd<'_>, bytes: &[u8], wait: Wait) -> Result<(), QueueError> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match nix::unistd::write(fd, &bytes[written..]) {
-            Ok(n) => written += n,
-            Err(Errno::EAGAIN) => {
-                let wait = if written == 0 { wait } else { Wait::Forever };
-                if !poll_fd(fd, libc::POLLOUT, wait)? {
-                    return Err(QueueError::Full);
-                }
-            }
-            Err(Errno::EINTR) => {}
-            // Every read end is closed (only when every other process is gone).
-            Err(Errno::EPIPE) => return Err(QueueError::Closed),
-            Err(e) => return Err(os_error("write(the queue's pipe)", e)),
-        }
-    }
-    Ok(())
-}
-
-/// Waits until `fd` is ready for `events` (POLLIN or POLLOUT). `Ok(false)`: the wait ran out.
-fn poll_fd(fd: BorrowedFd<'_>, events: libc::c_short, wait: Wait) -> Result<bool, QueueError> {
-    loop {
-        // Rounded up, so that a short timeout does not become a busy loop of 0 ms polls.
-        let ms = wait.remaining().map_or(-1, |left| {
-            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
-        });
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
-        // Safety: one valid pollfd on our stack, for the duration of the call.
-        match unsafe { libc::poll(&mut pfd, 1, ms) } {
-            n if n > 0 => return Ok(true),
-            0 if wait.expired() => return Ok(false),
-            0 => {}
-            _ if Errno::last() == Errno::EINTR => {}
-            _ => return Err(os_error("poll", Errno::last())),
-        }
-    }
-}
-
-/// Bytes waiting in a pipe (`ioctl(FIONREAD)`, which Linux answers on either end).
-fn bytes_in_pipe(fd: BorrowedFd<'_>) -> Result<usize, QueueError> {
-    let mut n: libc::c_int = 0;
-    // Safety: FIONREAD writes one int to the pointer we give.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
-        return Err(os_error("ioctl(FIONREAD)", Errno::last()));
-    }
-    Ok(n.max(0) as usize)
 }

@@ -18,18 +18,21 @@
 //!   `FUTEX_PRIVATE`: the kernel keys a shared mapping's futex by file and offset, so processes
 //!   that mapped the block at different addresses still meet.
 //!
-//! Linux only: `memfd_create`, robust mutexes and futexes are Linux system calls.
+//! The block is here; the mutex and the futex are in `shm/lock.rs`. Linux only:
+//! `memfd_create`, robust mutexes and futexes are Linux system calls.
 
 #![cfg(target_os = "linux")]
 
-use std::cell::UnsafeCell;
+mod lock;
+
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU32;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::errno::Errno;
+
+pub use lock::{RobustGuard, RobustMutex, Taken, Wait, futex_wait, futex_wake};
 
 /// A system call that failed, and the call's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -40,55 +43,8 @@ pub struct ShmError {
 }
 
 impl ShmError {
-    fn new(call: &'static str, errno: Errno) -> ShmError {
+    pub(crate) fn new(call: &'static str, errno: Errno) -> ShmError {
         ShmError { call, errno }
-    }
-}
-
-impl From<ShmError> for std::io::Error {
-    fn from(e: ShmError) -> std::io::Error {
-        std::io::Error::other(e)
-    }
-}
-
-/// Whether a wait may last for ever, until a moment, or not at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    Forever,
-    Until(Instant),
-    Now,
-}
-
-impl Wait {
-    /// Until `timeout` from now (for ever if that moment cannot be represented).
-    pub fn from_timeout(timeout: Duration) -> Wait {
-        match Instant::now().checked_add(timeout) {
-            Some(deadline) => Wait::Until(deadline),
-            None => Wait::Forever,
-        }
-    }
-
-    /// `None`: for ever; otherwise until `timeout` from now (0: do not wait).
-    pub fn from_option(timeout: Option<Duration>) -> Wait {
-        match timeout {
-            None => Wait::Forever,
-            Some(Duration::ZERO) => Wait::Now,
-            Some(t) => Wait::from_timeout(t),
-        }
-    }
-
-    /// Time left: `None` for ever, `Some(ZERO)` when it has passed.
-    pub fn remaining(self) -> Option<Duration> {
-        match self {
-            Wait::Forever => None,
-            Wait::Until(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
-            Wait::Now => Some(Duration::ZERO),
-        }
-    }
-
-    /// True once the wait has run out (at once for [`Wait::Now`]).
-    pub fn expired(self) -> bool {
-        self.remaining() == Some(Duration::ZERO)
     }
 }
 
@@ -245,153 +201,6 @@ impl<T: Shareable> Drop for SharedBlock<T> {
     }
 }
 
-/// Whether a lock was taken cleanly or from a holder that died holding it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Taken {
-    Clean,
-    /// The holder died holding it; the kernel gave it to us and we made it usable again
-    /// (`pthread_mutex_consistent`). What it guarded may be half done.
-    OwnerDied,
-}
-
-/// A robust, process-shared mutex, to live in a [`SharedBlock`] (zeroed, then [`init`]).
-///
-/// [`init`]: RobustMutex::init
-#[repr(transparent)]
-pub struct RobustMutex(UnsafeCell<libc::pthread_mutex_t>);
-
-// Safety: a process-shared pthread mutex is made to be locked from many threads and processes.
-unsafe impl Sync for RobustMutex {}
-
-impl std::fmt::Debug for RobustMutex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RobustMutex")
-    }
-}
-
-/// Holds a [`RobustMutex`]; unlocks it when dropped.
-#[derive(Debug)]
-pub struct RobustGuard<'a> {
-    mutex: &'a RobustMutex,
-}
-
-impl Drop for RobustGuard<'_> {
-    fn drop(&mut self) {
-        // Safety: this thread holds the mutex (a guard exists only after a successful lock).
-        unsafe {
-            libc::pthread_mutex_unlock(self.mutex.0.get());
-        }
-    }
-}
-
-impl RobustMutex {
-    /// Initialises the mutex as process-shared and robust.
-    ///
-    /// # Safety
-    /// No thread or process may use the mutex yet (call it from [`SharedBlock::create`]'s
-    /// `init`, before the block is shared).
-    pub unsafe fn init(&self) -> Result<(), ShmError> {
-        // Safety: the attribute object lives on our stack, initialised before use and destroyed
-        // after; the caller guarantees nobody uses the mutex yet.
-        let rc = unsafe {
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            let mut rc = libc::pthread_mutexattr_init(&mut attr);
-            if rc == 0 {
-                rc = libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
-            }
-            if rc == 0 {
-                rc = libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
-            }
-            if rc == 0 {
-                rc = libc::pthread_mutex_init(self.0.get(), &attr);
-            }
-            libc::pthread_mutexattr_destroy(&mut attr);
-            rc
-        };
-        if rc != 0 {
-            return Err(ShmError::new(
-                "pthread_mutex_init(robust, process-shared)",
-                Errno::from_raw(rc),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Locks the mutex, waiting as `wait` allows: `Ok(None)` if it was not taken in time. A
-    /// holder's death is reported as [`Taken::OwnerDied`], and the lock is ours all the same.
-    pub fn lock(&self, wait: Wait) -> Result<Option<(Taken, RobustGuard<'_>)>, ShmError> {
-        let mutex = self.0.get();
-        // `mutex` was initialised by `init` as a process-shared robust mutex and lives as long
-        // as `self`: the calls below need only that.
-        let rc = match wait {
-            // Safety: see above.
-            Wait::Forever => unsafe { libc::pthread_mutex_lock(mutex) },
-            // Safety: see above.
-            Wait::Now => unsafe { libc::pthread_mutex_trylock(mutex) },
-            Wait::Until(_) => {
-                // pthread_mutex_timedlock takes an absolute CLOCK_REALTIME time.
-                let left = wait.remaining().unwrap_or_default();
-                let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
-                    .map_err(|e| ShmError::new("clock_gettime(CLOCK_REALTIME)", e))?;
-                let mut sec = now.tv_sec() + left.as_secs() as libc::time_t;
-                let mut nsec = now.tv_nsec() + libc::c_long::from(left.subsec_nanos());
-                if nsec >= 1_000_000_000 {
-                    sec += 1;
-                    nsec -= 1_000_000_000;
-                }
-                let abs = libc::timespec { tv_sec: sec, tv_nsec: nsec };
-                // Safety: see above; `abs` lives on our stack for the call.
-                unsafe { libc::pthread_mutex_timedlock(mutex, &abs) }
-            }
-        };
-        let guard = RobustGuard { mutex: self };
-        match rc {
-            0 => Ok(Some((Taken::Clean, guard))),
-            libc::EOWNERDEAD => {
-                // The holder died holding it: we own it now; mark it usable again. The caller
-                // decides from what it recorded whether the guarded state is whole.
-                // Safety: this thread owns the mutex after EOWNERDEAD.
-                unsafe {
-                    libc::pthread_mutex_consistent(mutex);
-                }
-                Ok(Some((Taken::OwnerDied, guard)))
-            }
-            libc::EBUSY | libc::ETIMEDOUT => {
-                std::mem::forget(guard);
-                Ok(None)
-            }
-            e => {
-                std::mem::forget(guard);
-                Err(ShmError::new("pthread_mutex_lock", Errno::from_raw(e)))
-            }
-        }
-    }
-}
-
-/// Sleeps while `word` holds `expected`, up to `timeout`; returns early on a wake-up, a change
-/// of value, or a signal (callers loop and check again).
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: libc::c_long::from(t.subsec_nanos()),
-    });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // Safety: FUTEX_WAIT reads the aligned u32 at `word` (alive for the call) and the optional
-    // timespec on our stack. Not FUTEX_PRIVATE: the word may be shared with other processes
-    // through a MAP_SHARED mapping, which the kernel keys by file and offset.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr);
-    }
-}
-
-/// Wakes up to `n` threads or processes sleeping on `word` (`i32::MAX`: all of them).
-pub fn futex_wake(word: &AtomicU32, n: i32) {
-    // Safety: FUTEX_WAKE only uses the address as a key; the word is alive for the call.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n);
-    }
-}
-
 /// A random number, to tell one shared block from another (a block's id, stored in it and in
 /// what names it, proves that a descriptor a child was given is that block).
 pub fn random_id() -> u64 {
@@ -406,68 +215,27 @@ pub fn random_id() -> u64 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::os::fd::IntoRawFd;
-    use std::sync::atomic::Ordering;
-
-    use super::*;
-
-    #[repr(C)]
-    struct Counter {
-        lock: RobustMutex,
-        value: AtomicU32,
+/// This process's pid, kept after the first call: `getpid` is a system call, and what records
+/// its pid in shared memory at every lock (a semaphore's holder, a message id) should not pay
+/// one more. A forked child forgets it (`pthread_atfork`), so that it never records its
+/// parent's.
+pub(crate) fn own_pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static WATCH_FORKS: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        PID.store(0, Ordering::Relaxed);
     }
-    // Safety: zero is a valid mutex-to-be and counter; both are shared-safe.
-    unsafe impl Shareable for Counter {}
-
-    #[test]
-    fn a_block_mapped_twice_is_the_same_memory_at_two_addresses() {
-        let a = SharedBlock::<Counter>::create(c"test-counter", |c| {
-            // Safety: the block is not shared yet.
-            unsafe { (*c).lock.init() }
-        })
-        .unwrap();
-        let fd = nix::unistd::dup(a.fd.as_fd()).unwrap();
-        // Safety: the duplicate is ours alone, and names a block of the same type.
-        let b = unsafe { SharedBlock::<Counter>::from_raw_fd(fd.into_raw_fd()) }.unwrap();
-        assert_ne!(a.addr(), b.addr());
-        a.get().value.store(41, Ordering::SeqCst);
-        {
-            let (taken, _guard) = b.get().lock.lock(Wait::Forever).unwrap().unwrap();
-            assert_eq!(taken, Taken::Clean);
-            b.get().value.fetch_add(1, Ordering::SeqCst);
-            // Held by this thread: another attempt that does not wait is refused.
-            let other = std::thread::scope(|s| {
-                s.spawn(|| a.get().lock.lock(Wait::Now).unwrap().is_none()).join().unwrap()
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            // Safety: registers a handler that only stores to an atomic, which is
+            // async-signal-safe, as a handler run in a forked child must be.
+            WATCH_FORKS.call_once(|| unsafe {
+                libc::pthread_atfork(None, None, Some(forget));
             });
-            assert!(other);
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
         }
-        assert_eq!(a.get().value.load(Ordering::SeqCst), 42);
-    }
-
-    #[test]
-    fn a_wait_of_zero_is_now_and_none_is_forever() {
-        assert_eq!(Wait::from_option(Some(Duration::ZERO)), Wait::Now);
-        assert_eq!(Wait::from_option(None), Wait::Forever);
-        assert!(Wait::Now.expired());
-        assert!(!Wait::from_timeout(Duration::from_secs(60)).expired());
-    }
-
-    #[test]
-    fn a_holder_that_dies_holding_the_lock_releases_it_and_the_next_one_is_told() {
-        let block = SharedBlock::<Counter>::create(c"test-robust", |c| {
-            // Safety: the block is not shared yet.
-            unsafe { (*c).lock.init() }
-        })
-        .unwrap();
-        // The robust list is kept per thread: a thread that ends holding the mutex is, for the
-        // kernel, a holder that died (as a process killed with SIGKILL is).
-        std::thread::scope(|s| {
-            s.spawn(|| std::mem::forget(block.get().lock.lock(Wait::Forever).unwrap())).join()
-        })
-        .unwrap();
-        let (taken, _guard) = block.get().lock.lock(Wait::Forever).unwrap().unwrap();
-        assert_eq!(taken, Taken::OwnerDied);
+        pid => pid,
     }
 }

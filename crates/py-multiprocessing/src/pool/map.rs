@@ -1,4 +1,4 @@
-//! map — `Pool::map` and `map_async`: the items in chunks, one frame each way per chunk, as
+//! map — `Pool::map`: the items in chunks, one frame each way per chunk, as
 //! Python sends one pickle per chunk.
 //!
 //! The caller's thread encodes each chunk's items (postcard where they are the typed task's own
@@ -14,8 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::handler::{Job, MapJob, Pending, Sink};
-use super::result::{AsyncResult, Callback, ErrorCallback, Slot, lock};
+use super::result::{AsyncResult, Slot, lock};
+use super::state::{Job, MapJob, Pending, Sink};
 use super::task::{Encoding, Task};
 use super::worker::{ToWorker, frame};
 use super::{Pool, PoolError, default_chunksize};
@@ -45,7 +45,7 @@ impl Pool {
         chunksize: Option<usize>,
     ) -> Result<Vec<R>, PoolError> {
         let (items_as, results_as) = task.encodings::<T, R>();
-        let (handle, map) = self.submit_map(task, items, chunksize, items_as, results_as, None)?;
+        let (handle, map) = self.submit_map(task, items, chunksize, items_as, results_as)?;
         handle.take()?;
         let Some(map) = map else { return Ok(Vec::new()) };
         let parts = std::mem::take(&mut lock(&map).parts);
@@ -67,22 +67,7 @@ impl Pool {
         Ok(values)
     }
 
-    /// Like [`Pool::map`], returning at once; the handle's value is the list of results.
-    pub fn map_async<T: Serialize>(
-        &self,
-        task: &'static Task,
-        items: impl IntoIterator<Item = T>,
-        chunksize: Option<usize>,
-        callback: Option<Callback>,
-        error_callback: Option<ErrorCallback>,
-    ) -> Result<AsyncResult, PoolError> {
-        let (items_as, _) = task.encodings::<T, Value>();
-        let ends = Some((callback, error_callback));
-        Ok(self.submit_map(task, items, chunksize, items_as, Encoding::Json, ends)?.0)
-    }
-
-    /// Submits a map; `ends`: `map_async`'s callbacks, whose map's value is the list of
-    /// results (`None`: `map`, which reads the chunks' answers itself).
+    /// Submits a map: every chunk a job, whose answers `map` reads once the last has come.
     fn submit_map<T: Serialize>(
         &self,
         task: &'static Task,
@@ -90,7 +75,6 @@ impl Pool {
         chunksize: Option<usize>,
         items_as: Encoding,
         results_as: Encoding,
-        ends: Option<(Option<Callback>, Option<ErrorCallback>)>,
     ) -> Result<(AsyncResult, Option<SharedMap>), PoolError> {
         self.remember(task);
         // Python's map makes a list of an iterable that has no len(); so do we, to count it.
@@ -108,16 +92,11 @@ impl Pool {
             return Ok((AsyncResult { slot }, None));
         }
         let chunks = n.div_ceil(chunksize);
-        let values = ends.is_some();
-        let (callback, error_callback) = ends.unwrap_or((None, None));
         let map = Arc::new(Mutex::new(MapJob {
             slot: slot.clone(),
             items: n,
             parts: vec![None; chunks],
             chunks_left: chunks,
-            values,
-            callback,
-            error_callback,
             finished: false,
         }));
         // Every chunk is a job from now on (so `close` waits for all of them), but reaches the

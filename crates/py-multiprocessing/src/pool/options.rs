@@ -88,10 +88,3 @@ impl PoolOptions {
         }
     }
 }
-
-/// Processes or threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Processes,
-    Threads,
-}

@@ -111,11 +111,6 @@ impl AsyncResult {
         self.slot.wait(None, true).unwrap_or(Err(PoolError::Timeout))
     }
 
-    /// Waits until the result is ready (Python's `wait()`); true if it is, within `timeout`.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        !matches!(self.get_timeout(timeout), Err(PoolError::Timeout))
-    }
-
     /// Whether the task has finished (with a value or an error).
     pub fn ready(&self) -> bool {
         lock(&self.slot.value).outcome.is_some()
@@ -127,11 +122,6 @@ impl AsyncResult {
             Some(outcome) => Ok(outcome.is_ok()),
             None => Err(PoolError::NotReady),
         }
-    }
-
-    /// The pool's number for this job (in submission order).
-    pub fn id(&self) -> u64 {
-        self.slot.id
     }
 
     /// The pid of the worker the task was given to (the last one, if it was handed on after

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::task::{Encoding, Task, run_one};
 use crate::queue::{Queue, QueueError};
+use crate::shm::Wait;
 
 /// Parent → one worker, through its inbox.
 #[derive(Debug, Serialize, Deserialize)]
@@ -88,7 +89,9 @@ pub(super) fn work<'t>(
     terminated: Option<&AtomicBool>,
 ) -> anyhow::Result<()> {
     let (w, pid) = (a.number, std::process::id() as i32);
-    let say = |msg: &FromWorker, payload: &[u8]| a.results.put_encoded(&frame(msg, payload));
+    let say = |msg: &FromWorker, payload: &[u8]| {
+        a.results.put_encoded(&frame(msg, payload), Wait::Forever)
+    };
     if let Some((name, init_args)) = &a.initializer
         && let Err(error) = run_task(find, name, init_args.clone())
     {
@@ -97,7 +100,7 @@ pub(super) fn work<'t>(
     }
     say(&FromWorker::Ready { w, pid }, &[])?;
     for done in 1.. {
-        let body = a.inbox.get_encoded()?;
+        let body = a.inbox.get_encoded(Wait::Forever)?;
         let (msg, payload) = unframe::<ToWorker>(&body).map_err(anyhow::Error::msg)?;
         let began = Instant::now();
         let (id, outcome) = match msg {

@@ -8,34 +8,26 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::handler::{Handle, Job, Pending, Phase, Shared, Sink, State, Worker, Workers};
-use super::handler::{MAX_PREFETCH, PREFETCH_WINDOW};
 use super::result::{Completion, lock};
+use super::state::{Handle, Job, Pending, Phase, Shared, Sink, State, Worker, Workers};
 use super::worker::{FromWorker, ToWorker, WorkerArgs, frame, unframe, work};
 use super::{MAX_MESSAGE, PoolError, died_how};
 use crate::queue::{Queue, QueueError};
+use crate::shm::Wait;
 use common::process::{Process, StartMethod, exitcode_name};
 use common::{report, signals};
 
 impl Shared {
-    /// Gives waiting tasks to workers: to an idle worker first (the one idle the longest); to a busy
-    /// worker only while more tasks wait than there are workers, and only as many as it runs in
-    /// about [`PREFETCH_WINDOW`].
+    /// Gives waiting tasks to workers: to an idle worker, the one idle the longest (and to a
+    /// busy one in advance only as `pool/prefetch.rs` says).
     pub(super) fn dispatch(&self, st: &mut State) {
         if st.phase == Phase::Terminated || st.broken.is_some() {
             return;
         }
         let max = self.maxtasksperchild;
-        // Until a task has been timed, assume tasks are long: no task is given in advance.
-        let depth = st.task_us.map_or(1, |us| {
-            let fits = PREFETCH_WINDOW.as_micros() as f64 / us.max(1.0);
-            (1 + fits as usize).min(MAX_PREFETCH)
-        });
         let mut full: Vec<u32> = Vec::new();
         while !st.backlog.is_empty() {
             let usable = |w: &Worker| w.can_take(max) && !full.contains(&w.number);
-            let live = st.workers.iter().filter(|w| usable(w)).count();
-            let prefetch = st.backlog.len() > live;
             let idle = st
                 .workers
                 .iter()
@@ -43,21 +35,10 @@ impl Shared {
                 .filter(|(_, w)| usable(w) && w.outstanding.is_empty())
                 .min_by_key(|(_, w)| w.last_given)
                 .map(|(i, _)| i);
-            let pick = idle.or_else(|| {
-                if !prefetch {
-                    return None;
-                }
-                st.workers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| usable(w) && w.outstanding.len() < depth)
-                    .min_by_key(|(_, w)| (w.outstanding.len(), w.last_given))
-                    .map(|(i, _)| i)
-            });
-            let Some(i) = pick else { break };
+            let Some(i) = idle.or_else(|| st.prefetch_to(&usable)) else { break };
             let Some(pending) = st.backlog.pop_front() else { break };
             let worker = &mut st.workers[i];
-            match worker.inbox.put_encoded_nowait(&pending.frame) {
+            match worker.inbox.put_encoded(&pending.frame, Wait::Now) {
                 Ok(()) => {
                     worker.outstanding.push_back(pending.id);
                     worker.given += 1;
@@ -144,7 +125,10 @@ impl Shared {
                     .stack_size(64 * 1024)
                     .spawn(move || {
                         common::process::wait_until_ended(pid);
-                        let _ = results.put_encoded(&frame(&FromWorker::Exited { w: number }, &[]));
+                        let _ = results.put_encoded(
+                            &frame(&FromWorker::Exited { w: number }, &[]),
+                            Wait::Forever,
+                        );
                     })
                     .map_err(|e| PoolError::Start(format!("a thread to watch {name}: {e}")))?;
                 (pid, Handle::Process(process))
@@ -160,7 +144,7 @@ impl Shared {
                             report::write_stderr(&format!("{who}: error: {e:#}"));
                         }
                         let exited = FromWorker::Exited { w: args.number };
-                        let _ = args.results.put_encoded(&frame(&exited, &[]));
+                        let _ = args.results.put_encoded(&frame(&exited, &[]), Wait::Forever);
                     })
                     .map_err(|e| PoolError::Start(format!("{name}: {e}")))?;
                 (std::process::id() as i32, Handle::Thread(Some(thread)))
@@ -190,7 +174,7 @@ impl Shared {
                     let _ = process.terminate();
                 }
                 Handle::Thread(_) => {
-                    let _ = w.inbox.put_encoded_nowait(&frame(&ToWorker::Stop, &[]));
+                    let _ = w.send_stop();
                 }
             }
         }
@@ -215,7 +199,7 @@ impl Shared {
         // The tasks still in its inbox were never started: they go back to the front of the
         // backlog, in their order. Nobody else reads that inbox, so what is in it is exact.
         let mut back: Vec<Pending> = Vec::new();
-        while let Ok(frame) = worker.inbox.get_encoded_nowait() {
+        while let Ok(frame) = worker.inbox.get_encoded(Wait::Now) {
             match unframe::<ToWorker>(&frame) {
                 Ok((ToWorker::Run { id, .. } | ToWorker::Chunk { id, .. }, _)) => {
                     back.push(Pending { id, frame })

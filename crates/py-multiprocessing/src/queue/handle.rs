@@ -36,31 +36,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get_json(Wait::Now)
     }
 
-    /// Puts `body`, bytes the caller encoded, as one item's frame (blocking while full), with
-    /// the same limit and guarantees as [`Queue::put`]; the queue does not look inside. Read it
-    /// back with [`Queue::get_encoded`].
-    pub fn put_encoded(&self, body: &[u8]) -> Result<(), QueueError> {
-        self.core.put_frame(body, Wait::Forever)
+    /// Puts `body`, bytes the caller encoded, as one item's frame, waiting for a free place as
+    /// `wait` allows ([`QueueError::Full`] after that), with the same limit and guarantees as
+    /// [`Queue::put`]; the queue does not look inside. Read it back with [`Queue::get_encoded`].
+    pub fn put_encoded(&self, body: &[u8], wait: Wait) -> Result<(), QueueError> {
+        self.core.put_frame(body, wait)
     }
 
-    /// [`Queue::put_encoded`] only if there is a free place now; [`QueueError::Full`] otherwise.
-    pub fn put_encoded_nowait(&self, body: &[u8]) -> Result<(), QueueError> {
-        self.core.put_frame(body, Wait::Now)
-    }
-
-    /// Takes the oldest item's frame as it is, undecoded, blocking while the queue is empty.
-    pub fn get_encoded(&self) -> Result<Vec<u8>, QueueError> {
-        self.core.get_frame(Wait::Forever)
-    }
-
-    /// [`Queue::get_encoded`] waiting at most `timeout`; [`QueueError::Empty`] after that.
-    pub fn get_encoded_timeout(&self, timeout: Duration) -> Result<Vec<u8>, QueueError> {
-        self.core.get_frame(Wait::from_timeout(timeout))
-    }
-
-    /// [`Queue::get_encoded`] only if there is an item now; [`QueueError::Empty`] otherwise.
-    pub fn get_encoded_nowait(&self) -> Result<Vec<u8>, QueueError> {
-        self.core.get_frame(Wait::Now)
+    /// Takes the oldest item's frame as it is, undecoded, waiting as `wait` allows
+    /// ([`QueueError::Empty`] after that).
+    pub fn get_encoded(&self, wait: Wait) -> Result<Vec<u8>, QueueError> {
+        self.core.get_frame(wait)
     }
 }
 

@@ -25,17 +25,11 @@ pub struct JoinableQueue<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
-    /// A joinable queue of at most `maxsize` items (0: no limit but the pipe's capacity).
+    /// A joinable queue of at most `maxsize` items (0: no limit but the pipe's capacity), each
+    /// at most [`DEFAULT_MAX_MESSAGE`] bytes of JSON.
     pub fn new(maxsize: usize) -> Result<JoinableQueue<T>, QueueError> {
-        JoinableQueue::with_max_message(maxsize, DEFAULT_MAX_MESSAGE)
-    }
-
-    /// Like [`JoinableQueue::new`], with another limit on an item's size in bytes of JSON.
-    pub fn with_max_message(
-        maxsize: usize,
-        max_message: usize,
-    ) -> Result<JoinableQueue<T>, QueueError> {
-        Ok(JoinableQueue { queue: Queue::from_core(Core::create(maxsize, max_message, true)?) })
+        let core = Core::create(maxsize, DEFAULT_MAX_MESSAGE, true)?;
+        Ok(JoinableQueue { queue: Queue::from_core(core) })
     }
 
     /// Rebuilds the queue in a child (see [`Queue::from_descriptor`]).

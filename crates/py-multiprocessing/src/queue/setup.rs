@@ -7,9 +7,8 @@
 //! rebuilds it with `Queue::from_descriptor`, which checks that the numbers really are this
 //! queue's pipe and shared block.
 //!
-//! A pipe reports end-of-file only when *every* write end is closed. Every handle of a queue
-//! holds both ends (a consumer may put too), so the queue never ends by EOF: its consumers end
-//! with a sentinel (`None`), or as daemons with a `JoinableQueue`.
+//! Every handle of a queue holds both ends of the pipe (a consumer may put too), so the queue
+//! never ends by EOF: its consumers end with a sentinel (`None`), or as daemons.
 
 use std::cell::UnsafeCell;
 use std::io;
@@ -22,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::stage::STAGE;
-use super::{Core, JoinableQueue, MAX_MAXSIZE, MAX_MESSAGE_LIMIT, PIPE_CAPACITY, Queue};
+use super::{Core, JoinableQueue, MAX_MAXSIZE, MAX_MESSAGE_LIMIT, Queue};
 use crate::shm::{RobustMutex, Shareable, SharedBlock, ShmError, random_id};
 
 /// What can go wrong with a queue. Callers match on the variants (`Full`, `Empty`, ...).
@@ -167,23 +166,6 @@ fn mark_held(id: u64) -> bool {
     true
 }
 
-/// A pipe with non-blocking, close-on-exec ends, as large as the kernel allows; its size.
-fn make_pipe() -> Result<(OwnedFd, OwnedFd, u32), QueueError> {
-    // Non-blocking: every wait is a poll(2) with the caller's timeout. O_NONBLOCK belongs to
-    // the shared file description, so it holds in every process. Close-on-exec: a spawned
-    // child gets the ends only if they are passed.
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| os_error("pipe2", e))?;
-    // Best effort: a larger pipe holds more unread items (pages are allocated as bytes come).
-    // Safety: fcntl on a descriptor we own.
-    let capacity = unsafe {
-        libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY as libc::c_int);
-        libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
-    };
-    Ok((read, write, if capacity > 0 { capacity as u32 } else { 65536 }))
-}
-
 impl Core {
     pub(super) fn create(
         maxsize: usize,
@@ -200,7 +182,7 @@ impl Core {
                 "max_message {max_message} is not from 1 to {MAX_MESSAGE_LIMIT} bytes"
             )));
         }
-        let (read, write, capacity) = make_pipe()?;
+        let (read, write, capacity) = super::pipe::make_pipe()?;
         let id = random_id();
         let block = SharedBlock::<Control>::create(c"concurrency-queue", |c| {
             // Safety: the mapping is fresh, zeroed by the kernel, and nobody else sees it yet.
@@ -222,29 +204,7 @@ impl Core {
 
     pub(super) fn from_descriptor(d: QueueDescriptor, joinable: bool) -> Result<Core, QueueError> {
         let bad = |why: String| QueueError::BadDescriptor(why);
-        let mut stats = Vec::new();
-        for (fd, what) in [(d.read_fd, "read end"), (d.write_fd, "write end")] {
-            // Safety: fstat on any integer is harmless (EBADF if not open); `st` is ours.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // Safety: as above.
-            if unsafe { libc::fstat(fd, &mut st) } < 0 {
-                return Err(bad(format!(
-                    "the pipe's {what} (fd {fd}) is not open in this process: a spawned child \
-                     must be given the queue's descriptors with Process::pass_fds"
-                )));
-            }
-            stats.push(st);
-        }
-        let is_fifo = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFIFO;
-        if !stats.iter().all(is_fifo) || stats[0].st_ino != stats[1].st_ino {
-            let (r, w) = (d.read_fd, d.write_fd);
-            return Err(bad(format!("fds {r} and {w} are not the two ends of one pipe")));
-        }
-        // Safety: fcntl(F_GETFL) only reads the flags of an open descriptor.
-        let access = |fd| unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
-        if access(d.read_fd) != libc::O_RDONLY || access(d.write_fd) != libc::O_WRONLY {
-            return Err(bad("the pipe's ends are swapped".into()));
-        }
+        super::pipe::check_ends(d.read_fd, d.write_fd).map_err(bad)?;
         // Safety: from_raw_fd checks that the descriptor is open and a regular file large
         // enough; if it is another block, `into_raw_fd` gives it back unclosed. That it was
         // made for a `Control` is what the magic number and the id check next.
@@ -325,29 +285,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
 // A queue travels to a child as its descriptor, the way Python pickles a Queue into a child's
 // arguments: serializing gives the numbers, deserializing in the child rebuilds the handle.
+macro_rules! travels_as_its_descriptor {
+    ($($queue:ident),*) => {$(
+        impl<T> Serialize for $queue<T> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.descriptor().serialize(s)
+            }
+        }
 
-impl<T> Serialize for Queue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.descriptor().serialize(s)
-    }
+        impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for $queue<T> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let descriptor = QueueDescriptor::deserialize(d)?;
+                $queue::from_descriptor(descriptor).map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
 }
-
-impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Queue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let descriptor = QueueDescriptor::deserialize(d)?;
-        Queue::from_descriptor(descriptor).map_err(serde::de::Error::custom)
-    }
-}
-
-impl<T> Serialize for JoinableQueue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.descriptor().serialize(s)
-    }
-}
-
-impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for JoinableQueue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let descriptor = QueueDescriptor::deserialize(d)?;
-        JoinableQueue::from_descriptor(descriptor).map_err(serde::de::Error::custom)
-    }
-}
+travels_as_its_descriptor!(Queue, JoinableQueue);

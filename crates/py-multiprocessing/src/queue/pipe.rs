@@ -1,0 +1,110 @@
+//! pipe — the queue's pipe and its system calls: made non-blocking and as large as the kernel
+//! allows, written whole, and waited for with `poll(2)` (every wait takes the caller's timeout).
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+
+use super::setup::os_error;
+use super::{PIPE_CAPACITY, QueueError};
+use crate::shm::Wait;
+
+/// A pipe with non-blocking, close-on-exec ends, as large as the kernel allows; its size.
+pub(super) fn make_pipe() -> Result<(OwnedFd, OwnedFd, u32), QueueError> {
+    // Non-blocking: every wait is a poll(2) with the caller's timeout. O_NONBLOCK belongs to
+    // the shared file description, so it holds in every process. Close-on-exec: a spawned
+    // child gets the ends only if they are passed.
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| os_error("pipe2", e))?;
+    // Best effort: a larger pipe holds more unread items (pages are allocated as bytes come).
+    // Safety: fcntl on a descriptor we own.
+    let capacity = unsafe {
+        libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY as libc::c_int);
+        libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
+    };
+    Ok((read, write, if capacity > 0 { capacity as u32 } else { 65536 }))
+}
+
+/// Writes all of `bytes` to the non-blocking pipe. Until the first byte is in, it waits for
+/// room only as `wait` allows ([`QueueError::Full`] after that); once a byte is in, it finishes.
+pub(super) fn write_all(fd: BorrowedFd<'_>, bytes: &[u8], wait: Wait) -> Result<(), QueueError> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match nix::unistd::write(fd, &bytes[written..]) {
+            Ok(n) => written += n,
+            Err(Errno::EAGAIN) => {
+                let wait = if written == 0 { wait } else { Wait::Forever };
+                if !poll_fd(fd, libc::POLLOUT, wait)? {
+                    return Err(QueueError::Full);
+                }
+            }
+            Err(Errno::EINTR) => {}
+            // Every read end is closed (only when every other process is gone).
+            Err(Errno::EPIPE) => return Err(QueueError::Closed),
+            Err(e) => return Err(os_error("write(the queue's pipe)", e)),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is ready for `events` (POLLIN or POLLOUT). `Ok(false)`: the wait ran out.
+pub(super) fn poll_fd(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    wait: Wait,
+) -> Result<bool, QueueError> {
+    loop {
+        // Rounded up, so that a short timeout does not become a busy loop of 0 ms polls.
+        let ms = wait.remaining().map_or(-1, |left| {
+            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+        });
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
+        // Safety: one valid pollfd on our stack, for the duration of the call.
+        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+            n if n > 0 => return Ok(true),
+            0 if wait.expired() => return Ok(false),
+            0 => {}
+            _ if Errno::last() == Errno::EINTR => {}
+            _ => return Err(os_error("poll", Errno::last())),
+        }
+    }
+}
+
+/// Bytes waiting in a pipe (`ioctl(FIONREAD)`, which Linux answers on either end).
+pub(super) fn bytes_in_pipe(fd: BorrowedFd<'_>) -> Result<usize, QueueError> {
+    let mut n: libc::c_int = 0;
+    // Safety: FIONREAD writes one int to the pointer we give.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(os_error("ioctl(FIONREAD)", Errno::last()));
+    }
+    Ok(n.max(0) as usize)
+}
+
+/// Checks that `read_fd` and `write_fd`, numbers a child was given, are open here and are the
+/// read and the write end of one pipe; the error says what is wrong.
+pub(super) fn check_ends(read_fd: RawFd, write_fd: RawFd) -> Result<(), String> {
+    let mut stats = Vec::new();
+    for (fd, what) in [(read_fd, "read end"), (write_fd, "write end")] {
+        // Safety: fstat on any integer is harmless (EBADF if not open); `st` is ours.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // Safety: as above.
+        if unsafe { libc::fstat(fd, &mut st) } < 0 {
+            return Err(format!(
+                "the pipe's {what} (fd {fd}) is not open in this process: a spawned child \
+                 must be given the queue's descriptors with Process::pass_fds"
+            ));
+        }
+        stats.push(st);
+    }
+    let is_fifo = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFIFO;
+    if !stats.iter().all(is_fifo) || stats[0].st_ino != stats[1].st_ino {
+        return Err(format!("fds {read_fd} and {write_fd} are not the two ends of one pipe"));
+    }
+    // Safety: fcntl(F_GETFL) only reads the flags of an open descriptor.
+    let access = |fd| unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
+    if access(read_fd) != libc::O_RDONLY || access(write_fd) != libc::O_WRONLY {
+        return Err("the pipe's ends are swapped".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! shm: a block two mappings share, a robust mutex whose holder dies, and waits.
+#![cfg(target_os = "linux")]
+use std::os::fd::{BorrowedFd, IntoRawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use py_multiprocessing::shm::{RobustMutex, Shareable, SharedBlock, Taken, Wait};
+
+#[repr(C)]
+struct Counter {
+    lock: RobustMutex,
+    value: AtomicU32,
+}
+// Safety: zero is a valid mutex-to-be and counter; both are shared-safe.
+unsafe impl Shareable for Counter {}
+
+#[test]
+fn a_block_mapped_twice_is_the_same_memory_at_two_addresses() {
+    let a = SharedBlock::<Counter>::create(c"test-counter", |c| {
+        // Safety: the block is not shared yet.
+        unsafe { (*c).lock.init() }
+    })
+    .unwrap();
+    // Safety: the block's descriptor stays open while `a` lives, which is longer than the call.
+    let fd = nix::unistd::dup(unsafe { BorrowedFd::borrow_raw(a.raw_fd()) }).unwrap();
+    // Safety: the duplicate is ours alone, and names a block of the same type.
+    let b = unsafe { SharedBlock::<Counter>::from_raw_fd(fd.into_raw_fd()) }.unwrap();
+    assert_ne!(a.addr(), b.addr());
+    a.get().value.store(41, Ordering::SeqCst);
+    {
+        let (taken, _guard) = b.get().lock.lock(Wait::Forever).unwrap().unwrap();
+        assert_eq!(taken, Taken::Clean);
+        b.get().value.fetch_add(1, Ordering::SeqCst);
+        // Held by this thread: another attempt that does not wait is refused.
+        let other = std::thread::scope(|s| {
+            s.spawn(|| a.get().lock.lock(Wait::Now).unwrap().is_none()).join().unwrap()
+        });
+        assert!(other);
+    }
+    assert_eq!(a.get().value.load(Ordering::SeqCst), 42);
+}
+
+#[test]
+fn a_wait_of_now_has_expired_and_one_of_a_minute_has_not() {
+    assert!(Wait::Now.expired());
+    assert!(!Wait::from_timeout(Duration::from_secs(60)).expired());
+}
+
+#[test]
+fn a_holder_that_dies_holding_the_lock_releases_it_and_the_next_one_is_told() {
+    let block = SharedBlock::<Counter>::create(c"test-robust", |c| {
+        // Safety: the block is not shared yet.
+        unsafe { (*c).lock.init() }
+    })
+    .unwrap();
+    // The robust list is kept per thread: a thread that ends holding the mutex is, for the
+    // kernel, a holder that died (as a process killed with SIGKILL is).
+    std::thread::scope(|s| {
+        s.spawn(|| std::mem::forget(block.get().lock.lock(Wait::Forever).unwrap())).join()
+    })
+    .unwrap();
+    let (taken, _guard) = block.get().lock.lock(Wait::Forever).unwrap().unwrap();
+    assert_eq!(taken, Taken::OwnerDied);
+}
