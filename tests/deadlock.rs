@@ -216,13 +216,9 @@ fn two_processes(out: &Output) {
 #[test]
 fn does_ctrl_c_at_any_moment_exit_130_and_leave_nothing() {
     // At the moment two processes are deadlocked on flock: SIGINT to the demo alone.
-    let mut demo = Demo::start(BIN, &["processes", "--json", "--hold", "30"]);
-    demo.wait_event("hold");
-    demo.interrupt(false).assert_code(130).assert_nothing_left();
+    Demo::ctrl_c_at(BIN, &["processes", "--json", "--hold", "30"], "hold", false);
     // With the philosophers deadlocked: Ctrl-C to the whole group.
-    let mut demo = Demo::start(BIN, &["philosophers", "--json", "--hold", "30"]);
-    demo.wait_event("hold");
-    demo.interrupt(true).assert_code(130).assert_nothing_left();
+    Demo::ctrl_c_at(BIN, &["philosophers", "--json", "--hold", "30"], "hold", true);
     // At random moments of the tour (seeded; CHAOS_SEED repeats a run).
     let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(14);
     let mut rng = fastrand::Rng::with_seed(seed);

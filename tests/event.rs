@@ -111,9 +111,7 @@ fn does_one_set_wake_every_waiter_and_harm_nobody_after_a_waiter_was_killed() {
 
 #[test]
 fn does_ctrl_c_at_the_traffic_light_end_the_demo_with_130() {
-    let mut demo = Demo::start(BIN, &["light", "--json", "--speed", "1"]);
-    demo.wait_event("light");
-    demo.interrupt(true).assert_code(130).assert_nothing_left();
+    Demo::ctrl_c_at(BIN, &["light", "--json", "--speed", "1"], "light", true);
 }
 
 #[test]

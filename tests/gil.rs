@@ -167,9 +167,7 @@ fn does_ctrl_c_while_pinned_threads_wait_exit_130_and_leave_nothing() {
 
 #[test]
 fn does_kill_int_in_the_middle_of_a_simulated_run_exit_130() {
-    let mut demo = Demo::start(BIN, &["simulated", "--json", "--n", "10000000000"]);
-    demo.wait_event("section");
-    demo.interrupt(false).assert_code(130).assert_nothing_left();
+    Demo::ctrl_c_at(BIN, &["simulated", "--json", "--n", "10000000000"], "section", false);
 }
 
 #[test]

@@ -145,9 +145,7 @@ fn are_the_holders_and_the_late_comer_seen_asleep_in_s_and_does_ctrl_c_leave_not
 
 #[test]
 fn does_ctrl_c_in_the_thread_part_end_the_demo_with_130() {
-    let mut demo = Demo::start(BIN, &["threads", "--json", "--hold", "60"]);
-    demo.wait_event("hold");
-    demo.interrupt(true).assert_code(130).assert_nothing_left();
+    Demo::ctrl_c_at(BIN, &["threads", "--json", "--hold", "60"], "hold", true);
 }
 
 #[test]

@@ -154,10 +154,12 @@ fn does_ctrl_c_at_any_moment_exit_130_and_leave_nothing() {
     for (wait_for, extra) in
         [("produced", "2000"), ("eaten", "2000"), ("consumers_ended", "1000000")]
     {
-        let mut demo =
-            Demo::start(BIN, &["joinable", "--json", "--speed", "2", "--cost-items", extra]);
-        demo.wait_event(wait_for);
-        demo.interrupt(true).assert_code(130).assert_nothing_left();
+        Demo::ctrl_c_at(
+            BIN,
+            &["joinable", "--json", "--speed", "2", "--cost-items", extra],
+            wait_for,
+            true,
+        );
     }
 }
 

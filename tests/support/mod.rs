@@ -196,6 +196,16 @@ impl Demo {
         self.finish()
     }
 
+    /// The Ctrl-C test: starts the demo with `args`, waits for the event `moment`, interrupts
+    /// it ([`Demo::interrupt`]) and checks that it exits 130 and leaves nothing behind.
+    pub fn ctrl_c_at(bin_name: &str, args: &[&str], moment: &str, to_group: bool) -> Output {
+        let mut demo = Demo::start(bin_name, args);
+        demo.wait_event(moment);
+        let out = demo.interrupt(to_group);
+        out.assert_code(130).assert_nothing_left();
+        out
+    }
+
     /// Closes the demo's standard input.
     pub fn close_stdin(&mut self) {
         self.stdin.take();
