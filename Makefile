@@ -3,7 +3,7 @@ CARGO ?= cargo
 # The demo crates, as crates/demos.txt lists them (its lines that are a crate's name).
 DEMOS := $(shell sed -n 's/^\([a-z][a-z0-9-]*\)$$/\1/p' crates/demos.txt)
 
-.PHONY: help build test lint bench demos clean demo-ticket demo-mutex-ticket demo-fork-vs-spawn demo-zombie-orphan demo-daemon demo-process-basics demo-joinable-queue demo-pool demo-threads demo-gil demo-deadlock demo-semaphore demo-event demo-thread-queue demo-ipc demo-coroutine demo-io-models demo-multiprogramming
+.PHONY: help build test lint bench demos clean demo-ticket $(addprefix demo-,$(DEMOS))
 
 help:
 	@echo "make demo-ticket    the ticket-booking race over db.json, then the fix (start here)"
@@ -38,61 +38,18 @@ demos:
 # Run any demo with extra flags: make demo-fork-vs-spawn ARGS='--start-method spawn --json'
 
 # The main job: the race over db.json, then the fix by a lock, join, and a buyer killed mid-write.
-demo-ticket:
-	@$(CARGO) run -q -p mutex-ticket -- $(ARGS)
+demo-ticket: demo-mutex-ticket
 
-demo-mutex-ticket: demo-ticket
+# Every demo runs as `cargo run -p <demo>`; these two time CPU work, so they run an optimised
+# build: the GIL demo's CPU-bound loops, and multiprogramming's ticks (measured CPU time, where
+# the debug build's overheads would show between them).
+OPTIMISED_DEMOS := gil multiprogramming
 
-demo-fork-vs-spawn:
-	@$(CARGO) run -q -p fork-vs-spawn -- $(ARGS)
+$(addprefix demo-,$(filter-out $(OPTIMISED_DEMOS),$(DEMOS))):
+	@$(CARGO) run -q -p $(@:demo-%=%) -- $(ARGS)
 
-demo-daemon:
-	@$(CARGO) run -q -p daemon -- $(ARGS)
-
-demo-process-basics:
-	@$(CARGO) run -q -p process-basics -- $(ARGS)
-
-demo-joinable-queue:
-	@$(CARGO) run -q -p joinable-queue -- $(ARGS)
-
-demo-pool:
-	@$(CARGO) run -q -p pool -- $(ARGS)
-
-demo-zombie-orphan:
-	@$(CARGO) run -q -p zombie-orphan -- $(ARGS)
-
-demo-threads:
-	@$(CARGO) run -q -p threads -- $(ARGS)
-
-# The GIL demo times CPU-bound loops: an optimised build, or it measures the debug build.
-demo-gil:
-	@$(CARGO) run --release -q -p gil -- $(ARGS)
-
-demo-deadlock:
-	@$(CARGO) run -q -p deadlock -- $(ARGS)
-
-demo-semaphore:
-	@$(CARGO) run -q -p semaphore -- $(ARGS)
-
-demo-event:
-	@$(CARGO) run -q -p event -- $(ARGS)
-
-demo-thread-queue:
-	@$(CARGO) run -q -p thread-queue -- $(ARGS)
-
-demo-ipc:
-	@$(CARGO) run -q -p ipc -- $(ARGS)
-
-demo-coroutine:
-	@$(CARGO) run -q -p coroutine -- $(ARGS)
-
-demo-io-models:
-	@$(CARGO) run -q -p io-models -- $(ARGS)
-
-# 多道技术 beside OSTEP's process-run.py: an optimised build, since its CPU ticks are measured
-# CPU time and the debug build's overheads would show between them.
-demo-multiprogramming:
-	@$(CARGO) run --release -q -p multiprogramming -- $(ARGS)
+$(addprefix demo-,$(OPTIMISED_DEMOS)):
+	@$(CARGO) run --release -q -p $(@:demo-%=%) -- $(ARGS)
 
 # The course in the notes' order, one part at a time (the binary is crates/tour): builds every
 # demo first; one that does not build now is skipped, with a line saying so.
