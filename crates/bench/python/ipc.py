@@ -138,16 +138,22 @@ def adder(v, gate_r, n):
             v.value += 1
 
 
-def shm_lock(ctx, processes, n):
-    v = ctx.Value("i", 0)
+def adders_timed(ctx, processes, target, args):
+    """Starts `processes` children running target(*args(gate_r)), lets them go together, and
+    returns the seconds from the gate to the last join."""
     gate_r, gate_w = os.pipe()
-    ps = [ctx.Process(target=adder, args=(v, gate_r, n)) for _ in range(processes)]
+    ps = [ctx.Process(target=target, args=args(gate_r)) for _ in range(processes)]
     for p in ps:
         p.start()
     began = gate_open(gate_w, processes)
     for p in ps:
         p.join()
-    seconds = time.perf_counter() - began
+    return time.perf_counter() - began
+
+
+def shm_lock(ctx, processes, n):
+    v = ctx.Value("i", 0)
+    seconds = adders_timed(ctx, processes, adder, lambda gate_r: (v, gate_r, n))
     assert v.value == processes * n, (v.value, processes * n)
     return v.value / seconds
 
@@ -172,17 +178,9 @@ def file_counter(ctx, processes, n, truncate_first):
     try:
         os.write(fd, b"0")
         os.close(fd)
-        gate_r, gate_w = os.pipe()
-        ps = [
-            ctx.Process(target=file_adder, args=(path, gate_r, n, truncate_first))
-            for _ in range(processes)
-        ]
-        for p in ps:
-            p.start()
-        began = gate_open(gate_w, processes)
-        for p in ps:
-            p.join()
-        seconds = time.perf_counter() - began
+        seconds = adders_timed(
+            ctx, processes, file_adder, lambda gate_r: (path, gate_r, n, truncate_first)
+        )
         with open(path) as f:
             value = int(f.read())
     finally:

@@ -388,27 +388,17 @@ mod linux {
         };
         let rust_servers: Vec<Server> =
             servers.iter().copied().filter(|s| !s.is_python()).collect();
-        for &s in &rust_servers {
-            let target = (s != Server::Uring).then_some(4.0);
-            row(
-                format!("{} req/s vs asyncio streams", s.label()),
-                "req/s",
-                Better::Higher,
-                rps(s),
-                rps(Server::Asyncio),
-                target,
-            );
-        }
-        for &s in &rust_servers {
-            let target = (s != Server::Uring).then_some(2.5);
-            row(
-                format!("{} req/s vs ThreadingTCPServer", s.label()),
-                "req/s",
-                Better::Higher,
-                rps(s),
-                rps(Server::Threading),
-                target,
-            );
+        for (peer, target) in [(Server::Asyncio, 4.0), (Server::Threading, 2.5)] {
+            for &s in &rust_servers {
+                row(
+                    format!("{} req/s vs {}", s.label(), peer.label()),
+                    "req/s",
+                    Better::Higher,
+                    rps(s),
+                    rps(peer),
+                    (s != Server::Uring).then_some(target),
+                );
+            }
         }
         row(
             "epoll req/s vs serial TCPServer".into(),

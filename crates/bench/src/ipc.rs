@@ -227,31 +227,16 @@ struct Counter {
 // made to be used by many processes at once.
 unsafe impl Shareable for Counter {}
 
-fn shared_counter(atomic: bool) -> Result<f64> {
-    let block = SharedBlock::<Counter>::create(c"bench-ipc-counter", |c| {
-        // Safety: the block is not shared yet.
-        unsafe { (*c).lock.init() }
-    })?;
-    let block = std::sync::Arc::new(block);
+/// Starts [`PROCESSES`] children named `name-K`, each running `work` once the gate opens, and
+/// joins them: the seconds from the gate to the last join.
+fn gated_adders(name: &str, work: impl Fn() -> Result<()> + Clone + Send + 'static) -> Result<f64> {
     let mut gate = Gate::new()?;
     let mut children = Vec::new();
     for k in 0..PROCESSES {
-        let block = block.clone();
-        let mut gate_r = gate.read.try_clone()?;
-        children.push(Process::from_fn(format!("bench-adder-{k}"), move || {
-            let counter = block.get();
+        let (work, mut gate_r) = (work.clone(), gate.read.try_clone()?);
+        children.push(Process::from_fn(format!("{name}-{k}"), move || {
             Gate::pass(&mut gate_r)?;
-            for _ in 0..INCREMENTS {
-                if atomic {
-                    counter.value.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    let (_, guard) = counter.lock.lock(Wait::Forever)?.context("the lock")?;
-                    let v = counter.value.load(Ordering::Relaxed);
-                    counter.value.store(v + 1, Ordering::Relaxed);
-                    drop(guard);
-                }
-            }
-            Ok(())
+            work()
         }));
     }
     for c in &mut children {
@@ -259,7 +244,30 @@ fn shared_counter(atomic: bool) -> Result<f64> {
     }
     let began = gate.open(PROCESSES)?;
     check_joined(&mut children)?;
-    let seconds = began.elapsed().as_secs_f64();
+    Ok(began.elapsed().as_secs_f64())
+}
+
+fn shared_counter(atomic: bool) -> Result<f64> {
+    let block = SharedBlock::<Counter>::create(c"bench-ipc-counter", |c| {
+        // Safety: the block is not shared yet.
+        unsafe { (*c).lock.init() }
+    })?;
+    let block = std::sync::Arc::new(block);
+    let adder = block.clone();
+    let seconds = gated_adders("bench-adder", move || {
+        let counter = adder.get();
+        for _ in 0..INCREMENTS {
+            if atomic {
+                counter.value.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let (_, guard) = counter.lock.lock(Wait::Forever)?.context("the lock")?;
+                let v = counter.value.load(Ordering::Relaxed);
+                counter.value.store(v + 1, Ordering::Relaxed);
+                drop(guard);
+            }
+        }
+        Ok(())
+    })?;
     let value = block.get().value.load(Ordering::SeqCst) as usize;
     if value != PROCESSES * INCREMENTS {
         bail!("the counter is {value}, not {}", PROCESSES * INCREMENTS);
@@ -273,41 +281,29 @@ fn file_counter(truncate_first: bool) -> Result<f64> {
     let path: PathBuf =
         std::env::temp_dir().join(format!("bench-ipc-counter-{}", std::process::id()));
     std::fs::write(&path, "0").with_context(|| format!("writing {}", path.display()))?;
-    let mut gate = Gate::new()?;
-    let mut children = Vec::new();
-    for k in 0..PROCESSES {
-        let path = path.clone();
-        let mut gate_r = gate.read.try_clone()?;
-        children.push(Process::from_fn(format!("bench-file-{k}"), move || {
-            Gate::pass(&mut gate_r)?;
-            for _ in 0..FILE_INCREMENTS {
-                let mut f = File::options().read(true).write(true).open(&path)?;
-                f.lock()?;
-                let mut text = String::new();
-                f.read_to_string(&mut text)?;
-                let v: u64 = text.trim().parse()?;
-                let text = (v + 1).to_string();
-                f.seek(SeekFrom::Start(0))?;
-                if truncate_first {
-                    f.set_len(0)?;
-                    f.write_all(text.as_bytes())?;
-                } else {
-                    f.write_all(text.as_bytes())?;
-                    f.set_len(text.len() as u64)?;
-                }
+    let file = path.clone();
+    let timed = gated_adders("bench-file", move || {
+        for _ in 0..FILE_INCREMENTS {
+            let mut f = File::options().read(true).write(true).open(&file)?;
+            f.lock()?;
+            let mut text = String::new();
+            f.read_to_string(&mut text)?;
+            let v: u64 = text.trim().parse()?;
+            let text = (v + 1).to_string();
+            f.seek(SeekFrom::Start(0))?;
+            if truncate_first {
+                f.set_len(0)?;
+                f.write_all(text.as_bytes())?;
+            } else {
+                f.write_all(text.as_bytes())?;
+                f.set_len(text.len() as u64)?;
             }
-            Ok(())
-        }));
-    }
-    for c in &mut children {
-        c.start()?;
-    }
-    let began = gate.open(PROCESSES)?;
-    let joined = check_joined(&mut children);
-    let seconds = began.elapsed().as_secs_f64();
+        }
+        Ok(())
+    });
     let text = std::fs::read_to_string(&path);
     let _ = std::fs::remove_file(&path);
-    joined?;
+    let seconds = timed?;
     let value: usize = text?.trim().parse()?;
     if value != PROCESSES * FILE_INCREMENTS {
         bail!("the file says {value}, not {}", PROCESSES * FILE_INCREMENTS);
@@ -318,10 +314,8 @@ fn file_counter(truncate_first: bool) -> Result<f64> {
 /// CPU time, user and kernel, of this process and of its children already reaped (the
 /// `utime stime cutime cstime` of `/proc/self/stat`), in seconds.
 fn cpu_seconds() -> f64 {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: u64 =
-        after.split_whitespace().skip(11).take(4).filter_map(|f| f.parse::<u64>().ok()).sum();
+    let stat = procfs::process::Process::myself().and_then(|me| me.stat());
+    let ticks = stat.map_or(0, |s| s.utime + s.stime + (s.cutime + s.cstime).max(0) as u64);
     common::ps::ticks_to_duration(ticks).as_secs_f64()
 }
 

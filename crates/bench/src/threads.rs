@@ -18,7 +18,7 @@
 //! (the channel row) at most half of Python's (ratio ≥ 2).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Barrier, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -26,7 +26,9 @@ use common::process::{Process, StartMethod};
 use common::threads::named;
 
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
-use threads::{Account, Balance, change_it_atomic, change_it_locked, change_it_racy, ping, pong};
+use threads::{
+    Account, Balance, change_it_atomic, change_it_locked, change_it_racy, ping, pong, two_threads,
+};
 
 /// `change_it` calls per thread in each Rust run: enough that the two threads overlap even when
 /// one starts late on a busy machine (alone, a thread makes 1,000,000 calls in about 2 ms).
@@ -38,40 +40,18 @@ const ROUND_TRIPS: usize = 20_000;
 const MUTEX_TARGET: f64 = 20.0;
 const SWITCH_TARGET: f64 = 2.0;
 
-/// Two named threads (`n` = 5 and 8) making `calls` calls each, released together; returns
-/// the seconds from the release to the last join.
-fn two_threads(calls: usize, body: impl Fn(i64) + Sync) -> Result<f64> {
-    let gate = Barrier::new(3);
-    let (gate, body) = (&gate, &body);
-    let mut began = Instant::now();
-    std::thread::scope(|s| -> Result<()> {
-        for n in [5i64, 8] {
-            named::spawn_scoped(s, &format!("change_it({n})"), move || {
-                gate.wait();
-                for _ in 0..calls {
-                    body(n);
-                }
-            })?;
-        }
-        gate.wait();
-        began = Instant::now();
-        Ok(())
-    })?;
-    Ok(began.elapsed().as_secs_f64())
-}
-
 /// One run of the three Rust loops: (calls/s, lost) for racy, Mutex, fetch_add.
 fn rust_loops() -> Result<[(f64, u64); 3]> {
     let total = (2 * CALLS) as u64;
     let b = Balance::default();
     // `black_box` keeps the read and the write two instructions (see the demo's library).
-    let racy = two_threads(CALLS, |n| change_it_racy(&b, n, &|| ()))?;
+    let racy = two_threads(CALLS, |n| change_it_racy(&b, n, &|| ()))?.as_secs_f64();
     let racy_lost = total - b.changes.load(Ordering::Relaxed);
     let account = Mutex::new(Account::default());
-    let locked = two_threads(CALLS, |n| change_it_locked(&account, n))?;
+    let locked = two_threads(CALLS, |n| change_it_locked(&account, n))?.as_secs_f64();
     let account = account.into_inner().unwrap_or_else(PoisonError::into_inner);
     let b = Balance::default();
-    let atomic = two_threads(CALLS, |n| change_it_atomic(&b, n))?;
+    let atomic = two_threads(CALLS, |n| change_it_atomic(&b, n))?.as_secs_f64();
     if account.changes != total || b.changes.load(Ordering::Relaxed) != total {
         bail!("the Mutex or fetch_add loop lost updates");
     }

@@ -50,8 +50,11 @@
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::{Barrier, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use common::threads::named;
 
 /// The shared state of the racy and the atomic variants: the notes' `balance`, and a tally of
 /// the `change_it` calls made.
@@ -138,6 +141,32 @@ pub fn ping(n: usize, to: &mut impl Write, from: &mut impl Read) -> std::io::Res
         from.read_exact(&mut byte)?;
     }
     Ok(began.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+/// The two threads' `n`, as in the notes' source tutorial (`run_thread(5)`, `run_thread(8)`).
+pub const NS: [i64; 2] = [5, 8];
+
+/// Starts one named thread per `n` in [`NS`], lets them go together (a barrier, so neither
+/// finishes before the other starts), and returns the time both took.
+pub fn two_threads(calls: usize, body: impl Fn(i64) + Sync) -> Result<Duration> {
+    let gate = Barrier::new(NS.len() + 1);
+    let body = &body;
+    let mut began = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        for n in NS {
+            let gate = &gate;
+            named::spawn_scoped(s, &format!("change_it({n})"), move || {
+                gate.wait();
+                for _ in 0..calls {
+                    body(n);
+                }
+            })?;
+        }
+        gate.wait();
+        began = Instant::now();
+        Ok(())
+    })?;
+    Ok(began.elapsed())
 }
 
 #[cfg(test)]

@@ -6,41 +6,17 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Barrier, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use common::report;
 use common::stepper::{self, Controller, Probe};
 use common::threads::named;
-use threads::{Account, Balance, change_it_atomic, change_it_locked, change_it_racy};
+use threads::{
+    Account, Balance, NS, change_it_atomic, change_it_locked, change_it_racy, two_threads,
+};
 
 use crate::{Cli, Window, grouped, quiet_panics};
-
-/// The two threads' `n`, as in the notes' source tutorial (`run_thread(5)`, `run_thread(8)`).
-const NS: [i64; 2] = [5, 8];
-
-/// Starts one named thread per `n` in [`NS`], lets them go together (a barrier, so neither
-/// finishes before the other starts), and returns the time both took.
-fn two_threads(calls: usize, body: impl Fn(i64) + Sync) -> Result<Duration> {
-    let gate = Barrier::new(NS.len() + 1);
-    let body = &body;
-    let mut began = Instant::now();
-    std::thread::scope(|s| -> Result<()> {
-        for n in NS {
-            let gate = &gate;
-            named::spawn_scoped(s, &format!("change_it({n})"), move || {
-                gate.wait();
-                for _ in 0..calls {
-                    body(n);
-                }
-            })?;
-        }
-        gate.wait();
-        began = Instant::now();
-        Ok(())
-    })?;
-    Ok(began.elapsed())
-}
 
 /// One variant's outcome.
 struct Outcome {
