@@ -50,6 +50,15 @@ fn inherited(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// A forked copy closes the descriptors it inherited and must not keep (an end kept open would
+/// hide the other side's end-of-file), then takes its own end of its link.
+fn own_link(link: RawFd, close: &[RawFd]) -> UnixStream {
+    for &fd in close {
+        drop(inherited(fd));
+    }
+    UnixStream::from(inherited(link))
+}
+
 /// The middle process: starts the orphan-to-be, waits for the launcher's word, then ends
 /// without waiting for its child. (A Python child would join its children first.)
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,10 +77,7 @@ pub struct OrphanParent {
 impl Run for OrphanParent {
     const ROLE: &'static str = "orphan-parent";
     fn run(self) -> Result<()> {
-        for fd in &self.close {
-            drop(inherited(*fd));
-        }
-        let mut link = UnixStream::from(inherited(self.link));
+        let mut link = own_link(self.link, &self.close);
         let orphan_link = inherited(self.orphan_link);
         let method = if self.spawn { StartMethod::Spawn } else { StartMethod::Fork };
         let orphan = Orphan {
@@ -107,10 +113,7 @@ pub struct Orphan {
 impl Run for Orphan {
     const ROLE: &'static str = "orphan";
     fn run(self) -> Result<()> {
-        for fd in &self.close {
-            drop(inherited(*fd));
-        }
-        let mut link = UnixStream::from(inherited(self.link));
+        let mut link = own_link(self.link, &self.close);
         let me = getpid().as_raw();
         let before = getppid().as_raw();
         common::event!("orphan_started", { "ppid": before, "parent_name": procfs::comm(before) }, "my parent is {before} ({})", procfs::comm(before));
