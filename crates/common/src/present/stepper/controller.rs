@@ -46,6 +46,8 @@ enum Link {
         ready: Receiver<Report>,
         /// The controller's own end of the `ready` pipe, to end the reading thread when done.
         ready_end: File,
+        /// The reading thread, joined when the controller goes.
+        reader: Option<std::thread::JoinHandle<()>>,
         grants: Vec<File>,
         slot_of: Vec<usize>,
     },
@@ -110,9 +112,16 @@ impl std::fmt::Debug for Controller {
 impl Drop for Controller {
     /// Ends the thread that reads the workers' reports: a line that is not a report stops it
     /// (the workers are gone, and its own descriptor keeps the pipe from ever reading as ended).
+    /// It is joined before the controller is gone: a thread still ending while the demo forks
+    /// its next children can hold one of std's locks at the moment of `fork()`, and a child
+    /// inherits that lock held, by a thread that does not exist there, for ever (its own
+    /// threads then hang as they start).
     fn drop(&mut self) {
-        if let Link::Pipes { ready_end, .. } = &mut self.link {
+        if let Link::Pipes { ready_end, reader, .. } = &mut self.link {
             let _ = ready_end.write_all(b"end\n");
+            if let Some(reader) = reader.take() {
+                let _ = reader.join();
+            }
         }
     }
 }
@@ -148,7 +157,7 @@ impl Controller {
         let grants =
             (0..pipes.slots).map(|s| open(grant_path(&pipes.dir, s))).collect::<Result<_>>()?;
         let (tx, rx) = channel();
-        crate::threads::named::spawn("step reports", move || {
+        let reader = crate::threads::named::spawn("step reports", move || {
             // Until end of file, a line that is not a report (the controller's own "end"), or a
             // controller that no longer listens.
             for line in BufReader::new(ready).lines() {
@@ -161,7 +170,7 @@ impl Controller {
                 }
             }
         })?;
-        let link = Link::Pipes { ready: rx, ready_end, grants, slot_of };
+        let link = Link::Pipes { ready: rx, ready_end, reader: Some(reader), grants, slot_of };
         let mut ctl = Controller::with(link, names);
         ctl.pipes = Some(pipes);
         Ok(ctl)
@@ -260,8 +269,18 @@ impl Controller {
                 }
             }
             if Instant::now() >= deadline {
+                let stuck: Vec<String> = self
+                    .workers
+                    .iter()
+                    .filter(|w| matches!(w.state, State::Starting | State::Running(_)))
+                    .map(|w| match &w.state {
+                        State::Running(step) => format!("{} (granted {step:?})", w.name),
+                        _ => format!("{} (not yet at its first step)", w.name),
+                    })
+                    .collect();
                 bail!(
-                    "a worker neither reached its next step nor blocked within {STEP_PATIENCE:?}"
+                    "{} neither reached the next step nor blocked within {STEP_PATIENCE:?}",
+                    stuck.join(", ")
                 );
             }
             if let Some(report) = self.receive(Duration::from_millis(1)) {
