@@ -112,10 +112,11 @@ impl std::fmt::Debug for Controller {
 impl Drop for Controller {
     /// Ends the thread that reads the workers' reports: a line that is not a report stops it
     /// (the workers are gone, and its own descriptor keeps the pipe from ever reading as ended).
-    /// It is joined before the controller is gone: a thread still ending while the demo forks
-    /// its next children can hold one of std's locks at the moment of `fork()`, and a child
-    /// inherits that lock held, by a thread that does not exist there, for ever (its own
-    /// threads then hang as they start).
+    /// It is joined before the controller is gone: std takes one lock of the whole process as
+    /// a thread starts and as it ends (its stack-overflow handler's table of threads), so a
+    /// thread still ending while the demo forks its next children can hold it at the moment of
+    /// `fork()`. A child inherits it held, by a thread that does not exist there, for ever: the
+    /// threads the child starts then hang.
     fn drop(&mut self) {
         if let Link::Pipes { ready_end, reader, .. } = &mut self.link {
             let _ = ready_end.write_all(b"end\n");
