@@ -324,18 +324,7 @@ fn ctrl_c_at_the_hold_leaves_nothing() {
         &["fewer-io", "--lines", "50"],
     ];
     for (i, part) in parts.iter().enumerate() {
-        let mut args = part.to_vec();
-        args.extend(["--hold", "60", "--json"]);
-        let mut demo = Demo::start(BIN, &args);
-        let hold = demo.wait_event("hold");
-        let pids: Vec<i32> = data(&hold)["pids"].as_array().unwrap().iter().map(pid_of).collect();
-        let out = demo.interrupt(i % 2 == 0);
-        out.assert_code(130).assert_nothing_left();
-        for pid in pids.iter().filter(|p| **p != out.pid) {
-            if let Some(info) = ps::stat(*pid) {
-                assert!(info.sid != out.pid && info.state != 'Z', "{part:?}: {pid} left: {info:?}");
-            }
-        }
+        Demo::ctrl_c_at_hold(BIN, part, i % 2 == 0);
     }
 }
 

@@ -261,28 +261,11 @@ fn reaping_on_sigchld_keeps_every_status_and_ignoring_sigchld_never_shows_z() {
     out.assert_nothing_left();
 }
 
-/// Starts `part` holding for a long time, interrupts it at the hold, checks nothing is left.
-fn interrupt_at_the_hold(part: &[&str], to_group: bool) {
-    let mut args = part.to_vec();
-    args.extend(["--hold", "60", "--json"]);
-    let mut demo = Demo::start(BIN, &args);
-    let hold = demo.wait_event("hold");
-    let pids: Vec<i32> = data(&hold)["pids"].as_array().expect("pids").iter().map(pid_of).collect();
-    let out = demo.interrupt(to_group);
-    out.assert_code(130);
-    out.assert_nothing_left();
-    for pid in pids.iter().filter(|p| **p != out.pid) {
-        if let Some(info) = ps::stat(*pid) {
-            assert!(info.sid != out.pid && info.state != 'Z', "{part:?}: {pid} left: {info:?}");
-        }
-    }
-}
-
 #[test]
 fn ctrl_c_to_the_whole_group_during_the_hold_leaves_no_zombie_and_no_orphan() {
     let _lock = shared();
     for part in [&["zombie"][..], &["many", "--count", "3"], &["orphan"], &["states"]] {
-        interrupt_at_the_hold(part, true);
+        Demo::ctrl_c_at_hold(BIN, part, true);
     }
 }
 
@@ -290,7 +273,7 @@ fn ctrl_c_to_the_whole_group_during_the_hold_leaves_no_zombie_and_no_orphan() {
 fn ctrl_c_to_the_parent_alone_during_the_hold_leaves_no_zombie_and_no_orphan() {
     let _lock = shared();
     for part in [&["zombie"][..], &["many", "--count", "3"], &["orphan"], &["states"]] {
-        interrupt_at_the_hold(part, false);
+        Demo::ctrl_c_at_hold(BIN, part, false);
     }
 }
 

@@ -206,6 +206,26 @@ impl Demo {
         out
     }
 
+    /// The Ctrl-C test at a hold: starts `part` holding for a minute, interrupts it at the hold
+    /// (to its whole group, or to the demo alone) and checks that it exits 130 with nothing
+    /// left: none of the pids the hold named is still in its session, or a zombie.
+    pub fn ctrl_c_at_hold(bin_name: &str, part: &[&str], to_group: bool) -> Output {
+        let mut args = part.to_vec();
+        args.extend(["--hold", "60", "--json"]);
+        let mut demo = Demo::start(bin_name, &args);
+        let hold = demo.wait_event("hold");
+        let pids: Vec<i32> =
+            hold["data"]["pids"].as_array().expect("pids").iter().map(pid_of).collect();
+        let out = demo.interrupt(to_group);
+        out.assert_code(130).assert_nothing_left();
+        for pid in pids.iter().filter(|p| **p != out.pid) {
+            if let Some(info) = ps::stat(*pid) {
+                assert!(info.sid != out.pid && info.state != 'Z', "{part:?}: {pid} left: {info:?}");
+            }
+        }
+        out
+    }
+
     /// Closes the demo's standard input.
     pub fn close_stdin(&mut self) {
         self.stdin.take();
@@ -527,8 +547,12 @@ pub fn run_ok(bin_name: &str, args: &[&str]) -> Output {
 }
 
 /// Runs `bin_name part FLAG VALUE` for each pair: each must be a usage error (exit 2) that names
-/// the flag, runs nothing and leaves nothing behind.
+/// the flag, runs nothing and leaves nothing behind. An unknown part (`no-such-part`) must be
+/// one too, named in the error.
 pub fn assert_usage_errors(bin_name: &str, part: &str, bad: &[(&str, &str)]) {
+    let out = run(bin_name, &["no-such-part"]);
+    out.assert_code(2).assert_nothing_left();
+    assert!(out.stderr.contains("no-such-part"), "an unknown part is named: {}", out.stderr);
     for (flag, value) in bad {
         let out = run(bin_name, &[part, flag, value]);
         out.assert_code(2).assert_nothing_left();
