@@ -109,11 +109,11 @@ fn write_way(
 }
 
 pub fn fewer_io(cli: &crate::Cli, lines: u64, dir: Option<PathBuf>) -> Result<()> {
-    report::section("fewer-io: 减少IO操作, the same lines in fewer system calls");
     let dir = dir.unwrap_or_else(std::env::temp_dir);
     if !dir.is_dir() {
         return Err(common::demo::bad_input(format!("--dir {}: not a folder", dir.display())));
     }
+    report::section("fewer-io: 减少IO操作, the same lines in fewer system calls");
     ways(cli, lines, &dir)
 }
 
