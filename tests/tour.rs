@@ -176,3 +176,25 @@ fn every_demo_row_of_the_readme_links_to_its_guide_and_every_demo_has_one() {
         assert!(linked.contains(&demo), "no README row links to crates/{demo}/README.md");
     }
 }
+
+/// `make demo-<name>` runs each demo: the Makefile names one target for every crate of
+/// `crates/demos.txt`, and none for a crate that is not a demo.
+#[test]
+fn the_makefile_names_a_demo_target_for_exactly_the_demos() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let makefile = std::fs::read_to_string(root.join("Makefile")).expect("reading Makefile");
+    // A rule's targets: the words before its `:`.
+    let mut named: Vec<String> = makefile
+        .lines()
+        .filter(|l| !l.starts_with(['\t', '#', '.']) && !l.contains(":="))
+        .filter_map(|l| l.split_once(':').map(|(targets, _)| targets))
+        .flat_map(str::split_whitespace)
+        .filter_map(|t| t.strip_prefix("demo-"))
+        .filter(|t| !["ticket", "tour"].contains(t))
+        .map(String::from)
+        .collect();
+    named.sort();
+    let mut demos = demo_crates(root);
+    demos.sort();
+    assert_eq!(named, demos, "the Makefile's demo-<name> targets against crates/demos.txt");
+}
