@@ -180,7 +180,17 @@ fn main() -> std::process::ExitCode {
 /// lesson and handled there.
 #[cfg(target_os = "linux")]
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let result = common::processes::lost::stop_children_on_error(run_parts(cli));
+    let result = common::demo::run_parts(
+        &cli,
+        &[
+            (Cmd::ApplyAsync, basics::apply_async),
+            (Cmd::Apply, basics::apply),
+            (Cmd::Get, basics::get),
+            (Cmd::Callback, callbacks::run),
+            (Cmd::WhichPool, which::run),
+            (Cmd::Fault, fault::run),
+        ],
+    );
     if let Err(e) = &result {
         let died =
             e.chain().find_map(|c| match c.downcast_ref::<py_multiprocessing::pool::PoolError>() {
@@ -199,21 +209,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     result
-}
-
-#[cfg(target_os = "linux")]
-fn run_parts(cli: Cli) -> anyhow::Result<()> {
-    common::demo::run_parts(
-        &cli,
-        &[
-            (Cmd::ApplyAsync, basics::apply_async),
-            (Cmd::Apply, basics::apply),
-            (Cmd::Get, basics::get),
-            (Cmd::Callback, callbacks::run),
-            (Cmd::WhichPool, which::run),
-            (Cmd::Fault, fault::run),
-        ],
-    )
 }
 
 /// The pool options every part starts from: `--processes` workers started by
