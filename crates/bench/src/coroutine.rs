@@ -20,9 +20,8 @@
 //!   of the resident set's growth and the growth of the bytes `malloc` has handed out and not
 //!   taken back (glibc's `mallinfo2().uordblks`), which counts the tasks either way.
 //!
-//! The switch loops mirror the coroutine demo's `three_ways::event_loop_switch` and
-//! `three_ways::stackful_switch` (crates/coroutine/src/three_ways.rs), written again here
-//! because the bench does not depend on the demo. Targets: the tokio switch at least 10× faster
+//! The switch loops are the coroutine demo's own (`coroutine::event_loop_switch` and
+//! `coroutine::stackful_switch`, in crates/coroutine/src/lib.rs). Targets: the tokio switch at least 10× faster
 //! than asyncio's; the stackful switch at least 100× faster than greenlet's.
 
 use std::io::{Read, Write};
@@ -32,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::process::{Process, StartMethod};
-use corosensei::{Coroutine, CoroutineResult};
+use coroutine::{event_loop_switch, stackful_switch};
 use serde_json::Value;
 
 use crate::measure::{Better, Outcome, Row, Settings, median, run_python};
@@ -51,46 +50,6 @@ pub(crate) const SLEEPERS: usize = 10_000;
 pub(crate) const SLEEP_MS: u64 = 10;
 const TASK_SWITCH_TARGET: f64 = 10.0;
 const STACKFUL_TARGET: f64 = 100.0;
-
-/// Mirror of the coroutine demo's `three_ways::event_loop_switch`: two tasks on a
-/// current-thread runtime, each yielding to the other `n` times; nanoseconds per yield.
-pub(crate) fn tokio_switch(n: usize) -> Result<f64> {
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-    let began = Instant::now();
-    runtime.block_on(async {
-        let a = tokio::spawn(async move {
-            for _ in 0..n {
-                tokio::task::yield_now().await;
-            }
-        });
-        let b = tokio::spawn(async move {
-            for _ in 0..n {
-                tokio::task::yield_now().await;
-            }
-        });
-        a.await?;
-        b.await
-    })?;
-    Ok(began.elapsed().as_secs_f64() * 1e9 / (2 * n) as f64)
-}
-
-/// Mirror of the coroutine demo's `three_ways::stackful_switch`: resume a stackful coroutine,
-/// which suspends straight back, `n` times; nanoseconds per round trip.
-fn stackful_switch(n: usize) -> f64 {
-    let mut coroutine = Coroutine::new(|yielder, mut input: u64| {
-        loop {
-            input = yielder.suspend(input.wrapping_add(1));
-        }
-    });
-    let began = Instant::now();
-    let mut x = 0u64;
-    for _ in 0..n {
-        // The coroutine never returns, so every resume ends in a suspend.
-        let CoroutineResult::Yield(y) = coroutine.resume(x);
-        x = std::hint::black_box(y);
-    }
-    began.elapsed().as_secs_f64() * 1e9 / n as f64
-}
 
 /// Resident memory in bytes: `VmRSS` of `/proc/self/status`, the count of `statm`'s second
 /// field given in KiB (so no page size is needed).
@@ -244,7 +203,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
     let mut greenlet = Err("not run".to_string());
     for _ in 0..settings.runs {
         // Rust, then Python, run after run: a busy moment of a shared machine hits both sides.
-        rust[0].push(tokio_switch(TOKIO_YIELDS)?);
+        rust[0].push(event_loop_switch(TOKIO_YIELDS)?);
         rust[1].push(stackful_switch(STACKFUL_ROUND_TRIPS));
         let (seconds, per_task) = sleepers_in_child(SLEEPERS)?;
         rust[2].push(seconds * 1e3);
@@ -323,7 +282,7 @@ mod tests {
         // A tokio sleep never ends early; the clock ran across at least one of them.
         assert!(seconds >= SLEEP_MS as f64 / 1e3, "{seconds}");
         assert!(per_task.is_finite() && per_task >= 0.0, "{per_task}");
-        assert!(tokio_switch(100).unwrap() > 0.0);
+        assert!(event_loop_switch(100).unwrap() > 0.0);
         assert!(stackful_switch(100) > 0.0);
     }
 

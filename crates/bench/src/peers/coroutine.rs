@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use async_executor::LocalExecutor;
 
-use super::target_the_fastest;
-use crate::coroutine::{SLEEP_MS, SLEEPERS, TOKIO_YIELDS, grown_per_task, in_child, memory_now, tokio_switch};
+use super::{peers_outcome, target_the_fastest};
+use crate::coroutine::{SLEEP_MS, SLEEPERS, TOKIO_YIELDS, grown_per_task, in_child, memory_now};
 use crate::measure::{Better, Outcome, Row, Settings, median};
 
 /// Two tasks on a `LocalExecutor`, each yielding `n` times; nanoseconds per yield.
@@ -78,7 +78,7 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
     // [tokio, smol] per figure: switch ns, sleepers ms, bytes per task.
     let mut figures = vec![[Vec::new(), Vec::new()]; 3];
     for _ in 0..settings.runs {
-        figures[0][0].push(tokio_switch(TOKIO_YIELDS)?);
+        figures[0][0].push(coroutine::event_loop_switch(TOKIO_YIELDS)?);
         figures[0][1].push(smol_switch(TOKIO_YIELDS));
         let (seconds, per_task) = in_child(tokio_sleepers, SLEEPERS)?;
         figures[1][0].push(seconds * 1e3);
@@ -108,10 +108,9 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
     for row in &mut rows[..2] {
         target_the_fastest(std::slice::from_mut(row));
     }
-    Ok(Outcome {
+    Ok(peers_outcome(
         rows,
-        python: Ok(String::new()),
-        notes: vec![
+        vec![
             format!(
                 "each run: two tasks yielding {TOKIO_YIELDS} times each, per yield, on tokio's \
                  current-thread runtime and on async-executor's LocalExecutor (smol's); \
@@ -128,5 +127,5 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
              for !Send tasks, and the ecosystem most async crates are written for"
                 .to_string(),
         ],
-    })
+    ))
 }

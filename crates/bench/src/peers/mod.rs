@@ -12,7 +12,7 @@
 //! ratio is how many times better ours is (below 1: the peer is better); the target, ours within
 //! 2× of the fastest peer doing the same thing (a ratio ≥ 0.5), sits on that peer's row.
 
-use crate::measure::Row;
+use crate::measure::{Outcome, Row};
 
 /// Whether the peer crates are compiled in (`--features peers`).
 pub const COMPILED: bool = cfg!(feature = "peers");
@@ -59,6 +59,12 @@ pub fn target_the_fastest(rows: &mut [Row]) {
     if let Some(i) = fastest {
         rows[i].target = Some(TARGET);
     }
+}
+
+/// A peer suite's outcome: its rows and notes (the peers are Rust crates: no Python side).
+#[cfg_attr(not(feature = "peers"), allow(dead_code))]
+pub fn peers_outcome(rows: Vec<Row>, notes: Vec<String>) -> Outcome {
+    Outcome { rows, python: Ok(String::new()), notes }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use py_multiprocessing::pool::{Pool, ThreadPool};
 use rayon::prelude::*;
 
-use super::target_the_fastest;
+use super::{peers_outcome, target_the_fastest};
 use crate::measure::{Better, Outcome, Row, Settings, median};
 use crate::pool::{ECHO, ITEMS, TYPED_ECHO, WORKER, WORKERS, options};
 
@@ -72,10 +72,9 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
     let mut rows = vec![row("ThreadPool map vs rayon par_iter (2 threads)", &threads)];
     target_the_fastest(&mut rows);
     rows.push(row("Pool map (2 processes) vs rayon par_iter (nearest)", &processes));
-    Ok(Outcome {
+    Ok(peers_outcome(
         rows,
-        python: Ok(String::new()),
-        notes: vec![
+        vec![
             format!(
                 "each run: one map of {ITEMS} items (a task returning its argument, results as a \
                  Vec<usize> in order) on a new pool of {WORKERS}: py_multiprocessing::pool's ThreadPool and \
@@ -94,5 +93,5 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
              possible with that design: the gap is the encoding and the queues"
                 .to_string(),
         ],
-    })
+    ))
 }

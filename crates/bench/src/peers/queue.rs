@@ -17,7 +17,7 @@ use common::process::Process;
 use py_multiprocessing::queue::Queue;
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 
-use super::target_the_fastest;
+use super::{peers_outcome, target_the_fastest};
 use crate::measure::{Better, Outcome, Row, Settings, median};
 use crate::queue::{self, MESSAGES, many};
 
@@ -96,10 +96,9 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
     for row in &mut rows {
         target_the_fastest(std::slice::from_mut(row));
     }
-    Ok(Outcome {
+    Ok(peers_outcome(
         rows,
-        python: Ok(String::new()),
-        notes: vec![
+        vec![
             format!(
                 "each run: {MESSAGES} small messages (producer, number) between forked children; \
                  ours through py_multiprocessing::queue (a pipe, robust mutexes and futex counters in shared \
@@ -115,5 +114,5 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
              ipc-channel has one receiver per channel and none of these"
                 .to_string(),
         ],
-    })
+    ))
 }

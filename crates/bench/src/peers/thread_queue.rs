@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{Result, anyhow, bail};
 use py_threading::queue::Queue;
 
-use super::target_the_fastest;
+use super::{peers_outcome, target_the_fastest};
 use crate::measure::{Better, Outcome, Row, Settings, median};
 
 /// Items per run, as in the thread-queue suite.
@@ -203,10 +203,9 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
         target_the_fastest(&mut shape_rows);
         rows.extend(shape_rows);
     }
-    Ok(Outcome {
+    Ok(peers_outcome(
         rows,
-        python: Ok(String::new()),
-        notes: vec![
+        vec![
             format!(
                 "each run: {ITEMS} items (producer, number) between threads, one None per \
                  consumer after the producers are joined; ours is py_threading::queue::Queue \
@@ -228,5 +227,5 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
              hand-off, not a multi-consumer queue"
                 .to_string(),
         ],
-    })
+    ))
 }
