@@ -14,19 +14,12 @@ The sleepers run first, in a process that has made no task yet. Prints one JSON 
  {"skipped": why}, "sleepers": {"seconds": s, "bytes_per_task": b, "tasks": n}}
 """
 
-import os
-import sys
+import asyncio
+import json
+import platform
+import time
 
-# queue.py, the queue suite's script, sits in this folder, and asyncio imports the standard
-# library's queue module: keep this folder off the import path.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
+import harness
 
 
 def rss_bytes():
@@ -89,12 +82,7 @@ def greenlet_switch(round_trips):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--yields", type=int, default=50000)
-    parser.add_argument("--round-trips", type=int, default=200000)
-    parser.add_argument("--tasks", type=int, default=10000)
-    parser.add_argument("--sleep-ms", type=float, default=10)
-    args = parser.parse_args()
+    args = harness.flags(__doc__, yields=50000, round_trips=200000, tasks=10000, sleep_ms=10.0)
     result = {"python": platform.python_version()}
     result["sleepers"] = asyncio.run(sleepers(args.tasks, args.sleep_ms))
     result["asyncio_switch_ns"] = asyncio.run(asyncio_switch(args.yields))

@@ -17,7 +17,6 @@ Prints one JSON object on stdout:
  "convoy": {"alone": {"p50_us": x, "p99_us": y}, "spinning": {"p50_us": x, "p99_us": y}}}
 """
 
-import argparse
 import json
 import math
 import multiprocessing
@@ -27,6 +26,8 @@ import socket
 import sys
 import threading
 import time
+
+import harness
 
 
 def decrement(n):
@@ -138,11 +139,7 @@ def convoy(spinning, round_trips, think):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=30_000_000)
-    parser.add_argument("--round-trips", type=int, default=100)
-    parser.add_argument("--think-us", type=float, default=200.0)
-    args = parser.parse_args()
+    args = harness.flags(__doc__, n=30_000_000, round_trips=100, think_us=200.0)
     n = args.n
     think = args.think_us / 1e6
     one_wall, one_cpu = one_thread(n)

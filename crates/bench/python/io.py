@@ -10,18 +10,14 @@ line, and serves until it is terminated. The benchmark drives it with the same l
 the Rust servers (loopback only) and reads its CPU time in /proc.
 """
 
+import argparse
+import asyncio
+import json
 import os
-# This folder holds queue.py, named like the standard library module: take it off the path.
-HERE = os.path.dirname(os.path.abspath(__file__))
-import sys  # noqa: E402
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import socketserver  # noqa: E402
+import signal
+import socket
+import socketserver
+import sys
 
 MAX_LINE = 65536 + 1
 

@@ -23,7 +23,6 @@ system, this process and its children) per item in µs (per MB for pipe_mb):
  "cpu_us": {"pipe_mb": x, ...}}
 """
 
-import argparse
 import fcntl
 import json
 import multiprocessing
@@ -32,6 +31,8 @@ import platform
 import struct
 import tempfile
 import time
+
+import harness
 
 CHUNK = 64 * 1024
 BODY = 16
@@ -190,14 +191,15 @@ def file_counter(ctx, processes, n, truncate_first):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pipe-bytes", type=int, default=128 << 20)
-    parser.add_argument("--messages", type=int, default=200000)
-    parser.add_argument("--round-trips", type=int, default=20000)
-    parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--increments", type=int, default=10000)
-    parser.add_argument("--file-increments", type=int, default=500)
-    args = parser.parse_args()
+    args = harness.flags(
+        __doc__,
+        pipe_bytes=128 << 20,
+        messages=200000,
+        round_trips=20000,
+        processes=4,
+        increments=10000,
+        file_increments=500,
+    )
     ctx = multiprocessing.get_context("fork")
     p = args.processes
     runs = {

@@ -16,20 +16,13 @@ Prints one JSON object on stdout:
  "mp_apply_async": us, "cf_submit": us, "mp_map": us, "cf_map": us, "mp_apply": us}
 """
 
-import os
-import sys
+import concurrent.futures
+import json
+import multiprocessing
+import platform
+import time
 
-# This folder holds queue.py, named like the standard library module that multiprocessing
-# imports (`from queue import Empty, Full`): take this script's folder off the import path first.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-
-import argparse  # noqa: E402
-import concurrent.futures  # noqa: E402
-import json  # noqa: E402
-import multiprocessing  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
+import harness
 
 
 def echo(x):
@@ -46,12 +39,7 @@ def check(values, count):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--items", type=int, default=100000)
-    parser.add_argument("--applies", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    args = harness.flags(__doc__, tasks=5000, items=100000, applies=500, workers=2)
     context = multiprocessing.get_context("fork")
     # Pool.map's own default: divmod(len(items), len(pool) * 4), plus one if there is a rest.
     chunksize, extra = divmod(args.items, args.workers * 4)

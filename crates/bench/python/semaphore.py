@@ -17,12 +17,13 @@ Prints one JSON object on stdout:
 {"python": "3.11.7", "pairs": N, "cases": {"thread_alone": {"seconds": s, "pairs": N}, ...}}
 """
 
-import argparse
 import json
 import multiprocessing
 import platform
 import threading
 import time
+
+import harness
 
 
 def pairs(sem, n):
@@ -47,13 +48,7 @@ def two_threads(n):
         pairs(sem, n)
 
     workers = [threading.Thread(target=worker) for _ in range(2)]
-    for w in workers:
-        w.start()
-    gate.wait()
-    began = time.perf_counter()
-    for w in workers:
-        w.join()
-    return {"seconds": time.perf_counter() - began, "pairs": 2 * n}
+    return {"seconds": harness.seconds_past_gate(workers, gate), "pairs": 2 * n}
 
 
 def process_worker(sem, gate, n):
@@ -76,9 +71,7 @@ def two_processes(context, n):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=100000)
-    args = parser.parse_args()
+    args = harness.flags(__doc__, pairs=100000)
     n = args.pairs
     context = multiprocessing.get_context("fork")
     cases = {

@@ -10,20 +10,13 @@ The clock runs from the threads' start to the last consumer's end. Prints one JS
 {"python": "3.11.7", "items": N, "cases": {"1to1": {"seconds": s, "received": N}, "3to2": ...}}
 """
 
-import os
-import sys
+import json
+import platform
+import queue
+import threading
+import time
 
-# queue.py, the queue suite's script, sits in this folder: keep it from shadowing the standard
-# library's queue module.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import queue  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import harness
 
 
 def many(producers, consumers, items):
@@ -58,9 +51,7 @@ def many(producers, consumers, items):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--items", type=int, default=100_000)
-    args = parser.parse_args()
+    args = harness.flags(__doc__, items=100_000)
     n3 = args.items - args.items % 3
     cases = {"1to1": many(1, 1, args.items), "3to2": many(3, 2, n3)}
     print(json.dumps({"python": platform.python_version(), "items": args.items, "cases": cases}))

@@ -20,20 +20,14 @@ Prints one JSON object on stdout:
  "handoff_queue_us": us, "switch_processes_us": us}
 """
 
+import json
 import os
-import sys
+import platform
+import queue
+import threading
+import time
 
-# This script's folder holds queue.py (another suite's script): take the folder off the import
-# path, so that `import queue` finds the standard library's module.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import queue  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import harness
 
 balance = 0
 changes = 0
@@ -85,13 +79,8 @@ def race(target, calls):
     balance, changes = 0, 0
     gate = threading.Barrier(3)
     threads = [threading.Thread(target=target, args=(n, calls, gate)) for n in (5, 8)]
-    for t in threads:
-        t.start()
-    gate.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    return {"seconds": time.perf_counter() - began, "changes": changes, "balance": balance}
+    seconds = harness.seconds_past_gate(threads, gate)
+    return {"seconds": seconds, "changes": changes, "balance": balance}
 
 
 def pong(n, rfd, wfd):
@@ -159,10 +148,7 @@ def switch_processes(n):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=500000)
-    parser.add_argument("--round-trips", type=int, default=20000)
-    args = parser.parse_args()
+    args = harness.flags(__doc__, calls=500000, round_trips=20000)
     cases = {
         "nolock": race(run_nolock, args.calls),
         "lock": race(run_lock, args.calls),

@@ -1,5 +1,5 @@
 //! queue — messages per second through `py_multiprocessing::queue` (the joinable-queue demo), beside
-//! CPython's `multiprocessing.Queue` and `JoinableQueue` doing the same (`python/queue.py`).
+//! CPython's `multiprocessing.Queue` and `JoinableQueue` doing the same (`python/mp_queue.py`).
 //!
 //! Small messages, a tuple `(producer, number)`, forked children, on both sides:
 //! - 1 producer → 1 consumer through an unbounded `Queue`; the consumer stops at a `None`;
@@ -153,12 +153,12 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
         for (i, (case, _)) in CASES.iter().enumerate() {
             samples.rust(i, measure_rust(case)?);
         }
-        samples.python("queue.py", &args, |answer| {
+        samples.python("mp_queue.py", &args, |answer| {
             CASES
                 .iter()
                 .map(|(case, _)| {
                     let [seconds, received] =
-                        case_figures(answer, "queue.py", case, ["seconds", "received"])?;
+                        case_figures(answer, "mp_queue.py", case, ["seconds", "received"])?;
                     Ok(received / seconds)
                 })
                 .collect()

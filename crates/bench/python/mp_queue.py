@@ -17,19 +17,12 @@ Prints one JSON object on stdout:
  "cases": {"1to1": {"seconds": s, "received": N}, "3to2": {...}, "joinable": {...}}}
 """
 
-import os
-import sys
+import json
+import multiprocessing
+import platform
+import time
 
-# This script is named queue.py, like the standard library module that multiprocessing imports
-# (`from queue import Empty, Full`): take this script's folder off the import path first.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import multiprocessing  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
+import harness
 
 
 def producer(q, k, count, gate):
@@ -91,9 +84,7 @@ def joinable(context, messages):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=100000)
-    args = parser.parse_args()
+    args = harness.flags(__doc__, messages=100000)
     context = multiprocessing.get_context("fork")
     n = args.messages
     cases = {
