@@ -1,46 +1,16 @@
 //! lock — what waits in a shared block: [`RobustMutex`], a lock whose holder's death is told
 //! to the next holder, and [`futex_wait`] / [`futex_wake`], a sleep on a 32-bit word until
-//! another process changes it. Both take a [`Wait`]: for ever, until a moment, or not at all.
+//! another process changes it. Both take a [`Wait`] (`py-threading`'s): for ever, until a
+//! moment, or not at all.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::AtomicU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
+pub use py_threading::Wait;
 
 use super::ShmError;
-
-/// Whether a wait may last for ever, until a moment, or not at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    Forever,
-    Until(Instant),
-    Now,
-}
-
-impl Wait {
-    /// Until `timeout` from now (for ever if that moment cannot be represented).
-    pub fn from_timeout(timeout: Duration) -> Wait {
-        match Instant::now().checked_add(timeout) {
-            Some(deadline) => Wait::Until(deadline),
-            None => Wait::Forever,
-        }
-    }
-
-    /// Time left: `None` for ever, `Some(ZERO)` when it has passed.
-    pub fn remaining(self) -> Option<Duration> {
-        match self {
-            Wait::Forever => None,
-            Wait::Until(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
-            Wait::Now => Some(Duration::ZERO),
-        }
-    }
-
-    /// True once the wait has run out (at once for [`Wait::Now`]).
-    pub fn expired(self) -> bool {
-        self.remaining() == Some(Duration::ZERO)
-    }
-}
 
 /// Whether a lock was taken cleanly or from a holder that died holding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use super::lock;
+use crate::lock;
 
 /// Python's `threading.Event()`: a flag, initially false, that threads wait for.
 #[derive(Debug, Default)]
