@@ -98,7 +98,8 @@ impl<T> Queue<T> {
 
     /// The queue's three descriptors, for [`common::process::Process::pass_fds`].
     pub fn fds(&self) -> Vec<RawFd> {
-        self.descriptor().fds().to_vec()
+        let d = self.descriptor();
+        vec![d.read_fd, d.write_fd, d.control_fd]
     }
 
     /// The numbers that name this queue, for a child ([`Queue::from_descriptor`]).
