@@ -4,6 +4,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use super::setup::os_error;
 use super::{PIPE_CAPACITY, QueueError};
@@ -14,16 +15,12 @@ pub(super) fn make_pipe() -> Result<(OwnedFd, OwnedFd, u32), QueueError> {
     // Non-blocking: every wait is a poll(2) with the caller's timeout. O_NONBLOCK belongs to
     // the shared file description, so it holds in every process. Close-on-exec: a spawned
     // child gets the ends only if they are passed.
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| os_error("pipe2", e))?;
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(|e| os_error("pipe2", e))?;
     // Best effort: a larger pipe holds more unread items (pages are allocated as bytes come).
-    // Safety: fcntl on a descriptor we own.
-    let capacity = unsafe {
-        libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY as libc::c_int);
-        libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
-    };
-    Ok((read, write, if capacity > 0 { capacity as u32 } else { 65536 }))
+    let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY as libc::c_int));
+    let capacity = fcntl(&write, FcntlArg::F_GETPIPE_SZ).unwrap_or(65536);
+    Ok((read, write, capacity as u32))
 }
 
 /// Writes all of `bytes` to the non-blocking pipe. Until the first byte is in, it waits for

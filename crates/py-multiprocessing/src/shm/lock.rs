@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::sys::time::TimeSpec;
 pub use py_threading::Wait;
 
 use super::ShmError;
@@ -111,38 +112,27 @@ impl RobustMutex {
                 unsafe { libc::pthread_mutex_timedlock(mutex, &abs) }
             }
         };
-        let guard = RobustGuard { mutex: self };
-        match rc {
-            0 => Ok(Some((Taken::Clean, guard))),
+        let taken = match rc {
+            0 => Taken::Clean,
             libc::EOWNERDEAD => {
                 // The holder died holding it: we own it now; mark it usable again. The caller
                 // decides from what it recorded whether the guarded state is whole.
                 // Safety: this thread owns the mutex after EOWNERDEAD.
-                unsafe {
-                    libc::pthread_mutex_consistent(mutex);
-                }
-                Ok(Some((Taken::OwnerDied, guard)))
+                unsafe { libc::pthread_mutex_consistent(mutex) };
+                Taken::OwnerDied
             }
-            libc::EBUSY | libc::ETIMEDOUT => {
-                std::mem::forget(guard);
-                Ok(None)
-            }
-            e => {
-                std::mem::forget(guard);
-                Err(ShmError::new("pthread_mutex_lock", Errno::from_raw(e)))
-            }
-        }
+            libc::EBUSY | libc::ETIMEDOUT => return Ok(None),
+            e => return Err(ShmError::new("pthread_mutex_lock", Errno::from_raw(e))),
+        };
+        Ok(Some((taken, RobustGuard { mutex: self })))
     }
 }
 
 /// Sleeps while `word` holds `expected`, up to `timeout`; returns early on a wake-up, a change
 /// of value, or a signal (callers loop and check again).
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: libc::c_long::from(t.subsec_nanos()),
-    });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts = timeout.map(TimeSpec::from);
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t.as_ref() as *const libc::timespec);
     // Safety: FUTEX_WAIT reads the aligned u32 at `word` (alive for the call) and the optional
     // timespec on our stack. Not FUTEX_PRIVATE: the word may be shared with other processes
     // through a MAP_SHARED mapping, which the kernel keys by file and offset.
