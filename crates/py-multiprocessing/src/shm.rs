@@ -25,6 +25,7 @@
 mod lock;
 
 use std::ffi::CStr;
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
@@ -184,15 +185,9 @@ impl<T: Shareable> Drop for SharedBlock<T> {
 /// A random number, to tell one shared block from another (a block's id, stored in it and in
 /// what names it, proves that a descriptor a child was given is that block).
 pub fn random_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    // Safety: getrandom writes at most 8 bytes into our buffer.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, 0) };
-    if n == 8 {
-        u64::from_ne_bytes(bytes)
-    } else {
-        // Not secret, only distinct: the time and pid are enough.
-        common::report::monotonic_ns() ^ (u64::from(std::process::id()) << 32)
-    }
+    // Not secret, only distinct: std's randomly keyed hash of the pid and the time. (A forked
+    // child continues its parent's keys, but not its pid.)
+    RandomState::new().hash_one((std::process::id(), common::report::monotonic_ns()))
 }
 
 /// This process's pid, kept after the first call: `getpid` is a system call, and what records

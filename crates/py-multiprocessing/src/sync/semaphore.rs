@@ -208,22 +208,19 @@ impl ProcessSemaphore {
                 Taken::OwnerDied => {
                     self.block.get().recovered.fetch_add(1, Ordering::SeqCst);
                     slot.dead_holder.store(0, Ordering::SeqCst);
-                    // 0: it died after clearing its pid, on its way out of the place.
-                    Some(slot.holder.load(Ordering::SeqCst) as i32).filter(|&pid| pid != 0)
+                    // 0 if it died after clearing its pid, on its way out of the place.
+                    slot.holder.load(Ordering::SeqCst)
                 }
                 // Rarely set: read it before paying for a swap.
-                Taken::Clean if slot.dead_holder.load(Ordering::Relaxed) == 0 => None,
-                Taken::Clean => match slot.dead_holder.swap(0, Ordering::SeqCst) {
-                    0 => None,
-                    pid => Some(pid as i32),
-                },
+                Taken::Clean if slot.dead_holder.load(Ordering::Relaxed) == 0 => 0,
+                Taken::Clean => slot.dead_holder.swap(0, Ordering::SeqCst),
             };
             slot.holder.store(me, Ordering::Relaxed);
             return Ok(Some(Place {
                 semaphore: self,
                 index,
                 guard: Some(guard),
-                recovered_from: recovered_from.map_or(0, |pid| pid as usize),
+                recovered_from: recovered_from as usize,
                 _not_send: PhantomData,
             }));
         }
@@ -251,21 +248,16 @@ impl ProcessSemaphore {
     pub fn value(&self) -> Result<usize, SyncError> {
         let mut free = 0;
         for slot in self.slots() {
-            match slot.lock.lock(Wait::Now)? {
-                None => {}
-                Some((taken, guard)) => {
-                    if taken == Taken::OwnerDied {
-                        self.block.get().recovered.fetch_add(1, Ordering::SeqCst);
-                        slot.dead_holder
-                            .store(slot.holder.load(Ordering::SeqCst), Ordering::SeqCst);
-                    }
-                    slot.holder.store(0, Ordering::SeqCst);
-                    drop(guard);
-                    // Someone may have found the place taken by this look and gone to sleep.
-                    self.wake_one();
-                    free += 1;
-                }
+            let Some((taken, guard)) = slot.lock.lock(Wait::Now)? else { continue };
+            if taken == Taken::OwnerDied {
+                self.block.get().recovered.fetch_add(1, Ordering::SeqCst);
+                slot.dead_holder.store(slot.holder.load(Ordering::SeqCst), Ordering::SeqCst);
             }
+            slot.holder.store(0, Ordering::SeqCst);
+            drop(guard);
+            // Someone may have found the place taken by this look and gone to sleep.
+            self.wake_one();
+            free += 1;
         }
         Ok(free)
     }
