@@ -10,13 +10,10 @@
 //! - [`RobustMutex`]: a POSIX *robust*, process-shared `pthread_mutex_t` in the block. It costs
 //!   no system call when nobody else holds it; when its holder dies holding it, the kernel
 //!   releases it and the next process to lock it is *told* ([`Taken::OwnerDied`]), so it can
-//!   repair what the dead holder left half done. A POSIX named semaphore (CPython's
-//!   `multiprocessing.Lock`/`Semaphore`) has no such rule: a holder killed inside keeps it for
-//!   ever.
+//!   repair what the dead holder left half done (CPython's `sem_open` locks have no such rule:
+//!   `sync/semaphore.rs`).
 //! - [`futex_wait`] / [`futex_wake`]: sleep until a 32-bit word in the block changes, and wake
-//!   the sleepers: how a counter in shared memory is waited on without spinning. Not
-//!   `FUTEX_PRIVATE`: the kernel keys a shared mapping's futex by file and offset, so processes
-//!   that mapped the block at different addresses still meet.
+//!   the sleepers: how a counter in shared memory is waited on without spinning.
 //!
 //! The block is here; the mutex and the futex are in `shm/lock.rs`. Linux only.
 
@@ -59,9 +56,6 @@ impl ShmError {
 /// processes at once: atomics, or a [`RobustMutex`] and what it guards (in `UnsafeCell`s).
 /// No pointers: each process maps the block at its own address.
 pub unsafe trait Shareable: Sync {}
-
-// Safety: zero is a valid count, and an atomic is made to change under many processes at once.
-unsafe impl Shareable for AtomicU32 {}
 
 /// A block of `T` in a `memfd`, mapped `MAP_SHARED` by every process that uses it.
 pub struct SharedBlock<T: Shareable> {
@@ -190,10 +184,9 @@ pub fn random_id() -> u64 {
     RandomState::new().hash_one((std::process::id(), common::report::monotonic_ns()))
 }
 
-/// This process's pid, kept after the first call: `getpid` is a system call, and what records
-/// its pid in shared memory at every lock (a semaphore's holder, a message id) should not pay
-/// one more. A forked child forgets it (`pthread_atfork`), so that it never records its
-/// parent's.
+/// This process's pid, kept after the first call: `getpid` is a system call, which a
+/// semaphore's every acquire (it records its holder) should not pay. A forked child forgets it
+/// (`pthread_atfork`), so that it never records its parent's.
 pub(crate) fn own_pid() -> u32 {
     static PID: AtomicU32 = AtomicU32::new(0);
     static WATCH_FORKS: std::sync::Once = std::sync::Once::new();

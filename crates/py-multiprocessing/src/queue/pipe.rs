@@ -81,21 +81,23 @@ pub(super) fn bytes_in_pipe(fd: BorrowedFd<'_>) -> Result<usize, QueueError> {
 /// Checks that `read_fd` and `write_fd`, numbers a child was given, are open here and are the
 /// read and the write end of one pipe; the error says what is wrong.
 pub(super) fn check_ends(read_fd: RawFd, write_fd: RawFd) -> Result<(), String> {
-    let mut stats = Vec::new();
-    for (fd, what) in [(read_fd, "read end"), (write_fd, "write end")] {
-        // Safety: fstat on any integer is harmless (EBADF if not open); `st` is ours.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // Safety: as above.
-        if unsafe { libc::fstat(fd, &mut st) } < 0 {
-            return Err(format!(
+    let stat = |fd, what| {
+        // Safety: zeroes are a valid `stat` to fill in; fstat on any integer is harmless
+        // (EBADF if not open).
+        let (rc, st) = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            (libc::fstat(fd, &mut st), st)
+        };
+        match rc {
+            0 => Ok((st.st_mode & libc::S_IFMT, st.st_ino)),
+            _ => Err(format!(
                 "the pipe's {what} (fd {fd}) is not open in this process: a spawned child \
                  must be given the queue's descriptors with Process::pass_fds"
-            ));
+            )),
         }
-        stats.push(st);
-    }
-    let is_fifo = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFIFO;
-    if !stats.iter().all(is_fifo) || stats[0].st_ino != stats[1].st_ino {
+    };
+    let (read, write) = (stat(read_fd, "read end")?, stat(write_fd, "write end")?);
+    if read.0 != libc::S_IFIFO || read != write {
         return Err(format!("fds {read_fd} and {write_fd} are not the two ends of one pipe"));
     }
     // Safety: fcntl(F_GETFL) only reads the flags of an open descriptor.

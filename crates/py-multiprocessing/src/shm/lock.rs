@@ -134,8 +134,8 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let ts = timeout.map(TimeSpec::from);
     let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t.as_ref() as *const libc::timespec);
     // Safety: FUTEX_WAIT reads the aligned u32 at `word` (alive for the call) and the optional
-    // timespec on our stack. Not FUTEX_PRIVATE: the word may be shared with other processes
-    // through a MAP_SHARED mapping, which the kernel keys by file and offset.
+    // timespec on our stack. Not FUTEX_PRIVATE: the kernel keys a word in a MAP_SHARED mapping
+    // by file and offset, so processes that mapped it at different addresses still meet.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr);
     }
