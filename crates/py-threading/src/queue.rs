@@ -8,10 +8,9 @@
 //! - `all_tasks_done`: `join` waits here until the count of unfinished tasks (items put and not
 //!   yet marked done with `task_done`) is 0.
 //!
-//! The three kinds differ only in which item leaves first: the container is a type parameter
-//! ([`Order`]), as CPython's subclasses override only `_put` and `_get`.
-//! Everything here is shared memory: an item moves by a pointer's copy, no pipe, no encoding,
-//! unlike the process queue of `py_multiprocessing::queue`.
+//! The three kinds differ only in which item leaves first ([`Order`]). Everything here is
+//! shared memory: an item moves by a pointer's copy, no pipe, no encoding, unlike the process
+//! queue of `py_multiprocessing::queue`.
 //!
 //! Why not std's `mpsc`? A channel has no LIFO and no priority order, no `task_done`/`join`,
 //! no `qsize`, and only one consumer (`Receiver` is not `Clone`); `sync_channel(n)` is its
@@ -80,8 +79,7 @@ struct State<O> {
     waiting_getters: usize,
 }
 
-/// A thread queue with the order `O`: see the module documentation. Share it with `Arc` or a
-/// borrow in `thread::scope`.
+/// A thread queue with the order `O`. Share it with `Arc` or a borrow in `thread::scope`.
 #[derive(Debug)]
 pub struct BaseQueue<T, O: Order<T>> {
     maxsize: usize,
@@ -116,22 +114,21 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
         }
     }
 
-    /// Items in the queue now (a snapshot, as in Python: another thread may change it at once).
+    /// A snapshot, as in Python: another thread may change it at once.
     pub fn qsize(&self) -> usize {
         lock(&self.mutex).items.len()
     }
 
-    /// True if a bounded queue holds `maxsize` items now (a snapshot).
+    /// A snapshot.
     pub fn full(&self) -> bool {
         self.maxsize > 0 && self.qsize() >= self.maxsize
     }
 
-    /// Items put and not yet marked done.
     pub fn unfinished_tasks(&self) -> usize {
         lock(&self.mutex).unfinished_tasks
     }
 
-    /// Threads blocked in `put` right now, waiting for a free place.
+    /// Threads blocked in `put` now, waiting for a free place.
     pub fn waiting_putters(&self) -> usize {
         lock(&self.mutex).waiting_putters
     }
