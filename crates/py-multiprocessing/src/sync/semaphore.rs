@@ -172,29 +172,24 @@ impl ProcessSemaphore {
         if let Some(place) = self.take_free_place()? {
             return Ok(Some(place));
         }
-        if wait.expired() {
-            return Ok(None);
-        }
         let b = self.block.get();
-        loop {
+        while !wait.expired() {
             // Counted as a sleeper *before* the last look at the places: a holder that gives
             // its place back after that look sees the count and bumps the generation, which
             // this futex wait then finds changed (it returns at once) or is woken from.
             let generation = b.generation.load(Ordering::SeqCst);
             b.sleepers.fetch_add(1, Ordering::SeqCst);
             let place = self.take_free_place();
+            if matches!(place, Ok(None)) && !wait.expired() {
+                let slice = wait.remaining().map_or(DEATH_CHECK, |left| left.min(DEATH_CHECK));
+                futex_wait(&b.generation, generation, Some(slice));
+            }
+            b.sleepers.fetch_sub(1, Ordering::SeqCst);
             if !matches!(place, Ok(None)) {
-                b.sleepers.fetch_sub(1, Ordering::SeqCst);
                 return place;
             }
-            if wait.expired() {
-                b.sleepers.fetch_sub(1, Ordering::SeqCst);
-                return Ok(None);
-            }
-            let slice = wait.remaining().map_or(DEATH_CHECK, |left| left.min(DEATH_CHECK));
-            futex_wait(&b.generation, generation, Some(slice));
-            b.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
+        Ok(None)
     }
 
     /// Tries every place once, without waiting. (Inlined: a `Place` returned through memory
