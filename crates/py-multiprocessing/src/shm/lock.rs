@@ -22,7 +22,7 @@ pub enum Taken {
     OwnerDied,
 }
 
-/// A robust, process-shared mutex, to live in a [`SharedBlock`] (zeroed, then [`init`]).
+/// A robust, process-shared mutex, to live in a [`super::SharedBlock`] (zeroed, then [`init`]).
 ///
 /// [`init`]: RobustMutex::init
 #[repr(transparent)]
@@ -56,7 +56,7 @@ impl RobustMutex {
     /// Initialises the mutex as process-shared and robust.
     ///
     /// # Safety
-    /// No thread or process may use the mutex yet (call it from [`SharedBlock::create`]'s
+    /// No thread or process may use the mutex yet (call it from [`super::SharedBlock::create`]'s
     /// `init`, before the block is shared).
     pub unsafe fn init(&self) -> Result<(), ShmError> {
         // Safety: the attribute object lives on our stack, initialised before use and destroyed
