@@ -21,10 +21,10 @@
 //!
 //! Beside this file: `pipe.rs` (the pipe's system calls), `bound.rs` (`maxsize`), `setup.rs`
 //! (the shared block, making a queue, handing it to a child), `joinable.rs`, `handle.rs` (the
-//! `_nowait`/`_timeout` forms, the snapshots), and two speed-ups kept out of the lesson: `stage.rs` (one `read(2)` takes
-//! what the pipe holds for the next readers) and `spin.rs` (a reader watches a moment before it
-//! sleeps). Differences from Python: `put` writes before it returns (no feeder thread), so an
-//! unbounded queue is bounded by the pipe's bytes; items are JSON, not pickles. Linux only.
+//! `_nowait`/`_timeout` forms, the snapshots), and two speed-ups kept out of the lesson:
+//! `stage.rs` and `spin.rs`. Differences from Python: `put` writes before it returns (no feeder
+//! thread), so an unbounded queue is bounded by the pipe's bytes; items are JSON, not pickles.
+//! Linux only.
 
 #![cfg(target_os = "linux")]
 
@@ -67,10 +67,9 @@ pub const MAX_MAXSIZE: usize = i32::MAX as usize;
 pub const PIPE_CAPACITY: usize = 1024 * 1024;
 /// Bytes of the length in front of every frame.
 const HEADER: usize = 4;
-/// The length's top bit: a message id follows the length (a traced run). Lengths never reach
-/// it ([`MAX_MESSAGE_LIMIT`] is far below 2^31).
+/// The length's top bit: a message id of [`ID`] bytes follows (a traced run). Lengths never
+/// reach it ([`MAX_MESSAGE_LIMIT`] is far below 2^31).
 const WITH_ID: u32 = 1 << 31;
-/// Bytes of a message id.
 const ID: usize = 8;
 /// How often a reader in the middle of a frame checks that its writer is still alive.
 const TORN_CHECK: Duration = Duration::from_millis(100);
@@ -155,10 +154,8 @@ impl Core {
         written
     }
 
-    /// Writes a whole frame under the writer lock.
     fn write_frame(&self, frame: &[u8], wait: Wait) -> Result<(), QueueError> {
         let Some(_writer) = self.lock(true, wait)? else { return Err(QueueError::Full) };
-        let busy = &self.ctl().writer_busy;
         if frame.len() <= libc::PIPE_BUF {
             // One write(2) of at most PIPE_BUF bytes is atomic: all of it or nothing (EAGAIN),
             // so a writer killed here leaves the stream whole, and needs no busy mark.
@@ -178,6 +175,7 @@ impl Core {
             }
         }
         // A death from the first byte until the last leaves half a frame: busy says so.
+        let busy = &self.ctl().writer_busy;
         busy.store(1, Ordering::Release);
         let written = write_all(self.write.as_fd(), frame, Wait::Forever);
         busy.store(0, Ordering::Release);

@@ -10,31 +10,31 @@
 //! - [`RobustMutex`]: a POSIX *robust*, process-shared `pthread_mutex_t` in the block. It costs
 //!   no system call when nobody else holds it; when its holder dies holding it, the kernel
 //!   releases it and the next process to lock it is *told* ([`Taken::OwnerDied`]), so it can
-//!   repair what the dead holder left half done. A POSIX named semaphore (CPython's
-//!   `multiprocessing.Lock`/`Semaphore`) has no such rule: a holder killed inside keeps it for
-//!   ever.
+//!   repair what the dead holder left half done (CPython's `sem_open` locks have no such rule:
+//!   `sync/semaphore.rs`).
 //! - [`futex_wait`] / [`futex_wake`]: sleep until a 32-bit word in the block changes, and wake
-//!   the sleepers: how a counter in shared memory is waited on without spinning. Not
-//!   `FUTEX_PRIVATE`: the kernel keys a shared mapping's futex by file and offset, so processes
-//!   that mapped the block at different addresses still meet.
+//!   the sleepers: how a counter in shared memory is waited on without spinning.
 //!
-//! The block is here; the mutex and the futex are in `shm/lock.rs`. Linux only:
-//! `memfd_create`, robust mutexes and futexes are Linux system calls.
+//! The block is here; the mutex and the futex are in `shm/lock.rs`. Linux only.
 
 #![cfg(target_os = "linux")]
 
 mod lock;
 
 use std::ffi::CStr;
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
 pub use lock::{RobustGuard, RobustMutex, Taken, Wait, futex_wait, futex_wake};
 
-/// A system call that failed, and the call's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{call}: {errno}")]
 pub struct ShmError {
@@ -56,9 +56,6 @@ impl ShmError {
 /// processes at once: atomics, or a [`RobustMutex`] and what it guards (in `UnsafeCell`s).
 /// No pointers: each process maps the block at its own address.
 pub unsafe trait Shareable: Sync {}
-
-// Safety: zero is a valid count, and an atomic is made to change under many processes at once.
-unsafe impl Shareable for AtomicU32 {}
 
 /// A block of `T` in a `memfd`, mapped `MAP_SHARED` by every process that uses it.
 pub struct SharedBlock<T: Shareable> {
@@ -97,14 +94,8 @@ impl<T: Shareable> SharedBlock<T> {
         name: &CStr,
         init: impl FnOnce(*mut T) -> Result<(), ShmError>,
     ) -> Result<Self, ShmError> {
-        // Safety: memfd_create reads the NUL-terminated name; we own the new descriptor.
-        let fd = unsafe {
-            let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
-            if fd < 0 {
-                return Err(ShmError::new("memfd_create", Errno::last()));
-            }
-            OwnedFd::from_raw_fd(fd)
-        };
+        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| ShmError::new("memfd_create", e))?;
         nix::unistd::ftruncate(&fd, Self::len() as libc::off_t)
             .map_err(|e| ShmError::new("ftruncate(the shared block)", e))?;
         let ptr = Self::map(fd.as_fd())?;
@@ -134,33 +125,19 @@ impl<T: Shareable> SharedBlock<T> {
         }
         // Safety: the caller hands us the ownership of `fd`.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // Safety: fcntl on a descriptor we own.
-        unsafe {
-            libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
-        }
+        let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
         let ptr = Self::map(fd.as_fd())?;
         Ok(SharedBlock { fd, ptr })
     }
 
     fn map(fd: BorrowedFd<'_>) -> Result<NonNull<T>, ShmError> {
+        let len = NonZeroUsize::new(Self::len()).expect("a page at least");
+        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
         // Safety: a fresh shared mapping of a descriptor we hold; the kernel picks the address.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                Self::len(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(ShmError::new("mmap(the shared block)", Errno::last()));
-        }
-        NonNull::new(ptr.cast::<T>()).ok_or(ShmError::new("mmap(the shared block)", Errno::EINVAL))
+        let ptr = unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, fd, 0) };
+        ptr.map(NonNull::cast).map_err(|e| ShmError::new("mmap(the shared block)", e))
     }
 
-    /// The shared value.
     pub fn get(&self) -> &T {
         // Safety: the mapping lives as long as `self`, is at least `size_of::<T>()` bytes, was
         // zeroed by the kernel (a valid `T`, by `Shareable`) and is only changed through
@@ -168,7 +145,7 @@ impl<T: Shareable> SharedBlock<T> {
         unsafe { self.ptr.as_ref() }
     }
 
-    /// The block's descriptor (for [`common::process::Process::pass_fds`]).
+    /// For `Process::pass_fds`.
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -180,7 +157,7 @@ impl<T: Shareable> SharedBlock<T> {
         // Safety: the mapping was made with this length in `map`; `me` is never used again
         // and its destructor does not run, so nothing unmaps or closes twice.
         unsafe {
-            libc::munmap(me.ptr.as_ptr().cast(), Self::len());
+            let _ = munmap(me.ptr.cast(), Self::len());
             std::os::fd::IntoRawFd::into_raw_fd(std::ptr::read(&me.fd))
         }
     }
@@ -195,30 +172,21 @@ impl<T: Shareable> Drop for SharedBlock<T> {
     fn drop(&mut self) {
         // Safety: the mapping was made with this length in `map`, and nothing borrows it once
         // `self` is dropped (`get` borrows `self`). The descriptor closes with the OwnedFd.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), Self::len());
-        }
+        let _ = unsafe { munmap(self.ptr.cast(), Self::len()) };
     }
 }
 
 /// A random number, to tell one shared block from another (a block's id, stored in it and in
 /// what names it, proves that a descriptor a child was given is that block).
 pub fn random_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    // Safety: getrandom writes at most 8 bytes into our buffer.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, 0) };
-    if n == 8 {
-        u64::from_ne_bytes(bytes)
-    } else {
-        // Not secret, only distinct: the time and pid are enough.
-        common::report::monotonic_ns() ^ (u64::from(std::process::id()) << 32)
-    }
+    // Not secret, only distinct: std's randomly keyed hash of the pid and the time. (A forked
+    // child continues its parent's keys, but not its pid.)
+    RandomState::new().hash_one((std::process::id(), common::report::monotonic_ns()))
 }
 
-/// This process's pid, kept after the first call: `getpid` is a system call, and what records
-/// its pid in shared memory at every lock (a semaphore's holder, a message id) should not pay
-/// one more. A forked child forgets it (`pthread_atfork`), so that it never records its
-/// parent's.
+/// This process's pid, kept after the first call: `getpid` is a system call, which a
+/// semaphore's every acquire (it records its holder) should not pay. A forked child forgets it
+/// (`pthread_atfork`), so that it never records its parent's.
 pub(crate) fn own_pid() -> u32 {
     static PID: AtomicU32 = AtomicU32::new(0);
     static WATCH_FORKS: std::sync::Once = std::sync::Once::new();

@@ -3,13 +3,10 @@
 //! [`ProcessEvent`] (`sync/event.rs`: one futex word), Python's `multiprocessing.Semaphore` and
 //! `multiprocessing.Event` rebuilt on [`crate::shm`].
 //!
-//! ## Sharing them with a child
 //! A forked child has the mapping already. A spawned child is passed the block's descriptor
-//! ([`common::process::Process::pass_fds`] with [`ProcessSemaphore::fds`]) and receives the
-//! semaphore or event in its arguments: both serialize to a descriptor (the fd number and the
-//! block's random id), and deserializing maps the block again after checking the id, in a
-//! descriptor of its own (a duplicate), so a handle can be rebuilt any number of times.
-//!
+//! ([`ProcessSemaphore::fds`] for `Process::pass_fds`) and receives the semaphore or event in its
+//! arguments, as a [`SharedDescriptor`]: deserializing maps the block again, after checking its
+//! id, in a descriptor of its own (a duplicate), so a handle can be rebuilt any number of times.
 //! Linux only, as [`crate::shm`].
 
 #![cfg(target_os = "linux")]
@@ -30,31 +27,28 @@ use crate::shm::{Shareable, SharedBlock, ShmError};
 /// What can go wrong with a process semaphore or event.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    /// A semaphore of no places, or of more than [`MAX_PLACES`].
     #[error("a process semaphore has from 1 to {MAX_PLACES} places, not {0}")]
     Places(usize),
-    /// A descriptor that does not name such a block in this process.
     #[error("rebuilding a shared {what} from its descriptor: {why}")]
     BadDescriptor { what: &'static str, why: String },
-    /// A system call failed.
     #[error(transparent)]
     Shm(#[from] ShmError),
 }
 
-/// What a handle serializes to: the block's descriptor number and its id.
+/// What a handle serializes to: the block's descriptor number, and its id (a random number
+/// also stored in the block: proof the number names it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedDescriptor {
     pub fd: RawFd,
     pub id: u64,
 }
 
-/// Maps the block named by `d` in a descriptor of its own (a close-on-exec duplicate of `d.fd`,
-/// so the number passed stays open and may be used again), and checks its magic and id.
+/// Maps the block named by `d` in a close-on-exec duplicate of `d.fd` (the number passed stays
+/// open and may be used again), if `is_it` recognises it.
 fn adopt<T: Shareable>(
     d: SharedDescriptor,
     what: &'static str,
-    check: impl Fn(&T) -> (u64, u64),
-    magic: u64,
+    is_it: impl Fn(&T) -> bool,
 ) -> Result<SharedBlock<T>, SyncError> {
     let bad = |why: String| SyncError::BadDescriptor { what, why };
     // Safety: F_DUPFD_CLOEXEC on any integer is harmless: EBADF if it is not open.
@@ -72,42 +66,34 @@ fn adopt<T: Shareable>(
     unsafe { libc::fcntl(d.fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     // Safety: `fd` is a fresh duplicate that nothing else owns; the check below makes sure the
     // block behind it is of this kind before anything else is read from it.
-    let block = match unsafe { SharedBlock::<T>::from_raw_fd(fd) } {
-        Ok(block) => block,
-        Err(e) => {
-            // Safety: `fd` is ours (from_raw_fd refused it before taking it over).
-            unsafe { libc::close(fd) };
-            return Err(bad(e.to_string()));
-        }
-    };
-    let (found_magic, found_id) = check(block.get());
-    if found_magic != magic || found_id != d.id {
-        let fd = block.into_raw_fd();
-        // Safety: `into_raw_fd` handed the descriptor back to us.
-        unsafe { libc::close(fd) };
+    let block = unsafe { SharedBlock::<T>::from_raw_fd(fd) }.map_err(|e| {
+        let _ = nix::unistd::close(fd); // refused before it was taken over: still ours
+        bad(e.to_string())
+    })?;
+    if !is_it(block.get()) {
+        // Dropping the block unmaps it and closes the duplicate.
         return Err(bad(format!("fd {} is not this {what}'s shared block", d.fd)));
     }
     Ok(block)
 }
 
-/// What the semaphore and the event share: rebuilt from a descriptor, naming themselves by one,
-/// passed to a spawned child as one fd, and travelling in its arguments as their descriptor.
+/// What the semaphore and the event share: a descriptor that names them, and travels in a
+/// spawned child's arguments.
 macro_rules! shared_handle {
     ($handle:ident, $block:ty, $what:literal, $magic:expr) => {
         impl $handle {
-            /// Rebuilds a handle from what a parent sent (see the module documentation).
+            /// Rebuilds a handle from what a parent sent.
             pub fn from_descriptor(d: SharedDescriptor) -> Result<$handle, SyncError> {
-                let block = super::adopt::<$block>(d, $what, |b| (b.magic, b.id), $magic)?;
+                let is_it = |b: &$block| b.magic == $magic && b.id == d.id;
+                let block = super::adopt(d, $what, is_it)?;
                 Ok($handle { block: Arc::new(block) })
             }
 
-            /// What this handle serializes to.
             pub fn descriptor(&self) -> SharedDescriptor {
                 SharedDescriptor { fd: self.block.raw_fd(), id: self.block.get().id }
             }
 
-            /// The descriptors a spawned child must be given
-            /// ([`common::process::Process::pass_fds`]).
+            /// The descriptors a spawned child must be given (`Process::pass_fds`).
             pub fn fds(&self) -> [std::os::fd::RawFd; 1] {
                 [self.block.raw_fd()]
             }

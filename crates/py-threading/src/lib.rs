@@ -4,9 +4,15 @@
 //! - [`sync`]: `Semaphore`, `BoundedSemaphore` and `Event`.
 //! - [`queue`]: the `queue` module: `Queue`, `LifoQueue`, `PriorityQueue`, `task_done`/`join`,
 //!   `shutdown`: one mutex and three conditions.
+//! - [`Wait`]: Python's `block` and `timeout` as one value (`py-multiprocessing` waits with it
+//!   too).
 //!
 //! A library, not a demo: `semaphore`, `event`, `thread-queue` and others use it. Threads
 //! themselves are std's (`common::threads::named` names them).
 
 pub mod queue;
 pub mod sync;
+mod wait;
+
+pub use wait::Wait;
+use wait::{lock, sleep};

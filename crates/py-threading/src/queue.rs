@@ -8,10 +8,9 @@
 //! - `all_tasks_done`: `join` waits here until the count of unfinished tasks (items put and not
 //!   yet marked done with `task_done`) is 0.
 //!
-//! The three kinds differ only in which item leaves first: the container is a type parameter
-//! ([`Order`]), as CPython's subclasses override only `_put` and `_get`.
-//! Everything here is shared memory: an item moves by a pointer's copy, no pipe, no encoding,
-//! unlike the process queue of `py_multiprocessing::queue`.
+//! The three kinds differ only in which item leaves first ([`Order`]). Everything here is
+//! shared memory: an item moves by a pointer's copy, no pipe, no encoding, unlike the process
+//! queue of `py_multiprocessing::queue`.
 //!
 //! Why not std's `mpsc`? A channel has no LIFO and no priority order, no `task_done`/`join`,
 //! no `qsize`, and only one consumer (`Receiver` is not `Clone`); `sync_channel(n)` is its
@@ -29,8 +28,10 @@ pub use order::Order;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use crate::{Wait, lock, sleep};
 
 /// What Python's `queue` module raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +66,7 @@ impl<T> std::fmt::Debug for PutError<T> {
 }
 
 /// What the mutex guards.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State<O> {
     items: O,
     /// Items put and not yet marked done (CPython's `unfinished_tasks`).
@@ -78,8 +79,7 @@ struct State<O> {
     waiting_getters: usize,
 }
 
-/// A thread queue with the order `O`: see the module documentation. Share it with `Arc` or a
-/// borrow in `thread::scope`.
+/// A thread queue with the order `O`. Share it with `Arc` or a borrow in `thread::scope`.
 #[derive(Debug)]
 pub struct BaseQueue<T, O: Order<T>> {
     maxsize: usize,
@@ -100,36 +100,12 @@ pub type LifoQueue<T> = BaseQueue<T, Vec<T>>;
 /// `queue.PriorityQueue`: lowest first.
 pub type PriorityQueue<T> = BaseQueue<T, BinaryHeap<Reverse<T>>>;
 
-/// How long a call may wait: Python's `block` and `timeout` arguments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Deadline {
-    Never,
-    At(Instant),
-    NoWait,
-}
-
-impl Deadline {
-    fn new(block: bool, timeout: Option<Duration>) -> Deadline {
-        match (block, timeout) {
-            (false, _) => Deadline::NoWait,
-            (true, None) => Deadline::Never,
-            (true, Some(t)) => Instant::now().checked_add(t).map_or(Deadline::Never, Deadline::At),
-        }
-    }
-}
-
 impl<T, O: Order<T>> BaseQueue<T, O> {
     /// A queue of at most `maxsize` items; 0 means no bound, as in Python.
     pub fn new(maxsize: usize) -> Self {
         BaseQueue {
             maxsize,
-            mutex: Mutex::new(State {
-                items: O::default(),
-                unfinished_tasks: 0,
-                is_shutdown: false,
-                waiting_putters: 0,
-                waiting_getters: 0,
-            }),
+            mutex: Mutex::new(State::default()),
             len: AtomicUsize::new(0),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
@@ -138,57 +114,29 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
         }
     }
 
-    /// The state, even if a thread panicked while holding the lock: every change to it is made
-    /// in one step, so a panic never leaves it half changed.
-    fn lock(&self) -> MutexGuard<'_, State<O>> {
-        self.mutex.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits on `cond` until `deadline`; `false` once the deadline has passed.
-    fn wait<'a>(
-        cond: &Condvar,
-        guard: MutexGuard<'a, State<O>>,
-        deadline: Deadline,
-    ) -> (MutexGuard<'a, State<O>>, bool) {
-        match deadline {
-            Deadline::NoWait => (guard, false),
-            Deadline::Never => (cond.wait(guard).unwrap_or_else(|e| e.into_inner()), true),
-            Deadline::At(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return (guard, false);
-                }
-                let (guard, _) = cond.wait_timeout(guard, left).unwrap_or_else(|e| e.into_inner());
-                (guard, true)
-            }
-        }
-    }
-
-    /// Items in the queue now (a snapshot, as in Python: another thread may change it at once).
+    /// A snapshot, as in Python: another thread may change it at once.
     pub fn qsize(&self) -> usize {
-        self.lock().items.len()
+        lock(&self.mutex).items.len()
     }
 
-    /// True if a bounded queue holds `maxsize` items now (a snapshot).
+    /// A snapshot.
     pub fn full(&self) -> bool {
         self.maxsize > 0 && self.qsize() >= self.maxsize
     }
 
-    /// Items put and not yet marked done.
     pub fn unfinished_tasks(&self) -> usize {
-        self.lock().unfinished_tasks
+        lock(&self.mutex).unfinished_tasks
     }
 
-    /// Threads blocked in `put` right now, waiting for a free place.
+    /// Threads blocked in `put` now, waiting for a free place.
     pub fn waiting_putters(&self) -> usize {
-        self.lock().waiting_putters
+        lock(&self.mutex).waiting_putters
     }
 
     /// `put(item, block, timeout)`: waits (as `block` and `timeout` allow) for a free place, then
     /// adds the item, counts one more unfinished task and wakes one waiting `get`.
-    fn put_with(&self, item: T, block: bool, timeout: Option<Duration>) -> Result<(), PutError<T>> {
-        let deadline = Deadline::new(block, timeout);
-        let mut state = self.lock();
+    fn put_with(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
+        let mut state = lock(&self.mutex);
         loop {
             if state.is_shutdown {
                 return Err(PutError { error: QueueError::ShutDown, item });
@@ -198,7 +146,7 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
             }
             // Asleep on `not_full` (the lock let go) until a `get` notifies it.
             state.waiting_putters += 1;
-            let (back, waited) = Self::wait(&self.not_full, state, deadline);
+            let (back, waited) = sleep(&self.not_full, state, wait);
             state = back;
             state.waiting_putters -= 1;
             if !waited {
@@ -216,24 +164,23 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
 
     /// `put(item)`: blocks while the queue is full.
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_with(item, true, None)
+        self.put_with(item, Wait::Forever)
     }
 
     /// `put(item, timeout=t)`: [`QueueError::Full`] if no place frees up within `timeout`.
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        self.put_with(item, true, Some(timeout))
+        self.put_with(item, Wait::from_timeout(timeout))
     }
 
     /// `put_nowait(item)`: [`QueueError::Full`] at once if there is no free place.
     pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_with(item, false, None)
+        self.put_with(item, Wait::Now)
     }
 
     /// `get(block, timeout)`: waits (as allowed) for an item, takes it and wakes one waiting
     /// `put`. After `shutdown`, the items left still come out, then [`QueueError::ShutDown`].
-    fn get_with(&self, block: bool, timeout: Option<Duration>) -> Result<T, QueueError> {
-        let deadline = Deadline::new(block, timeout);
-        let mut state = self.lock();
+    fn get_with(&self, wait: Wait) -> Result<T, QueueError> {
+        let mut state = lock(&self.mutex);
         let mut spun = false;
         loop {
             if let Some(item) = state.items.pop() {
@@ -246,16 +193,16 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
             if state.is_shutdown {
                 return Err(QueueError::ShutDown);
             }
-            if !spun && deadline != Deadline::NoWait {
+            if !spun && wait != Wait::Now {
                 spun = true;
                 drop(state);
                 self.spin_until_an_item();
-                state = self.lock();
+                state = lock(&self.mutex);
                 continue;
             }
             // Asleep on `not_empty` (the lock let go) until a `put` notifies it.
             state.waiting_getters += 1;
-            let (back, waited) = Self::wait(&self.not_empty, state, deadline);
+            let (back, waited) = sleep(&self.not_empty, state, wait);
             state = back;
             state.waiting_getters -= 1;
             if !waited {
@@ -266,16 +213,16 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
 
     /// `get()`: blocks until there is an item.
     pub fn get(&self) -> Result<T, QueueError> {
-        self.get_with(true, None)
+        self.get_with(Wait::Forever)
     }
 
     /// `get(timeout=t)`: [`QueueError::Empty`] if no item comes within `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, QueueError> {
-        self.get_with(true, Some(timeout))
+        self.get_with(Wait::from_timeout(timeout))
     }
 
     /// `get_nowait()`: [`QueueError::Empty`] at once if there is no item.
     pub fn get_nowait(&self) -> Result<T, QueueError> {
-        self.get_with(false, None)
+        self.get_with(Wait::Now)
     }
 }

@@ -20,15 +20,11 @@ impl Core {
             return true;
         }
         loop {
-            let free = c.free.load(Ordering::Acquire);
-            if free > 0 {
-                if c.free
-                    .compare_exchange_weak(free, free - 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return true;
-                }
-                continue;
+            if c.free
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| f.checked_sub(1))
+                .is_ok()
+            {
+                return true;
             }
             if wait.expired() {
                 return false;

@@ -36,15 +36,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get_json(Wait::Now)
     }
 
-    /// Puts `body`, bytes the caller encoded, as one item's frame, waiting for a free place as
-    /// `wait` allows ([`QueueError::Full`] after that), with the same limit and guarantees as
-    /// [`Queue::put`]; the queue does not look inside. Read it back with [`Queue::get_encoded`].
+    /// Puts `body`, bytes the caller encoded, as one item's frame, with the same limit and
+    /// guarantees as [`Queue::put`]; the queue does not look inside. Read it back with
+    /// [`Queue::get_encoded`].
     pub fn put_encoded(&self, body: &[u8], wait: Wait) -> Result<(), QueueError> {
         self.core.put_frame(body, wait)
     }
 
-    /// Takes the oldest item's frame as it is, undecoded, waiting as `wait` allows
-    /// ([`QueueError::Empty`] after that).
+    /// Takes the oldest item's frame as it is, undecoded.
     pub fn get_encoded(&self, wait: Wait) -> Result<Vec<u8>, QueueError> {
         self.core.get_frame(wait)
     }
@@ -55,17 +54,17 @@ impl<T> Queue<T> {
         Queue { core: Arc::new(core), _items: PhantomData }
     }
 
-    /// The bound given at creation; 0 for an unbounded queue.
+    /// 0 for an unbounded queue.
     pub fn maxsize(&self) -> usize {
         self.core.ctl().maxsize as usize
     }
 
-    /// The largest item this queue accepts, in bytes of JSON.
+    /// In bytes of JSON.
     pub fn max_message(&self) -> usize {
         self.core.ctl().max_message as usize
     }
 
-    /// The pipe's size in bytes (what `F_GETPIPE_SZ` said at creation).
+    /// In bytes (what `F_GETPIPE_SZ` said at creation).
     pub fn pipe_capacity(&self) -> usize {
         self.core.ctl().capacity as usize
     }
@@ -91,14 +90,15 @@ impl<T> Queue<T> {
         self.core.ctl().free_waiters.load(Ordering::SeqCst) as usize
     }
 
-    /// How many items were ever taken, by every process (wraps around at 2^32).
+    /// By every process (wraps around at 2^32).
     pub fn total_taken(&self) -> u32 {
         self.core.ctl().gets.load(Ordering::SeqCst)
     }
 
-    /// The queue's three descriptors, for [`common::process::Process::pass_fds`].
+    /// For `Process::pass_fds`.
     pub fn fds(&self) -> Vec<RawFd> {
-        self.descriptor().fds().to_vec()
+        let d = self.descriptor();
+        vec![d.read_fd, d.write_fd, d.control_fd]
     }
 
     /// The numbers that name this queue, for a child ([`Queue::from_descriptor`]).

@@ -55,17 +55,12 @@ impl<T> JoinableQueue<T> {
     /// ([`QueueError::TaskDoneTooManyTimes`], Python's `ValueError`).
     pub fn task_done(&self) -> Result<(), QueueError> {
         let c = self.queue.core.ctl();
-        let mut done = c.done.load(Ordering::SeqCst);
-        loop {
-            if c.gets.load(Ordering::SeqCst).wrapping_sub(done) == 0 {
-                return Err(QueueError::TaskDoneTooManyTimes);
-            }
-            let next = done.wrapping_add(1);
-            match c.done.compare_exchange_weak(done, next, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => break,
-                Err(now) => done = now,
-            }
-        }
+        // Refused once every item taken is done.
+        c.done
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |done| {
+                (c.gets.load(Ordering::SeqCst) != done).then(|| done.wrapping_add(1))
+            })
+            .map_err(|_| QueueError::TaskDoneTooManyTimes)?;
         self.queue.core.wake_joiners_if_all_done();
         Ok(())
     }

@@ -4,6 +4,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use super::setup::os_error;
 use super::{PIPE_CAPACITY, QueueError};
@@ -14,16 +15,12 @@ pub(super) fn make_pipe() -> Result<(OwnedFd, OwnedFd, u32), QueueError> {
     // Non-blocking: every wait is a poll(2) with the caller's timeout. O_NONBLOCK belongs to
     // the shared file description, so it holds in every process. Close-on-exec: a spawned
     // child gets the ends only if they are passed.
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| os_error("pipe2", e))?;
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(|e| os_error("pipe2", e))?;
     // Best effort: a larger pipe holds more unread items (pages are allocated as bytes come).
-    // Safety: fcntl on a descriptor we own.
-    let capacity = unsafe {
-        libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY as libc::c_int);
-        libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
-    };
-    Ok((read, write, if capacity > 0 { capacity as u32 } else { 65536 }))
+    let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY as libc::c_int));
+    let capacity = fcntl(&write, FcntlArg::F_GETPIPE_SZ).unwrap_or(65536);
+    Ok((read, write, capacity as u32))
 }
 
 /// Writes all of `bytes` to the non-blocking pipe. Until the first byte is in, it waits for
@@ -84,21 +81,23 @@ pub(super) fn bytes_in_pipe(fd: BorrowedFd<'_>) -> Result<usize, QueueError> {
 /// Checks that `read_fd` and `write_fd`, numbers a child was given, are open here and are the
 /// read and the write end of one pipe; the error says what is wrong.
 pub(super) fn check_ends(read_fd: RawFd, write_fd: RawFd) -> Result<(), String> {
-    let mut stats = Vec::new();
-    for (fd, what) in [(read_fd, "read end"), (write_fd, "write end")] {
-        // Safety: fstat on any integer is harmless (EBADF if not open); `st` is ours.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // Safety: as above.
-        if unsafe { libc::fstat(fd, &mut st) } < 0 {
-            return Err(format!(
+    let stat = |fd, what| {
+        // Safety: zeroes are a valid `stat` to fill in; fstat on any integer is harmless
+        // (EBADF if not open).
+        let (rc, st) = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            (libc::fstat(fd, &mut st), st)
+        };
+        match rc {
+            0 => Ok((st.st_mode & libc::S_IFMT, st.st_ino)),
+            _ => Err(format!(
                 "the pipe's {what} (fd {fd}) is not open in this process: a spawned child \
                  must be given the queue's descriptors with Process::pass_fds"
-            ));
+            )),
         }
-        stats.push(st);
-    }
-    let is_fifo = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFIFO;
-    if !stats.iter().all(is_fifo) || stats[0].st_ino != stats[1].st_ino {
+    };
+    let (read, write) = (stat(read_fd, "read end")?, stat(write_fd, "write end")?);
+    if read.0 != libc::S_IFIFO || read != write {
         return Err(format!("fds {read_fd} and {write_fd} are not the two ends of one pipe"));
     }
     // Safety: fcntl(F_GETFL) only reads the flags of an open descriptor.

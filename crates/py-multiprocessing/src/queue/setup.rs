@@ -11,12 +11,14 @@
 //! never ends by EOF: its consumers end with a sentinel (`None`), or as daemons.
 
 use std::cell::UnsafeCell;
+use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -27,22 +29,20 @@ use crate::shm::{RobustMutex, Shareable, SharedBlock, ShmError, random_id};
 /// What can go wrong with a queue. Callers match on the variants (`Full`, `Empty`, ...).
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// `put_nowait`, or `put` with a timeout, found no free place (Python's `queue.Full`).
+    /// Python's `queue.Full`, from `put_nowait` or `put` with a timeout.
     #[error("queue.Full: no free place in the queue")]
     Full,
-    /// `get_nowait`, or `get` with a timeout, found no item (Python's `queue.Empty`).
+    /// Python's `queue.Empty`, from `get_nowait` or `get` with a timeout.
     #[error("queue.Empty: no item in the queue")]
     Empty,
-    /// `join_timeout` gave up while tasks were still unfinished.
     #[error("join timed out with {unfinished} unfinished task(s)")]
     Timeout { unfinished: usize },
-    /// The item is bigger than the queue's `max_message`; nothing was written.
+    /// Nothing was written.
     #[error("the item is {size} bytes of JSON, more than this queue's max_message of {max} bytes")]
     TooLarge { size: usize, max: usize },
-    /// Every write end (for `get`) or every read end (for `put`) of the pipe is closed.
     #[error("the queue is closed: no process holds the other end of its pipe any more")]
     Closed,
-    /// More `task_done` calls than items taken (Python's `ValueError`).
+    /// Python's `ValueError`.
     #[error("task_done() called too many times (more than items taken with get)")]
     TaskDoneTooManyTimes,
     /// A process died in the middle of a frame, or a length was corrupt: the pipe's bytes no
@@ -51,16 +51,13 @@ pub enum QueueError {
     Broken(&'static str),
     #[error("encoding the item as JSON: {0}")]
     Encode(serde_json::Error),
-    /// A frame was read whole but is not JSON of the expected type.
     #[error("decoding an item from the queue: {0}")]
     Decode(serde_json::Error),
-    /// A descriptor that does not name this kind of queue in this process.
     #[error("rebuilding a queue from its descriptor: {0}")]
     BadDescriptor(String),
     /// A bad `maxsize` or `max_message`.
     #[error("making a queue: {0}")]
     Invalid(String),
-    /// A system call failed; `call` names it.
     #[error("{call}: {error}")]
     Io { call: &'static str, error: io::Error },
 }
@@ -85,13 +82,6 @@ pub struct QueueDescriptor {
     pub control_fd: RawFd,
     /// A random number also stored in the shared block: proof the numbers name this queue.
     pub id: u64,
-}
-
-impl QueueDescriptor {
-    /// The three descriptors, for [`common::process::Process::pass_fds`].
-    pub fn fds(&self) -> [RawFd; 3] {
-        [self.read_fd, self.write_fd, self.control_fd]
-    }
 }
 
 const MAGIC: u64 = 0x5155_4555_4521_0002; // "QUEUE!" + version 2
@@ -154,16 +144,11 @@ unsafe impl Shareable for Control {}
 unsafe impl Sync for Control {}
 
 /// (pid, queue id) of every queue this process made or rebuilt: a descriptor is adopted once.
-static HELD: Mutex<Vec<(u32, u64)>> = Mutex::new(Vec::new());
+/// The pid counts: a forked child inherits its parent's list, and may adopt each queue once too.
+static HELD: Mutex<BTreeSet<(u32, u64)>> = Mutex::new(BTreeSet::new());
 
 fn mark_held(id: u64) -> bool {
-    let pid = std::process::id();
-    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
-    if held.contains(&(pid, id)) {
-        return false;
-    }
-    held.push((pid, id));
-    true
+    HELD.lock().unwrap_or_else(PoisonError::into_inner).insert((std::process::id(), id))
 }
 
 impl Core {
@@ -232,17 +217,15 @@ impl Core {
             block.into_raw_fd();
             return Err(bad(why));
         }
-        for fd in [d.read_fd, d.write_fd] {
-            // Safety: fcntl on a descriptor this handle is about to own. A spawned child got it
-            // without close-on-exec; giving that back keeps it out of our own spawned children.
-            unsafe {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-            }
-        }
         // Safety: both ends are open, are this queue's pipe (checked by type, inode, access
         // mode and the id in the shared block), and are adopted once (checked by `mark_held`).
         let (read, write) =
             unsafe { (OwnedFd::from_raw_fd(d.read_fd), OwnedFd::from_raw_fd(d.write_fd)) };
+        // A spawned child got the ends without close-on-exec; giving it back keeps them out of
+        // our own spawned children.
+        for end in [&read, &write] {
+            let _ = fcntl(end, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        }
         Ok(Core { read, write, block })
     }
 

@@ -6,7 +6,6 @@
 //! staged harms nobody; one killed in the middle of a frame is judged by the core's busy mark,
 //! which covers every call of [`Core::read_stream`].
 
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
@@ -23,31 +22,22 @@ impl Core {
     /// nothing is there.
     pub(super) fn read_stream(&self, buf: &mut [u8]) -> Result<usize, Errno> {
         let c = self.ctl();
-        let (start, end) = (
-            c.stage_start.load(Ordering::Relaxed) as usize,
-            c.stage_end.load(Ordering::Relaxed) as usize,
-        );
-        let stage = c.stage.get().cast::<u8>();
+        let start = c.stage_start.load(Ordering::Relaxed) as usize;
+        let end = c.stage_end.load(Ordering::Relaxed) as usize;
+        // Safety: only the reader-lock holder (this thread) touches the staging area.
+        let stage = unsafe { &mut *c.stage.get() };
         if start < end {
             let n = buf.len().min(end - start);
-            // Safety: `start + n <= end <= STAGE`: inside the staging area, which only the
-            // reader-lock holder (this thread) touches; `buf` is ours and does not overlap it.
-            unsafe { std::ptr::copy_nonoverlapping(stage.add(start), buf.as_mut_ptr(), n) };
+            buf[..n].copy_from_slice(&stage[start..start + n]);
             c.stage_start.store((start + n) as u32, Ordering::Relaxed);
             return Ok(n);
         }
         if buf.len() >= STAGE {
             return nix::unistd::read(&self.read, buf);
         }
-        // Safety: reads at most STAGE bytes into the staging area (see above).
-        let n = unsafe { libc::read(self.read.as_raw_fd(), stage.cast(), STAGE) };
-        if n < 0 {
-            return Err(Errno::last());
-        }
-        let n = n as usize;
+        let n = nix::unistd::read(&self.read, stage)?;
         let taken = buf.len().min(n);
-        // Safety: `taken <= n <= STAGE`, inside the staging area; `buf` is ours.
-        unsafe { std::ptr::copy_nonoverlapping(stage, buf.as_mut_ptr(), taken) };
+        buf[..taken].copy_from_slice(&stage[..taken]);
         c.stage_start.store(taken as u32, Ordering::Relaxed);
         c.stage_end.store(n as u32, Ordering::Relaxed);
         Ok(taken)

@@ -1,21 +1,11 @@
-//! The queue's insides: a holder dying mid-frame, a corrupt length, the message id. Threads at
-//! most (forking inside the multi-threaded test runner is unsafe); the public API is tested in
-//! `tests/queue.rs`, and processes through the `joinable-queue` demo.
+//! The queue's insides: a lock holder dying between or inside frames, and `join_timeout` given
+//! up while it sleeps. Threads at most (forking inside the multi-threaded test runner is
+//! unsafe); the rest is tested through the public API in `tests/api/queue.rs`, and processes
+//! through the `joinable-queue` demo.
 use std::time::Instant;
 
 use super::*;
 use crate::shm::Wait;
-
-#[test]
-fn a_corrupt_length_breaks_the_queue_instead_of_allocating() {
-    let q: Queue<String> = Queue::with_max_message(0, 1000).unwrap();
-    // A length of 4 GiB written straight into the pipe, as a corrupt writer would.
-    nix::unistd::write(&q.core.write, &u32::MAX.to_le_bytes()).unwrap();
-    q.core.ctl().puts.fetch_add(1, Ordering::SeqCst);
-    assert!(matches!(q.get_nowait(), Err(QueueError::Broken(_))));
-    // And it stays broken for everyone.
-    assert!(matches!(q.put("x".to_string()), Err(QueueError::Broken(_))));
-}
 
 #[test]
 fn a_reader_that_dies_between_frames_harms_nobody() {
@@ -87,23 +77,4 @@ fn join_timeout_reports_the_unfinished_count_when_it_gives_up_not_when_it_began(
         other => panic!("expected Timeout, got {other:?}"),
     }
     consumer.join().unwrap();
-}
-
-#[test]
-fn a_frame_carries_a_message_id_only_in_a_traced_run() {
-    let q: Queue<String> = Queue::new(0).unwrap();
-    q.put("ab".to_string()).unwrap();
-    // Untraced: the 4-byte length and the JSON `"ab"`, nothing more.
-    assert_eq!(bytes_in_pipe(q.core.read.as_fd()).unwrap(), HEADER + 4);
-    assert_eq!(q.get().unwrap(), "ab");
-    common::report::set_tracing(true);
-    q.put("ab".to_string()).unwrap();
-    common::report::set_tracing(false);
-    let mut frame = [0u8; HEADER + ID + 4];
-    assert_eq!(nix::unistd::read(&q.core.read, &mut frame).unwrap(), frame.len());
-    let header = u32::from_le_bytes(frame[..HEADER].try_into().unwrap());
-    assert_eq!((header & WITH_ID, header & !WITH_ID), (WITH_ID, 4));
-    let id = u64::from_le_bytes(frame[HEADER..HEADER + ID].try_into().unwrap());
-    assert_eq!(id >> 32, u64::from(std::process::id()), "the id names this process");
-    assert_eq!(&frame[HEADER + ID..], b"\"ab\"");
 }

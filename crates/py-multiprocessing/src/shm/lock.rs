@@ -1,46 +1,17 @@
 //! lock — what waits in a shared block: [`RobustMutex`], a lock whose holder's death is told
 //! to the next holder, and [`futex_wait`] / [`futex_wake`], a sleep on a 32-bit word until
-//! another process changes it. Both take a [`Wait`]: for ever, until a moment, or not at all.
+//! another process changes it. Both take a [`Wait`] (`py-threading`'s): for ever, until a
+//! moment, or not at all.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::AtomicU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::sys::time::TimeSpec;
+pub use py_threading::Wait;
 
 use super::ShmError;
-
-/// Whether a wait may last for ever, until a moment, or not at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    Forever,
-    Until(Instant),
-    Now,
-}
-
-impl Wait {
-    /// Until `timeout` from now (for ever if that moment cannot be represented).
-    pub fn from_timeout(timeout: Duration) -> Wait {
-        match Instant::now().checked_add(timeout) {
-            Some(deadline) => Wait::Until(deadline),
-            None => Wait::Forever,
-        }
-    }
-
-    /// Time left: `None` for ever, `Some(ZERO)` when it has passed.
-    pub fn remaining(self) -> Option<Duration> {
-        match self {
-            Wait::Forever => None,
-            Wait::Until(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
-            Wait::Now => Some(Duration::ZERO),
-        }
-    }
-
-    /// True once the wait has run out (at once for [`Wait::Now`]).
-    pub fn expired(self) -> bool {
-        self.remaining() == Some(Duration::ZERO)
-    }
-}
 
 /// Whether a lock was taken cleanly or from a holder that died holding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +22,7 @@ pub enum Taken {
     OwnerDied,
 }
 
-/// A robust, process-shared mutex, to live in a [`SharedBlock`] (zeroed, then [`init`]).
+/// A robust, process-shared mutex, to live in a [`super::SharedBlock`] (zeroed, then [`init`]).
 ///
 /// [`init`]: RobustMutex::init
 #[repr(transparent)]
@@ -85,7 +56,7 @@ impl RobustMutex {
     /// Initialises the mutex as process-shared and robust.
     ///
     /// # Safety
-    /// No thread or process may use the mutex yet (call it from [`SharedBlock::create`]'s
+    /// No thread or process may use the mutex yet (call it from [`super::SharedBlock::create`]'s
     /// `init`, before the block is shared).
     pub unsafe fn init(&self) -> Result<(), ShmError> {
         // Safety: the attribute object lives on our stack, initialised before use and destroyed
@@ -141,41 +112,30 @@ impl RobustMutex {
                 unsafe { libc::pthread_mutex_timedlock(mutex, &abs) }
             }
         };
-        let guard = RobustGuard { mutex: self };
-        match rc {
-            0 => Ok(Some((Taken::Clean, guard))),
+        let taken = match rc {
+            0 => Taken::Clean,
             libc::EOWNERDEAD => {
                 // The holder died holding it: we own it now; mark it usable again. The caller
                 // decides from what it recorded whether the guarded state is whole.
                 // Safety: this thread owns the mutex after EOWNERDEAD.
-                unsafe {
-                    libc::pthread_mutex_consistent(mutex);
-                }
-                Ok(Some((Taken::OwnerDied, guard)))
+                unsafe { libc::pthread_mutex_consistent(mutex) };
+                Taken::OwnerDied
             }
-            libc::EBUSY | libc::ETIMEDOUT => {
-                std::mem::forget(guard);
-                Ok(None)
-            }
-            e => {
-                std::mem::forget(guard);
-                Err(ShmError::new("pthread_mutex_lock", Errno::from_raw(e)))
-            }
-        }
+            libc::EBUSY | libc::ETIMEDOUT => return Ok(None),
+            e => return Err(ShmError::new("pthread_mutex_lock", Errno::from_raw(e))),
+        };
+        Ok(Some((taken, RobustGuard { mutex: self })))
     }
 }
 
 /// Sleeps while `word` holds `expected`, up to `timeout`; returns early on a wake-up, a change
 /// of value, or a signal (callers loop and check again).
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: libc::c_long::from(t.subsec_nanos()),
-    });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts = timeout.map(TimeSpec::from);
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t.as_ref() as *const libc::timespec);
     // Safety: FUTEX_WAIT reads the aligned u32 at `word` (alive for the call) and the optional
-    // timespec on our stack. Not FUTEX_PRIVATE: the word may be shared with other processes
-    // through a MAP_SHARED mapping, which the kernel keys by file and offset.
+    // timespec on our stack. Not FUTEX_PRIVATE: the kernel keys a word in a MAP_SHARED mapping
+    // by file and offset, so processes that mapped it at different addresses still meet.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr);
     }

@@ -16,7 +16,6 @@ use crate::shm::{Shareable, SharedBlock, Wait, futex_wait, futex_wake, random_id
 
 const EVENT_MAGIC: u64 = u64::from_be_bytes(*b"CDevent\x01");
 
-/// The event's shared block.
 #[repr(C)]
 struct EventBlock {
     magic: u64,
@@ -28,15 +27,14 @@ struct EventBlock {
 // Safety: as for SemaphoreBlock: zeroed is valid, and the flag is an atomic.
 unsafe impl Shareable for EventBlock {}
 
-/// An event shared by processes: a flag in shared memory, waited on with a futex. Clones are
-/// handles on the same event.
+/// An event shared by processes. Clones are handles on the same event.
 #[derive(Debug, Clone)]
 pub struct ProcessEvent {
     block: Arc<SharedBlock<EventBlock>>,
 }
 
 impl ProcessEvent {
-    /// An event whose flag is down, in a new shared block.
+    /// An event whose flag is down.
     pub fn new() -> Result<ProcessEvent, SyncError> {
         let id = random_id();
         let block = SharedBlock::<EventBlock>::create(c"concurrency-event", |b| {
@@ -54,7 +52,6 @@ impl ProcessEvent {
         &self.block.get().flag
     }
 
-    /// `is_set()`.
     pub fn is_set(&self) -> bool {
         self.flag().load(Ordering::SeqCst) == 1
     }
@@ -65,7 +62,6 @@ impl ProcessEvent {
         futex_wake(self.flag(), i32::MAX);
     }
 
-    /// `clear()`: lowers the flag.
     pub fn clear(&self) {
         self.flag().store(0, Ordering::SeqCst);
     }

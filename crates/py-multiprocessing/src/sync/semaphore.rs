@@ -1,30 +1,25 @@
 //! semaphore — [`ProcessSemaphore`], Python's `multiprocessing.Semaphore`: one robust mutex
 //! per place.
 //!
-//! A `ProcessSemaphore` of `n` places is a [`SharedBlock`] holding `n` *places*, each a robust,
+//! A semaphore of `n` places is a [`SharedBlock`] holding `n` places, each a robust,
 //! process-shared mutex and the pid of its holder. `acquire` takes the first free place
 //! (`pthread_mutex_trylock` on each, no system call), and sleeps on a futex, the block's
 //! *generation* counter, while every place is taken; giving a place back unlocks it and, when
-//! someone sleeps, bumps the generation and wakes one sleeper (with nobody asleep, a pair of
-//! `acquire` and release is a few atomic operations and no system call).
+//! someone sleeps, bumps the generation and wakes one sleeper.
 //!
-//! Why a mutex per place rather than one counter: the kernel keeps, for every thread, the list
-//! of robust mutexes it holds, and releases them when the thread dies, however it dies (even by
-//! SIGKILL). The next process to lock such a place gets `EOWNERDEAD`: the place comes back, and
-//! that process is *told* ([`Place::recovered_from`] names the dead holder's pid). A sleeper
-//! learns of such a death within [`DEATH_CHECK`]: the kernel wakes no one on our generation
-//! counter for a dead holder, so every sleep is cut into slices of that length, and each slice
-//! ends with another look at the places.
-//!
-//! A POSIX named semaphore (`sem_open`, what CPython's `multiprocessing.Semaphore` is) is a bare
-//! counter in `/dev/shm/sem.NAME`: it does not know who took a place, so a holder killed inside
-//! takes its place with it, for good: the counter stays one low and, with every place lost, every
-//! later `acquire` sleeps for ever.
+//! Why a mutex per place rather than one counter: the kernel releases the robust mutexes a
+//! thread holds when it dies, however it dies (even by SIGKILL), and the next process to lock
+//! one is *told* (`EOWNERDEAD`; [`Place::recovered_from`] names the dead holder). A bare
+//! counter, as CPython's `sem_open` semaphore in `/dev/shm/sem.NAME`, does not know who took a
+//! place: a holder killed inside takes its place with it for good, and with every place lost,
+//! every later `acquire` sleeps for ever. The kernel wakes no one on our generation counter for
+//! a dead holder, so every sleep is cut into slices of [`DEATH_CHECK`], each ending with another
+//! look at the places.
 //!
 //! The price of knowing the holder: a place is given back by the thread that took it, by
-//! dropping its [`Place`] (a guard, neither `Send` nor clonable). So a process semaphore cannot
-//! be released by someone else, nor once too often: it is bounded by construction, like
-//! `BoundedSemaphore`, and it has at most [`MAX_PLACES`] places.
+//! dropping its [`Place`] (a guard, neither `Send` nor clonable). So it cannot be released by
+//! someone else, nor once too often (bounded by construction, like `BoundedSemaphore`), and it
+//! has at most [`MAX_PLACES`] places.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -37,15 +32,12 @@ use crate::shm::{
     random_id,
 };
 
-/// The most places a [`ProcessSemaphore`] may have.
 pub const MAX_PLACES: usize = 64;
-/// The longest a sleeper in `acquire` goes without looking at the places again: the longest a
-/// dead holder's place may stay unnoticed while processes sleep for it.
+/// The longest a dead holder's place may stay unnoticed while processes sleep in `acquire`.
 pub const DEATH_CHECK: Duration = Duration::from_millis(20);
 
 const SEMAPHORE_MAGIC: u64 = u64::from_be_bytes(*b"CDsem\0\0\x01");
 
-/// One place of a semaphore.
 #[repr(C)]
 struct PlaceSlot {
     lock: RobustMutex,
@@ -56,10 +48,8 @@ struct PlaceSlot {
     dead_holder: AtomicU32,
 }
 
-/// The semaphore's shared block.
 #[repr(C)]
 struct SemaphoreBlock {
-    /// Written once by the creator before the block is shared, read-only after.
     magic: u64,
     id: u64,
     places: u32,
@@ -78,8 +68,8 @@ struct SemaphoreBlock {
 // under the robust mutexes, and magic/id/places are never written again.
 unsafe impl Shareable for SemaphoreBlock {}
 
-/// A counting semaphore shared by processes, whose places come back when their holder dies:
-/// see the module documentation. Clones are handles on the same semaphore.
+/// A counting semaphore shared by processes, whose places come back when their holder dies.
+/// Clones are handles on the same semaphore.
 #[derive(Debug, Clone)]
 pub struct ProcessSemaphore {
     block: Arc<SharedBlock<SemaphoreBlock>>,
@@ -150,7 +140,6 @@ impl ProcessSemaphore {
         Ok(ProcessSemaphore { block: Arc::new(block) })
     }
 
-    /// How many places it has.
     pub fn places(&self) -> usize {
         self.block.get().places as usize
     }
@@ -183,29 +172,24 @@ impl ProcessSemaphore {
         if let Some(place) = self.take_free_place()? {
             return Ok(Some(place));
         }
-        if wait.expired() {
-            return Ok(None);
-        }
         let b = self.block.get();
-        loop {
+        while !wait.expired() {
             // Counted as a sleeper *before* the last look at the places: a holder that gives
             // its place back after that look sees the count and bumps the generation, which
             // this futex wait then finds changed (it returns at once) or is woken from.
             let generation = b.generation.load(Ordering::SeqCst);
             b.sleepers.fetch_add(1, Ordering::SeqCst);
             let place = self.take_free_place();
+            if matches!(place, Ok(None)) && !wait.expired() {
+                let slice = wait.remaining().map_or(DEATH_CHECK, |left| left.min(DEATH_CHECK));
+                futex_wait(&b.generation, generation, Some(slice));
+            }
+            b.sleepers.fetch_sub(1, Ordering::SeqCst);
             if !matches!(place, Ok(None)) {
-                b.sleepers.fetch_sub(1, Ordering::SeqCst);
                 return place;
             }
-            if wait.expired() {
-                b.sleepers.fetch_sub(1, Ordering::SeqCst);
-                return Ok(None);
-            }
-            let slice = wait.remaining().map_or(DEATH_CHECK, |left| left.min(DEATH_CHECK));
-            futex_wait(&b.generation, generation, Some(slice));
-            b.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
+        Ok(None)
     }
 
     /// Tries every place once, without waiting. (Inlined: a `Place` returned through memory
@@ -219,22 +203,19 @@ impl ProcessSemaphore {
                 Taken::OwnerDied => {
                     self.block.get().recovered.fetch_add(1, Ordering::SeqCst);
                     slot.dead_holder.store(0, Ordering::SeqCst);
-                    // 0: it died after clearing its pid, on its way out of the place.
-                    Some(slot.holder.load(Ordering::SeqCst) as i32).filter(|&pid| pid != 0)
+                    // 0 if it died after clearing its pid, on its way out of the place.
+                    slot.holder.load(Ordering::SeqCst)
                 }
                 // Rarely set: read it before paying for a swap.
-                Taken::Clean if slot.dead_holder.load(Ordering::Relaxed) == 0 => None,
-                Taken::Clean => match slot.dead_holder.swap(0, Ordering::SeqCst) {
-                    0 => None,
-                    pid => Some(pid as i32),
-                },
+                Taken::Clean if slot.dead_holder.load(Ordering::Relaxed) == 0 => 0,
+                Taken::Clean => slot.dead_holder.swap(0, Ordering::SeqCst),
             };
             slot.holder.store(me, Ordering::Relaxed);
             return Ok(Some(Place {
                 semaphore: self,
                 index,
                 guard: Some(guard),
-                recovered_from: recovered_from.map_or(0, |pid| pid as usize),
+                recovered_from: recovered_from as usize,
                 _not_send: PhantomData,
             }));
         }
@@ -262,21 +243,16 @@ impl ProcessSemaphore {
     pub fn value(&self) -> Result<usize, SyncError> {
         let mut free = 0;
         for slot in self.slots() {
-            match slot.lock.lock(Wait::Now)? {
-                None => {}
-                Some((taken, guard)) => {
-                    if taken == Taken::OwnerDied {
-                        self.block.get().recovered.fetch_add(1, Ordering::SeqCst);
-                        slot.dead_holder
-                            .store(slot.holder.load(Ordering::SeqCst), Ordering::SeqCst);
-                    }
-                    slot.holder.store(0, Ordering::SeqCst);
-                    drop(guard);
-                    // Someone may have found the place taken by this look and gone to sleep.
-                    self.wake_one();
-                    free += 1;
-                }
+            let Some((taken, guard)) = slot.lock.lock(Wait::Now)? else { continue };
+            if taken == Taken::OwnerDied {
+                self.block.get().recovered.fetch_add(1, Ordering::SeqCst);
+                slot.dead_holder.store(slot.holder.load(Ordering::SeqCst), Ordering::SeqCst);
             }
+            slot.holder.store(0, Ordering::SeqCst);
+            drop(guard);
+            // Someone may have found the place taken by this look and gone to sleep.
+            self.wake_one();
+            free += 1;
         }
         Ok(free)
     }

@@ -2,6 +2,7 @@
 //! (forking inside the multi-threaded test runner is unsafe: the `joinable-queue` demo tests
 //! processes).
 #![cfg(target_os = "linux")]
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use py_multiprocessing::queue::{JoinableQueue, PIPE_CAPACITY, Queue, QueueDescriptor, QueueError};
@@ -222,4 +223,37 @@ fn a_descriptor_names_its_queue_and_is_adopted_once() {
     assert!(err.contains("pass_fds"), "{err}");
     let json = serde_json::to_value(&q).unwrap();
     assert_eq!(json["read_fd"], d.read_fd);
+}
+
+#[test]
+fn a_corrupt_length_breaks_the_queue_instead_of_allocating() {
+    let q: Queue<String> = Queue::with_max_message(0, 1000).unwrap();
+    // A length of 4 GiB written straight into the pipe, as a corrupt writer would.
+    // Safety: the queue's write end stays open while `q` lives, longer than the call.
+    let write_end = unsafe { BorrowedFd::borrow_raw(q.descriptor().write_fd) };
+    nix::unistd::write(write_end, &u32::MAX.to_le_bytes()).unwrap();
+    assert!(matches!(q.get_nowait(), Err(QueueError::Broken(_))));
+    // And it stays broken for everyone.
+    assert!(matches!(q.put("x".to_string()), Err(QueueError::Broken(_))));
+}
+
+#[test]
+fn a_frame_carries_a_message_id_only_in_a_traced_run() {
+    let q: Queue<String> = Queue::new(0).unwrap();
+    // Safety: the queue's read end stays open while `q` lives, longer than the test.
+    let read_end = unsafe { BorrowedFd::borrow_raw(q.descriptor().read_fd) };
+    let mut frame = [0u8; 4 + 8 + 4];
+    q.put("ab".to_string()).unwrap();
+    // Untraced: the 4-byte length and the JSON `"ab"`, nothing more.
+    assert_eq!(nix::unistd::read(read_end, &mut frame).unwrap(), 4 + 4);
+    assert_eq!(frame[..8], [4, 0, 0, 0, b'"', b'a', b'b', b'"']);
+    common::report::set_tracing(true);
+    q.put("ab".to_string()).unwrap();
+    common::report::set_tracing(false);
+    assert_eq!(nix::unistd::read(read_end, &mut frame).unwrap(), frame.len());
+    // The length's top bit says an 8-byte id follows.
+    assert_eq!(u32::from_le_bytes(frame[..4].try_into().unwrap()), 4 | 1 << 31);
+    let id = u64::from_le_bytes(frame[4..12].try_into().unwrap());
+    assert_eq!(id >> 32, u64::from(std::process::id()), "the id names this process");
+    assert_eq!(&frame[12..], b"\"ab\"");
 }

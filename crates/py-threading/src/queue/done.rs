@@ -4,13 +4,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{BaseQueue, Deadline, Order, QueueError};
+use super::{BaseQueue, Order, QueueError};
+use crate::{Wait, lock, sleep};
 
 impl<T, O: Order<T>> BaseQueue<T, O> {
     /// `task_done()`: one task taken with `get` is finished; when none is left unfinished, every
     /// `join` returns. More calls than items put: [`QueueError::TaskDoneTooManyTimes`].
     pub fn task_done(&self) -> Result<(), QueueError> {
-        let mut state = self.lock();
+        let mut state = lock(&self.mutex);
         if state.unfinished_tasks == 0 {
             return Err(QueueError::TaskDoneTooManyTimes);
         }
@@ -23,22 +24,22 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
 
     /// `join()`: blocks until every item put has been marked done with `task_done`.
     pub fn join(&self) {
-        let mut state = self.lock();
-        while state.unfinished_tasks > 0 {
-            state = self.all_tasks_done.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
+        self.join_until(Wait::Forever);
     }
 
     /// `join()` with a limit (Python's `join` has none): `false` if tasks were still unfinished
     /// after `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Deadline::new(true, Some(timeout));
-        let mut state = self.lock();
+        self.join_until(Wait::from_timeout(timeout))
+    }
+
+    fn join_until(&self, wait: Wait) -> bool {
+        let mut state = lock(&self.mutex);
         while state.unfinished_tasks > 0 {
-            let (back, waited) = Self::wait(&self.all_tasks_done, state, deadline);
+            let (back, slept) = sleep(&self.all_tasks_done, state, wait);
             state = back;
-            if !waited {
-                return state.unfinished_tasks == 0;
+            if !slept {
+                return false;
             }
         }
         true
@@ -49,7 +50,7 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
     /// left are dropped at once and each counts as done (3.14), so `join` returns as soon as
     /// the tasks already taken are done. Returns how many items were dropped.
     pub fn shutdown(&self, immediate: bool) -> usize {
-        let mut state = self.lock();
+        let mut state = lock(&self.mutex);
         state.is_shutdown = true;
         let mut dropped = 0;
         if immediate {

@@ -1,6 +1,6 @@
 //! Which item leaves first: the one thing `Queue`, `LifoQueue` and `PriorityQueue` do
-//! differently, as CPython's subclasses override only `_put`, `_get` and `_qsize`. The
-//! containers are CPython's too: a deque, a list used as a stack, and a binary heap (`heapq`).
+//! differently (CPython's subclasses override only `_put`, `_get` and `_qsize`), in CPython's
+//! containers: a deque, a list used as a stack, and a binary heap (`heapq`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

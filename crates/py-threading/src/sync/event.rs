@@ -1,11 +1,9 @@
-//! [`Event`]: a flag that threads wait for (事件). `set` raises it and wakes every waiter, `clear`
-//! lowers it, `wait` sleeps until it is raised, `wait_timeout` returns the flag at the end:
-//! `false` when the time ran out first.
+//! [`Event`]: a flag that threads wait for (事件), a `Mutex<bool>` and a `Condvar`.
 
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use super::lock;
+use crate::lock;
 
 /// Python's `threading.Event()`: a flag, initially false, that threads wait for.
 #[derive(Debug, Default)]
@@ -20,7 +18,6 @@ impl Event {
         Event::default()
     }
 
-    /// `is_set()`: the flag now.
     pub fn is_set(&self) -> bool {
         *lock(&self.flag)
     }
@@ -32,7 +29,6 @@ impl Event {
         self.cond.notify_all();
     }
 
-    /// `clear()`: lowers the flag; later `wait`s sleep again.
     pub fn clear(&self) {
         *lock(&self.flag) = false;
     }

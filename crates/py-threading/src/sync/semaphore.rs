@@ -4,8 +4,7 @@
 //! (`Semaphore(3)` becomes a semaphore of 4).
 //!
 //! [`BoundedSemaphore`]: the same, except that a release that would raise the counter above its
-//! initial value is refused with [`ReleasedTooManyTimes`] (Python's `ValueError: Semaphore
-//! released too many times`), and the counter is left as it was.
+//! initial value is refused with [`ReleasedTooManyTimes`], and the counter is left as it was.
 //!
 //! CPython's code, which this follows line by line (Lib/threading.py, 3.11):
 //!
@@ -16,15 +15,12 @@
 //!       ... self._cond.wait(timeout)         for i in range(n): self._cond.notify()
 //!     self._value -= 1
 //! ```
-//!
-//! CPython's `Condition.notify` wakes only threads in its list of waiters, so a release with
-//! nobody waiting costs nothing; here the mutex guards the count of waiters, and of wake-ups
-//! already on their way, for the same reason.
 
+use std::ops::Deref;
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::lock;
+use crate::{Wait, lock, sleep};
 
 /// `BoundedSemaphore.release()` called once too often: Python's `ValueError`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -39,12 +35,13 @@ pub struct ReleasedTooManyTimes {
 struct State {
     /// Free places.
     value: usize,
-    /// Threads inside `acquire`'s wait loop.
+    /// Threads inside `acquire`.
     waiters: usize,
     /// Wake-ups sent and not yet taken by a waiter: a release wakes only waiters that nobody
-    /// is waking already. (std's `Condvar::notify_one` is a `futex` system call even when no
-    /// thread waits, and a thread that gives a place back and takes it again at once would
-    /// otherwise make one for every pair while a woken waiter is still on its way.)
+    /// is waking already. CPython's `Condition.notify` returns at once when nobody waits; std's
+    /// `Condvar::notify_one` is a `futex` system call all the same, and a thread that gives a
+    /// place back and takes it again at once would make one for every pair while a woken
+    /// waiter is still on its way.
     signalled: usize,
 }
 
@@ -64,17 +61,17 @@ impl Semaphore {
     /// `acquire()`: takes a place, sleeping as long as there is none. Always `true`, as in
     /// Python.
     pub fn acquire(&self) -> bool {
-        self.take(None)
+        self.take(Wait::Forever)
     }
 
     /// `acquire(timeout=t)`: `false` only after `t` has really passed with no place free.
     pub fn acquire_timeout(&self, timeout: Duration) -> bool {
-        self.take(Some(timeout))
+        self.take(Wait::from_timeout(timeout))
     }
 
     /// `acquire(blocking=False)`: takes a place only if one is free now.
     pub fn try_acquire(&self) -> bool {
-        self.take(Some(Duration::ZERO))
+        self.take(Wait::Now)
     }
 
     /// `release()`: gives a place back, whoever calls it, and wakes one sleeper. Never refused:
@@ -88,35 +85,21 @@ impl Semaphore {
         lock(&self.state).value
     }
 
-    /// Takes one place, waiting up to `timeout` (`None`: for ever). `false`: the time ran out.
-    fn take(&self, timeout: Option<Duration>) -> bool {
+    fn take(&self, wait: Wait) -> bool {
         let mut s = lock(&self.state);
-        if s.value > 0 {
-            s.value -= 1;
-            return true;
-        }
-        if timeout == Some(Duration::ZERO) {
-            return false;
-        }
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         s.waiters += 1;
         let got = loop {
-            s = match deadline {
-                None => self.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    self.cond.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0
-                }
-            };
-            // Whatever woke us (a release, a timeout, nothing at all), we look again.
-            s.signalled = s.signalled.saturating_sub(1);
             if s.value > 0 {
                 s.value -= 1;
                 break true;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            let (back, slept) = sleep(&self.cond, s, wait);
+            s = back;
+            if !slept {
                 break false;
             }
+            // Whatever woke us (a release, a timeout, nothing at all), we look again.
+            s.signalled = s.signalled.saturating_sub(1);
         };
         s.waiters -= 1;
         s.signalled = s.signalled.min(s.waiters);
@@ -145,8 +128,8 @@ impl Semaphore {
     }
 }
 
-/// Python's `threading.BoundedSemaphore(value)`: a [`Semaphore`] whose counter may never
-/// exceed its initial value; a release that would is an error.
+/// Python's `threading.BoundedSemaphore(value)`: a [`Semaphore`] (it derefs to one, as the
+/// Python class derives from it) whose counter may never exceed its initial value.
 #[derive(Debug)]
 pub struct BoundedSemaphore {
     semaphore: Semaphore,
@@ -159,24 +142,16 @@ impl BoundedSemaphore {
         BoundedSemaphore { semaphore: Semaphore::new(value), initial: value }
     }
 
-    /// `acquire()`: as [`Semaphore::acquire`].
-    pub fn acquire(&self) -> bool {
-        self.semaphore.acquire()
-    }
-
-    /// `acquire(blocking=False)`: as [`Semaphore::try_acquire`].
-    pub fn try_acquire(&self) -> bool {
-        self.semaphore.try_acquire()
-    }
-
     /// `release()`: gives a place back; refused, leaving the counter as it was, if every place
     /// is already free (Python's `ValueError: Semaphore released too many times`).
     pub fn release(&self) -> Result<(), ReleasedTooManyTimes> {
         self.semaphore.give(Some(self.initial))
     }
+}
 
-    /// The free places now: a snapshot.
-    pub fn value(&self) -> usize {
-        self.semaphore.value()
+impl Deref for BoundedSemaphore {
+    type Target = Semaphore;
+    fn deref(&self) -> &Semaphore {
+        &self.semaphore
     }
 }
