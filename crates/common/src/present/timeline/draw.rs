@@ -304,21 +304,3 @@ pub fn show(title: &str, records: &[Record], style: &Style) {
     );
     report::plain(body.trim_end());
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_scale_is_a_round_step_that_fits_the_width() {
-        let s = Scale::fit(0, 5000, 60);
-        assert_eq!((s.ms_per_col, s.origin_ms), (100, 0));
-        assert!(s.columns <= 60);
-        let s = Scale::fit(1234, 1300, 60);
-        assert_eq!((s.ms_per_col, s.origin_ms), (2, 1234));
-        assert_eq!(s.col(1300), 33);
-        assert!(s.is_tick(3) && !s.is_tick(0), "ticks fall on round times: 1240 ms");
-        assert_eq!(s.label(3), "1.24s");
-        assert_eq!(Scale::fit(5, 5, 60).columns, 1);
-    }
-}
