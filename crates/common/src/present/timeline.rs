@@ -40,7 +40,7 @@
 //!                        0.0s      0.1s      0.2s      0.3s      0.4s      0.5s
 //! ```
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -52,6 +52,7 @@ pub use draw::{DEFAULT_WIDTH, Lane, Style, draw, lanes, show};
 /// The nameless temporary file the timeline records to (also the tour's answers file).
 #[cfg(unix)]
 pub use imp::nameless_file;
+pub(crate) use imp::read_from;
 
 /// One recorded event: the JSON line [`report::event`] writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,14 +132,16 @@ impl Recording {
     /// What has been recorded so far, in the order it was written (phase marks, which only the
     /// trace draws, left out).
     pub fn records(&self) -> Result<Vec<Record>> {
-        let mut records = parse(&imp::read_all(&self.file, self.from)?);
+        let mut records = self.all_records()?;
         records.retain(|r| r.event != crate::trace::PHASE_EVENT);
         Ok(records)
     }
 
     /// Every record, phase marks included (for the trace).
     pub(crate) fn all_records(&self) -> Result<Vec<Record>> {
-        Ok(parse(&imp::read_all(&self.file, self.from)?))
+        let mut bytes = Vec::new();
+        read_from(&self.file, self.from, &mut bytes).context("reading the timeline file")?;
+        Ok(parse(&String::from_utf8_lossy(&bytes)))
     }
 
     /// Stops recording and returns every record, in the order it was written. Children still
@@ -237,20 +240,19 @@ mod imp {
         Ok(None)
     }
 
-    /// The file from offset `from`; `read_at` leaves the shared file offset alone.
-    pub fn read_all(file: &File, from: u64) -> Result<String> {
-        let mut bytes = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
+    /// Appends to `buf` the file's bytes from `offset` on; `pread` leaves the file offset, which
+    /// the processes that inherited the file share, alone.
+    pub fn read_from(file: &File, mut offset: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut chunk = [0u8; 4096];
         loop {
-            let n = file
-                .read_at(&mut buf, from + bytes.len() as u64)
-                .context("reading the timeline file")?;
-            if n == 0 {
-                break;
+            match file.read_at(&mut chunk, offset)? {
+                0 => return Ok(()),
+                n => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    offset += n as u64;
+                }
             }
-            bytes.extend_from_slice(&buf[..n]);
         }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
@@ -266,7 +268,7 @@ mod imp {
     pub fn open_anonymous() -> Result<File> {
         bail!("recording a timeline needs a Unix system (fork and inherited file descriptors)")
     }
-    pub fn read_all(_file: &File, _from: u64) -> Result<String> {
-        Ok(String::new())
+    pub fn read_from(_: &File, _: u64, _: &mut Vec<u8>) -> std::io::Result<()> {
+        Ok(())
     }
 }
