@@ -227,9 +227,7 @@ pub fn render(model: &Model) -> String {
                 let _ = writeln!(
                     out,
                     r#"<path class="state" data-state="{}" d="{d}" fill="{}"><title>{}</title></path>"#,
-                    state.name(),
-                    state.colour(),
-                    state.meaning()
+                    state.name, state.colour, state.meaning
                 );
             }
         }
@@ -415,7 +413,7 @@ pub fn render(model: &Model) -> String {
     // The legend: four items a row.
     let mut items: Vec<(String, String)> = Vec::new();
     for s in &states_used {
-        items.push((s.name().to_string(), format!(r##"<rect x="0" y="-9" width="14" height="10" fill="{}" stroke="#999" stroke-width="0.5"/><text x="19" y="0">{}</text>"##, s.colour(), esc(s.meaning()))));
+        items.push((s.name.to_string(), format!(r##"<rect x="0" y="-9" width="14" height="10" fill="{}" stroke="#999" stroke-width="0.5"/><text x="19" y="0">{}</text>"##, s.colour, esc(s.meaning))));
     }
     for name in &span_names {
         items.push((name.to_string(), format!(r#"<rect x="0" y="-7" width="14" height="4" fill="{}"/><text x="19" y="0">{}</text>"#, span_colour(name), esc(name))));

@@ -282,7 +282,7 @@ mod trace {
         ];
         let model = Model::build(&[], &samples, 2000);
         let states: Vec<(&str, u64, u64)> =
-            model.states.iter().map(|s| (s.state.name(), s.start_us, s.end_us)).collect();
+            model.states.iter().map(|s| (s.state.name, s.start_us, s.end_us)).collect();
         assert_eq!(
             states,
             [("running", 0, 4000), ("ready", 4000, 6000), ("S", 6000, 8000), ("Z", 8000, 8001)]
