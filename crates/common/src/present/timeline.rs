@@ -40,6 +40,9 @@
 //!                        0.0s      0.1s      0.2s      0.3s      0.4s      0.5s
 //! ```
 
+use std::fs::File;
+use std::sync::OnceLock;
+
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -90,6 +93,9 @@ pub fn parse(text: &str) -> Vec<Record> {
     text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
 }
 
+/// The run's own recording under `--trace`: its descriptor, and a second handle on its file.
+static RUN: OnceLock<(i32, File)> = OnceLock::new();
+
 /// A recording in progress: while it lives, every event of this process and of every child
 /// started meanwhile is appended to its file. [`Recording::finish`] stops it and returns what
 /// was recorded; dropping it stops it too. One recording at a time.
@@ -99,7 +105,7 @@ pub fn parse(text: &str) -> Vec<Record> {
 /// started, and leaves the run's recording on when it finishes.
 #[derive(Debug)]
 pub struct Recording {
-    file: std::fs::File,
+    pub(crate) file: File,
     /// Where this recording's records begin in the file.
     from: u64,
     /// True when the file is the run's trace recording, which this one only reads.
@@ -110,7 +116,9 @@ impl Recording {
     /// Creates the nameless recording file and starts recording to it.
     pub fn start() -> Result<Recording> {
         if let Some(fd) = report::recording_fd() {
-            if let Some(file) = crate::trace::shared_recording(fd) {
+            if let Some((_, file)) = RUN.get().filter(|(run_fd, _)| *run_fd == fd)
+                && let Ok(file) = file.try_clone()
+            {
                 let from = file.metadata().map(|m| m.len()).unwrap_or(0);
                 return Ok(Recording { file, from, shared: true });
             }
@@ -123,10 +131,11 @@ impl Recording {
 
     /// A new recording file for the whole run (`--trace`), which [`Recording::start`] then
     /// shares rather than refuses.
-    pub(crate) fn start_run() -> Result<(Recording, i32)> {
+    pub(crate) fn start_run() -> Result<Recording> {
         let recording = Recording::start()?;
-        let fd = imp::raw_fd(&recording.file);
-        Ok((recording, fd))
+        let file = recording.file.try_clone().context("duplicating the run's recording")?;
+        let _ = RUN.set((imp::raw_fd(&recording.file), file));
+        Ok(recording)
     }
 
     /// What has been recorded so far, in the order it was written (phase marks, which only the
@@ -167,12 +176,12 @@ impl Drop for Recording {
 
 #[cfg(unix)]
 mod imp {
-    use std::fs::{File, OpenOptions};
+    use std::fs::File;
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
 
     use anyhow::{Context, Result};
-    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 
     pub fn raw_fd(file: &File) -> i32 {
         file.as_raw_fd()
@@ -181,7 +190,7 @@ mod imp {
     /// A temporary file with no name, open for reading and appending, that children inherit
     /// across `fork` and `exec`.
     pub fn open_anonymous() -> Result<File> {
-        let file = nameless_file("concurrency-demos-timeline")?;
+        let file = nameless_file()?;
         // Rust opens every file close-on-exec; a spawned child must keep this one across exec.
         fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()))
             .context("fcntl(F_SETFD) on the timeline file")?;
@@ -190,54 +199,12 @@ mod imp {
 
     /// A file with no name in the temporary folder, open for reading and appending, that
     /// nothing else can open and that nothing leaves behind, even at Ctrl-C: `O_TMPFILE`, or
-    /// where the file system has none, `<prefix>-<pid>-<ns>` removed at once (the open
-    /// descriptor keeps the file alive until the last process holding it closes it).
-    pub fn nameless_file(prefix: &str) -> Result<File> {
-        let dir = std::env::temp_dir();
-        if let Some(file) = open_tmpfile(&dir)? {
-            return Ok(file);
-        }
-        let path =
-            dir.join(format!("{prefix}-{}-{}", std::process::id(), crate::report::monotonic_ns()));
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    /// where the file system has none, a file removed as soon as it is created (the open
+    /// descriptor keeps it alive until the last process holding it closes it).
+    pub fn nameless_file() -> Result<File> {
+        let file = tempfile::tempfile().context("creating a nameless file")?;
+        fcntl(&file, FcntlArg::F_SETFL(OFlag::O_APPEND)).context("fcntl(F_SETFL, O_APPEND)")?;
         Ok(file)
-    }
-
-    #[cfg(target_os = "linux")]
-    fn open_tmpfile(dir: &std::path::Path) -> Result<Option<File>> {
-        match OpenOptions::new()
-            .read(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
-            .open(dir)
-        {
-            Ok(file) => Ok(Some(file)),
-            // The file system (or an old kernel) does not support O_TMPFILE.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT)
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => {
-                Err(e).with_context(|| format!("creating a nameless file in {}", dir.display()))
-            }
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn open_tmpfile(_dir: &std::path::Path) -> Result<Option<File>> {
-        Ok(None)
     }
 
     /// Appends to `buf` the file's bytes from `offset` on; `pread` leaves the file offset, which

@@ -1,21 +1,18 @@
 //! trace — every run as a picture: `--trace FILE` (Chrome's Trace Event JSON, which Perfetto's
-//! UI and `chrome://tracing` open as it is) and `--svg FILE` (one self-contained picture).
+//! UI and `chrome://tracing` open as it is) and `--svg FILE` ([`crate::svg`], one picture).
 //!
 //! Both are drawn from two sources and nothing else, so nothing is drawn that the run did not
-//! do:
-//! - the **events** the demo's processes emitted (the same lines `--json` prints), recorded to
-//!   one shared file by every process of the run ([`crate::timeline`]'s recording, started
-//!   before anything else), plus the phase marks of [`crate::phase`] (a span such as
-//!   `critical section`), which go to that file only and never to the demo's output;
-//! - the **kernel's view**, sampled from `/proc` by [`crate::sampler`] every
-//!   [`sampler::DEFAULT_INTERVAL`]: each thread's state letter and its time running and ready.
+//! do: the **events** every process of the run emitted (the lines `--json` prints, recorded to
+//! one shared file by [`crate::timeline`]'s recording, started before anything else), with the
+//! phase marks of [`crate::phase`] (a span such as `critical section`, recorded but never
+//! printed); and the **kernel's view**, each thread's state sampled from `/proc` by
+//! [`crate::sampler`].
 //!
 //! What the trace holds ([`Model`] is the common ground of both outputs):
 //! - a track per process and per thread, named as `ps` names them (`comm`), and beside each
-//!   thread a second track, `<name> (kernel)`, with its sampled states as slices: `running`,
-//!   `ready` (runnable, waiting for a CPU: `R` with its wait time growing), `S`, `D`, `T`, `Z`,
-//!   each with its colour. They are a separate track because the kernel's slices and the
-//!   demo's spans cross each other and Trace Event slices on one track must nest;
+//!   thread a second track, `<name> (kernel)`, with its sampled states as slices ([`KernelState`]).
+//!   They are a separate track because the kernel's slices and the demo's spans cross each other
+//!   and Trace Event slices on one track must nest;
 //! - the demo's phases as `B`/`E` slices on the thread's track;
 //! - every event as an instant (`i`), the lifecycle ones (fork, exec, exit, kill, reap,
 //!   signals) in the category `lifecycle`;
@@ -34,13 +31,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::phase::Mark;
-use crate::sampler::{self, Sample, Sampler};
+use crate::sampler::{DEFAULT_INTERVAL, Sample, Sampler};
 use crate::timeline::{Record, Recording};
 use crate::{demo, report};
 
@@ -50,9 +46,6 @@ pub const PHASE_EVENT: &str = "phase";
 /// A thread's kernel track has this added to its tid: above any pid the kernel hands out
 /// (`pid_max` is at most 2^22), so it never meets a real thread's track.
 pub const KERNEL_TRACK_OFFSET: i32 = 1 << 23;
-
-/// The descriptor of the run's recording, in the process that started it (or -1).
-static RUN_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// The run being traced, for the signal watcher's end (see [`finish_on_signal`]).
 static SESSION: Mutex<Option<Session>> = Mutex::new(None);
@@ -65,11 +58,6 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// True when neither picture was asked for.
-    pub fn is_empty(&self) -> bool {
-        self.trace.is_none() && self.svg.is_none()
-    }
-
     /// Checks both paths before anything starts: each must name a file (not a directory) in a
     /// directory this process can create files in. Bad input (exit 2) naming the flag.
     pub fn check(&self) -> Result<()> {
@@ -93,10 +81,7 @@ fn check_output(flag: &str, path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(demo::bad_input(format!("{flag} {shown}: is a directory, not a file")));
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
         return Err(demo::bad_input(format!(
             "{flag} {shown}: the directory {} does not exist",
@@ -106,15 +91,11 @@ fn check_output(flag: &str, path: &Path) -> Result<()> {
     // The file is written as a temporary file beside it, then renamed: that needs the right to
     // create files in the directory, whatever the file's own mode. Try it, and leave nothing.
     let probe = temp_path(path);
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => {
-            Err(demo::bad_input(format!("{flag} {shown}: cannot write in {}: {e}", dir.display())))
-        }
-    }
+    std::fs::File::create_new(&probe).map_err(|e| {
+        demo::bad_input(format!("{flag} {shown}: cannot write in {}: {e}", dir.display()))
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -123,7 +104,7 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Writes `bytes` to `path` whole or not at all: a temporary file beside it, then `rename`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let temp = temp_path(path);
     let result = (|| -> std::io::Result<()> {
@@ -136,25 +117,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&temp);
     }
     result.with_context(|| format!("writing {}", path.display()))
-}
-
-/// In the process that records the whole run: a second handle on the run's recording file,
-/// for a demo's own [`Recording`] to read its part of it.
-pub(crate) fn shared_recording(fd: i32) -> Option<std::fs::File> {
-    #[cfg(unix)]
-    {
-        if fd < 0 || RUN_FD.load(Ordering::Acquire) != fd {
-            return None;
-        }
-        // Safety: the run's recording keeps `fd` open while RUN_FD names it.
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        borrowed.try_clone_to_owned().ok().map(std::fs::File::from)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = fd;
-        None
-    }
 }
 
 /// The phase listener: a mark becomes one recorded line (never printed).
@@ -173,25 +135,22 @@ pub struct Session {
     outputs: Outputs,
     recording: Recording,
     sampler: Sampler,
-    interval_us: u64,
 }
 
 /// Starts tracing the run if `outputs` asks for it. Call once, early: after the signal watcher
 /// (the sampler is a thread) and before the demo starts any child.
 pub fn start(outputs: Outputs) -> Result<()> {
-    if outputs.is_empty() {
+    if outputs.trace.is_none() && outputs.svg.is_none() {
         return Ok(());
     }
-    let (recording, fd) = Recording::start_run()?;
-    RUN_FD.store(fd, Ordering::Release);
+    let recording = Recording::start_run()?;
     report::set_tracing(true);
     crate::phase::install_tracer(on_mark);
-    let interval = sampler::DEFAULT_INTERVAL;
-    let sampler = Sampler::start(std::process::id() as i32, interval)?;
-    if let Some(file) = shared_recording(fd) {
+    let sampler = Sampler::start(std::process::id() as i32, DEFAULT_INTERVAL)?;
+    if let Ok(file) = recording.file.try_clone() {
         sampler.watch_recording(file);
     }
-    let session = Session { outputs, recording, sampler, interval_us: interval.as_micros() as u64 };
+    let session = Session { outputs, recording, sampler };
     *SESSION.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
     Ok(())
 }
@@ -222,7 +181,7 @@ impl Session {
         let samples = self.sampler.stop();
         let records = self.recording.all_records()?;
         report::set_tracing(false);
-        let model = Model::build(&records, &samples, self.interval_us);
+        let model = Model::build(&records, &samples, DEFAULT_INTERVAL.as_micros() as u64);
         if let Some(path) = &self.outputs.trace {
             let mut text = serde_json::to_string(&model.to_trace())?;
             text.push('\n');

@@ -16,8 +16,6 @@ pub struct Track {
     /// The first and last moment anything was seen of it (µs).
     pub first_us: u64,
     pub last_us: u64,
-    /// Whether it printed an event or marked a phase.
-    pub spoke: bool,
 }
 
 impl Track {
@@ -109,7 +107,7 @@ impl GapStats {
 }
 
 /// The lifecycle kind of an event the demos emit, by its name.
-pub fn lifecycle_kind(event: &str) -> Option<&'static str> {
+fn lifecycle_kind(event: &str) -> Option<&'static str> {
     Some(match event {
         "started" | "forked" | "spawned" | "orphan_started" | "parent_started" | "pool_started"
         | "worker_started" | "replaced" => "fork",
@@ -159,7 +157,7 @@ impl Model {
         let gaps = GapStats::of(samples, interval_us);
         let mut model = Model { root, gaps, ..Model::default() };
         let mut tracks: BTreeMap<(i32, i32), Track> = BTreeMap::new();
-        let mut see = |pid: i32, tid: i32, name: &str, t: u64, spoke: bool| {
+        let mut see = |pid: i32, tid: i32, name: &str, t: u64| {
             let track = tracks.entry((pid, tid)).or_insert_with(|| Track {
                 pid,
                 tid,
@@ -167,21 +165,19 @@ impl Model {
                 role: role_of(name),
                 first_us: t,
                 last_us: t,
-                spoke,
             });
             track.first_us = track.first_us.min(t);
             track.last_us = track.last_us.max(t);
-            track.spoke |= spoke;
         };
         for s in samples {
-            see(s.pid, s.tid, &s.comm, s.t_us, false);
+            see(s.pid, s.tid, &s.comm, s.t_us);
         }
         let mut records: Vec<&Record> = records.iter().collect();
         records.sort_by_key(|r| record_time(r));
         for r in &records {
             let tid = r.thread_id();
             let name = if tid == r.pid || r.thread.is_empty() { &r.who } else { &r.thread };
-            see(r.pid, tid, name, record_time(r), true);
+            see(r.pid, tid, name, record_time(r));
         }
         // Names as ps shows them: the sampled comm wins over the demo's own name, and its last
         // value over its first (a new thread is sampled before it names itself).
@@ -218,20 +214,15 @@ impl Model {
         model.flows.extend(handovers(&model.spans, model.flows.len() as u64));
         model.counters = counters_of(&records);
         model.end_us = tracks.values().map(|t| t.last_us).max().unwrap_or(0);
-        model.tracks = tracks.into_values().collect();
-        // Processes in the order they appeared, each followed by its threads.
-        model.tracks.sort_by_key(|t| {
-            let first_of_process = t.first_us;
-            (t.pid != root, first_of_process, t.pid, t.tid != t.pid, t.tid)
-        });
-        let mut order: Vec<i32> = Vec::new();
-        for t in &model.tracks {
-            if !order.contains(&t.pid) {
-                order.push(t.pid);
-            }
+        // Processes in the order they appeared (the root first), each followed by its threads.
+        let mut first_of_process: HashMap<i32, u64> = HashMap::new();
+        for t in tracks.values() {
+            let first = first_of_process.entry(t.pid).or_insert(t.first_us);
+            *first = (*first).min(t.first_us);
         }
+        model.tracks = tracks.into_values().collect();
         model.tracks.sort_by_key(|t| {
-            (order.iter().position(|p| *p == t.pid), t.tid != t.pid, t.first_us, t.tid)
+            (t.pid != root, first_of_process[&t.pid], t.pid, t.tid != t.pid, t.first_us, t.tid)
         });
         model
     }
