@@ -50,6 +50,7 @@ use serde_json::Value;
 use crate::report;
 
 mod draw;
+pub(crate) use draw::round_step;
 pub use draw::{DEFAULT_WIDTH, Lane, Style, draw, lanes, show};
 
 /// The nameless temporary file the timeline records to (also the tour's answers file).
@@ -85,6 +86,15 @@ impl Record {
     /// The thread that recorded it, counting an unknown thread as the main one.
     pub fn thread_id(&self) -> i32 {
         if self.tid == 0 { self.pid } else { self.tid }
+    }
+
+    /// Who recorded it: its thread's name, or for the main thread its process's.
+    pub fn name(&self) -> &str {
+        if self.thread_id() == self.pid || self.thread.is_empty() {
+            &self.who
+        } else {
+            &self.thread
+        }
     }
 }
 

@@ -131,11 +131,7 @@ fn lanes_by(records: &[Record], per_thread: bool) -> Vec<Lane> {
             None => lanes.push(Lane {
                 pid,
                 tid,
-                who: if tid != pid && !r.thread.is_empty() {
-                    r.thread.clone()
-                } else {
-                    r.who.clone()
-                },
+                who: if per_thread { r.name() } else { &r.who }.to_string(),
                 start_ms: r.t_ms,
                 end_ms: r.t_ms,
                 events: 1,
@@ -147,7 +143,7 @@ fn lanes_by(records: &[Record], per_thread: bool) -> Vec<Lane> {
     lanes
 }
 
-/// Milliseconds per column, from 1-2-5 steps, and where the axis starts.
+/// Milliseconds per column, a round step (see [`round_step`]), and where the axis starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Scale {
     origin_ms: u64,
@@ -158,21 +154,28 @@ struct Scale {
 /// Ticks of the axis fall on round times: multiples of this many columns' worth of ms.
 const TICK_EVERY: u64 = 10;
 
-impl Scale {
-    /// The finest 1-2-5 step that fits `start..=end` in `width` columns.
-    fn fit(start: u64, end: u64, width: usize) -> Scale {
-        let mut step = 1u64;
-        loop {
-            for m in [1, 2, 5] {
-                let ms_per_col = step * m;
-                let origin_ms = start / ms_per_col * ms_per_col;
-                let columns = ((end - origin_ms) / ms_per_col) as usize + 1;
-                if columns <= width || ms_per_col >= 1_000_000_000 {
-                    return Scale { origin_ms, ms_per_col, columns };
-                }
-            }
-            step *= 10;
+/// The smallest round step (1, 2 or 5 × 10^n) for which `fits` holds: a time axis's unit.
+pub(crate) fn round_step(fits: impl Fn(u64) -> bool) -> u64 {
+    let mut power = 1;
+    loop {
+        if let Some(step) = [power, 2 * power, 5 * power].into_iter().find(|s| fits(*s)) {
+            return step;
         }
+        power *= 10;
+    }
+}
+
+impl Scale {
+    /// The finest step that fits `start..=end` in `width` columns, the axis starting on a
+    /// multiple of it.
+    fn fit(start: u64, end: u64, width: usize) -> Scale {
+        let columns = |ms_per_col: u64| {
+            let origin_ms = start / ms_per_col * ms_per_col;
+            ((end - origin_ms) / ms_per_col) as usize + 1
+        };
+        let ms_per_col = round_step(|step| columns(step) <= width || step >= 1_000_000_000);
+        let origin_ms = start / ms_per_col * ms_per_col;
+        Scale { origin_ms, ms_per_col, columns: columns(ms_per_col) }
     }
 
     fn col(&self, t_ms: u64) -> usize {

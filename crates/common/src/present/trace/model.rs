@@ -175,9 +175,7 @@ impl Model {
         let mut records: Vec<&Record> = records.iter().collect();
         records.sort_by_key(|r| record_time(r));
         for r in &records {
-            let tid = r.thread_id();
-            let name = if tid == r.pid || r.thread.is_empty() { &r.who } else { &r.thread };
-            see(r.pid, tid, name, record_time(r));
+            see(r.pid, r.thread_id(), r.name(), record_time(r));
         }
         // Names as ps shows them: the sampled comm wins over the demo's own name, and its last
         // value over its first (a new thread is sampled before it names itself).
