@@ -181,7 +181,7 @@ pub fn render(model: &Model) -> String {
         };
         lines.push(format!(
             r#"<g class="lane" data-kind="{kind}" data-role="{}" data-pid="{}" data-tid="{}">"#,
-            esc(&lane.role),
+            esc(lane.role()),
             lane.pid,
             lane.tid
         ));

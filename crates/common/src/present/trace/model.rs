@@ -11,8 +11,6 @@ pub struct Track {
     pub tid: i32,
     /// As `ps` names it (`comm`), or as the demo named it when it was never sampled.
     pub name: String,
-    /// The name without its number (`buyer-3` → `buyer`): what a picture's skeleton compares.
-    pub role: String,
     /// The first and last moment anything was seen of it (µs).
     pub first_us: u64,
     pub last_us: u64,
@@ -22,6 +20,13 @@ impl Track {
     /// True for a process's main thread (the track of the process itself).
     pub fn is_process(&self) -> bool {
         self.pid == self.tid
+    }
+
+    /// The name without its number (`buyer-3` → `buyer`): what a picture's skeleton compares.
+    pub fn role(&self) -> &str {
+        let trimmed = self.name.trim_end_matches(|c: char| c.is_ascii_digit());
+        let trimmed = trimmed.trim_end_matches(['-', '_', ' ', '/']);
+        if trimmed.is_empty() { &self.name } else { trimmed }
     }
 }
 
@@ -140,12 +145,6 @@ const QUIET: &[&str] = &["say", "section", "row", "states", "processes", "ps", "
 /// Threads of the demo's machinery, not of its concept: kept in the trace, left off the SVG.
 pub const HELPER_THREADS: &[&str] = &["signal-watcher", "sampler"];
 
-fn role_of(name: &str) -> String {
-    let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit());
-    let trimmed = trimmed.trim_end_matches(['-', '_', ' ', '/']);
-    if trimmed.is_empty() { name.to_string() } else { trimmed.to_string() }
-}
-
 pub(super) fn record_time(r: &Record) -> u64 {
     if r.t_us > 0 { r.t_us } else { r.t_ms * 1000 }
 }
@@ -162,7 +161,6 @@ impl Model {
                 pid,
                 tid,
                 name: name.to_string(),
-                role: role_of(name),
                 first_us: t,
                 last_us: t,
             });
@@ -182,30 +180,27 @@ impl Model {
         for s in samples {
             if let Some(track) = tracks.get_mut(&(s.pid, s.tid)) {
                 track.name.clone_from(&s.comm);
-                track.role = role_of(&s.comm);
             }
         }
         model.states = state_slices(samples, interval_us);
-        let (spans, steps) = spans_of(&records, &tracks);
-        model.spans = spans;
-        model.instants = steps;
+        model.spans = spans_of(&records, &tracks);
+        // Every event the picture shows, and every step the demo marked, as an instant.
         for r in &records {
-            if r.event == PHASE_EVENT
-                || QUIET.contains(&r.event.as_str())
-                || FLOW_ENDS.contains(&r.event.as_str())
-            {
+            let (name, kind, data) = if r.event == PHASE_EVENT {
+                match r.data["ph"].as_str() {
+                    Some("B" | "E") => continue,
+                    _ => (r.data["name"].as_str().unwrap_or("").to_string(), "step", Value::Null),
+                }
+            } else if QUIET.contains(&r.event.as_str()) || FLOW_ENDS.contains(&r.event.as_str()) {
                 continue;
-            }
-            model.instants.push(Instant {
-                pid: r.pid,
-                tid: r.thread_id(),
-                t_us: record_time(r),
-                name: r.event.clone(),
-                kind: lifecycle_kind(&r.event).unwrap_or("event"),
-                data: r.data.clone(),
-            });
+            } else {
+                (r.event.clone(), lifecycle_kind(&r.event).unwrap_or("event"), r.data.clone())
+            };
+            let (pid, tid, t_us) = (r.pid, r.thread_id(), record_time(r));
+            model.instants.push(Instant { pid, tid, t_us, name, kind, data });
         }
-        model.instants.sort_by_key(|i| i.t_us);
+        // In time order, a step before an event of the same moment.
+        model.instants.sort_by_key(|i| (i.t_us, i.kind != "step"));
         model.stepped =
             records.iter().any(|r| r.event == GRANTED && r.data.get("position").is_some());
         model.flows = flows_of(&records);
@@ -227,14 +222,10 @@ impl Model {
 }
 
 /// Pairs each thread's phase marks into spans; a span still open when its thread was last seen
-/// ends there (a worker killed inside it). Steps become instants.
-fn spans_of(
-    records: &[&Record],
-    tracks: &BTreeMap<(i32, i32), Track>,
-) -> (Vec<Span>, Vec<Instant>) {
+/// ends there (a worker killed inside it).
+fn spans_of(records: &[&Record], tracks: &BTreeMap<(i32, i32), Track>) -> Vec<Span> {
     let mut open: HashMap<(i32, i32), Vec<Span>> = HashMap::new();
     let mut spans = Vec::new();
-    let mut steps = Vec::new();
     for r in records.iter().filter(|r| r.event == PHASE_EVENT) {
         let key = (r.pid, r.thread_id());
         let name = r.data["name"].as_str().unwrap_or("").to_string();
@@ -263,14 +254,7 @@ fn spans_of(
                     spans.push(span);
                 }
             }
-            _ => steps.push(Instant {
-                pid: key.0,
-                tid: key.1,
-                t_us: t,
-                name,
-                kind: "step",
-                data: Value::Null,
-            }),
+            _ => {}
         }
     }
     for (key, stack) in open {
@@ -281,7 +265,7 @@ fn spans_of(
         }
     }
     spans.sort_by_key(|s| (s.pid, s.tid, s.start_us));
-    (spans, steps)
+    spans
 }
 
 fn counters_of(records: &[&Record]) -> Vec<CounterPoint> {
