@@ -205,12 +205,9 @@ pub fn draw(title: &str, records: &[Record], style: &Style) -> String {
     let scale = Scale::fit(start, end, style.width);
     let labels: Vec<String> = lanes
         .iter()
-        .map(|l| {
-            if l.tid == l.pid {
-                format!("{} {}", l.who, l.pid)
-            } else {
-                format!("{} {}/{}", l.who, l.pid, l.tid)
-            }
+        .map(|l| match l.tid == l.pid {
+            true => format!("{} {}", l.who, l.pid),
+            false => format!("{} {}/{}", l.who, l.pid, l.tid),
         })
         .collect();
     let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
@@ -246,9 +243,7 @@ pub fn draw(title: &str, records: &[Record], style: &Style) -> String {
 fn draw_lane(lane: &Lane, records: &[&Record], style: &Style, scale: &Scale) -> String {
     let mut cells = vec![' '; scale.columns];
     let (first, last) = (scale.col(lane.start_ms), scale.col(lane.end_ms));
-    for cell in &mut cells[first..=last] {
-        *cell = '=';
-    }
+    cells[first..=last].fill('=');
     // Spans: each `begin` opens one, the next matching `end` of this process closes it.
     let mut open: Vec<(usize, u64, Option<String>)> = Vec::new();
     let mut closed: Vec<(usize, u64, u64, Option<String>)> = Vec::new();
@@ -273,9 +268,7 @@ fn draw_lane(lane: &Lane, records: &[&Record], style: &Style, scale: &Scale) -> 
     closed.extend(open.into_iter().map(|(i, begin, label)| (i, begin, lane.end_ms, label)));
     for (i, begin, end, label) in closed {
         let (a, b) = (scale.col(begin), scale.col(end));
-        for cell in &mut cells[a..=b] {
-            *cell = style.spans[i].fill;
-        }
+        cells[a..=b].fill(style.spans[i].fill);
         if let Some(label) = label {
             for (cell, ch) in cells[a..=b].iter_mut().zip(label.chars()) {
                 *cell = ch;
