@@ -74,26 +74,23 @@ impl Outputs {
 }
 
 fn check_output(flag: &str, path: &Path) -> Result<()> {
-    let shown = path.display();
     if path.as_os_str().is_empty() {
         return Err(demo::bad_input(format!("{flag}: the file name is empty")));
     }
+    let bad = |why: String| Err(demo::bad_input(format!("{flag} {}: {why}", path.display())));
     if path.is_dir() {
-        return Err(demo::bad_input(format!("{flag} {shown}: is a directory, not a file")));
+        return bad("is a directory, not a file".into());
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(demo::bad_input(format!(
-            "{flag} {shown}: the directory {} does not exist",
-            dir.display()
-        )));
+        return bad(format!("the directory {} does not exist", dir.display()));
     }
     // The file is written as a temporary file beside it, then renamed: that needs the right to
     // create files in the directory, whatever the file's own mode. Try it, and leave nothing.
     let probe = temp_path(path);
-    std::fs::File::create_new(&probe).map_err(|e| {
-        demo::bad_input(format!("{flag} {shown}: cannot write in {}: {e}", dir.display()))
-    })?;
+    if let Err(e) = std::fs::File::create_new(&probe) {
+        return bad(format!("cannot write in {}: {e}", dir.display()));
+    }
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
@@ -131,7 +128,7 @@ pub fn on_mark(mark: &Mark<'_>) {
 
 /// A traced run: the recording of every event and the sampler.
 #[derive(Debug)]
-pub struct Session {
+struct Session {
     outputs: Outputs,
     recording: Recording,
     sampler: Sampler,
@@ -158,11 +155,8 @@ pub fn start(outputs: Outputs) -> Result<()> {
 /// Ends the traced run (if any) and writes its pictures. The session stays locked while they
 /// are written, so that a Ctrl-C meanwhile waits for them rather than cutting a write short.
 pub fn finish() -> Result<()> {
-    let mut guard = SESSION.lock().unwrap_or_else(|e| e.into_inner());
-    match guard.take() {
-        Some(session) => session.finish(),
-        None => Ok(()),
-    }
+    let mut session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    session.take().map_or(Ok(()), Session::finish)
 }
 
 /// The signal watcher's end: writes the pictures of the run so far, once every child is
