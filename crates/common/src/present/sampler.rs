@@ -26,8 +26,6 @@
 //! call) but hands the bytes it read to `procfs`'s parsers. A kept descriptor also names one
 //! task for good: once the task is reaped, reading it fails with `ESRCH` even if its tid is
 //! reused, so a newcomer is never taken for the old task.
-//!
-//! It prints nothing and stops with [`Sampler::stop`] (or when dropped).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -70,7 +68,7 @@ pub struct Sample {
     pub wait_ns: u64,
 }
 
-/// A sampler in progress; see the module documentation.
+/// A sampler in progress: it prints nothing, and stops with [`Sampler::stop`] or when dropped.
 #[derive(Debug)]
 pub struct Sampler {
     stop: Arc<AtomicBool>,

@@ -11,12 +11,10 @@
 //! - a forked child inherits the descriptor (and the atomic that holds its number); a spawned
 //!   child inherits it through `exec`, because it has no close-on-exec flag, and learns its
 //!   number from `CONCURRENCY_DEMOS_REPORT` (see [`report`]);
-//! - the file has no name: on Linux it is made with `O_TMPFILE` (elsewhere it is created and
-//!   unlinked at once), so nothing is left behind, not even after Ctrl-C or SIGKILL;
-//! - [`draw`] is a pure function from records to text: a row per process (name and pid), a
-//!   time axis, `|` at a process's first and last event, `=` between, a symbol for each event
-//!   the [`Style`] names, and a fill for spans between two events (a producer blocked on a
-//!   full queue, a task running in a pool worker).
+//! - the file has no name (`O_TMPFILE`), so nothing is left behind, not even after Ctrl-C or
+//!   SIGKILL;
+//! - [`draw`] makes the text: a row per process, `|` at its first and last event, `=` between,
+//!   and what the [`Style`] adds (a symbol for an event, a fill between two events).
 //!
 //! A process records only if it is the recorder or was started while the recording was on:
 //! start the recording before the workers whose lanes you want.
@@ -53,7 +51,6 @@ mod draw;
 pub(crate) use draw::round_step;
 pub use draw::{DEFAULT_WIDTH, Lane, Style, draw, lanes, show};
 
-/// The nameless temporary file the timeline records to (also the tour's answers file).
 #[cfg(unix)]
 pub use imp::nameless_file;
 pub(crate) use imp::read_from;
