@@ -3,10 +3,14 @@
 
 use super::*;
 
+/// A metadata event: a track's name or its place in the list.
+fn meta(name: &str, pid: i32, tid: i32, args: Value) -> Value {
+    json!({"ph": "M", "name": name, "pid": pid, "tid": tid, "args": args})
+}
+
 impl Model {
     /// The Chrome Trace Event Format document.
     pub fn to_trace(&self) -> Value {
-        let meta = |name: &str, pid: i32, tid: i32, args: Value| json!({"ph": "M", "name": name, "pid": pid, "tid": tid, "args": args});
         let mut events: Vec<Value> = Vec::new();
         let mut named_pids = Vec::new();
         for (i, t) in self.tracks.iter().enumerate() {
