@@ -179,97 +179,71 @@ pub fn render(model: &Model) -> String {
             true => ("process", 10.0, "", lane.pid),
             false => ("thread", 22.0, "└ ", lane.tid),
         };
+        let (pid, tid, role, name) = (lane.pid, lane.tid, esc(lane.role()), esc(&lane.name));
         lines.push(format!(
-            r#"<g class="lane" data-kind="{kind}" data-role="{}" data-pid="{}" data-tid="{}">"#,
-            esc(lane.role()),
-            lane.pid,
-            lane.tid
+            r#"<g class="lane" data-kind="{kind}" data-role="{role}" data-pid="{pid}" data-tid="{tid}">"#
         ));
         if i % 2 == 1 {
             lines.push(format!(
                 r##"<rect x="0" y="{y}" width="{WIDTH}" height="{LANE}" fill="#f6f7f9"/>"##
             ));
         }
-        lines.push(format!(
-            r#"<text x="{indent}" y="{:.1}">{branch}{} {id}</text>"#,
-            y + 17.0,
-            esc(&lane.name)
-        ));
+        let text_y = y + 17.0;
+        lines.push(format!(r#"<text x="{indent}" y="{text_y:.1}">{branch}{name} {id}</text>"#));
         // The state band: one path per state, a rectangle per slice (a thread that flips
         // between running and ready every reading makes hundreds; a path keeps them small).
         for state in KernelState::ALL {
             let mut d = String::new();
-            for s in model
-                .states
-                .iter()
-                .filter(|s| s.pid == lane.pid && s.tid == lane.tid && s.state == state)
-            {
+            for s in model.states.iter().filter(|s| (s.pid, s.tid, s.state) == (pid, tid, state)) {
                 let (x0, w) = (x(s.start_us), (x(s.end_us) - x(s.start_us)).max(0.8));
                 let _ = write!(d, "M{x0:.1} {:.0}h{w:.1}v12h-{w:.1}z", y + 11.0);
             }
+            let KernelState { name, colour, meaning, .. } = state;
             if !d.is_empty() {
                 lines.push(format!(
-                    r#"<path class="state" data-state="{}" d="{d}" fill="{}"><title>{}</title></path>"#,
-                    state.name, state.colour, state.meaning
+                    r#"<path class="state" data-state="{name}" d="{d}" fill="{colour}"><title>{meaning}</title></path>"#
                 ));
             }
         }
         // Spans just above the band; one opened inside another drawn a row higher.
-        let mine: Vec<_> =
-            model.spans.iter().filter(|s| s.pid == lane.pid && s.tid == lane.tid).collect();
+        let mine: Vec<_> = model.spans.iter().filter(|s| (s.pid, s.tid) == (pid, tid)).collect();
         for s in &mine {
-            let depth = mine
-                .iter()
-                .filter(|o| o.start_us < s.start_us && o.end_us >= s.end_us)
-                .count()
-                .min(1);
-            let (x0, x1) = (x(s.start_us), x(s.end_us));
+            let inside = mine.iter().any(|o| o.start_us < s.start_us && o.end_us >= s.end_us);
+            let (name, fill) = (esc(&s.name), span_colour(&s.name));
+            let (x0, top) = (x(s.start_us), y + if inside { 1.5 } else { 6.0 });
+            let width = (x(s.end_us) - x0).max(1.5);
+            let (from_ms, to_ms) = (s.start_us as f64 / 1000.0, s.end_us as f64 / 1000.0);
             lines.push(format!(
-                r#"<rect class="span" data-name="{}" x="{x0:.1}" y="{:.1}" width="{:.1}" height="4" fill="{}"><title>{} {:.1}–{:.1} ms</title></rect>"#,
-                esc(&s.name),
-                y + 6.0 - depth as f64 * 4.5,
-                (x1 - x0).max(1.5),
-                span_colour(&s.name),
-                esc(&s.name),
-                s.start_us as f64 / 1000.0,
-                s.end_us as f64 / 1000.0
+                r#"<rect class="span" data-name="{name}" x="{x0:.1}" y="{top:.1}" width="{width:.1}" height="4" fill="{fill}"><title>{name} {from_ms:.1}–{to_ms:.1} ms</title></rect>"#
             ));
         }
         // Where this lane's last step label ends, in each of its two rows (above the band, and
         // below it for a label that would run into the one before).
         let mut label_ends = [f64::MIN; 2];
-        for m in model.instants.iter().filter(|m| m.pid == lane.pid && m.tid == lane.tid) {
-            let Some((_, colour, _)) = MARKS.iter().find(|(k, ..)| *k == m.kind) else { continue };
-            if m.kind == "step" {
-                let (k, cx) = (step_number(m), x(m.t_us));
+        for m in model.instants.iter().filter(|m| (m.pid, m.tid) == (pid, tid)) {
+            let Some((kind, colour, _)) = MARKS.iter().find(|(k, ..)| *k == m.kind) else {
+                continue;
+            };
+            let (name, cx, ms) = (esc(&m.name), x(m.t_us), m.t_us as f64 / 1000.0);
+            if *kind != "step" {
                 lines.push(format!(
-                    r#"<path class="mark" data-kind="step" data-order="{k}" data-name="{}" d="{}" fill="{colour}" stroke="white" stroke-width="0.8"><title>step {k}: {} at {:.3} ms</title></path>"#,
-                    esc(&m.name),
-                    diamond(cx, y + 17.0, 4.0),
-                    esc(&m.name),
-                    m.t_us as f64 / 1000.0
+                    r#"<circle class="mark" data-kind="{kind}" cx="{cx:.1}" cy="{text_y:.1}" r="3.5" fill="{colour}" stroke="white" stroke-width="1"><title>{name} at {ms:.1} ms</title></circle>"#
                 ));
-                if labelled {
-                    let text = k.to_string();
-                    let x0 = cx - 2.0;
-                    let row = if x0 >= label_ends[0] { 0 } else { 1 };
-                    label_ends[row] = x0 + 5.5 * text.chars().count() as f64 + 2.0;
-                    lines.push(format!(
-                        r#"<text class="step-label" x="{x0:.1}" y="{:.1}" font-size="9" fill="{colour}" stroke="white" stroke-width="2.5" paint-order="stroke">{}</text>"#,
-                        y + if row == 0 { 9.0 } else { 25.5 },
-                        esc(&text)
-                    ));
-                }
                 continue;
             }
+            let (k, d) = (step_number(m), diamond(cx, text_y, 4.0));
             lines.push(format!(
-                r#"<circle class="mark" data-kind="{}" cx="{:.1}" cy="{:.1}" r="3.5" fill="{colour}" stroke="white" stroke-width="1"><title>{} at {:.1} ms</title></circle>"#,
-                m.kind,
-                x(m.t_us),
-                y + 17.0,
-                esc(&m.name),
-                m.t_us as f64 / 1000.0
+                r#"<path class="mark" data-kind="step" data-order="{k}" data-name="{name}" d="{d}" fill="{colour}" stroke="white" stroke-width="0.8"><title>step {k}: {name} at {ms:.3} ms</title></path>"#
             ));
+            if labelled {
+                let x0 = cx - 2.0;
+                let row = if x0 >= label_ends[0] { 0 } else { 1 };
+                label_ends[row] = x0 + 5.5 * k.to_string().len() as f64 + 2.0;
+                let label_y = y + if row == 0 { 9.0 } else { 25.5 };
+                lines.push(format!(
+                    r#"<text class="step-label" x="{x0:.1}" y="{label_y:.1}" font-size="9" fill="{colour}" stroke="white" stroke-width="2.5" paint-order="stroke">{k}</text>"#
+                ));
+            }
         }
         lines.push("</g>".into());
     }
@@ -278,13 +252,9 @@ pub fn render(model: &Model) -> String {
         let (Some(y0), Some(y1)) = (lane_y(f.from.0, f.from.1), lane_y(f.to.0, f.to.1)) else {
             continue;
         };
+        let (name, x1, x2, y1, y2) = (f.name, x(f.from.2), x(f.to.2), y0 + 17.0, y1 + 17.0);
         lines.push(format!(
-            r#"<line class="flow" data-name="{}" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{FLOW_COLOUR}" stroke-width="1.3" marker-end="url(#arrow)"/>"#,
-            f.name,
-            x(f.from.2),
-            y0 + 17.0,
-            x(f.to.2),
-            y1 + 17.0
+            r#"<line class="flow" data-name="{name}" x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}" stroke="{FLOW_COLOUR}" stroke-width="1.3" marker-end="url(#arrow)"/>"#
         ));
     }
 
@@ -298,30 +268,23 @@ pub fn render(model: &Model) -> String {
             let _ = write!(path, " H{:.1} V{:.1}", x(c.t_us), yv(c.value));
         }
         let last = points.last().map_or(0.0, |c| c.value);
+        let (name, name_y, x_end, last_y) = (esc(name), top + 20.0, x(end), yv(last) + 3.0);
+        let last_x = x_end + 2.0;
         lines.push(format!(
-            r##"<g class="counter" data-name="{}"><text x="10" y="{:.1}">{} (0–{max})</text><path d="{path} H{:.1}" fill="none" stroke="#37474f" stroke-width="1.5"/><text x="{:.1}" y="{:.1}" font-size="10">{last}</text></g>"##,
-            esc(name),
-            top + 20.0,
-            esc(name),
-            x(end),
-            x(end) + 2.0,
-            yv(last) + 3.0
+            r##"<g class="counter" data-name="{name}"><text x="10" y="{name_y:.1}">{name} (0–{max})</text><path d="{path} H{x_end:.1}" fill="none" stroke="#37474f" stroke-width="1.5"/><text x="{last_x:.1}" y="{last_y:.1}" font-size="10">{last}</text></g>"##
         ));
     }
 
     if strip {
-        let columns = steps.len() as f64;
-        let width = (WIDTH - LABEL - RIGHT) / columns;
+        let width = plot / steps.len() as f64;
+        let head_y = strip_top + 12.0;
         lines.push(format!(
-            r##"<g class="step-strip"><text x="10" y="{:.1}" font-weight="bold">steps in the order they ran</text>"##,
-            strip_top + 12.0
+            r##"<g class="step-strip"><text x="10" y="{head_y:.1}" font-weight="bold">steps in the order they ran</text>"##
         ));
-        for k in 0..steps.len() {
+        for k in 1..=steps.len() {
+            let cx = LABEL + width * (k as f64 - 0.5);
             lines.push(format!(
-                r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="middle">{}</text>"##,
-                LABEL + width * (k as f64 + 0.5),
-                strip_top + 12.0,
-                k + 1
+                r##"<text x="{cx:.1}" y="{head_y:.1}" font-size="10" fill="#555" text-anchor="middle">{k}</text>"##
             ));
         }
         for (row, lane) in strip_lanes.iter().enumerate() {
@@ -331,25 +294,16 @@ pub fn render(model: &Model) -> String {
                     r##"<rect x="0" y="{y:.1}" width="{WIDTH}" height="{STRIP_ROW}" fill="#f6f7f9"/>"##
                 ));
             }
-            lines.push(format!(
-                r#"<text x="10" y="{:.1}">{} {}</text>"#,
-                y + 13.0,
-                esc(&lane.name),
-                if lane.is_process() { lane.pid } else { lane.tid }
-            ));
-            let mine = model
-                .instants
-                .iter()
-                .filter(|m| m.kind == "step" && (m.pid, m.tid) == (lane.pid, lane.tid));
-            for m in mine {
-                let k = step_number(m);
-                let name = esc(&m.name);
+            let (pid, tid, text_y) = (lane.pid, lane.tid, y + 13.0);
+            let (name, id) = (esc(&lane.name), if lane.is_process() { pid } else { tid });
+            lines.push(format!(r#"<text x="10" y="{text_y:.1}">{name} {id}</text>"#));
+            for m in
+                model.instants.iter().filter(|m| m.kind == "step" && (m.pid, m.tid) == (pid, tid))
+            {
+                let (k, name) = (step_number(m), esc(&m.name));
+                let cx = LABEL + width * (k as f64 - 0.5);
                 lines.push(format!(
-                    r##"<text class="step-cell" data-order="{k}" data-pid="{}" data-tid="{}" x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#37474f">{name}</text>"##,
-                    lane.pid,
-                    lane.tid,
-                    LABEL + width * (k as f64 - 0.5),
-                    y + 13.0
+                    r##"<text class="step-cell" data-order="{k}" data-pid="{pid}" data-tid="{tid}" x="{cx:.1}" y="{text_y:.1}" font-size="11" text-anchor="middle" fill="#37474f">{name}</text>"##
                 ));
             }
         }
@@ -358,29 +312,24 @@ pub fn render(model: &Model) -> String {
 
     // The time axis.
     let step = round_step(|step| end / step <= 10);
+    let (right, tick_y, label_y) = (WIDTH - RIGHT, axis_y + 5.0, axis_y + 18.0);
     lines.push(format!(
-        r##"<g class="axis"><line x1="{LABEL}" y1="{axis_y:.1}" x2="{:.1}" y2="{axis_y:.1}" stroke="#555"/>"##,
-        WIDTH - RIGHT
+        r##"<g class="axis"><line x1="{LABEL}" y1="{axis_y:.1}" x2="{right:.1}" y2="{axis_y:.1}" stroke="#555"/>"##
     ));
     for t in (0..=end).step_by(step as usize) {
+        let (tx, label) = (x(t), time_label(t, step));
         lines.push(format!(
-            r##"<line x1="{0:.1}" y1="{axis_y:.1}" x2="{0:.1}" y2="{1:.1}" stroke="#555"/><line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{axis_y:.1}" stroke="#000" stroke-opacity="0.07"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle" font-size="11">{3}</text>"##,
-            x(t),
-            axis_y + 5.0,
-            axis_y + 18.0,
-            time_label(t, step)
+            r##"<line x1="{tx:.1}" y1="{axis_y:.1}" x2="{tx:.1}" y2="{tick_y:.1}" stroke="#555"/><line x1="{tx:.1}" y1="{TOP}" x2="{tx:.1}" y2="{axis_y:.1}" stroke="#000" stroke-opacity="0.07"/><text x="{tx:.1}" y="{label_y:.1}" text-anchor="middle" font-size="11">{label}</text>"##
         ));
     }
     lines.push("</g>".into());
 
     lines.push(r#"<g class="legend">"#.into());
     for (i, (name, body)) in items.iter().enumerate() {
-        let (col, row) = (i % 4, i / 4);
+        let name = esc(name);
+        let (left, top) = (12.0 + (i % 4) as f64 * 270.0, legend_y + (i / 4) as f64 * 20.0);
         lines.push(format!(
-            r#"<g class="legend-item" data-name="{}" transform="translate({:.1},{:.1})">{body}</g>"#,
-            esc(name),
-            12.0 + col as f64 * 270.0,
-            legend_y + row as f64 * 20.0
+            r#"<g class="legend-item" data-name="{name}" transform="translate({left:.1},{top:.1})">{body}</g>"#
         ));
     }
     lines.extend(["</g>".into(), "</svg>\n".into()]);
