@@ -242,35 +242,23 @@ mod imp {
                     }
                 }
             }
-            let mut gone = Vec::new();
-            for (&tid, task) in &tasks {
+            // Read every task; one whose files no longer read (reaped) is dropped.
+            tasks.retain(|&tid, task| {
                 let t_us = report::elapsed_us();
                 let stat =
                     reread(&task.stat, &mut buf).and_then(|()| Stat::from_read(&buf[..]).ok());
-                let Some(stat) = stat else {
-                    gone.push(tid);
-                    continue;
-                };
+                let Some(stat) = stat else { return false };
                 let (run_ns, wait_ns) = task
                     .schedstat
                     .as_ref()
                     .and_then(|f| reread(f, &mut buf))
                     .and_then(|()| Schedstat::from_read(&buf[..]).ok())
                     .map_or((0, 0), |s| (s.sum_exec_runtime, s.run_delay));
-                samples.push(Sample {
-                    t_us,
-                    pid: task.pid,
-                    tid,
-                    comm: stat.comm,
-                    state: stat.state,
-                    cpu: stat.processor.unwrap_or(-1),
-                    run_ns,
-                    wait_ns,
-                });
-            }
-            for tid in gone {
-                tasks.remove(&tid);
-            }
+                let (pid, comm, state) = (task.pid, stat.comm, stat.state);
+                let cpu = stat.processor.unwrap_or(-1);
+                samples.push(Sample { t_us, pid, tid, comm, state, cpu, run_ns, wait_ns });
+                true
+            });
             if stopping {
                 return samples;
             }
