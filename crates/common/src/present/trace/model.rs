@@ -111,9 +111,9 @@ impl GapStats {
     }
 }
 
-/// The lifecycle kind of an event the demos emit, by its name.
-fn lifecycle_kind(event: &str) -> Option<&'static str> {
-    Some(match event {
+/// The kind of an event the demos emit, by its name: a lifecycle one's, or `event`.
+fn kind_of(event: &str) -> &'static str {
+    match event {
         "started" | "forked" | "spawned" | "orphan_started" | "parent_started" | "pool_started"
         | "worker_started" | "replaced" => "fork",
         "exec" | "execed" => "exec",
@@ -123,8 +123,8 @@ fn lifecycle_kind(event: &str) -> Option<&'static str> {
         "reaped" | "all_reaped" | "joined" => "reap",
         "interrupted" | "signal" | "sigchld_reaper" | "sigchld_ignored" | "stopped" | "resumed"
         | "sent_signal" => "signal",
-        _ => return None,
-    })
+        _ => "event",
+    }
 }
 
 /// Shared values the events carry: (event or `*` for any, field, counter name).
@@ -155,8 +155,12 @@ impl Model {
         let root = std::process::id() as i32;
         let gaps = GapStats::of(samples, interval_us);
         let mut model = Model { root, gaps, ..Model::default() };
+        let mut records: Vec<&Record> = records.iter().collect();
+        records.sort_by_key(|r| record_time(r));
         let mut tracks: BTreeMap<(i32, i32), Track> = BTreeMap::new();
-        let mut see = |pid: i32, tid: i32, name: &str, t: u64| {
+        // Names as ps shows them: the sampled comm wins over the demo's own name, and its last
+        // value over its first (a new thread is sampled before it names itself).
+        let mut see = |pid: i32, tid: i32, name: &str, t: u64, sampled: bool| {
             let track = tracks.entry((pid, tid)).or_insert_with(|| Track {
                 pid,
                 tid,
@@ -166,21 +170,15 @@ impl Model {
             });
             track.first_us = track.first_us.min(t);
             track.last_us = track.last_us.max(t);
-        };
-        for s in samples {
-            see(s.pid, s.tid, &s.comm, s.t_us);
-        }
-        let mut records: Vec<&Record> = records.iter().collect();
-        records.sort_by_key(|r| record_time(r));
-        for r in &records {
-            see(r.pid, r.thread_id(), r.name(), record_time(r));
-        }
-        // Names as ps shows them: the sampled comm wins over the demo's own name, and its last
-        // value over its first (a new thread is sampled before it names itself).
-        for s in samples {
-            if let Some(track) = tracks.get_mut(&(s.pid, s.tid)) {
-                track.name.clone_from(&s.comm);
+            if sampled {
+                track.name = name.to_string();
             }
+        };
+        for r in &records {
+            see(r.pid, r.thread_id(), r.name(), record_time(r), false);
+        }
+        for s in samples {
+            see(s.pid, s.tid, &s.comm, s.t_us, true);
         }
         model.states = state_slices(samples, interval_us);
         model.spans = spans_of(&records, &tracks);
@@ -194,7 +192,7 @@ impl Model {
             } else if QUIET.contains(&r.event.as_str()) || FLOW_ENDS.contains(&r.event.as_str()) {
                 continue;
             } else {
-                (r.event.clone(), lifecycle_kind(&r.event).unwrap_or("event"), r.data.clone())
+                (r.event.clone(), kind_of(&r.event), r.data.clone())
             };
             let (pid, tid, t_us) = (r.pid, r.thread_id(), record_time(r));
             model.instants.push(Instant { pid, tid, t_us, name, kind, data });
