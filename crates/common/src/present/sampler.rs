@@ -168,22 +168,12 @@ mod imp {
         // Only whole lines: a line being appended right now is read next time.
         let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return };
         *offset += end as u64 + 1;
-        for line in bytes[..end].split(|b| *b == b'\n') {
+        for record in crate::timeline::parse(&String::from_utf8_lossy(&bytes[..end])) {
             // The pid that printed the event, and the one it names (`data.pid`): a daemon
             // closes the recording file with every other descriptor, but its launcher says
             // which pid it is.
-            #[derive(serde::Deserialize)]
-            struct Named {
-                pid: Option<i32>,
-            }
-            #[derive(serde::Deserialize)]
-            struct Speaker {
-                pid: i32,
-                data: Option<Named>,
-            }
-            let Ok(speaker) = serde_json::from_slice::<Speaker>(line) else { continue };
-            let named = speaker.data.and_then(|d| d.pid);
-            watched.extend(std::iter::once(speaker.pid).chain(named).filter(|pid| *pid > 1));
+            let named = record.data["pid"].as_i64().map(|pid| pid as i32);
+            watched.extend(std::iter::once(record.pid).chain(named).filter(|pid| *pid > 1));
         }
     }
 
