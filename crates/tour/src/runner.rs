@@ -371,7 +371,7 @@ mod imp {
 
     /// The nameless file the parts append their answers to (O_TMPFILE: Ctrl-C leaves nothing).
     fn answers_file() -> Result<File> {
-        common::timeline::nameless_file("tour-answers")
+        common::timeline::nameless_file()
     }
 
     pub fn run(cli: &Cli, selected: &[(usize, Part)]) -> Result<ExitCode> {

@@ -8,9 +8,9 @@
 //!   one (the `R` letter does not say which of the two a task is doing; these figures do).
 //!
 //! "The demo" is the root process, its descendants (followed through every thread's
-//! `/proc/PID/task/TID/children`, since a child belongs to the thread that forked it) and every
-//! pid given to [`Sampler::watch`]: a daemon leaves the family by its double fork, and the
-//! trace still wants it.
+//! `/proc/PID/task/TID/children`, since a child belongs to the thread that forked it) and, with
+//! [`Sampler::watch_recording`], every pid that emits an event or that an event names in
+//! `data.pid`: a daemon leaves the family by its double fork, and the trace still wants it.
 //!
 //! Each [`Sample`] carries the time it was read on the demo's clock ([`report::elapsed_us`]),
 //! not the nominal tick: on a loaded machine the thread wakes late, and the picture must say
@@ -26,19 +26,13 @@
 //! call) but hands the bytes it read to `procfs`'s parsers. A kept descriptor also names one
 //! task for good: once the task is reaped, reading it fails with `ESRCH` even if its tid is
 //! reused, so a newcomer is never taken for the old task.
-//!
-//! [`Sampler::watch_recording`] adds every pid that emits an event, as it emits it, and the pid
-//! an event names in `data.pid` (a daemon's, announced by its launcher).
-//!
-//! It prints nothing and stops with [`Sampler::stop`] (or when dropped).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-use serde::Serialize;
 
 use crate::report;
 
@@ -49,14 +43,14 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(2);
 /// The most samples kept: about 50 MB, some 80 s of a dozen threads at 2 ms (a `--hold 3600`
 /// must not fill the memory). Past it the sampler stops reading and [`Sampler::stop`] returns
 /// what it has.
-pub const MAX_SAMPLES: usize = 500_000;
+const MAX_SAMPLES: usize = 500_000;
 
 /// The most tasks followed at once: a cap, so a runaway fork cannot make the sampler's tick
 /// longer than its interval by orders of magnitude.
 const MAX_TASKS: usize = 512;
 
 /// One reading of one thread.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Sample {
     /// When it was read, in microseconds on the demo's clock ([`report::elapsed_us`]).
     pub t_us: u64,
@@ -74,12 +68,11 @@ pub struct Sample {
     pub wait_ns: u64,
 }
 
-/// A sampler in progress; see the module documentation.
+/// A sampler in progress: it prints nothing, and stops with [`Sampler::stop`] or when dropped.
 #[derive(Debug)]
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    watched: Arc<Mutex<Vec<i32>>>,
-    recording: Arc<Mutex<Option<(std::fs::File, u64)>>>,
+    recording: Arc<OnceLock<File>>,
     handle: Option<JoinHandle<Vec<Sample>>>,
 }
 
@@ -87,35 +80,21 @@ impl Sampler {
     /// Starts sampling `root_pid` and its descendants every `interval` (at least 100 µs).
     pub fn start(root_pid: i32, interval: Duration) -> anyhow::Result<Sampler> {
         let stop = Arc::new(AtomicBool::new(false));
-        let watched = Arc::new(Mutex::new(Vec::new()));
-        let recording = Arc::new(Mutex::new(None));
+        let recording = Arc::new(OnceLock::new());
         let interval = interval.max(Duration::from_micros(100));
         let handle = crate::threads::named::spawn("sampler", {
             let stop = Arc::clone(&stop);
-            let watched = Arc::clone(&watched);
             let recording = Arc::clone(&recording);
-            move || imp::run(root_pid, interval, &stop, &watched, &recording)
+            move || imp::run(root_pid, interval, &stop, &recording)
         })
         .map_err(|e| anyhow::anyhow!("starting the /proc sampler thread: {e}"))?;
-        Ok(Sampler { stop, watched, recording, handle: Some(handle) })
-    }
-
-    /// Samples `pid` (and its threads and descendants) too, even if it left the root's family.
-    pub fn watch(&self, pid: i32) {
-        if pid <= 0 {
-            return;
-        }
-        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
-        if !watched.contains(&pid) {
-            watched.push(pid);
-        }
+        Ok(Sampler { stop, recording, handle: Some(handle) })
     }
 
     /// Samples every pid that emits an event from now on: reads the recording file the demo's
-    /// processes append their events to (see [`crate::timeline`]) as it grows. A daemon leaves
-    /// the root's family, but not the recording.
-    pub fn watch_recording(&self, file: std::fs::File) {
-        *self.recording.lock().unwrap_or_else(|e| e.into_inner()) = Some((file, 0));
+    /// processes append their events to (see [`crate::timeline`]) as it grows.
+    pub fn watch_recording(&self, file: File) {
+        let _ = self.recording.set(file);
     }
 
     /// Stops the sampler thread and returns every sample, in the order they were read.
@@ -143,13 +122,11 @@ impl Drop for Sampler {
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use std::fs::File;
-    use std::os::unix::fs::FileExt;
-
     use procfs::FromRead;
     use procfs::process::{Schedstat, Stat};
 
     use super::*;
+    use crate::timeline::read_from;
 
     /// The descriptors kept open for one task (see the module documentation).
     struct Task {
@@ -172,20 +149,10 @@ mod imp {
         }
     }
 
-    /// Reads a whole small /proc file from offset 0 into `buf`; `None` once the task is gone.
-    fn pread_all(file: &File, buf: &mut Vec<u8>) -> Option<()> {
+    /// Reads a whole small /proc file into `buf`; `None` once the task is gone.
+    fn reread(file: &File, buf: &mut Vec<u8>) -> Option<()> {
         buf.clear();
-        let mut chunk = [0u8; 1024];
-        loop {
-            let n = file.read_at(&mut chunk, buf.len() as u64).ok()?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.len() > 64 * 1024 {
-                break;
-            }
-        }
+        read_from(file, 0, buf).ok()?;
         (!buf.is_empty()).then_some(())
     }
 
@@ -194,42 +161,19 @@ mod imp {
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
     }
 
-    /// The pids of the events appended to the recording since the last look.
-    fn new_speakers(recording: &Mutex<Option<(File, u64)>>, watched: &Mutex<Vec<i32>>) {
-        let mut guard = recording.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((file, offset)) = guard.as_mut() else { return };
+    /// Adds to `watched` the pids of the events appended to the recording since `offset`.
+    fn new_speakers(recording: &File, offset: &mut u64, watched: &mut BTreeSet<i32>) {
         let mut bytes = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
-        while let Ok(n) = file.read_at(&mut chunk, *offset + bytes.len() as u64) {
-            if n == 0 {
-                break;
-            }
-            bytes.extend_from_slice(&chunk[..n]);
-        }
+        let _ = read_from(recording, *offset, &mut bytes);
         // Only whole lines: a line being appended right now is read next time.
         let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return };
         *offset += end as u64 + 1;
-        let mut watched = watched.lock().unwrap_or_else(|e| e.into_inner());
-        for line in bytes[..end].split(|b| *b == b'\n') {
+        for record in crate::timeline::parse(&String::from_utf8_lossy(&bytes[..end])) {
             // The pid that printed the event, and the one it names (`data.pid`): a daemon
             // closes the recording file with every other descriptor, but its launcher says
             // which pid it is.
-            #[derive(serde::Deserialize)]
-            struct Named {
-                pid: Option<i32>,
-            }
-            #[derive(serde::Deserialize)]
-            struct Speaker {
-                pid: i32,
-                data: Option<Named>,
-            }
-            let Ok(speaker) = serde_json::from_slice::<Speaker>(line) else { continue };
-            let named = speaker.data.and_then(|d| d.pid);
-            for pid in std::iter::once(speaker.pid).chain(named) {
-                if pid > 1 && !watched.contains(&pid) {
-                    watched.push(pid);
-                }
-            }
+            let named = record.data["pid"].as_i64().map(|pid| pid as i32);
+            watched.extend(std::iter::once(record.pid).chain(named).filter(|pid| *pid > 1));
         }
     }
 
@@ -237,11 +181,12 @@ mod imp {
         root: i32,
         interval: Duration,
         stop: &AtomicBool,
-        watched: &Mutex<Vec<i32>>,
-        recording: &Mutex<Option<(File, u64)>>,
+        recording: &OnceLock<File>,
     ) -> Vec<Sample> {
         let me = crate::threads::named::gettid();
         let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
+        let mut watched = BTreeSet::from([root]);
+        let mut offset = 0;
         let mut samples = Vec::new();
         let mut buf = Vec::with_capacity(1024);
         let mut next = std::time::Instant::now();
@@ -253,11 +198,12 @@ mod imp {
                 }
                 return samples;
             }
-            new_speakers(recording, watched);
+            if let Some(file) = recording.get() {
+                new_speakers(file, &mut offset, &mut watched);
+            }
             // The processes of the demo: the root, the watched pids, and every child of any of
-            // their threads, found breadth-first through the `children` files.
-            let mut pids: BTreeSet<i32> = BTreeSet::from([root]);
-            pids.extend(watched.lock().unwrap_or_else(|e| e.into_inner()).iter().copied());
+            // their threads, found through the `children` files.
+            let mut pids = watched.clone();
             let mut queue: Vec<i32> = pids.iter().copied().collect();
             let mut seen_tids = BTreeSet::new();
             while let Some(pid) = queue.pop() {
@@ -271,9 +217,10 @@ mod imp {
                     {
                         tasks.insert(tid, task);
                     }
-                    let Some(task) = tasks.get(&tid) else { continue };
-                    let Some(children) = &task.children else { continue };
-                    if pread_all(children, &mut buf).is_none() {
+                    let Some(children) = tasks.get(&tid).and_then(|t| t.children.as_ref()) else {
+                        continue;
+                    };
+                    if reread(children, &mut buf).is_none() {
                         continue;
                     }
                     for child in String::from_utf8_lossy(&buf).split_whitespace() {
@@ -285,37 +232,23 @@ mod imp {
                     }
                 }
             }
-            let mut gone = Vec::new();
-            for (&tid, task) in &tasks {
+            // Read every task; one whose files no longer read (reaped) is dropped.
+            tasks.retain(|&tid, task| {
                 let t_us = report::elapsed_us();
-                if pread_all(&task.stat, &mut buf).is_none() {
-                    gone.push(tid);
-                    continue;
-                }
-                let Ok(stat) = Stat::from_read(&buf[..]) else {
-                    gone.push(tid);
-                    continue;
-                };
+                let stat =
+                    reread(&task.stat, &mut buf).and_then(|()| Stat::from_read(&buf[..]).ok());
+                let Some(stat) = stat else { return false };
                 let (run_ns, wait_ns) = task
                     .schedstat
                     .as_ref()
-                    .and_then(|f| pread_all(f, &mut buf).map(|()| &buf[..]))
-                    .and_then(|bytes| Schedstat::from_read(bytes).ok())
+                    .and_then(|f| reread(f, &mut buf))
+                    .and_then(|()| Schedstat::from_read(&buf[..]).ok())
                     .map_or((0, 0), |s| (s.sum_exec_runtime, s.run_delay));
-                samples.push(Sample {
-                    t_us,
-                    pid: task.pid,
-                    tid,
-                    comm: stat.comm,
-                    state: stat.state,
-                    cpu: stat.processor.unwrap_or(-1),
-                    run_ns,
-                    wait_ns,
-                });
-            }
-            for tid in gone {
-                tasks.remove(&tid);
-            }
+                let (pid, comm, state) = (task.pid, stat.comm, stat.state);
+                let cpu = stat.processor.unwrap_or(-1);
+                samples.push(Sample { t_us, pid, tid, comm, state, cpu, run_ns, wait_ns });
+                true
+            });
             if stopping {
                 return samples;
             }
@@ -341,55 +274,10 @@ mod imp {
 mod imp {
     use super::*;
 
-    pub(super) fn run(
-        _root: i32,
-        _interval: Duration,
-        stop: &AtomicBool,
-        _watched: &Mutex<Vec<i32>>,
-        _recording: &Mutex<Option<(std::fs::File, u64)>>,
-    ) -> Vec<Sample> {
+    pub(super) fn run(_: i32, _: Duration, stop: &AtomicBool, _: &OnceLock<File>) -> Vec<Sample> {
         while !stop.load(Ordering::Relaxed) {
             std::thread::park_timeout(Duration::from_millis(50));
         }
         Vec::new()
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_grandchild_is_found_through_children_and_last_seen_as_a_zombie() {
-        // sh starts a short sleep in the background, then becomes a long sleep (exec), which
-        // never reaps it: the grandchild ends and stays a zombie under its parent. (A child of
-        // the test process itself could be reaped by another test's waitpid(-1).)
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 0.05 & exec sleep 30"])
-            .spawn()
-            .unwrap();
-        let parent = child.id() as i32;
-        let sampler = Sampler::start(std::process::id() as i32, Duration::from_millis(2)).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let grandchild = loop {
-            let zombie = crate::ps::children_of(parent)
-                .into_iter()
-                .find(|pid| crate::ps::state_of(*pid) == Some('Z'));
-            if let Some(pid) = zombie {
-                break pid;
-            }
-            assert!(std::time::Instant::now() < deadline, "no zombie grandchild appeared");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        // `stop` reads every task once more before it returns: the last sample is the Z.
-        let samples = sampler.stop();
-        let _ = child.kill();
-        let _ = child.wait();
-        let states: Vec<char> =
-            samples.iter().filter(|s| s.pid == grandchild).map(|s| s.state).collect();
-        assert_eq!(states.last(), Some(&'Z'), "{states:?}");
-        assert!(samples.iter().any(|s| s.pid == parent && s.state == 'S'));
-        assert!(samples.iter().all(|s| s.comm != "sampler"), "the sampler samples itself");
-        assert!(samples.windows(2).all(|w| w[0].t_us <= w[1].t_us));
     }
 }

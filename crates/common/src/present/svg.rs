@@ -18,8 +18,11 @@
 //! thread) and `data-role` (its name without the number), `class="legend-item"` with
 //! `data-name`, `class="span"` with `data-name`, `class="mark"` with `data-kind`.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use crate::report;
+use crate::timeline::round_step;
 use crate::trace::{HELPER_THREADS, KernelState, Model, Track};
 
 const WIDTH: f64 = 1100.0;
@@ -60,6 +63,17 @@ fn esc(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// The distinct names, in the order they first appear.
+fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = Vec::new();
+    for name in names {
+        if !seen.contains(&name) {
+            seen.push(name);
+        }
+    }
+    seen
+}
+
 /// The lanes drawn: every track but the helper threads'.
 pub fn lanes(model: &Model) -> Vec<&Track> {
     model
@@ -67,19 +81,6 @@ pub fn lanes(model: &Model) -> Vec<&Track> {
         .iter()
         .filter(|t| t.is_process() || !HELPER_THREADS.contains(&t.name.as_str()))
         .collect()
-}
-
-/// A round step (1, 2 or 5 × 10^n µs) that gives at most `max_ticks` ticks over `span_us`.
-fn tick_step(span_us: u64, max_ticks: u64) -> u64 {
-    let mut step = 1u64;
-    loop {
-        for m in [1, 2, 5] {
-            if span_us / (step * m) <= max_ticks {
-                return step * m;
-            }
-        }
-        step *= 10;
-    }
 }
 
 /// A tick's label: milliseconds on a short run, seconds with as many decimals as the step needs.
@@ -104,18 +105,8 @@ pub fn render(model: &Model) -> String {
     let lane_y = |pid: i32, tid: i32| {
         lanes.iter().position(|t| t.pid == pid && t.tid == tid).map(|i| TOP + i as f64 * LANE)
     };
-    let mut counter_names: Vec<&str> = Vec::new();
-    for c in &model.counters {
-        if !counter_names.contains(&c.name) {
-            counter_names.push(c.name);
-        }
-    }
-    let mut span_names: Vec<&str> = Vec::new();
-    for s in &model.spans {
-        if !span_names.contains(&s.name.as_str()) {
-            span_names.push(&s.name);
-        }
-    }
+    let counter_names = distinct(model.counters.iter().map(|c| c.name));
+    let span_names = distinct(model.spans.iter().map(|s| s.name.as_str()));
     let span_colour = |name: &str| {
         SPAN_COLOURS[span_names.iter().position(|n| *n == name).unwrap_or(0) % SPAN_COLOURS.len()]
     };
@@ -143,284 +134,17 @@ pub fn render(model: &Model) -> String {
         true => strip_top + 22.0 + strip_lanes.len() as f64 * STRIP_ROW + 16.0,
         false => axis_y + 34.0,
     };
-    let states_used: Vec<KernelState> = KernelState::ALL
-        .into_iter()
-        .filter(|s| model.states.iter().any(|x| x.state == *s))
-        .collect();
-    let marks_used: Vec<&(&str, &str, &str)> =
-        MARKS.iter().filter(|(k, ..)| model.instants.iter().any(|i| i.kind == *k)).collect();
-    let legend_items = states_used.len()
-        + span_names.len()
-        + marks_used.len()
-        + usize::from(!model.flows.is_empty());
-    let legend_rows = legend_items.div_ceil(4).max(1);
-    let height = legend_y + legend_rows as f64 * 20.0 + 10.0;
-
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        out,
-        r#"<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{FLOW_COLOUR}"/></marker></defs>"#
-    );
-    let _ =
-        writeln!(out, r#"<rect x="0" y="0" width="{WIDTH}" height="{height:.0}" fill="white"/>"#);
-    let title =
-        format!("{} — {} lanes, {:.3}s", crate::report::who(), lanes.len(), end as f64 / 1e6);
-    let _ = writeln!(
-        out,
-        r#"<text x="12" y="24" font-size="15" font-weight="bold">{}</text>"#,
-        esc(&title)
-    );
-
-    for (i, lane) in lanes.iter().enumerate() {
-        let y = TOP + i as f64 * LANE;
-        let kind = if lane.is_process() { "process" } else { "thread" };
-        // A thread's lane sits under its process's, indented, with its own tid.
-        let label = if lane.is_process() {
-            format!("{} {}", lane.name, lane.pid)
-        } else {
-            format!("{} {}", lane.name, lane.tid)
-        };
-        let _ = writeln!(
-            out,
-            r#"<g class="lane" data-kind="{kind}" data-role="{}" data-pid="{}" data-tid="{}">"#,
-            esc(&lane.role),
-            lane.pid,
-            lane.tid
-        );
-        if i % 2 == 1 {
-            let _ = writeln!(
-                out,
-                r##"<rect x="0" y="{y}" width="{WIDTH}" height="{LANE}" fill="#f6f7f9"/>"##
-            );
-        }
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{:.1}">{}{}</text>"#,
-            if lane.is_process() { 10.0 } else { 22.0 },
-            y + 17.0,
-            if lane.is_process() { "" } else { "└ " },
-            esc(&label)
-        );
-        // The state band: one path per state, a rectangle per slice (a thread that flips
-        // between running and ready every reading makes hundreds; a path keeps them small).
-        for state in KernelState::ALL {
-            let mut d = String::new();
-            for s in model
-                .states
-                .iter()
-                .filter(|s| s.pid == lane.pid && s.tid == lane.tid && s.state == state)
-            {
-                let (x0, x1) = (x(s.start_us), x(s.end_us));
-                let _ = write!(
-                    d,
-                    "M{x0:.1} {:.0}h{:.1}v12h-{:.1}z",
-                    y + 11.0,
-                    (x1 - x0).max(0.8),
-                    (x1 - x0).max(0.8)
-                );
-            }
-            if !d.is_empty() {
-                let _ = writeln!(
-                    out,
-                    r#"<path class="state" data-state="{}" d="{d}" fill="{}"><title>{}</title></path>"#,
-                    state.name(),
-                    state.colour(),
-                    state.meaning()
-                );
-            }
-        }
-        // Spans just above the band; one opened inside another drawn a row higher.
-        let mine: Vec<_> =
-            model.spans.iter().filter(|s| s.pid == lane.pid && s.tid == lane.tid).collect();
-        for s in &mine {
-            let depth = mine
-                .iter()
-                .filter(|o| o.start_us < s.start_us && o.end_us >= s.end_us)
-                .count()
-                .min(1);
-            let (x0, x1) = (x(s.start_us), x(s.end_us));
-            let _ = writeln!(
-                out,
-                r#"<rect class="span" data-name="{}" x="{x0:.1}" y="{:.1}" width="{:.1}" height="4" fill="{}"><title>{} {:.1}–{:.1} ms</title></rect>"#,
-                esc(&s.name),
-                y + 6.0 - depth as f64 * 4.5,
-                (x1 - x0).max(1.5),
-                span_colour(&s.name),
-                esc(&s.name),
-                s.start_us as f64 / 1000.0,
-                s.end_us as f64 / 1000.0
-            );
-        }
-        // Where this lane's last step label ends, in each of its two rows (above the band, and
-        // below it for a label that would run into the one before).
-        let mut label_ends = [f64::MIN; 2];
-        for m in model.instants.iter().filter(|m| m.pid == lane.pid && m.tid == lane.tid) {
-            let Some((_, colour, _)) = MARKS.iter().find(|(k, ..)| *k == m.kind) else { continue };
-            if m.kind == "step" {
-                let (k, cx) = (step_number(m), x(m.t_us));
-                let _ = writeln!(
-                    out,
-                    r#"<path class="mark" data-kind="step" data-order="{k}" data-name="{}" d="{}" fill="{colour}" stroke="white" stroke-width="0.8"><title>step {k}: {} at {:.3} ms</title></path>"#,
-                    esc(&m.name),
-                    diamond(cx, y + 17.0, 4.0),
-                    esc(&m.name),
-                    m.t_us as f64 / 1000.0
-                );
-                if labelled {
-                    let text = k.to_string();
-                    let x0 = cx - 2.0;
-                    let row = if x0 >= label_ends[0] { 0 } else { 1 };
-                    label_ends[row] = x0 + 5.5 * text.chars().count() as f64 + 2.0;
-                    let _ = writeln!(
-                        out,
-                        r#"<text class="step-label" x="{x0:.1}" y="{:.1}" font-size="9" fill="{colour}" stroke="white" stroke-width="2.5" paint-order="stroke">{}</text>"#,
-                        y + if row == 0 { 9.0 } else { 25.5 },
-                        esc(&text)
-                    );
-                }
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                r#"<circle class="mark" data-kind="{}" cx="{:.1}" cy="{:.1}" r="3.5" fill="{colour}" stroke="white" stroke-width="1"><title>{} at {:.1} ms</title></circle>"#,
-                m.kind,
-                x(m.t_us),
-                y + 17.0,
-                esc(&m.name),
-                m.t_us as f64 / 1000.0
-            );
-        }
-        let _ = writeln!(out, "</g>");
-    }
-
-    for f in &model.flows {
-        let (Some(y0), Some(y1)) = (lane_y(f.from.0, f.from.1), lane_y(f.to.0, f.to.1)) else {
-            continue;
-        };
-        let _ = writeln!(
-            out,
-            r#"<line class="flow" data-name="{}" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{FLOW_COLOUR}" stroke-width="1.3" marker-end="url(#arrow)"/>"#,
-            f.name,
-            x(f.from.2),
-            y0 + 17.0,
-            x(f.to.2),
-            y1 + 17.0
-        );
-    }
-
-    for (i, name) in counter_names.iter().enumerate() {
-        let top = counters_top + i as f64 * COUNTER_LANE;
-        let points: Vec<_> = model.counters.iter().filter(|c| c.name == *name).collect();
-        let max = points.iter().map(|c| c.value).fold(0.0f64, f64::max).max(1.0);
-        let yv = |v: f64| top + COUNTER_LANE - 6.0 - (COUNTER_LANE - 12.0) * (v / max);
-        let mut path = String::new();
-        for (j, c) in points.iter().enumerate() {
-            let (px, py) = (x(c.t_us), yv(c.value));
-            if j == 0 {
-                let _ = write!(path, "M{px:.1},{py:.1}");
-            } else {
-                let _ = write!(path, " H{px:.1} V{py:.1}");
-            }
-        }
-        let last = points.last().map_or(0.0, |c| c.value);
-        let _ = writeln!(
-            out,
-            r##"<g class="counter" data-name="{}"><text x="10" y="{:.1}">{} (0–{max})</text><path d="{path} H{:.1}" fill="none" stroke="#37474f" stroke-width="1.5"/><text x="{:.1}" y="{:.1}" font-size="10">{last}</text></g>"##,
-            esc(name),
-            top + 20.0,
-            esc(name),
-            x(end),
-            x(end) + 2.0,
-            yv(last) + 3.0
-        );
-    }
-
-    if strip {
-        let columns = steps.len() as f64;
-        let width = (WIDTH - LABEL - RIGHT) / columns;
-        let _ = writeln!(
-            out,
-            r##"<g class="step-strip"><text x="10" y="{:.1}" font-weight="bold">steps in the order they ran</text>"##,
-            strip_top + 12.0
-        );
-        for k in 0..steps.len() {
-            let _ = writeln!(
-                out,
-                r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="middle">{}</text>"##,
-                LABEL + width * (k as f64 + 0.5),
-                strip_top + 12.0,
-                k + 1
-            );
-        }
-        for (row, lane) in strip_lanes.iter().enumerate() {
-            let y = strip_top + 22.0 + row as f64 * STRIP_ROW;
-            if row % 2 == 0 {
-                let _ = writeln!(
-                    out,
-                    r##"<rect x="0" y="{y:.1}" width="{WIDTH}" height="{STRIP_ROW}" fill="#f6f7f9"/>"##
-                );
-            }
-            let _ = writeln!(
-                out,
-                r#"<text x="10" y="{:.1}">{} {}</text>"#,
-                y + 13.0,
-                esc(&lane.name),
-                if lane.is_process() { lane.pid } else { lane.tid }
-            );
-            let mine = model
-                .instants
-                .iter()
-                .filter(|m| m.kind == "step" && (m.pid, m.tid) == (lane.pid, lane.tid));
-            for m in mine {
-                let k = step_number(m);
-                let name = esc(&m.name);
-                let _ = writeln!(
-                    out,
-                    r##"<text class="step-cell" data-order="{k}" data-pid="{}" data-tid="{}" x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#37474f">{name}</text>"##,
-                    lane.pid,
-                    lane.tid,
-                    LABEL + width * (k as f64 - 0.5),
-                    y + 13.0
-                );
-            }
-        }
-        let _ = writeln!(out, "</g>");
-    }
-
-    // The time axis.
-    let step = tick_step(end, 10);
-    let _ = writeln!(
-        out,
-        r##"<g class="axis"><line x1="{LABEL}" y1="{axis_y:.1}" x2="{:.1}" y2="{axis_y:.1}" stroke="#555"/>"##,
-        WIDTH - RIGHT
-    );
-    let mut t = 0;
-    while t <= end {
-        let _ = writeln!(
-            out,
-            r##"<line x1="{0:.1}" y1="{axis_y:.1}" x2="{0:.1}" y2="{1:.1}" stroke="#555"/><line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{axis_y:.1}" stroke="#000" stroke-opacity="0.07"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle" font-size="11">{3}</text>"##,
-            x(t),
-            axis_y + 5.0,
-            axis_y + 18.0,
-            time_label(t, step)
-        );
-        t += step;
-    }
-    let _ = writeln!(out, "</g>");
-
-    // The legend: four items a row.
+    // The legend, four items a row: the states, spans and marks drawn, and the arrows.
     let mut items: Vec<(String, String)> = Vec::new();
-    for s in &states_used {
-        items.push((s.name().to_string(), format!(r##"<rect x="0" y="-9" width="14" height="10" fill="{}" stroke="#999" stroke-width="0.5"/><text x="19" y="0">{}</text>"##, s.colour(), esc(s.meaning()))));
+    for s in KernelState::ALL.iter().filter(|s| model.states.iter().any(|x| x.state == **s)) {
+        items.push((s.name.to_string(), format!(r##"<rect x="0" y="-9" width="14" height="10" fill="{}" stroke="#999" stroke-width="0.5"/><text x="19" y="0">{}</text>"##, s.colour, esc(s.meaning))));
     }
     for name in &span_names {
         items.push((name.to_string(), format!(r#"<rect x="0" y="-7" width="14" height="4" fill="{}"/><text x="19" y="0">{}</text>"#, span_colour(name), esc(name))));
     }
-    for (kind, colour, text) in &marks_used {
+    for (kind, colour, text) in
+        MARKS.iter().filter(|m| model.instants.iter().any(|i| i.kind == m.0))
+    {
         let shape = match *kind {
             "step" => format!(r#"<path d="{}" fill="{colour}"/>"#, diamond(7.0, -4.0, 4.0)),
             _ => format!(r#"<circle cx="7" cy="-4" r="3.5" fill="{colour}"/>"#),
@@ -428,23 +152,186 @@ pub fn render(model: &Model) -> String {
         items.push((kind.to_string(), format!(r#"{shape}<text x="19" y="0">{text}</text>"#)));
     }
     if !model.flows.is_empty() {
-        let mut names: Vec<&str> = model.flows.iter().map(|f| f.name).collect();
-        names.sort_unstable();
-        names.dedup();
-        let flow_names = names.join(", ");
+        let names: BTreeSet<&str> = model.flows.iter().map(|f| f.name).collect();
+        let flow_names = Vec::from_iter(names).join(", ");
         items.push(("arrow".into(), format!(r#"<line x1="0" y1="-4" x2="13" y2="-4" stroke="{FLOW_COLOUR}" stroke-width="1.3" marker-end="url(#arrow)"/><text x="19" y="0">{}</text>"#, esc(&flow_names))));
     }
-    let _ = writeln!(out, r#"<g class="legend">"#);
-    for (i, (name, body)) in items.iter().enumerate() {
-        let (col, row) = (i % 4, i / 4);
-        let _ = writeln!(
-            out,
-            r#"<g class="legend-item" data-name="{}" transform="translate({:.1},{:.1})">{body}</g>"#,
-            esc(name),
-            12.0 + col as f64 * 270.0,
-            legend_y + row as f64 * 20.0
-        );
+    let legend_rows = items.len().div_ceil(4).max(1);
+    let height = legend_y + legend_rows as f64 * 20.0 + 10.0;
+
+    // The picture, line by line.
+    let mut lines: Vec<String> = Vec::new();
+    lines.push(format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">"#
+    ));
+    lines.push(format!(
+        r#"<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{FLOW_COLOUR}"/></marker></defs>"#
+    ));
+    lines.push(format!(r#"<rect x="0" y="0" width="{WIDTH}" height="{height:.0}" fill="white"/>"#));
+    let title = format!("{} — {} lanes, {:.3}s", report::who(), lanes.len(), end as f64 / 1e6);
+    let title = esc(&title);
+    lines.push(format!(r#"<text x="12" y="24" font-size="15" font-weight="bold">{title}</text>"#));
+
+    for (i, lane) in lanes.iter().enumerate() {
+        let y = TOP + i as f64 * LANE;
+        // A thread's lane sits under its process's, indented, with its own tid.
+        let (kind, indent, branch, id) = match lane.is_process() {
+            true => ("process", 10.0, "", lane.pid),
+            false => ("thread", 22.0, "└ ", lane.tid),
+        };
+        let (pid, tid, role, name) = (lane.pid, lane.tid, esc(lane.role()), esc(&lane.name));
+        lines.push(format!(
+            r#"<g class="lane" data-kind="{kind}" data-role="{role}" data-pid="{pid}" data-tid="{tid}">"#
+        ));
+        if i % 2 == 1 {
+            lines.push(format!(
+                r##"<rect x="0" y="{y}" width="{WIDTH}" height="{LANE}" fill="#f6f7f9"/>"##
+            ));
+        }
+        let text_y = y + 17.0;
+        lines.push(format!(r#"<text x="{indent}" y="{text_y:.1}">{branch}{name} {id}</text>"#));
+        // The state band: one path per state, a rectangle per slice (a thread that flips
+        // between running and ready every reading makes hundreds; a path keeps them small).
+        for state in KernelState::ALL {
+            let mut d = String::new();
+            for s in model.states.iter().filter(|s| (s.pid, s.tid, s.state) == (pid, tid, state)) {
+                let (x0, w) = (x(s.start_us), (x(s.end_us) - x(s.start_us)).max(0.8));
+                let _ = write!(d, "M{x0:.1} {:.0}h{w:.1}v12h-{w:.1}z", y + 11.0);
+            }
+            let KernelState { name, colour, meaning, .. } = state;
+            if !d.is_empty() {
+                lines.push(format!(
+                    r#"<path class="state" data-state="{name}" d="{d}" fill="{colour}"><title>{meaning}</title></path>"#
+                ));
+            }
+        }
+        // Spans just above the band; one opened inside another drawn a row higher.
+        let mine: Vec<_> = model.spans.iter().filter(|s| (s.pid, s.tid) == (pid, tid)).collect();
+        for s in &mine {
+            let inside = mine.iter().any(|o| o.start_us < s.start_us && o.end_us >= s.end_us);
+            let (name, fill) = (esc(&s.name), span_colour(&s.name));
+            let (x0, top) = (x(s.start_us), y + if inside { 1.5 } else { 6.0 });
+            let width = (x(s.end_us) - x0).max(1.5);
+            let (from_ms, to_ms) = (s.start_us as f64 / 1000.0, s.end_us as f64 / 1000.0);
+            lines.push(format!(
+                r#"<rect class="span" data-name="{name}" x="{x0:.1}" y="{top:.1}" width="{width:.1}" height="4" fill="{fill}"><title>{name} {from_ms:.1}–{to_ms:.1} ms</title></rect>"#
+            ));
+        }
+        // Where this lane's last step label ends, in each of its two rows (above the band, and
+        // below it for a label that would run into the one before).
+        let mut label_ends = [f64::MIN; 2];
+        for m in model.instants.iter().filter(|m| (m.pid, m.tid) == (pid, tid)) {
+            let Some((kind, colour, _)) = MARKS.iter().find(|(k, ..)| *k == m.kind) else {
+                continue;
+            };
+            let (name, cx, ms) = (esc(&m.name), x(m.t_us), m.t_us as f64 / 1000.0);
+            if *kind != "step" {
+                lines.push(format!(
+                    r#"<circle class="mark" data-kind="{kind}" cx="{cx:.1}" cy="{text_y:.1}" r="3.5" fill="{colour}" stroke="white" stroke-width="1"><title>{name} at {ms:.1} ms</title></circle>"#
+                ));
+                continue;
+            }
+            let (k, d) = (step_number(m), diamond(cx, text_y, 4.0));
+            lines.push(format!(
+                r#"<path class="mark" data-kind="step" data-order="{k}" data-name="{name}" d="{d}" fill="{colour}" stroke="white" stroke-width="0.8"><title>step {k}: {name} at {ms:.3} ms</title></path>"#
+            ));
+            if labelled {
+                let x0 = cx - 2.0;
+                let row = if x0 >= label_ends[0] { 0 } else { 1 };
+                label_ends[row] = x0 + 5.5 * k.to_string().len() as f64 + 2.0;
+                let label_y = y + if row == 0 { 9.0 } else { 25.5 };
+                lines.push(format!(
+                    r#"<text class="step-label" x="{x0:.1}" y="{label_y:.1}" font-size="9" fill="{colour}" stroke="white" stroke-width="2.5" paint-order="stroke">{k}</text>"#
+                ));
+            }
+        }
+        lines.push("</g>".into());
     }
-    let _ = writeln!(out, "</g>\n</svg>");
-    out
+
+    for f in &model.flows {
+        let (Some(y0), Some(y1)) = (lane_y(f.from.0, f.from.1), lane_y(f.to.0, f.to.1)) else {
+            continue;
+        };
+        let (name, x1, x2, y1, y2) = (f.name, x(f.from.2), x(f.to.2), y0 + 17.0, y1 + 17.0);
+        lines.push(format!(
+            r#"<line class="flow" data-name="{name}" x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}" stroke="{FLOW_COLOUR}" stroke-width="1.3" marker-end="url(#arrow)"/>"#
+        ));
+    }
+
+    for (i, name) in counter_names.iter().enumerate() {
+        let top = counters_top + i as f64 * COUNTER_LANE;
+        let points: Vec<_> = model.counters.iter().filter(|c| c.name == *name).collect();
+        let max = points.iter().map(|c| c.value).fold(0.0f64, f64::max).max(1.0);
+        let yv = |v: f64| top + COUNTER_LANE - 6.0 - (COUNTER_LANE - 12.0) * (v / max);
+        let mut path = format!("M{:.1},{:.1}", x(points[0].t_us), yv(points[0].value));
+        for c in &points[1..] {
+            let _ = write!(path, " H{:.1} V{:.1}", x(c.t_us), yv(c.value));
+        }
+        let last = points.last().map_or(0.0, |c| c.value);
+        let (name, name_y, x_end, last_y) = (esc(name), top + 20.0, x(end), yv(last) + 3.0);
+        let last_x = x_end + 2.0;
+        lines.push(format!(
+            r##"<g class="counter" data-name="{name}"><text x="10" y="{name_y:.1}">{name} (0–{max})</text><path d="{path} H{x_end:.1}" fill="none" stroke="#37474f" stroke-width="1.5"/><text x="{last_x:.1}" y="{last_y:.1}" font-size="10">{last}</text></g>"##
+        ));
+    }
+
+    if strip {
+        let width = plot / steps.len() as f64;
+        let head_y = strip_top + 12.0;
+        lines.push(format!(
+            r##"<g class="step-strip"><text x="10" y="{head_y:.1}" font-weight="bold">steps in the order they ran</text>"##
+        ));
+        for k in 1..=steps.len() {
+            let cx = LABEL + width * (k as f64 - 0.5);
+            lines.push(format!(
+                r##"<text x="{cx:.1}" y="{head_y:.1}" font-size="10" fill="#555" text-anchor="middle">{k}</text>"##
+            ));
+        }
+        for (row, lane) in strip_lanes.iter().enumerate() {
+            let y = strip_top + 22.0 + row as f64 * STRIP_ROW;
+            if row % 2 == 0 {
+                lines.push(format!(
+                    r##"<rect x="0" y="{y:.1}" width="{WIDTH}" height="{STRIP_ROW}" fill="#f6f7f9"/>"##
+                ));
+            }
+            let (pid, tid, text_y) = (lane.pid, lane.tid, y + 13.0);
+            let (name, id) = (esc(&lane.name), if lane.is_process() { pid } else { tid });
+            lines.push(format!(r#"<text x="10" y="{text_y:.1}">{name} {id}</text>"#));
+            for m in
+                model.instants.iter().filter(|m| m.kind == "step" && (m.pid, m.tid) == (pid, tid))
+            {
+                let (k, name) = (step_number(m), esc(&m.name));
+                let cx = LABEL + width * (k as f64 - 0.5);
+                lines.push(format!(
+                    r##"<text class="step-cell" data-order="{k}" data-pid="{pid}" data-tid="{tid}" x="{cx:.1}" y="{text_y:.1}" font-size="11" text-anchor="middle" fill="#37474f">{name}</text>"##
+                ));
+            }
+        }
+        lines.push("</g>".into());
+    }
+
+    // The time axis.
+    let step = round_step(|step| end / step <= 10);
+    let (right, tick_y, label_y) = (WIDTH - RIGHT, axis_y + 5.0, axis_y + 18.0);
+    lines.push(format!(
+        r##"<g class="axis"><line x1="{LABEL}" y1="{axis_y:.1}" x2="{right:.1}" y2="{axis_y:.1}" stroke="#555"/>"##
+    ));
+    for t in (0..=end).step_by(step as usize) {
+        let (tx, label) = (x(t), time_label(t, step));
+        lines.push(format!(
+            r##"<line x1="{tx:.1}" y1="{axis_y:.1}" x2="{tx:.1}" y2="{tick_y:.1}" stroke="#555"/><line x1="{tx:.1}" y1="{TOP}" x2="{tx:.1}" y2="{axis_y:.1}" stroke="#000" stroke-opacity="0.07"/><text x="{tx:.1}" y="{label_y:.1}" text-anchor="middle" font-size="11">{label}</text>"##
+        ));
+    }
+    lines.push("</g>".into());
+
+    lines.push(r#"<g class="legend">"#.into());
+    for (i, (name, body)) in items.iter().enumerate() {
+        let name = esc(name);
+        let (left, top) = (12.0 + (i % 4) as f64 * 270.0, legend_y + (i / 4) as f64 * 20.0);
+        lines.push(format!(
+            r#"<g class="legend-item" data-name="{name}" transform="translate({left:.1},{top:.1})">{body}</g>"#
+        ));
+    }
+    lines.extend(["</g>".into(), "</svg>\n".into()]);
+    lines.join("\n")
 }

@@ -11,12 +11,10 @@
 //! - a forked child inherits the descriptor (and the atomic that holds its number); a spawned
 //!   child inherits it through `exec`, because it has no close-on-exec flag, and learns its
 //!   number from `CONCURRENCY_DEMOS_REPORT` (see [`report`]);
-//! - the file has no name: on Linux it is made with `O_TMPFILE` (elsewhere it is created and
-//!   unlinked at once), so nothing is left behind, not even after Ctrl-C or SIGKILL;
-//! - [`draw`] is a pure function from records to text: a row per process (name and pid), a
-//!   time axis, `|` at a process's first and last event, `=` between, a symbol for each event
-//!   the [`Style`] names, and a fill for spans between two events (a producer blocked on a
-//!   full queue, a task running in a pool worker).
+//! - the file has no name (`O_TMPFILE`), so nothing is left behind, not even after Ctrl-C or
+//!   SIGKILL;
+//! - [`draw`] makes the text: a row per process, `|` at its first and last event, `=` between,
+//!   and what the [`Style`] adds (a symbol for an event, a fill between two events).
 //!
 //! A process records only if it is the recorder or was started while the recording was on:
 //! start the recording before the workers whose lanes you want.
@@ -40,18 +38,22 @@
 //!                        0.0s      0.1s      0.2s      0.3s      0.4s      0.5s
 //! ```
 
-use anyhow::Result;
+use std::fs::File;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::report;
 
 mod draw;
+pub(crate) use draw::round_step;
 pub use draw::{DEFAULT_WIDTH, Lane, Style, draw, lanes, show};
 
-/// The nameless temporary file the timeline records to (also the tour's answers file).
 #[cfg(unix)]
 pub use imp::nameless_file;
+pub(crate) use imp::read_from;
 
 /// One recorded event: the JSON line [`report::event`] writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,12 +84,24 @@ impl Record {
     pub fn thread_id(&self) -> i32 {
         if self.tid == 0 { self.pid } else { self.tid }
     }
+
+    /// Who recorded it: its thread's name, or for the main thread its process's.
+    pub fn name(&self) -> &str {
+        if self.thread_id() == self.pid || self.thread.is_empty() {
+            &self.who
+        } else {
+            &self.thread
+        }
+    }
 }
 
 /// Parses recorded JSON lines, in order; a line that is not a record is skipped.
 pub fn parse(text: &str) -> Vec<Record> {
     text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
 }
+
+/// The run's own recording under `--trace`: its descriptor, and a second handle on its file.
+static RUN: OnceLock<(i32, File)> = OnceLock::new();
 
 /// A recording in progress: while it lives, every event of this process and of every child
 /// started meanwhile is appended to its file. [`Recording::finish`] stops it and returns what
@@ -98,7 +112,7 @@ pub fn parse(text: &str) -> Vec<Record> {
 /// started, and leaves the run's recording on when it finishes.
 #[derive(Debug)]
 pub struct Recording {
-    file: std::fs::File,
+    pub(crate) file: File,
     /// Where this recording's records begin in the file.
     from: u64,
     /// True when the file is the run's trace recording, which this one only reads.
@@ -109,7 +123,9 @@ impl Recording {
     /// Creates the nameless recording file and starts recording to it.
     pub fn start() -> Result<Recording> {
         if let Some(fd) = report::recording_fd() {
-            if let Some(file) = crate::trace::shared_recording(fd) {
+            if let Some((_, file)) = RUN.get().filter(|(run_fd, _)| *run_fd == fd)
+                && let Ok(file) = file.try_clone()
+            {
                 let from = file.metadata().map(|m| m.len()).unwrap_or(0);
                 return Ok(Recording { file, from, shared: true });
             }
@@ -122,23 +138,26 @@ impl Recording {
 
     /// A new recording file for the whole run (`--trace`), which [`Recording::start`] then
     /// shares rather than refuses.
-    pub(crate) fn start_run() -> Result<(Recording, i32)> {
+    pub(crate) fn start_run() -> Result<Recording> {
         let recording = Recording::start()?;
-        let fd = imp::raw_fd(&recording.file);
-        Ok((recording, fd))
+        let file = recording.file.try_clone().context("duplicating the run's recording")?;
+        let _ = RUN.set((imp::raw_fd(&recording.file), file));
+        Ok(recording)
     }
 
     /// What has been recorded so far, in the order it was written (phase marks, which only the
     /// trace draws, left out).
     pub fn records(&self) -> Result<Vec<Record>> {
-        let mut records = parse(&imp::read_all(&self.file, self.from)?);
+        let mut records = self.all_records()?;
         records.retain(|r| r.event != crate::trace::PHASE_EVENT);
         Ok(records)
     }
 
     /// Every record, phase marks included (for the trace).
     pub(crate) fn all_records(&self) -> Result<Vec<Record>> {
-        Ok(parse(&imp::read_all(&self.file, self.from)?))
+        let mut bytes = Vec::new();
+        read_from(&self.file, self.from, &mut bytes).context("reading the timeline file")?;
+        Ok(parse(&String::from_utf8_lossy(&bytes)))
     }
 
     /// Stops recording and returns every record, in the order it was written. Children still
@@ -164,12 +183,12 @@ impl Drop for Recording {
 
 #[cfg(unix)]
 mod imp {
-    use std::fs::{File, OpenOptions};
+    use std::fs::File;
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
 
     use anyhow::{Context, Result};
-    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 
     pub fn raw_fd(file: &File) -> i32 {
         file.as_raw_fd()
@@ -178,7 +197,7 @@ mod imp {
     /// A temporary file with no name, open for reading and appending, that children inherit
     /// across `fork` and `exec`.
     pub fn open_anonymous() -> Result<File> {
-        let file = nameless_file("concurrency-demos-timeline")?;
+        let file = nameless_file()?;
         // Rust opens every file close-on-exec; a spawned child must keep this one across exec.
         fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()))
             .context("fcntl(F_SETFD) on the timeline file")?;
@@ -187,70 +206,27 @@ mod imp {
 
     /// A file with no name in the temporary folder, open for reading and appending, that
     /// nothing else can open and that nothing leaves behind, even at Ctrl-C: `O_TMPFILE`, or
-    /// where the file system has none, `<prefix>-<pid>-<ns>` removed at once (the open
-    /// descriptor keeps the file alive until the last process holding it closes it).
-    pub fn nameless_file(prefix: &str) -> Result<File> {
-        let dir = std::env::temp_dir();
-        if let Some(file) = open_tmpfile(&dir)? {
-            return Ok(file);
-        }
-        let path =
-            dir.join(format!("{prefix}-{}-{}", std::process::id(), crate::report::monotonic_ns()));
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    /// where the file system has none, a file removed as soon as it is created (the open
+    /// descriptor keeps it alive until the last process holding it closes it).
+    pub fn nameless_file() -> Result<File> {
+        let file = tempfile::tempfile().context("creating a nameless file")?;
+        fcntl(&file, FcntlArg::F_SETFL(OFlag::O_APPEND)).context("fcntl(F_SETFL, O_APPEND)")?;
         Ok(file)
     }
 
-    #[cfg(target_os = "linux")]
-    fn open_tmpfile(dir: &std::path::Path) -> Result<Option<File>> {
-        match OpenOptions::new()
-            .read(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
-            .open(dir)
-        {
-            Ok(file) => Ok(Some(file)),
-            // The file system (or an old kernel) does not support O_TMPFILE.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT)
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => {
-                Err(e).with_context(|| format!("creating a nameless file in {}", dir.display()))
-            }
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn open_tmpfile(_dir: &std::path::Path) -> Result<Option<File>> {
-        Ok(None)
-    }
-
-    /// The file from offset `from`; `read_at` leaves the shared file offset alone.
-    pub fn read_all(file: &File, from: u64) -> Result<String> {
-        let mut bytes = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
+    /// Appends to `buf` the file's bytes from `offset` on; `pread` leaves the file offset, which
+    /// the processes that inherited the file share, alone.
+    pub fn read_from(file: &File, mut offset: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut chunk = [0u8; 4096];
         loop {
-            let n = file
-                .read_at(&mut buf, from + bytes.len() as u64)
-                .context("reading the timeline file")?;
-            if n == 0 {
-                break;
+            match file.read_at(&mut chunk, offset)? {
+                0 => return Ok(()),
+                n => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    offset += n as u64;
+                }
             }
-            bytes.extend_from_slice(&buf[..n]);
         }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
@@ -266,7 +242,7 @@ mod imp {
     pub fn open_anonymous() -> Result<File> {
         bail!("recording a timeline needs a Unix system (fork and inherited file descriptors)")
     }
-    pub fn read_all(_file: &File, _from: u64) -> Result<String> {
-        Ok(String::new())
+    pub fn read_from(_: &File, _: u64, _: &mut Vec<u8>) -> std::io::Result<()> {
+        Ok(())
     }
 }

@@ -225,11 +225,177 @@ mod timeline {
     }
 
     #[test]
+    fn a_short_stretch_late_in_a_run_gets_a_fine_scale_and_ticks_on_round_times() {
+        let text = draw("late", &[rec(1234, 1, "a", "x"), rec(1300, 2, "b", "y")], &Style::new());
+        // 66 ms in 60 columns: 2 ms a column, from 1234 ms; the first tick at 1240 ms.
+        assert!(text.starts_with("late (1 column = 2 ms;"), "{text}");
+        let row = lane_row(&text, "b 2");
+        assert_eq!(row.rfind('|').unwrap() - lane_row(&text, "a 1").find('|').unwrap(), 33);
+        let axis = text.lines().rev().nth(1).unwrap().trim_start();
+        assert_eq!(axis.find('+'), Some(3), "{text}");
+        let labels = text.lines().last().unwrap().trim_start();
+        assert!(labels.starts_with("1.24s"), "{text}");
+    }
+
+    #[test]
     fn lines_that_are_not_records_are_skipped() {
         let text = "{\"t_ms\":1,\"pid\":2,\"ppid\":1,\"who\":\"a\",\"event\":\"e\",\"data\":{}}\n\
                     half a line\n{\"t_ms\":2,\"pid\":3,\"who\":\"b\",\"event\":\"f\"}\n";
         let records = parse(text);
         assert_eq!(records.len(), 2);
         assert_eq!(records[1].who, "b");
+    }
+}
+
+mod trace {
+    use common::sampler::Sample;
+    use common::timeline::Record;
+    use common::trace::{Model, Outputs};
+    use serde_json::{Value, json};
+
+    fn rec(t_us: u64, pid: i32, tid: i32, event: &str, data: Value) -> Record {
+        Record {
+            t_ms: t_us / 1000,
+            t_us,
+            pid,
+            ppid: 1,
+            who: format!("buyer-{pid}"),
+            tid,
+            thread: "main".into(),
+            event: event.into(),
+            data,
+        }
+    }
+
+    fn sample(t_us: u64, pid: i32, state: char, run_ns: u64, wait_ns: u64) -> Sample {
+        Sample { t_us, pid, tid: pid, comm: format!("buyer-{pid}"), state, cpu: 0, run_ns, wait_ns }
+    }
+
+    #[test]
+    fn samples_become_slices_and_r_is_split_into_running_and_ready() {
+        let samples = [
+            sample(0, 5, 'R', 0, 0),
+            sample(2000, 5, 'R', 1_500_000, 100),
+            sample(4000, 5, 'R', 1_500_100, 1_900_000),
+            sample(6000, 5, 'S', 1_500_200, 1_900_000),
+            sample(8000, 5, 'Z', 1_500_200, 1_900_000),
+        ];
+        let model = Model::build(&[], &samples, 2000);
+        let states: Vec<(&str, u64, u64)> =
+            model.states.iter().map(|s| (s.state.name, s.start_us, s.end_us)).collect();
+        assert_eq!(
+            states,
+            [("running", 0, 4000), ("ready", 4000, 6000), ("S", 6000, 8000), ("Z", 8000, 8001)]
+        );
+    }
+
+    #[test]
+    fn a_span_left_open_ends_with_its_thread_and_marks_pair_by_name() {
+        let records = [
+            rec(10, 7, 7, "phase", json!({"ph": "B", "name": "task running"})),
+            rec(20, 7, 7, "phase", json!({"ph": "B", "name": "critical section"})),
+            rec(30, 7, 7, "phase", json!({"ph": "E", "name": "critical section"})),
+            rec(90, 7, 7, "busy", json!({})),
+        ];
+        let model = Model::build(&records, &[], 2000);
+        let spans: Vec<(&str, u64, u64, bool)> =
+            model.spans.iter().map(|s| (s.name.as_str(), s.start_us, s.end_us, s.closed)).collect();
+        assert_eq!(spans, [("task running", 10, 90, false), ("critical section", 20, 30, true)]);
+    }
+
+    #[test]
+    fn a_put_flows_to_the_first_got_of_the_same_item() {
+        let records = [
+            rec(10, 7, 7, "put", json!({"item": 1, "qsize": 1})),
+            rec(11, 7, 7, "put", json!({"item": 2, "qsize": 2})),
+            rec(50, 8, 8, "got", json!({"item": 2, "qsize": 1})),
+            rec(60, 8, 8, "got", json!({"item": 1, "qsize": 0})),
+        ];
+        let model = Model::build(&records, &[], 2000);
+        let flows: Vec<(u64, u64)> = model.flows.iter().map(|f| (f.from.2, f.to.2)).collect();
+        assert_eq!(flows, [(11, 50), (10, 60)]);
+        let sizes: Vec<f64> = model.counters.iter().map(|c| c.value).collect();
+        assert_eq!(sizes, [1.0, 2.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn real_message_ids_pair_each_put_with_its_get_and_replace_the_guess() {
+        let records = [
+            rec(10, 7, 7, "queue_put", json!({"msg": 5})),
+            rec(11, 7, 7, "put", json!({"item": 1})),
+            rec(12, 7, 7, "queue_put", json!({"msg": 6})),
+            rec(13, 7, 7, "put", json!({"item": 1})),
+            rec(50, 8, 8, "queue_got", json!({"msg": 6})),
+            rec(51, 8, 8, "got", json!({"item": 1})),
+            rec(60, 9, 9, "queue_got", json!({"msg": 5})),
+            rec(61, 9, 9, "got", json!({"item": 1})),
+            rec(70, 7, 7, "task_submitted", json!({"pool": 3, "job": 0})),
+            rec(90, 7, 8, "task_result", json!({"pool": 3, "job": 0})),
+        ];
+        let model = Model::build(&records, &[], 2000);
+        let flows: Vec<(&str, Value, u64, u64)> =
+            model.flows.iter().map(|f| (f.name, f.key.clone(), f.from.2, f.to.2)).collect();
+        assert_eq!(
+            flows,
+            [
+                ("message", json!({"msg": 6}), 12, 50),
+                ("message", json!({"msg": 5}), 10, 60),
+                ("result", json!({"pool": 3, "job": 0}), 70, 90),
+            ]
+        );
+        // The recorded ends are drawn as their arrows, not as instants of their own.
+        let ends = ["queue_put", "queue_got", "task_submitted", "task_result"];
+        assert!(model.instants.iter().all(|i| !ends.contains(&i.name.as_str())));
+    }
+
+    #[test]
+    fn bad_output_paths_are_refused_naming_the_flag() {
+        let dir = std::env::temp_dir();
+        let svg = Outputs { trace: None, svg: Some(dir.clone()) };
+        let e = svg.check().unwrap_err().to_string();
+        assert!(e.starts_with("--svg ") && e.contains("directory"), "{e}");
+        let missing = dir.join("no-such-dir-for-a-trace").join("t.json");
+        let trace = Outputs { trace: Some(missing), svg: None };
+        let e = trace.check().unwrap_err().to_string();
+        assert!(e.starts_with("--trace ") && e.contains("does not exist"), "{e}");
+    }
+}
+
+mod sampler {
+    use std::time::{Duration, Instant};
+
+    use common::ps::{children_of, state_of};
+    use common::sampler::Sampler;
+
+    #[test]
+    fn a_grandchild_is_found_through_children_and_last_seen_as_a_zombie() {
+        // sh starts a short sleep in the background, then becomes a long sleep (exec), which
+        // never reaps it: the grandchild ends and stays a zombie under its parent. (A child of
+        // the test process itself could be reaped by another test's waitpid(-1).)
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.05 & exec sleep 30"])
+            .spawn()
+            .unwrap();
+        let parent = child.id() as i32;
+        let sampler = Sampler::start(std::process::id() as i32, Duration::from_millis(2)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let grandchild = loop {
+            let zombie = children_of(parent).into_iter().find(|pid| state_of(*pid) == Some('Z'));
+            if let Some(pid) = zombie {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "no zombie grandchild appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // `stop` reads every task once more before it returns: the last sample is the Z.
+        let samples = sampler.stop();
+        let _ = child.kill();
+        let _ = child.wait();
+        let states: Vec<char> =
+            samples.iter().filter(|s| s.pid == grandchild).map(|s| s.state).collect();
+        assert_eq!(states.last(), Some(&'Z'), "{states:?}");
+        assert!(samples.iter().any(|s| s.pid == parent && s.state == 'S'));
+        assert!(samples.iter().all(|s| s.comm != "sampler"), "the sampler samples itself");
+        assert!(samples.windows(2).all(|w| w[0].t_us <= w[1].t_us));
     }
 }

@@ -131,11 +131,7 @@ fn lanes_by(records: &[Record], per_thread: bool) -> Vec<Lane> {
             None => lanes.push(Lane {
                 pid,
                 tid,
-                who: if tid != pid && !r.thread.is_empty() {
-                    r.thread.clone()
-                } else {
-                    r.who.clone()
-                },
+                who: if per_thread { r.name() } else { &r.who }.to_string(),
                 start_ms: r.t_ms,
                 end_ms: r.t_ms,
                 events: 1,
@@ -147,7 +143,7 @@ fn lanes_by(records: &[Record], per_thread: bool) -> Vec<Lane> {
     lanes
 }
 
-/// Milliseconds per column, from 1-2-5 steps, and where the axis starts.
+/// Milliseconds per column, a round step (see [`round_step`]), and where the axis starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Scale {
     origin_ms: u64,
@@ -158,21 +154,28 @@ struct Scale {
 /// Ticks of the axis fall on round times: multiples of this many columns' worth of ms.
 const TICK_EVERY: u64 = 10;
 
-impl Scale {
-    /// The finest 1-2-5 step that fits `start..=end` in `width` columns.
-    fn fit(start: u64, end: u64, width: usize) -> Scale {
-        let mut step = 1u64;
-        loop {
-            for m in [1, 2, 5] {
-                let ms_per_col = step * m;
-                let origin_ms = start / ms_per_col * ms_per_col;
-                let columns = ((end - origin_ms) / ms_per_col) as usize + 1;
-                if columns <= width || ms_per_col >= 1_000_000_000 {
-                    return Scale { origin_ms, ms_per_col, columns };
-                }
-            }
-            step *= 10;
+/// The smallest round step (1, 2 or 5 × 10^n) for which `fits` holds: a time axis's unit.
+pub(crate) fn round_step(fits: impl Fn(u64) -> bool) -> u64 {
+    let mut power = 1;
+    loop {
+        if let Some(step) = [power, 2 * power, 5 * power].into_iter().find(|s| fits(*s)) {
+            return step;
         }
+        power *= 10;
+    }
+}
+
+impl Scale {
+    /// The finest step that fits `start..=end` in `width` columns, the axis starting on a
+    /// multiple of it.
+    fn fit(start: u64, end: u64, width: usize) -> Scale {
+        let columns = |ms_per_col: u64| {
+            let origin_ms = start / ms_per_col * ms_per_col;
+            ((end - origin_ms) / ms_per_col) as usize + 1
+        };
+        let ms_per_col = round_step(|step| columns(step) <= width || step >= 1_000_000_000);
+        let origin_ms = start / ms_per_col * ms_per_col;
+        Scale { origin_ms, ms_per_col, columns: columns(ms_per_col) }
     }
 
     fn col(&self, t_ms: u64) -> usize {
@@ -202,12 +205,9 @@ pub fn draw(title: &str, records: &[Record], style: &Style) -> String {
     let scale = Scale::fit(start, end, style.width);
     let labels: Vec<String> = lanes
         .iter()
-        .map(|l| {
-            if l.tid == l.pid {
-                format!("{} {}", l.who, l.pid)
-            } else {
-                format!("{} {}/{}", l.who, l.pid, l.tid)
-            }
+        .map(|l| match l.tid == l.pid {
+            true => format!("{} {}", l.who, l.pid),
+            false => format!("{} {}/{}", l.who, l.pid, l.tid),
         })
         .collect();
     let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
@@ -243,9 +243,7 @@ pub fn draw(title: &str, records: &[Record], style: &Style) -> String {
 fn draw_lane(lane: &Lane, records: &[&Record], style: &Style, scale: &Scale) -> String {
     let mut cells = vec![' '; scale.columns];
     let (first, last) = (scale.col(lane.start_ms), scale.col(lane.end_ms));
-    for cell in &mut cells[first..=last] {
-        *cell = '=';
-    }
+    cells[first..=last].fill('=');
     // Spans: each `begin` opens one, the next matching `end` of this process closes it.
     let mut open: Vec<(usize, u64, Option<String>)> = Vec::new();
     let mut closed: Vec<(usize, u64, u64, Option<String>)> = Vec::new();
@@ -270,9 +268,7 @@ fn draw_lane(lane: &Lane, records: &[&Record], style: &Style, scale: &Scale) -> 
     closed.extend(open.into_iter().map(|(i, begin, label)| (i, begin, lane.end_ms, label)));
     for (i, begin, end, label) in closed {
         let (a, b) = (scale.col(begin), scale.col(end));
-        for cell in &mut cells[a..=b] {
-            *cell = style.spans[i].fill;
-        }
+        cells[a..=b].fill(style.spans[i].fill);
         if let Some(label) = label {
             for (cell, ch) in cells[a..=b].iter_mut().zip(label.chars()) {
                 *cell = ch;
@@ -303,22 +299,4 @@ pub fn show(title: &str, records: &[Record], style: &Style) {
         head,
     );
     report::plain(body.trim_end());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_scale_is_a_round_step_that_fits_the_width() {
-        let s = Scale::fit(0, 5000, 60);
-        assert_eq!((s.ms_per_col, s.origin_ms), (100, 0));
-        assert!(s.columns <= 60);
-        let s = Scale::fit(1234, 1300, 60);
-        assert_eq!((s.ms_per_col, s.origin_ms), (2, 1234));
-        assert_eq!(s.col(1300), 33);
-        assert!(s.is_tick(3) && !s.is_tick(0), "ticks fall on round times: 1240 ms");
-        assert_eq!(s.label(3), "1.24s");
-        assert_eq!(Scale::fit(5, 5, 60).columns, 1);
-    }
 }

@@ -1,6 +1,8 @@
 //! Arrows between events: a message from its `put` to its `get`, a task from its submission to
 //! its result, a lock from one holder to the next.
 
+use std::collections::{BTreeSet, VecDeque};
+
 use super::*;
 
 /// An arrow from one event to another (a message, a task's result).
@@ -42,7 +44,7 @@ pub(super) fn flows_of(records: &[&Record]) -> Vec<Flow> {
             continue;
         }
         // First in, first out per id: a put is matched with the first get of that item after it.
-        let mut waiting: HashMap<String, std::collections::VecDeque<&Record>> = HashMap::new();
+        let mut waiting: HashMap<String, VecDeque<&Record>> = HashMap::new();
         for r in records {
             if r.event != *from && r.event != *to {
                 continue;
@@ -78,9 +80,7 @@ pub(super) fn flows_of(records: &[&Record]) -> Vec<Flow> {
 /// one's beginning on another thread. Spans of a name that do overlap (a semaphore's places)
 /// are not a lock, and get none.
 pub(super) fn handovers(spans: &[Span], ids_from: u64) -> Vec<Flow> {
-    let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
+    let names: BTreeSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     let mut flows = Vec::new();
     for name in names.into_iter().filter(|n| n.starts_with("holding")) {
         let mut held: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();

@@ -11,19 +11,22 @@ pub struct Track {
     pub tid: i32,
     /// As `ps` names it (`comm`), or as the demo named it when it was never sampled.
     pub name: String,
-    /// The name without its number (`buyer-3` → `buyer`): what a picture's skeleton compares.
-    pub role: String,
     /// The first and last moment anything was seen of it (µs).
     pub first_us: u64,
     pub last_us: u64,
-    /// Whether it printed an event or marked a phase.
-    pub spoke: bool,
 }
 
 impl Track {
     /// True for a process's main thread (the track of the process itself).
     pub fn is_process(&self) -> bool {
         self.pid == self.tid
+    }
+
+    /// The name without its number (`buyer-3` → `buyer`): what a picture's skeleton compares.
+    pub fn role(&self) -> &str {
+        let trimmed = self.name.trim_end_matches(|c: char| c.is_ascii_digit());
+        let trimmed = trimmed.trim_end_matches(['-', '_', ' ', '/']);
+        if trimmed.is_empty() { &self.name } else { trimmed }
     }
 }
 
@@ -108,9 +111,9 @@ impl GapStats {
     }
 }
 
-/// The lifecycle kind of an event the demos emit, by its name.
-pub fn lifecycle_kind(event: &str) -> Option<&'static str> {
-    Some(match event {
+/// The kind of an event the demos emit, by its name: a lifecycle one's, or `event`.
+fn kind_of(event: &str) -> &'static str {
+    match event {
         "started" | "forked" | "spawned" | "orphan_started" | "parent_started" | "pool_started"
         | "worker_started" | "replaced" => "fork",
         "exec" | "execed" => "exec",
@@ -120,8 +123,8 @@ pub fn lifecycle_kind(event: &str) -> Option<&'static str> {
         "reaped" | "all_reaped" | "joined" => "reap",
         "interrupted" | "signal" | "sigchld_reaper" | "sigchld_ignored" | "stopped" | "resumed"
         | "sent_signal" => "signal",
-        _ => return None,
-    })
+        _ => "event",
+    }
 }
 
 /// Shared values the events carry: (event or `*` for any, field, counter name).
@@ -142,12 +145,6 @@ const QUIET: &[&str] = &["say", "section", "row", "states", "processes", "ps", "
 /// Threads of the demo's machinery, not of its concept: kept in the trace, left off the SVG.
 pub const HELPER_THREADS: &[&str] = &["signal-watcher", "sampler"];
 
-fn role_of(name: &str) -> String {
-    let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit());
-    let trimmed = trimmed.trim_end_matches(['-', '_', ' ', '/']);
-    if trimmed.is_empty() { name.to_string() } else { trimmed.to_string() }
-}
-
 pub(super) fn record_time(r: &Record) -> u64 {
     if r.t_us > 0 { r.t_us } else { r.t_ms * 1000 }
 }
@@ -158,94 +155,75 @@ impl Model {
         let root = std::process::id() as i32;
         let gaps = GapStats::of(samples, interval_us);
         let mut model = Model { root, gaps, ..Model::default() };
+        let mut records: Vec<&Record> = records.iter().collect();
+        records.sort_by_key(|r| record_time(r));
         let mut tracks: BTreeMap<(i32, i32), Track> = BTreeMap::new();
-        let mut see = |pid: i32, tid: i32, name: &str, t: u64, spoke: bool| {
+        // Names as ps shows them: the sampled comm wins over the demo's own name, and its last
+        // value over its first (a new thread is sampled before it names itself).
+        let mut see = |pid: i32, tid: i32, name: &str, t: u64, sampled: bool| {
             let track = tracks.entry((pid, tid)).or_insert_with(|| Track {
                 pid,
                 tid,
                 name: name.to_string(),
-                role: role_of(name),
                 first_us: t,
                 last_us: t,
-                spoke,
             });
             track.first_us = track.first_us.min(t);
             track.last_us = track.last_us.max(t);
-            track.spoke |= spoke;
-        };
-        for s in samples {
-            see(s.pid, s.tid, &s.comm, s.t_us, false);
-        }
-        let mut records: Vec<&Record> = records.iter().collect();
-        records.sort_by_key(|r| record_time(r));
-        for r in &records {
-            let tid = r.thread_id();
-            let name = if tid == r.pid || r.thread.is_empty() { &r.who } else { &r.thread };
-            see(r.pid, tid, name, record_time(r), true);
-        }
-        // Names as ps shows them: the sampled comm wins over the demo's own name, and its last
-        // value over its first (a new thread is sampled before it names itself).
-        for s in samples {
-            if let Some(track) = tracks.get_mut(&(s.pid, s.tid)) {
-                track.name.clone_from(&s.comm);
-                track.role = role_of(&s.comm);
+            if sampled {
+                track.name = name.to_string();
             }
+        };
+        for r in &records {
+            see(r.pid, r.thread_id(), r.name(), record_time(r), false);
+        }
+        for s in samples {
+            see(s.pid, s.tid, &s.comm, s.t_us, true);
         }
         model.states = state_slices(samples, interval_us);
-        let (spans, steps) = spans_of(&records, &tracks);
-        model.spans = spans;
-        model.instants = steps;
+        model.spans = spans_of(&records, &tracks);
+        // Every event the picture shows, and every step the demo marked, as an instant.
         for r in &records {
-            if r.event == PHASE_EVENT
-                || QUIET.contains(&r.event.as_str())
-                || FLOW_ENDS.contains(&r.event.as_str())
-            {
+            let (name, kind, data) = if r.event == PHASE_EVENT {
+                match r.data["ph"].as_str() {
+                    Some("B" | "E") => continue,
+                    _ => (r.data["name"].as_str().unwrap_or("").to_string(), "step", Value::Null),
+                }
+            } else if QUIET.contains(&r.event.as_str()) || FLOW_ENDS.contains(&r.event.as_str()) {
                 continue;
-            }
-            model.instants.push(Instant {
-                pid: r.pid,
-                tid: r.thread_id(),
-                t_us: record_time(r),
-                name: r.event.clone(),
-                kind: lifecycle_kind(&r.event).unwrap_or("event"),
-                data: r.data.clone(),
-            });
+            } else {
+                (r.event.clone(), kind_of(&r.event), r.data.clone())
+            };
+            let (pid, tid, t_us) = (r.pid, r.thread_id(), record_time(r));
+            model.instants.push(Instant { pid, tid, t_us, name, kind, data });
         }
-        model.instants.sort_by_key(|i| i.t_us);
+        // In time order, a step before an event of the same moment.
+        model.instants.sort_by_key(|i| (i.t_us, i.kind != "step"));
         model.stepped =
             records.iter().any(|r| r.event == GRANTED && r.data.get("position").is_some());
         model.flows = flows_of(&records);
         model.flows.extend(handovers(&model.spans, model.flows.len() as u64));
         model.counters = counters_of(&records);
         model.end_us = tracks.values().map(|t| t.last_us).max().unwrap_or(0);
-        model.tracks = tracks.into_values().collect();
-        // Processes in the order they appeared, each followed by its threads.
-        model.tracks.sort_by_key(|t| {
-            let first_of_process = t.first_us;
-            (t.pid != root, first_of_process, t.pid, t.tid != t.pid, t.tid)
-        });
-        let mut order: Vec<i32> = Vec::new();
-        for t in &model.tracks {
-            if !order.contains(&t.pid) {
-                order.push(t.pid);
-            }
+        // Processes in the order they appeared (the root first), each followed by its threads.
+        let mut first_of_process: HashMap<i32, u64> = HashMap::new();
+        for t in tracks.values() {
+            let first = first_of_process.entry(t.pid).or_insert(t.first_us);
+            *first = (*first).min(t.first_us);
         }
+        model.tracks = tracks.into_values().collect();
         model.tracks.sort_by_key(|t| {
-            (order.iter().position(|p| *p == t.pid), t.tid != t.pid, t.first_us, t.tid)
+            (t.pid != root, first_of_process[&t.pid], t.pid, t.tid != t.pid, t.first_us, t.tid)
         });
         model
     }
 }
 
 /// Pairs each thread's phase marks into spans; a span still open when its thread was last seen
-/// ends there (a worker killed inside it). Steps become instants.
-fn spans_of(
-    records: &[&Record],
-    tracks: &BTreeMap<(i32, i32), Track>,
-) -> (Vec<Span>, Vec<Instant>) {
+/// ends there (a worker killed inside it).
+fn spans_of(records: &[&Record], tracks: &BTreeMap<(i32, i32), Track>) -> Vec<Span> {
     let mut open: HashMap<(i32, i32), Vec<Span>> = HashMap::new();
     let mut spans = Vec::new();
-    let mut steps = Vec::new();
     for r in records.iter().filter(|r| r.event == PHASE_EVENT) {
         let key = (r.pid, r.thread_id());
         let name = r.data["name"].as_str().unwrap_or("").to_string();
@@ -274,14 +252,7 @@ fn spans_of(
                     spans.push(span);
                 }
             }
-            _ => steps.push(Instant {
-                pid: key.0,
-                tid: key.1,
-                t_us: t,
-                name,
-                kind: "step",
-                data: Value::Null,
-            }),
+            _ => {}
         }
     }
     for (key, stack) in open {
@@ -292,7 +263,7 @@ fn spans_of(
         }
     }
     spans.sort_by_key(|s| (s.pid, s.tid, s.start_us));
-    (spans, steps)
+    spans
 }
 
 fn counters_of(records: &[&Record]) -> Vec<CounterPoint> {

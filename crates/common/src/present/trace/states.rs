@@ -3,70 +3,53 @@
 
 use super::*;
 
-/// What the kernel showed of a thread over a stretch of time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum KernelState {
-    Running,
-    Ready,
-    Sleeping,
-    Disk,
-    Stopped,
-    Zombie,
-    Other,
+/// What the kernel showed of a thread over a stretch of time, and how both outputs draw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelState {
+    /// The slice's name in the trace.
+    pub name: &'static str,
+    /// What it means, for the legend.
+    pub meaning: &'static str,
+    /// The trace viewer's reserved colour name (`cname`).
+    pub cname: &'static str,
+    /// The SVG's colour.
+    pub colour: &'static str,
 }
 
-/// For each state, in [`KernelState`]'s order: its slice's name in the trace, what it means
-/// (for the legend), the trace viewer's reserved colour name (`cname`), the SVG's colour.
-const LOOKS: [(&str, &str, &str, &str); 7] = [
-    ("running", "running on a CPU", "thread_state_running", "#2e9e44"),
-    ("ready", "ready, waiting for a CPU", "thread_state_runnable", "#4a7fd4"),
-    ("S", "S: blocked, interruptible sleep", "thread_state_sleeping", "#d9dde3"),
-    ("D", "D: blocked, uninterruptible sleep", "thread_state_uninterruptible", "#e8871e"),
-    ("T", "T: stopped by a signal", "yellow", "#e6c619"),
-    ("Z", "Z: zombie, ended, not reaped", "terrible", "#b3261e"),
-    ("other", "another state", "grey", "#9a9a9a"),
-];
+const fn state(
+    name: &'static str,
+    meaning: &'static str,
+    cname: &'static str,
+    colour: &'static str,
+) -> KernelState {
+    KernelState { name, meaning, cname, colour }
+}
 
 impl KernelState {
     /// Every state, in the legend's order.
     pub const ALL: [KernelState; 7] = [
-        KernelState::Running,
-        KernelState::Ready,
-        KernelState::Sleeping,
-        KernelState::Disk,
-        KernelState::Stopped,
-        KernelState::Zombie,
-        KernelState::Other,
+        state("running", "running on a CPU", "thread_state_running", "#2e9e44"),
+        state("ready", "ready, waiting for a CPU", "thread_state_runnable", "#4a7fd4"),
+        state("S", "S: blocked, interruptible sleep", "thread_state_sleeping", "#d9dde3"),
+        state("D", "D: blocked, uninterruptible sleep", "thread_state_uninterruptible", "#e8871e"),
+        state("T", "T: stopped by a signal", "yellow", "#e6c619"),
+        state("Z", "Z: zombie, ended, not reaped", "terrible", "#b3261e"),
+        state("other", "another state", "grey", "#9a9a9a"),
     ];
-
-    pub fn name(self) -> &'static str {
-        LOOKS[self as usize].0
-    }
-
-    pub fn meaning(self) -> &'static str {
-        LOOKS[self as usize].1
-    }
-
-    pub fn cname(self) -> &'static str {
-        LOOKS[self as usize].2
-    }
-
-    pub fn colour(self) -> &'static str {
-        LOOKS[self as usize].3
-    }
 
     /// A letter of `/proc/PID/stat`, with the growth of the time on a CPU and the time waiting
     /// for one since the previous sample (which tells running from ready).
     fn of(letter: char, ran_ns: u64, waited_ns: u64) -> KernelState {
-        match letter {
-            'R' if waited_ns > ran_ns => KernelState::Ready,
-            'R' => KernelState::Running,
-            'S' | 'I' => KernelState::Sleeping,
-            'D' => KernelState::Disk,
-            'T' | 't' => KernelState::Stopped,
-            'Z' | 'X' => KernelState::Zombie,
-            _ => KernelState::Other,
-        }
+        let name = match letter {
+            'R' if waited_ns > ran_ns => "ready",
+            'R' => "running",
+            'S' | 'I' => "S",
+            'D' => "D",
+            'T' | 't' => "T",
+            'Z' | 'X' => "Z",
+            _ => "other",
+        };
+        KernelState::ALL.into_iter().find(|s| s.name == name).expect("every name is in ALL")
     }
 }
 
@@ -87,52 +70,39 @@ pub struct StateSlice {
 /// Consecutive samples of one thread in the same state, as slices: a sample's state holds from
 /// its moment to the next sample's; the last one ends where it was read.
 pub(super) fn state_slices(samples: &[Sample], interval_us: u64) -> Vec<StateSlice> {
-    let mut by_tid: HashMap<(i32, i32), Vec<&Sample>> = HashMap::new();
+    let mut by_thread: BTreeMap<(i32, i32), Vec<&Sample>> = BTreeMap::new();
     for s in samples {
-        by_tid.entry((s.pid, s.tid)).or_default().push(s);
+        by_thread.entry((s.pid, s.tid)).or_default().push(s);
     }
     let mut slices = Vec::new();
-    for ((pid, tid), list) in by_tid {
-        let mut open: Option<StateSlice> = None;
-        for (i, s) in list.iter().enumerate() {
-            let (ran, waited) = match i.checked_sub(1).map(|p| list[p]) {
-                Some(prev) => {
-                    (s.run_ns.saturating_sub(prev.run_ns), s.wait_ns.saturating_sub(prev.wait_ns))
-                }
-                None => (1, 0),
-            };
+    for ((pid, tid), list) in by_thread {
+        let mut mine: Vec<StateSlice> = Vec::new();
+        let mut prev: Option<&Sample> = None;
+        for s in list {
+            let (ran, waited) = prev.map_or((1, 0), |p| {
+                (s.run_ns.saturating_sub(p.run_ns), s.wait_ns.saturating_sub(p.wait_ns))
+            });
+            prev = Some(s);
             let state = KernelState::of(s.state, ran, waited);
-            // The time since the previous reading belongs to the slice that was open then.
-            if let Some(slice) = &mut open {
-                slice.run_ns += ran;
-                slice.wait_ns += waited;
-            }
-            match &mut open {
-                Some(slice) if slice.state == state => slice.end_us = s.t_us,
-                _ => {
-                    if let Some(mut slice) = open.take() {
-                        slice.end_us = s.t_us;
-                        slices.push(slice);
-                    }
-                    open = Some(StateSlice {
-                        pid,
-                        tid,
-                        state,
-                        start_us: s.t_us,
-                        end_us: s.t_us,
-                        run_ns: 0,
-                        wait_ns: 0,
-                    });
+            // The time since the previous reading belongs to the slice open then, which lasts
+            // until this reading.
+            if let Some(open) = mine.last_mut() {
+                open.run_ns += ran;
+                open.wait_ns += waited;
+                open.end_us = s.t_us;
+                if open.state == state {
+                    continue;
                 }
             }
+            let (start_us, end_us) = (s.t_us, s.t_us);
+            mine.push(StateSlice { pid, tid, state, start_us, end_us, run_ns: 0, wait_ns: 0 });
         }
-        if let Some(mut slice) = open {
+        if let Some(last) = mine.last_mut() {
             // A state seen once at the very end lasts at least a moment, not a whole interval:
             // nothing says how long after the last reading it held.
-            slice.end_us = slice.end_us.max(slice.start_us + 1.min(interval_us));
-            slices.push(slice);
+            last.end_us = last.end_us.max(last.start_us + 1.min(interval_us));
         }
+        slices.extend(mine);
     }
-    slices.sort_by_key(|s| (s.pid, s.tid, s.start_us));
     slices
 }
