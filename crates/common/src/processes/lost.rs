@@ -10,7 +10,6 @@
 //! a `task_done`, a line on a pipe. Such a wait is made in short slices ([`wait_watching`]),
 //! and between two slices the children are looked at ([`first_dead`]).
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::process::{Process, exitcode_name};
@@ -18,36 +17,6 @@ use crate::process::{Process, exitcode_name};
 /// How long one slice of a watched wait lasts: the longest a demo goes on waiting after a
 /// child it depends on has died.
 pub const WATCH_SLICE: Duration = Duration::from_millis(50);
-
-/// A child that died before its work was done, and what went with it. As an error it makes
-/// the demo exit 1.
-#[derive(Debug, Clone)]
-pub struct ChildLost {
-    pub pid: i32,
-    pub name: String,
-    /// As [`Process::exitcode`]: `-9` for SIGKILL, `None` if its status was taken by someone else.
-    pub exitcode: Option<i32>,
-    /// What it was working on: "buns", "tickets", "tasks", "lines".
-    pub what: String,
-    /// How many of them were lost with it (0 when nothing was, but the run is still incomplete).
-    pub count: u64,
-}
-
-impl fmt::Display for ChildLost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (pid {}) {}: {} {} lost with it",
-            self.name,
-            self.pid,
-            how(self.exitcode),
-            self.count,
-            self.what
-        )
-    }
-}
-
-impl std::error::Error for ChildLost {}
 
 /// "was killed by SIGKILL", "exited with code 1", "ended (its exit status was taken elsewhere)".
 pub fn how(exitcode: Option<i32>) -> String {
@@ -79,10 +48,11 @@ pub fn report_pid(
         // is stopping everyone and ends the demo with 130 or 143.
         return anyhow::anyhow!("interrupted");
     }
-    let lost = ChildLost { pid, name: name.to_string(), exitcode, what: what.into(), count };
+    let how = how(exitcode);
+    let lost = format!("{name} (pid {pid}) {how}: {count} {what} lost with it");
     crate::event!("child_lost", { "pid": pid, "name": name, "exitcode": exitcode, "status": exitcode_name(exitcode),
-                "how": how(exitcode), "lost": { "what": what, "count": count } }, "LOST: {lost}; the demo stops here (exit 1: a child failed)");
-    anyhow::Error::new(lost)
+                "how": how, "lost": { "what": what, "count": count } }, "LOST: {lost}; the demo stops here (exit 1: a child failed)");
+    anyhow::Error::msg(lost)
 }
 
 /// The first of `children` that has ended otherwise than with exit code 0 (reaping those that

@@ -1,12 +1,25 @@
 //! The server's side: one thread, one loop over its socket and its signalfd; a request is a
 //! `fork`, a child that ends is a `waitpid` and its exit code written to its status pipe.
 
+use std::collections::HashMap;
+use std::io::IoSliceMut;
+use std::os::fd::FromRawFd;
+
+use nix::sys::signal::{SigHandler, SigSet, signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{ControlMessageOwned, recvmsg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::{ForkResult, fork, getpid};
+
 use super::*;
+use crate::processes::dispatch::run_role;
+use crate::report;
+use crate::signals::STOP_SIGNALS;
 
 /// The fork server's `main`: serves requests until its socket reads end of file, then exits.
 /// Called by `dispatch` in a process started by [`launch`]; never returns.
-pub(crate) fn serve(run_child: RunChild) -> ! {
-    let code = match serve_requests(run_child) {
+pub(crate) fn serve() -> ! {
+    let code = match serve_requests() {
         Ok(()) => 0,
         Err(e) => {
             report::write_stderr(&format!("forkserver: error: {e:#}"));
@@ -16,7 +29,7 @@ pub(crate) fn serve(run_child: RunChild) -> ! {
     std::process::exit(code)
 }
 
-fn serve_requests(run_child: RunChild) -> Result<()> {
+fn serve_requests() -> Result<()> {
     let fd: RawFd = std::env::var(ENV_FD)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -72,16 +85,11 @@ fn serve_requests(run_child: RunChild) -> Result<()> {
                 // Safety: this process has one thread, so the child may do anything; it never
                 // returns from `child_main`.
                 match unsafe { fork() } {
-                    Ok(ForkResult::Child) => child_main(
-                        request,
-                        fd,
-                        sigfd.as_raw_fd(),
-                        &mut statuses,
-                        status,
-                        fds,
-                        me,
-                        run_child,
-                    ),
+                    Ok(ForkResult::Child) => {
+                        // The server's descriptors, and the other children's status pipes.
+                        drop((sock, sigfd, statuses, status));
+                        child_main(request, fds, me)
+                    }
                     Ok(ForkResult::Parent { child }) => {
                         statuses.insert(child.as_raw(), status);
                         drop(fds); // the child has them now
@@ -101,14 +109,12 @@ fn serve_requests(run_child: RunChild) -> Result<()> {
 
 /// Reaps every ended child and writes its exit code (Python's form) to its status pipe.
 fn reap(statuses: &mut HashMap<i32, OwnedFd>) {
-    loop {
-        let (pid, code) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => (pid, code),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, -(sig as i32)),
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => continue,
-        };
-        if let Some(status) = statuses.remove(&pid.as_raw()) {
+    while let Ok(ended) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        let Some(pid) = ended.pid() else { return }; // none has ended
+        // A stopped or continued child has no exit code yet, and keeps its status pipe.
+        if let Some(code) = reap::exitcode_of(ended)
+            && let Some(status) = statuses.remove(&pid.as_raw())
+        {
             let _ = nix::unistd::write(&status, &code.to_le_bytes());
         }
     }
@@ -154,26 +160,9 @@ fn receive(sock: &OwnedFd, buf: &mut [u8]) -> Result<Option<Received>> {
     Ok(Some((request, fds)))
 }
 
-/// The child of the server: closes the server's descriptors, restores signals, asks to die with
-/// the server, puts the passed descriptors back under the demo's numbers, and runs the role.
-#[allow(clippy::too_many_arguments)]
-fn child_main(
-    request: Request,
-    sock: RawFd,
-    sigfd: RawFd,
-    statuses: &mut HashMap<i32, OwnedFd>,
-    status: OwnedFd,
-    fds: Vec<OwnedFd>,
-    server: Pid,
-    run_child: RunChild,
-) -> ! {
-    // Safety: both are the server's; this child never uses them.
-    unsafe {
-        libc::close(sock);
-        libc::close(sigfd);
-    }
-    statuses.clear(); // the other children's status pipes
-    drop(status);
+/// The child of the server, its descriptors closed: restores signals, asks to die with the
+/// server, puts the passed descriptors back under the demo's numbers, and runs the role.
+fn child_main(request: Request, fds: Vec<OwnedFd>, server: Pid) -> ! {
     let _ = SigSet::empty().thread_set_mask();
     for stop_signal in STOP_SIGNALS {
         // Safety: restoring the default action runs no code of ours in a handler.
@@ -182,12 +171,20 @@ fn child_main(
     if request.die_with_parent {
         crate::process::set_parent_death_signal(server);
     }
-    if let Err(e) = place(fds, &request.fds) {
-        report::write_stderr(&format!("{}: placing its descriptors: {e}", request.name));
-        // Safety: ends this child at once.
-        unsafe { libc::_exit(1) }
-    }
-    run_child(request.role, request.name, request.args, request.daemon, request.report)
+    let code = match place(fds, &request.fds) {
+        Ok(()) => {
+            report::init_from_env(&request.report, &request.name);
+            run_role(&request.role, &request.name, request.args, request.daemon)
+        }
+        Err(e) => {
+            report::write_stderr(&format!("{}: placing its descriptors: {e}", request.name));
+            1
+        }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // Safety: _exit ends this copy of the fork server at once, running none of its destructors.
+    unsafe { libc::_exit(code) }
 }
 
 /// Makes each received descriptor available under its number in the demo: first every one is
