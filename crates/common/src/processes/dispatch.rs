@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Result;
 use serde_json::Value;
 
-use super::process::{ExitWith, Role, name_in_kernel};
+use super::process::{ExitWith, Role, name_this_process};
 use super::registry::IS_DAEMONIC;
 use crate::report;
 
@@ -39,7 +39,7 @@ pub fn dispatch(roles: &[&'static Role]) {
     let name = args.next().unwrap_or_else(|| role.clone());
     report::init_from_env(&std::env::var(report::ENV_REPORT).unwrap_or_default(), &name);
     if role == crate::forkserver::ROLE {
-        name_in_kernel(&name);
+        name_this_process(&name);
         crate::forkserver::serve();
     }
     let args = std::env::var(ENV_ARGS).ok().and_then(|a| serde_json::from_str(&a).ok());
@@ -69,7 +69,7 @@ pub(crate) fn run_role(role: &str, name: &str, args: Value, daemon: bool) -> i32
 /// or a panic (Python's exit code for an uncaught exception), after printing it.
 pub(super) fn run_as_child(name: &str, daemon: bool, work: impl FnOnce() -> Result<()>) -> i32 {
     IS_DAEMONIC.store(daemon, Ordering::Relaxed);
-    name_in_kernel(name);
+    name_this_process(name);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the child panicked")));
     match result {

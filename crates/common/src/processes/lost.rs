@@ -55,26 +55,26 @@ pub fn report_pid(
     anyhow::Error::msg(lost)
 }
 
-/// The first of `children` that has ended otherwise than with exit code 0 (reaping those that
-/// ended, as `is_alive` does); children not started yet are skipped. Every child is looked at,
-/// and one killed by a signal is named before one that exited with an error: a consumer that
-/// finds its queue broken by a killed neighbour exits 1, and the loss to report is the killed one.
-pub fn first_dead<'a>(children: impl IntoIterator<Item = &'a mut Process>) -> Option<&'a Process> {
-    let ended: Vec<&'a Process> = children
-        .into_iter()
-        .filter_map(|c| {
-            let ended = c.pid().is_some() && !c.is_alive();
-            (ended && c.exitcode() != Some(0)).then_some(&*c)
+/// The index of the first of `children` that has ended otherwise than with exit code 0
+/// (reaping those that ended, as `is_alive` does); children not started yet are skipped. Every
+/// child is looked at, and one killed by a signal is named before one that exited with an
+/// error: a consumer that finds its queue broken by a killed neighbour exits 1, and the loss to
+/// report is the killed one.
+pub fn first_dead(children: &mut [Process]) -> Option<usize> {
+    let ended: Vec<usize> = (0..children.len())
+        .filter(|&i| {
+            let c = &mut children[i];
+            c.pid().is_some() && !c.is_alive() && c.exitcode() != Some(0)
         })
         .collect();
-    let killed = ended.iter().find(|c| c.exitcode().is_some_and(|code| code < 0));
+    let killed = ended.iter().find(|&&i| children[i].exitcode().is_some_and(|code| code < 0));
     killed.or(ended.first()).copied()
 }
 
 /// Waits for `step` while watching `children`: `step(WATCH_SLICE)` is called again and again
 /// (a blocking call given a short timeout: `Some` is the answer, `None` means not yet) until
 /// it answers; between two calls, a child that died ([`first_dead`]) ends the wait with its
-/// pid, so a demo never waits for ever for something only the dead child would have sent.
+/// index, so a demo never waits for ever for something only the dead child would have sent.
 pub fn wait_watching<T>(
     children: &mut [Process],
     mut step: impl FnMut(Duration) -> anyhow::Result<Option<T>>,
@@ -83,9 +83,7 @@ pub fn wait_watching<T>(
         if let Some(answer) = step(WATCH_SLICE)? {
             return Ok(Ok(answer));
         }
-        if let Some(dead) = first_dead(children.iter_mut()) {
-            let pid = dead.pid();
-            let index = children.iter().position(|c| c.pid() == pid).unwrap_or(0);
+        if let Some(index) = first_dead(children) {
             return Ok(Err(index));
         }
     }

@@ -27,10 +27,7 @@ use super::registry::IS_DAEMONIC;
 use crate::report;
 
 pub use super::dispatch::dispatch;
-pub use super::reap::{
-    Ended, end_main_code, finish_main, reap_unknown_ended_children, stop_all_children,
-    wait_until_ended,
-};
+pub use super::reap::{Ended, end_main_code, finish_main, stop_all_children, wait_until_ended};
 pub use super::registry::live_children;
 
 /// How a child process is created. Python's defaults differ by platform and version: `fork` on
@@ -45,13 +42,11 @@ pub enum StartMethod {
     Forkserver,
 }
 
+/// The name `--start-method` takes: `fork`, `spawn` or `forkserver`.
 impl fmt::Display for StartMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StartMethod::Fork => "fork",
-            StartMethod::Spawn => "spawn",
-            StartMethod::Forkserver => "forkserver",
-        })
+        let value = clap::ValueEnum::to_possible_value(self).expect("no method is skipped");
+        f.write_str(value.get_name())
     }
 }
 
@@ -248,13 +243,10 @@ impl Process {
         self
     }
 
-    /// Keeps these file descriptors open in a *spawned* child: every descriptor Rust opens is
-    /// close-on-exec, so without this a spawned child would not have them (a queue's pipe, for
-    /// example). Between fork and exec the child clears `FD_CLOEXEC` on exactly these
-    /// descriptors, so they keep their numbers; the child must be told the numbers (in its
-    /// arguments). A *forkserver* child gets them too: they travel to the server as
-    /// `SCM_RIGHTS` and the child has them under the same numbers. For the fork method this
-    /// does nothing: a forked child has every descriptor.
+    /// Keeps these file descriptors open, under the same numbers, in a *spawned* or *forkserver*
+    /// child (a queue's pipe, for example), which would not have them otherwise: every
+    /// descriptor Rust opens is close-on-exec. The child must be told the numbers (in its
+    /// arguments). A forked child has every descriptor anyway.
     pub fn pass_fds(mut self, fds: &[i32]) -> Process {
         self.pass_fds.extend_from_slice(fds);
         self
@@ -388,21 +380,14 @@ pub fn default_start_method() -> StartMethod {
     StartMethod::Fork
 }
 
-/// Names the calling process: the name `ps -o comm` shows (at most 15 bytes on Linux) and the
-/// one its printed lines carry. For a child forked directly, without [`Process`].
+/// Names the calling process: the name `ps -o comm` and `top` show (the kernel keeps 15 bytes
+/// of it) and the one its printed lines carry. For a child forked directly, without [`Process`].
 pub fn name_this_process(name: &str) {
-    name_in_kernel(name);
-    report::set_who(name);
-}
-
-/// Sets the name `ps -o comm` and `top` show (the kernel keeps 15 bytes of it).
-pub(super) fn name_in_kernel(name: &str) {
     #[cfg(target_os = "linux")]
     if let Ok(name) = std::ffi::CString::new(name.replace('\0', "")) {
         let _ = nix::sys::prctl::set_name(&name);
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = name;
+    report::set_who(name);
 }
 
 mod start;

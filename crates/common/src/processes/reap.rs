@@ -54,16 +54,10 @@ pub(crate) fn reap_now(pid: i32) -> Option<i32> {
     }
 }
 
-/// Reaps every child that has already ended and that [`Process`] does not know (a child a
-/// demo forked itself, an orphan adopted by this subreaper): called last at Ctrl-C, so that
-/// none is left behind as a zombie.
-pub fn reap_unknown_ended_children() {
-    reap_ended();
-}
-
-/// Reaps every child that has ended, ours or an orphan reparented to us, and keeps its exit
-/// code for its owner's `join`. False once no child is left at all.
-fn reap_ended() -> bool {
+/// Reaps every child that has ended, whether [`Process`] knows it or not (a child a demo forked
+/// itself, an orphan adopted by this subreaper), and keeps its exit code for its owner's
+/// `join`. False once no child is left at all.
+pub(super) fn reap_ended() -> bool {
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => return true,

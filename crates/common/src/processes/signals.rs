@@ -2,24 +2,21 @@
 //!
 //! The design, and why:
 //! - The demo's main thread blocks SIGINT, SIGTERM and SIGHUP *before any other thread exists*
-//!   (threads inherit the mask), and one watcher thread takes them with `sigwait(2)`. No code
-//!   runs inside a signal handler, and the watcher learns *which* signal came, so the exit code
-//!   is 130 for SIGINT and 143 for SIGTERM. (A `ctrlc` handler is not told which signal it was,
-//!   and a forked child inherits it as a handler whose thread does not exist: it would swallow
+//!   (threads inherit the mask), and one watcher thread takes them. No code runs inside a
+//!   signal handler, and the watcher learns *which* signal came, so the exit code is 130 for
+//!   SIGINT and 143 for SIGTERM. (A `ctrlc` handler is not told which signal it was, and a
+//!   forked child inherits it as a handler whose thread does not exist: it would swallow
 //!   Ctrl-C. Here a forked child simply unblocks the signals and gets the default action.)
 //! - On a signal the watcher stops every child (SIGTERM, a grace period, then SIGKILL), reaps
-//!   them all, and ends the process with `128 + signal`.
+//!   them all, and ends the process with `128 + signal`; a fork server's children are stopped
+//!   by pid like the others, and the server itself last, once it has reported them all.
 //! - This works whether the signal reaches the whole process group (a terminal's Ctrl-C: the
 //!   children die of it themselves and are reaped) or the parent alone (`kill -INT PID`: the
 //!   watcher stops them).
-//! - A fork server's children (see [`crate::forkserver`]) are not the demo's in the kernel's
-//!   sense: they get SIGTERM (then SIGKILL) by pid like the others, their ends are learnt from
-//!   the server's reports, and the server itself, which ignores the stop signals, is ended
-//!   last, once it has reported them all.
-//! - As a backstop for a parent killed with SIGKILL, every child asks for `PR_SET_PDEATHSIG`
-//!   (see [`crate::process`]), and the demo is a child subreaper, so that orphaned descendants
-//!   come back to it to be reaped instead of lingering as zombies under a PID 1 that may never
-//!   reap them (as in many containers).
+//! - As a backstop for a parent killed with SIGKILL, every child asks for `PR_SET_PDEATHSIG`,
+//!   and the demo is a child subreaper, so that orphaned descendants come back to it to be
+//!   reaped instead of lingering as zombies under a PID 1 that may never reap them (as in many
+//!   containers).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
@@ -129,7 +126,8 @@ fn shutdown(signo: i32) -> ! {
     let children = process::live_children();
     crate::event!("interrupted", { "signal": name, "children": children.len() }, "interrupted by {name}: ending and reaping {} child(ren)", children.len());
     process::stop_all_children(GRACE);
-    process::reap_unknown_ended_children();
+    // Last, whatever ended meanwhile that `Process` does not know (an orphan adopted late).
+    super::reap::reap_ended();
     let code = 128 + signo;
     crate::event!("exit", { "code": code }, "every child is reaped; exit {code}");
     // The pictures of the run so far (--trace, --svg), now that every child's end is in them.

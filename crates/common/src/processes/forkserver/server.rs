@@ -7,7 +7,7 @@ use std::os::fd::FromRawFd;
 
 use nix::sys::signal::{SigHandler, SigSet, signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{ControlMessageOwned, recvmsg};
+use nix::sys::socket::{ControlMessageOwned, recvmsg, send};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::{ForkResult, fork, getpid};
 
@@ -56,19 +56,16 @@ fn serve_requests() -> Result<()> {
     let mut statuses: HashMap<i32, OwnedFd> = HashMap::new();
     let mut buf = vec![0u8; MAX_REQUEST + 1];
     loop {
-        let mut pfds = [
-            libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // Safety: poll reads and writes the two pollfds it is given.
-        if unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) } < 0 {
+        let mut pfds = [sock.as_fd(), sigfd.as_fd()].map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+        if poll(&mut pfds, PollTimeout::NONE).is_err() {
             continue; // EINTR
         }
-        if pfds[1].revents != 0 {
+        let [asked, ended] = pfds.map(|p| p.any() == Some(true));
+        if ended {
             while let Ok(Some(_)) = sigfd.read_signal() {}
         }
         reap(&mut statuses);
-        if pfds[0].revents == 0 {
+        if !asked {
             continue;
         }
         let Some((request, mut fds)) = receive(&sock, &mut buf)? else {
@@ -76,9 +73,12 @@ fn serve_requests() -> Result<()> {
         };
         let reply = match request {
             Err(error) => Reply::Failed { error },
-            Ok(_) if fds.is_empty() => Reply::Failed { error: "no status pipe came".into() },
             Ok(request) if request.fds.len() + 1 != fds.len() => Reply::Failed {
-                error: format!("{} descriptors named, {} came", request.fds.len(), fds.len() - 1),
+                error: format!(
+                    "a status pipe and {} more named, {} came",
+                    request.fds.len(),
+                    fds.len()
+                ),
             },
             Ok(request) => {
                 let status = fds.remove(0);
@@ -100,10 +100,7 @@ fn serve_requests() -> Result<()> {
             }
         };
         let text = serde_json::to_vec(&reply).unwrap_or_default();
-        // Safety: send reads text.len() bytes from text.
-        unsafe {
-            libc::send(fd, text.as_ptr().cast(), text.len(), libc::MSG_NOSIGNAL);
-        }
+        let _ = send(fd, &text, MsgFlags::MSG_NOSIGNAL);
     }
 }
 

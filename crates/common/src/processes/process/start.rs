@@ -41,7 +41,6 @@ pub(super) fn start_fork(p: &Process, target: Target) -> Result<i32> {
             if p.die_with_parent {
                 set_parent_death_signal(parent);
             }
-            report::set_who(&p.name);
             let code = run_as_child(&p.name, p.daemon, || target.run());
             use std::io::Write;
             let _ = std::io::stdout().flush();
