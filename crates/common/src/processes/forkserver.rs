@@ -184,9 +184,7 @@ pub(crate) fn start_child(request: &Request) -> Result<(i32, OwnedFd)> {
 }
 
 /// The server died (killed: it ignores the stop signals, and [`stop`] forgets it first):
-/// reaps it and says what went with it, as the demos say of any child lost (event
-/// `child_lost`). The children it had started are killed by their `PR_SET_PDEATHSIG` and come
-/// back to the demo, a subreaper, to be reaped; each one's owner reports it in turn.
+/// reaps it and says so (event `child_lost`); its children come back to the demo to be reaped.
 pub(crate) fn server_died() {
     if let Some(client) = take_own_client() {
         lost(client);

@@ -42,10 +42,10 @@ pub(crate) static WATCHER_FD: AtomicI32 = AtomicI32::new(-1);
 /// Blocks the stop signals in this thread and starts the watcher. Must run before any other
 /// thread is started, which is why the demo runner calls it first.
 ///
-/// Linux: the watcher waits on a `signalfd` with `poll`, which leaves the signal pending; it
-/// raises [`STOPPING`] *before* taking the signal off the queue, so at every instant the stop
-/// is either still pending or already flagged: [`stopping`] never misses it.
-#[cfg(target_os = "linux")]
+/// The watcher waits on a `signalfd` with `poll`, which leaves the signal pending; it raises
+/// [`STOPPING`] *before* taking the signal off the queue, so at every instant the stop is
+/// either still pending or already flagged: [`stopping`] never misses it (`sigwait` would
+/// leave a window between taking the signal and flagging it).
 pub fn install() -> Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -63,23 +63,6 @@ pub fn install() -> Result<()> {
             STOPPING.store(true, Ordering::SeqCst);
             if let Ok(Some(info)) = fd.read_signal() {
                 shutdown(info.ssi_signo as i32);
-            }
-        }
-    })?;
-    Ok(())
-}
-
-/// Elsewhere: `sigwait(2)`. The signal is flagged right after it is taken, a window of a few
-/// instructions in which [`stopping`] can miss it.
-#[cfg(not(target_os = "linux"))]
-pub fn install() -> Result<()> {
-    let set = SigSet::from_iter(STOP_SIGNALS);
-    set.thread_block()?;
-    std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
-        loop {
-            if let Ok(signal) = set.wait() {
-                STOPPING.store(true, Ordering::SeqCst);
-                shutdown(signal as i32);
             }
         }
     })?;
@@ -106,18 +89,10 @@ pub fn stopping() -> bool {
     STOP_SIGNALS.iter().any(is_pending) || STOPPING.load(Ordering::SeqCst)
 }
 
-/// Makes this process the reaper of its orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`),
-/// or stops being one. Returns whether the platform supports it.
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`), or
+/// stops being one. Returns whether the kernel agreed.
 pub fn set_child_subreaper(on: bool) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        nix::sys::prctl::set_child_subreaper(on).is_ok()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = on;
-        false
-    }
+    nix::sys::prctl::set_child_subreaper(on).is_ok()
 }
 
 /// Stops and reaps every child, prints why, and ends the process with `128 + signo`.

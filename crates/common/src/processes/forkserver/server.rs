@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::os::fd::FromRawFd;
 
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::{SigHandler, SigSet, signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{ControlMessageOwned, recvmsg, send};
@@ -37,18 +38,14 @@ fn serve_requests() -> Result<()> {
     // Safety: the demo passed this descriptor, its socketpair's other end, under this number,
     // and nothing else in this process owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Safety: fcntl only changes the descriptor's flags.
-    unsafe {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-    }
+    let _ = fcntl(&sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     // A terminal's Ctrl-C, or a SIGTERM to the whole group, reaches the server too: it must
     // live to report its children's ends. `stop` ends it (end of file, then SIGKILL).
     for stop_signal in STOP_SIGNALS {
         // Safety: setting a signal to be ignored runs no code of ours in a handler.
         unsafe { signal(stop_signal, SigHandler::SigIgn) }.context("ignoring the stop signals")?;
     }
-    let mut chld = SigSet::empty();
-    chld.add(Signal::SIGCHLD);
+    let chld = SigSet::from_iter([Signal::SIGCHLD]);
     chld.thread_block().context("blocking SIGCHLD")?;
     let sigfd = SignalFd::with_flags(&chld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd for SIGCHLD")?;
@@ -124,27 +121,20 @@ fn receive(sock: &OwnedFd, buf: &mut [u8]) -> Result<Option<Received>> {
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (n, fds) = loop {
         let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<UnixAddr>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for cmsg in msg.cmsgs().context("reading a request's descriptors")? {
-                    if let ControlMessageOwned::ScmRights(received) = cmsg {
-                        // Safety: the kernel just installed these descriptors in this process.
-                        fds.extend(
-                            received.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
-                        );
-                    }
-                }
-                break (msg.bytes, fds);
-            }
+        let flags = MsgFlags::MSG_CMSG_CLOEXEC;
+        let msg = match recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Ok(msg) => msg,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e).context("recvmsg from the demo"),
+        };
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs().context("reading a request's descriptors")? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                // Safety: the kernel just installed these descriptors in this process.
+                fds.extend(received.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+            }
         }
+        break (msg.bytes, fds);
     };
     if n == 0 {
         return Ok(None);
@@ -193,12 +183,8 @@ fn place(received: Vec<OwnedFd>, numbers: &[RawFd]) -> std::io::Result<()> {
     let base = top.map_or(0, |t| t + 1);
     let mut moved = Vec::with_capacity(received.len());
     for fd in &received {
-        // Safety: fcntl(F_DUPFD_CLOEXEC) makes a new descriptor; it is owned right away.
-        let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) };
-        if high < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // Safety: `high` was just created and is owned by nothing else.
+        let high = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(base))?;
+        // Safety: fcntl just made `high`, and nothing else owns it.
         moved.push(unsafe { OwnedFd::from_raw_fd(high) });
     }
     drop(received);

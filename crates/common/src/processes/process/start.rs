@@ -70,10 +70,9 @@ pub(super) fn start_spawn(p: &Process, target: Target) -> Result<i32> {
     Ok(record_birth(births, child.id() as i32, &p.name, p.daemon, None))
 }
 
-/// **forkserver**: one request to the fork server (started once, single-threaded): it
-/// forks the child, hands it its arguments and descriptors, and answers with the child's
-/// pid and a pipe on which it will write the child's exit code (the child is the server's,
-/// so only the server can `waitpid` it).
+/// **forkserver**: one request to the fork server (started once, single-threaded), which forks
+/// the child and answers with its pid; the child is the server's, so only the server can
+/// `waitpid` it, and it writes the exit code to the status pipe returned here.
 pub(super) fn start_forkserver(p: &Process, target: Target) -> Result<i32> {
     let (role, args) = target.into_role(&p.name, "forkserver")?;
     let mut fds = p.pass_fds.clone();
@@ -139,16 +138,11 @@ pub(crate) fn this_program_again(
 /// not die before the request took effect (the man page's race). Also a fork server's
 /// child's, its parent being the server.
 pub(crate) fn set_parent_death_signal(parent: Pid) {
-    #[cfg(target_os = "linux")]
-    {
-        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-        if nix::unistd::getppid() != parent {
-            // Safety: the parent is already gone; end at once, running nothing.
-            unsafe { libc::_exit(1) }
-        }
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if nix::unistd::getppid() != parent {
+        // Safety: the parent is already gone; end at once, running nothing.
+        unsafe { libc::_exit(1) }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = parent;
 }
 
 /// Closes the descriptor `slot` holds, once: whoever swaps it out closes it. Lock-free, so a
