@@ -147,11 +147,8 @@ pub(crate) fn start_child(request: &Request) -> Result<(i32, OwnedFd)> {
     let (status_read, status_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
         .context("pipe2 for a child's status")?;
     let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.as_ref().is_some_and(|c| c.owner != std::process::id()) {
-        // Inherited from the parent by fork: its socket was closed in this child.
-        *guard = None;
-    }
-    if guard.is_none() {
+    if guard.as_ref().is_none_or(|c| c.owner != std::process::id()) {
+        // None yet, or the parent's, inherited by fork (its socket was closed in this child).
         *guard = Some(launch()?);
     }
     let client = guard.as_ref().expect("just started");

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 #[derive(Debug, Clone)]
 pub(super) struct ChildEntry {
@@ -25,12 +25,12 @@ pub(super) struct Registry {
     pub(super) shutting_down: bool,
 }
 
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
 /// Whether this process is a daemonic child (which may not start children of its own).
 pub(super) static IS_DAEMONIC: AtomicBool = AtomicBool::new(false);
 
 pub(super) fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
-    f(lock().get_or_insert_with(Registry::default))
+    f(&mut lock())
 }
 
 fn lock() -> Births {
@@ -48,7 +48,7 @@ pub fn live_children() -> Vec<(i32, String)> {
 }
 
 /// The registry's guard, held from just before a child is born until it is recorded.
-pub(super) type Births = MutexGuard<'static, Option<Registry>>;
+pub(super) type Births = MutexGuard<'static, Registry>;
 
 /// The registry, locked while a child is born: the signal watcher cannot miss a child being
 /// born, and after shutdown began no new child starts (this thread then waits for the
@@ -58,8 +58,8 @@ pub(super) fn lock_for_a_birth() -> Births {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    let mut guard = lock();
-    if guard.get_or_insert_with(Registry::default).shutting_down {
+    let guard = lock();
+    if guard.shutting_down {
         drop(guard);
         loop {
             std::thread::park();
@@ -77,14 +77,13 @@ pub(super) fn record_birth(
     status: Option<OwnedFd>,
 ) -> i32 {
     let entry = ChildEntry { name: name.to_string(), daemon, status: status.map(Arc::new) };
-    births.get_or_insert_with(Registry::default).children.insert(pid, entry);
+    births.children.insert(pid, entry);
     pid
 }
 
 /// In a forked child: the registry copied from the parent lists the parent's children,
 /// which are not this child's; empty it and unlock it.
 pub(super) fn forget_the_parents_children(mut births: Births) {
-    let registry = births.get_or_insert_with(Registry::default);
-    registry.children.clear();
-    registry.reaped.clear();
+    births.children.clear();
+    births.reaped.clear();
 }

@@ -77,16 +77,13 @@ pub fn stopping() -> bool {
         return true;
     }
     let mut pending = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // Safety: sigpending fills the set it is given; it is read only when that succeeded.
-    let pending = unsafe {
-        if libc::sigpending(pending.as_mut_ptr()) != 0 {
-            return false;
-        }
-        pending.assume_init()
-    };
-    // Safety: sigismember only reads the initialized set.
-    let is_pending = |s: &Signal| unsafe { libc::sigismember(&pending, *s as i32) == 1 };
-    STOP_SIGNALS.iter().any(is_pending) || STOPPING.load(Ordering::SeqCst)
+    // Safety: sigpending fills the set it is given.
+    if unsafe { libc::sigpending(pending.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // Safety: sigpending succeeded, so the set is filled.
+    let pending = unsafe { SigSet::from_sigset_t_unchecked(pending.assume_init()) };
+    STOP_SIGNALS.iter().any(|s| pending.contains(*s)) || STOPPING.load(Ordering::SeqCst)
 }
 
 /// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`), or
