@@ -43,7 +43,7 @@ pub(crate) static WATCHER_FD: AtomicI32 = AtomicI32::new(-1);
 /// thread is started, which is why the demo runner calls it first.
 ///
 /// The watcher waits on a `signalfd` with `poll`, which leaves the signal pending; it raises
-/// [`STOPPING`] *before* taking the signal off the queue, so at every instant the stop is
+/// `STOPPING` *before* taking the signal off the queue, so at every instant the stop is
 /// either still pending or already flagged: [`stopping`] never misses it (`sigwait` would
 /// leave a window between taking the signal and flagging it).
 pub fn install() -> Result<()> {
