@@ -1,17 +1,64 @@
-//! The spawn-role dispatch: Rust's `if __name__ == '__main__':` guard. A spawned child is this
-//! program run again with a hidden role argument; [`dispatch`], first thing in every demo's
-//! `main`, runs the role and exits. A fork server's child runs its role the same way
+//! Roles: what a child runs, found by name. A [`Role`] is a named function, [`Run`] a type
+//! whose value is the work; a spawned child is this program run again with a hidden role
+//! argument, and [`dispatch`], first thing in every demo's `main`, runs the role and exits:
+//! Rust's `if __name__ == '__main__':` guard. A fork server's child runs its role the same way
 //! ([`run_role`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::process::{ExitWith, Role, name_this_process};
+#[cfg(doc)]
+use super::process::Process;
+use super::process::name_this_process;
 use super::registry::IS_DAEMONIC;
 use crate::report;
+
+/// A named function a child process can run, with its arguments as JSON. A spawned child finds
+/// it by name in the list given to [`dispatch`].
+#[derive(Debug)]
+pub struct Role {
+    /// The name a spawned child is told to run; unique within a demo.
+    pub name: &'static str,
+    /// The function itself; it receives the arguments given to [`Process::new`].
+    pub run: fn(Value) -> Result<()>,
+}
+
+impl Role {
+    /// A role for a plain function taking JSON arguments.
+    pub const fn new(name: &'static str, run: fn(Value) -> Result<()>) -> Role {
+        Role { name, run }
+    }
+
+    /// The role of a type that implements [`Run`]: the "subclass Process, override run" way.
+    pub const fn of<T: Run>() -> Role {
+        Role { name: T::ROLE, run: run_value::<T> }
+    }
+}
+
+pub(super) fn run_value<T: Run>(value: Value) -> Result<()> {
+    let target: T = serde_json::from_value(value)
+        .with_context(|| format!("decoding the arguments of role {}", T::ROLE))?;
+    target.run()
+}
+
+/// A type whose value is a process's work: Python's `class MyProcess(Process)` with `run`.
+/// It is serializable because a spawned child must receive it; it is not shared, it is copied.
+pub trait Run: Serialize + DeserializeOwned + 'static {
+    /// The role name under which a spawned child finds this type (see [`Role::of`]).
+    const ROLE: &'static str;
+    /// The work done in the child process.
+    fn run(self) -> Result<()>;
+}
+
+/// An error a child returns to end with a chosen exit code, like `sys.exit(3)`.
+#[derive(Debug, thiserror::Error)]
+#[error("exit with code {0}")]
+pub struct ExitWith(pub i32);
 
 static ROLES: Mutex<Vec<&'static Role>> = Mutex::new(Vec::new());
 

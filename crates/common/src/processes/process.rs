@@ -18,15 +18,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::dispatch::registered_role;
+use super::dispatch::{registered_role, run_value};
 use super::reap::{self, send};
 use super::registry::IS_DAEMONIC;
 use crate::report;
 
-pub use super::dispatch::dispatch;
+pub use super::dispatch::{ExitWith, Role, Run, dispatch};
 pub use super::reap::{Ended, end_main_code, finish_main, stop_all_children, wait_until_ended};
 pub use super::registry::live_children;
 
@@ -49,48 +48,6 @@ impl fmt::Display for StartMethod {
         f.write_str(value.get_name())
     }
 }
-
-/// A named function a child process can run, with its arguments as JSON. A spawned child finds
-/// it by name in the list given to [`dispatch`].
-#[derive(Debug)]
-pub struct Role {
-    /// The name a spawned child is told to run; unique within a demo.
-    pub name: &'static str,
-    /// The function itself; it receives the arguments given to [`Process::new`].
-    pub run: fn(Value) -> Result<()>,
-}
-
-impl Role {
-    /// A role for a plain function taking JSON arguments.
-    pub const fn new(name: &'static str, run: fn(Value) -> Result<()>) -> Role {
-        Role { name, run }
-    }
-
-    /// The role of a type that implements [`Run`]: the "subclass Process, override run" way.
-    pub const fn of<T: Run>() -> Role {
-        Role { name: T::ROLE, run: run_value::<T> }
-    }
-}
-
-fn run_value<T: Run>(value: Value) -> Result<()> {
-    let target: T = serde_json::from_value(value)
-        .with_context(|| format!("decoding the arguments of role {}", T::ROLE))?;
-    target.run()
-}
-
-/// A type whose value is a process's work: Python's `class MyProcess(Process)` with `run`.
-/// It is serializable because a spawned child must receive it; it is not shared, it is copied.
-pub trait Run: Serialize + DeserializeOwned + 'static {
-    /// The role name under which a spawned child finds this type (see [`Role::of`]).
-    const ROLE: &'static str;
-    /// The work done in the child process.
-    fn run(self) -> Result<()>;
-}
-
-/// An error a child returns to end with a chosen exit code, like `sys.exit(3)`.
-#[derive(Debug, thiserror::Error)]
-#[error("exit with code {0}")]
-pub struct ExitWith(pub i32);
 
 enum Target {
     Role { role: &'static Role, args: Value },
