@@ -42,13 +42,9 @@ pub(crate) fn exitcode_of(status: WaitStatus) -> Option<i32> {
 /// hold): its exit code, `None` if it was reaped by someone else.
 pub(crate) fn reap_now(pid: i32) -> Option<i32> {
     loop {
-        match waitpid(Pid::from_raw(pid), None) {
-            Ok(status) => {
-                if let Some(code) = exitcode_of(status) {
-                    return Some(code);
-                }
-            }
-            Err(Errno::EINTR) => {}
+        match waitpid(Pid::from_raw(pid), None).map(exitcode_of) {
+            Ok(Some(code)) => return Some(code),
+            Ok(None) | Err(Errno::EINTR) => {}
             Err(_) => return None,
         }
     }
@@ -114,13 +110,12 @@ pub(crate) fn wait(pid: i32, timeout: Option<Duration>) -> Option<Option<i32>> {
     }
     let mut pause = Duration::from_micros(200);
     loop {
-        match waitpid(Pid::from_raw(pid), timeout.map(|_| WaitPidFlag::WNOHANG)) {
-            Ok(status) => {
-                if let Some(code) = exitcode_of(status) {
-                    with_registry(|r| r.children.remove(&pid));
-                    return Some(Some(code));
-                }
+        match waitpid(Pid::from_raw(pid), timeout.map(|_| WaitPidFlag::WNOHANG)).map(exitcode_of) {
+            Ok(Some(code)) => {
+                with_registry(|r| r.children.remove(&pid));
+                return Some(Some(code));
             }
+            Ok(None) => {} // still running, stopped or continued
             Err(Errno::EINTR) => continue,
             // ECHILD: reaped elsewhere (the watcher, or the kernel with SIGCHLD ignored).
             Err(_) => {
