@@ -4,11 +4,11 @@
 //! crates `py-multiprocessing` (`Queue`, `Pool`, process `Semaphore`/`Event`) and
 //! `py-threading` (thread `Semaphore`/`Event`, the `queue` module).
 //!
-//! **Processes and what they share** ([`processes`]):
+//! **Processes and what they share** ([`processes`], Linux's: `signalfd`, `prctl`, `/proc`):
 //! - [`process`]: `Process` (fork, spawn or forkserver), the `__main__` guard
 //!   ([`process::dispatch`]).
-//! - [`forkserver`]: the single-threaded server that forks children on request, started before
-//!   any thread (Python 3.14's default start method on Linux).
+//! - [`forkserver`]: the single-threaded server that forks children on request (Python 3.14's
+//!   default start method on Linux).
 //! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.
 //! - [`processes::lost`]: a child that died unasked: who, how, and what was lost with it.
 //! - [`startcost`]: what a start+join of a thread, a fork child or a spawn child costs.

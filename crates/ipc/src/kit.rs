@@ -383,8 +383,8 @@ pub fn read_full_watching(
             },
             Err(e) => return Err(e).context("poll()"),
         }
-        if let Some(dead) = common::processes::lost::first_dead(children.iter_mut()) {
-            return Err(common::processes::lost::report(dead, what, 0));
+        if let Some(dead) = common::processes::lost::first_dead(children) {
+            return Err(common::processes::lost::report(&children[dead], what, 0));
         }
     }
     Ok(())

@@ -279,13 +279,13 @@ impl Run for Writer {
 /// The writers never reached the moment the demo shows: says which died (`child_lost`), or
 /// what was expected, after stopping them all (nobody will read their pipe).
 fn stop<T>(children: &mut [Process], expected: String) -> Result<T> {
-    let dead = common::processes::lost::first_dead(children.iter_mut()).and_then(|c| c.pid());
+    let dead = common::processes::lost::first_dead(children);
     for c in children.iter_mut() {
         c.kill()?;
         c.join()?;
     }
-    match children.iter().find(|c| dead.is_some() && c.pid() == dead) {
-        Some(c) => Err(common::processes::lost::report(c, "bytes", 0)),
+    match dead {
+        Some(i) => Err(common::processes::lost::report(&children[i], "bytes", 0)),
         None => bail!("expected {expected}"),
     }
 }

@@ -1,17 +1,64 @@
-//! The spawn-role dispatch: Rust's `if __name__ == '__main__':` guard. A spawned child is this
-//! program run again with a hidden role argument; [`dispatch`], first thing in every demo's
-//! `main`, runs the role and exits. A fork server's child runs its role the same way
-//! (`run_forkserver_child`).
+//! Roles: what a child runs, found by name. A [`Role`] is a named function, [`Run`] a type
+//! whose value is the work; a spawned child is this program run again with a hidden role
+//! argument, and [`dispatch`], first thing in every demo's `main`, runs the role and exits:
+//! Rust's `if __name__ == '__main__':` guard. A fork server's child runs its role the same way
+//! ([`run_role`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::process::{ExitWith, Role, name_in_kernel};
+#[cfg(doc)]
+use super::process::Process;
+use super::process::name_this_process;
 use super::registry::IS_DAEMONIC;
 use crate::report;
+
+/// A named function a child process can run, with its arguments as JSON. A spawned child finds
+/// it by name in the list given to [`dispatch`].
+#[derive(Debug)]
+pub struct Role {
+    /// The name a spawned child is told to run; unique within a demo.
+    pub name: &'static str,
+    /// The function itself; it receives the arguments given to [`Process::new`].
+    pub run: fn(Value) -> Result<()>,
+}
+
+impl Role {
+    /// A role for a plain function taking JSON arguments.
+    pub const fn new(name: &'static str, run: fn(Value) -> Result<()>) -> Role {
+        Role { name, run }
+    }
+
+    /// The role of a type that implements [`Run`]: the "subclass Process, override run" way.
+    pub const fn of<T: Run>() -> Role {
+        Role { name: T::ROLE, run: run_value::<T> }
+    }
+}
+
+pub(super) fn run_value<T: Run>(value: Value) -> Result<()> {
+    let target: T = serde_json::from_value(value)
+        .with_context(|| format!("decoding the arguments of role {}", T::ROLE))?;
+    target.run()
+}
+
+/// A type whose value is a process's work: Python's `class MyProcess(Process)` with `run`.
+/// It is serializable because a spawned child must receive it; it is not shared, it is copied.
+pub trait Run: Serialize + DeserializeOwned + 'static {
+    /// The role name under which a spawned child finds this type (see [`Role::of`]).
+    const ROLE: &'static str;
+    /// The work done in the child process.
+    fn run(self) -> Result<()>;
+}
+
+/// An error a child returns to end with a chosen exit code, like `sys.exit(3)`.
+#[derive(Debug, thiserror::Error)]
+#[error("exit with code {0}")]
+pub struct ExitWith(pub i32);
 
 static ROLES: Mutex<Vec<&'static Role>> = Mutex::new(Vec::new());
 
@@ -22,7 +69,7 @@ pub(super) fn registered_role(name: &str) -> Option<&'static Role> {
 
 /// The argument that marks a spawned child: `<demo> __role=<role> <name>`.
 pub(super) const ROLE_ARG_PREFIX: &str = "__role=";
-/// Environment variable carrying a spawned child's arguments (JSON) and flags.
+/// Environment variables carrying a spawned child's arguments (JSON) and daemonic flag.
 pub(super) const ENV_ARGS: &str = "CONCURRENCY_DEMOS_ARGS";
 pub(super) const ENV_DAEMONIC: &str = "CONCURRENCY_DEMOS_DAEMONIC";
 
@@ -32,69 +79,46 @@ pub(super) const ENV_DAEMONIC: &str = "CONCURRENCY_DEMOS_DAEMONIC";
 pub fn dispatch(roles: &[&'static Role]) {
     ROLES.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(roles);
     let mut args = std::env::args().skip(1);
-    let Some(role_name) =
-        args.next().and_then(|a| a.strip_prefix(ROLE_ARG_PREFIX).map(String::from))
+    let Some(role) = args.next().and_then(|a| a.strip_prefix(ROLE_ARG_PREFIX).map(String::from))
     else {
         return;
     };
-    let name = args.next().unwrap_or_else(|| role_name.clone());
+    let name = args.next().unwrap_or_else(|| role.clone());
     report::init_from_env(&std::env::var(report::ENV_REPORT).unwrap_or_default(), &name);
-    #[cfg(unix)]
-    if role_name == crate::forkserver::ROLE {
-        name_in_kernel(&name);
-        crate::forkserver::serve(run_forkserver_child);
+    if role == crate::forkserver::ROLE {
+        name_this_process(&name);
+        crate::forkserver::serve();
     }
-    IS_DAEMONIC.store(std::env::var_os(ENV_DAEMONIC).is_some(), Ordering::Relaxed);
-    name_in_kernel(&name);
-    let code = match registered_role(&role_name) {
-        Some(role) => {
-            let args = std::env::var(ENV_ARGS)
-                .ok()
-                .and_then(|a| serde_json::from_str(&a).ok())
-                .unwrap_or(Value::Null);
-            child_exit_code(catch_run(|| (role.run)(args)))
-        }
+    let args = std::env::var(ENV_ARGS).ok().and_then(|a| serde_json::from_str(&a).ok());
+    let daemon = std::env::var_os(ENV_DAEMONIC).is_some();
+    std::process::exit(run_role(&role, &name, args.unwrap_or(Value::Null), daemon));
+}
+
+/// A spawned or fork server's child: runs the role listed under `role` ([`run_as_child`]);
+/// exit code 2 if the program has none by that name.
+pub(crate) fn run_role(role: &str, name: &str, args: Value, daemon: bool) -> i32 {
+    match registered_role(role) {
+        Some(role) => run_as_child(name, daemon, || (role.run)(args)),
         None => {
+            let roles = ROLES.lock().unwrap_or_else(|e| e.into_inner());
+            let known: Vec<&str> = roles.iter().map(|r| r.name).collect();
             report::write_stderr(&format!(
-                "{name}: this program has no role {role_name:?} (known: {})",
-                roles.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+                "{name}: this program has no role {role:?} (known: {})",
+                known.join(", ")
             ));
             2
         }
-    };
-    std::process::exit(code);
-}
-
-/// The body of a fork server's child: like a spawned child's, from the request's fields.
-#[cfg(unix)]
-fn run_forkserver_child(role: String, name: String, args: Value, daemon: bool, env: String) -> ! {
-    report::init_from_env(&env, &name);
-    IS_DAEMONIC.store(daemon, Ordering::Relaxed);
-    name_in_kernel(&name);
-    let code = match registered_role(&role) {
-        Some(role) => child_exit_code(catch_run(|| (role.run)(args))),
-        None => {
-            report::write_stderr(&format!("{name}: this program has no role {role:?}"));
-            2
-        }
-    };
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    // Safety: _exit ends this copy of the fork server at once, running none of its destructors.
-    unsafe { libc::_exit(code) }
-}
-
-/// Runs a child's target, turning a panic into an error so the child still exits cleanly.
-pub(super) fn catch_run(f: impl FnOnce() -> Result<()>) -> Result<()> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(_) => bail!("the child panicked"),
     }
 }
 
-/// 0 on success; the chosen code for [`ExitWith`]; 1 for any other error (Python's exit code
-/// for an uncaught exception), after printing it.
-pub(super) fn child_exit_code(result: Result<()>) -> i32 {
+/// In a new child, whatever its start method: takes the child's name and daemonic flag, runs
+/// its work and returns its exit code: 0, the code of an [`ExitWith`], or 1 for any other error
+/// or a panic (Python's exit code for an uncaught exception), after printing it.
+pub(super) fn run_as_child(name: &str, daemon: bool, work: impl FnOnce() -> Result<()>) -> i32 {
+    IS_DAEMONIC.store(daemon, Ordering::Relaxed);
+    name_this_process(name);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the child panicked")));
     match result {
         Ok(()) => 0,
         Err(e) => match e.downcast_ref::<ExitWith>() {

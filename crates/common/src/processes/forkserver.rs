@@ -12,18 +12,18 @@
 //!
 //! ## How
 //! - The server is this program run again, like a spawned child, with the hidden argument
-//!   `__role=__forkserver` ([`crate::process::dispatch`] recognizes it before anything else
-//!   runs), so it is started lazily, on the first request, from whatever thread asks: an `exec`
+//!   `__role=__forkserver`, which [`crate::process::dispatch`] recognizes before anything else
+//!   runs; so it is started lazily, on the first request, from whatever thread asks: an `exec`
 //!   leaves no other thread behind. It knows every role the program listed in its dispatch.
 //! - The demo talks to it over a unix `SOCK_SEQPACKET` socketpair: one message per request
 //!   (the role, the child's name, its arguments as JSON, its flags) carrying, as `SCM_RIGHTS`,
 //!   the descriptors the child must have, plus the write end of a *status pipe*. The server
 //!   forks, answers with the child's pid, and keeps the status pipe.
-//! - In the child, before the role runs: the server's own descriptors are closed, the signal
-//!   mask and SIGINT's default action are restored, `PR_SET_PDEATHSIG` is asked for (the server
-//!   is the parent; it is single-threaded, so the signal follows it, not a thread), and every
-//!   passed descriptor is put back at the number it had in the demo (`dup2`), because the
-//!   child's arguments name them by number (a queue's pipes, for example).
+//! - In the child, before the role runs: the server's own descriptors are closed, the signals
+//!   are restored, `PR_SET_PDEATHSIG` is asked for (the server is the parent; it is
+//!   single-threaded, so the signal follows it, not a thread), and every passed descriptor is
+//!   put back at the number it had in the demo, because the child's arguments name them by
+//!   number (a queue's pipes, for example).
 //! - When a child ends, the server reaps it (it gets SIGCHLD through a signalfd) and writes its
 //!   exit code, Python's way (`-9` for SIGKILL), to that child's status pipe, then closes it.
 //!
@@ -39,42 +39,36 @@
 //! for `PR_SET_PDEATHSIG`, are killed by the kernel and reparented to the demo, which is a
 //! child subreaper (see [`crate::signals`]), so the demo reaps them itself and `join` returns
 //! their status after all. If the demo dies, even by SIGKILL, the server reads end of file on
-//! its socket and exits, and its children follow it. The server ignores SIGINT, SIGTERM and
-//! SIGHUP (a terminal's Ctrl-C reaches the whole group: the children die of it, and the server
+//! its socket and exits, and its children follow it. The server ignores the stop signals
+//! (a terminal's Ctrl-C reaches the whole group: the children die of it, and the server
 //! must live to report it); [`stop`] ends it at the end of the demo, after every child. A
 //! server killed anyway (SIGKILL) is reported like any lost child (event `child_lost`).
-//!
-//! A closure cannot be sent to the server, as with spawn: only a [`crate::process::Role`].
 
-#![cfg(unix)]
-
-use std::collections::HashMap;
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
-use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
-    recvmsg, sendmsg, socketpair,
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, recv, sendmsg,
+    socketpair,
 };
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, getpid};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::report;
+use crate::process::{exitcode_name, this_program_again};
+use crate::processes::process::close_once;
+use crate::processes::reap;
 
 /// The role name in the hidden argument that makes this program a fork server.
 pub(crate) const ROLE: &str = "__forkserver";
-/// The whole hidden argument: the same `__role=` form as a spawned child's.
-const SERVER_ARG: &str = "__role=__forkserver";
 /// The environment variable naming the server's end of the socketpair.
 const ENV_FD: &str = "CONCURRENCY_DEMOS_FORKSERVER_FD";
 /// The largest request, in bytes of JSON (one datagram of the socket); a spawned child's
@@ -82,8 +76,6 @@ const ENV_FD: &str = "CONCURRENCY_DEMOS_FORKSERVER_FD";
 pub const MAX_REQUEST: usize = 128 * 1024;
 /// The most descriptors a child can be given.
 const MAX_FDS: usize = 64;
-/// What the server ignores (and its children get back at their default action).
-const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 /// How long [`stop`] waits for the server to leave after its socket is closed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -98,7 +90,7 @@ pub(crate) struct Request {
     /// The numbers the passed descriptors have in the demo, in the order they are sent; the
     /// child gets them under these numbers.
     pub fds: Vec<RawFd>,
-    /// The report settings ([`report::env_value`]) at the moment of the request.
+    /// The report settings (`report::env_value`) at the moment of the request.
     pub report: String,
 }
 
@@ -107,10 +99,6 @@ enum Reply {
     Started { pid: i32 },
     Failed { error: String },
 }
-
-/// What the child of the server runs: given by [`crate::process`], which knows the roles.
-pub(crate) type RunChild =
-    fn(role: String, name: String, args: Value, daemon: bool, report: String) -> !;
 
 // ---------------------------------------------------------------------------------------------
 // The demo's side.
@@ -124,8 +112,9 @@ struct Client {
 }
 
 static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
-/// The client's socket, for [`forget_in_forked_child`], which must not take a lock.
-static CLIENT_FD: AtomicI32 = AtomicI32::new(-1);
+/// The client's socket, which a forked child of the demo closes first thing, without a lock
+/// (so the server still sees end of file when the demo goes); [`close_once`] closes it.
+pub(crate) static CLIENT_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// The fork server's pid, if this process has started one that is still running.
 pub fn server_pid() -> Option<i32> {
@@ -134,17 +123,10 @@ pub fn server_pid() -> Option<i32> {
     client.as_ref().filter(|c| c.owner == me).map(|c| c.pid)
 }
 
-/// In a forked child of the demo: closes its copy of the demo's socket, so the server still
-/// sees end of file when the demo goes, and so the child never writes into the demo's
-/// conversation. A child that wants a fork server of its own gets a new one.
-pub(crate) fn forget_in_forked_child() {
-    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
-    if fd >= 0 {
-        // Safety: the descriptor is the parent's socket; in this forked child nothing else uses it.
-        unsafe {
-            libc::close(fd);
-        }
-    }
+/// The client, taken out of [`CLIENT`], if this process started the server.
+fn take_own_client() -> Option<Client> {
+    let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+    guard.take_if(|c| c.owner == std::process::id())
 }
 
 /// Asks the server (started now if need be) for a child; returns its pid and the read end of
@@ -162,29 +144,20 @@ pub(crate) fn start_child(request: &Request) -> Result<(i32, OwnedFd)> {
     if request.fds.len() + 1 > MAX_FDS {
         bail!("{}: more than {} descriptors to pass", request.name, MAX_FDS - 1);
     }
-    let (status_read, status_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .context("pipe2 for a child's status")?;
+    let (status_read, status_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .context("pipe2 for a child's status")?;
     let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.as_ref().is_some_and(|c| c.owner != std::process::id()) {
-        // Inherited from the parent by fork: its socket was closed in this child.
-        *guard = None;
-    }
-    if guard.is_none() {
+    if guard.as_ref().is_none_or(|c| c.owner != std::process::id()) {
+        // None yet, or the parent's, inherited by fork (its socket was closed in this child).
         *guard = Some(launch()?);
     }
     let client = guard.as_ref().expect("just started");
     let mut fds = vec![status_write.as_raw_fd()];
     fds.extend_from_slice(&request.fds);
+    let rights = [ControlMessage::ScmRights(&fds)];
     let asked = loop {
-        let sent = sendmsg::<UnixAddr>(
-            client.sock,
-            &[IoSlice::new(&text)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        );
-        match sent {
+        let iov = [IoSlice::new(&text)];
+        match sendmsg::<UnixAddr>(client.sock, &iov, &rights, MsgFlags::MSG_NOSIGNAL, None) {
             Err(Errno::EINTR) => continue,
             other => break other,
         }
@@ -208,43 +181,24 @@ pub(crate) fn start_child(request: &Request) -> Result<(i32, OwnedFd)> {
 }
 
 /// The server died (killed: it ignores the stop signals, and [`stop`] forgets it first):
-/// reaps it and says what went with it, as the demos say of any child lost (event
-/// `child_lost`). The children it had started are killed by their `PR_SET_PDEATHSIG` and come
-/// back to the demo, a subreaper, to be reaped; each one's owner reports it in turn.
+/// reaps it and says so (event `child_lost`); its children come back to the demo to be reaped.
 pub(crate) fn server_died() {
-    let me = std::process::id();
-    let client = {
-        let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref() {
-            Some(c) if c.owner == me => guard.take(),
-            _ => None,
-        }
-    };
-    if let Some(client) = client {
+    if let Some(client) = take_own_client() {
         lost(client);
     }
 }
 
 fn lost(client: Client) {
-    close_client(&client);
-    let exitcode = loop {
-        match waitpid(Pid::from_raw(client.pid), None) {
-            Ok(ended @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                break super::reap::exitcode_of(ended);
-            }
-            Err(Errno::EINTR) => continue,
-            Ok(_) => continue,
-            Err(_) => break None, // reaped already (by the signal watcher)
-        }
-    };
-    let status = crate::process::exitcode_name(exitcode);
+    close_once(&CLIENT_FD);
+    let exitcode = reap::reap_now(client.pid);
+    let status = exitcode_name(exitcode);
     let how = crate::processes::lost::how(exitcode);
     crate::event!("child_lost", { "pid": client.pid, "name": "forkserver", "exitcode": exitcode, "status": status,
                 "how": how, "lost": { "what": "children it had started", "count": 0 } }, "LOST: the fork server (pid {}) {how}: its children die with it (PR_SET_PDEATHSIG)",
             client.pid);
 }
 
-/// How often a wait for the server's answer checks that the server is still alive.
+/// How often a wait for the server's answer checks that the server is still alive, in ms.
 const ALIVE_CHECK_MS: libc::c_int = 100;
 
 /// Reads the server's answer. End of file says the server has ended, but only once every copy
@@ -263,102 +217,50 @@ fn read_reply(sock: RawFd, server: i32) -> Result<Reply> {
             }
             continue;
         }
-        if ready < 0 {
-            match Errno::last() {
-                Errno::EINTR => continue,
-                e => return Err(e).context("poll on the fork server's socket"),
-            }
+        if ready < 0 && Errno::last() != Errno::EINTR {
+            return Err(Errno::last()).context("poll on the fork server's socket");
         }
-        // Safety: recv writes at most buf.len() bytes into buf.
-        let n = unsafe { libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        match n {
-            n if n > 0 => {
-                return serde_json::from_slice(&buf[..n as usize])
+        match recv(sock, &mut buf, MsgFlags::empty()) {
+            Ok(0) => bail!("the fork server has ended"),
+            Ok(n) => {
+                return serde_json::from_slice(&buf[..n])
                     .context("decoding the fork server's answer");
             }
-            0 => bail!("the fork server has ended"),
-            _ if Errno::last() == Errno::EINTR => continue,
-            _ => return Err(Errno::last()).context("recv from the fork server"),
-        }
-    }
-}
-
-fn close_client(client: &Client) {
-    if CLIENT_FD.compare_exchange(client.sock, -1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-        // Safety: the socket is ours and is closed once: CLIENT_FD no longer names it.
-        unsafe {
-            libc::close(client.sock);
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("recv from the fork server"),
         }
     }
 }
 
 /// Starts the server: this program again, with the hidden role and the server's end of a new
-/// socketpair. Nothing runs between fork and exec but resetting the signal mask and clearing
-/// close-on-exec on that one descriptor, so it is safe from any thread.
+/// socketpair; nothing runs between fork and exec but what [`this_program_again`] shows, so it
+/// is safe from any thread.
 fn launch() -> Result<Client> {
     let (ours, theirs) =
         socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .context("socketpair for the fork server")?;
-    let exe = std::env::current_exe().context("finding this program to start the fork server")?;
-    let program = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let their_fd = theirs.as_raw_fd();
-    let mut command = std::process::Command::new(&exe);
-    command
-        .arg0(&program)
-        .arg(SERVER_ARG)
-        .arg("forkserver")
-        .env(ENV_FD, their_fd.to_string())
-        .env(report::ENV_REPORT, report::env_value())
-        .stdin(std::process::Stdio::null());
-    // Safety: runs between fork and exec; pthread_sigmask and fcntl are async-signal-safe and
-    // nothing here allocates or takes a lock.
-    unsafe {
-        command.pre_exec(move || {
-            // The demo blocks its stop signals for its watcher thread; the mask survives exec.
-            let _ = SigSet::empty().thread_set_mask();
-            let flags = libc::fcntl(their_fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(their_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child =
-        command.spawn().with_context(|| format!("starting the fork server {}", exe.display()))?;
-    drop(theirs);
-    let sock = ours.as_raw_fd();
-    std::mem::forget(ours); // owned by the Client from now on (closed by `close_client`)
-    CLIENT_FD.store(sock, Ordering::SeqCst);
-    let pid = child.id() as i32;
+    let mut command = this_program_again(ROLE, "forkserver", vec![their_fd], None)?;
+    command.env(ENV_FD, their_fd.to_string()).stdin(std::process::Stdio::null());
     // `child` is dropped without waiting: the server is reaped by `stop` (or by the signal
     // watcher's reaping of every child).
-    Ok(Client { sock, pid, owner: std::process::id() })
+    let child = command.spawn().context("starting the fork server")?;
+    drop(theirs);
+    // Owned by the Client from now on, closed by `close_once(&CLIENT_FD)`.
+    let sock = std::os::fd::IntoRawFd::into_raw_fd(ours);
+    CLIENT_FD.store(sock, Ordering::SeqCst);
+    Ok(Client { sock, pid: child.id() as i32, owner: std::process::id() })
 }
 
 /// Ends the server, if this process started one: closes the socket (the server exits on end of
 /// file), waits up to a short grace for it to leave, SIGKILLs it after that, and reaps it.
 /// Called at the end of `main` and by the signal watcher, after every child has been reaped.
 pub fn stop() {
-    let client = CLIENT.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let Some(client) = client else { return };
-    if client.owner != std::process::id() {
-        return;
-    }
-    close_client(&client);
-    let pid = Pid::from_raw(client.pid);
-    let deadline = Instant::now() + STOP_GRACE;
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {}
-            Err(Errno::EINTR) => continue,
-            _ => return, // reaped now, or already (ECHILD)
-        }
-        if Instant::now() >= deadline {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let Some(client) = take_own_client() else { return };
+    close_once(&CLIENT_FD);
+    if reap::wait(client.pid, Some(STOP_GRACE)).is_none() {
+        let _ = nix::sys::signal::kill(Pid::from_raw(client.pid), Signal::SIGKILL);
+        reap::reap_now(client.pid);
     }
 }
 
@@ -376,21 +278,12 @@ pub(crate) enum Status {
 pub(crate) fn poll_status(status: &OwnedFd, timeout: Option<Duration>) -> bool {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        let ms = match deadline {
-            None => -1,
-            Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32,
-        };
-        let mut pfd = libc::pollfd { fd: status.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // Safety: poll reads and writes the one pollfd it is given.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n > 0 {
-            return true;
-        }
-        if n < 0 && Errno::last() != Errno::EINTR {
-            return true; // let the read say what happened
-        }
-        if n == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
-            return false;
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let wait = left.map_or(PollTimeout::NONE, |l| l.try_into().unwrap_or(PollTimeout::MAX));
+        match poll(&mut [PollFd::new(status.as_fd(), PollFlags::POLLIN)], wait) {
+            Ok(0) if deadline.is_some_and(|d| Instant::now() >= d) => return false,
+            Ok(0) | Err(Errno::EINTR) => continue,
+            _ => return true, // readable, or an error that the read will tell
         }
     }
 }
@@ -409,8 +302,8 @@ pub(crate) fn read_status(status: &OwnedFd) -> Status {
     loop {
         match nix::unistd::read(status.as_fd(), &mut code) {
             Ok(4) => return Status::Code(i32::from_le_bytes(code)),
-            Ok(0) => return Status::ServerGone,
-            Ok(_) => return Status::ServerGone, // a torn write cannot happen (4 < PIPE_BUF)
+            // End of file; a torn write cannot happen (4 bytes < PIPE_BUF).
+            Ok(_) => return Status::ServerGone,
             Err(Errno::EINTR) => continue,
             Err(_) => return Status::NotYet, // EAGAIN
         }

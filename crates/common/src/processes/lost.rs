@@ -10,7 +10,6 @@
 //! a `task_done`, a line on a pipe. Such a wait is made in short slices ([`wait_watching`]),
 //! and between two slices the children are looked at ([`first_dead`]).
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::process::{Process, exitcode_name};
@@ -18,36 +17,6 @@ use crate::process::{Process, exitcode_name};
 /// How long one slice of a watched wait lasts: the longest a demo goes on waiting after a
 /// child it depends on has died.
 pub const WATCH_SLICE: Duration = Duration::from_millis(50);
-
-/// A child that died before its work was done, and what went with it. As an error it makes
-/// the demo exit 1.
-#[derive(Debug, Clone)]
-pub struct ChildLost {
-    pub pid: i32,
-    pub name: String,
-    /// As [`Process::exitcode`]: `-9` for SIGKILL, `None` if its status was taken by someone else.
-    pub exitcode: Option<i32>,
-    /// What it was working on: "buns", "tickets", "tasks", "lines".
-    pub what: String,
-    /// How many of them were lost with it (0 when nothing was, but the run is still incomplete).
-    pub count: u64,
-}
-
-impl fmt::Display for ChildLost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (pid {}) {}: {} {} lost with it",
-            self.name,
-            self.pid,
-            how(self.exitcode),
-            self.count,
-            self.what
-        )
-    }
-}
-
-impl std::error::Error for ChildLost {}
 
 /// "was killed by SIGKILL", "exited with code 1", "ended (its exit status was taken elsewhere)".
 pub fn how(exitcode: Option<i32>) -> String {
@@ -79,32 +48,33 @@ pub fn report_pid(
         // is stopping everyone and ends the demo with 130 or 143.
         return anyhow::anyhow!("interrupted");
     }
-    let lost = ChildLost { pid, name: name.to_string(), exitcode, what: what.into(), count };
+    let how = how(exitcode);
+    let lost = format!("{name} (pid {pid}) {how}: {count} {what} lost with it");
     crate::event!("child_lost", { "pid": pid, "name": name, "exitcode": exitcode, "status": exitcode_name(exitcode),
-                "how": how(exitcode), "lost": { "what": what, "count": count } }, "LOST: {lost}; the demo stops here (exit 1: a child failed)");
-    anyhow::Error::new(lost)
+                "how": how, "lost": { "what": what, "count": count } }, "LOST: {lost}; the demo stops here (exit 1: a child failed)");
+    anyhow::Error::msg(lost)
 }
 
-/// The first of `children` that has ended otherwise than with exit code 0 (reaping those that
-/// ended, as `is_alive` does); children not started yet are skipped. Every child is looked at,
-/// and one killed by a signal is named before one that exited with an error: a consumer that
-/// finds its queue broken by a killed neighbour exits 1, and the loss to report is the killed one.
-pub fn first_dead<'a>(children: impl IntoIterator<Item = &'a mut Process>) -> Option<&'a Process> {
-    let ended: Vec<&'a Process> = children
-        .into_iter()
-        .filter_map(|c| {
-            let ended = c.pid().is_some() && !c.is_alive();
-            (ended && c.exitcode() != Some(0)).then_some(&*c)
+/// The index of the first of `children` that has ended otherwise than with exit code 0
+/// (reaping those that ended, as `is_alive` does); children not started yet are skipped. Every
+/// child is looked at, and one killed by a signal is named before one that exited with an
+/// error: a consumer that finds its queue broken by a killed neighbour exits 1, and the loss to
+/// report is the killed one.
+pub fn first_dead(children: &mut [Process]) -> Option<usize> {
+    let ended: Vec<usize> = (0..children.len())
+        .filter(|&i| {
+            let c = &mut children[i];
+            c.pid().is_some() && !c.is_alive() && c.exitcode() != Some(0)
         })
         .collect();
-    let killed = ended.iter().find(|c| c.exitcode().is_some_and(|code| code < 0));
+    let killed = ended.iter().find(|&&i| children[i].exitcode().is_some_and(|code| code < 0));
     killed.or(ended.first()).copied()
 }
 
 /// Waits for `step` while watching `children`: `step(WATCH_SLICE)` is called again and again
 /// (a blocking call given a short timeout: `Some` is the answer, `None` means not yet) until
 /// it answers; between two calls, a child that died ([`first_dead`]) ends the wait with its
-/// pid, so a demo never waits for ever for something only the dead child would have sent.
+/// index, so a demo never waits for ever for something only the dead child would have sent.
 pub fn wait_watching<T>(
     children: &mut [Process],
     mut step: impl FnMut(Duration) -> anyhow::Result<Option<T>>,
@@ -113,9 +83,7 @@ pub fn wait_watching<T>(
         if let Some(answer) = step(WATCH_SLICE)? {
             return Ok(Ok(answer));
         }
-        if let Some(dead) = first_dead(children.iter_mut()) {
-            let pid = dead.pid();
-            let index = children.iter().position(|c| c.pid() == pid).unwrap_or(0);
+        if let Some(index) = first_dead(children) {
             return Ok(Err(index));
         }
     }

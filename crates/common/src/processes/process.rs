@@ -1,51 +1,33 @@
 //! process — `Process`, Rust's counterpart of Python's `multiprocessing.Process`.
 //!
 //! A process runs one of two kinds of target, the two ways of starting a process in the notes:
-//! - a named function, a [`Role`] (`Process(target=task, args=(...))`), or
-//! - a type that implements [`Run`] (`class MyProcess(Process): def run(self): ...`).
+//! a named function, a [`Role`] (`Process(target=task, args=(...))`), or a type that implements
+//! [`Run`] (`class MyProcess(Process): def run(self): ...`). It starts by one of three methods
+//! ([`StartMethod`]); [`Process::start`] is a match whose arms, in `process/start.rs`, show each
+//! method's system calls. A spawned child starts from `main`, where [`dispatch`] runs its role:
+//! the Rust analog of Python's `if __name__ == '__main__':` guard.
 //!
-//! and starts by one of three methods ([`StartMethod`]):
-//! - **fork**: `fork(2)` copies the parent; the child calls the target straight away with
-//!   everything the parent had in memory, then leaves with `_exit(2)`, so no destructor and no
-//!   buffer of the parent's runs a second time in the child.
-//! - **spawn**: the current binary is executed again with a hidden role argument; the child
-//!   starts from `main` with nothing of the parent's memory and [`dispatch`] runs the role. That
-//!   dispatch, at the top of every demo's `main`, is the Rust analog of Python's
-//!   `if __name__ == '__main__':` guard.
-//! - **forkserver**: a small single-threaded process, this program run again with a hidden role
-//!   (see [`crate::forkserver`]), forks the child on request and passes it its arguments and
-//!   descriptors. The child starts as cheaply as a fork but never from a parent with threads;
-//!   like a spawned child it has none of the demo's memory, and it is the server's child, not
-//!   the demo's: `join` reads the exit code the server reports.
-//!
-//! Every child this module starts is recorded in one registry, so that the signal watcher
-//! ([`crate::signals`]) and the end of `main` can stop and reap all of them: no demo leaves a
-//! zombie or an orphan behind.
-//!
-//! Beside this file: the start methods themselves (`process/start.rs`), the registry of started
-//! children (`registry.rs`), the `__main__` guard that runs a spawned child's role
-//! (`dispatch.rs`), and reaping and stopping (`reap.rs`).
+//! Every child started here is recorded in one registry (`registry.rs`), so that the signal
+//! watcher ([`crate::signals`]) and the end of `main` (`reap.rs`) can stop and reap all of
+//! them: no demo leaves a zombie or an orphan behind.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use nix::sys::signal::Signal;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::dispatch::registered_role;
-use super::reap;
+use super::dispatch::{registered_role, run_value};
+use super::reap::{self, send};
 use super::registry::IS_DAEMONIC;
 use crate::report;
 
-pub use super::dispatch::dispatch;
-pub use super::reap::{
-    Ended, end_main_code, finish_main, reap_unknown_ended_children, stop_all_children,
-    wait_until_ended,
-};
-pub use super::registry::{close_in_forked_children, live_children};
+pub use super::dispatch::{ExitWith, Role, Run, dispatch};
+pub use super::reap::{Ended, end_main_code, finish_main, stop_all_children, wait_until_ended};
+pub use super::registry::live_children;
 
 /// How a child process is created. Python's defaults differ by platform and version: `fork` on
 /// Linux up to 3.13, `forkserver` on Linux from 3.14, `spawn` on macOS (3.8+) and Windows.
@@ -59,57 +41,13 @@ pub enum StartMethod {
     Forkserver,
 }
 
+/// The name `--start-method` takes: `fork`, `spawn` or `forkserver`.
 impl fmt::Display for StartMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StartMethod::Fork => "fork",
-            StartMethod::Spawn => "spawn",
-            StartMethod::Forkserver => "forkserver",
-        })
+        let value = clap::ValueEnum::to_possible_value(self).expect("no method is skipped");
+        f.write_str(value.get_name())
     }
 }
-
-/// A named function a child process can run, with its arguments as JSON. A spawned child finds
-/// it by name in the list given to [`dispatch`].
-#[derive(Debug)]
-pub struct Role {
-    /// The name a spawned child is told to run; unique within a demo.
-    pub name: &'static str,
-    /// The function itself; it receives the arguments given to [`Process::new`].
-    pub run: fn(Value) -> Result<()>,
-}
-
-impl Role {
-    /// A role for a plain function taking JSON arguments.
-    pub const fn new(name: &'static str, run: fn(Value) -> Result<()>) -> Role {
-        Role { name, run }
-    }
-
-    /// The role of a type that implements [`Run`]: the "subclass Process, override run" way.
-    pub const fn of<T: Run>() -> Role {
-        Role { name: T::ROLE, run: run_value::<T> }
-    }
-}
-
-fn run_value<T: Run>(value: Value) -> Result<()> {
-    let target: T = serde_json::from_value(value)
-        .with_context(|| format!("decoding the arguments of role {}", T::ROLE))?;
-    target.run()
-}
-
-/// A type whose value is a process's work: Python's `class MyProcess(Process)` with `run`.
-/// It is serializable because a spawned child must receive it; it is not shared, it is copied.
-pub trait Run: Serialize + DeserializeOwned + 'static {
-    /// The role name under which a spawned child finds this type (see [`Role::of`]).
-    const ROLE: &'static str;
-    /// The work done in the child process.
-    fn run(self) -> Result<()>;
-}
-
-/// An error a child returns to end with a chosen exit code, like `sys.exit(3)`.
-#[derive(Debug, thiserror::Error)]
-#[error("exit with code {0}")]
-pub struct ExitWith(pub i32);
 
 enum Target {
     Role { role: &'static Role, args: Value },
@@ -199,15 +137,7 @@ pub fn exitcode_name(code: Option<i32>) -> String {
 
 /// The name of a signal number (`9` → `SIGKILL`), where the platform knows it.
 pub fn signal_name(signo: i32) -> Option<&'static str> {
-    #[cfg(unix)]
-    {
-        nix::sys::signal::Signal::try_from(signo).ok().map(|s| s.as_str())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = signo;
-        None
-    }
+    Signal::try_from(signo).ok().map(|s| s.as_str())
 }
 
 impl Process {
@@ -222,18 +152,12 @@ impl Process {
     /// type's role must be listed in the demo's [`dispatch`] for the spawn method.
     pub fn from_run<T: Run>(name: impl Into<String>, value: T) -> Process {
         let args = serde_json::to_value(&value).unwrap_or(Value::Null);
-        let role = registered_role(T::ROLE);
-        match role {
-            Some(role) => Process::with_target(name.into(), Target::Role { role, args }),
+        let target = match registered_role(T::ROLE) {
+            Some(role) => Target::Role { role, args },
             // Not registered: still fine for fork, which needs no name to find the code.
-            None => Process::with_target(
-                name.into(),
-                Target::Closure(Box::new(move || {
-                    let value: T = serde_json::from_value(args)?;
-                    value.run()
-                })),
-            ),
-        }
+            None => Target::Closure(Box::new(move || run_value::<T>(args))),
+        };
+        Process::with_target(name.into(), target)
     }
 
     /// A process that runs a closure. Only the fork method can run one: a closure cannot be
@@ -276,13 +200,10 @@ impl Process {
         self
     }
 
-    /// Keeps these file descriptors open in a *spawned* child: every descriptor Rust opens is
-    /// close-on-exec, so without this a spawned child would not have them (a queue's pipe, for
-    /// example). Between fork and exec the child clears `FD_CLOEXEC` on exactly these
-    /// descriptors, so they keep their numbers; the child must be told the numbers (in its
-    /// arguments). A *forkserver* child gets them too: they travel to the server as
-    /// `SCM_RIGHTS` and the child has them under the same numbers. For the fork method this
-    /// does nothing: a forked child has every descriptor.
+    /// Keeps these file descriptors open, under the same numbers, in a *spawned* or *forkserver*
+    /// child (a queue's pipe, for example), which would not have them otherwise: every
+    /// descriptor Rust opens is close-on-exec. The child must be told the numbers (in its
+    /// arguments). A forked child has every descriptor anyway.
     pub fn pass_fds(mut self, fds: &[i32]) -> Process {
         self.pass_fds.extend_from_slice(fds);
         self
@@ -379,19 +300,19 @@ impl Process {
 
     /// Sends SIGTERM (Python's `terminate`). It does not wait: `join` afterwards.
     pub fn terminate(&self) -> Result<()> {
-        self.signal(SIGTERM)
+        self.signal(libc::SIGTERM)
     }
 
     /// Sends SIGKILL (Python's `kill`). It does not wait: `join` afterwards.
     pub fn kill(&self) -> Result<()> {
-        self.signal(SIGKILL)
+        self.signal(libc::SIGKILL)
     }
 
     /// Sends any signal to the child (SIGSTOP, SIGCONT, ...), if it has not been reaped.
     pub fn signal(&self, signo: i32) -> Result<()> {
         let pid = self.started_pid("signal")?;
         if self.state == State::Started {
-            send(pid, signo)?;
+            send(pid, Signal::try_from(signo).context("unknown signal")?)?;
         }
         Ok(())
     }
@@ -411,36 +332,19 @@ impl Process {
     }
 }
 
-/// The start method when a demo is not told otherwise: fork where the OS has it.
+/// The start method when a demo is not told otherwise: fork, as Python on Linux up to 3.13.
 pub fn default_start_method() -> StartMethod {
-    if cfg!(unix) { StartMethod::Fork } else { StartMethod::Spawn }
+    StartMethod::Fork
 }
 
-/// Names the calling process: the name `ps -o comm` shows (at most 15 bytes on Linux) and the
-/// one its printed lines carry. For a child forked directly, without [`Process`].
+/// Names the calling process: the name `ps -o comm` and `top` show (the kernel keeps 15 bytes
+/// of it) and the one its printed lines carry. For a child forked directly, without [`Process`].
 pub fn name_this_process(name: &str) {
-    name_in_kernel(name);
+    if let Ok(name) = std::ffi::CString::new(name.replace('\0', "")) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
     report::set_who(name);
 }
 
-/// Sets the name `ps -o comm` and `top` show (at most 15 bytes on Linux).
-pub(super) fn name_in_kernel(name: &str) {
-    #[cfg(target_os = "linux")]
-    {
-        let mut bytes: Vec<u8> = name.bytes().filter(|b| *b != 0).take(15).collect();
-        bytes.push(0);
-        // Safety: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which
-        // `bytes` is, and does not keep the pointer.
-        unsafe {
-            libc::prctl(libc::PR_SET_NAME, bytes.as_ptr());
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = name;
-}
-
 mod start;
-#[cfg(unix)]
-pub(crate) use start::set_parent_death_signal;
-/// Signals, where the OS has them.
-pub(super) use start::{SIGKILL, SIGTERM, send};
+pub(crate) use start::{close_once, set_parent_death_signal, this_program_again};

@@ -3,10 +3,9 @@
 //! cannot miss a child, and after shutdown began no new child starts.
 
 use std::collections::HashMap;
-#[cfg(unix)]
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 #[derive(Debug, Clone)]
 pub(super) struct ChildEntry {
@@ -15,8 +14,7 @@ pub(super) struct ChildEntry {
     /// A fork server's child: the read end of the pipe where the server writes its exit code
     /// (it is not this process's child, so `waitpid` cannot see it). `None` for a child of
     /// ours, and once the server has died (its children are then reparented to us).
-    #[cfg(unix)]
-    pub(super) status: Option<Arc<std::os::fd::OwnedFd>>,
+    pub(super) status: Option<Arc<OwnedFd>>,
 }
 
 #[derive(Default)]
@@ -27,13 +25,16 @@ pub(super) struct Registry {
     pub(super) shutting_down: bool,
 }
 
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
 /// Whether this process is a daemonic child (which may not start children of its own).
 pub(super) static IS_DAEMONIC: AtomicBool = AtomicBool::new(false);
 
 pub(super) fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
-    let mut guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.get_or_insert_with(Registry::default))
+    f(&mut lock())
+}
+
+fn lock() -> Births {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Pids and names of the children started through [`Process`](super::process::Process) that
@@ -46,34 +47,19 @@ pub fn live_children() -> Vec<(i32, String)> {
     })
 }
 
-/// Descriptors that a thread of this process owns and that a forked child, which has no such
-/// thread, closes first thing (the signal watcher's signalfd): lock-free, so it is safe to read
-/// after `fork`.
-pub(super) static CLOSE_AFTER_FORK: [AtomicI32; 4] = [const { AtomicI32::new(-1) }; 4];
-
-/// Asks every child forked from now on to close `fd` before it runs its target (the signal
-/// watcher registers its signalfd here). Returns false if the (small) table is full.
-pub fn close_in_forked_children(fd: i32) -> bool {
-    CLOSE_AFTER_FORK
-        .iter()
-        .any(|slot| slot.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst).is_ok())
-}
-
 /// The registry's guard, held from just before a child is born until it is recorded.
-#[cfg(unix)]
-pub(super) type Births = std::sync::MutexGuard<'static, Option<Registry>>;
+pub(super) type Births = MutexGuard<'static, Registry>;
 
 /// The registry, locked while a child is born: the signal watcher cannot miss a child being
 /// born, and after shutdown began no new child starts (this thread then waits for the
 /// watcher to end the process). Unflushed output is written first: a forked child would
 /// print it a second time (the fix that `fork-vs-spawn` shows).
-#[cfg(unix)]
 pub(super) fn lock_for_a_birth() -> Births {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    let mut guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.get_or_insert_with(Registry::default).shutting_down {
+    let guard = lock();
+    if guard.shutting_down {
         drop(guard);
         loop {
             std::thread::park();
@@ -83,24 +69,21 @@ pub(super) fn lock_for_a_birth() -> Births {
 }
 
 /// Records the newborn `pid` and unlocks the registry.
-#[cfg(unix)]
 pub(super) fn record_birth(
     mut births: Births,
     pid: i32,
     name: &str,
     daemon: bool,
-    status: Option<std::os::fd::OwnedFd>,
+    status: Option<OwnedFd>,
 ) -> i32 {
     let entry = ChildEntry { name: name.to_string(), daemon, status: status.map(Arc::new) };
-    births.get_or_insert_with(Registry::default).children.insert(pid, entry);
+    births.children.insert(pid, entry);
     pid
 }
 
 /// In a forked child: the registry copied from the parent lists the parent's children,
 /// which are not this child's; empty it and unlock it.
-#[cfg(unix)]
 pub(super) fn forget_the_parents_children(mut births: Births) {
-    let registry = births.get_or_insert_with(Registry::default);
-    registry.children.clear();
-    registry.reaped.clear();
+    births.children.clear();
+    births.reaped.clear();
 }

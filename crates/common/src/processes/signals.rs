@@ -2,64 +2,94 @@
 //!
 //! The design, and why:
 //! - The demo's main thread blocks SIGINT, SIGTERM and SIGHUP *before any other thread exists*
-//!   (threads inherit the mask), and one watcher thread takes them with `sigwait(2)`. No code
-//!   runs inside a signal handler, and the watcher learns *which* signal came, so the exit code
-//!   is 130 for SIGINT and 143 for SIGTERM. (A `ctrlc` handler is not told which signal it was,
-//!   and a forked child inherits it as a handler whose thread does not exist: it would swallow
+//!   (threads inherit the mask), and one watcher thread takes them. No code runs inside a
+//!   signal handler, and the watcher learns *which* signal came, so the exit code is 130 for
+//!   SIGINT and 143 for SIGTERM. (A `ctrlc` handler is not told which signal it was, and a
+//!   forked child inherits it as a handler whose thread does not exist: it would swallow
 //!   Ctrl-C. Here a forked child simply unblocks the signals and gets the default action.)
 //! - On a signal the watcher stops every child (SIGTERM, a grace period, then SIGKILL), reaps
-//!   them all, and ends the process with `128 + signal`.
+//!   them all, and ends the process with `128 + signal`; a fork server's children are stopped
+//!   by pid like the others, and the server itself last, once it has reported them all.
 //! - This works whether the signal reaches the whole process group (a terminal's Ctrl-C: the
 //!   children die of it themselves and are reaped) or the parent alone (`kill -INT PID`: the
 //!   watcher stops them).
-//! - A fork server's children (see [`crate::forkserver`]) are not the demo's in the kernel's
-//!   sense: they get SIGTERM (then SIGKILL) by pid like the others, their ends are learnt from
-//!   the server's reports, and the server itself, which ignores the stop signals, is ended
-//!   last, once it has reported them all.
-//! - As a backstop for a parent killed with SIGKILL, every child asks for `PR_SET_PDEATHSIG`
-//!   (see [`crate::process`]), and the demo is a child subreaper, so that orphaned descendants
-//!   come back to it to be reaped instead of lingering as zombies under a PID 1 that may never
-//!   reap them (as in many containers).
+//! - As a backstop for a parent killed with SIGKILL, every child asks for `PR_SET_PDEATHSIG`,
+//!   and the demo is a child subreaper, so that orphaned descendants come back to it to be
+//!   reaped instead of lingering as zombies under a PID 1 that may never reap them (as in many
+//!   containers).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
+use nix::sys::signal::{SigSet, Signal};
 
 use crate::process;
 
 /// How long children get to end after SIGTERM before they are killed with SIGKILL.
 pub const GRACE: Duration = Duration::from_millis(1500);
 
-/// Blocks the stop signals in this thread and starts the watcher. Must run before any other
-/// thread is started, which is why the demo runner calls it first.
-pub fn install() -> Result<()> {
-    imp::install()
-}
+/// The signals that stop a demo: the watcher takes them; the fork server ignores them.
+pub(crate) const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
 /// Set once a stop signal has been received: the watcher is stopping everything.
 static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// The watcher's signalfd, which a forked child (no watcher thread in it) closes first thing,
+/// so that it does not show among the child's open files.
+pub(crate) static WATCHER_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Blocks the stop signals in this thread and starts the watcher. Must run before any other
+/// thread is started, which is why the demo runner calls it first.
+///
+/// The watcher waits on a `signalfd` with `poll`, which leaves the signal pending; it raises
+/// `STOPPING` *before* taking the signal off the queue, so at every instant the stop is
+/// either still pending or already flagged: [`stopping`] never misses it (`sigwait` would
+/// leave a window between taking the signal and flagging it).
+pub fn install() -> Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::{AsFd, AsRawFd};
+    let set = SigSet::from_iter(STOP_SIGNALS);
+    set.thread_block()?;
+    let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
+    WATCHER_FD.store(fd.as_raw_fd(), Ordering::SeqCst);
+    std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
+        loop {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            if !matches!(poll(&mut fds, PollTimeout::NONE), Ok(n) if n > 0) {
+                continue;
+            }
+            STOPPING.store(true, Ordering::SeqCst);
+            if let Ok(Some(info)) = fd.read_signal() {
+                shutdown(info.ssi_signo as i32);
+            }
+        }
+    })?;
+    Ok(())
+}
 
 /// True once Ctrl-C or SIGTERM has arrived (or is about to be handled): the watcher will stop
 /// every child and end the process with 130 or 143. Code that sees a child die in the meantime
 /// (of that same Ctrl-C) must not report a failure of its own; the runner parks instead.
 pub fn stopping() -> bool {
-    imp::stopping()
+    if STOPPING.load(Ordering::SeqCst) {
+        return true;
+    }
+    let mut pending = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // Safety: sigpending fills the set it is given.
+    if unsafe { libc::sigpending(pending.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // Safety: sigpending succeeded, so the set is filled.
+    let pending = unsafe { SigSet::from_sigset_t_unchecked(pending.assume_init()) };
+    STOP_SIGNALS.iter().any(|s| pending.contains(*s)) || STOPPING.load(Ordering::SeqCst)
 }
 
-/// Makes this process the reaper of its orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`),
-/// or stops being one. Returns whether the platform supports it.
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`), or
+/// stops being one. Returns whether the kernel agreed.
 pub fn set_child_subreaper(on: bool) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        // Safety: PR_SET_CHILD_SUBREAPER only sets a flag on the calling process.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, libc::c_ulong::from(on)) == 0 }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = on;
-        false
-    }
+    nix::sys::prctl::set_child_subreaper(on).is_ok()
 }
 
 /// Stops and reaps every child, prints why, and ends the process with `128 + signo`.
@@ -68,7 +98,8 @@ fn shutdown(signo: i32) -> ! {
     let children = process::live_children();
     crate::event!("interrupted", { "signal": name, "children": children.len() }, "interrupted by {name}: ending and reaping {} child(ren)", children.len());
     process::stop_all_children(GRACE);
-    process::reap_unknown_ended_children();
+    // Last, whatever ended meanwhile that `Process` does not know (an orphan adopted late).
+    super::reap::reap_ended();
     let code = 128 + signo;
     crate::event!("exit", { "code": code }, "every child is reaped; exit {code}");
     // The pictures of the run so far (--trace, --svg), now that every child's end is in them.
@@ -76,96 +107,4 @@ fn shutdown(signo: i32) -> ! {
     // Safety: _exit ends the process without running destructors or flushing Rust's stdout,
     // which the main thread may be holding; every line was already written with write(2).
     unsafe { libc::_exit(code) }
-}
-
-#[cfg(unix)]
-mod imp {
-    use super::*;
-    use nix::sys::signal::{SigSet, Signal};
-
-    fn stop_signals() -> SigSet {
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGINT);
-        set.add(Signal::SIGTERM);
-        set.add(Signal::SIGHUP);
-        set
-    }
-
-    /// Linux: the watcher waits on a `signalfd` with `poll`, which leaves the signal pending;
-    /// it raises [`STOPPING`] *before* taking the signal off the queue, so at every instant the
-    /// stop is either still pending or already flagged: [`stopping`] never misses it.
-    #[cfg(target_os = "linux")]
-    pub fn install() -> Result<()> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        use nix::sys::signalfd::{SfdFlags, SignalFd};
-        use std::os::fd::AsFd;
-        let set = stop_signals();
-        set.thread_block()?;
-        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
-        // A forked child has no thread to read it: it closes its copy first thing, so the
-        // descriptor does not show among its open files (`SFD_CLOEXEC` keeps it out of spawned
-        // children). `process` holds the list, so that it need not know this module.
-        process::close_in_forked_children(std::os::fd::AsRawFd::as_raw_fd(&fd));
-        std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
-            loop {
-                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-                if !matches!(poll(&mut fds, PollTimeout::NONE), Ok(n) if n > 0) {
-                    continue;
-                }
-                STOPPING.store(true, Ordering::SeqCst);
-                if let Ok(Some(info)) = fd.read_signal() {
-                    shutdown(info.ssi_signo as i32);
-                }
-            }
-        })?;
-        Ok(())
-    }
-
-    /// Elsewhere: `sigwait(2)`. The signal is flagged right after it is taken, a window of a
-    /// few instructions in which [`stopping`] can miss it.
-    #[cfg(not(target_os = "linux"))]
-    pub fn install() -> Result<()> {
-        let set = stop_signals();
-        set.thread_block()?;
-        std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
-            loop {
-                if let Ok(signal) = set.wait() {
-                    STOPPING.store(true, Ordering::SeqCst);
-                    shutdown(signal as i32);
-                }
-            }
-        })?;
-        Ok(())
-    }
-
-    /// True if a stop signal is pending for the process or the watcher has taken one.
-    pub fn stopping() -> bool {
-        if STOPPING.load(Ordering::SeqCst) {
-            return true;
-        }
-        let mut pending = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        // Safety: sigpending fills the set it is given; it is read only when that succeeded.
-        let pending = unsafe {
-            if libc::sigpending(pending.as_mut_ptr()) != 0 {
-                return false;
-            }
-            pending.assume_init()
-        };
-        let is_pending = |signo| {
-            // Safety: sigismember only reads the initialized set.
-            unsafe { libc::sigismember(&pending, signo) == 1 }
-        };
-        stop_signals().iter().any(|s| is_pending(s as i32)) || STOPPING.load(Ordering::SeqCst)
-    }
-}
-
-#[cfg(not(unix))]
-mod imp {
-    use super::*;
-    pub fn install() -> Result<()> {
-        Ok(())
-    }
-    pub fn stopping() -> bool {
-        STOPPING.load(Ordering::SeqCst)
-    }
 }

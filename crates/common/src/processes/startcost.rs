@@ -3,8 +3,8 @@
 //! One measurement, shared by the `fork-vs-spawn` demo and `make bench`: start a child that does
 //! nothing and join it, `count` times one after another, and divide the time by `count`. The
 //! children are started exactly as a demo starts them, through [`Process`] (fork, spawn or
-//! forkserver) or
-//! `std::thread::spawn`, so the figure is what a user of this crate pays, bookkeeping included.
+//! forkserver) or `std::thread::spawn`, so the figure is what a user of this crate pays,
+//! bookkeeping included.
 //!
 //! A program that measures spawn or forkserver children must list [`NOOP`] in its `dispatch` (or
 //! `demo::main`) roles: a spawned child runs the program again and finds its work by that name.
@@ -12,16 +12,11 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use serde_json::Value;
 
 use crate::process::{Process, Role, StartMethod};
 
 /// The work of a measured child: nothing, so that only the start and the join are timed.
-pub static NOOP: Role = Role::new("startcost-noop", noop);
-
-fn noop(_: Value) -> Result<()> {
-    Ok(())
-}
+pub static NOOP: Role = Role::new("startcost-noop", |_| Ok(()));
 
 /// What is started and joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +27,8 @@ pub enum Starter {
     Fork,
     /// [`Process`] with the spawn start method (the program is executed again).
     Spawn,
-    /// [`Process`] with the forkserver start method (the fork server forks it and reports its
-    /// exit; the server itself is started once, before the clock, by [`measure`]'s caller or
-    /// the first round).
+    /// [`Process`] with the forkserver start method (the server itself is started before the
+    /// clock, by [`warm_up`]).
     Forkserver,
 }
 
@@ -60,29 +54,25 @@ impl Starter {
 pub fn start_join_round(kind: Starter, count: usize) -> Result<f64> {
     let begin = Instant::now();
     for _ in 0..count {
-        match kind {
+        let method = match kind {
             Starter::Thread => {
                 if std::thread::spawn(|| {}).join().is_err() {
                     bail!("a measured thread panicked");
                 }
+                continue;
             }
-            Starter::Fork | Starter::Spawn | Starter::Forkserver => {
-                let (method, name) = match kind {
-                    Starter::Fork => (StartMethod::Fork, "cost-fork"),
-                    Starter::Spawn => (StartMethod::Spawn, "cost-spawn"),
-                    _ => (StartMethod::Forkserver, "cost-forkserver"),
-                };
-                let mut child = Process::new(name, &NOOP, ()).start_method(method);
-                child.start()?;
-                let code = child.join()?;
-                if code != Some(0) {
-                    let lost = crate::processes::lost::report(&child, "start+join rounds", 1);
-                    return Err(lost.context(format!(
-                        "{child}: a measured {method} child did not exit with 0 \
-                         (is startcost::NOOP listed in the program's roles?)"
-                    )));
-                }
-            }
+            Starter::Fork => StartMethod::Fork,
+            Starter::Spawn => StartMethod::Spawn,
+            Starter::Forkserver => StartMethod::Forkserver,
+        };
+        let mut child = Process::new(format!("cost-{method}"), &NOOP, ()).start_method(method);
+        child.start()?;
+        if child.join()? != Some(0) {
+            let lost = crate::processes::lost::report(&child, "start+join rounds", 1);
+            return Err(lost.context(format!(
+                "{child}: a measured {method} child did not exit with 0 \
+                 (is startcost::NOOP listed in the program's roles?)"
+            )));
         }
     }
     Ok(begin.elapsed().as_secs_f64() * 1e6 / count.max(1) as f64)
@@ -98,8 +88,8 @@ pub fn warm_up(kinds: &[Starter]) -> Result<()> {
 }
 
 /// Runs `rounds` rounds of each kind (after [`warm_up`]), alternating the kinds inside every
-/// round so that a busy moment of a shared machine does not fall on one kind only. Returns, for each kind in the
-/// order given, every round's figure (µs per start+join).
+/// round so that a busy moment of a shared machine does not fall on one kind only. Returns, for
+/// each kind in the order given, every round's figure (µs per start+join).
 pub fn measure(kinds: &[Starter], count: usize, rounds: usize) -> Result<Vec<(Starter, Vec<f64>)>> {
     warm_up(kinds)?;
     let mut out: Vec<(Starter, Vec<f64>)> = kinds.iter().map(|k| (*k, Vec::new())).collect();

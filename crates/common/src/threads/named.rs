@@ -38,17 +38,9 @@ where
     Builder::new().name(name.to_string()).spawn_scoped(scope, f)
 }
 
-/// The kernel's id of the calling thread (`gettid(2)`); the pid for the main thread. -1 where
-/// the platform has no such id.
+/// The kernel's id of the calling thread (`gettid(2)`); the pid for the main thread.
 pub fn gettid() -> i32 {
-    #[cfg(target_os = "linux")]
-    {
-        nix::unistd::gettid().as_raw()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        -1
-    }
+    nix::unistd::gettid().as_raw()
 }
 
 /// The calling thread's name: `main` for the main thread, `unnamed` for a thread started

@@ -1,12 +1,26 @@
 //! The server's side: one thread, one loop over its socket and its signalfd; a request is a
 //! `fork`, a child that ends is a `waitpid` and its exit code written to its status pipe.
 
+use std::collections::HashMap;
+use std::io::IoSliceMut;
+use std::os::fd::FromRawFd;
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::signal::{SigHandler, SigSet, signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{ControlMessageOwned, recvmsg, send};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::{ForkResult, fork, getpid};
+
 use super::*;
+use crate::processes::dispatch::run_role;
+use crate::report;
+use crate::signals::STOP_SIGNALS;
 
 /// The fork server's `main`: serves requests until its socket reads end of file, then exits.
 /// Called by `dispatch` in a process started by [`launch`]; never returns.
-pub(crate) fn serve(run_child: RunChild) -> ! {
-    let code = match serve_requests(run_child) {
+pub(crate) fn serve() -> ! {
+    let code = match serve_requests() {
         Ok(()) => 0,
         Err(e) => {
             report::write_stderr(&format!("forkserver: error: {e:#}"));
@@ -16,7 +30,7 @@ pub(crate) fn serve(run_child: RunChild) -> ! {
     std::process::exit(code)
 }
 
-fn serve_requests(run_child: RunChild) -> Result<()> {
+fn serve_requests() -> Result<()> {
     let fd: RawFd = std::env::var(ENV_FD)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -24,18 +38,14 @@ fn serve_requests(run_child: RunChild) -> Result<()> {
     // Safety: the demo passed this descriptor, its socketpair's other end, under this number,
     // and nothing else in this process owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Safety: fcntl only changes the descriptor's flags.
-    unsafe {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-    }
+    let _ = fcntl(&sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     // A terminal's Ctrl-C, or a SIGTERM to the whole group, reaches the server too: it must
     // live to report its children's ends. `stop` ends it (end of file, then SIGKILL).
     for stop_signal in STOP_SIGNALS {
         // Safety: setting a signal to be ignored runs no code of ours in a handler.
         unsafe { signal(stop_signal, SigHandler::SigIgn) }.context("ignoring the stop signals")?;
     }
-    let mut chld = SigSet::empty();
-    chld.add(Signal::SIGCHLD);
+    let chld = SigSet::from_iter([Signal::SIGCHLD]);
     chld.thread_block().context("blocking SIGCHLD")?;
     let sigfd = SignalFd::with_flags(&chld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd for SIGCHLD")?;
@@ -43,19 +53,16 @@ fn serve_requests(run_child: RunChild) -> Result<()> {
     let mut statuses: HashMap<i32, OwnedFd> = HashMap::new();
     let mut buf = vec![0u8; MAX_REQUEST + 1];
     loop {
-        let mut pfds = [
-            libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // Safety: poll reads and writes the two pollfds it is given.
-        if unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) } < 0 {
+        let mut pfds = [sock.as_fd(), sigfd.as_fd()].map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+        if poll(&mut pfds, PollTimeout::NONE).is_err() {
             continue; // EINTR
         }
-        if pfds[1].revents != 0 {
+        let [asked, ended] = pfds.map(|p| p.any() == Some(true));
+        if ended {
             while let Ok(Some(_)) = sigfd.read_signal() {}
         }
         reap(&mut statuses);
-        if pfds[0].revents == 0 {
+        if !asked {
             continue;
         }
         let Some((request, mut fds)) = receive(&sock, &mut buf)? else {
@@ -63,25 +70,23 @@ fn serve_requests(run_child: RunChild) -> Result<()> {
         };
         let reply = match request {
             Err(error) => Reply::Failed { error },
-            Ok(_) if fds.is_empty() => Reply::Failed { error: "no status pipe came".into() },
             Ok(request) if request.fds.len() + 1 != fds.len() => Reply::Failed {
-                error: format!("{} descriptors named, {} came", request.fds.len(), fds.len() - 1),
+                error: format!(
+                    "a status pipe and {} more named, {} came",
+                    request.fds.len(),
+                    fds.len()
+                ),
             },
             Ok(request) => {
                 let status = fds.remove(0);
                 // Safety: this process has one thread, so the child may do anything; it never
                 // returns from `child_main`.
                 match unsafe { fork() } {
-                    Ok(ForkResult::Child) => child_main(
-                        request,
-                        fd,
-                        sigfd.as_raw_fd(),
-                        &mut statuses,
-                        status,
-                        fds,
-                        me,
-                        run_child,
-                    ),
+                    Ok(ForkResult::Child) => {
+                        // The server's descriptors, and the other children's status pipes.
+                        drop((sock, sigfd, statuses, status));
+                        child_main(request, fds, me)
+                    }
                     Ok(ForkResult::Parent { child }) => {
                         statuses.insert(child.as_raw(), status);
                         drop(fds); // the child has them now
@@ -92,23 +97,18 @@ fn serve_requests(run_child: RunChild) -> Result<()> {
             }
         };
         let text = serde_json::to_vec(&reply).unwrap_or_default();
-        // Safety: send reads text.len() bytes from text.
-        unsafe {
-            libc::send(fd, text.as_ptr().cast(), text.len(), libc::MSG_NOSIGNAL);
-        }
+        let _ = send(fd, &text, MsgFlags::MSG_NOSIGNAL);
     }
 }
 
 /// Reaps every ended child and writes its exit code (Python's form) to its status pipe.
 fn reap(statuses: &mut HashMap<i32, OwnedFd>) {
-    loop {
-        let (pid, code) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => (pid, code),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, -(sig as i32)),
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => continue,
-        };
-        if let Some(status) = statuses.remove(&pid.as_raw()) {
+    while let Ok(ended) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        let Some(pid) = ended.pid() else { return }; // none has ended
+        // A stopped or continued child has no exit code yet, and keeps its status pipe.
+        if let Some(code) = reap::exitcode_of(ended)
+            && let Some(status) = statuses.remove(&pid.as_raw())
+        {
             let _ = nix::unistd::write(&status, &code.to_le_bytes());
         }
     }
@@ -121,27 +121,20 @@ fn receive(sock: &OwnedFd, buf: &mut [u8]) -> Result<Option<Received>> {
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (n, fds) = loop {
         let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<UnixAddr>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for cmsg in msg.cmsgs().context("reading a request's descriptors")? {
-                    if let ControlMessageOwned::ScmRights(received) = cmsg {
-                        // Safety: the kernel just installed these descriptors in this process.
-                        fds.extend(
-                            received.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
-                        );
-                    }
-                }
-                break (msg.bytes, fds);
-            }
+        let flags = MsgFlags::MSG_CMSG_CLOEXEC;
+        let msg = match recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Ok(msg) => msg,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e).context("recvmsg from the demo"),
+        };
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs().context("reading a request's descriptors")? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                // Safety: the kernel just installed these descriptors in this process.
+                fds.extend(received.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+            }
         }
+        break (msg.bytes, fds);
     };
     if n == 0 {
         return Ok(None);
@@ -154,26 +147,9 @@ fn receive(sock: &OwnedFd, buf: &mut [u8]) -> Result<Option<Received>> {
     Ok(Some((request, fds)))
 }
 
-/// The child of the server: closes the server's descriptors, restores signals, asks to die with
-/// the server, puts the passed descriptors back under the demo's numbers, and runs the role.
-#[allow(clippy::too_many_arguments)]
-fn child_main(
-    request: Request,
-    sock: RawFd,
-    sigfd: RawFd,
-    statuses: &mut HashMap<i32, OwnedFd>,
-    status: OwnedFd,
-    fds: Vec<OwnedFd>,
-    server: Pid,
-    run_child: RunChild,
-) -> ! {
-    // Safety: both are the server's; this child never uses them.
-    unsafe {
-        libc::close(sock);
-        libc::close(sigfd);
-    }
-    statuses.clear(); // the other children's status pipes
-    drop(status);
+/// The child of the server, its descriptors closed: restores signals, asks to die with the
+/// server, puts the passed descriptors back under the demo's numbers, and runs the role.
+fn child_main(request: Request, fds: Vec<OwnedFd>, server: Pid) -> ! {
     let _ = SigSet::empty().thread_set_mask();
     for stop_signal in STOP_SIGNALS {
         // Safety: restoring the default action runs no code of ours in a handler.
@@ -182,12 +158,20 @@ fn child_main(
     if request.die_with_parent {
         crate::process::set_parent_death_signal(server);
     }
-    if let Err(e) = place(fds, &request.fds) {
-        report::write_stderr(&format!("{}: placing its descriptors: {e}", request.name));
-        // Safety: ends this child at once.
-        unsafe { libc::_exit(1) }
-    }
-    run_child(request.role, request.name, request.args, request.daemon, request.report)
+    let code = match place(fds, &request.fds) {
+        Ok(()) => {
+            report::init_from_env(&request.report, &request.name);
+            run_role(&request.role, &request.name, request.args, request.daemon)
+        }
+        Err(e) => {
+            report::write_stderr(&format!("{}: placing its descriptors: {e}", request.name));
+            1
+        }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // Safety: _exit ends this copy of the fork server at once, running none of its destructors.
+    unsafe { libc::_exit(code) }
 }
 
 /// Makes each received descriptor available under its number in the demo: first every one is
@@ -199,12 +183,8 @@ fn place(received: Vec<OwnedFd>, numbers: &[RawFd]) -> std::io::Result<()> {
     let base = top.map_or(0, |t| t + 1);
     let mut moved = Vec::with_capacity(received.len());
     for fd in &received {
-        // Safety: fcntl(F_DUPFD_CLOEXEC) makes a new descriptor; it is owned right away.
-        let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) };
-        if high < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // Safety: `high` was just created and is owned by nothing else.
+        let high = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(base))?;
+        // Safety: fcntl just made `high`, and nothing else owns it.
         moved.push(unsafe { OwnedFd::from_raw_fd(high) });
     }
     drop(received);
