@@ -22,12 +22,13 @@ pub struct CommonArgs {
     pub json: bool,
 
     /// Pause SECS at the interesting moment and print the ps command to run in another terminal
-    #[arg(long, global = true, value_name = "SECS", value_parser = seconds_flag())]
+    #[arg(long, global = true, value_name = "SECS",
+          value_parser = number_in(0.0..=3600.0, "a number of seconds"))]
     pub hold: Option<f64>,
 
     /// How many times faster than the notes' sleeps to run (1 = the notes' own timing)
     #[arg(long, global = true, value_name = "FACTOR", default_value_t = DEFAULT_SPEED,
-          value_parser = speed_flag())]
+          value_parser = number_in(0.01..=10_000.0, "a speed factor"))]
     pub speed: f64,
 
     /// How children are started: fork (copy this process), spawn (run this program again) or
@@ -87,8 +88,18 @@ impl CommonArgs {
     /// another terminal, and says exactly what to run. Emits the event `hold` with the pids
     /// (tests wait for it). Without `--hold`, does nothing.
     pub fn hold(&self, moment: &str, pids: &[i32]) {
+        self.hold_showing(moment, pids, || crate::ps::ps_command(pids));
+    }
+
+    /// Like [`CommonArgs::hold`], for a moment whose actors are the threads of `pid`: prints
+    /// the `ps -L` command that shows them.
+    pub fn hold_threads(&self, moment: &str, pid: i32) {
+        self.hold_showing(moment, &[pid], || crate::ps::ps_threads_command(pid));
+    }
+
+    fn hold_showing(&self, moment: &str, pids: &[i32], command: impl FnOnce() -> String) {
         let Some(seconds) = self.hold else { return };
-        let command = crate::ps::ps_command(pids);
+        let command = command();
         crate::event!(
             "hold",
             { "moment": moment, "seconds": seconds, "pids": pids, "command": command },
@@ -106,21 +117,6 @@ impl CommonArgs {
         fds: &[i32],
     ) -> crate::process::Process {
         crate::process::Process::from_run(name, value).start_method(self.start_method).pass_fds(fds)
-    }
-}
-
-impl CommonArgs {
-    /// Like [`CommonArgs::hold`], for a moment whose actors are the threads of `pid`: prints
-    /// the `ps -L` command that shows them (event `hold`, with `pid` and `command`).
-    pub fn hold_threads(&self, moment: &str, pid: i32) {
-        let Some(seconds) = self.hold else { return };
-        let command = crate::ps::ps_threads_command(pid);
-        crate::event!(
-            "hold",
-            { "moment": moment, "seconds": seconds, "pids": [pid], "command": command },
-            "holding {seconds}s at: {moment}\n  in another terminal run: {command}"
-        );
-        std::thread::sleep(Duration::from_secs_f64(seconds));
     }
 }
 
@@ -146,36 +142,10 @@ pub fn number_in(
     }
 }
 
-/// `--hold`: seconds from 0 to an hour.
-fn seconds_flag() -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
-    number_in(0.0..=3600.0, "a number of seconds")
-}
-
-/// `--speed`: a factor from 0.01 to 10000.
-fn speed_flag() -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
-    number_in(0.01..=10_000.0, "a speed factor")
-}
-
 /// Parses a count flag that must be at least 1 (`--buyers`, `-n`): a clear message otherwise.
 pub fn parse_positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{text:?} is not a whole number of at least 1")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_numbers_are_refused_with_the_value_in_the_message() {
-        assert!(seconds_flag()("-1").unwrap_err().contains("\"-1\""));
-        assert!(seconds_flag()("nan").is_err());
-        assert!(speed_flag()("0").is_err());
-        assert_eq!(speed_flag()("2.5"), Ok(2.5));
-        assert_eq!(number_in(0.0..=60.0, "seconds")("60"), Ok(60.0));
-        assert!(parse_positive("0").is_err());
-        assert_eq!(parse_positive("3"), Ok(3));
     }
 }

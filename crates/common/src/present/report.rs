@@ -47,7 +47,6 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use serde_json::{Value, json};
 
 mod record;
-use record::write_record;
 pub(crate) use record::{ENV_REPORT, env_value, init_from_env};
 pub use record::{record_to, recording_fd, set_tracing, tracing};
 
@@ -73,14 +72,9 @@ pub fn set_who(who: &str) {
 
 /// The name of the current process, as printed in its lines.
 pub fn who() -> &'static str {
-    let ptr = WHO.load(Ordering::Acquire);
-    if ptr.is_null() {
-        "main"
-    } else {
-        // Safety: the pointer comes from `Box::into_raw` in `set_who` and is never freed, so it
-        // stays valid for the rest of the process.
-        unsafe { (*ptr).as_str() }
-    }
+    // Safety: a pointer that is not null comes from `Box::into_raw` in `set_who` and is never
+    // freed, so it stays valid for the rest of the process.
+    unsafe { WHO.load(Ordering::Acquire).as_ref() }.map_or("main", String::as_str)
 }
 
 /// True when events are printed as JSON lines.
@@ -90,7 +84,7 @@ pub fn json_mode() -> bool {
 
 /// Milliseconds since the demo started.
 pub fn elapsed_ms() -> u64 {
-    monotonic_ns().saturating_sub(T0_NS.load(Ordering::Relaxed)) / 1_000_000
+    elapsed_us() / 1_000
 }
 
 /// Microseconds since the demo started: the clock of `--trace` (events carry it as `t_us`).
@@ -144,14 +138,15 @@ impl Drop for Turn {
 /// While recording ([`record_to`]), the JSON line is also appended to the recording file.
 pub fn event(event: &str, data: Value, text: impl Display) {
     let Some(_turn) = Turn::take() else { return };
-    if let Some(fd) = recording_fd() {
-        let json = json_line(event, data);
+    let recording = recording_fd();
+    let json = (json_mode() || recording.is_some()).then(|| json_line(event, data));
+    if let (Some(fd), Some(json)) = (recording, &json) {
         write_record(fd, json.as_bytes());
-        let line = if json_mode() { json } else { human_line(&text.to_string()) };
-        write_stdout(line.as_bytes());
-        return;
     }
-    let line = if json_mode() { json_line(event, data) } else { human_line(&text.to_string()) };
+    let line = match json {
+        Some(json) if json_mode() => json,
+        _ => human_line(&text.to_string()),
+    };
     write_stdout(line.as_bytes());
 }
 
@@ -194,11 +189,12 @@ pub fn say(text: impl Display) {
 pub fn section(title: impl Display) {
     let Some(_turn) = Turn::take() else { return };
     let title = title.to_string();
-    if json_mode() {
-        write_stdout(json_line("section", json!({ "title": title })).as_bytes());
+    let line = if json_mode() {
+        json_line("section", json!({ "title": title }))
     } else {
-        write_stdout(format!("\n== {title} ==\n").as_bytes());
-    }
+        format!("\n== {title} ==\n")
+    };
+    write_stdout(line.as_bytes());
 }
 
 /// Lines of a table or a note printed as they are (no time or pid prefix), for people only;
@@ -206,9 +202,7 @@ pub fn section(title: impl Display) {
 pub fn plain(text: impl Display) {
     let Some(_turn) = Turn::take() else { return };
     if !json_mode() {
-        let mut text = text.to_string();
-        text.push('\n');
-        write_stdout(text.as_bytes());
+        write_stdout(format!("{text}\n").as_bytes());
     }
 }
 
@@ -225,9 +219,7 @@ fn json_line(event: &str, data: Value) -> String {
         "event": event,
         "data": data,
     });
-    let mut line = line.to_string();
-    line.push('\n');
-    line
+    format!("{line}\n")
 }
 
 fn human_line(text: &str) -> String {
@@ -283,38 +275,43 @@ fn wrap(line: &str, width: usize) -> Vec<&str> {
 /// reader that went away must not crash a demo half-way and leave its children behind.
 pub fn write_stdout(bytes: &[u8]) {
     #[cfg(unix)]
-    {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match nix::unistd::write(std::io::stdout(), rest) {
-                Ok(0) => return,
-                Ok(n) => rest = &rest[n..],
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return,
-            }
-        }
-    }
+    write_all(std::io::stdout(), bytes);
     #[cfg(not(unix))]
-    {
-        use std::io::Write;
-        let _ = std::io::stdout().write_all(bytes);
-    }
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), bytes);
 }
 
-/// Writes a line to standard error in one `write(2)` (used for errors, never for events).
+/// Writes a line to standard error (used for errors, never for events).
 pub fn write_stderr(text: &str) {
     let mut line = text.to_string();
     if !line.ends_with('\n') {
         line.push('\n');
     }
     #[cfg(unix)]
-    {
-        let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
-    }
+    write_all(std::io::stderr(), line.as_bytes());
     #[cfg(not(unix))]
-    {
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(line.as_bytes());
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+}
+
+/// Appends one line to the recording file; errors are ignored (a demo must not fail half-way
+/// because its timeline could not be written).
+fn write_record(fd: i32, bytes: &[u8]) {
+    #[cfg(unix)]
+    // Safety: `record_to`'s contract keeps `fd` open while it is set.
+    write_all(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, bytes);
+    #[cfg(not(unix))]
+    let _ = (fd, bytes);
+}
+
+/// `write(2)` until every byte is out, the descriptor is closed, or an error other than EINTR.
+#[cfg(unix)]
+fn write_all(fd: impl std::os::fd::AsFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match nix::unistd::write(&fd, bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
     }
 }
 

@@ -233,3 +233,31 @@ mod timeline {
         assert_eq!(records[1].who, "b");
     }
 }
+
+mod cli {
+    use clap::Parser;
+    use common::cli::{CommonArgs, number_in, parse_positive};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<CommonArgs, String> {
+        let args = std::iter::once("demo").chain(args.iter().copied());
+        Cli::try_parse_from(args).map(|cli| cli.common).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_numbers_are_refused_with_the_value_in_the_message() {
+        let refused = parse(&["--hold=-1"]).unwrap_err();
+        assert!(refused.contains("\"-1\" is not a number of seconds from 0 to 3600"), "{refused}");
+        assert!(parse(&["--hold", "nan"]).is_err());
+        assert!(parse(&["--speed", "0"]).is_err());
+        assert_eq!(parse(&["--speed", "2.5"]).unwrap().speed, 2.5);
+        assert_eq!(number_in(0.0..=60.0, "seconds")("60"), Ok(60.0));
+        assert!(parse_positive("0").is_err());
+        assert_eq!(parse_positive("3"), Ok(3));
+    }
+}
