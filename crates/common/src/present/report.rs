@@ -350,18 +350,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_json_line_is_one_object_ending_in_one_newline() {
-        let line = json_line("bought", json!({"before": 1, "after": 0}));
-        assert!(line.ends_with('\n'));
-        assert_eq!(line.matches('\n').count(), 1);
-        let value: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(value["event"], "bought");
-        assert_eq!(value["data"]["after"], 0);
-        assert_eq!(value["pid"], std::process::id());
-        assert_eq!(value["tid"], crate::threads::named::gettid());
-    }
-
-    #[test]
     fn a_line_from_a_named_thread_names_the_thread_and_its_tid() {
         let (line, tid) = crate::threads::named::spawn("LoopThread", || {
             (human_line("thread LoopThread >>> 1"), crate::threads::named::gettid())

@@ -261,3 +261,26 @@ mod cli {
         assert_eq!(parse_positive("3"), Ok(3));
     }
 }
+
+mod report {
+    use std::os::fd::AsRawFd;
+
+    use serde_json::{Value, json};
+
+    /// The one test of this binary that records: nothing else appends to its file.
+    #[test]
+    fn a_recorded_event_is_one_json_object_on_one_line() {
+        let path = std::env::temp_dir().join(format!("common-report-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        common::report::record_to(Some(file.as_raw_fd()));
+        common::report::record_only("bought", json!({"before": 1, "after": 0}));
+        common::report::record_to(None);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "{text:?}");
+        let line: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!((line["event"].as_str(), &line["data"]["after"]), (Some("bought"), &json!(0)));
+        assert_eq!(line["pid"], std::process::id());
+        assert_eq!(line["tid"], common::threads::named::gettid());
+    }
+}

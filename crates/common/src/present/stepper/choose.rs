@@ -2,7 +2,7 @@
 //! random choice), the loop that grants the steps ([`drive`]), each worker's line with the
 //! source line of its next step, and the timeline.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 
 use anyhow::{Result, anyhow};
 
@@ -192,9 +192,7 @@ impl Chooser {
                 )))
             }
             Chooser::Random(rng) => {
-                if choosable.is_empty() {
-                    return Err(quit());
-                }
+                // Never empty: the run ends before, finished or deadlocked.
                 Ok(choosable[rng.usize(..choosable.len())])
             }
             Chooser::Ask => ask(ctl, &choosable),
@@ -219,10 +217,6 @@ impl Chooser {
     }
 }
 
-fn quit() -> anyhow::Error {
-    anyhow!("no worker was chosen (end of input): the run ends here")
-}
-
 fn names(ctl: &Controller, which: &[usize]) -> String {
     if which.is_empty() {
         return "none".to_owned();
@@ -232,23 +226,12 @@ fn names(ctl: &Controller, which: &[usize]) -> String {
 
 /// Asks at the terminal which worker goes next, until the reply is a choosable worker.
 fn ask(ctl: &Controller, choosable: &[usize]) -> Result<usize> {
-    let mut stdin = std::io::stdin().lock();
     loop {
-        crate::report::plain(format!(
-            "who goes next? {} > ",
-            join_schedule(choosable.iter().copied())
-        ));
+        let who = join_schedule(choosable.iter().copied());
+        crate::report::plain(format!("who goes next? {who} > "));
         let mut line = String::new();
-        let mut byte = [0u8; 1];
-        // Byte by byte: nothing the learner types after the answer is read ahead and lost.
-        loop {
-            match stdin.read(&mut byte) {
-                Ok(0) => return Err(quit()),
-                Ok(_) if byte[0] == b'\n' => break,
-                Ok(_) => line.push(byte[0] as char),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(quit()),
-            }
+        if matches!(std::io::stdin().read_line(&mut line), Ok(0) | Err(_)) {
+            return Err(anyhow!("no worker was chosen (end of input): the run ends here"));
         }
         if line.trim().is_empty() && choosable.len() == 1 {
             return Ok(choosable[0]); // Enter: the only one that can go
