@@ -6,6 +6,8 @@ use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use anyhow::ensure;
+
 use super::*;
 
 /// Where a worker is, as the controller sees it.
@@ -75,7 +77,8 @@ enum Link {
     },
 }
 
-/// The folder of a controller's named pipes, made before its child processes start.
+/// The folder of a controller's named pipes (`ready`, `grant.0..slots`), made before its child
+/// processes start, removed on drop.
 #[derive(Debug)]
 pub struct PipeDir {
     dir: PathBuf,
@@ -83,7 +86,7 @@ pub struct PipeDir {
 }
 
 impl PipeDir {
-    /// Makes the pipes `ready` and `grant.0..slots` in a new private folder under `parent`.
+    /// Makes the pipes in a new private folder under `parent`.
     pub fn new(parent: &Path, slots: usize) -> Result<PipeDir> {
         let dir = parent.join(format!(
             "steps-{}-{:x}",
@@ -115,13 +118,11 @@ impl Drop for PipeDir {
 }
 
 impl Drop for Controller {
-    /// Ends the thread that reads the workers' reports: a line that is not a report stops it
-    /// (the workers are gone, and its own descriptor keeps the pipe from ever reading as ended).
-    /// It is joined before the controller is gone: std takes one lock of the whole process as
-    /// a thread starts and as it ends (its stack-overflow handler's table of threads), so a
-    /// thread still ending while the demo forks its next children can hold it at the moment of
-    /// `fork()`. A child inherits it held, by a thread that does not exist there, for ever: the
-    /// threads the child starts then hang.
+    /// Ends the thread that reads the workers' reports (its own descriptor keeps the pipe from
+    /// ever reading as ended: a line that is not a report stops it), and joins it: std takes a
+    /// process-wide lock as a thread starts and ends (its table of threads' stack guards), and a
+    /// child forked while a thread is still ending inherits that lock held for ever, so the
+    /// threads it starts hang.
     fn drop(&mut self) {
         if let Link::Pipes { ready_end, reader, .. } = &mut self.link {
             let _ = ready_end.write_all(b"end\n");
@@ -162,11 +163,8 @@ impl Controller {
         let reader = crate::threads::named::spawn("step reports", move || {
             // Until end of file, a line that is not a report (the controller's own "end"), or a
             // controller that no longer listens.
-            for line in BufReader::new(ready).lines() {
-                let Some(report) = line.ok().and_then(|l| serde_json::from_str::<Report>(&l).ok())
-                else {
-                    break;
-                };
+            let lines = BufReader::new(ready).lines().map_while(Result::ok);
+            for report in lines.map_while(|line| serde_json::from_str::<Report>(&line).ok()) {
                 if tx.send(report).is_err() {
                     break;
                 }
@@ -207,57 +205,8 @@ impl Controller {
     pub fn settle(&mut self, mut probe: impl FnMut(&Controller, usize) -> Probe) -> Result<()> {
         let blocked: Vec<bool> =
             self.workers.iter().map(|w| matches!(w.state, State::Blocked(..))).collect();
-        self.settle_all(&mut probe)?;
-        for (i, was) in blocked.into_iter().enumerate() {
-            if was && !matches!(self.workers[i].state, State::Blocked(..)) {
-                self.woke.push((self.granted.len(), i));
-            }
-        }
-        // Every worker has opened its pipes: the folder can go (nothing left after a Ctrl-C).
-        if let Link::Pipes { dir, .. } = &mut self.link {
-            dir.take();
-        }
-        Ok(())
-    }
-
-    fn settle_all(&mut self, probe: &mut impl FnMut(&Controller, usize) -> Probe) -> Result<()> {
         let deadline = Instant::now() + STEP_PATIENCE;
-        loop {
-            while self.receive(Duration::ZERO) {}
-            let mut unsettled = false;
-            for i in 0..self.workers.len() {
-                let step = match &self.workers[i].state {
-                    State::Starting => {
-                        unsettled = true;
-                        continue;
-                    }
-                    State::Running(step) => step.clone(),
-                    _ => continue,
-                };
-                match probe(self, i) {
-                    Probe::Going => unsettled = true,
-                    Probe::Blocked(why) => self.workers[i].state = State::Blocked(step, why),
-                    Probe::Gone => self.gone(i)?,
-                }
-            }
-            if !unsettled {
-                // Everyone else is still: did the kernel let a blocked worker go meanwhile?
-                for i in 0..self.workers.len() {
-                    if let State::Blocked(step, _) = &self.workers[i].state {
-                        match probe(self, i) {
-                            Probe::Blocked(_) => {}
-                            Probe::Going => {
-                                self.workers[i].state = State::Running(step.clone());
-                                unsettled = true;
-                            }
-                            Probe::Gone => self.gone(i)?,
-                        }
-                    }
-                }
-                if !unsettled {
-                    return Ok(());
-                }
-            }
+        while !self.settled(&mut probe)? {
             if Instant::now() >= deadline {
                 let stuck: Vec<String> = (self.workers.iter())
                     .filter_map(|w| match &w.state {
@@ -273,20 +222,66 @@ impl Controller {
             }
             self.receive(Duration::from_millis(1));
         }
+        for (i, was) in blocked.into_iter().enumerate() {
+            if was && !matches!(self.workers[i].state, State::Blocked(..)) {
+                self.woke.push((self.granted.len(), i));
+            }
+        }
+        // Every worker has opened its pipes: the folder can go (nothing left after a Ctrl-C).
+        if let Link::Pipes { dir, .. } = &mut self.link {
+            dir.take();
+        }
+        Ok(())
+    }
+
+    /// One look at every worker, once the reports that came are applied: true when none is on
+    /// its way.
+    fn settled(&mut self, probe: &mut impl FnMut(&Controller, usize) -> Probe) -> Result<bool> {
+        while self.receive(Duration::ZERO) {}
+        let mut settled = true;
+        for i in 0..self.workers.len() {
+            let step = match &self.workers[i].state {
+                State::Starting => {
+                    settled = false;
+                    continue;
+                }
+                State::Running(step) => step.clone(),
+                _ => continue,
+            };
+            match probe(self, i) {
+                Probe::Going => settled = false,
+                Probe::Blocked(why) => self.workers[i].state = State::Blocked(step, why),
+                Probe::Gone => self.gone(i)?,
+            }
+        }
+        if !settled {
+            return Ok(false);
+        }
+        // Everyone else is still: did the kernel let a blocked worker go meanwhile?
+        for i in 0..self.workers.len() {
+            if let State::Blocked(step, _) = &self.workers[i].state {
+                match probe(self, i) {
+                    Probe::Blocked(_) => {}
+                    Probe::Going => {
+                        self.workers[i].state = State::Running(step.clone());
+                        settled = false;
+                    }
+                    Probe::Gone => self.gone(i)?,
+                }
+            }
+        }
+        Ok(settled)
     }
 
     /// Worker `i`'s process ended: fine if it said it was done (perhaps just now), else an error.
     fn gone(&mut self, i: usize) -> Result<()> {
         // Its last report may still be on its way from the pipe.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while !matches!(self.workers[i].state, State::Done | State::At(_))
-            && Instant::now() < deadline
-        {
+        let said = |ctl: &Controller| matches!(ctl.workers[i].state, State::Done | State::At(_));
+        while !said(self) && Instant::now() < deadline {
             self.receive(Duration::from_millis(10));
         }
-        if !matches!(self.workers[i].state, State::Done | State::At(_)) {
-            bail!("{} ended in the middle of a step", self.workers[i].name);
-        }
+        ensure!(said(self), "{} ended in the middle of a step", self.workers[i].name);
         Ok(())
     }
 
