@@ -120,18 +120,16 @@ impl CommonArgs {
     }
 }
 
-/// A count flag within `range` (a typo must not become a fork bomb), by clap's own range
-/// check: `value_parser = count_in(1..=MAX_X)`. Beyond it clap exits 2, naming the flag and
-/// the range. (`clap::value_parser!(u64).range(..)` for a `u64`; a `usize` has no
-/// `value_parser!` of its own, so its range is checked on a `u64` here.)
+/// A `usize` count flag within `range` (a typo must not become a fork bomb), by clap's own
+/// range check on a `u64` (a `usize` has no `value_parser!`): `value_parser = count_in(1..=MAX)`.
+/// Beyond it clap exits 2, naming the flag and the range.
 pub fn count_in(range: RangeInclusive<usize>) -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::new().range(*range.start() as u64..=*range.end() as u64)
 }
 
-/// The one parser of the number flags (`--hold`, `--speed`, seconds, milliseconds): a finite
-/// number within `range`, or the message `"x" is not {what} from {min} to {max}`, which clap
-/// prints after the flag's name (exit 2). Use as `value_parser = number_in(0.0..=60.0, "a
-/// number of seconds")`.
+/// The one parser of the number flags (`--hold`, `--speed`, seconds): a finite number within
+/// `range`, or the message `"x" is not {what} from {min} to {max}`, which clap prints after the
+/// flag's name (exit 2): `value_parser = number_in(0.0..=60.0, "a number of seconds")`.
 pub fn number_in(
     range: RangeInclusive<f64>,
     what: &'static str,

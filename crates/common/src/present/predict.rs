@@ -46,10 +46,7 @@ pub enum Expect {
     /// or its number from 1); right when it is the one that happened.
     Choice(&'static [&'static str]),
     /// A number; right when within `within` (a fraction: 0.25 = 25 %) of what was measured.
-    About {
-        /// The tolerance, relative to the measured value.
-        within: f64,
-    },
+    About { within: f64 },
 }
 
 impl Expect {
