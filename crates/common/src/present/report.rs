@@ -31,10 +31,9 @@
 //! threads, and a lock held by another thread at that instant would stay locked forever in the
 //! child.
 //!
-//! Recording: after [`record_to`], every [`event`] is *also* appended, as its JSON line, to a
-//! file that every process of the demo shares (one `write(2)` per line to a file opened with
-//! `O_APPEND`, so lines of many processes never mix). The parent cannot see what its children
-//! print, but it can read that file back: [`crate::timeline`] draws it as lanes.
+//! Recording ([`record_to`]): every [`event`] is also appended to a file that every process of
+//! the demo shares. The parent cannot see what its children print, but it can read that file
+//! back: [`crate::timeline`] draws it as lanes.
 //!
 //! After Ctrl-C: the signal watcher's first line (`interrupted`) closes the output of every
 //! other thread of the process. A thread that is writing a line at that moment finishes it
@@ -317,31 +316,21 @@ fn write_all(fd: impl std::os::fd::AsFd, mut bytes: &[u8]) {
 
 fn parent_pid() -> u32 {
     #[cfg(unix)]
-    {
-        nix::unistd::getppid().as_raw() as u32
-    }
+    return std::os::unix::process::parent_id();
     #[cfg(not(unix))]
-    {
-        0
-    }
+    0
 }
 
 /// CLOCK_MONOTONIC in nanoseconds. Unlike `Instant`, its value means the same in every process
 /// of the machine, so a spawned child can measure from the parent's start.
 pub fn monotonic_ns() -> u64 {
     #[cfg(unix)]
-    {
-        match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
-            Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
-            Err(_) => 0,
-        }
-    }
+    return nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |ts| std::time::Duration::from(ts).as_nanos() as u64);
     #[cfg(not(unix))]
     {
-        use std::sync::OnceLock;
-        use std::time::Instant;
-        static START: OnceLock<Instant> = OnceLock::new();
-        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
     }
 }
 

@@ -106,6 +106,7 @@ fn inode_of(fd: i32) -> Option<u64> {
         }
         // Safety: fstat returned 0, so it filled `stat`.
         let stat = unsafe { stat.assume_init() };
+        #[allow(clippy::unnecessary_cast)] // `ino_t` is 64 bits here, not on every unix
         ((stat.st_mode & libc::S_IFMT) == libc::S_IFREG).then_some(stat.st_ino as u64)
     }
     #[cfg(not(unix))]
