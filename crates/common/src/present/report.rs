@@ -98,55 +98,41 @@ static SHUT: AtomicBool = AtomicBool::new(false);
 /// Lines being written right now by threads other than the watcher.
 static WRITING: AtomicUsize = AtomicUsize::new(0);
 
-/// A thread's turn to write one line, or `None` once the watcher has begun the shutdown (see
-/// the module documentation). SeqCst on both sides: either the writer sees `SHUT`, or the
-/// watcher sees the writer in `WRITING` and waits for its line to be out.
-struct Turn {
-    counted: bool,
-}
-
-impl Turn {
-    fn take() -> Option<Turn> {
-        if std::thread::current().name() == Some(WATCHER_THREAD) {
-            SHUT.store(true, Ordering::SeqCst);
-            // Bounded: a writer blocked on a full pipe must not stop the shutdown.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
-            while WRITING.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            return Some(Turn { counted: false });
+/// Writes one line with `write`, unless the watcher has begun the shutdown (see the module
+/// documentation). SeqCst on both sides: either the writer sees `SHUT`, or the watcher sees
+/// the writer in `WRITING` and waits for its line to be out.
+fn in_turn(write: impl FnOnce()) {
+    if std::thread::current().name() == Some(WATCHER_THREAD) {
+        SHUT.store(true, Ordering::SeqCst);
+        // Bounded: a writer blocked on a full pipe must not stop the shutdown.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        while WRITING.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
         }
-        WRITING.fetch_add(1, Ordering::SeqCst);
-        if SHUT.load(Ordering::SeqCst) {
-            WRITING.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(Turn { counted: true })
+        return write();
     }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        if self.counted {
-            WRITING.fetch_sub(1, Ordering::SeqCst);
-        }
+    WRITING.fetch_add(1, Ordering::SeqCst);
+    if !SHUT.load(Ordering::SeqCst) {
+        write();
     }
+    WRITING.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Prints one event: a people's line (`text`) or, with `--json`, a JSON object carrying `data`.
 /// While recording ([`record_to`]), the JSON line is also appended to the recording file.
 pub fn event(event: &str, data: Value, text: impl Display) {
-    let Some(_turn) = Turn::take() else { return };
-    let recording = recording_fd();
-    let json = (json_mode() || recording.is_some()).then(|| json_line(event, data));
-    if let (Some(fd), Some(json)) = (recording, &json) {
-        write_record(fd, json.as_bytes());
-    }
-    let line = match json {
-        Some(json) if json_mode() => json,
-        _ => human_line(&text.to_string()),
-    };
-    write_stdout(line.as_bytes());
+    in_turn(|| {
+        let recording = recording_fd();
+        let json = (json_mode() || recording.is_some()).then(|| json_line(event, data));
+        if let (Some(fd), Some(json)) = (recording, &json) {
+            write_record(fd, json.as_bytes());
+        }
+        let line = match json {
+            Some(json) if json_mode() => json,
+            _ => human_line(&text.to_string()),
+        };
+        write_stdout(line.as_bytes());
+    });
 }
 
 /// Appends an event to the recording file only, never to the output: the phase marks a trace
@@ -186,23 +172,22 @@ pub fn say(text: impl Display) {
 
 /// Starts a part of the demo: a blank line and a title for people, the event `section` in JSON.
 pub fn section(title: impl Display) {
-    let Some(_turn) = Turn::take() else { return };
-    let title = title.to_string();
     let line = if json_mode() {
-        json_line("section", json!({ "title": title }))
+        json_line("section", json!({ "title": title.to_string() }))
     } else {
         format!("\n== {title} ==\n")
     };
-    write_stdout(line.as_bytes());
+    in_turn(|| write_stdout(line.as_bytes()));
 }
 
 /// Lines of a table or a note printed as they are (no time or pid prefix), for people only;
 /// in JSON mode the same rows should be reported with [`event`].
 pub fn plain(text: impl Display) {
-    let Some(_turn) = Turn::take() else { return };
-    if !json_mode() {
-        write_stdout(format!("{text}\n").as_bytes());
-    }
+    in_turn(|| {
+        if !json_mode() {
+            write_stdout(format!("{text}\n").as_bytes());
+        }
+    });
 }
 
 fn json_line(event: &str, data: Value) -> String {
