@@ -201,7 +201,7 @@ impl Controller {
     /// it from `/proc`). Once the others have settled, each blocked worker is looked at again:
     /// the last step may have let it go (an unlock wakes a flock waiter), and then it is
     /// watched until it reports or blocks again. Fails if a worker's process ends without
-    /// saying so, or if nothing settles within [`STEP_PATIENCE`].
+    /// saying so, or if nothing settles within `STEP_PATIENCE` (20 s).
     pub fn settle(&mut self, mut probe: impl FnMut(&Controller, usize) -> Probe) -> Result<()> {
         let blocked: Vec<bool> =
             self.workers.iter().map(|w| matches!(w.state, State::Blocked(..))).collect();
