@@ -60,9 +60,9 @@ pub(crate) fn init_from_env(value: &str, who: &str) {
     }
 }
 
-/// Says whether the run is traced; a spawned child learns it through `CONCURRENCY_DEMOS_REPORT` and
-/// then records its phase marks as well. Public for the bench, which turns it on without a trace to
-/// measure what the queue's message ids cost.
+/// Says whether the run is traced; a spawned child learns it through
+/// `CONCURRENCY_DEMOS_REPORT` and then records its phase marks as well. Public for the bench,
+/// which turns it on without a trace to measure what the queue's message ids cost.
 pub fn set_tracing(on: bool) {
     TRACING.store(on, Ordering::Relaxed);
 }
