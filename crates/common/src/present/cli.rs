@@ -88,18 +88,20 @@ impl CommonArgs {
     /// another terminal, and says exactly what to run. Emits the event `hold` with the pids
     /// (tests wait for it). Without `--hold`, does nothing.
     pub fn hold(&self, moment: &str, pids: &[i32]) {
-        self.hold_showing(moment, pids, || crate::ps::ps_command(pids));
+        let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+        let command = format!("ps -o pid,ppid,stat,comm,args -p {}", list.join(","));
+        self.hold_showing(moment, pids, command);
     }
 
     /// Like [`CommonArgs::hold`], for a moment whose actors are the threads of `pid`: prints
     /// the `ps -L` command that shows them.
     pub fn hold_threads(&self, moment: &str, pid: i32) {
-        self.hold_showing(moment, &[pid], || crate::ps::ps_threads_command(pid));
+        let command = format!("ps -L -o pid,lwp,stat,wchan:20,psr,comm -p {pid}");
+        self.hold_showing(moment, &[pid], command);
     }
 
-    fn hold_showing(&self, moment: &str, pids: &[i32], command: impl FnOnce() -> String) {
+    fn hold_showing(&self, moment: &str, pids: &[i32], command: String) {
         let Some(seconds) = self.hold else { return };
-        let command = command();
         crate::event!(
             "hold",
             { "moment": moment, "seconds": seconds, "pids": pids, "command": command },

@@ -153,12 +153,6 @@ pub fn tree(root: i32) -> Vec<(usize, ProcInfo)> {
     out
 }
 
-/// The `ps` command a learner can run in another terminal to see these pids.
-pub fn ps_command(pids: &[i32]) -> String {
-    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-    format!("ps -o pid,ppid,stat,comm,args -p {}", list.join(","))
-}
-
 /// Prints this process's tree as a table (and, with `--json`, the event `ps` with the rows).
 pub fn show_tree(title: &str) {
     show(title, &tree(std::process::id() as i32));
@@ -287,11 +281,6 @@ pub fn sleep_table(title: &str, pids: &[i32]) -> (Vec<serde_json::Value>, String
         }));
     }
     (rows, text)
-}
-
-/// The `ps` command that shows the threads of `pid` in another terminal.
-pub fn ps_threads_command(pid: i32) -> String {
-    format!("ps -L -o pid,lwp,stat,wchan:20,psr,comm -p {pid}")
 }
 
 /// Prints the thread table of `pid` (and, with `--json`, the event `threads` with the rows).
