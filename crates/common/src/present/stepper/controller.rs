@@ -45,7 +45,7 @@ pub struct Worker {
     pub tid: i32,
 }
 
-/// How far a granted step may take to reach the next mark, end, or block, before the
+/// How long a granted step may take to reach the next mark, end, or block, before the
 /// controller gives up: far more than any step needs, so a loaded machine never trips it.
 const STEP_PATIENCE: Duration = Duration::from_secs(20);
 
