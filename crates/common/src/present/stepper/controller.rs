@@ -334,25 +334,4 @@ impl Controller {
     pub fn schedule(&self) -> String {
         join_schedule(self.granted.iter().map(|(i, _)| *i))
     }
-
-    /// One lane per worker, one column per granted step: the step's short name where that
-    /// worker made it.
-    pub fn timeline(&self) -> String {
-        let width = self.granted.iter().map(|(_, s)| s.chars().count()).max().unwrap_or(1) + 1;
-        let name_width = self.workers.iter().map(|w| columns(&w.name)).max().unwrap_or(0).max(4);
-        let pad = |name: &str| format!("{name}{}  ", " ".repeat(name_width - columns(name)));
-        let mut out = pad("step");
-        for k in 1..=self.granted.len() {
-            out.push_str(&format!("{:<width$}", k));
-        }
-        for (i, w) in self.workers.iter().enumerate() {
-            out.push('\n');
-            out.push_str(&pad(&w.name));
-            for (j, step) in &self.granted {
-                let cell = if *j == i { step.as_str() } else { "·" };
-                out.push_str(&format!("{cell:<width$}"));
-            }
-        }
-        out.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
-    }
 }
