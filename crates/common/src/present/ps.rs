@@ -193,13 +193,6 @@ pub struct ThreadInfo {
     pub nonvoluntary_ctxt_switches: u64,
 }
 
-impl ThreadInfo {
-    /// User plus kernel CPU time.
-    pub fn cpu(&self) -> Duration {
-        ticks_to_duration(self.utime_ticks + self.stime_ticks)
-    }
-}
-
 /// Clock ticks (of `/proc/.../stat`) as a duration.
 pub fn ticks_to_duration(ticks: u64) -> Duration {
     #[cfg(unix)]
@@ -297,7 +290,7 @@ pub fn show_threads(title: &str, pid: i32) {
             t.state,
             t.wchan.chars().take(20).collect::<String>(),
             t.processor,
-            t.cpu().as_millis(),
+            ticks_to_duration(t.utime_ticks + t.stime_ticks).as_millis(),
             format!("{}/{}", t.voluntary_ctxt_switches, t.nonvoluntary_ctxt_switches),
             t.comm
         ));
