@@ -217,18 +217,9 @@ fn human_line(text: &str) -> String {
     };
     // Continuation lines are indented under the text, so a multi-line message stays readable.
     let indent = " ".repeat(prefix.chars().count());
-    let mut out = String::with_capacity(prefix.len() + text.len() + 1);
     let width = LINE_WIDTH.saturating_sub(indent.len()).max(40);
-    for (i, line) in text.lines().flat_map(|line| wrap(line, width)).enumerate() {
-        out.push_str(if i == 0 { &prefix } else { &indent });
-        out.push_str(line);
-        out.push('\n');
-    }
-    if out.is_empty() {
-        out.push_str(&prefix);
-        out.push('\n');
-    }
-    out
+    let pieces: Vec<&str> = text.lines().flat_map(|line| wrap(line, width)).collect();
+    format!("{prefix}{}\n", pieces.join(&format!("\n{indent}")))
 }
 
 /// People's lines longer than this many columns are wrapped, so a long sentence stays readable
