@@ -22,12 +22,13 @@ pub struct CommonArgs {
     pub json: bool,
 
     /// Pause SECS at the interesting moment and print the ps command to run in another terminal
-    #[arg(long, global = true, value_name = "SECS", value_parser = seconds_flag())]
+    #[arg(long, global = true, value_name = "SECS",
+          value_parser = number_in(0.0..=3600.0, "a number of seconds"))]
     pub hold: Option<f64>,
 
     /// How many times faster than the notes' sleeps to run (1 = the notes' own timing)
     #[arg(long, global = true, value_name = "FACTOR", default_value_t = DEFAULT_SPEED,
-          value_parser = speed_flag())]
+          value_parser = number_in(0.01..=10_000.0, "a speed factor"))]
     pub speed: f64,
 
     /// How children are started: fork (copy this process), spawn (run this program again) or
@@ -87,8 +88,20 @@ impl CommonArgs {
     /// another terminal, and says exactly what to run. Emits the event `hold` with the pids
     /// (tests wait for it). Without `--hold`, does nothing.
     pub fn hold(&self, moment: &str, pids: &[i32]) {
+        let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+        let command = format!("ps -o pid,ppid,stat,comm,args -p {}", list.join(","));
+        self.hold_showing(moment, pids, command);
+    }
+
+    /// Like [`CommonArgs::hold`], for a moment whose actors are the threads of `pid`: prints
+    /// the `ps -L` command that shows them.
+    pub fn hold_threads(&self, moment: &str, pid: i32) {
+        let command = format!("ps -L -o pid,lwp,stat,wchan:20,psr,comm -p {pid}");
+        self.hold_showing(moment, &[pid], command);
+    }
+
+    fn hold_showing(&self, moment: &str, pids: &[i32], command: String) {
         let Some(seconds) = self.hold else { return };
-        let command = crate::ps::ps_command(pids);
         crate::event!(
             "hold",
             { "moment": moment, "seconds": seconds, "pids": pids, "command": command },
@@ -109,33 +122,16 @@ impl CommonArgs {
     }
 }
 
-impl CommonArgs {
-    /// Like [`CommonArgs::hold`], for a moment whose actors are the threads of `pid`: prints
-    /// the `ps -L` command that shows them (event `hold`, with `pid` and `command`).
-    pub fn hold_threads(&self, moment: &str, pid: i32) {
-        let Some(seconds) = self.hold else { return };
-        let command = crate::ps::ps_threads_command(pid);
-        crate::event!(
-            "hold",
-            { "moment": moment, "seconds": seconds, "pids": [pid], "command": command },
-            "holding {seconds}s at: {moment}\n  in another terminal run: {command}"
-        );
-        std::thread::sleep(Duration::from_secs_f64(seconds));
-    }
-}
-
-/// A count flag within `range` (a typo must not become a fork bomb), by clap's own range
-/// check: `value_parser = count_in(1..=MAX_X)`. Beyond it clap exits 2, naming the flag and
-/// the range. (`clap::value_parser!(u64).range(..)` for a `u64`; a `usize` has no
-/// `value_parser!` of its own, so its range is checked on a `u64` here.)
+/// A `usize` count flag within `range` (a typo must not become a fork bomb), by clap's own
+/// range check on a `u64` (a `usize` has no `value_parser!`): `value_parser = count_in(1..=MAX)`.
+/// Beyond it clap exits 2, naming the flag and the range.
 pub fn count_in(range: RangeInclusive<usize>) -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::new().range(*range.start() as u64..=*range.end() as u64)
 }
 
-/// The one parser of the number flags (`--hold`, `--speed`, seconds, milliseconds): a finite
-/// number within `range`, or the message `"x" is not {what} from {min} to {max}`, which clap
-/// prints after the flag's name (exit 2). Use as `value_parser = number_in(0.0..=60.0, "a
-/// number of seconds")`.
+/// The one parser of the number flags (`--hold`, `--speed`, seconds): a finite number within
+/// `range`, or the message `"x" is not {what} from {min} to {max}`, which clap prints after the
+/// flag's name (exit 2): `value_parser = number_in(0.0..=60.0, "a number of seconds")`.
 pub fn number_in(
     range: RangeInclusive<f64>,
     what: &'static str,
@@ -146,36 +142,10 @@ pub fn number_in(
     }
 }
 
-/// `--hold`: seconds from 0 to an hour.
-fn seconds_flag() -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
-    number_in(0.0..=3600.0, "a number of seconds")
-}
-
-/// `--speed`: a factor from 0.01 to 10000.
-fn speed_flag() -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
-    number_in(0.01..=10_000.0, "a speed factor")
-}
-
 /// Parses a count flag that must be at least 1 (`--buyers`, `-n`): a clear message otherwise.
 pub fn parse_positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{text:?} is not a whole number of at least 1")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_numbers_are_refused_with_the_value_in_the_message() {
-        assert!(seconds_flag()("-1").unwrap_err().contains("\"-1\""));
-        assert!(seconds_flag()("nan").is_err());
-        assert!(speed_flag()("0").is_err());
-        assert_eq!(speed_flag()("2.5"), Ok(2.5));
-        assert_eq!(number_in(0.0..=60.0, "seconds")("60"), Ok(60.0));
-        assert!(parse_positive("0").is_err());
-        assert_eq!(parse_positive("3"), Ok(3));
     }
 }

@@ -13,6 +13,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
 use crate::cli::CommonArgs;
@@ -88,29 +89,29 @@ pub fn main<C: DemoCli>(
 ) -> ExitCode {
     process::dispatch(roles);
     let cli = C::parse();
-    let program = std::env::args()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "main".into());
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    let program = match std::path::Path::new(&arg0).file_name() {
+        Some(name) => name.to_string_lossy().into_owned(),
+        None => "main".to_owned(),
+    };
+    let fail = |e: anyhow::Error, code: u8| {
+        report::write_stderr(&format!("{program}: error: {e:#}"));
+        ExitCode::from(code)
+    };
     // The pictures' paths are checked before anything starts (exit 2 naming the flag).
     let outputs = cli.common().trace_outputs();
     if let Err(e) = outputs.check() {
-        report::write_stderr(&format!("{program}: error: {e:#}"));
-        return ExitCode::from(2);
+        return fail(e, 2);
     }
     report::init(cli.common().json, &program);
-    if let Err(e) = signals::install() {
-        report::write_stderr(&format!("{program}: error: installing the signal watcher: {e:#}"));
-        return ExitCode::from(1);
+    if let Err(e) = signals::install().context("installing the signal watcher") {
+        return fail(e, 1);
     }
     // Orphaned descendants come back to this process to be reaped (see `signals`).
     signals::set_child_subreaper(true);
     // --trace, --svg: every event recorded and the kernel sampled from here on.
-    if let Err(e) = trace::start(outputs) {
-        report::write_stderr(&format!("{program}: error: starting the trace: {e:#}"));
-        return ExitCode::from(1);
+    if let Err(e) = trace::start(outputs).context("starting the trace") {
+        return fail(e, 1);
     }
     let result = lost::stop_children_on_error(run(cli));
     // A Ctrl-C to the whole group can kill a child, and so end `run` early, before the watcher
@@ -121,22 +122,20 @@ pub fn main<C: DemoCli>(
         }
     }
     process::finish_main();
-    // The pictures, once every child has ended (a failed run is drawn too: it shows why).
+    // The pictures, once every child has ended (a failed run is drawn too: it shows why), and
+    // then the run's own error, if any.
     let result = match (result, trace::finish()) {
-        (Ok(()), written) => written,
-        (Err(e), written) => {
-            if let Err(w) = written {
-                report::write_stderr(&format!("{program}: error: {w:#}"));
-            }
+        (Err(e), Err(unwritten)) => {
+            fail(unwritten, 1);
             Err(e)
         }
+        (result, written) => result.and(written),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let bad = e.chain().any(|c| c.is::<BadInput>());
-            report::write_stderr(&format!("{program}: error: {e:#}"));
-            ExitCode::from(if bad { 2 } else { 1 })
+            fail(e, if bad { 2 } else { 1 })
         }
     }
 }

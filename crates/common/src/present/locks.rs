@@ -9,7 +9,7 @@
 //! 1: -> FLOCK  ADVISORY  WRITE 4183 fe:00:10010635 0 EOF     <- pid 4183 waits for it
 //! ```
 //!
-//! The file is named by `MAJOR:MINOR:INODE` (device numbers in hex). [`on_file`] matches the
+//! The file is named by `MAJOR:MINOR:INODE` (device numbers in hex). A file's locks are found by
 //! inode only: on an overlay file system the device the kernel prints is the lower file
 //! system's, not the one `stat` reports, while the inode number agrees on both.
 //!
@@ -33,35 +33,23 @@ pub struct FileLock {
     pub waiting: bool,
 }
 
-/// The locks held on, and waited for on, the file at `path` right now: holders first, then
-/// waiters, each in the kernel's order.
+/// The pids holding a lock on the file at `path` right now and the pids waiting for one:
+/// `(holders, waiters)`, each in the kernel's order.
 #[cfg(target_os = "linux")]
-pub fn on_file(path: &Path) -> io::Result<Vec<FileLock>> {
+pub fn holders_and_waiters(path: &Path) -> io::Result<(Vec<i32>, Vec<i32>)> {
     use std::os::unix::fs::MetadataExt;
     let inode = std::fs::metadata(path)?.ino();
     let table = std::fs::read_to_string("/proc/locks")?;
-    let mut locks: Vec<FileLock> = table
-        .lines()
-        .filter_map(parse_line)
-        .filter(|(ino, _)| *ino == inode)
-        .map(|(_, l)| l)
-        .collect();
-    locks.sort_by_key(|lock| lock.waiting);
-    Ok(locks)
+    let on_file = table.lines().filter_map(parse_line).filter(|(ino, _)| *ino == inode);
+    let (waiting, holding): (Vec<_>, Vec<_>) = on_file.map(|(_, l)| l).partition(|l| l.waiting);
+    let pids = |locks: Vec<FileLock>| locks.into_iter().map(|l| l.pid).collect();
+    Ok((pids(holding), pids(waiting)))
 }
 
 /// Without `/proc/locks` there is no way to list locks: says so.
 #[cfg(not(target_os = "linux"))]
-pub fn on_file(_path: &Path) -> io::Result<Vec<FileLock>> {
+pub fn holders_and_waiters(_path: &Path) -> io::Result<(Vec<i32>, Vec<i32>)> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "/proc/locks exists on Linux only"))
-}
-
-/// The pids holding a lock on `path` and the pids waiting for one: `(holders, waiters)`.
-pub fn holders_and_waiters(path: &Path) -> io::Result<(Vec<i32>, Vec<i32>)> {
-    let locks = on_file(path)?;
-    let pids =
-        |waiting: bool| locks.iter().filter(|l| l.waiting == waiting).map(|l| l.pid).collect();
-    Ok((pids(false), pids(true)))
 }
 
 /// Parses `1: -> FLOCK  ADVISORY  WRITE 4183 fe:00:10010635 0 EOF` into the inode and the lock.

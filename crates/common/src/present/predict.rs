@@ -21,11 +21,9 @@
 //! Without `--predict` or `--answer`, [`ask`] does nothing and [`Guess::reveal`] neither: a demo
 //! prints exactly what it printed before.
 //!
-//! Events: `question` (`id`, `text`, `expects`, `waiting`, `from`) before the reveal, `answer`
-//! (`id`, `question`, `guess`, `actual`, `right`, `why`) after it; `right` is null when there was
-//! no guess. When the environment names a descriptor in `CONCURRENCY_DEMOS_ANSWERS_FD` (the
-//! `tour` runner does this), each `answer` event is also appended to it as one JSON line, so the
-//! runner can sum up the learner's guesses over many demos.
+//! When the environment names a descriptor in `CONCURRENCY_DEMOS_ANSWERS_FD` (the `tour` runner
+//! does this), each `answer` event is also appended to it as one JSON line, so the runner can
+//! sum up the learner's guesses over many demos.
 
 use std::fmt::Display;
 use std::io::IsTerminal;
@@ -36,8 +34,7 @@ use serde_json::{Value, json};
 use crate::cli::CommonArgs;
 use crate::report;
 
-/// The environment variable through which a runner asks for every `answer` event on a
-/// descriptor of its own (a file opened with `O_APPEND`; one `write(2)` per line).
+/// Where a runner asks for every `answer` event (a descriptor opened with `O_APPEND`).
 pub const ENV_ANSWERS_FD: &str = "CONCURRENCY_DEMOS_ANSWERS_FD";
 
 /// What kind of reply a question expects, and how a guess is judged.
@@ -49,10 +46,7 @@ pub enum Expect {
     /// or its number from 1); right when it is the one that happened.
     Choice(&'static [&'static str]),
     /// A number; right when within `within` (a fraction: 0.25 = 25 %) of what was measured.
-    About {
-        /// The tolerance, relative to the measured value.
-        within: f64,
-    },
+    About { within: f64 },
 }
 
 impl Expect {
@@ -111,12 +105,10 @@ impl Expect {
     }
 }
 
-/// What happened: a number (a count, a ratio, seconds) or a word (which line came first).
+/// What happened: a number (a count, a ratio, seconds) or a word (one of a question's choices).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// A count or a measurement.
     Number(f64),
-    /// One of a question's choices.
     Word(String),
 }
 
@@ -175,33 +167,31 @@ struct Asked {
     id: String,
     question: String,
     expect: Expect,
-    /// The reply as given, and its judged form (or why it does not fit).
-    reply: Option<(String, Result<Outcome, String>)>,
+    /// The reply's judged form (or why it does not fit), and the reply as given.
+    reply: Option<(Result<Outcome, String>, String)>,
 }
 
-/// How many `--answer` values that name no question this process has used (they are used in
-/// turn by the questions that no `ID=VALUE` names).
+/// How many questions of this process took their turn at the `--answer` values that name none.
 static USED: AtomicUsize = AtomicUsize::new(0);
-
-/// True when this run asks questions (`--predict` or any `--answer`).
-pub fn enabled(common: &CommonArgs) -> bool {
-    common.predict || !common.answer.is_empty()
-}
 
 /// Asks `question` (identified by `id`, a short word such as `oversold`) before its reveal,
 /// and returns the guess to judge with [`Guess::reveal`]. Call it in the process that will see
 /// the outcome, before the part starts what the question is about. See the module docs for
 /// where the guess comes from; this waits only for a learner at a terminal.
 pub fn ask(common: &CommonArgs, id: &str, question: impl Into<String>, expect: Expect) -> Guess {
-    if !enabled(common) {
+    if !common.predict && common.answer.is_empty() {
         return Guess { asked: None };
     }
     let question = question.into();
-    let given = named_answer(&common.answer, id).or_else(|| {
-        let turn = USED.load(Ordering::Relaxed);
-        let value = nth_unnamed_answer(&common.answer, turn)?;
-        USED.store(turn + 1, Ordering::Relaxed);
-        Some(value)
+    // `--answer ID=VALUE` for this question, else the next `--answer VALUE` that names none.
+    let answers = &common.answer;
+    let named = answers.iter().find_map(|a| {
+        let (name, value) = a.split_once('=')?;
+        (name.trim() == id).then(|| value.trim().to_string())
+    });
+    let given = named.or_else(|| {
+        let turn = USED.fetch_add(1, Ordering::Relaxed);
+        answers.iter().filter(|a| !a.contains('=')).nth(turn).map(|a| a.trim().to_string())
     });
     let at_terminal =
         given.is_none() && common.predict && !report::json_mode() && std::io::stdin().is_terminal();
@@ -213,34 +203,12 @@ pub fn ask(common: &CommonArgs, id: &str, question: impl Into<String>, expect: E
     let expects = expect.describe();
     crate::event!("question", { "id": id, "text": question, "expects": expects, "waiting": at_terminal,
                 "from": from }, "QUESTION ({id}): {question}\n  ({expects})");
-    let reply = match given {
-        Some(value) => Some(value),
-        None if at_terminal => read_reply(&expect),
-        None => None,
-    };
-    let reply = reply.map(|r| {
-        let judged = expect.parse(&r);
-        (r, judged)
-    });
-    if let Some((r, _)) = &reply
-        && from == "--answer"
-    {
+    if let Some(r) = &given {
         report::say(format!("your guess (--answer): {r}"));
     }
+    let reply = if at_terminal { read_reply(&expect) } else { given };
+    let reply = reply.map(|r| (expect.parse(&r), r));
     Guess { asked: Some(Asked { id: id.to_string(), question, expect, reply }) }
-}
-
-/// The `--answer ID=VALUE` that names the question `id`.
-fn named_answer(answers: &[String], id: &str) -> Option<String> {
-    answers.iter().find_map(|a| {
-        let (name, value) = a.split_once('=')?;
-        (name.trim() == id).then(|| value.trim().to_string())
-    })
-}
-
-/// The `turn`-th of the `--answer` values that name no question.
-fn nth_unnamed_answer(answers: &[String], turn: usize) -> Option<String> {
-    answers.iter().filter(|a| !a.contains('=')).nth(turn).map(|a| a.trim().to_string())
 }
 
 /// Reads a reply at the terminal: a line; empty (Enter) or end of input skips; a reply that
@@ -278,8 +246,8 @@ impl Guess {
         let why = why.to_string();
         let (guess, right, verdict) = match &asked.reply {
             None => (Value::Null, Value::Null, "no guess".to_string()),
-            Some((reply, Err(unfit))) => (json!(reply), json!(false), format!("wrong ({unfit})")),
-            Some((reply, Ok(judged))) => {
+            Some((Err(unfit), reply)) => (json!(reply), json!(false), format!("wrong ({unfit})")),
+            Some((Ok(judged), reply)) => {
                 let right = asked.expect.judge(judged, &actual);
                 let word = if right { "RIGHT" } else { "wrong" };
                 (json!(judged.to_json()), json!(right), format!("you said {reply}: {word}"))
@@ -361,15 +329,5 @@ mod tests {
         let e = Expect::About { within: 0.25 };
         assert!(e.judge(&e.parse("2x").unwrap(), &Outcome::from(2.3)));
         assert!(!e.judge(&e.parse("1").unwrap(), &Outcome::from(2.0)));
-    }
-
-    #[test]
-    fn answers_are_named_or_taken_in_turn() {
-        let a = vec!["oversold=9".to_string(), "3".to_string(), "main".to_string()];
-        assert_eq!(named_answer(&a, "oversold").as_deref(), Some("9"));
-        assert_eq!(named_answer(&a, "other"), None);
-        assert_eq!(nth_unnamed_answer(&a, 0).as_deref(), Some("3"));
-        assert_eq!(nth_unnamed_answer(&a, 1).as_deref(), Some("main"));
-        assert_eq!(nth_unnamed_answer(&a, 2), None);
     }
 }

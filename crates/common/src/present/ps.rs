@@ -7,6 +7,8 @@
 //! sleep (both blocked, 阻塞态), `T` stopped by a signal, `Z` zombie (僵尸进程): ended but not
 //! yet reaped by its parent. The words are the README's Glossary.
 
+use std::time::Duration;
+
 #[cfg(target_os = "linux")]
 use procfs::FromRead;
 use serde::Serialize;
@@ -48,30 +50,28 @@ pub fn state_meaning(state: char) -> &'static str {
 
 /// Reads `/proc/PID/stat` (and `cmdline`). `None` once the process is gone entirely.
 pub fn stat(pid: i32) -> Option<ProcInfo> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut info = parse_stat(&text)?;
-    info.cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .split('\0')
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
+    let mut info = stat_only(pid)?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<_> = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+    info.cmdline = String::from_utf8_lossy(&args.join(&b' ')).into_owned();
     Some(info)
+}
+
+/// `/proc/PID/stat` without the command line.
+fn stat_only(pid: i32) -> Option<ProcInfo> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// The state letter of `pid`, or `None` if there is no such process.
 pub fn state_of(pid: i32) -> Option<char> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text).map(|i| i.state)
+    stat_only(pid).map(|i| i.state)
 }
 
 /// Parses one `/proc/PID/stat` line (with the `procfs` crate, which finds the fields after
 /// the name from its *last* `)`: a name may itself contain spaces and parentheses).
+#[cfg(target_os = "linux")]
 pub fn parse_stat(text: &str) -> Option<ProcInfo> {
-    let s = read_stat(text)?;
+    let s = procfs::process::Stat::from_read(text.as_bytes()).ok()?;
     Some(ProcInfo {
         pid: s.pid,
         ppid: s.ppid,
@@ -85,30 +85,10 @@ pub fn parse_stat(text: &str) -> Option<ProcInfo> {
     })
 }
 
-#[cfg(target_os = "linux")]
-fn read_stat(text: &str) -> Option<procfs::process::Stat> {
-    procfs::process::Stat::from_read(text.as_bytes()).ok()
-}
-
+/// Where there is no `/proc`, there is nothing to parse.
 #[cfg(not(target_os = "linux"))]
-fn read_stat(_text: &str) -> Option<Stat> {
+pub fn parse_stat(_text: &str) -> Option<ProcInfo> {
     None
-}
-
-/// Where there is no `/proc` (and no `procfs`), the fields a stat line would give.
-#[cfg(not(target_os = "linux"))]
-struct Stat {
-    pid: i32,
-    ppid: i32,
-    pgrp: i32,
-    session: i32,
-    state: char,
-    comm: String,
-    tty_nr: i32,
-    starttime: u64,
-    utime: u64,
-    stime: u64,
-    processor: Option<i32>,
 }
 
 /// `VmRSS` of `/proc/PID/status`, in kB: the process's resident memory (none for a zombie).
@@ -127,56 +107,39 @@ pub fn rss_kb(pid: i32) -> Option<u64> {
 /// When `pid` started, in clock ticks since boot (see [`ProcInfo::start_ticks`]); `None` if
 /// there is no such process.
 pub fn start_ticks(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text).map(|i| i.start_ticks)
+    stat_only(pid).map(|i| i.start_ticks)
 }
 
 /// How long ago `pid` started (`ps -o etime`): its start time against `/proc/uptime`. `None`
 /// if there is no such process.
-pub fn started_ago(pid: i32) -> Option<std::time::Duration> {
-    let start_ticks = start_ticks(pid)?;
+pub fn started_ago(pid: i32) -> Option<Duration> {
+    let started = ticks_to_duration(start_ticks(pid)?);
     let uptime: f64 =
         std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
-    #[cfg(unix)]
-    // Safety: sysconf only reads a configuration value.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    #[cfg(not(unix))]
-    let ticks_per_second = 0;
-    if ticks_per_second <= 0 {
-        return None;
-    }
-    let started = start_ticks as f64 / ticks_per_second as f64;
-    Some(std::time::Duration::from_secs_f64((uptime - started).max(0.0)))
+    Some(Duration::from_secs_f64(uptime).saturating_sub(started))
+}
+
+/// The numbered entries of a `/proc` folder: the pids of `/proc`, the tids of `/proc/PID/task`.
+fn numbered(dir: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(dir) else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
 /// Every process on the machine that can be read now.
 pub fn all() -> Vec<ProcInfo> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut all: Vec<ProcInfo> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(stat)
-        .collect();
+    let mut all: Vec<ProcInfo> = numbered("/proc").into_iter().filter_map(stat).collect();
     all.sort_by_key(|p| p.pid);
     all
 }
 
 /// Pids whose parent is `pid` right now (including zombies not yet reaped).
 pub fn children_of(pid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|t| parse_stat(&t))
-                .is_some_and(|i| i.ppid == pid)
-        })
-        .collect()
+    let is_child = |child: &i32| stat_only(*child).is_some_and(|i| i.ppid == pid);
+    numbered("/proc").into_iter().filter(is_child).collect()
 }
 
 /// `root` and all its descendants, depth first, each with its depth below `root`.
 pub fn tree(root: i32) -> Vec<(usize, ProcInfo)> {
-    let all = all();
-    let mut out = Vec::new();
     fn walk(all: &[ProcInfo], pid: i32, depth: usize, out: &mut Vec<(usize, ProcInfo)>) {
         if let Some(info) = all.iter().find(|p| p.pid == pid) {
             out.push((depth, info.clone()));
@@ -185,14 +148,9 @@ pub fn tree(root: i32) -> Vec<(usize, ProcInfo)> {
             }
         }
     }
-    walk(&all, root, 0, &mut out);
+    let mut out = Vec::new();
+    walk(&all(), root, 0, &mut out);
     out
-}
-
-/// The `ps` command a learner can run in another terminal to see these pids.
-pub fn ps_command(pids: &[i32]) -> String {
-    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-    format!("ps -o pid,ppid,stat,comm,args -p {}", list.join(","))
 }
 
 /// Prints this process's tree as a table (and, with `--json`, the event `ps` with the rows).
@@ -206,17 +164,11 @@ pub fn show(title: &str, rows: &[(usize, ProcInfo)]) {
     for (depth, p) in rows {
         let command =
             if p.state == 'Z' { format!("[{}] <defunct>", p.comm) } else { p.comm.clone() };
-        text.push_str(&format!(
-            "\n{:>7} {:>7} {:<5} {}{}",
-            p.pid,
-            p.ppid,
-            p.state,
-            "  ".repeat(*depth),
-            command
-        ));
+        let indent = "  ".repeat(*depth);
+        text.push_str(&format!("\n{:>7} {:>7} {:<5} {indent}{command}", p.pid, p.ppid, p.state));
     }
     let data: Vec<&ProcInfo> = rows.iter().map(|(_, p)| p).collect();
-    crate::report::event("ps", serde_json::json!({ "title": title, "rows": data }), text);
+    crate::event!("ps", { "title": title, "rows": data }, "{text}");
 }
 
 /// One row of a process's thread table (`ps -L`), from `/proc/PID/task/TID/`.
@@ -241,27 +193,25 @@ pub struct ThreadInfo {
     pub nonvoluntary_ctxt_switches: u64,
 }
 
-impl ThreadInfo {
-    /// User plus kernel CPU time.
-    pub fn cpu(&self) -> std::time::Duration {
-        ticks_to_duration(self.utime_ticks + self.stime_ticks)
-    }
-}
-
 /// Clock ticks (of `/proc/.../stat`) as a duration.
-pub fn ticks_to_duration(ticks: u64) -> std::time::Duration {
+pub fn ticks_to_duration(ticks: u64) -> Duration {
     #[cfg(unix)]
     // Safety: sysconf only reads a configuration value.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     #[cfg(not(unix))]
     let per_second = 100u64;
-    std::time::Duration::from_nanos(ticks.saturating_mul(1_000_000_000 / per_second))
+    Duration::from_nanos(ticks.saturating_mul(1_000_000_000 / per_second))
 }
 
 /// The kernel function `pid` (its main thread) sleeps in (`/proc/PID/wchan`: `futex_do_wait`,
 /// `do_poll`, ...); empty when it is running, gone, or the kernel does not tell.
 pub fn wchan(pid: i32) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    read_wchan(&format!("/proc/{pid}"))
+}
+
+/// `wchan` of the process or thread folder `dir`; a kernel that hides it writes `0`.
+fn read_wchan(dir: &str) -> String {
+    let text = std::fs::read_to_string(format!("{dir}/wchan")).unwrap_or_default();
     let text = text.trim();
     if text == "0" { String::new() } else { text.to_string() }
 }
@@ -269,13 +219,9 @@ pub fn wchan(pid: i32) -> String {
 /// Reads one thread of `pid` from `/proc/PID/task/TID/`; `None` once it is gone.
 pub fn thread(pid: i32, tid: i32) -> Option<ThreadInfo> {
     let dir = format!("/proc/{pid}/task/{tid}");
-    let text = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
-    let mut info = parse_thread_stat(&text)?;
-    info.wchan = std::fs::read_to_string(format!("{dir}/wchan"))
-        .ok()
-        .map(|w| w.trim().to_string())
-        .filter(|w| !w.is_empty() && w != "0")
-        .unwrap_or_else(|| "-".into());
+    let mut info = parse_thread_stat(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)?;
+    let wchan = read_wchan(&dir);
+    info.wchan = if wchan.is_empty() { "-".into() } else { wchan };
     #[cfg(target_os = "linux")]
     if let Ok(status) = procfs::process::Status::from_file(format!("{dir}/status")) {
         info.voluntary_ctxt_switches = status.voluntary_ctxt_switches.unwrap_or(0);
@@ -284,9 +230,10 @@ pub fn thread(pid: i32, tid: i32) -> Option<ThreadInfo> {
     Some(info)
 }
 
-/// Parses a `/proc/PID/task/TID/stat` line: the fields a thread table shows.
-pub fn parse_thread_stat(text: &str) -> Option<ThreadInfo> {
-    let s = read_stat(text)?;
+/// The fields of a `/proc/PID/task/TID/stat` line that a thread table shows.
+#[cfg(target_os = "linux")]
+fn parse_thread_stat(text: &str) -> Option<ThreadInfo> {
+    let s = procfs::process::Stat::from_read(text.as_bytes()).ok()?;
     Some(ThreadInfo {
         tid: s.pid,
         comm: s.comm,
@@ -300,13 +247,16 @@ pub fn parse_thread_stat(text: &str) -> Option<ThreadInfo> {
     })
 }
 
+#[cfg(not(target_os = "linux"))]
+fn parse_thread_stat(_text: &str) -> Option<ThreadInfo> {
+    None
+}
+
 /// Every thread of `pid` right now, by thread id (the main thread first).
 pub fn threads(pid: i32) -> Vec<ThreadInfo> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    let mut rows: Vec<ThreadInfo> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|tid| thread(pid, tid))
-        .collect();
+    let dir = format!("/proc/{pid}/task");
+    let mut rows: Vec<ThreadInfo> =
+        numbered(&dir).into_iter().filter_map(|tid| thread(pid, tid)).collect();
     rows.sort_by_key(|t| (t.tid != pid, t.tid));
     rows
 }
@@ -326,11 +276,6 @@ pub fn sleep_table(title: &str, pids: &[i32]) -> (Vec<serde_json::Value>, String
     (rows, text)
 }
 
-/// The `ps` command that shows the threads of `pid` in another terminal.
-pub fn ps_threads_command(pid: i32) -> String {
-    format!("ps -L -o pid,lwp,stat,wchan:20,psr,comm -p {pid}")
-}
-
 /// Prints the thread table of `pid` (and, with `--json`, the event `threads` with the rows).
 pub fn show_threads(title: &str, pid: i32) {
     let rows = threads(pid);
@@ -345,14 +290,10 @@ pub fn show_threads(title: &str, pid: i32) {
             t.state,
             t.wchan.chars().take(20).collect::<String>(),
             t.processor,
-            t.cpu().as_millis(),
+            ticks_to_duration(t.utime_ticks + t.stime_ticks).as_millis(),
             format!("{}/{}", t.voluntary_ctxt_switches, t.nonvoluntary_ctxt_switches),
             t.comm
         ));
     }
-    crate::report::event(
-        "threads",
-        serde_json::json!({ "title": title, "pid": pid, "rows": rows }),
-        text,
-    );
+    crate::event!("threads", { "title": title, "pid": pid, "rows": rows }, "{text}");
 }

@@ -31,10 +31,9 @@
 //! threads, and a lock held by another thread at that instant would stay locked forever in the
 //! child.
 //!
-//! Recording: after [`record_to`], every [`event`] is *also* appended, as its JSON line, to a
-//! file that every process of the demo shares (one `write(2)` per line to a file opened with
-//! `O_APPEND`, so lines of many processes never mix). The parent cannot see what its children
-//! print, but it can read that file back: [`crate::timeline`] draws it as lanes.
+//! Recording ([`record_to`]): every [`event`] is also appended to a file that every process of
+//! the demo shares. The parent cannot see what its children print, but it can read that file
+//! back: [`crate::timeline`] draws it as lanes.
 //!
 //! After Ctrl-C: the signal watcher's first line (`interrupted`) closes the output of every
 //! other thread of the process. A thread that is writing a line at that moment finishes it
@@ -47,7 +46,6 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use serde_json::{Value, json};
 
 mod record;
-use record::write_record;
 pub(crate) use record::{ENV_REPORT, env_value, init_from_env};
 pub use record::{record_to, recording_fd, set_tracing, tracing};
 
@@ -73,14 +71,9 @@ pub fn set_who(who: &str) {
 
 /// The name of the current process, as printed in its lines.
 pub fn who() -> &'static str {
-    let ptr = WHO.load(Ordering::Acquire);
-    if ptr.is_null() {
-        "main"
-    } else {
-        // Safety: the pointer comes from `Box::into_raw` in `set_who` and is never freed, so it
-        // stays valid for the rest of the process.
-        unsafe { (*ptr).as_str() }
-    }
+    // Safety: a pointer that is not null comes from `Box::into_raw` in `set_who` and is never
+    // freed, so it stays valid for the rest of the process.
+    unsafe { WHO.load(Ordering::Acquire).as_ref() }.map_or("main", String::as_str)
 }
 
 /// True when events are printed as JSON lines.
@@ -90,7 +83,7 @@ pub fn json_mode() -> bool {
 
 /// Milliseconds since the demo started.
 pub fn elapsed_ms() -> u64 {
-    monotonic_ns().saturating_sub(T0_NS.load(Ordering::Relaxed)) / 1_000_000
+    elapsed_us() / 1_000
 }
 
 /// Microseconds since the demo started: the clock of `--trace` (events carry it as `t_us`).
@@ -105,54 +98,41 @@ static SHUT: AtomicBool = AtomicBool::new(false);
 /// Lines being written right now by threads other than the watcher.
 static WRITING: AtomicUsize = AtomicUsize::new(0);
 
-/// A thread's turn to write one line, or `None` once the watcher has begun the shutdown (see
-/// the module documentation). SeqCst on both sides: either the writer sees `SHUT`, or the
-/// watcher sees the writer in `WRITING` and waits for its line to be out.
-struct Turn {
-    counted: bool,
-}
-
-impl Turn {
-    fn take() -> Option<Turn> {
-        if std::thread::current().name() == Some(WATCHER_THREAD) {
-            SHUT.store(true, Ordering::SeqCst);
-            // Bounded: a writer blocked on a full pipe must not stop the shutdown.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
-            while WRITING.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            return Some(Turn { counted: false });
+/// Writes one line with `write`, unless the watcher has begun the shutdown (see the module
+/// documentation). SeqCst on both sides: either the writer sees `SHUT`, or the watcher sees
+/// the writer in `WRITING` and waits for its line to be out.
+fn in_turn(write: impl FnOnce()) {
+    if std::thread::current().name() == Some(WATCHER_THREAD) {
+        SHUT.store(true, Ordering::SeqCst);
+        // Bounded: a writer blocked on a full pipe must not stop the shutdown.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        while WRITING.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
         }
-        WRITING.fetch_add(1, Ordering::SeqCst);
-        if SHUT.load(Ordering::SeqCst) {
-            WRITING.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(Turn { counted: true })
+        return write();
     }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        if self.counted {
-            WRITING.fetch_sub(1, Ordering::SeqCst);
-        }
+    WRITING.fetch_add(1, Ordering::SeqCst);
+    if !SHUT.load(Ordering::SeqCst) {
+        write();
     }
+    WRITING.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Prints one event: a people's line (`text`) or, with `--json`, a JSON object carrying `data`.
 /// While recording ([`record_to`]), the JSON line is also appended to the recording file.
 pub fn event(event: &str, data: Value, text: impl Display) {
-    let Some(_turn) = Turn::take() else { return };
-    if let Some(fd) = recording_fd() {
-        let json = json_line(event, data);
-        write_record(fd, json.as_bytes());
-        let line = if json_mode() { json } else { human_line(&text.to_string()) };
+    in_turn(|| {
+        let recording = recording_fd();
+        let json = (json_mode() || recording.is_some()).then(|| json_line(event, data));
+        if let (Some(fd), Some(json)) = (recording, &json) {
+            write_record(fd, json.as_bytes());
+        }
+        let line = match json {
+            Some(json) if json_mode() => json,
+            _ => human_line(&text.to_string()),
+        };
         write_stdout(line.as_bytes());
-        return;
-    }
-    let line = if json_mode() { json_line(event, data) } else { human_line(&text.to_string()) };
-    write_stdout(line.as_bytes());
+    });
 }
 
 /// Appends an event to the recording file only, never to the output: the phase marks a trace
@@ -192,24 +172,22 @@ pub fn say(text: impl Display) {
 
 /// Starts a part of the demo: a blank line and a title for people, the event `section` in JSON.
 pub fn section(title: impl Display) {
-    let Some(_turn) = Turn::take() else { return };
-    let title = title.to_string();
-    if json_mode() {
-        write_stdout(json_line("section", json!({ "title": title })).as_bytes());
+    let line = if json_mode() {
+        json_line("section", json!({ "title": title.to_string() }))
     } else {
-        write_stdout(format!("\n== {title} ==\n").as_bytes());
-    }
+        format!("\n== {title} ==\n")
+    };
+    in_turn(|| write_stdout(line.as_bytes()));
 }
 
 /// Lines of a table or a note printed as they are (no time or pid prefix), for people only;
 /// in JSON mode the same rows should be reported with [`event`].
 pub fn plain(text: impl Display) {
-    let Some(_turn) = Turn::take() else { return };
-    if !json_mode() {
-        let mut text = text.to_string();
-        text.push('\n');
-        write_stdout(text.as_bytes());
-    }
+    in_turn(|| {
+        if !json_mode() {
+            write_stdout(format!("{text}\n").as_bytes());
+        }
+    });
 }
 
 fn json_line(event: &str, data: Value) -> String {
@@ -225,9 +203,7 @@ fn json_line(event: &str, data: Value) -> String {
         "event": event,
         "data": data,
     });
-    let mut line = line.to_string();
-    line.push('\n');
-    line
+    format!("{line}\n")
 }
 
 fn human_line(text: &str) -> String {
@@ -241,18 +217,9 @@ fn human_line(text: &str) -> String {
     };
     // Continuation lines are indented under the text, so a multi-line message stays readable.
     let indent = " ".repeat(prefix.chars().count());
-    let mut out = String::with_capacity(prefix.len() + text.len() + 1);
     let width = LINE_WIDTH.saturating_sub(indent.len()).max(40);
-    for (i, line) in text.lines().flat_map(|line| wrap(line, width)).enumerate() {
-        out.push_str(if i == 0 { &prefix } else { &indent });
-        out.push_str(line);
-        out.push('\n');
-    }
-    if out.is_empty() {
-        out.push_str(&prefix);
-        out.push('\n');
-    }
-    out
+    let pieces: Vec<&str> = text.lines().flat_map(|line| wrap(line, width)).collect();
+    format!("{prefix}{}\n", pieces.join(&format!("\n{indent}")))
 }
 
 /// People's lines longer than this many columns are wrapped, so a long sentence stays readable
@@ -283,86 +250,69 @@ fn wrap(line: &str, width: usize) -> Vec<&str> {
 /// reader that went away must not crash a demo half-way and leave its children behind.
 pub fn write_stdout(bytes: &[u8]) {
     #[cfg(unix)]
-    {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match nix::unistd::write(std::io::stdout(), rest) {
-                Ok(0) => return,
-                Ok(n) => rest = &rest[n..],
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return,
-            }
-        }
-    }
+    write_all(std::io::stdout(), bytes);
     #[cfg(not(unix))]
-    {
-        use std::io::Write;
-        let _ = std::io::stdout().write_all(bytes);
-    }
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), bytes);
 }
 
-/// Writes a line to standard error in one `write(2)` (used for errors, never for events).
+/// Writes a line to standard error (used for errors, never for events).
 pub fn write_stderr(text: &str) {
     let mut line = text.to_string();
     if !line.ends_with('\n') {
         line.push('\n');
     }
     #[cfg(unix)]
-    {
-        let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
-    }
+    write_all(std::io::stderr(), line.as_bytes());
     #[cfg(not(unix))]
-    {
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(line.as_bytes());
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+}
+
+/// Appends one line to the recording file; errors are ignored (a demo must not fail half-way
+/// because its timeline could not be written).
+fn write_record(fd: i32, bytes: &[u8]) {
+    #[cfg(unix)]
+    // Safety: `record_to`'s contract keeps `fd` open while it is set.
+    write_all(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, bytes);
+    #[cfg(not(unix))]
+    let _ = (fd, bytes);
+}
+
+/// `write(2)` until every byte is out, the descriptor is closed, or an error other than EINTR.
+#[cfg(unix)]
+fn write_all(fd: impl std::os::fd::AsFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match nix::unistd::write(&fd, bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
     }
 }
 
 fn parent_pid() -> u32 {
     #[cfg(unix)]
-    {
-        nix::unistd::getppid().as_raw() as u32
-    }
+    return std::os::unix::process::parent_id();
     #[cfg(not(unix))]
-    {
-        0
-    }
+    0
 }
 
 /// CLOCK_MONOTONIC in nanoseconds. Unlike `Instant`, its value means the same in every process
 /// of the machine, so a spawned child can measure from the parent's start.
 pub fn monotonic_ns() -> u64 {
     #[cfg(unix)]
-    {
-        match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
-            Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
-            Err(_) => 0,
-        }
-    }
+    return nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |ts| std::time::Duration::from(ts).as_nanos() as u64);
     #[cfg(not(unix))]
     {
-        use std::sync::OnceLock;
-        use std::time::Instant;
-        static START: OnceLock<Instant> = OnceLock::new();
-        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_json_line_is_one_object_ending_in_one_newline() {
-        let line = json_line("bought", json!({"before": 1, "after": 0}));
-        assert!(line.ends_with('\n'));
-        assert_eq!(line.matches('\n').count(), 1);
-        let value: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(value["event"], "bought");
-        assert_eq!(value["data"]["after"], 0);
-        assert_eq!(value["pid"], std::process::id());
-        assert_eq!(value["tid"], crate::threads::named::gettid());
-    }
 
     #[test]
     fn a_line_from_a_named_thread_names_the_thread_and_its_tid() {

@@ -19,49 +19,43 @@ use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::Sender;
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::phase::{self, Mark};
 
-/// How long a granted step may take to reach the next mark, end, or block, before the
-/// controller gives up: far more than any step needs, so a loaded machine never trips it.
-pub const STEP_PATIENCE: Duration = Duration::from_secs(20);
-
-/// What a worker reports to the controller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    pub worker: usize,
-    /// The step it is about to make, or `None`: it is done.
-    pub step: Option<String>,
-    /// Its private state, as it last described it ([`note`]): "read count 1".
-    pub note: String,
-    /// The kernel's id of the worker's thread, to look it up in `/proc`.
-    #[serde(default)]
-    pub tid: i32,
+/// What a worker reports to the controller: the step it is about to make (`None`: it is done),
+/// its private state as [`note`] last described it, and its thread's kernel id for `/proc`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Report {
+    worker: usize,
+    step: Option<String>,
+    note: String,
+    tid: i32,
 }
 
 // ---------------------------------------------------------------------------------------------
 // The workers' side
 
 /// The turns of this process's workers, and where their reports go.
+#[derive(Debug)]
 struct Side {
     /// Grants not yet used, per worker; `None` once the controller let every worker run free.
     grants: Mutex<Option<Vec<u32>>>,
     turn: Condvar,
-    out: Mutex<Out>,
+    out: Out,
 }
 
+#[derive(Debug)]
 enum Out {
     Local(Sender<Report>),
     Pipe(File),
 }
 
-static SIDE: OnceLock<Arc<Side>> = OnceLock::new();
+static SIDE: OnceLock<Side> = OnceLock::new();
 
 thread_local! {
     static ME: Cell<Option<usize>> = const { Cell::new(None) };
@@ -73,48 +67,58 @@ pub fn worker(i: usize) {
     ME.with(|me| me.set(Some(i)));
 }
 
-/// True when this thread is a worker under a controller: what [`note`] checks first.
-pub fn active() -> bool {
-    SIDE.get().is_some() && ME.with(Cell::get).is_some()
+/// This process's side and the calling thread's worker number, under a controller.
+fn me() -> Option<(&'static Side, usize)> {
+    Some((SIDE.get()?, ME.with(Cell::get)?))
 }
 
 /// Describes this worker's private state ("read count 1"), shown before the next step. The text
 /// is made only under a controller, so a fast loop pays one check.
 pub fn note(text: impl FnOnce() -> String) {
-    if active() {
+    if me().is_some() {
         NOTE.with(|n| *n.borrow_mut() = text());
     }
 }
 
 /// This worker has no more steps. Call it at the end of the worker's work.
 pub fn done() {
-    if let Some(side) = SIDE.get()
-        && let Some(i) = ME.with(Cell::get)
-    {
-        let note = NOTE.with(|n| n.borrow().clone());
-        side.send(Report { worker: i, step: None, note, tid: crate::threads::named::gettid() });
+    if let Some((side, i)) = me() {
+        side.send(i, None);
     }
 }
 
+/// The stepper's listener: before a step, report it and wait for the turn.
+fn on_mark(mark: &Mark<'_>) {
+    let Mark::Step(step) = mark else { return };
+    let Some((side, i)) = me() else { return };
+    side.send(i, Some(step));
+    side.wait_turn(i);
+}
+
 impl Side {
-    fn new(out: Out, workers: usize) -> Side {
-        Side {
-            grants: Mutex::new(Some(vec![0; workers])),
-            turn: Condvar::new(),
-            out: Mutex::new(out),
+    /// Makes this process's side, the one per process that [`on_mark`] reports to.
+    fn install(out: Out) -> Result<&'static Side> {
+        let side = Side { grants: Mutex::new(Some(Vec::new())), turn: Condvar::new(), out };
+        if SIDE.set(side).is_err() {
+            bail!("this process already has a step controller");
         }
+        phase::install_stepper(on_mark);
+        Ok(SIDE.get().expect("set just above"))
     }
 
-    fn send(&self, report: Report) {
-        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        match &mut *out {
+    fn send(&self, worker: usize, step: Option<&str>) {
+        let note = NOTE.with(|n| n.borrow().clone());
+        let tid = crate::threads::named::gettid();
+        let report = Report { worker, step: step.map(str::to_owned), note, tid };
+        match &self.out {
             Out::Local(tx) => {
                 let _ = tx.send(report);
             }
             Out::Pipe(file) => {
-                // One write of one short line: a pipe keeps it whole among the other writers'.
-                let mut line = serde_json::to_string(&report).unwrap_or_default();
-                line.push('\n');
+                // One write of one short line: a pipe keeps it whole among the other writers'
+                // (so no lock: any thread writes through a shared `&File`).
+                let line = format!("{}\n", serde_json::to_string(&report).unwrap_or_default());
+                let mut file: &File = file;
                 if file.write_all(line.as_bytes()).is_err() {
                     std::process::exit(1); // the controller is gone: nobody will grant a step
                 }
@@ -155,31 +159,18 @@ impl Side {
     }
 }
 
-/// The stepper's listener: before a step, report it and wait for the turn.
-fn on_mark(mark: &Mark<'_>) {
-    let Mark::Step(step) = mark else { return };
-    let (Some(side), Some(i)) = (SIDE.get(), ME.with(Cell::get)) else { return };
-    let note = NOTE.with(|n| n.borrow().clone());
-    let tid = crate::threads::named::gettid();
-    side.send(Report { worker: i, step: Some((*step).to_owned()), note, tid });
-    side.wait_turn(i);
-}
-
 /// In a child process: joins the controller whose pipes are in `dir`, as the process `slot`
 /// (its workers numbered as the controller numbers them). A relay thread reads the grants; if
 /// the controller goes away, this process exits.
 pub fn join(dir: &Path, slot: usize) -> Result<()> {
+    let ready = dir.join("ready");
     let ready = OpenOptions::new()
         .write(true)
-        .open(dir.join("ready"))
-        .with_context(|| format!("opening {}", dir.join("ready").display()))?;
-    let grants = File::open(grant_path(dir, slot))
-        .with_context(|| format!("opening {}", grant_path(dir, slot).display()))?;
-    let side = Arc::new(Side::new(Out::Pipe(ready), 0));
-    if SIDE.set(side.clone()).is_err() {
-        bail!("this process already has a step controller");
-    }
-    phase::install_stepper(on_mark);
+        .open(&ready)
+        .with_context(|| format!("opening {}", ready.display()))?;
+    let grants = grant_path(dir, slot);
+    let grants = File::open(&grants).with_context(|| format!("opening {}", grants.display()))?;
+    let side = Side::install(Out::Pipe(ready))?;
     crate::threads::named::spawn("step relay", move || {
         for line in BufReader::new(grants).lines() {
             match line.ok().and_then(|l| l.trim().parse::<usize>().ok()) {

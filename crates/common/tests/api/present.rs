@@ -399,3 +399,54 @@ mod sampler {
         assert!(samples.windows(2).all(|w| w[0].t_us <= w[1].t_us));
     }
 }
+
+mod cli {
+    use clap::Parser;
+    use common::cli::{CommonArgs, number_in, parse_positive};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<CommonArgs, String> {
+        let args = std::iter::once("demo").chain(args.iter().copied());
+        Cli::try_parse_from(args).map(|cli| cli.common).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_numbers_are_refused_with_the_value_in_the_message() {
+        let refused = parse(&["--hold=-1"]).unwrap_err();
+        assert!(refused.contains("\"-1\" is not a number of seconds from 0 to 3600"), "{refused}");
+        assert!(parse(&["--hold", "nan"]).is_err());
+        assert!(parse(&["--speed", "0"]).is_err());
+        assert_eq!(parse(&["--speed", "2.5"]).unwrap().speed, 2.5);
+        assert_eq!(number_in(0.0..=60.0, "seconds")("60"), Ok(60.0));
+        assert!(parse_positive("0").is_err());
+        assert_eq!(parse_positive("3"), Ok(3));
+    }
+}
+
+mod report {
+    use std::os::fd::AsRawFd;
+
+    use serde_json::{Value, json};
+
+    /// The one test of this binary that records: nothing else appends to its file.
+    #[test]
+    fn a_recorded_event_is_one_json_object_on_one_line() {
+        let path = std::env::temp_dir().join(format!("common-report-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        common::report::record_to(Some(file.as_raw_fd()));
+        common::report::record_only("bought", json!({"before": 1, "after": 0}));
+        common::report::record_to(None);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "{text:?}");
+        let line: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!((line["event"].as_str(), &line["data"]["after"]), (Some("bought"), &json!(0)));
+        assert_eq!(line["pid"], std::process::id());
+        assert_eq!(line["tid"], common::threads::named::gettid());
+    }
+}

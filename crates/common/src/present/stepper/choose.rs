@@ -2,11 +2,12 @@
 //! random choice), the loop that grants the steps ([`drive`]), each worker's line with the
 //! source line of its next step, and the timeline.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
 use super::{Controller, Probe, State};
+use crate::demo::bad_input;
 
 /// How a stepped run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,21 +33,22 @@ pub fn drive(
     loop {
         ctl.settle(&mut probe)?;
         let position = ctl.granted.len() + 1;
-        let ended = if ctl.finished() {
+        let left = || ctl.workers.iter().filter(|w| w.state != State::Done);
+        let ended = if left().next().is_none() {
             Some(Ending::Finished)
-        } else if ctl.deadlocked() {
+        } else if left().all(|w| matches!(w.state, State::Blocked(..))) {
             Some(Ending::Deadlock)
         } else {
             None
         };
         if let Some(ended) = ended {
-            chooser.check_used_up(position - 1, ended).map_err(refused)?;
+            chooser.check_used_up(position - 1, ended)?;
             return Ok(ended);
         }
         if asking {
             show(ctl);
         }
-        let i = chooser.next(ctl, position).map_err(refused)?;
+        let i = chooser.next(ctl, position)?;
         if !quiet && !asking {
             let step = match &ctl.workers[i].state {
                 State::At(step) => step.clone(),
@@ -60,21 +62,12 @@ pub fn drive(
     }
 }
 
-fn refused(refusal: Refusal) -> anyhow::Error {
-    match refusal {
-        Refusal::BadSchedule(message) => crate::demo::bad_input(message),
-        Refusal::Quit => anyhow::anyhow!("no worker was chosen (end of input): the run ends here"),
-    }
-}
-
 /// The chooser a demo's flags ask for: `--schedule` (checked here for unknown workers), the
 /// learner at a terminal, or, without one, a random schedule from `--seed` (or a seed drawn
 /// now), said at once so the run can be replayed.
 pub fn chooser_for(schedule: Option<&str>, seed: Option<u64>, workers: usize) -> Result<Chooser> {
     if let Some(text) = schedule {
-        return parse_schedule(text, workers)
-            .map(Chooser::Schedule)
-            .map_err(crate::demo::bad_input);
+        return parse_schedule(text, workers).map(Chooser::Schedule).map_err(bad_input);
     }
     if seed.is_none() && std::io::stdin().is_terminal() && !crate::report::json_mode() {
         return Ok(Chooser::Ask);
@@ -112,13 +105,36 @@ pub fn lanes(ctl: &Controller, table: &[(String, String, String)]) -> String {
     out
 }
 
+impl Controller {
+    /// One lane per worker, one column per granted step: the step's short name where that
+    /// worker made it.
+    pub fn timeline(&self) -> String {
+        let width = self.granted.iter().map(|(_, s)| s.chars().count()).max().unwrap_or(1) + 1;
+        let name_width = self.workers.iter().map(|w| columns(&w.name)).max().unwrap_or(0).max(4);
+        let pad = |name: &str| format!("{name}{}  ", " ".repeat(name_width - columns(name)));
+        let mut out = pad("step");
+        for k in 1..=self.granted.len() {
+            out.push_str(&format!("{:<width$}", k));
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            out.push('\n');
+            out.push_str(&pad(&w.name));
+            for (j, step) in &self.granted {
+                let cell = if *j == i { step.as_str() } else { "·" };
+                out.push_str(&format!("{cell:<width$}"));
+            }
+        }
+        out.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+    }
+}
+
 /// Indents every line by two spaces.
 pub fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// The columns a name takes at a terminal: two for each CJK character (路人0 takes five).
-pub fn columns(text: &str) -> usize {
+fn columns(text: &str) -> usize {
     text.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()
 }
 
@@ -130,28 +146,20 @@ pub fn join_schedule(steps: impl IntoIterator<Item = usize>) -> String {
 /// Parses `--schedule 0,0,1,...` (worker numbers from 0, one per step); `workers` is how many
 /// there are, so an unknown worker is refused here, naming its position.
 pub fn parse_schedule(text: &str, workers: usize) -> Result<Vec<usize>, String> {
-    let mut out = Vec::new();
-    for (k, part) in text.split(',').enumerate() {
-        let part = part.trim();
-        match part.parse::<usize>() {
-            Ok(i) if i < workers => out.push(i),
-            Ok(i) => {
-                return Err(format!(
-                    "--schedule position {}: worker {i} is unknown (workers are 0..{})",
-                    k + 1,
-                    workers - 1
-                ));
-            }
-            Err(_) => {
-                return Err(format!(
-                    "--schedule position {}: {part:?} is not a worker number (0..{})",
-                    k + 1,
-                    workers - 1
-                ));
-            }
-        }
-    }
-    Ok(out)
+    let last = workers.saturating_sub(1);
+    (text.split(',').map(str::trim).enumerate())
+        .map(|(k, part)| match part.parse::<usize>() {
+            Ok(i) if i < workers => Ok(i),
+            Ok(i) => Err(format!(
+                "--schedule position {}: worker {i} is unknown (workers are 0..{last})",
+                k + 1
+            )),
+            Err(_) => Err(format!(
+                "--schedule position {}: {part:?} is not a worker number (0..{last})",
+                k + 1
+            )),
+        })
+        .collect()
 }
 
 /// Who chooses the next step.
@@ -165,23 +173,15 @@ pub enum Chooser {
     Random(fastrand::Rng),
 }
 
-/// Why the next step cannot be chosen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// A bad `--schedule` (its message names the position): exit 2.
-    BadSchedule(String),
-    /// The learner ended input.
-    Quit,
-}
-
 impl Chooser {
     /// A random choice among the choosable workers, the same for the same seed.
     pub fn seeded(seed: u64) -> Chooser {
         Chooser::Random(fastrand::Rng::with_seed(seed))
     }
 
-    /// The next worker to grant, or why there is none. `position` counts the grants from 1.
-    pub fn next(&mut self, ctl: &Controller, position: usize) -> Result<usize, Refusal> {
+    /// The next worker to grant, or why there is none: a bad `--schedule` (exit 2, naming the
+    /// position) or the end of input. `position` counts the grants from 1.
+    fn next(&mut self, ctl: &Controller, position: usize) -> Result<usize> {
         let choosable = ctl.choosable();
         match self {
             Chooser::Schedule(list) => {
@@ -192,7 +192,7 @@ impl Chooser {
                         .filter(|w| w.state != State::Done)
                         .map(|w| w.name.as_str())
                         .collect();
-                    return Err(Refusal::BadSchedule(format!(
+                    return Err(bad_input(format!(
                         "--schedule has too few steps: it ends after position {}, with steps \
                          left for {}",
                         position - 1,
@@ -208,16 +208,14 @@ impl Chooser {
                     State::Blocked(step, why) => format!("is blocked in `{step}` ({why})"),
                     _ => "cannot go on".to_owned(),
                 };
-                Err(Refusal::BadSchedule(format!(
+                Err(bad_input(format!(
                     "--schedule position {position}: worker {i} ({}) {why}; choosable: {}",
                     w.name,
                     names(ctl, &choosable)
                 )))
             }
             Chooser::Random(rng) => {
-                if choosable.is_empty() {
-                    return Err(Refusal::Quit);
-                }
+                // Never empty: the run ends before, finished or deadlocked.
                 Ok(choosable[rng.usize(..choosable.len())])
             }
             Chooser::Ask => ask(ctl, &choosable),
@@ -226,13 +224,13 @@ impl Chooser {
 
     /// After the last step (`ended`: every worker done, or deadlocked): a schedule with steps
     /// left over is refused, naming the position.
-    pub fn check_used_up(&self, used: usize, ended: Ending) -> Result<(), Refusal> {
+    fn check_used_up(&self, used: usize, ended: Ending) -> Result<()> {
         let how = match ended {
             Ending::Finished => "every worker is done",
             Ending::Deadlock => "the workers are deadlocked (none can go on)",
         };
         match self {
-            Chooser::Schedule(list) if list.len() > used => Err(Refusal::BadSchedule(format!(
+            Chooser::Schedule(list) if list.len() > used => Err(bad_input(format!(
                 "--schedule has too many steps: {how} after position {used}, and it goes on to \
                  position {}",
                 list.len()
@@ -250,24 +248,13 @@ fn names(ctl: &Controller, which: &[usize]) -> String {
 }
 
 /// Asks at the terminal which worker goes next, until the reply is a choosable worker.
-fn ask(ctl: &Controller, choosable: &[usize]) -> Result<usize, Refusal> {
-    let mut stdin = std::io::stdin().lock();
+fn ask(ctl: &Controller, choosable: &[usize]) -> Result<usize> {
     loop {
-        crate::report::plain(format!(
-            "who goes next? {} > ",
-            join_schedule(choosable.iter().copied())
-        ));
+        let who = join_schedule(choosable.iter().copied());
+        crate::report::plain(format!("who goes next? {who} > "));
         let mut line = String::new();
-        let mut byte = [0u8; 1];
-        // Byte by byte: nothing the learner types after the answer is read ahead and lost.
-        loop {
-            match stdin.read(&mut byte) {
-                Ok(0) => return Err(Refusal::Quit),
-                Ok(_) if byte[0] == b'\n' => break,
-                Ok(_) => line.push(byte[0] as char),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Refusal::Quit),
-            }
+        if matches!(std::io::stdin().read_line(&mut line), Ok(0) | Err(_)) {
+            return Err(anyhow!("no worker was chosen (end of input): the run ends here"));
         }
         if line.trim().is_empty() && choosable.len() == 1 {
             return Ok(choosable[0]); // Enter: the only one that can go
