@@ -29,11 +29,9 @@ pub(super) enum ToWorker {
     Stop,
 }
 
-/// Workers (and the parent itself) → the result-handler thread, through the results queue.
+/// Workers (and the parent itself) → the result thread, through the results queue.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum FromWorker {
-    /// The worker has run its initializer and waits for tasks.
-    Ready { w: u32, pid: i32 },
     /// The initializer failed; the worker exits.
     InitFailed { w: u32, pid: i32, error: String },
     /// Job `id` ran for `us` microseconds; the payload is its result (JSON, or a chunk's
@@ -98,7 +96,6 @@ pub(super) fn work<'t>(
         say(&FromWorker::InitFailed { w, pid, error: error.clone() }, &[])?;
         anyhow::bail!("the pool's initializer {name} failed: {error}");
     }
-    say(&FromWorker::Ready { w, pid }, &[])?;
     for done in 1.. {
         let body = a.inbox.get_encoded(Wait::Forever)?;
         let (msg, payload) = unframe::<ToWorker>(&body).map_err(anyhow::Error::msg)?;

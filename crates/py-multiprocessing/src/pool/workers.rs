@@ -1,20 +1,18 @@
-//! workers — the pool's workers as the result thread sees them: giving waiting tasks to them
-//! (each through its own inbox), starting one, stopping them, and what happens when one ends.
+//! workers — the pool's workers as the parent sees them: giving waiting tasks to them (each
+//! through its own inbox), starting one, and stopping them all.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use serde_json::json;
-
-use super::result::{Completion, lock};
-use super::state::{Handle, Job, Pending, Phase, Shared, Sink, State, Worker, Workers};
-use super::worker::{FromWorker, ToWorker, WorkerArgs, frame, unframe, work};
-use super::{MAX_MESSAGE, PoolError, died_how};
+use super::result::lock;
+use super::state::{Handle, Phase, Shared, State, Worker, Workers};
+use super::worker::{FromWorker, ToWorker, WorkerArgs, frame, work};
+use super::{MAX_MESSAGE, PoolError};
 use crate::queue::{Queue, QueueError};
 use crate::shm::Wait;
-use common::process::{Process, StartMethod, exitcode_name};
+use common::process::{Process, StartMethod};
 use common::{report, signals};
 
 impl Shared {
@@ -24,10 +22,15 @@ impl Shared {
         if st.phase == Phase::Terminated || st.broken.is_some() {
             return;
         }
-        let max = self.maxtasksperchild;
+        let max = self.options.maxtasksperchild;
         let mut full: Vec<u32> = Vec::new();
         while !st.backlog.is_empty() {
-            let usable = |w: &Worker| w.can_take(max) && !full.contains(&w.number);
+            let usable = |w: &Worker| {
+                !w.stopping
+                    && !w.faulty
+                    && max.is_none_or(|m| w.given < m)
+                    && !full.contains(&w.number)
+            };
             let idle = st
                 .workers
                 .iter()
@@ -44,10 +47,8 @@ impl Shared {
                     worker.given += 1;
                     st.given += 1;
                     worker.last_given = st.given;
-                    let pid = worker.pid;
-                    if let Some(Job { sink: Sink::One { slot, .. }, .. }) = st.jobs.get(&pending.id)
-                    {
-                        slot.pid.store(pid, Ordering::SeqCst);
+                    if let Some(job) = st.jobs.get(&pending.id) {
+                        job.slot.pid.store(worker.pid, Ordering::SeqCst);
                     }
                 }
                 Err(QueueError::Full) => {
@@ -55,26 +56,17 @@ impl Shared {
                     st.backlog.push_front(pending);
                 }
                 Err(QueueError::TooLarge { size, max }) => {
-                    // Its callbacks must run in the handler thread, like every other's: the
-                    // failure waits in `deferred`, and whoever called `dispatch` wakes the
-                    // handler (this thread holds the state lock: it must not block on a put).
-                    let task = st.jobs.get(&pending.id).map_or("?", |j| j.task);
-                    let chunk = matches!(
-                        st.jobs.get(&pending.id),
-                        Some(Job { sink: Sink::Chunk { .. }, .. })
-                    );
+                    // The failure waits in `st.finished`, for its callbacks to run in the result
+                    // thread like every other's (this thread holds the lock: it must not run them).
+                    let task = st.jobs.get(&pending.id).map_or("?", |j| j.slot.task);
                     let error = PoolError::Invalid(format!(
-                        "the arguments of task {task} are {size} bytes, more than the limit of \
-                         {max}{}",
-                        if chunk { " (give map a smaller chunksize)" } else { "" }
+                        "the arguments of task {task} are {size} bytes, more than the limit of {max}"
                     ));
-                    if let Some(completion) = self.finish_job(pending.id, Err(error), st) {
-                        st.deferred.push(completion);
-                    }
+                    self.finish_job(pending.id, Err(error), st);
                 }
                 Err(_) => {
                     // Its inbox is closed or broken: the worker is dying; its exit is handled
-                    // when the handler sees it.
+                    // when the result thread sees it.
                     worker.faulty = true;
                     st.backlog.push_front(pending);
                 }
@@ -82,53 +74,51 @@ impl Shared {
         }
     }
 
-    /// Starts one worker; returns its index in `st.workers`.
-    /// A `replacement` (of a worker that died or retired) of a fork pool is started by the fork
-    /// server, not forked from this process, which has threads by then (see the module docs).
+    /// Starts one worker. A `replacement` (of a worker that died or retired) of a fork pool is
+    /// started by the fork server, not forked from this process, which has threads by then
+    /// (see the module documentation).
     pub(super) fn start_worker(
         self: &Arc<Self>,
         st: &mut State,
         replacement: bool,
-    ) -> Result<usize, PoolError> {
-        let number = st.next_number;
-        st.next_number += 1;
-        let name = format!("{}-{number}", self.name);
+    ) -> Result<(), PoolError> {
+        st.started += 1;
+        let number = st.started;
+        let name = format!("{}-{number}", self.options.name);
         let inbox: Queue<ToWorker> = Queue::with_max_message(0, MAX_MESSAGE)
             .map_err(|e| PoolError::Start(format!("making the inbox of {name}: {e}")))?;
         let args = WorkerArgs {
             number,
             inbox: inbox.clone(),
             results: self.results.clone(),
-            initializer: self.initializer.clone(),
-            maxtasksperchild: self.maxtasksperchild,
+            initializer: self.options.initializer.as_ref().map(|(t, a)| (t.name.into(), a.clone())),
+            maxtasksperchild: self.options.maxtasksperchild,
         };
-        let (pid, handle) = match &self.workers {
-            Workers::Processes { role, method } => {
+        let (pid, handle) = match self.workers {
+            Workers::Processes(role) => {
                 // A spawned or fork-server worker gets the queues' descriptors (and finds their
                 // numbers in its arguments); a forked one has them already.
                 let mut fds = inbox.fds();
                 fds.extend(self.results.fds());
-                let method = match method {
+                let method = match self.options.start_method {
                     StartMethod::Fork if replacement => StartMethod::Forkserver,
-                    other => *other,
+                    other => other,
                 };
                 let mut process =
                     Process::new(&name, role, &args).start_method(method).pass_fds(&fds);
                 process.start().map_err(|e| PoolError::Start(format!("{name}: {e:#}")))?;
                 let pid = process.pid().unwrap_or(0);
-                // Its watcher: a small thread that tells the handler when the worker has ended,
-                // through the results queue, so that the news comes after every result the
-                // worker sent.
+                // Its watcher: a small thread that tells the result thread when the worker has
+                // ended, through the results queue, so that the news comes after every result
+                // the worker sent.
                 let results = self.results.clone();
                 std::thread::Builder::new()
                     .name(format!("{name}-watch"))
                     .stack_size(64 * 1024)
                     .spawn(move || {
                         common::process::wait_until_ended(pid);
-                        let _ = results.put_encoded(
-                            &frame(&FromWorker::Exited { w: number }, &[]),
-                            Wait::Forever,
-                        );
+                        let exited = frame(&FromWorker::Exited { w: number }, &[]);
+                        let _ = results.put_encoded(&exited, Wait::Forever);
                     })
                     .map_err(|e| PoolError::Start(format!("a thread to watch {name}: {e}")))?;
                 (pid, Handle::Process(process))
@@ -143,11 +133,11 @@ impl Shared {
                         if let Err(e) = work(&args, &find, Some(&shared.terminated)) {
                             report::write_stderr(&format!("{who}: error: {e:#}"));
                         }
-                        let exited = FromWorker::Exited { w: args.number };
-                        let _ = args.results.put_encoded(&frame(&exited, &[]), Wait::Forever);
+                        let exited = frame(&FromWorker::Exited { w: number }, &[]);
+                        let _ = args.results.put_encoded(&exited, Wait::Forever);
                     })
                     .map_err(|e| PoolError::Start(format!("{name}: {e}")))?;
-                (std::process::id() as i32, Handle::Thread(Some(thread)))
+                (std::process::id() as i32, Handle::Thread(thread))
             }
         };
         st.workers.push(Worker {
@@ -162,12 +152,22 @@ impl Shared {
             stopping: false,
             faulty: false,
         });
-        Ok(st.workers.len() - 1)
+        Ok(())
     }
 
-    /// Asks every worker to end now: SIGTERM to a process; a thread gets `Stop`.
-    pub(super) fn stop_all(&self, st: &mut State) {
+    /// Fails every job not yet over with `error` (of its task) and tells every worker to end now:
+    /// SIGTERM to a process (SIGKILL after [`signals::GRACE`]), `Stop` to a thread. For
+    /// `terminate`, and for a pool that broke.
+    pub(super) fn stop_now(&self, st: &mut State, error: impl Fn(&'static str) -> PoolError) {
+        st.backlog.clear();
+        let mut ids: Vec<u64> = st.jobs.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let task = st.jobs[&id].slot.task;
+            self.finish_job(id, Err(error(task)), st);
+        }
         for w in &mut st.workers {
+            w.outstanding.clear();
             w.stopping = true;
             match &w.handle {
                 Handle::Process(process) => {
@@ -178,104 +178,6 @@ impl Shared {
                 }
             }
         }
-        if st.terminating_since.is_none() {
-            st.terminating_since = Some(Instant::now());
-        }
-    }
-
-    /// Worker `i` has ended: reap it, hand on the tasks it had not started, fail the one it was
-    /// running, and start a replacement if the pool still needs one.
-    pub(super) fn on_exit(self: &Arc<Self>, i: usize, st: &mut State, out: &mut Vec<Completion>) {
-        let mut worker = st.workers.remove(i);
-        let exitcode = match &mut worker.handle {
-            Handle::Process(process) => process.join().ok().flatten(),
-            Handle::Thread(thread) => {
-                if let Some(thread) = thread.take() {
-                    let _ = thread.join();
-                }
-                Some(0)
-            }
-        };
-        // The tasks still in its inbox were never started: they go back to the front of the
-        // backlog, in their order. Nobody else reads that inbox, so what is in it is exact.
-        let mut back: Vec<Pending> = Vec::new();
-        while let Ok(frame) = worker.inbox.get_encoded(Wait::Now) {
-            match unframe::<ToWorker>(&frame) {
-                Ok((ToWorker::Run { id, .. } | ToWorker::Chunk { id, .. }, _)) => {
-                    back.push(Pending { id, frame })
-                }
-                Ok((ToWorker::Stop, _)) => {}
-                Err(_) => break,
-            }
-        }
-        let mut lost: Option<(&'static str, u64)> = None;
-        for id in std::mem::take(&mut worker.outstanding) {
-            if back.iter().any(|p| p.id == id) {
-                continue;
-            }
-            let Some(task) = st.jobs.get(&id).map(|j| j.task) else { continue };
-            lost.get_or_insert((task, id));
-            let error = PoolError::WorkerDied {
-                task: task.into(),
-                job: id,
-                worker: worker.name.clone(),
-                pid: worker.pid,
-                exitcode,
-            };
-            out.extend(self.finish_job(id, Err(error), st));
-        }
-        for pending in back.into_iter().rev() {
-            st.backlog.push_front(pending);
-        }
-        let stopping = signals::stopping();
-        let expected = worker.stopping || (lost.is_none() && exitcode == Some(0));
-        let needed = st.broken.is_none()
-            && !stopping
-            && match st.phase {
-                Phase::Running => true,
-                Phase::Closed => !st.backlog.is_empty(),
-                Phase::Terminated => false,
-            };
-        let replacement = if needed {
-            match self.start_worker(st, true) {
-                Ok(j) => Some((st.workers[j].name.clone(), st.workers[j].pid)),
-                Err(e) => {
-                    self.break_pool(st, format!("replacing {}: {e}", worker.name), out);
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        if self.report && !stopping && (!expected || replacement.is_some()) {
-            let retired = lost.is_none() && exitcode == Some(0);
-            let how = if retired {
-                format!(
-                    "retired after {} task(s) (maxtasksperchild={})",
-                    worker.given,
-                    self.maxtasksperchild.map_or("None".into(), |m| m.to_string())
-                )
-            } else {
-                match lost {
-                    Some((task, job)) => format!(
-                        "{} while running task {task} (job {job}): that task's result is an error",
-                        died_how(exitcode)
-                    ),
-                    None => format!("{} between tasks", died_how(exitcode)),
-                }
-            };
-            let then = match &replacement {
-                Some((name, pid)) => format!("; {name} (pid {pid}) takes its place"),
-                None => String::new(),
-            };
-            common::event!("pool_worker_exited", {
-                    "worker": worker.name, "pid": worker.pid, "exitcode": exitcode,
-                    "status": exitcode_name(exitcode), "lost_task": lost.map(|(t, _)| t),
-                    "lost_job": lost.map(|(_, j)| j), "retired": retired,
-                    "tasks": worker.given,
-                    "replaced_by": replacement.as_ref().map(|(name, pid)| json!({ "worker": name, "pid": pid })),
-                }, "{} (pid {}) {how}{then}", worker.name, worker.pid);
-        }
-        self.dispatch(st);
+        st.grace_ends.get_or_insert(Instant::now() + signals::GRACE);
     }
 }

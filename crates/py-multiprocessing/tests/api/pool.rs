@@ -62,6 +62,9 @@ fn a_typed_task_takes_and_gives_its_own_types_in_map_and_json_in_apply() {
         assert_eq!(got, (0..13).map(|x| x * x).collect::<Vec<_>>(), "chunksize {chunksize:?}");
         let got: Vec<Value> = pool.map_chunked(&TYPED_SQUARE, -3..3, chunksize).unwrap();
         assert_eq!(got, [9, 4, 1, 0, 1, 4].map(|x| json!(x)));
+        // Not its own types: the same numbers, never a u32 read as postcard's zigzag i64.
+        let got: Vec<u64> = pool.map_chunked(&TYPED_SQUARE, 0..5u32, chunksize).unwrap();
+        assert_eq!(got, [0, 1, 4, 9, 16]);
     }
     let pairs = [("a", 1), ("b\"q", 2)];
     assert_eq!(pool.map::<_, String>(&TYPED_PAIR, pairs).unwrap(), ["a1", "b\"q2"]);
