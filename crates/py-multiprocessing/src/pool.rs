@@ -45,14 +45,13 @@ mod map;
 mod options;
 mod prefetch;
 mod result;
-mod state;
 mod task;
 mod worker;
 mod workers;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
@@ -64,10 +63,10 @@ use options::died_how;
 pub use options::{PoolError, PoolOptions};
 use result::lock;
 pub use result::{AsyncResult, Callback, ErrorCallback};
-use state::{Pending, Phase, Shared, State, Workers};
 pub use task::{ChunkFn, Encoding, Task, TaskFn, run_typed, run_typed_chunk, type_names};
 pub use worker::serve;
 use worker::{ToWorker, frame};
+use workers::{Pending, Phase, Shared, State, Workers};
 
 use crate::queue::Queue;
 use common::process::Role;
@@ -166,7 +165,6 @@ impl Pool {
             state: Mutex::new(State::default()),
             results,
             known: Mutex::new(known),
-            terminated: AtomicBool::new(false),
             poked: AtomicBool::new(false),
         });
         // The handler thread starts the workers and outlives them all: a worker asks the kernel
@@ -275,7 +273,6 @@ impl Pool {
         let mut st = lock(&self.shared.state);
         if st.phase != Phase::Terminated {
             st.phase = Phase::Terminated;
-            self.shared.terminated.store(true, Ordering::SeqCst);
             self.shared.stop_now(&mut st, |task| PoolError::Terminated { task: task.into() });
         }
         drop(st);

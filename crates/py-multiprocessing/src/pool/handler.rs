@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::result::lock;
-use super::state::{Handle, Pending, Phase, Shared, State};
 use super::worker::{FromWorker, ToWorker, unframe};
+use super::workers::{Handle, Pending, Phase, Shared, State};
 use super::{PoolError, died_how};
 use crate::queue::QueueError;
 use crate::shm::Wait;
@@ -164,9 +164,9 @@ impl Shared {
                 // The worker that reported first gets the next task.
                 self.dispatch(st);
             }
-            FromWorker::InitFailed { w, pid, error } => {
-                let name =
-                    st.workers.iter().find(|x| x.number == w).map_or("?", |x| x.name.as_str());
+            FromWorker::InitFailed { w, error } => {
+                let worker = st.workers.iter().find(|x| x.number == w);
+                let (name, pid) = worker.map_or(("?", 0), |x| (x.name.as_str(), x.pid));
                 let init = self.options.initializer.as_ref().map_or("?", |(task, _)| task.name);
                 let why = format!("the initializer {init} failed in {name} (pid {pid}): {error}");
                 self.break_pool(st, why);

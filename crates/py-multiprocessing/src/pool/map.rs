@@ -12,10 +12,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::result::lock;
-use super::state::Pending;
 use super::task::{Encoding, Task};
 use super::worker::{ToWorker, frame};
-use super::{MAX_MESSAGE, Pool, PoolError, default_chunksize};
+use super::workers::Pending;
+use super::{Pool, PoolError, default_chunksize};
 
 impl Pool {
     /// Runs `task` on every item, in chunks, and returns the results in the items' order
@@ -52,11 +52,10 @@ impl Pool {
         let slots: Vec<_> = (0..chunks.len()).map(|_| st.new_job(task.name, None, None)).collect();
         drop(st);
         for (index, (chunk, slot)) in chunks.zip(&slots).enumerate() {
-            let first = index * chunksize;
             let msg = ToWorker::Chunk {
                 id: slot.id,
                 task: task.name.to_string(),
-                first,
+                first: index * chunksize,
                 items: items_as,
                 results: results_as,
             };
@@ -64,27 +63,18 @@ impl Pool {
                 Encoding::Postcard => postcard::to_allocvec(chunk).map_err(|e| e.to_string()),
                 Encoding::Json => serde_json::to_vec(chunk).map_err(|e| e.to_string()),
             };
-            let frame = encoded.map(|items| frame(&msg, &items));
             let mut st = lock(&self.shared.state);
-            if !st.jobs.contains_key(&slot.id) {
-                break; // terminated (or broken) meanwhile: every chunk has failed
-            }
-            let frame = match frame {
-                Ok(frame) if frame.len() <= MAX_MESSAGE => frame,
-                failed => {
+            let frame = match encoded {
+                // Terminated (or broken) meanwhile: every chunk has failed.
+                _ if !st.jobs.contains_key(&slot.id) => break,
+                Ok(items) => frame(&msg, &items),
+                Err(e) => {
                     // This chunk and the next ones will never run.
                     for later in &slots[index..] {
                         st.jobs.remove(&later.id);
                     }
-                    return Err(PoolError::Invalid(match failed {
-                        Ok(frame) => format!(
-                            "the arguments of task {} are {} bytes, more than the limit of \
-                             {MAX_MESSAGE} (give map a smaller chunksize)",
-                            task.name,
-                            frame.len()
-                        ),
-                        Err(e) => format!("encoding the items of map({}): {e}", task.name),
-                    }));
+                    let why = format!("encoding the items of map({}): {e}", task.name);
+                    return Err(PoolError::Invalid(why));
                 }
             };
             self.shared.record_task("task_submitted", slot.id);

@@ -177,12 +177,14 @@ pub fn run_typed_chunk<A: DeserializeOwned, R: Serialize>(
     }
 }
 
-/// Runs one task on JSON values, turning its error or panic into its result's message.
-pub(super) fn run_one(run: TaskFn, args: Value) -> Result<Value, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(args))) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
+impl Task {
+    /// Runs the task on JSON values, turning its error or panic into its result's message.
+    pub(super) fn call(&self, args: Value) -> Result<Value, String> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.run)(args))) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
+        }
     }
 }
 

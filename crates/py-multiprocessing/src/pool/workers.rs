@@ -1,21 +1,160 @@
-//! workers — the pool's workers as the parent sees them: giving waiting tasks to them (each
-//! through its own inbox), starting one, and stopping them all.
+//! workers — what the parent knows of a pool (its workers, the jobs not answered yet, the
+//! backlog of tasks no worker holds yet), and what it does with the workers: give waiting tasks
+//! to them, each through its own inbox; start one; stop them all.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::result::lock;
-use super::state::{Handle, Phase, Shared, State, Worker, Workers};
-use super::worker::{FromWorker, ToWorker, WorkerArgs, frame, work};
-use super::{MAX_MESSAGE, PoolError};
+use super::result::{Answer, Callback, ErrorCallback, Job, Slot, lock};
+use super::task::Task;
+use super::worker::{FromWorker, ToWorker, WorkerArgs, frame, unframe, work};
+use super::{MAX_MESSAGE, PoolError, PoolOptions};
 use crate::queue::{Queue, QueueError};
 use crate::shm::Wait;
-use common::process::{Process, StartMethod};
+use common::process::{Process, Role, StartMethod};
 use common::{report, signals};
 
+pub(super) enum Workers {
+    Processes(&'static Role),
+    Threads,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Phase {
+    #[default]
+    Running,
+    Closed,
+    Terminated,
+}
+
+/// A task waiting for a worker: its job and its frame, ready to write.
+pub(super) struct Pending {
+    pub id: u64,
+    pub frame: Vec<u8>,
+}
+
+pub(super) enum Handle {
+    Process(Process),
+    Thread(JoinHandle<()>),
+}
+
+pub(super) struct Worker {
+    pub number: u32,
+    pub name: String,
+    pub pid: i32,
+    pub handle: Handle,
+    pub inbox: Queue<ToWorker>,
+    /// Jobs given to it and not yet answered, in the order given (it runs them in this order).
+    pub outstanding: VecDeque<u64>,
+    /// Jobs given over its life (for `maxtasksperchild`).
+    pub given: usize,
+    /// When it was last given a job (the pool's count of jobs given): of two idle workers, the
+    /// one idle the longer gets the next job, so that work goes round all of them.
+    pub last_given: u64,
+    /// `Stop` was sent, or it was signalled: it takes no more tasks.
+    pub stopping: bool,
+    /// Its inbox refused a task for another reason than being full: it takes no more.
+    pub faulty: bool,
+}
+
+impl Worker {
+    /// Asks the worker to exit, without waiting for room in its inbox.
+    pub(super) fn send_stop(&self) -> Result<(), QueueError> {
+        self.inbox.put_encoded(&frame(&ToWorker::Stop, &[]), Wait::Now)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub phase: Phase,
+    pub broken: Option<String>,
+    pub next_id: u64,
+    pub backlog: VecDeque<Pending>,
+    pub jobs: HashMap<u64, Job>,
+    pub workers: Vec<Worker>,
+    pub started: u32,
+    /// The workers were told to stop now: past this moment, they are killed.
+    pub grace_ends: Option<Instant>,
+    /// How long a task runs, in µs: a moving average of what the workers report.
+    pub task_us: Option<f64>,
+    /// Jobs over, whose callbacks and slots the result thread has yet to run (outside the lock).
+    pub finished: Vec<(Job, Answer)>,
+    /// Jobs given to workers so far (the clock of `Worker::last_given`).
+    pub given: u64,
+}
+
+impl State {
+    pub(super) fn check_open(&self) -> Result<(), PoolError> {
+        match (&self.broken, self.phase) {
+            (Some(why), _) => Err(PoolError::Broken(why.clone())),
+            (None, Phase::Running) => Ok(()),
+            (None, _) => Err(PoolError::NotRunning),
+        }
+    }
+
+    /// A new job of `task`, not in the backlog yet; its slot.
+    pub(super) fn new_job(
+        &mut self,
+        task: &'static str,
+        callback: Option<Callback>,
+        error_callback: Option<ErrorCallback>,
+    ) -> Arc<Slot> {
+        let slot = Slot::new(self.next_id, task);
+        self.next_id += 1;
+        self.jobs.insert(slot.id, Job { slot: slot.clone(), callback, error_callback });
+        slot
+    }
+}
+
+/// What a pool shares with its result thread and worker threads.
+pub(super) struct Shared {
+    pub options: PoolOptions,
+    pub workers: Workers,
+    pub state: Mutex<State>,
+    pub results: Queue<FromWorker>,
+    /// Thread pools: the tasks submitted so far, found by name by the worker threads.
+    pub known: Mutex<HashMap<&'static str, &'static Task>>,
+    /// A `Wake` is on its way to the result thread: submitters need not send another.
+    pub poked: AtomicBool,
+}
+
 impl Shared {
+    /// Wakes the result thread (after `close` or `terminate`).
+    pub(super) fn wake(&self) {
+        let _ = self.results.put_encoded(&frame(&FromWorker::Wake, &[]), Wait::Forever);
+    }
+
+    /// Tells the result thread that tasks wait in the backlog: one `Wake` per round of it,
+    /// however many tasks are submitted meanwhile (it clears `poked` before it dispatches). A
+    /// blocking put: a `put_nowait` fails while a worker holds the writer lock, and a lost
+    /// `Wake` would leave the backlog waiting for ever.
+    pub(super) fn poke(&self) {
+        if !self.poked.swap(true, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// Traced run: records (never prints) one end of job `id`'s way, its submission or its
+    /// result, for the trace's arrow. The results queue's random id names the pool.
+    pub(super) fn record_task(&self, end: &str, id: u64) {
+        if report::tracing() {
+            let pool = self.results.descriptor().id;
+            report::record_only(end, serde_json::json!({ "pool": pool, "job": id }));
+        }
+    }
+
+    /// Job `id` is over with `answer` (unless it was over already): its callbacks and slot wait
+    /// in `st.finished` for the result thread.
+    pub(super) fn finish_job(&self, id: u64, answer: Answer, st: &mut State) {
+        if let Some(job) = st.jobs.remove(&id) {
+            self.record_task("task_result", id);
+            st.finished.push((job, answer));
+        }
+    }
+
     /// Gives waiting tasks to workers: to an idle worker, the one idle the longest (and to a
     /// busy one in advance only as `pool/prefetch.rs` says).
     pub(super) fn dispatch(&self, st: &mut State) {
@@ -56,11 +195,13 @@ impl Shared {
                     st.backlog.push_front(pending);
                 }
                 Err(QueueError::TooLarge { size, max }) => {
-                    // The failure waits in `st.finished`, for its callbacks to run in the result
-                    // thread like every other's (this thread holds the lock: it must not run them).
+                    let msg = unframe::<ToWorker>(&pending.frame);
+                    let chunk = matches!(msg, Ok((ToWorker::Chunk { .. }, _)));
                     let task = st.jobs.get(&pending.id).map_or("?", |j| j.slot.task);
                     let error = PoolError::Invalid(format!(
-                        "the arguments of task {task} are {size} bytes, more than the limit of {max}"
+                        "the arguments of task {task} are {size} bytes, more than the limit of \
+                         {max}{}",
+                        if chunk { " (give map a smaller chunksize)" } else { "" }
                     ));
                     self.finish_job(pending.id, Err(error), st);
                 }
@@ -87,13 +228,15 @@ impl Shared {
         let name = format!("{}-{number}", self.options.name);
         let inbox: Queue<ToWorker> = Queue::with_max_message(0, MAX_MESSAGE)
             .map_err(|e| PoolError::Start(format!("making the inbox of {name}: {e}")))?;
+        let initializer = self.options.initializer.as_ref();
         let args = WorkerArgs {
             number,
             inbox: inbox.clone(),
             results: self.results.clone(),
-            initializer: self.options.initializer.as_ref().map(|(t, a)| (t.name.into(), a.clone())),
+            initializer: initializer.map(|(task, args)| (task.name.into(), args.clone())),
             maxtasksperchild: self.options.maxtasksperchild,
         };
+        let exited = frame(&FromWorker::Exited { w: number }, &[]);
         let (pid, handle) = match self.workers {
             Workers::Processes(role) => {
                 // A spawned or fork-server worker gets the queues' descriptors (and finds their
@@ -117,7 +260,6 @@ impl Shared {
                     .stack_size(64 * 1024)
                     .spawn(move || {
                         common::process::wait_until_ended(pid);
-                        let exited = frame(&FromWorker::Exited { w: number }, &[]);
                         let _ = results.put_encoded(&exited, Wait::Forever);
                     })
                     .map_err(|e| PoolError::Start(format!("a thread to watch {name}: {e}")))?;
@@ -130,10 +272,9 @@ impl Shared {
                     .name(name.clone())
                     .spawn(move || {
                         let find = |n: &str| lock(&shared.known).get(n).copied();
-                        if let Err(e) = work(&args, &find, Some(&shared.terminated)) {
+                        if let Err(e) = work(&args, &find) {
                             report::write_stderr(&format!("{who}: error: {e:#}"));
                         }
-                        let exited = frame(&FromWorker::Exited { w: number }, &[]);
                         let _ = args.results.put_encoded(&exited, Wait::Forever);
                     })
                     .map_err(|e| PoolError::Start(format!("{name}: {e}")))?;
@@ -155,9 +296,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Fails every job not yet over with `error` (of its task) and tells every worker to end now:
-    /// SIGTERM to a process (SIGKILL after [`signals::GRACE`]), `Stop` to a thread. For
-    /// `terminate`, and for a pool that broke.
+    /// Fails every job not over yet with `error` (of its task) and tells every worker to end
+    /// now: SIGTERM to a process (SIGKILL after [`signals::GRACE`]); a thread, which cannot be
+    /// stopped, loses the tasks waiting in its inbox and gets `Stop`. For `terminate`, and for
+    /// a pool that broke.
     pub(super) fn stop_now(&self, st: &mut State, error: impl Fn(&'static str) -> PoolError) {
         st.backlog.clear();
         let mut ids: Vec<u64> = st.jobs.keys().copied().collect();
@@ -174,6 +316,7 @@ impl Shared {
                     let _ = process.terminate();
                 }
                 Handle::Thread(_) => {
+                    while w.inbox.get_encoded(Wait::Now).is_ok() {}
                     let _ = w.send_stop();
                 }
             }
