@@ -1,14 +1,14 @@
-//! handler — the parent's one thread of a pool (named
-//! [`HANDLER_THREAD`](super::HANDLER_THREAD)) that gives tasks to workers, reads their results,
-//! runs callbacks and replaces workers (Python's `_handle_tasks`, `_handle_results` and
-//! `_handle_workers` threads in one).
+//! handler — the result thread: the parent's one thread of a pool (named
+//! [`HANDLER_THREAD`](super::HANDLER_THREAD)). It starts the workers, reads the results queue,
+//! runs callbacks, gives tasks to the workers that freed up and replaces workers that ended
+//! (Python's `_handle_tasks`, `_handle_results` and `_handle_workers` threads in one); it ends
+//! once the pool is closed (or terminated) and every worker has exited.
 //!
 //! Every worker has its own inbox, which only the parent writes and only that worker reads, so
 //! the parent knows at every moment which tasks each worker holds. That is what lets it handle
 //! a worker killed in the middle of a task: its watcher thread posts `Exited` to the results
 //! queue *behind* every result the worker sent; the handler reaps it, takes back the tasks still
-//! in its inbox, fails the one it was running with an error naming the worker, its pid and the
-//! signal, and starts a new worker. (CPython's `Pool` never completes that task: `get` hangs.)
+//! in its inbox, fails the one it was running, and starts a new worker.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
@@ -30,9 +30,7 @@ const TERMINATE_TICK: Duration = Duration::from_millis(20);
 /// Messages the handler takes in one go before it runs the callbacks they completed.
 const BATCH: usize = 256;
 
-/// The parent's result-handler thread: starts the workers, then reads every message of the
-/// results queue (results, and the news that a worker has ended), runs callbacks, replaces dead
-/// workers, and ends once the pool is closed (or terminated) and every worker has exited.
+/// The result thread's body; `started` hears whether every worker started.
 pub(super) fn handler_main(shared: Arc<Shared>, started: mpsc::Sender<Result<(), PoolError>>) {
     {
         let mut st = lock(&shared.state);
@@ -54,9 +52,7 @@ pub(super) fn handler_main(shared: Arc<Shared>, started: mpsc::Sender<Result<(),
         abandon_workers(&mut st);
         let finished = std::mem::take(&mut st.finished);
         drop(st);
-        for (job, answer) in finished {
-            job.finish(answer);
-        }
+        finished.into_iter().for_each(|(job, answer)| job.finish(answer));
     }
 }
 
@@ -77,7 +73,6 @@ fn abandon_workers(st: &mut State) {
     st.workers.clear();
 }
 
-/// The handler's loop (see [`handler_main`]).
 fn handle(shared: &Arc<Shared>) {
     loop {
         // One message, waiting as long as it takes (only a tick while terminating, to SIGKILL
@@ -135,9 +130,7 @@ fn handle(shared: &Arc<Shared>) {
         let finished = std::mem::take(&mut st.finished);
         let done = st.phase != Phase::Running && st.workers.is_empty();
         drop(st);
-        for (job, answer) in finished {
-            job.finish(answer);
-        }
+        finished.into_iter().for_each(|(job, answer)| job.finish(answer));
         if done {
             return;
         }
@@ -145,7 +138,6 @@ fn handle(shared: &Arc<Shared>) {
 }
 
 impl Shared {
-    /// Handles one message from the results queue.
     fn on_message(self: &Arc<Self>, msg: FromWorker, payload: &[u8], st: &mut State) {
         match msg {
             FromWorker::Done { w, id, us, error } => {
@@ -201,7 +193,7 @@ impl Shared {
         };
         // The tasks still in its inbox were never started: they go back to the front of the
         // backlog, in their order. Nobody else reads that inbox, so what is in it is exact.
-        let mut back: Vec<Pending> = Vec::new();
+        let mut back = Vec::new();
         while let Ok(frame) = worker.inbox.get_encoded(Wait::Now) {
             match unframe::<ToWorker>(&frame) {
                 Ok((ToWorker::Run { id, .. } | ToWorker::Chunk { id, .. }, _)) => {
@@ -214,7 +206,7 @@ impl Shared {
         let mut lost: Option<(&'static str, u64)> = None;
         for &id in &worker.outstanding {
             let Some(job) = st.jobs.get(&id) else { continue };
-            if back.iter().any(|p| p.id == id) {
+            if back.iter().any(|p: &Pending| p.id == id) {
                 continue;
             }
             let task = job.slot.task;

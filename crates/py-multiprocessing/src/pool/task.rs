@@ -69,6 +69,15 @@ impl Task {
         (pick(type_name::<T>(), arg), pick(type_name::<R>(), result))
     }
 
+    /// Runs the task on JSON values, turning its error or panic into its result's message.
+    pub(super) fn call(&self, args: Value) -> Result<Value, String> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.run)(args))) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
+        }
+    }
+
     /// Runs the task on a chunk of `map` (a [`Task::new`] task on JSON values, item by item).
     pub(super) fn run_chunk(
         &self,
@@ -177,25 +186,9 @@ pub fn run_typed_chunk<A: DeserializeOwned, R: Serialize>(
     }
 }
 
-impl Task {
-    /// Runs the task on JSON values, turning its error or panic into its result's message.
-    pub(super) fn call(&self, args: Value) -> Result<Value, String> {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.run)(args))) {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(format!("{e:#}")),
-            Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
-        }
-    }
-}
-
 pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_string()
-    }
+    let text = panic.downcast_ref::<&str>().map(|s| s.to_string());
+    text.or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or("(no message)".into())
 }
 
 #[cfg(test)]
