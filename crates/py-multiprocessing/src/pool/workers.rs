@@ -56,8 +56,6 @@ pub(super) struct Worker {
     pub last_given: u64,
     /// `Stop` was sent, or it was signalled: it takes no more tasks.
     pub stopping: bool,
-    /// Its inbox refused a task for another reason than being full: it takes no more.
-    pub faulty: bool,
 }
 
 impl Worker {
@@ -165,10 +163,7 @@ impl Shared {
         let mut full: Vec<u32> = Vec::new();
         while !st.backlog.is_empty() {
             let usable = |w: &Worker| {
-                !w.stopping
-                    && !w.faulty
-                    && max.is_none_or(|m| w.given < m)
-                    && !full.contains(&w.number)
+                !w.stopping && max.is_none_or(|m| w.given < m) && !full.contains(&w.number)
             };
             let idle = st
                 .workers
@@ -190,10 +185,6 @@ impl Shared {
                         job.slot.pid.store(worker.pid, Ordering::SeqCst);
                     }
                 }
-                Err(QueueError::Full) => {
-                    full.push(worker.number);
-                    st.backlog.push_front(pending);
-                }
                 Err(QueueError::TooLarge { size, max }) => {
                     let msg = unframe::<ToWorker>(&pending.frame);
                     let chunk = matches!(msg, Ok((ToWorker::Chunk { .. }, _)));
@@ -206,9 +197,9 @@ impl Shared {
                     self.finish_job(pending.id, Err(error), st);
                 }
                 Err(_) => {
-                    // Its inbox is closed or broken: the worker is dying; its exit is handled
-                    // when the result thread sees it.
-                    worker.faulty = true;
+                    // Full, or broken (the worker is dying; its exit is handled when the result
+                    // thread sees it): the task goes to another worker, or waits.
+                    full.push(worker.number);
                     st.backlog.push_front(pending);
                 }
             }
@@ -291,7 +282,6 @@ impl Shared {
             given: 0,
             last_given: 0,
             stopping: false,
-            faulty: false,
         });
         Ok(())
     }
