@@ -44,12 +44,9 @@ impl Slot {
         Arc::new(Slot { id, task, pid: AtomicI32::new(0), value, ready: Condvar::new() })
     }
 
-    /// Fills the slot, once: a later answer is ignored.
     fn set(&self, answer: Answer) {
         let mut value = lock(&self.value);
-        if value.answer.is_none() {
-            value.answer = Some(answer);
-        }
+        value.answer = Some(answer);
         if value.waiting > 0 {
             self.ready.notify_all();
         }
@@ -57,24 +54,19 @@ impl Slot {
 
     /// Waits until the answer is set, or `deadline` passes (`None` then); `take` takes it out.
     pub(super) fn wait(&self, deadline: Option<Instant>, take: bool) -> Option<Answer> {
+        let unset = |value: &mut SlotValue| value.answer.is_none();
         let mut value = lock(&self.value);
-        loop {
-            if value.answer.is_some() {
-                return if take { value.answer.take() } else { value.answer.clone() };
+        value.waiting += 1;
+        value = match deadline {
+            None => self.ready.wait_while(value, unset).unwrap_or_else(|e| e.into_inner()),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let waited = self.ready.wait_timeout_while(value, left, unset);
+                waited.unwrap_or_else(|e| e.into_inner()).0
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left == Some(Duration::ZERO) {
-                return None;
-            }
-            value.waiting += 1;
-            value = match left {
-                None => self.ready.wait(value).unwrap_or_else(|e| e.into_inner()),
-                Some(left) => {
-                    self.ready.wait_timeout(value, left).unwrap_or_else(|e| e.into_inner()).0
-                }
-            };
-            value.waiting -= 1;
-        }
+        };
+        value.waiting -= 1;
+        if take { value.answer.take() } else { value.answer.clone() }
     }
 
     /// A task's answer read as its JSON value.
