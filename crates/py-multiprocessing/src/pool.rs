@@ -66,7 +66,7 @@ pub use result::{AsyncResult, Callback, ErrorCallback};
 pub use task::{ChunkFn, Encoding, Task, TaskFn, run_typed, run_typed_chunk, type_names};
 pub use worker::serve;
 use worker::{ToWorker, frame};
-use workers::{Pending, Phase, Shared, State, Workers};
+use workers::{Handle, Pending, Phase, Shared, State, Workers};
 
 use crate::queue::Queue;
 use common::process::Role;
@@ -192,12 +192,9 @@ impl Pool {
 
     /// The pids of the worker processes alive now, oldest first (empty for a thread pool).
     pub fn pids(&self) -> Vec<i32> {
-        match self.shared.workers {
-            Workers::Processes(_) => {
-                lock(&self.shared.state).workers.iter().map(|w| w.pid).collect()
-            }
-            Workers::Threads => Vec::new(),
-        }
+        let st = lock(&self.shared.state);
+        let processes = st.workers.iter().filter(|w| matches!(w.handle, Handle::Process(_)));
+        processes.map(|w| w.pid).collect()
     }
 
     /// Runs `task` on `args` in a worker and waits for its result (Python's `apply`: blocking).
