@@ -12,7 +12,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -25,8 +25,6 @@ use crate::shm::Wait;
 use common::process::exitcode_name;
 use common::signals;
 
-/// How often the handler looks at the clock while terminating (to SIGKILL after the grace).
-const TERMINATE_TICK: Duration = Duration::from_millis(20);
 /// Messages the handler takes in one go before it runs the callbacks they completed.
 const BATCH: usize = 256;
 
@@ -75,10 +73,10 @@ fn abandon_workers(st: &mut State) {
 
 fn handle(shared: &Arc<Shared>) {
     loop {
-        // One message, waiting as long as it takes (only a tick while terminating, to SIGKILL
-        // a worker that outlives its grace); then whatever else is there, without waiting.
+        // One message, waiting as long as it takes (only until the grace ends while stopping,
+        // to SIGKILL a worker that outlives it); then whatever else is there, without waiting.
         let wait = match lock(&shared.state).grace_ends {
-            Some(_) => Wait::from_timeout(TERMINATE_TICK),
+            Some(end) => Wait::Until(end),
             None => Wait::Forever,
         };
         let mut got = shared.results.get_encoded(wait);
@@ -170,6 +168,34 @@ impl Shared {
             }
             FromWorker::Wake => {}
         }
+    }
+
+    /// Fails every job not over yet with `error` (of its task) and tells every worker to end
+    /// now: SIGTERM to a process (SIGKILL after [`signals::GRACE`]); a thread, which cannot be
+    /// stopped, loses the tasks waiting in its inbox and gets `Stop`. For `terminate`, and for
+    /// a pool that broke.
+    pub(super) fn stop_now(&self, st: &mut State, error: impl Fn(&'static str) -> PoolError) {
+        st.backlog.clear();
+        let mut ids: Vec<u64> = st.jobs.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let task = st.jobs[&id].slot.task;
+            self.finish_job(id, Err(error(task)), st);
+        }
+        for w in &mut st.workers {
+            w.outstanding.clear();
+            w.stopping = true;
+            match &w.handle {
+                Handle::Process(process) => {
+                    let _ = process.terminate();
+                }
+                Handle::Thread(_) => {
+                    while w.inbox.get_encoded(Wait::Now).is_ok() {}
+                    let _ = w.send_stop();
+                }
+            }
+        }
+        st.grace_ends.get_or_insert(Instant::now() + signals::GRACE);
     }
 
     /// The pool can run nothing any more: every pending task fails with `why`, workers stop.

@@ -1,6 +1,6 @@
 //! workers — what the parent knows of a pool (its workers, the jobs not answered yet, the
 //! backlog of tasks no worker holds yet), and what it does with the workers: give waiting tasks
-//! to them, each through its own inbox; start one; stop them all.
+//! to them, each through its own inbox, and start one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use super::{MAX_MESSAGE, PoolError, PoolOptions};
 use crate::queue::{Queue, QueueError};
 use crate::shm::Wait;
 use common::process::{Process, Role, StartMethod};
-use common::{report, signals};
+use common::report;
 
 pub(super) enum Workers {
     Processes(&'static Role),
@@ -284,33 +284,5 @@ impl Shared {
             stopping: false,
         });
         Ok(())
-    }
-
-    /// Fails every job not over yet with `error` (of its task) and tells every worker to end
-    /// now: SIGTERM to a process (SIGKILL after [`signals::GRACE`]); a thread, which cannot be
-    /// stopped, loses the tasks waiting in its inbox and gets `Stop`. For `terminate`, and for
-    /// a pool that broke.
-    pub(super) fn stop_now(&self, st: &mut State, error: impl Fn(&'static str) -> PoolError) {
-        st.backlog.clear();
-        let mut ids: Vec<u64> = st.jobs.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let task = st.jobs[&id].slot.task;
-            self.finish_job(id, Err(error(task)), st);
-        }
-        for w in &mut st.workers {
-            w.outstanding.clear();
-            w.stopping = true;
-            match &w.handle {
-                Handle::Process(process) => {
-                    let _ = process.terminate();
-                }
-                Handle::Thread(_) => {
-                    while w.inbox.get_encoded(Wait::Now).is_ok() {}
-                    let _ = w.send_stop();
-                }
-            }
-        }
-        st.grace_ends.get_or_insert(Instant::now() + signals::GRACE);
     }
 }
