@@ -38,7 +38,7 @@ impl Pool {
         items: impl IntoIterator<Item = T>,
         chunksize: Option<usize>,
     ) -> Result<Vec<R>, PoolError> {
-        let encoding = task.encoding::<T, R>();
+        let (items_as, results_as) = task.encodings::<T, R>();
         self.remember(task);
         // Python's map makes a list of an iterable that has no len(); so do we, to count it.
         let items: Vec<T> = items.into_iter().collect();
@@ -56,9 +56,10 @@ impl Pool {
                 id: slot.id,
                 task: task.name.to_string(),
                 first: index * chunksize,
-                encoding,
+                items: items_as,
+                results: results_as,
             };
-            let encoded = match encoding {
+            let encoded = match items_as {
                 Encoding::Postcard => postcard::to_allocvec(chunk).map_err(|e| e.to_string()),
                 Encoding::Json => serde_json::to_vec(chunk).map_err(|e| e.to_string()),
             };
@@ -92,7 +93,7 @@ impl Pool {
         let mut values: Vec<R> = Vec::with_capacity(items.len());
         for slot in slots {
             let part = slot.wait(None, true).ok_or(PoolError::Timeout)??;
-            let read: Result<Vec<R>, String> = match encoding {
+            let read: Result<Vec<R>, String> = match results_as {
                 Encoding::Postcard => postcard::from_bytes(&part).map_err(|e| e.to_string()),
                 Encoding::Json => serde_json::from_slice(&part).map_err(|e| e.to_string()),
             };

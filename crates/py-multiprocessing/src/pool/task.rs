@@ -23,7 +23,7 @@ use serde_json::Value;
 pub type TaskFn = fn(Value) -> anyhow::Result<Value>;
 
 /// What a typed task does with a chunk of `map` (see [`run_typed_chunk`]).
-pub type ChunkFn = fn(&[u8], Encoding, usize) -> Result<Vec<u8>, String>;
+pub type ChunkFn = fn(&[u8], Encoding, Encoding, usize) -> Result<Vec<u8>, String>;
 
 /// A typed task's argument and result type names.
 type TypeNames = fn() -> (&'static str, &'static str);
@@ -57,14 +57,16 @@ impl Task {
         Task { name, run, typed: Some((chunk, types)) }
     }
 
-    /// How a `map` of `T` items read back as `R` results travels: postcard where both types
-    /// are the task's own, JSON otherwise (a [`Value`] is always JSON: postcard cannot read one).
-    pub(super) fn encoding<T, R>(&self) -> Encoding {
-        let Some((_, types)) = self.typed else { return Encoding::Json };
+    /// How a `map` of `T` items read back as `R` results travels: postcard where the types are
+    /// the task's own, JSON otherwise (a [`Value`] is always JSON: postcard cannot read one).
+    pub(super) fn encodings<T, R>(&self) -> (Encoding, Encoding) {
+        let Some((_, types)) = self.typed else { return (Encoding::Json, Encoding::Json) };
         let (arg, result) = types();
-        let own = (arg, result) == (type_name::<T>(), type_name::<R>());
-        let value = type_name::<Value>();
-        if own && arg != value && result != value { Encoding::Postcard } else { Encoding::Json }
+        let pick = |name: &str, own: &str| match name == own && own != type_name::<Value>() {
+            true => Encoding::Postcard,
+            false => Encoding::Json,
+        };
+        (pick(type_name::<T>(), arg), pick(type_name::<R>(), result))
     }
 
     /// Runs the task on JSON values, turning its error or panic into its result's message.
@@ -80,12 +82,13 @@ impl Task {
     pub(super) fn run_chunk(
         &self,
         items: &[u8],
-        encoding: Encoding,
+        from: Encoding,
+        to: Encoding,
         first: usize,
     ) -> Result<Vec<u8>, String> {
         match self.typed {
-            Some((chunk, _)) => chunk(items, encoding, first),
-            None => run_typed_chunk(self.run, items, encoding, first),
+            Some((chunk, _)) => chunk(items, from, to, first),
+            None => run_typed_chunk(self.run, items, from, to, first),
         }
     }
 }
@@ -112,7 +115,7 @@ macro_rules! typed_task {
         $crate::pool::Task::typed(
             $name,
             |args| $crate::pool::run_typed($f, args),
-            |items, encoding, first| $crate::pool::run_typed_chunk($f, items, encoding, first),
+            |items, from, to, first| $crate::pool::run_typed_chunk($f, items, from, to, first),
             || $crate::pool::type_names($f),
         )
     };
@@ -135,20 +138,21 @@ pub fn type_names<A, R>(_: impl Fn(A) -> anyhow::Result<R>) -> (&'static str, &'
     (type_name::<A>(), type_name::<R>())
 }
 
-/// Runs `f` on each item of a chunk of `map`, in order, and gives the results in the items'
-/// encoding; the first failing item fails the chunk, named by its place in the whole `map`
-/// (`first` is the chunk's first).
+/// Runs `f` on each item of a chunk of `map` (`items` in the encoding `from`), in order, and
+/// gives the results in the encoding `to`; the first failing item fails the chunk, named by its
+/// place in the whole `map` (`first` is the chunk's first).
 #[doc(hidden)]
 pub fn run_typed_chunk<A: DeserializeOwned, R: Serialize>(
     f: impl Fn(A) -> anyhow::Result<R>,
     items: &[u8],
-    encoding: Encoding,
+    from: Encoding,
+    to: Encoding,
     first: usize,
 ) -> Result<Vec<u8>, String> {
     let not_a = |at: usize, e: &dyn std::fmt::Display| {
         format!("on item {at}: not an argument of type {}: {e}", type_name::<A>())
     };
-    let items: Vec<A> = match encoding {
+    let items: Vec<A> = match from {
         Encoding::Postcard => postcard::from_bytes(items).map_err(|e| not_a(first, &e))?,
         // Read as a list of `A` at once; if that fails, item by item, to name the item.
         Encoding::Json => match serde_json::from_slice(items) {
@@ -175,7 +179,7 @@ pub fn run_typed_chunk<A: DeserializeOwned, R: Serialize>(
     match ran {
         Err(panic) => Err(format!("on item {at}: panicked: {}", panic_message(panic.as_ref()))),
         Ok(Err(e)) => Err(e),
-        Ok(Ok(())) => match encoding {
+        Ok(Ok(())) => match to {
             Encoding::Postcard => postcard::to_allocvec(&results).map_err(|e| e.to_string()),
             Encoding::Json => serde_json::to_vec(&results).map_err(|e| e.to_string()),
         },
@@ -195,11 +199,11 @@ mod tests {
     static TYPED_SQUARE: Task = crate::typed_task!("typed-square", |x: i64| Ok(x * x));
 
     #[test]
-    fn items_and_results_of_the_tasks_own_types_travel_in_postcard_and_others_in_json() {
-        assert_eq!(TYPED_SQUARE.encoding::<i64, i64>(), Encoding::Postcard);
-        assert_eq!(TYPED_SQUARE.encoding::<u32, u64>(), Encoding::Json);
-        assert_eq!(TYPED_SQUARE.encoding::<i64, Value>(), Encoding::Json);
-        assert_eq!(TYPED_SQUARE.encoding::<&Value, Value>(), Encoding::Json);
-        assert_eq!(SQUARE.encoding::<Value, Value>(), Encoding::Json);
+    fn items_of_the_tasks_own_type_travel_in_postcard_and_others_in_json() {
+        let (json, postcard) = (Encoding::Json, Encoding::Postcard);
+        assert_eq!(TYPED_SQUARE.encodings::<i64, i64>(), (postcard, postcard));
+        assert_eq!(TYPED_SQUARE.encodings::<u32, u64>(), (json, json));
+        assert_eq!(TYPED_SQUARE.encodings::<&Value, Value>(), (json, json));
+        assert_eq!(SQUARE.encodings::<Value, Value>(), (json, json));
     }
 }

@@ -22,8 +22,8 @@ pub(super) enum ToWorker {
     /// Run `task`; the payload is its arguments as JSON.
     Run { id: u64, task: String },
     /// Run `task` on each item of a chunk of `map` whose first item is item `first`; the payload
-    /// is the list of items in `encoding`, and so is the list of results that goes back.
-    Chunk { id: u64, task: String, first: usize, encoding: Encoding },
+    /// is the list of items, in `items`' encoding; the results go back in `results`'.
+    Chunk { id: u64, task: String, first: usize, items: Encoding, results: Encoding },
     /// Exit (after `close`, once every task is done).
     Stop,
 }
@@ -112,8 +112,8 @@ pub(super) fn work<'t>(
                 let result = args.and_then(|args| task(&name)?.call(args));
                 (id, result.and_then(|v| serde_json::to_vec(&v).map_err(|e| e.to_string())))
             }
-            ToWorker::Chunk { id, task: name, first, encoding } => {
-                (id, task(&name).and_then(|t| t.run_chunk(payload, encoding, first)))
+            ToWorker::Chunk { id, task: name, first, items, results } => {
+                (id, task(&name).and_then(|t| t.run_chunk(payload, items, results, first)))
             }
         };
         let us = began.elapsed().as_micros() as u64;
