@@ -226,7 +226,7 @@ impl Pool {
         self.remember(task);
         let mut st = lock(&self.shared.state);
         st.check_open()?;
-        let slot = st.new_job(task.name, callback, error_callback);
+        let slot = st.new_job(task.name, callback, error_callback, None);
         let id = slot.id;
         let frame = frame(&ToWorker::Run { id, task: task.name.to_string() }, &args);
         self.shared.record_task("task_submitted", id);

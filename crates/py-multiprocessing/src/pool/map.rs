@@ -5,8 +5,8 @@
 //! where they are the typed task's own argument type, JSON otherwise: see `pool/task.rs`) and
 //! gives the chunk to a worker itself if one can take it, so the workers start on the first
 //! chunk while the rest are encoded. Then it reads the chunks' answers in the items' order, as
-//! its caller's type; a chunk that failed (a chunk lost with a killed worker among them) fails
-//! the map with its error.
+//! its caller's type. The first chunk to fail (a chunk lost with a killed worker among them)
+//! fails the map with its error at once.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -49,7 +49,9 @@ impl Pool {
         // Every chunk is a job from now on (so that `close` waits for all of them), but reaches
         // the backlog only once encoded.
         let chunks = items.chunks(chunksize);
-        let slots: Vec<_> = (0..chunks.len()).map(|_| st.new_job(task.name, None, None)).collect();
+        let ids = st.next_id..st.next_id + chunks.len() as u64;
+        let slots: Vec<_> =
+            ids.clone().map(|_| st.new_job(task.name, None, None, Some(ids.clone()))).collect();
         drop(st);
         for (index, (chunk, slot)) in chunks.zip(&slots).enumerate() {
             let msg = ToWorker::Chunk {

@@ -3,6 +3,7 @@
 //! the result thread, before the slot is filled, as in Python.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -134,13 +135,15 @@ pub(super) struct Job {
     pub slot: Arc<Slot>,
     pub callback: Option<Callback>,
     pub error_callback: Option<ErrorCallback>,
+    /// A chunk of `map`: the jobs of all its map's chunks.
+    pub chunks: Option<Range<u64>>,
 }
 
 impl Job {
     /// Runs the job's callback (in the result thread, outside the pool's lock), then fills its
     /// slot, so that `get` returns only after the callback, as in Python.
     pub(super) fn finish(self, answer: Answer) {
-        let Job { slot, callback, error_callback } = self;
+        let Job { slot, callback, error_callback, .. } = self;
         if callback.is_some() || error_callback.is_some() {
             let seen = slot.decode(&answer);
             let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &seen {

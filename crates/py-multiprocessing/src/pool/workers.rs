@@ -3,6 +3,7 @@
 //! to them, each through its own inbox, and start one.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -93,16 +94,18 @@ impl State {
         }
     }
 
-    /// A new job of `task`, not in the backlog yet; its slot.
+    /// A new job of `task`, not in the backlog yet (for a chunk of `map`, `chunks` are the jobs
+    /// of all its map's chunks); its slot.
     pub(super) fn new_job(
         &mut self,
         task: &'static str,
         callback: Option<Callback>,
         error_callback: Option<ErrorCallback>,
+        chunks: Option<Range<u64>>,
     ) -> Arc<Slot> {
         let slot = Slot::new(self.next_id, task);
         self.next_id += 1;
-        self.jobs.insert(slot.id, Job { slot: slot.clone(), callback, error_callback });
+        self.jobs.insert(slot.id, Job { slot: slot.clone(), callback, error_callback, chunks });
         slot
     }
 }
@@ -145,12 +148,19 @@ impl Shared {
     }
 
     /// Job `id` is over with `answer` (unless it was over already): its callbacks and slot wait
-    /// in `st.finished` for the result thread.
+    /// in `st.finished` for the result thread. A chunk that failed fails its whole map at once,
+    /// as in Python: the map's other chunks are over too, with the same error.
     pub(super) fn finish_job(&self, id: u64, answer: Answer, st: &mut State) {
-        if let Some(job) = st.jobs.remove(&id) {
-            self.record_task("task_result", id);
-            st.finished.push((job, answer));
+        let Some(job) = st.jobs.remove(&id) else { return };
+        self.record_task("task_result", id);
+        if let (Err(_), Some(chunks)) = (&answer, &job.chunks) {
+            for other in chunks.clone() {
+                if let Some(sibling) = st.jobs.remove(&other) {
+                    st.finished.push((sibling, answer.clone()));
+                }
+            }
         }
+        st.finished.push((job, answer));
     }
 
     /// Gives waiting tasks to workers: to an idle worker, the one idle the longest (and to a

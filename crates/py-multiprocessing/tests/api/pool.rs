@@ -1,7 +1,7 @@
 //! pool: thread pools through the public API. Forking inside the multi-threaded test runner is
 //! unsafe, so process pools are tested through the `pool` demo (the workspace's tests/pool.rs).
 #![cfg(target_os = "linux")]
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -115,6 +115,28 @@ fn the_items_are_counted_not_taken_from_the_iterators_word() {
     }
     pool.close();
     pool.join().unwrap();
+}
+
+/// Does the first chunk to fail fail the map at once, as in Python, while a chunk before it still
+/// runs? That chunk is held until the map has returned (or for 10 s, failing it).
+#[test]
+fn the_first_chunk_to_fail_fails_the_map_without_waiting_for_the_chunks_before_it() {
+    static RELEASED: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+    fn hold_or_fail(x: Value) -> anyhow::Result<Value> {
+        anyhow::ensure!(x != json!("fail"), "no luck");
+        let held = RELEASED.0.lock().unwrap();
+        let (released, _) =
+            RELEASED.1.wait_timeout_while(held, Duration::from_secs(10), |r| !*r).unwrap();
+        anyhow::ensure!(*released, "held for 10 s: the map waited for this chunk");
+        Ok(x)
+    }
+    static HOLD_OR_FAIL: Task = Task::new("hold-or-fail", hold_or_fail);
+    let pool = ThreadPool::new(2).unwrap();
+    let items = [json!("hold"), json!("fail")];
+    let err = pool.map_chunked::<_, Value>(&HOLD_OR_FAIL, items, Some(1)).unwrap_err();
+    *RELEASED.0.lock().unwrap() = true;
+    RELEASED.1.notify_all();
+    assert!(err.to_string().contains("no luck"), "{err}");
 }
 
 #[test]
