@@ -45,15 +45,13 @@ mod map;
 mod options;
 mod prefetch;
 mod result;
-mod state;
 mod task;
-#[cfg(test)]
-mod tests;
 mod worker;
 mod workers;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
@@ -63,13 +61,14 @@ use serde_json::Value;
 use handler::handler_main;
 use options::died_how;
 pub use options::{PoolError, PoolOptions};
+use result::lock;
 pub use result::{AsyncResult, Callback, ErrorCallback};
-use result::{Slot, lock};
-use state::{Job, Pending, Phase, Shared, Sink, Workers};
 pub use task::{ChunkFn, Encoding, Task, TaskFn, run_typed, run_typed_chunk, type_names};
 pub use worker::serve;
 use worker::{ToWorker, frame};
+use workers::{Handle, Pending, Phase, Shared, State, Workers};
 
+use crate::queue::Queue;
 use common::process::Role;
 
 /// The largest message to or from a worker, in bytes: a task's arguments (or a chunk of
@@ -126,10 +125,11 @@ impl fmt::Display for Pool {
             (Phase::Terminated, None) => "TERMINATE",
         };
         let kind = match self.shared.workers {
-            Workers::Processes { .. } => "processes",
+            Workers::Processes(_) => "processes",
             Workers::Threads => "threads",
         };
-        write!(f, "<Pool {} state={state} pool_size={} {kind}>", self.shared.name, self.shared.size)
+        let PoolOptions { name, processes, .. } = &self.shared.options;
+        write!(f, "<Pool {name} state={state} pool_size={processes} {kind}>")
     }
 }
 
@@ -142,8 +142,7 @@ impl Pool {
 
     /// A pool of worker processes with options (start method, initializer, maxtasksperchild).
     pub fn with_options(worker: &'static Role, options: PoolOptions) -> Result<Pool, PoolError> {
-        let method = options.start_method;
-        Pool::start(Workers::Processes { role: worker, method }, options)
+        Pool::start(Workers::Processes(worker), options)
     }
 
     fn start(workers: Workers, options: PoolOptions) -> Result<Pool, PoolError> {
@@ -157,7 +156,17 @@ impl Pool {
         if options.maxtasksperchild == Some(0) {
             return Err(PoolError::Invalid("maxtasksperchild must be at least 1".into()));
         }
-        let shared = Arc::new(Shared::new(workers, options)?);
+        let results = Queue::with_max_message(0, MAX_MESSAGE)
+            .map_err(|e| PoolError::Start(format!("making the results queue: {e}")))?;
+        let known: HashMap<_, _> = options.initializer.iter().map(|(t, _)| (t.name, *t)).collect();
+        let shared = Arc::new(Shared {
+            options,
+            workers,
+            state: Mutex::new(State::default()),
+            results,
+            known: Mutex::new(known),
+            poked: AtomicBool::new(false),
+        });
         // The handler thread starts the workers and outlives them all: a worker asks the kernel
         // to kill it when the *thread* that started it ends (PR_SET_PDEATHSIG), so the pool's
         // workers must not be started by a thread that may end before the pool does.
@@ -183,12 +192,9 @@ impl Pool {
 
     /// The pids of the worker processes alive now, oldest first (empty for a thread pool).
     pub fn pids(&self) -> Vec<i32> {
-        match self.shared.workers {
-            Workers::Processes { .. } => {
-                lock(&self.shared.state).workers.iter().map(|w| w.pid).collect()
-            }
-            Workers::Threads => Vec::new(),
-        }
+        let st = lock(&self.shared.state);
+        let processes = st.workers.iter().filter(|w| matches!(w.handle, Handle::Process(_)));
+        processes.map(|w| w.pid).collect()
     }
 
     /// Runs `task` on `args` in a worker and waits for its result (Python's `apply`: blocking).
@@ -206,7 +212,7 @@ impl Pool {
     }
 
     /// [`Pool::apply_async`] with a `callback` (called with the result) and an
-    /// `error_callback` (called with the error), both run in the parent's result-handler thread.
+    /// `error_callback` (called with the error), both run in the parent's result thread.
     pub fn apply_async_with(
         &self,
         task: &'static Task,
@@ -220,16 +226,8 @@ impl Pool {
         self.remember(task);
         let mut st = lock(&self.shared.state);
         st.check_open()?;
-        let id = st.next_id;
-        st.next_id += 1;
-        let slot = Slot::new(id, task.name);
-        st.jobs.insert(
-            id,
-            Job {
-                task: task.name,
-                sink: Sink::One { slot: slot.clone(), callback, error_callback },
-            },
-        );
+        let slot = st.new_job(task.name, callback, error_callback, None);
+        let id = slot.id;
         let frame = frame(&ToWorker::Run { id, task: task.name.to_string() }, &args);
         self.shared.record_task("task_submitted", id);
         st.backlog.push_back(Pending { id, frame });
@@ -269,17 +267,17 @@ impl Pool {
     /// task with [`PoolError::Terminated`]; returns once every worker is gone. A thread cannot
     /// be stopped: a thread pool's running tasks finish first.
     pub fn terminate(&self) {
-        {
-            let mut st = lock(&self.shared.state);
-            if st.phase != Phase::Terminated {
-                st.phase = Phase::Terminated;
-                self.shared.terminated.store(true, Ordering::SeqCst);
-            }
+        let mut st = lock(&self.shared.state);
+        if st.phase != Phase::Terminated {
+            st.phase = Phase::Terminated;
+            self.shared.stop_now(&mut st, |task| PoolError::Terminated { task: task.into() });
         }
+        drop(st);
         self.shared.wake();
         let _ = self.join();
     }
 
+    /// Thread pools: makes `task` known to the worker threads, which find it by name.
     fn remember(&self, task: &'static Task) {
         if matches!(self.shared.workers, Workers::Threads) {
             lock(&self.shared.known).insert(task.name, task);

@@ -1,115 +1,38 @@
-//! handler — the parent's one thread of a pool (named
-//! [`HANDLER_THREAD`](super::HANDLER_THREAD)) that gives tasks to workers, reads their results,
-//! runs callbacks and replaces workers (Python's `_handle_tasks`, `_handle_results` and
-//! `_handle_workers` threads in one).
+//! handler — the result thread: the parent's one thread of a pool (named
+//! [`HANDLER_THREAD`](super::HANDLER_THREAD)). It starts the workers, reads the results queue,
+//! runs callbacks, gives tasks to the workers that freed up and replaces workers that ended
+//! (Python's `_handle_tasks`, `_handle_results` and `_handle_workers` threads in one); it ends
+//! once the pool is closed (or terminated) and every worker has exited.
 //!
 //! Every worker has its own inbox, which only the parent writes and only that worker reads, so
 //! the parent knows at every moment which tasks each worker holds. That is what lets it handle
 //! a worker killed in the middle of a task: its watcher thread posts `Exited` to the results
 //! queue *behind* every result the worker sent; the handler reaps it, takes back the tasks still
-//! in its inbox, fails the one it was running with an error naming the worker, its pid and the
-//! signal, and starts a new worker. (CPython's `Pool` never completes that task: `get` hangs.)
+//! in its inbox, fails the one it was running, and starts a new worker.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::Instant;
 
-use super::PoolError;
-use super::result::{Completion, lock};
-use super::state::{Handle, Phase, Shared, State};
-use super::worker::{FromWorker, unframe};
+use serde_json::json;
+
+use super::result::lock;
+use super::worker::{FromWorker, ToWorker, unframe};
+use super::workers::{Handle, Pending, Phase, Shared, State};
+use super::{PoolError, died_how};
 use crate::queue::QueueError;
 use crate::shm::Wait;
+use common::process::exitcode_name;
 use common::signals;
 
-/// How often the handler looks at the clock while terminating (to SIGKILL after the grace).
-const TERMINATE_TICK: Duration = Duration::from_millis(20);
 /// Messages the handler takes in one go before it runs the callbacks they completed.
 const BATCH: usize = 256;
 
-impl Shared {
-    /// Job `id` has been answered by worker `w` after `us` microseconds of work.
-    pub(super) fn on_done(
-        &self,
-        w: u32,
-        id: u64,
-        us: u64,
-        outcome: Result<Vec<u8>, String>,
-        st: &mut State,
-        out: &mut Vec<Completion>,
-    ) {
-        if let Some(worker) = st.workers.iter_mut().find(|x| x.number == w) {
-            // A worker answers in the order it was given its tasks.
-            if worker.outstanding.front() == Some(&id) {
-                worker.outstanding.pop_front();
-            } else {
-                worker.outstanding.retain(|x| *x != id);
-            }
-        }
-        st.timed(us);
-        let task = st.jobs.get(&id).map_or("?", |j| j.task);
-        let outcome = outcome.map_err(|message| PoolError::Task { task: task.into(), message });
-        out.extend(self.finish_job(id, outcome, st));
-        // The worker that reported first gets the next task.
-        self.dispatch(st);
-    }
-
-    /// Handles one message from the results queue.
-    pub(super) fn on_message(
-        self: &Arc<Self>,
-        msg: FromWorker,
-        payload: &[u8],
-        st: &mut State,
-        out: &mut Vec<Completion>,
-    ) {
-        match msg {
-            FromWorker::Done { w, id, us, error } => {
-                let outcome = match error {
-                    None => Ok(payload.to_vec()),
-                    Some(error) => Err(error),
-                };
-                self.on_done(w, id, us, outcome, st, out);
-            }
-            FromWorker::InitFailed { w, pid, error } => {
-                let name = st
-                    .workers
-                    .iter()
-                    .find(|x| x.number == w)
-                    .map_or("?".into(), |x| x.name.clone());
-                let init = self.initializer.as_ref().map_or("?", |(n, _)| n.as_str());
-                self.break_pool(
-                    st,
-                    format!("the initializer {init} failed in {name} (pid {pid}): {error}"),
-                    out,
-                );
-            }
-            FromWorker::Exited { w } => {
-                if let Some(i) = st.workers.iter().position(|x| x.number == w) {
-                    self.on_exit(i, st, out);
-                }
-            }
-            FromWorker::Ready { .. } | FromWorker::Wake => {}
-        }
-    }
-
-    /// The pool can run nothing any more: every pending task fails with `why`, workers stop.
-    pub(super) fn break_pool(&self, st: &mut State, why: String, out: &mut Vec<Completion>) {
-        if st.broken.is_some() {
-            return;
-        }
-        st.broken = Some(why.clone());
-        out.extend(self.fail_all(st, |_| PoolError::Broken(why.clone())));
-        self.stop_all(st);
-    }
-}
-
-/// The parent's result-handler thread: starts the workers, then reads every message of the
-/// results queue (results, and the news that a worker has ended), runs callbacks, replaces dead
-/// workers, and ends once the pool is closed (or terminated) and every worker has exited.
+/// The result thread's body; `started` hears whether every worker started.
 pub(super) fn handler_main(shared: Arc<Shared>, started: mpsc::Sender<Result<(), PoolError>>) {
     {
         let mut st = lock(&shared.state);
-        for _ in 0..shared.size {
+        for _ in 0..shared.options.processes {
             if let Err(e) = shared.start_worker(&mut st, false) {
                 abandon_workers(&mut st);
                 drop(st);
@@ -122,14 +45,12 @@ pub(super) fn handler_main(shared: Arc<Shared>, started: mpsc::Sender<Result<(),
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&shared))).is_err() {
         // A bug in the pool: fail every task and stop every worker, rather than leave callers
         // waiting forever for results nobody will set.
-        let mut out = Vec::new();
         let mut st = lock(&shared.state);
-        shared.break_pool(&mut st, "the pool's handler thread panicked".into(), &mut out);
+        shared.break_pool(&mut st, "the pool's handler thread panicked".into());
         abandon_workers(&mut st);
+        let finished = std::mem::take(&mut st.finished);
         drop(st);
-        for completion in out {
-            completion.run();
-        }
+        finished.into_iter().for_each(|(job, answer)| job.finish(answer));
     }
 }
 
@@ -150,90 +71,224 @@ fn abandon_workers(st: &mut State) {
     st.workers.clear();
 }
 
-/// The handler's loop (see [`handler_main`]).
 fn handle(shared: &Arc<Shared>) {
     loop {
-        let terminating = lock(&shared.state).terminating_since.is_some();
-        let mut out = Vec::new();
+        // One message, waiting as long as it takes (only until the grace ends while stopping,
+        // to SIGKILL a worker that outlives it); then whatever else is there, without waiting.
+        let wait = match lock(&shared.state).grace_ends {
+            Some(end) => Wait::Until(end),
+            None => Wait::Forever,
+        };
+        let mut got = shared.results.get_encoded(wait);
         let mut fatal = None;
-        // One message, waiting as long as it takes (only a tick while terminating, to SIGKILL
-        // a worker that outlives its grace); then whatever else is there, without waiting.
-        let first = if terminating {
-            shared.results.get_encoded(Wait::from_timeout(TERMINATE_TICK))
-        } else {
-            shared.results.get_encoded(Wait::Forever)
-        };
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(got) = next.take() {
-            let body = match got {
-                Ok(body) => body,
+        for taken in 1.. {
+            let read = match &got {
+                Ok(body) => unframe::<FromWorker>(body),
                 Err(QueueError::Empty) => break,
-                Err(e) => {
-                    fatal = Some(format!("reading the results queue: {e}"));
-                    break;
-                }
+                Err(e) => Err(e.to_string()),
             };
-            match unframe::<FromWorker>(&body) {
-                Ok((msg, payload)) => {
-                    shared.on_message(msg, payload, &mut lock(&shared.state), &mut out);
-                }
+            match read {
+                Ok((msg, payload)) => shared.on_message(msg, payload, &mut lock(&shared.state)),
                 Err(e) => {
                     fatal = Some(format!("reading the results queue: {e}"));
                     break;
                 }
             }
-            taken += 1;
-            if taken < BATCH {
-                next = Some(shared.results.get_encoded(Wait::Now));
+            if taken == BATCH {
+                break;
             }
+            got = shared.results.get_encoded(Wait::Now);
         }
-        let finished = {
-            let mut st = lock(&shared.state);
-            if let Some(why) = fatal {
-                shared.break_pool(&mut st, why, &mut out);
-            }
-            if st.phase == Phase::Terminated && !st.terminate_done {
-                st.terminate_done = true;
-                out.extend(
-                    shared.fail_all(&mut st, |task| PoolError::Terminated { task: task.into() }),
-                );
-                shared.stop_all(&mut st);
-            }
-            if let Some(since) = st.terminating_since
-                && since.elapsed() >= signals::GRACE
-                && !st.killed_after_grace
-            {
-                st.killed_after_grace = true;
-                for w in &st.workers {
-                    if let Handle::Process(process) = &w.handle {
-                        let _ = process.kill();
-                    }
+        let mut st = lock(&shared.state);
+        if let Some(why) = fatal {
+            shared.break_pool(&mut st, why);
+        }
+        if st.grace_ends.is_some_and(|end| Instant::now() >= end) {
+            st.grace_ends = None;
+            for w in &st.workers {
+                if let Handle::Process(process) = &w.handle {
+                    let _ = process.kill();
                 }
             }
-            if st.phase == Phase::Closed && st.jobs.is_empty() && !st.stop_sent {
-                st.stop_sent = true;
-                for w in &mut st.workers {
-                    w.stopping = true;
-                    if w.send_stop().is_err()
-                        && let Handle::Process(process) = &w.handle
-                    {
-                        let _ = process.terminate();
-                    }
+        }
+        if st.phase == Phase::Closed && st.jobs.is_empty() {
+            for w in st.workers.iter_mut().filter(|w| !w.stopping) {
+                w.stopping = true;
+                if w.send_stop().is_err()
+                    && let Handle::Process(process) = &w.handle
+                {
+                    let _ = process.terminate();
                 }
             }
-            // Tasks submitted since the last round: cleared first, so that a task submitted
-            // after this point sends a new `Wake`.
-            shared.poked.store(false, Ordering::SeqCst);
-            shared.dispatch(&mut st);
-            out.append(&mut st.deferred);
-            st.phase != Phase::Running && st.workers.is_empty()
-        };
-        for completion in out {
-            completion.run();
         }
-        if finished {
+        // Tasks submitted since the last round: cleared first, so that a task submitted after
+        // this point sends a new `Wake`.
+        shared.poked.store(false, Ordering::SeqCst);
+        shared.dispatch(&mut st);
+        let finished = std::mem::take(&mut st.finished);
+        let done = st.phase != Phase::Running && st.workers.is_empty();
+        drop(st);
+        finished.into_iter().for_each(|(job, answer)| job.finish(answer));
+        if done {
             return;
         }
+    }
+}
+
+impl Shared {
+    fn on_message(self: &Arc<Self>, msg: FromWorker, payload: &[u8], st: &mut State) {
+        match msg {
+            FromWorker::Done { w, id, us, error } => {
+                if let Some(worker) = st.workers.iter_mut().find(|x| x.number == w)
+                    && let Some(at) = worker.outstanding.iter().position(|x| *x == id)
+                {
+                    worker.outstanding.remove(at);
+                }
+                st.timed(us);
+                let task = st.jobs.get(&id).map_or("?", |j| j.slot.task);
+                let answer = match error {
+                    None => Ok(payload.to_vec()),
+                    Some(message) => Err(PoolError::Task { task: task.into(), message }),
+                };
+                self.finish_job(id, answer, st);
+                // The worker that reported first gets the next task.
+                self.dispatch(st);
+            }
+            FromWorker::InitFailed { w, error } => {
+                let worker = st.workers.iter().find(|x| x.number == w);
+                let (name, pid) = worker.map_or(("?", 0), |x| (x.name.as_str(), x.pid));
+                let init = self.options.initializer.as_ref().map_or("?", |(task, _)| task.name);
+                let why = format!("the initializer {init} failed in {name} (pid {pid}): {error}");
+                self.break_pool(st, why);
+            }
+            FromWorker::Exited { w } => {
+                if let Some(i) = st.workers.iter().position(|x| x.number == w) {
+                    self.on_exit(i, st);
+                }
+            }
+            FromWorker::Wake => {}
+        }
+    }
+
+    /// Fails every job not over yet with `error` (of its task) and tells every worker to end
+    /// now: SIGTERM to a process (SIGKILL after [`signals::GRACE`]); a thread, which cannot be
+    /// stopped, loses the tasks waiting in its inbox and gets `Stop`. For `terminate`, and for
+    /// a pool that broke.
+    pub(super) fn stop_now(&self, st: &mut State, error: impl Fn(&'static str) -> PoolError) {
+        st.backlog.clear();
+        let mut ids: Vec<u64> = st.jobs.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let task = st.jobs[&id].slot.task;
+            self.finish_job(id, Err(error(task)), st);
+        }
+        for w in &mut st.workers {
+            w.outstanding.clear();
+            w.stopping = true;
+            match &w.handle {
+                Handle::Process(process) => {
+                    let _ = process.terminate();
+                }
+                Handle::Thread(_) => {
+                    while w.inbox.get_encoded(Wait::Now).is_ok() {}
+                    let _ = w.send_stop();
+                }
+            }
+        }
+        st.grace_ends.get_or_insert(Instant::now() + signals::GRACE);
+    }
+
+    /// The pool can run nothing any more: every pending task fails with `why`, workers stop.
+    fn break_pool(&self, st: &mut State, why: String) {
+        if st.broken.is_none() {
+            self.stop_now(st, |_| PoolError::Broken(why.clone()));
+            st.broken = Some(why);
+        }
+    }
+
+    /// Worker `i` has ended: reap it, hand on the tasks it had not started, fail the one it was
+    /// running, and start a replacement if the pool still needs one.
+    fn on_exit(self: &Arc<Self>, i: usize, st: &mut State) {
+        let worker = st.workers.remove(i);
+        let exitcode = match worker.handle {
+            Handle::Process(mut process) => process.join().ok().flatten(),
+            Handle::Thread(thread) => {
+                let _ = thread.join();
+                Some(0)
+            }
+        };
+        // The tasks still in its inbox were never started: they go back to the front of the
+        // backlog, in their order. Nobody else reads that inbox, so what is in it is exact.
+        let mut back = Vec::new();
+        while let Ok(frame) = worker.inbox.get_encoded(Wait::Now) {
+            match unframe::<ToWorker>(&frame) {
+                Ok((ToWorker::Run { id, .. } | ToWorker::Chunk { id, .. }, _)) => {
+                    back.push(Pending { id, frame })
+                }
+                Ok((ToWorker::Stop, _)) => {}
+                Err(_) => break,
+            }
+        }
+        let mut lost: Option<(&'static str, u64)> = None;
+        for &id in &worker.outstanding {
+            let Some(job) = st.jobs.get(&id) else { continue };
+            if back.iter().any(|p: &Pending| p.id == id) {
+                continue;
+            }
+            let task = job.slot.task;
+            lost.get_or_insert((task, id));
+            let (name, pid) = (worker.name.clone(), worker.pid);
+            let error =
+                PoolError::WorkerDied { task: task.into(), job: id, worker: name, pid, exitcode };
+            self.finish_job(id, Err(error), st);
+        }
+        for pending in back.into_iter().rev() {
+            st.backlog.push_front(pending);
+        }
+        let stopping = signals::stopping();
+        let retired = lost.is_none() && exitcode == Some(0);
+        let needed = st.broken.is_none()
+            && !stopping
+            && match st.phase {
+                Phase::Running => true,
+                Phase::Closed => !st.backlog.is_empty(),
+                Phase::Terminated => false,
+            };
+        let mut replacement = None;
+        if needed {
+            match self.start_worker(st, true) {
+                Ok(()) => replacement = st.workers.last().map(|w| (w.name.clone(), w.pid)),
+                Err(e) => self.break_pool(st, format!("replacing {}: {e}", worker.name)),
+            }
+        }
+        if self.options.report
+            && !stopping
+            && (!(worker.stopping || retired) || replacement.is_some())
+        {
+            let how = match lost {
+                None if retired => format!(
+                    "retired after {} task(s) (maxtasksperchild={})",
+                    worker.given,
+                    self.options.maxtasksperchild.map_or("None".into(), |m| m.to_string())
+                ),
+                Some((task, job)) => format!(
+                    "{} while running task {task} (job {job}): that task's result is an error",
+                    died_how(exitcode)
+                ),
+                None => format!("{} between tasks", died_how(exitcode)),
+            };
+            let then = match &replacement {
+                Some((name, pid)) => format!("; {name} (pid {pid}) takes its place"),
+                None => String::new(),
+            };
+            common::event!("pool_worker_exited", {
+                    "worker": worker.name, "pid": worker.pid, "exitcode": exitcode,
+                    "status": exitcode_name(exitcode), "lost_task": lost.map(|(t, _)| t),
+                    "lost_job": lost.map(|(_, j)| j), "retired": retired,
+                    "tasks": worker.given,
+                    "replaced_by": replacement.as_ref().map(|(name, pid)| json!({ "worker": name, "pid": pid })),
+                }, "{} (pid {}) {how}{then}", worker.name, worker.pid);
+        }
+        self.dispatch(st);
     }
 }

@@ -21,7 +21,7 @@ pub enum PoolError {
     #[error("task {task} failed: {message}")]
     Task { task: String, message: String },
     /// The worker running the task died (killed, or exited) before sending its result. `job`
-    /// is the pool's number for the task ([`AsyncResult::id`]; a chunk's own for `map`).
+    /// is the pool's number for the task (a chunk's own, for `map`).
     #[error(
         "worker {worker} (pid {pid}) {} while running task {task} (job {job})",
         died_how(*.exitcode)
@@ -57,7 +57,6 @@ pub(super) fn died_how(exitcode: Option<i32>) -> String {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
 /// How a pool is made (Python's `Pool(processes, initializer, initargs, maxtasksperchild)`).
 #[derive(Debug, Clone)]
 pub struct PoolOptions {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::state::{State, Worker};
+use super::workers::{State, Worker};
 
 /// Tasks are given to a busy worker in advance only as many as it runs in about this long.
 const PREFETCH_WINDOW: Duration = Duration::from_millis(2);

@@ -22,12 +22,10 @@ use serde_json::Value;
 /// What a task does: JSON arguments in, a JSON result (or an error) out.
 pub type TaskFn = fn(Value) -> anyhow::Result<Value>;
 
-/// What a typed task does with a chunk of `map`: its encoded items in (with their encoding, the
-/// results' encoding, and the place of the first item in the whole `map`), its encoded results
-/// out, or the error of the first item that failed.
+/// What a typed task does with a chunk of `map` (see [`run_typed_chunk`]).
 pub type ChunkFn = fn(&[u8], Encoding, Encoding, usize) -> Result<Vec<u8>, String>;
 
-/// A typed task's argument and result type names (`std::any::type_name`).
+/// A typed task's argument and result type names.
 type TypeNames = fn() -> (&'static str, &'static str);
 
 /// How a list of items or results is written in a frame.
@@ -42,7 +40,6 @@ pub enum Encoding {
 pub struct Task {
     /// The name a worker finds the function by; unique in a program's task list.
     pub name: &'static str,
-    /// The function itself, on JSON values.
     pub run: TaskFn,
     /// A typed task's function on a chunk of `map`, and its argument and result type names.
     typed: Option<(ChunkFn, TypeNames)>,
@@ -70,6 +67,15 @@ impl Task {
             false => Encoding::Json,
         };
         (pick(type_name::<T>(), arg), pick(type_name::<R>(), result))
+    }
+
+    /// Runs the task on JSON values, turning its error or panic into its result's message.
+    pub(super) fn call(&self, args: Value) -> Result<Value, String> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.run)(args))) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
+        }
     }
 
     /// Runs the task on a chunk of `map` (a [`Task::new`] task on JSON values, item by item).
@@ -132,8 +138,9 @@ pub fn type_names<A, R>(_: impl Fn(A) -> anyhow::Result<R>) -> (&'static str, &'
     (type_name::<A>(), type_name::<R>())
 }
 
-/// Runs `f` on each item of a chunk of `map`, in order; the first failing item fails the chunk,
-/// named by its place in the whole `map` (`first` is the chunk's first).
+/// Runs `f` on each item of a chunk of `map` (`items` in the encoding `from`), in order, and
+/// gives the results in the encoding `to`; the first failing item fails the chunk, named by its
+/// place in the whole `map` (`first` is the chunk's first).
 #[doc(hidden)]
 pub fn run_typed_chunk<A: DeserializeOwned, R: Serialize>(
     f: impl Fn(A) -> anyhow::Result<R>,
@@ -179,21 +186,24 @@ pub fn run_typed_chunk<A: DeserializeOwned, R: Serialize>(
     }
 }
 
-/// Runs one task on JSON values, turning its error or panic into its result's message.
-pub(super) fn run_one(run: TaskFn, args: Value) -> Result<Value, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(args))) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
-    }
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic.downcast_ref::<&str>().map(|s| s.to_string());
+    text.or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or("(no message)".into())
 }
 
-pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_string()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SQUARE: Task = Task::new("square", Ok);
+    static TYPED_SQUARE: Task = crate::typed_task!("typed-square", |x: i64| Ok(x * x));
+
+    #[test]
+    fn items_of_the_tasks_own_type_travel_in_postcard_and_others_in_json() {
+        let (json, postcard) = (Encoding::Json, Encoding::Postcard);
+        assert_eq!(TYPED_SQUARE.encodings::<i64, i64>(), (postcard, postcard));
+        assert_eq!(TYPED_SQUARE.encodings::<u32, u64>(), (json, json));
+        assert_eq!(TYPED_SQUARE.encodings::<&Value, Value>(), (json, json));
+        assert_eq!(SQUARE.encodings::<Value, Value>(), (json, json));
     }
 }

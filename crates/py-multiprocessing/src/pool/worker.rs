@@ -5,7 +5,6 @@
 //! as they are (a task's arguments or result as JSON, a chunk of `map` as its encoded list), so
 //! a list is never escaped into a string or copied out of one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -13,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::task::{Encoding, Task, run_one};
+use super::task::{Encoding, Task};
 use crate::queue::{Queue, QueueError};
 use crate::shm::Wait;
 
@@ -29,13 +28,11 @@ pub(super) enum ToWorker {
     Stop,
 }
 
-/// Workers (and the parent itself) → the result-handler thread, through the results queue.
+/// Workers (and the parent itself) → the result thread, through the results queue.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum FromWorker {
-    /// The worker has run its initializer and waits for tasks.
-    Ready { w: u32, pid: i32 },
     /// The initializer failed; the worker exits.
-    InitFailed { w: u32, pid: i32, error: String },
+    InitFailed { w: u32, error: String },
     /// Job `id` ran for `us` microseconds; the payload is its result (JSON, or a chunk's
     /// encoded list), empty if it failed with `error`.
     Done { w: u32, id: u64, us: u64, error: Option<String> },
@@ -78,47 +75,46 @@ pub fn serve(args: Value, tasks: &[&Task]) -> anyhow::Result<()> {
     let args: WorkerArgs = serde_json::from_value(args)
         .context("decoding a pool worker's arguments (its queues travel as descriptors)")?;
     let find = |name: &str| tasks.iter().find(|t| t.name == name).copied();
-    work(&args, &find, None)
+    work(&args, &find)
 }
 
-/// The worker's loop (a process's, or a thread pool's thread's, which `terminated` tells to
-/// skip the tasks it still holds).
+/// The worker's loop (a process's, or a thread pool's thread's).
 pub(super) fn work<'t>(
     a: &WorkerArgs,
     find: &dyn Fn(&str) -> Option<&'t Task>,
-    terminated: Option<&AtomicBool>,
 ) -> anyhow::Result<()> {
-    let (w, pid) = (a.number, std::process::id() as i32);
+    let w = a.number;
     let say = |msg: &FromWorker, payload: &[u8]| {
         a.results.put_encoded(&frame(msg, payload), Wait::Forever)
     };
+    let task = |name: &str| {
+        find(name).ok_or_else(|| {
+            format!(
+                "this worker has no task named {name:?} (a pool runs only the tasks listed where \
+                 its worker role calls pool::serve)"
+            )
+        })
+    };
     if let Some((name, init_args)) = &a.initializer
-        && let Err(error) = run_task(find, name, init_args.clone())
+        && let Err(error) = task(name).and_then(|t| t.call(init_args.clone()))
     {
-        say(&FromWorker::InitFailed { w, pid, error: error.clone() }, &[])?;
+        say(&FromWorker::InitFailed { w, error: error.clone() }, &[])?;
         anyhow::bail!("the pool's initializer {name} failed: {error}");
     }
-    say(&FromWorker::Ready { w, pid }, &[])?;
     for done in 1.. {
         let body = a.inbox.get_encoded(Wait::Forever)?;
         let (msg, payload) = unframe::<ToWorker>(&body).map_err(anyhow::Error::msg)?;
         let began = Instant::now();
         let (id, outcome) = match msg {
             ToWorker::Stop => return Ok(()),
-            ToWorker::Run { id, .. } | ToWorker::Chunk { id, .. }
-                if terminated.is_some_and(|t| t.load(Ordering::SeqCst)) =>
-            {
-                (id, Err("the pool was terminated before the task started".to_string()))
-            }
-            ToWorker::Run { id, task } => {
+            ToWorker::Run { id, task: name } => {
                 let args = serde_json::from_slice(payload).map_err(|e| e.to_string());
-                let result = args.and_then(|args| run_task(find, &task, args));
+                let result = args.and_then(|args| task(&name)?.call(args));
                 (id, result.and_then(|v| serde_json::to_vec(&v).map_err(|e| e.to_string())))
             }
-            ToWorker::Chunk { id, task, first, items, results } => match find(&task) {
-                Some(task) => (id, task.run_chunk(payload, items, results, first)),
-                None => (id, Err(no_such_task(&task))),
-            },
+            ToWorker::Chunk { id, task: name, first, items, results } => {
+                (id, task(&name).and_then(|t| t.run_chunk(payload, items, results, first)))
+            }
         };
         let us = began.elapsed().as_micros() as u64;
         let sent = match &outcome {
@@ -136,23 +132,4 @@ pub(super) fn work<'t>(
         }
     }
     Ok(())
-}
-
-/// Runs one task by name, turning its error or panic into the message its result will carry.
-fn run_task<'t>(
-    find: &dyn Fn(&str) -> Option<&'t Task>,
-    name: &str,
-    args: Value,
-) -> Result<Value, String> {
-    match find(name) {
-        Some(task) => run_one(task.run, args),
-        None => Err(no_such_task(name)),
-    }
-}
-
-fn no_such_task(name: &str) -> String {
-    format!(
-        "this worker has no task named {name:?} (a pool runs only the tasks listed where its \
-         worker role calls pool::serve)"
-    )
 }

@@ -1,33 +1,180 @@
-//! workers — the pool's workers as the result thread sees them: giving waiting tasks to them
-//! (each through its own inbox), starting one, stopping them, and what happens when one ends.
+//! workers — what the parent knows of a pool (its workers, the jobs not answered yet, the
+//! backlog of tasks no worker holds yet), and what it does with the workers: give waiting tasks
+//! to them, each through its own inbox, and start one.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
-use serde_json::json;
-
-use super::result::{Completion, lock};
-use super::state::{Handle, Job, Pending, Phase, Shared, Sink, State, Worker, Workers};
+use super::result::{Answer, Callback, ErrorCallback, Job, Slot, lock};
+use super::task::Task;
 use super::worker::{FromWorker, ToWorker, WorkerArgs, frame, unframe, work};
-use super::{MAX_MESSAGE, PoolError, died_how};
+use super::{MAX_MESSAGE, PoolError, PoolOptions};
 use crate::queue::{Queue, QueueError};
 use crate::shm::Wait;
-use common::process::{Process, StartMethod, exitcode_name};
-use common::{report, signals};
+use common::process::{Process, Role, StartMethod};
+use common::report;
+
+pub(super) enum Workers {
+    Processes(&'static Role),
+    Threads,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Phase {
+    #[default]
+    Running,
+    Closed,
+    Terminated,
+}
+
+/// A task waiting for a worker: its job and its frame, ready to write.
+pub(super) struct Pending {
+    pub id: u64,
+    pub frame: Vec<u8>,
+}
+
+pub(super) enum Handle {
+    Process(Process),
+    Thread(JoinHandle<()>),
+}
+
+pub(super) struct Worker {
+    pub number: u32,
+    pub name: String,
+    pub pid: i32,
+    pub handle: Handle,
+    pub inbox: Queue<ToWorker>,
+    /// Jobs given to it and not yet answered, in the order given (it runs them in this order).
+    pub outstanding: VecDeque<u64>,
+    /// Jobs given over its life (for `maxtasksperchild`).
+    pub given: usize,
+    /// When it was last given a job (the pool's count of jobs given): of two idle workers, the
+    /// one idle the longer gets the next job, so that work goes round all of them.
+    pub last_given: u64,
+    /// `Stop` was sent, or it was signalled: it takes no more tasks.
+    pub stopping: bool,
+}
+
+impl Worker {
+    /// Asks the worker to exit, without waiting for room in its inbox.
+    pub(super) fn send_stop(&self) -> Result<(), QueueError> {
+        self.inbox.put_encoded(&frame(&ToWorker::Stop, &[]), Wait::Now)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub phase: Phase,
+    pub broken: Option<String>,
+    pub next_id: u64,
+    pub backlog: VecDeque<Pending>,
+    pub jobs: HashMap<u64, Job>,
+    pub workers: Vec<Worker>,
+    pub started: u32,
+    /// The workers were told to stop now: past this moment, they are killed.
+    pub grace_ends: Option<Instant>,
+    /// How long a task runs, in µs: a moving average of what the workers report.
+    pub task_us: Option<f64>,
+    /// Jobs over, whose callbacks and slots the result thread has yet to run (outside the lock).
+    pub finished: Vec<(Job, Answer)>,
+    /// Jobs given to workers so far (the clock of `Worker::last_given`).
+    pub given: u64,
+}
+
+impl State {
+    pub(super) fn check_open(&self) -> Result<(), PoolError> {
+        match (&self.broken, self.phase) {
+            (Some(why), _) => Err(PoolError::Broken(why.clone())),
+            (None, Phase::Running) => Ok(()),
+            (None, _) => Err(PoolError::NotRunning),
+        }
+    }
+
+    /// A new job of `task`, not in the backlog yet (for a chunk of `map`, `chunks` are the jobs
+    /// of all its map's chunks); its slot.
+    pub(super) fn new_job(
+        &mut self,
+        task: &'static str,
+        callback: Option<Callback>,
+        error_callback: Option<ErrorCallback>,
+        chunks: Option<Range<u64>>,
+    ) -> Arc<Slot> {
+        let slot = Slot::new(self.next_id, task);
+        self.next_id += 1;
+        self.jobs.insert(slot.id, Job { slot: slot.clone(), callback, error_callback, chunks });
+        slot
+    }
+}
+
+/// What a pool shares with its result thread and worker threads.
+pub(super) struct Shared {
+    pub options: PoolOptions,
+    pub workers: Workers,
+    pub state: Mutex<State>,
+    pub results: Queue<FromWorker>,
+    /// Thread pools: the tasks submitted so far, found by name by the worker threads.
+    pub known: Mutex<HashMap<&'static str, &'static Task>>,
+    /// A `Wake` is on its way to the result thread: submitters need not send another.
+    pub poked: AtomicBool,
+}
 
 impl Shared {
+    /// Wakes the result thread (after `close` or `terminate`).
+    pub(super) fn wake(&self) {
+        let _ = self.results.put_encoded(&frame(&FromWorker::Wake, &[]), Wait::Forever);
+    }
+
+    /// Tells the result thread that tasks wait in the backlog: one `Wake` per round of it,
+    /// however many tasks are submitted meanwhile (it clears `poked` before it dispatches). A
+    /// blocking put: a `put_nowait` fails while a worker holds the writer lock, and a lost
+    /// `Wake` would leave the backlog waiting for ever.
+    pub(super) fn poke(&self) {
+        if !self.poked.swap(true, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// Traced run: records (never prints) one end of job `id`'s way, its submission or its
+    /// result, for the trace's arrow. The results queue's random id names the pool.
+    pub(super) fn record_task(&self, end: &str, id: u64) {
+        if report::tracing() {
+            let pool = self.results.descriptor().id;
+            report::record_only(end, serde_json::json!({ "pool": pool, "job": id }));
+        }
+    }
+
+    /// Job `id` is over with `answer` (unless it was over already): its callbacks and slot wait
+    /// in `st.finished` for the result thread. A chunk that failed fails its whole map at once,
+    /// as in Python: the map's other chunks are over too, with the same error.
+    pub(super) fn finish_job(&self, id: u64, answer: Answer, st: &mut State) {
+        let Some(job) = st.jobs.remove(&id) else { return };
+        self.record_task("task_result", id);
+        if let (Err(_), Some(chunks)) = (&answer, &job.chunks) {
+            for other in chunks.clone() {
+                if let Some(sibling) = st.jobs.remove(&other) {
+                    st.finished.push((sibling, answer.clone()));
+                }
+            }
+        }
+        st.finished.push((job, answer));
+    }
+
     /// Gives waiting tasks to workers: to an idle worker, the one idle the longest (and to a
     /// busy one in advance only as `pool/prefetch.rs` says).
     pub(super) fn dispatch(&self, st: &mut State) {
         if st.phase == Phase::Terminated || st.broken.is_some() {
             return;
         }
-        let max = self.maxtasksperchild;
+        let max = self.options.maxtasksperchild;
         let mut full: Vec<u32> = Vec::new();
         while !st.backlog.is_empty() {
-            let usable = |w: &Worker| w.can_take(max) && !full.contains(&w.number);
+            let usable = |w: &Worker| {
+                !w.stopping && max.is_none_or(|m| w.given < m) && !full.contains(&w.number)
+            };
             let idle = st
                 .workers
                 .iter()
@@ -44,91 +191,77 @@ impl Shared {
                     worker.given += 1;
                     st.given += 1;
                     worker.last_given = st.given;
-                    let pid = worker.pid;
-                    if let Some(Job { sink: Sink::One { slot, .. }, .. }) = st.jobs.get(&pending.id)
-                    {
-                        slot.pid.store(pid, Ordering::SeqCst);
+                    if let Some(job) = st.jobs.get(&pending.id) {
+                        job.slot.pid.store(worker.pid, Ordering::SeqCst);
                     }
                 }
-                Err(QueueError::Full) => {
-                    full.push(worker.number);
-                    st.backlog.push_front(pending);
-                }
                 Err(QueueError::TooLarge { size, max }) => {
-                    // Its callbacks must run in the handler thread, like every other's: the
-                    // failure waits in `deferred`, and whoever called `dispatch` wakes the
-                    // handler (this thread holds the state lock: it must not block on a put).
-                    let task = st.jobs.get(&pending.id).map_or("?", |j| j.task);
-                    let chunk = matches!(
-                        st.jobs.get(&pending.id),
-                        Some(Job { sink: Sink::Chunk { .. }, .. })
-                    );
+                    let msg = unframe::<ToWorker>(&pending.frame);
+                    let chunk = matches!(msg, Ok((ToWorker::Chunk { .. }, _)));
+                    let task = st.jobs.get(&pending.id).map_or("?", |j| j.slot.task);
                     let error = PoolError::Invalid(format!(
                         "the arguments of task {task} are {size} bytes, more than the limit of \
                          {max}{}",
                         if chunk { " (give map a smaller chunksize)" } else { "" }
                     ));
-                    if let Some(completion) = self.finish_job(pending.id, Err(error), st) {
-                        st.deferred.push(completion);
-                    }
+                    self.finish_job(pending.id, Err(error), st);
                 }
                 Err(_) => {
-                    // Its inbox is closed or broken: the worker is dying; its exit is handled
-                    // when the handler sees it.
-                    worker.faulty = true;
+                    // Full, or broken (the worker is dying; its exit is handled when the result
+                    // thread sees it): the task goes to another worker, or waits.
+                    full.push(worker.number);
                     st.backlog.push_front(pending);
                 }
             }
         }
     }
 
-    /// Starts one worker; returns its index in `st.workers`.
-    /// A `replacement` (of a worker that died or retired) of a fork pool is started by the fork
-    /// server, not forked from this process, which has threads by then (see the module docs).
+    /// Starts one worker. A `replacement` (of a worker that died or retired) of a fork pool is
+    /// started by the fork server, not forked from this process, which has threads by then
+    /// (see the module documentation).
     pub(super) fn start_worker(
         self: &Arc<Self>,
         st: &mut State,
         replacement: bool,
-    ) -> Result<usize, PoolError> {
-        let number = st.next_number;
-        st.next_number += 1;
-        let name = format!("{}-{number}", self.name);
+    ) -> Result<(), PoolError> {
+        st.started += 1;
+        let number = st.started;
+        let name = format!("{}-{number}", self.options.name);
         let inbox: Queue<ToWorker> = Queue::with_max_message(0, MAX_MESSAGE)
             .map_err(|e| PoolError::Start(format!("making the inbox of {name}: {e}")))?;
+        let initializer = self.options.initializer.as_ref();
         let args = WorkerArgs {
             number,
             inbox: inbox.clone(),
             results: self.results.clone(),
-            initializer: self.initializer.clone(),
-            maxtasksperchild: self.maxtasksperchild,
+            initializer: initializer.map(|(task, args)| (task.name.into(), args.clone())),
+            maxtasksperchild: self.options.maxtasksperchild,
         };
-        let (pid, handle) = match &self.workers {
-            Workers::Processes { role, method } => {
+        let exited = frame(&FromWorker::Exited { w: number }, &[]);
+        let (pid, handle) = match self.workers {
+            Workers::Processes(role) => {
                 // A spawned or fork-server worker gets the queues' descriptors (and finds their
                 // numbers in its arguments); a forked one has them already.
                 let mut fds = inbox.fds();
                 fds.extend(self.results.fds());
-                let method = match method {
+                let method = match self.options.start_method {
                     StartMethod::Fork if replacement => StartMethod::Forkserver,
-                    other => *other,
+                    other => other,
                 };
                 let mut process =
                     Process::new(&name, role, &args).start_method(method).pass_fds(&fds);
                 process.start().map_err(|e| PoolError::Start(format!("{name}: {e:#}")))?;
                 let pid = process.pid().unwrap_or(0);
-                // Its watcher: a small thread that tells the handler when the worker has ended,
-                // through the results queue, so that the news comes after every result the
-                // worker sent.
+                // Its watcher: a small thread that tells the result thread when the worker has
+                // ended, through the results queue, so that the news comes after every result
+                // the worker sent.
                 let results = self.results.clone();
                 std::thread::Builder::new()
                     .name(format!("{name}-watch"))
                     .stack_size(64 * 1024)
                     .spawn(move || {
                         common::process::wait_until_ended(pid);
-                        let _ = results.put_encoded(
-                            &frame(&FromWorker::Exited { w: number }, &[]),
-                            Wait::Forever,
-                        );
+                        let _ = results.put_encoded(&exited, Wait::Forever);
                     })
                     .map_err(|e| PoolError::Start(format!("a thread to watch {name}: {e}")))?;
                 (pid, Handle::Process(process))
@@ -140,14 +273,13 @@ impl Shared {
                     .name(name.clone())
                     .spawn(move || {
                         let find = |n: &str| lock(&shared.known).get(n).copied();
-                        if let Err(e) = work(&args, &find, Some(&shared.terminated)) {
+                        if let Err(e) = work(&args, &find) {
                             report::write_stderr(&format!("{who}: error: {e:#}"));
                         }
-                        let exited = FromWorker::Exited { w: args.number };
-                        let _ = args.results.put_encoded(&frame(&exited, &[]), Wait::Forever);
+                        let _ = args.results.put_encoded(&exited, Wait::Forever);
                     })
                     .map_err(|e| PoolError::Start(format!("{name}: {e}")))?;
-                (std::process::id() as i32, Handle::Thread(Some(thread)))
+                (std::process::id() as i32, Handle::Thread(thread))
             }
         };
         st.workers.push(Worker {
@@ -160,122 +292,7 @@ impl Shared {
             given: 0,
             last_given: 0,
             stopping: false,
-            faulty: false,
         });
-        Ok(st.workers.len() - 1)
-    }
-
-    /// Asks every worker to end now: SIGTERM to a process; a thread gets `Stop`.
-    pub(super) fn stop_all(&self, st: &mut State) {
-        for w in &mut st.workers {
-            w.stopping = true;
-            match &w.handle {
-                Handle::Process(process) => {
-                    let _ = process.terminate();
-                }
-                Handle::Thread(_) => {
-                    let _ = w.send_stop();
-                }
-            }
-        }
-        if st.terminating_since.is_none() {
-            st.terminating_since = Some(Instant::now());
-        }
-    }
-
-    /// Worker `i` has ended: reap it, hand on the tasks it had not started, fail the one it was
-    /// running, and start a replacement if the pool still needs one.
-    pub(super) fn on_exit(self: &Arc<Self>, i: usize, st: &mut State, out: &mut Vec<Completion>) {
-        let mut worker = st.workers.remove(i);
-        let exitcode = match &mut worker.handle {
-            Handle::Process(process) => process.join().ok().flatten(),
-            Handle::Thread(thread) => {
-                if let Some(thread) = thread.take() {
-                    let _ = thread.join();
-                }
-                Some(0)
-            }
-        };
-        // The tasks still in its inbox were never started: they go back to the front of the
-        // backlog, in their order. Nobody else reads that inbox, so what is in it is exact.
-        let mut back: Vec<Pending> = Vec::new();
-        while let Ok(frame) = worker.inbox.get_encoded(Wait::Now) {
-            match unframe::<ToWorker>(&frame) {
-                Ok((ToWorker::Run { id, .. } | ToWorker::Chunk { id, .. }, _)) => {
-                    back.push(Pending { id, frame })
-                }
-                Ok((ToWorker::Stop, _)) => {}
-                Err(_) => break,
-            }
-        }
-        let mut lost: Option<(&'static str, u64)> = None;
-        for id in std::mem::take(&mut worker.outstanding) {
-            if back.iter().any(|p| p.id == id) {
-                continue;
-            }
-            let Some(task) = st.jobs.get(&id).map(|j| j.task) else { continue };
-            lost.get_or_insert((task, id));
-            let error = PoolError::WorkerDied {
-                task: task.into(),
-                job: id,
-                worker: worker.name.clone(),
-                pid: worker.pid,
-                exitcode,
-            };
-            out.extend(self.finish_job(id, Err(error), st));
-        }
-        for pending in back.into_iter().rev() {
-            st.backlog.push_front(pending);
-        }
-        let stopping = signals::stopping();
-        let expected = worker.stopping || (lost.is_none() && exitcode == Some(0));
-        let needed = st.broken.is_none()
-            && !stopping
-            && match st.phase {
-                Phase::Running => true,
-                Phase::Closed => !st.backlog.is_empty(),
-                Phase::Terminated => false,
-            };
-        let replacement = if needed {
-            match self.start_worker(st, true) {
-                Ok(j) => Some((st.workers[j].name.clone(), st.workers[j].pid)),
-                Err(e) => {
-                    self.break_pool(st, format!("replacing {}: {e}", worker.name), out);
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        if self.report && !stopping && (!expected || replacement.is_some()) {
-            let retired = lost.is_none() && exitcode == Some(0);
-            let how = if retired {
-                format!(
-                    "retired after {} task(s) (maxtasksperchild={})",
-                    worker.given,
-                    self.maxtasksperchild.map_or("None".into(), |m| m.to_string())
-                )
-            } else {
-                match lost {
-                    Some((task, job)) => format!(
-                        "{} while running task {task} (job {job}): that task's result is an error",
-                        died_how(exitcode)
-                    ),
-                    None => format!("{} between tasks", died_how(exitcode)),
-                }
-            };
-            let then = match &replacement {
-                Some((name, pid)) => format!("; {name} (pid {pid}) takes its place"),
-                None => String::new(),
-            };
-            common::event!("pool_worker_exited", {
-                    "worker": worker.name, "pid": worker.pid, "exitcode": exitcode,
-                    "status": exitcode_name(exitcode), "lost_task": lost.map(|(t, _)| t),
-                    "lost_job": lost.map(|(_, j)| j), "retired": retired,
-                    "tasks": worker.given,
-                    "replaced_by": replacement.as_ref().map(|(name, pid)| json!({ "worker": name, "pid": pid })),
-                }, "{} (pid {}) {how}{then}", worker.name, worker.pid);
-        }
-        self.dispatch(st);
+        Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! pool: thread pools through the public API. Forking inside the multi-threaded test runner is
 //! unsafe, so process pools are tested through the `pool` demo (the workspace's tests/pool.rs).
 #![cfg(target_os = "linux")]
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -62,6 +62,9 @@ fn a_typed_task_takes_and_gives_its_own_types_in_map_and_json_in_apply() {
         assert_eq!(got, (0..13).map(|x| x * x).collect::<Vec<_>>(), "chunksize {chunksize:?}");
         let got: Vec<Value> = pool.map_chunked(&TYPED_SQUARE, -3..3, chunksize).unwrap();
         assert_eq!(got, [9, 4, 1, 0, 1, 4].map(|x| json!(x)));
+        // Not its own types: the same numbers, never a u32 read as postcard's zigzag i64.
+        let got: Vec<u64> = pool.map_chunked(&TYPED_SQUARE, 0..5u32, chunksize).unwrap();
+        assert_eq!(got, [0, 1, 4, 9, 16]);
     }
     let pairs = [("a", 1), ("b\"q", 2)];
     assert_eq!(pool.map::<_, String>(&TYPED_PAIR, pairs).unwrap(), ["a1", "b\"q2"]);
@@ -112,6 +115,28 @@ fn the_items_are_counted_not_taken_from_the_iterators_word() {
     }
     pool.close();
     pool.join().unwrap();
+}
+
+/// Does the first chunk to fail fail the map at once, as in Python, while a chunk before it still
+/// runs? That chunk is held until the map has returned (or for 10 s, failing it).
+#[test]
+fn the_first_chunk_to_fail_fails_the_map_without_waiting_for_the_chunks_before_it() {
+    static RELEASED: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+    fn hold_or_fail(x: Value) -> anyhow::Result<Value> {
+        anyhow::ensure!(x != json!("fail"), "no luck");
+        let held = RELEASED.0.lock().unwrap();
+        let (released, _) =
+            RELEASED.1.wait_timeout_while(held, Duration::from_secs(10), |r| !*r).unwrap();
+        anyhow::ensure!(*released, "held for 10 s: the map waited for this chunk");
+        Ok(x)
+    }
+    static HOLD_OR_FAIL: Task = Task::new("hold-or-fail", hold_or_fail);
+    let pool = ThreadPool::new(2).unwrap();
+    let items = [json!("hold"), json!("fail")];
+    let err = pool.map_chunked::<_, Value>(&HOLD_OR_FAIL, items, Some(1)).unwrap_err();
+    *RELEASED.0.lock().unwrap() = true;
+    RELEASED.1.notify_all();
+    assert!(err.to_string().contains("no luck"), "{err}");
 }
 
 #[test]
