@@ -285,21 +285,6 @@ impl Controller {
         Ok(())
     }
 
-    /// The worker that holds the lock whose steps are `lock X` / `unlock X`, as the grants
-    /// tell: it was granted `lock X`, went past it (the kernel gave it the lock), and has not
-    /// been granted `unlock X` since.
-    pub fn holder(&self, lock_step: &str, unlock_step: &str) -> Option<usize> {
-        (0..self.workers.len()).find(|&i| {
-            let mine: Vec<&str> =
-                self.granted.iter().filter(|(j, _)| *j == i).map(|(_, s)| s.as_str()).collect();
-            let Some(k) = mine.iter().rposition(|s| *s == lock_step) else { return false };
-            let unlocked = mine[k + 1..].contains(&unlock_step);
-            let past =
-                k + 1 < mine.len() || matches!(self.workers[i].state, State::At(_) | State::Done);
-            past && !unlocked
-        })
-    }
-
     /// Lets every worker of this process run free from now on: after a bad schedule or a
     /// refusal, so that its threads end. (Workers in child processes are ended by the demo.)
     pub fn release(&self) {
