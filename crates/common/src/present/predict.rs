@@ -266,21 +266,6 @@ impl Guess {
     }
 }
 
-/// For a question about order ("which line prints first?"): the label of whichever of
-/// `candidates` (`(label, event name, pid)`) was recorded first in `records`, the lines of a
-/// [`crate::timeline::Recording`] in the order they were written (a pid of 0 matches any).
-pub fn which_first(
-    records: &[crate::timeline::Record],
-    candidates: &[(&'static str, &str, i32)],
-) -> Option<&'static str> {
-    records.iter().find_map(|r| {
-        candidates
-            .iter()
-            .find(|(_, event, pid)| r.event == *event && (*pid == 0 || r.pid == *pid))
-            .map(|(label, _, _)| *label)
-    })
-}
-
 /// Appends the `answer` event's data to the runner's descriptor, if one is named (see the
 /// module docs); errors are ignored: a summary must never break a demo.
 fn append_to_runner(data: &Value) {
