@@ -110,15 +110,6 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
     stat_only(pid).map(|i| i.start_ticks)
 }
 
-/// How long ago `pid` started (`ps -o etime`): its start time against `/proc/uptime`. `None`
-/// if there is no such process.
-pub fn started_ago(pid: i32) -> Option<Duration> {
-    let started = ticks_to_duration(start_ticks(pid)?);
-    let uptime: f64 =
-        std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_secs_f64(uptime).saturating_sub(started))
-}
-
 /// The numbered entries of a `/proc` folder: the pids of `/proc`, the tids of `/proc/PID/task`.
 fn numbered(dir: &str) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir(dir) else { return Vec::new() };
