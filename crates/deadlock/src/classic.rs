@@ -183,7 +183,7 @@ pub fn stepped(cli: &Cli) -> Result<()> {
     let ending = stepper::drive(&mut ctl, &mut chooser, false, |ctl, i| probe(ctl, pid, i), show)?;
     report::plain(format!(
         "timeline (one lane per thread, one column per step granted):\n{}",
-        stepper::indent(&ctl.timeline())
+        ctl.timeline()
     ));
     let schedule = ctl.schedule();
     let steps = ctl.granted.len();
