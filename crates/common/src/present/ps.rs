@@ -91,19 +91,6 @@ pub fn parse_stat(_text: &str) -> Option<ProcInfo> {
     None
 }
 
-/// `VmRSS` of `/proc/PID/status`, in kB: the process's resident memory (none for a zombie).
-pub fn rss_kb(pid: i32) -> Option<u64> {
-    #[cfg(target_os = "linux")]
-    {
-        procfs::process::Process::new(pid).ok()?.status().ok()?.vmrss
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = pid;
-        None
-    }
-}
-
 /// When `pid` started, in clock ticks since boot (see [`ProcInfo::start_ticks`]); `None` if
 /// there is no such process.
 pub fn start_ticks(pid: i32) -> Option<u64> {
