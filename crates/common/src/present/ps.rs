@@ -116,8 +116,9 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     numbered("/proc").into_iter().filter(is_child).collect()
 }
 
-/// `root` and all its descendants, depth first, each with its depth below `root`.
-pub fn tree(root: i32) -> Vec<(usize, ProcInfo)> {
+/// Prints this process and its descendants, depth first, as a table (and, with `--json`, the
+/// event `ps` with the rows).
+pub fn show_tree(title: &str) {
     fn walk(all: &[ProcInfo], pid: i32, depth: usize, out: &mut Vec<(usize, ProcInfo)>) {
         if let Some(info) = all.iter().find(|p| p.pid == pid) {
             out.push((depth, info.clone()));
@@ -126,14 +127,9 @@ pub fn tree(root: i32) -> Vec<(usize, ProcInfo)> {
             }
         }
     }
-    let mut out = Vec::new();
-    walk(&all(), root, 0, &mut out);
-    out
-}
-
-/// Prints this process's tree as a table (and, with `--json`, the event `ps` with the rows).
-pub fn show_tree(title: &str) {
-    show(title, &tree(std::process::id() as i32));
+    let mut rows = Vec::new();
+    walk(&all(), std::process::id() as i32, 0, &mut rows);
+    show(title, &rows);
 }
 
 /// Prints the given rows as a table (and, with `--json`, the event `ps` with the rows).
