@@ -269,14 +269,9 @@ impl Guess {
 /// Appends the `answer` event's data to the runner's descriptor, if one is named (see the
 /// module docs); errors are ignored: a summary must never break a demo.
 fn append_to_runner(data: &Value) {
-    let Some(fd) = std::env::var(ENV_ANSWERS_FD).ok().and_then(|v| v.parse::<i32>().ok()) else {
-        return;
-    };
-    if fd < 0 {
-        return;
-    }
-    let mut line = json!({ "who": report::who(), "answer": data }).to_string();
-    line.push('\n');
+    let fd = std::env::var(ENV_ANSWERS_FD).ok().and_then(|v| v.parse::<i32>().ok());
+    let Some(fd) = fd.filter(|fd| *fd >= 0) else { return };
+    let line = format!("{}\n", json!({ "who": report::who(), "answer": data }));
     #[cfg(unix)]
     {
         // Safety: write(2) on a number that is not open fails with EBADF and does nothing;
