@@ -191,38 +191,31 @@ fn read_wchan(dir: &str) -> String {
 }
 
 /// Reads one thread of `pid` from `/proc/PID/task/TID/`; `None` once it is gone.
+#[cfg(target_os = "linux")]
 pub fn thread(pid: i32, tid: i32) -> Option<ThreadInfo> {
     let dir = format!("/proc/{pid}/task/{tid}");
-    let mut info = parse_thread_stat(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)?;
+    let s = procfs::process::Stat::from_file(format!("{dir}/stat")).ok()?;
     let wchan = read_wchan(&dir);
-    info.wchan = if wchan.is_empty() { "-".into() } else { wchan };
-    #[cfg(target_os = "linux")]
-    if let Ok(status) = procfs::process::Status::from_file(format!("{dir}/status")) {
-        info.voluntary_ctxt_switches = status.voluntary_ctxt_switches.unwrap_or(0);
-        info.nonvoluntary_ctxt_switches = status.nonvoluntary_ctxt_switches.unwrap_or(0);
-    }
-    Some(info)
-}
-
-/// The fields of a `/proc/PID/task/TID/stat` line that a thread table shows.
-#[cfg(target_os = "linux")]
-fn parse_thread_stat(text: &str) -> Option<ThreadInfo> {
-    let s = procfs::process::Stat::from_read(text.as_bytes()).ok()?;
+    let status = procfs::process::Status::from_file(format!("{dir}/status")).ok();
+    let status = status.as_ref();
     Some(ThreadInfo {
         tid: s.pid,
         comm: s.comm,
         state: s.state,
-        wchan: "-".into(),
+        wchan: if wchan.is_empty() { "-".into() } else { wchan },
         processor: s.processor?,
         utime_ticks: s.utime,
         stime_ticks: s.stime,
-        voluntary_ctxt_switches: 0,
-        nonvoluntary_ctxt_switches: 0,
+        voluntary_ctxt_switches: status.and_then(|st| st.voluntary_ctxt_switches).unwrap_or(0),
+        nonvoluntary_ctxt_switches: status
+            .and_then(|st| st.nonvoluntary_ctxt_switches)
+            .unwrap_or(0),
     })
 }
 
+/// Where there is no `/proc`, there are no threads to read.
 #[cfg(not(target_os = "linux"))]
-fn parse_thread_stat(_text: &str) -> Option<ThreadInfo> {
+pub fn thread(_pid: i32, _tid: i32) -> Option<ThreadInfo> {
     None
 }
 
