@@ -61,7 +61,7 @@ mod stepper {
         let order = order.into_inner().unwrap();
         assert_eq!(order, ["1one", "0one", "0two", "1two", "1three", "0three"]);
         assert!(
-            ctl.timeline().lines().nth(1).unwrap().starts_with("a     ·"),
+            ctl.timeline().lines().nth(1).unwrap().starts_with("  a     ·"),
             "{}",
             ctl.timeline()
         );

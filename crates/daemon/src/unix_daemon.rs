@@ -191,7 +191,7 @@ pub fn status(paths: &Paths) -> Result<()> {
         }
         Probe::Running(Some(pid)) => {
             let info = ps::stat(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
-            let uptime = ps::started_ago(pid).unwrap_or_default().as_secs_f64();
+            let uptime = started_ago(pid).unwrap_or_default().as_secs_f64();
             let last = std::fs::read_to_string(&paths.log)
                 .ok()
                 .and_then(|t| t.lines().last().map(String::from))
@@ -259,4 +259,12 @@ pub fn show_log(paths: &Paths) {
     let lines: Vec<&str> = text.lines().collect();
     common::event!("log", { "path": paths.log, "lines": lines.len() }, "the daemon's log, {}:", paths.log.display());
     report::plain(lines.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"));
+}
+
+/// How long ago `pid` started (`ps -o etime`): its start time against `/proc/uptime`.
+fn started_ago(pid: i32) -> Option<Duration> {
+    let started = ps::ticks_to_duration(ps::start_ticks(pid)?);
+    let uptime: f64 =
+        std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_secs_f64(uptime).saturating_sub(started))
 }

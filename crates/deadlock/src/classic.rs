@@ -170,12 +170,9 @@ pub fn stepped(cli: &Cli) -> Result<()> {
     let show = |ctl: &Controller| {
         let held: Vec<String> = LOCKS
             .iter()
-            .map(|(letter, thing)| {
-                let lock = format!("lock {letter}");
-                match ctl.holder(&lock, &format!("unlock {letter}")) {
-                    Some(h) => format!("{thing} ({letter}): held by {}", ctl.workers[h].name),
-                    None => format!("{thing} ({letter}): free"),
-                }
+            .map(|(letter, thing)| match holder_of(ctl, letter) {
+                Some(h) => format!("{thing} ({letter}): held by {}", ctl.workers[h].name),
+                None => format!("{thing} ({letter}): free"),
             })
             .collect();
         let mut out = format!("{} (shared)", held.join(", "));
@@ -186,7 +183,7 @@ pub fn stepped(cli: &Cli) -> Result<()> {
     let ending = stepper::drive(&mut ctl, &mut chooser, false, |ctl, i| probe(ctl, pid, i), show)?;
     report::plain(format!(
         "timeline (one lane per thread, one column per step granted):\n{}",
-        stepper::indent(&ctl.timeline())
+        ctl.timeline()
     ));
     let schedule = ctl.schedule();
     let steps = ctl.granted.len();
@@ -225,7 +222,7 @@ fn probe(ctl: &Controller, pid: i32, i: usize) -> Probe {
     let w = &ctl.workers[i];
     let (State::Running(step) | State::Blocked(step, _)) = &w.state else { return Probe::Going };
     let Some(letter) = step.strip_prefix("lock ") else { return Probe::Going };
-    let Some(holder) = ctl.holder(step, &format!("unlock {letter}")).filter(|h| *h != i) else {
+    let Some(holder) = holder_of(ctl, letter).filter(|h| *h != i) else {
         return Probe::Going;
     };
     match common::ps::thread(pid, w.tid) {
@@ -237,4 +234,17 @@ fn probe(ctl: &Controller, pid: i32, i: usize) -> Probe {
         Some(_) => Probe::Going,
         None => Probe::Gone,
     }
+}
+
+/// The scientist who holds lock `letter`, as the grants tell: granted `lock X`, went past it (the
+/// kernel gave it the lock), and not granted `unlock X` since.
+fn holder_of(ctl: &Controller, letter: &str) -> Option<usize> {
+    let (lock, unlock) = (format!("lock {letter}"), format!("unlock {letter}"));
+    (0..ctl.workers.len()).find(|&i| {
+        let mine: Vec<&str> =
+            ctl.granted.iter().filter(|(j, _)| *j == i).map(|(_, s)| s.as_str()).collect();
+        let Some(k) = mine.iter().rposition(|s| *s == lock) else { return false };
+        let past = k + 1 < mine.len() || matches!(ctl.workers[i].state, State::At(_) | State::Done);
+        past && !mine[k + 1..].contains(&unlock.as_str())
+    })
 }

@@ -80,7 +80,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use common::cli::{CommonArgs, parse_positive};
+use common::cli::CommonArgs;
 use common::demo::bad_input;
 use common::process::Role;
 use common::report;
@@ -245,9 +245,12 @@ fn parse_tickets(text: &str) -> Result<u64, String> {
 }
 
 fn parse_buyers(text: &str) -> Result<usize, String> {
-    match parse_positive(text)? {
-        n if n <= MAX_BUYERS => Ok(n),
-        _ => Err(format!("{text:?} is more than {MAX_BUYERS} buyers (the cap)")),
+    match text.parse::<usize>() {
+        Ok(n) if n > MAX_BUYERS => {
+            Err(format!("{text:?} is more than {MAX_BUYERS} buyers (the cap)"))
+        }
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
     }
 }
 

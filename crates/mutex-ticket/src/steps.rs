@@ -123,7 +123,7 @@ pub fn run_stepped(s: &Setup, lock: bool, chooser: &mut Chooser, quiet: bool) ->
         let steps = real.grants.len();
         report::plain(format!(
             "timeline (one lane per buyer, one column per step granted):\n{}",
-            stepper::indent(&ctl.timeline())
+            ctl.timeline()
         ));
         let schedule = ctl.schedule();
         let won = real.oversold() > 0;

@@ -181,10 +181,14 @@ pub fn start_join(cli: &Cli) -> Result<()> {
     common::event!("joined", { "waited_ms": waited.as_secs_f64() * 1e3, "child_sleep_ms": ms(sleep),
                 "exitcode": code }, "p.join() blocked {} until the child ended (同步阻塞); then {p}", secs(waited));
     if let Some(recording) = recording {
-        let pid = p.pid().unwrap_or(0);
-        let order =
-            [("main", "parent_goes_on", std::process::id() as i32), ("child", "running", pid)];
-        let first = predict::which_first(&recording.finish()?, &order).unwrap_or("main");
+        let (me, child) = (std::process::id() as i32, p.pid().unwrap_or(0));
+        let records = recording.finish()?;
+        let first = records.iter().find_map(|r| match r.event.as_str() {
+            "parent_goes_on" if r.pid == me => Some("main"),
+            "running" if r.pid == child => Some("child"),
+            _ => None,
+        });
+        let first = first.unwrap_or("main");
         guess.reveal(
             first,
             "when start() returns the child exists (fork has made it); only its first run is \

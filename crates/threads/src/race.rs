@@ -259,7 +259,7 @@ pub fn stepped(cli: &Cli) -> Result<()> {
     let changes = b.changes.into_inner();
     report::plain(format!(
         "timeline (one lane per thread, one column per step granted):\n{}",
-        stepper::indent(&ctl.timeline())
+        ctl.timeline()
     ));
     let expected = (calls * NS.len()) as u64;
     let won = balance != 0 || changes != expected;

@@ -48,6 +48,11 @@ pub fn comm(pid: i32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// `VmRSS` of `/proc/PID/status`, in kB: the process's resident memory (none for a zombie).
+pub fn rss_kb(pid: i32) -> Option<u64> {
+    ::procfs::process::Process::new(pid).ok()?.status().ok()?.vmrss
+}
+
 /// Polls `/proc/PID/stat` until the state letter satisfies `want`, for at most [`WAIT_LIMIT`].
 /// `what` says what is awaited, for the error message.
 pub fn wait_for_state(pid: i32, what: &str, want: impl Fn(char) -> bool) -> Result<char> {
@@ -77,7 +82,7 @@ mod tests {
     fn this_process_has_a_start_time_and_is_listed() {
         let me = Ident::of(std::process::id() as i32);
         assert!(me.listed());
-        assert!(ps::rss_kb(me.pid).is_some_and(|kb| kb > 0));
+        assert!(rss_kb(me.pid).is_some_and(|kb| kb > 0));
         assert!(!Ident { pid: me.pid, start: me.start.map(|s| s + 1) }.listed());
     }
 }

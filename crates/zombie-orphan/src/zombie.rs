@@ -95,7 +95,7 @@ fn say_exiting(code: i32) {
 fn look_at_the_zombie(cli: &CommonArgs, pid: i32, guess: common::predict::Guess) -> Result<Ident> {
     procfs::wait_for_state(pid, "the child to end (state Z)", |s| s == 'Z')?;
     let ident = Ident::of(pid);
-    let rss = ps::rss_kb(pid);
+    let rss = procfs::rss_kb(pid);
     common::event!("zombie", { "pid": pid, "state": "Z", "ppid": me(), "rss_kb": rss }, "child {pid} has ended and is in state Z: {}; its memory is already freed \
              (VmRSS: {}), by the kernel as it exited, not by the parent as seed 003 says \
              (父进程…会清理子进程内存); what remains is its pid and its exit status",

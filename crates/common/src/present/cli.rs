@@ -141,11 +141,3 @@ pub fn number_in(
         _ => Err(format!("{text:?} is not {what} from {} to {}", range.start(), range.end())),
     }
 }
-
-/// Parses a count flag that must be at least 1 (`--buyers`, `-n`): a clear message otherwise.
-pub fn parse_positive(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("{text:?} is not a whole number of at least 1")),
-    }
-}

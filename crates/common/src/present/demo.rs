@@ -90,10 +90,8 @@ pub fn main<C: DemoCli>(
     process::dispatch(roles);
     let cli = C::parse();
     let arg0 = std::env::args_os().next().unwrap_or_default();
-    let program = match std::path::Path::new(&arg0).file_name() {
-        Some(name) => name.to_string_lossy().into_owned(),
-        None => "main".to_owned(),
-    };
+    let name = std::path::Path::new(&arg0).file_name();
+    let program = name.map_or("main".into(), |name| name.to_string_lossy().into_owned());
     let fail = |e: anyhow::Error, code: u8| {
         report::write_stderr(&format!("{program}: error: {e:#}"));
         ExitCode::from(code)

@@ -266,32 +266,12 @@ impl Guess {
     }
 }
 
-/// For a question about order ("which line prints first?"): the label of whichever of
-/// `candidates` (`(label, event name, pid)`) was recorded first in `records`, the lines of a
-/// [`crate::timeline::Recording`] in the order they were written (a pid of 0 matches any).
-pub fn which_first(
-    records: &[crate::timeline::Record],
-    candidates: &[(&'static str, &str, i32)],
-) -> Option<&'static str> {
-    records.iter().find_map(|r| {
-        candidates
-            .iter()
-            .find(|(_, event, pid)| r.event == *event && (*pid == 0 || r.pid == *pid))
-            .map(|(label, _, _)| *label)
-    })
-}
-
 /// Appends the `answer` event's data to the runner's descriptor, if one is named (see the
 /// module docs); errors are ignored: a summary must never break a demo.
 fn append_to_runner(data: &Value) {
-    let Some(fd) = std::env::var(ENV_ANSWERS_FD).ok().and_then(|v| v.parse::<i32>().ok()) else {
-        return;
-    };
-    if fd < 0 {
-        return;
-    }
-    let mut line = json!({ "who": report::who(), "answer": data }).to_string();
-    line.push('\n');
+    let fd = std::env::var(ENV_ANSWERS_FD).ok().and_then(|v| v.parse::<i32>().ok());
+    let Some(fd) = fd.filter(|fd| *fd >= 0) else { return };
+    let line = format!("{}\n", json!({ "who": report::who(), "answer": data }));
     #[cfg(unix)]
     {
         // Safety: write(2) on a number that is not open fails with EBADF and does nothing;

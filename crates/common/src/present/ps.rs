@@ -91,32 +91,10 @@ pub fn parse_stat(_text: &str) -> Option<ProcInfo> {
     None
 }
 
-/// `VmRSS` of `/proc/PID/status`, in kB: the process's resident memory (none for a zombie).
-pub fn rss_kb(pid: i32) -> Option<u64> {
-    #[cfg(target_os = "linux")]
-    {
-        procfs::process::Process::new(pid).ok()?.status().ok()?.vmrss
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = pid;
-        None
-    }
-}
-
 /// When `pid` started, in clock ticks since boot (see [`ProcInfo::start_ticks`]); `None` if
 /// there is no such process.
 pub fn start_ticks(pid: i32) -> Option<u64> {
     stat_only(pid).map(|i| i.start_ticks)
-}
-
-/// How long ago `pid` started (`ps -o etime`): its start time against `/proc/uptime`. `None`
-/// if there is no such process.
-pub fn started_ago(pid: i32) -> Option<Duration> {
-    let started = ticks_to_duration(start_ticks(pid)?);
-    let uptime: f64 =
-        std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_secs_f64(uptime).saturating_sub(started))
 }
 
 /// The numbered entries of a `/proc` folder: the pids of `/proc`, the tids of `/proc/PID/task`.
@@ -138,8 +116,9 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     numbered("/proc").into_iter().filter(is_child).collect()
 }
 
-/// `root` and all its descendants, depth first, each with its depth below `root`.
-pub fn tree(root: i32) -> Vec<(usize, ProcInfo)> {
+/// Prints this process and its descendants, depth first, as a table (and, with `--json`, the
+/// event `ps` with the rows).
+pub fn show_tree(title: &str) {
     fn walk(all: &[ProcInfo], pid: i32, depth: usize, out: &mut Vec<(usize, ProcInfo)>) {
         if let Some(info) = all.iter().find(|p| p.pid == pid) {
             out.push((depth, info.clone()));
@@ -148,14 +127,9 @@ pub fn tree(root: i32) -> Vec<(usize, ProcInfo)> {
             }
         }
     }
-    let mut out = Vec::new();
-    walk(&all(), root, 0, &mut out);
-    out
-}
-
-/// Prints this process's tree as a table (and, with `--json`, the event `ps` with the rows).
-pub fn show_tree(title: &str) {
-    show(title, &tree(std::process::id() as i32));
+    let mut rows = Vec::new();
+    walk(&all(), std::process::id() as i32, 0, &mut rows);
+    show(title, &rows);
 }
 
 /// Prints the given rows as a table (and, with `--json`, the event `ps` with the rows).
@@ -217,38 +191,31 @@ fn read_wchan(dir: &str) -> String {
 }
 
 /// Reads one thread of `pid` from `/proc/PID/task/TID/`; `None` once it is gone.
+#[cfg(target_os = "linux")]
 pub fn thread(pid: i32, tid: i32) -> Option<ThreadInfo> {
     let dir = format!("/proc/{pid}/task/{tid}");
-    let mut info = parse_thread_stat(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)?;
+    let s = procfs::process::Stat::from_file(format!("{dir}/stat")).ok()?;
     let wchan = read_wchan(&dir);
-    info.wchan = if wchan.is_empty() { "-".into() } else { wchan };
-    #[cfg(target_os = "linux")]
-    if let Ok(status) = procfs::process::Status::from_file(format!("{dir}/status")) {
-        info.voluntary_ctxt_switches = status.voluntary_ctxt_switches.unwrap_or(0);
-        info.nonvoluntary_ctxt_switches = status.nonvoluntary_ctxt_switches.unwrap_or(0);
-    }
-    Some(info)
-}
-
-/// The fields of a `/proc/PID/task/TID/stat` line that a thread table shows.
-#[cfg(target_os = "linux")]
-fn parse_thread_stat(text: &str) -> Option<ThreadInfo> {
-    let s = procfs::process::Stat::from_read(text.as_bytes()).ok()?;
+    let status = procfs::process::Status::from_file(format!("{dir}/status")).ok();
+    let status = status.as_ref();
     Some(ThreadInfo {
         tid: s.pid,
         comm: s.comm,
         state: s.state,
-        wchan: "-".into(),
+        wchan: if wchan.is_empty() { "-".into() } else { wchan },
         processor: s.processor?,
         utime_ticks: s.utime,
         stime_ticks: s.stime,
-        voluntary_ctxt_switches: 0,
-        nonvoluntary_ctxt_switches: 0,
+        voluntary_ctxt_switches: status.and_then(|st| st.voluntary_ctxt_switches).unwrap_or(0),
+        nonvoluntary_ctxt_switches: status
+            .and_then(|st| st.nonvoluntary_ctxt_switches)
+            .unwrap_or(0),
     })
 }
 
+/// Where there is no `/proc`, there are no threads to read.
 #[cfg(not(target_os = "linux"))]
-fn parse_thread_stat(_text: &str) -> Option<ThreadInfo> {
+pub fn thread(_pid: i32, _tid: i32) -> Option<ThreadInfo> {
     None
 }
 

@@ -249,22 +249,13 @@ fn wrap(line: &str, width: usize) -> Vec<&str> {
 /// for a line of up to `PIPE_BUF` bytes going to a pipe. Errors (a closed pipe) are ignored: a
 /// reader that went away must not crash a demo half-way and leave its children behind.
 pub fn write_stdout(bytes: &[u8]) {
-    #[cfg(unix)]
     write_all(std::io::stdout(), bytes);
-    #[cfg(not(unix))]
-    let _ = std::io::Write::write_all(&mut std::io::stdout(), bytes);
 }
 
 /// Writes a line to standard error (used for errors, never for events).
 pub fn write_stderr(text: &str) {
-    let mut line = text.to_string();
-    if !line.ends_with('\n') {
-        line.push('\n');
-    }
-    #[cfg(unix)]
-    write_all(std::io::stderr(), line.as_bytes());
-    #[cfg(not(unix))]
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    let newline = if text.ends_with('\n') { "" } else { "\n" };
+    write_all(std::io::stderr(), format!("{text}{newline}").as_bytes());
 }
 
 /// Appends one line to the recording file; errors are ignored (a demo must not fail half-way
@@ -288,6 +279,12 @@ fn write_all(fd: impl std::os::fd::AsFd, mut bytes: &[u8]) {
             Err(_) => return,
         }
     }
+}
+
+/// Without `fork`, std's own (locking) writer will do.
+#[cfg(not(unix))]
+fn write_all(mut out: impl std::io::Write, bytes: &[u8]) {
+    let _ = out.write_all(bytes);
 }
 
 fn parent_pid() -> u32 {

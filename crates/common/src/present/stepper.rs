@@ -128,25 +128,22 @@ impl Side {
 
     /// Waits, under the mutex, until worker `i` has a grant, and uses it up.
     fn wait_turn(&self, i: usize) {
-        let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            match grants.as_mut() {
-                None => return,
-                Some(g) if g.get(i).copied().unwrap_or(0) > 0 => {
-                    g[i] -= 1;
-                    return;
-                }
-                Some(_) => grants = self.turn.wait(grants).unwrap_or_else(PoisonError::into_inner),
-            }
+        let grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
+        // Grants are still handed out (not released), and none is left for `i`.
+        let no_turn = |grants: &mut Option<Vec<u32>>| {
+            grants.as_ref().is_some_and(|g| g.get(i).copied().unwrap_or(0) == 0)
+        };
+        let mut grants =
+            self.turn.wait_while(grants, no_turn).unwrap_or_else(PoisonError::into_inner);
+        if let Some(g) = grants.as_mut() {
+            g[i] -= 1;
         }
     }
 
     fn grant(&self, i: usize) {
         let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(g) = grants.as_mut() {
-            if g.len() <= i {
-                g.resize(i + 1, 0);
-            }
+            g.resize(g.len().max(i + 1), 0);
             g[i] += 1;
         }
         self.turn.notify_all();

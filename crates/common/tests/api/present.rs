@@ -402,7 +402,7 @@ mod sampler {
 
 mod cli {
     use clap::Parser;
-    use common::cli::{CommonArgs, number_in, parse_positive};
+    use common::cli::{CommonArgs, number_in};
 
     #[derive(Parser)]
     struct Cli {
@@ -423,8 +423,6 @@ mod cli {
         assert!(parse(&["--speed", "0"]).is_err());
         assert_eq!(parse(&["--speed", "2.5"]).unwrap().speed, 2.5);
         assert_eq!(number_in(0.0..=60.0, "seconds")("60"), Ok(60.0));
-        assert!(parse_positive("0").is_err());
-        assert_eq!(parse_positive("3"), Ok(3));
     }
 }
 

@@ -107,11 +107,11 @@ pub fn lanes(ctl: &Controller, table: &[(String, String, String)]) -> String {
 
 impl Controller {
     /// One lane per worker, one column per granted step: the step's short name where that
-    /// worker made it.
+    /// worker made it. Indented by two spaces, to sit under its heading.
     pub fn timeline(&self) -> String {
         let width = self.granted.iter().map(|(_, s)| s.chars().count()).max().unwrap_or(1) + 1;
         let name_width = self.workers.iter().map(|w| columns(&w.name)).max().unwrap_or(0).max(4);
-        let pad = |name: &str| format!("{name}{}  ", " ".repeat(name_width - columns(name)));
+        let pad = |name: &str| format!("  {name}{}  ", " ".repeat(name_width - columns(name)));
         let mut out = pad("step");
         for k in 1..=self.granted.len() {
             out.push_str(&format!("{:<width$}", k));
@@ -126,11 +126,6 @@ impl Controller {
         }
         out.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
     }
-}
-
-/// Indents every line by two spaces.
-pub fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// The columns a name takes at a terminal: two for each CJK character (路人0 takes five).

@@ -1,7 +1,7 @@
 //! The controller's side: it waits until every worker is at its next step, done, or blocked in
 //! the kernel, and grants one step at a time.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -81,39 +81,28 @@ enum Link {
 /// processes start, removed on drop.
 #[derive(Debug)]
 pub struct PipeDir {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     slots: usize,
 }
 
 impl PipeDir {
     /// Makes the pipes in a new private folder under `parent`.
     pub fn new(parent: &Path, slots: usize) -> Result<PipeDir> {
-        let dir = parent.join(format!(
-            "steps-{}-{:x}",
-            std::process::id(),
-            crate::report::monotonic_ns()
-        ));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let made = PipeDir { dir, slots };
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("steps-{}-", std::process::id()))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(parent)
+            .with_context(|| format!("creating the pipes' folder in {}", parent.display()))?;
         let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
-        nix::unistd::mkfifo(&made.dir.join("ready"), mode).context("mkfifo ready")?;
+        nix::unistd::mkfifo(&dir.path().join("ready"), mode).context("mkfifo ready")?;
         for slot in 0..slots {
-            nix::unistd::mkfifo(&grant_path(&made.dir, slot), mode).context("mkfifo grant")?;
+            nix::unistd::mkfifo(&grant_path(dir.path(), slot), mode).context("mkfifo grant")?;
         }
-        Ok(made)
+        Ok(PipeDir { dir, slots })
     }
 
     pub fn path(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for PipeDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.dir.path()
     }
 }
 
@@ -155,10 +144,10 @@ impl Controller {
                 .open(&path)
                 .with_context(|| format!("opening {}", path.display()))
         };
-        let ready = open(pipes.dir.join("ready"))?;
+        let ready = open(pipes.path().join("ready"))?;
         let ready_end = ready.try_clone().context("duplicating the ready pipe")?;
         let grants =
-            (0..pipes.slots).map(|s| open(grant_path(&pipes.dir, s))).collect::<Result<_>>()?;
+            (0..pipes.slots).map(|s| open(grant_path(pipes.path(), s))).collect::<Result<_>>()?;
         let (tx, reports) = channel();
         let reader = crate::threads::named::spawn("step reports", move || {
             // Until end of file, a line that is not a report (the controller's own "end"), or a
@@ -283,21 +272,6 @@ impl Controller {
         }
         ensure!(said(self), "{} ended in the middle of a step", self.workers[i].name);
         Ok(())
-    }
-
-    /// The worker that holds the lock whose steps are `lock X` / `unlock X`, as the grants
-    /// tell: it was granted `lock X`, went past it (the kernel gave it the lock), and has not
-    /// been granted `unlock X` since.
-    pub fn holder(&self, lock_step: &str, unlock_step: &str) -> Option<usize> {
-        (0..self.workers.len()).find(|&i| {
-            let mine: Vec<&str> =
-                self.granted.iter().filter(|(j, _)| *j == i).map(|(_, s)| s.as_str()).collect();
-            let Some(k) = mine.iter().rposition(|s| *s == lock_step) else { return false };
-            let unlocked = mine[k + 1..].contains(&unlock_step);
-            let past =
-                k + 1 < mine.len() || matches!(self.workers[i].state, State::At(_) | State::Done);
-            past && !unlocked
-        })
     }
 
     /// Lets every worker of this process run free from now on: after a bad schedule or a
