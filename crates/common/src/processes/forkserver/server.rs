@@ -168,8 +168,6 @@ fn child_main(request: Request, fds: Vec<OwnedFd>, server: Pid) -> ! {
             1
         }
     };
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
     // Safety: _exit ends this copy of the fork server at once, running none of its destructors.
     unsafe { libc::_exit(code) }
 }
