@@ -1,8 +1,6 @@
-//! Roles: what a child runs, found by name. A [`Role`] is a named function, [`Run`] a type
-//! whose value is the work; a spawned child is this program run again with a hidden role
-//! argument, and [`dispatch`], first thing in every demo's `main`, runs the role and exits:
-//! Rust's `if __name__ == '__main__':` guard. A fork server's child runs its role the same way
-//! ([`run_role`]).
+//! Roles: what a child runs, found by name (a [`Role`], or a type that implements [`Run`]), and
+//! [`dispatch`], the `__main__` guard that runs one in a spawned child; a fork server's child
+//! runs its role the same way ([`run_role`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
