@@ -90,19 +90,17 @@ pub(crate) fn wait(pid: i32, timeout: Option<Duration>) -> Option<Option<i32>> {
         // and the other finds the child gone from the registry.
         let mut r = registry();
         let Some(child) = r.children.get_mut(&pid) else { continue };
-        let status = forkserver::read_status(&pipe);
-        match status {
-            Status::Code(_) => {
+        match forkserver::read_status(&pipe) {
+            Status::Code(code) => {
                 r.children.remove(&pid);
+                return Some(Some(code));
             }
             // Its children are reparented to us (a subreaper): wait as for ours.
-            Status::ServerGone => child.status = None,
-            Status::NotYet => {}
-        }
-        drop(r);
-        match status {
-            Status::Code(code) => return Some(Some(code)),
-            Status::ServerGone => forkserver::server_died(),
+            Status::ServerGone => {
+                child.status = None;
+                drop(r);
+                forkserver::server_died();
+            }
             Status::NotYet => {}
         }
     }
