@@ -1,8 +1,6 @@
-//! Roles: what a child runs, found by name. A [`Role`] is a named function, [`Run`] a type
-//! whose value is the work; a spawned child is this program run again with a hidden role
-//! argument, and [`dispatch`], first thing in every demo's `main`, runs the role and exits:
-//! Rust's `if __name__ == '__main__':` guard. A fork server's child runs its role the same way
-//! ([`run_role`]).
+//! Roles: what a child runs, found by name (a [`Role`], or a type that implements [`Run`]), and
+//! [`dispatch`], the `__main__` guard that runs one in a spawned child; a fork server's child
+//! runs its role the same way ([`run_role`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -113,13 +111,14 @@ pub(crate) fn run_role(role: &str, name: &str, args: Value, daemon: bool) -> i32
 
 /// In a new child, whatever its start method: takes the child's name and daemonic flag, runs
 /// its work and returns its exit code: 0, the code of an [`ExitWith`], or 1 for any other error
-/// or a panic (Python's exit code for an uncaught exception), after printing it.
+/// or a panic (Python's exit code for an uncaught exception), after printing it. What the work
+/// printed is flushed: a forked child leaves with `_exit`, which would drop it.
 pub(super) fn run_as_child(name: &str, daemon: bool, work: impl FnOnce() -> Result<()>) -> i32 {
     IS_DAEMONIC.store(daemon, Ordering::Relaxed);
     name_this_process(name);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the child panicked")));
-    match result {
+    let code = match result {
         Ok(()) => 0,
         Err(e) => match e.downcast_ref::<ExitWith>() {
             Some(ExitWith(code)) => *code,
@@ -128,5 +127,8 @@ pub(super) fn run_as_child(name: &str, daemon: bool, work: impl FnOnce() -> Resu
                 1
             }
         },
-    }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    code
 }

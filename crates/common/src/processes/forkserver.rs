@@ -69,12 +69,10 @@ use crate::processes::reap;
 
 /// The role name in the hidden argument that makes this program a fork server.
 pub(crate) const ROLE: &str = "__forkserver";
-/// The environment variable naming the server's end of the socketpair.
 const ENV_FD: &str = "CONCURRENCY_DEMOS_FORKSERVER_FD";
 /// The largest request, in bytes of JSON (one datagram of the socket); a spawned child's
 /// arguments have about the same limit (one environment string).
 pub const MAX_REQUEST: usize = 128 * 1024;
-/// The most descriptors a child can be given.
 const MAX_FDS: usize = 64;
 /// How long [`stop`] waits for the server to leave after its socket is closed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -123,7 +121,6 @@ pub fn server_pid() -> Option<i32> {
     client.as_ref().filter(|c| c.owner == me).map(|c| c.pid)
 }
 
-/// The client, taken out of [`CLIENT`], if this process started the server.
 fn take_own_client() -> Option<Client> {
     let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
     guard.take_if(|c| c.owner == std::process::id())
@@ -198,7 +195,6 @@ fn lost(client: Client) {
             client.pid);
 }
 
-/// How often a wait for the server's answer checks that the server is still alive, in ms.
 const ALIVE_CHECK_MS: libc::c_int = 100;
 
 /// Reads the server's answer. End of file says the server has ended, but only once every copy

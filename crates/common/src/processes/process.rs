@@ -55,7 +55,6 @@ enum Target {
 }
 
 impl Target {
-    /// Runs the child's work, in the child.
     fn run(self) -> Result<()> {
         match self {
             Target::Role { role, args } => (role.run)(args),
@@ -90,7 +89,6 @@ pub struct Process {
     method: StartMethod,
     daemon: bool,
     die_with_parent: bool,
-    /// Descriptors a spawned child keeps open across `exec` (see [`Process::pass_fds`]).
     pass_fds: Vec<i32>,
     state: State,
     pid: Option<i32>,

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 #[cfg(doc)]
 use super::process::Process;
-use super::registry::{ChildEntry, with_registry};
+use super::registry::{ChildEntry, registry};
 use crate::forkserver::{self, Status};
 use crate::report;
 
@@ -59,10 +59,9 @@ pub(super) fn reap_ended() -> bool {
             Ok(WaitStatus::StillAlive) => return true,
             Ok(status) => {
                 if let Some(pid) = status.pid() {
-                    with_registry(|r| {
-                        r.children.remove(&pid.as_raw());
-                        r.reaped.insert(pid.as_raw(), exitcode_of(status));
-                    });
+                    let mut r = registry();
+                    r.children.remove(&pid.as_raw());
+                    r.reaped.insert(pid.as_raw(), exitcode_of(status));
                 }
             }
             Err(Errno::EINTR) => continue,
@@ -73,7 +72,7 @@ pub(super) fn reap_ended() -> bool {
 
 /// The status pipe of `pid`, if it is a fork server's child whose server still reports.
 fn server_pipe(pid: i32) -> Option<Arc<OwnedFd>> {
-    with_registry(|r| r.children.get(&pid).and_then(|c| c.status.clone()))
+    registry().children.get(&pid).and_then(|c| c.status.clone())
 }
 
 /// Waits for `pid`: forever (`None`), not at all (`Some(ZERO)`), or up to a timeout.
@@ -89,22 +88,19 @@ pub(crate) fn wait(pid: i32, timeout: Option<Duration>) -> Option<Option<i32>> {
         }
         // Read under the registry lock, so that of two waiters exactly one takes the code
         // and the other finds the child gone from the registry.
-        let status = with_registry(|r| {
-            let Some(child) = r.children.get_mut(&pid) else { return Status::NotYet };
-            let status = forkserver::read_status(&pipe);
-            match status {
-                Status::Code(_) => {
-                    r.children.remove(&pid);
-                }
-                // Its children are reparented to us (a subreaper): wait as for ours.
-                Status::ServerGone => child.status = None,
-                Status::NotYet => {}
+        let mut r = registry();
+        let Some(child) = r.children.get_mut(&pid) else { continue };
+        match forkserver::read_status(&pipe) {
+            Status::Code(code) => {
+                r.children.remove(&pid);
+                return Some(Some(code));
             }
-            status
-        });
-        match status {
-            Status::Code(code) => return Some(Some(code)),
-            Status::ServerGone => forkserver::server_died(),
+            // Its children are reparented to us (a subreaper): wait as for ours.
+            Status::ServerGone => {
+                child.status = None;
+                drop(r);
+                forkserver::server_died();
+            }
             Status::NotYet => {}
         }
     }
@@ -112,17 +108,16 @@ pub(crate) fn wait(pid: i32, timeout: Option<Duration>) -> Option<Option<i32>> {
     loop {
         match waitpid(Pid::from_raw(pid), timeout.map(|_| WaitPidFlag::WNOHANG)).map(exitcode_of) {
             Ok(Some(code)) => {
-                with_registry(|r| r.children.remove(&pid));
+                registry().children.remove(&pid);
                 return Some(Some(code));
             }
             Ok(None) => {} // still running, stopped or continued
             Err(Errno::EINTR) => continue,
             // ECHILD: reaped elsewhere (the watcher, or the kernel with SIGCHLD ignored).
             Err(_) => {
-                return Some(with_registry(|r| {
-                    r.children.remove(&pid);
-                    r.reaped.remove(&pid).flatten()
-                }));
+                let mut r = registry();
+                r.children.remove(&pid);
+                return Some(r.reaped.remove(&pid).flatten());
             }
         }
         match deadline {
@@ -173,12 +168,12 @@ pub struct Ended {
     pub at_ms: u64,
 }
 
-/// What [`finish_main`] does, returning how each child ended, for a demo that shows it:
-/// daemonic children are sent SIGTERM and reaped first (so none lingers as a zombie while the
-/// others are waited for), then every other child is waited for, however long it takes.
+/// What [`finish_main`] does before it stops the fork server, returning how each child ended,
+/// for a demo that shows it. The daemonic children are reaped first, so that none lingers as a
+/// zombie while the others are waited for, however long that takes.
 pub fn end_main_code() -> Vec<Ended> {
     let mut children: Vec<(i32, ChildEntry)> =
-        with_registry(|r| r.children.iter().map(|(p, c)| (*p, c.clone())).collect());
+        registry().children.iter().map(|(p, c)| (*p, c.clone())).collect();
     children.sort_by_key(|(pid, child)| (!child.daemon, *pid));
     for (pid, child) in &children {
         if child.daemon {
@@ -201,19 +196,15 @@ pub fn end_main_code() -> Vec<Ended> {
 }
 
 /// Stops every child: SIGTERM, up to `grace` to end, then SIGKILL; then reaps all of them, and
-/// on Linux also any orphaned descendant reparented to this process; the fork server last,
-/// once it has reported every child of its own. Used by the signal watcher; afterwards no new
-/// child can start.
+/// also any orphaned descendant reparented to this process; the fork server last, once it has
+/// reported every child of its own. Used by the signal watcher; afterwards no new child can
+/// start.
 pub fn stop_all_children(grace: Duration) {
-    let pids: Vec<i32> = with_registry(|r| {
+    let mut targets: Vec<i32> = {
+        let mut r = registry();
         r.shutting_down = true;
         r.children.keys().copied().collect()
-    });
-    stop_and_reap(pids, grace);
-    forkserver::stop();
-}
-
-fn stop_and_reap(mut targets: Vec<i32>, grace: Duration) {
+    };
     let me = getpid().as_raw();
     // The fork server is not stopped with the others: it must live to report its children.
     let server = forkserver::server_pid();
@@ -229,15 +220,13 @@ fn stop_and_reap(mut targets: Vec<i32>, grace: Duration) {
         let _ = send(*pid, Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    loop {
-        if !reap_ended() {
-            return; // no child left at all
-        }
+    // Until no child is left at all, or none but the fork server.
+    while reap_ended() {
         collect_server_statuses();
         let left = children_of_me();
-        let registered = with_registry(|r| r.children.keys().copied().collect::<Vec<_>>());
+        let registered: Vec<i32> = registry().children.keys().copied().collect();
         if left.is_empty() && registered.is_empty() {
-            return;
+            break;
         }
         if Instant::now() >= deadline {
             for pid in left.iter().chain(&registered) {
@@ -254,33 +243,33 @@ fn stop_and_reap(mut targets: Vec<i32>, grace: Duration) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    forkserver::stop();
 }
 
 /// Reads, without blocking, the exit codes the fork server has sent for its children in
 /// the registry; a child whose server died is treated as ours from then on, and forgotten
 /// if it is not (it was not reparented to us).
 fn collect_server_statuses() {
-    with_registry(|r| {
-        let watched: Vec<(i32, Arc<OwnedFd>)> =
-            r.children.iter().filter_map(|(pid, c)| c.status.clone().map(|s| (*pid, s))).collect();
-        for (pid, pipe) in watched {
-            let forget = match forkserver::read_status(&pipe) {
-                Status::Code(code) => Some(Some(code)),
-                Status::ServerGone if is_our_child(pid) => {
-                    if let Some(child) = r.children.get_mut(&pid) {
-                        child.status = None;
-                    }
-                    None
+    let mut r = registry();
+    let watched: Vec<(i32, Arc<OwnedFd>)> =
+        r.children.iter().filter_map(|(pid, c)| c.status.clone().map(|s| (*pid, s))).collect();
+    for (pid, pipe) in watched {
+        let forget = match forkserver::read_status(&pipe) {
+            Status::Code(code) => Some(Some(code)),
+            Status::ServerGone if is_our_child(pid) => {
+                if let Some(child) = r.children.get_mut(&pid) {
+                    child.status = None;
                 }
-                Status::ServerGone if kill(Pid::from_raw(pid), None).is_err() => Some(None),
-                Status::ServerGone | Status::NotYet => None,
-            };
-            if let Some(code) = forget {
-                r.children.remove(&pid);
-                r.reaped.insert(pid, code);
+                None
             }
+            Status::ServerGone if kill(Pid::from_raw(pid), None).is_err() => Some(None),
+            Status::ServerGone | Status::NotYet => None,
+        };
+        if let Some(code) = forget {
+            r.children.remove(&pid);
+            r.reaped.insert(pid, code);
         }
-    });
+    }
 }
 
 /// Whether `pid` is a child of this process (ended or not), without reaping it.

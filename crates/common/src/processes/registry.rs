@@ -29,36 +29,30 @@ static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
 /// Whether this process is a daemonic child (which may not start children of its own).
 pub(super) static IS_DAEMONIC: AtomicBool = AtomicBool::new(false);
 
-pub(super) fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
-    f(&mut lock())
-}
-
-fn lock() -> Births {
+/// The registry, locked until the guard is dropped.
+pub(super) fn registry() -> MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Pids and names of the children started through [`Process`](super::process::Process) that
 /// have not been reaped.
 pub fn live_children() -> Vec<(i32, String)> {
-    with_registry(|r| {
-        let mut v: Vec<_> = r.children.iter().map(|(p, c)| (*p, c.name.clone())).collect();
-        v.sort();
-        v
-    })
+    let mut v: Vec<_> = registry().children.iter().map(|(p, c)| (*p, c.name.clone())).collect();
+    v.sort();
+    v
 }
 
 /// The registry's guard, held from just before a child is born until it is recorded.
 pub(super) type Births = MutexGuard<'static, Registry>;
 
-/// The registry, locked while a child is born: the signal watcher cannot miss a child being
-/// born, and after shutdown began no new child starts (this thread then waits for the
-/// watcher to end the process). Unflushed output is written first: a forked child would
-/// print it a second time (the fix that `fork-vs-spawn` shows).
+/// The registry, locked for a birth; once shutdown began, this thread waits instead for the
+/// watcher to end the process. Unflushed output is written first: a forked child would print
+/// it a second time (the fix that `fork-vs-spawn` shows).
 pub(super) fn lock_for_a_birth() -> Births {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    let guard = lock();
+    let guard = registry();
     if guard.shutting_down {
         drop(guard);
         loop {

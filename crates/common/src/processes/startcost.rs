@@ -37,7 +37,7 @@ impl Starter {
     pub const ALL: [Starter; 4] =
         [Starter::Thread, Starter::Fork, Starter::Spawn, Starter::Forkserver];
 
-    /// `thread`, `fork` or `spawn`: the key used in events and in the Python script's output.
+    /// `thread`, `fork`, `spawn` or `forkserver`: the key in events and in the Python output.
     pub fn key(self) -> &'static str {
         match self {
             Starter::Thread => "thread",

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::os::fd::FromRawFd;
 
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::fcntl::{FcntlArg, fcntl};
 use nix::sys::signal::{SigHandler, SigSet, signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{ControlMessageOwned, recvmsg, send};
@@ -38,9 +38,7 @@ fn serve_requests() -> Result<()> {
     // Safety: the demo passed this descriptor, its socketpair's other end, under this number,
     // and nothing else in this process owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let _ = fcntl(&sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-    // A terminal's Ctrl-C, or a SIGTERM to the whole group, reaches the server too: it must
-    // live to report its children's ends. `stop` ends it (end of file, then SIGKILL).
+    // A Ctrl-C reaches the whole group, the server too, which must live to report its children.
     for stop_signal in STOP_SIGNALS {
         // Safety: setting a signal to be ignored runs no code of ours in a handler.
         unsafe { signal(stop_signal, SigHandler::SigIgn) }.context("ignoring the stop signals")?;
@@ -168,8 +166,6 @@ fn child_main(request: Request, fds: Vec<OwnedFd>, server: Pid) -> ! {
             1
         }
     };
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
     // Safety: _exit ends this copy of the fork server at once, running none of its destructors.
     unsafe { libc::_exit(code) }
 }

@@ -42,8 +42,6 @@ pub(super) fn start_fork(p: &Process, target: Target) -> Result<i32> {
                 set_parent_death_signal(parent);
             }
             let code = run_as_child(&p.name, p.daemon, || target.run());
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
             // Safety: _exit ends the process at once, without running the parent's
             // destructors or atexit handlers a second time in this copy.
             unsafe { libc::_exit(code) }
