@@ -98,18 +98,11 @@ impl RobustMutex {
             Wait::Now => unsafe { libc::pthread_mutex_trylock(mutex) },
             Wait::Until(_) => {
                 // pthread_mutex_timedlock takes an absolute CLOCK_REALTIME time.
-                let left = wait.remaining().unwrap_or_default();
                 let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
                     .map_err(|e| ShmError::new("clock_gettime(CLOCK_REALTIME)", e))?;
-                let mut sec = now.tv_sec() + left.as_secs() as libc::time_t;
-                let mut nsec = now.tv_nsec() + libc::c_long::from(left.subsec_nanos());
-                if nsec >= 1_000_000_000 {
-                    sec += 1;
-                    nsec -= 1_000_000_000;
-                }
-                let abs = libc::timespec { tv_sec: sec, tv_nsec: nsec };
+                let abs = now + TimeSpec::from(wait.remaining().unwrap_or_default());
                 // Safety: see above; `abs` lives on our stack for the call.
-                unsafe { libc::pthread_mutex_timedlock(mutex, &abs) }
+                unsafe { libc::pthread_mutex_timedlock(mutex, abs.as_ref()) }
             }
         };
         let taken = match rc {
