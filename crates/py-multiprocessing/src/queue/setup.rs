@@ -266,8 +266,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
-// A queue travels to a child as its descriptor, the way Python pickles a Queue into a child's
-// arguments: serializing gives the numbers, deserializing in the child rebuilds the handle.
+// A queue travels to a child as its descriptor, as Python pickles a Queue into its arguments.
 macro_rules! travels_as_its_descriptor {
     ($($queue:ident),*) => {$(
         impl<T> Serialize for $queue<T> {

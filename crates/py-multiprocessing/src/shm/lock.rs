@@ -25,17 +25,12 @@ pub enum Taken {
 /// A robust, process-shared mutex, to live in a [`super::SharedBlock`] (zeroed, then [`init`]).
 ///
 /// [`init`]: RobustMutex::init
+#[derive(Debug)]
 #[repr(transparent)]
 pub struct RobustMutex(UnsafeCell<libc::pthread_mutex_t>);
 
 // Safety: a process-shared pthread mutex is made to be locked from many threads and processes.
 unsafe impl Sync for RobustMutex {}
-
-impl std::fmt::Debug for RobustMutex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RobustMutex")
-    }
-}
 
 /// Holds a [`RobustMutex`]; unlocks it when dropped.
 #[derive(Debug)]
