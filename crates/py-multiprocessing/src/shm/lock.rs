@@ -13,6 +13,8 @@ pub use py_threading::Wait;
 
 use super::ShmError;
 
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Whether a lock was taken cleanly or from a holder that died holding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
@@ -92,10 +94,12 @@ impl RobustMutex {
             // Safety: see above.
             Wait::Now => unsafe { libc::pthread_mutex_trylock(mutex) },
             Wait::Until(_) => {
-                // pthread_mutex_timedlock takes an absolute CLOCK_REALTIME time.
+                // pthread_mutex_timedlock takes an absolute CLOCK_REALTIME time. A TimeSpec sum
+                // counts nanoseconds in an i64 (292 years): a longer wait is cut to a century.
+                let left = wait.remaining().unwrap_or_default().min(CENTURY);
                 let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
                     .map_err(|e| ShmError::new("clock_gettime(CLOCK_REALTIME)", e))?;
-                let abs = now + TimeSpec::from(wait.remaining().unwrap_or_default());
+                let abs = now + TimeSpec::from(left);
                 // Safety: see above; `abs` lives on our stack for the call.
                 unsafe { libc::pthread_mutex_timedlock(mutex, abs.as_ref()) }
             }

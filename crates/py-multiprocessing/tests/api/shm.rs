@@ -90,4 +90,7 @@ fn a_timed_lock_of_a_held_mutex_gives_up_at_its_deadline_not_before() {
         assert!(waited >= Duration::from_millis(190), "gave up early, after {waited:?}");
         assert!(waited < Duration::from_secs(5), "gave up late, after {waited:?}");
     });
+    // A wait longer than a TimeSpec's nanoseconds can count (292 years) takes a free lock too.
+    let millennium = Duration::from_secs(1000 * 365 * 86_400);
+    assert!(lock.lock(Wait::from_timeout(millennium)).unwrap().is_some());
 }
