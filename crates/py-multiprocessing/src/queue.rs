@@ -21,8 +21,8 @@
 //!
 //! Beside this file: `pipe.rs` (the pipe's system calls), `bound.rs` (`maxsize`), `setup.rs`
 //! (the shared block, making a queue, handing it to a child), `joinable.rs`, `handle.rs` (the
-//! `_nowait`/`_timeout` forms, the snapshots), and two speed-ups kept out of the lesson:
-//! `stage.rs` and `spin.rs`. Differences from Python: `put` writes before it returns (no feeder
+//! `_nowait`/`_timeout` forms, the snapshots), and what is there only for speed, kept out of
+//! the lesson: `speed.rs`. Differences from Python: `put` writes before it returns (no feeder
 //! thread), so an unbounded queue is bounded by the pipe's bytes; items are JSON, not pickles.
 //! Linux only.
 
@@ -33,8 +33,7 @@ mod handle;
 mod joinable;
 mod pipe;
 mod setup;
-mod spin;
-mod stage;
+mod speed;
 #[cfg(test)]
 mod tests;
 
@@ -228,7 +227,7 @@ impl Core {
         let mut got = 0;
         while got < buf.len() {
             busy.store(1, Ordering::Release);
-            // read(2) of the queue's byte stream (through the readers' staging area: stage.rs).
+            // read(2) of the queue's byte stream (through the readers' staging area: speed.rs).
             match self.read_stream(&mut buf[got..]) {
                 Ok(0) if got > 0 || start.is_none() => return Err(self.set_broken(BROKEN_TORN_EOF)),
                 // EOF only once every write end in every process is closed; every handle holds
@@ -238,7 +237,7 @@ impl Core {
                 Err(Errno::EAGAIN) => match start {
                     Some(wait) if got == 0 => {
                         busy.store(0, Ordering::Release);
-                        if !spin::before_poll(self, wait)
+                        if !self.spin_before_poll(wait)
                             && !poll_fd(self.read.as_fd(), libc::POLLIN, wait)?
                         {
                             return Ok(false);

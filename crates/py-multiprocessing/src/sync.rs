@@ -20,7 +20,7 @@ use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 pub use event::ProcessEvent;
-pub use semaphore::{DEATH_CHECK, MAX_PLACES, Place, ProcessSemaphore};
+pub use semaphore::{MAX_PLACES, Place, ProcessSemaphore};
 
 use crate::shm::{Shareable, SharedBlock, ShmError};
 

@@ -105,7 +105,6 @@ impl Core {
         c.puts.load(Ordering::SeqCst).wrapping_sub(c.done.load(Ordering::SeqCst))
     }
 
-    /// Wakes the processes in `join` if every task put is now done.
     pub(super) fn wake_joiners_if_all_done(&self) {
         let c = self.ctl();
         if c.join_waiters.load(Ordering::SeqCst) > 0 && self.unfinished() == 0 {

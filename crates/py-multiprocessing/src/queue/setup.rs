@@ -22,7 +22,7 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::stage::STAGE;
+use super::speed::STAGE;
 use super::{Core, JoinableQueue, MAX_MAXSIZE, MAX_MESSAGE_LIMIT, Queue};
 use crate::shm::{RobustMutex, Shareable, SharedBlock, ShmError, random_id};
 
@@ -129,7 +129,7 @@ pub(super) struct Control {
     pub join_waiters: AtomicU32,
     /// A `BROKEN_*` code; once set, never cleared.
     broken: AtomicU32,
-    /// The readers' staging area (stage.rs): bytes read from the pipe and not yet taken are
+    /// The readers' staging area (speed.rs): bytes read from the pipe and not yet taken are
     /// `stage[stage_start..stage_end]`. Touched only under the reader lock.
     pub stage_start: AtomicU32,
     pub stage_end: AtomicU32,
@@ -266,8 +266,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
-// A queue travels to a child as its descriptor, the way Python pickles a Queue into a child's
-// arguments: serializing gives the numbers, deserializing in the child rebuilds the handle.
+// A queue travels to a child as its descriptor, as Python pickles a Queue into its arguments.
 macro_rules! travels_as_its_descriptor {
     ($($queue:ident),*) => {$(
         impl<T> Serialize for $queue<T> {

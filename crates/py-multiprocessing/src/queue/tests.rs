@@ -7,14 +7,23 @@ use std::time::Instant;
 use super::*;
 use crate::shm::Wait;
 
+/// A thread takes the writer or the reader lock, does `inside`, and ends without unlocking:
+/// for the kernel, a holder that died (the robust mutex passes on, and the next holder is told).
+fn die_holding(core: &Arc<Core>, writer: bool, inside: impl FnOnce(&Core) + Send + 'static) {
+    let core = core.clone();
+    std::thread::spawn(move || {
+        let guard = core.lock(writer, Wait::Forever).unwrap();
+        inside(&core);
+        std::mem::forget(guard);
+    })
+    .join()
+    .unwrap();
+}
+
 #[test]
 fn a_reader_that_dies_between_frames_harms_nobody() {
     let q: Queue<i32> = Queue::new(0).unwrap();
-    let core = q.core.clone();
-    // A thread takes the reader lock and ends without unlocking: a robust mutex passes on.
-    std::thread::spawn(move || std::mem::forget(core.lock(false, Wait::Forever).unwrap()))
-        .join()
-        .unwrap();
+    die_holding(&q.core, false, |_| {});
     assert!(matches!(q.get_nowait(), Err(QueueError::Empty)));
     q.put(7).unwrap();
     assert_eq!(q.get().unwrap(), 7);
@@ -24,15 +33,8 @@ fn a_reader_that_dies_between_frames_harms_nobody() {
 fn a_reader_that_dies_inside_a_read_breaks_the_queue_for_everyone() {
     let q: Queue<i32> = Queue::new(0).unwrap();
     q.put(1).unwrap();
-    let core = q.core.clone();
-    std::thread::spawn(move || {
-        let guard = core.lock(false, Wait::Forever).unwrap();
-        // Dies as if killed inside read(2): whether the bytes left the pipe is unknown.
-        core.ctl().reader_busy.store(1, Ordering::SeqCst);
-        std::mem::forget(guard);
-    })
-    .join()
-    .unwrap();
+    // Dies as if killed inside read(2): whether the bytes left the pipe is unknown.
+    die_holding(&q.core, false, |core| core.ctl().reader_busy.store(1, Ordering::SeqCst));
     assert!(matches!(q.get(), Err(QueueError::Broken(_))));
     assert!(matches!(q.get_nowait(), Err(QueueError::Broken(_))));
 }
@@ -40,17 +42,13 @@ fn a_reader_that_dies_inside_a_read_breaks_the_queue_for_everyone() {
 #[test]
 fn a_writer_that_dies_inside_a_big_frame_does_not_make_readers_hang() {
     let q: Queue<String> = Queue::new(0).unwrap();
-    let core = q.core.clone();
-    std::thread::spawn(move || {
+    // Dies with half the frame written.
+    die_holding(&q.core, true, |core| {
         let frame = [&10_004u32.to_le_bytes()[..], &[b'x'; 5000]].concat();
-        let guard = core.lock(true, Wait::Forever).unwrap();
         core.ctl().puts.fetch_add(1, Ordering::SeqCst);
         core.ctl().writer_busy.store(1, Ordering::SeqCst);
         nix::unistd::write(&core.write, &frame).unwrap();
-        std::mem::forget(guard); // dies with half the frame written
-    })
-    .join()
-    .unwrap();
+    });
     assert!(matches!(q.get(), Err(QueueError::Broken(_))));
 }
 

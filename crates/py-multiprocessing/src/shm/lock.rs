@@ -13,6 +13,8 @@ pub use py_threading::Wait;
 
 use super::ShmError;
 
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Whether a lock was taken cleanly or from a holder that died holding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
@@ -25,17 +27,12 @@ pub enum Taken {
 /// A robust, process-shared mutex, to live in a [`super::SharedBlock`] (zeroed, then [`init`]).
 ///
 /// [`init`]: RobustMutex::init
+#[derive(Debug)]
 #[repr(transparent)]
 pub struct RobustMutex(UnsafeCell<libc::pthread_mutex_t>);
 
 // Safety: a process-shared pthread mutex is made to be locked from many threads and processes.
 unsafe impl Sync for RobustMutex {}
-
-impl std::fmt::Debug for RobustMutex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RobustMutex")
-    }
-}
 
 /// Holds a [`RobustMutex`]; unlocks it when dropped.
 #[derive(Debug)]
@@ -97,19 +94,14 @@ impl RobustMutex {
             // Safety: see above.
             Wait::Now => unsafe { libc::pthread_mutex_trylock(mutex) },
             Wait::Until(_) => {
-                // pthread_mutex_timedlock takes an absolute CLOCK_REALTIME time.
-                let left = wait.remaining().unwrap_or_default();
+                // pthread_mutex_timedlock takes an absolute CLOCK_REALTIME time. A TimeSpec sum
+                // counts nanoseconds in an i64 (292 years): a longer wait is cut to a century.
+                let left = wait.remaining().unwrap_or_default().min(CENTURY);
                 let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
                     .map_err(|e| ShmError::new("clock_gettime(CLOCK_REALTIME)", e))?;
-                let mut sec = now.tv_sec() + left.as_secs() as libc::time_t;
-                let mut nsec = now.tv_nsec() + libc::c_long::from(left.subsec_nanos());
-                if nsec >= 1_000_000_000 {
-                    sec += 1;
-                    nsec -= 1_000_000_000;
-                }
-                let abs = libc::timespec { tv_sec: sec, tv_nsec: nsec };
+                let abs = now + TimeSpec::from(left);
                 // Safety: see above; `abs` lives on our stack for the call.
-                unsafe { libc::pthread_mutex_timedlock(mutex, &abs) }
+                unsafe { libc::pthread_mutex_timedlock(mutex, abs.as_ref()) }
             }
         };
         let taken = match rc {

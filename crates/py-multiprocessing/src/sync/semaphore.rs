@@ -34,7 +34,7 @@ use crate::shm::{
 
 pub const MAX_PLACES: usize = 64;
 /// The longest a dead holder's place may stay unnoticed while processes sleep in `acquire`.
-pub const DEATH_CHECK: Duration = Duration::from_millis(20);
+const DEATH_CHECK: Duration = Duration::from_millis(20);
 
 const SEMAPHORE_MAGIC: u64 = u64::from_be_bytes(*b"CDsem\0\0\x01");
 

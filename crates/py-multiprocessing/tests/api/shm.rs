@@ -62,3 +62,35 @@ fn a_holder_that_dies_holding_the_lock_releases_it_and_the_next_one_is_told() {
     let (taken, _guard) = block.get().lock.lock(Wait::Forever).unwrap().unwrap();
     assert_eq!(taken, Taken::OwnerDied);
 }
+
+#[test]
+fn a_timed_lock_of_a_held_mutex_gives_up_at_its_deadline_not_before() {
+    let block = SharedBlock::<Counter>::create(c"test-timed", |c| {
+        // Safety: the block is not shared yet.
+        unsafe { (*c).lock.init() }
+    })
+    .unwrap();
+    let lock = &block.get().lock;
+    let (held, is_held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let _guard = lock.lock(Wait::Forever).unwrap();
+            held.send(()).unwrap();
+            // Let go after 10 s at the latest: a deadline never reached fails, not hangs.
+            let _ = released.recv_timeout(Duration::from_secs(10));
+        });
+        is_held.recv().unwrap();
+        let began = std::time::Instant::now();
+        let got = lock.lock(Wait::from_timeout(Duration::from_millis(200))).unwrap();
+        let waited = began.elapsed();
+        release.send(()).unwrap();
+        assert!(got.is_none(), "the holder still held it");
+        // The deadline is on CLOCK_REALTIME, `waited` on the monotonic clock: a few ms apart.
+        assert!(waited >= Duration::from_millis(190), "gave up early, after {waited:?}");
+        assert!(waited < Duration::from_secs(5), "gave up late, after {waited:?}");
+    });
+    // A wait longer than a TimeSpec's nanoseconds can count (292 years) takes a free lock too.
+    let millennium = Duration::from_secs(1000 * 365 * 86_400);
+    assert!(lock.lock(Wait::from_timeout(millennium)).unwrap().is_some());
+}

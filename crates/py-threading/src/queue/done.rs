@@ -54,11 +54,9 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
         state.is_shutdown = true;
         let mut dropped = 0;
         if immediate {
-            while state.items.pop().is_some() {
-                self.len.store(state.items.len(), Ordering::Release);
-                dropped += 1;
-                state.unfinished_tasks = state.unfinished_tasks.saturating_sub(1);
-            }
+            dropped = std::mem::take(&mut state.items).len();
+            self.len.store(0, Ordering::Release);
+            state.unfinished_tasks = state.unfinished_tasks.saturating_sub(dropped);
             self.all_tasks_done.notify_all();
         }
         self.not_empty.notify_all();
