@@ -184,15 +184,13 @@ impl Model {
         model.spans = spans_of(&records, &tracks);
         // Every event the picture shows, and every step the demo marked, as an instant.
         for r in &records {
-            let (name, kind, data) = if r.event == PHASE_EVENT {
-                match r.data["ph"].as_str() {
-                    Some("B" | "E") => continue,
-                    _ => (r.data["name"].as_str().unwrap_or("").to_string(), "step", Value::Null),
+            let (name, kind, data) = match (r.event.as_str(), r.data["ph"].as_str()) {
+                (PHASE_EVENT, Some("B" | "E")) => continue,
+                (PHASE_EVENT, _) => {
+                    (r.data["name"].as_str().unwrap_or("").into(), "step", Value::Null)
                 }
-            } else if QUIET.contains(&r.event.as_str()) || FLOW_ENDS.contains(&r.event.as_str()) {
-                continue;
-            } else {
-                (r.event.clone(), kind_of(&r.event), r.data.clone())
+                (event, _) if QUIET.contains(&event) || FLOW_ENDS.contains(&event) => continue,
+                (event, _) => (event.to_string(), kind_of(event), r.data.clone()),
             };
             let (pid, tid, t_us) = (r.pid, r.thread_id(), record_time(r));
             model.instants.push(Instant { pid, tid, t_us, name, kind, data });
