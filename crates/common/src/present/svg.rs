@@ -109,8 +109,7 @@ pub fn render(model: &Model) -> String {
         let at = |s: &&Instant| (s.pid, s.tid, s.t_us) == (m.pid, m.tid, m.t_us);
         steps.iter().position(at).map_or(0, |k| k + 1)
     };
-    let lanes_bottom = TOP + lanes.len() as f64 * LANE;
-    let counters_top = lanes_bottom + 6.0;
+    let counters_top = TOP + lanes.len() as f64 * LANE + 6.0;
     let axis_y = counters_top + counter_names.len() as f64 * COUNTER_LANE + 4.0;
     // A chosen schedule's steps in the order they ran, a column each, a row per worker, under
     // the time axis: there the steps close together in time are told apart.
