@@ -1,6 +1,5 @@
-//! The model of a run that `--trace` and `--svg` draw: tracks (a process, a thread, a thread's
-//! kernel states), state slices from the sampler's readings, spans from the phase marks,
-//! instants, flow arrows and counters, all built from the run's own recording.
+//! The model of a run that `--trace` and `--svg` draw, built from the run's own recording and
+//! samples (what it holds: see [the module](super)).
 
 use super::*;
 
