@@ -34,7 +34,11 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use procfs::FromRead;
+use procfs::process::{Schedstat, Stat};
+
 use crate::report;
+use crate::timeline::read_from;
 
 /// The interval the demos use for `--trace` and `--svg` (measured in the guide: the cost of the
 /// sampler at this interval, and what it misses).
@@ -85,7 +89,7 @@ impl Sampler {
         let handle = crate::threads::named::spawn("sampler", {
             let stop = Arc::clone(&stop);
             let recording = Arc::clone(&recording);
-            move || imp::run(root_pid, interval, &stop, &recording)
+            move || run(root_pid, interval, &stop, &recording)
         })
         .map_err(|e| anyhow::anyhow!("starting the /proc sampler thread: {e}"))?;
         Ok(Sampler { stop, recording, handle: Some(handle) })
@@ -120,164 +124,142 @@ impl Drop for Sampler {
     }
 }
 
-#[cfg(target_os = "linux")]
-mod imp {
-    use procfs::FromRead;
-    use procfs::process::{Schedstat, Stat};
+/// The descriptors kept open for one task (see the module documentation).
+struct Task {
+    pid: i32,
+    stat: File,
+    schedstat: Option<File>,
+    children: Option<File>,
+}
 
-    use super::*;
-    use crate::timeline::read_from;
-
-    /// The descriptors kept open for one task (see the module documentation).
-    struct Task {
-        pid: i32,
-        stat: File,
-        schedstat: Option<File>,
-        children: Option<File>,
-    }
-
-    impl Task {
-        fn open(pid: i32, tid: i32) -> Option<Task> {
-            let dir = format!("/proc/{pid}/task/{tid}");
-            Some(Task {
-                pid,
-                stat: File::open(format!("{dir}/stat")).ok()?,
-                // Absent without CONFIG_SCHED_INFO, or not readable: the state still counts.
-                schedstat: File::open(format!("{dir}/schedstat")).ok(),
-                children: File::open(format!("{dir}/children")).ok(),
-            })
-        }
-    }
-
-    /// Reads a whole small /proc file into `buf`; `None` once the task is gone.
-    fn reread(file: &File, buf: &mut Vec<u8>) -> Option<()> {
-        buf.clear();
-        read_from(file, 0, buf).ok()?;
-        (!buf.is_empty()).then_some(())
-    }
-
-    fn thread_ids(pid: i32) -> Vec<i32> {
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
-    }
-
-    /// Adds to `watched` the pids of the events appended to the recording since `offset`.
-    fn new_speakers(recording: &File, offset: &mut u64, watched: &mut BTreeSet<i32>) {
-        let mut bytes = Vec::new();
-        let _ = read_from(recording, *offset, &mut bytes);
-        // Only whole lines: a line being appended right now is read next time.
-        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return };
-        *offset += end as u64 + 1;
-        for record in crate::timeline::parse(&String::from_utf8_lossy(&bytes[..end])) {
-            // The pid that printed the event, and the one it names (`data.pid`): a daemon
-            // closes the recording file with every other descriptor, but its launcher says
-            // which pid it is.
-            let named = record.data["pid"].as_i64().map(|pid| pid as i32);
-            watched.extend(std::iter::once(record.pid).chain(named).filter(|pid| *pid > 1));
-        }
-    }
-
-    pub(super) fn run(
-        root: i32,
-        interval: Duration,
-        stop: &AtomicBool,
-        recording: &OnceLock<File>,
-    ) -> Vec<Sample> {
-        let me = crate::threads::named::gettid();
-        let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
-        let mut watched = BTreeSet::from([root]);
-        let mut offset = 0;
-        let mut samples = Vec::new();
-        let mut buf = Vec::with_capacity(1024);
-        let mut next = std::time::Instant::now();
-        loop {
-            let stopping = stop.load(Ordering::Relaxed);
-            if samples.len() >= MAX_SAMPLES {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::park_timeout(Duration::from_millis(100));
-                }
-                return samples;
-            }
-            if let Some(file) = recording.get() {
-                new_speakers(file, &mut offset, &mut watched);
-            }
-            // The processes of the demo: the root, the watched pids, and every child of any of
-            // their threads, found through the `children` files.
-            let mut pids = watched.clone();
-            let mut queue: Vec<i32> = pids.iter().copied().collect();
-            let mut seen_tids = BTreeSet::new();
-            while let Some(pid) = queue.pop() {
-                for tid in thread_ids(pid) {
-                    if tid == me || !seen_tids.insert(tid) {
-                        continue;
-                    }
-                    if !tasks.contains_key(&tid)
-                        && tasks.len() < MAX_TASKS
-                        && let Some(task) = Task::open(pid, tid)
-                    {
-                        tasks.insert(tid, task);
-                    }
-                    let Some(children) = tasks.get(&tid).and_then(|t| t.children.as_ref()) else {
-                        continue;
-                    };
-                    if reread(children, &mut buf).is_none() {
-                        continue;
-                    }
-                    for child in String::from_utf8_lossy(&buf).split_whitespace() {
-                        if let Ok(child) = child.parse::<i32>()
-                            && pids.insert(child)
-                        {
-                            queue.push(child);
-                        }
-                    }
-                }
-            }
-            // Read every task; one whose files no longer read (reaped) is dropped.
-            tasks.retain(|&tid, task| {
-                let t_us = report::elapsed_us();
-                let stat =
-                    reread(&task.stat, &mut buf).and_then(|()| Stat::from_read(&buf[..]).ok());
-                let Some(stat) = stat else { return false };
-                let (run_ns, wait_ns) = task
-                    .schedstat
-                    .as_ref()
-                    .and_then(|f| reread(f, &mut buf))
-                    .and_then(|()| Schedstat::from_read(&buf[..]).ok())
-                    .map_or((0, 0), |s| (s.sum_exec_runtime, s.run_delay));
-                let (pid, comm, state) = (task.pid, stat.comm, stat.state);
-                let cpu = stat.processor.unwrap_or(-1);
-                samples.push(Sample { t_us, pid, tid, comm, state, cpu, run_ns, wait_ns });
-                true
-            });
-            if stopping {
-                return samples;
-            }
-            // Ticks on a fixed grid; after a late wake-up (a loaded machine) the next tick is
-            // one interval from now rather than a burst of catch-up reads.
-            next += interval;
-            let now = std::time::Instant::now();
-            if next <= now {
-                next = now + interval;
-            }
-            while !stop.load(Ordering::Relaxed) {
-                let now = std::time::Instant::now();
-                if now >= next {
-                    break;
-                }
-                std::thread::park_timeout(next - now);
-            }
-        }
+impl Task {
+    fn open(pid: i32, tid: i32) -> Option<Task> {
+        let dir = format!("/proc/{pid}/task/{tid}");
+        Some(Task {
+            pid,
+            stat: File::open(format!("{dir}/stat")).ok()?,
+            // Absent without CONFIG_SCHED_INFO, or not readable: the state still counts.
+            schedstat: File::open(format!("{dir}/schedstat")).ok(),
+            children: File::open(format!("{dir}/children")).ok(),
+        })
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-mod imp {
-    use super::*;
+/// Reads a whole small /proc file into `buf`; `None` once the task is gone.
+fn reread(file: &File, buf: &mut Vec<u8>) -> Option<()> {
+    buf.clear();
+    read_from(file, 0, buf).ok()?;
+    (!buf.is_empty()).then_some(())
+}
 
-    pub(super) fn run(_: i32, _: Duration, stop: &AtomicBool, _: &OnceLock<File>) -> Vec<Sample> {
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::park_timeout(Duration::from_millis(50));
+fn thread_ids(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// Adds to `watched` the pids of the events appended to the recording since `offset`.
+fn new_speakers(recording: &File, offset: &mut u64, watched: &mut BTreeSet<i32>) {
+    let mut bytes = Vec::new();
+    let _ = read_from(recording, *offset, &mut bytes);
+    // Only whole lines: a line being appended right now is read next time.
+    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return };
+    *offset += end as u64 + 1;
+    for record in crate::timeline::parse(&String::from_utf8_lossy(&bytes[..end])) {
+        // The pid that printed the event, and the one it names (`data.pid`): a daemon
+        // closes the recording file with every other descriptor, but its launcher says
+        // which pid it is.
+        let named = record.data["pid"].as_i64().map(|pid| pid as i32);
+        watched.extend(std::iter::once(record.pid).chain(named).filter(|pid| *pid > 1));
+    }
+}
+
+fn run(
+    root: i32,
+    interval: Duration,
+    stop: &AtomicBool,
+    recording: &OnceLock<File>,
+) -> Vec<Sample> {
+    let me = crate::threads::named::gettid();
+    let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
+    let mut watched = BTreeSet::from([root]);
+    let mut offset = 0;
+    let mut samples = Vec::new();
+    let mut buf = Vec::with_capacity(1024);
+    let mut next = std::time::Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if samples.len() >= MAX_SAMPLES {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::park_timeout(Duration::from_millis(100));
+            }
+            return samples;
         }
-        Vec::new()
+        if let Some(file) = recording.get() {
+            new_speakers(file, &mut offset, &mut watched);
+        }
+        // The processes of the demo: the root, the watched pids, and every child of any of
+        // their threads, found through the `children` files.
+        let mut pids = watched.clone();
+        let mut queue: Vec<i32> = pids.iter().copied().collect();
+        let mut seen_tids = BTreeSet::new();
+        while let Some(pid) = queue.pop() {
+            for tid in thread_ids(pid) {
+                if tid == me || !seen_tids.insert(tid) {
+                    continue;
+                }
+                if !tasks.contains_key(&tid)
+                    && tasks.len() < MAX_TASKS
+                    && let Some(task) = Task::open(pid, tid)
+                {
+                    tasks.insert(tid, task);
+                }
+                let Some(children) = tasks.get(&tid).and_then(|t| t.children.as_ref()) else {
+                    continue;
+                };
+                if reread(children, &mut buf).is_none() {
+                    continue;
+                }
+                for child in String::from_utf8_lossy(&buf).split_whitespace() {
+                    if let Ok(child) = child.parse::<i32>()
+                        && pids.insert(child)
+                    {
+                        queue.push(child);
+                    }
+                }
+            }
+        }
+        // Read every task; one whose files no longer read (reaped) is dropped.
+        tasks.retain(|&tid, task| {
+            let t_us = report::elapsed_us();
+            let stat = reread(&task.stat, &mut buf).and_then(|()| Stat::from_read(&buf[..]).ok());
+            let Some(stat) = stat else { return false };
+            let (run_ns, wait_ns) = task
+                .schedstat
+                .as_ref()
+                .and_then(|f| reread(f, &mut buf))
+                .and_then(|()| Schedstat::from_read(&buf[..]).ok())
+                .map_or((0, 0), |s| (s.sum_exec_runtime, s.run_delay));
+            let (pid, comm, state) = (task.pid, stat.comm, stat.state);
+            let cpu = stat.processor.unwrap_or(-1);
+            samples.push(Sample { t_us, pid, tid, comm, state, cpu, run_ns, wait_ns });
+            true
+        });
+        if stopping {
+            return samples;
+        }
+        // Ticks on a fixed grid; after a late wake-up (a loaded machine) the next tick is
+        // one interval from now rather than a burst of catch-up reads.
+        next += interval;
+        let now = std::time::Instant::now();
+        if next <= now {
+            next = now + interval;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            let now = std::time::Instant::now();
+            if now >= next {
+                break;
+            }
+            std::thread::park_timeout(next - now);
+        }
     }
 }

@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 
 use crate::report;
 use crate::timeline::round_step;
-use crate::trace::{HELPER_THREADS, KernelState, Model, Track};
+use crate::trace::{HELPER_THREADS, Instant, KernelState, Model, Track};
 
 const WIDTH: f64 = 1100.0;
 const LABEL: f64 = 200.0;
@@ -74,15 +74,6 @@ fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     seen
 }
 
-/// The lanes drawn: every track but the helper threads'.
-pub fn lanes(model: &Model) -> Vec<&Track> {
-    model
-        .tracks
-        .iter()
-        .filter(|t| t.is_process() || !HELPER_THREADS.contains(&t.name.as_str()))
-        .collect()
-}
-
 /// A tick's label: milliseconds on a short run, seconds with as many decimals as the step needs.
 fn time_label(us: u64, step: u64) -> String {
     if us == 0 {
@@ -98,7 +89,9 @@ fn time_label(us: u64, step: u64) -> String {
 
 /// The picture of `model`, as SVG text.
 pub fn render(model: &Model) -> String {
-    let lanes = lanes(model);
+    // The lanes drawn: every track but the helper threads'.
+    let helper = |t: &&Track| !t.is_process() && HELPER_THREADS.contains(&t.name.as_str());
+    let lanes: Vec<&Track> = model.tracks.iter().filter(|t| !helper(t)).collect();
     let end = model.end_us.max(1);
     let plot = WIDTH - LABEL - RIGHT;
     let x = |t: u64| LABEL + plot * (t.min(end) as f64 / end as f64);
@@ -111,22 +104,17 @@ pub fn render(model: &Model) -> String {
         SPAN_COLOURS[span_names.iter().position(|n| *n == name).unwrap_or(0) % SPAN_COLOURS.len()]
     };
     // The steps in the order they ran (the instants are in time order).
-    let steps: Vec<(i32, i32, u64)> = model
-        .instants
-        .iter()
-        .filter(|i| i.kind == "step")
-        .map(|i| (i.pid, i.tid, i.t_us))
-        .collect();
-    let step_number = |m: &crate::trace::Instant| {
-        steps.iter().position(|s| *s == (m.pid, m.tid, m.t_us)).map_or(0, |k| k + 1)
+    let steps: Vec<&Instant> = model.instants.iter().filter(|i| i.kind == "step").collect();
+    let step_number = |m: &Instant| {
+        let at = |s: &&Instant| (s.pid, s.tid, s.t_us) == (m.pid, m.tid, m.t_us);
+        steps.iter().position(at).map_or(0, |k| k + 1)
     };
-    let lanes_bottom = TOP + lanes.len() as f64 * LANE;
-    let counters_top = lanes_bottom + 6.0;
+    let counters_top = TOP + lanes.len() as f64 * LANE + 6.0;
     let axis_y = counters_top + counter_names.len() as f64 * COUNTER_LANE + 4.0;
     // A chosen schedule's steps in the order they ran, a column each, a row per worker, under
     // the time axis: there the steps close together in time are told apart.
     let strip_lanes: Vec<&&Track> =
-        lanes.iter().filter(|l| steps.iter().any(|s| (s.0, s.1) == (l.pid, l.tid))).collect();
+        lanes.iter().filter(|l| steps.iter().any(|s| (s.pid, s.tid) == (l.pid, l.tid))).collect();
     let labelled = model.stepped && steps.len() <= LABELLED_STEPS;
     let strip = labelled && !steps.is_empty();
     let strip_top = axis_y + 40.0;
@@ -297,9 +285,7 @@ pub fn render(model: &Model) -> String {
             let (pid, tid, text_y) = (lane.pid, lane.tid, y + 13.0);
             let (name, id) = (esc(&lane.name), if lane.is_process() { pid } else { tid });
             lines.push(format!(r#"<text x="10" y="{text_y:.1}">{name} {id}</text>"#));
-            for m in
-                model.instants.iter().filter(|m| m.kind == "step" && (m.pid, m.tid) == (pid, tid))
-            {
+            for m in steps.iter().filter(|m| (m.pid, m.tid) == (pid, tid)) {
                 let (k, name) = (step_number(m), esc(&m.name));
                 let cx = LABEL + width * (k as f64 - 0.5);
                 lines.push(format!(

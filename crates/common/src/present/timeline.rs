@@ -39,9 +39,12 @@
 //! ```
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -50,10 +53,6 @@ use crate::report;
 mod draw;
 pub(crate) use draw::round_step;
 pub use draw::{DEFAULT_WIDTH, Lane, Style, draw, lanes, show};
-
-#[cfg(unix)]
-pub use imp::nameless_file;
-pub(crate) use imp::read_from;
 
 /// One recorded event: the JSON line [`report::event`] writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,8 +130,11 @@ impl Recording {
             }
             anyhow::bail!("starting a timeline recording: another one is already in progress");
         }
-        let file = imp::open_anonymous()?;
-        report::record_to(Some(imp::raw_fd(&file)));
+        let file = nameless_file()?;
+        // Rust opens every file close-on-exec; a spawned child must keep this one across exec.
+        fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()))
+            .context("fcntl(F_SETFD) on the timeline file")?;
+        report::record_to(Some(file.as_raw_fd()));
         Ok(Recording { file, from: 0, shared: false })
     }
 
@@ -141,7 +143,7 @@ impl Recording {
     pub(crate) fn start_run() -> Result<Recording> {
         let recording = Recording::start()?;
         let file = recording.file.try_clone().context("duplicating the run's recording")?;
-        let _ = RUN.set((imp::raw_fd(&recording.file), file));
+        let _ = RUN.set((recording.file.as_raw_fd(), file));
         Ok(recording)
     }
 
@@ -168,7 +170,7 @@ impl Recording {
     }
 
     fn stop(&self) {
-        if !self.shared && report::recording_fd() == Some(imp::raw_fd(&self.file)) {
+        if !self.shared && report::recording_fd() == Some(self.file.as_raw_fd()) {
             report::record_to(None);
         }
     }
@@ -181,68 +183,27 @@ impl Drop for Recording {
     }
 }
 
-#[cfg(unix)]
-mod imp {
-    use std::fs::File;
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::FileExt;
-
-    use anyhow::{Context, Result};
-    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
-
-    pub fn raw_fd(file: &File) -> i32 {
-        file.as_raw_fd()
-    }
-
-    /// A temporary file with no name, open for reading and appending, that children inherit
-    /// across `fork` and `exec`.
-    pub fn open_anonymous() -> Result<File> {
-        let file = nameless_file()?;
-        // Rust opens every file close-on-exec; a spawned child must keep this one across exec.
-        fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()))
-            .context("fcntl(F_SETFD) on the timeline file")?;
-        Ok(file)
-    }
-
-    /// A file with no name in the temporary folder, open for reading and appending, that
-    /// nothing else can open and that nothing leaves behind, even at Ctrl-C: `O_TMPFILE`, or
-    /// where the file system has none, a file removed as soon as it is created (the open
-    /// descriptor keeps it alive until the last process holding it closes it).
-    pub fn nameless_file() -> Result<File> {
-        let file = tempfile::tempfile().context("creating a nameless file")?;
-        fcntl(&file, FcntlArg::F_SETFL(OFlag::O_APPEND)).context("fcntl(F_SETFL, O_APPEND)")?;
-        Ok(file)
-    }
-
-    /// Appends to `buf` the file's bytes from `offset` on; `pread` leaves the file offset, which
-    /// the processes that inherited the file share, alone.
-    pub fn read_from(file: &File, mut offset: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match file.read_at(&mut chunk, offset)? {
-                0 => return Ok(()),
-                n => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    offset += n as u64;
-                }
-            }
-        }
-    }
+/// A file with no name in the temporary folder, open for reading and appending, that
+/// nothing else can open and that nothing leaves behind, even at Ctrl-C: `O_TMPFILE`, or
+/// where the file system has none, a file removed as soon as it is created (the open
+/// descriptor keeps it alive until the last process holding it closes it).
+pub fn nameless_file() -> Result<File> {
+    let file = tempfile::tempfile().context("creating a nameless file")?;
+    fcntl(&file, FcntlArg::F_SETFL(OFlag::O_APPEND)).context("fcntl(F_SETFL, O_APPEND)")?;
+    Ok(file)
 }
 
-#[cfg(not(unix))]
-mod imp {
-    use std::fs::File;
-
-    use anyhow::{Result, bail};
-
-    pub fn raw_fd(_file: &File) -> i32 {
-        -1
-    }
-    pub fn open_anonymous() -> Result<File> {
-        bail!("recording a timeline needs a Unix system (fork and inherited file descriptors)")
-    }
-    pub fn read_from(_: &File, _: u64, _: &mut Vec<u8>) -> std::io::Result<()> {
-        Ok(())
+/// Appends to `buf` the file's bytes from `offset` on; `pread` leaves the file offset, which
+/// the processes that inherited the file share, alone.
+pub(crate) fn read_from(file: &File, mut offset: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read_at(&mut chunk, offset)? {
+            0 => return Ok(()),
+            n => {
+                buf.extend_from_slice(&chunk[..n]);
+                offset += n as u64;
+            }
+        }
     }
 }

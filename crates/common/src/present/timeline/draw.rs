@@ -219,8 +219,7 @@ pub fn draw(title: &str, records: &[Record], style: &Style) -> String {
             .filter(|r| lane_key(r, style.per_thread) == (lane.pid, lane.tid))
             .collect();
         let row = draw_lane(lane, &mine, style, &scale);
-        let pad = label_width - label.chars().count();
-        let _ = writeln!(out, "  {label}{} {}", " ".repeat(pad), row.trim_end());
+        let _ = writeln!(out, "  {label:<label_width$} {}", row.trim_end());
     }
     let indent = " ".repeat(label_width + 3);
     // The axis runs on to the first tick at or after the last column, so that it ends labelled.

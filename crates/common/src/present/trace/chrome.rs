@@ -1,5 +1,4 @@
-//! The model written as Chrome's Trace Event Format, which Perfetto's UI and `chrome://tracing`
-//! open as it is.
+//! The model written as Chrome's Trace Event Format (see [the module](super)).
 
 use super::*;
 

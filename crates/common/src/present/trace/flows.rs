@@ -16,7 +16,7 @@ pub struct Flow {
     pub to: (i32, i32, u64),
 }
 
-/// Arrows the events can tell: (from event, to event, the fields that name the message).
+/// Arrows the events can tell: (from event, to event, the fields that name the message, kind).
 const FLOWS: &[(&str, &str, &[&str], &str)] = &[
     // The real ids, recorded by the process Queue and the Pool (never printed).
     ("queue_put", "queue_got", &["msg"], "message"),
@@ -33,8 +33,7 @@ pub(super) const FLOW_ENDS: &[&str] = &["queue_put", "queue_got", "task_submitte
 
 pub(super) fn flows_of(records: &[&Record]) -> Vec<Flow> {
     let mut flows = Vec::new();
-    // Where a run recorded real ids (its process queues, its pools), it draws those arrows
-    // and no guess of the same kind from the demo's events as well.
+    // A guess only where the run recorded no real ids of its kind (a message, a result).
     let real = |end: &str| records.iter().any(|r| r.event == end);
     let (real_messages, real_results) = (real("queue_got"), real("task_result"));
     for (from, to, keys, name) in FLOWS {

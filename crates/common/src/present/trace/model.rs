@@ -1,6 +1,5 @@
-//! The model of a run that `--trace` and `--svg` draw: tracks (a process, a thread, a thread's
-//! kernel states), state slices from the sampler's readings, spans from the phase marks,
-//! instants, flow arrows and counters, all built from the run's own recording.
+//! The model of a run that `--trace` and `--svg` draw, built from the run's own recording and
+//! samples (what it holds: see [the module](super)).
 
 use super::*;
 
@@ -184,15 +183,13 @@ impl Model {
         model.spans = spans_of(&records, &tracks);
         // Every event the picture shows, and every step the demo marked, as an instant.
         for r in &records {
-            let (name, kind, data) = if r.event == PHASE_EVENT {
-                match r.data["ph"].as_str() {
-                    Some("B" | "E") => continue,
-                    _ => (r.data["name"].as_str().unwrap_or("").to_string(), "step", Value::Null),
+            let (name, kind, data) = match (r.event.as_str(), r.data["ph"].as_str()) {
+                (PHASE_EVENT, Some("B" | "E")) => continue,
+                (PHASE_EVENT, _) => {
+                    (r.data["name"].as_str().unwrap_or("").into(), "step", Value::Null)
                 }
-            } else if QUIET.contains(&r.event.as_str()) || FLOW_ENDS.contains(&r.event.as_str()) {
-                continue;
-            } else {
-                (r.event.clone(), kind_of(&r.event), r.data.clone())
+                (event, _) if QUIET.contains(&event) || FLOW_ENDS.contains(&event) => continue,
+                (event, _) => (event.to_string(), kind_of(event), r.data.clone()),
             };
             let (pid, tid, t_us) = (r.pid, r.thread_id(), record_time(r));
             model.instants.push(Instant { pid, tid, t_us, name, kind, data });
