@@ -4,7 +4,8 @@
 //! crates `py-multiprocessing` (`Queue`, `Pool`, process `Semaphore`/`Event`) and
 //! `py-threading` (thread `Semaphore`/`Event`, the `queue` module).
 //!
-//! **Processes and what they share** ([`processes`], Linux's: `signalfd`, `prctl`, `/proc`):
+//! **Processes and what they share** ([`processes`]; Linux's calls, `prctl` and `signalfd`, with
+//! stand-ins elsewhere, except in the fork server, which needs Linux):
 //! - [`process`]: `Process` (fork, spawn or forkserver), the `__main__` guard
 //!   ([`process::dispatch`]).
 //! - [`forkserver`]: the single-threaded server that forks children on request (Python 3.14's

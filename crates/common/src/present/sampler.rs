@@ -27,6 +27,7 @@
 //! task for good: once the task is reaped, reading it fails with `ESRCH` even if its tid is
 //! reused, so a newcomer is never taken for the old task.
 
+#[cfg(target_os = "linux")]
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,10 +35,14 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
 use procfs::FromRead;
+#[cfg(target_os = "linux")]
 use procfs::process::{Schedstat, Stat};
 
+#[cfg(target_os = "linux")]
 use crate::report;
+#[cfg(target_os = "linux")]
 use crate::timeline::read_from;
 
 /// The interval the demos use for `--trace` and `--svg` (measured in the guide: the cost of the
@@ -124,6 +129,7 @@ impl Drop for Sampler {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// The descriptors kept open for one task (see the module documentation).
 struct Task {
     pid: i32,
@@ -132,6 +138,7 @@ struct Task {
     children: Option<File>,
 }
 
+#[cfg(target_os = "linux")]
 impl Task {
     fn open(pid: i32, tid: i32) -> Option<Task> {
         let dir = format!("/proc/{pid}/task/{tid}");
@@ -145,6 +152,7 @@ impl Task {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Reads a whole small /proc file into `buf`; `None` once the task is gone.
 fn reread(file: &File, buf: &mut Vec<u8>) -> Option<()> {
     buf.clear();
@@ -152,11 +160,13 @@ fn reread(file: &File, buf: &mut Vec<u8>) -> Option<()> {
     (!buf.is_empty()).then_some(())
 }
 
+#[cfg(target_os = "linux")]
 fn thread_ids(pid: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
+#[cfg(target_os = "linux")]
 /// Adds to `watched` the pids of the events appended to the recording since `offset`.
 fn new_speakers(recording: &File, offset: &mut u64, watched: &mut BTreeSet<i32>) {
     let mut bytes = Vec::new();
@@ -173,6 +183,7 @@ fn new_speakers(recording: &File, offset: &mut u64, watched: &mut BTreeSet<i32>)
     }
 }
 
+#[cfg(target_os = "linux")]
 fn run(
     root: i32,
     interval: Duration,
@@ -262,4 +273,13 @@ fn run(
             std::thread::park_timeout(next - now);
         }
     }
+}
+
+/// Elsewhere there is no `/proc` to read: the sampler waits to be stopped and has no samples.
+#[cfg(not(target_os = "linux"))]
+fn run(_: i32, _: Duration, stop: &AtomicBool, _: &OnceLock<File>) -> Vec<Sample> {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    Vec::new()
 }

@@ -338,6 +338,7 @@ pub fn default_start_method() -> StartMethod {
 /// Names the calling process: the name `ps -o comm` and `top` show (the kernel keeps 15 bytes
 /// of it) and the one its printed lines carry. For a child forked directly, without [`Process`].
 pub fn name_this_process(name: &str) {
+    #[cfg(target_os = "linux")]
     if let Ok(name) = std::ffi::CString::new(name.replace('\0', "")) {
         let _ = nix::sys::prctl::set_name(&name);
     }

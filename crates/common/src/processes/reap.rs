@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid};
 use serde::Serialize;
 
@@ -145,8 +145,19 @@ pub fn wait_until_ended(pid: i32) {
         // End of file without a code: the server died, and the child is ours now (or gone).
     }
     // WNOWAIT leaves the child a zombie, so its pid cannot be reused before its owner reaps it.
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
-    while waitid(Id::Pid(Pid::from_raw(pid)), flags) == Err(Errno::EINTR) {}
+    while waitid_nowait(pid, 0) == Err(Errno::EINTR) {}
+}
+
+/// `waitid(P_PID, pid, WEXITED | WNOWAIT | extra)`: waits for the child's end (or, with
+/// `WNOHANG`, looks) without reaping it. libc's, as nix has no `waitid` on every Unix.
+fn waitid_nowait(pid: i32, extra: libc::c_int) -> nix::Result<()> {
+    let flags = libc::WEXITED | libc::WNOWAIT | extra;
+    // Safety: waitid fills the zeroed siginfo_t it is given, and nothing else.
+    let rc = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags)
+    };
+    Errno::result(rc).map(drop)
 }
 
 /// The end of the main code, as Python does it at interpreter exit: daemonic children are
@@ -274,6 +285,5 @@ fn collect_server_statuses() {
 
 /// Whether `pid` is a child of this process (ended or not), without reaping it.
 fn is_our_child(pid: i32) -> bool {
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    waitid(Id::Pid(Pid::from_raw(pid)), flags).is_ok()
+    waitid_nowait(pid, libc::WNOHANG).is_ok()
 }

@@ -42,10 +42,10 @@ pub(crate) static WATCHER_FD: AtomicI32 = AtomicI32::new(-1);
 /// Blocks the stop signals in this thread and starts the watcher. Must run before any other
 /// thread is started, which is why the demo runner calls it first.
 ///
-/// The watcher waits on a `signalfd` with `poll`, which leaves the signal pending; it raises
-/// `STOPPING` *before* taking the signal off the queue, so at every instant the stop is
-/// either still pending or already flagged: [`stopping`] never misses it (`sigwait` would
-/// leave a window between taking the signal and flagging it).
+/// Linux: the watcher waits on a `signalfd` with `poll`, which leaves the signal pending; it
+/// raises `STOPPING` *before* taking the signal off the queue, so at every instant the stop
+/// is either still pending or already flagged: [`stopping`] never misses it.
+#[cfg(target_os = "linux")]
 pub fn install() -> Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -69,6 +69,23 @@ pub fn install() -> Result<()> {
     Ok(())
 }
 
+/// Elsewhere: `sigwait(2)`. The signal is flagged right after it is taken, a window of a few
+/// instructions in which [`stopping`] can miss it.
+#[cfg(not(target_os = "linux"))]
+pub fn install() -> Result<()> {
+    let set = SigSet::from_iter(STOP_SIGNALS);
+    set.thread_block()?;
+    std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
+        loop {
+            if let Ok(signal) = set.wait() {
+                STOPPING.store(true, Ordering::SeqCst);
+                shutdown(signal as i32);
+            }
+        }
+    })?;
+    Ok(())
+}
+
 /// True once Ctrl-C or SIGTERM has arrived (or is about to be handled): the watcher will stop
 /// every child and end the process with 130 or 143. Code that sees a child die in the meantime
 /// (of that same Ctrl-C) must not report a failure of its own; the runner parks instead.
@@ -86,10 +103,16 @@ pub fn stopping() -> bool {
     STOP_SIGNALS.iter().any(|s| pending.contains(*s)) || STOPPING.load(Ordering::SeqCst)
 }
 
-/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`), or
-/// stops being one. Returns whether the kernel agreed.
+/// Makes this process the reaper of its orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`),
+/// or stops being one. Returns whether the kernel agreed (false where there is no such call).
 pub fn set_child_subreaper(on: bool) -> bool {
-    nix::sys::prctl::set_child_subreaper(on).is_ok()
+    #[cfg(target_os = "linux")]
+    return nix::sys::prctl::set_child_subreaper(on).is_ok();
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = on;
+        false
+    }
 }
 
 /// Stops and reaps every child, prints why, and ends the process with `128 + signo`.

@@ -38,9 +38,13 @@ where
     Builder::new().name(name.to_string()).spawn_scoped(scope, f)
 }
 
-/// The kernel's id of the calling thread (`gettid(2)`); the pid for the main thread.
+/// The kernel's id of the calling thread (`gettid(2)`); the pid for the main thread. -1 where
+/// the system has no such id.
 pub fn gettid() -> i32 {
-    nix::unistd::gettid().as_raw()
+    #[cfg(target_os = "linux")]
+    return nix::unistd::gettid().as_raw();
+    #[cfg(not(target_os = "linux"))]
+    -1
 }
 
 /// The calling thread's name: `main` for the main thread, `unnamed` for a thread started

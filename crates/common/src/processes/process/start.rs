@@ -136,11 +136,16 @@ pub(crate) fn this_program_again(
 /// not die before the request took effect (the man page's race). Also a fork server's
 /// child's, its parent being the server.
 pub(crate) fn set_parent_death_signal(parent: Pid) {
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    if nix::unistd::getppid() != parent {
-        // Safety: the parent is already gone; end at once, running nothing.
-        unsafe { libc::_exit(1) }
+    #[cfg(target_os = "linux")]
+    {
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        if nix::unistd::getppid() != parent {
+            // Safety: the parent is already gone; end at once, running nothing.
+            unsafe { libc::_exit(1) }
+        }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = parent;
 }
 
 /// Closes the descriptor `slot` holds, once: whoever swaps it out closes it. Lock-free, so a
