@@ -10,7 +10,7 @@
 //! a `task_done`, a line on a pipe. Such a wait is made in short slices ([`wait_watching`]),
 //! and between two slices the children are looked at ([`first_dead`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::process::{Process, exitcode_name};
 
@@ -180,10 +180,18 @@ pub fn blame_dead_child<T>(
     what: &str,
 ) -> anyhow::Result<T> {
     let Err(error) = result else { return result };
-    for c in children.iter_mut() {
-        if c.pid().is_some() && !c.is_alive() && c.exitcode().is_some_and(|code| code < 0) {
+    // A killed child's /proc files (`exe`, `fd`) go while it is still dying, a moment before it
+    // can be reaped, and the step may have failed on them in between: each child gets until
+    // this deadline to end. One that is dying ends at once; a live one costs the wait, once.
+    let deadline = Instant::now() + DYING;
+    for c in children.iter_mut().filter(|c| c.pid().is_some()) {
+        let _ = c.join_timeout(deadline.saturating_duration_since(Instant::now()));
+        if c.exitcode().is_some_and(|code| code < 0) {
             return Err(report(c, what, 1).context(format!("{error:#}")));
         }
     }
     Err(error)
 }
+
+/// How long [`blame_dead_child`] waits, in all, for a child killed from elsewhere to end.
+const DYING: Duration = Duration::from_secs(1);

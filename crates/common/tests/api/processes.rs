@@ -27,6 +27,29 @@ mod process {
         p.set_daemon(true).unwrap();
         assert_eq!(p.to_string(), "<Process worker-1 initial daemon>");
     }
+
+    #[test]
+    fn a_child_killed_just_before_a_step_fails_is_blamed_for_it() {
+        use common::processes::lost::blame_dead_child;
+        use nix::sys::signal::{Signal, kill};
+        // The child is killed as soon as it exists, so what a fork child of this multi-threaded
+        // runner could do wrong never happens.
+        let mut child = Process::from_fn("doomed", || {
+            loop {
+                std::thread::park();
+            }
+        });
+        child.start().unwrap();
+        let pid = child.pid().unwrap();
+        kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        // At once: the kernel has most likely not finished the child yet, as when a step reads
+        // a dying child's /proc files and fails.
+        let step: Result<()> = Err(anyhow::anyhow!("/proc/{pid}/exe: No such file or directory"));
+        let error = blame_dead_child(step, &mut [&mut child], "looks").unwrap_err();
+        let text = format!("{error:#}");
+        assert!(text.contains(&format!("doomed (pid {pid}) was killed by SIGKILL")), "{text}");
+        assert!(text.contains("/proc/"), "the step's own error is kept as context: {text}");
+    }
 }
 
 mod startcost {
