@@ -211,13 +211,10 @@ impl Run for Incrementer {
     fn run(self) -> Result<()> {
         close_inherited(&self.close);
         let me = report::who();
-        // Safety: a duplicate of the block's descriptor, owned by nobody else; the parent made
-        // the block with SharedBlock::<Counter>::create.
-        let block = unsafe {
-            let own = nix::unistd::dup(fd(self.block_fd)).context("dup() of the block")?;
-            SharedBlock::<Counter>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(own))
-        }
-        .context("mapping the counter's shared memory")?;
+        // Safety: the parent made the block with SharedBlock::<Counter>::create and passed
+        // this number.
+        let block = unsafe { SharedBlock::<Counter>::map_passed(self.block_fd) }
+            .context("mapping the counter's shared memory")?;
         if self.show_map {
             let line = maps_line(block.addr());
             common::event!("mapped", { "addr": format!("{:#x}", block.addr()), "maps": line,

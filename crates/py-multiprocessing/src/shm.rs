@@ -5,7 +5,7 @@
 //! - [`SharedBlock`]: a `memfd` (an anonymous file in memory) mapped `MAP_SHARED`. Every
 //!   process that maps it sees the same bytes. A forked child inherits the mapping; a spawned
 //!   child is passed the descriptor ([`common::process::Process::pass_fds`]) and maps it with
-//!   [`SharedBlock::from_raw_fd`]. `/proc/PID/maps` of each shows `/memfd:NAME (deleted)` at its
+//!   [`SharedBlock::map_passed`]. `/proc/PID/maps` of each shows `/memfd:NAME (deleted)` at its
 //!   own address: the same memory, wherever each process put it.
 //! - [`RobustMutex`]: a POSIX *robust*, process-shared `pthread_mutex_t` in the block. It costs
 //!   no system call when nobody else holds it; when its holder dies holding it, the kernel
@@ -46,6 +46,19 @@ impl ShmError {
     pub(crate) fn new(call: &'static str, errno: Errno) -> ShmError {
         ShmError { call, errno }
     }
+}
+
+/// Why a descriptor number this process was passed could not be mapped
+/// ([`SharedBlock::map_passed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PassedError {
+    #[error(
+        "fd {fd} is not open in this process ({errno}): a spawned child must be given it with \
+         Process::pass_fds"
+    )]
+    NotOpen { fd: RawFd, errno: Errno },
+    #[error(transparent)]
+    Refused(ShmError),
 }
 
 /// A type that may live in a [`SharedBlock`].
@@ -105,10 +118,10 @@ impl<T: Shareable> SharedBlock<T> {
     }
 
     /// Maps the block behind descriptor `fd`, which this process now owns (a spawned child's
-    /// inherited descriptor). Refused unless `fd` is open, is a regular file (a memfd) and is
-    /// large enough for `T`; what the bytes mean is the caller's to check (a magic number).
-    /// The descriptor gets close-on-exec back, so it does not leak into this process's own
-    /// spawned children unless passed again.
+    /// inherited descriptor). Refused, `fd` left open and still the caller's, unless `fd` is
+    /// open, is a regular file (a memfd) and is large enough for `T`; what the bytes mean is the
+    /// caller's to check (a magic number). The descriptor gets close-on-exec back, so it does
+    /// not leak into this process's own spawned children unless passed again.
     ///
     /// # Safety
     /// `fd` must be a descriptor nothing else in this process owns or closes, and the block
@@ -123,11 +136,39 @@ impl<T: Shareable> SharedBlock<T> {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG || (st.st_size as usize) < Self::len() {
             return Err(ShmError::new("the shared block's descriptor", Errno::EINVAL));
         }
-        // Safety: the caller hands us the ownership of `fd`.
+        // Safety: fstat just found `fd` open, and the caller does not close it meanwhile.
+        let ptr = Self::map(unsafe { BorrowedFd::borrow_raw(fd) })?;
+        // Safety: the caller hands us the ownership of `fd`, taken only now that it is mapped.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-        let ptr = Self::map(fd.as_fd())?;
         Ok(SharedBlock { fd, ptr })
+    }
+
+    /// Maps the block behind a descriptor number this process was passed (inherited through
+    /// `fork`, or kept open across `exec` by `Process::pass_fds`), in a close-on-exec duplicate
+    /// of its own: the number passed stays open, so the block can be mapped from it again. The
+    /// number passed gets close-on-exec back, so it does not leak into this process's own
+    /// spawned children. Refused as [`SharedBlock::from_raw_fd`] refuses.
+    ///
+    /// # Safety
+    /// The block behind `fd` must have been made by [`SharedBlock::create`] for the same `T`,
+    /// or the caller must read only plain numbers of it (a magic number, an id) to check that
+    /// it was before anything else is read.
+    pub unsafe fn map_passed(fd: RawFd) -> Result<Self, PassedError> {
+        // Safety: F_DUPFD_CLOEXEC on any integer is harmless: EBADF if it is not open. (A
+        // number that may not be open is no `BorrowedFd`: hence libc's fcntl, not nix's.)
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(PassedError::NotOpen { fd, errno: Errno::last() });
+        }
+        // Safety: fcntl on `fd`, which the duplicate just proved open.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // Safety: `dup` is a fresh duplicate that nothing else owns; what the block holds, the
+        // caller vouches for.
+        unsafe { Self::from_raw_fd(dup) }.map_err(|e| {
+            let _ = nix::unistd::close(dup); // refused, so still ours
+            PassedError::Refused(e)
+        })
     }
 
     fn map(fd: BorrowedFd<'_>) -> Result<NonNull<T>, ShmError> {

@@ -16,13 +16,12 @@ mod semaphore;
 
 use std::os::fd::RawFd;
 
-use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 pub use event::ProcessEvent;
 pub use semaphore::{MAX_PLACES, Place, ProcessSemaphore};
 
-use crate::shm::{Shareable, SharedBlock, ShmError};
+use crate::shm::ShmError;
 
 /// What can go wrong with a process semaphore or event.
 #[derive(Debug, thiserror::Error)]
@@ -43,40 +42,6 @@ pub struct SharedDescriptor {
     pub id: u64,
 }
 
-/// Maps the block named by `d` in a close-on-exec duplicate of `d.fd` (the number passed stays
-/// open and may be used again), if `is_it` recognises it.
-fn adopt<T: Shareable>(
-    d: SharedDescriptor,
-    what: &'static str,
-    is_it: impl Fn(&T) -> bool,
-) -> Result<SharedBlock<T>, SyncError> {
-    let bad = |why: String| SyncError::BadDescriptor { what, why };
-    // Safety: F_DUPFD_CLOEXEC on any integer is harmless: EBADF if it is not open.
-    let fd = unsafe { libc::fcntl(d.fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(bad(format!(
-            "fd {} is not open in this process ({}): a spawned child must be given it with \
-             Process::pass_fds",
-            d.fd,
-            Errno::last()
-        )));
-    }
-    // The passed number itself should not leak into this process's own spawned children.
-    // Safety: fcntl on a descriptor that is open.
-    unsafe { libc::fcntl(d.fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    // Safety: `fd` is a fresh duplicate that nothing else owns; the check below makes sure the
-    // block behind it is of this kind before anything else is read from it.
-    let block = unsafe { SharedBlock::<T>::from_raw_fd(fd) }.map_err(|e| {
-        let _ = nix::unistd::close(fd); // refused before it was taken over: still ours
-        bad(e.to_string())
-    })?;
-    if !is_it(block.get()) {
-        // Dropping the block unmaps it and closes the duplicate.
-        return Err(bad(format!("fd {} is not this {what}'s shared block", d.fd)));
-    }
-    Ok(block)
-}
-
 /// What the semaphore and the event share: a descriptor that names them, and travels in a
 /// spawned child's arguments.
 macro_rules! shared_handle {
@@ -84,8 +49,15 @@ macro_rules! shared_handle {
         impl $handle {
             /// Rebuilds a handle from what a parent sent.
             pub fn from_descriptor(d: SharedDescriptor) -> Result<$handle, SyncError> {
-                let is_it = |b: &$block| b.magic == $magic && b.id == d.id;
-                let block = super::adopt(d, $what, is_it)?;
+                let bad = |why: String| SyncError::BadDescriptor { what: $what, why };
+                // Safety: only the magic number and the id are read before they prove the
+                // block is of this kind.
+                let block = unsafe { SharedBlock::<$block>::map_passed(d.fd) }
+                    .map_err(|e| bad(e.to_string()))?;
+                if block.get().magic != $magic || block.get().id != d.id {
+                    // Dropping the block unmaps it and closes the duplicate.
+                    return Err(bad(format!("fd {} is not this {}'s shared block", d.fd, $what)));
+                }
                 Ok($handle { block: Arc::new(block) })
             }
 

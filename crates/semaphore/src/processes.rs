@@ -11,7 +11,7 @@ use common::predict::{self, Expect};
 use common::process::{Process, Role, Run};
 use common::processes::lost;
 use common::{ps, report};
-use py_multiprocessing::shm::{Shareable, SharedBlock, futex_wait, futex_wake};
+use py_multiprocessing::shm::{PassedError, Shareable, SharedBlock, futex_wait, futex_wake};
 use py_multiprocessing::sync::{ProcessEvent, ProcessSemaphore};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::json;
@@ -89,16 +89,13 @@ impl Serialize for Board {
 impl<'de> Deserialize<'de> for Board {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Board, D::Error> {
         let fd = i32::deserialize(d)?;
-        // Safety: F_DUPFD_CLOEXEC on any number is harmless (EBADF if it is not open).
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-        if dup < 0 {
-            return Err(serde::de::Error::custom(format!("the counters' fd {fd} is not open")));
-        }
-        // Safety: `dup` is a fresh descriptor nobody else owns, duplicated from the counters'
-        // block the parent passed (its size is checked by from_raw_fd).
-        let block = unsafe { SharedBlock::<Counters>::from_raw_fd(dup) }
-            .map_err(serde::de::Error::custom)?;
-        Ok(Board(Arc::new(block)))
+        // Safety: the parent made the counters' block with SharedBlock::<Counters>::create and
+        // passed this number.
+        let block = unsafe { SharedBlock::<Counters>::map_passed(fd) }.map_err(|e| match e {
+            PassedError::NotOpen { .. } => format!("the counters' fd {fd} is not open"),
+            PassedError::Refused(e) => e.to_string(),
+        });
+        Ok(Board(Arc::new(block.map_err(serde::de::Error::custom)?)))
     }
 }
 

@@ -1,10 +1,11 @@
 //! shm: a block two mappings share, a robust mutex whose holder dies, and waits.
 #![cfg(target_os = "linux")]
-use std::os::fd::{BorrowedFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use py_multiprocessing::shm::{RobustMutex, Shareable, SharedBlock, Taken, Wait};
+use nix::errno::Errno;
+use py_multiprocessing::shm::{PassedError, RobustMutex, Shareable, SharedBlock, Taken, Wait};
 
 #[repr(C)]
 struct Counter {
@@ -21,11 +22,10 @@ fn a_block_mapped_twice_is_the_same_memory_at_two_addresses() {
         unsafe { (*c).lock.init() }
     })
     .unwrap();
-    // Safety: the block's descriptor stays open while `a` lives, which is longer than the call.
-    let fd = nix::unistd::dup(unsafe { BorrowedFd::borrow_raw(a.raw_fd()) }).unwrap();
-    // Safety: the duplicate is ours alone, and names a block of the same type.
-    let b = unsafe { SharedBlock::<Counter>::from_raw_fd(fd.into_raw_fd()) }.unwrap();
+    // Safety: the number names a block of the same type, as a passed one would.
+    let b = unsafe { SharedBlock::<Counter>::map_passed(a.raw_fd()) }.unwrap();
     assert_ne!(a.addr(), b.addr());
+    assert_ne!(a.raw_fd(), b.raw_fd(), "mapped in a duplicate of its own");
     a.get().value.store(41, Ordering::SeqCst);
     {
         let (taken, _guard) = b.get().lock.lock(Wait::Forever).unwrap().unwrap();
@@ -38,6 +38,18 @@ fn a_block_mapped_twice_is_the_same_memory_at_two_addresses() {
         assert!(other);
     }
     assert_eq!(a.get().value.load(Ordering::SeqCst), 42);
+}
+
+#[test]
+fn a_passed_number_that_is_not_open_or_names_no_block_is_refused() {
+    // Safety: nothing is read from a block that is refused.
+    let not_open = unsafe { SharedBlock::<Counter>::map_passed(100_000) }.unwrap_err();
+    assert!(matches!(not_open, PassedError::NotOpen { fd: 100_000, errno: Errno::EBADF }));
+    assert!(not_open.to_string().contains("pass_fds"), "{not_open}");
+    let (read, _write) = nix::unistd::pipe().unwrap();
+    // Safety: as above.
+    let a_pipe = unsafe { SharedBlock::<Counter>::map_passed(read.as_raw_fd()) }.unwrap_err();
+    assert!(matches!(a_pipe, PassedError::Refused(e) if e.errno == Errno::EINVAL), "{a_pipe}");
 }
 
 #[test]
