@@ -112,10 +112,17 @@ fn in_turn(write: impl FnOnce()) {
         return write();
     }
     WRITING.fetch_add(1, Ordering::SeqCst);
+    // Lowered on unwind too: a `write` that panics must not hold the watcher's shutdown up.
+    struct Written;
+    impl Drop for Written {
+        fn drop(&mut self) {
+            WRITING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _written = Written;
     if !SHUT.load(Ordering::SeqCst) {
         write();
     }
-    WRITING.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Prints one event: a people's line (`text`) or, with `--json`, a JSON object carrying `data`.
@@ -310,6 +317,19 @@ pub fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_whose_writing_panics_does_not_keep_the_shutdown_waiting() {
+        let panicked = std::panic::catch_unwind(|| in_turn(|| panic!("a write that fails")));
+        assert!(panicked.is_err(), "the write ran (no watcher has shut the output)");
+        // Other tests may be writing a line right now: each is out within the deadline, but a
+        // count left raised by the panic never comes down.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while WRITING.load(Ordering::SeqCst) > 0 {
+            assert!(std::time::Instant::now() < deadline, "WRITING stayed raised");
+            std::thread::yield_now();
+        }
+    }
 
     #[test]
     fn a_line_from_a_named_thread_names_the_thread_and_its_tid() {
