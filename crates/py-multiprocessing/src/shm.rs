@@ -48,8 +48,7 @@ impl ShmError {
     }
 }
 
-/// Why a descriptor number this process was passed could not be mapped
-/// ([`SharedBlock::map_passed`]).
+/// Why [`SharedBlock::map_passed`] could not map a descriptor number this process was passed.
 #[derive(Debug, thiserror::Error)]
 pub enum PassedError {
     #[error(
@@ -144,16 +143,14 @@ impl<T: Shareable> SharedBlock<T> {
         Ok(SharedBlock { fd, ptr })
     }
 
-    /// Maps the block behind a descriptor number this process was passed (inherited through
-    /// `fork`, or kept open across `exec` by `Process::pass_fds`), in a close-on-exec duplicate
-    /// of its own: the number passed stays open, so the block can be mapped from it again. The
-    /// number passed gets close-on-exec back, so it does not leak into this process's own
+    /// Maps the block behind a descriptor number this process was passed (through `fork`, or
+    /// `Process::pass_fds`) in a close-on-exec duplicate of its own, so that the number can be
+    /// mapped again; the number gets close-on-exec back, not to leak into this process's own
     /// spawned children. Refused as [`SharedBlock::from_raw_fd`] refuses.
     ///
     /// # Safety
-    /// The block behind `fd` must have been made by [`SharedBlock::create`] for the same `T`,
-    /// or the caller must read only plain numbers of it (a magic number, an id) to check that
-    /// it was before anything else is read.
+    /// The block must have been made by [`SharedBlock::create`] for the same `T`, or the caller
+    /// reads only plain numbers of it (a magic number, an id) until they prove it was.
     pub unsafe fn map_passed(fd: RawFd) -> Result<Self, PassedError> {
         // Safety: F_DUPFD_CLOEXEC on any integer is harmless: EBADF if it is not open. (A
         // number that may not be open is no `BorrowedFd`: hence libc's fcntl, not nix's.)
