@@ -16,7 +16,7 @@
 //! - **Workers** (`pool/worker.rs`): processes (or threads) that loop: take a task from their
 //!   inbox, run it, put the result in the results queue. A task is a named function
 //!   (`pool/task.rs`): a spawned worker has none of the parent's memory.
-//! - **A task queue per worker**, a [`Queue`](crate::queue::Queue) only the parent writes and
+//! - **A task queue per worker**, a [`Queue`] only the parent writes and
 //!   only that worker reads: `apply_async` puts the task in the pool's backlog, and the parent
 //!   gives it to the worker idle the longest (`pool/workers.rs`; a busy one gets tasks in
 //!   advance only while more wait than there are workers: `pool/prefetch.rs`, a speed-up).
