@@ -265,7 +265,7 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Reports "ready <pid>" to the launcher and closes the pipe.
+    /// Reports `"ready <pid>"` to the launcher and closes the pipe.
     pub fn notify(&mut self) -> Result<()> {
         let mut pipe = self.pipe.take().context("ready was already reported")?;
         writeln!(pipe, "ready {}", std::process::id()).context("writing to the launcher's pipe")

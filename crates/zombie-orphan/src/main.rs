@@ -94,7 +94,7 @@ common::demo_cli!(Cli);
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// A child ends and is not reaped: state Z (<defunct>) until join() calls waitpid
+    /// A child ends and is not reaped: state Z (`<defunct>`) until join() calls waitpid
     Zombie,
     /// The two cures: reap on SIGCHLD, or ignore SIGCHLD so the kernel reaps at once
     Cures {
