@@ -199,17 +199,12 @@ mod client;
 #[cfg(target_os = "linux")]
 mod server;
 #[cfg(target_os = "linux")]
-pub(crate) use {
-    client::{ROLE, start_child},
-    server::serve,
-};
+pub(crate) use client::{ROLE, start_child};
+#[cfg(target_os = "linux")]
+pub(crate) use server::serve;
 
 /// Elsewhere there is no fork server (see "Where it runs" above): asking fails, saying so.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn start_child(request: &Request) -> Result<(i32, OwnedFd)> {
-    let why = "its socket is a unix SOCK_SEQPACKET, its wait a signalfd";
-    anyhow::bail!(
-        "{}: the forkserver start method needs Linux ({why}); use fork or spawn",
-        request.name
-    )
+    anyhow::bail!("{}: the forkserver start method needs Linux; use fork or spawn", request.name)
 }

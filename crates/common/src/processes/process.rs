@@ -347,6 +347,5 @@ pub fn name_this_process(name: &str) {
 
 mod start;
 pub(crate) use start::close_once;
-// For the fork server, which is Linux's only.
 #[cfg(target_os = "linux")]
 pub(crate) use start::{set_parent_death_signal, this_program_again};
