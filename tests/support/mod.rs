@@ -694,22 +694,8 @@ impl Drop for TtyDemo {
 /// A pseudo-terminal pair `(master, slave)`: a test that plays a learner at a terminal gives
 /// the slave to the demo as its stdin and types on the master.
 fn openpty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use std::os::fd::FromRawFd;
-    let (mut master, mut slave) = (-1, -1);
-    // Safety: openpty fills the two descriptors it is given; the name, termios and window size
-    // are optional (null).
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // Safety: both descriptors were just opened by openpty and are owned by nobody else.
-    unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) }
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    (pty.master, pty.slave)
 }
 
 /// Runs `bin_name` with `args` and `--answer ID=GUESS` (and `--json`), fails unless it exits 0

@@ -32,13 +32,23 @@
 mod coroutine;
 mod gil;
 mod io;
-mod ipc;
 mod measure;
 mod peers;
-mod pool;
-mod queue;
-mod semaphore;
 mod start;
+// The suites built on py-multiprocessing's shared memory (a memfd, futexes) are Linux's;
+// elsewhere each is `elsewhere.rs`, a run that says so.
+#[cfg(not(target_os = "linux"))]
+mod elsewhere;
+#[cfg(target_os = "linux")]
+mod ipc;
+#[cfg(target_os = "linux")]
+mod pool;
+#[cfg(target_os = "linux")]
+mod queue;
+#[cfg(target_os = "linux")]
+mod semaphore;
+#[cfg(not(target_os = "linux"))]
+use elsewhere::{self as ipc, self as pool, self as queue, self as semaphore};
 mod thread_queue;
 mod threads;
 mod ticket;

@@ -24,7 +24,7 @@ const TARGETS: [(Starter, f64); 4] = [
 pub fn run(settings: &Settings) -> Result<Outcome> {
     let count = settings.count;
     let mut samples = Samples::new(Starter::ALL.len());
-    startcost::warm_up(&Starter::ALL)?;
+    startcost::warm_up(Starter::ALL)?;
     let args = ["--count".to_string(), count.to_string(), "--runs".into(), "1".into()];
     for _ in 0..settings.runs {
         for (i, kind) in Starter::ALL.iter().enumerate() {

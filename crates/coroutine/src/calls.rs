@@ -72,6 +72,7 @@ fn submit(cli: &Cli) -> Result<()> {
 }
 
 /// Pins the calling thread to one CPU (`sched_setaffinity` on tid 0: the caller).
+#[cfg(target_os = "linux")]
 fn pin_to(cpu: usize) -> Result<()> {
     // Safety: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity only read and
     // write the set on our stack.
@@ -84,6 +85,12 @@ fn pin_to(cpu: usize) -> Result<()> {
         bail!("sched_setaffinity(cpu {cpu}): {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Elsewhere there is no `sched_setaffinity` (macOS has none): the thread stays unpinned.
+#[cfg(not(target_os = "linux"))]
+fn pin_to(cpu: usize) -> Result<()> {
+    bail!("pinning to cpu {cpu}: sched_setaffinity is Linux's")
 }
 
 /// Looks in `/proc` until thread `tid` of this process is in `state`; the row then.

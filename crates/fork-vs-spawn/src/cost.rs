@@ -11,7 +11,7 @@ use crate::Cli;
 pub fn run(cli: &Cli) -> Result<()> {
     report::section("5. the cost of a start: threads, fork, spawn and fork-server children");
     let (count, rounds) = (cli.count, cli.rounds);
-    let measured = startcost::measure(&Starter::ALL, count, rounds)?;
+    let measured = startcost::measure(Starter::ALL, count, rounds)?;
     let figure = |kind: Starter| {
         measured.iter().find(|(k, _)| *k == kind).map_or(f64::NAN, |(_, v)| startcost::median(v))
     };
@@ -20,7 +20,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         "start+join of {count}, one after another; median of {rounds} round(s)\n\
          kind      µs per start  × a thread"
     );
-    for kind in Starter::ALL {
+    for &kind in Starter::ALL {
         let us = figure(kind);
         text.push_str(&format!("\n{:<9} {us:>12.1} {:>10.1}", kind.key(), us / thread));
     }

@@ -85,7 +85,16 @@ mod cost;
 mod guard;
 mod inherit;
 mod isolation;
+#[cfg(target_os = "linux")]
 mod methods;
+
+/// Elsewhere part 6 says what it needs: the fork server and the process pool are Linux's.
+#[cfg(not(target_os = "linux"))]
+mod methods {
+    pub fn run(_: &crate::Cli, _: &crate::answers::WorkDir) -> anyhow::Result<()> {
+        anyhow::bail!("the methods part needs Linux (the fork server, the process pool)")
+    }
+}
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -177,7 +186,15 @@ static INHERITOR: Role = Role::new("inheritor", inherit::inheritor);
 
 fn main() -> ExitCode {
     common::demo::main(
-        &[&ISOLATED, &INHERITOR, &startcost::NOOP, &methods::PROBE, &methods::POOL_WORKER],
+        &[
+            &ISOLATED,
+            &INHERITOR,
+            &startcost::NOOP,
+            #[cfg(target_os = "linux")]
+            &methods::PROBE,
+            #[cfg(target_os = "linux")]
+            &methods::POOL_WORKER,
+        ],
         run,
     )
 }

@@ -2,6 +2,7 @@
 //! finds of its parent, and what each costs; then why the third exists: a fork pool's workers
 //! replaced again and again while two other threads make queues, which never blocks, because
 //! the replacements come from the single-threaded fork server, not from this threaded process.
+//! Linux only, as the fork server and the process pool are.
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -47,18 +48,11 @@ struct ProbeArgs {
 }
 
 /// This process's thread count and command line, from `/proc/self` (with `procfs`).
-#[cfg(target_os = "linux")]
 fn threads_and_cmdline() -> (Option<u64>, String) {
     let me = procfs::process::Process::myself().ok();
     let threads = me.as_ref().and_then(|p| p.status().ok()).map(|s| s.threads);
     let cmdline = me.and_then(|p| p.cmdline().ok()).unwrap_or_default().join(" ");
     (threads, cmdline)
-}
-
-/// Without `/proc`: no thread count; the command line as this process received it.
-#[cfg(not(target_os = "linux"))]
-fn threads_and_cmdline() -> (Option<u64>, String) {
-    (None, std::env::args().collect::<Vec<_>>().join(" "))
 }
 
 /// What the child finds: its parent, its threads, its command line, the parent's value, the

@@ -97,6 +97,16 @@ const MAX_MAXSIZE: usize = 10_000;
 const MAX_ITEMS: usize = 1000;
 const MAX_STRESS_TOTAL: usize = 1_000_000;
 const MAX_STRESS_QUEUE: usize = 100_000;
+/// The process queue's message sizes (`py_multiprocessing::queue`, Linux only), for the
+/// `--max-message` flag's parser; checked equal to the queue's own at compile time.
+const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+const MAX_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
+#[cfg(target_os = "linux")]
+const _: () = {
+    use py_multiprocessing::queue;
+    assert!(DEFAULT_MAX_MESSAGE == queue::DEFAULT_MAX_MESSAGE);
+    assert!(MAX_MESSAGE_LIMIT == queue::MAX_MESSAGE_LIMIT);
+};
 
 /// joinable-queue: Queue and JoinableQueue across processes, a pipe plus a lock
 /// (进程queue=管道+锁), and producers and consumers (生产者消费者模型) with sentinels or join.
@@ -137,7 +147,7 @@ struct Cli {
 
     /// The largest item the basics' queue accepts, in bytes of JSON
     #[arg(long, global = true, value_name = "BYTES",
-          default_value_t = py_multiprocessing::queue::DEFAULT_MAX_MESSAGE, value_parser = count_in(16..=py_multiprocessing::queue::MAX_MESSAGE_LIMIT))]
+          default_value_t = DEFAULT_MAX_MESSAGE, value_parser = count_in(16..=MAX_MESSAGE_LIMIT))]
     max_message: usize,
 
     /// In the joinable part, kill consumer-1 (SIGKILL) while it holds its first bun

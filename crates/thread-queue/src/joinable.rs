@@ -96,7 +96,8 @@ fn buns(cli: &Cli) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // The cost of one item: thread queue against process queue.
 
-pub static PROCESS_CONSUMER: Role = Role::of::<ProcessConsumer>();
+pub static ROLES: [&Role; 1] = [&PROCESS_CONSUMER];
+static PROCESS_CONSUMER: Role = Role::of::<ProcessConsumer>();
 
 /// A consumer process: `get` and `task_done` for each of `items` items, then end.
 #[derive(Serialize, Deserialize)]

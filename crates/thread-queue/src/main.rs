@@ -53,13 +53,15 @@
 //! ```
 //!
 //! Platform notes: the thread queue is portable std; the thread states come from `/proc`
-//! (Linux), and the process queue of part 3's table is Linux only (memfd, futexes).
+//! (Linux), and part 3 is Linux only, for its table's process queue (memfd, futexes).
 //!
 //! **Differences from Python** (also the end of `--help`):
 #![doc = include_str!("differences.txt")]
 
 mod blocking;
+#[cfg(target_os = "linux")]
 mod joinable;
+common::linux_only_part!(joinable, "its table's process JoinableQueue: memfd, futexes");
 mod orders;
 mod shutdown;
 mod stress;
@@ -141,7 +143,7 @@ enum Cmd {
 common::demo_cli!(Cli, Cmd);
 
 fn main() -> ExitCode {
-    common::demo::main(&[&joinable::PROCESS_CONSUMER], run)
+    common::demo::main(&joinable::ROLES, run)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

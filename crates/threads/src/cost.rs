@@ -45,7 +45,7 @@ pub fn round_trip_processes(n: usize) -> Result<f64> {
 pub fn run(cli: &Cli) -> Result<()> {
     report::section("4. what a thread costs: start+join and switches, threads against processes");
     let (count, rounds, trips) = (cli.count, cli.rounds, cli.round_trips);
-    let measured = startcost::measure(&Starter::ALL, count, rounds)?;
+    let measured = startcost::measure(Starter::ALL, count, rounds)?;
     let start = |kind: Starter| {
         measured.iter().find(|(k, _)| *k == kind).map_or(f64::NAN, |(_, v)| median(v))
     };

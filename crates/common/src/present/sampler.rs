@@ -52,10 +52,12 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(2);
 /// The most samples kept: about 50 MB, some 80 s of a dozen threads at 2 ms (a `--hold 3600`
 /// must not fill the memory). Past it the sampler stops reading and [`Sampler::stop`] returns
 /// what it has.
+#[cfg(target_os = "linux")]
 const MAX_SAMPLES: usize = 500_000;
 
 /// The most tasks followed at once: a cap, so a runaway fork cannot make the sampler's tick
 /// longer than its interval by orders of magnitude.
+#[cfg(target_os = "linux")]
 const MAX_TASKS: usize = 512;
 
 /// One reading of one thread.

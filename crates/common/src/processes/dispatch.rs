@@ -83,6 +83,7 @@ pub fn dispatch(roles: &[&'static Role]) {
     };
     let name = args.next().unwrap_or_else(|| role.clone());
     report::init_from_env(&std::env::var(report::ENV_REPORT).unwrap_or_default(), &name);
+    #[cfg(target_os = "linux")]
     if role == crate::forkserver::ROLE {
         name_this_process(&name);
         crate::forkserver::serve();

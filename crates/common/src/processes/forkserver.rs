@@ -43,37 +43,32 @@
 //! (a terminal's Ctrl-C reaches the whole group: the children die of it, and the server
 //! must live to report it); [`stop`] ends it at the end of the demo, after every child. A
 //! server killed anyway (SIGKILL) is reported like any lost child (event `child_lost`).
+//!
+//! ## Where it runs
+//! Linux only: the requests travel over a unix `SOCK_SEQPACKET` socketpair, which macOS lacks,
+//! the server waits for its children on a `signalfd`, and they ask for `PR_SET_PDEATHSIG`.
+//! Elsewhere a start with the forkserver method fails, saying so; fork and spawn work.
 
-use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::AtomicI32;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
-use nix::sys::socket::{
-    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, recv, sendmsg,
-    socketpair,
-};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::process::{exitcode_name, this_program_again};
+use crate::process::exitcode_name;
 use crate::processes::process::close_once;
 use crate::processes::reap;
 
-/// The role name in the hidden argument that makes this program a fork server.
-pub(crate) const ROLE: &str = "__forkserver";
-const ENV_FD: &str = "CONCURRENCY_DEMOS_FORKSERVER_FD";
 /// The largest request, in bytes of JSON (one datagram of the socket); a spawned child's
 /// arguments have about the same limit (one environment string).
 pub const MAX_REQUEST: usize = 128 * 1024;
-const MAX_FDS: usize = 64;
 /// How long [`stop`] waits for the server to leave after its socket is closed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -92,15 +87,11 @@ pub(crate) struct Request {
     pub report: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-enum Reply {
-    Started { pid: i32 },
-    Failed { error: String },
-}
-
 // ---------------------------------------------------------------------------------------------
 // The demo's side.
 
+// Elsewhere no server is started (see `start_child`), so no Client is made.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 struct Client {
     /// The demo's end of the socketpair (close-on-exec; closed in forked children).
     sock: RawFd,
@@ -126,57 +117,6 @@ fn take_own_client() -> Option<Client> {
     guard.take_if(|c| c.owner == std::process::id())
 }
 
-/// Asks the server (started now if need be) for a child; returns its pid and the read end of
-/// its status pipe (non-blocking), where the server writes its exit code.
-pub(crate) fn start_child(request: &Request) -> Result<(i32, OwnedFd)> {
-    let text = serde_json::to_vec(request).context("encoding a fork-server request")?;
-    if text.len() > MAX_REQUEST {
-        bail!(
-            "{}: the arguments are {} bytes of JSON, more than the fork server's limit of {}",
-            request.name,
-            text.len(),
-            MAX_REQUEST
-        );
-    }
-    if request.fds.len() + 1 > MAX_FDS {
-        bail!("{}: more than {} descriptors to pass", request.name, MAX_FDS - 1);
-    }
-    let (status_read, status_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-        .context("pipe2 for a child's status")?;
-    let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.as_ref().is_none_or(|c| c.owner != std::process::id()) {
-        // None yet, or the parent's, inherited by fork (its socket was closed in this child).
-        *guard = Some(launch()?);
-    }
-    let client = guard.as_ref().expect("just started");
-    let mut fds = vec![status_write.as_raw_fd()];
-    fds.extend_from_slice(&request.fds);
-    let rights = [ControlMessage::ScmRights(&fds)];
-    let asked = loop {
-        let iov = [IoSlice::new(&text)];
-        match sendmsg::<UnixAddr>(client.sock, &iov, &rights, MsgFlags::MSG_NOSIGNAL, None) {
-            Err(Errno::EINTR) => continue,
-            other => break other,
-        }
-    };
-    drop(status_write);
-    let reply =
-        asked.map_err(anyhow::Error::from).and_then(|_| read_reply(client.sock, client.pid));
-    match reply {
-        Ok(Reply::Started { pid }) => Ok((pid, status_read)),
-        Ok(Reply::Failed { error }) => {
-            bail!("the fork server could not start {}: {error}", request.name)
-        }
-        Err(e) => {
-            // The server is gone: say so, forget it and reap it; a later request starts anew.
-            let gone = guard.take().expect("present");
-            drop(guard);
-            lost(gone);
-            Err(e.context(format!("asking the fork server for {}", request.name)))
-        }
-    }
-}
-
 /// The server died (killed: it ignores the stop signals, and [`stop`] forgets it first):
 /// reaps it and says so (event `child_lost`); its children come back to the demo to be reaped.
 pub(crate) fn server_died() {
@@ -193,59 +133,6 @@ fn lost(client: Client) {
     crate::event!("child_lost", { "pid": client.pid, "name": "forkserver", "exitcode": exitcode, "status": status,
                 "how": how, "lost": { "what": "children it had started", "count": 0 } }, "LOST: the fork server (pid {}) {how}: its children die with it (PR_SET_PDEATHSIG)",
             client.pid);
-}
-
-const ALIVE_CHECK_MS: libc::c_int = 100;
-
-/// Reads the server's answer. End of file says the server has ended, but only once every copy
-/// of its end of the socket is closed, and a child forked by another thread at the wrong moment
-/// may hold one: so the wait also looks at the server itself, every [`ALIVE_CHECK_MS`], and
-/// gives up once it is gone or a zombie (killed, perhaps before it even reached `exec`).
-fn read_reply(sock: RawFd, server: i32) -> Result<Reply> {
-    let mut buf = [0u8; 4096];
-    loop {
-        let mut pfd = libc::pollfd { fd: sock, events: libc::POLLIN, revents: 0 };
-        // Safety: one valid pollfd on our stack, for the duration of the call.
-        let ready = unsafe { libc::poll(&mut pfd, 1, ALIVE_CHECK_MS) };
-        if ready == 0 {
-            if matches!(crate::ps::state_of(server), None | Some('Z') | Some('X')) {
-                bail!("the fork server (pid {server}) has ended");
-            }
-            continue;
-        }
-        if ready < 0 && Errno::last() != Errno::EINTR {
-            return Err(Errno::last()).context("poll on the fork server's socket");
-        }
-        match recv(sock, &mut buf, MsgFlags::empty()) {
-            Ok(0) => bail!("the fork server has ended"),
-            Ok(n) => {
-                return serde_json::from_slice(&buf[..n])
-                    .context("decoding the fork server's answer");
-            }
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e).context("recv from the fork server"),
-        }
-    }
-}
-
-/// Starts the server: this program again, with the hidden role and the server's end of a new
-/// socketpair; nothing runs between fork and exec but what [`this_program_again`] shows, so it
-/// is safe from any thread.
-fn launch() -> Result<Client> {
-    let (ours, theirs) =
-        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-            .context("socketpair for the fork server")?;
-    let their_fd = theirs.as_raw_fd();
-    let mut command = this_program_again(ROLE, "forkserver", vec![their_fd], None)?;
-    command.env(ENV_FD, their_fd.to_string()).stdin(std::process::Stdio::null());
-    // `child` is dropped without waiting: the server is reaped by `stop` (or by the signal
-    // watcher's reaping of every child).
-    let child = command.spawn().context("starting the fork server")?;
-    drop(theirs);
-    // Owned by the Client from now on, closed by `close_once(&CLIENT_FD)`.
-    let sock = std::os::fd::IntoRawFd::into_raw_fd(ours);
-    CLIENT_FD.store(sock, Ordering::SeqCst);
-    Ok(Client { sock, pid: child.id() as i32, owner: std::process::id() })
 }
 
 /// Ends the server, if this process started one: closes the socket (the server exits on end of
@@ -306,5 +193,18 @@ pub(crate) fn read_status(status: &OwnedFd) -> Status {
     }
 }
 
+// Asking the server, and the server itself: Linux only (see "Where it runs" above).
+#[cfg(target_os = "linux")]
+mod client;
+#[cfg(target_os = "linux")]
 mod server;
+#[cfg(target_os = "linux")]
+pub(crate) use client::{ROLE, start_child};
+#[cfg(target_os = "linux")]
 pub(crate) use server::serve;
+
+/// Elsewhere there is no fork server (see "Where it runs" above): asking fails, saying so.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn start_child(request: &Request) -> Result<(i32, OwnedFd)> {
+    anyhow::bail!("{}: the forkserver start method needs Linux; use fork or spawn", request.name)
+}

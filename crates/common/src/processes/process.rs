@@ -346,4 +346,6 @@ pub fn name_this_process(name: &str) {
 }
 
 mod start;
-pub(crate) use start::{close_once, set_parent_death_signal, this_program_again};
+pub(crate) use start::close_once;
+#[cfg(target_os = "linux")]
+pub(crate) use start::{set_parent_death_signal, this_program_again};

@@ -33,9 +33,14 @@ pub enum Starter {
 }
 
 impl Starter {
-    /// All four, in the order they are reported.
-    pub const ALL: [Starter; 4] =
-        [Starter::Thread, Starter::Fork, Starter::Spawn, Starter::Forkserver];
+    /// All four, in the order they are reported (three where there is no fork server).
+    pub const ALL: &[Starter] = &[
+        Starter::Thread,
+        Starter::Fork,
+        Starter::Spawn,
+        #[cfg(target_os = "linux")]
+        Starter::Forkserver,
+    ];
 
     /// `thread`, `fork`, `spawn` or `forkserver`: the key in events and in the Python output.
     pub fn key(self) -> &'static str {

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::os::fd::FromRawFd;
 
+use anyhow::Context;
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::sys::signal::{SigHandler, SigSet, signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{ControlMessageOwned, recvmsg, send};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, send};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::{ForkResult, fork, getpid};
 
+use super::client::{ENV_FD, MAX_FDS, Reply};
 use super::*;
 use crate::processes::dispatch::run_role;
 use crate::report;
