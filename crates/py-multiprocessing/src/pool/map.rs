@@ -91,8 +91,12 @@ impl Pool {
             }
         }
         // Room for every result at once: growing a list of 100,000 values step by step copies
-        // it and faults in its pages again at each step.
-        let mut values: Vec<R> = Vec::with_capacity(items.len());
+        // it and faults in its pages again at each step. The items go first, so that the
+        // results can take their memory, whose pages are in already: a second list as large
+        // beside them faults in every page of its own.
+        let count = items.len();
+        drop(items);
+        let mut values: Vec<R> = Vec::with_capacity(count);
         for slot in slots {
             let part = slot.wait(None, true).ok_or(PoolError::Timeout)??;
             let read: Result<Vec<R>, String> = match results_as {
