@@ -384,7 +384,7 @@ fn run_pinned(
     }
     // Started from this thread, pinned off the jobs' CPU: the sampler's thread inherits that.
     let interval = (s.tick / 4).max(Duration::from_micros(500));
-    let sampler = Sampler::start(std::process::id() as i32, interval)?;
+    let sampler = Sampler::start(std::process::id() as i32, interval, None)?;
     let report_t0_ns = kernel::monotonic_ns() - common::report::elapsed_us() * 1000;
     if s.policy == Policy::Fifo {
         kernel::set_policy(libc::SCHED_FIFO, MONITOR_PRIORITY)

@@ -132,7 +132,7 @@ fn pair_pinned(
             &pids,
         );
     }
-    let sampler = Sampler::start(std::process::id() as i32, Duration::from_millis(1))?;
+    let sampler = Sampler::start(std::process::id() as i32, Duration::from_millis(1), None)?;
     let t0 = kernel::monotonic_ns();
     let release = |i: usize| kernel::write_all(gos[i].1.as_fd(), &[1]);
     let mut outcome = Ok(());

@@ -59,7 +59,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use handler::handler_main;
-use options::died_how;
 pub use options::{PoolError, PoolOptions};
 use result::lock;
 pub use result::{AsyncResult, Callback, ErrorCallback};

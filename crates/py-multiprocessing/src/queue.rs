@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::poll::PollFlags;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -238,7 +239,7 @@ impl Core {
                     Some(wait) if got == 0 => {
                         busy.store(0, Ordering::Release);
                         if !self.spin_before_poll(wait)
-                            && !poll_fd(self.read.as_fd(), libc::POLLIN, wait)?
+                            && !poll_fd(self.read.as_fd(), PollFlags::POLLIN, wait)?
                         {
                             return Ok(false);
                         }
@@ -256,7 +257,7 @@ impl Core {
     /// (it holds the writer lock), or died. Checks every [`TORN_CHECK`], so that a dead writer
     /// cannot make every reader hang.
     fn wait_rest_of_frame(&self) -> Result<(), QueueError> {
-        if poll_fd(self.read.as_fd(), libc::POLLIN, Wait::from_timeout(TORN_CHECK))? {
+        if poll_fd(self.read.as_fd(), PollFlags::POLLIN, Wait::from_timeout(TORN_CHECK))? {
             return Ok(());
         }
         // If the writer lock is free, nobody is writing; under it no byte can arrive, so an

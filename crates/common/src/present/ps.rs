@@ -98,7 +98,7 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
 }
 
 /// The numbered entries of a `/proc` folder: the pids of `/proc`, the tids of `/proc/PID/task`.
-fn numbered(dir: &str) -> Vec<i32> {
+pub(crate) fn numbered(dir: &str) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir(dir) else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }

@@ -9,8 +9,8 @@
 //!
 //! "The demo" is the root process, its descendants (followed through every thread's
 //! `/proc/PID/task/TID/children`, since a child belongs to the thread that forked it) and, with
-//! [`Sampler::watch_recording`], every pid that emits an event or that an event names in
-//! `data.pid`: a daemon leaves the family by its double fork, and the trace still wants it.
+//! a recording given to [`Sampler::start`], every pid that emits an event or that an event
+//! names in `data.pid`: a daemon leaves the family by its double fork, and the trace wants it.
 //!
 //! Each [`Sample`] carries the time it was read on the demo's clock ([`report::elapsed_us`]),
 //! not the nominal tick: on a loaded machine the thread wakes late, and the picture must say
@@ -30,8 +30,8 @@
 #[cfg(target_os = "linux")]
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -83,29 +83,26 @@ pub struct Sample {
 #[derive(Debug)]
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    recording: Arc<OnceLock<File>>,
     handle: Option<JoinHandle<Vec<Sample>>>,
 }
 
 impl Sampler {
-    /// Starts sampling `root_pid` and its descendants every `interval` (at least 100 µs).
-    pub fn start(root_pid: i32, interval: Duration) -> anyhow::Result<Sampler> {
+    /// Starts sampling `root_pid` and its descendants every `interval` (at least 100 µs). With
+    /// a `recording` (the file the demo's processes append their events to, see
+    /// [`crate::timeline`]), it also samples every pid that emits an event there.
+    pub fn start(
+        root_pid: i32,
+        interval: Duration,
+        recording: Option<File>,
+    ) -> anyhow::Result<Sampler> {
         let stop = Arc::new(AtomicBool::new(false));
-        let recording = Arc::new(OnceLock::new());
         let interval = interval.max(Duration::from_micros(100));
         let handle = crate::threads::named::spawn("sampler", {
             let stop = Arc::clone(&stop);
-            let recording = Arc::clone(&recording);
-            move || run(root_pid, interval, &stop, &recording)
+            move || run(root_pid, interval, &stop, recording.as_ref())
         })
         .map_err(|e| anyhow::anyhow!("starting the /proc sampler thread: {e}"))?;
-        Ok(Sampler { stop, recording, handle: Some(handle) })
-    }
-
-    /// Samples every pid that emits an event from now on: reads the recording file the demo's
-    /// processes append their events to (see [`crate::timeline`]) as it grows.
-    pub fn watch_recording(&self, file: File) {
-        let _ = self.recording.set(file);
+        Ok(Sampler { stop, handle: Some(handle) })
     }
 
     /// Stops the sampler thread and returns every sample, in the order they were read.
@@ -163,12 +160,6 @@ fn reread(file: &File, buf: &mut Vec<u8>) -> Option<()> {
 }
 
 #[cfg(target_os = "linux")]
-fn thread_ids(pid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
-}
-
-#[cfg(target_os = "linux")]
 /// Adds to `watched` the pids of the events appended to the recording since `offset`.
 fn new_speakers(recording: &File, offset: &mut u64, watched: &mut BTreeSet<i32>) {
     let mut bytes = Vec::new();
@@ -186,12 +177,7 @@ fn new_speakers(recording: &File, offset: &mut u64, watched: &mut BTreeSet<i32>)
 }
 
 #[cfg(target_os = "linux")]
-fn run(
-    root: i32,
-    interval: Duration,
-    stop: &AtomicBool,
-    recording: &OnceLock<File>,
-) -> Vec<Sample> {
+fn run(root: i32, interval: Duration, stop: &AtomicBool, recording: Option<&File>) -> Vec<Sample> {
     let me = crate::threads::named::gettid();
     let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
     let mut watched = BTreeSet::from([root]);
@@ -207,7 +193,7 @@ fn run(
             }
             return samples;
         }
-        if let Some(file) = recording.get() {
+        if let Some(file) = recording {
             new_speakers(file, &mut offset, &mut watched);
         }
         // The processes of the demo: the root, the watched pids, and every child of any of
@@ -216,7 +202,7 @@ fn run(
         let mut queue: Vec<i32> = pids.iter().copied().collect();
         let mut seen_tids = BTreeSet::new();
         while let Some(pid) = queue.pop() {
-            for tid in thread_ids(pid) {
+            for tid in crate::ps::numbered(&format!("/proc/{pid}/task")) {
                 if tid == me || !seen_tids.insert(tid) {
                     continue;
                 }
@@ -279,7 +265,7 @@ fn run(
 
 /// Elsewhere there is no `/proc` to read: the sampler waits to be stopped and has no samples.
 #[cfg(not(target_os = "linux"))]
-fn run(_: i32, _: Duration, stop: &AtomicBool, _: &OnceLock<File>) -> Vec<Sample> {
+fn run(_: i32, _: Duration, stop: &AtomicBool, _: Option<&File>) -> Vec<Sample> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::park_timeout(Duration::from_millis(50));
     }

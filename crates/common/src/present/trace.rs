@@ -143,10 +143,8 @@ pub fn start(outputs: Outputs) -> Result<()> {
     let recording = Recording::start_run()?;
     report::set_tracing(true);
     crate::phase::install_tracer(on_mark);
-    let sampler = Sampler::start(std::process::id() as i32, DEFAULT_INTERVAL)?;
-    if let Ok(file) = recording.file.try_clone() {
-        sampler.watch_recording(file);
-    }
+    let watched = recording.file.try_clone().ok();
+    let sampler = Sampler::start(std::process::id() as i32, DEFAULT_INTERVAL, watched)?;
     let session = Session { outputs, recording, sampler };
     *SESSION.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
     Ok(())

@@ -157,9 +157,8 @@ pub(crate) enum Status {
     ServerGone,
 }
 
-/// Waits until `status` is readable (the server wrote, or closed it) or `timeout` passes.
-pub(crate) fn poll_status(status: &OwnedFd, timeout: Option<Duration>) -> bool {
-    let deadline = timeout.map(|t| Instant::now() + t);
+/// Waits until `status` is readable (the server wrote, or closed it) or `deadline` passes.
+pub(crate) fn poll_status(status: &OwnedFd, deadline: Option<Instant>) -> bool {
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let wait = left.map_or(PollTimeout::NONE, |l| l.try_into().unwrap_or(PollTimeout::MAX));

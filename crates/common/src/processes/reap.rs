@@ -12,7 +12,6 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid};
-use serde::Serialize;
 
 #[cfg(doc)]
 use super::process::Process;
@@ -82,8 +81,7 @@ pub(crate) fn wait(pid: i32, timeout: Option<Duration>) -> Option<Option<i32>> {
     let deadline = timeout.map(|t| Instant::now() + t);
     // A fork server's child: its exit code comes through its status pipe.
     while let Some(pipe) = server_pipe(pid) {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if !forkserver::poll_status(&pipe, left) {
+        if !forkserver::poll_status(&pipe, deadline) {
             return None;
         }
         // Read under the registry lock, so that of two waiters exactly one takes the code
@@ -168,7 +166,7 @@ pub fn finish_main() {
 }
 
 /// How one child ended at the end of the main code (see [`end_main_code`]).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Ended {
     pub pid: i32,
     pub name: String,

@@ -153,7 +153,7 @@ mod timeline {
 
     #[test]
     fn each_process_gets_one_lane_from_its_first_to_its_last_event() {
-        let lanes = lanes(&four_tasks());
+        let lanes = lanes(&four_tasks(), false);
         assert_eq!(lanes.len(), 5);
         assert_eq!((lanes[0].who.as_str(), lanes[0].start_ms, lanes[0].end_ms), ("main", 100, 610));
         assert_eq!((lanes[1].pid, lanes[1].start_ms, lanes[1].end_ms), (11, 101, 601));
@@ -377,7 +377,8 @@ mod sampler {
             .spawn()
             .unwrap();
         let parent = child.id() as i32;
-        let sampler = Sampler::start(std::process::id() as i32, Duration::from_millis(2)).unwrap();
+        let sampler =
+            Sampler::start(std::process::id() as i32, Duration::from_millis(2), None).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let grandchild = loop {
             let zombie = children_of(parent).into_iter().find(|pid| state_of(*pid) == Some('Z'));

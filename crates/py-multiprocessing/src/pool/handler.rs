@@ -16,13 +16,14 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use super::PoolError;
 use super::result::lock;
 use super::worker::{FromWorker, ToWorker, unframe};
 use super::workers::{Handle, Pending, Phase, Shared, State};
-use super::{PoolError, died_how};
 use crate::queue::QueueError;
 use crate::shm::Wait;
 use common::process::exitcode_name;
+use common::processes::lost;
 use common::signals;
 
 /// Messages the handler takes in one go before it runs the callbacks they completed.
@@ -273,9 +274,9 @@ impl Shared {
                 ),
                 Some((task, job)) => format!(
                     "{} while running task {task} (job {job}): that task's result is an error",
-                    died_how(exitcode)
+                    lost::how(exitcode)
                 ),
-                None => format!("{} between tasks", died_how(exitcode)),
+                None => format!("{} between tasks", lost::how(exitcode)),
             };
             let then = match &replacement {
                 Some((name, pid)) => format!("; {name} (pid {pid}) takes its place"),

@@ -4,7 +4,8 @@
 use serde_json::Value;
 
 use super::task::Task;
-use common::process::{StartMethod, exitcode_name};
+use common::process::StartMethod;
+use common::processes::lost;
 
 /// What can go wrong with a pool or a task. Cloned into every handle that asks for a result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +25,7 @@ pub enum PoolError {
     /// is the pool's number for the task (a chunk's own, for `map`).
     #[error(
         "worker {worker} (pid {pid}) {} while running task {task} (job {job})",
-        died_how(*.exitcode)
+        lost::how(*.exitcode)
     )]
     WorkerDied { task: String, job: u64, worker: String, pid: i32, exitcode: Option<i32> },
     /// `terminate` came before the task finished.
@@ -45,16 +46,6 @@ pub enum PoolError {
     /// A worker could not be started.
     #[error("starting a pool worker: {0}")]
     Start(String),
-}
-
-pub(super) fn died_how(exitcode: Option<i32>) -> String {
-    match exitcode {
-        Some(code) if code < 0 => {
-            format!("was killed by {}", exitcode_name(Some(code)).trim_start_matches('-'))
-        }
-        Some(code) => format!("exited with code {code}"),
-        None => "ended (its exit status was lost)".to_string(),
-    }
 }
 
 /// How a pool is made (Python's `Pool(processes, initializer, initargs, maxtasksperchild)`).

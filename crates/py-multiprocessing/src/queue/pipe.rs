@@ -5,6 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::setup::os_error;
 use super::{PIPE_CAPACITY, QueueError};
@@ -32,7 +33,7 @@ pub(super) fn write_all(fd: BorrowedFd<'_>, bytes: &[u8], wait: Wait) -> Result<
             Ok(n) => written += n,
             Err(Errno::EAGAIN) => {
                 let wait = if written == 0 { wait } else { Wait::Forever };
-                if !poll_fd(fd, libc::POLLOUT, wait)? {
+                if !poll_fd(fd, PollFlags::POLLOUT, wait)? {
                     return Err(QueueError::Full);
                 }
             }
@@ -48,22 +49,19 @@ pub(super) fn write_all(fd: BorrowedFd<'_>, bytes: &[u8], wait: Wait) -> Result<
 /// Waits until `fd` is ready for `events` (POLLIN or POLLOUT). `Ok(false)`: the wait ran out.
 pub(super) fn poll_fd(
     fd: BorrowedFd<'_>,
-    events: libc::c_short,
+    events: PollFlags,
     wait: Wait,
 ) -> Result<bool, QueueError> {
     loop {
         // Rounded up, so that a short timeout does not become a busy loop of 0 ms polls.
-        let ms = wait.remaining().map_or(-1, |left| {
-            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+        let timeout = wait.remaining().map_or(PollTimeout::NONE, |left| {
+            PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
         });
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
-        // Safety: one valid pollfd on our stack, for the duration of the call.
-        match unsafe { libc::poll(&mut pfd, 1, ms) } {
-            n if n > 0 => return Ok(true),
-            0 if wait.expired() => return Ok(false),
-            0 => {}
-            _ if Errno::last() == Errno::EINTR => {}
-            _ => return Err(os_error("poll", Errno::last())),
+        match poll(&mut [PollFd::new(fd, events)], timeout) {
+            Ok(0) if wait.expired() => return Ok(false),
+            Ok(0) | Err(Errno::EINTR) => {}
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(os_error("poll", e)),
         }
     }
 }

@@ -188,7 +188,7 @@ impl Core {
     }
 
     pub(super) fn from_descriptor(d: QueueDescriptor, joinable: bool) -> Result<Core, QueueError> {
-        let bad = |why: String| QueueError::BadDescriptor(why);
+        let bad = QueueError::BadDescriptor;
         super::pipe::check_ends(d.read_fd, d.write_fd).map_err(bad)?;
         // Safety: from_raw_fd checks that the descriptor is open and a regular file large
         // enough; if it is another block, `into_raw_fd` gives it back unclosed. That it was

@@ -140,13 +140,10 @@ impl ProcessSemaphore {
         Ok(ProcessSemaphore { block: Arc::new(block) })
     }
 
-    pub fn places(&self) -> usize {
-        self.block.get().places as usize
-    }
-
     #[inline]
     fn slots(&self) -> &[PlaceSlot] {
-        &self.block.get().slots[..self.places()]
+        let b = self.block.get();
+        &b.slots[..b.places as usize]
     }
 
     /// `acquire()`: takes a place, sleeping while there is none.

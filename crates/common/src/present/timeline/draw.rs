@@ -108,17 +108,14 @@ pub struct Lane {
     pub events: usize,
 }
 
-/// The lanes of `records`, one per pid, in the order the processes first recorded something.
-pub fn lanes(records: &[Record]) -> Vec<Lane> {
-    lanes_by(records, false)
-}
-
 /// The lane a record belongs to: its process's, or with `per_thread` its thread's.
 fn lane_key(r: &Record, per_thread: bool) -> (i32, i32) {
     (r.pid, if per_thread { r.thread_id() } else { r.pid })
 }
 
-fn lanes_by(records: &[Record], per_thread: bool) -> Vec<Lane> {
+/// The lanes of `records`, one per process (with `per_thread`, one per thread), in the order
+/// they first recorded something.
+pub fn lanes(records: &[Record], per_thread: bool) -> Vec<Lane> {
     let mut lanes: Vec<Lane> = Vec::new();
     for r in records {
         let (pid, tid) = lane_key(r, per_thread);
@@ -196,7 +193,7 @@ impl Scale {
 
 /// Draws `records` as lanes under `title`: a pure function, so it is tested on its own.
 pub fn draw(title: &str, records: &[Record], style: &Style) -> String {
-    let lanes = lanes_by(records, style.per_thread);
+    let lanes = lanes(records, style.per_thread);
     let (Some(start), Some(end)) =
         (lanes.iter().map(|l| l.start_ms).min(), lanes.iter().map(|l| l.end_ms).max())
     else {
@@ -294,7 +291,7 @@ pub fn show(title: &str, records: &[Record], style: &Style) {
     let (head, body) = text.split_once('\n').unwrap_or((&text, ""));
     report::event(
         "timeline",
-        json!({ "title": title, "lanes": lanes_by(records, style.per_thread), "text": text }),
+        json!({ "title": title, "lanes": lanes(records, style.per_thread), "text": text }),
         head,
     );
     report::plain(body.trim_end());

@@ -65,8 +65,8 @@ pub(super) fn flows_of(records: &[&Record]) -> Vec<Flow> {
                     id: flows.len() as u64 + 1,
                     name,
                     key: Value::Object(key),
-                    from: (start.pid, start.thread_id(), record_time(start)),
-                    to: (r.pid, r.thread_id(), record_time(r)),
+                    from: (start.pid, start.thread_id(), start.t_us),
+                    to: (r.pid, r.thread_id(), r.t_us),
                 });
             }
         }

@@ -144,10 +144,6 @@ const QUIET: &[&str] = &["say", "section", "row", "states", "processes", "ps", "
 /// Threads of the demo's machinery, not of its concept: kept in the trace, left off the SVG.
 pub const HELPER_THREADS: &[&str] = &["signal-watcher", "sampler"];
 
-pub(super) fn record_time(r: &Record) -> u64 {
-    if r.t_us > 0 { r.t_us } else { r.t_ms * 1000 }
-}
-
 impl Model {
     /// Builds the run's model from its records and samples (`interval_us`: the sampler's).
     pub fn build(records: &[Record], samples: &[Sample], interval_us: u64) -> Model {
@@ -155,7 +151,7 @@ impl Model {
         let gaps = GapStats::of(samples, interval_us);
         let mut model = Model { root, gaps, ..Model::default() };
         let mut records: Vec<&Record> = records.iter().collect();
-        records.sort_by_key(|r| record_time(r));
+        records.sort_by_key(|r| r.t_us);
         let mut tracks: BTreeMap<(i32, i32), Track> = BTreeMap::new();
         // Names as ps shows them: the sampled comm wins over the demo's own name, and its last
         // value over its first (a new thread is sampled before it names itself).
@@ -174,7 +170,7 @@ impl Model {
             }
         };
         for r in &records {
-            see(r.pid, r.thread_id(), r.name(), record_time(r), false);
+            see(r.pid, r.thread_id(), r.name(), r.t_us, false);
         }
         for s in samples {
             see(s.pid, s.tid, &s.comm, s.t_us, true);
@@ -191,7 +187,7 @@ impl Model {
                 (event, _) if QUIET.contains(&event) || FLOW_ENDS.contains(&event) => continue,
                 (event, _) => (event.to_string(), kind_of(event), r.data.clone()),
             };
-            let (pid, tid, t_us) = (r.pid, r.thread_id(), record_time(r));
+            let (pid, tid, t_us) = (r.pid, r.thread_id(), r.t_us);
             model.instants.push(Instant { pid, tid, t_us, name, kind, data });
         }
         // In time order, a step before an event of the same moment.
@@ -224,7 +220,7 @@ fn spans_of(records: &[&Record], tracks: &BTreeMap<(i32, i32), Track>) -> Vec<Sp
     for r in records.iter().filter(|r| r.event == PHASE_EVENT) {
         let key = (r.pid, r.thread_id());
         let name = r.data["name"].as_str().unwrap_or("").to_string();
-        let t = record_time(r);
+        let t = r.t_us;
         match r.data["ph"].as_str() {
             Some("B") => open.entry(key).or_default().push(Span {
                 pid: key.0,
@@ -270,7 +266,7 @@ fn counters_of(records: &[&Record]) -> Vec<CounterPoint> {
             if (*event == "*" || r.event == *event)
                 && let Some(value) = r.data.get(*field).and_then(Value::as_f64)
             {
-                points.push(CounterPoint { name, t_us: record_time(r), value });
+                points.push(CounterPoint { name, t_us: r.t_us, value });
             }
         }
     }
