@@ -88,14 +88,6 @@ mod isolation;
 #[cfg(target_os = "linux")]
 mod methods;
 
-/// Elsewhere part 6 says what it needs: the fork server and the process pool are Linux's.
-#[cfg(not(target_os = "linux"))]
-mod methods {
-    pub fn run(_: &crate::Cli, _: &crate::answers::WorkDir) -> anyhow::Result<()> {
-        anyhow::bail!("the methods part needs Linux (the fork server, the process pool)")
-    }
-}
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -216,5 +208,13 @@ fn run(cli: Cli) -> Result<()> {
             cost::run(&cli)?;
             methods::run(&cli, &work)
         }
+    }
+}
+
+/// Elsewhere part 6 says what it needs: the fork server and the process pool are Linux's.
+#[cfg(not(target_os = "linux"))]
+mod methods {
+    pub fn run(_: &crate::Cli, _: &crate::answers::WorkDir) -> anyhow::Result<()> {
+        anyhow::bail!("the methods part needs Linux (the fork server, the process pool)")
     }
 }

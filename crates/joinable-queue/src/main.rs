@@ -90,15 +90,6 @@ const BOUNDED_ITEMS: usize = 8;
 /// The notes' sleeps: a producer's `time.sleep(0.5)` per bun, a consumer's `time.sleep(1)`.
 const PRODUCER_SLEEP_S: f64 = 0.5;
 const CONSUMER_SLEEP_S: f64 = 1.0;
-/// The caps of the count flags: each producer and consumer is a process, each bun and item
-/// costs a sleep, so a typo must not become a fork bomb or a run of hours (exit 2 beyond).
-const MAX_PRODUCERS: usize = 16;
-const MAX_CONSUMERS: usize = 16;
-const MAX_BUNS: usize = 1000;
-const MAX_MAXSIZE: usize = 10_000;
-const MAX_ITEMS: usize = 1000;
-const MAX_STRESS_TOTAL: usize = 1_000_000;
-const MAX_STRESS_QUEUE: usize = 100_000;
 /// The process queue's message sizes (`py_multiprocessing::queue`, Linux only), for the
 /// `--max-message` flag's parser; checked equal to the queue's own at compile time.
 const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
@@ -109,6 +100,15 @@ const _: () = {
     assert!(DEFAULT_MAX_MESSAGE == queue::DEFAULT_MAX_MESSAGE);
     assert!(MAX_MESSAGE_LIMIT == queue::MAX_MESSAGE_LIMIT);
 };
+/// The caps of the count flags: each producer and consumer is a process, each bun and item
+/// costs a sleep, so a typo must not become a fork bomb or a run of hours (exit 2 beyond).
+const MAX_PRODUCERS: usize = 16;
+const MAX_CONSUMERS: usize = 16;
+const MAX_BUNS: usize = 1000;
+const MAX_MAXSIZE: usize = 10_000;
+const MAX_ITEMS: usize = 1000;
+const MAX_STRESS_TOTAL: usize = 1_000_000;
+const MAX_STRESS_QUEUE: usize = 100_000;
 
 /// joinable-queue: Queue and JoinableQueue across processes, a pipe plus a lock
 /// (进程queue=管道+锁), and producers and consumers (生产者消费者模型) with sentinels or join.

@@ -12,7 +12,12 @@ use common::threads::named;
 use py_threading::queue::Queue;
 use serde::{Deserialize, Serialize};
 
-use crate::{CONSUMER_SLEEP_S, Cli, PRODUCER_SLEEP_S};
+use crate::Cli;
+
+/// Seed 002's sleeps: a producer makes a bun in 0.5 s, a consumer eats one in 1 s (scaled by
+/// `--speed`).
+const PRODUCER_SLEEP_S: f64 = 0.5;
+const CONSUMER_SLEEP_S: f64 = 1.0;
 
 /// One bun: `'包子%s' % i`, and who made it.
 #[derive(Debug, Clone)]

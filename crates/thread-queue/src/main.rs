@@ -57,8 +57,6 @@
 //!
 //! **Differences from Python** (also the end of `--help`):
 #![doc = include_str!("differences.txt")]
-// Elsewhere part 3 only says it needs Linux, which leaves what it uses unused there.
-#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
 mod blocking;
 #[cfg(target_os = "linux")]
@@ -78,10 +76,6 @@ const PRODUCERS: usize = 3;
 const CONSUMERS: usize = 2;
 /// Seed 002's `for i in range(2)`: buns per producer.
 const BUNS: usize = 2;
-/// Seed 002's sleeps: a producer makes a bun in 0.5 s, a consumer eats one in 1 s (scaled by
-/// `--speed`).
-const PRODUCER_SLEEP_S: f64 = 0.5;
-const CONSUMER_SLEEP_S: f64 = 1.0;
 /// Items measured through each queue for part 3's table.
 const COST_ITEMS: usize = 20_000;
 /// The most threads any part starts on one side (producers, or consumers).
