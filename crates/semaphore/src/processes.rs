@@ -11,7 +11,7 @@ use common::predict::{self, Expect};
 use common::process::{Process, Role, Run};
 use common::processes::lost;
 use common::{ps, report};
-use py_multiprocessing::shm::{PassedError, Shareable, SharedBlock, futex_wait, futex_wake};
+use py_multiprocessing::shm::{Shareable, SharedBlock, futex_wait, futex_wake};
 use py_multiprocessing::sync::{ProcessEvent, ProcessSemaphore};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::json;
@@ -91,11 +91,9 @@ impl<'de> Deserialize<'de> for Board {
         let fd = i32::deserialize(d)?;
         // Safety: the parent made the counters' block with SharedBlock::<Counters>::create and
         // passed this number.
-        let block = unsafe { SharedBlock::<Counters>::map_passed(fd) }.map_err(|e| match e {
-            PassedError::NotOpen { .. } => format!("the counters' fd {fd} is not open"),
-            PassedError::Refused(e) => e.to_string(),
-        });
-        Ok(Board(Arc::new(block.map_err(serde::de::Error::custom)?)))
+        let block =
+            unsafe { SharedBlock::<Counters>::map_passed(fd) }.map_err(serde::de::Error::custom)?;
+        Ok(Board(Arc::new(block)))
     }
 }
 
