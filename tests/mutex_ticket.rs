@@ -274,10 +274,20 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Elsewhere there are no capability sets to lower, and root reads the file anyway: there, run
+/// the tests as another user.
+#[cfg(not(target_os = "linux"))]
+fn run_without_dac_capabilities(_: &[&str]) -> (Option<i32>, String) {
+    panic!(
+        "as root, the unreadable-file case needs Linux's capabilities: run the tests as another user"
+    );
+}
+
 /// Runs the demo as root without the two capabilities that let root read any file
 /// (`CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`), for the unreadable-file case when the tests run
 /// as root. It stays root, so it can still reach its binary and the test's folder wherever the
 /// checkout is, even under a private (0700) folder that another user could not enter.
+#[cfg(target_os = "linux")]
 fn run_without_dac_capabilities(args: &[&str]) -> (Option<i32>, String) {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(support::bin(BIN));
@@ -305,6 +315,7 @@ fn run_without_dac_capabilities(args: &[&str]) -> (Option<i32>, String) {
 /// In a child before exec: removes `CAP_DAC_OVERRIDE` and `CAP_DAC_READ_SEARCH` from the
 /// bounding set (else exec as root would give them back) and from the effective, permitted and
 /// inheritable sets. Only async-signal-safe calls: it runs between fork and exec.
+#[cfg(target_os = "linux")]
 fn drop_dac_capabilities() -> std::io::Result<()> {
     #[repr(C)]
     struct Header {
