@@ -44,6 +44,7 @@ use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
+use unicode_width::UnicodeWidthStr;
 
 mod record;
 pub(crate) use record::{ENV_REPORT, env_value, init_from_env};
@@ -223,9 +224,9 @@ fn human_line(text: &str) -> String {
         format!("{seconds:>7.3}s [{pid:>6}/{tid} {}] ", crate::threads::named::current_name())
     };
     // Continuation lines are indented under the text, so a multi-line message stays readable.
-    let indent = " ".repeat(prefix.chars().count());
+    let indent = " ".repeat(prefix.width());
     let width = LINE_WIDTH.saturating_sub(indent.len()).max(40);
-    let pieces: Vec<&str> = text.lines().flat_map(|line| wrap(line, width)).collect();
+    let pieces: Vec<_> = text.lines().flat_map(|line| wrap(line, width)).collect();
     format!("{prefix}{}\n", pieces.join(&format!("\n{indent}")))
 }
 
@@ -233,23 +234,18 @@ fn human_line(text: &str) -> String {
 /// in a terminal; text a demo already broke into lines of a normal length is left as it is.
 const LINE_WIDTH: usize = 130;
 
-/// Splits `line` at spaces into pieces of at most `width` characters (a longer word stays
-/// whole). Lines that begin with spaces, such as table rows, are never split.
-fn wrap(line: &str, width: usize) -> Vec<&str> {
-    if line.chars().count() <= width || line.starts_with(' ') {
-        return vec![line];
+/// Splits `line` at spaces into pieces of at most `width` columns, where a Chinese character
+/// takes two (a longer word stays whole, and a flag such as `--start-method` is never split at
+/// its hyphens). Lines that begin with spaces, such as table rows, are never split.
+fn wrap(line: &str, width: usize) -> Vec<std::borrow::Cow<'_, str>> {
+    if line.starts_with(' ') {
+        return vec![line.into()];
     }
-    let mut pieces = Vec::new();
-    let mut rest = line;
-    while rest.chars().count() > width {
-        let cut = rest.char_indices().nth(width).map_or(rest.len(), |(i, _)| i);
-        let split = rest[..cut].rfind(' ').or_else(|| rest[cut..].find(' ').map(|i| cut + i));
-        let Some(split) = split else { break };
-        pieces.push(&rest[..split]);
-        rest = rest[split..].trim_start();
-    }
-    pieces.push(rest);
-    pieces
+    let options = textwrap::Options::new(width)
+        .word_separator(textwrap::WordSeparator::AsciiSpace)
+        .word_splitter(textwrap::WordSplitter::NoHyphenation)
+        .break_words(false);
+    textwrap::wrap(line, options)
 }
 
 /// Writes `bytes` to file descriptor 1 with as few `write(2)` calls as the kernel allows: one,
@@ -348,10 +344,17 @@ mod tests {
         let words = "word ".repeat(60);
         let pieces = wrap(words.trim_end(), 40);
         assert!(pieces.len() > 1);
-        assert!(pieces.iter().all(|p| p.chars().count() <= 40 && !p.starts_with(' ')));
+        assert!(pieces.iter().all(|p| p.width() <= 40 && !p.starts_with(' ')));
         assert_eq!(pieces.join(" "), words.trim_end());
         let row = format!("   {}", "x ".repeat(60));
         assert_eq!(wrap(&row, 40), vec![row.as_str()]);
+        // The notes' Chinese: two columns a character, so 包子 takes four.
+        let buns = "包子 ".repeat(30);
+        let pieces = wrap(buns.trim_end(), 40);
+        assert!(pieces.iter().all(|p| p.width() <= 40), "{pieces:?}");
+        assert_eq!(pieces.join(" "), buns.trim_end());
+        let flag = format!("{} --start-method", "x".repeat(35));
+        assert_eq!(wrap(&flag, 40), ["x".repeat(35), "--start-method".into()]);
     }
 
     #[test]

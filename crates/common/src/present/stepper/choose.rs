@@ -5,6 +5,7 @@
 use std::io::IsTerminal;
 
 use anyhow::{Result, anyhow};
+use unicode_width::UnicodeWidthStr;
 
 use super::{Controller, Probe, State};
 use crate::demo::bad_input;
@@ -128,9 +129,9 @@ impl Controller {
     }
 }
 
-/// The columns a name takes at a terminal: two for each CJK character (路人0 takes five).
+/// The columns a name takes at a terminal: two for each Chinese character (路人0 takes five).
 fn columns(text: &str) -> usize {
-    text.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()
+    text.width()
 }
 
 /// `[0, 1, 1]` as `0,1,1`.
