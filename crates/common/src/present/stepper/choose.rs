@@ -5,6 +5,7 @@
 use std::io::IsTerminal;
 
 use anyhow::{Result, anyhow};
+// A name's width in columns at a terminal: two for each Chinese character (路人0 takes five).
 use unicode_width::UnicodeWidthStr;
 
 use super::{Controller, Probe, State};
@@ -82,7 +83,7 @@ pub fn chooser_for(schedule: Option<&str>, seed: Option<u64>, workers: usize) ->
 /// Each worker's line: its number, name, private state, where it is, and the source line
 /// its next step runs (from the guide's table).
 pub fn lanes(ctl: &Controller, table: &[(String, String, String)]) -> String {
-    let width = ctl.workers.iter().map(|w| columns(&w.name)).max().unwrap_or(0);
+    let width = ctl.workers.iter().map(|w| w.name.width()).max().unwrap_or(0);
     let states: Vec<String> = ctl.workers.iter().map(|w| describe(&w.state)).collect();
     // Only the workers at a step have a source line to line up.
     let state_width = (ctl.workers.iter().zip(&states))
@@ -98,7 +99,7 @@ pub fn lanes(ctl: &Controller, table: &[(String, String, String)]) -> String {
             _ => String::new(),
         };
         let note = if w.note.is_empty() { "-" } else { &w.note };
-        let pad = " ".repeat(width - columns(&w.name));
+        let pad = " ".repeat(width - w.name.width());
         let line = format!("  {i} {}{pad}  {note:<16} {state:<state_width$}{line}", w.name);
         out.push('\n');
         out.push_str(line.trim_end());
@@ -111,8 +112,8 @@ impl Controller {
     /// worker made it. Indented by two spaces, to sit under its heading.
     pub fn timeline(&self) -> String {
         let width = self.granted.iter().map(|(_, s)| s.chars().count()).max().unwrap_or(1) + 1;
-        let name_width = self.workers.iter().map(|w| columns(&w.name)).max().unwrap_or(0).max(4);
-        let pad = |name: &str| format!("  {name}{}  ", " ".repeat(name_width - columns(name)));
+        let name_width = self.workers.iter().map(|w| w.name.width()).max().unwrap_or(0).max(4);
+        let pad = |name: &str| format!("  {name}{}  ", " ".repeat(name_width - name.width()));
         let mut out = pad("step");
         for k in 1..=self.granted.len() {
             out.push_str(&format!("{:<width$}", k));
@@ -127,11 +128,6 @@ impl Controller {
         }
         out.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
     }
-}
-
-/// The columns a name takes at a terminal: two for each Chinese character (路人0 takes five).
-fn columns(text: &str) -> usize {
-    text.width()
 }
 
 /// `[0, 1, 1]` as `0,1,1`.
