@@ -54,9 +54,7 @@ impl Expect {
         match self {
             Expect::Count => "a whole number".into(),
             Expect::Choice(words) => format!("one of: {}", words.join(" / ")),
-            Expect::About { within } => {
-                format!("a number (right within {:.0} %)", within * 100.0)
-            }
+            Expect::About { within } => format!("a number (right within {:.0} %)", within * 100.0),
         }
     }
 
@@ -92,7 +90,6 @@ impl Expect {
         }
     }
 
-    /// Whether `guess` is right about `actual`.
     fn judge(&self, guess: &Outcome, actual: &Outcome) -> bool {
         match (self, guess, actual) {
             (Expect::Count, Outcome::Number(g), Outcome::Number(a)) => (g - a).abs() < 0.5,
@@ -132,28 +129,17 @@ impl Display for Outcome {
     }
 }
 
-macro_rules! outcome_from_number {
-    ($($t:ty),*) => {$(
+macro_rules! outcome_from {
+    ($($t:ty),* => $variant:ident($x:ident => $value:expr)) => {$(
         impl From<$t> for Outcome {
-            fn from(n: $t) -> Outcome {
-                Outcome::Number(n as f64)
+            fn from($x: $t) -> Outcome {
+                Outcome::$variant($value)
             }
         }
     )*};
 }
-outcome_from_number!(u64, u32, usize, i64, i32, f64);
-
-impl From<&str> for Outcome {
-    fn from(w: &str) -> Outcome {
-        Outcome::Word(w.to_string())
-    }
-}
-
-impl From<String> for Outcome {
-    fn from(w: String) -> Outcome {
-        Outcome::Word(w)
-    }
-}
+outcome_from!(u64, u32, usize, i64, i32, f64 => Number(n => n as f64));
+outcome_from!(&str, String => Word(w => w.to_string()));
 
 /// A question asked, waiting for its reveal. Inert (reveals nothing) without `--predict`.
 #[derive(Debug)]
@@ -217,14 +203,10 @@ fn read_reply(expect: &Expect) -> Option<String> {
     loop {
         report::write_stdout(b"  your guess (Enter skips): ");
         let mut line = String::new();
-        match std::io::stdin().read_line(&mut line) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-        let reply = line.trim();
-        if reply.is_empty() {
+        if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
             return None;
         }
+        let reply = line.trim();
         match expect.parse(reply) {
             Ok(_) => return Some(reply.to_string()),
             Err(why) => report::say(format!("{why}; try again")),
@@ -250,7 +232,7 @@ impl Guess {
             Some((Ok(judged), reply)) => {
                 let right = asked.expect.judge(judged, &actual);
                 let word = if right { "RIGHT" } else { "wrong" };
-                (json!(judged.to_json()), json!(right), format!("you said {reply}: {word}"))
+                (judged.to_json(), json!(right), format!("you said {reply}: {word}"))
             }
         };
         let data = json!({
@@ -258,11 +240,8 @@ impl Guess {
             "actual": actual.to_json(), "right": right, "why": why,
         });
         append_to_runner(&data);
-        report::event(
-            "answer",
-            data,
-            format!("ANSWER ({}): {actual} ({verdict})\n  why: {why}", asked.id),
-        );
+        let text = format!("ANSWER ({}): {actual} ({verdict})\n  why: {why}", asked.id);
+        report::event("answer", data, text);
     }
 }
 
@@ -272,12 +251,10 @@ fn append_to_runner(data: &Value) {
     let fd = std::env::var(ENV_ANSWERS_FD).ok().and_then(|v| v.parse::<i32>().ok());
     let Some(fd) = fd.filter(|fd| *fd >= 0) else { return };
     let line = format!("{}\n", json!({ "who": report::who(), "answer": data }));
+    // Safety: write(2) on a number that is not open fails with EBADF and does nothing;
+    // the runner opened it with O_APPEND, so one write is one whole line.
     #[cfg(unix)]
-    {
-        // Safety: write(2) on a number that is not open fails with EBADF and does nothing;
-        // the runner opened it with O_APPEND, so one write is one whole line.
-        let _ = unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
-    }
+    let _ = unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
     #[cfg(not(unix))]
     let _ = line;
 }
