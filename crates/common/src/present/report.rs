@@ -35,10 +35,9 @@
 //! the demo shares. The parent cannot see what its children print, but it can read that file
 //! back: [`crate::timeline`] draws it as lanes.
 //!
-//! After Ctrl-C: the signal watcher's first line (`interrupted`) closes the output of every
-//! other thread of the process. A thread that is writing a line at that moment finishes it
-//! first (the watcher waits for it, briefly); a thread that starts one afterwards writes
-//! nothing. So no thread's work appears after `interrupted`, whatever the threads were doing.
+//! After Ctrl-C, the signal watcher's first line (`interrupted`) closes the output of the
+//! process's other threads: a line being written is finished first (the watcher waits for it,
+//! briefly), a line begun afterwards is not written; so no work appears after `interrupted`.
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -276,10 +275,9 @@ fn write_record(fd: i32, bytes: &[u8]) {
 fn write_all(fd: impl std::os::fd::AsFd, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         match nix::unistd::write(&fd, bytes) {
-            Ok(0) => return,
-            Ok(n) => bytes = &bytes[n..],
+            Ok(n) if n > 0 => bytes = &bytes[n..],
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return,
+            _ => return,
         }
     }
 }

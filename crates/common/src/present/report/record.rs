@@ -13,8 +13,6 @@ pub(crate) const ENV_REPORT: &str = "CONCURRENCY_DEMOS_REPORT";
 /// The file descriptor events are also recorded to (see [`record_to`]), or -1. A raw number in
 /// an atomic: a forked child inherits both the number and the open file behind it.
 static RECORD_FD: AtomicI32 = AtomicI32::new(-1);
-/// True while the run is traced (`--trace`, `--svg`): children are told, so that their phase
-/// marks are recorded too (see [`crate::trace`]).
 static TRACING: AtomicBool = AtomicBool::new(false);
 
 /// What a spawned child needs to print on the same clock and in the same mode as its parent,
