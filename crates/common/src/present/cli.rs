@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use clap::builder::RangedU64ValueParser;
 
-use crate::process::StartMethod;
+use crate::process::{Process, Run, StartMethod};
 
 /// The notes sleep 1 to 5 seconds at every step; by default the demos run this many times
 /// faster, so that a whole demo takes a few seconds. `--speed 1` restores the notes' timing.
@@ -112,13 +112,8 @@ impl CommonArgs {
 
     /// A child process running `value` (a type with a `run` method), started by the method
     /// `--start-method` chose, with `fds` kept open for a spawned child or a fork server's.
-    pub fn child<T: crate::process::Run>(
-        &self,
-        name: impl Into<String>,
-        value: T,
-        fds: &[i32],
-    ) -> crate::process::Process {
-        crate::process::Process::from_run(name, value).start_method(self.start_method).pass_fds(fds)
+    pub fn child<T: Run>(&self, name: impl Into<String>, value: T, fds: &[i32]) -> Process {
+        Process::from_run(name, value).start_method(self.start_method).pass_fds(fds)
     }
 }
 

@@ -39,9 +39,7 @@ pub trait DemoCli: Parser {
 
 /// A demo's command line whose subcommands are its parts.
 pub trait PartsCli: DemoCli {
-    /// The subcommand that names a part.
     type Part: PartialEq + Copy;
-    /// The part chosen on the command line, if any.
     fn part(&self) -> Option<Self::Part>;
 }
 
@@ -129,13 +127,9 @@ pub fn main<C: DemoCli>(
         }
         (result, written) => result.and(written),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let bad = e.chain().any(|c| c.is::<BadInput>());
-            fail(e, if bad { 2 } else { 1 })
-        }
-    }
+    let Err(e) = result else { return ExitCode::SUCCESS };
+    let bad = e.chain().any(|c| c.is::<BadInput>());
+    fail(e, if bad { 2 } else { 1 })
 }
 
 /// The `main` of a Linux-only demo built for another system: the flags are still read
@@ -157,13 +151,7 @@ macro_rules! linux_only_part {
         mod $part {
             pub static ROLES: [&$crate::process::Role; 0] = [];
             pub fn run(_cli: &super::Cli) -> anyhow::Result<()> {
-                anyhow::bail!(concat!(
-                    "the ",
-                    stringify!($part),
-                    " part needs Linux (",
-                    $needs,
-                    ")"
-                ))
+                anyhow::bail!("the {} part needs Linux ({})", stringify!($part), $needs)
             }
         }
     };
