@@ -251,15 +251,11 @@ pub fn show_threads(title: &str, pid: i32) {
          (columns: README.md#glossary)"
     );
     for t in &rows {
+        let cpu_ms = ticks_to_duration(t.utime_ticks + t.stime_ticks).as_millis();
+        let switches = format!("{}/{}", t.voluntary_ctxt_switches, t.nonvoluntary_ctxt_switches);
         text.push_str(&format!(
-            "\n{pid:>7} {:>7} {:<4} {:<20} {:>4} {:>8} {:>10}  {}",
-            t.tid,
-            t.state,
-            t.wchan.chars().take(20).collect::<String>(),
-            t.processor,
-            ticks_to_duration(t.utime_ticks + t.stime_ticks).as_millis(),
-            format!("{}/{}", t.voluntary_ctxt_switches, t.nonvoluntary_ctxt_switches),
-            t.comm
+            "\n{pid:>7} {:>7} {:<4} {:<20.20} {:>4} {cpu_ms:>8} {switches:>10}  {}",
+            t.tid, t.state, t.wchan, t.processor, t.comm
         ));
     }
     crate::event!("threads", { "title": title, "pid": pid, "rows": rows }, "{text}");
