@@ -6,8 +6,7 @@
 //!
 //! **Processes and what they share** ([`processes`]; Linux's calls, `prctl` and `signalfd`, with
 //! stand-ins elsewhere, except in the fork server, which needs Linux):
-//! - [`process`]: `Process` (fork, spawn or forkserver), the `__main__` guard
-//!   ([`process::dispatch`]).
+//! - [`process`]: `Process` (fork, spawn, forkserver); the `__main__` guard, [`process::dispatch`].
 //! - [`forkserver`]: the single-threaded server that forks children on request (Python 3.14's
 //!   default start method on Linux).
 //! - [`signals`]: Ctrl-C / SIGTERM stop and reap every child; exit 130 / 143.

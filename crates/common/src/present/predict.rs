@@ -160,10 +160,9 @@ struct Asked {
 /// How many questions of this process took their turn at the `--answer` values that name none.
 static USED: AtomicUsize = AtomicUsize::new(0);
 
-/// Asks `question` (identified by `id`, a short word such as `oversold`) before its reveal,
-/// and returns the guess to judge with [`Guess::reveal`]. Call it in the process that will see
-/// the outcome, before the part starts what the question is about. See the module docs for
-/// where the guess comes from; this waits only for a learner at a terminal.
+/// Asks `question` (identified by `id`, a short word such as `oversold`) and returns the guess
+/// to judge with [`Guess::reveal`]. Call it in the process that will see the outcome, before the
+/// part starts what the question is about; it waits only for a learner at a terminal.
 pub fn ask(common: &CommonArgs, id: &str, question: impl Into<String>, expect: Expect) -> Guess {
     if !common.predict && common.answer.is_empty() {
         return Guess { asked: None };
@@ -197,8 +196,6 @@ pub fn ask(common: &CommonArgs, id: &str, question: impl Into<String>, expect: E
     Guess { asked: Some(Asked { id: id.to_string(), question, expect, reply }) }
 }
 
-/// Reads a reply at the terminal: a line; empty (Enter) or end of input skips; a reply that
-/// does not fit is asked again.
 fn read_reply(expect: &Expect) -> Option<String> {
     loop {
         report::write_stdout(b"  your guess (Enter skips): ");

@@ -1,16 +1,12 @@
 //! report — who said what, and when: people's lines and `--json` events.
 //!
 //! Every line a demo prints comes from here, so every line carries the time since the demo
-//! started, the pid and the name of the process that printed it:
+//! started, the pid and the name of the process that printed it; a thread other than the
+//! process's main one is named too, with its kernel thread id (the `LWP` column of `ps -L`, a
+//! directory of `/proc/PID/task/`):
 //!
 //! ```text
 //!   0.103s [  4182 buyer-3] bought a ticket (1 -> 0)
-//! ```
-//!
-//! A line printed by a thread other than the process's main one also names the thread, with
-//! its kernel thread id (the `LWP` column of `ps -L`, a directory of `/proc/PID/task/`):
-//!
-//! ```text
 //!   0.104s [  4182/4190 LoopThread] thread LoopThread >>> 1
 //! ```
 //!

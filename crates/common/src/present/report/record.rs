@@ -39,9 +39,8 @@ pub(crate) fn env_value() -> String {
     serde_json::to_string(&inherited).unwrap_or_default()
 }
 
-/// Restores the clock and mode in a spawned child from [`env_value`]'s string. An inherited
-/// recording is adopted only if its descriptor is open on that very file: else the child
-/// records nothing.
+/// Restores the clock and mode in a spawned child from [`env_value`]'s string, and the
+/// recording only if the inherited descriptor is still that file (else it records nothing).
 pub(crate) fn init_from_env(value: &str, who: &str) {
     let inherited: Inherited = serde_json::from_str(value).unwrap_or_default();
     if inherited.tracing {
