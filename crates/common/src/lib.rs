@@ -19,15 +19,13 @@
 //! **Presentation** ([`present`]):
 //! - [`report`]: people's lines and `--json` events, one `write(2)` per line, `[pid/tid name]`.
 //! - [`ps`]: the demo's own process and thread tables from `/proc`.
-//! - [`sampler`]: the kernel's view of every process and thread of the demo, sampled from
-//!   `/proc` (state letter, CPU, time running and time ready) for `--trace` and `--svg`.
+//! - [`sampler`]: every process and thread's state, CPU, time running and time ready, from `/proc`.
 //! - [`trace`]: `--trace` (Trace Event JSON for Perfetto) and `--svg` ([`svg`], a picture for
 //!   slides): the run's events, phase spans and sampled kernel states, written at the end.
 //! - [`timeline`]: every process records its events to one shared file; lanes drawn from it,
 //!   one per process or one per thread.
 //! - [`locks`]: who holds a file lock and who waits for it, from `/proc/locks`.
-//! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`, `--predict`,
-//!   `--trace`, `--svg`).
+//! - [`cli`]: the shared flags (`--json`, `--hold`, `--speed`, `--start-method`, `--predict`, ...).
 //! - [`phase`]: one call marks a step or a span, for the stepper (`--step`) and the tracer.
 //! - [`predict`]: a question before the reveal, judged against what happened in this run.
 //! - [`demo`]: the `main` every demo shares: guard, flags, signals, errors to exit codes.
