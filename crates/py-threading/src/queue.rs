@@ -5,19 +5,15 @@
 //! Built as CPython builds it (`Lib/queue.py`): **one mutex and three conditions** on it.
 //! - `not_empty`: a `get` that finds nothing waits here; every `put` wakes one waiter;
 //! - `not_full`: a `put` into a full bounded queue waits here; every `get` wakes one waiter;
-//! - `all_tasks_done`: `join` waits here until the count of unfinished tasks (items put and not
-//!   yet marked done with `task_done`) is 0.
+//! - `all_tasks_done`: `join` waits here until every item put is marked done (`task_done`).
 //!
-//! The three kinds differ only in which item leaves first ([`Order`]). Everything here is
-//! shared memory: an item moves by a pointer's copy, no pipe, no encoding, unlike the process
-//! queue of `py_multiprocessing::queue`.
+//! The three kinds differ only in which item leaves first ([`Order`]). An item moves by a
+//! pointer's copy in shared memory: no pipe, no encoding, unlike `py_multiprocessing::queue`.
 //!
-//! Why not std's `mpsc`? A channel has no LIFO and no priority order, no `task_done`/`join`,
-//! no `qsize`, and only one consumer (`Receiver` is not `Clone`); `sync_channel(n)` is its
-//! bounded queue, and dropping every `Sender` is its shutdown (`recv` then fails).
-//!
-//! How the work ends (`task_done`/`join`, `shutdown`) is in `queue/done.rs`; a getter's short
-//! spin before it sleeps, there only for speed, in `queue/spin.rs`.
+//! Why not std's `mpsc`? It has no LIFO or priority order, no `task_done`/`join`, no `qsize`,
+//! and one consumer (`Receiver` is not `Clone`); `sync_channel(n)` is its bounded queue, and
+//! dropping every `Sender` its shutdown. How the work ends is in `queue/done.rs`; a getter's
+//! short spin before it sleeps, only for speed, in `queue/spin.rs`.
 
 mod done;
 mod order;
