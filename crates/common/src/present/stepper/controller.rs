@@ -70,9 +70,8 @@ enum Link {
         slot_of: Vec<usize>,
         /// The pipes' folder, removed once every worker has opened its ends.
         dir: Option<PipeDir>,
-        /// The controller's own end of the `ready` pipe, to end the reading thread when done.
+        /// The controller's own end of the `ready` pipe, and the thread that reads it (see drop).
         ready_end: File,
-        /// The reading thread, joined when the controller goes.
         reader: Option<JoinHandle<()>>,
     },
 }
@@ -107,11 +106,10 @@ impl PipeDir {
 }
 
 impl Drop for Controller {
-    /// Ends the thread that reads the workers' reports (its own descriptor keeps the pipe from
-    /// ever reading as ended: a line that is not a report stops it), and joins it: std takes a
-    /// process-wide lock as a thread starts and ends (its table of threads' stack guards), and a
-    /// child forked while a thread is still ending inherits that lock held for ever, so the
-    /// threads it starts hang.
+    /// Ends the thread that reads the reports (the pipe never reads as ended while `ready_end` is
+    /// open: a line that is not a report stops it), and joins it: std takes a process-wide lock
+    /// as a thread starts and ends (its table of stack guards), and a child forked while a
+    /// thread is still ending inherits that lock held for ever, so the threads it starts hang.
     fn drop(&mut self) {
         if let Link::Pipes { ready_end, reader, .. } = &mut self.link {
             let _ = ready_end.write_all(b"end\n");
@@ -135,19 +133,15 @@ impl Controller {
     /// is the process slot of worker `i`. Call it once the children are started (so that none
     /// of them inherits the controller's ends of the pipes).
     pub fn pipes(pipes: PipeDir, names: Vec<String>, slot_of: Vec<usize>) -> Result<Controller> {
-        let open = |path: PathBuf| {
-            // Read and write: the open never waits for the other side, and the pipe never
-            // reads as ended while this process holds it.
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))
-        };
-        let ready = open(pipes.path().join("ready"))?;
+        // Read and write: the open never waits for the other side, and the pipe never reads as
+        // ended while this process holds it.
+        let mut rw = OpenOptions::new();
+        rw.read(true).write(true);
+        let ready = open_pipe(&pipes.path().join("ready"), &rw)?;
         let ready_end = ready.try_clone().context("duplicating the ready pipe")?;
-        let grants =
-            (0..pipes.slots).map(|s| open(grant_path(pipes.path(), s))).collect::<Result<_>>()?;
+        let grants = (0..pipes.slots)
+            .map(|s| open_pipe(&grant_path(pipes.path(), s), &rw))
+            .collect::<Result<_>>()?;
         let (tx, reports) = channel();
         let reader = crate::threads::named::spawn("step reports", move || {
             // Until end of file, a line that is not a report (the controller's own "end"), or a
@@ -178,10 +172,7 @@ impl Controller {
         if let Some(w) = self.workers.get_mut(report.worker) {
             w.note = report.note;
             w.tid = report.tid;
-            w.state = match report.step {
-                Some(step) => State::At(step),
-                None => State::Done,
-            };
+            w.state = report.step.map_or(State::Done, State::At);
         }
         true
     }
@@ -227,16 +218,9 @@ impl Controller {
     /// its way.
     fn settled(&mut self, probe: &mut impl FnMut(&Controller, usize) -> Probe) -> Result<bool> {
         while self.receive(Duration::ZERO) {}
-        let mut settled = true;
+        let mut settled = !self.workers.iter().any(|w| w.state == State::Starting);
         for i in 0..self.workers.len() {
-            let step = match &self.workers[i].state {
-                State::Starting => {
-                    settled = false;
-                    continue;
-                }
-                State::Running(step) => step.clone(),
-                _ => continue,
-            };
+            let State::Running(step) = self.workers[i].state.clone() else { continue };
             match probe(self, i) {
                 Probe::Going => settled = false,
                 Probe::Blocked(why) => self.workers[i].state = State::Blocked(step, why),
@@ -248,15 +232,14 @@ impl Controller {
         }
         // Everyone else is still: did the kernel let a blocked worker go meanwhile?
         for i in 0..self.workers.len() {
-            if let State::Blocked(step, _) = &self.workers[i].state {
-                match probe(self, i) {
-                    Probe::Blocked(_) => {}
-                    Probe::Going => {
-                        self.workers[i].state = State::Running(step.clone());
-                        settled = false;
-                    }
-                    Probe::Gone => self.gone(i)?,
+            let State::Blocked(step, _) = self.workers[i].state.clone() else { continue };
+            match probe(self, i) {
+                Probe::Blocked(_) => {}
+                Probe::Going => {
+                    self.workers[i].state = State::Running(step);
+                    settled = false;
                 }
+                Probe::Gone => self.gone(i)?,
             }
         }
         Ok(settled)
