@@ -147,11 +147,8 @@ impl Controller {
             // Until end of file, a line that is not a report (the controller's own "end"), or a
             // controller that no longer listens.
             let lines = BufReader::new(ready).lines().map_while(Result::ok);
-            for report in lines.map_while(|line| serde_json::from_str::<Report>(&line).ok()) {
-                if tx.send(report).is_err() {
-                    break;
-                }
-            }
+            let mut reports = lines.map_while(|line| serde_json::from_str::<Report>(&line).ok());
+            _ = reports.try_for_each(|report| tx.send(report));
         })?;
         let dir = Some(pipes);
         let link = Link::Pipes { grants, slot_of, dir, ready_end, reader: Some(reader) };
