@@ -133,13 +133,7 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
     /// adds the item, counts one more unfinished task and wakes one waiting `get`.
     fn put_with(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
         let mut state = lock(&self.mutex);
-        loop {
-            if state.is_shutdown {
-                return Err(PutError { error: QueueError::ShutDown, item });
-            }
-            if self.maxsize == 0 || state.items.len() < self.maxsize {
-                break;
-            }
+        while !state.is_shutdown && self.maxsize > 0 && state.items.len() >= self.maxsize {
             // Asleep on `not_full` (the lock let go) until a `get` notifies it.
             state.waiting_putters += 1;
             let (back, waited) = sleep(&self.not_full, state, wait);
@@ -148,6 +142,9 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
             if !waited {
                 return Err(PutError { error: QueueError::Full, item });
             }
+        }
+        if state.is_shutdown {
+            return Err(PutError { error: QueueError::ShutDown, item });
         }
         state.items.push(item);
         self.len.store(state.items.len(), Ordering::Release);

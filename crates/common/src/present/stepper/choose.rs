@@ -271,18 +271,13 @@ pub fn describe(state: &State) -> String {
 /// first word or words up to a colon or parenthesis).
 pub fn where_table(guide: &str) -> Vec<(String, String, String)> {
     let Some(start) = guide.find("## Where the mechanism is") else { return Vec::new() };
-    let mut rows = Vec::new();
-    for line in guide[start..].lines().skip(1) {
-        if line.starts_with("## ") {
-            break;
-        }
-        let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
-        if cells.len() == 3 && cells[1].starts_with('`') {
-            let code = |c: &str| c.trim_matches('`').to_owned();
-            rows.push((cells[0].to_owned(), code(cells[1]), code(cells[2])));
-        }
-    }
-    rows
+    let code = |c: &str| c.trim_matches('`').to_owned();
+    (guide[start..].lines().skip(1))
+        .take_while(|line| !line.starts_with("## "))
+        .map(|line| line.trim().trim_matches('|').split('|').map(str::trim).collect::<Vec<_>>())
+        .filter(|cells| cells.len() == 3 && cells[1].starts_with('`'))
+        .map(|cells| (cells[0].to_owned(), code(cells[1]), code(cells[2])))
+        .collect()
 }
 
 /// The row of `table` for `worker`'s step `step`: the first whose first column names the step

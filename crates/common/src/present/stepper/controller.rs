@@ -1,5 +1,4 @@
-//! The controller's side: it waits until every worker is at its next step, done, or blocked in
-//! the kernel, and grants one step at a time.
+//! The controller's side: it lets every worker settle, then grants one step at a time.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc::{Receiver, channel};
@@ -175,10 +174,9 @@ impl Controller {
     }
 
     /// Waits until every worker is at a step, done, or blocked in the kernel (as `probe` sees
-    /// it from `/proc`). Once the others have settled, each blocked worker is looked at again:
-    /// the last step may have let it go (an unlock wakes a flock waiter), and then it is
-    /// watched until it reports or blocks again. Fails if a worker's process ends without
-    /// saying so, or if nothing settles within `STEP_PATIENCE` (20 s).
+    /// it from `/proc`); a blocked worker that the last step let go (an unlock wakes a flock
+    /// waiter) is watched until it reports or blocks again. Fails if a worker's process ends
+    /// without saying so, or if nothing settles within `STEP_PATIENCE` (20 s).
     pub fn settle(&mut self, mut probe: impl FnMut(&Controller, usize) -> Probe) -> Result<()> {
         let blocked: Vec<bool> =
             self.workers.iter().map(|w| matches!(w.state, State::Blocked(..))).collect();
