@@ -175,17 +175,7 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
     fn get_with(&self, wait: Wait) -> Result<T, QueueError> {
         let mut state = lock(&self.mutex);
         let mut spun = false;
-        loop {
-            if let Some(item) = state.items.pop() {
-                self.len.store(state.items.len(), Ordering::Release);
-                if state.waiting_putters > 0 {
-                    self.not_full.notify_one();
-                }
-                return Ok(item);
-            }
-            if state.is_shutdown {
-                return Err(QueueError::ShutDown);
-            }
+        while state.items.is_empty() && !state.is_shutdown {
             if !spun && wait != Wait::Now {
                 spun = true;
                 drop(state);
@@ -202,6 +192,12 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
                 return Err(QueueError::Empty);
             }
         }
+        let Some(item) = state.items.pop() else { return Err(QueueError::ShutDown) };
+        self.len.store(state.items.len(), Ordering::Release);
+        if state.waiting_putters > 0 {
+            self.not_full.notify_one();
+        }
+        Ok(item)
     }
 
     /// `get()`: blocks until there is an item.

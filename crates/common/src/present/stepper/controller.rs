@@ -183,17 +183,15 @@ impl Controller {
         let deadline = Instant::now() + STEP_PATIENCE;
         while !self.settled(&mut probe)? {
             if Instant::now() >= deadline {
-                let stuck: Vec<String> = (self.workers.iter())
+                let stuck = (self.workers.iter())
                     .filter_map(|w| match &w.state {
                         State::Running(step) => Some(format!("{} (granted {step:?})", w.name)),
                         State::Starting => Some(format!("{} (not yet at its first step)", w.name)),
                         _ => None,
                     })
-                    .collect();
-                bail!(
-                    "{} neither reached the next step nor blocked within {STEP_PATIENCE:?}",
-                    stuck.join(", ")
-                );
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                bail!("{stuck} neither reached the next step nor blocked within {STEP_PATIENCE:?}");
             }
             self.receive(Duration::from_millis(1));
         }
