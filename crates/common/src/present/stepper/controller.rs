@@ -67,7 +67,6 @@ enum Link {
     Pipes {
         grants: Vec<File>,
         slot_of: Vec<usize>,
-        /// The pipes' folder, removed once every worker has opened its ends.
         dir: Option<PipeDir>,
         /// The controller's own end of the `ready` pipe, and the thread that reads it (see drop).
         ready_end: File,
