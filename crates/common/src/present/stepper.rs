@@ -154,7 +154,7 @@ impl Side {
 }
 
 /// In a child process: joins the controller whose pipes are in `dir`, as the process `slot`
-/// (its workers numbered as the controller numbers them); if the controller goes, it exits.
+/// (its workers numbered as the controller numbers them); the process exits if the controller goes.
 pub fn join(dir: &Path, slot: usize) -> Result<()> {
     let ready = open_pipe(&dir.join("ready"), OpenOptions::new().write(true))?;
     let grants = open_pipe(&grant_path(dir, slot), OpenOptions::new().read(true))?;
