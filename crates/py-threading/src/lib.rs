@@ -2,10 +2,8 @@
 //! `Mutex` and `Condvar`, as CPython builds them on its lock.
 //!
 //! - [`sync`]: `Semaphore`, `BoundedSemaphore` and `Event`.
-//! - [`queue`]: the `queue` module: `Queue`, `LifoQueue`, `PriorityQueue`, `task_done`/`join`,
-//!   `shutdown`: one mutex and three conditions.
-//! - [`Wait`]: Python's `block` and `timeout` as one value (`py-multiprocessing` waits with it
-//!   too).
+//! - [`queue`]: the `queue` module, one mutex and three conditions.
+//! - [`Wait`]: Python's `block` and `timeout` as one value (`py-multiprocessing` waits with it too).
 //!
 //! A library, not a demo: `semaphore`, `event`, `thread-queue` and others use it. Threads
 //! themselves are std's (`common::threads::named` names them).

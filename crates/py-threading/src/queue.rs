@@ -5,19 +5,15 @@
 //! Built as CPython builds it (`Lib/queue.py`): **one mutex and three conditions** on it.
 //! - `not_empty`: a `get` that finds nothing waits here; every `put` wakes one waiter;
 //! - `not_full`: a `put` into a full bounded queue waits here; every `get` wakes one waiter;
-//! - `all_tasks_done`: `join` waits here until the count of unfinished tasks (items put and not
-//!   yet marked done with `task_done`) is 0.
+//! - `all_tasks_done`: `join` waits here until every item put is marked done (`task_done`).
 //!
-//! The three kinds differ only in which item leaves first ([`Order`]). Everything here is
-//! shared memory: an item moves by a pointer's copy, no pipe, no encoding, unlike the process
-//! queue of `py_multiprocessing::queue`.
+//! The three kinds differ only in which item leaves first ([`Order`]). An item moves by a
+//! pointer's copy in shared memory: no pipe, no encoding, unlike `py_multiprocessing::queue`.
 //!
-//! Why not std's `mpsc`? A channel has no LIFO and no priority order, no `task_done`/`join`,
-//! no `qsize`, and only one consumer (`Receiver` is not `Clone`); `sync_channel(n)` is its
-//! bounded queue, and dropping every `Sender` is its shutdown (`recv` then fails).
-//!
-//! How the work ends (`task_done`/`join`, `shutdown`) is in `queue/done.rs`; a getter's short
-//! spin before it sleeps, there only for speed, in `queue/spin.rs`.
+//! Why not std's `mpsc`? It has no LIFO or priority order, no `task_done`/`join`, no `qsize`,
+//! and one consumer (`Receiver` is not `Clone`); `sync_channel(n)` is its bounded queue, and
+//! dropping every `Sender` its shutdown. How the work ends is in `queue/done.rs`; a getter's
+//! short spin before it sleeps, only for speed, in `queue/spin.rs`.
 
 mod done;
 mod order;
@@ -137,13 +133,7 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
     /// adds the item, counts one more unfinished task and wakes one waiting `get`.
     fn put_with(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
         let mut state = lock(&self.mutex);
-        loop {
-            if state.is_shutdown {
-                return Err(PutError { error: QueueError::ShutDown, item });
-            }
-            if self.maxsize == 0 || state.items.len() < self.maxsize {
-                break;
-            }
+        while !state.is_shutdown && self.maxsize > 0 && state.items.len() >= self.maxsize {
             // Asleep on `not_full` (the lock let go) until a `get` notifies it.
             state.waiting_putters += 1;
             let (back, waited) = sleep(&self.not_full, state, wait);
@@ -152,6 +142,9 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
             if !waited {
                 return Err(PutError { error: QueueError::Full, item });
             }
+        }
+        if state.is_shutdown {
+            return Err(PutError { error: QueueError::ShutDown, item });
         }
         state.items.push(item);
         self.len.store(state.items.len(), Ordering::Release);
@@ -182,17 +175,7 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
     fn get_with(&self, wait: Wait) -> Result<T, QueueError> {
         let mut state = lock(&self.mutex);
         let mut spun = false;
-        loop {
-            if let Some(item) = state.items.pop() {
-                self.len.store(state.items.len(), Ordering::Release);
-                if state.waiting_putters > 0 {
-                    self.not_full.notify_one();
-                }
-                return Ok(item);
-            }
-            if state.is_shutdown {
-                return Err(QueueError::ShutDown);
-            }
+        while state.items.is_empty() && !state.is_shutdown {
             if !spun && wait != Wait::Now {
                 spun = true;
                 drop(state);
@@ -209,6 +192,12 @@ impl<T, O: Order<T>> BaseQueue<T, O> {
                 return Err(QueueError::Empty);
             }
         }
+        let Some(item) = state.items.pop() else { return Err(QueueError::ShutDown) };
+        self.len.store(state.items.len(), Ordering::Release);
+        if state.waiting_putters > 0 {
+            self.not_full.notify_one();
+        }
+        Ok(item)
     }
 
     /// `get()`: blocks until there is an item.

@@ -2,12 +2,11 @@
 //! (`phase::step`) until a controller grants them one step at a time (`--step`, `--schedule`).
 //!
 //! Two sides:
-//! - the **workers**: each thread that is a worker says so with [`worker`]; its marks then
-//!   report "I am about to make step X" and wait for a grant, a turn under a `Mutex` + `Condvar`.
-//!   Threads of the controller's own process are joined with [`Controller::local`]; workers in
-//!   child processes call [`join`] with the folder of the controller's named pipes (a `ready` pipe
-//!   all write their reports to, a `grant.K` pipe per process whose relay thread hands out
-//!   the turns);
+//! - the **workers**: a thread says it is one with [`worker`]; its marks then report "I am about
+//!   to make step X" and wait for a grant, a turn under a `Mutex` + `Condvar`. The controller's
+//!   own threads are joined with [`Controller::local`]; child processes call [`join`] with the
+//!   folder of the controller's named pipes (`ready`, which all write their reports to, and a
+//!   `grant.K` per process, whose relay thread hands out the turns);
 //! - the **controller**: [`Controller::settle`] waits until every worker is at its next step,
 //!   done, or blocked in the kernel (the demo's probe reads `/proc`: a flock waiter, a thread
 //!   asleep on a futex); only a worker at a step can be granted one ([`Controller::grant`]).
@@ -111,9 +110,7 @@ impl Side {
         let tid = crate::threads::named::gettid();
         let report = Report { worker, step: step.map(str::to_owned), note, tid };
         match &self.out {
-            Out::Local(tx) => {
-                let _ = tx.send(report);
-            }
+            Out::Local(tx) => _ = tx.send(report),
             Out::Pipe(file) => {
                 // One write of one short line: a pipe keeps it whole among the other writers'
                 // (so no lock: any thread writes through a shared `&File`).
@@ -157,23 +154,15 @@ impl Side {
 }
 
 /// In a child process: joins the controller whose pipes are in `dir`, as the process `slot`
-/// (its workers numbered as the controller numbers them). A relay thread reads the grants; if
-/// the controller goes away, this process exits.
+/// (its workers numbered as the controller numbers them); the process exits if the controller goes.
 pub fn join(dir: &Path, slot: usize) -> Result<()> {
-    let ready = dir.join("ready");
-    let ready = OpenOptions::new()
-        .write(true)
-        .open(&ready)
-        .with_context(|| format!("opening {}", ready.display()))?;
-    let grants = grant_path(dir, slot);
-    let grants = File::open(&grants).with_context(|| format!("opening {}", grants.display()))?;
+    let ready = open_pipe(&dir.join("ready"), OpenOptions::new().write(true))?;
+    let grants = open_pipe(&grant_path(dir, slot), OpenOptions::new().read(true))?;
     let side = Side::install(Out::Pipe(ready))?;
     crate::threads::named::spawn("step relay", move || {
-        for line in BufReader::new(grants).lines() {
-            match line.ok().and_then(|l| l.trim().parse::<usize>().ok()) {
-                Some(i) => side.grant(i),
-                None => break,
-            }
+        let lines = BufReader::new(grants).lines().map_while(Result::ok);
+        for i in lines.map_while(|line| line.trim().parse::<usize>().ok()) {
+            side.grant(i);
         }
         std::process::exit(1); // the controller is gone: no step will ever be granted
     })?;
@@ -184,16 +173,16 @@ pub fn join(dir: &Path, slot: usize) -> Result<()> {
 /// another part, or with none, the demo refuses before anything starts (exit 2) and names the
 /// command that works (`example`).
 pub fn only_in(part_chosen: bool, which: &str, example: &str) -> Result<()> {
-    if part_chosen {
-        return Ok(());
-    }
-    Err(crate::demo::bad_input(format!(
-        "--step and --schedule choose the steps of {which}: try `{example}`"
-    )))
+    let refusal = format!("--step and --schedule choose the steps of {which}: try `{example}`");
+    if part_chosen { Ok(()) } else { Err(crate::demo::bad_input(refusal)) }
 }
 
 fn grant_path(dir: &Path, slot: usize) -> PathBuf {
     dir.join(format!("grant.{slot}"))
+}
+
+fn open_pipe(path: &Path, how: &OpenOptions) -> Result<File> {
+    how.open(path).with_context(|| format!("opening {}", path.display()))
 }
 
 mod controller;

@@ -1,6 +1,6 @@
 //! [`Event`]: a flag that threads wait for (事件), a `Mutex<bool>` and a `Condvar`.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::lock;
@@ -13,7 +13,6 @@ pub struct Event {
 }
 
 impl Event {
-    /// An event whose flag is down.
     pub fn new() -> Event {
         Event::default()
     }
@@ -36,7 +35,7 @@ impl Event {
     /// `wait()`: sleeps until the flag is raised. Always `true`.
     pub fn wait(&self) -> bool {
         let flag = lock(&self.flag);
-        let _flag = self.cond.wait_while(flag, |up| !*up).unwrap_or_else(|e| e.into_inner());
+        let _flag = self.cond.wait_while(flag, |up| !*up).unwrap_or_else(PoisonError::into_inner);
         true
     }
 
@@ -44,10 +43,7 @@ impl Event {
     /// flag at the end: `false` when the time ran out first.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let flag = lock(&self.flag);
-        let (flag, _) = self
-            .cond
-            .wait_timeout_while(flag, timeout, |up| !*up)
-            .unwrap_or_else(|e| e.into_inner());
-        *flag
+        let waited = self.cond.wait_timeout_while(flag, timeout, |up| !*up);
+        *waited.unwrap_or_else(PoisonError::into_inner).0
     }
 }

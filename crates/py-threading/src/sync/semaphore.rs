@@ -1,10 +1,8 @@
 //! [`Semaphore`]: a counter of free places (信号量). `acquire` takes one, sleeping while there is
 //! none; `release` gives one back and wakes one sleeper. Like CPython's, it has no owner and no
-//! ceiling: any thread may release, and one release too many silently makes one more place
-//! (`Semaphore(3)` becomes a semaphore of 4).
-//!
-//! [`BoundedSemaphore`]: the same, except that a release that would raise the counter above its
-//! initial value is refused with [`ReleasedTooManyTimes`], and the counter is left as it was.
+//! ceiling: any thread may release, and one release too many makes one more place for good
+//! (`Semaphore(3)` becomes 4). [`BoundedSemaphore`]: the same, but a release above the initial
+//! value is refused with [`ReleasedTooManyTimes`], the counter left as it was.
 //!
 //! CPython's code, which this follows line by line (Lib/threading.py, 3.11):
 //!
@@ -37,11 +35,10 @@ struct State {
     value: usize,
     /// Threads inside `acquire`.
     waiters: usize,
-    /// Wake-ups sent and not yet taken by a waiter: a release wakes only waiters that nobody
-    /// is waking already. CPython's `Condition.notify` returns at once when nobody waits; std's
-    /// `Condvar::notify_one` is a `futex` system call all the same, and a thread that gives a
-    /// place back and takes it again at once would make one for every pair while a woken
-    /// waiter is still on its way.
+    /// Wake-ups sent and not yet taken: a release wakes only waiters nobody is waking already.
+    /// CPython's `Condition.notify` returns at once when nobody waits; std's `notify_one` is a
+    /// `futex` call all the same, and a thread that gives a place back and takes it again at
+    /// once would make one per pair while a woken waiter is still on its way.
     signalled: usize,
 }
 
@@ -58,8 +55,7 @@ impl Semaphore {
         Semaphore { state: Mutex::new(State { value, ..State::default() }), cond: Condvar::new() }
     }
 
-    /// `acquire()`: takes a place, sleeping as long as there is none. Always `true`, as in
-    /// Python.
+    /// `acquire()`: takes a place, sleeping while there is none. Always `true`, as in Python.
     pub fn acquire(&self) -> bool {
         self.take(Wait::Forever)
     }

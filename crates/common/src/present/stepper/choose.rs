@@ -52,11 +52,9 @@ pub fn drive(
         }
         let i = chooser.next(ctl, position)?;
         if !quiet && !asking {
-            let step = match &ctl.workers[i].state {
-                State::At(step) => step.clone(),
-                _ => String::new(),
-            };
-            let name = &ctl.workers[i].name;
+            let w = &ctl.workers[i];
+            let step = if let State::At(step) = &w.state { step.as_str() } else { "" };
+            let name = &w.name;
             crate::event!("step", { "position": position, "worker": i, "step": step },
                           "step {position}: {name} {step}");
         }
@@ -115,9 +113,7 @@ impl Controller {
         let name_width = self.workers.iter().map(|w| w.name.width()).max().unwrap_or(0).max(4);
         let pad = |name: &str| format!("  {name}{}  ", " ".repeat(name_width - name.width()));
         let mut out = pad("step");
-        for k in 1..=self.granted.len() {
-            out.push_str(&format!("{:<width$}", k));
-        }
+        out.extend((1..=self.granted.len()).map(|k| format!("{k:<width$}")));
         for (i, w) in self.workers.iter().enumerate() {
             out.push('\n');
             out.push_str(&pad(&w.name));
@@ -140,16 +136,13 @@ pub fn join_schedule(steps: impl IntoIterator<Item = usize>) -> String {
 pub fn parse_schedule(text: &str, workers: usize) -> Result<Vec<usize>, String> {
     let last = workers.saturating_sub(1);
     (text.split(',').map(str::trim).enumerate())
-        .map(|(k, part)| match part.parse::<usize>() {
-            Ok(i) if i < workers => Ok(i),
-            Ok(i) => Err(format!(
-                "--schedule position {}: worker {i} is unknown (workers are 0..{last})",
-                k + 1
-            )),
-            Err(_) => Err(format!(
-                "--schedule position {}: {part:?} is not a worker number (0..{last})",
-                k + 1
-            )),
+        .map(|(k, part)| {
+            let at = format!("--schedule position {}", k + 1);
+            match part.parse::<usize>() {
+                Ok(i) if i < workers => Ok(i),
+                Ok(i) => Err(format!("{at}: worker {i} is unknown (workers are 0..{last})")),
+                Err(_) => Err(format!("{at}: {part:?} is not a worker number (0..{last})")),
+            }
         })
         .collect()
 }
@@ -178,9 +171,7 @@ impl Chooser {
         match self {
             Chooser::Schedule(list) => {
                 let Some(&i) = list.get(position - 1) else {
-                    let left: Vec<&str> = ctl
-                        .workers
-                        .iter()
+                    let left: Vec<&str> = (ctl.workers.iter())
                         .filter(|w| w.state != State::Done)
                         .map(|w| w.name.as_str())
                         .collect();
@@ -280,18 +271,13 @@ pub fn describe(state: &State) -> String {
 /// first word or words up to a colon or parenthesis).
 pub fn where_table(guide: &str) -> Vec<(String, String, String)> {
     let Some(start) = guide.find("## Where the mechanism is") else { return Vec::new() };
-    let mut rows = Vec::new();
-    for line in guide[start..].lines().skip(1) {
-        if line.starts_with("## ") {
-            break;
-        }
-        let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
-        if cells.len() == 3 && cells[1].starts_with('`') {
-            let code = |c: &str| c.trim_matches('`').to_owned();
-            rows.push((cells[0].to_owned(), code(cells[1]), code(cells[2])));
-        }
-    }
-    rows
+    let code = |c: &str| c.trim_matches('`').to_owned();
+    (guide[start..].lines().skip(1))
+        .take_while(|line| !line.starts_with("## "))
+        .map(|line| line.trim().trim_matches('|').split('|').map(str::trim).collect::<Vec<_>>())
+        .filter(|cells| cells.len() == 3 && cells[1].starts_with('`'))
+        .map(|cells| (cells[0].to_owned(), code(cells[1]), code(cells[2])))
+        .collect()
 }
 
 /// The row of `table` for `worker`'s step `step`: the first whose first column names the step

@@ -1,5 +1,4 @@
-//! The controller's side: it waits until every worker is at its next step, done, or blocked in
-//! the kernel, and grants one step at a time.
+//! The controller's side: it lets every worker settle, then grants one step at a time.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc::{Receiver, channel};
@@ -68,11 +67,9 @@ enum Link {
     Pipes {
         grants: Vec<File>,
         slot_of: Vec<usize>,
-        /// The pipes' folder, removed once every worker has opened its ends.
         dir: Option<PipeDir>,
-        /// The controller's own end of the `ready` pipe, to end the reading thread when done.
+        /// The controller's own end of the `ready` pipe, and the thread that reads it (see drop).
         ready_end: File,
-        /// The reading thread, joined when the controller goes.
         reader: Option<JoinHandle<()>>,
     },
 }
@@ -107,11 +104,10 @@ impl PipeDir {
 }
 
 impl Drop for Controller {
-    /// Ends the thread that reads the workers' reports (its own descriptor keeps the pipe from
-    /// ever reading as ended: a line that is not a report stops it), and joins it: std takes a
-    /// process-wide lock as a thread starts and ends (its table of threads' stack guards), and a
-    /// child forked while a thread is still ending inherits that lock held for ever, so the
-    /// threads it starts hang.
+    /// Ends the thread that reads the reports (the pipe never reads as ended while `ready_end` is
+    /// open: a line that is not a report stops it), and joins it: std takes a process-wide lock
+    /// as a thread starts and ends (its table of stack guards), and a child forked while a
+    /// thread is still ending inherits that lock held for ever, so the threads it starts hang.
     fn drop(&mut self) {
         if let Link::Pipes { ready_end, reader, .. } = &mut self.link {
             let _ = ready_end.write_all(b"end\n");
@@ -135,29 +131,22 @@ impl Controller {
     /// is the process slot of worker `i`. Call it once the children are started (so that none
     /// of them inherits the controller's ends of the pipes).
     pub fn pipes(pipes: PipeDir, names: Vec<String>, slot_of: Vec<usize>) -> Result<Controller> {
-        let open = |path: PathBuf| {
-            // Read and write: the open never waits for the other side, and the pipe never
-            // reads as ended while this process holds it.
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))
-        };
-        let ready = open(pipes.path().join("ready"))?;
+        // Read and write: the open never waits for the other side, and the pipe never reads as
+        // ended while this process holds it.
+        let mut rw = OpenOptions::new();
+        rw.read(true).write(true);
+        let ready = open_pipe(&pipes.path().join("ready"), &rw)?;
         let ready_end = ready.try_clone().context("duplicating the ready pipe")?;
-        let grants =
-            (0..pipes.slots).map(|s| open(grant_path(pipes.path(), s))).collect::<Result<_>>()?;
+        let grants = (0..pipes.slots)
+            .map(|s| open_pipe(&grant_path(pipes.path(), s), &rw))
+            .collect::<Result<_>>()?;
         let (tx, reports) = channel();
         let reader = crate::threads::named::spawn("step reports", move || {
             // Until end of file, a line that is not a report (the controller's own "end"), or a
             // controller that no longer listens.
             let lines = BufReader::new(ready).lines().map_while(Result::ok);
-            for report in lines.map_while(|line| serde_json::from_str::<Report>(&line).ok()) {
-                if tx.send(report).is_err() {
-                    break;
-                }
-            }
+            let mut reports = lines.map_while(|line| serde_json::from_str::<Report>(&line).ok());
+            _ = reports.try_for_each(|report| tx.send(report));
         })?;
         let dir = Some(pipes);
         let link = Link::Pipes { grants, slot_of, dir, ready_end, reader: Some(reader) };
@@ -178,36 +167,30 @@ impl Controller {
         if let Some(w) = self.workers.get_mut(report.worker) {
             w.note = report.note;
             w.tid = report.tid;
-            w.state = match report.step {
-                Some(step) => State::At(step),
-                None => State::Done,
-            };
+            w.state = report.step.map_or(State::Done, State::At);
         }
         true
     }
 
     /// Waits until every worker is at a step, done, or blocked in the kernel (as `probe` sees
-    /// it from `/proc`). Once the others have settled, each blocked worker is looked at again:
-    /// the last step may have let it go (an unlock wakes a flock waiter), and then it is
-    /// watched until it reports or blocks again. Fails if a worker's process ends without
-    /// saying so, or if nothing settles within `STEP_PATIENCE` (20 s).
+    /// it from `/proc`); a blocked worker that the last step let go (an unlock wakes a flock
+    /// waiter) is watched until it reports or blocks again. Fails if a worker's process ends
+    /// without saying so, or if nothing settles within `STEP_PATIENCE` (20 s).
     pub fn settle(&mut self, mut probe: impl FnMut(&Controller, usize) -> Probe) -> Result<()> {
         let blocked: Vec<bool> =
             self.workers.iter().map(|w| matches!(w.state, State::Blocked(..))).collect();
         let deadline = Instant::now() + STEP_PATIENCE;
         while !self.settled(&mut probe)? {
             if Instant::now() >= deadline {
-                let stuck: Vec<String> = (self.workers.iter())
+                let stuck = (self.workers.iter())
                     .filter_map(|w| match &w.state {
                         State::Running(step) => Some(format!("{} (granted {step:?})", w.name)),
                         State::Starting => Some(format!("{} (not yet at its first step)", w.name)),
                         _ => None,
                     })
-                    .collect();
-                bail!(
-                    "{} neither reached the next step nor blocked within {STEP_PATIENCE:?}",
-                    stuck.join(", ")
-                );
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                bail!("{stuck} neither reached the next step nor blocked within {STEP_PATIENCE:?}");
             }
             self.receive(Duration::from_millis(1));
         }
@@ -227,16 +210,9 @@ impl Controller {
     /// its way.
     fn settled(&mut self, probe: &mut impl FnMut(&Controller, usize) -> Probe) -> Result<bool> {
         while self.receive(Duration::ZERO) {}
-        let mut settled = true;
+        let mut settled = !self.workers.iter().any(|w| w.state == State::Starting);
         for i in 0..self.workers.len() {
-            let step = match &self.workers[i].state {
-                State::Starting => {
-                    settled = false;
-                    continue;
-                }
-                State::Running(step) => step.clone(),
-                _ => continue,
-            };
+            let State::Running(step) = self.workers[i].state.clone() else { continue };
             match probe(self, i) {
                 Probe::Going => settled = false,
                 Probe::Blocked(why) => self.workers[i].state = State::Blocked(step, why),
@@ -248,15 +224,14 @@ impl Controller {
         }
         // Everyone else is still: did the kernel let a blocked worker go meanwhile?
         for i in 0..self.workers.len() {
-            if let State::Blocked(step, _) = &self.workers[i].state {
-                match probe(self, i) {
-                    Probe::Blocked(_) => {}
-                    Probe::Going => {
-                        self.workers[i].state = State::Running(step.clone());
-                        settled = false;
-                    }
-                    Probe::Gone => self.gone(i)?,
+            let State::Blocked(step, _) = self.workers[i].state.clone() else { continue };
+            match probe(self, i) {
+                Probe::Blocked(_) => {}
+                Probe::Going => {
+                    self.workers[i].state = State::Running(step);
+                    settled = false;
                 }
+                Probe::Gone => self.gone(i)?,
             }
         }
         Ok(settled)
