@@ -184,22 +184,17 @@ pub fn end_main_code() -> Vec<Ended> {
     let mut children: Vec<(i32, ChildEntry)> =
         registry().children.iter().map(|(p, c)| (*p, c.clone())).collect();
     children.sort_by_key(|(pid, child)| (!child.daemon, *pid));
-    for (pid, child) in &children {
-        if child.daemon {
-            let _ = send(*pid, Signal::SIGTERM);
-        }
+    for (pid, _) in children.iter().filter(|(_, child)| child.daemon) {
+        let _ = send(*pid, Signal::SIGTERM);
     }
     children
         .into_iter()
-        .map(|(pid, child)| {
-            let exitcode = wait(pid, None).flatten();
-            Ended {
-                pid,
-                name: child.name,
-                daemon: child.daemon,
-                exitcode,
-                at_ms: report::elapsed_ms(),
-            }
+        .map(|(pid, child)| Ended {
+            pid,
+            name: child.name,
+            daemon: child.daemon,
+            exitcode: wait(pid, None).flatten(),
+            at_ms: report::elapsed_ms(), // once reaped: fields are evaluated in this order
         })
         .collect()
 }
@@ -217,10 +212,8 @@ pub fn stop_all_children(grace: Duration) {
     let me = getpid().as_raw();
     // The fork server is not stopped with the others: it must live to report its children.
     let server = forkserver::server_pid();
-    let children_of_me = || {
-        let mut v = crate::ps::children_of(me);
-        v.retain(|pid| Some(*pid) != server);
-        v
+    let children_of_me = || -> Vec<i32> {
+        crate::ps::children_of(me).into_iter().filter(|&pid| Some(pid) != server).collect()
     };
     targets.extend(children_of_me());
     targets.sort_unstable();
