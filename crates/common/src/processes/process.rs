@@ -177,8 +177,7 @@ impl Process {
         }
     }
 
-    /// Chooses fork, spawn or forkserver for this process (a closure, [`Process::from_fn`],
-    /// can only be forked: the other two need a [`Role`] listed in the program's dispatch).
+    /// Chooses fork, spawn or forkserver (a closure can only be forked: [`Process::from_fn`]).
     pub fn start_method(mut self, method: StartMethod) -> Process {
         self.method = method;
         self

@@ -1,9 +1,9 @@
 //! named — threads with names the kernel shows, and which thread is running now.
 //!
-//! Every thread a demo starts is named, so that `ps -L`, `top -H` and
-//! `/proc/PID/task/TID/comm` show what it is. std's [`std::thread::Builder::name`] already
-//! hands the name to the kernel (`pthread_setname_np`, i.e. `prctl(PR_SET_NAME)` on Linux),
-//! which keeps only its first 15 bytes: [`kernel_name`] shows what survives.
+//! Every thread a demo starts is named, so that `ps -L`, `top -H` and `/proc/PID/task/TID/comm`
+//! show what it is. std's [`std::thread::Builder::name`] hands the name to the kernel
+//! (`pthread_setname_np`, i.e. `prctl(PR_SET_NAME)` on Linux), which keeps only its first 15
+//! bytes: [`kernel_name`] shows what survives.
 //!
 //! A thread's kernel id (`gettid`, the `LWP` column of `ps -L`) is what `/proc/PID/task/`
 //! lists; the main thread's is the pid itself. Python's names differ: its main thread is
