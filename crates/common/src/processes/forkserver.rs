@@ -103,14 +103,12 @@ pub(crate) static CLIENT_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// The fork server's pid, if this process has started one that is still running.
 pub fn server_pid() -> Option<i32> {
-    let me = std::process::id();
     let client = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
-    client.as_ref().filter(|c| c.owner == me).map(|c| c.pid)
+    client.as_ref().filter(|c| c.owner == std::process::id()).map(|c| c.pid)
 }
 
 fn take_own_client() -> Option<Client> {
-    let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
-    guard.take_if(|c| c.owner == std::process::id())
+    CLIENT.lock().unwrap_or_else(|e| e.into_inner()).take_if(|c| c.owner == std::process::id())
 }
 
 /// The server died (killed: it ignores the stop signals, and [`stop`] forgets it first):

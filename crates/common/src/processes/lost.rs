@@ -12,6 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Error;
+
 use crate::process::{Process, exitcode_name};
 
 /// How long one slice of a watched wait lasts: the longest a demo goes on waiting after a
@@ -31,18 +33,12 @@ pub fn how(exitcode: Option<i32>) -> String {
 
 /// Says that `child` died before its work was done and what went with it (the event
 /// `child_lost`), and returns the error that makes the demo exit 1.
-pub fn report(child: &Process, what: &str, count: u64) -> anyhow::Error {
+pub fn report(child: &Process, what: &str, count: u64) -> Error {
     report_pid(child.pid().unwrap_or(0), child.name(), child.exitcode(), what, count)
 }
 
 /// [`report`] for a child known by pid and name only.
-pub fn report_pid(
-    pid: i32,
-    name: &str,
-    exitcode: Option<i32>,
-    what: &str,
-    count: u64,
-) -> anyhow::Error {
+pub fn report_pid(pid: i32, name: &str, exitcode: Option<i32>, what: &str, count: u64) -> Error {
     if crate::signals::stopping() {
         // Ctrl-C or SIGTERM: the child died of it, no failure to report; the signal watcher
         // is stopping everyone and ends the demo with 130 or 143.
@@ -52,7 +48,7 @@ pub fn report_pid(
     let lost = format!("{name} (pid {pid}) {how}: {count} {what} lost with it");
     crate::event!("child_lost", { "pid": pid, "name": name, "exitcode": exitcode, "status": exitcode_name(exitcode),
                 "how": how, "lost": { "what": what, "count": count } }, "LOST: {lost}; the demo stops here (exit 1: a child failed)");
-    anyhow::Error::msg(lost)
+    Error::msg(lost)
 }
 
 /// The index of the first started child that ended otherwise than with exit code 0, reaping

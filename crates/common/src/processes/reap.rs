@@ -118,14 +118,12 @@ pub(crate) fn wait(pid: i32, timeout: Option<Duration>) -> Option<Option<i32>> {
                 return Some(r.reaped.remove(&pid).flatten());
             }
         }
-        match deadline {
-            Some(deadline) if Instant::now() >= deadline => return None,
-            Some(_) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(10));
-            }
-            None => {}
+        let Some(deadline) = deadline else { continue };
+        if Instant::now() >= deadline {
+            return None;
         }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
 }
 
