@@ -127,11 +127,10 @@ pub(crate) fn wait(pid: i32, timeout: Option<Duration>) -> Option<Option<i32>> {
     }
 }
 
-/// Blocks until child `pid` has ended, *without reaping it*: its owner reaps it afterwards with
-/// [`Process::join`], which then returns at once with the status. For a child of ours this is
-/// `waitid` with `WNOWAIT`; for a fork server's child, a `poll` on its status pipe (the server
-/// has written the code, which `join` then reads). Returns at once for a pid that is neither
-/// (already reaped by the signal watcher, at Ctrl-C).
+/// Blocks until child `pid` has ended, *without reaping it*, so that its owner's
+/// [`Process::join`] then returns at once with the status: `waitid` with `WNOWAIT` for a child
+/// of ours, a `poll` on its status pipe for a fork server's. Returns at once for a pid that is
+/// neither (already reaped by the signal watcher, at Ctrl-C).
 pub fn wait_until_ended(pid: i32) {
     if let Some(pipe) = server_pipe(pid) {
         forkserver::poll_status(&pipe, None);
@@ -197,10 +196,9 @@ pub fn end_main_code() -> Vec<Ended> {
         .collect()
 }
 
-/// Stops every child: SIGTERM, up to `grace` to end, then SIGKILL; then reaps all of them, and
-/// also any orphaned descendant reparented to this process; the fork server last, once it has
-/// reported every child of its own. Used by the signal watcher; afterwards no new child can
-/// start.
+/// Stops every child (SIGTERM, up to `grace` to end, then SIGKILL) and reaps it, and any
+/// orphaned descendant reparented to this process; the fork server last, once it has reported
+/// its own children. Used by the signal watcher; afterwards no new child can start.
 pub fn stop_all_children(grace: Duration) {
     let mut targets: Vec<i32> = {
         let mut r = registry();

@@ -38,8 +38,7 @@ where
     Builder::new().name(name.to_string()).spawn_scoped(scope, f)
 }
 
-/// The kernel's id of the calling thread (`gettid(2)`); the pid for the main thread. -1 where
-/// the system has no such id.
+/// The kernel's id of the calling thread (`gettid(2)`); -1 where the system has no such id.
 pub fn gettid() -> i32 {
     #[cfg(target_os = "linux")]
     return nix::unistd::gettid().as_raw();
@@ -47,8 +46,7 @@ pub fn gettid() -> i32 {
     -1
 }
 
-/// The calling thread's name: `main` for the main thread, `unnamed` for a thread started
-/// without a name.
+/// `main` for the main thread, `unnamed` for a thread started without a name.
 pub fn current_name() -> String {
     std::thread::current().name().unwrap_or("unnamed").to_string()
 }
