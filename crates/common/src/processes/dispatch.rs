@@ -27,7 +27,6 @@ pub struct Role {
 }
 
 impl Role {
-    /// A role for a plain function taking JSON arguments.
     pub const fn new(name: &'static str, run: fn(Value) -> Result<()>) -> Role {
         Role { name, run }
     }
@@ -49,7 +48,6 @@ pub(super) fn run_value<T: Run>(value: Value) -> Result<()> {
 pub trait Run: Serialize + DeserializeOwned + 'static {
     /// The role name under which a spawned child finds this type (see [`Role::of`]).
     const ROLE: &'static str;
-    /// The work done in the child process.
     fn run(self) -> Result<()>;
 }
 
@@ -60,7 +58,6 @@ pub struct ExitWith(pub i32);
 
 static ROLES: Mutex<Vec<&'static Role>> = Mutex::new(Vec::new());
 
-/// The role listed under `name` in the program's [`dispatch`].
 pub(super) fn registered_role(name: &str) -> Option<&'static Role> {
     ROLES.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().find(|r| r.name == name)
 }

@@ -3,51 +3,47 @@
 //! Python 3.14).
 //!
 //! ## Why
-//! `fork(2)` copies only the thread that calls it. In a parent with other threads (a pool's
-//! `pool-results` handler, the signal watcher, a thread making a queue), any lock one of them
-//! held at that instant stays locked for ever in the child: a forked child that takes it blocks.
-//! Spawn avoids that but starts the whole program again. The fork server is a third way: a
-//! process that has only one thread, so forking it is always safe, and that forks quickly
-//! because it is small and already running.
+//! `fork(2)` copies only the calling thread. In a parent with other threads (a pool's
+//! `pool-results` handler, the signal watcher, a thread making a queue), a lock one of them held
+//! at that instant stays locked for ever in the child, and a child that takes it blocks. Spawn
+//! avoids that but starts the whole program again. A process with one thread is always safe to
+//! fork, and fast to fork when it is small and already running: the fork server.
 //!
 //! ## How
-//! - The server is this program run again, like a spawned child, with the hidden argument
-//!   `__role=__forkserver`, which [`crate::process::dispatch`] recognizes before anything else
-//!   runs; so it is started lazily, on the first request, from whatever thread asks: an `exec`
-//!   leaves no other thread behind. It knows every role the program listed in its dispatch.
-//! - The demo talks to it over a unix `SOCK_SEQPACKET` socketpair: one message per request
-//!   (the role, the child's name, its arguments as JSON, its flags) carrying, as `SCM_RIGHTS`,
-//!   the descriptors the child must have, plus the write end of a *status pipe*. The server
-//!   forks, answers with the child's pid, and keeps the status pipe.
-//! - In the child, before the role runs: the server's own descriptors are closed, the signals
-//!   are restored, `PR_SET_PDEATHSIG` is asked for (the server is the parent; it is
-//!   single-threaded, so the signal follows it, not a thread), and every passed descriptor is
-//!   put back at the number it had in the demo, because the child's arguments name them by
-//!   number (a queue's pipes, for example).
-//! - When a child ends, the server reaps it (it gets SIGCHLD through a signalfd) and writes its
-//!   exit code, Python's way (`-9` for SIGKILL), to that child's status pipe, then closes it.
+//! - The server is this program run again with the hidden argument `__role=__forkserver`, which
+//!   [`crate::process::dispatch`] recognizes before anything else runs, so it knows every role
+//!   of the dispatch; an `exec` leaves no other thread behind, so it starts lazily, on the first
+//!   request, from whatever thread asks.
+//! - One message per request over a unix `SOCK_SEQPACKET` socketpair (the role, the child's
+//!   name, its arguments as JSON, its flags) carries, as `SCM_RIGHTS`, the descriptors the child
+//!   must have and the write end of a *status pipe*. The server forks, answers with the pid and
+//!   keeps the status pipe.
+//! - Before the role runs, the child closes the server's descriptors, restores the signals, asks
+//!   for `PR_SET_PDEATHSIG` (its parent, the server, is single-threaded, so the signal follows
+//!   it, not a thread) and puts every passed descriptor back at its number in the demo, since
+//!   its arguments name them by number (a queue's pipes, for example).
+//! - The server reaps an ended child (SIGCHLD comes through a signalfd), writes its exit code,
+//!   Python's way (`-9` for SIGKILL), to its status pipe, and closes it.
 //!
 //! ## What join, exitcode and kill mean for such a child
-//! Its parent in the kernel's sense is the server, not the demo: `ps` shows it under the
-//! server, and the demo cannot `waitpid` it. So [`crate::process::Process::join`] waits for its
-//! status pipe instead (a `poll` with the timeout), `exitcode` is what the server wrote, and
-//! `terminate`/`kill` send the signal to its pid directly (same user, so allowed). Between the
-//! server's reaping and the demo's `kill` the pid could in principle be reused, as with any
-//! child reaped by someone else; Python's forkserver has the same window.
+//! Its parent is the server: `ps` shows it there, and the demo cannot `waitpid` it. So
+//! [`crate::process::Process::join`] polls its status pipe (with the timeout), `exitcode` is what
+//! the server wrote, and `terminate`/`kill` signal its pid directly (same user, so allowed). As
+//! with any child reaped by someone else, the pid could in principle be reused between the
+//! server's reaping and the demo's `kill`; Python's forkserver has the same window.
 //!
-//! If the server dies (killed), every status pipe reads end of file: its children, which asked
-//! for `PR_SET_PDEATHSIG`, are killed by the kernel and reparented to the demo, which is a
-//! child subreaper (see [`crate::signals`]), so the demo reaps them itself and `join` returns
-//! their status after all. If the demo dies, even by SIGKILL, the server reads end of file on
-//! its socket and exits, and its children follow it. The server ignores the stop signals
-//! (a terminal's Ctrl-C reaches the whole group: the children die of it, and the server
-//! must live to report it); [`stop`] ends it at the end of the demo, after every child. A
-//! server killed anyway (SIGKILL) is reported like any lost child (event `child_lost`).
+//! If the server dies, every status pipe reads end of file: its children, killed by the kernel
+//! (`PR_SET_PDEATHSIG`), are reparented to the demo, a child subreaper (see [`crate::signals`]),
+//! which reaps them, so `join` returns their status after all. If the demo dies, even by
+//! SIGKILL, the server reads end of file on its socket and exits, and its children follow it.
+//! The server ignores the stop signals (a terminal's Ctrl-C reaches the whole group: the
+//! children die of it, and the server must live to report it); [`stop`] ends it after every
+//! child. A server killed anyway (SIGKILL) is reported like any lost child (`child_lost`).
 //!
 //! ## Where it runs
-//! Linux only: the requests travel over a unix `SOCK_SEQPACKET` socketpair, which macOS lacks,
-//! the server waits for its children on a `signalfd`, and they ask for `PR_SET_PDEATHSIG`.
-//! Elsewhere a start with the forkserver method fails, saying so; fork and spawn work.
+//! Linux only: the requests need a `SOCK_SEQPACKET` socketpair, which macOS lacks, the server a
+//! `signalfd`, the children `PR_SET_PDEATHSIG`. Elsewhere a forkserver start fails, saying so;
+//! fork and spawn work.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
@@ -107,14 +103,12 @@ pub(crate) static CLIENT_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// The fork server's pid, if this process has started one that is still running.
 pub fn server_pid() -> Option<i32> {
-    let me = std::process::id();
     let client = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
-    client.as_ref().filter(|c| c.owner == me).map(|c| c.pid)
+    client.as_ref().filter(|c| c.owner == std::process::id()).map(|c| c.pid)
 }
 
 fn take_own_client() -> Option<Client> {
-    let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
-    guard.take_if(|c| c.owner == std::process::id())
+    CLIENT.lock().unwrap_or_else(|e| e.into_inner()).take_if(|c| c.owner == std::process::id())
 }
 
 /// The server died (killed: it ignores the stop signals, and [`stop`] forgets it first):
@@ -128,9 +122,8 @@ pub(crate) fn server_died() {
 fn lost(client: Client) {
     close_once(&CLIENT_FD);
     let exitcode = reap::reap_now(client.pid);
-    let status = exitcode_name(exitcode);
     let how = crate::processes::lost::how(exitcode);
-    crate::event!("child_lost", { "pid": client.pid, "name": "forkserver", "exitcode": exitcode, "status": status,
+    crate::event!("child_lost", { "pid": client.pid, "name": "forkserver", "exitcode": exitcode, "status": exitcode_name(exitcode),
                 "how": how, "lost": { "what": "children it had started", "count": 0 } }, "LOST: the fork server (pid {}) {how}: its children die with it (PR_SET_PDEATHSIG)",
             client.pid);
 }

@@ -12,6 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Error;
+
 use crate::process::{Process, exitcode_name};
 
 /// How long one slice of a watched wait lasts: the longest a demo goes on waiting after a
@@ -31,18 +33,12 @@ pub fn how(exitcode: Option<i32>) -> String {
 
 /// Says that `child` died before its work was done and what went with it (the event
 /// `child_lost`), and returns the error that makes the demo exit 1.
-pub fn report(child: &Process, what: &str, count: u64) -> anyhow::Error {
+pub fn report(child: &Process, what: &str, count: u64) -> Error {
     report_pid(child.pid().unwrap_or(0), child.name(), child.exitcode(), what, count)
 }
 
 /// [`report`] for a child known by pid and name only.
-pub fn report_pid(
-    pid: i32,
-    name: &str,
-    exitcode: Option<i32>,
-    what: &str,
-    count: u64,
-) -> anyhow::Error {
+pub fn report_pid(pid: i32, name: &str, exitcode: Option<i32>, what: &str, count: u64) -> Error {
     if crate::signals::stopping() {
         // Ctrl-C or SIGTERM: the child died of it, no failure to report; the signal watcher
         // is stopping everyone and ends the demo with 130 or 143.
@@ -52,14 +48,12 @@ pub fn report_pid(
     let lost = format!("{name} (pid {pid}) {how}: {count} {what} lost with it");
     crate::event!("child_lost", { "pid": pid, "name": name, "exitcode": exitcode, "status": exitcode_name(exitcode),
                 "how": how, "lost": { "what": what, "count": count } }, "LOST: {lost}; the demo stops here (exit 1: a child failed)");
-    anyhow::Error::msg(lost)
+    Error::msg(lost)
 }
 
-/// The index of the first of `children` that has ended otherwise than with exit code 0
-/// (reaping those that ended, as `is_alive` does); children not started yet are skipped. Every
-/// child is looked at, and one killed by a signal is named before one that exited with an
-/// error: a consumer that finds its queue broken by a killed neighbour exits 1, and the loss to
-/// report is the killed one.
+/// The index of the first started child that ended otherwise than with exit code 0, reaping
+/// every ended one (as `is_alive` does). One killed by a signal comes first: a consumer that
+/// finds its queue broken by a killed neighbour exits 1, and the loss to report is the killed one.
 pub fn first_dead(children: &mut [Process]) -> Option<usize> {
     let ended: Vec<usize> = (0..children.len())
         .filter(|&i| {
@@ -71,10 +65,9 @@ pub fn first_dead(children: &mut [Process]) -> Option<usize> {
     killed.or(ended.first()).copied()
 }
 
-/// Waits for `step` while watching `children`: `step(WATCH_SLICE)` is called again and again
-/// (a blocking call given a short timeout: `Some` is the answer, `None` means not yet) until
-/// it answers; between two calls, a child that died ([`first_dead`]) ends the wait with its
-/// index, so a demo never waits for ever for something only the dead child would have sent.
+/// Calls `step(WATCH_SLICE)` (a blocking call given a short timeout: `Some` is the answer,
+/// `None` means not yet) until it answers; between two calls, a child that died
+/// ([`first_dead`]) ends the wait with its index.
 pub fn wait_watching<T>(
     children: &mut [Process],
     mut step: impl FnMut(Duration) -> anyhow::Result<Option<T>>,
@@ -124,10 +117,8 @@ pub fn wait_asleep_in_futex(
 /// index of the first that failed, or `None` when every child ended with 0.
 pub fn join_all(children: &mut [Process]) -> anyhow::Result<Option<usize>> {
     loop {
-        let mut running = false;
-        for c in children.iter_mut() {
-            running |= c.is_alive();
-        }
+        // Every child is looked at (and reaped if it ended), not only up to the first alive.
+        let running = children.iter_mut().map(Process::is_alive).filter(|&alive| alive).count() > 0;
         if let Some(index) = first_failed(children) {
             stop_running(children)?;
             return Ok(Some(index));

@@ -1,21 +1,19 @@
 //! process — `Process`, Rust's counterpart of Python's `multiprocessing.Process`.
 //!
-//! A process runs one of two kinds of target, the two ways of starting a process in the notes:
-//! a named function, a [`Role`] (`Process(target=task, args=(...))`), or a type that implements
-//! [`Run`] (`class MyProcess(Process): def run(self): ...`). It starts by one of three methods
-//! ([`StartMethod`]); [`Process::start`] is a match whose arms, in `process/start.rs`, show each
-//! method's system calls. A spawned child starts from `main`, where [`dispatch`] runs its role:
-//! the Rust analog of Python's `if __name__ == '__main__':` guard.
-//!
-//! Every child started here is recorded in one registry (`registry.rs`), so that the signal
-//! watcher ([`crate::signals`]) and the end of `main` (`reap.rs`) can stop and reap all of
-//! them: no demo leaves a zombie or an orphan behind.
+//! Its target is one of the notes' two ways: a named function, a [`Role`]
+//! (`Process(target=task, args=(...))`), or a type that implements [`Run`]
+//! (`class MyProcess(Process): def run(self): ...`). [`Process::start`] is a match over the three
+//! [`StartMethod`]s whose arms, in `process/start.rs`, show each method's system calls. A spawned
+//! child starts from `main`, where [`dispatch`] runs its role: Python's
+//! `if __name__ == '__main__':` guard. Every child is recorded in one registry (`registry.rs`),
+//! so that the signal watcher ([`crate::signals`]) and the end of `main` (`reap.rs`) can stop
+//! and reap all of them: no demo leaves a zombie or an orphan behind.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use serde_json::Value;
@@ -123,13 +121,10 @@ impl fmt::Display for Process {
 
 /// `0`, `3`, or `-SIGKILL` for a process killed by signal 9, as Python prints it.
 pub fn exitcode_name(code: Option<i32>) -> String {
-    match code {
-        None => "None".to_string(),
-        Some(code) if code < 0 => match signal_name(-code) {
-            Some(name) => format!("-{name}"),
-            None => code.to_string(),
-        },
-        Some(code) => code.to_string(),
+    let Some(code) = code else { return "None".to_string() };
+    match signal_name(-code) {
+        Some(name) if code < 0 => format!("-{name}"),
+        _ => code.to_string(),
     }
 }
 
@@ -164,9 +159,8 @@ impl Process {
         name: impl Into<String>,
         f: impl FnOnce() -> Result<()> + Send + 'static,
     ) -> Process {
-        let mut process = Process::with_target(name.into(), Target::Closure(Box::new(f)));
-        process.method = StartMethod::Fork;
-        process
+        Process::with_target(name.into(), Target::Closure(Box::new(f)))
+            .start_method(StartMethod::Fork)
     }
 
     fn with_target(name: String, target: Target) -> Process {
@@ -183,8 +177,7 @@ impl Process {
         }
     }
 
-    /// Chooses fork, spawn or forkserver for this process (a closure, [`Process::from_fn`],
-    /// can only be forked: the other two need a [`Role`] listed in the program's dispatch).
+    /// Chooses fork, spawn or forkserver (a closure can only be forked: [`Process::from_fn`]).
     pub fn start_method(mut self, method: StartMethod) -> Process {
         self.method = method;
         self
@@ -217,7 +210,6 @@ impl Process {
         Ok(())
     }
 
-    /// Whether this process is daemonic.
     pub fn daemon(&self) -> bool {
         self.daemon
     }
@@ -227,12 +219,10 @@ impl Process {
         &self.name
     }
 
-    /// The child's pid once started.
     pub fn pid(&self) -> Option<i32> {
         self.pid
     }
 
-    /// The start method this process uses.
     pub fn method(&self) -> StartMethod {
         self.method
     }
@@ -287,13 +277,9 @@ impl Process {
 
     /// True while the child runs. Like Python, this reaps a child that has ended.
     pub fn is_alive(&mut self) -> bool {
-        match (self.state, self.pid) {
-            (State::Started, Some(pid)) => {
-                self.record(reap::wait(pid, Some(Duration::ZERO)));
-                self.state == State::Started
-            }
-            _ => false,
-        }
+        let (State::Started, Some(pid)) = (self.state, self.pid) else { return false };
+        self.record(reap::wait(pid, Some(Duration::ZERO)));
+        self.state == State::Started
     }
 
     /// Sends SIGTERM (Python's `terminate`). It does not wait: `join` afterwards.
@@ -316,10 +302,7 @@ impl Process {
     }
 
     fn started_pid(&self, what: &str) -> Result<i32> {
-        match self.pid {
-            Some(pid) => Ok(pid),
-            None => bail!("{self}: can only {what} a started process"),
-        }
+        self.pid.ok_or_else(|| anyhow!("{self}: can only {what} a started process"))
     }
 
     fn record(&mut self, outcome: Option<Option<i32>>) {

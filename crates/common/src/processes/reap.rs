@@ -118,22 +118,19 @@ pub(crate) fn wait(pid: i32, timeout: Option<Duration>) -> Option<Option<i32>> {
                 return Some(r.reaped.remove(&pid).flatten());
             }
         }
-        match deadline {
-            Some(deadline) if Instant::now() >= deadline => return None,
-            Some(_) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(10));
-            }
-            None => {}
+        let Some(deadline) = deadline else { continue };
+        if Instant::now() >= deadline {
+            return None;
         }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
 }
 
-/// Blocks until child `pid` has ended, *without reaping it*: its owner reaps it afterwards with
-/// [`Process::join`], which then returns at once with the status. For a child of ours this is
-/// `waitid` with `WNOWAIT`; for a fork server's child, a `poll` on its status pipe (the server
-/// has written the code, which `join` then reads). Returns at once for a pid that is neither
-/// (already reaped by the signal watcher, at Ctrl-C).
+/// Blocks until child `pid` has ended, *without reaping it*, so that its owner's
+/// [`Process::join`] then returns at once with the status: `waitid` with `WNOWAIT` for a child
+/// of ours, a `poll` on its status pipe for a fork server's. Returns at once for a pid that is
+/// neither (already reaped by the signal watcher, at Ctrl-C).
 pub fn wait_until_ended(pid: i32) {
     if let Some(pipe) = server_pipe(pid) {
         forkserver::poll_status(&pipe, None);
@@ -184,30 +181,24 @@ pub fn end_main_code() -> Vec<Ended> {
     let mut children: Vec<(i32, ChildEntry)> =
         registry().children.iter().map(|(p, c)| (*p, c.clone())).collect();
     children.sort_by_key(|(pid, child)| (!child.daemon, *pid));
-    for (pid, child) in &children {
-        if child.daemon {
-            let _ = send(*pid, Signal::SIGTERM);
-        }
+    for (pid, _) in children.iter().filter(|(_, child)| child.daemon) {
+        let _ = send(*pid, Signal::SIGTERM);
     }
     children
         .into_iter()
-        .map(|(pid, child)| {
-            let exitcode = wait(pid, None).flatten();
-            Ended {
-                pid,
-                name: child.name,
-                daemon: child.daemon,
-                exitcode,
-                at_ms: report::elapsed_ms(),
-            }
+        .map(|(pid, child)| Ended {
+            pid,
+            name: child.name,
+            daemon: child.daemon,
+            exitcode: wait(pid, None).flatten(),
+            at_ms: report::elapsed_ms(), // once reaped: fields are evaluated in this order
         })
         .collect()
 }
 
-/// Stops every child: SIGTERM, up to `grace` to end, then SIGKILL; then reaps all of them, and
-/// also any orphaned descendant reparented to this process; the fork server last, once it has
-/// reported every child of its own. Used by the signal watcher; afterwards no new child can
-/// start.
+/// Stops every child (SIGTERM, up to `grace` to end, then SIGKILL) and reaps it, and any
+/// orphaned descendant reparented to this process; the fork server last, once it has reported
+/// its own children. Used by the signal watcher; afterwards no new child can start.
 pub fn stop_all_children(grace: Duration) {
     let mut targets: Vec<i32> = {
         let mut r = registry();
@@ -217,10 +208,8 @@ pub fn stop_all_children(grace: Duration) {
     let me = getpid().as_raw();
     // The fork server is not stopped with the others: it must live to report its children.
     let server = forkserver::server_pid();
-    let children_of_me = || {
-        let mut v = crate::ps::children_of(me);
-        v.retain(|pid| Some(*pid) != server);
-        v
+    let children_of_me = || -> Vec<i32> {
+        crate::ps::children_of(me).into_iter().filter(|&pid| Some(pid) != server).collect()
     };
     targets.extend(children_of_me());
     targets.sort_unstable();

@@ -29,7 +29,6 @@ static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
 /// Whether this process is a daemonic child (which may not start children of its own).
 pub(super) static IS_DAEMONIC: AtomicBool = AtomicBool::new(false);
 
-/// The registry, locked until the guard is dropped.
 pub(super) fn registry() -> MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }

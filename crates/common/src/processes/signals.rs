@@ -1,22 +1,19 @@
 //! signals — Ctrl-C or SIGTERM at any moment leaves nothing behind.
 //!
-//! The design, and why:
-//! - The demo's main thread blocks SIGINT, SIGTERM and SIGHUP *before any other thread exists*
-//!   (threads inherit the mask), and one watcher thread takes them. No code runs inside a
-//!   signal handler, and the watcher learns *which* signal came, so the exit code is 130 for
-//!   SIGINT and 143 for SIGTERM. (A `ctrlc` handler is not told which signal it was, and a
-//!   forked child inherits it as a handler whose thread does not exist: it would swallow
-//!   Ctrl-C. Here a forked child simply unblocks the signals and gets the default action.)
-//! - On a signal the watcher stops every child (SIGTERM, a grace period, then SIGKILL), reaps
-//!   them all, and ends the process with `128 + signal`; a fork server's children are stopped
-//!   by pid like the others, and the server itself last, once it has reported them all.
-//! - This works whether the signal reaches the whole process group (a terminal's Ctrl-C: the
-//!   children die of it themselves and are reaped) or the parent alone (`kill -INT PID`: the
-//!   watcher stops them).
-//! - As a backstop for a parent killed with SIGKILL, every child asks for `PR_SET_PDEATHSIG`,
-//!   and the demo is a child subreaper, so that orphaned descendants come back to it to be
-//!   reaped instead of lingering as zombies under a PID 1 that may never reap them (as in many
-//!   containers).
+//! - The main thread blocks SIGINT, SIGTERM and SIGHUP *before any other thread exists* (threads
+//!   inherit the mask), and one watcher thread takes them: no code runs in a signal handler, and
+//!   the watcher knows *which* signal came (exit 130 for SIGINT, 143 for SIGTERM). A `ctrlc`
+//!   handler is not told which, and a forked child would inherit it as a handler whose thread
+//!   does not exist, swallowing Ctrl-C; here a forked child unblocks the signals and gets the
+//!   default action.
+//! - The watcher then stops every child (SIGTERM, a grace period, SIGKILL; a fork server's
+//!   children by pid like the others, the server last, once it has reported them all), reaps
+//!   them, and ends the process with `128 + signal`. This works whether the signal reaches the
+//!   whole process group (a terminal's Ctrl-C: the children die of it and are reaped) or the
+//!   parent alone (`kill -INT PID`: the watcher stops them).
+//! - For a parent killed with SIGKILL, every child asks for `PR_SET_PDEATHSIG`, and the demo is
+//!   a child subreaper: orphaned descendants come back to it to be reaped, not left as zombies
+//!   under a PID 1 that may never reap them (as in many containers).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
@@ -41,21 +38,20 @@ pub(crate) static WATCHER_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Blocks the stop signals in this thread and starts the watcher. Must run before any other
 /// thread is started, which is why the demo runner calls it first.
-///
-/// Linux: the watcher waits on a `signalfd` with `poll`, which leaves the signal pending; it
-/// raises `STOPPING` *before* taking the signal off the queue, so at every instant the stop
-/// is either still pending or already flagged: [`stopping`] never misses it.
-#[cfg(target_os = "linux")]
 pub fn install() -> Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::signalfd::{SfdFlags, SignalFd};
-    use std::os::fd::{AsFd, AsRawFd};
     let set = SigSet::from_iter(STOP_SIGNALS);
     set.thread_block()?;
-    let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
-    WATCHER_FD.store(fd.as_raw_fd(), Ordering::SeqCst);
-    std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
-        loop {
+    // Linux: the watcher waits on a `signalfd` with `poll`, which leaves the signal pending; it
+    // raises `STOPPING` *before* taking the signal off the queue, so at every instant the stop
+    // is either still pending or already flagged: [`stopping`] never misses it.
+    #[cfg(target_os = "linux")]
+    let watch = {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        use std::os::fd::{AsFd, AsRawFd};
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
+        WATCHER_FD.store(fd.as_raw_fd(), Ordering::SeqCst);
+        move || loop {
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
             if !matches!(poll(&mut fds, PollTimeout::NONE), Ok(n) if n > 0) {
                 continue;
@@ -65,24 +61,17 @@ pub fn install() -> Result<()> {
                 shutdown(info.ssi_signo as i32);
             }
         }
-    })?;
-    Ok(())
-}
-
-/// Elsewhere: `sigwait(2)`. The signal is flagged right after it is taken, a window of a few
-/// instructions in which [`stopping`] can miss it.
-#[cfg(not(target_os = "linux"))]
-pub fn install() -> Result<()> {
-    let set = SigSet::from_iter(STOP_SIGNALS);
-    set.thread_block()?;
-    std::thread::Builder::new().name("signal-watcher".into()).spawn(move || {
-        loop {
-            if let Ok(signal) = set.wait() {
-                STOPPING.store(true, Ordering::SeqCst);
-                shutdown(signal as i32);
-            }
+    };
+    // Elsewhere: `sigwait(2)`. The signal is flagged right after it is taken, a window of a few
+    // instructions in which [`stopping`] can miss it.
+    #[cfg(not(target_os = "linux"))]
+    let watch = move || loop {
+        if let Ok(signal) = set.wait() {
+            STOPPING.store(true, Ordering::SeqCst);
+            shutdown(signal as i32);
         }
-    })?;
+    };
+    std::thread::Builder::new().name("signal-watcher".into()).spawn(watch)?;
     Ok(())
 }
 

@@ -86,10 +86,7 @@ pub fn start_join_round(kind: Starter, count: usize) -> Result<f64> {
 /// One untimed start+join of each kind, so that no figure pays for a first time: the fork
 /// server's own start (once per program), the first `exec` of the binary from a cold cache.
 pub fn warm_up(kinds: &[Starter]) -> Result<()> {
-    for kind in kinds {
-        start_join_round(*kind, 1)?;
-    }
-    Ok(())
+    kinds.iter().try_for_each(|kind| start_join_round(*kind, 1).map(drop))
 }
 
 /// Runs `rounds` rounds of each kind (after [`warm_up`]), alternating the kinds inside every

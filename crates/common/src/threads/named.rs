@@ -1,9 +1,9 @@
 //! named — threads with names the kernel shows, and which thread is running now.
 //!
-//! Every thread a demo starts is named, so that `ps -L`, `top -H` and
-//! `/proc/PID/task/TID/comm` show what it is. std's [`std::thread::Builder::name`] already
-//! hands the name to the kernel (`pthread_setname_np`, i.e. `prctl(PR_SET_NAME)` on Linux),
-//! which keeps only its first 15 bytes: [`kernel_name`] shows what survives.
+//! Every thread a demo starts is named, so that `ps -L`, `top -H` and `/proc/PID/task/TID/comm`
+//! show what it is. std's [`std::thread::Builder::name`] hands the name to the kernel
+//! (`pthread_setname_np`, i.e. `prctl(PR_SET_NAME)` on Linux), which keeps only its first 15
+//! bytes: [`kernel_name`] shows what survives.
 //!
 //! A thread's kernel id (`gettid`, the `LWP` column of `ps -L`) is what `/proc/PID/task/`
 //! lists; the main thread's is the pid itself. Python's names differ: its main thread is
@@ -38,8 +38,7 @@ where
     Builder::new().name(name.to_string()).spawn_scoped(scope, f)
 }
 
-/// The kernel's id of the calling thread (`gettid(2)`); the pid for the main thread. -1 where
-/// the system has no such id.
+/// The kernel's id of the calling thread (`gettid(2)`); -1 where the system has no such id.
 pub fn gettid() -> i32 {
     #[cfg(target_os = "linux")]
     return nix::unistd::gettid().as_raw();
@@ -47,8 +46,7 @@ pub fn gettid() -> i32 {
     -1
 }
 
-/// The calling thread's name: `main` for the main thread, `unnamed` for a thread started
-/// without a name.
+/// `main` for the main thread, `unnamed` for a thread started without a name.
 pub fn current_name() -> String {
     std::thread::current().name().unwrap_or("unnamed").to_string()
 }

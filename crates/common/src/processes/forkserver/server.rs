@@ -22,14 +22,11 @@ use crate::signals::STOP_SIGNALS;
 /// The fork server's `main`: serves requests until its socket reads end of file, then exits.
 /// Called by `dispatch` in a process started by [`launch`]; never returns.
 pub(crate) fn serve() -> ! {
-    let code = match serve_requests() {
-        Ok(()) => 0,
-        Err(e) => {
-            report::write_stderr(&format!("forkserver: error: {e:#}"));
-            1
-        }
-    };
-    std::process::exit(code)
+    if let Err(e) = serve_requests() {
+        report::write_stderr(&format!("forkserver: error: {e:#}"));
+        std::process::exit(1)
+    }
+    std::process::exit(0)
 }
 
 fn serve_requests() -> Result<()> {

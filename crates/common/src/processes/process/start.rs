@@ -75,9 +75,7 @@ pub(super) fn start_forkserver(p: &Process, target: Target) -> Result<i32> {
     let (role, args) = target.into_role(&p.name, "forkserver")?;
     let mut fds = p.pass_fds.clone();
     // The timeline's recording file, if one is open, under the same number.
-    if let Some(fd) = report::recording_fd().filter(|fd| !fds.contains(fd)) {
-        fds.push(fd);
-    }
+    fds.extend(report::recording_fd().filter(|fd| !fds.contains(fd)));
     let request = crate::forkserver::Request {
         role: role.name.to_string(),
         name: p.name.clone(),
@@ -154,8 +152,6 @@ pub(crate) fn close_once(slot: &AtomicI32) {
     let fd = slot.swap(-1, Ordering::SeqCst);
     if fd >= 0 {
         // Safety: the slot owned the descriptor and no longer names it; nothing else closes it.
-        unsafe {
-            libc::close(fd);
-        }
+        unsafe { libc::close(fd) };
     }
 }
