@@ -55,7 +55,6 @@ impl<T> JoinableQueue<T> {
     /// ([`QueueError::TaskDoneTooManyTimes`], Python's `ValueError`).
     pub fn task_done(&self) -> Result<(), QueueError> {
         let c = self.queue.core.ctl();
-        // Refused once every item taken is done.
         c.done
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |done| {
                 (c.gets.load(Ordering::SeqCst) != done).then(|| done.wrapping_add(1))
