@@ -160,10 +160,9 @@ impl Core {
         // Bigger: several writes. With a deadline, wait for room for the whole frame first:
         // once its first byte is in, the rest must follow whatever the deadline.
         if wait != Wait::Forever {
-            let need = frame.len().min(self.ctl().capacity as usize);
-            while (self.ctl().capacity as usize).saturating_sub(bytes_in_pipe(self.write.as_fd())?)
-                < need
-            {
+            let capacity = self.ctl().capacity as usize;
+            let need = frame.len().min(capacity);
+            while capacity.saturating_sub(bytes_in_pipe(self.write.as_fd())?) < need {
                 let Some(left) = wait.remaining().filter(|l| !l.is_zero()) else {
                     return Err(QueueError::Full);
                 };
