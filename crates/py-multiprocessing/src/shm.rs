@@ -1,6 +1,5 @@
-//! shm — a block of memory that several processes share, and the locks and counters that live
-//! in it: what the process queue, the cross-process semaphores and events, and the IPC demo's
-//! shared counter are built on.
+//! shm — memory that several processes share, and the locks and counters in it: what the
+//! process queue, semaphore and event, and the IPC demo's shared counter are built on.
 //!
 //! - [`SharedBlock`]: a `memfd` (an anonymous file in memory) mapped `MAP_SHARED`. Every
 //!   process that maps it sees the same bytes. A forked child inherits the mapping; a spawned

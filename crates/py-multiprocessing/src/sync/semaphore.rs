@@ -93,9 +93,8 @@ impl Place<'_> {
         self.index
     }
 
-    /// The pid of the holder that died holding this place before it was given to us: the
-    /// kernel released it (`EOWNERDEAD`) and we are told. `None` for a place given back
-    /// normally.
+    /// The pid of the holder that died holding this place before it came to us (the kernel
+    /// released it and told us: `EOWNERDEAD`); `None` for a place given back normally.
     pub fn recovered_from(&self) -> Option<i32> {
         (self.recovered_from != 0).then_some(self.recovered_from as i32)
     }
