@@ -11,8 +11,8 @@
 //!   futex words in it.
 //!
 //! A library, which the demos `joinable-queue`, `pool`, `semaphore`, `event` and `ipc` use.
-//! `Process` stays in `common`, which this crate builds on: the runner every demo shares needs
-//! it to stop and reap every child on Ctrl-C and to run a spawned child's role (`__main__`).
+//! `Process` stays in `common`, under this crate: the runner all demos share needs it to stop
+//! and reap every child on Ctrl-C and to run a spawned child's role (the `__main__` guard).
 
 pub mod pool;
 pub mod queue;

@@ -108,8 +108,7 @@ impl<T: Shareable> SharedBlock<T> {
             .map_err(|e| ShmError::new("memfd_create", e))?;
         nix::unistd::ftruncate(&fd, Self::len() as libc::off_t)
             .map_err(|e| ShmError::new("ftruncate(the shared block)", e))?;
-        let ptr = Self::map(fd.as_fd())?;
-        let block = SharedBlock { fd, ptr };
+        let block = SharedBlock { ptr: Self::map(fd.as_fd())?, fd };
         init(block.ptr.as_ptr())?;
         Ok(block)
     }
