@@ -265,14 +265,13 @@ impl Core {
     /// holder died in the middle of a frame, the queue is broken for good.
     fn lock(&self, writer: bool, wait: Wait) -> Result<Option<RobustGuard<'_>>, QueueError> {
         let c = self.ctl();
-        let (lock, busy) = match writer {
-            true => (&c.writer, &c.writer_busy),
-            false => (&c.reader, &c.reader_busy),
+        let (lock, busy, died) = match writer {
+            true => (&c.writer, &c.writer_busy, BROKEN_WRITER_DIED),
+            false => (&c.reader, &c.reader_busy, BROKEN_READER_DIED),
         };
         let Some((taken, guard)) = lock.lock(wait)? else { return Ok(None) };
         if taken == Taken::OwnerDied && busy.swap(0, Ordering::AcqRel) != 0 {
-            let code = if writer { BROKEN_WRITER_DIED } else { BROKEN_READER_DIED };
-            return Err(self.set_broken(code));
+            return Err(self.set_broken(died));
         }
         self.check_broken()?;
         Ok(Some(guard))

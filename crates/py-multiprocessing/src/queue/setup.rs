@@ -203,10 +203,8 @@ impl Core {
         let why = if c.magic != MAGIC || c.id != d.id {
             Some(format!("fd {} is the shared block of another queue", d.control_fd))
         } else if (c.joinable != 0) != joinable {
-            Some(format!(
-                "the descriptor names {}",
-                ["a Queue", "a JoinableQueue"][!joinable as usize]
-            ))
+            let other = ["a Queue", "a JoinableQueue"][!joinable as usize];
+            Some(format!("the descriptor names {other}"))
         } else if !mark_held(d.id) {
             Some("this process already holds this queue: clone the handle instead".into())
         } else {
