@@ -104,7 +104,7 @@ impl RobustMutex {
         let taken = match rc {
             0 => Taken::Clean,
             libc::EOWNERDEAD => {
-                // Ours now, from a holder that died: mark it usable ([`Taken::OwnerDied`]).
+                // Ours now, from a holder that died: mark it usable again (see `Taken::OwnerDied`).
                 // Safety: this thread owns the mutex after EOWNERDEAD.
                 unsafe { libc::pthread_mutex_consistent(mutex) };
                 Taken::OwnerDied
