@@ -10,10 +10,9 @@
 //! - [`shm`]: the memory they share (a memfd mapped by every process), with robust mutexes and
 //!   futex words in it.
 //!
-//! A library, not a demo: the demos (`joinable-queue`, `pool`, `semaphore`, `event`, `ipc`)
-//! use it. `Process` itself stays in `common`, because the runner every demo shares needs it
-//! to stop and reap every child on Ctrl-C and to run a spawned child's role (the `__main__`
-//! guard); this crate builds on it.
+//! A library, which the demos `joinable-queue`, `pool`, `semaphore`, `event` and `ipc` use.
+//! `Process` stays in `common`, under this crate: the runner all demos share needs it to stop
+//! and reap every child on Ctrl-C and to run a spawned child's role (the `__main__` guard).
 
 pub mod pool;
 pub mod queue;

@@ -9,9 +9,8 @@
 //!   there), so a reader takes the lock, reads one length and that many bytes, and lets go.
 //! - **Counters** in a block of memory every process shares (a `memfd`): the free places of a
 //!   bounded queue (a counting semaphore that `put` sleeps on, with a futex), items put, taken.
-//! - **A message id** only when the run is traced (`--trace`, `--svg`): the length's top bit
-//!   set, then 8 bytes naming the message, so that the trace draws an arrow from each `put` to
-//!   its `get`.
+//! - **A message id** only in a traced run (`--trace`, `--svg`): the length's top bit set, then
+//!   8 bytes naming the message, for the trace's arrow from each `put` to its `get`.
 //!
 //! The locks are robust, process-shared mutexes ([`crate::shm::RobustMutex`]): a holder's death
 //! releases them and tells the next holder. Each holder records whether it is in the middle of
@@ -19,12 +18,11 @@
 //! answers [`QueueError::Broken`] from then on. CPython's queue locks with a named semaphore,
 //! which a killed holder never gives back.
 //!
-//! Beside this file: `pipe.rs` (the pipe's system calls), `bound.rs` (`maxsize`), `setup.rs`
-//! (the shared block, making a queue, handing it to a child), `joinable.rs`, `handle.rs` (the
-//! `_nowait`/`_timeout` forms, the snapshots), and what is there only for speed, kept out of
-//! the lesson: `speed.rs`. Differences from Python: `put` writes before it returns (no feeder
-//! thread), so an unbounded queue is bounded by the pipe's bytes; items are JSON, not pickles.
-//! Linux only.
+//! Beside this file: `pipe.rs` (its system calls), `bound.rs` (`maxsize`), `setup.rs` (the
+//! shared block, making a queue, handing it to a child), `joinable.rs`, `handle.rs` (`_nowait`,
+//! `_timeout`, snapshots), and, kept out of the lesson, `speed.rs` (only for speed). Unlike
+//! Python's, `put` writes before it returns (no feeder thread), so an unbounded queue is bounded
+//! by the pipe's bytes; items are JSON, not pickles. Linux only.
 
 #![cfg(target_os = "linux")]
 
@@ -145,13 +143,11 @@ impl Core {
             record_message("queue_put", id);
         }
         frame.extend_from_slice(body);
-        let written = self.write_frame(&frame, wait);
-        if written.is_err() {
+        self.write_frame(&frame, wait).inspect_err(|_| {
             self.ctl().puts.fetch_sub(1, Ordering::SeqCst);
             self.wake_joiners_if_all_done();
             self.release_slot();
-        }
-        written
+        })
     }
 
     fn write_frame(&self, frame: &[u8], wait: Wait) -> Result<(), QueueError> {
@@ -164,10 +160,9 @@ impl Core {
         // Bigger: several writes. With a deadline, wait for room for the whole frame first:
         // once its first byte is in, the rest must follow whatever the deadline.
         if wait != Wait::Forever {
-            let need = frame.len().min(self.ctl().capacity as usize);
-            while (self.ctl().capacity as usize).saturating_sub(bytes_in_pipe(self.write.as_fd())?)
-                < need
-            {
+            let capacity = self.ctl().capacity as usize;
+            let need = frame.len().min(capacity);
+            while capacity.saturating_sub(bytes_in_pipe(self.write.as_fd())?) < need {
                 let Some(left) = wait.remaining().filter(|l| !l.is_zero()) else {
                     return Err(QueueError::Full);
                 };
@@ -182,9 +177,8 @@ impl Core {
         written
     }
 
-    /// Takes one frame's body under the reader lock, then gives back a free place. Without the
-    /// lock two readers would split a frame between them; it is a robust mutex, so a reader
-    /// killed while holding it (even asleep in `poll`) does not block the others for ever.
+    /// Takes one frame's body under the reader lock, then gives back a free place. The lock is
+    /// robust: a reader killed holding it (even asleep in `poll`) cannot block the others for ever.
     fn get_frame(&self, wait: Wait) -> Result<Vec<u8>, QueueError> {
         let (body, id) = {
             let Some(_reader) = self.lock(false, wait)? else { return Err(QueueError::Empty) };
@@ -198,14 +192,12 @@ impl Core {
             if len > self.ctl().max_message as usize {
                 return Err(self.set_broken(BROKEN_BAD_LENGTH));
             }
-            let id = match header & WITH_ID {
-                0 => None,
-                _ => {
-                    let mut id = [0u8; ID];
-                    self.read_exact(&mut id, None)?;
-                    Some(u64::from_le_bytes(id))
-                }
-            };
+            let mut id = None;
+            if header & WITH_ID != 0 {
+                let mut bytes = [0u8; ID];
+                self.read_exact(&mut bytes, None)?;
+                id = Some(u64::from_le_bytes(bytes));
+            }
             let mut body = vec![0u8; len];
             self.read_exact(&mut body, None)?;
             self.ctl().reader_busy.store(0, Ordering::Release);
@@ -253,9 +245,8 @@ impl Core {
         Ok(true)
     }
 
-    /// Part of a frame is read and the rest is not in the pipe: its writer is still writing
-    /// (it holds the writer lock), or died. Checks every [`TORN_CHECK`], so that a dead writer
-    /// cannot make every reader hang.
+    /// Part of a frame is read, the rest is not in the pipe: its writer is still writing (it
+    /// holds the writer lock) or died, checked every [`TORN_CHECK`] so that no reader hangs.
     fn wait_rest_of_frame(&self) -> Result<(), QueueError> {
         if poll_fd(self.read.as_fd(), PollFlags::POLLIN, Wait::from_timeout(TORN_CHECK))? {
             return Ok(());
@@ -274,14 +265,13 @@ impl Core {
     /// holder died in the middle of a frame, the queue is broken for good.
     fn lock(&self, writer: bool, wait: Wait) -> Result<Option<RobustGuard<'_>>, QueueError> {
         let c = self.ctl();
-        let (lock, busy) = match writer {
-            true => (&c.writer, &c.writer_busy),
-            false => (&c.reader, &c.reader_busy),
+        let (lock, busy, died) = match writer {
+            true => (&c.writer, &c.writer_busy, BROKEN_WRITER_DIED),
+            false => (&c.reader, &c.reader_busy, BROKEN_READER_DIED),
         };
         let Some((taken, guard)) = lock.lock(wait)? else { return Ok(None) };
         if taken == Taken::OwnerDied && busy.swap(0, Ordering::AcqRel) != 0 {
-            let code = if writer { BROKEN_WRITER_DIED } else { BROKEN_READER_DIED };
-            return Err(self.set_broken(code));
+            return Err(self.set_broken(died));
         }
         self.check_broken()?;
         Ok(Some(guard))

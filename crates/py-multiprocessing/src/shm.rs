@@ -1,6 +1,5 @@
-//! shm — a block of memory that several processes share, and the locks and counters that live
-//! in it: what the process queue, the cross-process semaphores and events, and the IPC demo's
-//! shared counter are built on.
+//! shm — memory that several processes share, and the locks and counters in it: what the
+//! process queue, semaphore and event, and the IPC demo's shared counter are built on.
 //!
 //! - [`SharedBlock`]: a `memfd` (an anonymous file in memory) mapped `MAP_SHARED`. Every
 //!   process that maps it sees the same bytes. A forked child inherits the mapping; a spawned
@@ -98,10 +97,9 @@ impl<T: Shareable> SharedBlock<T> {
     }
 
     /// Creates a zeroed block named `name` (the name `/proc/PID/maps` and `/proc/PID/fd` show)
-    /// and runs `init` on it before any other process or thread can see it (to initialise its
-    /// mutexes, or write what is fixed for the block's life). `init` gets a raw pointer: it may
-    /// write any field through it, since nobody else can see the block yet. The descriptor is
-    /// close-on-exec: a spawned child gets it only if it is passed.
+    /// and runs `init` on it, through a raw pointer that may write any field, before any other
+    /// process or thread can see it (to initialise its mutexes, or write what is fixed for the
+    /// block's life). The descriptor is close-on-exec: a spawned child gets it only if passed.
     pub fn create(
         name: &CStr,
         init: impl FnOnce(*mut T) -> Result<(), ShmError>,
@@ -110,8 +108,7 @@ impl<T: Shareable> SharedBlock<T> {
             .map_err(|e| ShmError::new("memfd_create", e))?;
         nix::unistd::ftruncate(&fd, Self::len() as libc::off_t)
             .map_err(|e| ShmError::new("ftruncate(the shared block)", e))?;
-        let ptr = Self::map(fd.as_fd())?;
-        let block = SharedBlock { fd, ptr };
+        let block = SharedBlock { ptr: Self::map(fd.as_fd())?, fd };
         init(block.ptr.as_ptr())?;
         Ok(block)
     }
@@ -119,19 +116,14 @@ impl<T: Shareable> SharedBlock<T> {
     /// Maps the block behind descriptor `fd`, which this process now owns (a spawned child's
     /// inherited descriptor). Refused, `fd` left open and still the caller's, unless `fd` is
     /// open, is a regular file (a memfd) and is large enough for `T`; what the bytes mean is the
-    /// caller's to check (a magic number). The descriptor gets close-on-exec back, so it does
-    /// not leak into this process's own spawned children unless passed again.
+    /// caller's to check (a magic number). `fd` gets close-on-exec back: it does not leak into
+    /// this process's own spawned children unless passed again.
     ///
     /// # Safety
     /// `fd` must be a descriptor nothing else in this process owns or closes, and the block
     /// behind it must have been made by [`SharedBlock::create`] for the same `T`.
     pub unsafe fn from_raw_fd(fd: RawFd) -> Result<Self, ShmError> {
-        // Safety: a `struct stat` of zeroes is a valid value to be filled in.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // Safety: fstat on any integer is harmless: EBADF if it is not open; `st` is ours.
-        if unsafe { libc::fstat(fd, &mut st) } < 0 {
-            return Err(ShmError::new("fstat(the shared block's descriptor)", Errno::last()));
-        }
+        let st = fstat(fd).map_err(|e| ShmError::new("fstat(the shared block's descriptor)", e))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG || (st.st_size as usize) < Self::len() {
             return Err(ShmError::new("the shared block's descriptor", Errno::EINVAL));
         }
@@ -145,8 +137,8 @@ impl<T: Shareable> SharedBlock<T> {
 
     /// Maps the block behind a descriptor number this process was passed (through `fork`, or
     /// `Process::pass_fds`) in a close-on-exec duplicate of its own, so that the number can be
-    /// mapped again; the number gets close-on-exec back, not to leak into this process's own
-    /// spawned children. Refused as [`SharedBlock::from_raw_fd`] refuses.
+    /// mapped again; the number gets close-on-exec back, as in [`SharedBlock::from_raw_fd`],
+    /// which refuses what this refuses.
     ///
     /// # Safety
     /// The block must have been made by [`SharedBlock::create`] for the same `T`, or the caller
@@ -211,6 +203,16 @@ impl<T: Shareable> Drop for SharedBlock<T> {
         // Safety: the mapping was made with this length in `map`, and nothing borrows it once
         // `self` is dropped (`get` borrows `self`). The descriptor closes with the OwnedFd.
         let _ = unsafe { munmap(self.ptr.cast(), Self::len()) };
+    }
+}
+
+/// `fstat(2)` of a descriptor number that may not be open here (then `EBADF`).
+pub(crate) fn fstat(fd: RawFd) -> Result<libc::stat, Errno> {
+    // Safety: zeroes are a valid `stat` to fill in; fstat on any integer is harmless (EBADF if
+    // it is not open) and writes only to `st`, which is ours.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        Errno::result(libc::fstat(fd, &mut st)).map(|_| st)
     }
 }
 

@@ -12,8 +12,7 @@ impl Core {
         self.ctl().maxsize != 0
     }
 
-    /// Takes a free place (if the queue is bounded), waiting as `wait` allows. False: none in
-    /// time.
+    /// Takes a free place (if the queue is bounded), waiting as `wait` allows; false: none came.
     pub(super) fn acquire_slot(&self, wait: Wait) -> bool {
         let c = self.ctl();
         if !self.bounded() {

@@ -3,10 +3,9 @@
 //! of the shared block do it: items put, and tasks done; `join` sleeps on the second (a futex)
 //! until they are equal.
 //!
-//! What a death costs: a consumer killed after taking an item never marks it done, so `join`
-//! would wait for ever, in Python too; [`JoinableQueue::join_timeout`] gives up and says how
-//! many tasks are unfinished. `task_done` refuses more calls than items *taken* with `get`, as
-//! the notes say (CPython only refuses more than items *put*).
+//! A consumer killed after taking an item never marks it done, so `join` would wait for ever,
+//! in Python too (hence `join_timeout`). `task_done` refuses more calls than items *taken* with
+//! `get`, as the notes say (CPython only refuses more than items *put*).
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -55,7 +54,6 @@ impl<T> JoinableQueue<T> {
     /// ([`QueueError::TaskDoneTooManyTimes`], Python's `ValueError`).
     pub fn task_done(&self) -> Result<(), QueueError> {
         let c = self.queue.core.ctl();
-        // Refused once every item taken is done.
         c.done
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |done| {
                 (c.gets.load(Ordering::SeqCst) != done).then(|| done.wrapping_add(1))
@@ -65,9 +63,8 @@ impl<T> JoinableQueue<T> {
         Ok(())
     }
 
-    /// Blocks until every item ever put has been marked done. If a consumer died holding an
-    /// item this waits for ever, as Python's `join` does: prefer
-    /// [`JoinableQueue::join_timeout`] where consumers may die.
+    /// Blocks until every item ever put has been marked done; for ever if a consumer died
+    /// holding one, as Python's `join`: prefer [`JoinableQueue::join_timeout`] where they may.
     pub fn join(&self) -> Result<(), QueueError> {
         self.join_wait(Wait::Forever)
     }

@@ -9,7 +9,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::setup::os_error;
 use super::{PIPE_CAPACITY, QueueError};
-use crate::shm::Wait;
+use crate::shm::{Wait, fstat};
 
 /// A pipe with non-blocking, close-on-exec ends, as large as the kernel allows; its size.
 pub(super) fn make_pipe() -> Result<(OwnedFd, OwnedFd, u32), QueueError> {
@@ -79,20 +79,14 @@ pub(super) fn bytes_in_pipe(fd: BorrowedFd<'_>) -> Result<usize, QueueError> {
 /// Checks that `read_fd` and `write_fd`, numbers a child was given, are open here and are the
 /// read and the write end of one pipe; the error says what is wrong.
 pub(super) fn check_ends(read_fd: RawFd, write_fd: RawFd) -> Result<(), String> {
-    let stat = |fd, what| {
-        // Safety: zeroes are a valid `stat` to fill in; fstat on any integer is harmless
-        // (EBADF if not open).
-        let (rc, st) = unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            (libc::fstat(fd, &mut st), st)
-        };
-        match rc {
-            0 => Ok((st.st_mode & libc::S_IFMT, st.st_ino)),
-            _ => Err(format!(
+    let stat = |fd, what| -> Result<_, String> {
+        let st = fstat(fd).map_err(|_| {
+            format!(
                 "the pipe's {what} (fd {fd}) is not open in this process: a spawned child \
                  must be given the queue's descriptors with Process::pass_fds"
-            )),
-        }
+            )
+        })?;
+        Ok((st.st_mode & libc::S_IFMT, st.st_ino))
     };
     let (read, write) = (stat(read_fd, "read end")?, stat(write_fd, "write end")?);
     if read.0 != libc::S_IFIFO || read != write {

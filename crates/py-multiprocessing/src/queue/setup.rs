@@ -1,11 +1,10 @@
 //! setup — making a queue, its shared block, its errors, and handing it to a child.
 //!
 //! A forked child has every descriptor and the shared block already. A spawned child starts
-//! from `main` with nothing: Rust opens every descriptor close-on-exec, so the parent passes
-//! the queue's three descriptors with [`common::process::Process::pass_fds`] and the queue
-//! itself in the child's arguments, where it serializes to a [`QueueDescriptor`]; the child
-//! rebuilds it with `Queue::from_descriptor`, which checks that the numbers really are this
-//! queue's pipe and shared block.
+//! with nothing (Rust opens every descriptor close-on-exec): the parent passes the queue's three
+//! descriptors ([`common::process::Process::pass_fds`]) and, in the child's arguments, the queue
+//! as a [`QueueDescriptor`], which `Queue::from_descriptor` checks names this queue's pipe and
+//! shared block.
 //!
 //! Every handle of a queue holds both ends of the pipe (a consumer may put too), so the queue
 //! never ends by EOF: its consumers end with a sentinel (`None`), or as daemons.
@@ -204,10 +203,8 @@ impl Core {
         let why = if c.magic != MAGIC || c.id != d.id {
             Some(format!("fd {} is the shared block of another queue", d.control_fd))
         } else if (c.joinable != 0) != joinable {
-            Some(format!(
-                "the descriptor names {}",
-                ["a Queue", "a JoinableQueue"][!joinable as usize]
-            ))
+            let other = ["a Queue", "a JoinableQueue"][!joinable as usize];
+            Some(format!("the descriptor names {other}"))
         } else if !mark_held(d.id) {
             Some("this process already holds this queue: clone the handle instead".into())
         } else {

@@ -70,9 +70,7 @@ fn join_timeout_reports_the_unfinished_count_when_it_gives_up_not_when_it_began(
             q.task_done().unwrap();
         })
     };
-    match q.join_timeout(Duration::from_millis(300)) {
-        Err(QueueError::Timeout { unfinished }) => assert_eq!(unfinished, 1),
-        other => panic!("expected Timeout, got {other:?}"),
-    }
+    let joined = q.join_timeout(Duration::from_millis(300));
+    assert!(matches!(joined, Err(QueueError::Timeout { unfinished: 1 })), "{joined:?}");
     consumer.join().unwrap();
 }

@@ -1,6 +1,5 @@
-//! lock — what waits in a shared block: [`RobustMutex`], a lock whose holder's death is told
-//! to the next holder, and [`futex_wait`] / [`futex_wake`], a sleep on a 32-bit word until
-//! another process changes it. Both take a [`Wait`] (`py-threading`'s): for ever, until a
+//! lock — what waits in a shared block ([`crate::shm`] has the lesson): [`RobustMutex`] and
+//! [`futex_wait`] / [`futex_wake`]. Both take a [`Wait`] (`py-threading`'s): for ever, until a
 //! moment, or not at all.
 
 use std::cell::UnsafeCell;
@@ -43,9 +42,7 @@ pub struct RobustGuard<'a> {
 impl Drop for RobustGuard<'_> {
     fn drop(&mut self) {
         // Safety: this thread holds the mutex (a guard exists only after a successful lock).
-        unsafe {
-            libc::pthread_mutex_unlock(self.mutex.0.get());
-        }
+        unsafe { libc::pthread_mutex_unlock(self.mutex.0.get()) };
     }
 }
 
@@ -107,8 +104,7 @@ impl RobustMutex {
         let taken = match rc {
             0 => Taken::Clean,
             libc::EOWNERDEAD => {
-                // The holder died holding it: we own it now; mark it usable again. The caller
-                // decides from what it recorded whether the guarded state is whole.
+                // Ours now, from a holder that died: mark it usable again (see `Taken::OwnerDied`).
                 // Safety: this thread owns the mutex after EOWNERDEAD.
                 unsafe { libc::pthread_mutex_consistent(mutex) };
                 Taken::OwnerDied
@@ -128,15 +124,11 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     // Safety: FUTEX_WAIT reads the aligned u32 at `word` (alive for the call) and the optional
     // timespec on our stack. Not FUTEX_PRIVATE: the kernel keys a word in a MAP_SHARED mapping
     // by file and offset, so processes that mapped it at different addresses still meet.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr);
-    }
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr) };
 }
 
 /// Wakes up to `n` threads or processes sleeping on `word` (`i32::MAX`: all of them).
 pub fn futex_wake(word: &AtomicU32, n: i32) {
     // Safety: FUTEX_WAKE only uses the address as a key; the word is alive for the call.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n);
-    }
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
 }

@@ -1,11 +1,10 @@
 //! event — [`ProcessEvent`], Python's `multiprocessing.Event`: one futex word.
 //!
-//! A [`ProcessEvent`] is a flag in a shared block: `set` stores 1 and wakes every process
-//! sleeping on the word (`FUTEX_WAKE`), `clear` stores 0, `wait` sleeps on the word while it is
-//! 0. A waiter killed in its sleep simply leaves the kernel's wait queue: nobody else notices.
-//! CPython's `multiprocessing.Event` is a `Condition` over semaphores that counts its sleepers,
-//! and `set` waits for each counted sleeper to acknowledge its wake-up: a waiter killed while
-//! asleep makes a later `set` wait for an acknowledgement that never comes.
+//! A flag in a shared block: `set` stores 1 and wakes every process sleeping on the word
+//! (`FUTEX_WAKE`), `clear` stores 0, `wait` sleeps on the word while it is 0. A waiter killed in
+//! its sleep simply leaves the kernel's wait queue: nobody else notices. CPython's is a
+//! `Condition` over semaphores, whose `set` waits for each sleeper it counted to acknowledge its
+//! wake-up: a waiter killed asleep makes a later `set` wait for an acknowledgement never sent.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -77,10 +76,7 @@ impl ProcessEvent {
     }
 
     fn wait_until(&self, wait: Wait) -> bool {
-        loop {
-            if self.is_set() {
-                return true;
-            }
+        while !self.is_set() {
             if wait.expired() {
                 return false;
             }
@@ -88,6 +84,7 @@ impl ProcessEvent {
             // call makes it return at once.
             futex_wait(self.flag(), 0, wait.remaining());
         }
+        true
     }
 }
 

@@ -1,20 +1,18 @@
 //! semaphore — [`ProcessSemaphore`], Python's `multiprocessing.Semaphore`: one robust mutex
 //! per place.
 //!
-//! A semaphore of `n` places is a [`SharedBlock`] holding `n` places, each a robust,
-//! process-shared mutex and the pid of its holder. `acquire` takes the first free place
-//! (`pthread_mutex_trylock` on each, no system call), and sleeps on a futex, the block's
-//! *generation* counter, while every place is taken; giving a place back unlocks it and, when
-//! someone sleeps, bumps the generation and wakes one sleeper.
+//! A [`SharedBlock`] of `n` places, each a robust, process-shared mutex and its holder's pid.
+//! `acquire` takes the first free place (`pthread_mutex_trylock` on each, no system call), and
+//! sleeps on a futex, the block's *generation* counter, while every place is taken; giving a
+//! place back unlocks it and, when someone sleeps, bumps the generation and wakes one sleeper.
 //!
 //! Why a mutex per place rather than one counter: the kernel releases the robust mutexes a
-//! thread holds when it dies, however it dies (even by SIGKILL), and the next process to lock
-//! one is *told* (`EOWNERDEAD`; [`Place::recovered_from`] names the dead holder). A bare
-//! counter, as CPython's `sem_open` semaphore in `/dev/shm/sem.NAME`, does not know who took a
-//! place: a holder killed inside takes its place with it for good, and with every place lost,
-//! every later `acquire` sleeps for ever. The kernel wakes no one on our generation counter for
-//! a dead holder, so every sleep is cut into slices of [`DEATH_CHECK`], each ending with another
-//! look at the places.
+//! thread holds when it dies, however it dies (even by SIGKILL), and *tells* the next process
+//! to lock one (`EOWNERDEAD`; [`Place::recovered_from`] names the dead holder). A bare counter,
+//! as CPython's `sem_open` semaphore in `/dev/shm/sem.NAME`, does not know who took a place: a
+//! holder killed inside takes its place for good, and once every place is lost every later
+//! `acquire` sleeps for ever. The kernel wakes no one on our generation counter for a dead
+//! holder, so every sleep is cut into slices of [`DEATH_CHECK`], each ending with a new look.
 //!
 //! The price of knowing the holder: a place is given back by the thread that took it, by
 //! dropping its [`Place`] (a guard, neither `Send` nor clonable). So it cannot be released by
@@ -95,9 +93,8 @@ impl Place<'_> {
         self.index
     }
 
-    /// The pid of the holder that died holding this place before it was given to us: the
-    /// kernel released it (`EOWNERDEAD`) and we are told. `None` for a place given back
-    /// normally.
+    /// The pid of the holder that died holding this place before it came to us (the kernel
+    /// released it and told us: `EOWNERDEAD`); `None` for a place given back normally.
     pub fn recovered_from(&self) -> Option<i32> {
         (self.recovered_from != 0).then_some(self.recovered_from as i32)
     }
