@@ -81,14 +81,10 @@ impl Style {
     }
 
     fn legend(&self) -> String {
-        let mut parts = vec!["| first and last event".to_string(), "= alive".to_string()];
-        for (event, symbol) in &self.marks {
-            parts.push(format!("{symbol} {event}"));
-        }
-        for span in &self.spans {
-            parts.push(format!("{} {} to {}", span.fill, span.begin, span.end));
-        }
-        parts.join(", ")
+        let marks = self.marks.iter().map(|(event, symbol)| format!("{symbol} {event}"));
+        let spans = self.spans.iter().map(|s| format!("{} {} to {}", s.fill, s.begin, s.end));
+        let lane = ["| first and last event".to_string(), "= alive".to_string()];
+        lane.into_iter().chain(marks).chain(spans).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -191,7 +187,7 @@ impl Scale {
     }
 }
 
-/// Draws `records` as lanes under `title`: a pure function, so it is tested on its own.
+/// Draws `records` as lanes under `title`.
 pub fn draw(title: &str, records: &[Record], style: &Style) -> String {
     let lanes = lanes(records, style.per_thread);
     let (Some(start), Some(end)) =
