@@ -1,14 +1,13 @@
 //! svg — a run as one self-contained picture (`--svg FILE`), for a slide or a guide.
 //!
-//! One lane per process and per thread (the demo's machinery threads, the signal watcher and
-//! the sampler, left out), and on each lane:
+//! One lane per process and per thread (but the machinery's: the signal watcher, the sampler),
+//! and on each lane:
 //! - a band coloured by the kernel's sampled state (running, ready, S, D, T, Z);
 //! - above it, bars for the spans the demo marks (holding a lock, a critical section, a task);
 //! - dots for its lifecycle events (fork, exit, kill, reap, signals);
 //! - diamonds for the steps of a race (`search`, `read`, `lock A`), numbered in the order they
-//!   ran: under `--schedule` or `--step`, the order the scheduler granted them, one lane per
-//!   worker; when the steps were granted, their numbers beside them and, under the time
-//!   axis, a strip of the chosen schedule: a column per step, a row per worker;
+//!   ran; under `--schedule` or `--step`, the order the scheduler granted them, with their
+//!   numbers beside them and, under the time axis, a strip of that schedule;
 //!
 //! and across the lanes arrows for messages and results, a time axis, the shared counters as
 //! small step lines, and a legend. Everything is drawn from the same [`Model`] as the trace.
@@ -18,7 +17,7 @@
 //! thread) and `data-role` (its name without the number), `class="legend-item"` with
 //! `data-name`, `class="span"` with `data-name`, `class="mark"` with `data-kind`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 
 use crate::report;
@@ -65,13 +64,8 @@ fn esc(text: &str) -> String {
 
 /// The distinct names, in the order they first appear.
 fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut seen = Vec::new();
-    for name in names {
-        if !seen.contains(&name) {
-            seen.push(name);
-        }
-    }
-    seen
+    let mut seen = HashSet::new();
+    names.filter(|name| seen.insert(*name)).collect()
 }
 
 /// A tick's label: milliseconds on a short run, seconds with as many decimals as the step needs.
