@@ -17,10 +17,9 @@
 //! - every event as an instant (`i`), the lifecycle ones (fork, exec, exit, kill, reap,
 //!   signals) in the category `lifecycle`;
 //! - flow arrows (`s` → `f`) from a `put` to the `get` of the same message, and from a task's
-//!   submission to its result. In a traced run the process `Queue` carries a message id in its
-//!   frames and records both ends with it (`queue_put`, `queue_got`), and the `Pool` records
-//!   its jobs' (`task_submitted`, `task_result`); elsewhere the demo's events are paired by the
-//!   item they name, first in, first out;
+//!   submission to its result: by the ids that a traced run's process `Queue` (in its frames)
+//!   and `Pool` record at both ends (`queue_put`/`queue_got`, `task_submitted`/`task_result`),
+//!   elsewhere by the item the demo's events name, first in, first out;
 //! - counters (`C`) for the shared values the events carry: the tickets left, a queue's size,
 //!   a balance.
 //!
@@ -100,7 +99,7 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-/// Writes `bytes` to `path` whole or not at all: a temporary file beside it, then `rename`.
+/// Writes `bytes` to `path` whole or not at all.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let temp = temp_path(path);
