@@ -20,12 +20,11 @@
 //! buyer's few microseconds on a CPU between two sleeps). The demo's own events and phase marks
 //! carry those moments; the sampler draws the long states (a zombie, a thread blocked on a lock).
 //!
-//! The files are opened once per task and re-read with `pread` at offset 0 every tick: three
-//! `open`/`close` pairs per thread every 2 ms would cost more than the reads themselves. That is
-//! why this module does not call `procfs::process::Task::stat()` (which opens the file on every
-//! call) but hands the bytes it read to `procfs`'s parsers. A kept descriptor also names one
-//! task for good: once the task is reaped, reading it fails with `ESRCH` even if its tid is
-//! reused, so a newcomer is never taken for the old task.
+//! The files are opened once per task and re-read with `pread` at offset 0 every tick, their
+//! bytes handed to `procfs`'s parsers: `procfs::process::Task::stat()` opens the file on every
+//! call, and three `open`/`close` pairs per thread every 2 ms would cost more than the reads.
+//! A kept descriptor also names one task for good: once the task is reaped, reading it fails
+//! with `ESRCH` even if its tid is reused, so a newcomer is never taken for the old task.
 
 #[cfg(target_os = "linux")]
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,13 +111,9 @@ impl Sampler {
 
     fn finish(&mut self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
-        match self.handle.take() {
-            Some(handle) => {
-                handle.thread().unpark();
-                handle.join().unwrap_or_default()
-            }
-            None => Vec::new(),
-        }
+        let Some(handle) = self.handle.take() else { return Vec::new() };
+        handle.thread().unpark();
+        handle.join().unwrap_or_default()
     }
 }
 
@@ -212,19 +207,13 @@ fn run(root: i32, interval: Duration, stop: &AtomicBool, recording: Option<&File
                 {
                     tasks.insert(tid, task);
                 }
-                let Some(children) = tasks.get(&tid).and_then(|t| t.children.as_ref()) else {
-                    continue;
-                };
-                if reread(children, &mut buf).is_none() {
+                let children = tasks.get(&tid).and_then(|t| t.children.as_ref());
+                if children.and_then(|file| reread(file, &mut buf)).is_none() {
                     continue;
                 }
-                for child in String::from_utf8_lossy(&buf).split_whitespace() {
-                    if let Ok(child) = child.parse::<i32>()
-                        && pids.insert(child)
-                    {
-                        queue.push(child);
-                    }
-                }
+                let found = String::from_utf8_lossy(&buf);
+                let children = found.split_whitespace().filter_map(|c| c.parse::<i32>().ok());
+                queue.extend(children.filter(|child| pids.insert(*child)));
             }
         }
         // Read every task; one whose files no longer read (reaped) is dropped.
