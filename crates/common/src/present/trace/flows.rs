@@ -44,10 +44,7 @@ pub(super) fn flows_of(records: &[&Record]) -> Vec<Flow> {
         }
         // First in, first out per id: a put is matched with the first get of that item after it.
         let mut waiting: HashMap<String, VecDeque<&Record>> = HashMap::new();
-        for r in records {
-            if r.event != *from && r.event != *to {
-                continue;
-            }
+        for r in records.iter().filter(|r| r.event == *from || r.event == *to) {
             let key: serde_json::Map<String, Value> = keys
                 .iter()
                 .filter_map(|k| Some((k.to_string(), r.data.get(*k)?.clone())))
