@@ -12,9 +12,8 @@
 //! a recording given to [`Sampler::start`], every pid that emits an event or that an event
 //! names in `data.pid`: a daemon leaves the family by its double fork, and the trace wants it.
 //!
-//! Each [`Sample`] carries the time it was read on the demo's clock ([`report::elapsed_us`]),
-//! not the nominal tick: on a loaded machine the thread wakes late, and the picture must say
-//! when the kernel really showed that state.
+//! Each [`Sample`] carries when it was really read, not the nominal tick: on a loaded machine
+//! the thread wakes late, and the picture must say when the kernel showed that state.
 //!
 //! What it misses: a state shorter than the interval, which falls between two samples (a
 //! buyer's few microseconds on a CPU between two sleeps). The demo's own events and phase marks
@@ -163,9 +162,8 @@ fn new_speakers(recording: &File, offset: &mut u64, watched: &mut BTreeSet<i32>)
     let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return };
     *offset += end as u64 + 1;
     for record in crate::timeline::parse(&String::from_utf8_lossy(&bytes[..end])) {
-        // The pid that printed the event, and the one it names (`data.pid`): a daemon
-        // closes the recording file with every other descriptor, but its launcher says
-        // which pid it is.
+        // The pid that printed the event, and the one it names (`data.pid`): a daemon closes
+        // the recording with every other descriptor, but its launcher says which pid it is.
         let named = record.data["pid"].as_i64().map(|pid| pid as i32);
         watched.extend(std::iter::once(record.pid).chain(named).filter(|pid| *pid > 1));
     }
@@ -242,12 +240,10 @@ fn run(root: i32, interval: Duration, stop: &AtomicBool, recording: Option<&File
         if next <= now {
             next = now + interval;
         }
-        while !stop.load(Ordering::Relaxed) {
-            let now = std::time::Instant::now();
-            if now >= next {
-                break;
-            }
-            std::thread::park_timeout(next - now);
+        while !stop.load(Ordering::Relaxed)
+            && let Some(left) = next.checked_duration_since(std::time::Instant::now())
+        {
+            std::thread::park_timeout(left);
         }
     }
 }
