@@ -227,14 +227,11 @@ fn spans_of(records: &[&Record], tracks: &BTreeMap<(i32, i32), Track>) -> Vec<Sp
                 // The innermost open span of that name (spans close in reverse order).
                 if let Some(pos) = stack.iter().rposition(|s| s.name == name) {
                     // Any span opened inside it and never closed ends with it, so they nest.
-                    for mut inner in stack.drain(pos + 1..).rev() {
-                        inner.end_us = t;
-                        spans.push(inner);
+                    for (depth, mut span) in stack.drain(pos..).enumerate().rev() {
+                        span.end_us = t;
+                        span.closed = depth == 0;
+                        spans.push(span);
                     }
-                    let mut span = stack.pop().expect("found above");
-                    span.end_us = t;
-                    span.closed = true;
-                    spans.push(span);
                 }
             }
             _ => {}
