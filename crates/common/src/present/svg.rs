@@ -83,7 +83,6 @@ fn time_label(us: u64, step: u64) -> String {
 
 /// The picture of `model`, as SVG text.
 pub fn render(model: &Model) -> String {
-    // The lanes drawn: every track but the helper threads'.
     let helper = |t: &&Track| !t.is_process() && HELPER_THREADS.contains(&t.name.as_str());
     let lanes: Vec<&Track> = model.tracks.iter().filter(|t| !helper(t)).collect();
     let end = model.end_us.max(1);
@@ -141,7 +140,6 @@ pub fn render(model: &Model) -> String {
     let legend_rows = items.len().div_ceil(4).max(1);
     let height = legend_y + legend_rows as f64 * 20.0 + 10.0;
 
-    // The picture, line by line.
     let mut lines: Vec<String> = Vec::new();
     lines.push(format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">"#
@@ -290,7 +288,6 @@ pub fn render(model: &Model) -> String {
         lines.push("</g>".into());
     }
 
-    // The time axis.
     let step = round_step(|step| end / step <= 10);
     let (right, tick_y, label_y) = (WIDTH - RIGHT, axis_y + 5.0, axis_y + 18.0);
     lines.push(format!(

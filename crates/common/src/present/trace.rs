@@ -125,7 +125,6 @@ pub fn on_mark(mark: &Mark<'_>) {
     report::record_only(PHASE_EVENT, json!({ "ph": ph, "name": name }));
 }
 
-/// A traced run: the recording of every event and the sampler.
 #[derive(Debug)]
 struct Session {
     outputs: Outputs,
