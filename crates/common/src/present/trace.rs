@@ -1,12 +1,11 @@
 //! trace — every run as a picture: `--trace FILE` (Chrome's Trace Event JSON, which Perfetto's
 //! UI and `chrome://tracing` open as it is) and `--svg FILE` ([`crate::svg`], one picture).
 //!
-//! Both are drawn from two sources and nothing else, so nothing is drawn that the run did not
-//! do: the **events** every process of the run emitted (the lines `--json` prints, recorded to
-//! one shared file by [`crate::timeline`]'s recording, started before anything else), with the
-//! phase marks of [`crate::phase`] (a span such as `critical section`, recorded but never
-//! printed); and the **kernel's view**, each thread's state sampled from `/proc` by
-//! [`crate::sampler`].
+//! Both are drawn from what the run did and nothing else: the **events** its processes emitted
+//! (the lines `--json` prints, recorded to one shared file by [`crate::timeline`]'s recording,
+//! started before anything else), with the phase marks of [`crate::phase`] (a span such as
+//! `critical section`, recorded but never printed); and the **kernel's view**, each thread's
+//! state sampled from `/proc` by [`crate::sampler`].
 //!
 //! What the trace holds ([`Model`] is the common ground of both outputs):
 //! - a track per process and per thread, named as `ps` names them (`comm`), and beside each
@@ -173,8 +172,7 @@ impl Session {
         report::set_tracing(false);
         let model = Model::build(&records, &samples, DEFAULT_INTERVAL.as_micros() as u64);
         if let Some(path) = &self.outputs.trace {
-            let mut text = serde_json::to_string(&model.to_trace())?;
-            text.push('\n');
+            let text = serde_json::to_string(&model.to_trace())? + "\n";
             write_atomically(path, text.as_bytes())?;
         }
         if let Some(path) = &self.outputs.svg {
