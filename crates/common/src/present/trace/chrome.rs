@@ -4,7 +4,10 @@ use super::*;
 
 /// A track's metadata events (`kind`: process or thread): its name and its place in the list.
 fn meta(kind: &str, pid: i32, tid: i32, name: &str, index: usize) -> [Value; 2] {
-    let event = |what: &str, args: Value| json!({"ph": "M", "name": format!("{kind}_{what}"), "pid": pid, "tid": tid, "args": args});
+    let event = |what: &str, args: Value| {
+        json!({"ph": "M", "name": format!("{kind}_{what}"), "pid": pid, "tid": tid,
+            "args": args})
+    };
     [event("name", json!({"name": name})), event("sort_index", json!({"sort_index": index}))]
 }
 
