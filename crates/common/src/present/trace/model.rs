@@ -226,7 +226,7 @@ fn spans_of(records: &[&Record], tracks: &BTreeMap<(i32, i32), Track>) -> Vec<Sp
                 let stack = open.entry(key).or_default();
                 // The innermost open span of that name (spans close in reverse order).
                 if let Some(pos) = stack.iter().rposition(|s| s.name == name) {
-                    // Any span opened inside it and never closed ends with it, so they nest.
+                    // Spans opened inside it and never closed end with it, unfinished: they nest.
                     for (depth, mut span) in stack.drain(pos..).enumerate().rev() {
                         span.end_us = t;
                         span.closed = depth == 0;
