@@ -12,20 +12,18 @@
 //! a recording given to [`Sampler::start`], every pid that emits an event or that an event
 //! names in `data.pid`: a daemon leaves the family by its double fork, and the trace wants it.
 //!
-//! Each [`Sample`] carries the time it was read on the demo's clock ([`report::elapsed_us`]),
-//! not the nominal tick: on a loaded machine the thread wakes late, and the picture must say
-//! when the kernel really showed that state.
+//! Each [`Sample`] carries when it was really read, not the nominal tick: on a loaded machine
+//! the thread wakes late, and the picture must say when the kernel showed that state.
 //!
 //! What it misses: a state shorter than the interval, which falls between two samples (a
 //! buyer's few microseconds on a CPU between two sleeps). The demo's own events and phase marks
 //! carry those moments; the sampler draws the long states (a zombie, a thread blocked on a lock).
 //!
-//! The files are opened once per task and re-read with `pread` at offset 0 every tick: three
-//! `open`/`close` pairs per thread every 2 ms would cost more than the reads themselves. That is
-//! why this module does not call `procfs::process::Task::stat()` (which opens the file on every
-//! call) but hands the bytes it read to `procfs`'s parsers. A kept descriptor also names one
-//! task for good: once the task is reaped, reading it fails with `ESRCH` even if its tid is
-//! reused, so a newcomer is never taken for the old task.
+//! The files are opened once per task and re-read with `pread` at offset 0 every tick, their
+//! bytes handed to `procfs`'s parsers: `procfs::process::Task::stat()` opens the file on every
+//! call, and three `open`/`close` pairs per thread every 2 ms would cost more than the reads.
+//! A kept descriptor also names one task for good: once the task is reaped, reading it fails
+//! with `ESRCH` even if its tid is reused, so a newcomer is never taken for the old task.
 
 #[cfg(target_os = "linux")]
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,13 +110,9 @@ impl Sampler {
 
     fn finish(&mut self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
-        match self.handle.take() {
-            Some(handle) => {
-                handle.thread().unpark();
-                handle.join().unwrap_or_default()
-            }
-            None => Vec::new(),
-        }
+        let Some(handle) = self.handle.take() else { return Vec::new() };
+        handle.thread().unpark();
+        handle.join().unwrap_or_default()
     }
 }
 
@@ -168,9 +162,8 @@ fn new_speakers(recording: &File, offset: &mut u64, watched: &mut BTreeSet<i32>)
     let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return };
     *offset += end as u64 + 1;
     for record in crate::timeline::parse(&String::from_utf8_lossy(&bytes[..end])) {
-        // The pid that printed the event, and the one it names (`data.pid`): a daemon
-        // closes the recording file with every other descriptor, but its launcher says
-        // which pid it is.
+        // The pid that printed the event, and the one it names (`data.pid`): a daemon closes
+        // the recording with every other descriptor, but its launcher says which pid it is.
         let named = record.data["pid"].as_i64().map(|pid| pid as i32);
         watched.extend(std::iter::once(record.pid).chain(named).filter(|pid| *pid > 1));
     }
@@ -212,19 +205,13 @@ fn run(root: i32, interval: Duration, stop: &AtomicBool, recording: Option<&File
                 {
                     tasks.insert(tid, task);
                 }
-                let Some(children) = tasks.get(&tid).and_then(|t| t.children.as_ref()) else {
-                    continue;
-                };
-                if reread(children, &mut buf).is_none() {
+                let children = tasks.get(&tid).and_then(|t| t.children.as_ref());
+                if children.and_then(|file| reread(file, &mut buf)).is_none() {
                     continue;
                 }
-                for child in String::from_utf8_lossy(&buf).split_whitespace() {
-                    if let Ok(child) = child.parse::<i32>()
-                        && pids.insert(child)
-                    {
-                        queue.push(child);
-                    }
-                }
+                let found = String::from_utf8_lossy(&buf);
+                let children = found.split_whitespace().filter_map(|c| c.parse::<i32>().ok());
+                queue.extend(children.filter(|child| pids.insert(*child)));
             }
         }
         // Read every task; one whose files no longer read (reaped) is dropped.
@@ -253,12 +240,10 @@ fn run(root: i32, interval: Duration, stop: &AtomicBool, recording: Option<&File
         if next <= now {
             next = now + interval;
         }
-        while !stop.load(Ordering::Relaxed) {
-            let now = std::time::Instant::now();
-            if now >= next {
-                break;
-            }
-            std::thread::park_timeout(next - now);
+        while !stop.load(Ordering::Relaxed)
+            && let Some(left) = next.checked_duration_since(std::time::Instant::now())
+        {
+            std::thread::park_timeout(left);
         }
     }
 }

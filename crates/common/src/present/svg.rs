@@ -1,14 +1,13 @@
 //! svg — a run as one self-contained picture (`--svg FILE`), for a slide or a guide.
 //!
-//! One lane per process and per thread (the demo's machinery threads, the signal watcher and
-//! the sampler, left out), and on each lane:
+//! One lane per process and per thread (but the machinery's: the signal watcher, the sampler),
+//! and on each lane:
 //! - a band coloured by the kernel's sampled state (running, ready, S, D, T, Z);
 //! - above it, bars for the spans the demo marks (holding a lock, a critical section, a task);
 //! - dots for its lifecycle events (fork, exit, kill, reap, signals);
 //! - diamonds for the steps of a race (`search`, `read`, `lock A`), numbered in the order they
-//!   ran: under `--schedule` or `--step`, the order the scheduler granted them, one lane per
-//!   worker; when the steps were granted, their numbers beside them and, under the time
-//!   axis, a strip of the chosen schedule: a column per step, a row per worker;
+//!   ran; under `--schedule` or `--step`, the order the scheduler granted them, with their
+//!   numbers beside them and, under the time axis, a strip of that schedule;
 //!
 //! and across the lanes arrows for messages and results, a time axis, the shared counters as
 //! small step lines, and a legend. Everything is drawn from the same [`Model`] as the trace.
@@ -18,7 +17,7 @@
 //! thread) and `data-role` (its name without the number), `class="legend-item"` with
 //! `data-name`, `class="span"` with `data-name`, `class="mark"` with `data-kind`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 
 use crate::report;
@@ -65,13 +64,8 @@ fn esc(text: &str) -> String {
 
 /// The distinct names, in the order they first appear.
 fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut seen = Vec::new();
-    for name in names {
-        if !seen.contains(&name) {
-            seen.push(name);
-        }
-    }
-    seen
+    let mut seen = HashSet::new();
+    names.filter(|name| seen.insert(*name)).collect()
 }
 
 /// A tick's label: milliseconds on a short run, seconds with as many decimals as the step needs.
@@ -89,7 +83,6 @@ fn time_label(us: u64, step: u64) -> String {
 
 /// The picture of `model`, as SVG text.
 pub fn render(model: &Model) -> String {
-    // The lanes drawn: every track but the helper threads'.
     let helper = |t: &&Track| !t.is_process() && HELPER_THREADS.contains(&t.name.as_str());
     let lanes: Vec<&Track> = model.tracks.iter().filter(|t| !helper(t)).collect();
     let end = model.end_us.max(1);
@@ -147,7 +140,6 @@ pub fn render(model: &Model) -> String {
     let legend_rows = items.len().div_ceil(4).max(1);
     let height = legend_y + legend_rows as f64 * 20.0 + 10.0;
 
-    // The picture, line by line.
     let mut lines: Vec<String> = Vec::new();
     lines.push(format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">"#
@@ -296,7 +288,6 @@ pub fn render(model: &Model) -> String {
         lines.push("</g>".into());
     }
 
-    // The time axis.
     let step = round_step(|step| end / step <= 10);
     let (right, tick_y, label_y) = (WIDTH - RIGHT, axis_y + 5.0, axis_y + 18.0);
     lines.push(format!(

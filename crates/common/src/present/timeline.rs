@@ -1,18 +1,17 @@
 //! timeline — one ASCII lane per process, drawn from the events every process recorded.
 //!
-//! Children print their events straight to standard output, so the parent never sees them. To
+//! Children print their events straight to standard output, which the parent never sees. To
 //! draw who ran when, a [`Recording`] makes every process of the demo *also* append its events
-//! to one shared file, and the parent reads that file back at the end:
+//! to one shared file, which the parent reads back at the end:
 //! - the parent creates a temporary file opened with `O_APPEND` and hands its descriptor to
 //!   [`report::record_to`]; from then on every [`report::event`] is also one JSON line there,
 //!   written with a single `write(2)`. On Linux an append to a regular file happens in one
-//!   piece, so the lines of different processes never mix, and their order in the file is the
-//!   order in which they were written;
+//!   piece, so the lines of different processes never mix and the file holds them in the order
+//!   they were written;
 //! - a forked child inherits the descriptor (and the atomic that holds its number); a spawned
-//!   child inherits it through `exec`, because it has no close-on-exec flag, and learns its
-//!   number from `CONCURRENCY_DEMOS_REPORT` (see [`report`]);
-//! - the file has no name (`O_TMPFILE`), so nothing is left behind, not even after Ctrl-C or
-//!   SIGKILL;
+//!   child inherits it through `exec`, as it has no close-on-exec flag, and learns its number
+//!   from `CONCURRENCY_DEMOS_REPORT` (see [`report`]);
+//! - the file has no name ([`nameless_file`]): nothing is left behind, even after SIGKILL;
 //! - [`draw`] makes the text: a row per process, `|` at its first and last event, `=` between,
 //!   and what the [`Style`] adds (a symbol for an event, a fill between two events).
 //!
@@ -59,15 +58,14 @@ pub use draw::{DEFAULT_WIDTH, Lane, Style, draw, lanes, show};
 pub struct Record {
     /// Milliseconds since the demo started (the same clock in every process).
     pub t_ms: u64,
-    /// The same moment in microseconds (0 in records made before it was recorded).
+    /// The same moment in microseconds (0 in older records).
     #[serde(default)]
     pub t_us: u64,
     pub pid: i32,
     #[serde(default)]
     pub ppid: i32,
     pub who: String,
-    /// The thread that recorded it (`gettid`); the pid for the main thread. 0 in records made
-    /// before threads were recorded.
+    /// The thread that recorded it (`gettid`, the pid for the main one); 0 in older records.
     #[serde(default)]
     pub tid: i32,
     /// That thread's name (`main` for the main thread).
@@ -183,10 +181,9 @@ impl Drop for Recording {
     }
 }
 
-/// A file with no name in the temporary folder, open for reading and appending, that
-/// nothing else can open and that nothing leaves behind, even at Ctrl-C: `O_TMPFILE`, or
-/// where the file system has none, a file removed as soon as it is created (the open
-/// descriptor keeps it alive until the last process holding it closes it).
+/// A file with no name in the temporary folder, open for reading and appending, that nothing
+/// else can open and nothing leaves behind, even at Ctrl-C: `O_TMPFILE`, or where the file
+/// system has none, a file removed once created (alive until its last descriptor closes).
 pub fn nameless_file() -> Result<File> {
     let file = tempfile::tempfile().context("creating a nameless file")?;
     fcntl(&file, FcntlArg::F_SETFL(OFlag::O_APPEND)).context("fcntl(F_SETFL, O_APPEND)")?;
@@ -198,12 +195,11 @@ pub fn nameless_file() -> Result<File> {
 pub(crate) fn read_from(file: &File, mut offset: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let mut chunk = [0u8; 4096];
     loop {
-        match file.read_at(&mut chunk, offset)? {
-            0 => return Ok(()),
-            n => {
-                buf.extend_from_slice(&chunk[..n]);
-                offset += n as u64;
-            }
+        let n = file.read_at(&mut chunk, offset)?;
+        if n == 0 {
+            return Ok(());
         }
+        buf.extend_from_slice(&chunk[..n]);
+        offset += n as u64;
     }
 }

@@ -1,12 +1,11 @@
 //! trace — every run as a picture: `--trace FILE` (Chrome's Trace Event JSON, which Perfetto's
 //! UI and `chrome://tracing` open as it is) and `--svg FILE` ([`crate::svg`], one picture).
 //!
-//! Both are drawn from two sources and nothing else, so nothing is drawn that the run did not
-//! do: the **events** every process of the run emitted (the lines `--json` prints, recorded to
-//! one shared file by [`crate::timeline`]'s recording, started before anything else), with the
-//! phase marks of [`crate::phase`] (a span such as `critical section`, recorded but never
-//! printed); and the **kernel's view**, each thread's state sampled from `/proc` by
-//! [`crate::sampler`].
+//! Both are drawn from what the run did and nothing else: the **events** its processes emitted
+//! (the lines `--json` prints, recorded to one shared file by [`crate::timeline`]'s recording,
+//! started before anything else), with the phase marks of [`crate::phase`] (a span such as
+//! `critical section`, recorded but never printed); and the **kernel's view**, each thread's
+//! state sampled from `/proc` by [`crate::sampler`].
 //!
 //! What the trace holds ([`Model`] is the common ground of both outputs):
 //! - a track per process and per thread, named as `ps` names them (`comm`), and beside each
@@ -17,10 +16,9 @@
 //! - every event as an instant (`i`), the lifecycle ones (fork, exec, exit, kill, reap,
 //!   signals) in the category `lifecycle`;
 //! - flow arrows (`s` → `f`) from a `put` to the `get` of the same message, and from a task's
-//!   submission to its result. In a traced run the process `Queue` carries a message id in its
-//!   frames and records both ends with it (`queue_put`, `queue_got`), and the `Pool` records
-//!   its jobs' (`task_submitted`, `task_result`); elsewhere the demo's events are paired by the
-//!   item they name, first in, first out;
+//!   submission to its result: by the ids that a traced run's process `Queue` (in its frames)
+//!   and `Pool` record at both ends (`queue_put`/`queue_got`, `task_submitted`/`task_result`),
+//!   elsewhere by the item the demo's events name, first in, first out;
 //! - counters (`C`) for the shared values the events carry: the tickets left, a queue's size,
 //!   a balance.
 //!
@@ -100,7 +98,7 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-/// Writes `bytes` to `path` whole or not at all: a temporary file beside it, then `rename`.
+/// Writes `bytes` to `path` whole or not at all.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let temp = temp_path(path);
@@ -126,7 +124,6 @@ pub fn on_mark(mark: &Mark<'_>) {
     report::record_only(PHASE_EVENT, json!({ "ph": ph, "name": name }));
 }
 
-/// A traced run: the recording of every event and the sampler.
 #[derive(Debug)]
 struct Session {
     outputs: Outputs,
@@ -175,8 +172,7 @@ impl Session {
         report::set_tracing(false);
         let model = Model::build(&records, &samples, DEFAULT_INTERVAL.as_micros() as u64);
         if let Some(path) = &self.outputs.trace {
-            let mut text = serde_json::to_string(&model.to_trace())?;
-            text.push('\n');
+            let text = serde_json::to_string(&model.to_trace())? + "\n";
             write_atomically(path, text.as_bytes())?;
         }
         if let Some(path) = &self.outputs.svg {

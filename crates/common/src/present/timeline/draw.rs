@@ -81,14 +81,10 @@ impl Style {
     }
 
     fn legend(&self) -> String {
-        let mut parts = vec!["| first and last event".to_string(), "= alive".to_string()];
-        for (event, symbol) in &self.marks {
-            parts.push(format!("{symbol} {event}"));
-        }
-        for span in &self.spans {
-            parts.push(format!("{} {} to {}", span.fill, span.begin, span.end));
-        }
-        parts.join(", ")
+        let marks = self.marks.iter().map(|(event, symbol)| format!("{symbol} {event}"));
+        let spans = self.spans.iter().map(|s| format!("{} {} to {}", s.fill, s.begin, s.end));
+        let lane = ["| first and last event".to_string(), "= alive".to_string()];
+        lane.into_iter().chain(marks).chain(spans).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -125,14 +121,10 @@ pub fn lanes(records: &[Record], per_thread: bool) -> Vec<Lane> {
                 lane.end_ms = lane.end_ms.max(r.t_ms);
                 lane.events += 1;
             }
-            None => lanes.push(Lane {
-                pid,
-                tid,
-                who: if per_thread { r.name() } else { &r.who }.to_string(),
-                start_ms: r.t_ms,
-                end_ms: r.t_ms,
-                events: 1,
-            }),
+            None => {
+                let who = if per_thread { r.name() } else { &r.who }.to_string();
+                lanes.push(Lane { pid, tid, who, start_ms: r.t_ms, end_ms: r.t_ms, events: 1 });
+            }
         }
     }
     // Stable: processes that started in the same millisecond keep the file's order.
@@ -166,13 +158,11 @@ impl Scale {
     /// The finest step that fits `start..=end` in `width` columns, the axis starting on a
     /// multiple of it.
     fn fit(start: u64, end: u64, width: usize) -> Scale {
-        let columns = |ms_per_col: u64| {
+        let scale = |ms_per_col: u64| {
             let origin_ms = start / ms_per_col * ms_per_col;
-            ((end - origin_ms) / ms_per_col) as usize + 1
+            Scale { origin_ms, ms_per_col, columns: ((end - origin_ms) / ms_per_col) as usize + 1 }
         };
-        let ms_per_col = round_step(|step| columns(step) <= width || step >= 1_000_000_000);
-        let origin_ms = start / ms_per_col * ms_per_col;
-        Scale { origin_ms, ms_per_col, columns: columns(ms_per_col) }
+        scale(round_step(|step| scale(step).columns <= width || step >= 1_000_000_000))
     }
 
     fn col(&self, t_ms: u64) -> usize {
@@ -191,7 +181,7 @@ impl Scale {
     }
 }
 
-/// Draws `records` as lanes under `title`: a pure function, so it is tested on its own.
+/// Draws `records` as lanes under `title`.
 pub fn draw(title: &str, records: &[Record], style: &Style) -> String {
     let lanes = lanes(records, style.per_thread);
     let (Some(start), Some(end)) =
@@ -241,8 +231,8 @@ fn draw_lane(lane: &Lane, records: &[&Record], style: &Style, scale: &Scale) -> 
     let (first, last) = (scale.col(lane.start_ms), scale.col(lane.end_ms));
     cells[first..=last].fill('=');
     // Spans: each `begin` opens one, the next matching `end` of this process closes it.
-    let mut open: Vec<(usize, u64, Option<String>)> = Vec::new();
-    let mut closed: Vec<(usize, u64, u64, Option<String>)> = Vec::new();
+    let mut open: Vec<(usize, u64, String)> = Vec::new();
+    let mut closed: Vec<(usize, u64, u64, String)> = Vec::new();
     for r in records {
         for (i, span) in style.spans.iter().enumerate() {
             if r.event == span.end
@@ -252,11 +242,11 @@ fn draw_lane(lane: &Lane, records: &[&Record], style: &Style, scale: &Scale) -> 
                 closed.push((i, begin, r.t_ms, label));
             }
             if r.event == span.begin {
-                let label = span.label.and_then(|key| match &r.data[key] {
-                    Value::Null => None,
-                    Value::String(s) => Some(s.clone()),
-                    other => Some(other.to_string()),
-                });
+                let label = match span.label.map(|key| &r.data[key]) {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                };
                 open.push((i, r.t_ms, label));
             }
         }
@@ -265,10 +255,8 @@ fn draw_lane(lane: &Lane, records: &[&Record], style: &Style, scale: &Scale) -> 
     for (i, begin, end, label) in closed {
         let (a, b) = (scale.col(begin), scale.col(end));
         cells[a..=b].fill(style.spans[i].fill);
-        if let Some(label) = label {
-            for (cell, ch) in cells[a..=b].iter_mut().zip(label.chars()) {
-                *cell = ch;
-            }
+        for (cell, ch) in cells[a..=b].iter_mut().zip(label.chars()) {
+            *cell = ch;
         }
     }
     cells[first] = '|';

@@ -2,9 +2,13 @@
 
 use super::*;
 
-/// A metadata event: a track's name or its place in the list.
-fn meta(name: &str, pid: i32, tid: i32, args: Value) -> Value {
-    json!({"ph": "M", "name": name, "pid": pid, "tid": tid, "args": args})
+/// A track's metadata events (`kind`: process or thread): its name and its place in the list.
+fn meta(kind: &str, pid: i32, tid: i32, name: &str, index: usize) -> [Value; 2] {
+    let event = |what: &str, args: Value| {
+        json!({"ph": "M", "name": format!("{kind}_{what}"), "pid": pid, "tid": tid,
+            "args": args})
+    };
+    [event("name", json!({"name": name})), event("sort_index", json!({"sort_index": index}))]
 }
 
 impl Model {
@@ -17,18 +21,12 @@ impl Model {
                 named_pids.push(t.pid);
                 let process =
                     self.tracks.iter().find(|p| p.pid == t.pid && p.is_process()).unwrap_or(t);
-                events.push(meta("process_name", t.pid, t.pid, json!({"name": process.name})));
-                let index = json!({"sort_index": named_pids.len()});
-                events.push(meta("process_sort_index", t.pid, t.pid, index));
+                events.extend(meta("process", t.pid, t.pid, &process.name, named_pids.len()));
             }
-            events.push(meta("thread_name", t.pid, t.tid, json!({"name": t.name})));
-            events.push(meta("thread_sort_index", t.pid, t.tid, json!({"sort_index": 2 * i})));
+            events.extend(meta("thread", t.pid, t.tid, &t.name, 2 * i));
             if self.states.iter().any(|s| (s.pid, s.tid) == (t.pid, t.tid)) {
-                let kernel = t.tid + KERNEL_TRACK_OFFSET;
-                let name = format!("{} (kernel)", t.name);
-                events.push(meta("thread_name", t.pid, kernel, json!({"name": name})));
-                let index = json!({"sort_index": 2 * i + 1});
-                events.push(meta("thread_sort_index", t.pid, kernel, index));
+                let (kernel, name) = (t.tid + KERNEL_TRACK_OFFSET, format!("{} (kernel)", t.name));
+                events.extend(meta("thread", t.pid, kernel, &name, 2 * i + 1));
             }
         }
         for s in &self.states {

@@ -44,10 +44,7 @@ pub(super) fn flows_of(records: &[&Record]) -> Vec<Flow> {
         }
         // First in, first out per id: a put is matched with the first get of that item after it.
         let mut waiting: HashMap<String, VecDeque<&Record>> = HashMap::new();
-        for r in records {
-            if r.event != *from && r.event != *to {
-                continue;
-            }
+        for r in records.iter().filter(|r| r.event == *from || r.event == *to) {
             let key: serde_json::Map<String, Value> = keys
                 .iter()
                 .filter_map(|k| Some((k.to_string(), r.data.get(*k)?.clone())))
@@ -87,16 +84,14 @@ pub(super) fn handovers(spans: &[Span], ids_from: u64) -> Vec<Flow> {
         if held.windows(2).any(|w| w[1].start_us < w[0].end_us) {
             continue;
         }
-        for w in held.windows(2) {
-            if (w[0].pid, w[0].tid) != (w[1].pid, w[1].tid) {
-                flows.push(Flow {
-                    id: ids_from + flows.len() as u64 + 1,
-                    name: "hand-over",
-                    key: json!({}),
-                    from: (w[0].pid, w[0].tid, w[0].end_us),
-                    to: (w[1].pid, w[1].tid, w[1].start_us),
-                });
-            }
+        for w in held.windows(2).filter(|w| (w[0].pid, w[0].tid) != (w[1].pid, w[1].tid)) {
+            flows.push(Flow {
+                id: ids_from + flows.len() as u64 + 1,
+                name: "hand-over",
+                key: json!({}),
+                from: (w[0].pid, w[0].tid, w[0].end_us),
+                to: (w[1].pid, w[1].tid, w[1].start_us),
+            });
         }
     }
     flows

@@ -156,13 +156,8 @@ impl Model {
         // Names as ps shows them: the sampled comm wins over the demo's own name, and its last
         // value over its first (a new thread is sampled before it names itself).
         let mut see = |pid: i32, tid: i32, name: &str, t: u64, sampled: bool| {
-            let track = tracks.entry((pid, tid)).or_insert_with(|| Track {
-                pid,
-                tid,
-                name: name.to_string(),
-                first_us: t,
-                last_us: t,
-            });
+            let new = || Track { pid, tid, name: name.to_string(), first_us: t, last_us: t };
+            let track = tracks.entry((pid, tid)).or_insert_with(new);
             track.first_us = track.first_us.min(t);
             track.last_us = track.last_us.max(t);
             if sampled {
@@ -222,27 +217,21 @@ fn spans_of(records: &[&Record], tracks: &BTreeMap<(i32, i32), Track>) -> Vec<Sp
         let name = r.data["name"].as_str().unwrap_or("").to_string();
         let t = r.t_us;
         match r.data["ph"].as_str() {
-            Some("B") => open.entry(key).or_default().push(Span {
-                pid: key.0,
-                tid: key.1,
-                name,
-                start_us: t,
-                end_us: t,
-                closed: false,
-            }),
+            Some("B") => {
+                let span =
+                    Span { pid: key.0, tid: key.1, name, start_us: t, end_us: t, closed: false };
+                open.entry(key).or_default().push(span);
+            }
             Some("E") => {
                 let stack = open.entry(key).or_default();
                 // The innermost open span of that name (spans close in reverse order).
                 if let Some(pos) = stack.iter().rposition(|s| s.name == name) {
-                    // Any span opened inside it and never closed ends with it, so they nest.
-                    for mut inner in stack.drain(pos + 1..).rev() {
-                        inner.end_us = t;
-                        spans.push(inner);
+                    // Spans opened inside it and never closed end with it, unfinished: they nest.
+                    for (depth, mut span) in stack.drain(pos..).enumerate().rev() {
+                        span.end_us = t;
+                        span.closed = depth == 0;
+                        spans.push(span);
                     }
-                    let mut span = stack.pop().expect("found above");
-                    span.end_us = t;
-                    span.closed = true;
-                    spans.push(span);
                 }
             }
             _ => {}
