@@ -114,19 +114,14 @@ impl AsyncResult {
 
     /// Whether the task finished without error; [`PoolError::NotReady`] before it finished.
     pub fn successful(&self) -> Result<bool, PoolError> {
-        match lock(&self.slot.value).answer.as_ref() {
-            Some(answer) => Ok(self.slot.decode(answer).is_ok()),
-            None => Err(PoolError::NotReady),
-        }
+        let value = lock(&self.slot.value);
+        value.answer.as_ref().map(|a| self.slot.decode(a).is_ok()).ok_or(PoolError::NotReady)
     }
 
     /// The pid of the worker the task was given to (the last one, if it was handed on after
     /// its first worker died before starting it); `None` while it waits.
     pub fn pid(&self) -> Option<i32> {
-        match self.slot.pid.load(Ordering::SeqCst) {
-            0 => None,
-            pid => Some(pid),
-        }
+        Some(self.slot.pid.load(Ordering::SeqCst)).filter(|&pid| pid != 0)
     }
 }
 
@@ -151,11 +146,9 @@ impl Job {
                 Err(error) => error_callback.map(|cb| cb(error)),
             }));
             if let Err(panic) = called {
+                let (who, id, why) = (report::who(), slot.id, panic_message(panic.as_ref()));
                 report::write_stderr(&format!(
-                    "{}: a pool callback of job {} panicked: {}",
-                    report::who(),
-                    slot.id,
-                    panic_message(panic.as_ref())
+                    "{who}: a pool callback of job {id} panicked: {why}"
                 ));
             }
         }
