@@ -196,8 +196,7 @@ impl Shared {
                     }
                 }
                 Err(QueueError::TooLarge { size, max }) => {
-                    let msg = unframe::<ToWorker>(&pending.frame);
-                    let chunk = matches!(msg, Ok((ToWorker::Chunk { .. }, _)));
+                    let chunk = matches!(unframe(&pending.frame), Ok((ToWorker::Chunk { .. }, _)));
                     let task = st.jobs.get(&pending.id).map_or("?", |j| j.slot.task);
                     let error = PoolError::Invalid(format!(
                         "the arguments of task {task} are {size} bytes, more than the limit of \
@@ -242,8 +241,7 @@ impl Shared {
             Workers::Processes(role) => {
                 // A spawned or fork-server worker gets the queues' descriptors (and finds their
                 // numbers in its arguments); a forked one has them already.
-                let mut fds = inbox.fds();
-                fds.extend(self.results.fds());
+                let fds = [inbox.fds(), self.results.fds()].concat();
                 let method = match self.options.start_method {
                     StartMethod::Fork if replacement => StartMethod::Forkserver,
                     other => other,
