@@ -70,9 +70,8 @@ use workers::{Handle, Pending, Phase, Shared, State, Workers};
 use crate::queue::Queue;
 use common::process::Role;
 
-/// The largest message to or from a worker, in bytes: a task's arguments (or a chunk of
-/// `map`'s items) with its name, or its result. A task beyond it fails with
-/// [`PoolError::Invalid`].
+/// The largest message to or from a worker, in bytes (a task's name with its arguments or a
+/// chunk of `map`'s items, or a result); a task beyond it fails with [`PoolError::Invalid`].
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// The name of the parent's thread that reads results and runs callbacks.
 pub const HANDLER_THREAD: &str = "pool-results";

@@ -52,8 +52,7 @@ pub(super) fn handler_main(shared: Arc<Shared>, started: mpsc::Sender<Result<(),
     }
 }
 
-/// Kills and reaps every worker process, tells every worker thread to stop, and forgets them
-/// all: the pool could not start, or its handler failed.
+/// The pool could not start, or its handler failed: kill and reap its processes, stop its threads.
 fn abandon_workers(st: &mut State) {
     for w in &mut st.workers {
         match &mut w.handle {
@@ -161,10 +160,9 @@ impl Shared {
         }
     }
 
-    /// Fails every job not over yet with `error` (of its task) and tells every worker to end
-    /// now: SIGTERM to a process (SIGKILL after [`signals::GRACE`]); a thread, which cannot be
-    /// stopped, loses the tasks waiting in its inbox and gets `Stop`. For `terminate`, and for
-    /// a pool that broke.
+    /// For `terminate` and a broken pool: every job not over yet fails with `error` (of its
+    /// task); a process gets SIGTERM (SIGKILL after [`signals::GRACE`]), and a thread, which
+    /// cannot be stopped, loses the tasks in its inbox and gets `Stop`.
     pub(super) fn stop_now(&self, st: &mut State, error: impl Fn(&'static str) -> PoolError) {
         st.backlog.clear();
         let mut ids: Vec<u64> = st.jobs.keys().copied().collect();

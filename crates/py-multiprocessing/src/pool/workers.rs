@@ -215,9 +215,8 @@ impl Shared {
         }
     }
 
-    /// Starts one worker. A `replacement` (of a worker that died or retired) of a fork pool is
-    /// started by the fork server, not forked from this process, which has threads by then
-    /// (see the module documentation).
+    /// Starts one worker. A `replacement` (of a worker that died or retired) in a fork pool comes
+    /// from the fork server: this process has threads by then (see the module documentation).
     pub(super) fn start_worker(
         self: &Arc<Self>,
         st: &mut State,
@@ -250,9 +249,8 @@ impl Shared {
                     Process::new(&name, role, &args).start_method(method).pass_fds(&fds);
                 process.start().map_err(|e| PoolError::Start(format!("{name}: {e:#}")))?;
                 let pid = process.pid().unwrap_or(0);
-                // Its watcher: a small thread that tells the result thread when the worker has
-                // ended, through the results queue, so that the news comes after every result
-                // the worker sent.
+                // Its watcher thread posts `Exited` to the results queue when it ends, so that
+                // the news comes after every result the worker sent.
                 let results = self.results.clone();
                 std::thread::Builder::new()
                     .name(format!("{name}-watch"))
