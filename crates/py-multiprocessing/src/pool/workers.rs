@@ -175,13 +175,9 @@ impl Shared {
             let usable = |w: &Worker| {
                 !w.stopping && max.is_none_or(|m| w.given < m) && !full.contains(&w.number)
             };
-            let idle = st
-                .workers
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| usable(w) && w.outstanding.is_empty())
-                .min_by_key(|(_, w)| w.last_given)
-                .map(|(i, _)| i);
+            let workers = st.workers.iter().enumerate();
+            let idle = workers.filter(|(_, w)| usable(w) && w.outstanding.is_empty());
+            let idle = idle.min_by_key(|(_, w)| w.last_given).map(|(i, _)| i);
             let Some(i) = idle.or_else(|| st.prefetch_to(&usable)) else { break };
             let Some(pending) = st.backlog.pop_front() else { break };
             let worker = &mut st.workers[i];
