@@ -28,17 +28,15 @@ const BATCH: usize = 256;
 
 /// The result thread's body; `started` hears whether every worker started.
 pub(super) fn handler_main(shared: Arc<Shared>, started: mpsc::Sender<Result<(), PoolError>>) {
-    {
-        let mut st = lock(&shared.state);
-        for _ in 0..shared.options.processes {
-            if let Err(e) = shared.start_worker(&mut st, false) {
-                abandon_workers(&mut st);
-                drop(st);
-                let _ = started.send(Err(e));
-                return;
-            }
-        }
+    let mut st = lock(&shared.state);
+    let all = (0..shared.options.processes).try_for_each(|_| shared.start_worker(&mut st, false));
+    if let Err(e) = all {
+        abandon_workers(&mut st);
+        drop(st);
+        let _ = started.send(Err(e));
+        return;
     }
+    drop(st);
     let _ = started.send(Ok(()));
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&shared))).is_err() {
         // A bug in the pool: fail every task and stop every worker, rather than leave callers
