@@ -141,11 +141,8 @@ impl Pool {
 
     fn start(workers: Workers, options: PoolOptions) -> Result<Pool, PoolError> {
         if options.processes == 0 {
-            return Err(PoolError::Invalid(
-                "a pool needs at least 1 worker (Python: ValueError: Number of processes must be \
-                 at least 1)"
-                    .into(),
-            ));
+            let python = "Python: ValueError: Number of processes must be at least 1";
+            return Err(PoolError::Invalid(format!("a pool needs at least 1 worker ({python})")));
         }
         if options.maxtasksperchild == Some(0) {
             return Err(PoolError::Invalid("maxtasksperchild must be at least 1".into()));
