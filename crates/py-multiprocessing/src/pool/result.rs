@@ -1,6 +1,5 @@
 //! result — `AsyncResult`, what `apply_async` returns (Python's `AsyncResult`): a slot the
-//! result thread fills once, and that any number of threads may wait on. A callback runs in
-//! the result thread, before the slot is filled, as in Python.
+//! result thread fills once, after the callback ([`Job::finish`]), for any number of waiters.
 
 use std::fmt;
 use std::ops::Range;
@@ -79,9 +78,8 @@ impl Slot {
     }
 }
 
-/// The result of a task submitted with `apply_async` (Python's `AsyncResult`): a handle that
-/// can be asked whether the task is done and waited on. A clone is another handle on the same
-/// result.
+/// The result of a task submitted with `apply_async` (Python's `AsyncResult`), to ask whether
+/// it is done and to wait on; a clone is another handle on the same result.
 #[derive(Clone)]
 pub struct AsyncResult {
     pub(super) slot: Arc<Slot>,

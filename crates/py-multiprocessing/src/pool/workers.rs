@@ -123,15 +123,14 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Wakes the result thread (after `close` or `terminate`).
+    /// Wakes the result thread. A blocking put: a `put_nowait` fails while a worker holds the
+    /// writer lock, and a lost `Wake` would leave the pool waiting for ever.
     pub(super) fn wake(&self) {
         let _ = self.results.put_encoded(&frame(&FromWorker::Wake, &[]), Wait::Forever);
     }
 
-    /// Tells the result thread that tasks wait in the backlog: one `Wake` per round of it,
-    /// however many tasks are submitted meanwhile (it clears `poked` before it dispatches). A
-    /// blocking put: a `put_nowait` fails while a worker holds the writer lock, and a lost
-    /// `Wake` would leave the backlog waiting for ever.
+    /// Wakes the result thread for the tasks in the backlog: one `Wake` per round of it, however
+    /// many tasks are submitted meanwhile (it clears `poked` before it dispatches).
     pub(super) fn poke(&self) {
         if !self.poked.swap(true, Ordering::SeqCst) {
             self.wake();
