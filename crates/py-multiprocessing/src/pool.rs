@@ -13,18 +13,18 @@
 //! ```
 //!
 //! ## Workers, a task queue each, and a result thread
-//! - **Workers** (`pool/worker.rs`): processes (or threads) that loop: take a task from their
-//!   inbox, run it, put the result in the results queue. A task is a named function
-//!   (`pool/task.rs`): a spawned worker has none of the parent's memory.
-//! - **A task queue per worker**, a [`Queue`] only the parent writes and
-//!   only that worker reads: `apply_async` puts the task in the pool's backlog, and the parent
-//!   gives it to the worker idle the longest (`pool/workers.rs`; a busy one gets tasks in
-//!   advance only while more wait than there are workers: `pool/prefetch.rs`, a speed-up).
-//! - **One result thread** in the parent (`pool/handler.rs`, named [`HANDLER_THREAD`]): it
-//!   reads the results queue, fills the [`AsyncResult`]s (`pool/result.rs`), runs callbacks,
-//!   gives waiting tasks to the workers that freed up, and replaces workers that died or
-//!   retired. A worker killed mid-task fails that one task with an error naming the worker, its
-//!   pid and the signal (CPython's `Pool` never completes it: `get` hangs).
+//! - **Workers** (`pool/worker.rs`), processes or threads, loop: take a task from their inbox,
+//!   run it, put the result in the results queue. A task is a named function (`pool/task.rs`):
+//!   a spawned worker has none of the parent's memory.
+//! - **A task queue per worker**, a [`Queue`] only the parent writes and only that worker reads:
+//!   `apply_async` puts the task in the pool's backlog, and the parent gives it to the worker
+//!   idle the longest (`pool/workers.rs`; a busy one gets tasks in advance only while more wait
+//!   than there are workers: `pool/prefetch.rs`, a speed-up).
+//! - **One result thread** in the parent (`pool/handler.rs`, [`HANDLER_THREAD`]) reads the
+//!   results queue, fills the [`AsyncResult`]s (`pool/result.rs`), runs callbacks, gives waiting
+//!   tasks to the workers that freed up, and replaces workers that died or retired. A worker
+//!   killed mid-task fails that one task with an error naming it, its pid and the signal
+//!   (CPython's `Pool` never completes it: `get` hangs).
 //!
 //! `map` (`pool/map.rs`) sends the items in chunks (about four per worker, as Python does).
 //! A `callback` runs **in the parent, in the result thread**, as in Python: it must be quick.
@@ -70,9 +70,8 @@ use workers::{Handle, Pending, Phase, Shared, State, Workers};
 use crate::queue::Queue;
 use common::process::Role;
 
-/// The largest message to or from a worker, in bytes: a task's arguments (or a chunk of
-/// `map`'s items) with its name, or its result. A task beyond it fails with
-/// [`PoolError::Invalid`].
+/// The largest message to or from a worker, in bytes (a task's name with its arguments or a
+/// chunk of `map`'s items, or a result); a task beyond it fails with [`PoolError::Invalid`].
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// The name of the parent's thread that reads results and runs callbacks.
 pub const HANDLER_THREAD: &str = "pool-results";
@@ -95,10 +94,8 @@ pub struct ThreadPool;
 impl ThreadPool {
     /// A pool of `threads` worker threads.
     pub fn new(threads: usize) -> Result<Pool, PoolError> {
-        Pool::start(
-            Workers::Threads,
-            PoolOptions { name: "pool-thread".into(), ..PoolOptions::new(threads) },
-        )
+        let options = PoolOptions { name: "pool-thread".into(), ..PoolOptions::new(threads) };
+        ThreadPool::with_options(options)
     }
 
     /// A pool of threads with options (`start_method` is ignored).
@@ -123,10 +120,8 @@ impl fmt::Display for Pool {
             (Phase::Closed, None) => "CLOSE",
             (Phase::Terminated, None) => "TERMINATE",
         };
-        let kind = match self.shared.workers {
-            Workers::Processes(_) => "processes",
-            Workers::Threads => "threads",
-        };
+        let kind =
+            if matches!(self.shared.workers, Workers::Threads) { "threads" } else { "processes" };
         let PoolOptions { name, processes, .. } = &self.shared.options;
         write!(f, "<Pool {name} state={state} pool_size={processes} {kind}>")
     }
@@ -146,11 +141,8 @@ impl Pool {
 
     fn start(workers: Workers, options: PoolOptions) -> Result<Pool, PoolError> {
         if options.processes == 0 {
-            return Err(PoolError::Invalid(
-                "a pool needs at least 1 worker (Python: ValueError: Number of processes must be \
-                 at least 1)"
-                    .into(),
-            ));
+            let python = "Python: ValueError: Number of processes must be at least 1";
+            return Err(PoolError::Invalid(format!("a pool needs at least 1 worker ({python})")));
         }
         if options.maxtasksperchild == Some(0) {
             return Err(PoolError::Invalid("maxtasksperchild must be at least 1".into()));
@@ -166,27 +158,20 @@ impl Pool {
             known: Mutex::new(known),
             poked: AtomicBool::new(false),
         });
-        // The handler thread starts the workers and outlives them all: a worker asks the kernel
-        // to kill it when the *thread* that started it ends (PR_SET_PDEATHSIG), so the pool's
-        // workers must not be started by a thread that may end before the pool does.
+        // The handler thread starts the workers, as it outlives them all: a worker asks the
+        // kernel to kill it when the *thread* that started it ends (PR_SET_PDEATHSIG).
         let (started_tx, started_rx) = mpsc::channel();
-        let handler = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(HANDLER_THREAD.into())
-                .spawn(move || handler_main(shared, started_tx))
-                .map_err(|e| {
-                    PoolError::Start(format!("starting the {HANDLER_THREAD} thread: {e}"))
-                })?
-        };
+        let for_handler = shared.clone();
+        let handler = std::thread::Builder::new()
+            .name(HANDLER_THREAD.into())
+            .spawn(move || handler_main(for_handler, started_tx))
+            .map_err(|e| PoolError::Start(format!("starting the {HANDLER_THREAD} thread: {e}")))?;
         let ended = || PoolError::Start("the pool's handler thread ended at start".into());
-        match started_rx.recv().unwrap_or_else(|_| Err(ended())) {
-            Ok(()) => Ok(Pool { shared, handler: Mutex::new(Some(handler)) }),
-            Err(e) => {
-                let _ = handler.join();
-                Err(e)
-            }
+        if let Err(e) = started_rx.recv().unwrap_or_else(|_| Err(ended())) {
+            let _ = handler.join();
+            return Err(e);
         }
+        Ok(Pool { shared, handler: Mutex::new(Some(handler)) })
     }
 
     /// The pids of the worker processes alive now, oldest first (empty for a thread pool).
@@ -254,12 +239,8 @@ impl Pool {
             return Err(PoolError::StillRunning);
         }
         let handler = lock(&self.handler).take();
-        if let Some(handler) = handler {
-            handler
-                .join()
-                .map_err(|_| PoolError::Broken("the result-handler thread panicked".into()))?;
-        }
-        Ok(())
+        let joined = handler.map_or(Ok(()), JoinHandle::join);
+        joined.map_err(|_| PoolError::Broken("the result-handler thread panicked".into()))
     }
 
     /// Stops every worker now (SIGTERM; SIGKILL after a grace period) and fails every unfinished

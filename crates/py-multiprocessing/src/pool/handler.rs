@@ -1,14 +1,11 @@
-//! handler — the result thread: the parent's one thread of a pool (named
-//! [`HANDLER_THREAD`](super::HANDLER_THREAD)). It starts the workers, reads the results queue,
-//! runs callbacks, gives tasks to the workers that freed up and replaces workers that ended
-//! (Python's `_handle_tasks`, `_handle_results` and `_handle_workers` threads in one); it ends
-//! once the pool is closed (or terminated) and every worker has exited.
+//! handler — the result thread, the parent's one thread of a pool: Python's `_handle_tasks`,
+//! `_handle_results` and `_handle_workers` threads in one ([what it does](super)). It
+//! ends once the pool is closed (or terminated) and every worker has exited.
 //!
-//! Every worker has its own inbox, which only the parent writes and only that worker reads, so
-//! the parent knows at every moment which tasks each worker holds. That is what lets it handle
-//! a worker killed in the middle of a task: its watcher thread posts `Exited` to the results
-//! queue *behind* every result the worker sent; the handler reaps it, takes back the tasks still
-//! in its inbox, fails the one it was running, and starts a new worker.
+//! As only the parent writes a worker's inbox, it knows at every moment which tasks each worker
+//! holds. So a worker killed mid-task can be handled: its watcher thread posts `Exited` to the
+//! results queue *behind* every result the worker sent; the handler reaps it, takes back the
+//! tasks still in its inbox, fails the one it was running, and starts a new worker.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
@@ -31,17 +28,15 @@ const BATCH: usize = 256;
 
 /// The result thread's body; `started` hears whether every worker started.
 pub(super) fn handler_main(shared: Arc<Shared>, started: mpsc::Sender<Result<(), PoolError>>) {
-    {
-        let mut st = lock(&shared.state);
-        for _ in 0..shared.options.processes {
-            if let Err(e) = shared.start_worker(&mut st, false) {
-                abandon_workers(&mut st);
-                drop(st);
-                let _ = started.send(Err(e));
-                return;
-            }
-        }
+    let mut st = lock(&shared.state);
+    let all = (0..shared.options.processes).try_for_each(|_| shared.start_worker(&mut st, false));
+    if let Err(e) = all {
+        abandon_workers(&mut st);
+        drop(st);
+        let _ = started.send(Err(e));
+        return;
     }
+    drop(st);
     let _ = started.send(Ok(()));
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&shared))).is_err() {
         // A bug in the pool: fail every task and stop every worker, rather than leave callers
@@ -55,8 +50,7 @@ pub(super) fn handler_main(shared: Arc<Shared>, started: mpsc::Sender<Result<(),
     }
 }
 
-/// Kills and reaps every worker process, tells every worker thread to stop, and forgets them
-/// all: the pool could not start, or its handler failed.
+/// The pool could not start, or its handler failed: kill and reap its processes, stop its threads.
 fn abandon_workers(st: &mut State) {
     for w in &mut st.workers {
         match &mut w.handle {
@@ -76,13 +70,10 @@ fn handle(shared: &Arc<Shared>) {
     loop {
         // One message, waiting as long as it takes (only until the grace ends while stopping,
         // to SIGKILL a worker that outlives it); then whatever else is there, without waiting.
-        let wait = match lock(&shared.state).grace_ends {
-            Some(end) => Wait::Until(end),
-            None => Wait::Forever,
-        };
-        let mut got = shared.results.get_encoded(wait);
+        let first = lock(&shared.state).grace_ends.map_or(Wait::Forever, Wait::Until);
         let mut fatal = None;
-        for taken in 1.. {
+        for taken in 0..BATCH {
+            let got = shared.results.get_encoded(if taken == 0 { first } else { Wait::Now });
             let read = match &got {
                 Ok(body) => unframe::<FromWorker>(body),
                 Err(QueueError::Empty) => break,
@@ -95,10 +86,6 @@ fn handle(shared: &Arc<Shared>) {
                     break;
                 }
             }
-            if taken == BATCH {
-                break;
-            }
-            got = shared.results.get_encoded(Wait::Now);
         }
         let mut st = lock(&shared.state);
         if let Some(why) = fatal {
@@ -171,10 +158,9 @@ impl Shared {
         }
     }
 
-    /// Fails every job not over yet with `error` (of its task) and tells every worker to end
-    /// now: SIGTERM to a process (SIGKILL after [`signals::GRACE`]); a thread, which cannot be
-    /// stopped, loses the tasks waiting in its inbox and gets `Stop`. For `terminate`, and for
-    /// a pool that broke.
+    /// For `terminate` and a broken pool: every job not over yet fails with `error` (of its
+    /// task); a process gets SIGTERM (SIGKILL after [`signals::GRACE`]), and a thread, which
+    /// cannot be stopped, loses the tasks in its inbox and gets `Stop`.
     pub(super) fn stop_now(&self, st: &mut State, error: impl Fn(&'static str) -> PoolError) {
         st.backlog.clear();
         let mut ids: Vec<u64> = st.jobs.keys().copied().collect();
@@ -231,12 +217,9 @@ impl Shared {
             }
         }
         let mut lost: Option<(&'static str, u64)> = None;
-        for &id in &worker.outstanding {
-            let Some(job) = st.jobs.get(&id) else { continue };
-            if back.iter().any(|p: &Pending| p.id == id) {
-                continue;
-            }
-            let task = job.slot.task;
+        let taken = worker.outstanding.iter().filter(|&&id| back.iter().all(|p| p.id != id));
+        for &id in taken {
+            let Some(task) = st.jobs.get(&id).map(|job| job.slot.task) else { continue };
             lost.get_or_insert((task, id));
             let (name, pid) = (worker.name.clone(), worker.pid);
             let error =
@@ -250,11 +233,8 @@ impl Shared {
         let retired = lost.is_none() && exitcode == Some(0);
         let needed = st.broken.is_none()
             && !stopping
-            && match st.phase {
-                Phase::Running => true,
-                Phase::Closed => !st.backlog.is_empty(),
-                Phase::Terminated => false,
-            };
+            && (st.phase == Phase::Running
+                || (st.phase == Phase::Closed && !st.backlog.is_empty()));
         let mut replacement = None;
         if needed {
             match self.start_worker(st, true) {
@@ -278,10 +258,9 @@ impl Shared {
                 ),
                 None => format!("{} between tasks", lost::how(exitcode)),
             };
-            let then = match &replacement {
-                Some((name, pid)) => format!("; {name} (pid {pid}) takes its place"),
-                None => String::new(),
-            };
+            let then = replacement.as_ref().map_or(String::new(), |(name, pid)| {
+                format!("; {name} (pid {pid}) takes its place")
+            });
             common::event!("pool_worker_exited", {
                     "worker": worker.name, "pid": worker.pid, "exitcode": exitcode,
                     "status": exitcode_name(exitcode), "lost_task": lost.map(|(t, _)| t),

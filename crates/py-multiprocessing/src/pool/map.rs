@@ -5,8 +5,7 @@
 //! where they are the typed task's own argument type, JSON otherwise: see `pool/task.rs`) and
 //! gives the chunk to a worker itself if one can take it, so the workers start on the first
 //! chunk while the rest are encoded. Then it reads the chunks' answers in the items' order, as
-//! its caller's type. The first chunk to fail (a chunk lost with a killed worker among them)
-//! fails the map with its error at once.
+//! its caller's type.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,7 +20,8 @@ impl Pool {
     /// Runs `task` on every item, in chunks, and returns the results in the items' order
     /// (Python's `map`), each read as an `R`: a [`Value`](serde_json::Value), or whatever type
     /// the task's results are (`let squares: Vec<u64> = pool.map(&SQUARE, 0..10)?`). The first
-    /// error fails the whole call, and so does a result that is not an `R`.
+    /// error fails the whole call at once (a chunk lost with a killed worker too), and so does a
+    /// result that is not an `R`.
     pub fn map<T: Serialize, R: DeserializeOwned>(
         &self,
         task: &'static Task,
@@ -31,7 +31,7 @@ impl Pool {
     }
 
     /// [`Pool::map`] with a chosen chunk size (items per task sent to a worker); `None` chooses
-    /// as Python does (the items split into about four chunks per worker).
+    /// as Python does ([`default_chunksize`]).
     pub fn map_chunked<T: Serialize, R: DeserializeOwned>(
         &self,
         task: &'static Task,
@@ -81,8 +81,7 @@ impl Pool {
             };
             self.shared.record_task("task_submitted", slot.id);
             st.backlog.push_back(Pending { id: slot.id, frame });
-            // This thread gives the chunk to a worker itself if one can take it now, rather
-            // than waking the result thread to do it.
+            // To a worker now if one can take it, rather than through the result thread.
             self.shared.dispatch(&mut st);
             let waiting = !st.backlog.is_empty() || !st.finished.is_empty();
             drop(st);
@@ -90,10 +89,9 @@ impl Pool {
                 self.shared.poke();
             }
         }
-        // Room for every result at once: growing a list of 100,000 values step by step copies
-        // it and faults in its pages again at each step. The items go first, so that the
-        // results can take their memory, whose pages are in already: a second list as large
-        // beside them faults in every page of its own.
+        // Room for every result at once (a list of 100,000 values grown step by step is copied
+        // and its pages faulted in at each step), once the items are gone: the results take
+        // their memory, whose pages are in, where a second list beside them faults in its own.
         let count = items.len();
         drop(items);
         let mut values: Vec<R> = Vec::with_capacity(count);

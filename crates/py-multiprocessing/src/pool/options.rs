@@ -1,5 +1,4 @@
-//! options — how a pool is made ([`PoolOptions`]: Python's `Pool(processes, initializer,
-//! initargs, maxtasksperchild)`) and what can go wrong with it or a task ([`PoolError`]).
+//! options — how a pool is made ([`PoolOptions`]) and what can go wrong ([`PoolError`]).
 
 use serde_json::Value;
 
@@ -10,10 +9,8 @@ use common::processes::lost;
 /// What can go wrong with a pool or a task. Cloned into every handle that asks for a result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
-    /// A task submitted after `close` or `terminate`.
     #[error("Pool not running: close() or terminate() was called (Python: ValueError)")]
     NotRunning,
-    /// `join` before `close` or `terminate`.
     #[error(
         "join() needs close() or terminate() first: Pool is still running (Python: ValueError)"
     )]
@@ -28,7 +25,6 @@ pub enum PoolError {
         lost::how(*.exitcode)
     )]
     WorkerDied { task: String, job: u64, worker: String, pid: i32, exitcode: Option<i32> },
-    /// `terminate` came before the task finished.
     #[error("the pool was terminated before task {task} finished")]
     Terminated { task: String },
     /// The pool cannot run tasks any more (an initializer failed, a queue broke).
@@ -43,7 +39,6 @@ pub enum PoolError {
     /// Bad arguments: not JSON, too large, or a pool of no workers.
     #[error("{0}")]
     Invalid(String),
-    /// A worker could not be started.
     #[error("starting a pool worker: {0}")]
     Start(String),
 }

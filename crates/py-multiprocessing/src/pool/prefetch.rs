@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use super::workers::{State, Worker};
 
-/// Tasks are given to a busy worker in advance only as many as it runs in about this long.
 const PREFETCH_WINDOW: Duration = Duration::from_millis(2);
 /// The most tasks a worker holds at once (running and waiting in its inbox).
 const MAX_PREFETCH: usize = 256;

@@ -1,6 +1,5 @@
 //! result — `AsyncResult`, what `apply_async` returns (Python's `AsyncResult`): a slot the
-//! result thread fills once, and that any number of threads may wait on. A callback runs in
-//! the result thread, before the slot is filled, as in Python.
+//! result thread fills once, after the callback ([`Job::finish`]), for any number of waiters.
 
 use std::fmt;
 use std::ops::Range;
@@ -79,9 +78,8 @@ impl Slot {
     }
 }
 
-/// The result of a task submitted with `apply_async` (Python's `AsyncResult`): a handle that
-/// can be asked whether the task is done and waited on. A clone is another handle on the same
-/// result.
+/// The result of a task submitted with `apply_async` (Python's `AsyncResult`), to ask whether
+/// it is done and to wait on; a clone is another handle on the same result.
 #[derive(Clone)]
 pub struct AsyncResult {
     pub(super) slot: Arc<Slot>,
@@ -114,19 +112,14 @@ impl AsyncResult {
 
     /// Whether the task finished without error; [`PoolError::NotReady`] before it finished.
     pub fn successful(&self) -> Result<bool, PoolError> {
-        match lock(&self.slot.value).answer.as_ref() {
-            Some(answer) => Ok(self.slot.decode(answer).is_ok()),
-            None => Err(PoolError::NotReady),
-        }
+        let value = lock(&self.slot.value);
+        value.answer.as_ref().map(|a| self.slot.decode(a).is_ok()).ok_or(PoolError::NotReady)
     }
 
     /// The pid of the worker the task was given to (the last one, if it was handed on after
     /// its first worker died before starting it); `None` while it waits.
     pub fn pid(&self) -> Option<i32> {
-        match self.slot.pid.load(Ordering::SeqCst) {
-            0 => None,
-            pid => Some(pid),
-        }
+        Some(self.slot.pid.load(Ordering::SeqCst)).filter(|&pid| pid != 0)
     }
 }
 
@@ -151,11 +144,9 @@ impl Job {
                 Err(error) => error_callback.map(|cb| cb(error)),
             }));
             if let Err(panic) = called {
+                let (who, id, why) = (report::who(), slot.id, panic_message(panic.as_ref()));
                 report::write_stderr(&format!(
-                    "{}: a pool callback of job {} panicked: {}",
-                    report::who(),
-                    slot.id,
-                    panic_message(panic.as_ref())
+                    "{who}: a pool callback of job {id} panicked: {why}"
                 ));
             }
         }

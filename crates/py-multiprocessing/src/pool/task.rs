@@ -72,8 +72,7 @@ impl Task {
     /// Runs the task on JSON values, turning its error or panic into its result's message.
     pub(super) fn call(&self, args: Value) -> Result<Value, String> {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.run)(args))) {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(format!("{e:#}")),
+            Ok(ran) => ran.map_err(|e| format!("{e:#}")),
             Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
         }
     }

@@ -88,12 +88,8 @@ pub(super) fn work<'t>(
         a.results.put_encoded(&frame(msg, payload), Wait::Forever)
     };
     let task = |name: &str| {
-        find(name).ok_or_else(|| {
-            format!(
-                "this worker has no task named {name:?} (a pool runs only the tasks listed where \
-                 its worker role calls pool::serve)"
-            )
-        })
+        let why = "a pool runs only the tasks listed where its worker role calls pool::serve";
+        find(name).ok_or_else(|| format!("this worker has no task named {name:?} ({why})"))
     };
     if let Some((name, init_args)) = &a.initializer
         && let Err(error) = task(name).and_then(|t| t.call(init_args.clone()))

@@ -123,15 +123,14 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Wakes the result thread (after `close` or `terminate`).
+    /// Wakes the result thread. A blocking put: a `put_nowait` fails while a worker holds the
+    /// writer lock, and a lost `Wake` would leave the pool waiting for ever.
     pub(super) fn wake(&self) {
         let _ = self.results.put_encoded(&frame(&FromWorker::Wake, &[]), Wait::Forever);
     }
 
-    /// Tells the result thread that tasks wait in the backlog: one `Wake` per round of it,
-    /// however many tasks are submitted meanwhile (it clears `poked` before it dispatches). A
-    /// blocking put: a `put_nowait` fails while a worker holds the writer lock, and a lost
-    /// `Wake` would leave the backlog waiting for ever.
+    /// Wakes the result thread for the tasks in the backlog: one `Wake` per round of it, however
+    /// many tasks are submitted meanwhile (it clears `poked` before it dispatches).
     pub(super) fn poke(&self) {
         if !self.poked.swap(true, Ordering::SeqCst) {
             self.wake();
@@ -175,13 +174,9 @@ impl Shared {
             let usable = |w: &Worker| {
                 !w.stopping && max.is_none_or(|m| w.given < m) && !full.contains(&w.number)
             };
-            let idle = st
-                .workers
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| usable(w) && w.outstanding.is_empty())
-                .min_by_key(|(_, w)| w.last_given)
-                .map(|(i, _)| i);
+            let workers = st.workers.iter().enumerate();
+            let idle = workers.filter(|(_, w)| usable(w) && w.outstanding.is_empty());
+            let idle = idle.min_by_key(|(_, w)| w.last_given).map(|(i, _)| i);
             let Some(i) = idle.or_else(|| st.prefetch_to(&usable)) else { break };
             let Some(pending) = st.backlog.pop_front() else { break };
             let worker = &mut st.workers[i];
@@ -196,8 +191,7 @@ impl Shared {
                     }
                 }
                 Err(QueueError::TooLarge { size, max }) => {
-                    let msg = unframe::<ToWorker>(&pending.frame);
-                    let chunk = matches!(msg, Ok((ToWorker::Chunk { .. }, _)));
+                    let chunk = matches!(unframe(&pending.frame), Ok((ToWorker::Chunk { .. }, _)));
                     let task = st.jobs.get(&pending.id).map_or("?", |j| j.slot.task);
                     let error = PoolError::Invalid(format!(
                         "the arguments of task {task} are {size} bytes, more than the limit of \
@@ -216,9 +210,8 @@ impl Shared {
         }
     }
 
-    /// Starts one worker. A `replacement` (of a worker that died or retired) of a fork pool is
-    /// started by the fork server, not forked from this process, which has threads by then
-    /// (see the module documentation).
+    /// Starts one worker. A `replacement` (of a worker that died or retired) in a fork pool comes
+    /// from the fork server: this process has threads by then (see the module documentation).
     pub(super) fn start_worker(
         self: &Arc<Self>,
         st: &mut State,
@@ -242,8 +235,7 @@ impl Shared {
             Workers::Processes(role) => {
                 // A spawned or fork-server worker gets the queues' descriptors (and finds their
                 // numbers in its arguments); a forked one has them already.
-                let mut fds = inbox.fds();
-                fds.extend(self.results.fds());
+                let fds = [inbox.fds(), self.results.fds()].concat();
                 let method = match self.options.start_method {
                     StartMethod::Fork if replacement => StartMethod::Forkserver,
                     other => other,
@@ -252,9 +244,8 @@ impl Shared {
                     Process::new(&name, role, &args).start_method(method).pass_fds(&fds);
                 process.start().map_err(|e| PoolError::Start(format!("{name}: {e:#}")))?;
                 let pid = process.pid().unwrap_or(0);
-                // Its watcher: a small thread that tells the result thread when the worker has
-                // ended, through the results queue, so that the news comes after every result
-                // the worker sent.
+                // Its watcher thread posts `Exited` to the results queue when it ends, so that
+                // the news comes after every result the worker sent.
                 let results = self.results.clone();
                 std::thread::Builder::new()
                     .name(format!("{name}-watch"))
