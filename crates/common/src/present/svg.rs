@@ -1,7 +1,7 @@
 //! svg — a run as one self-contained picture (`--svg FILE`), for a slide or a guide.
 //!
-//! One lane per process and per thread (but the machinery's: the signal watcher, the sampler),
-//! and on each lane:
+//! One lane per process and per thread (but for the machinery's threads: the signal watcher and
+//! the sampler), and on each lane:
 //! - a band coloured by the kernel's sampled state (running, ready, S, D, T, Z);
 //! - above it, bars for the spans the demo marks (holding a lock, a critical section, a task);
 //! - dots for its lifecycle events (fork, exit, kill, reap, signals);
